@@ -1,0 +1,436 @@
+"""The chat client: the socket, the terminal, and the check of the server's key.
+
+Run ``python client.py --help`` for the options. The main thread reads what
+the person types and sends it; a receiver thread reads the socket and prints.
+Everything that came over the network passes ``protocol.printable_text``
+before it reaches the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+
+import crypto_utils
+import protocol
+from protocol import (
+    ChatLine,
+    ChatMessage,
+    ClientConnection,
+    ConnectionClosed,
+    ErrorNotice,
+    Goodbye,
+    HandshakeComplete,
+    MalformedMessage,
+    Notice,
+    ProtocolError,
+    ServerHello,
+    UserJoined,
+    UserLeft,
+    Username,
+    UsernameRequest,
+    Welcome,
+)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8756
+CONNECT_TIMEOUT = 10.0
+HANDSHAKE_TIMEOUT = 15.0
+CLOSE_GRACE = 2.0  # seconds to wait for the server to see our goodbye
+RECV_SIZE = 65536
+CHAT_PROMPT = "> "
+USERNAME_PROMPT = "Username: "
+CONNECTION_LOST = "Connection to server lost."
+
+
+class ClientError(Exception):
+    """Ends the client with a message for the person and a non-zero status."""
+
+
+# --- known hosts: trust on first use, as ssh does ----------------------------
+
+
+def data_dir() -> Path:
+    """Where the chat keeps its files: ``$XDG_DATA_HOME/socket-chat``."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "socket-chat"
+
+
+class KnownHosts:
+    """The file of servers seen before: one ``HOST:PORT SHA256:...`` a line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def lookup(self, host_id: str) -> str | None:
+        for line_host, fingerprint in self._entries():
+            if line_host == host_id:
+                return fingerprint
+        return None
+
+    def remember(self, host_id: str, fingerprint: str) -> None:
+        """Record (or replace) the fingerprint for ``host_id``."""
+        kept = [f"{h} {f}\n" for h, f in self._entries() if h != host_id]
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.writelines(kept + [f"{host_id} {fingerprint}\n"])
+        os.replace(temporary, self.path)
+
+    def _entries(self) -> list[tuple[str, str]]:
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ClientError(f"Cannot read the known hosts file {self.path}: {exc}") from None
+        return [tuple(line.split()) for line in lines if len(line.split()) == 2]
+
+
+def host_id(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_server_key(known: KnownHosts, server: str, offered: str, pinned: str | None) -> str | None:
+    """Decide whether to trust the key the server offered.
+
+    Returns a line to show the person (or None), or raises ClientError with
+    the reason for refusing. A pin (``--fingerprint``) wins over the file,
+    and a key that matches the pin is recorded in the file.
+    """
+    if pinned is not None:
+        if not crypto_utils.fingerprints_equal(pinned, offered):
+            raise ClientError(_mismatch_warning(server, pinned, offered, "--fingerprint"))
+        if known.lookup(server) != offered:
+            known.remember(server, offered)
+        return None
+    recorded = known.lookup(server)
+    if recorded is None:
+        known.remember(server, offered)
+        return (f"The server's key fingerprint is {offered}.\n"
+                f"Check it with the server's operator. It is now recorded in {known.path}.")
+    if not crypto_utils.fingerprints_equal(recorded, offered):
+        raise ClientError(_mismatch_warning(server, recorded, offered, str(known.path)))
+    return None
+
+
+def _mismatch_warning(server: str, expected: str, offered: str, source: str) -> str:
+    bar = "@" * 62
+    return "\n".join([
+        bar,
+        "@    WARNING: THE SERVER'S IDENTITY KEY HAS CHANGED!          @",
+        bar,
+        "Someone may be intercepting this connection (a man-in-the-middle attack),",
+        "or the server's operator may have replaced its key.",
+        f"Server:               {server}",
+        f"Expected fingerprint: {expected} (from {source})",
+        f"Offered fingerprint:  {offered}",
+        "The connection was refused; nothing was sent.",
+        "Ask the server's operator for the fingerprint it prints when it starts.",
+        "If it is the offered one, connect once with --fingerprint followed by it",
+        "to record it in place of the old one.",
+    ])
+
+
+# --- the terminal ------------------------------------------------------------
+
+
+class Terminal:
+    """All printing. On a terminal, a line that arrives while the person is
+    typing is printed above the prompt, and the half-typed line is redrawn.
+    Off a terminal (a pipe), no prompt and no escape codes are written."""
+
+    def __init__(self, interactive: bool) -> None:
+        self.interactive = interactive
+        self._lock = threading.Lock()
+        self._prompt: str | None = None
+        if interactive:
+            import readline  # noqa: F401 - line editing and history for input()
+
+    def show(self, line: str) -> None:
+        with self._lock:
+            if self._prompt is None:
+                print(line, flush=True)
+                return
+            import readline
+            # \r and "erase line" remove the prompt and what is typed so far;
+            # both are drawn again under the new line.
+            sys.stdout.write(f"\r\x1b[K{line}\n{self._prompt}{readline.get_line_buffer()}")
+            sys.stdout.flush()
+
+    def error(self, text: str) -> None:
+        with self._lock:
+            if self._prompt is not None:
+                sys.stdout.write("\r\x1b[K")
+                sys.stdout.flush()
+            print(text, file=sys.stderr, flush=True)
+
+    def read_line(self, prompt: str) -> str:
+        """The next line typed. Raises EOFError at the end of input."""
+        if not self.interactive:
+            line = sys.stdin.readline()
+            if not line:
+                raise EOFError
+            return line.rstrip("\r\n")
+        with self._lock:
+            self._prompt = prompt
+        try:
+            return input(prompt)
+        finally:
+            with self._lock:
+                self._prompt = None
+
+
+def describe(event) -> str | None:
+    """How an event from the server is shown, or None if it is not shown."""
+    clean = protocol.printable_text
+    if isinstance(event, ChatMessage):
+        return f"{clean(event.sender)}: {clean(event.text)}"
+    if isinstance(event, UserJoined):
+        return f"* {clean(event.name)} joined the chat."
+    if isinstance(event, UserLeft):
+        return f"* {clean(event.name)} left the chat."
+    if isinstance(event, Notice):
+        return f"* {clean(event.text)}"
+    if isinstance(event, ErrorNotice):
+        return f"Error: {clean(event.text)}"
+    if isinstance(event, MalformedMessage):
+        return f"Error: the server sent a message this client cannot read ({event.reason})."
+    return None
+
+
+# --- the connection ----------------------------------------------------------
+
+
+class ServerLink:
+    """The socket and the protocol state, with one lock for sending."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.conn = ClientConnection()
+        self._send_lock = threading.Lock()
+
+    def next_event(self):
+        """The next event, reading as needed. What the handshake writes by
+        itself is sent before waiting for more."""
+        while (event := self.conn.next_event()) is protocol.NEED_DATA:
+            self.flush()
+            self.conn.receive_data(self.sock.recv(RECV_SIZE))
+        self.flush()
+        return event
+
+    def flush(self) -> None:
+        with self._send_lock:
+            data = self.conn.data_to_send()
+            if data:
+                self.sock.sendall(data)
+
+    def send(self, message) -> None:
+        with self._send_lock:
+            self.conn.send(message)
+            self.sock.sendall(self.conn.data_to_send())
+
+
+def connect(host: str, port: int) -> ServerLink:
+    try:
+        sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+    except OSError as exc:
+        raise ClientError(f"Could not connect to {host_id(host, port)}: {exc.strerror or exc}") from None
+    return ServerLink(sock)
+
+
+def establish(link: ServerLink, trust) -> None:
+    """Run the handshake; ``trust(ServerHello)`` raises ClientError to refuse."""
+    link.sock.settimeout(HANDSHAKE_TIMEOUT)
+    hello = link.next_event()
+    if not isinstance(hello, ServerHello):
+        raise ProtocolError(f"expected the server's hello, got {hello}")
+    trust(hello)
+    link.conn.accept_server_key()
+    link.flush()
+    event = link.next_event()
+    if not isinstance(event, HandshakeComplete):
+        raise ProtocolError(f"handshake ended with {event}")
+    link.sock.settimeout(None)
+
+
+def choose_username(link: ServerLink, terminal: Terminal, preset: str | None) -> str | None:
+    """Answer the server's username requests until one is accepted.
+
+    ``preset`` (from --name) is tried first. On a terminal a refused name is
+    asked for again; on a pipe, a refusal ends the client, so that a script
+    never has a chat line taken for a username. None if input ended first.
+    """
+    attempts = 0
+    while True:
+        event = link.next_event()
+        if isinstance(event, Welcome):
+            return event.name
+        if isinstance(event, Goodbye):
+            raise ClientError(protocol.printable_text(event.reason) or CONNECTION_LOST)
+        if isinstance(event, ConnectionClosed):
+            raise ClientError(CONNECTION_LOST)
+        if not isinstance(event, UsernameRequest):
+            _show_event(terminal, event)
+            continue
+        prompt = protocol.printable_text(event.prompt)
+        if attempts and not terminal.interactive:
+            raise ClientError(f"{prompt}\nThe username was refused and input is not a terminal: giving up.")
+        terminal.show(prompt)
+        if attempts == 0 and preset is not None:
+            name = preset
+        else:
+            try:
+                name = terminal.read_line(USERNAME_PROMPT)
+            except EOFError:
+                return None
+        attempts += 1
+        link.send(Username(name))
+
+
+def _show_event(terminal: Terminal, event) -> None:
+    line = describe(event)
+    if line is not None:
+        terminal.show(line)
+
+
+class Receiver(threading.Thread):
+    """Reads the socket and prints what arrives, until the connection ends.
+
+    If the server ends the session (Goodbye, EOF, or an error) while the
+    person has not asked to leave, it says so and interrupts the main
+    thread, which is waiting for input.
+    """
+
+    def __init__(self, link: ServerLink, terminal: Terminal) -> None:
+        super().__init__(name="receiver", daemon=True)
+        self.link = link
+        self.terminal = terminal
+        self._end_lock = threading.Lock()
+        self._leaving = False
+        self.ended_by_server = False
+
+    def run(self) -> None:
+        try:
+            while not isinstance(event := self.link.next_event(), (Goodbye, ConnectionClosed)):
+                _show_event(self.terminal, event)
+            reason = CONNECTION_LOST
+            if isinstance(event, Goodbye) and event.reason:
+                reason = protocol.printable_text(event.reason)
+        except (OSError, ProtocolError):
+            reason = CONNECTION_LOST
+        self._server_ended(reason)
+
+    def leave(self) -> bool:
+        """Claim the end for the person. False if the server ended first."""
+        with self._end_lock:
+            self._leaving = not self.ended_by_server
+            return self._leaving
+
+    def _server_ended(self, reason: str) -> None:
+        with self._end_lock:
+            if self._leaving:
+                return
+            self.ended_by_server = True
+        self.terminal.error(reason)
+        # Wake the main thread from input(): it gets KeyboardInterrupt.
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+
+def converse(link: ServerLink, terminal: Terminal) -> int:
+    """The chat itself: the main thread reads and sends, a Receiver prints."""
+    receiver = Receiver(link, terminal)
+    receiver.start()
+    try:
+        while (line := terminal.read_line(CHAT_PROMPT)) != "/quit":
+            if line.strip():
+                link.send(ChatLine(line))
+    except (EOFError, KeyboardInterrupt):
+        pass
+    except (OSError, ProtocolError):
+        pass  # the receiver sees the same failure and reports it
+    # From here on, a late interrupt from the receiver must not become a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not receiver.leave():
+        return 1
+    say_goodbye(link)
+    receiver.join(CLOSE_GRACE)
+    return 0
+
+
+def say_goodbye(link: ServerLink) -> None:
+    """Leave on purpose: Goodbye, then half-close so the server sees it all."""
+    try:
+        link.send(Goodbye(""))
+        link.sock.shutdown(socket.SHUT_WR)
+    except (OSError, ProtocolError):
+        pass  # the server is gone already; there is no one to tell
+
+
+# --- the command line --------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Encrypted terminal group chat: the client.")
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"server address (default: {DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"server port (default: {DEFAULT_PORT})")
+    parser.add_argument("--name", help="join with this username instead of being asked")
+    parser.add_argument(
+        "--fingerprint", metavar="SHA256:...",
+        help="the server key fingerprint to insist on, even on the first connection",
+    )
+    parser.add_argument(
+        "--known-hosts", type=Path, default=None,
+        help="file of trusted server keys (default: $XDG_DATA_HOME/socket-chat/known_hosts)",
+    )
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, terminal: Terminal) -> int:
+    terminal.show("Trying to connect server...")
+    link = connect(args.host, args.port)
+    terminal.show("Connected to server.")
+    known = KnownHosts(args.known_hosts or data_dir() / "known_hosts")
+    server = host_id(args.host, args.port)
+
+    def trust(hello: ServerHello) -> None:
+        note = check_server_key(known, server, hello.fingerprint, args.fingerprint)
+        if note:
+            terminal.show(note)
+
+    try:
+        establish(link, trust)
+        terminal.show("Encryption is established.")
+        name = choose_username(link, terminal, args.name)
+    except socket.timeout:
+        raise ClientError("The server did not complete the handshake in time.") from None
+    except ProtocolError as exc:
+        raise ClientError(f"The handshake with the server failed: {exc}") from None
+    except OSError:
+        raise ClientError(CONNECTION_LOST) from None
+    if name is None:
+        say_goodbye(link)
+        return 0
+    return converse(link, terminal)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    terminal = Terminal(interactive=sys.stdin.isatty())
+    try:
+        return run(args, terminal)
+    except ClientError as exc:
+        terminal.error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C before the chat began: leave quietly
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,340 @@
+"""Pure cryptography for the chat: no sockets, no files, no prints.
+
+Everything here is a thin, named wrapper over pycryptodomex so that the
+protocol code reads in the words of PROTOCOL.md:
+
+- the server's long-term identity: an RSA key, its fingerprint, and
+  RSA-OAEP (SHA-256) to carry the client's secret to it;
+- the ephemeral X25519 exchange that gives forward secrecy;
+- the key schedule (HKDF-SHA256 over both secrets, bound to the transcript);
+- the record layer: AES-256-GCM with a per-direction sequence number folded
+  into the nonce, as TLS 1.3 does, so no nonce ever repeats under a key.
+
+Randomness is a parameter (``rng``) wherever it is used, so tests can pin it.
+Failures that an attacker can provoke all surface as one ``DecryptionError``
+(or ``KeyAgreementError``), never as pycryptodomex's bare ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import struct
+from dataclasses import dataclass, field
+from typing import Callable
+
+from Cryptodome.Cipher import AES, PKCS1_OAEP
+from Cryptodome.Hash import SHA256
+from Cryptodome.Protocol import DH
+from Cryptodome.Protocol.KDF import HKDF
+from Cryptodome.PublicKey import RSA
+from Cryptodome.Random import get_random_bytes
+
+__all__ = [
+    "RSA_KEY_BITS",
+    "SECRET_SIZE",
+    "RANDOM_SIZE",
+    "X25519_KEY_SIZE",
+    "TAG_SIZE",
+    "CryptoError",
+    "DecryptionError",
+    "KeyAgreementError",
+    "SequenceExhaustedError",
+    "generate_rsa_keypair",
+    "export_private_key",
+    "import_private_key",
+    "export_public_key",
+    "import_public_key",
+    "fingerprint",
+    "fingerprints_equal",
+    "wrap_key",
+    "unwrap_key",
+    "EphemeralKey",
+    "SessionKeys",
+    "derive_session_keys",
+    "transcript_hash",
+    "RecordSealer",
+    "RecordOpener",
+    "random_bytes",
+]
+
+Rng = Callable[[int], bytes]
+
+RSA_KEY_BITS = 3072
+SECRET_SIZE = 32
+RANDOM_SIZE = 32
+X25519_KEY_SIZE = 32
+KEY_SIZE = 32  # AES-256
+IV_SIZE = 12  # GCM's natural nonce size
+TAG_SIZE = 16
+# The nonce is iv XOR a 64-bit counter, so a direction may seal 2**64 records.
+# No chat gets near that; the check is there so the rule is written down.
+MAX_SEQUENCE = 2**64 - 1
+
+_KEY_SCHEDULE_LABEL = b"socket-chat v1 session keys"
+
+
+class CryptoError(Exception):
+    """Base class for the failures this module reports."""
+
+
+class DecryptionError(CryptoError):
+    """A ciphertext did not authenticate, or could not be decrypted.
+
+    One class for every cause (bad tag, wrong key, wrong nonce, bad padding),
+    so callers cannot leak which one it was.
+    """
+
+
+class KeyAgreementError(CryptoError):
+    """The peer's ephemeral public key is malformed or of low order."""
+
+
+class SequenceExhaustedError(CryptoError):
+    """A direction has sealed its last permitted record; the session must end."""
+
+
+def random_bytes(size: int) -> bytes:
+    """``size`` bytes from the operating system's CSPRNG: the default ``rng``."""
+    return get_random_bytes(size)
+
+
+# --- identity: RSA -----------------------------------------------------------
+
+
+def generate_rsa_keypair(bits: int = RSA_KEY_BITS, rng: Rng | None = None) -> RSA.RsaKey:
+    """Make a new RSA private key (3072 bits unless told otherwise)."""
+    return RSA.generate(bits, randfunc=rng)
+
+
+def export_private_key(key: RSA.RsaKey) -> bytes:
+    """The private key as PKCS#8 PEM bytes, for a 0600 key file."""
+    return key.export_key(format="PEM", pkcs=8)
+
+
+def import_private_key(data: bytes) -> RSA.RsaKey:
+    """Read a private key written by ``export_private_key``.
+
+    Raises:
+        ValueError: the data is not an RSA private key.
+    """
+    key = RSA.import_key(data)
+    if not key.has_private():
+        raise ValueError("not an RSA private key")
+    return key
+
+
+def export_public_key(key: RSA.RsaKey) -> bytes:
+    """The public half as DER SubjectPublicKeyInfo: the bytes sent on the wire."""
+    return key.public_key().export_key(format="DER")
+
+
+def import_public_key(der: bytes) -> RSA.RsaKey:
+    """Read a DER SubjectPublicKeyInfo RSA public key.
+
+    Raises:
+        ValueError: the bytes are not an RSA public key of at least 2048 bits.
+    """
+    try:
+        key = RSA.import_key(der)
+    except (ValueError, IndexError, TypeError):
+        raise ValueError("not an RSA public key") from None
+    if key.has_private() or key.size_in_bits() < 2048:
+        raise ValueError("not an RSA public key of at least 2048 bits")
+    return key
+
+
+def fingerprint(public_key_der: bytes) -> str:
+    """ssh's fingerprint form: ``SHA256:`` and unpadded base64 of the digest.
+
+    It is taken over the DER bytes the server sends, so a user can compare
+    what the server prints with what the client shows.
+    """
+    digest = hashlib.sha256(public_key_der).digest()
+    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+
+
+def fingerprints_equal(a: str, b: str) -> bool:
+    """Compare two fingerprints in constant time."""
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+
+
+def wrap_key(public_key: RSA.RsaKey, secret: bytes, rng: Rng | None = None) -> bytes:
+    """Encrypt a short secret to the holder of ``public_key`` (RSA-OAEP, SHA-256)."""
+    return PKCS1_OAEP.new(public_key, hashAlgo=SHA256, randfunc=rng).encrypt(secret)
+
+
+def unwrap_key(private_key: RSA.RsaKey, wrapped: bytes) -> bytes:
+    """Recover a secret made by ``wrap_key``.
+
+    Raises:
+        DecryptionError: wrong key, or the ciphertext was altered.
+    """
+    try:
+        return PKCS1_OAEP.new(private_key, hashAlgo=SHA256).decrypt(wrapped)
+    except (ValueError, TypeError):
+        raise DecryptionError("could not unwrap the key") from None
+
+
+# --- forward secrecy: X25519 -------------------------------------------------
+
+
+class EphemeralKey:
+    """A one-use X25519 key pair. Drop it after the handshake.
+
+    The private half is never exposed; the object can only agree on a
+    shared secret with a peer's public key.
+    """
+
+    __slots__ = ("_private",)
+
+    def __init__(self, private_bytes: bytes):
+        self._private = DH.import_x25519_private_key(private_bytes)
+
+    @classmethod
+    def generate(cls, rng: Rng | None = None) -> "EphemeralKey":
+        return cls((rng or get_random_bytes)(X25519_KEY_SIZE))
+
+    @property
+    def public_bytes(self) -> bytes:
+        return self._private.public_key().export_key(format="raw")
+
+    def agree(self, peer_public: bytes) -> bytes:
+        """The 32-byte X25519 shared secret with ``peer_public``.
+
+        Raises:
+            KeyAgreementError: the peer's key is malformed or of low order
+                (RFC 7748 section 6.1 asks to reject an all-zero result).
+        """
+        try:
+            peer = DH.import_x25519_public_key(peer_public)
+            shared = DH.key_agreement(eph_priv=self._private, eph_pub=peer, kdf=_identity)
+        except (ValueError, TypeError):
+            raise KeyAgreementError("invalid X25519 public key") from None
+        if hmac.compare_digest(shared, bytes(len(shared))):
+            raise KeyAgreementError("X25519 shared secret is all zero")
+        return shared
+
+    def __repr__(self) -> str:
+        return "<EphemeralKey>"
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+# --- the key schedule --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionKeys:
+    """One AES-256-GCM key and IV for each direction of a session."""
+
+    client_to_server_key: bytes = field(repr=False)
+    client_to_server_iv: bytes = field(repr=False)
+    server_to_client_key: bytes = field(repr=False)
+    server_to_client_iv: bytes = field(repr=False)
+
+
+def transcript_hash(*handshake_messages: bytes) -> bytes:
+    """SHA-256 over the handshake messages, in the order they were sent."""
+    digest = hashlib.sha256()
+    for message in handshake_messages:
+        digest.update(message)
+    return digest.digest()
+
+
+def derive_session_keys(rsa_secret: bytes, x25519_secret: bytes, transcript: bytes) -> SessionKeys:
+    """HKDF-SHA256 (RFC 5869) from both secrets, salted with the transcript hash.
+
+    Both secrets go in: the RSA-carried one so that only the holder of the
+    server's private key can finish the handshake, the X25519 one so that a
+    recording cannot be decrypted later even with that key.
+    """
+    okm = HKDF(
+        rsa_secret + x25519_secret,
+        2 * (KEY_SIZE + IV_SIZE),
+        salt=transcript,
+        hashmod=SHA256,
+        context=_KEY_SCHEDULE_LABEL,
+    )
+    c2s_key, s2c_key, rest = okm[:32], okm[32:64], okm[64:]
+    return SessionKeys(c2s_key, rest[:IV_SIZE], s2c_key, rest[IV_SIZE:])
+
+
+# --- the record layer --------------------------------------------------------
+
+
+def _nonce(iv: bytes, sequence: int) -> bytes:
+    # TLS 1.3 (RFC 8446 section 5.3): left-pad the sequence number to the IV
+    # length and XOR it in, so every record of a direction has its own nonce.
+    padded = bytes(IV_SIZE - 8) + struct.pack("!Q", sequence)
+    return bytes(a ^ b for a, b in zip(iv, padded))
+
+
+class _RecordDirection:
+    __slots__ = ("_key", "_iv", "_sequence")
+
+    def __init__(self, key: bytes, iv: bytes, first_sequence: int = 0):
+        if len(key) != KEY_SIZE or len(iv) != IV_SIZE:
+            raise ValueError("AES-256-GCM needs a 32-byte key and a 12-byte IV")
+        self._key = key
+        self._iv = iv
+        self._sequence = first_sequence
+
+    @property
+    def sequence(self) -> int:
+        """The sequence number the next record will use."""
+        return self._sequence
+
+    def _next_cipher(self):
+        if self._sequence > MAX_SEQUENCE:
+            raise SequenceExhaustedError("no sequence numbers left in this direction")
+        cipher = AES.new(self._key, AES.MODE_GCM, nonce=_nonce(self._iv, self._sequence))
+        self._sequence += 1
+        return cipher
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} sequence={self._sequence}>"
+
+
+class RecordSealer(_RecordDirection):
+    """Encrypts the records of one direction, each under its own nonce."""
+
+    __slots__ = ()
+
+    def seal(self, plaintext: bytes, aad: bytes = b"") -> bytes:
+        """Return ``ciphertext || tag`` for the next sequence number."""
+        cipher = self._next_cipher()
+        cipher.update(aad)
+        ciphertext, tag = cipher.encrypt_and_digest(plaintext)
+        return ciphertext + tag
+
+
+class RecordOpener(_RecordDirection):
+    """Decrypts the records of one direction, expecting them in order.
+
+    The sequence number is implicit: a record replayed, reordered, dropped
+    or sent back in the other direction is decrypted under the wrong nonce
+    or key, and fails.
+    """
+
+    __slots__ = ()
+
+    def open(self, sealed: bytes, aad: bytes = b"") -> bytes:
+        """Return the plaintext of the next record.
+
+        Raises:
+            DecryptionError: the record is not the next one of this direction,
+                or any of its bytes (or the aad) were changed.
+        """
+        if len(sealed) < TAG_SIZE:
+            raise DecryptionError("record too short")
+        cipher = self._next_cipher()
+        cipher.update(aad)
+        try:
+            # decrypt_and_verify compares the tag in constant time.
+            return cipher.decrypt_and_verify(sealed[:-TAG_SIZE], sealed[-TAG_SIZE:])
+        except ValueError:
+            raise DecryptionError("record failed authentication") from None

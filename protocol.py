@@ -1,0 +1,723 @@
+"""The chat protocol, sans I/O: bytes in, events out; messages in, bytes out.
+
+No sockets, threads, prints or logging live here (the style of h11). The
+caller owns the socket and drives a connection object:
+
+    conn.receive_data(data)           # what recv() returned; b"" at EOF
+    while (event := conn.next_event()) is not NEED_DATA:
+        ...                           # react to the event
+    sock.sendall(conn.data_to_send()) # whatever the connection wrote
+
+and, once ``conn.state is ConnectionState.OPEN``:
+
+    conn.send(ChatLine("hi"))
+    sock.sendall(conn.data_to_send())
+
+PROTOCOL.md is the specification; this module follows its sections:
+frames, the handshake, records, and application messages.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+import unicodedata
+from dataclasses import dataclass, fields
+from typing import Callable, ClassVar
+
+import crypto_utils
+from crypto_utils import (
+    RANDOM_SIZE,
+    SECRET_SIZE,
+    TAG_SIZE,
+    X25519_KEY_SIZE,
+    CryptoError,
+    EphemeralKey,
+    RecordOpener,
+    RecordSealer,
+)
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "MAX_FRAME_SIZE",
+    "MAX_USERNAME_LENGTH",
+    "NEED_DATA",
+    "ProtocolError",
+    "LocalProtocolError",
+    "RemoteProtocolError",
+    "ConnectionState",
+    "ServerHello",
+    "HandshakeComplete",
+    "ConnectionClosed",
+    "MalformedMessage",
+    "Message",
+    "UsernameRequest",
+    "Username",
+    "Welcome",
+    "ChatLine",
+    "ChatMessage",
+    "UserJoined",
+    "UserLeft",
+    "Notice",
+    "ErrorNotice",
+    "Goodbye",
+    "ClientConnection",
+    "ServerConnection",
+    "encode_message",
+    "decode_message",
+    "normalize_username",
+    "printable_text",
+]
+
+Rng = Callable[[int], bytes]
+
+PROTOCOL_VERSION = 1
+#: Largest frame body accepted or sent. Checked on the header, before the
+#: body is buffered, so a peer cannot make us hold more than this.
+MAX_FRAME_SIZE = 64 * 1024
+MAX_USERNAME_LENGTH = 32
+
+_HEADER = struct.Struct("!I")
+_FIELD_LENGTH = struct.Struct("!H")
+_SERVER_HELLO = 0x01
+_KEY_EXCHANGE = 0x02
+_SERVER_CONFIRM = b"HI"
+_CLIENT_CONFIRM = b"HI"
+_SERVER_FINISHED = b"OK"
+
+
+# --- errors ------------------------------------------------------------------
+
+
+class ProtocolError(Exception):
+    """Base class: the protocol cannot go on as asked."""
+
+
+class LocalProtocolError(ProtocolError):
+    """This side misused the API (for example sent before the handshake).
+
+    The connection's state is left as it was.
+    """
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer broke the protocol: a bad frame, a forged or replayed record,
+    a handshake that does not check out. The connection is in ``ERROR``."""
+
+
+# --- states ------------------------------------------------------------------
+
+
+class ConnectionState(enum.Enum):
+    #: Client: waiting for the server's hello.
+    AWAIT_SERVER_HELLO = enum.auto()
+    #: Client: the server's key is known; the caller must call
+    #: ``accept_server_key()`` if it trusts it, or close.
+    AWAIT_TRUST = enum.auto()
+    #: Client: key exchange sent; waiting for the server's encrypted HI.
+    AWAIT_SERVER_HI = enum.auto()
+    #: Client: HI sent back; waiting for the server's encrypted OK.
+    AWAIT_SERVER_OK = enum.auto()
+    #: Server: hello sent; waiting for the client's key exchange.
+    AWAIT_KEY_EXCHANGE = enum.auto()
+    #: Server: HI sent; waiting for the client's encrypted HI.
+    AWAIT_CLIENT_HI = enum.auto()
+    #: Handshake done: application messages flow both ways.
+    OPEN = enum.auto()
+    #: The peer closed the connection (EOF at a frame boundary).
+    CLOSED = enum.auto()
+    #: The peer broke the protocol; nothing more can be done.
+    ERROR = enum.auto()
+
+
+_S = ConnectionState
+#: Every legal handshake step: (state, what happened) -> next state. A step
+#: missing here is a bug in this module, not something a peer can cause.
+_TRANSITIONS = {
+    (_S.AWAIT_SERVER_HELLO, "receive hello"): _S.AWAIT_TRUST,
+    (_S.AWAIT_TRUST, "send key exchange"): _S.AWAIT_SERVER_HI,
+    (_S.AWAIT_SERVER_HI, "receive HI, send HI"): _S.AWAIT_SERVER_OK,
+    (_S.AWAIT_SERVER_OK, "receive OK"): _S.OPEN,
+    (_S.AWAIT_KEY_EXCHANGE, "receive key exchange, send HI"): _S.AWAIT_CLIENT_HI,
+    (_S.AWAIT_CLIENT_HI, "receive HI, send OK"): _S.OPEN,
+}
+
+
+# --- events ------------------------------------------------------------------
+
+
+class _NeedData:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+#: Returned by ``next_event()`` when no complete event is buffered yet.
+NEED_DATA = _NeedData()
+
+
+@dataclass(frozen=True)
+class ServerHello:
+    """The client received the server's identity. Decide whether to trust it."""
+
+    version: int
+    public_key: bytes  # DER SubjectPublicKeyInfo
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class HandshakeComplete:
+    """Keys are confirmed both ways; application messages may flow."""
+
+
+@dataclass(frozen=True)
+class ConnectionClosed:
+    """The peer closed the connection. ``clean`` if it said Goodbye first."""
+
+    clean: bool
+
+
+@dataclass(frozen=True)
+class MalformedMessage:
+    """An authentic record whose content this version cannot read.
+
+    The record did come from the peer, so this is not a reason to drop the
+    connection; the application decides (the server answers with an error).
+    """
+
+    reason: str
+
+
+# --- application messages ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Message:
+    """Base of the typed application messages. Every field is a ``str``."""
+
+    TYPE: ClassVar[int]
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if not isinstance(getattr(self, f.name), str):
+                raise TypeError(f"{type(self).__name__}.{f.name} must be str")
+
+
+@dataclass(frozen=True)
+class UsernameRequest(Message):
+    """Server: choose a username. ``prompt`` says why (first ask, taken, invalid)."""
+
+    TYPE: ClassVar[int] = 0x01
+    prompt: str
+
+
+@dataclass(frozen=True)
+class Username(Message):
+    """Client: the username it asks for."""
+
+    TYPE: ClassVar[int] = 0x02
+    name: str
+
+
+@dataclass(frozen=True)
+class Welcome(Message):
+    """Server: the username was accepted (in its normalized form)."""
+
+    TYPE: ClassVar[int] = 0x03
+    name: str
+
+
+@dataclass(frozen=True)
+class ChatLine(Message):
+    """Client: a line of chat for everyone else."""
+
+    TYPE: ClassVar[int] = 0x04
+    text: str
+
+
+@dataclass(frozen=True)
+class ChatMessage(Message):
+    """Server: someone's chat line, shown as ``NAME: TEXT``."""
+
+    TYPE: ClassVar[int] = 0x05
+    sender: str
+    text: str
+
+
+@dataclass(frozen=True)
+class UserJoined(Message):
+    TYPE: ClassVar[int] = 0x06
+    name: str
+
+
+@dataclass(frozen=True)
+class UserLeft(Message):
+    TYPE: ClassVar[int] = 0x07
+    name: str
+
+
+@dataclass(frozen=True)
+class Notice(Message):
+    """Server: a line of information for the person."""
+
+    TYPE: ClassVar[int] = 0x08
+    text: str
+
+
+@dataclass(frozen=True)
+class ErrorNotice(Message):
+    """Server: something the person sent was refused, and why."""
+
+    TYPE: ClassVar[int] = 0x09
+    text: str
+
+
+@dataclass(frozen=True)
+class Goodbye(Message):
+    """Either side: I am closing on purpose (not a lost connection)."""
+
+    TYPE: ClassVar[int] = 0x0A
+    reason: str
+
+
+_MESSAGE_TYPES: dict[int, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (UsernameRequest, Username, Welcome, ChatLine, ChatMessage,
+                UserJoined, UserLeft, Notice, ErrorNotice, Goodbye)
+}
+_CLIENT_SENDS = frozenset({Username, ChatLine, Goodbye})
+_SERVER_SENDS = frozenset(set(_MESSAGE_TYPES.values()) - {Username, ChatLine})
+
+
+def encode_message(message: Message) -> bytes:
+    """A message's bytes: its type, then each field as u16 length + UTF-8.
+
+    Raises:
+        LocalProtocolError: a field is longer than 65,535 bytes of UTF-8.
+    """
+    parts = [bytes([message.TYPE])]
+    for f in fields(message):
+        data = getattr(message, f.name).encode("utf-8")
+        if len(data) > 0xFFFF:
+            raise LocalProtocolError(f"{f.name} is too long to encode")
+        parts += [_FIELD_LENGTH.pack(len(data)), data]
+    return b"".join(parts)
+
+
+def decode_message(payload: bytes) -> Message | MalformedMessage:
+    """Read bytes made by ``encode_message``; anything else is malformed."""
+    if not payload:
+        return MalformedMessage("empty message")
+    cls = _MESSAGE_TYPES.get(payload[0])
+    if cls is None:
+        return MalformedMessage(f"unknown message type {payload[0]}")
+    values, offset = [], 1
+    for f in fields(cls):
+        end = offset + _FIELD_LENGTH.size
+        if end > len(payload):
+            return MalformedMessage(f"{cls.__name__} is truncated")
+        (length,) = _FIELD_LENGTH.unpack_from(payload, offset)
+        if end + length > len(payload):
+            return MalformedMessage(f"{cls.__name__} is truncated")
+        try:
+            values.append(payload[end:end + length].decode("utf-8"))
+        except UnicodeDecodeError:
+            return MalformedMessage(f"{cls.__name__}.{f.name} is not valid UTF-8")
+        offset = end + length
+    if offset != len(payload):
+        return MalformedMessage(f"{cls.__name__} has trailing bytes")
+    return cls(*values)
+
+
+# --- text rules shared by both ends ------------------------------------------
+
+
+def normalize_username(raw: str) -> str | None:
+    """The username in canonical form, or None if it is not a valid one.
+
+    Valid: after NFC normalization and trimming surrounding spaces, 1 to 32
+    characters, all printable (no control or format characters).
+    Uniqueness is the server's business: compare ``name.casefold()``.
+    """
+    name = unicodedata.normalize("NFC", raw).strip()
+    if not 1 <= len(name) <= MAX_USERNAME_LENGTH or not name.isprintable():
+        return None
+    return name
+
+
+def printable_text(text: str) -> str:
+    """Text from the network made safe to print on a terminal.
+
+    C0 and C1 controls (ESC among them) and other non-printing characters
+    become U+FFFD, so no escape sequence reaches the terminal; tabs become
+    a space.
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch.isprintable() else " " if ch == "\t" else "\N{REPLACEMENT CHARACTER}"
+        for ch in text
+    )
+
+
+# --- framing -----------------------------------------------------------------
+
+
+def _frame(body: bytes) -> bytes:
+    return _HEADER.pack(len(body)) + body
+
+
+class _ReceiveBuffer:
+    """Bytes from the peer, cut into frames once they are complete."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self.at_eof = False
+
+    def append(self, data: bytes) -> None:
+        self._data += data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def next_frame(self) -> tuple[bytes, bytes] | None:
+        """(header, body) of the next whole frame, or None if not all here.
+
+        Raises:
+            RemoteProtocolError: the header announces more than MAX_FRAME_SIZE.
+        """
+        if len(self._data) < _HEADER.size:
+            return None
+        (length,) = _HEADER.unpack_from(self._data)
+        if length > MAX_FRAME_SIZE:
+            raise RemoteProtocolError(f"frame of {length} bytes is over the {MAX_FRAME_SIZE}-byte limit")
+        end = _HEADER.size + length
+        if len(self._data) < end:
+            return None
+        header, body = bytes(self._data[:_HEADER.size]), bytes(self._data[_HEADER.size:end])
+        del self._data[:end]
+        return header, body
+
+
+class _Reader:
+    """Reads the fields of one handshake message, or says it is malformed."""
+
+    def __init__(self, body: bytes, what: str):
+        self._body, self._offset, self._what = body, 0, what
+
+    def take(self, size: int) -> bytes:
+        if self._offset + size > len(self._body):
+            raise RemoteProtocolError(f"{self._what} is truncated")
+        chunk = self._body[self._offset:self._offset + size]
+        self._offset += size
+        return chunk
+
+    def take_byte(self) -> int:
+        return self.take(1)[0]
+
+    def take_sized(self) -> bytes:
+        (length,) = _FIELD_LENGTH.unpack(self.take(_FIELD_LENGTH.size))
+        return self.take(length)
+
+    def finish(self) -> None:
+        if self._offset != len(self._body):
+            raise RemoteProtocolError(f"{self._what} has trailing bytes")
+
+
+# --- connections -------------------------------------------------------------
+
+
+class _Connection:
+    """What both ends share: frames, records, messages, and the state."""
+
+    _may_send: ClassVar[frozenset[type[Message]]]
+    _may_receive: ClassVar[frozenset[type[Message]]]
+
+    def __init__(self, state: ConnectionState, rng: Rng | None):
+        self._rng = rng or crypto_utils.random_bytes
+        self._state = state
+        self._buffer = _ReceiveBuffer()
+        self._outbox = bytearray()
+        self._sealer: RecordSealer | None = None
+        self._opener: RecordOpener | None = None
+        self._received_goodbye = False
+        self._sent_goodbye = False
+
+    @property
+    def state(self) -> ConnectionState:
+        """Where the connection is; changed only by the methods below."""
+        return self._state
+
+    # Methods for the caller.
+
+    def receive_data(self, data: bytes) -> None:
+        """Hand over bytes read from the peer; ``b""`` means EOF.
+
+        Raises:
+            LocalProtocolError: data after EOF was already reported.
+        """
+        if self._buffer.at_eof:
+            raise LocalProtocolError("data received after EOF")
+        if data:
+            self._buffer.append(data)
+        else:
+            self._buffer.at_eof = True
+
+    def next_event(self):
+        """The next event, or ``NEED_DATA`` if more bytes are needed.
+
+        Handshake steps that need an answer write it to ``data_to_send()``
+        by themselves; check that after every call.
+
+        Raises:
+            RemoteProtocolError: the peer broke the protocol; the state
+                becomes ``ERROR`` and every later call raises again.
+        """
+        if self._state is ConnectionState.ERROR:
+            raise RemoteProtocolError("the connection already failed")
+        if self._state is ConnectionState.CLOSED:
+            return ConnectionClosed(clean=self._received_goodbye)
+        try:
+            return self._next_event()
+        except RemoteProtocolError:
+            self._state = ConnectionState.ERROR
+            raise
+
+    def send(self, message: Message) -> None:
+        """Seal an application message; its bytes go to ``data_to_send()``.
+
+        Raises:
+            LocalProtocolError: not OPEN yet (or any more), a message this
+                role may not send, or one too large for a frame. The state
+                does not change.
+        """
+        if self._state is not ConnectionState.OPEN or self._sent_goodbye:
+            raise LocalProtocolError(f"can't send {type(message).__name__} in state {self._state.name}")
+        if type(message) not in self._may_send:
+            raise LocalProtocolError(f"a {self._role} may not send {type(message).__name__}")
+        payload = encode_message(message)
+        if len(payload) + TAG_SIZE > MAX_FRAME_SIZE:
+            raise LocalProtocolError("message too large for one frame")
+        self._send_record(payload)
+        self._sent_goodbye = isinstance(message, Goodbye)
+
+    def data_to_send(self) -> bytes:
+        """Everything written since the last call, ready for ``sendall``."""
+        data = bytes(self._outbox)
+        self._outbox.clear()
+        return data
+
+    # Internals.
+
+    _role = "peer"
+
+    def _next_event(self):
+        while True:
+            frame = self._buffer.next_frame()
+            if frame is None:
+                return self._end_of_data()
+            event = self._handle_frame(*frame)
+            if event is not None:
+                return event
+
+    def _end_of_data(self):
+        if not self._buffer.at_eof:
+            return NEED_DATA
+        if len(self._buffer):
+            raise RemoteProtocolError("connection closed in the middle of a frame")
+        self._state = ConnectionState.CLOSED
+        return ConnectionClosed(clean=self._received_goodbye)
+
+    def _handle_frame(self, header: bytes, body: bytes):
+        raise NotImplementedError
+
+    def _advance(self, step: str) -> None:
+        self._state = _TRANSITIONS[(self._state, step)]
+
+    def _send_frame(self, body: bytes) -> None:
+        self._outbox += _frame(body)
+
+    def _send_record(self, plaintext: bytes) -> None:
+        # The header is the record's associated data, so its length is
+        # authenticated too.
+        header = _HEADER.pack(len(plaintext) + TAG_SIZE)
+        self._outbox += header + self._sealer.seal(plaintext, aad=header)
+
+    def _open_record(self, header: bytes, body: bytes) -> bytes:
+        try:
+            return self._opener.open(body, aad=header)
+        except CryptoError:
+            raise RemoteProtocolError("record failed authentication") from None
+
+    def _expect_record(self, header: bytes, body: bytes, expected: bytes) -> None:
+        if self._open_record(header, body) != expected:
+            raise RemoteProtocolError("key confirmation failed")
+
+    def _install_keys(self, keys: crypto_utils.SessionKeys, *, is_client: bool) -> None:
+        c2s = (keys.client_to_server_key, keys.client_to_server_iv)
+        s2c = (keys.server_to_client_key, keys.server_to_client_iv)
+        self._sealer = RecordSealer(*(c2s if is_client else s2c))
+        self._opener = RecordOpener(*(s2c if is_client else c2s))
+
+    def _receive_message(self, header: bytes, body: bytes):
+        if self._received_goodbye:
+            raise RemoteProtocolError("data after Goodbye")
+        event = decode_message(self._open_record(header, body))
+        if isinstance(event, Message) and type(event) not in self._may_receive:
+            # The peer may only send what its own role sends.
+            return MalformedMessage(f"a {self._role} does not receive {type(event).__name__}")
+        self._received_goodbye = isinstance(event, Goodbye)
+        return event
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} state={self._state.name}>"
+
+
+def _check_version(version: int) -> None:
+    if version != PROTOCOL_VERSION:
+        raise RemoteProtocolError(f"unsupported protocol version {version}")
+
+
+class ClientConnection(_Connection):
+    """The client's side of one connection.
+
+    Args:
+        rng: source of random bytes (default: the OS's).
+        ephemeral_key: the X25519 key to use; tests pin it, others omit it.
+    """
+
+    _may_send, _may_receive = _CLIENT_SENDS, _SERVER_SENDS
+    _role = "client"
+
+    def __init__(self, rng: Rng | None = None, ephemeral_key: EphemeralKey | None = None):
+        super().__init__(ConnectionState.AWAIT_SERVER_HELLO, rng)
+        self._ephemeral = ephemeral_key or EphemeralKey.generate(self._rng)
+        self._hello: bytes | None = None
+        self._server_key = None
+        self._server_random = self._server_share = b""
+
+    def accept_server_key(self) -> None:
+        """Trust the server key from ``ServerHello`` and answer with the key
+        exchange. Call it only once the key is checked (known hosts or pin).
+
+        Raises:
+            LocalProtocolError: not in ``AWAIT_TRUST``; state unchanged.
+        """
+        if self._state is not ConnectionState.AWAIT_TRUST:
+            raise LocalProtocolError(f"can't accept a server key in state {self._state.name}")
+        secret, client_random = self._rng(SECRET_SIZE), self._rng(RANDOM_SIZE)
+        wrapped = crypto_utils.wrap_key(self._server_key, secret, rng=self._rng)
+        key_exchange = (bytes([_KEY_EXCHANGE, PROTOCOL_VERSION]) + client_random
+                        + self._ephemeral.public_bytes + _FIELD_LENGTH.pack(len(wrapped)) + wrapped)
+        try:
+            shared = self._ephemeral.agree(self._server_share)
+        except CryptoError:
+            # Checked when the hello arrived, so this cannot happen here.
+            raise AssertionError("server share was validated on receipt") from None
+        self._ephemeral = None  # forward secrecy: forget it as soon as used
+        transcript = crypto_utils.transcript_hash(self._hello, key_exchange)
+        self._install_keys(crypto_utils.derive_session_keys(secret, shared, transcript), is_client=True)
+        self._send_frame(key_exchange)
+        self._advance("send key exchange")
+
+    def _handle_frame(self, header: bytes, body: bytes):
+        state = self._state
+        if state is ConnectionState.AWAIT_SERVER_HELLO:
+            return self._receive_hello(body)
+        if state is ConnectionState.AWAIT_SERVER_HI:
+            self._expect_record(header, body, _SERVER_CONFIRM)
+            self._send_record(_CLIENT_CONFIRM)
+            self._advance("receive HI, send HI")
+            return None
+        if state is ConnectionState.AWAIT_SERVER_OK:
+            self._expect_record(header, body, _SERVER_FINISHED)
+            self._advance("receive OK")
+            return HandshakeComplete()
+        if state is ConnectionState.OPEN:
+            return self._receive_message(header, body)
+        raise RemoteProtocolError(f"unexpected data in state {state.name}")
+
+    def _receive_hello(self, body: bytes) -> ServerHello:
+        reader = _Reader(body, "server hello")
+        if reader.take_byte() != _SERVER_HELLO:
+            raise RemoteProtocolError("expected the server hello")
+        version = reader.take_byte()
+        _check_version(version)
+        self._server_random = reader.take(RANDOM_SIZE)
+        self._server_share = reader.take(X25519_KEY_SIZE)
+        public_der = reader.take_sized()
+        reader.finish()
+        try:
+            self._server_key = crypto_utils.import_public_key(public_der)
+            self._ephemeral.agree(self._server_share)  # validate it now, not later
+        except (ValueError, CryptoError) as exc:
+            raise RemoteProtocolError(f"bad server hello: {exc}") from None
+        self._hello = body
+        self._advance("receive hello")
+        return ServerHello(version, public_der, crypto_utils.fingerprint(public_der))
+
+
+class ServerConnection(_Connection):
+    """The server's side of one connection. Its hello is ready at once in
+    ``data_to_send()``.
+
+    Args:
+        identity_key: the server's long-term RSA private key.
+        rng: source of random bytes (default: the OS's).
+        ephemeral_key: the X25519 key to use; tests pin it, others omit it.
+    """
+
+    _may_send, _may_receive = _SERVER_SENDS, _CLIENT_SENDS
+    _role = "server"
+
+    def __init__(self, identity_key, rng: Rng | None = None, ephemeral_key: EphemeralKey | None = None):
+        super().__init__(ConnectionState.AWAIT_KEY_EXCHANGE, rng)
+        self._identity_key = identity_key
+        self._ephemeral = ephemeral_key or EphemeralKey.generate(self._rng)
+        public_der = crypto_utils.export_public_key(identity_key)
+        self._hello = (bytes([_SERVER_HELLO, PROTOCOL_VERSION]) + self._rng(RANDOM_SIZE)
+                       + self._ephemeral.public_bytes + _FIELD_LENGTH.pack(len(public_der)) + public_der)
+        self._send_frame(self._hello)
+
+    def _handle_frame(self, header: bytes, body: bytes):
+        state = self._state
+        if state is ConnectionState.AWAIT_KEY_EXCHANGE:
+            self._receive_key_exchange(body)
+            self._send_record(_SERVER_CONFIRM)
+            self._advance("receive key exchange, send HI")
+            return None
+        if state is ConnectionState.AWAIT_CLIENT_HI:
+            self._expect_record(header, body, _CLIENT_CONFIRM)
+            self._send_record(_SERVER_FINISHED)
+            self._advance("receive HI, send OK")
+            return HandshakeComplete()
+        if state is ConnectionState.OPEN:
+            return self._receive_message(header, body)
+        raise RemoteProtocolError(f"unexpected data in state {state.name}")
+
+    def _receive_key_exchange(self, body: bytes) -> None:
+        reader = _Reader(body, "key exchange")
+        if reader.take_byte() != _KEY_EXCHANGE:
+            raise RemoteProtocolError("expected the key exchange")
+        _check_version(reader.take_byte())
+        reader.take(RANDOM_SIZE)  # client random: bound in through the transcript
+        client_share = reader.take(X25519_KEY_SIZE)
+        wrapped = reader.take_sized()
+        reader.finish()
+        try:
+            shared = self._ephemeral.agree(client_share)
+        except CryptoError as exc:
+            raise RemoteProtocolError(f"bad key exchange: {exc}") from None
+        self._ephemeral = None  # forward secrecy: forget it as soon as used
+        secret = self._unwrap_secret(wrapped)
+        transcript = crypto_utils.transcript_hash(self._hello, body)
+        self._install_keys(crypto_utils.derive_session_keys(secret, shared, transcript), is_client=False)
+
+    def _unwrap_secret(self, wrapped: bytes) -> bytes:
+        # A bad wrapping is not reported here: like TLS with RSA key transport
+        # (RFC 5246 section 7.4.7.1), go on with a random secret, so the peer
+        # learns only that key confirmation failed, never why (no padding oracle).
+        try:
+            secret = crypto_utils.unwrap_key(self._identity_key, wrapped)
+        except CryptoError:
+            secret = b""
+        return secret if len(secret) == SECRET_SIZE else self._rng(SECRET_SIZE)
