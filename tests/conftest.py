@@ -1,0 +1,75 @@
+"""Fixtures shared by the tests: fixed keys and a live server on loopback."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+import crypto_utils
+import server as chat_server
+from tests.helpers import ChatTestClient
+
+KEYS = Path(__file__).parent / "keys"
+
+
+@pytest.fixture(scope="session")
+def identity_key():
+    """The server's RSA key, made once and committed: a test-only key."""
+    return crypto_utils.import_private_key((KEYS / "test-only-server-key.pem").read_bytes())
+
+
+@pytest.fixture(scope="session")
+def impostor_key():
+    """A second key, for a server that pretends to be the first."""
+    return crypto_utils.import_private_key((KEYS / "test-only-impostor-key.pem").read_bytes())
+
+
+@pytest.fixture
+def xdg_data_home(tmp_path, monkeypatch):
+    """Keep known hosts and key files of every test in its own directory."""
+    home = tmp_path / "data"
+    monkeypatch.setenv("XDG_DATA_HOME", str(home))
+    return home
+
+
+def start_server(key) -> tuple[chat_server.ChatServer, threading.Thread]:
+    server = chat_server.ChatServer(key, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, name="serve_forever", daemon=True)
+    thread.start()
+    return server, thread
+
+
+def stop_server(server: chat_server.ChatServer, thread: threading.Thread) -> None:
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+@pytest.fixture
+def running_server(identity_key):
+    """A real ChatServer on 127.0.0.1 and a free port, stopped afterwards."""
+    server, thread = start_server(identity_key)
+    try:
+        yield server
+    finally:
+        stop_server(server, thread)
+
+
+@pytest.fixture
+def connect(running_server):
+    """Open protocol-level test clients to ``running_server``; all are closed at the end."""
+    clients: list[ChatTestClient] = []
+
+    def open_client(name: str | None = None) -> ChatTestClient:
+        client = ChatTestClient(running_server.server_address)
+        clients.append(client)
+        client.handshake()
+        if name is not None:
+            client.join(name)
+        return client
+
+    yield open_client
+    for client in clients:
+        client.close()

@@ -1,0 +1,94 @@
+"""A protocol-level chat client for tests: a socket, a ClientConnection and
+timeouts on every read, so no test can wait forever."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import protocol
+from protocol import (
+    ChatLine,
+    ClientConnection,
+    ConnectionClosed,
+    HandshakeComplete,
+    ServerHello,
+    Username,
+    UsernameRequest,
+    Welcome,
+)
+
+TIMEOUT = 5.0  # seconds any single expected event may take
+
+
+class ChatTestClient:
+    def __init__(self, address, conn: ClientConnection | None = None) -> None:
+        self.sock = socket.create_connection(address, timeout=TIMEOUT)
+        self.conn = conn or ClientConnection()
+        self.hello: ServerHello | None = None
+
+    def handshake(self) -> None:
+        self.hello = self.next_event()
+        assert isinstance(self.hello, ServerHello)
+        self.conn.accept_server_key()
+        self.flush()
+        assert isinstance(self.next_event(), HandshakeComplete)
+        assert isinstance(self.next_event(), UsernameRequest)
+
+    def join(self, name: str) -> Welcome:
+        """Send ``name`` and expect it accepted."""
+        self.send(Username(name))
+        welcome = self.next_event()
+        assert isinstance(welcome, Welcome), welcome
+        return welcome
+
+    def say(self, text: str) -> None:
+        self.send(ChatLine(text))
+
+    def send(self, message) -> None:
+        self.conn.send(message)
+        self.flush()
+
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def next_event(self, timeout: float = TIMEOUT):
+        """The next event; raises socket.timeout if none comes in time."""
+        deadline = time.monotonic() + timeout
+        while (event := self.conn.next_event()) is protocol.NEED_DATA:
+            self.flush()
+            self.sock.settimeout(max(0.001, deadline - time.monotonic()))
+            self.conn.receive_data(self.sock.recv(65536))
+        self.flush()
+        return event
+
+    def expect(self, event_type, timeout: float = TIMEOUT):
+        """The next event, which must be of ``event_type``."""
+        event = self.next_event(timeout)
+        assert isinstance(event, event_type), f"expected {event_type.__name__}, got {event!r}"
+        return event
+
+    def assert_quiet(self, wait: float = 0.3) -> None:
+        """Nothing arrives within ``wait`` seconds (used to show a non-delivery;
+        the positive deliveries in the same test bound how long it may take)."""
+        try:
+            event = self.next_event(wait)
+        except socket.timeout:
+            return
+        raise AssertionError(f"expected nothing, got {event!r}")
+
+    def wait_closed(self, timeout: float = TIMEOUT) -> ConnectionClosed:
+        """Read until the server closes the connection; return the close event."""
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self.next_event(max(0.001, deadline - time.monotonic()))
+            if isinstance(event, ConnectionClosed):
+                return event
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
