@@ -46,10 +46,21 @@ RECV_SIZE = 65536
 CHAT_PROMPT = "> "
 USERNAME_PROMPT = "Username: "
 CONNECTION_LOST = "Connection to server lost."
+# How the receiver wakes the main thread from input(). Not SIGINT: a job
+# started in the background by a script has SIGINT ignored from the start.
+WAKE_SIGNAL = signal.SIGUSR1
 
 
 class ClientError(Exception):
     """Ends the client with a message for the person and a non-zero status."""
+
+
+class ServerEnded(Exception):
+    """Raised in the main thread when the receiver finds the session over."""
+
+
+def _wake(signum, frame) -> None:
+    raise ServerEnded
 
 
 # --- known hosts: trust on first use, as ssh does ----------------------------
@@ -150,18 +161,26 @@ class Terminal:
         self.interactive = interactive
         self._lock = threading.Lock()
         self._prompt: str | None = None
+        # readline gives input() line editing and history, and lets us redraw
+        # a half-typed line; some platforms lack it, and then we only reprint.
+        self._readline = None
         if interactive:
-            import readline  # noqa: F401 - line editing and history for input()
+            try:
+                import readline
+            except ImportError:
+                pass
+            else:
+                self._readline = readline
 
     def show(self, line: str) -> None:
         with self._lock:
             if self._prompt is None:
                 print(line, flush=True)
                 return
-            import readline
+            typed = self._readline.get_line_buffer() if self._readline else ""
             # \r and "erase line" remove the prompt and what is typed so far;
             # both are drawn again under the new line.
-            sys.stdout.write(f"\r\x1b[K{line}\n{self._prompt}{readline.get_line_buffer()}")
+            sys.stdout.write(f"\r\x1b[K{line}\n{self._prompt}{typed}")
             sys.stdout.flush()
 
     def error(self, text: str) -> None:
@@ -304,8 +323,8 @@ class Receiver(threading.Thread):
     """Reads the socket and prints what arrives, until the connection ends.
 
     If the server ends the session (Goodbye, EOF, or an error) while the
-    person has not asked to leave, it says so and interrupts the main
-    thread, which is waiting for input.
+    person has not asked to leave, it says so and wakes the main thread,
+    which is waiting for input, with ServerEnded.
     """
 
     def __init__(self, link: ServerLink, terminal: Terminal) -> None:
@@ -339,14 +358,35 @@ class Receiver(threading.Thread):
                 return
             self.ended_by_server = True
         self.terminal.error(reason)
-        # Wake the main thread from input(): it gets KeyboardInterrupt.
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        signal.pthread_kill(threading.main_thread().ident, WAKE_SIGNAL)
 
 
 def converse(link: ServerLink, terminal: Terminal) -> int:
     """The chat itself: the main thread reads and sends, a Receiver prints."""
     receiver = Receiver(link, terminal)
-    receiver.start()
+    try:
+        receiver.start()
+        person_left = send_typed_lines(link, terminal)
+    except ServerEnded:
+        person_left = False
+    # From here on, a late wake-up or Ctrl-C must not become a traceback.
+    signal.signal(WAKE_SIGNAL, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not person_left:
+        receiver.join(CLOSE_GRACE)  # it saw the failure too: let it report it
+    if not receiver.leave():
+        return 1  # the server ended the session, and the receiver said so
+    if not person_left:
+        terminal.error(CONNECTION_LOST)
+        return 1
+    say_goodbye(link)
+    receiver.join(CLOSE_GRACE)
+    return 0
+
+
+def send_typed_lines(link: ServerLink, terminal: Terminal) -> bool:
+    """Send each line typed until the person leaves (True) or sending fails
+    (False). The receiver ends it with ServerEnded when the server is gone."""
     try:
         while (line := terminal.read_line(CHAT_PROMPT)) != "/quit":
             if line.strip():
@@ -354,14 +394,8 @@ def converse(link: ServerLink, terminal: Terminal) -> int:
     except (EOFError, KeyboardInterrupt):
         pass
     except (OSError, ProtocolError):
-        pass  # the receiver sees the same failure and reports it
-    # From here on, a late interrupt from the receiver must not become a traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if not receiver.leave():
-        return 1
-    say_goodbye(link)
-    receiver.join(CLOSE_GRACE)
-    return 0
+        return False
+    return True
 
 
 def say_goodbye(link: ServerLink) -> None:
@@ -422,6 +456,7 @@ def run(args: argparse.Namespace, terminal: Terminal) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(WAKE_SIGNAL, _wake)
     terminal = Terminal(interactive=sys.stdin.isatty())
     try:
         return run(args, terminal)

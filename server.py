@@ -42,7 +42,8 @@ from protocol import (
 )
 
 DEFAULT_PORT = 8756
-HANDSHAKE_TIMEOUT = 10.0  # seconds for the handshake, and again for the username
+HANDSHAKE_TIMEOUT = 10.0  # seconds from connecting to the end of the handshake
+USERNAME_TIMEOUT = 120.0  # seconds to choose a name: a person is typing it
 OUTBOX_SIZE = 1024  # messages queued for one slow reader before it is cut off
 SHUTDOWN_GRACE = 2.0  # seconds to let goodbyes go out on shutdown
 RECV_SIZE = 65536
@@ -79,6 +80,7 @@ def load_or_create_identity_key(path: Path):
         KeyFileError: unreadable, not a key, or readable by others.
     """
     if not path.exists():
+        log.info("Making a new %d-bit server key (first run; this takes a few seconds)", crypto_utils.RSA_KEY_BITS)
         key = crypto_utils.generate_rsa_keypair()
         _write_private_file(path, crypto_utils.export_private_key(key))
         log.info("Created a new server key at %s", path)
@@ -197,6 +199,7 @@ class ClientHandler:
             pass
         except TimeoutError:
             log.info("%s: timed out", self.peer)
+            self.close("Timed out waiting for a username.")
         except ProtocolError as exc:
             log.warning("%s: protocol error: %s", self.peer, exc)
         except OSError as exc:
@@ -213,6 +216,13 @@ class ClientHandler:
             return
         try:
             self.outbox.put_nowait(Goodbye(reason))
+        except queue.Full:
+            self.abort()
+        self._stop_writer()
+
+    def _stop_writer(self) -> None:
+        """The writer sends what is queued, then stops."""
+        try:
             self.outbox.put_nowait(_Stop())
         except queue.Full:
             self.abort()
@@ -236,7 +246,7 @@ class ClientHandler:
         log.info("%s: handshake complete", self.peer)
 
     def _choose_username(self) -> None:
-        deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+        deadline = time.monotonic() + USERNAME_TIMEOUT
         self.deliver(UsernameRequest(ASK_USERNAME))
         while self.name is None:
             event = self._next_event(deadline)
@@ -312,7 +322,7 @@ class ClientHandler:
             log.info("%s left", self.name)
         if self._writer is not None:
             if not self._closing.is_set():
-                self.close("")  # let what is queued go out, then stop
+                self._stop_writer()
             self._writer.join(SHUTDOWN_GRACE)
         self.abort()
         self.sock.close()
