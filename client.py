@@ -390,12 +390,21 @@ def send_typed_lines(link: ServerLink, terminal: Terminal) -> bool:
     try:
         while (line := terminal.read_line(CHAT_PROMPT)) != "/quit":
             if line.strip():
-                link.send(ChatLine(line))
+                send_line(link, terminal, line)
     except (EOFError, KeyboardInterrupt):
         pass
     except (OSError, ProtocolError):
         return False
     return True
+
+
+def send_line(link: ServerLink, terminal: Terminal, line: str) -> None:
+    try:
+        link.send(ChatLine(line))
+    except protocol.LocalProtocolError as exc:
+        # Our own refusal (text that is not valid Unicode, too long for a
+        # frame): the connection is fine, the line is not.
+        terminal.error(f"Not sent: {exc}.")
 
 
 def say_goodbye(link: ServerLink) -> None:

@@ -292,11 +292,15 @@ def encode_message(message: Message) -> bytes:
     """A message's bytes: its type, then each field as u16 length + UTF-8.
 
     Raises:
-        LocalProtocolError: a field is longer than 65,535 bytes of UTF-8.
+        LocalProtocolError: a field is longer than 65,535 bytes of UTF-8, or
+            holds a lone surrogate, which has no UTF-8 form.
     """
     parts = [bytes([message.TYPE])]
     for f in fields(message):
-        data = getattr(message, f.name).encode("utf-8")
+        try:
+            data = getattr(message, f.name).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, e.g. from undecodable input
+            raise LocalProtocolError(f"{f.name} is not valid Unicode text") from None
         if len(data) > 0xFFFF:
             raise LocalProtocolError(f"{f.name} is too long to encode")
         parts += [_FIELD_LENGTH.pack(len(data)), data]
@@ -334,7 +338,7 @@ def decode_message(payload: bytes) -> Message | MalformedMessage:
 def normalize_username(raw: str) -> str | None:
     """The username in canonical form, or None if it is not a valid one.
 
-    Valid: after NFC normalization and trimming surrounding spaces, 1 to 32
+    Valid: after NFC normalization and trimming surrounding white space, 1 to 32
     characters, all printable (no control or format characters).
     Uniqueness is the server's business: compare ``name.casefold()``.
     """

@@ -44,6 +44,7 @@ from protocol import (
 DEFAULT_PORT = 8756
 HANDSHAKE_TIMEOUT = 10.0  # seconds from connecting to the end of the handshake
 USERNAME_TIMEOUT = 120.0  # seconds to choose a name: a person is typing it
+MAX_MESSAGE_BYTES = 4096  # of UTF-8 in one chat line; longer ones are refused
 OUTBOX_SIZE = 1024  # messages queued for one slow reader before it is cut off
 SHUTDOWN_GRACE = 2.0  # seconds to let goodbyes go out on shutdown
 RECV_SIZE = 65536
@@ -182,6 +183,8 @@ class ClientHandler:
 
     # Called by the room, under its lock: must never block.
     def deliver(self, message: Message) -> None:
+        if self._closing.is_set():
+            return  # on its way out: the writer sends nothing more from the room
         try:
             self.outbox.put_nowait(message)
         except queue.Full:
@@ -275,6 +278,12 @@ class ClientHandler:
     def _relay(self, text: str) -> None:
         if not text.strip():
             self.deliver(ErrorNotice("An empty message was not sent."))
+            return
+        size = len(text.encode("utf-8"))
+        if size > MAX_MESSAGE_BYTES:
+            self.deliver(ErrorNotice(
+                f"The message was not sent: it is {size} bytes long, and the limit is {MAX_MESSAGE_BYTES}."
+            ))
             return
         log.info("%s: %s", self.name, protocol.printable_text(text))
         self.server.room.broadcast(ChatMessage(self.name, text), sender=self)

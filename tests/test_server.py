@@ -1,0 +1,723 @@
+"""The server: the Room with fake members, then a real ChatServer on loopback.
+
+Every wait is bounded: socket reads time out (ChatTestClient), threads are
+joined with a timeout, and polls have a deadline.
+"""
+
+from __future__ import annotations
+
+import socket
+import stat
+import struct
+import threading
+import time
+
+import pytest
+
+import crypto_utils
+import protocol
+import server
+from protocol import (
+    ChatMessage,
+    ErrorNotice,
+    Goodbye,
+    UserJoined,
+    UserLeft,
+    Username,
+    UsernameRequest,
+    Welcome,
+)
+from tests.helpers import ChatTestClient
+
+DEADLINE = 5.0  # seconds for anything the tests poll for
+
+
+# --- helpers -----------------------------------------------------------------
+
+
+class FakeMember:
+    """A room member without a socket: it keeps what it is given."""
+
+    def __init__(self, label: str = "") -> None:
+        self.label = label
+        self.name = None
+        self.inbox: list = []
+
+    def deliver(self, message) -> None:
+        self.inbox.append(message)
+
+
+def wait_until(predicate, timeout: float = DEADLINE) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def run_threads(targets, timeout: float = DEADLINE * 2) -> None:
+    """Run each callable in its own thread; re-raise the first error."""
+    errors: list[BaseException] = []
+
+    def guarded(target):
+        try:
+            target()
+        except BaseException as exc:  # reported to the test thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(t,), daemon=True) for t in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    assert not any(thread.is_alive() for thread in threads), "a thread did not finish in time"
+    if errors:
+        raise errors[0]
+
+
+def next_event_skipping(client: ChatTestClient, *skipped):
+    """The next event that is not of a type in ``skipped``."""
+    while isinstance(event := client.next_event(), skipped):
+        pass
+    return event
+
+
+def peer_name(client: ChatTestClient) -> str:
+    """How the server names this client's connection (and its threads)."""
+    host, port = client.sock.getsockname()[:2]
+    return f"{host}:{port}"
+
+
+class OwnServer:
+    """A ChatServer on 127.0.0.1:0 that the test starts and stops itself."""
+
+    def __init__(self, key) -> None:
+        self.key = key
+        self.server: server.ChatServer | None = None
+        self.thread: threading.Thread | None = None
+        self.clients: list[ChatTestClient] = []
+        self.stopped = False
+
+    def start(self) -> server.ChatServer:
+        self.server = server.ChatServer(self.key, "127.0.0.1", 0)
+        self.thread = threading.Thread(target=self.server.serve_forever, name="serve_forever", daemon=True)
+        self.thread.start()
+        return self.server
+
+    def client(self, name: str | None = None, handshake: bool = True) -> ChatTestClient:
+        client = ChatTestClient(self.server.server_address)
+        self.clients.append(client)
+        if handshake:
+            client.handshake()
+        if name is not None:
+            client.join(name)
+        return client
+
+    def stop(self) -> None:
+        if self.server is not None and not self.stopped:
+            self.stopped = True
+            self.server.shutdown()
+            self.server.server_close()
+            self.thread.join(DEADLINE)
+
+    def cleanup(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.stop()
+
+
+@pytest.fixture
+def own_server(identity_key):
+    """A server this test controls (patch module constants before ``start()``)."""
+    own = OwnServer(identity_key)
+    try:
+        yield own
+    finally:
+        own.cleanup()
+
+
+# --- the room, with fake members ---------------------------------------------
+
+
+def test_join_welcomes_the_joiner_first_and_tells_only_the_others():
+    room = server.Room()
+    alice, bob, carol = FakeMember(), FakeMember(), FakeMember()
+    assert room.join(alice, "Alice")
+    assert room.join(bob, "Bob")
+    assert room.join(carol, "Carol")
+
+    assert alice.inbox == [Welcome("Alice"), UserJoined("Bob"), UserJoined("Carol")]
+    assert bob.inbox == [Welcome("Bob"), UserJoined("Carol")]
+    assert carol.inbox == [Welcome("Carol")]
+    assert room.names() == ["Alice", "Bob", "Carol"]
+    assert carol.name == "Carol"
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [("Alice", "Alice"), ("Alice", "ALICE"), ("alice", "aLiCe"), ("STRASSE", "straße"), ("straße", "STRASSE")],
+)
+def test_join_with_a_taken_name_is_refused_and_changes_nothing(first, second):
+    room = server.Room()
+    holder, watcher, latecomer = FakeMember(), FakeMember(), FakeMember()
+    assert room.join(holder, first)
+    assert room.join(watcher, "Watcher")
+    holder_inbox, watcher_inbox = list(holder.inbox), list(watcher.inbox)
+
+    assert room.join(latecomer, second) is False
+
+    assert latecomer.inbox == []
+    assert latecomer.name is None
+    assert holder.inbox == holder_inbox
+    assert watcher.inbox == watcher_inbox
+    assert sorted(room.names()) == sorted([first, "Watcher"])
+
+
+def test_leave_tells_the_others_and_frees_the_name():
+    room = server.Room()
+    alice, bob = FakeMember(), FakeMember()
+    room.join(alice, "Alice")
+    room.join(bob, "Bob")
+
+    room.leave(bob)
+
+    assert alice.inbox[-1] == UserLeft("Bob")
+    assert UserLeft("Bob") not in bob.inbox
+    assert room.names() == ["Alice"]
+    newcomer = FakeMember()
+    assert room.join(newcomer, "BOB")
+    assert alice.inbox[-1] == UserJoined("BOB")
+
+
+def test_leave_of_a_non_member_is_a_no_op():
+    room = server.Room()
+    alice = FakeMember()
+    room.join(alice, "Alice")
+    never_joined = FakeMember()
+    impostor = FakeMember()
+    impostor.name = "Alice"  # same name, but not the member that holds it
+    before = list(alice.inbox)
+
+    room.leave(never_joined)
+    room.leave(impostor)
+
+    assert room.names() == ["Alice"]
+    assert alice.inbox == before
+    assert impostor.inbox == [] and never_joined.inbox == []
+
+
+def test_leave_twice_tells_the_others_once():
+    room = server.Room()
+    alice, bob = FakeMember(), FakeMember()
+    room.join(alice, "Alice")
+    room.join(bob, "Bob")
+
+    room.leave(bob)
+    room.leave(bob)
+
+    assert alice.inbox.count(UserLeft("Bob")) == 1
+
+
+def test_broadcast_skips_the_sender_and_keeps_one_order_for_everyone():
+    room = server.Room()
+    senders = [FakeMember(f"s{i}") for i in range(3)]
+    listener = FakeMember()
+    for i, member in enumerate(senders):
+        room.join(member, f"S{i}")
+    room.join(listener, "Listener")
+    for member in senders + [listener]:
+        member.inbox.clear()
+    barrier = threading.Barrier(len(senders))
+
+    def send_all(member):
+        def run():
+            barrier.wait(DEADLINE)
+            for n in range(200):
+                room.broadcast(ChatMessage(member.name, str(n)), sender=member)
+        return run
+
+    run_threads([send_all(m) for m in senders])
+
+    everything = listener.inbox
+    assert len(everything) == 600
+    for member in senders:
+        assert all(m.sender != member.name for m in member.inbox)
+        assert member.inbox == [m for m in everything if m.sender != member.name]
+        own = [m.text for m in everything if m.sender == member.name]
+        assert own == [str(n) for n in range(200)]
+
+
+def test_concurrent_joins_of_one_name_let_exactly_one_in():
+    room = server.Room()
+    members = [FakeMember(str(i)) for i in range(20)]
+    spellings = ["Alice", "ALICE", "alice", "aLiCe"]
+    barrier = threading.Barrier(len(members))
+    results: dict[str, bool] = {}
+
+    def claim(i, member):
+        def run():
+            barrier.wait(DEADLINE)
+            results[member.label] = room.join(member, spellings[i % len(spellings)])
+        return run
+
+    run_threads([claim(i, m) for i, m in enumerate(members)])
+
+    winners = [m for m in members if results[m.label]]
+    assert len(results) == 20
+    assert len(winners) == 1
+    assert len(room.names()) == 1
+    assert [m for m in members if m.inbox] == winners
+    assert winners[0].inbox == [Welcome(winners[0].name)]
+
+
+# --- a real server: conversation and broadcast -------------------------------
+
+
+def test_readme_conversation_between_two_people(connect):
+    randall = connect("Randall Flagg")
+    jaime = connect("Jaime Lannister")
+    assert randall.expect(UserJoined) == UserJoined("Jaime Lannister")
+
+    jaime.say("Hi")
+    assert randall.next_event() == ChatMessage("Jaime Lannister", "Hi")
+    randall.say("Hi")
+    assert jaime.next_event() == ChatMessage("Randall Flagg", "Hi")
+    jaime.say("How are you R.F.?")
+    assert randall.next_event() == ChatMessage("Jaime Lannister", "How are you R.F.?")
+
+
+def test_broadcast_reaches_every_other_client_once_and_never_the_sender(connect):
+    a, b, c, d = (connect(n) for n in "ABCD")
+    # Drain the join notices: A sees B, C, D join; B sees C, D; C sees D.
+    for client, count in ((a, 3), (b, 2), (c, 1)):
+        for _ in range(count):
+            client.expect(UserJoined)
+
+    a.say("hello")
+    for client in (b, c, d):
+        assert client.next_event() == ChatMessage("A", "hello")
+
+    # The next thing each sees is a later message: nothing was sent twice,
+    # and A never got its own "hello".
+    b.say("second")
+    for client in (a, c, d):
+        assert client.next_event() == ChatMessage("B", "second")
+    c.say("third")
+    assert b.next_event() == ChatMessage("C", "third")
+
+
+def test_all_clients_see_several_senders_in_one_order(connect):
+    senders = [connect(f"Sender{i}") for i in range(3)]
+    listeners = [connect(f"Listener{i}") for i in range(4)]
+    everyone = senders + listeners
+    # Drain join notices: each client sees everyone who joined after it.
+    for i, client in enumerate(everyone):
+        for _ in range(len(everyone) - 1 - i):
+            client.expect(UserJoined)
+    barrier = threading.Barrier(len(senders))
+
+    def send_all(i, client):
+        def run():
+            barrier.wait(DEADLINE)
+            for n in range(20):
+                client.say(f"{i}:{n}")
+        return run
+
+    run_threads([send_all(i, c) for i, c in enumerate(senders)])
+
+    seen = [[listener.expect(ChatMessage) for _ in range(60)] for listener in listeners]
+    assert all(sequence == seen[0] for sequence in seen)
+    for i, sender in enumerate(senders):
+        name = f"Sender{i}"
+        own = [m.text for m in seen[0] if m.sender == name]
+        assert own == [f"{i}:{n}" for n in range(20)]
+        received = [sender.expect(ChatMessage) for _ in range(40)]
+        assert received == [m for m in seen[0] if m.sender != name]
+
+
+# --- usernames ---------------------------------------------------------------
+
+
+def test_taken_name_is_asked_again_then_another_is_accepted(connect):
+    alice = connect("Alice")
+    other = connect()
+
+    other.send(Username("ALICE"))
+    assert other.next_event() == UsernameRequest(server.USERNAME_TAKEN)
+    other.send(Username("Bob"))
+    assert other.next_event() == Welcome("Bob")
+    assert alice.next_event() == UserJoined("Bob")
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 33, "bad\x1bname", "zero\u200bwidth"])
+def test_invalid_name_is_asked_again(connect, name):
+    client = connect()
+    client.send(Username(name))
+    assert client.next_event() == UsernameRequest(server.USERNAME_INVALID)
+    assert client.join("x" * 32) == Welcome("x" * 32)
+
+
+def test_name_is_trimmed_and_nfc_normalized(connect):
+    first = connect()
+    assert first.join("  Jose\u0301  ") == Welcome("Jos\u00e9")
+    second = connect()
+    second.send(Username("JOS\u00c9"))
+    assert second.next_event() == UsernameRequest(server.USERNAME_TAKEN)
+
+
+def test_concurrent_claims_of_one_name_let_exactly_one_in(connect):
+    clients = [connect() for _ in range(8)]
+    barrier = threading.Barrier(len(clients))
+    answers: dict[int, object] = {}
+
+    def claim(i, client):
+        def run():
+            barrier.wait(DEADLINE)
+            client.send(Username("Highlander"))
+            answers[i] = client.next_event()
+        return run
+
+    run_threads([claim(i, c) for i, c in enumerate(clients)])
+
+    assert len(answers) == 8
+    welcomes = [a for a in answers.values() if isinstance(a, Welcome)]
+    assert welcomes == [Welcome("Highlander")]
+    refusals = [a for a in answers.values() if not isinstance(a, Welcome)]
+    assert refusals == [UsernameRequest(server.USERNAME_TAKEN)] * 7
+
+
+# --- joining and leaving -----------------------------------------------------
+
+
+def test_others_are_told_of_joins_and_goodbyes(connect):
+    alice = connect("Alice")
+    bob = connect("Bob")
+    assert alice.next_event() == UserJoined("Bob")
+    alice.say("hi Bob")
+    assert bob.next_event() == ChatMessage("Alice", "hi Bob")  # no notice of its own join
+
+    bob.send(Goodbye(""))
+    assert alice.next_event() == UserLeft("Bob")
+    bob.wait_closed()
+
+    carol = connect("Carol")
+    assert alice.next_event() == UserJoined("Carol")
+    carol.say("Bob is gone")
+    assert alice.next_event() == ChatMessage("Carol", "Bob is gone")
+
+
+def _close_plainly(sock: socket.socket) -> None:
+    sock.close()
+
+
+def _close_with_reset(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+@pytest.mark.parametrize("close", [_close_plainly, _close_with_reset], ids=["fin", "rst"])
+def test_abrupt_disconnect_frees_the_name_and_tells_the_others(connect, close):
+    alice = connect("Alice")
+    bob = connect("Bob")
+    assert alice.next_event() == UserJoined("Bob")
+
+    close(bob.sock)  # no Goodbye
+
+    assert alice.next_event() == UserLeft("Bob")
+    assert connect().join("Bob") == Welcome("Bob")
+    assert alice.next_event() == UserJoined("Bob")
+
+
+# --- what the server refuses -------------------------------------------------
+
+
+def test_chat_line_before_a_username_gets_an_error_and_the_connection_stays_usable(connect):
+    alice = connect("Alice")
+    early = connect()
+
+    early.say("too soon")
+    assert isinstance(early.next_event(), ErrorNotice)
+    early.join("Early")
+    assert alice.next_event() == UserJoined("Early")  # "too soon" was never relayed
+    early.say("now")
+    assert alice.next_event() == ChatMessage("Early", "now")
+
+
+def test_malformed_message_gets_an_error_and_the_connection_stays_up(connect):
+    alice = connect("Alice")
+    bob = connect("Bob")
+    alice.expect(UserJoined)
+
+    # No public API sends an unknown message type: poke the record layer.
+    bob.conn._send_record(bytes([0x7F]))
+    bob.flush()
+
+    notice = bob.expect(ErrorNotice)
+    assert "127" in notice.text
+    bob.say("still here")
+    assert alice.next_event() == ChatMessage("Bob", "still here")
+
+
+def test_malformed_message_before_a_username_gets_an_error(connect):
+    client = connect()
+    client.conn._send_record(bytes([0x7F]))  # see the test above
+    client.flush()
+    client.expect(ErrorNotice)
+    assert client.join("Alice") == Welcome("Alice")
+
+
+def test_username_after_joining_gets_an_error_and_the_name_stays(connect):
+    alice = connect("Alice")
+    bob = connect("Bob")
+    alice.expect(UserJoined)
+
+    bob.send(Username("Robert"))
+    bob.expect(ErrorNotice)
+    bob.say("same name")
+    assert alice.next_event() == ChatMessage("Bob", "same name")
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\t \n"])
+def test_blank_chat_line_gets_an_error_and_is_not_broadcast(connect, text):
+    alice = connect("Alice")
+    bob = connect("Bob")
+    alice.expect(UserJoined)
+
+    bob.say(text)
+    bob.expect(ErrorNotice)
+    bob.say("real")
+    assert alice.next_event() == ChatMessage("Bob", "real")
+
+
+def test_longest_chat_line_does_not_disconnect_the_receivers(connect):
+    alice = connect("Alice")
+    bob = connect("Bob")
+    alice.expect(UserJoined)
+    # The longest text one ChatLine record can carry (type byte, u16 length, tag).
+    longest = "x" * (protocol.MAX_FRAME_SIZE - crypto_utils.TAG_SIZE - 3)
+
+    bob.say(longest)
+    bob.say("after")
+
+    # Alice may get the long line or not (the sender may be told it is too
+    # long), but she stays connected and gets the next message.
+    event = alice.next_event()
+    if event == ChatMessage("Bob", longest):
+        event = alice.next_event()
+    assert event == ChatMessage("Bob", "after")
+
+
+def test_message_over_the_size_limit_is_refused_with_the_limit_named(connect):
+    alice = connect("Alice")
+    bob = connect("Bob")
+    alice.expect(UserJoined)
+    at_limit = "é" * (server.MAX_MESSAGE_BYTES // 2)  # two bytes of UTF-8 each
+    over_limit = at_limit + "x"
+
+    bob.say(at_limit)
+    bob.say(over_limit)
+
+    assert alice.next_event() == ChatMessage("Bob", at_limit)
+    refusal = bob.expect(ErrorNotice)
+    assert str(server.MAX_MESSAGE_BYTES) in refusal.text
+    bob.say("after")
+    assert alice.next_event() == ChatMessage("Bob", "after")
+
+
+# --- shutdown ----------------------------------------------------------------
+
+
+def test_shutdown_says_goodbye_to_everyone_and_leaves_no_threads(own_server):
+    chat = own_server.start()
+    clients = [own_server.client(f"User{i}") for i in range(3)]
+    clients[0].expect(UserJoined)
+    clients[0].expect(UserJoined)
+    clients[1].expect(UserJoined)
+    peers = {peer_name(c) for c in clients}
+
+    own_server.stop()
+
+    for client in clients:
+        # A UserLeft for a client whose goodbye went out first is harmless.
+        assert next_event_skipping(client, UserLeft) == Goodbye(server.SHUTTING_DOWN)
+        assert client.wait_closed().clean
+    leftovers = [
+        t.name for t in threading.enumerate()
+        if t.is_alive() and t.name.startswith(("reader ", "writer ")) and t.name.split(" ", 1)[1] in peers
+    ]
+    assert leftovers == []
+    assert chat.connection_count() == 0
+
+
+def test_shutdown_closes_a_client_in_the_middle_of_the_handshake(own_server, monkeypatch):
+    # Long enough that the fallback abort after the grace period cannot be
+    # what closes it within the test's timeouts.
+    monkeypatch.setattr(server, "SHUTDOWN_GRACE", 30.0)
+    chat = own_server.start()
+    joined = own_server.client("Alice")
+    silent = own_server.client(handshake=False)
+    silent.next_event()  # the ServerHello: the server has accepted it; no key exchange follows
+
+    stopper = threading.Thread(target=own_server.stop, daemon=True)
+    stopper.start()
+
+    assert silent.wait_closed().clean is False
+    assert next_event_skipping(joined, UserLeft) == Goodbye(server.SHUTTING_DOWN)
+    stopper.join(DEADLINE)
+    assert not stopper.is_alive()
+    assert chat.connection_count() == 0
+
+
+def test_no_new_connections_after_shutdown(own_server):
+    chat = own_server.start()
+    address = chat.server_address
+    own_server.stop()
+    with pytest.raises(OSError):
+        socket.create_connection(address, timeout=DEADLINE).close()
+
+
+# --- deadlines ---------------------------------------------------------------
+
+
+def test_client_that_never_speaks_is_closed_after_the_handshake_deadline(own_server, monkeypatch):
+    monkeypatch.setattr(server, "HANDSHAKE_TIMEOUT", 0.5)
+    chat = own_server.start()
+    sock = socket.create_connection(chat.server_address, timeout=DEADLINE)
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while sock.recv(65536):  # the hello, then EOF
+            assert time.monotonic() < deadline, "the server did not close the connection"
+    finally:
+        sock.close()
+    assert wait_until(lambda: chat.connection_count() == 0)
+
+
+def test_client_that_never_chooses_a_name_is_told_and_closed(own_server, monkeypatch):
+    monkeypatch.setattr(server, "USERNAME_TIMEOUT", 0.5)
+    chat = own_server.start()
+    client = own_server.client()  # handshake done, UsernameRequest read
+
+    client.expect(Goodbye)
+    assert client.wait_closed().clean
+    assert wait_until(lambda: chat.connection_count() == 0)
+
+
+def test_joined_client_may_stay_idle_past_the_deadlines(own_server, monkeypatch):
+    monkeypatch.setattr(server, "HANDSHAKE_TIMEOUT", 0.3)
+    monkeypatch.setattr(server, "USERNAME_TIMEOUT", 0.3)
+    own_server.start()
+    alice = own_server.client("Alice")
+    bob = own_server.client("Bob")
+    alice.expect(UserJoined)
+
+    alice.assert_quiet(wait=0.6)  # idle for twice the deadlines
+
+    bob.say("still there?")
+    assert alice.next_event() == ChatMessage("Bob", "still there?")
+
+
+# --- the identity key file ---------------------------------------------------
+
+
+def test_identity_key_is_created_private_then_loaded(tmp_path, monkeypatch, identity_key):
+    path = tmp_path / "data" / "socket-chat" / "server_key.pem"
+    monkeypatch.setattr(crypto_utils, "generate_rsa_keypair", lambda *a, **k: identity_key)
+
+    first = server.load_or_create_identity_key(path)
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.parent.is_dir()
+    assert stat.S_IMODE(path.parent.stat().st_mode) & 0o077 == 0
+
+    def must_not_generate(*args, **kwargs):
+        raise AssertionError("the existing key should be loaded, not replaced")
+
+    monkeypatch.setattr(crypto_utils, "generate_rsa_keypair", must_not_generate)
+    second = server.load_or_create_identity_key(path)
+
+    assert crypto_utils.export_public_key(second) == crypto_utils.export_public_key(first)
+    assert crypto_utils.export_public_key(first) == crypto_utils.export_public_key(identity_key)
+    assert second.has_private()
+
+
+def test_identity_key_readable_by_others_is_refused(tmp_path, identity_key):
+    path = tmp_path / "server_key.pem"
+    path.write_bytes(crypto_utils.export_private_key(identity_key))
+    path.chmod(0o644)
+
+    with pytest.raises(server.KeyFileError, match="chmod 600"):
+        server.load_or_create_identity_key(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # reported, not silently fixed
+
+
+@pytest.mark.parametrize("content", [b"garbage, not a key\n", b"", "public"], ids=["garbage", "empty", "public"])
+def test_identity_key_file_that_is_not_a_private_key_is_refused(tmp_path, identity_key, content):
+    if content == "public":
+        content = identity_key.public_key().export_key(format="PEM")
+    path = tmp_path / "server_key.pem"
+    path.write_bytes(content)
+    path.chmod(0o600)
+
+    with pytest.raises(server.KeyFileError):
+        server.load_or_create_identity_key(path)
+    assert path.read_bytes() == content  # left as it was
+
+
+# --- a slow reader -----------------------------------------------------------
+
+
+def test_slow_reader_is_cut_off_without_stalling_the_others(own_server, monkeypatch):
+    monkeypatch.setattr(server, "OUTBOX_SIZE", 8)
+    chat = own_server.start()
+    own_server.client("Stalled")  # joins, then never reads again
+    sender = own_server.client("Sender")
+    reader = own_server.client("Reader")
+    sender.expect(UserJoined)
+    for client in (sender, reader):  # lock-step below: no Nagle delays
+        client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    # The sender stays at most `window` lines ahead of the reader, fewer than
+    # an outbox holds, so the reader is never the slow one. It sends until
+    # the reader has seen Stalled cut off: once the socket buffers between
+    # them are full (about 4 MB on Linux loopback), then its outbox.
+    line, most = "y" * (server.MAX_MESSAGE_BYTES - 5), 5000
+    window = threading.Semaphore(7)
+    stop = threading.Event()
+    sent: list[int] = []
+
+    def send_all():
+        for n in range(most):
+            assert window.acquire(timeout=DEADLINE), "the reader stopped receiving"
+            if stop.is_set():
+                break
+            sender.say(f"{n:05d}{line}")
+            sent.append(n)
+
+    thread = threading.Thread(target=send_all, daemon=True)
+    thread.start()
+    texts, notices = [], []
+    try:
+        while not notices and len(texts) < most:
+            event = reader.next_event()
+            if isinstance(event, ChatMessage):
+                texts.append(event.text)
+                window.release()
+            else:
+                notices.append(event)
+    finally:
+        stop.set()
+        window.release()
+        thread.join(DEADLINE)
+    assert not thread.is_alive()
+    while len(texts) < len(sent):
+        texts.append(reader.expect(ChatMessage).text)
+
+    assert notices == [UserLeft("Stalled")]
+    assert 0 < len(sent) < most
+    assert texts == [f"{n:05d}{line}" for n in range(len(sent))]
+    assert sender.next_event() == UserLeft("Stalled")
+    assert wait_until(lambda: chat.connection_count() == 2)
+    sender.say("after")
+    assert reader.next_event() == ChatMessage("Sender", "after")
