@@ -1,0 +1,403 @@
+"""client.py as a person uses it: under a pseudo-terminal, with readline, the
+prompts, Ctrl-C and Ctrl-D, and lines that arrive while the person types.
+
+The client runs as its own session with the pty as its controlling terminal,
+so the line discipline turns Ctrl-C into SIGINT for it, as a real terminal
+does. TERM is "xterm", the terminal most people have: readline then does its
+real redisplay (and bracketed paste), which is what the client has to
+cooperate with; the assertions look only for the specific text and escape
+sequences they are about, and a small screen model checks what is on which
+line. INPUTRC=/dev/null keeps a personal readline setup (vi mode, ...) out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+
+import pytest
+
+import server as chat_server
+from protocol import ChatMessage, UserJoined, UserLeft
+from tests import procs
+from tests.helpers import ChatTestClient
+
+pytestmark = pytest.mark.timeout(30)
+
+TIMEOUT = 5.0  # seconds any single expected output or event may take
+ROWS, COLS = 24, 100
+
+# Runs in the new session (start_new_session=True): make the pty on fd 0 the
+# controlling terminal, then become client.py. An exec'd launcher rather than
+# preexec_fn, which is not safe in a process with threads (the test server's).
+LAUNCHER = (
+    "import fcntl, os, sys, termios\n"
+    "fcntl.ioctl(0, termios.TIOCSCTTY, 0)\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n"
+)
+
+
+class PtyClient:
+    """client.py on a pty. A thread copies everything the child writes into
+    ``output``; ``expect`` waits (with a timeout) for a pattern after the
+    point the previous ``expect`` matched."""
+
+    def __init__(self, port: int, data_home, *options: str) -> None:
+        self.master, self.slave = os.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
+        self.initial_modes = termios.tcgetattr(self.slave)
+        self.output = bytearray()
+        self.pos = 0  # where the next expect starts looking
+        self._changed = threading.Condition()
+        self._eof = False
+        env = dict(os.environ, TERM="xterm", XDG_DATA_HOME=str(data_home), LC_ALL="C.UTF-8",
+                   INPUTRC="/dev/null", COLUMNS=str(COLS), LINES=str(ROWS))
+        env.pop("PYTHONIOENCODING", None)
+        try:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-c", LAUNCHER, "client.py", "--host", "127.0.0.1", "--port", str(port), *options],
+                cwd=procs.ROOT, env=env, stdin=self.slave, stdout=self.slave, stderr=self.slave,
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(self.master)
+            os.close(self.slave)
+            raise
+        self._reader = threading.Thread(target=self._read, name="pty reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:  # EIO: no slave end is open any more
+                data = b""
+            with self._changed:
+                if not data:
+                    self._eof = True
+                    self._changed.notify_all()
+                    return
+                self.output += data
+                self._changed.notify_all()
+
+    def write(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def type_line(self, text: str) -> None:
+        self.write(text.encode() + b"\r")  # Enter sends CR, as a terminal does
+
+    def expect(self, pattern, timeout: float = TIMEOUT) -> re.Match:
+        """Wait for ``pattern`` (bytes, literal; or a compiled bytes regex)
+        in the output after the previous match; return the match."""
+        regex = pattern if isinstance(pattern, re.Pattern) else re.compile(re.escape(pattern))
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not (match := regex.search(self.output, self.pos)):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._eof:
+                    raise AssertionError(
+                        f"no {regex.pattern!r} within {timeout} s; output after the last match: "
+                        f"{bytes(self.output[self.pos:])!r}"
+                    )
+                self._changed.wait(remaining)
+            self.pos = match.end()
+            return match
+
+    def text(self) -> bytes:
+        with self._changed:
+            return bytes(self.output)
+
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        return self.popen.wait(timeout)
+
+    def terminal_modes(self) -> list:
+        return termios.tcgetattr(self.slave)
+
+    def close(self) -> None:
+        """Kill the child if it still runs and release the pty; for ``finally``."""
+        if self.popen.poll() is None:
+            self.popen.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(TIMEOUT)
+        os.close(self.slave)  # the last slave end: the reader gets EIO and stops
+        self._reader.join(TIMEOUT)
+        os.close(self.master)
+
+
+def screen(output: bytes) -> list[str]:
+    """The lines a terminal would show for ``output``: enough of a VT100 for
+    the client and readline (text, CR, LF, BS, erase in line, cursor left and
+    right); other escape sequences are skipped. No scrolling region, no wrap."""
+    rows: list[list[str]] = [[]]
+    row = col = 0
+    text = output.decode("utf-8", errors="replace")
+    i = 0
+    sequence = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[ -/]*[0-~])")
+    while i < len(text):
+        ch = text[i]
+        if ch == "\x1b":
+            match = sequence.match(text, i)
+            if match is None:
+                i += 1
+                continue
+            body = match.group(1)
+            i = match.end()
+            if body.startswith("["):
+                params, final = body[1:-1], body[-1]
+                count = int(params) if params.isdigit() else 1
+                line = rows[row]
+                if final == "K":
+                    mode = int(params) if params.isdigit() else 0
+                    if mode == 0:
+                        del line[col:]
+                    elif mode == 1:
+                        line[: col + 1] = [" "] * min(len(line), col + 1)
+                    else:
+                        line.clear()
+                elif final == "C":
+                    col += count
+                elif final == "D":
+                    col = max(0, col - count)
+            continue
+        i += 1
+        if ch == "\r":
+            col = 0
+        elif ch == "\n":
+            row += 1
+            if row == len(rows):
+                rows.append([])
+        elif ch == "\b":
+            col = max(0, col - 1)
+        elif ch.isprintable():
+            line = rows[row]
+            line.extend(" " * (col - len(line)))
+            if col < len(line):
+                line[col] = ch
+            else:
+                line.append(ch)
+            col += 1
+    return ["".join(line).rstrip() for line in rows]
+
+
+# --- servers and other participants ------------------------------------------
+
+
+@pytest.fixture
+def own_server(identity_key):
+    """An in-process server the test itself may shut down (``stop()``)."""
+    server = chat_server.ChatServer(identity_key, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, name="serve_forever", daemon=True)
+    thread.start()
+    stopped = False
+
+    def stop() -> None:
+        nonlocal stopped
+        if not stopped:
+            stopped = True
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
+
+    server.stop = stop
+    try:
+        yield server
+    finally:
+        stop()
+
+
+@pytest.fixture
+def open_pty(tmp_path):
+    """Start client.py on a pty; every one is killed and closed at the end."""
+    started: list[PtyClient] = []
+
+    def start(port: int, *options: str) -> PtyClient:
+        client = PtyClient(port, tmp_path / f"data-{len(started)}", *options)
+        started.append(client)
+        return client
+
+    try:
+        yield start
+    finally:
+        for client in started:
+            client.close()
+
+
+def expect_event(client: ChatTestClient, wanted, timeout: float = TIMEOUT):
+    """Skip events until one equal to ``wanted``; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while True:
+        try:
+            event = client.next_event(max(0.001, deadline - time.monotonic()))
+        except socket.timeout:
+            raise AssertionError(f"no {wanted!r} within {timeout} s; got {seen}") from None
+        if event == wanted:
+            return event
+        seen.append(event)
+
+
+def join_at_terminal(pty: PtyClient, name: str) -> None:
+    """Answer the username question and wait for the chat prompt."""
+    pty.expect(b"Please enter a username.\r\n")
+    pty.expect(b"Username: ")
+    pty.type_line(name)
+    pty.expect(name.encode())  # readline's echo
+    pty.expect(b"\n> ")
+
+
+def assert_terminal_restored(pty: PtyClient) -> None:
+    """readline put the terminal back as it found it (echo, line editing,
+    signals, CR/LF handling): the shell after us is usable."""
+    assert pty.terminal_modes()[:4] == pty.initial_modes[:4]
+
+
+SANE_LFLAGS = termios.ICANON | termios.ECHO | termios.ISIG
+
+
+# --- the tests -----------------------------------------------------------------
+
+
+def test_prompts_and_a_typed_line_reaches_the_others(running_server, connect, open_pty):
+    other = connect("Other")
+    pty = open_pty(running_server.server_address[1])
+
+    pty.expect(b"Please enter a username.\r\n")
+    pty.expect(b"Username: ")
+    pty.type_line("Ann")
+    pty.expect(b"Ann")
+    expect_event(other, UserJoined("Ann"))
+    pty.expect(b"\n> ")
+    pty.type_line("hello from a terminal")
+
+    expect_event(other, ChatMessage("Ann", "hello from a terminal"))
+    pty.expect(b"hello from a terminal\r\n> ")  # and the prompt is back for the next line
+
+
+def test_incoming_line_is_printed_above_the_half_typed_one(running_server, connect, open_pty):
+    other = connect("Other")
+    pty = open_pty(running_server.server_address[1])
+    join_at_terminal(pty, "Ann")
+    expect_event(other, UserJoined("Ann"))
+
+    pty.write(b"half typ")
+    pty.expect(b"half typ")  # readline has it in its buffer
+    other.say("Incoming!")
+    pty.expect(b"Other: Incoming!")
+    pty.expect(b"> half typ")
+
+    lines = screen(pty.text())
+    incoming = lines.index("Other: Incoming!")  # a line of its own, nothing else on it
+    assert lines[incoming + 1] == "> half typ", lines
+    assert not any("half typ" in line for line in lines[:incoming]), lines  # the old one was erased
+
+    pty.write(b"ed\r")
+    expect_event(other, ChatMessage("Ann", "half typed"))
+    lines = screen(pty.text())
+    assert lines[incoming + 1] == "> half typed", lines
+
+
+def test_ctrl_d_at_an_empty_prompt_leaves(running_server, connect, open_pty):
+    other = connect("Other")
+    pty = open_pty(running_server.server_address[1])
+    join_at_terminal(pty, "Ann")
+    expect_event(other, UserJoined("Ann"))
+
+    pty.write(b"\x04")
+
+    assert pty.wait() == 0
+    expect_event(other, UserLeft("Ann"))
+    assert b"Traceback" not in pty.text()
+    assert_terminal_restored(pty)
+
+
+def test_ctrl_c_leaves_quietly(running_server, connect, open_pty):
+    other = connect("Other")
+    pty = open_pty(running_server.server_address[1])
+    join_at_terminal(pty, "Ann")
+    expect_event(other, UserJoined("Ann"))
+
+    pty.write(b"not to be sent")
+    pty.expect(b"not to be sent")
+    pty.write(b"\x03")  # the line discipline sends SIGINT to the client
+
+    assert pty.wait() == 0
+    expect_event(other, UserLeft("Ann"))
+    assert b"Traceback" not in pty.text()
+    assert_terminal_restored(pty)
+
+
+def test_quit_command_leaves(running_server, connect, open_pty):
+    other = connect("Other")
+    pty = open_pty(running_server.server_address[1])
+    join_at_terminal(pty, "Ann")
+    expect_event(other, UserJoined("Ann"))
+
+    pty.type_line("/quit")
+
+    assert pty.wait() == 0
+    expect_event(other, UserLeft("Ann"))
+    assert b"Traceback" not in pty.text()
+    assert_terminal_restored(pty)
+
+
+def _assert_server_end_reported(pty: PtyClient, message: str, stopped_at: float) -> None:
+    status = pty.wait()
+    assert time.monotonic() - stopped_at < TIMEOUT
+    assert status > 0, status  # exited on its own, with a failure status (not killed)
+    pty.expect(message.encode())
+    output = pty.text()
+    assert b"Traceback" not in output
+    assert message in screen(output), screen(output)  # on a line of its own
+    assert_terminal_restored(pty)
+
+
+def test_server_shutting_down_while_typing(own_server, open_pty):
+    pty = open_pty(own_server.server_address[1])
+    join_at_terminal(pty, "Ann")
+    pty.write(b"still typ")
+    pty.expect(b"still typ")
+
+    stopped_at = time.monotonic()
+    own_server.stop()
+
+    _assert_server_end_reported(pty, chat_server.SHUTTING_DOWN, stopped_at)
+
+
+def test_server_killed_while_typing(tmp_path, open_pty):
+    server = procs.start_server(tmp_path)
+    try:
+        pty = open_pty(server.port)
+        join_at_terminal(pty, "Ann")
+        pty.write(b"still typ")
+        pty.expect(b"still typ")
+
+        stopped_at = time.monotonic()
+        server.popen.kill()  # SIGKILL: no goodbye
+
+        _assert_server_end_reported(pty, "Connection to server lost.", stopped_at)
+    finally:
+        server.kill()
+
+
+def test_escape_sequences_from_the_network_do_not_reach_the_terminal(running_server, connect, open_pty):
+    other = connect("Other")
+    pty = open_pty(running_server.server_address[1])
+    join_at_terminal(pty, "Ann")
+    expect_event(other, UserJoined("Ann"))
+
+    other.say("look\x1b[2J\x1b]0;owned\x07here")
+
+    pty.expect("Other: look\ufffd[2J\ufffd]0;owned\ufffdhere".encode())
+    output = pty.text()
+    assert b"\x1b[2J" not in output
+    assert b"\x1b]0;" not in output
