@@ -595,9 +595,9 @@ class ClientConnection(_Connection):
     def __init__(self, rng: Rng | None = None, ephemeral_key: EphemeralKey | None = None):
         super().__init__(ConnectionState.AWAIT_SERVER_HELLO, rng)
         self._ephemeral = ephemeral_key or EphemeralKey.generate(self._rng)
-        self._hello: bytes | None = None
+        self._hello = b""  # the server's hello, for the transcript
         self._server_key = None
-        self._server_random = self._server_share = b""
+        self._client_share = self._x25519_secret = b""
 
     def accept_server_key(self) -> None:
         """Trust the server key from ``ServerHello`` and answer with the key
@@ -611,15 +611,11 @@ class ClientConnection(_Connection):
         secret, client_random = self._rng(SECRET_SIZE), self._rng(RANDOM_SIZE)
         wrapped = crypto_utils.wrap_key(self._server_key, secret, rng=self._rng)
         key_exchange = (bytes([_KEY_EXCHANGE, PROTOCOL_VERSION]) + client_random
-                        + self._ephemeral.public_bytes + _FIELD_LENGTH.pack(len(wrapped)) + wrapped)
-        try:
-            shared = self._ephemeral.agree(self._server_share)
-        except CryptoError:
-            # Checked when the hello arrived, so this cannot happen here.
-            raise AssertionError("server share was validated on receipt") from None
-        self._ephemeral = None  # forward secrecy: forget it as soon as used
+                        + self._client_share + _FIELD_LENGTH.pack(len(wrapped)) + wrapped)
         transcript = crypto_utils.transcript_hash(self._hello, key_exchange)
-        self._install_keys(crypto_utils.derive_session_keys(secret, shared, transcript), is_client=True)
+        keys = crypto_utils.derive_session_keys(secret, self._x25519_secret, transcript)
+        self._x25519_secret = b""
+        self._install_keys(keys, is_client=True)
         self._send_frame(key_exchange)
         self._advance("send key exchange")
 
@@ -646,15 +642,17 @@ class ClientConnection(_Connection):
             raise RemoteProtocolError("expected the server hello")
         version = reader.take_byte()
         _check_version(version)
-        self._server_random = reader.take(RANDOM_SIZE)
-        self._server_share = reader.take(X25519_KEY_SIZE)
+        reader.take(RANDOM_SIZE)  # server random: bound in through the transcript
+        server_share = reader.take(X25519_KEY_SIZE)
         public_der = reader.take_sized()
         reader.finish()
         try:
             self._server_key = crypto_utils.import_public_key(public_der)
-            self._ephemeral.agree(self._server_share)  # validate it now, not later
+            self._x25519_secret = self._ephemeral.agree(server_share)
         except (ValueError, CryptoError) as exc:
             raise RemoteProtocolError(f"bad server hello: {exc}") from None
+        self._client_share = self._ephemeral.public_bytes
+        self._ephemeral = None  # forward secrecy: forget it as soon as used
         self._hello = body
         self._advance("receive hello")
         return ServerHello(version, public_der, crypto_utils.fingerprint(public_der))
