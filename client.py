@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import socket
 import sys
@@ -419,13 +420,29 @@ def say_goodbye(link: ServerLink) -> None:
 # --- the command line --------------------------------------------------------
 
 
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 0 to 65535."""
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
+    return int(text)
+
+
+def fingerprint_text(text: str) -> str:
+    """argparse type: a fingerprint as the server prints it."""
+    if not re.fullmatch(r"SHA256:[A-Za-z0-9+/]{43}", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a fingerprint: expected SHA256: and 43 base64 characters, as the server prints it"
+        )
+    return text
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Encrypted terminal group chat: the client.")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"server address (default: {DEFAULT_HOST})")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"server port (default: {DEFAULT_PORT})")
+    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT, help=f"server port (default: {DEFAULT_PORT})")
     parser.add_argument("--name", help="join with this username instead of being asked")
     parser.add_argument(
-        "--fingerprint", metavar="SHA256:...",
+        "--fingerprint", metavar="SHA256:...", type=fingerprint_text,
         help="the server key fingerprint to insist on, even on the first connection",
     )
     parser.add_argument(

@@ -78,14 +78,23 @@ def load_or_create_identity_key(path: Path):
     there (mode 0600) on first run.
 
     Raises:
-        KeyFileError: unreadable, not a key, or readable by others.
+        KeyFileError: cannot be read or written, not a key, or readable by others.
     """
-    if not path.exists():
+    try:
+        if path.exists():
+            return _read_identity_key(path)
         log.info("Making a new %d-bit server key (first run; this takes a few seconds)", crypto_utils.RSA_KEY_BITS)
         key = crypto_utils.generate_rsa_keypair()
         _write_private_file(path, crypto_utils.export_private_key(key))
         log.info("Created a new server key at %s", path)
         return key
+    except OSError as exc:
+        raise KeyFileError(f"Cannot use the server key file {path}: {exc.strerror or exc}") from None
+
+
+def _read_identity_key(path: Path):
+    if not path.is_file():
+        raise KeyFileError(f"The server key {path} is not a file.")
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(
@@ -94,7 +103,7 @@ def load_or_create_identity_key(path: Path):
         )
     try:
         return crypto_utils.import_private_key(path.read_bytes())
-    except (OSError, ValueError, IndexError, TypeError) as exc:
+    except (ValueError, IndexError, TypeError) as exc:
         raise KeyFileError(f"Cannot read the server key {path}: {exc}") from None
 
 
@@ -450,10 +459,20 @@ class ChatServer:
 # --- the command line --------------------------------------------------------
 
 
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 0 to 65535."""
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
+    return int(text)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Encrypted terminal group chat: the server.")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all IPv4 interfaces)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default: {DEFAULT_PORT})")
+    parser.add_argument(
+        "--port", type=port_number, default=DEFAULT_PORT,
+        help=f"port to listen on, 0 for any free one (default: {DEFAULT_PORT})",
+    )
     parser.add_argument(
         "--key", type=Path, default=None,
         help="the server's RSA identity key, made on first use "

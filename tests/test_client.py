@@ -3,6 +3,7 @@ are shown, and the terminal off a tty."""
 
 from __future__ import annotations
 
+import argparse
 import stat
 
 import pytest
@@ -131,3 +132,25 @@ def test_terminal_off_a_tty_prints_plain_lines(capsys):
     assert out == "Jaime Lannister: Hi\n"
     assert err == "Connection to server lost.\n"
 
+
+
+@pytest.mark.parametrize("text", ["0", "8756", "65535"])
+def test_port_number_accepts_ports(text):
+    assert client.port_number(text) == int(text)
+
+
+@pytest.mark.parametrize("text", ["-1", "65536", "x", "", "80.5"])
+def test_port_number_refuses_what_is_not_a_port(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="not a port number"):
+        client.port_number(text)
+
+
+def test_fingerprint_option_takes_what_the_server_prints(identity_key):
+    printed = crypto_utils.fingerprint(crypto_utils.export_public_key(identity_key))
+    assert client.fingerprint_text(printed) == printed
+
+
+@pytest.mark.parametrize("text", ["abc", "SHA256:", "sha256:" + "A" * 43, "SHA256:" + "A" * 42, "SHA256:" + "A" * 43 + "="])
+def test_fingerprint_option_refuses_malformed_values(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="not a fingerprint"):
+        client.fingerprint_text(text)

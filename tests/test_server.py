@@ -721,3 +721,17 @@ def test_slow_reader_is_cut_off_without_stalling_the_others(own_server, monkeypa
     assert wait_until(lambda: chat.connection_count() == 2)
     sender.say("after")
     assert reader.next_event() == ChatMessage("Sender", "after")
+
+
+def test_identity_key_path_that_is_a_directory_is_refused(tmp_path):
+    with pytest.raises(server.KeyFileError, match="not a file"):
+        server.load_or_create_identity_key(tmp_path)
+
+
+def test_identity_key_that_cannot_be_written_is_a_clear_error(tmp_path, monkeypatch, identity_key):
+    monkeypatch.setattr(crypto_utils, "generate_rsa_keypair", lambda: identity_key)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+
+    with pytest.raises(server.KeyFileError, match="Cannot use the server key file"):
+        server.load_or_create_identity_key(blocker / "server_key.pem")
