@@ -50,6 +50,7 @@ CONNECTION_LOST = "Connection to server lost."
 # How the receiver wakes the main thread from input(). Not SIGINT: a job
 # started in the background by a script has SIGINT ignored from the start.
 WAKE_SIGNAL = signal.SIGUSR1
+WAKE_REPEAT = 0.1  # seconds between wake-ups until the main thread has one
 
 
 class ClientError(Exception):
@@ -58,10 +59,6 @@ class ClientError(Exception):
 
 class ServerEnded(Exception):
     """Raised in the main thread when the receiver finds the session over."""
-
-
-def _wake(signum, frame) -> None:
-    raise ServerEnded
 
 
 # --- known hosts: trust on first use, as ssh does ----------------------------
@@ -164,7 +161,7 @@ class Terminal:
         self._prompt: str | None = None
         # readline gives input() line editing and history, and lets us redraw
         # a half-typed line; some platforms lack it, and then we only reprint.
-        self._readline = None
+        self._readline = self._redisplay = None
         if interactive:
             try:
                 import readline
@@ -172,23 +169,21 @@ class Terminal:
                 pass
             else:
                 self._readline = readline
+                self._redisplay = _readline_redisplay(readline)
 
     def show(self, line: str) -> None:
         with self._lock:
             if self._prompt is None:
                 print(line, flush=True)
                 return
-            typed = self._readline.get_line_buffer() if self._readline else ""
-            # \r and "erase line" remove the prompt and what is typed so far;
-            # both are drawn again under the new line.
-            sys.stdout.write(f"\r\x1b[K{line}\n{self._prompt}{typed}")
-            sys.stdout.flush()
+            self._erase_input()
+            sys.stdout.write(f"{line}\n")
+            self._redraw_input()
 
     def error(self, text: str) -> None:
         with self._lock:
             if self._prompt is not None:
-                sys.stdout.write("\r\x1b[K")
-                sys.stdout.flush()
+                self._erase_input()
             print(text, file=sys.stderr, flush=True)
 
     def read_line(self, prompt: str) -> str:
@@ -205,6 +200,38 @@ class Terminal:
         finally:
             with self._lock:
                 self._prompt = None
+
+    def _erase_input(self) -> None:
+        sys.stdout.flush()
+        if self._redisplay:
+            # readline knows how many rows the prompt and the typed text
+            # take (a long line wraps) and where its cursor is.
+            self._redisplay.rl_clear_visible_line()
+        else:
+            sys.stdout.write("\r\x1b[K")
+
+    def _redraw_input(self) -> None:
+        if self._redisplay:
+            sys.stdout.flush()
+            self._redisplay.rl_on_new_line()
+            self._redisplay.rl_redisplay()  # cursor back where the person left it
+            return
+        typed = self._readline.get_line_buffer() if self._readline else ""
+        sys.stdout.write(f"{self._prompt}{typed}")
+        sys.stdout.flush()
+
+
+def _readline_redisplay(readline):
+    """GNU readline's own redisplay functions, which the readline module does
+    not expose, or None (libedit, an old readline): then we only reprint."""
+    try:
+        import ctypes
+        library = ctypes.CDLL(readline.__file__)
+        for name in ("rl_clear_visible_line", "rl_on_new_line", "rl_redisplay"):
+            getattr(library, name)
+    except (ImportError, OSError, AttributeError):
+        return None
+    return library
 
 
 def describe(event) -> str | None:
@@ -335,6 +362,7 @@ class Receiver(threading.Thread):
         self._end_lock = threading.Lock()
         self._leaving = False
         self.ended_by_server = False
+        self.reading_done = threading.Event()  # the main thread reads no more
 
     def run(self) -> None:
         try:
@@ -359,12 +387,26 @@ class Receiver(threading.Thread):
                 return
             self.ended_by_server = True
         self.terminal.error(reason)
-        signal.pthread_kill(threading.main_thread().ident, WAKE_SIGNAL)
+        # CPython's readline acts on a signal only if it interrupts its wait
+        # for a key; one that lands while it handles a key is noted and then
+        # forgotten. So repeat it until the main thread has stopped reading.
+        while True:
+            signal.pthread_kill(threading.main_thread().ident, WAKE_SIGNAL)
+            if self.reading_done.wait(WAKE_REPEAT):
+                return
 
 
 def converse(link: ServerLink, terminal: Terminal) -> int:
     """The chat itself: the main thread reads and sends, a Receiver prints."""
     receiver = Receiver(link, terminal)
+    woken = threading.Event()
+
+    def wake(signum, frame) -> None:
+        if not woken.is_set():  # the receiver repeats it: act on the first only
+            woken.set()
+            raise ServerEnded
+
+    signal.signal(WAKE_SIGNAL, wake)
     try:
         receiver.start()
         person_left = send_typed_lines(link, terminal)
@@ -373,6 +415,7 @@ def converse(link: ServerLink, terminal: Terminal) -> int:
     # From here on, a late wake-up or Ctrl-C must not become a traceback.
     signal.signal(WAKE_SIGNAL, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    receiver.reading_done.set()
     if not person_left:
         receiver.join(CLOSE_GRACE)  # it saw the failure too: let it report it
     if not receiver.leave():
@@ -482,7 +525,6 @@ def run(args: argparse.Namespace, terminal: Terminal) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(WAKE_SIGNAL, _wake)
     terminal = Terminal(interactive=sys.stdin.isatty())
     try:
         return run(args, terminal)
