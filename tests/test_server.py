@@ -138,6 +138,15 @@ def own_server(identity_key):
         own.cleanup()
 
 
+@pytest.fixture
+def alice_and_bob(connect):
+    """Two joined clients; Alice has seen Bob join."""
+    alice = connect("Alice")
+    bob = connect("Bob")
+    alice.expect(UserJoined)
+    return alice, bob
+
+
 # --- the room, with fake members ---------------------------------------------
 
 
@@ -445,10 +454,8 @@ def test_chat_line_before_a_username_gets_an_error_and_the_connection_stays_usab
     assert alice.next_event() == ChatMessage("Early", "now")
 
 
-def test_malformed_message_gets_an_error_and_the_connection_stays_up(connect):
-    alice = connect("Alice")
-    bob = connect("Bob")
-    alice.expect(UserJoined)
+def test_malformed_message_gets_an_error_and_the_connection_stays_up(alice_and_bob):
+    alice, bob = alice_and_bob
 
     # No public API sends an unknown message type: poke the record layer.
     bob.conn._send_record(bytes([0x7F]))
@@ -468,10 +475,8 @@ def test_malformed_message_before_a_username_gets_an_error(connect):
     assert client.join("Alice") == Welcome("Alice")
 
 
-def test_username_after_joining_gets_an_error_and_the_name_stays(connect):
-    alice = connect("Alice")
-    bob = connect("Bob")
-    alice.expect(UserJoined)
+def test_username_after_joining_gets_an_error_and_the_name_stays(alice_and_bob):
+    alice, bob = alice_and_bob
 
     bob.send(Username("Robert"))
     bob.expect(ErrorNotice)
@@ -480,10 +485,8 @@ def test_username_after_joining_gets_an_error_and_the_name_stays(connect):
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\t \n"])
-def test_blank_chat_line_gets_an_error_and_is_not_broadcast(connect, text):
-    alice = connect("Alice")
-    bob = connect("Bob")
-    alice.expect(UserJoined)
+def test_blank_chat_line_gets_an_error_and_is_not_broadcast(alice_and_bob, text):
+    alice, bob = alice_and_bob
 
     bob.say(text)
     bob.expect(ErrorNotice)
@@ -491,10 +494,8 @@ def test_blank_chat_line_gets_an_error_and_is_not_broadcast(connect, text):
     assert alice.next_event() == ChatMessage("Bob", "real")
 
 
-def test_longest_chat_line_does_not_disconnect_the_receivers(connect):
-    alice = connect("Alice")
-    bob = connect("Bob")
-    alice.expect(UserJoined)
+def test_longest_chat_line_does_not_disconnect_the_receivers(alice_and_bob):
+    alice, bob = alice_and_bob
     # The longest text one ChatLine record can carry (type byte, u16 length, tag).
     longest = "x" * (protocol.MAX_FRAME_SIZE - crypto_utils.TAG_SIZE - 3)
 
@@ -509,10 +510,8 @@ def test_longest_chat_line_does_not_disconnect_the_receivers(connect):
     assert event == ChatMessage("Bob", "after")
 
 
-def test_message_over_the_size_limit_is_refused_with_the_limit_named(connect):
-    alice = connect("Alice")
-    bob = connect("Bob")
-    alice.expect(UserJoined)
+def test_message_over_the_size_limit_is_refused_with_the_limit_named(alice_and_bob):
+    alice, bob = alice_and_bob
     at_limit = "é" * (server.MAX_MESSAGE_BYTES // 2)  # two bytes of UTF-8 each
     over_limit = at_limit + "x"
 

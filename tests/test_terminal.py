@@ -279,6 +279,16 @@ def join_at_terminal(pty: PtyClient, name: str) -> None:
     pty.expect(b"\n> ")
 
 
+@pytest.fixture
+def ann_at_terminal(running_server, connect, open_pty):
+    """Ann joined from a pty, and Other, a protocol client, has seen her join."""
+    other = connect("Other")
+    pty = open_pty(running_server.server_address[1])
+    join_at_terminal(pty, "Ann")
+    expect_event(other, UserJoined("Ann"))
+    return other, pty
+
+
 def assert_terminal_restored(pty: PtyClient) -> None:
     """readline put the terminal back as it found it (echo, line editing,
     signals, CR/LF handling): the shell after us is usable."""
@@ -331,11 +341,8 @@ def test_prompts_and_a_typed_line_reaches_the_others(running_server, connect, op
     pty.expect(b"hello from a terminal\r\n> ")  # and the prompt is back for the next line
 
 
-def test_incoming_line_is_printed_above_the_half_typed_one(running_server, connect, open_pty):
-    other = connect("Other")
-    pty = open_pty(running_server.server_address[1])
-    join_at_terminal(pty, "Ann")
-    expect_event(other, UserJoined("Ann"))
+def test_incoming_line_is_printed_above_the_half_typed_one(ann_at_terminal):
+    other, pty = ann_at_terminal
 
     pty.write(b"half typ")
     pty.expect(b"half typ")  # readline has it in its buffer
@@ -356,11 +363,8 @@ def test_incoming_line_is_printed_above_the_half_typed_one(running_server, conne
     assert lines[incoming + 1] == "> half typed", lines
 
 
-def test_incoming_line_keeps_the_cursor_where_the_person_left_it(running_server, connect, open_pty):
-    other = connect("Other")
-    pty = open_pty(running_server.server_address[1])
-    join_at_terminal(pty, "Ann")
-    expect_event(other, UserJoined("Ann"))
+def test_incoming_line_keeps_the_cursor_where_the_person_left_it(ann_at_terminal):
+    other, pty = ann_at_terminal
 
     pty.write(b"half typ\x1b[D\x1b[D\x1b[D")  # three times the left arrow: after "half "
     pty.expect(b"half typ\b\b\b")  # readline moved the cursor back
@@ -377,11 +381,8 @@ def test_incoming_line_keeps_the_cursor_where_the_person_left_it(running_server,
     expect_event(other, ChatMessage("Ann", "half Xtyp"))
 
 
-def test_incoming_line_above_a_typed_line_longer_than_the_terminal(running_server, connect, open_pty):
-    other = connect("Other")
-    pty = open_pty(running_server.server_address[1])
-    join_at_terminal(pty, "Ann")
-    expect_event(other, UserJoined("Ann"))
+def test_incoming_line_above_a_typed_line_longer_than_the_terminal(ann_at_terminal):
+    other, pty = ann_at_terminal
 
     typed = "a" * (COLS + 20)  # with the prompt, two rows of the terminal
     pty.write(typed.encode())
@@ -398,11 +399,8 @@ def test_incoming_line_above_a_typed_line_longer_than_the_terminal(running_serve
     expect_event(other, ChatMessage("Ann", typed))
 
 
-def test_ctrl_d_at_an_empty_prompt_leaves(running_server, connect, open_pty):
-    other = connect("Other")
-    pty = open_pty(running_server.server_address[1])
-    join_at_terminal(pty, "Ann")
-    expect_event(other, UserJoined("Ann"))
+def test_ctrl_d_at_an_empty_prompt_leaves(ann_at_terminal):
+    other, pty = ann_at_terminal
 
     pty.write(b"\x04")
 
@@ -412,11 +410,8 @@ def test_ctrl_d_at_an_empty_prompt_leaves(running_server, connect, open_pty):
     assert_terminal_restored(pty)
 
 
-def test_ctrl_c_leaves_quietly(running_server, connect, open_pty):
-    other = connect("Other")
-    pty = open_pty(running_server.server_address[1])
-    join_at_terminal(pty, "Ann")
-    expect_event(other, UserJoined("Ann"))
+def test_ctrl_c_leaves_quietly(ann_at_terminal):
+    other, pty = ann_at_terminal
 
     pty.write(b"not to be sent")
     pty.expect(b"not to be sent")
@@ -429,11 +424,8 @@ def test_ctrl_c_leaves_quietly(running_server, connect, open_pty):
     assert_terminal_restored(pty)
 
 
-def test_quit_command_leaves(running_server, connect, open_pty):
-    other = connect("Other")
-    pty = open_pty(running_server.server_address[1])
-    join_at_terminal(pty, "Ann")
-    expect_event(other, UserJoined("Ann"))
+def test_quit_command_leaves(ann_at_terminal):
+    other, pty = ann_at_terminal
 
     pty.type_line("/quit")
 
@@ -514,11 +506,8 @@ def test_server_lost_while_a_paste_is_being_read(tmp_path, open_pty):
         server.kill()
 
 
-def test_escape_sequences_from_the_network_do_not_reach_the_terminal(running_server, connect, open_pty):
-    other = connect("Other")
-    pty = open_pty(running_server.server_address[1])
-    join_at_terminal(pty, "Ann")
-    expect_event(other, UserJoined("Ann"))
+def test_escape_sequences_from_the_network_do_not_reach_the_terminal(ann_at_terminal):
+    other, pty = ann_at_terminal
 
     other.say("look\x1b[2J\x1b]0;owned\x07here")
 
