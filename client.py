@@ -289,6 +289,7 @@ def connect(host: str, port: int) -> ServerLink:
         sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
     except OSError as exc:
         raise ClientError(f"Could not connect to {host_id(host, port)}: {exc.strerror or exc}") from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # each sendall is a whole message
     return ServerLink(sock)
 
 

@@ -448,6 +448,9 @@ class ChatServer:
             log.error("accept failed: %s", exc)
             self._shutdown_request.wait(0.1)
             return
+        # Every sendall is a whole message: don't let Nagle hold it back
+        # waiting for an ACK (that costs a delayed-ACK wait, ~40 ms, per turn).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         handler = ClientHandler(self, sock, address)
         thread = threading.Thread(target=handler.handle, name=f"reader {handler.peer}", daemon=True)
         with self._handlers_lock:

@@ -24,6 +24,7 @@ TIMEOUT = 5.0  # seconds any single expected event may take
 class ChatTestClient:
     def __init__(self, address, conn: ClientConnection | None = None) -> None:
         self.sock = socket.create_connection(address, timeout=TIMEOUT)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as client.py does
         self.conn = conn or ClientConnection()
         self.hello: ServerHello | None = None
 
