@@ -314,21 +314,14 @@ def decode_message(payload: bytes) -> Message | MalformedMessage:
     cls = _MESSAGE_TYPES.get(payload[0])
     if cls is None:
         return MalformedMessage(f"unknown message type {payload[0]}")
-    values, offset = [], 1
-    for f in fields(cls):
-        end = offset + _FIELD_LENGTH.size
-        if end > len(payload):
-            return MalformedMessage(f"{cls.__name__} is truncated")
-        (length,) = _FIELD_LENGTH.unpack_from(payload, offset)
-        if end + length > len(payload):
-            return MalformedMessage(f"{cls.__name__} is truncated")
-        try:
-            values.append(payload[end:end + length].decode("utf-8"))
-        except UnicodeDecodeError:
-            return MalformedMessage(f"{cls.__name__}.{f.name} is not valid UTF-8")
-        offset = end + length
-    if offset != len(payload):
-        return MalformedMessage(f"{cls.__name__} has trailing bytes")
+    reader = _Reader(payload[1:], cls.__name__)
+    try:
+        values = [reader.take_sized().decode("utf-8") for _ in fields(cls)]
+        reader.finish()
+    except RemoteProtocolError as exc:  # the record was authentic: not fatal
+        return MalformedMessage(str(exc))
+    except UnicodeDecodeError:
+        return MalformedMessage(f"{cls.__name__} has text that is not valid UTF-8")
     return cls(*values)
 
 
