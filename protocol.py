@@ -396,7 +396,7 @@ class _ReceiveBuffer:
 
 
 class _Reader:
-    """Reads the fields of one handshake message, or says it is malformed."""
+    """Reads the fields of one message in order, or says it is malformed."""
 
     def __init__(self, body: bytes, what: str):
         self._body, self._offset, self._what = body, 0, what
