@@ -900,17 +900,22 @@ def malformed_hellos(identity_key) -> dict[str, bytes]:
     return cases
 
 
+def assert_refused(conn, body: bytes, name: str) -> None:
+    """A frame with ``body`` is a RemoteProtocolError and leaves ``conn`` in ERROR."""
+    conn.receive_data(frame(body))
+    try:
+        conn.next_event()
+    except RemoteProtocolError:
+        pass
+    else:
+        pytest.fail(f"{name}: no RemoteProtocolError")
+    assert conn.state is ERROR, name
+
+
 def test_malformed_hellos_give_remote_protocol_error(identity_key):
     for name, body in malformed_hellos(identity_key).items():
         conn = ClientConnection()
-        conn.receive_data(frame(body))
-        try:
-            conn.next_event()
-        except RemoteProtocolError:
-            pass
-        else:
-            pytest.fail(f"{name}: no RemoteProtocolError")
-        assert conn.state is ERROR, name
+        assert_refused(conn, body, name)
 
 
 def malformed_key_exchanges(identity_key) -> dict[str, bytes]:
@@ -938,14 +943,7 @@ def malformed_key_exchanges(identity_key) -> dict[str, bytes]:
 def test_malformed_key_exchanges_give_remote_protocol_error(identity_key):
     for name, body in malformed_key_exchanges(identity_key).items():
         conn = ServerConnection(identity_key)
-        conn.receive_data(frame(body))
-        try:
-            conn.next_event()
-        except RemoteProtocolError:
-            pass
-        else:
-            pytest.fail(f"{name}: no RemoteProtocolError")
-        assert conn.state is ERROR, name
+        assert_refused(conn, body, name)
         assert conn.data_to_send()[HEADER_SIZE:HEADER_SIZE + 1] == b"\x01"  # only its hello went out
 
 
