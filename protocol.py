@@ -13,12 +13,17 @@ and, once ``conn.state is ConnectionState.OPEN``:
     conn.send(ChatLine("hi"))
     sock.sendall(conn.data_to_send())
 
+A server with several messages waiting for one client seals them together
+(``conn.send_batch(messages)``): one record, one cipher setup. The receiver
+gets the same events, one per message, as if they had come one by one.
+
 PROTOCOL.md is the specification; this module follows its sections:
 frames, the handshake, records, and application messages.
 """
 
 from __future__ import annotations
 
+import collections
 import enum
 import struct
 import unicodedata
@@ -63,8 +68,11 @@ __all__ = [
     "Goodbye",
     "ClientConnection",
     "ServerConnection",
+    "BATCH_TYPE",
     "encode_message",
     "decode_message",
+    "encode_batch",
+    "decode_record",
     "normalize_username",
     "printable_text",
 ]
@@ -84,6 +92,13 @@ _KEY_EXCHANGE = 0x02
 _SERVER_CONFIRM = b"HI"
 _CLIENT_CONFIRM = b"HI"
 _SERVER_FINISHED = b"OK"
+#: The type byte of a Batch: a record carrying several messages (PROTOCOL.md
+#: section 4). Not a Message class: the receiver unpacks it into its messages.
+BATCH_TYPE = 0x0F
+#: Bytes a message takes inside a batch beyond its own: its u16 length.
+_BATCH_ITEM_OVERHEAD = _FIELD_LENGTH.size
+#: The largest plaintext a record may carry.
+_MAX_PLAINTEXT = MAX_FRAME_SIZE - TAG_SIZE
 
 
 # --- errors ------------------------------------------------------------------
@@ -325,6 +340,50 @@ def decode_message(payload: bytes) -> Message | MalformedMessage:
     return cls(*values)
 
 
+def encode_batch(payloads: list[bytes]) -> bytes:
+    """A Batch: the type byte, then each encoded message as u16 length + bytes."""
+    parts = [bytes([BATCH_TYPE])]
+    for payload in payloads:
+        parts += [_FIELD_LENGTH.pack(len(payload)), payload]
+    return b"".join(parts)
+
+
+def decode_record(plaintext: bytes) -> list[Message | MalformedMessage]:
+    """The messages of one record's plaintext: one, or those of a Batch.
+
+    A Batch that cannot be cut into messages is one ``MalformedMessage``; a
+    message inside it that cannot be read (a nested Batch among them) is a
+    ``MalformedMessage`` in its place, and the others are delivered.
+    """
+    if plaintext[:1] != bytes([BATCH_TYPE]):
+        return [decode_message(plaintext)]
+    reader = _Reader(plaintext[1:], "Batch")
+    payloads = []
+    try:
+        while not reader.at_end():
+            payloads.append(reader.take_sized())
+    except RemoteProtocolError as exc:  # the record was authentic: not fatal
+        return [MalformedMessage(str(exc))]
+    if not payloads:
+        return [MalformedMessage("empty Batch")]
+    return [MalformedMessage("Batch inside a Batch") if p[:1] == bytes([BATCH_TYPE]) else decode_message(p)
+            for p in payloads]
+
+
+def _batch_groups(payloads: list[bytes]) -> list[list[bytes]]:
+    """Cut encoded messages, in order, into as few records as fit in a frame."""
+    groups: list[list[bytes]] = []
+    size = _MAX_PLAINTEXT + 1  # forces a new group for the first message
+    for payload in payloads:
+        item = _BATCH_ITEM_OVERHEAD + len(payload)
+        if size + item > _MAX_PLAINTEXT:
+            groups.append([])
+            size = 1  # the Batch type byte
+        groups[-1].append(payload)
+        size += item
+    return groups
+
+
 # --- text rules shared by both ends ------------------------------------------
 
 
@@ -415,6 +474,9 @@ class _Reader:
         (length,) = _FIELD_LENGTH.unpack(self.take(_FIELD_LENGTH.size))
         return self.take(length)
 
+    def at_end(self) -> bool:
+        return self._offset == len(self._body)
+
     def finish(self) -> None:
         if self._offset != len(self._body):
             raise RemoteProtocolError(f"{self._what} has trailing bytes")
@@ -434,6 +496,7 @@ class _Connection:
         self._state = state
         self._buffer = _ReceiveBuffer()
         self._outbox = bytearray()
+        self._events: collections.deque = collections.deque()  # the rest of a Batch
         self._sealer: RecordSealer | None = None
         self._opener: RecordOpener | None = None
         self._received_goodbye = False
@@ -487,15 +550,27 @@ class _Connection:
                 role may not send, or one too large for a frame. The state
                 does not change.
         """
-        if self._state is not ConnectionState.OPEN or self._sent_goodbye:
-            raise LocalProtocolError(f"can't send {type(message).__name__} in state {self._state.name}")
-        if type(message) not in self._may_send:
-            raise LocalProtocolError(f"a {self._role} may not send {type(message).__name__}")
-        payload = encode_message(message)
-        if len(payload) + TAG_SIZE > MAX_FRAME_SIZE:
-            raise LocalProtocolError("message too large for one frame")
-        self._send_record(payload)
+        self._send_records([self._checked_payload(message)])
         self._sent_goodbye = isinstance(message, Goodbye)
+
+    def send_batch(self, messages: list[Message]) -> None:
+        """Seal several messages, in order, in as few records as fit in a
+        frame (a Batch; one message alone is sent as by ``send``). The peer
+        reads the same messages in the same order; the cipher setup, which
+        costs more than sealing a short message, is paid once per record.
+
+        Raises:
+            LocalProtocolError: as ``send``, for any of the messages, or a
+                Goodbye that is not the last. Nothing is sent then, and the
+                state does not change.
+        """
+        if not self._may_send_batch:
+            raise LocalProtocolError(f"a {self._role} may not send a Batch")
+        if any(isinstance(m, Goodbye) for m in messages[:-1]):
+            raise LocalProtocolError("Goodbye must be the last message")
+        payloads = [self._checked_payload(message) for message in messages]
+        self._send_records(payloads)
+        self._sent_goodbye = bool(messages) and isinstance(messages[-1], Goodbye)
 
     def data_to_send(self) -> bytes:
         """Everything written since the last call, ready for ``sendall``."""
@@ -506,8 +581,27 @@ class _Connection:
     # Internals.
 
     _role = "peer"
+    _may_send_batch = False
+    _may_receive_batch = False
+
+    def _checked_payload(self, message: Message) -> bytes:
+        """The message's bytes, if it may be sent now; LocalProtocolError if not."""
+        if self._state is not ConnectionState.OPEN or self._sent_goodbye:
+            raise LocalProtocolError(f"can't send {type(message).__name__} in state {self._state.name}")
+        if type(message) not in self._may_send:
+            raise LocalProtocolError(f"a {self._role} may not send {type(message).__name__}")
+        payload = encode_message(message)
+        if len(payload) > _MAX_PLAINTEXT:
+            raise LocalProtocolError("message too large for one frame")
+        return payload
+
+    def _send_records(self, payloads: list[bytes]) -> None:
+        for group in _batch_groups(payloads):
+            self._send_record(group[0] if len(group) == 1 else encode_batch(group))
 
     def _next_event(self):
+        if self._events:
+            return self._events.popleft()
         while True:
             frame = self._buffer.next_frame()
             if frame is None:
@@ -558,11 +652,20 @@ class _Connection:
     def _receive_message(self, header: bytes, body: bytes):
         if self._received_goodbye:
             raise RemoteProtocolError("data after Goodbye")
-        event = decode_message(self._open_record(header, body))
+        plaintext = self._open_record(header, body)
+        if plaintext[:1] == bytes([BATCH_TYPE]) and not self._may_receive_batch:
+            return MalformedMessage(f"a {self._role} does not receive a Batch")
+        events = [self._check_role(event) for event in decode_record(plaintext)]
+        if any(isinstance(event, Goodbye) for event in events[:-1]):
+            raise RemoteProtocolError("data after Goodbye")
+        self._received_goodbye = isinstance(events[-1], Goodbye)
+        self._events.extend(events[1:])
+        return events[0]
+
+    def _check_role(self, event):
         if isinstance(event, Message) and type(event) not in self._may_receive:
             # The peer may only send what its own role sends.
             return MalformedMessage(f"a {self._role} does not receive {type(event).__name__}")
-        self._received_goodbye = isinstance(event, Goodbye)
         return event
 
     def __repr__(self) -> str:
@@ -584,6 +687,7 @@ class ClientConnection(_Connection):
 
     _may_send, _may_receive = _CLIENT_SENDS, _SERVER_SENDS
     _role = "client"
+    _may_receive_batch = True
 
     def __init__(self, rng: Rng | None = None, ephemeral_key: EphemeralKey | None = None):
         super().__init__(ConnectionState.AWAIT_SERVER_HELLO, rng)
@@ -663,6 +767,7 @@ class ServerConnection(_Connection):
 
     _may_send, _may_receive = _SERVER_SENDS, _CLIENT_SENDS
     _role = "server"
+    _may_send_batch = True
 
     def __init__(self, identity_key, rng: Rng | None = None, ephemeral_key: EphemeralKey | None = None):
         super().__init__(ConnectionState.AWAIT_KEY_EXCHANGE, rng)

@@ -323,16 +323,37 @@ class ClientHandler:
         self._writer.start()
 
     def _write_loop(self) -> None:
-        """The writer thread: seal and send each queued message, in order."""
+        """The writer thread: seal and send the queued messages, in order.
+
+        What queued up while it was sending goes out together, in one record
+        (a Batch): the cipher setup is paid once per record, not once per
+        message, and no message waits for others to arrive.
+        """
         try:
-            while not isinstance(message := self.outbox.get(), _Stop):
-                self.conn.send(message)
-                self.sock.sendall(self.conn.data_to_send())
+            stop = False
+            while not stop:
+                messages, stop = self._take_queued()
+                if messages:
+                    self.conn.send_batch(messages)
+                    self.sock.sendall(self.conn.data_to_send())
         except (OSError, ProtocolError) as exc:
             if not self._closing.is_set():
                 log.info("%s: send failed: %s", self.peer, exc)
         finally:
             self.abort()
+
+    def _take_queued(self) -> tuple[list[Message], bool]:
+        """Wait for the next message, then take all queued behind it.
+        Returns the messages and whether the stop mark came after them."""
+        messages = []
+        item = self.outbox.get()
+        while not isinstance(item, _Stop):
+            messages.append(item)
+            try:
+                item = self.outbox.get_nowait()
+            except queue.Empty:
+                return messages, False
+        return messages, True
 
     def _finish(self) -> None:
         self.server.room.leave(self)

@@ -1,0 +1,15 @@
+"""The benchmark: ``python -m bench`` (``--help`` for the options).
+
+It starts real servers on 127.0.0.1 in child processes, drives them with a
+load generator that speaks the real protocol for many clients in one process
+(``selectors``, non-blocking sockets), and reports handshake times, fan-out
+throughput and latency, memory, and two baselines: a plaintext server of the
+same shape (the cost floor) and the raw cost of one record.
+
+Modules:
+    plain     the plaintext floor: the same framing and threads, no crypto
+    servers   the child process that runs one kind of server
+    loadgen   the load generator: many protocol clients on one selector
+    micro     raw costs and cProfile of the hot paths, in process
+    report    the table, docs/benchmarks.md and the plot
+"""

@@ -1,0 +1,173 @@
+"""The load generator: many protocol clients in one process, on one selector.
+
+Each ``BenchClient`` is a non-blocking socket and a sans-I/O connection
+(``protocol.ClientConnection``, or ``plain.PlainConnection`` for the floor);
+``LoadGen.pump`` reads whatever is ready, feeds the connections and writes
+their answers. No thread per client, so a thousand fit in one process.
+Every loop here is bounded by a deadline.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import time
+
+import protocol
+from bench.plain import PlainConnection
+from protocol import (
+    ChatLine,
+    ChatMessage,
+    ConnectionClosed,
+    ErrorNotice,
+    Goodbye,
+    HandshakeComplete,
+    MalformedMessage,
+    ServerHello,
+    UserJoined,
+    UserLeft,
+    Username,
+    UsernameRequest,
+    Welcome,
+)
+
+RECV_SIZE = 256 * 1024
+_IGNORED = (HandshakeComplete, UserJoined, UserLeft, protocol.Notice)
+
+
+class BenchError(Exception):
+    """The run cannot go on (a client was refused, a deadline passed)."""
+
+
+class BenchClient:
+    """One simulated person: a socket, a connection and what it still has to write."""
+
+    def __init__(self, address, name: str, plain: bool) -> None:
+        self.name = name
+        self.started = time.perf_counter()
+        self.sock = socket.create_connection(address, timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as client.py does
+        self.sock.setblocking(False)
+        self.conn = PlainConnection() if plain else protocol.ClientConnection()
+        self.pending = bytearray()
+        self.ready_at: float | None = None
+        self.username_sent = False
+        self.closed = False
+
+
+class LoadGen:
+    """Drives many ``BenchClient``s. ``on_chat(client, message, now)`` is
+    called for every ChatMessage; problems are collected in ``errors``."""
+
+    def __init__(self, address, plain: bool = False) -> None:
+        self.address, self.plain = address, plain
+        self.selector = selectors.DefaultSelector()
+        self.clients: list[BenchClient] = []
+        self.errors: list[str] = []
+        self.on_chat = lambda client, message, now: None
+
+    def connect(self, name: str) -> BenchClient:
+        client = BenchClient(self.address, name, self.plain)
+        self.selector.register(client.sock, selectors.EVENT_READ, client)
+        self.clients.append(client)
+        self._after_events(client)  # the plain connection asks for a name at once
+        return client
+
+    def send_chat(self, client: BenchClient, text: str) -> None:
+        client.conn.send(ChatLine(text))
+        self._flush(client)
+
+    def close(self, client: BenchClient) -> None:
+        if not client.closed:
+            client.closed = True
+            self.selector.unregister(client.sock)
+        client.sock.close()
+
+    def close_all(self) -> None:
+        for client in self.clients:
+            self.close(client)
+        self.clients.clear()
+        self.selector.close()
+
+    def pump(self, timeout: float) -> int:
+        """One round: wait up to ``timeout`` s, then serve every ready socket.
+        Returns the number of bytes read."""
+        read = 0
+        for key, mask in self.selector.select(max(0.0, timeout)):
+            client = key.data
+            if mask & selectors.EVENT_WRITE:
+                self._flush(client)
+            if mask & selectors.EVENT_READ and not client.closed:
+                read += self._read(client)
+        return read
+
+    def run_until(self, done, deadline: float, what: str) -> None:
+        """Pump until ``done()`` is true; BenchError at ``deadline``."""
+        while not done():
+            if time.monotonic() > deadline:
+                raise BenchError(f"timed out: {what}")
+            self.pump(0.05)
+
+    def settle(self, quiet: float, deadline: float) -> None:
+        """Pump until nothing arrives for ``quiet`` seconds (or the deadline)."""
+        last = time.monotonic()
+        while time.monotonic() - last < quiet and time.monotonic() < deadline:
+            if self.pump(quiet / 4):
+                last = time.monotonic()
+
+    def _read(self, client: BenchClient) -> int:
+        try:
+            data = client.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            self._lost(client, f"{client.name}: {exc}")
+            return 0
+        client.conn.receive_data(data)
+        self._after_events(client)
+        return len(data)
+
+    def _after_events(self, client: BenchClient) -> None:
+        now = time.perf_counter()
+        while not client.closed and (event := client.conn.next_event()) is not protocol.NEED_DATA:
+            self._handle(client, event, now)
+        if not client.closed:
+            self._flush(client)
+
+    def _handle(self, client: BenchClient, event, now: float) -> None:
+        if isinstance(event, ChatMessage):
+            self.on_chat(client, event, now)
+        elif isinstance(event, _IGNORED):
+            pass
+        elif isinstance(event, ServerHello):
+            client.conn.accept_server_key()  # a benchmark trusts its own server
+        elif isinstance(event, UsernameRequest):
+            if client.username_sent:
+                raise BenchError(f"the server refused the name {client.name}: {event.prompt}")
+            client.conn.send(Username(client.name))
+            client.username_sent = True
+        elif isinstance(event, Welcome):
+            client.ready_at = now
+        elif isinstance(event, (Goodbye, ConnectionClosed)):
+            self._lost(client, f"{client.name}: the server closed the connection")
+        elif isinstance(event, (ErrorNotice, MalformedMessage)):
+            self.errors.append(f"{client.name}: {event}")
+
+    def _flush(self, client: BenchClient) -> None:
+        client.pending += client.conn.data_to_send()
+        if client.pending:
+            try:
+                sent = client.sock.send(client.pending)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._lost(client, f"{client.name}: {exc}")
+                return
+            del client.pending[:sent]
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if client.pending else 0)
+        if self.selector.get_key(client.sock).events != events:
+            self.selector.modify(client.sock, events, client)
+
+    def _lost(self, client: BenchClient, reason: str) -> None:
+        self.errors.append(reason)
+        self.close(client)

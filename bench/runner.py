@@ -1,0 +1,181 @@
+"""The whole run: start each server in a child process, measure, collect."""
+
+from __future__ import annotations
+
+import math
+import os
+import selectors
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import crypto_utils
+from bench import micro, scenarios
+from bench.loadgen import BenchError
+from bench.servers import ROOT, TEST_KEY
+
+PLAIN, UNBATCHED, CHAT = "plain", "chat-unbatched", "chat"
+START_TIMEOUT = 15.0  # seconds for a server process to say its port
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure: the full run, or ``--quick``."""
+
+    sizes: dict[str, tuple[int, ...]]  # room sizes for each server kind
+    senders: tuple[int, ...]
+    handshakes: int
+    flat_deliveries: int  # per flat-out run, roughly
+    paced_seconds: float
+    timeout: float  # per measurement
+    micro_repeat: int
+    rsa_repeat: int
+
+
+FULL = Plan({PLAIN: (10, 100, 1000), UNBATCHED: (10, 100), CHAT: (10, 100, 1000)},
+            (1, 10), 200, 100_000, 5.0, 120.0, 20_000, 100)
+QUICK = Plan({PLAIN: (10, 50), UNBATCHED: (10, 50), CHAT: (10, 50)},
+             (1, 5), 20, 5_000, 1.0, 30.0, 2_000, 10)
+
+
+@dataclass
+class Results:
+    handshakes: dict[tuple[str, int], scenarios.HandshakeResult] = field(default_factory=dict)
+    fanout: list[tuple[str, scenarios.FanOutResult]] = field(default_factory=list)
+    idle_rss_kib: dict[str, int] = field(default_factory=dict)
+    room_rss_kib: dict[tuple[str, int], int] = field(default_factory=dict)
+    costs_us: dict[str, float] = field(default_factory=dict)
+    profiles: dict[str, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+class ServerProcess:
+    """``python -m bench.servers KIND`` as a child; ``address`` once listening."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.servers", kind], cwd=ROOT,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.address = ("127.0.0.1", self._read_port())
+
+    def _read_port(self) -> int:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            if not selector.select(START_TIMEOUT):
+                self.stop()
+                raise BenchError(f"the {self.kind} server did not start")
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            self.stop()
+            raise BenchError(f"the {self.kind} server said {line!r}")
+        return int(line.split()[1])
+
+    def rss_kib(self) -> int:
+        return scenarios.rss_kib(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.stdin.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc.stdout.close()
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def run(plan: Plan, progress=print) -> Results:
+    results = Results()
+    progress("raw costs and profiles")
+    measure_costs(plan, results)
+    for kind in (PLAIN, UNBATCHED, CHAT):
+        if kind != UNBATCHED:
+            guarded(results, f"{kind} handshakes", lambda: measure_handshakes(plan, kind, results), progress)
+        for members in plan.sizes[kind]:
+            guarded(results, f"{kind} room of {members}", lambda: measure_room(plan, kind, members, results), progress)
+    return results
+
+
+def guarded(results: Results, what: str, step, progress) -> None:
+    """Run one step; a failure is recorded and the run goes on."""
+    progress(what)
+    begin = time.monotonic()
+    try:
+        step()
+    except (BenchError, OSError) as exc:
+        results.errors.append(f"{what}: {exc}")
+        progress(f"  FAILED: {exc}")
+    progress(f"  {time.monotonic() - begin:.1f} s")
+
+
+def measure_costs(plan: Plan, results: Results) -> None:
+    key = crypto_utils.import_private_key(TEST_KEY.read_bytes())
+    results.costs_us.update(micro.record_costs(plan.micro_repeat))
+    results.costs_us.update(micro.handshake_costs(key, plan.rsa_repeat))
+    messages = plan.micro_repeat // 4
+    for batch in (1, 16, 64):
+        us = micro.per_call_us(micro.writer_sealing(batch, messages), 1) / messages
+        results.costs_us[f"writer: seal a message, {batch} per record"] = us
+    results.profiles["a handshake (both sides, in process), by cumulative time"] = micro.profile(
+        lambda: micro.handshake_in_process(key), plan.rsa_repeat, top=24, order="cumtime")
+    results.profiles["the writer, one record per message (before)"] = micro.profile(
+        micro.writer_sealing(1, messages), 1)
+    results.profiles["the writer, 64 messages per record (after)"] = micro.profile(
+        micro.writer_sealing(64, messages), 1)
+
+
+def measure_handshakes(plan: Plan, kind: str, results: Results) -> None:
+    with ServerProcess(kind) as server:
+        for concurrency in (1, 8):
+            count = plan.handshakes * (1 if concurrency == 1 else 2)
+            results.handshakes[(kind, concurrency)] = scenarios.measure_handshakes(
+                server.address, kind == PLAIN, count, concurrency, plan.timeout)
+
+
+def measure_room(plan: Plan, kind: str, members: int, results: Results) -> None:
+    """A fresh server: idle RSS, fill the room, RSS, then the fan-out runs."""
+    with ServerProcess(kind) as server:
+        results.idle_rss_kib.setdefault(kind, server.rss_kib())
+        idle = server.rss_kib()
+        gen = scenarios.fill_room(server.address, kind == PLAIN, members, plan.timeout)
+        try:
+            results.room_rss_kib[(kind, members)] = server.rss_kib() - idle
+            for senders in plan.senders:
+                senders = min(senders, members)
+                each = max(10, math.ceil(plan.flat_deliveries / (members - 1) / senders))
+                window = max(1, min(64, 512 // senders))
+                results.fanout.append((kind, scenarios.run_flat_out(gen, senders, each, window, plan.timeout)))
+                results.fanout.append((kind, scenarios.run_paced(gen, senders, plan.paced_seconds, plan.timeout)))
+        finally:
+            gen.close_all()
+
+
+def machine() -> dict[str, str]:
+    """What the figures were measured on."""
+    import platform
+
+    import Cryptodome
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor() or "unknown")
+    return {
+        "CPU": f"{model}, {os.cpu_count()} logical CPUs",
+        "memory": _mem_total(),
+        "OS": f"{platform.system()} {platform.release()}",
+        "Python": f"{platform.python_implementation()} {platform.python_version()}",
+        "pycryptodomex": Cryptodome.__version__,
+    }
+
+
+def _mem_total() -> str:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return f"{int(line.split()[1]) // 1024} MiB"
+    return "unknown"

@@ -1,0 +1,72 @@
+"""The child process that runs one server for the benchmark.
+
+    python -m bench.servers KIND [--stack-size BYTES]
+
+KIND is ``chat`` (server.ChatServer as it is), ``chat-unbatched`` (the same,
+with the writer sealing one record per message, as before issue 5) or
+``plain`` (the plaintext floor). It prints ``PORT <n>`` once listening, and
+runs until SIGTERM or until its standard input closes. It uses the test-only
+key from tests/keys (making a 3,072-bit key takes seconds): never a real one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import crypto_utils
+import server as chat_server
+from bench.plain import PlainServer
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_KEY = ROOT / "tests" / "keys" / "test-only-server-key.pem"
+KINDS = ("chat", "chat-unbatched", "plain")
+
+
+def write_one_record_per_message(self) -> None:
+    """ClientHandler._write_loop before issue 5: one record per message."""
+    try:
+        while not isinstance(message := self.outbox.get(), chat_server._Stop):
+            self.conn.send(message)
+            self.sock.sendall(self.conn.data_to_send())
+    except (OSError, chat_server.ProtocolError):
+        pass
+    finally:
+        self.abort()
+
+
+def make_server(kind: str):
+    if kind == "plain":
+        return PlainServer("127.0.0.1", 0)
+    if kind == "chat-unbatched":
+        chat_server.ClientHandler._write_loop = write_one_record_per_message
+    key = crypto_utils.import_private_key(TEST_KEY.read_bytes())
+    return chat_server.ChatServer(key, "127.0.0.1", 0)
+
+
+def stop_when_stdin_closes(stop) -> None:
+    """The parent closes our stdin (or dies): stop then."""
+    threading.Thread(target=lambda: (sys.stdin.read(), stop()), daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=KINDS)
+    parser.add_argument("--stack-size", type=int, default=0, help="threading.stack_size for client threads")
+    args = parser.parse_args(argv)
+    if args.stack_size:
+        threading.stack_size(args.stack_size)
+    server = make_server(args.kind)
+    stop = server.server_close if args.kind == "plain" else server.shutdown
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop, daemon=True).start())
+    stop_when_stdin_closes(stop)
+    print(f"PORT {server.server_address[1]}", flush=True)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
