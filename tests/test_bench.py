@@ -1,0 +1,57 @@
+"""The benchmark runs and counts right: ``python -m bench --quick`` into a
+temporary folder (never docs/). A benchmark reports; this test checks only
+correctness (nothing lost or duplicated, every section written), never a time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.report import SECTIONS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=150)
+    return done, out
+
+
+@pytest.mark.timeout(180)
+def test_quick_run_succeeds(quick_run):
+    done, _ = quick_run
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+@pytest.mark.timeout(180)
+def test_quick_run_loses_and_duplicates_nothing(quick_run):
+    _, out = quick_run
+    figures = json.loads((out / "benchmarks.json").read_text())
+    assert figures["errors"] == []
+    kinds = {row["kind"] for row in figures["fanout"]}
+    assert kinds == {"chat", "chat-unbatched", "plain"}
+    for row in figures["fanout"]:
+        assert row["messages"] > 0
+        assert row["deliveries"] == row["expected"] > 0, row
+        assert row["lost"] == row["duplicated"] == row["reordered"] == 0, row
+
+
+@pytest.mark.timeout(180)
+def test_quick_run_writes_every_section_and_the_plot(quick_run):
+    _, out = quick_run
+    report = (out / "benchmarks.md").read_text(encoding="utf-8")
+    for section in SECTIONS:
+        assert f"\n{section}\n" in report, section
+    assert "`python -m bench --quick`" in report
+    assert (out / "benchmarks.png").read_bytes().startswith(b"\x89PNG")
+    figures = json.loads((out / "benchmarks.json").read_text())
+    assert {(row["kind"], row["at_once"]) for row in figures["handshakes"]} == {
+        ("chat", 1), ("chat", 8), ("plain", 1), ("plain", 8)}
+    assert {row["kind"] for row in figures["memory"]} == {"chat", "chat-unbatched", "plain"}
