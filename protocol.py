@@ -755,6 +755,18 @@ class ClientConnection(_Connection):
         return ServerHello(version, public_der, crypto_utils.fingerprint(public_der))
 
 
+#: The last identity key's DER public key: a server uses one key for every
+#: connection, and encoding it costs more than half a millisecond.
+_last_public_der: tuple[object, bytes] | None = None
+
+
+def _public_key_der(identity_key) -> bytes:
+    global _last_public_der
+    if _last_public_der is None or _last_public_der[0] is not identity_key:
+        _last_public_der = (identity_key, crypto_utils.export_public_key(identity_key))
+    return _last_public_der[1]
+
+
 class ServerConnection(_Connection):
     """The server's side of one connection. Its hello is ready at once in
     ``data_to_send()``.
@@ -773,7 +785,7 @@ class ServerConnection(_Connection):
         super().__init__(ConnectionState.AWAIT_KEY_EXCHANGE, rng)
         self._identity_key = identity_key
         self._ephemeral = ephemeral_key or EphemeralKey.generate(self._rng)
-        public_der = crypto_utils.export_public_key(identity_key)
+        public_der = _public_key_der(identity_key)
         self._hello = (bytes([_SERVER_HELLO, PROTOCOL_VERSION]) + self._rng(RANDOM_SIZE)
                        + self._ephemeral.public_bytes + _FIELD_LENGTH.pack(len(public_der)) + public_der)
         self._send_frame(self._hello)

@@ -17,6 +17,8 @@ from bench.loadgen import BenchError
 from bench.servers import ROOT, TEST_KEY
 
 PLAIN, UNBATCHED, CHAT = "plain", "chat-unbatched", "chat"
+SMALL_STACKS = "chat, 256 KiB thread stacks"
+SMALL_STACK_SIZE = 256 * 1024
 START_TIMEOUT = 15.0  # seconds for a server process to say its port
 
 
@@ -32,12 +34,13 @@ class Plan:
     timeout: float  # per measurement
     micro_repeat: int
     rsa_repeat: int
+    stack_room: int  # room size for the memory run with small thread stacks
 
 
 FULL = Plan({PLAIN: (10, 100, 1000), UNBATCHED: (10, 100), CHAT: (10, 100, 1000)},
-            (1, 10), 200, 100_000, 5.0, 120.0, 20_000, 100)
+            (1, 10), 200, 100_000, 5.0, 120.0, 20_000, 100, 1000)
 QUICK = Plan({PLAIN: (10, 50), UNBATCHED: (10,), CHAT: (10, 50)},
-             (1, 5), 20, 2_000, 0.5, 30.0, 2_000, 10)
+             (1, 5), 20, 2_000, 0.5, 30.0, 2_000, 10, 50)
 
 
 @dataclass
@@ -54,9 +57,9 @@ class Results:
 class ServerProcess:
     """``python -m bench.servers KIND`` as a child; ``address`` once listening."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *options: str) -> None:
         self.kind = kind
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.servers", kind], cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.servers", kind, *options], cwd=ROOT,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.address = ("127.0.0.1", self._read_port())
 
@@ -101,6 +104,8 @@ def run(plan: Plan, progress=print) -> Results:
             guarded(results, f"{kind} handshakes", lambda: measure_handshakes(plan, kind, results), progress)
         for members in plan.sizes[kind]:
             guarded(results, f"{kind} room of {members}", lambda: measure_room(plan, kind, members, results), progress)
+    guarded(results, f"{SMALL_STACKS}, room of {plan.stack_room}",
+            lambda: measure_memory(plan, plan.stack_room, results), progress)
     return results
 
 
@@ -156,6 +161,16 @@ def measure_room(plan: Plan, kind: str, members: int, results: Results) -> None:
                 results.fanout.append((kind, scenarios.run_paced(gen, senders, plan.paced_seconds, plan.timeout)))
         finally:
             gen.close_all()
+
+
+def measure_memory(plan: Plan, members: int, results: Results) -> None:
+    """RSS growth with smaller thread stacks (threading.stack_size)."""
+    with ServerProcess(CHAT, "--stack-size", str(SMALL_STACK_SIZE)) as server:
+        idle = server.rss_kib()
+        results.idle_rss_kib[SMALL_STACKS] = idle
+        gen = scenarios.fill_room(server.address, False, members, plan.timeout)
+        results.room_rss_kib[(SMALL_STACKS, members)] = server.rss_kib() - idle
+        gen.close_all()
 
 
 def machine() -> dict[str, str]:

@@ -54,4 +54,4 @@ def test_quick_run_writes_every_section_and_the_plot(quick_run):
     figures = json.loads((out / "benchmarks.json").read_text())
     assert {(row["kind"], row["at_once"]) for row in figures["handshakes"]} == {
         ("chat", 1), ("chat", 8), ("plain", 1), ("plain", 8)}
-    assert {row["kind"] for row in figures["memory"]} == {"chat", "chat-unbatched", "plain"}
+    assert {row["kind"] for row in figures["memory"]} >= {"chat", "chat-unbatched", "plain"}
