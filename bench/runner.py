@@ -16,7 +16,7 @@ from bench import micro, scenarios
 from bench.loadgen import BenchError
 from bench.servers import ROOT, TEST_KEY
 
-PLAIN, UNBATCHED, CHAT = "plain", "chat-unbatched", "chat"
+PLAIN, UNBATCHED, UNLOCKED, CHAT = "plain", "chat-unbatched", "chat-unlocked", "chat"
 SMALL_STACKS = "chat, 256 KiB thread stacks"
 SMALL_STACK_SIZE = 256 * 1024
 START_TIMEOUT = 15.0  # seconds for a server process to say its port
@@ -37,10 +37,10 @@ class Plan:
     stack_room: int  # room size for the memory run with small thread stacks
 
 
-FULL = Plan({PLAIN: (10, 100, 1000), UNBATCHED: (10, 100), CHAT: (10, 100, 1000)},
+FULL = Plan({PLAIN: (10, 100, 1000), UNBATCHED: (10, 100), UNLOCKED: (10, 100), CHAT: (10, 100, 1000)},
             (1, 10), 200, 100_000, 5.0, 120.0, 20_000, 100, 1000)
-QUICK = Plan({PLAIN: (10, 50), UNBATCHED: (10,), CHAT: (10, 50)},
-             (1, 5), 20, 2_000, 0.5, 30.0, 2_000, 10, 50)
+QUICK = Plan({PLAIN: (10, 50), UNBATCHED: (10,), UNLOCKED: (10,), CHAT: (10, 50)},
+             (1, 5), 10, 2_000, 0.3, 30.0, 2_000, 10, 10)
 
 
 @dataclass
@@ -99,8 +99,8 @@ def run(plan: Plan, progress=print) -> Results:
     results = Results()
     progress("raw costs and profiles")
     measure_costs(plan, results)
-    for kind in (PLAIN, UNBATCHED, CHAT):
-        if kind != UNBATCHED:
+    for kind in (PLAIN, UNBATCHED, UNLOCKED, CHAT):
+        if kind in (PLAIN, CHAT):
             guarded(results, f"{kind} handshakes", lambda: measure_handshakes(plan, kind, results), progress)
         for members in plan.sizes[kind]:
             guarded(results, f"{kind} room of {members}", lambda: measure_room(plan, kind, members, results), progress)

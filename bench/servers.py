@@ -2,9 +2,10 @@
 
     python -m bench.servers KIND [--stack-size BYTES]
 
-KIND is ``chat`` (server.ChatServer as it is), ``chat-unbatched`` (the same,
-with the writer sealing one record per message, as before issue 5) or
-``plain`` (the plaintext floor). It prints ``PORT <n>`` once listening, and
+KIND is ``chat`` (server.ChatServer as it is), ``chat-unlocked`` (the same
+without the lock that lets one writer seal at a time), ``chat-unbatched``
+(neither: one record per message, as before issue 5) or ``plain`` (the
+plaintext floor). It prints ``PORT <n>`` once listening, and
 runs until SIGTERM or until its standard input closes. It uses the test-only
 key from tests/keys (making a 3,072-bit key takes seconds): never a real one.
 """
@@ -12,6 +13,7 @@ key from tests/keys (making a 3,072-bit key takes seconds): never a real one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -23,7 +25,7 @@ from bench.plain import PlainServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_KEY = ROOT / "tests" / "keys" / "test-only-server-key.pem"
-KINDS = ("chat", "chat-unbatched", "plain")
+KINDS = ("chat", "chat-unlocked", "chat-unbatched", "plain")
 
 
 def write_one_record_per_message(self) -> None:
@@ -43,6 +45,8 @@ def make_server(kind: str):
         return PlainServer("127.0.0.1", 0)
     if kind == "chat-unbatched":
         chat_server.ClientHandler._write_loop = write_one_record_per_message
+    if kind == "chat-unlocked":
+        chat_server._SEALING = contextlib.nullcontext()
     key = crypto_utils.import_private_key(TEST_KEY.read_bytes())
     return chat_server.ChatServer(key, "127.0.0.1", 0)
 

@@ -36,7 +36,7 @@ def test_quick_run_loses_and_duplicates_nothing(quick_run):
     figures = json.loads((out / "benchmarks.json").read_text())
     assert figures["errors"] == []
     kinds = {row["kind"] for row in figures["fanout"]}
-    assert kinds == {"chat", "chat-unbatched", "plain"}
+    assert kinds == {"chat", "chat-unlocked", "chat-unbatched", "plain"}
     for row in figures["fanout"]:
         assert row["messages"] > 0
         assert row["deliveries"] == row["expected"] > 0, row
@@ -54,4 +54,4 @@ def test_quick_run_writes_every_section_and_the_plot(quick_run):
     figures = json.loads((out / "benchmarks.json").read_text())
     assert {(row["kind"], row["at_once"]) for row in figures["handshakes"]} == {
         ("chat", 1), ("chat", 8), ("plain", 1), ("plain", 8)}
-    assert {row["kind"] for row in figures["memory"]} >= {"chat", "chat-unbatched", "plain"}
+    assert {row["kind"] for row in figures["memory"]} >= {"chat", "chat-unlocked", "chat-unbatched", "plain"}
