@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 
 import crypto_utils
@@ -30,7 +31,9 @@ from protocol import (
     MalformedMessage,
     Notice,
     ProtocolError,
+    RateLimit,
     ServerHello,
+    ServerRefused,
     UserJoined,
     UserLeft,
     Username,
@@ -255,6 +258,35 @@ def describe(event) -> str | None:
 # --- the connection ----------------------------------------------------------
 
 
+class Pacer:
+    """Keeps the client within the server's flood control, so that a pasted
+    block is sent a little slower instead of being refused line by line.
+
+    It mirrors the server's token bucket with a margin, since lines reach the
+    server later than they leave here and not always evenly spaced.
+    """
+
+    MARGIN = 1.1  # wait a tenth longer between lines than the server asks
+
+    def __init__(self, limit: RateLimit, clock=time.monotonic) -> None:
+        self._interval = limit.interval_ms / 1000 * self.MARGIN
+        self._burst = max(1, limit.burst - 1)
+        self._clock = clock
+        self._tokens = float(self._burst)
+        self._updated = clock()
+
+    def delay(self) -> float:
+        """Seconds to wait before sending the next line; the line is counted
+        as sent at the end of that wait."""
+        if not self._interval:
+            return 0.0  # the server has no limit
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._updated) / self._interval)
+        self._updated = now
+        self._tokens -= 1
+        return max(0.0, -self._tokens * self._interval)
+
+
 class ServerLink:
     """The socket and the protocol state, with one lock for sending."""
 
@@ -262,15 +294,27 @@ class ServerLink:
         self.sock = sock
         self.conn = ClientConnection()
         self._send_lock = threading.Lock()
+        self._pacer: Pacer | None = None
 
     def next_event(self):
         """The next event, reading as needed. What the handshake writes by
-        itself is sent before waiting for more."""
-        while (event := self.conn.next_event()) is protocol.NEED_DATA:
+        itself is sent before waiting for more. The server's rate limit is
+        kept here, not returned."""
+        while True:
+            while (event := self.conn.next_event()) is protocol.NEED_DATA:
+                self.flush()
+                self.conn.receive_data(self.sock.recv(RECV_SIZE))
             self.flush()
-            self.conn.receive_data(self.sock.recv(RECV_SIZE))
-        self.flush()
-        return event
+            if not isinstance(event, RateLimit):
+                return event
+            self._pacer = Pacer(event)
+
+    def send_paced(self, message) -> None:
+        """Send a message the server counts against its rate limit, first
+        waiting as long as the limit asks."""
+        if self._pacer is not None:
+            time.sleep(self._pacer.delay())
+        self.send(message)
 
     def flush(self) -> None:
         with self._send_lock:
@@ -297,6 +341,8 @@ def establish(link: ServerLink, trust) -> None:
     """Run the handshake; ``trust(ServerHello)`` raises ClientError to refuse."""
     link.sock.settimeout(HANDSHAKE_TIMEOUT)
     hello = link.next_event()
+    if isinstance(hello, ServerRefused):
+        raise ClientError(protocol.printable_text(hello.reason))
     if not isinstance(hello, ServerHello):
         raise ProtocolError(f"expected the server's hello, got {hello}")
     trust(hello)
@@ -445,7 +491,7 @@ def send_typed_lines(link: ServerLink, terminal: Terminal) -> bool:
 
 def send_line(link: ServerLink, terminal: Terminal, line: str) -> None:
     try:
-        link.send(ChatLine(line))
+        link.send_paced(ChatLine(line))
     except protocol.LocalProtocolError as exc:
         # Our own refusal (text that is not valid Unicode, too long for a
         # frame): the connection is fine, the line is not.

@@ -185,30 +185,24 @@ def test_decode_record_of_one_message_is_decode_message():
 # --- the server's writer -----------------------------------------------------
 
 
-@pytest.fixture
-def handler(identity_key):
-    """A ClientHandler on one end of a socket pair, with no threads running."""
+def test_writer_seals_what_is_queued_as_one_batch(identity_key):
+    """The writer's one step: everything the outbox holds, sealed together."""
     ours, theirs = socket.socketpair()
-    handler = server.ClientHandler(types.SimpleNamespace(identity_key=identity_key), ours, ("127.0.0.1", 1))
-    yield handler
-    ours.close()
-    theirs.close()
+    with ours, theirs:
+        fake_server = types.SimpleNamespace(identity_key=identity_key, limits=server.Limits())
+        handler = server.ClientHandler(fake_server, ours, ("127.0.0.1", 1))
+        for message in BURST:
+            handler.outbox.put(message)
+        sealed = []
+        handler.conn = types.SimpleNamespace(send_batch=sealed.append, data_to_send=lambda: b"")
+        handler.outbox.close()
+        handler._write_loop()
+    assert sealed == [BURST]
 
 
-def test_writer_takes_everything_queued_in_one_go(handler):
-    for message in BURST[:3]:
-        handler.outbox.put_nowait(message)
-    assert handler._take_queued() == (BURST[:3], False)
-
-
-def test_writer_takes_up_to_the_stop_mark(handler):
-    for item in (BURST[0], BURST[1], server._Stop(), BURST[2]):
-        handler.outbox.put_nowait(item)
-    assert handler._take_queued() == (BURST[:2], True)
-
-
-def test_burst_reaches_a_reader_complete_and_in_order(connect):
-    alice, bob = connect("alice"), connect("bob")
+def test_burst_reaches_a_reader_complete_and_in_order(own_server):
+    own_server.start(rate=0)  # no flood control: the burst is the point
+    alice, bob = own_server.client("alice"), own_server.client("bob")
     alice.expect(UserJoined)
     for n in range(200):
         alice.say(f"burst {n}")
