@@ -157,10 +157,21 @@ def measure_room(plan: Plan, kind: str, members: int, results: Results) -> None:
                 senders = min(senders, members)
                 each = max(10, math.ceil(plan.flat_deliveries / (members - 1) / senders))
                 window = max(1, min(64, 512 // senders))
-                results.fanout.append((kind, scenarios.run_flat_out(gen, senders, each, window, plan.timeout)))
-                results.fanout.append((kind, scenarios.run_paced(gen, senders, plan.paced_seconds, plan.timeout)))
+                results.fanout.append((kind, with_cpu(server, lambda: scenarios.run_flat_out(
+                    gen, senders, each, window, plan.timeout))))
+                results.fanout.append((kind, with_cpu(server, lambda: scenarios.run_paced(
+                    gen, senders, plan.paced_seconds, plan.timeout))))
         finally:
             gen.close_all()
+
+
+def with_cpu(server: ServerProcess, run) -> scenarios.FanOutResult:
+    """``run()``'s result, with the CPU time each process spent on it."""
+    server_before, own_before = scenarios.cpu_seconds(server.proc.pid), scenarios.own_cpu_seconds()
+    result = run()
+    result.server_cpu = scenarios.cpu_seconds(server.proc.pid) - server_before
+    result.loadgen_cpu = scenarios.own_cpu_seconds() - own_before
+    return result
 
 
 def fill_timeout(plan: Plan, members: int) -> float:

@@ -7,6 +7,7 @@ floor), runs a ``LoadGen`` within a deadline, and returns plain numbers.
 from __future__ import annotations
 
 import itertools
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,17 @@ def percentile(values: list[float], fraction: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def rss_kib(pid: int) -> int:
@@ -108,6 +120,8 @@ class FanOutResult:
     duplicated: int = 0
     reordered: int = 0
     seconds: float = 0.0
+    server_cpu: float = 0.0  # CPU seconds the server process used during the run
+    loadgen_cpu: float = 0.0  # and the load generator
     latencies_ms: list[float] = field(default_factory=list, repr=False)
 
     @property
