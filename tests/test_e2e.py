@@ -218,7 +218,7 @@ def test_nothing_listening_gives_one_line_could_not_connect(tmp_path):
 @pytest.fixture
 def limited_server(tmp_path):
     """server.py with one place and a fast but small flood-control bucket."""
-    proc = procs.start_server(tmp_path, "--max-clients", "2", "--rate", "20", "--burst", "3")
+    proc = procs.start_server(tmp_path, "--max-clients", "2", "--rate", "10", "--burst", "3")
     try:
         yield proc
     finally:
@@ -226,11 +226,13 @@ def limited_server(tmp_path):
 
 
 def test_a_full_server_is_one_clear_line_and_a_failure(limited_server, tmp_path):
-    clients = [procs.start_client(tmp_path, limited_server.port, f"c{i}") for i in range(3)]
+    clients = []
     try:
-        for index, client in enumerate(clients[:2]):
-            join_and_wait(limited_server, client, f"person{index}")
-        third = clients[2]
+        for index in range(2):
+            clients.append(procs.start_client(tmp_path, limited_server.port, f"c{index}"))
+            join_and_wait(limited_server, clients[-1], f"person{index}")
+        third = procs.start_client(tmp_path, limited_server.port, "third")
+        clients.append(third)
         assert third.wait() == 1
         assert third.stderr.text() == "The server is full (2 people). Try again later.\n"
         assert third.stdout.text() == "Trying to connect server...\nConnected to server.\n"
