@@ -58,7 +58,6 @@ USERNAME_INVALID = (
 )
 SHUTTING_DOWN = "Server is shutting down."
 SERVER_FULL = "The server is full ({max_clients} people). Try again later."
-SENDQ_EXCEEDED = "Disconnected: you were not reading your messages (send queue full)."
 
 #: TCP keepalive: find peers that vanished without a word (power cut, lost
 #: network) within about two minutes instead of the kernel's two hours.
@@ -68,9 +67,9 @@ log = logging.getLogger("chat.server")
 
 # One writer seals at a time. pycryptodomex lets go of the GIL around each of
 # its C calls (a dozen or more per record), so with a writer per client sealing
-# at once, each call hands the GIL to another writer, and the reader that feeds
-# them all waits behind every one. Writers waiting here sleep instead, and
-# batch up what arrives meanwhile (measured in docs/benchmarks.md).
+# at once, each call hands the GIL to another writer, and the readers that feed
+# them wait behind every one. Writers waiting here sleep instead, and batch up
+# what arrives meanwhile (measured in docs/benchmarks.md).
 _SEALING = threading.Lock()
 
 
@@ -410,7 +409,7 @@ class ClientHandler:
         if not text.strip():
             self.deliver(ErrorNotice("An empty message was not sent."))
             return False
-        size = len(text.encode("utf-8", "surrogatepass"))
+        size = len(text.encode("utf-8"))
         if size > self.limits.max_message_bytes:
             self.deliver(ErrorNotice(
                 f"The message was not sent: it is {size} bytes long, and the limit is "

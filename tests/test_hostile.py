@@ -27,7 +27,6 @@ from protocol import (
     ServerRefused,
     UserJoined,
     UserLeft,
-    Username,
 )
 from tests.helpers import DEADLINE, ChatTestClient, wait_until
 
@@ -416,3 +415,55 @@ def test_a_client_that_never_reads_is_cut_off_while_ten_others_chat_at_full_spee
                 assert texts == [f"{sender}:{n}:{line}" for n in range(each)]
     assert wait_until(lambda: chat.connection_count() == 10)
     stalled.close()
+
+
+# --- leaks -------------------------------------------------------------------
+
+
+def connect_and_reset(chat) -> None:
+    reset(raw_socket(chat))
+
+
+def read_the_hello_and_close(chat) -> None:
+    sock = raw_socket(chat)
+    sock.recv(65536)
+    sock.close()
+
+
+def join_and_say_goodbye(chat) -> None:
+    client = ChatTestClient(chat.server_address)
+    client.handshake()
+    client.join("Cycler")
+    client.send(Goodbye(""))
+    client.wait_closed()  # the server hangs up once it has the goodbye
+    client.close()
+
+
+def join_and_reset(chat) -> None:
+    client = ChatTestClient(chat.server_address)
+    client.handshake()
+    client.join("Cycler")
+    reset(client.sock)
+    # The name must be free again before the next cycle claims it.
+    assert wait_until(lambda: "Cycler" not in chat.room.names())
+
+
+CYCLES = [connect_and_reset, read_the_hello_and_close, join_and_say_goodbye, join_and_reset]
+
+
+@pytest.mark.parametrize("count", [
+    40, pytest.param(500, marks=[pytest.mark.slow, pytest.mark.timeout(300)]),
+])
+def test_connect_disconnect_cycles_return_threads_and_descriptors(own_server, thread_errors, count):
+    chat = own_server.start()
+    own_server.client("Resident")  # one who stays throughout
+    threads, fds = threading.active_count(), open_fds()
+
+    for n in range(count):
+        CYCLES[n % len(CYCLES)](chat)
+
+    assert wait_until(lambda: chat.connection_count() == 1)
+    assert wait_until(lambda: threading.active_count() == threads), (threading.active_count(), threads)
+    assert wait_until(lambda: open_fds() == fds), (open_fds(), fds)
+    assert chat.room.names() == ["Resident"]
+    assert thread_errors == []
