@@ -66,11 +66,11 @@ FUZZ = settings(
     deadline=None,
     derandomize=True,
     database=None,
-    max_examples=200,
+    max_examples=150,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 #: For properties that need a whole handshake per example (~10 ms of RSA).
-HANDSHAKES = settings(FUZZ, max_examples=80)
+HANDSHAKES = settings(FUZZ, max_examples=50)
 
 MESSAGE_TYPES = [cls for cls in Message.__subclasses__()]
 CLIENT_TYPES = sorted(protocol._CLIENT_SENDS, key=lambda cls: cls.TYPE)
