@@ -115,7 +115,9 @@ def near_valid_payloads(draw) -> bytes:
     return b"".join(parts)
 
 
-payloads = st.binary(max_size=200) | near_valid_payloads()
+#: Message payloads: random bytes, near-valid ones, and valid messages of
+#: every type (so both roles' messages reach each side).
+payloads = st.binary(max_size=200) | near_valid_payloads() | messages_of(MESSAGE_TYPES).map(protocol.encode_message)
 
 
 # --- helpers -------------------------------------------------------------------

@@ -33,6 +33,8 @@ from protocol import (
     ServerHello,
     UserJoined,
     UserLeft,
+    Username,
+    UsernameRequest,
 )
 from tests.helpers import ChatTestClient
 
@@ -78,8 +80,11 @@ def mutate(rng: random.Random, frame: bytes) -> bytes:
 def random_payload(rng: random.Random) -> bytes:
     """A message payload for an authentic record: random bytes, or shaped like
     a message (known or unknown type, lengths that lie, text that is not
-    UTF-8, trailing bytes), or a valid message the server must refuse."""
-    kind = rng.randrange(4)
+    UTF-8, trailing bytes), or a valid message the server must refuse (one
+    only servers send, an invalid username, an empty or too long line)."""
+    kind = rng.randrange(5)
+    if kind == 4:  # a username that is not a valid one
+        return protocol.encode_message(Username(rng.choice(["", "   ", "\x1b[31mred", "x" * 33, "\u200b", "a\nb"])))
     if kind == 0:
         return rng.randbytes(rng.randrange(0, 120))
     if kind == 1:
@@ -97,6 +102,16 @@ def random_payload(rng: random.Random) -> bytes:
     # A chat line the server refuses: empty, blank, or over the size limit.
     text = rng.choice(["", " \t ", "x" * (4096 + rng.randrange(1, 2000))])
     return protocol.encode_message(ChatLine(text))
+
+
+def answered_before_joining(payload: bytes) -> bool:
+    """True if, before the client has a name, the server answers this
+    authentic payload with one ErrorNotice or UsernameRequest and keeps the
+    connection: everything but a Goodbye or a valid username."""
+    message = protocol.decode_message(payload)
+    if isinstance(message, Username):
+        return protocol.normalize_username(message.name) is None
+    return not isinstance(message, Goodbye)
 
 
 def answered_with_an_error(payload: bytes) -> bool:
@@ -260,28 +275,36 @@ def garbage_after_the_handshake(fz: Fuzzer, cases: int) -> None:
 
 def random_authentic_records(fz: Fuzzer, connections: int, records: int) -> None:
     """Records sealed with the session's real keys (so they pass
-    authentication and reach the decoder) holding random payloads: each one
-    the server cannot use gets exactly one ErrorNotice, and the connection
-    stays up, as a chat line afterwards shows."""
+    authentication and reach the decoder) holding random payloads, before
+    and after joining: each one the server cannot use gets exactly one
+    answer (ErrorNotice, or UsernameRequest for a bad name), in order, and
+    the connection stays up, as a chat line afterwards shows."""
     rng = random.Random(fz.seed + 5)
     observer = fz.client()
     observer.join("observer")
     for n in range(connections):
         client = fz.client()
         name = f"records{n}"
+        sent = 0
+
+        def send_batch(wanted, answers: tuple, count: int) -> None:
+            nonlocal sent
+            payloads = []
+            while len(payloads) < count:
+                if wanted(payload := random_payload(rng)):
+                    payloads.append(payload)
+            for payload in payloads:
+                send_record(client, payload)
+            for payload in payloads:
+                case = fz.case("authentic-record", sent, payload)
+                sent += 1
+                event = client.next_event()
+                assert isinstance(event, answers), f"{event!r} for {case}"
+
+        send_batch(answered_before_joining, (ErrorNotice, UsernameRequest), records // 3)
         client.join(name)
         assert observer.expect(UserJoined).name == name
-        payloads = []
-        while len(payloads) < records:
-            payload = random_payload(rng)
-            if answered_with_an_error(payload):
-                payloads.append(payload)
-        for payload in payloads:
-            send_record(client, payload)
-        for i, payload in enumerate(payloads):
-            case = fz.case("authentic-record", n * records + i, payload)
-            event = client.next_event()
-            assert isinstance(event, ErrorNotice), f"{event!r} for {case}"
+        send_batch(answered_with_an_error, (ErrorNotice,), records - records // 3)
         client.say(f"still here {n}")
         assert observer.expect(ChatMessage) == ChatMessage(name, f"still here {n}"), f"seed={fz.seed} connection {n}"
         client.send(Goodbye("done"))
