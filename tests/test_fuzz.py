@@ -72,7 +72,7 @@ FUZZ = settings(
 #: For properties that need a whole handshake per example (~10 ms of RSA).
 HANDSHAKES = settings(FUZZ, max_examples=50)
 
-MESSAGE_TYPES = [cls for cls in Message.__subclasses__()]
+MESSAGE_TYPES = list(Message.__subclasses__())
 CLIENT_TYPES = sorted(protocol._CLIENT_SENDS, key=lambda cls: cls.TYPE)
 SERVER_TYPES = sorted(protocol._SERVER_SENDS, key=lambda cls: cls.TYPE)
 
@@ -156,7 +156,7 @@ def feed(conn, chunks: list[bytes], eof: bool) -> tuple[list, RemoteProtocolErro
     return events, None
 
 
-def kind(event):
+def without_reason(event):
     """An event with a MalformedMessage's reason left out (its wording is not the point)."""
     return MalformedMessage("") if isinstance(event, MalformedMessage) else event
 
@@ -185,7 +185,7 @@ roles = st.sampled_from(["client", "server"])
 
 
 @FUZZ
-@given(data=st.binary(max_size=600) | st.lists(st.binary(max_size=40).map(lambda b: frame(b))).map(b"".join),
+@given(data=st.binary(max_size=600) | st.lists(st.binary(max_size=40).map(frame)).map(b"".join),
        cut_at=cuts)
 def test_receive_buffer_cuts_any_bytes_into_frames_or_refuses_the_header(data, cut_at):
     """_ReceiveBuffer on arbitrary bytes: the frames it returns are exactly
@@ -516,7 +516,7 @@ def test_open_connection_on_authentic_records_of_random_payloads(client_sends, b
         if isinstance(decoded, Goodbye):
             break
     assert all(e.reason for e in events if isinstance(e, MalformedMessage))
-    assert [kind(e) for e in events] == [kind(e) for e in expected]
+    assert [without_reason(e) for e in events] == [without_reason(e) for e in expected]
     after_goodbye = len(expected) < len(bodies)
     assert (error is not None) == after_goodbye
     assert receiver.state is (ConnectionState.ERROR if after_goodbye else ConnectionState.OPEN)

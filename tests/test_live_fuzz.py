@@ -41,6 +41,7 @@ from tests.helpers import ChatTestClient
 TIMEOUT = 5.0  # seconds the server may take to answer or close one connection
 SETTLE = 10.0  # seconds for its threads to end once every connection is gone
 HEADER = struct.Struct("!I")
+MAX_MESSAGE_BYTES = 4096  # issue 3: longer chat lines are refused with an error notice
 
 
 # --- the fuzz inputs ---------------------------------------------------------
@@ -100,7 +101,7 @@ def random_payload(rng: random.Random) -> bytes:
         cls = rng.choice(sorted(protocol._SERVER_SENDS - {Goodbye}, key=lambda c: c.TYPE))
         return protocol.encode_message(cls(*["x" * rng.randrange(0, 10)] * len(dataclasses.fields(cls))))
     # A chat line the server refuses: empty, blank, or over the size limit.
-    text = rng.choice(["", " \t ", "x" * (4096 + rng.randrange(1, 2000))])
+    text = rng.choice(["", " \t ", "x" * (MAX_MESSAGE_BYTES + rng.randrange(1, 2000))])
     return protocol.encode_message(ChatLine(text))
 
 
@@ -122,7 +123,7 @@ def answered_with_an_error(payload: bytes) -> bool:
     if isinstance(message, Goodbye):
         return False
     if isinstance(message, ChatLine):
-        return not message.text.strip() or len(message.text.encode()) > 4096
+        return not message.text.strip() or len(message.text.encode()) > MAX_MESSAGE_BYTES
     return True
 
 
