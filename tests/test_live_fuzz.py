@@ -374,11 +374,11 @@ def run_fuzz(server, seed: int, scale: int, thread_errors: list[str]) -> dict:
     threads_at_start = set(threading.enumerate())
     fz = Fuzzer(server.server_address, seed)
     print(f"live fuzz seed={seed} scale={scale}")
-    garbage_before_the_handshake(fz, 300 * scale)
-    mutated_key_exchanges(fz, 200 * scale)
-    mutated_client_hi(fz, 60 * scale)
-    oversized_headers(fz, 60 * scale)
-    garbage_after_the_handshake(fz, 150 * scale)
+    garbage_before_the_handshake(fz, 200 * scale)
+    mutated_key_exchanges(fz, 150 * scale)
+    mutated_client_hi(fz, 40 * scale)
+    oversized_headers(fz, 40 * scale)
+    garbage_after_the_handshake(fz, 100 * scale)
     random_authentic_records(fz, connections=5 * scale, records=300)
     assert_server_unharmed(server, threads_at_start, thread_errors)
     return fz.count
@@ -387,9 +387,13 @@ def run_fuzz(server, seed: int, scale: int, thread_errors: list[str]) -> dict:
 SEED = 20261125
 
 
+# About 10 s of an idle machine; the longer limit is for a machine shared with
+# other busy jobs, where the same work has been seen to take 50 s.
+@pytest.mark.timeout(180)
 def test_live_server_survives_random_and_mutated_inputs(running_server, thread_errors):
-    """A few thousand inputs, every kind of them; the server is unharmed."""
+    """Over 2,000 inputs, every kind of them; the server is unharmed."""
     count = run_fuzz(running_server, SEED, 1, thread_errors)
+    print(count)
     assert sum(count.values()) >= 2000, count
 
 
