@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import pytest
 
 import protocol
+import server
 from protocol import (
     MAX_FRAME_SIZE,
     ChatLine,
@@ -41,7 +42,7 @@ from tests.helpers import ChatTestClient
 TIMEOUT = 5.0  # seconds the server may take to answer or close one connection
 SETTLE = 10.0  # seconds for its threads to end once every connection is gone
 HEADER = struct.Struct("!I")
-MAX_MESSAGE_BYTES = 4096  # issue 3: longer chat lines are refused with an error notice
+MAX_MESSAGE_BYTES = server.Limits().max_message_bytes  # longer chat lines are refused with a notice
 
 
 # --- the fuzz inputs ---------------------------------------------------------
@@ -99,7 +100,9 @@ def random_payload(rng: random.Random) -> bytes:
         return b"".join(parts)
     if kind == 2:  # a message only the server sends
         cls = rng.choice(sorted(protocol._SERVER_SENDS - {Goodbye}, key=lambda c: c.TYPE))
-        return protocol.encode_message(cls(*["x" * rng.randrange(0, 10)] * len(dataclasses.fields(cls))))
+        return protocol.encode_message(cls(*[
+            rng.randrange(2**32) if f.type == "int" else "x" * rng.randrange(0, 10) for f in dataclasses.fields(cls)
+        ]))
     # A chat line the server refuses: empty, blank, or over the size limit.
     text = rng.choice(["", " \t ", "x" * (MAX_MESSAGE_BYTES + rng.randrange(1, 2000))])
     return protocol.encode_message(ChatLine(text))
