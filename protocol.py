@@ -61,6 +61,17 @@ __all__ = [
     "Notice",
     "ErrorNotice",
     "Goodbye",
+    "PrivateLine",
+    "PrivateMessage",
+    "ActionLine",
+    "ActionMessage",
+    "NickRequest",
+    "NickChanged",
+    "UserListRequest",
+    "UserList",
+    "HistoryMessage",
+    "Motd",
+    "UserParted",
     "ClientConnection",
     "ServerConnection",
     "encode_message",
@@ -279,13 +290,134 @@ class Goodbye(Message):
     reason: str
 
 
+# Issue 4's messages: commands and history. Types 0x0B-0x0F are taken by
+# other work; these start at 0x10.
+
+
+@dataclass(frozen=True)
+class PrivateLine(Message):
+    """Client: a line for one member only (``/msg NAME TEXT``)."""
+
+    TYPE: ClassVar[int] = 0x10
+    recipient: str
+    text: str
+
+
+@dataclass(frozen=True)
+class PrivateMessage(Message):
+    """Server: a private line, sent to its recipient and, as a receipt, to
+    its sender; never to anyone else."""
+
+    TYPE: ClassVar[int] = 0x11
+    sender: str
+    recipient: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ActionLine(Message):
+    """Client: an action for everyone else (``/me ACTION``)."""
+
+    TYPE: ClassVar[int] = 0x12
+    text: str
+
+
+@dataclass(frozen=True)
+class ActionMessage(Message):
+    """Server: someone's action, shown as ``* NAME ACTION``."""
+
+    TYPE: ClassVar[int] = 0x13
+    sender: str
+    text: str
+
+
+@dataclass(frozen=True)
+class NickRequest(Message):
+    """Client: rename me (``/nick NEW``)."""
+
+    TYPE: ClassVar[int] = 0x14
+    name: str
+
+
+@dataclass(frozen=True)
+class NickChanged(Message):
+    """Server, to everyone (the renamed member too): ``old`` is now ``new``."""
+
+    TYPE: ClassVar[int] = 0x15
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class UserListRequest(Message):
+    """Client: who is online? (``/users``; no fields)."""
+
+    TYPE: ClassVar[int] = 0x16
+
+
+@dataclass(frozen=True)
+class UserList(Message):
+    """Server: who is online. ``entries`` holds one ``NAME<TAB>SECONDS`` line
+    per member (seconds online); names never hold a tab or a newline, since
+    they are printable."""
+
+    TYPE: ClassVar[int] = 0x17
+    entries: str
+
+    @classmethod
+    def of(cls, members: list[tuple[str, int]]) -> "UserList":
+        """Build the message from (name, seconds online) pairs."""
+        return cls("\n".join(f"{name}\t{seconds}" for name, seconds in members))
+
+    def members(self) -> list[tuple[str, int]]:
+        """The (name, seconds online) pairs; lines that do not parse are skipped."""
+        members = []
+        for line in self.entries.split("\n"):
+            name, _, seconds = line.partition("\t")
+            if name and seconds.isdigit():
+                members.append((name, int(seconds)))
+        return members
+
+
+@dataclass(frozen=True)
+class HistoryMessage(Message):
+    """Server: a chat line or action from before the newcomer joined.
+    ``sent_at`` is Unix time in whole seconds (decimal); ``kind`` is
+    ``"chat"`` or ``"action"``."""
+
+    TYPE: ClassVar[int] = 0x18
+    sender: str
+    text: str
+    sent_at: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class Motd(Message):
+    """Server: the message of the day, on joining; may hold several lines."""
+
+    TYPE: ClassVar[int] = 0x19
+    text: str
+
+
+@dataclass(frozen=True)
+class UserParted(Message):
+    """Server: someone left with a parting line (``/quit MESSAGE``)."""
+
+    TYPE: ClassVar[int] = 0x1A
+    name: str
+    message: str
+
+
 _MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.TYPE: cls
     for cls in (UsernameRequest, Username, Welcome, ChatLine, ChatMessage,
-                UserJoined, UserLeft, Notice, ErrorNotice, Goodbye)
+                UserJoined, UserLeft, Notice, ErrorNotice, Goodbye,
+                PrivateLine, PrivateMessage, ActionLine, ActionMessage, NickRequest,
+                NickChanged, UserListRequest, UserList, HistoryMessage, Motd, UserParted)
 }
-_CLIENT_SENDS = frozenset({Username, ChatLine, Goodbye})
-_SERVER_SENDS = frozenset(set(_MESSAGE_TYPES.values()) - {Username, ChatLine})
+_CLIENT_SENDS = frozenset({Username, ChatLine, Goodbye, PrivateLine, ActionLine, NickRequest, UserListRequest})
+_SERVER_SENDS = frozenset(set(_MESSAGE_TYPES.values()) - _CLIENT_SENDS | {Goodbye})
 
 
 def encode_message(message: Message) -> bytes:
