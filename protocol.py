@@ -78,6 +78,8 @@ __all__ = [
     "decode_message",
     "normalize_username",
     "printable_text",
+    "split_name",
+    "format_duration",
 ]
 
 Rng = Callable[[int], bytes]
@@ -486,6 +488,28 @@ def printable_text(text: str) -> str:
         ch if ch.isprintable() else " " if ch == "\t" else "\N{REPLACEMENT CHARACTER}"
         for ch in text
     )
+
+
+def split_name(text: str, names: list[str]) -> tuple[str, str]:
+    """Split ``NAME REST`` where NAME may hold spaces: the longest name
+    online that ``text`` starts with (then a space or the end), else the
+    first word. Case-insensitive, as names are."""
+    folded = text.casefold()
+    for name in sorted(names, key=len, reverse=True):
+        key = name.casefold()
+        if folded == key or folded.startswith(key + " "):
+            return text[:len(name)], text[len(name):].strip()
+    first, _, rest = text.partition(" ")
+    return first, rest.strip()
+
+
+def format_duration(seconds: int) -> str:
+    """``45 s``, ``12 min``, ``3 h 05 min``: how long someone has been online."""
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 # --- framing -----------------------------------------------------------------

@@ -676,13 +676,13 @@ class OperatorConsole:
         if not members:
             return ["No one is online."]
         return [f"{len(members)} online:"] + [
-            f"  {protocol.printable_text(name)} ({format_duration(seconds)})" for name, seconds in members
+            f"  {protocol.printable_text(name)} ({protocol.format_duration(seconds)})" for name, seconds in members
         ]
 
     def _kick(self, argument: str) -> list[str]:
         if not argument:
             return ["Usage: /kick NAME [REASON]"]
-        name, reason = split_name(argument, self.server.room.names())
+        name, reason = protocol.split_name(argument, self.server.room.names())
         if not self.server.kick(name, reason):
             return [f"No one called {protocol.printable_text(name)} is online."]
         return [f"Kicked {protocol.printable_text(name)}."]
@@ -695,28 +695,6 @@ class OperatorConsole:
 
     def _quit(self, argument: str) -> list[str]:
         raise ConsoleQuit()
-
-
-def split_name(text: str, names: list[str]) -> tuple[str, str]:
-    """Split ``NAME REST`` where NAME may hold spaces: the longest name
-    online that ``text`` starts with (then a space or the end), else the
-    first word. Case-insensitive, as names are."""
-    folded = text.casefold()
-    for name in sorted(names, key=len, reverse=True):
-        key = name.casefold()
-        if folded == key or folded.startswith(key + " "):
-            return text[:len(name)], text[len(name):].strip()
-    first, _, rest = text.partition(" ")
-    return first, rest.strip()
-
-
-def format_duration(seconds: int) -> str:
-    """``45 s``, ``12 min``, ``3 h 05 min``: how long someone has been online."""
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def run_console(console: OperatorConsole, server: "ChatServer", read_line=input) -> None:

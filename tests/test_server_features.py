@@ -9,6 +9,7 @@ import threading
 
 import pytest
 
+import protocol
 import server
 from protocol import (
     ActionLine,
@@ -160,16 +161,16 @@ def test_leaving_with_a_parting_line_tells_the_others_that_line():
 
 def test_split_name_prefers_the_longest_name_online():
     names = ["Randall", "Randall Flagg"]
-    assert server.split_name("randall flagg you are out", names) == ("randall flagg", "you are out")
-    assert server.split_name("Randall  out", names) == ("Randall", "out")
-    assert server.split_name("Nobody here", names) == ("Nobody", "here")
-    assert server.split_name("Randall Flagg", names) == ("Randall Flagg", "")
+    assert protocol.split_name("randall flagg you are out", names) == ("randall flagg", "you are out")
+    assert protocol.split_name("Randall  out", names) == ("Randall", "out")
+    assert protocol.split_name("Nobody here", names) == ("Nobody", "here")
+    assert protocol.split_name("Randall Flagg", names) == ("Randall Flagg", "")
 
 
 @pytest.mark.parametrize(("seconds", "shown"), [(0, "0 s"), (59, "59 s"), (60, "1 min"), (3599, "59 min"),
                                                  (3600, "1 h 00 min"), (7380, "2 h 03 min")])
 def test_format_duration(seconds, shown):
-    assert server.format_duration(seconds) == shown
+    assert protocol.format_duration(seconds) == shown
 
 
 # --- over loopback ---------------------------------------------------------------
