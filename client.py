@@ -29,6 +29,7 @@ from protocol import (
     HandshakeComplete,
     ProtocolError,
     ServerHello,
+    UserList,
     UserListRequest,
     Username,
     UsernameRequest,
@@ -569,10 +570,19 @@ def run(args: argparse.Namespace, terminal: Terminal) -> int:
 
 
 def start_session(link: ServerLink, display: Display, name: str) -> None:
-    """Joined as ``name``: ask (quietly) who is online, for tab completion."""
+    """Joined as ``name``: learn (quietly) who is online before the first
+    line is read, so that ``/msg`` knows names with spaces and tab completes
+    them. What comes first (message of the day, history) is shown."""
     display.session.observe(Welcome(name))
     display.session.user_list_requested(show=False)
     link.send(UserListRequest())
+    while not isinstance(event := link.next_event(), UserList):
+        if isinstance(event, Goodbye):
+            raise ClientError(protocol.printable_text(event.reason) or CONNECTION_LOST)
+        if isinstance(event, ConnectionClosed):
+            raise ClientError(CONNECTION_LOST)
+        display.show_event(event)
+    display.show_event(event)  # not shown: it only fills the session
     display.terminal.enable_completion(display.session.names)
 
 
