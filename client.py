@@ -168,6 +168,16 @@ class Terminal:
             else:
                 self._readline = readline
                 self._redisplay = _readline_redisplay(readline)
+        self._asked: str | None = None  # the prompt input() was called with
+        if self._redisplay:
+            # Redraw over readline's line only once readline has drawn the
+            # new prompt: a line shown just after Enter, before that, would
+            # otherwise erase the row of the line just typed.
+            self._readline.set_pre_input_hook(self._prompt_drawn)
+
+    def _prompt_drawn(self) -> None:
+        with self._lock:
+            self._prompt = self._asked
 
     def enable_completion(self, names) -> None:
         """Tab completes names and commands (``names()`` gives those online).
@@ -210,12 +220,14 @@ class Terminal:
                 raise EOFError
             return line.rstrip("\r\n")
         with self._lock:
-            self._prompt = prompt
+            self._asked = prompt
+            if not self._redisplay:
+                self._prompt = prompt
         try:
             return input(prompt)
         finally:
             with self._lock:
-                self._prompt = None
+                self._prompt = self._asked = None
 
     def _erase_input(self) -> None:
         sys.stdout.flush()

@@ -42,6 +42,7 @@ def test_names_are_coloured_on_a_terminal_and_the_lines_read_as_before(ann_in_co
     pty.expect(coloured("Other") + b": Hi")
     pty.type_line("Hi")
     expect_event(other, ChatMessage("Ann", "Hi"))
+    pty.expect(b"Hi\r\n> ")  # the prompt for the next line is up
     other.send(PrivateLine("Ann", "psst"))
     pty.expect(f"\x1b[{client_ui.PRIVATE_COLOUR}m[Other -> me] psst{client_ui.RESET}".encode())
     pty.expect(b"\n> ")
