@@ -23,12 +23,19 @@ import crypto_utils
 import protocol
 from client_ui import Session, Style
 from protocol import (
+    ActionLine,
+    ChatLine,
     ClientConnection,
     ConnectionClosed,
+    ErrorNotice,
     Goodbye,
     HandshakeComplete,
+    NickRequest,
+    PrivateLine,
     ProtocolError,
+    RateLimit,
     ServerHello,
+    ServerRefused,
     UserList,
     UserListRequest,
     Username,
@@ -169,15 +176,25 @@ class Terminal:
                 self._readline = readline
                 self._redisplay = _readline_redisplay(readline)
         self._asked: str | None = None  # the prompt input() was called with
+        self._held = False
         if self._redisplay:
-            # Redraw over readline's line only once readline has drawn the
-            # new prompt: a line shown just after Enter, before that, would
-            # otherwise erase the row of the line just typed.
+            # A line that arrives while readline draws a new prompt waits
+            # until it is drawn, then goes above it. Without this, a line
+            # arriving just after Enter erased the row of the line just
+            # typed, or was printed after the prompt. GNU readline calls the
+            # two hooks one after the other, around drawing the prompt.
+            self._readline.set_startup_hook(self._prompt_drawing)
             self._readline.set_pre_input_hook(self._prompt_drawn)
 
+    def _prompt_drawing(self) -> None:
+        self._lock.acquire()
+        self._held = True
+
     def _prompt_drawn(self) -> None:
-        with self._lock:
-            self._prompt = self._asked
+        self._prompt = self._asked
+        if self._held:
+            self._held = False
+            self._lock.release()
 
     def enable_completion(self, names) -> None:
         """Tab completes names and commands (``names()`` gives those online).
@@ -296,6 +313,35 @@ class Display:
 # --- the connection ----------------------------------------------------------
 
 
+class Pacer:
+    """Keeps the client within the server's flood control, so that a pasted
+    block is sent a little slower instead of being refused line by line.
+
+    It mirrors the server's token bucket with a margin, since lines reach the
+    server later than they leave here and not always evenly spaced.
+    """
+
+    MARGIN = 1.1  # wait a tenth longer between lines than the server asks
+
+    def __init__(self, limit: RateLimit, clock=time.monotonic) -> None:
+        self._interval = limit.interval_ms / 1000 * self.MARGIN
+        self._burst = max(1, limit.burst - 1)
+        self._clock = clock
+        self._tokens = float(self._burst)
+        self._updated = clock()
+
+    def delay(self) -> float:
+        """Seconds to wait before sending the next line; the line is counted
+        as sent at the end of that wait."""
+        if not self._interval:
+            return 0.0  # the server has no limit
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._updated) / self._interval)
+        self._updated = now
+        self._tokens -= 1
+        return max(0.0, -self._tokens * self._interval)
+
+
 class ServerLink:
     """The socket and the protocol state, with one lock for sending."""
 
@@ -303,15 +349,27 @@ class ServerLink:
         self.sock = sock
         self.conn = ClientConnection()
         self._send_lock = threading.Lock()
+        self._pacer: Pacer | None = None
 
     def next_event(self):
         """The next event, reading as needed. What the handshake writes by
-        itself is sent before waiting for more."""
-        while (event := self.conn.next_event()) is protocol.NEED_DATA:
+        itself is sent before waiting for more. The server's rate limit is
+        kept here, not returned."""
+        while True:
+            while (event := self.conn.next_event()) is protocol.NEED_DATA:
+                self.flush()
+                self.conn.receive_data(self.sock.recv(RECV_SIZE))
             self.flush()
-            self.conn.receive_data(self.sock.recv(RECV_SIZE))
-        self.flush()
-        return event
+            if not isinstance(event, RateLimit):
+                return event
+            self._pacer = Pacer(event)
+
+    def send_paced(self, message) -> None:
+        """Send a message the server counts against its rate limit, first
+        waiting as long as the limit asks."""
+        if self._pacer is not None:
+            time.sleep(self._pacer.delay())
+        self.send(message)
 
     def flush(self) -> None:
         with self._send_lock:
@@ -338,6 +396,8 @@ def establish(link: ServerLink, trust) -> None:
     """Run the handshake; ``trust(ServerHello)`` raises ClientError to refuse."""
     link.sock.settimeout(HANDSHAKE_TIMEOUT)
     hello = link.next_event()
+    if isinstance(hello, ServerRefused):
+        raise ClientError(protocol.printable_text(hello.reason))
     if not isinstance(hello, ServerHello):
         raise ProtocolError(f"expected the server's hello, got {hello}")
     trust(hello)
@@ -487,9 +547,17 @@ def send_typed_lines(link: ServerLink, display: Display) -> str | None:
         return None
 
 
+#: What the server's flood control counts (see server.py): these wait for
+#: the pacer; the user list does not.
+PACED_MESSAGES = (ChatLine, PrivateLine, ActionLine, NickRequest)
+
+
 def send_message(link: ServerLink, display: Display, message) -> None:
     try:
-        link.send(message)
+        if isinstance(message, PACED_MESSAGES):
+            link.send_paced(message)
+        else:
+            link.send(message)
     except protocol.LocalProtocolError as exc:
         # Our own refusal (text that is not valid Unicode, too long for a
         # frame): the connection is fine, the line is not.
@@ -500,7 +568,10 @@ def say_goodbye(link: ServerLink, parting: str = "") -> None:
     """Leave on purpose: Goodbye (with the parting line, if any), then
     half-close so the server sees it all."""
     try:
-        link.send(Goodbye(parting))
+        if parting:
+            link.send_paced(Goodbye(parting))  # the server's flood control counts a parting line
+        else:
+            link.send(Goodbye(parting))
         link.sock.shutdown(socket.SHUT_WR)
     except (OSError, ProtocolError):
         pass  # the server is gone already; there is no one to tell
@@ -594,7 +665,10 @@ def start_session(link: ServerLink, display: Display, name: str) -> None:
         if isinstance(event, ConnectionClosed):
             raise ClientError(CONNECTION_LOST)
         display.show_event(event)
-    display.show_event(event)  # not shown: it only fills the session
+        if isinstance(event, ErrorNotice):
+            break  # a server without user lists: chat without completion
+    else:
+        display.show_event(event)  # not shown: it only fills the session
     display.terminal.enable_completion(display.session.names)
 
 

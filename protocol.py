@@ -47,6 +47,7 @@ __all__ = [
     "RemoteProtocolError",
     "ConnectionState",
     "ServerHello",
+    "ServerRefused",
     "HandshakeComplete",
     "ConnectionClosed",
     "MalformedMessage",
@@ -61,6 +62,7 @@ __all__ = [
     "Notice",
     "ErrorNotice",
     "Goodbye",
+    "RateLimit",
     "PrivateLine",
     "PrivateMessage",
     "ActionLine",
@@ -76,6 +78,7 @@ __all__ = [
     "ServerConnection",
     "encode_message",
     "decode_message",
+    "refusal",
     "normalize_username",
     "printable_text",
     "split_name",
@@ -92,8 +95,10 @@ MAX_USERNAME_LENGTH = 32
 
 _HEADER = struct.Struct("!I")
 _FIELD_LENGTH = struct.Struct("!H")
+_INT_FIELD = struct.Struct("!I")
 _SERVER_HELLO = 0x01
 _KEY_EXCHANGE = 0x02
+_REFUSAL = 0x03
 _SERVER_CONFIRM = b"HI"
 _CLIENT_CONFIRM = b"HI"
 _SERVER_FINISHED = b"OK"
@@ -148,6 +153,7 @@ _S = ConnectionState
 #: missing here is a bug in this module, not something a peer can cause.
 _TRANSITIONS = {
     (_S.AWAIT_SERVER_HELLO, "receive hello"): _S.AWAIT_TRUST,
+    (_S.AWAIT_SERVER_HELLO, "receive refusal"): _S.CLOSED,
     (_S.AWAIT_TRUST, "send key exchange"): _S.AWAIT_SERVER_HI,
     (_S.AWAIT_SERVER_HI, "receive HI, send HI"): _S.AWAIT_SERVER_OK,
     (_S.AWAIT_SERVER_OK, "receive OK"): _S.OPEN,
@@ -178,6 +184,14 @@ class ServerHello:
 
 
 @dataclass(frozen=True)
+class ServerRefused:
+    """The server turned the connection away before the handshake (it is
+    full, say). Not authenticated: see PROTOCOL.md section 2."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class HandshakeComplete:
     """Keys are confirmed both ways; application messages may flow."""
 
@@ -205,13 +219,18 @@ class MalformedMessage:
 
 @dataclass(frozen=True)
 class Message:
-    """Base of the typed application messages. Every field is a ``str``."""
+    """Base of the typed application messages. Every field is a ``str``
+    (UTF-8 on the wire) or an ``int`` (u32 on the wire)."""
 
     TYPE: ClassVar[int]
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            if not isinstance(getattr(self, f.name), str):
+            value = getattr(self, f.name)
+            if f.type == "int":
+                if type(value) is not int or not 0 <= value <= 0xFFFFFFFF:
+                    raise TypeError(f"{type(self).__name__}.{f.name} must be an int from 0 to 2**32-1")
+            elif not isinstance(value, str):
                 raise TypeError(f"{type(self).__name__}.{f.name} must be str")
 
 
@@ -290,6 +309,17 @@ class Goodbye(Message):
 
     TYPE: ClassVar[int] = 0x0A
     reason: str
+
+
+@dataclass(frozen=True)
+class RateLimit(Message):
+    """Server: how fast this server lets the person send, so that a client
+    can pace itself instead of having lines refused. A token bucket: ``burst``
+    messages at once, then one more every ``interval_ms`` milliseconds."""
+
+    TYPE: ClassVar[int] = 0x0B
+    burst: int
+    interval_ms: int
 
 
 # Issue 4's messages: commands and history. Types 0x0B-0x0F are taken by
@@ -414,7 +444,7 @@ class UserParted(Message):
 _MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.TYPE: cls
     for cls in (UsernameRequest, Username, Welcome, ChatLine, ChatMessage,
-                UserJoined, UserLeft, Notice, ErrorNotice, Goodbye,
+                UserJoined, UserLeft, Notice, ErrorNotice, Goodbye, RateLimit,
                 PrivateLine, PrivateMessage, ActionLine, ActionMessage, NickRequest,
                 NickChanged, UserListRequest, UserList, HistoryMessage, Motd, UserParted)
 }
@@ -423,7 +453,8 @@ _SERVER_SENDS = frozenset(set(_MESSAGE_TYPES.values()) - _CLIENT_SENDS | {Goodby
 
 
 def encode_message(message: Message) -> bytes:
-    """A message's bytes: its type, then each field as u16 length + UTF-8.
+    """A message's bytes: its type, then each field in order: text as u16
+    length + UTF-8, a number as u32.
 
     Raises:
         LocalProtocolError: a field is longer than 65,535 bytes of UTF-8, or
@@ -431,8 +462,12 @@ def encode_message(message: Message) -> bytes:
     """
     parts = [bytes([message.TYPE])]
     for f in fields(message):
+        value = getattr(message, f.name)
+        if f.type == "int":
+            parts.append(_INT_FIELD.pack(value))
+            continue
         try:
-            data = getattr(message, f.name).encode("utf-8")
+            data = value.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate, e.g. from undecodable input
             raise LocalProtocolError(f"{f.name} is not valid Unicode text") from None
         if len(data) > 0xFFFF:
@@ -450,7 +485,8 @@ def decode_message(payload: bytes) -> Message | MalformedMessage:
         return MalformedMessage(f"unknown message type {payload[0]}")
     reader = _Reader(payload[1:], cls.__name__)
     try:
-        values = [reader.take_sized().decode("utf-8") for _ in fields(cls)]
+        values = [reader.take_int() if f.type == "int" else reader.take_sized().decode("utf-8")
+                  for f in fields(cls)]
         reader.finish()
     except RemoteProtocolError as exc:  # the record was authentic: not fatal
         return MalformedMessage(str(exc))
@@ -567,6 +603,10 @@ class _Reader:
     def take_byte(self) -> int:
         return self.take(1)[0]
 
+    def take_int(self) -> int:
+        (value,) = _INT_FIELD.unpack(self.take(_INT_FIELD.size))
+        return value
+
     def take_sized(self) -> bytes:
         (length,) = _FIELD_LENGTH.unpack(self.take(_FIELD_LENGTH.size))
         return self.take(length)
@@ -599,6 +639,13 @@ class _Connection:
     def state(self) -> ConnectionState:
         """Where the connection is; changed only by the methods below."""
         return self._state
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received but not yet part of an event. After ``next_event()``
+        returned ``NEED_DATA``, more than zero means a frame has begun but not
+        ended: a server can put a deadline on it (against slowloris)."""
+        return len(self._buffer)
 
     # Methods for the caller.
 
@@ -771,6 +818,8 @@ class ClientConnection(_Connection):
     def _handle_frame(self, header: bytes, body: bytes):
         state = self._state
         if state is ConnectionState.AWAIT_SERVER_HELLO:
+            if body[:1] == bytes([_REFUSAL]):
+                return self._receive_refusal(body)
             return self._receive_hello(body)
         if state is ConnectionState.AWAIT_SERVER_HI:
             self._expect_record(header, body, _SERVER_CONFIRM)
@@ -784,6 +833,18 @@ class ClientConnection(_Connection):
         if state is ConnectionState.OPEN:
             return self._receive_message(header, body)
         raise RemoteProtocolError(f"unexpected data in state {state.name}")
+
+    def _receive_refusal(self, body: bytes) -> ServerRefused:
+        reader = _Reader(body, "server refusal")
+        reader.take_byte()
+        _check_version(reader.take_byte())
+        try:
+            reason = reader.take_sized().decode("utf-8")
+        except UnicodeDecodeError:
+            raise RemoteProtocolError("server refusal is not valid UTF-8") from None
+        reader.finish()
+        self._advance("receive refusal")
+        return ServerRefused(reason)
 
     def _receive_hello(self, body: bytes) -> ServerHello:
         reader = _Reader(body, "server hello")
@@ -805,6 +866,19 @@ class ClientConnection(_Connection):
         self._hello = body
         self._advance("receive hello")
         return ServerHello(version, public_der, crypto_utils.fingerprint(public_der))
+
+
+def refusal(reason: str) -> bytes:
+    """The frame a server sends instead of its hello to turn a connection
+    away (when it is full, for example), before any key is spent on it.
+
+    Raises:
+        LocalProtocolError: the reason does not fit in a field.
+    """
+    data = reason.encode("utf-8")
+    if len(data) > 0xFFFF:
+        raise LocalProtocolError("reason is too long to encode")
+    return _frame(bytes([_REFUSAL, PROTOCOL_VERSION]) + _FIELD_LENGTH.pack(len(data)) + data)
 
 
 class ServerConnection(_Connection):

@@ -9,9 +9,9 @@ its bounded outbox. The room itself knows nothing of sockets.
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import os
-import queue
 import select
 import signal
 import socket
@@ -19,7 +19,7 @@ import stat
 import sys
 import threading
 import time
-from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 import crypto_utils
@@ -43,6 +43,7 @@ from protocol import (
     PrivateLine,
     PrivateMessage,
     ProtocolError,
+    RateLimit,
     ServerConnection,
     UserJoined,
     UserLeft,
@@ -55,14 +56,13 @@ from protocol import (
 )
 
 DEFAULT_PORT = 8756
-HANDSHAKE_TIMEOUT = 10.0  # seconds from connecting to the end of the handshake
-USERNAME_TIMEOUT = 120.0  # seconds to choose a name: a person is typing it
-MAX_MESSAGE_BYTES = 4096  # of UTF-8 in one chat line; longer ones are refused
-OUTBOX_SIZE = 1024  # messages queued for one slow reader before it is cut off
 SHUTDOWN_GRACE = 2.0  # seconds to let goodbyes go out on shutdown
 DEFAULT_HISTORY = 20  # chat lines and actions a newcomer is shown
 MAX_MOTD_BYTES = 4096  # of UTF-8 in the message of the day
 RECV_SIZE = 65536
+#: The longest chat text an option may allow: a relayed ChatMessage (text,
+#: sender's name, field lengths, tag) must still fit in one frame.
+MAX_MESSAGE_BYTES_CEILING = protocol.MAX_FRAME_SIZE - 1024
 
 ASK_USERNAME = "Please enter a username."
 USERNAME_TAKEN = "That username is taken. Please enter another username."
@@ -71,7 +71,12 @@ USERNAME_INVALID = (
     " printable characters."
 )
 SHUTTING_DOWN = "Server is shutting down."
-KICKED = "You were kicked by the operator."
+SERVER_FULL = "The server is full ({max_clients} people). Try again later."
+SENDQ_EXCEEDED = "Disconnected: you were not reading your messages (send queue full)."
+
+#: TCP keepalive: find peers that vanished without a word (power cut, lost
+#: network) within about two minutes instead of the kernel's two hours.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 60, 10, 6
 
 log = logging.getLogger("chat.server")
 
@@ -131,6 +136,117 @@ def _write_private_file(path: Path, data: bytes) -> None:
         file.write(data)
 
 
+# --- limits ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one connection may do and how long it may take; every field is a
+    server option (see ``parse_args``), and these are the defaults."""
+
+    max_clients: int = 1000  # connections at once; one more is told the server is full
+    max_message_bytes: int = 4096  # of UTF-8 in one chat line; longer ones are refused
+    rate: float = 5.0  # messages a second, sustained; 0 turns flood control off
+    burst: int = 20  # messages at once, so that a pasted block goes through
+    sendq_bytes: int = 256 * 1024  # queued for one client before it is cut off
+    handshake_timeout: float = 10.0  # seconds from connecting to keys confirmed
+    username_timeout: float = 60.0  # seconds to choose a name: a person types it
+    frame_timeout: float = 10.0  # seconds for a frame, once begun (slowloris)
+
+    def rate_limit_message(self) -> RateLimit:
+        """The limit as the client is told it, so that it can pace itself."""
+        if not self.rate:
+            return RateLimit(burst=0, interval_ms=0)
+        return RateLimit(burst=self.burst, interval_ms=max(1, round(1000 / self.rate)))
+
+
+class TokenBucket:
+    """Flood control: ``burst`` messages at once, then ``rate`` a second.
+
+    Socket-free and clock-injected, so tests need no waiting.
+    """
+
+    def __init__(self, rate: float, burst: int, clock=time.monotonic) -> None:
+        self._rate, self._burst, self._clock = rate, burst, clock
+        self._tokens = float(burst)
+        self._updated = clock()
+
+    def take(self) -> float:
+        """Spend one message's token: 0.0 if there was one, otherwise the
+        seconds until there will be (and nothing is spent)."""
+        if not self._rate:
+            return 0.0
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) / self._rate
+
+
+class Outbox:
+    """One client's messages waiting to be sent, bounded in bytes (IRC's
+    SendQ): a client that does not read cannot make the server hold more.
+
+    Any thread may ``put``; the writer thread takes everything queued at once.
+    """
+
+    def __init__(self, limit_bytes: int) -> None:
+        self._limit = limit_bytes
+        self._items: collections.deque = collections.deque()
+        self._bytes = 0
+        self._closed = False
+        self._ready = threading.Condition(threading.Lock())
+
+    def put(self, message: Message) -> bool:
+        """Queue ``message``; False if that would pass the limit. Once
+        closed, messages are dropped: the client is on its way out."""
+        size = message_size(message)
+        with self._ready:
+            if self._closed:
+                return True
+            if self._bytes + size > self._limit:
+                return False
+            self._items.append(message)
+            self._bytes += size
+            self._ready.notify()
+            return True
+
+    def close(self, last: Message | None = None) -> None:
+        """Queue nothing more, except ``last`` (a goodbye), which may pass the
+        limit; the writer sends what is queued, then stops."""
+        with self._ready:
+            if last is not None and not self._closed:
+                self._items.append(last)
+            self._closed = True
+            self._ready.notify()
+
+    def take_all(self) -> list[Message]:
+        """Wait for messages and take them all, oldest first; an empty list
+        means the outbox is closed and empty: the writer's signal to stop."""
+        with self._ready:
+            while not self._items and not self._closed:
+                self._ready.wait()
+            items = list(self._items)
+            self._items.clear()
+            self._bytes = 0
+            return items
+
+    @property
+    def queued_bytes(self) -> int:
+        with self._ready:
+            return self._bytes
+
+
+def message_size(message: Message) -> int:
+    """About what a queued message costs: the characters of its text plus a
+    fixed share for the object. Cheap to compute, and close enough to bound
+    memory (within 4 times: a character is 1 to 4 bytes, in memory and in
+    UTF-8); it is not the exact size on the wire."""
+    return 64 + sum(len(value) for value in vars(message).values() if isinstance(value, str))
+
+
 # --- the room ----------------------------------------------------------------
 
 
@@ -154,7 +270,7 @@ class Room:
         self._lock = threading.Lock()
         self._members: dict[str, object] = {}  # casefolded name -> member
         self._joined_at: dict[object, float] = {}
-        self._history: deque[HistoryMessage] = deque(maxlen=history_size)
+        self._history: collections.deque[HistoryMessage] = collections.deque(maxlen=history_size)
         self._motd = motd
         self._clock, self._monotonic = clock, monotonic
 
@@ -254,10 +370,6 @@ class Room:
 # --- one connection ----------------------------------------------------------
 
 
-class _Stop:
-    """Put in an outbox: the writer stops after what was queued before it."""
-
-
 class ClientHandler:
     """One client: its socket, protocol state, outbox and threads.
 
@@ -267,23 +379,25 @@ class ClientHandler:
 
     def __init__(self, server: "ChatServer", sock: socket.socket, address) -> None:
         self.server = server
+        self.limits: Limits = server.limits
         self.sock = sock
         self.peer = _format_address(address)
         self.name: str | None = None
-        self.outbox: queue.Queue = queue.Queue(maxsize=OUTBOX_SIZE)
+        self.outbox = Outbox(self.limits.sendq_bytes)
         self.conn = ServerConnection(server.identity_key)
+        self.flood_control = TokenBucket(self.limits.rate, self.limits.burst)
         self._writer: threading.Thread | None = None
         self._closing = threading.Event()
         self._parting = ""  # the line given with /quit, for the others
+        self._frame_began: float | None = None
 
     # Called by the room, under its lock: must never block.
     def deliver(self, message: Message) -> None:
-        if self._closing.is_set():
-            return  # on its way out: the writer sends nothing more from the room
-        try:
-            self.outbox.put_nowait(message)
-        except queue.Full:
-            log.warning("%s: outbox full, disconnecting a client that does not read", self.peer)
+        if not self.outbox.put(message):
+            # IRC's "SendQ exceeded": it does not read, and the others must
+            # not wait for it. A goodbye could not reach it either.
+            log.warning("%s: send queue over %d bytes: disconnecting a client that does not read",
+                        self.peer, self.limits.sendq_bytes)
             self.abort()
 
     def handle(self) -> None:
@@ -295,9 +409,9 @@ class ClientHandler:
             self._chat()
         except _ClientLeft:
             pass
-        except TimeoutError:
-            log.info("%s: timed out", self.peer)
-            self.close("Timed out waiting for a username.")
+        except _DeadlinePassed as exc:
+            log.info("%s: timed out %s", self.peer, exc.waiting_for)
+            self.close(f"Timed out {exc.waiting_for}.")
         except ProtocolError as exc:
             log.warning("%s: protocol error: %s", self.peer, exc)
         except OSError as exc:
@@ -310,24 +424,14 @@ class ClientHandler:
         """Say goodbye and close (from another thread, for example on shutdown)."""
         self._closing.set()
         if self._writer is None:
-            self.abort()
-            return
-        try:
-            self.outbox.put_nowait(Goodbye(reason))
-        except queue.Full:
-            self.abort()
-        self._stop_writer()
-
-    def _stop_writer(self) -> None:
-        """The writer sends what is queued, then stops."""
-        try:
-            self.outbox.put_nowait(_Stop())
-        except queue.Full:
-            self.abort()
+            self.abort()  # no keys yet: nothing can be said
+        else:
+            self.outbox.close(last=Goodbye(reason))
 
     def abort(self) -> None:
         """Cut the connection now; the reader thread wakes up and cleans up."""
         self._closing.set()
+        self.outbox.close()
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -336,7 +440,7 @@ class ClientHandler:
     # The stages of a connection.
 
     def _handshake(self) -> None:
-        deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+        deadline = _Deadline(self.limits.handshake_timeout, "waiting for the handshake")
         self.sock.sendall(self.conn.data_to_send())
         event = self._next_event(deadline, flush=True)
         if not isinstance(event, HandshakeComplete):
@@ -344,7 +448,8 @@ class ClientHandler:
         log.info("%s: handshake complete", self.peer)
 
     def _choose_username(self) -> None:
-        deadline = time.monotonic() + USERNAME_TIMEOUT
+        deadline = _Deadline(self.limits.username_timeout, "waiting for a username")
+        self.deliver(self.limits.rate_limit_message())
         self.deliver(UsernameRequest(ASK_USERNAME))
         while self.name is None:
             event = self._next_event(deadline)
@@ -380,35 +485,20 @@ class ClientHandler:
             elif not self._handle_common(event):
                 self.deliver(ErrorNotice(f"{type(event).__name__} is not expected now."))
 
-    def _accept_text(self, text: str) -> bool:
-        """The one check of every line of text a member sends to others
-        (chat, private, action, parting line): True if it may go out,
-        otherwise the member is told why."""
-        if not text.strip():
-            self.deliver(ErrorNotice("An empty message was not sent."))
-            return False
-        size = len(text.encode("utf-8"))
-        if size > MAX_MESSAGE_BYTES:
-            self.deliver(ErrorNotice(
-                f"The message was not sent: it is {size} bytes long, and the limit is {MAX_MESSAGE_BYTES}."
-            ))
-            return False
-        return True
-
     def _relay(self, line: ChatLine) -> None:
-        if not self._accept_text(line.text):
+        if not self._admit(line.text):
             return
         log.info("%s: %s", self.name, protocol.printable_text(line.text))
         self.server.room.post(ChatMessage(self.name, line.text), sender=self)
 
     def _relay_action(self, line: ActionLine) -> None:
-        if not self._accept_text(line.text):
+        if not self._admit(line.text):
             return
         log.info("* %s %s", self.name, protocol.printable_text(line.text))
         self.server.room.post(ActionMessage(self.name, line.text), sender=self)
 
     def _relay_private(self, line: PrivateLine) -> None:
-        if not self._accept_text(line.text):
+        if not self._admit(line.text):
             return
         if not self.server.room.send_private(self, line.recipient, line.text):
             self.deliver(ErrorNotice(
@@ -421,6 +511,8 @@ class ClientHandler:
 
     def _rename(self, request: NickRequest) -> None:
         name = protocol.normalize_username(request.name)
+        if not self._within_rate("the name was not changed"):
+            return
         if name is None:
             self.deliver(ErrorNotice(
                 f"{protocol.printable_text(request.name)!r} is not a valid username: a username is 1 to "
@@ -432,11 +524,14 @@ class ClientHandler:
             log.info("%s: now known as %s", self.peer, name)
 
     def _list_users(self, request: UserListRequest) -> None:
+        # Not counted by flood control: the answer goes to the asker alone
+        # (whose send queue bounds it), and the client's own startup request
+        # must never be refused.
         self.deliver(UserList.of(self.server.room.who()))
 
     def _part(self, parting: str) -> None:
         """The member leaves with a parting line (sent if it passes the checks)."""
-        if self._accept_text(parting):
+        if self._admit(parting):
             self._parting = parting
         raise _ClientLeft()
 
@@ -448,6 +543,34 @@ class ClientHandler:
         log.info("%s kicked by the operator%s", self.name, because)
         self.close(f"You were kicked by the operator{because}")
 
+    def _admit(self, text: str) -> bool:
+        """Whether a line of text from the person may go out; if not, they are
+        told why, so that nothing is dropped in silence."""
+        if not text.strip():
+            self.deliver(ErrorNotice("An empty message was not sent."))
+            return False
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > self.limits.max_message_bytes:
+            self.deliver(ErrorNotice(
+                f"The message was not sent: it is {size} bytes long, and the limit is "
+                f"{self.limits.max_message_bytes}."
+            ))
+            return False
+        return self._within_rate(f'"{_excerpt(text)}" was not sent')
+
+    def _within_rate(self, refused: str) -> bool:
+        """Flood control, for every message a member sends after joining:
+        True if it may be acted on; if not, the member is told (``refused``
+        says what did not happen)."""
+        wait = self.flood_control.take()
+        if wait:
+            self.deliver(ErrorNotice(
+                f"Slow down: {refused}. You can send {self.limits.burst} "
+                f"messages at once, then {self.limits.rate:g} a second; wait {wait:.1f} s."
+            ))
+            return False
+        return True
+
     def _handle_common(self, event) -> bool:
         """Events with the same meaning at every stage. True if handled."""
         if isinstance(event, (Goodbye, ConnectionClosed)):
@@ -457,27 +580,41 @@ class ClientHandler:
             return True
         return False
 
-    def _next_event(self, deadline: float | None, flush: bool = False):
-        """The next event, reading the socket as needed (until ``deadline``)."""
+    def _next_event(self, deadline: "_Deadline | None", flush: bool = False):
+        """The next event, reading the socket as needed (until ``deadline``,
+        and within ``frame_timeout`` of a frame's first byte)."""
         while True:
             event = self.conn.next_event()
             if flush:
                 self.sock.sendall(self.conn.data_to_send())
             if event is not protocol.NEED_DATA:
+                self._frame_began = None
                 return event
-            if deadline is not None:
-                _wait_readable(self.sock, deadline - time.monotonic())
+            _wait_readable(self.sock, self._earliest(deadline))
             self.conn.receive_data(self.sock.recv(RECV_SIZE))
+
+    def _earliest(self, deadline: "_Deadline | None") -> "_Deadline | None":
+        """The deadline for the next read: the stage's, or the frame's once
+        a frame has begun, whichever comes first."""
+        if not self.conn.buffered_bytes:
+            self._frame_began = None
+            return deadline
+        if self._frame_began is None:
+            self._frame_began = time.monotonic()
+        frame = _Deadline(self.limits.frame_timeout, "in the middle of a message", start=self._frame_began)
+        return frame if deadline is None or frame.at < deadline.at else deadline
 
     def _start_writer(self) -> None:
         self._writer = threading.Thread(target=self._write_loop, name=f"writer {self.peer}", daemon=True)
         self._writer.start()
 
     def _write_loop(self) -> None:
-        """The writer thread: seal and send each queued message, in order."""
+        """The writer thread: seal and send the queued messages, in order,
+        until the outbox is closed and empty."""
         try:
-            while not isinstance(message := self.outbox.get(), _Stop):
-                self.conn.send(message)
+            while messages := self.outbox.take_all():
+                for message in messages:
+                    self.conn.send(message)
                 self.sock.sendall(self.conn.data_to_send())
         except (OSError, ProtocolError) as exc:
             if not self._closing.is_set():
@@ -490,8 +627,7 @@ class ClientHandler:
         if self.name is not None:
             log.info("%s left", self.name)
         if self._writer is not None:
-            if not self._closing.is_set():
-                self._stop_writer()
+            self.outbox.close()  # what is queued still goes out, then the writer stops
             self._writer.join(SHUTDOWN_GRACE)
         self.abort()
         self.sock.close()
@@ -502,12 +638,35 @@ class _ClientLeft(Exception):
     """The client said goodbye or closed the connection: a normal end."""
 
 
-def _wait_readable(sock: socket.socket, timeout: float) -> None:
+class _Deadline:
+    """A moment by which something must have arrived, and what it is."""
+
+    def __init__(self, seconds: float, waiting_for: str, start: float | None = None) -> None:
+        self.at = (time.monotonic() if start is None else start) + seconds
+        self.waiting_for = waiting_for
+
+
+class _DeadlinePassed(Exception):
+    def __init__(self, waiting_for: str) -> None:
+        super().__init__(waiting_for)
+        self.waiting_for = waiting_for
+
+
+def _wait_readable(sock: socket.socket, deadline: _Deadline | None) -> None:
+    if deadline is None:
+        return  # recv() blocks as long as it takes
     # poll() rather than select(): it has no limit on descriptor numbers.
     poller = select.poll()
     poller.register(sock, select.POLLIN)
+    timeout = deadline.at - time.monotonic()
     if timeout <= 0 or not poller.poll(timeout * 1000):
-        raise TimeoutError
+        raise _DeadlinePassed(deadline.waiting_for)
+
+
+def _excerpt(text: str, length: int = 30) -> str:
+    """The start of a line, to tell the person which one is meant."""
+    text = protocol.printable_text(text)
+    return text if len(text) <= length else text[:length - 1] + "\N{HORIZONTAL ELLIPSIS}"
 
 
 def _format_address(address) -> str:
@@ -529,8 +688,9 @@ class ChatServer:
     """
 
     def __init__(self, identity_key, host: str = "0.0.0.0", port: int = DEFAULT_PORT,
-                 history: int = DEFAULT_HISTORY, motd: str = "") -> None:
+                 limits: Limits = Limits(), history: int = DEFAULT_HISTORY, motd: str = "") -> None:
         self.identity_key = identity_key
+        self.limits = limits
         self.fingerprint = crypto_utils.fingerprint(crypto_utils.export_public_key(identity_key))
         self.room = Room(history_size=history, motd=motd)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -613,15 +773,40 @@ class ChatServer:
             log.error("accept failed: %s", exc)
             self._shutdown_request.wait(0.1)
             return
-        # Every sendall is a whole message: don't let Nagle hold it back
-        # waiting for an ACK (that costs a delayed-ACK wait, ~40 ms, per turn).
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.connection_count() >= self.limits.max_clients:
+            self._refuse(sock, address, SERVER_FULL.format(max_clients=self.limits.max_clients))
+            return
+        _tune(sock)
         handler = ClientHandler(self, sock, address)
         thread = threading.Thread(target=handler.handle, name=f"reader {handler.peer}", daemon=True)
         with self._handlers_lock:
             self._handlers[handler] = thread
         log.info("%s: connected", handler.peer)
         thread.start()
+
+    def _refuse(self, sock: socket.socket, address, reason: str) -> None:
+        """Turn a connection away at once, without a thread or a key: the
+        refusal is one small frame that fits any socket buffer."""
+        log.warning("%s: refused: %s", _format_address(address), reason)
+        try:
+            sock.setblocking(False)
+            sock.send(protocol.refusal(reason))
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # gone already: nothing to tell
+        finally:
+            sock.close()
+
+
+def _tune(sock: socket.socket) -> None:
+    # Every sendall is a whole message: don't let Nagle hold it back waiting
+    # for an ACK (that costs a delayed-ACK wait, ~40 ms, per turn).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+                          ("TCP_KEEPCNT", KEEPALIVE_COUNT)):
+        if hasattr(socket, option):  # Linux and most others; if not, the system's defaults
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 # --- the operator console ----------------------------------------------------
@@ -720,6 +905,19 @@ def port_number(text: str) -> int:
     return int(text)
 
 
+def positive(kind, name: str):
+    """argparse type: a number of ``kind`` above zero."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{name} must be more than 0")
+        return value
+    return parse
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Encrypted terminal group chat: the server.")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all IPv4 interfaces)")
@@ -738,8 +936,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--motd", type=Path, default=None, metavar="FILE",
                         help="a file whose text is shown to everyone who joins (message of the day)")
-    return parser.parse_args(argv)
+    _add_limit_options(parser.add_argument_group("limits"))
+    args = parser.parse_args(argv)
+    if args.max_message_bytes > MAX_MESSAGE_BYTES_CEILING:
+        parser.error(f"--max-message-bytes can be at most {MAX_MESSAGE_BYTES_CEILING} (one frame)")
+    return args
 
+
+def _add_limit_options(group) -> None:
+    default = Limits()
+    group.add_argument("--max-clients", type=positive(int, "--max-clients"), default=default.max_clients, metavar="N",
+                       help=f"connections at once; one more is told the server is full (default: {default.max_clients})")
+    group.add_argument("--max-message-bytes", type=positive(int, "--max-message-bytes"),
+                       default=default.max_message_bytes, metavar="BYTES",
+                       help=f"longest chat line, in bytes of UTF-8 (default: {default.max_message_bytes})")
+    group.add_argument("--rate", type=rate_type, default=default.rate, metavar="PER_SECOND",
+                       help=f"messages a second each person may send, sustained; 0: no limit (default: {default.rate:g})")
+    group.add_argument("--burst", type=positive(int, "--burst"), default=default.burst, metavar="N",
+                       help=f"messages a person may send at once, as when pasting (default: {default.burst})")
+    group.add_argument("--sendq", type=positive(int, "--sendq"), default=default.sendq_bytes, dest="sendq_bytes",
+                       metavar="BYTES",
+                       help="bytes queued for a client that does not read before it is disconnected "
+                            f"(default: {default.sendq_bytes})")
+    for name, seconds, what in (("handshake", default.handshake_timeout, "to finish the handshake"),
+                                ("username", default.username_timeout, "to choose a username"),
+                                ("frame", default.frame_timeout, "to finish a message once begun")):
+        group.add_argument(f"--{name}-timeout", type=positive(float, f"--{name}-timeout"), default=seconds,
+                           metavar="SECONDS", help=f"seconds a client has {what} (default: {seconds:g})")
+
+
+def rate_type(text: str) -> float:
+    """argparse type for --rate: a number of messages a second, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("--rate must be 0 (no limit) or more")
+    return value
+
+
+def limits_from(args: argparse.Namespace) -> Limits:
+    return Limits(**{name: getattr(args, name) for name in Limits.__dataclass_fields__})
 
 def history_size(text: str) -> int:
     """argparse type: a number of messages, 0 or more."""
@@ -785,7 +1023,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         motd = read_motd(args.motd)
         key = load_or_create_identity_key(key_path)
-        server = ChatServer(key, args.host, args.port, history=args.history, motd=motd)
+        server = ChatServer(key, args.host, args.port, limits_from(args), history=args.history, motd=motd)
     except (KeyFileError, MotdFileError) as exc:
         print(exc, file=sys.stderr)
         return 1

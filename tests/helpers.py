@@ -12,6 +12,7 @@ from protocol import (
     ClientConnection,
     ConnectionClosed,
     HandshakeComplete,
+    RateLimit,
     ServerHello,
     Username,
     UsernameRequest,
@@ -27,6 +28,7 @@ class ChatTestClient:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as client.py does
         self.conn = conn or ClientConnection()
         self.hello: ServerHello | None = None
+        self.rate_limit: RateLimit | None = None
 
     def handshake(self) -> None:
         self.hello = self.next_event()
@@ -34,6 +36,7 @@ class ChatTestClient:
         self.conn.accept_server_key()
         self.flush()
         assert isinstance(self.next_event(), HandshakeComplete)
+        self.rate_limit = self.expect(RateLimit)
         assert isinstance(self.next_event(), UsernameRequest)
 
     def join(self, name: str) -> Welcome:

@@ -42,9 +42,11 @@ from protocol import (
     Notice,
     PrivateLine,
     PrivateMessage,
+    RateLimit,
     RemoteProtocolError,
     ServerConnection,
     ServerHello,
+    ServerRefused,
     UserJoined,
     UserLeft,
     UserList,
@@ -53,6 +55,7 @@ from protocol import (
     UsernameRequest,
     UserParted,
     Welcome,
+    refusal,
 )
 
 # RFC 7748 section 6.1's keys, pinned so that every run sends the same bytes.
@@ -100,9 +103,11 @@ SERVER_MESSAGES = [
     HistoryMessage("Zoë", "earlier", "1764100000", "chat"),
     Motd("Welcome!\nBe nice."),
     UserParted("Zoë", "bye all"),
+    RateLimit(burst=20, interval_ms=200),
+    RateLimit(burst=0, interval_ms=0xFFFFFFFF),
     Goodbye("Server is shutting down."),  # last: nothing may follow it
 ]
-SERVER_ONLY = [UsernameRequest, Welcome, ChatMessage, UserJoined, UserLeft, Notice, ErrorNotice,
+SERVER_ONLY = [UsernameRequest, Welcome, ChatMessage, UserJoined, UserLeft, Notice, ErrorNotice, RateLimit,
                PrivateMessage, ActionMessage, NickChanged, UserList, HistoryMessage, Motd, UserParted]
 CLIENT_ONLY = [Username, ChatLine, PrivateLine, ActionLine, NickRequest, UserListRequest]
 
@@ -380,7 +385,7 @@ def test_messages_interleave_both_ways(pair, client_sends):
 )
 def test_role_may_not_send_the_other_roles_messages(pair, client_sends, message_type):
     sender, receiver = pair.sender_receiver(client_sends)
-    message = message_type(*["x"] * len(dataclasses.fields(message_type)))
+    message = message_type(*[1 if f.type == "int" else "x" for f in dataclasses.fields(message_type)])
     with pytest.raises(LocalProtocolError):
         sender.send(message)
     assert sender.state is OPEN
@@ -983,6 +988,7 @@ def test_codec_type_numbers_are_the_specs():
     assert {cls.__name__: cls.TYPE for cls in Message.__subclasses__()} == {
         "UsernameRequest": 0x01, "Username": 0x02, "Welcome": 0x03, "ChatLine": 0x04, "ChatMessage": 0x05,
         "UserJoined": 0x06, "UserLeft": 0x07, "Notice": 0x08, "ErrorNotice": 0x09, "Goodbye": 0x0A,
+        "RateLimit": 0x0B,
         "PrivateLine": 0x10, "PrivateMessage": 0x11, "ActionLine": 0x12, "ActionMessage": 0x13,
         "NickRequest": 0x14, "NickChanged": 0x15, "UserListRequest": 0x16, "UserList": 0x17,
         "HistoryMessage": 0x18, "Motd": 0x19, "UserParted": 0x1A,
@@ -1110,3 +1116,56 @@ def test_tab_becomes_a_space():
 @pytest.mark.parametrize("text", ["plain text", "", "héllo, wörld", "日本語のテキスト", "emoji 🎉 ok", "Zoë: 1 + 1 = 2"])
 def test_printable_text_is_unchanged(text):
     assert protocol.printable_text(text) == text
+
+
+# --- turned away before the handshake, and numeric fields ------------------
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "byte_by_byte"])
+def test_a_refusal_instead_of_a_hello_ends_the_connection_with_its_reason(split):
+    client = ClientConnection()
+    frame = refusal("The server is full (1000 people). Try again later.")
+    for chunk in ([frame[i:i + 1] for i in range(len(frame))] if split else [frame]):
+        client.receive_data(chunk)
+    assert client.next_event() == ServerRefused("The server is full (1000 people). Try again later.")
+    assert client.state is ConnectionState.CLOSED
+    assert client.data_to_send() == b""
+    with pytest.raises(LocalProtocolError):
+        client.accept_server_key()
+
+
+@pytest.mark.parametrize("body", [
+    bytes([0x03, 0x01, 0x00]),                 # reason length cut short
+    bytes([0x03, 0x01, 0x00, 0x02, 0xFF, 0xFE]),  # not UTF-8
+    bytes([0x03, 0x01, 0x00, 0x00, 0x00]),     # trailing byte
+    bytes([0x03, 0x02, 0x00, 0x00]),           # unknown version
+], ids=["truncated", "not_utf8", "trailing", "version"])
+def test_a_malformed_refusal_is_a_protocol_error(body):
+    client = ClientConnection()
+    client.receive_data(struct.pack("!I", len(body)) + body)
+    with pytest.raises(RemoteProtocolError):
+        client.next_event()
+    assert client.state is ConnectionState.ERROR
+
+
+def test_a_server_may_not_refuse_after_its_hello(identity_key):
+    client, server = ClientConnection(), ServerConnection(identity_key)
+    client.receive_data(server.data_to_send() + refusal("full"))
+    assert isinstance(client.next_event(), ServerHello)
+    client.accept_server_key()
+    with pytest.raises(RemoteProtocolError):
+        client.next_event()
+
+
+def test_numeric_fields_are_u32_on_the_wire():
+    assert protocol.encode_message(RateLimit(burst=20, interval_ms=200)) == bytes.fromhex("0b 00000014 000000c8")
+
+
+@pytest.mark.parametrize("value", [-1, 2**32, 1.5, "20", True])
+def test_a_numeric_field_refuses_what_u32_cannot_carry(value):
+    with pytest.raises(TypeError):
+        RateLimit(burst=value, interval_ms=200)
+
+
+def test_a_truncated_numeric_field_is_malformed():
+    assert isinstance(protocol.decode_message(bytes.fromhex("0b 00000014 0000")), MalformedMessage)

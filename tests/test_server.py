@@ -100,8 +100,9 @@ class OwnServer:
         self.clients: list[ChatTestClient] = []
         self.stopped = False
 
-    def start(self) -> server.ChatServer:
-        self.server = server.ChatServer(self.key, "127.0.0.1", 0)
+    def start(self, **limits) -> server.ChatServer:
+        """Start serving, with ``limits`` (fields of ``server.Limits``) changed."""
+        self.server = server.ChatServer(self.key, "127.0.0.1", 0, server.Limits(**limits))
         self.thread = threading.Thread(target=self.server.serve_forever, name="serve_forever", daemon=True)
         self.thread.start()
         return self.server
@@ -130,7 +131,7 @@ class OwnServer:
 
 @pytest.fixture
 def own_server(identity_key):
-    """A server this test controls (patch module constants before ``start()``)."""
+    """A server this test starts (with limits of its choice) and controls."""
     own = OwnServer(identity_key)
     try:
         yield own
@@ -512,7 +513,7 @@ def test_longest_chat_line_does_not_disconnect_the_receivers(alice_and_bob):
 
 def test_message_over_the_size_limit_is_refused_with_the_limit_named(alice_and_bob):
     alice, bob = alice_and_bob
-    at_limit = "é" * (server.MAX_MESSAGE_BYTES // 2)  # two bytes of UTF-8 each
+    at_limit = "é" * (server.Limits().max_message_bytes // 2)  # two bytes of UTF-8 each
     over_limit = at_limit + "x"
 
     bob.say(at_limit)
@@ -520,7 +521,7 @@ def test_message_over_the_size_limit_is_refused_with_the_limit_named(alice_and_b
 
     assert alice.next_event() == ChatMessage("Bob", at_limit)
     refusal = bob.expect(ErrorNotice)
-    assert str(server.MAX_MESSAGE_BYTES) in refusal.text
+    assert str(server.Limits().max_message_bytes) in refusal.text
     bob.say("after")
     assert alice.next_event() == ChatMessage("Bob", "after")
 
@@ -580,9 +581,8 @@ def test_no_new_connections_after_shutdown(own_server):
 # --- deadlines ---------------------------------------------------------------
 
 
-def test_client_that_never_speaks_is_closed_after_the_handshake_deadline(own_server, monkeypatch):
-    monkeypatch.setattr(server, "HANDSHAKE_TIMEOUT", 0.5)
-    chat = own_server.start()
+def test_client_that_never_speaks_is_closed_after_the_handshake_deadline(own_server):
+    chat = own_server.start(handshake_timeout=0.5)
     sock = socket.create_connection(chat.server_address, timeout=DEADLINE)
     try:
         deadline = time.monotonic() + DEADLINE
@@ -593,20 +593,17 @@ def test_client_that_never_speaks_is_closed_after_the_handshake_deadline(own_ser
     assert wait_until(lambda: chat.connection_count() == 0)
 
 
-def test_client_that_never_chooses_a_name_is_told_and_closed(own_server, monkeypatch):
-    monkeypatch.setattr(server, "USERNAME_TIMEOUT", 0.5)
-    chat = own_server.start()
+def test_client_that_never_chooses_a_name_is_told_and_closed(own_server):
+    chat = own_server.start(username_timeout=0.5)
     client = own_server.client()  # handshake done, UsernameRequest read
 
-    client.expect(Goodbye)
+    assert client.expect(Goodbye) == Goodbye("Timed out waiting for a username.")
     assert client.wait_closed().clean
     assert wait_until(lambda: chat.connection_count() == 0)
 
 
-def test_joined_client_may_stay_idle_past_the_deadlines(own_server, monkeypatch):
-    monkeypatch.setattr(server, "HANDSHAKE_TIMEOUT", 0.3)
-    monkeypatch.setattr(server, "USERNAME_TIMEOUT", 0.3)
-    own_server.start()
+def test_joined_client_may_stay_idle_past_the_deadlines(own_server):
+    own_server.start(handshake_timeout=0.3, username_timeout=0.3, frame_timeout=0.3)
     alice = own_server.client("Alice")
     bob = own_server.client("Bob")
     alice.expect(UserJoined)
@@ -667,9 +664,10 @@ def test_identity_key_file_that_is_not_a_private_key_is_refused(tmp_path, identi
 # --- a slow reader -----------------------------------------------------------
 
 
-def test_slow_reader_is_cut_off_without_stalling_the_others(own_server, monkeypatch):
-    monkeypatch.setattr(server, "OUTBOX_SIZE", 8)
-    chat = own_server.start()
+def test_slow_reader_is_cut_off_without_stalling_the_others(own_server):
+    longest = server.Limits().max_message_bytes
+    # A send queue of 8 long lines; no flood control: this sender is a test.
+    chat = own_server.start(sendq_bytes=8 * (longest + 100), rate=0)
     own_server.client("Stalled")  # joins, then never reads again
     sender = own_server.client("Sender")
     reader = own_server.client("Reader")
@@ -681,7 +679,7 @@ def test_slow_reader_is_cut_off_without_stalling_the_others(own_server, monkeypa
     # an outbox holds, so the reader is never the slow one. It sends until
     # the reader has seen Stalled cut off: once the socket buffers between
     # them are full (about 4 MB on Linux loopback), then its outbox.
-    line, most = "y" * (server.MAX_MESSAGE_BYTES - 5), 5000
+    line, most = "y" * (longest - 5), 5000
     window = threading.Semaphore(7)
     stop = threading.Event()
     sent: list[int] = []

@@ -219,7 +219,7 @@ def test_private_message_to_an_unknown_name_is_a_clear_error(trio):
 
 def test_private_message_is_checked_like_a_chat_line(alice_and_bob):
     alice, bob = alice_and_bob
-    alice.send(PrivateLine("Bob", "x" * (server.MAX_MESSAGE_BYTES + 1)))
+    alice.send(PrivateLine("Bob", "x" * (server.Limits().max_message_bytes + 1)))
     assert "limit is 4096" in alice.expect(ErrorNotice).text
     alice.send(PrivateLine("Bob", "  "))
     assert "empty" in alice.expect(ErrorNotice).text
@@ -396,3 +396,27 @@ def test_console_quit_stops_the_server(identity_key, capsys):
         chat.shutdown()
         chat.server_close()
     assert "No one is online." in capsys.readouterr().out
+
+
+def test_flood_control_counts_private_lines_actions_and_renames_too(server_with):
+    chat = server_with(limits=server.Limits(rate=0.001, burst=3))
+    ann, bob = server_with.client(chat), server_with.client(chat)
+    ann.join("Ann")
+    bob.join("Bob")
+    ann.expect(UserJoined)
+
+    ann.send(PrivateLine("Bob", "one"))
+    ann.send(ActionLine("two"))
+    ann.say("three")
+    ann.send(NickRequest("Annie"))
+    ann.send(PrivateLine("Bob", "five"))
+
+    assert bob.expect(PrivateMessage).text == "one"
+    assert bob.expect(ActionMessage).text == "two"
+    assert bob.expect(ChatMessage).text == "three"
+    assert ann.expect(PrivateMessage).text == "one"  # the receipt
+    assert "Slow down: the name was not changed" in ann.expect(ErrorNotice).text
+    assert 'Slow down: "five" was not sent' in ann.expect(ErrorNotice).text
+    ann.send(UserListRequest())  # not counted: the answer goes to the asker alone
+    assert [name for name, _ in ann.expect(UserList).members()] == ["Ann", "Bob"]
+    bob.assert_quiet()
