@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
+import server as server_module
 from tests import procs
 from tests.test_e2e import join, join_and_wait, stop
 
@@ -247,3 +249,42 @@ def test_readme_conversation_is_unchanged_with_the_new_defaults(server, open_cli
     assert after_name(randall) == ("* Jaime Lannister joined the chat.\nJaime Lannister: Hi\n"
                                    "* Jaime Lannister left the chat.\n")
     assert after_name(jaime) == "Randall Flagg: Hi\n"
+
+
+def test_name_option_joins_without_the_question(server, open_client):
+    randall = open_client(server, "randall")
+    join_and_wait(server, randall, "Randall Flagg")
+    jaime = open_client(server, "jaime", "--name", "Jaime Lannister")
+
+    jaime.send("my first line is chat")  # not taken for a username
+
+    randall.stdout.expect("* Jaime Lannister joined the chat.")
+    randall.stdout.expect("Jaime Lannister: my first line is chat")
+
+
+def test_taken_name_option_on_a_pipe_exits_with_the_reason(server, open_client):
+    randall = open_client(server, "randall")
+    join_and_wait(server, randall, "Randall Flagg")
+    second = open_client(server, "second", "--name", "RANDALL FLAGG")
+
+    assert second.wait() == 1
+    errors = second.stderr.text()
+    assert "That username is taken." in errors and "giving up" in errors
+    assert "Traceback" not in errors
+
+
+def test_kicked_client_is_told_why_and_exits(tmp_path, running_server):
+    client = procs.start_client(tmp_path, running_server.server_address[1], "kicked", "--name", "Bob")
+    try:
+        client.stdout.expect("Encryption is established.")
+        console = server_module.OperatorConsole(running_server)
+        deadline = time.monotonic() + procs.TIMEOUT
+        while running_server.room.find("Bob") is None:  # joined: the server has the name
+            assert time.monotonic() < deadline, "Bob never joined"
+            time.sleep(0.01)
+        assert console.execute("/kick Bob enough") == ["Kicked Bob."]
+
+        assert client.wait() == 1
+        assert client.stderr.text() == "You were kicked by the operator: enough\n"
+    finally:
+        client.kill()

@@ -188,3 +188,15 @@ def test_operator_console_users_say_kick_and_quit(console_server):
     finally:
         alice.close()
         bob.close()
+
+
+def test_taken_name_option_on_a_terminal_asks_again(running_server, connect, open_pty):
+    other = connect("Ann")
+    pty = open_pty(running_server.server_address[1], "--name", "ann")
+
+    pty.expect(b"That username is taken. Please enter another username.\r\n")
+    pty.expect(b"Username: ")
+    pty.type_line("Annie")
+
+    expect_event(other, UserJoined("Annie"))
+    pty.expect(b"\n> ")
