@@ -32,17 +32,7 @@ from protocol import (
     Welcome,
 )
 from tests.helpers import ChatTestClient
-
-
-class FakeMember:
-    """A room member without a socket: it keeps what it is given."""
-
-    def __init__(self) -> None:
-        self.name = None
-        self.inbox: list = []
-
-    def deliver(self, message) -> None:
-        self.inbox.append(message)
+from tests.test_server import FakeMember, alice_and_bob  # noqa: F401 (a fixture)
 
 
 class FakeClock:
@@ -174,15 +164,6 @@ def test_format_duration(seconds, shown):
 
 
 # --- over loopback ---------------------------------------------------------------
-
-
-@pytest.fixture
-def alice_and_bob(connect):
-    """Two joined clients; Alice has seen Bob join."""
-    alice = connect("Alice")
-    bob = connect("Bob")
-    alice.expect(UserJoined)
-    return alice, bob
 
 
 @pytest.fixture
