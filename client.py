@@ -612,7 +612,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-color", action="store_true",
                         help="no colours (also when NO_COLOR is set, or output is not a terminal)")
     parser.add_argument("--timestamps", action="store_true", help="start each line shown with the time, HH:MM")
-    parser.epilog = "In the chat, type /help for the commands."
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the command lines as they are
+    parser.epilog = "commands in the chat:\n" + "\n".join(f"  {line}" for line in client_ui.help_lines())
     return parser.parse_args(argv)
 
 

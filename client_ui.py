@@ -289,11 +289,17 @@ def _needs(argument: str, command: str) -> None:
         raise UsageError(command)
 
 
-def _help(ctx: Context, argument: str) -> None:
+def help_lines() -> list[str]:
+    """One line per command, from the table (``/help`` and ``--help``)."""
     width = max(len(c.usage) for c in COMMANDS.values())
-    for command in COMMANDS.values():
-        ctx.show(f"{command.usage:<{width}}  {command.help}")
-    ctx.show(f"{'//TEXT':<{width}}  send TEXT starting with one /")
+    return [f"{command.usage:<{width}}  {command.help}" for command in COMMANDS.values()] + [
+        f"{'//TEXT':<{width}}  send TEXT starting with one /"
+    ]
+
+
+def _help(ctx: Context, argument: str) -> None:
+    for line in help_lines():
+        ctx.show(line)
 
 
 def _users(ctx: Context, argument: str) -> None:

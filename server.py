@@ -853,8 +853,12 @@ class OperatorConsole:
             return [f"Unknown command {name}. Type /help for the commands."]
         return command.run(argument.strip())
 
-    def _help(self, argument: str) -> list[str]:
+    def help_lines(self) -> list[str]:
+        """One line per command, from the table (``/help`` and ``--help``)."""
         return [f"{(c.name + ' ' + c.arguments).strip():<22} {c.help}" for c in self.commands.values()]
+
+    def _help(self, argument: str) -> list[str]:
+        return self.help_lines()
 
     def _users(self, argument: str) -> list[str]:
         members = self.server.room.who()
@@ -919,7 +923,12 @@ def positive(kind, name: str):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Encrypted terminal group chat: the server.")
+    parser = argparse.ArgumentParser(
+        description="Encrypted terminal group chat: the server.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keep the command lines as they are
+        epilog="operator console (when the server runs in a terminal):\n"
+               + "\n".join(f"  {line}" for line in OperatorConsole(server=None).help_lines()),
+    )
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all IPv4 interfaces)")
     parser.add_argument(
         "--port", type=port_number, default=DEFAULT_PORT,

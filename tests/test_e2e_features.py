@@ -216,10 +216,13 @@ def test_history_option_refuses_what_is_not_a_count(value):
 
 
 @pytest.mark.parametrize(("program", "options"), [
-    ("server.py", ["--host", "--port", "--key", "--history", "--motd"]),
-    ("client.py", ["--host", "--port", "--name", "--fingerprint", "--known-hosts", "--no-color", "--timestamps"]),
+    ("server.py", ["--host", "--port", "--key", "--history", "--motd",
+                   "/users", "/kick NAME [REASON]", "/say TEXT", "/quit"]),
+    ("client.py", ["--host", "--port", "--name", "--fingerprint", "--known-hosts", "--no-color", "--timestamps",
+                   "/help", "/users", "/msg NAME TEXT", "/reply TEXT", "/me ACTION", "/nick NEW", "/ignore NAME",
+                   "/unignore NAME", "/quit [MESSAGE]", "//TEXT"]),
 ])
-def test_help_lists_the_options(program, options):
+def test_help_lists_the_options_and_commands(program, options):
     result = subprocess.run([sys.executable, program, "--help"], cwd=procs.ROOT,
                             capture_output=True, text=True, timeout=procs.TIMEOUT)
     assert result.returncode == 0
