@@ -896,7 +896,23 @@ def run_console(console: OperatorConsole, server: "ChatServer", read_line=input)
                 print(line, flush=True)
     except (ConsoleQuit, EOFError):
         pass
+    except OSError as exc:
+        # EIO: the server was put in the background (SIGTTIN is ignored).
+        # The console ends; the server goes on.
+        log.info("Operator console closed: %s", exc.strerror or exc)
+        return
     server.shutdown()
+
+
+def console_wanted(stdin) -> bool:
+    """Run the console if stdin is a terminal and the server is not a
+    background job of it (reading would stop the whole server with SIGTTIN)."""
+    if not stdin.isatty():
+        return False
+    try:
+        return os.tcgetpgrp(stdin.fileno()) == os.getpgrp()
+    except OSError:
+        return True  # a terminal, but not ours to control: no job control applies
 
 
 # --- the command line --------------------------------------------------------
@@ -1042,7 +1058,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Listening at {_format_address(server.server_address)}")
     print(f"Server key fingerprint: {server.fingerprint}", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)
-    if sys.stdin.isatty():
+    if console_wanted(sys.stdin):
+        signal.signal(signal.SIGTTIN, signal.SIG_IGN)  # if put in the background later: EIO, not a stop
         console = OperatorConsole(server)
         threading.Thread(target=run_console, args=(console, server), name="console", daemon=True).start()
     with server:

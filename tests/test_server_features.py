@@ -401,3 +401,45 @@ def test_flood_control_counts_private_lines_actions_and_renames_too(server_with)
     ann.send(UserListRequest())  # not counted: the answer goes to the asker alone
     assert [name for name, _ in ann.expect(UserList).members()] == ["Ann", "Bob"]
     bob.assert_quiet()
+
+
+class FakeStdin:
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def fileno(self) -> int:
+        return 0
+
+
+@pytest.mark.parametrize(("tty", "terminal_group", "wanted"), [
+    (False, None, False),
+    (True, "ours", True),
+    (True, "another", False),  # started with & from a shell: reading would stop the server
+    (True, OSError, True),  # a terminal that is not the controlling one: no job control
+])
+def test_console_only_on_a_terminal_in_the_foreground(monkeypatch, tty, terminal_group, wanted):
+    def tcgetpgrp(fd):
+        if terminal_group is OSError:
+            raise OSError("not a controlling terminal")
+        return 4242 if terminal_group == "ours" else 4343
+
+    monkeypatch.setattr(server.os, "tcgetpgrp", tcgetpgrp)
+    monkeypatch.setattr(server.os, "getpgrp", lambda: 4242)
+    assert server.console_wanted(FakeStdin(tty)) is wanted
+
+
+def test_console_ends_without_stopping_the_server_when_its_terminal_fails(running_server, capsys):
+    def read_line():
+        raise OSError(5, "Input/output error")
+
+    server.run_console(server.OperatorConsole(running_server), running_server, read_line)
+
+    client = ChatTestClient(running_server.server_address)  # still serving
+    try:
+        client.handshake()
+        client.join("Alice")
+    finally:
+        client.close()
