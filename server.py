@@ -72,7 +72,6 @@ USERNAME_INVALID = (
 )
 SHUTTING_DOWN = "Server is shutting down."
 SERVER_FULL = "The server is full ({max_clients} people). Try again later."
-SENDQ_EXCEEDED = "Disconnected: you were not reading your messages (send queue full)."
 
 #: TCP keepalive: find peers that vanished without a word (power cut, lost
 #: network) within about two minutes instead of the kernel's two hours.
@@ -549,7 +548,7 @@ class ClientHandler:
         if not text.strip():
             self.deliver(ErrorNotice("An empty message was not sent."))
             return False
-        size = len(text.encode("utf-8", "surrogatepass"))
+        size = len(text.encode("utf-8"))
         if size > self.limits.max_message_bytes:
             self.deliver(ErrorNotice(
                 f"The message was not sent: it is {size} bytes long, and the limit is "

@@ -9,7 +9,7 @@ import pytest
 
 import crypto_utils
 import server as chat_server
-from tests.helpers import ChatTestClient
+from tests.helpers import ChatTestClient, OwnServer
 
 KEYS = Path(__file__).parent / "keys"
 
@@ -73,3 +73,13 @@ def connect(running_server):
     yield open_client
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def own_server(identity_key):
+    """A server this test starts (with limits of its choice) and controls."""
+    own = OwnServer(identity_key)
+    try:
+        yield own
+    finally:
+        own.cleanup()

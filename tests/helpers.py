@@ -4,9 +4,11 @@ timeouts on every read, so no test can wait forever."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import protocol
+import server
 from protocol import (
     ChatLine,
     ClientConnection,
@@ -20,6 +22,7 @@ from protocol import (
 )
 
 TIMEOUT = 5.0  # seconds any single expected event may take
+DEADLINE = 5.0  # seconds for anything the tests poll for
 
 
 class ChatTestClient:
@@ -96,3 +99,52 @@ class ChatTestClient:
             self.sock.close()
         except OSError:
             pass
+
+
+def wait_until(predicate, timeout: float = DEADLINE) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+class OwnServer:
+    """A ChatServer on 127.0.0.1:0 that the test starts and stops itself."""
+
+    def __init__(self, key) -> None:
+        self.key = key
+        self.server: server.ChatServer | None = None
+        self.thread: threading.Thread | None = None
+        self.clients: list[ChatTestClient] = []
+        self.stopped = False
+
+    def start(self, **limits) -> server.ChatServer:
+        """Start serving, with ``limits`` (fields of ``server.Limits``) changed."""
+        self.server = server.ChatServer(self.key, "127.0.0.1", 0, server.Limits(**limits))
+        self.thread = threading.Thread(target=self.server.serve_forever, name="serve_forever", daemon=True)
+        self.thread.start()
+        return self.server
+
+    def client(self, name: str | None = None, handshake: bool = True) -> ChatTestClient:
+        client = ChatTestClient(self.server.server_address)
+        self.clients.append(client)
+        if handshake:
+            client.handshake()
+        if name is not None:
+            client.join(name)
+        return client
+
+    def stop(self) -> None:
+        if self.server is not None and not self.stopped:
+            self.stopped = True
+            self.server.shutdown()
+            self.server.server_close()
+            self.thread.join(DEADLINE)
+
+    def cleanup(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.stop()

@@ -135,8 +135,8 @@ LISTENING = re.compile(r"^Listening at 127\.0\.0\.1:(\d+)$")
 def start_server(tmp_path: Path, *options: str) -> Proc:
     """server.py on 127.0.0.1 and a free port (its ``port`` attribute)."""
     key = private_key_copy(tmp_path / "server-key")
-    proc = Proc(["server.py", "--key", str(key), "--host", "127.0.0.1", "--port", "0", *options],
-                tmp_path / "server-data")
+    args = ["server.py", "--key", str(key), "--host", "127.0.0.1", "--port", "0", *options]
+    proc = Proc(args, tmp_path / "server-data")
     try:
         proc.port = int(LISTENING.search(proc.stdout.expect(LISTENING)).group(1))
     except BaseException:

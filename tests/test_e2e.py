@@ -210,3 +210,56 @@ def test_nothing_listening_gives_one_line_could_not_connect(tmp_path):
             client.kill()
 
     assert len(errors) == 1 and errors[0].startswith("Could not connect"), errors
+
+
+# --- the server's limits, as a person meets them ------------------------------
+
+
+@pytest.fixture
+def limited_server(tmp_path):
+    """server.py with one place and a fast but small flood-control bucket."""
+    proc = procs.start_server(tmp_path, "--max-clients", "2", "--rate", "20", "--burst", "3")
+    try:
+        yield proc
+    finally:
+        proc.kill()
+
+
+def test_a_full_server_is_one_clear_line_and_a_failure(limited_server, tmp_path):
+    clients = []
+    try:
+        for index in range(2):
+            clients.append(procs.start_client(tmp_path, limited_server.port, f"c{index}"))
+            join_and_wait(limited_server, clients[index], f"person{index}")
+        # Started only once the two are in: started together, any of the
+        # three could be the one refused.
+        third = procs.start_client(tmp_path, limited_server.port, "c2")
+        clients.append(third)
+        assert third.wait() == 1
+        assert third.stderr.text() == "The server is full (2 people). Try again later.\n"
+        assert third.stdout.text() == "Trying to connect server...\nConnected to server.\n"
+    finally:
+        for client in clients:
+            client.kill()
+
+
+def test_a_pasted_block_past_the_burst_arrives_whole_and_in_order(limited_server, tmp_path):
+    reader = procs.start_client(tmp_path, limited_server.port, "reader")
+    paster = procs.start_client(tmp_path, limited_server.port, "paster")
+    try:
+        join_and_wait(limited_server, reader, "Reader")
+        join_and_wait(limited_server, paster, "Paster")
+        lines = [f"pasted line {n}" for n in range(15)]  # five times the burst
+        paster.popen.stdin.write("".join(line + "\n" for line in lines))
+        paster.close_stdin()
+
+        for line in lines:
+            reader.stdout.expect(f"Paster: {line}")
+        assert paster.wait() == 0
+        assert "Slow down" not in paster.stderr.text() + paster.stdout.text()
+        assert [line for line in reader.stdout.lines if line.startswith("Paster: ")] == [
+            f"Paster: {line}" for line in lines
+        ]
+    finally:
+        for client in (reader, paster):
+            client.kill()

@@ -27,10 +27,7 @@ from protocol import (
     UsernameRequest,
     Welcome,
 )
-from tests.helpers import ChatTestClient
-
-DEADLINE = 5.0  # seconds for anything the tests poll for
-
+from tests.helpers import DEADLINE, ChatTestClient, wait_until
 
 # --- helpers -----------------------------------------------------------------
 
@@ -45,16 +42,6 @@ class FakeMember:
 
     def deliver(self, message) -> None:
         self.inbox.append(message)
-
-
-def wait_until(predicate, timeout: float = DEADLINE) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def run_threads(targets, timeout: float = DEADLINE * 2) -> None:
@@ -88,55 +75,6 @@ def peer_name(client: ChatTestClient) -> str:
     """How the server names this client's connection (and its threads)."""
     host, port = client.sock.getsockname()[:2]
     return f"{host}:{port}"
-
-
-class OwnServer:
-    """A ChatServer on 127.0.0.1:0 that the test starts and stops itself."""
-
-    def __init__(self, key) -> None:
-        self.key = key
-        self.server: server.ChatServer | None = None
-        self.thread: threading.Thread | None = None
-        self.clients: list[ChatTestClient] = []
-        self.stopped = False
-
-    def start(self, **limits) -> server.ChatServer:
-        """Start serving, with ``limits`` (fields of ``server.Limits``) changed."""
-        self.server = server.ChatServer(self.key, "127.0.0.1", 0, server.Limits(**limits))
-        self.thread = threading.Thread(target=self.server.serve_forever, name="serve_forever", daemon=True)
-        self.thread.start()
-        return self.server
-
-    def client(self, name: str | None = None, handshake: bool = True) -> ChatTestClient:
-        client = ChatTestClient(self.server.server_address)
-        self.clients.append(client)
-        if handshake:
-            client.handshake()
-        if name is not None:
-            client.join(name)
-        return client
-
-    def stop(self) -> None:
-        if self.server is not None and not self.stopped:
-            self.stopped = True
-            self.server.shutdown()
-            self.server.server_close()
-            self.thread.join(DEADLINE)
-
-    def cleanup(self) -> None:
-        for client in self.clients:
-            client.close()
-        self.stop()
-
-
-@pytest.fixture
-def own_server(identity_key):
-    """A server this test starts (with limits of its choice) and controls."""
-    own = OwnServer(identity_key)
-    try:
-        yield own
-    finally:
-        own.cleanup()
 
 
 @pytest.fixture

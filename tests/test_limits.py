@@ -1,0 +1,195 @@
+"""The limits, without sockets: the token bucket, the send queue, the
+client's pacer, and the server's limit options."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import client as chat_client
+import server
+from protocol import ChatMessage, Goodbye, RateLimit
+
+
+class FakeClock:
+    """Time that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+# --- the token bucket --------------------------------------------------------
+
+
+def test_a_burst_goes_through_then_the_next_is_told_how_long_to_wait():
+    clock = FakeClock()
+    bucket = server.TokenBucket(rate=5, burst=20, clock=clock)
+
+    assert [bucket.take() for _ in range(20)] == [0.0] * 20
+    assert bucket.take() == pytest.approx(0.2)
+
+
+def test_refused_messages_cost_nothing_and_the_rate_holds_after_a_burst():
+    clock = FakeClock()
+    bucket = server.TokenBucket(rate=5, burst=20, clock=clock)
+    for _ in range(20):
+        bucket.take()
+
+    assert bucket.take() == pytest.approx(0.2)
+    clock.advance(0.1)
+    assert bucket.take() == pytest.approx(0.1)  # the refusal above spent nothing
+    clock.advance(0.1)
+    assert bucket.take() == 0.0
+    assert bucket.take() == pytest.approx(0.2)
+
+
+def test_a_sustained_rate_at_the_limit_is_never_refused():
+    clock = FakeClock()
+    bucket = server.TokenBucket(rate=5, burst=20, clock=clock)
+    for _ in range(500):
+        assert bucket.take() == 0.0
+        clock.advance(0.2)
+
+
+def test_an_idle_bucket_refills_to_the_burst_and_no_further():
+    clock = FakeClock()
+    bucket = server.TokenBucket(rate=5, burst=3, clock=clock)
+    for _ in range(3):
+        bucket.take()
+    clock.advance(3600)
+
+    assert [bucket.take() for _ in range(3)] == [0.0] * 3
+    assert bucket.take() > 0
+
+
+def test_rate_zero_means_no_flood_control():
+    bucket = server.TokenBucket(rate=0, burst=1, clock=FakeClock())
+    assert all(bucket.take() == 0.0 for _ in range(1000))
+
+
+# --- the send queue ----------------------------------------------------------
+
+
+def message(text: str = "x" * 100) -> ChatMessage:
+    return ChatMessage("Alice", text)
+
+
+def test_the_send_queue_refuses_what_would_pass_its_limit_and_keeps_the_rest():
+    size = server.message_size(message())
+    outbox = server.Outbox(limit_bytes=3 * size)
+
+    assert [outbox.put(message(str(n) * 100)) for n in range(3)] == [True] * 3
+    assert outbox.put(message()) is False
+    assert outbox.queued_bytes == 3 * size
+    assert outbox.take_all() == [message(str(n) * 100) for n in range(3)]
+    assert outbox.queued_bytes == 0
+    assert outbox.put(message()) is True  # room again once taken
+
+
+def test_a_message_counts_by_its_text_so_long_lines_fill_the_queue_sooner():
+    assert server.message_size(message("y" * 4000)) - server.message_size(message("y" * 1000)) == 3000
+
+
+def test_close_lets_the_goodbye_past_the_limit_and_the_writer_drains_then_stops():
+    outbox = server.Outbox(limit_bytes=server.message_size(message()))
+    outbox.put(message())
+
+    outbox.close(last=Goodbye("bye"))
+    outbox.put(message("after the close"))  # dropped: the client is leaving
+
+    assert outbox.take_all() == [message(), Goodbye("bye")]
+    assert outbox.take_all() == []  # closed and empty: stop
+
+
+def test_take_all_waits_for_a_message_from_another_thread():
+    outbox = server.Outbox(limit_bytes=10_000)
+    taken: list = []
+    writer = threading.Thread(target=lambda: taken.extend(outbox.take_all()))
+    writer.start()
+
+    outbox.put(message("wake up"))
+    writer.join(5)
+
+    assert not writer.is_alive()
+    assert taken == [message("wake up")]
+
+
+# --- the client's pacer ------------------------------------------------------
+
+
+def test_the_pacer_keeps_a_client_inside_the_servers_bucket():
+    # Send as fast as the pacer allows, and check every line against a server
+    # bucket that sees it arrive at the moment the pacer let it go.
+    clock = FakeClock()
+    limit = RateLimit(burst=20, interval_ms=200)
+    pacer = chat_client.Pacer(limit, clock=clock)
+    bucket = server.TokenBucket(rate=5, burst=20, clock=clock)
+
+    for _ in range(200):
+        clock.advance(pacer.delay())
+        assert bucket.take() == 0.0
+
+
+def test_the_pacer_sends_a_paste_at_once_up_to_the_burst_then_spaces_the_rest():
+    clock = FakeClock()
+    pacer = chat_client.Pacer(RateLimit(burst=20, interval_ms=200), clock=clock)
+
+    delays = []
+    for _ in range(25):
+        delays.append(pacer.delay())
+        clock.advance(delays[-1])
+
+    assert delays[:19] == [0.0] * 19  # one short of the burst: the margin
+    assert all(d == pytest.approx(0.22) for d in delays[20:])
+
+
+def test_the_pacer_never_waits_when_the_server_sets_no_limit():
+    pacer = chat_client.Pacer(RateLimit(burst=0, interval_ms=0), clock=FakeClock())
+    assert all(pacer.delay() == 0.0 for _ in range(100))
+
+
+# --- the options -------------------------------------------------------------
+
+
+def test_the_defaults_are_the_documented_ones():
+    limits = server.limits_from(server.parse_args([]))
+    assert limits == server.Limits()
+    assert (limits.max_clients, limits.max_message_bytes, limits.rate, limits.burst) == (1000, 4096, 5, 20)
+    assert (limits.handshake_timeout, limits.frame_timeout) == (10, 10)
+
+
+def test_every_limit_is_an_option():
+    args = server.parse_args([
+        "--max-clients", "7", "--max-message-bytes", "100", "--rate", "0.5", "--burst", "3",
+        "--sendq", "65536", "--handshake-timeout", "2", "--username-timeout", "30", "--frame-timeout", "1.5",
+    ])
+    assert server.limits_from(args) == server.Limits(
+        max_clients=7, max_message_bytes=100, rate=0.5, burst=3, sendq_bytes=65536,
+        handshake_timeout=2, username_timeout=30, frame_timeout=1.5,
+    )
+
+
+@pytest.mark.parametrize("argv", [
+    ["--max-clients", "0"], ["--max-clients", "many"], ["--burst", "0"], ["--rate", "-1"],
+    ["--rate", "inf"], ["--rate", "nan"], ["--sendq", "-5"], ["--handshake-timeout", "0"],
+    ["--max-message-bytes", str(server.MAX_MESSAGE_BYTES_CEILING + 1)],
+])
+def test_a_bad_limit_is_a_clear_usage_error(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        server.parse_args(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "error:" in error and argv[0] in error
+
+
+def test_the_client_is_told_the_rate_limit_it_must_keep():
+    assert server.Limits(rate=5, burst=20).rate_limit_message() == RateLimit(burst=20, interval_ms=200)
+    assert server.Limits(rate=0.5, burst=2).rate_limit_message() == RateLimit(burst=2, interval_ms=2000)
+    assert server.Limits(rate=0).rate_limit_message() == RateLimit(burst=0, interval_ms=0)
