@@ -87,14 +87,11 @@ def test_private_message_reaches_one_person_shown_distinctly_on_both_sides(serve
     assert not [line for line in cat.stdout.lines if "psst" in line or "got it" in line]
     assert not [line for line in server.stderr.lines if "psst" in line]  # the private text is not logged
 
-
-def test_private_message_to_an_unknown_name_is_a_clear_error(randall_and_jaime):
-    randall, jaime = randall_and_jaime
     jaime.send("/msg Nobody hello?")
     jaime.stdout.expect("Error: No one called Nobody is online; the private message was not sent.")
 
 
-def test_me_nick_and_users(server, randall_and_jaime):
+def test_me_nick_users_and_quit_with_a_parting_line(server, randall_and_jaime):
     randall, jaime = randall_and_jaime
 
     jaime.send("/me waves")
@@ -110,10 +107,17 @@ def test_me_nick_and_users(server, randall_and_jaime):
     jaime.stdout.expect(re.compile(r"^  Randall Flagg \(\d+ s\)$"))
     jaime.send("now renamed")
     randall.stdout.expect("Jaime: now renamed")
+    jaime.send("/quit good night, all")
+    assert jaime.wait() == 0
+    randall.stdout.expect("* Jaime left the chat: good night, all")
 
 
-def test_unknown_command_is_refused_and_double_slash_sends_a_slash(server, randall_and_jaime):
+def test_help_unknown_command_and_double_slash(server, randall_and_jaime):
     randall, jaime = randall_and_jaime
+    jaime.send("/help")
+    for command in ("/help", "/users", "/msg NAME TEXT", "/reply TEXT", "/me ACTION", "/nick NEW",
+                    "/ignore NAME", "/unignore NAME", "/quit [MESSAGE]", "//TEXT"):
+        jaime.stdout.expect(re.compile(rf"^{re.escape(command)} +\S"))
 
     jaime.send("/shrug")
     jaime.stdout.expect(re.compile(r"^Error: Unknown command /shrug; nothing was sent\."))
@@ -121,14 +125,6 @@ def test_unknown_command_is_refused_and_double_slash_sends_a_slash(server, randa
 
     randall.stdout.expect("Jaime Lannister: /shrug")
     assert randall.stdout.lines[-2:] == ["* Jaime Lannister joined the chat.", "Jaime Lannister: /shrug"]
-
-
-def test_help_lists_every_command(randall_and_jaime):
-    randall, jaime = randall_and_jaime
-    jaime.send("/help")
-    for command in ("/help", "/users", "/msg NAME TEXT", "/reply TEXT", "/me ACTION", "/nick NEW",
-                    "/ignore NAME", "/unignore NAME", "/quit [MESSAGE]", "//TEXT"):
-        jaime.stdout.expect(re.compile(rf"^{re.escape(command)} +\S"))
 
 
 def test_ignore_hides_that_person_on_this_client_only(server, randall_and_jaime, open_client):
@@ -151,13 +147,6 @@ def test_ignore_hides_that_person_on_this_client_only(server, randall_and_jaime,
     randall.stdout.expect("* No longer ignoring Jaime Lannister.")
     jaime.send("seen again")
     randall.stdout.expect("Jaime Lannister: seen again")
-
-
-def test_quit_with_a_parting_line(randall_and_jaime):
-    randall, jaime = randall_and_jaime
-    jaime.send("/quit good night, all")
-    assert jaime.wait() == 0
-    randall.stdout.expect("* Jaime Lannister left the chat: good night, all")
 
 
 def test_newcomer_sees_the_motd_and_the_history_marked_as_such(tmp_path, start_server, open_client):
