@@ -56,6 +56,7 @@ CONNECTION_LOST = "Connection to server lost."
 # started in the background by a script has SIGINT ignored from the start.
 WAKE_SIGNAL = signal.SIGUSR1
 WAKE_REPEAT = 0.1  # seconds between wake-ups until the main thread has one
+PROMPT_DRAW_WAIT = 0.5  # seconds a line waits for readline to draw its prompt, at most
 
 
 class ClientError(Exception):
@@ -176,25 +177,27 @@ class Terminal:
                 self._readline = readline
                 self._redisplay = _readline_redisplay(readline)
         self._asked: str | None = None  # the prompt input() was called with
-        self._held = False
+        self._drawing = False  # readline is drawing that prompt
+        self._prompt_ready = threading.Condition(self._lock)
         if self._redisplay:
             # A line that arrives while readline draws a new prompt waits
             # until it is drawn, then goes above it. Without this, a line
             # arriving just after Enter erased the row of the line just
             # typed, or was printed after the prompt. GNU readline calls the
-            # two hooks one after the other, around drawing the prompt.
+            # two hooks one after the other, around drawing the prompt. No
+            # lock is held from one hook to the other: an exception there
+            # (a signal's) is swallowed by readline, and must not leave it held.
             self._readline.set_startup_hook(self._prompt_drawing)
             self._readline.set_pre_input_hook(self._prompt_drawn)
 
     def _prompt_drawing(self) -> None:
-        self._lock.acquire()
-        self._held = True
+        self._drawing = True
 
     def _prompt_drawn(self) -> None:
-        self._prompt = self._asked
-        if self._held:
-            self._held = False
-            self._lock.release()
+        with self._prompt_ready:
+            self._drawing = False
+            self._prompt = self._asked
+            self._prompt_ready.notify_all()
 
     def enable_completion(self, names) -> None:
         """Tab completes names and commands (``names()`` gives those online).
@@ -216,6 +219,8 @@ class Terminal:
 
     def show(self, line: str) -> None:
         with self._lock:
+            if self._drawing and self._prompt is None:
+                self._prompt_ready.wait(PROMPT_DRAW_WAIT)
             if self._prompt is None:
                 print(line, flush=True)
                 return
@@ -245,6 +250,7 @@ class Terminal:
         finally:
             with self._lock:
                 self._prompt = self._asked = None
+                self._drawing = False
 
     def _erase_input(self) -> None:
         sys.stdout.flush()
