@@ -218,7 +218,7 @@ def test_nothing_listening_gives_one_line_could_not_connect(tmp_path):
 @pytest.fixture
 def limited_server(tmp_path):
     """server.py with one place and a fast but small flood-control bucket."""
-    proc = procs.start_server(tmp_path, "--max-clients", "2", "--rate", "20", "--burst", "3")
+    proc = procs.start_server(tmp_path, "--max-clients", "2", "--rate", "10", "--burst", "3")
     try:
         yield proc
     finally:
@@ -230,10 +230,8 @@ def test_a_full_server_is_one_clear_line_and_a_failure(limited_server, tmp_path)
     try:
         for index in range(2):
             clients.append(procs.start_client(tmp_path, limited_server.port, f"c{index}"))
-            join_and_wait(limited_server, clients[index], f"person{index}")
-        # Started only once the two are in: started together, any of the
-        # three could be the one refused.
-        third = procs.start_client(tmp_path, limited_server.port, "c2")
+            join_and_wait(limited_server, clients[-1], f"person{index}")
+        third = procs.start_client(tmp_path, limited_server.port, "third")
         clients.append(third)
         assert third.wait() == 1
         assert third.stderr.text() == "The server is full (2 people). Try again later.\n"

@@ -27,7 +27,6 @@ from protocol import (
     ServerRefused,
     UserJoined,
     UserLeft,
-    Username,
 )
 from tests.helpers import DEADLINE, ChatTestClient, wait_until
 
