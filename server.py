@@ -442,6 +442,9 @@ class ClientHandler:
         deadline = _Deadline(self.limits.handshake_timeout, "waiting for the handshake")
         self.sock.sendall(self.conn.data_to_send())
         event = self._next_event(deadline, flush=True)
+        if isinstance(event, ConnectionClosed):
+            log.info("%s: closed during the handshake", self.peer)
+            raise _ClientLeft()
         if not isinstance(event, HandshakeComplete):
             raise protocol.RemoteProtocolError(f"handshake ended with {event}")
         log.info("%s: handshake complete", self.peer)
