@@ -18,24 +18,26 @@ import threading
 import time
 from pathlib import Path
 
+import client_ui
 import crypto_utils
 import protocol
+from client_ui import Session, Style
 from protocol import (
+    ActionLine,
     ChatLine,
-    ChatMessage,
     ClientConnection,
     ConnectionClosed,
     ErrorNotice,
     Goodbye,
     HandshakeComplete,
-    MalformedMessage,
-    Notice,
+    NickRequest,
+    PrivateLine,
     ProtocolError,
     RateLimit,
     ServerHello,
     ServerRefused,
-    UserJoined,
-    UserLeft,
+    UserList,
+    UserListRequest,
     Username,
     UsernameRequest,
     Welcome,
@@ -54,6 +56,7 @@ CONNECTION_LOST = "Connection to server lost."
 # started in the background by a script has SIGINT ignored from the start.
 WAKE_SIGNAL = signal.SIGUSR1
 WAKE_REPEAT = 0.1  # seconds between wake-ups until the main thread has one
+PROMPT_DRAW_WAIT = 0.5  # seconds a line waits for readline to draw its prompt, at most
 
 
 class ClientError(Exception):
@@ -173,9 +176,51 @@ class Terminal:
             else:
                 self._readline = readline
                 self._redisplay = _readline_redisplay(readline)
+        self._asked: str | None = None  # the prompt input() was called with
+        self._drawing = False  # readline is drawing that prompt
+        self._prompt_ready = threading.Condition(self._lock)
+        if self._redisplay:
+            # A line that arrives while readline draws a new prompt waits
+            # until it is drawn, then goes above it. Without this, a line
+            # arriving just after Enter erased the row of the line just
+            # typed, or was printed after the prompt. GNU readline calls the
+            # two hooks one after the other, around drawing the prompt. No
+            # lock is held from one hook to the other: an exception there
+            # (a signal's) is swallowed by readline, and must not leave it held.
+            self._readline.set_startup_hook(self._prompt_drawing)
+            self._readline.set_pre_input_hook(self._prompt_drawn)
+
+    def _prompt_drawing(self) -> None:
+        self._drawing = True
+
+    def _prompt_drawn(self) -> None:
+        with self._prompt_ready:
+            self._drawing = False
+            self._prompt = self._asked
+            self._prompt_ready.notify_all()
+
+    def enable_completion(self, names) -> None:
+        """Tab completes names and commands (``names()`` gives those online).
+        The whole line is completed, since names may hold spaces."""
+        if self._readline is None:
+            return
+        readline = self._readline
+        matches: list[str] = []
+
+        def completer(text: str, state: int) -> str | None:
+            nonlocal matches
+            if state == 0:
+                matches = client_ui.complete(readline.get_line_buffer()[:readline.get_endidx()], names())
+            return matches[state] if state < len(matches) else None
+
+        readline.set_completer_delims("")
+        readline.set_completer(completer)
+        readline.parse_and_bind("tab: complete")
 
     def show(self, line: str) -> None:
         with self._lock:
+            if self._drawing and self._prompt is None:
+                self._prompt_ready.wait(PROMPT_DRAW_WAIT)
             if self._prompt is None:
                 print(line, flush=True)
                 return
@@ -197,12 +242,15 @@ class Terminal:
                 raise EOFError
             return line.rstrip("\r\n")
         with self._lock:
-            self._prompt = prompt
+            self._asked = prompt
+            if not self._redisplay:
+                self._prompt = prompt
         try:
             return input(prompt)
         finally:
             with self._lock:
-                self._prompt = None
+                self._prompt = self._asked = None
+                self._drawing = False
 
     def _erase_input(self) -> None:
         sys.stdout.flush()
@@ -238,21 +286,34 @@ def _readline_redisplay(readline):
 
 
 def describe(event) -> str | None:
-    """How an event from the server is shown, or None if it is not shown."""
-    clean = protocol.printable_text
-    if isinstance(event, ChatMessage):
-        return f"{clean(event.sender)}: {clean(event.text)}"
-    if isinstance(event, UserJoined):
-        return f"* {clean(event.name)} joined the chat."
-    if isinstance(event, UserLeft):
-        return f"* {clean(event.name)} left the chat."
-    if isinstance(event, Notice):
-        return f"* {clean(event.text)}"
-    if isinstance(event, ErrorNotice):
-        return f"Error: {clean(event.text)}"
-    if isinstance(event, MalformedMessage):
-        return f"Error: the server sent a message this client cannot read ({event.reason})."
-    return None
+    """How an event from the server is shown without colour, or None if it
+    is not shown."""
+    return "\n".join(client_ui.render(event)) or None
+
+
+class Display:
+    """Shows events and local answers on the terminal: with the session's
+    ignores, the chosen style, and ``HH:MM`` first with --timestamps."""
+
+    def __init__(self, terminal: Terminal, session: Session, style: Style,
+                 timestamps: bool = False, clock=time.time) -> None:
+        self.terminal, self.session, self.style = terminal, session, style
+        self.timestamps, self.clock = timestamps, clock
+
+    def show_event(self, event) -> None:
+        shown = self.session.shows(event)
+        self.session.observe(event)
+        if shown:
+            for line in client_ui.render(event, self.session, self.style):
+                self.show(line)
+
+    def show(self, line: str) -> None:
+        if self.timestamps:
+            line = f"{client_ui.clock_time(self.clock())} {line}"
+        self.terminal.show(line)
+
+    def error(self, text: str) -> None:
+        self.show(self.style.error(f"Error: {text}"))
 
 
 # --- the connection ----------------------------------------------------------
@@ -356,13 +417,14 @@ def establish(link: ServerLink, trust) -> None:
     link.sock.settimeout(None)
 
 
-def choose_username(link: ServerLink, terminal: Terminal, preset: str | None) -> str | None:
+def choose_username(link: ServerLink, display: Display, preset: str | None) -> str | None:
     """Answer the server's username requests until one is accepted.
 
     ``preset`` (from --name) is tried first. On a terminal a refused name is
     asked for again; on a pipe, a refusal ends the client, so that a script
     never has a chat line taken for a username. None if input ended first.
     """
+    terminal = display.terminal
     attempts = 0
     while True:
         event = link.next_event()
@@ -373,7 +435,7 @@ def choose_username(link: ServerLink, terminal: Terminal, preset: str | None) ->
         if isinstance(event, ConnectionClosed):
             raise ClientError(CONNECTION_LOST)
         if not isinstance(event, UsernameRequest):
-            _show_event(terminal, event)
+            display.show_event(event)
             continue
         prompt = protocol.printable_text(event.prompt)
         if attempts and not terminal.interactive:
@@ -390,12 +452,6 @@ def choose_username(link: ServerLink, terminal: Terminal, preset: str | None) ->
         link.send(Username(name))
 
 
-def _show_event(terminal: Terminal, event) -> None:
-    line = describe(event)
-    if line is not None:
-        terminal.show(line)
-
-
 class Receiver(threading.Thread):
     """Reads the socket and prints what arrives, until the connection ends.
 
@@ -404,10 +460,11 @@ class Receiver(threading.Thread):
     which is waiting for input, with ServerEnded.
     """
 
-    def __init__(self, link: ServerLink, terminal: Terminal) -> None:
+    def __init__(self, link: ServerLink, display: Display) -> None:
         super().__init__(name="receiver", daemon=True)
         self.link = link
-        self.terminal = terminal
+        self.display = display
+        self.terminal = display.terminal
         self._end_lock = threading.Lock()
         self._leaving = False
         self.ended_by_server = False
@@ -416,7 +473,7 @@ class Receiver(threading.Thread):
     def run(self) -> None:
         try:
             while not isinstance(event := self.link.next_event(), (Goodbye, ConnectionClosed)):
-                _show_event(self.terminal, event)
+                self.display.show_event(event)
             reason = CONNECTION_LOST
             if isinstance(event, Goodbye) and event.reason:
                 reason = protocol.printable_text(event.reason)
@@ -445,9 +502,10 @@ class Receiver(threading.Thread):
                 return
 
 
-def converse(link: ServerLink, terminal: Terminal) -> int:
+def converse(link: ServerLink, display: Display) -> int:
     """The chat itself: the main thread reads and sends, a Receiver prints."""
-    receiver = Receiver(link, terminal)
+    terminal = display.terminal
+    receiver = Receiver(link, display)
     woken = threading.Event()
 
     def wake(signum, frame) -> None:
@@ -458,9 +516,10 @@ def converse(link: ServerLink, terminal: Terminal) -> int:
     signal.signal(WAKE_SIGNAL, wake)
     try:
         receiver.start()
-        person_left = send_typed_lines(link, terminal)
+        parting = send_typed_lines(link, display)
     except ServerEnded:
-        person_left = False
+        parting = None
+    person_left = parting is not None
     # From here on, a late wake-up or Ctrl-C must not become a traceback.
     signal.signal(WAKE_SIGNAL, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -472,38 +531,55 @@ def converse(link: ServerLink, terminal: Terminal) -> int:
     if not person_left:
         terminal.error(CONNECTION_LOST)
         return 1
-    say_goodbye(link)
+    say_goodbye(link, parting)
     receiver.join(CLOSE_GRACE)
     return 0
 
 
-def send_typed_lines(link: ServerLink, terminal: Terminal) -> bool:
-    """Send each line typed until the person leaves (True) or sending fails
-    (False). The receiver ends it with ServerEnded when the server is gone."""
+def send_typed_lines(link: ServerLink, display: Display) -> str | None:
+    """Act on each line typed (client_ui.run_line) until the person leaves
+    (the parting line, "" for none) or sending fails (None). The receiver
+    ends it with ServerEnded when the server is gone."""
+    context = client_ui.Context(
+        session=display.session, send=lambda message: send_message(link, display, message),
+        show=display.show, error=display.error,
+    )
     try:
-        while (line := terminal.read_line(CHAT_PROMPT)) != "/quit":
-            if line.strip():
-                send_line(link, terminal, line)
+        while True:
+            client_ui.run_line(display.terminal.read_line(CHAT_PROMPT), context)
+    except client_ui.QuitRequested as request:
+        return request.message
     except (EOFError, KeyboardInterrupt):
-        pass
+        return ""
     except (OSError, ProtocolError):
-        return False
-    return True
+        return None
 
 
-def send_line(link: ServerLink, terminal: Terminal, line: str) -> None:
+#: What the server's flood control counts (see server.py): these wait for
+#: the pacer; the user list does not.
+PACED_MESSAGES = (ChatLine, PrivateLine, ActionLine, NickRequest)
+
+
+def send_message(link: ServerLink, display: Display, message) -> None:
     try:
-        link.send_paced(ChatLine(line))
+        if isinstance(message, PACED_MESSAGES):
+            link.send_paced(message)
+        else:
+            link.send(message)
     except protocol.LocalProtocolError as exc:
         # Our own refusal (text that is not valid Unicode, too long for a
         # frame): the connection is fine, the line is not.
-        terminal.error(f"Not sent: {exc}.")
+        display.terminal.error(f"Not sent: {exc}.")
 
 
-def say_goodbye(link: ServerLink) -> None:
-    """Leave on purpose: Goodbye, then half-close so the server sees it all."""
+def say_goodbye(link: ServerLink, parting: str = "") -> None:
+    """Leave on purpose: Goodbye (with the parting line, if any), then
+    half-close so the server sees it all."""
     try:
-        link.send(Goodbye(""))
+        if parting:
+            link.send_paced(Goodbye(parting))  # the server's flood control counts a parting line
+        else:
+            link.send(Goodbye(parting))
         link.sock.shutdown(socket.SHUT_WR)
     except (OSError, ProtocolError):
         pass  # the server is gone already; there is no one to tell
@@ -541,7 +617,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--known-hosts", type=Path, default=None,
         help="file of trusted server keys (default: $XDG_DATA_HOME/socket-chat/known_hosts)",
     )
+    parser.add_argument("--no-color", action="store_true",
+                        help="no colours (also when NO_COLOR is set, or output is not a terminal)")
+    parser.add_argument("--timestamps", action="store_true", help="start each line shown with the time, HH:MM")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the command lines as they are
+    parser.epilog = "commands in the chat:\n" + "\n".join(f"  {line}" for line in client_ui.help_lines())
     return parser.parse_args(argv)
+
+
+def make_display(args: argparse.Namespace, terminal: Terminal) -> Display:
+    colour = client_ui.colour_wanted(args.no_color, os.environ, sys.stdout.isatty())
+    return Display(terminal, Session(), Style(colour), timestamps=args.timestamps)
 
 
 def run(args: argparse.Namespace, terminal: Terminal) -> int:
@@ -559,7 +645,10 @@ def run(args: argparse.Namespace, terminal: Terminal) -> int:
     try:
         establish(link, trust)
         terminal.show("Encryption is established.")
-        name = choose_username(link, terminal, args.name)
+        display = make_display(args, terminal)
+        name = choose_username(link, display, args.name)
+        if name is not None:
+            start_session(link, display, name)
     except socket.timeout:
         raise ClientError("The server did not complete the handshake in time.") from None
     except ProtocolError as exc:
@@ -569,7 +658,27 @@ def run(args: argparse.Namespace, terminal: Terminal) -> int:
     if name is None:
         say_goodbye(link)
         return 0
-    return converse(link, terminal)
+    return converse(link, display)
+
+
+def start_session(link: ServerLink, display: Display, name: str) -> None:
+    """Joined as ``name``: learn (quietly) who is online before the first
+    line is read, so that ``/msg`` knows names with spaces and tab completes
+    them. What comes first (message of the day, history) is shown."""
+    display.session.observe(Welcome(name))
+    display.session.user_list_requested(show=False)
+    link.send(UserListRequest())
+    while not isinstance(event := link.next_event(), UserList):
+        if isinstance(event, Goodbye):
+            raise ClientError(protocol.printable_text(event.reason) or CONNECTION_LOST)
+        if isinstance(event, ConnectionClosed):
+            raise ClientError(CONNECTION_LOST)
+        display.show_event(event)
+        if isinstance(event, ErrorNotice):
+            break  # a server without user lists: chat without completion
+    else:
+        display.show_event(event)  # not shown: it only fills the session
+    display.terminal.enable_completion(display.session.names)
 
 
 def main(argv: list[str] | None = None) -> int:

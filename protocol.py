@@ -68,6 +68,17 @@ __all__ = [
     "ErrorNotice",
     "Goodbye",
     "RateLimit",
+    "PrivateLine",
+    "PrivateMessage",
+    "ActionLine",
+    "ActionMessage",
+    "NickRequest",
+    "NickChanged",
+    "UserListRequest",
+    "UserList",
+    "HistoryMessage",
+    "Motd",
+    "UserParted",
     "ClientConnection",
     "ServerConnection",
     "BATCH_TYPE",
@@ -78,6 +89,8 @@ __all__ = [
     "refusal",
     "normalize_username",
     "printable_text",
+    "split_name",
+    "format_duration",
 ]
 
 Rng = Callable[[int], bytes]
@@ -324,13 +337,134 @@ class RateLimit(Message):
     interval_ms: int
 
 
+# Issue 4's messages: commands and history. Types 0x0B-0x0F are taken by
+# other work; these start at 0x10.
+
+
+@dataclass(frozen=True)
+class PrivateLine(Message):
+    """Client: a line for one member only (``/msg NAME TEXT``)."""
+
+    TYPE: ClassVar[int] = 0x10
+    recipient: str
+    text: str
+
+
+@dataclass(frozen=True)
+class PrivateMessage(Message):
+    """Server: a private line, sent to its recipient and, as a receipt, to
+    its sender; never to anyone else."""
+
+    TYPE: ClassVar[int] = 0x11
+    sender: str
+    recipient: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ActionLine(Message):
+    """Client: an action for everyone else (``/me ACTION``)."""
+
+    TYPE: ClassVar[int] = 0x12
+    text: str
+
+
+@dataclass(frozen=True)
+class ActionMessage(Message):
+    """Server: someone's action, shown as ``* NAME ACTION``."""
+
+    TYPE: ClassVar[int] = 0x13
+    sender: str
+    text: str
+
+
+@dataclass(frozen=True)
+class NickRequest(Message):
+    """Client: rename me (``/nick NEW``)."""
+
+    TYPE: ClassVar[int] = 0x14
+    name: str
+
+
+@dataclass(frozen=True)
+class NickChanged(Message):
+    """Server, to everyone (the renamed member too): ``old`` is now ``new``."""
+
+    TYPE: ClassVar[int] = 0x15
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class UserListRequest(Message):
+    """Client: who is online? (``/users``; no fields)."""
+
+    TYPE: ClassVar[int] = 0x16
+
+
+@dataclass(frozen=True)
+class UserList(Message):
+    """Server: who is online. ``entries`` holds one ``NAME<TAB>SECONDS`` line
+    per member (seconds online); names never hold a tab or a newline, since
+    they are printable."""
+
+    TYPE: ClassVar[int] = 0x17
+    entries: str
+
+    @classmethod
+    def of(cls, members: list[tuple[str, int]]) -> "UserList":
+        """Build the message from (name, seconds online) pairs."""
+        return cls("\n".join(f"{name}\t{seconds}" for name, seconds in members))
+
+    def members(self) -> list[tuple[str, int]]:
+        """The (name, seconds online) pairs; lines that do not parse are skipped."""
+        members = []
+        for line in self.entries.split("\n"):
+            name, _, seconds = line.partition("\t")
+            if name and seconds.isdigit():
+                members.append((name, int(seconds)))
+        return members
+
+
+@dataclass(frozen=True)
+class HistoryMessage(Message):
+    """Server: a chat line or action from before the newcomer joined.
+    ``sent_at`` is Unix time in whole seconds (decimal); ``kind`` is
+    ``"chat"`` or ``"action"``."""
+
+    TYPE: ClassVar[int] = 0x18
+    sender: str
+    text: str
+    sent_at: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class Motd(Message):
+    """Server: the message of the day, on joining; may hold several lines."""
+
+    TYPE: ClassVar[int] = 0x19
+    text: str
+
+
+@dataclass(frozen=True)
+class UserParted(Message):
+    """Server: someone left with a parting line (``/quit MESSAGE``)."""
+
+    TYPE: ClassVar[int] = 0x1A
+    name: str
+    message: str
+
+
 _MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.TYPE: cls
     for cls in (UsernameRequest, Username, Welcome, ChatLine, ChatMessage,
-                UserJoined, UserLeft, Notice, ErrorNotice, Goodbye, RateLimit)
+                UserJoined, UserLeft, Notice, ErrorNotice, Goodbye, RateLimit,
+                PrivateLine, PrivateMessage, ActionLine, ActionMessage, NickRequest,
+                NickChanged, UserListRequest, UserList, HistoryMessage, Motd, UserParted)
 }
-_CLIENT_SENDS = frozenset({Username, ChatLine, Goodbye})
-_SERVER_SENDS = frozenset(set(_MESSAGE_TYPES.values()) - {Username, ChatLine})
+_CLIENT_SENDS = frozenset({Username, ChatLine, Goodbye, PrivateLine, ActionLine, NickRequest, UserListRequest})
+_SERVER_SENDS = frozenset(set(_MESSAGE_TYPES.values()) - _CLIENT_SENDS | {Goodbye})
 
 
 def encode_message(message: Message) -> bytes:
@@ -449,6 +583,28 @@ def printable_text(text: str) -> str:
         ch if ch.isprintable() else " " if ch == "\t" else "\N{REPLACEMENT CHARACTER}"
         for ch in text
     )
+
+
+def split_name(text: str, names: list[str]) -> tuple[str, str]:
+    """Split ``NAME REST`` where NAME may hold spaces: the longest name
+    online that ``text`` starts with (then a space or the end), else the
+    first word. Case-insensitive, as names are."""
+    folded = text.casefold()
+    for name in sorted(names, key=len, reverse=True):
+        key = name.casefold()
+        if folded == key or folded.startswith(key + " "):
+            return text[:len(name)], text[len(name):].strip()
+    first, _, rest = text.partition(" ")
+    return first, rest.strip()
+
+
+def format_duration(seconds: int) -> str:
+    """``45 s``, ``12 min``, ``3 h 05 min``: how long someone has been online."""
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 # --- framing -----------------------------------------------------------------

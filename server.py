@@ -25,26 +25,40 @@ from pathlib import Path
 import crypto_utils
 import protocol
 from protocol import (
+    ActionLine,
+    ActionMessage,
     ChatLine,
     ChatMessage,
     ConnectionClosed,
     ErrorNotice,
     Goodbye,
     HandshakeComplete,
+    HistoryMessage,
     MalformedMessage,
     Message,
+    Motd,
+    NickChanged,
+    NickRequest,
+    Notice,
+    PrivateLine,
+    PrivateMessage,
     ProtocolError,
     RateLimit,
     ServerConnection,
     UserJoined,
     UserLeft,
+    UserList,
+    UserListRequest,
     Username,
     UsernameRequest,
+    UserParted,
     Welcome,
 )
 
 DEFAULT_PORT = 8756
 SHUTDOWN_GRACE = 2.0  # seconds to let goodbyes go out on shutdown
+DEFAULT_HISTORY = 20  # chat lines and actions a newcomer is shown
+MAX_MOTD_BYTES = 4096  # of UTF-8 in the message of the day
 RECV_SIZE = 65536
 #: The longest chat text an option may allow: a relayed ChatMessage (text,
 #: sender's name, field lengths, tag) must still fit in one frame.
@@ -248,37 +262,106 @@ class Room:
     Members are objects with a ``name`` attribute and a non-blocking
     ``deliver(message)``; the room calls ``deliver`` under its lock, so every
     member's outbox receives the messages in the same order.
+
+    Args:
+        history_size: how many recent chat lines and actions a newcomer gets
+            (0: none are kept).
+        motd: the message of the day, sent on joining ("" for none).
+        clock: wall-clock time (for history); monotonic: for time online.
+            Tests pin both.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, history_size: int = DEFAULT_HISTORY, motd: str = "",
+                 clock=time.time, monotonic=time.monotonic) -> None:
         self._lock = threading.Lock()
         self._members: dict[str, object] = {}  # casefolded name -> member
+        self._joined_at: dict[object, float] = {}
+        self._history: collections.deque[HistoryMessage] = collections.deque(maxlen=history_size)
+        self._motd = motd
+        self._clock, self._monotonic = clock, monotonic
 
     def join(self, member, name: str) -> bool:
         """Give ``member`` the name if nobody has it (case-insensitively);
-        then it is welcomed and everyone else is told. False if taken."""
+        then it is welcomed (with the message of the day and the history)
+        and everyone else is told. False if taken."""
         with self._lock:
             if name.casefold() in self._members:
                 return False
             member.name = name
             self._members[name.casefold()] = member
+            self._joined_at[member] = self._monotonic()
             member.deliver(Welcome(name))
+            if self._motd:
+                member.deliver(Motd(self._motd))
+            for message in self._history:  # under the lock: none missed, none twice
+                member.deliver(message)
             self._broadcast(UserJoined(name), sender=member)
             return True
 
-    def leave(self, member) -> None:
-        """Take ``member`` out (if it was in) and tell everyone else."""
+    def leave(self, member, parting: str = "") -> None:
+        """Take ``member`` out (if it was in) and tell everyone else, with
+        its parting line if it gave one."""
         with self._lock:
             name = getattr(member, "name", None)
             if name is None or self._members.get(name.casefold()) is not member:
                 return
             del self._members[name.casefold()]
-            self._broadcast(UserLeft(name), sender=member)
+            del self._joined_at[member]
+            self._broadcast(UserParted(name, parting) if parting else UserLeft(name), sender=member)
 
     def broadcast(self, message: Message, sender=None) -> None:
         """Queue ``message`` for every member but ``sender``."""
         with self._lock:
             self._broadcast(message, sender)
+
+    def post(self, message: ChatMessage | ActionMessage, sender) -> None:
+        """Broadcast a member's chat line or action and keep it for newcomers."""
+        kind = "action" if isinstance(message, ActionMessage) else "chat"
+        with self._lock:
+            if self._history.maxlen:
+                sent_at = str(int(self._clock()))
+                self._history.append(HistoryMessage(message.sender, message.text, sent_at, kind))
+            self._broadcast(message, sender)
+
+    def send_private(self, sender, recipient: str, text: str) -> bool:
+        """Deliver a private line to the member called ``recipient`` (any
+        case) and a copy to ``sender`` as its receipt; nobody else sees it.
+        False if no one of that name is here."""
+        with self._lock:
+            target = self._members.get(recipient.casefold())
+            if target is None:
+                return False
+            message = PrivateMessage(sender.name, target.name, text)
+            target.deliver(message)
+            if target is not sender:
+                sender.deliver(message)
+            return True
+
+    def rename(self, member, new_name: str) -> bool:
+        """Give ``member`` the new name if no one else has it; everyone, the
+        member too, is told. False if taken."""
+        with self._lock:
+            old_name = member.name
+            holder = self._members.get(new_name.casefold())
+            if holder is not None and holder is not member:
+                return False
+            del self._members[old_name.casefold()]
+            self._members[new_name.casefold()] = member
+            member.name = new_name
+            self._broadcast(NickChanged(old_name, new_name), sender=None)
+            return True
+
+    def find(self, name: str):
+        """The member called ``name`` (any case), or None."""
+        with self._lock:
+            return self._members.get(name.casefold())
+
+    def who(self) -> list[tuple[str, int]]:
+        """(name, whole seconds online) of every member, sorted by name."""
+        with self._lock:
+            now = self._monotonic()
+            members = [(m.name, int(now - self._joined_at[m])) for m in self._members.values()]
+        return sorted(members, key=lambda entry: entry[0].casefold())
 
     def names(self) -> list[str]:
         with self._lock:
@@ -311,6 +394,7 @@ class ClientHandler:
         self.flood_control = TokenBucket(self.limits.rate, self.limits.burst)
         self._writer: threading.Thread | None = None
         self._closing = threading.Event()
+        self._parting = ""  # the line given with /quit, for the others
         self._frame_began: float | None = None
 
     # Called by the room, under its lock: must never block.
@@ -393,18 +477,80 @@ class ClientHandler:
             log.info("%s joined from %s", name, self.peer)
 
     def _chat(self) -> None:
+        handlers = {
+            ChatLine: self._relay,
+            PrivateLine: self._relay_private,
+            ActionLine: self._relay_action,
+            NickRequest: self._rename,
+            UserListRequest: self._list_users,
+        }
         while True:
             event = self._next_event(deadline=None)
-            if isinstance(event, ChatLine):
-                self._relay(event.text)
+            handler = handlers.get(type(event))
+            if handler is not None:
+                handler(event)
+            elif isinstance(event, Goodbye) and event.reason:
+                self._part(event.reason)
             elif not self._handle_common(event):
                 self.deliver(ErrorNotice(f"{type(event).__name__} is not expected now."))
 
-    def _relay(self, text: str) -> None:
-        if not self._admit(text):
+    def _relay(self, line: ChatLine) -> None:
+        if not self._admit(line.text):
             return
-        log.info("%s: %s", self.name, protocol.printable_text(text))
-        self.server.room.broadcast(ChatMessage(self.name, text), sender=self)
+        log.info("%s: %s", self.name, protocol.printable_text(line.text))
+        self.server.room.post(ChatMessage(self.name, line.text), sender=self)
+
+    def _relay_action(self, line: ActionLine) -> None:
+        if not self._admit(line.text):
+            return
+        log.info("* %s %s", self.name, protocol.printable_text(line.text))
+        self.server.room.post(ActionMessage(self.name, line.text), sender=self)
+
+    def _relay_private(self, line: PrivateLine) -> None:
+        if not self._admit(line.text):
+            return
+        if not self.server.room.send_private(self, line.recipient, line.text):
+            self.deliver(ErrorNotice(
+                f"No one called {line.recipient} is online; the private message was not sent."
+            ))
+            return
+        # The text of private lines stays out of the log (the operator could
+        # still read it: the server decrypts everything).
+        log.info("%s sent a private message to %s", self.name, protocol.printable_text(line.recipient))
+
+    def _rename(self, request: NickRequest) -> None:
+        name = protocol.normalize_username(request.name)
+        if not self._within_rate("the name was not changed"):
+            return
+        if name is None:
+            self.deliver(ErrorNotice(
+                f"{protocol.printable_text(request.name)!r} is not a valid username: a username is 1 to "
+                f"{protocol.MAX_USERNAME_LENGTH} printable characters."
+            ))
+        elif not self.server.room.rename(self, name):
+            self.deliver(ErrorNotice(f"The username {name} is taken."))
+        else:
+            log.info("%s: now known as %s", self.peer, name)
+
+    def _list_users(self, request: UserListRequest) -> None:
+        # Not counted by flood control: the answer goes to the asker alone
+        # (whose send queue bounds it), and the client's own startup request
+        # must never be refused.
+        self.deliver(UserList.of(self.server.room.who()))
+
+    def _part(self, parting: str) -> None:
+        """The member leaves with a parting line (sent if it passes the checks)."""
+        if self._admit(parting):
+            self._parting = parting
+        raise _ClientLeft()
+
+    def kick(self, reason: str) -> None:
+        """The operator removes this member: the others are told, and the
+        member is told why before the connection closes."""
+        because = f": {reason}" if reason else "."
+        self.server.room.broadcast(Notice(f"{self.name} was kicked by the operator{because}"), sender=self)
+        log.info("%s kicked by the operator%s", self.name, because)
+        self.close(f"You were kicked by the operator{because}")
 
     def _admit(self, text: str) -> bool:
         """Whether a line of text from the person may go out; if not, they are
@@ -419,10 +565,16 @@ class ClientHandler:
                 f"{self.limits.max_message_bytes}."
             ))
             return False
+        return self._within_rate(f'"{_excerpt(text)}" was not sent')
+
+    def _within_rate(self, refused: str) -> bool:
+        """Flood control, for every message a member sends after joining:
+        True if it may be acted on; if not, the member is told (``refused``
+        says what did not happen)."""
         wait = self.flood_control.take()
         if wait:
             self.deliver(ErrorNotice(
-                f'Slow down: "{_excerpt(text)}" was not sent. You can send {self.limits.burst} '
+                f"Slow down: {refused}. You can send {self.limits.burst} "
                 f"messages at once, then {self.limits.rate:g} a second; wait {wait:.1f} s."
             ))
             return False
@@ -486,7 +638,7 @@ class ClientHandler:
             self.abort()
 
     def _finish(self) -> None:
-        self.server.room.leave(self)
+        self.server.room.leave(self, self._parting)
         if self.name is not None:
             log.info("%s left", self.name)
         if self._writer is not None:
@@ -551,11 +703,11 @@ class ChatServer:
     """
 
     def __init__(self, identity_key, host: str = "0.0.0.0", port: int = DEFAULT_PORT,
-                 limits: Limits = Limits()) -> None:
+                 limits: Limits = Limits(), history: int = DEFAULT_HISTORY, motd: str = "") -> None:
         self.identity_key = identity_key
         self.limits = limits
         self.fingerprint = crypto_utils.fingerprint(crypto_utils.export_public_key(identity_key))
-        self.room = Room()
+        self.room = Room(history_size=history, motd=motd)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._listener = socket.create_server((host, port), family=family, backlog=128)
         self.server_address = self._listener.getsockname()[:2]
@@ -614,6 +766,19 @@ class ChatServer:
         with self._handlers_lock:
             return len(self._handlers)
 
+    def kick(self, name: str, reason: str = "") -> bool:
+        """Remove the member called ``name``, telling it ``reason``. False
+        if no one of that name is here."""
+        member = self.room.find(name)
+        if member is None:
+            return False
+        member.kick(reason)
+        return True
+
+    def notify_all(self, text: str) -> None:
+        """A notice from the operator to every member."""
+        self.room.broadcast(Notice(f"Notice from the operator: {text}"))
+
     def _accept(self) -> None:
         try:
             sock, address = self._listener.accept()
@@ -659,6 +824,112 @@ def _tune(sock: socket.socket) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
+# --- the operator console ----------------------------------------------------
+
+
+class OperatorCommand:
+    """One line of the console's table: ``/help`` is made from it."""
+
+    def __init__(self, name: str, arguments: str, help: str, run) -> None:
+        self.name, self.arguments, self.help, self.run = name, arguments, help, run
+
+
+class ConsoleQuit(Exception):
+    """The operator typed /quit."""
+
+
+class OperatorConsole:
+    """Commands typed by the person who runs the server (when its input is a
+    terminal). ``execute(line)`` returns the lines to show; it knows no
+    terminal, so tests drive it directly."""
+
+    def __init__(self, server: "ChatServer") -> None:
+        self.server = server
+        self.commands = {c.name: c for c in [
+            OperatorCommand("/help", "", "list these commands", self._help),
+            OperatorCommand("/users", "", "who is online, and for how long", self._users),
+            OperatorCommand("/kick", "NAME [REASON]", "disconnect NAME, telling them why", self._kick),
+            OperatorCommand("/say", "TEXT", "send a notice to everyone", self._say),
+            OperatorCommand("/quit", "", "stop the server (everyone is told)", self._quit),
+        ]}
+
+    def execute(self, line: str) -> list[str]:
+        """Run one typed line; the lines to show the operator.
+
+        Raises:
+            ConsoleQuit: the operator asked to stop the server.
+        """
+        line = line.strip()
+        if not line:
+            return []
+        name, _, argument = line.partition(" ")
+        command = self.commands.get(name.lower())
+        if command is None:
+            return [f"Unknown command {name}. Type /help for the commands."]
+        return command.run(argument.strip())
+
+    def help_lines(self) -> list[str]:
+        """One line per command, from the table (``/help`` and ``--help``)."""
+        return [f"{(c.name + ' ' + c.arguments).strip():<22} {c.help}" for c in self.commands.values()]
+
+    def _help(self, argument: str) -> list[str]:
+        return self.help_lines()
+
+    def _users(self, argument: str) -> list[str]:
+        members = self.server.room.who()
+        if not members:
+            return ["No one is online."]
+        return [f"{len(members)} online:"] + [
+            f"  {protocol.printable_text(name)} ({protocol.format_duration(seconds)})" for name, seconds in members
+        ]
+
+    def _kick(self, argument: str) -> list[str]:
+        if not argument:
+            return ["Usage: /kick NAME [REASON]"]
+        name, reason = protocol.split_name(argument, self.server.room.names())
+        if not self.server.kick(name, reason):
+            return [f"No one called {protocol.printable_text(name)} is online."]
+        return [f"Kicked {protocol.printable_text(name)}."]
+
+    def _say(self, argument: str) -> list[str]:
+        if not argument:
+            return ["Usage: /say TEXT"]
+        self.server.notify_all(argument)
+        return ["Notice sent."]
+
+    def _quit(self, argument: str) -> list[str]:
+        raise ConsoleQuit()
+
+
+def run_console(console: OperatorConsole, server: "ChatServer", read_line=input) -> None:
+    """The console thread: run typed lines until /quit or the end of input,
+    then stop the server (the main thread then says goodbye to everyone)."""
+    print("Operator console: type /help for the commands.", flush=True)
+    try:
+        while True:
+            for line in console.execute(read_line()):
+                print(line, flush=True)
+    except (ConsoleQuit, EOFError):
+        pass
+    except OSError as exc:
+        # EIO: the server was put in the background (SIGTTIN is ignored).
+        # The console ends; the server goes on.
+        log.info("Operator console closed: %s", exc.strerror or exc)
+        return
+    server.shutdown()
+
+
+def console_wanted(stdin) -> bool:
+    """Run the console if stdin is a terminal and the server is not a
+    background job of it (reading would stop the whole server with SIGTTIN)."""
+    if not stdin.isatty():
+        return False
+    try:
+        return os.tcgetpgrp(stdin.fileno()) == os.getpgrp()
+    except OSError:
+        return True  # a terminal, but not ours to control: no job control applies
+
+
 # --- the command line --------------------------------------------------------
 
 
@@ -683,7 +954,12 @@ def positive(kind, name: str):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Encrypted terminal group chat: the server.")
+    parser = argparse.ArgumentParser(
+        description="Encrypted terminal group chat: the server.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keep the command lines as they are
+        epilog="operator console (when the server runs in a terminal):\n"
+               + "\n".join(f"  {line}" for line in OperatorConsole(server=None).help_lines()),
+    )
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all IPv4 interfaces)")
     parser.add_argument(
         "--port", type=port_number, default=DEFAULT_PORT,
@@ -694,6 +970,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the server's RSA identity key, made on first use "
              "(default: $XDG_DATA_HOME/socket-chat/server_key.pem)",
     )
+    parser.add_argument(
+        "--history", type=history_size, default=DEFAULT_HISTORY, metavar="N",
+        help=f"recent messages shown to a newcomer, 0 for none (default: {DEFAULT_HISTORY})",
+    )
+    parser.add_argument("--motd", type=Path, default=None, metavar="FILE",
+                        help="a file whose text is shown to everyone who joins (message of the day)")
     _add_limit_options(parser.add_argument_group("limits"))
     args = parser.parse_args(argv)
     if args.max_message_bytes > MAX_MESSAGE_BYTES_CEILING:
@@ -737,6 +1019,37 @@ def rate_type(text: str) -> float:
 def limits_from(args: argparse.Namespace) -> Limits:
     return Limits(**{name: getattr(args, name) for name in Limits.__dataclass_fields__})
 
+def history_size(text: str) -> int:
+    """argparse type: a number of messages, 0 or more."""
+    if not text.isdigit() or int(text) > 100_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of messages (0 to 100000)")
+    return int(text)
+
+
+class MotdFileError(Exception):
+    """The message-of-the-day file cannot be used; the message says why."""
+
+
+def read_motd(path: Path | None) -> str:
+    """The message of the day from ``path`` ("" for none), its lines made
+    printable and trailing white space trimmed.
+
+    Raises:
+        MotdFileError: cannot be read, is not UTF-8, or is too long.
+    """
+    if path is None:
+        return ""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MotdFileError(f"Cannot read the message of the day {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise MotdFileError(f"The message of the day {path} is not UTF-8 text.") from None
+    text = "\n".join(protocol.printable_text(line.rstrip()) for line in text.strip().splitlines())
+    if len(text.encode("utf-8")) > MAX_MOTD_BYTES:
+        raise MotdFileError(f"The message of the day {path} is over the {MAX_MOTD_BYTES}-byte limit.")
+    return text
+
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
@@ -748,9 +1061,10 @@ def main(argv: list[str] | None = None) -> int:
     print("Server is commencing...", flush=True)
     key_path = args.key or data_dir() / "server_key.pem"
     try:
+        motd = read_motd(args.motd)
         key = load_or_create_identity_key(key_path)
-        server = ChatServer(key, args.host, args.port, limits_from(args))
-    except KeyFileError as exc:
+        server = ChatServer(key, args.host, args.port, limits_from(args), history=args.history, motd=motd)
+    except (KeyFileError, MotdFileError) as exc:
         print(exc, file=sys.stderr)
         return 1
     except OSError as exc:
@@ -759,6 +1073,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Listening at {_format_address(server.server_address)}")
     print(f"Server key fingerprint: {server.fingerprint}", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)
+    if console_wanted(sys.stdin):
+        signal.signal(signal.SIGTTIN, signal.SIG_IGN)  # if put in the background later: EIO, not a stop
+        console = OperatorConsole(server)
+        threading.Thread(target=run_console, args=(console, server), name="console", daemon=True).start()
     with server:
         try:
             server.serve_forever()

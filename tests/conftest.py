@@ -34,8 +34,9 @@ def xdg_data_home(tmp_path, monkeypatch):
     return home
 
 
-def start_server(key) -> tuple[chat_server.ChatServer, threading.Thread]:
-    server = chat_server.ChatServer(key, "127.0.0.1", 0)
+def start_server(key, **options) -> tuple[chat_server.ChatServer, threading.Thread]:
+    """A ChatServer on 127.0.0.1 and a free port (``options`` for ChatServer), serving."""
+    server = chat_server.ChatServer(key, "127.0.0.1", 0, **options)
     thread = threading.Thread(target=server.serve_forever, name="serve_forever", daemon=True)
     thread.start()
     return server, thread

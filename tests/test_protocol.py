@@ -22,6 +22,8 @@ from crypto_utils import TAG_SIZE, EphemeralKey, RecordSealer
 from protocol import (
     MAX_FRAME_SIZE,
     NEED_DATA,
+    ActionLine,
+    ActionMessage,
     ChatLine,
     ChatMessage,
     ClientConnection,
@@ -30,10 +32,16 @@ from protocol import (
     ErrorNotice,
     Goodbye,
     HandshakeComplete,
+    HistoryMessage,
     LocalProtocolError,
     MalformedMessage,
     Message,
+    Motd,
+    NickChanged,
+    NickRequest,
     Notice,
+    PrivateLine,
+    PrivateMessage,
     RateLimit,
     RemoteProtocolError,
     ServerConnection,
@@ -41,8 +49,11 @@ from protocol import (
     ServerRefused,
     UserJoined,
     UserLeft,
+    UserList,
+    UserListRequest,
     Username,
     UsernameRequest,
+    UserParted,
     Welcome,
     refusal,
 )
@@ -70,7 +81,11 @@ CLIENT_MESSAGES = [
     Username("Randall Flagg"),
     ChatLine("héllo, wörld ☃ 🎉"),
     ChatLine(""),
-    Goodbye("leaving"),
+    PrivateLine("Zoë", "just between us"),
+    ActionLine("waves"),
+    NickRequest("Zoë"),
+    UserListRequest(),
+    Goodbye("leaving"),  # last: nothing may follow it
 ]
 SERVER_MESSAGES = [
     UsernameRequest("Please enter a username."),
@@ -80,12 +95,21 @@ SERVER_MESSAGES = [
     UserLeft("Randall Flagg"),
     Notice("Ünïcode notice"),
     ErrorNotice("That username is taken."),
+    PrivateMessage("Zoë", "Randall Flagg", "just between us"),
+    ActionMessage("Zoë", "waves"),
+    NickChanged("Zoë", "Zoe"),
+    UserList.of([("Zoë", 5), ("Randall Flagg", 3600)]),
+    UserList(""),
+    HistoryMessage("Zoë", "earlier", "1764100000", "chat"),
+    Motd("Welcome!\nBe nice."),
+    UserParted("Zoë", "bye all"),
     RateLimit(burst=20, interval_ms=200),
     RateLimit(burst=0, interval_ms=0xFFFFFFFF),
-    Goodbye("Server is shutting down."),
+    Goodbye("Server is shutting down."),  # last: nothing may follow it
 ]
-SERVER_ONLY = [UsernameRequest, Welcome, ChatMessage, UserJoined, UserLeft, Notice, ErrorNotice, RateLimit]
-CLIENT_ONLY = [Username, ChatLine]
+SERVER_ONLY = [UsernameRequest, Welcome, ChatMessage, UserJoined, UserLeft, Notice, ErrorNotice, RateLimit,
+               PrivateMessage, ActionMessage, NickChanged, UserList, HistoryMessage, Motd, UserParted]
+CLIENT_ONLY = [Username, ChatLine, PrivateLine, ActionLine, NickRequest, UserListRequest]
 
 both_directions = pytest.mark.parametrize("client_sends", [True, False], ids=["client_sends", "server_sends"])
 
@@ -965,7 +989,21 @@ def test_codec_type_numbers_are_the_specs():
         "UsernameRequest": 0x01, "Username": 0x02, "Welcome": 0x03, "ChatLine": 0x04, "ChatMessage": 0x05,
         "UserJoined": 0x06, "UserLeft": 0x07, "Notice": 0x08, "ErrorNotice": 0x09, "Goodbye": 0x0A,
         "RateLimit": 0x0B,
+        "PrivateLine": 0x10, "PrivateMessage": 0x11, "ActionLine": 0x12, "ActionMessage": 0x13,
+        "NickRequest": 0x14, "NickChanged": 0x15, "UserListRequest": 0x16, "UserList": 0x17,
+        "HistoryMessage": 0x18, "Motd": 0x19, "UserParted": 0x1A,
     }
+
+
+def test_user_list_round_trips_names_with_spaces_and_skips_lines_that_do_not_parse():
+    listed = UserList.of([("Randall Flagg", 0), ("Zoë", 125)])
+    assert protocol.decode_message(protocol.encode_message(listed)).members() == [("Randall Flagg", 0), ("Zoë", 125)]
+    assert UserList("Ann\t3\nno tab\nBob\tx\n\t4").members() == [("Ann", 3)]
+
+
+def test_message_without_fields_is_its_type_byte_alone():
+    assert protocol.encode_message(UserListRequest()) == b"\x16"
+    assert isinstance(protocol.decode_message(b"\x16\x00"), MalformedMessage)  # trailing bytes
 
 
 def test_encoding_is_type_then_length_prefixed_utf8_fields():

@@ -58,7 +58,7 @@ class PtyClient:
     ``output``; ``expect`` waits (with a timeout) for a pattern after the
     point the previous ``expect`` matched."""
 
-    def __init__(self, port: int, data_home, *options: str) -> None:
+    def __init__(self, port: int, data_home, *options: str, env_overrides: dict | None = None) -> None:
         self.master, self.slave = os.openpty()
         fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
         self.initial_modes = termios.tcgetattr(self.slave)
@@ -66,8 +66,11 @@ class PtyClient:
         self.pos = 0  # where the next expect starts looking
         self._changed = threading.Condition()
         self._eof = False
+        # NO_COLOR by default: most tests look for exact bytes; the colour
+        # tests start with open_pty(..., env={"NO_COLOR": ""}).
         env = dict(os.environ, TERM="xterm", XDG_DATA_HOME=str(data_home), LC_ALL="C.UTF-8",
-                   INPUTRC="/dev/null", COLUMNS=str(COLS), LINES=str(ROWS))
+                   INPUTRC="/dev/null", COLUMNS=str(COLS), LINES=str(ROWS), NO_COLOR="1")
+        env.update(env_overrides or {})
         env.pop("PYTHONIOENCODING", None)
         try:
             self.popen = subprocess.Popen(
@@ -244,8 +247,8 @@ def open_pty(tmp_path):
     """Start client.py on a pty; every one is killed and closed at the end."""
     started: list[PtyClient] = []
 
-    def start(port: int, *options: str) -> PtyClient:
-        client = PtyClient(port, tmp_path / f"data-{len(started)}", *options)
+    def start(port: int, *options: str, env: dict | None = None) -> PtyClient:
+        client = PtyClient(port, tmp_path / f"data-{len(started)}", *options, env_overrides=env)
         started.append(client)
         return client
 

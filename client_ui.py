@@ -1,0 +1,422 @@
+"""What the client does with lines typed and events received, without I/O.
+
+- ``COMMANDS``, the table of slash commands; ``/help`` is made from it
+  (the model is ssh-chat's command table). ``run_line`` turns one typed line
+  into messages to send or a local answer.
+- ``Session``: what the client remembers while chatting (names online, whom
+  it ignores, who wrote privately last).
+- ``Style`` and ``render``: how an event is shown, with or without colour.
+- ``complete``: tab completion of names and commands.
+
+client.py owns the socket, the threads and the terminal; it passes in a
+``Context`` whose ``send``/``show``/``error`` do the I/O, so that all of this
+is tested without sockets.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+import protocol
+from protocol import (
+    ActionLine,
+    ActionMessage,
+    ChatLine,
+    ChatMessage,
+    ErrorNotice,
+    HistoryMessage,
+    MalformedMessage,
+    Motd,
+    NickChanged,
+    NickRequest,
+    Notice,
+    PrivateLine,
+    PrivateMessage,
+    UserJoined,
+    UserLeft,
+    UserList,
+    UserListRequest,
+    UserParted,
+    Welcome,
+)
+
+# --- what the client remembers -------------------------------------------------
+
+
+class Session:
+    """State shared by the receiver thread (which observes events) and the
+    main thread (which runs commands and completes names), under a lock."""
+
+    def __init__(self, own_name: str = "") -> None:
+        self._lock = threading.Lock()
+        self.own_name = own_name
+        self._online: dict[str, str] = {}  # casefolded -> as shown
+        self._ignored: dict[str, str] = {}  # casefolded -> as typed
+        self.last_private_from: str | None = None
+        self._user_lists_to_show: deque[bool] = deque()  # one per request sent
+
+    def names(self) -> list[str]:
+        """Everyone known to be online, this client included."""
+        with self._lock:
+            return sorted(self._online.values(), key=str.casefold)
+
+    def is_me(self, name: str) -> bool:
+        return name.casefold() == self.own_name.casefold()
+
+    def ignore(self, name: str) -> bool:
+        """Hide ``name``'s messages. False if already hidden."""
+        with self._lock:
+            if name.casefold() in self._ignored:
+                return False
+            self._ignored[name.casefold()] = name
+            return True
+
+    def unignore(self, name: str) -> bool:
+        """Show ``name``'s messages again. False if they were not hidden."""
+        with self._lock:
+            return self._ignored.pop(name.casefold(), None) is not None
+
+    def ignores(self, name: str) -> bool:
+        with self._lock:
+            return name.casefold() in self._ignored
+
+    def user_list_requested(self, show: bool) -> None:
+        """A UserListRequest went out; its answer is shown if ``show``."""
+        with self._lock:
+            self._user_lists_to_show.append(show)
+
+    def observe(self, event) -> None:
+        """Keep track of names from an event the server sent."""
+        with self._lock:
+            if isinstance(event, Welcome):
+                self.own_name = event.name
+                self._online[event.name.casefold()] = event.name
+            elif isinstance(event, UserJoined):
+                self._online[event.name.casefold()] = event.name
+            elif isinstance(event, (UserLeft, UserParted)):
+                self._online.pop(event.name.casefold(), None)
+            elif isinstance(event, NickChanged):
+                self._renamed(event.old, event.new)
+            elif isinstance(event, UserList):
+                self._online = {name.casefold(): name for name, _ in event.members()}
+            elif isinstance(event, PrivateMessage) and not self.is_me(event.sender):
+                self.last_private_from = event.sender
+
+    def _renamed(self, old: str, new: str) -> None:
+        self._online.pop(old.casefold(), None)
+        self._online[new.casefold()] = new
+        if old.casefold() == self.own_name.casefold():
+            self.own_name = new
+        if self._ignored.pop(old.casefold(), None) is not None:
+            self._ignored[new.casefold()] = new  # an ignored person stays ignored under a new name
+        if self.last_private_from and self.last_private_from.casefold() == old.casefold():
+            self.last_private_from = new
+
+    def shows(self, event) -> bool:
+        """False for what this client hides: messages from ignored people,
+        and the answers to user lists it asked for itself."""
+        if isinstance(event, UserList):
+            with self._lock:
+                return self._user_lists_to_show.popleft() if self._user_lists_to_show else True
+        sender = getattr(event, "sender", None)
+        return sender is None or not self.ignores(sender)
+
+
+# --- how events are shown ------------------------------------------------------
+
+RESET = "\x1b[0m"
+#: Colours for names (ANSI SGR codes): none of them is used for notices
+#: (yellow), private messages (magenta) or errors (red).
+NAME_COLOURS = ("32", "34", "36", "92", "94", "96")
+NOTICE_COLOUR, PRIVATE_COLOUR, ERROR_COLOUR = "33", "35", "31"
+
+
+def name_colour(name: str) -> str:
+    """The SGR colour of ``name``: the same in every run and on every client
+    (CRC-32, not ``hash()``, which changes per process), and the same in any
+    case, since names are unique without regard to case."""
+    return NAME_COLOURS[zlib.crc32(name.casefold().encode("utf-8")) % len(NAME_COLOURS)]
+
+
+def colour_wanted(no_color_option: bool, environ, stdout_is_terminal: bool) -> bool:
+    """Colour only on a terminal, and never with --no-color or NO_COLOR set
+    to anything but "" (https://no-color.org)."""
+    return stdout_is_terminal and not no_color_option and not environ.get("NO_COLOR")
+
+
+class Style:
+    """Wraps pieces of a line in colour, or leaves them alone."""
+
+    def __init__(self, colour: bool) -> None:
+        self.colour = colour
+
+    def _paint(self, code: str, text: str) -> str:
+        return f"\x1b[{code}m{text}{RESET}" if self.colour else text
+
+    def name(self, name: str) -> str:
+        return self._paint(name_colour(name), name)
+
+    def notice(self, text: str) -> str:
+        return self._paint(NOTICE_COLOUR, text)
+
+    def private(self, text: str) -> str:
+        return self._paint(PRIVATE_COLOUR, text)
+
+    def error(self, text: str) -> str:
+        return self._paint(ERROR_COLOUR, text)
+
+
+PLAIN = Style(colour=False)
+
+
+def clock_time(unix_seconds: float) -> str:
+    """``HH:MM`` in local time."""
+    return time.strftime("%H:%M", time.localtime(unix_seconds))
+
+
+def render(event, session: Session | None = None, style: Style = PLAIN) -> list[str]:
+    """The lines that show ``event`` (none for an event that is not shown).
+    All text from the network passes ``printable_text`` here."""
+    clean = protocol.printable_text
+    if isinstance(event, ChatMessage):
+        return [f"{style.name(clean(event.sender))}: {clean(event.text)}"]
+    if isinstance(event, ActionMessage):
+        return [f"* {style.name(clean(event.sender))} {clean(event.text)}"]
+    if isinstance(event, PrivateMessage):
+        return [_render_private(event, session, style)]
+    if isinstance(event, HistoryMessage):
+        return [_render_history(event, style)]
+    if isinstance(event, UserList):
+        return _render_user_list(event, style)
+    if isinstance(event, Motd):
+        return [style.notice(f"[motd] {clean(line)}") for line in event.text.split("\n")]
+    notice = _notice_text(event)
+    if notice is not None:
+        return [style.notice(f"* {notice}")]
+    if isinstance(event, ErrorNotice):
+        return [style.error(f"Error: {clean(event.text)}")]
+    if isinstance(event, MalformedMessage):
+        return [style.error(f"Error: the server sent a message this client cannot read ({event.reason}).")]
+    return []
+
+
+def _notice_text(event) -> str | None:
+    clean = protocol.printable_text
+    if isinstance(event, UserJoined):
+        return f"{clean(event.name)} joined the chat."
+    if isinstance(event, UserLeft):
+        return f"{clean(event.name)} left the chat."
+    if isinstance(event, UserParted):
+        return f"{clean(event.name)} left the chat: {clean(event.message)}"
+    if isinstance(event, NickChanged):
+        return f"{clean(event.old)} is now known as {clean(event.new)}."
+    if isinstance(event, Notice):
+        return clean(event.text)
+    return None
+
+
+def _render_private(event: PrivateMessage, session: Session | None, style: Style) -> str:
+    clean = protocol.printable_text
+    if session is not None and session.is_me(event.sender):
+        return style.private(f"[me -> {clean(event.recipient)}] {clean(event.text)}")
+    return style.private(f"[{clean(event.sender)} -> me] {clean(event.text)}")
+
+
+def _render_history(event: HistoryMessage, style: Style) -> str:
+    clean = protocol.printable_text
+    when = clock_time(int(event.sent_at)) if event.sent_at.isdigit() else "--:--"
+    marker = style.notice(f"[history {when}]")
+    if event.kind == "action":
+        return f"{marker} * {style.name(clean(event.sender))} {clean(event.text)}"
+    return f"{marker} {style.name(clean(event.sender))}: {clean(event.text)}"
+
+
+def _render_user_list(event: UserList, style: Style) -> list[str]:
+    members = event.members()
+    lines = [style.notice(f"* {len(members)} online:")]
+    for name, seconds in members:
+        lines.append(f"  {style.name(protocol.printable_text(name))} ({protocol.format_duration(seconds)})")
+    return lines
+
+
+# --- commands --------------------------------------------------------------------
+
+
+class QuitRequested(Exception):
+    """The person typed /quit; ``message`` is the parting line ("" for none)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass
+class Context:
+    """What a command may do: send a message, show a line, report an error."""
+
+    session: Session
+    send: Callable[[protocol.Message], None]
+    show: Callable[[str], None]
+    error: Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One row of the table: ``/help`` prints ``name arguments  help``."""
+
+    name: str
+    arguments: str
+    help: str
+    run: Callable[[Context, str], None]
+
+    @property
+    def usage(self) -> str:
+        return f"{self.name} {self.arguments}".strip()
+
+
+class UsageError(Exception):
+    """A command was typed without what it needs."""
+
+
+def _needs(argument: str, command: str) -> None:
+    """Raise UsageError if the argument the command needs is missing."""
+    if not argument:
+        raise UsageError(command)
+
+
+def help_lines() -> list[str]:
+    """One line per command, from the table (``/help`` and ``--help``)."""
+    width = max(len(c.usage) for c in COMMANDS.values())
+    return [f"{command.usage:<{width}}  {command.help}" for command in COMMANDS.values()] + [
+        f"{'//TEXT':<{width}}  send TEXT starting with one /"
+    ]
+
+
+def _help(ctx: Context, argument: str) -> None:
+    for line in help_lines():
+        ctx.show(line)
+
+
+def _users(ctx: Context, argument: str) -> None:
+    ctx.session.user_list_requested(show=True)
+    ctx.send(UserListRequest())
+
+
+def _msg(ctx: Context, argument: str) -> None:
+    _needs(argument, "/msg")
+    name, text = protocol.split_name(argument, ctx.session.names())
+    _needs(text, "/msg")
+    ctx.send(PrivateLine(name, text))
+
+
+def _reply(ctx: Context, argument: str) -> None:
+    _needs(argument, "/reply")
+    if ctx.session.last_private_from is None:
+        ctx.error("No private message to reply to yet.")
+        return
+    ctx.send(PrivateLine(ctx.session.last_private_from, argument))
+
+
+def _me(ctx: Context, argument: str) -> None:
+    _needs(argument, "/me")
+    ctx.send(ActionLine(argument))
+
+
+def _nick(ctx: Context, argument: str) -> None:
+    _needs(argument, "/nick")
+    ctx.send(NickRequest(argument))
+
+
+def _ignore(ctx: Context, argument: str) -> None:
+    _needs(argument, "/ignore")
+    if ctx.session.is_me(argument):
+        ctx.error("You cannot ignore yourself.")
+    elif ctx.session.ignore(argument):
+        ctx.show(f"* Ignoring {argument}: their messages are hidden on this client.")
+    else:
+        ctx.error(f"You are already ignoring {argument}.")
+
+
+def _unignore(ctx: Context, argument: str) -> None:
+    _needs(argument, "/unignore")
+    if ctx.session.unignore(argument):
+        ctx.show(f"* No longer ignoring {argument}.")
+    else:
+        ctx.error(f"You are not ignoring {argument}.")
+
+
+def _quit(ctx: Context, argument: str) -> None:
+    raise QuitRequested(argument)
+
+
+COMMANDS: dict[str, Command] = {c.name: c for c in [
+    Command("/help", "", "list the commands", _help),
+    Command("/users", "", "who is online, and for how long", _users),
+    Command("/msg", "NAME TEXT", "a private message to NAME only", _msg),
+    Command("/reply", "TEXT", "answer the last private message", _reply),
+    Command("/me", "ACTION", "show * NAME ACTION to everyone", _me),
+    Command("/nick", "NEW", "change your username; everyone is told", _nick),
+    Command("/ignore", "NAME", "hide NAME's messages on this client", _ignore),
+    Command("/unignore", "NAME", "show NAME's messages again", _unignore),
+    Command("/quit", "[MESSAGE]", "leave, with a parting line others see", _quit),
+]}
+
+
+def run_line(line: str, ctx: Context) -> None:
+    """Act on one typed line: a command, ``//`` for a line that starts with
+    ``/``, or chat. A blank line does nothing.
+
+    Raises:
+        QuitRequested: the person typed /quit.
+    """
+    if line.startswith("//"):
+        ctx.send(ChatLine(line[1:]))
+    elif line.startswith("/"):
+        _run_command(line, ctx)
+    elif line.strip():
+        ctx.send(ChatLine(line))
+
+
+def _run_command(line: str, ctx: Context) -> None:
+    name, _, argument = line.partition(" ")
+    command = COMMANDS.get(name.lower())
+    if command is None:
+        ctx.error(f"Unknown command {name}; nothing was sent. Type /help for the commands, "
+                  f"or //{line[1:]} to send the line as it is.")
+        return
+    try:
+        command.run(ctx, argument.strip())
+    except UsageError:
+        ctx.error(f"Usage: {command.usage}")
+
+
+# --- tab completion ----------------------------------------------------------------
+
+#: Commands after which the next word is a name.
+NAME_COMMANDS = ("/msg ", "/ignore ", "/unignore ")
+
+
+def complete(typed: str, names: list[str]) -> list[str]:
+    """Whole-line completions of ``typed`` (the line up to the cursor):
+    a name after /msg, /ignore or /unignore; a command after ``/`` at the
+    start; a name at the start of a line (then ``": "``, as in IRC).
+    Names hold spaces, so the line is completed as a whole."""
+    folded = typed.casefold()
+    for command in NAME_COMMANDS:
+        if folded.startswith(command):
+            partial = typed[len(command):]
+            return [f"{typed[:len(command)]}{name} " for name in _starting(names, partial)]
+    if typed.startswith("/"):
+        return [f"{name} " for name in COMMANDS if name.startswith(folded)]
+    if not typed:
+        return []
+    return [f"{name}: " for name in _starting(names, typed)]
+
+
+def _starting(names: list[str], partial: str) -> list[str]:
+    return [name for name in names if name.casefold().startswith(partial.casefold())]

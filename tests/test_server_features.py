@@ -1,0 +1,445 @@
+"""The server's side of issue 4: private messages, actions, renames, the
+user list, history, the message of the day, parting lines and the operator
+console. First the Room with fake members, then a real ChatServer on
+loopback with protocol-level clients (every read has a timeout)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import protocol
+import server
+from protocol import (
+    ActionLine,
+    ActionMessage,
+    ChatMessage,
+    ErrorNotice,
+    Goodbye,
+    HistoryMessage,
+    Motd,
+    NickChanged,
+    NickRequest,
+    Notice,
+    PrivateLine,
+    PrivateMessage,
+    UserJoined,
+    UserLeft,
+    UserList,
+    UserListRequest,
+    UserParted,
+    Welcome,
+)
+from tests.helpers import ChatTestClient
+from tests.test_server import FakeMember, alice_and_bob  # noqa: F401 (a fixture)
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_764_100_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def room_with(*names: str, **options) -> tuple[server.Room, list[FakeMember]]:
+    room = server.Room(**options)
+    members = []
+    for name in names:
+        member = FakeMember()
+        assert room.join(member, name)
+        members.append(member)
+    for member in members:
+        member.inbox.clear()
+    return room, members
+
+
+# --- the room ------------------------------------------------------------------
+
+
+def test_private_line_reaches_only_the_recipient_and_a_receipt_the_sender():
+    room, (ann, bob, cat) = room_with("Ann", "Bob", "Cat")
+
+    assert room.send_private(ann, "bob", "psst")  # any case
+
+    assert bob.inbox == [PrivateMessage("Ann", "Bob", "psst")]
+    assert ann.inbox == [PrivateMessage("Ann", "Bob", "psst")]
+    assert cat.inbox == []
+
+
+def test_private_line_to_an_unknown_name_goes_nowhere():
+    room, (ann, bob) = room_with("Ann", "Bob")
+
+    assert not room.send_private(ann, "Nobody", "psst")
+    assert ann.inbox == bob.inbox == []
+
+
+def test_private_line_to_oneself_arrives_once():
+    room, (ann,) = room_with("Ann")
+    assert room.send_private(ann, "Ann", "note to self")
+    assert ann.inbox == [PrivateMessage("Ann", "Ann", "note to self")]
+
+
+def test_rename_tells_everyone_and_frees_the_old_name():
+    room, (ann, bob) = room_with("Ann", "Bob")
+
+    assert room.rename(ann, "Annie")
+
+    assert ann.name == "Annie"
+    assert ann.inbox == bob.inbox == [NickChanged("Ann", "Annie")]
+    assert room.names() == ["Annie", "Bob"]
+    assert room.join(FakeMember(), "ann")  # the old name is free
+
+
+def test_rename_to_a_taken_name_is_refused_in_any_case():
+    room, (ann, bob) = room_with("Ann", "Bob")
+
+    assert not room.rename(ann, "BOB")
+
+    assert ann.name == "Ann" and room.names() == ["Ann", "Bob"]
+    assert ann.inbox == bob.inbox == []
+
+
+def test_rename_to_another_case_of_ones_own_name_is_allowed():
+    room, (ann,) = room_with("ann")
+    assert room.rename(ann, "Ann")
+    assert room.names() == ["Ann"]
+
+
+def test_who_lists_names_with_seconds_online():
+    clock = FakeClock(100.0)
+    room = server.Room(monotonic=clock)
+    room.join(FakeMember(), "bob")
+    clock.now = 130.0
+    room.join(FakeMember(), "Ann")
+    clock.now = 190.5
+
+    assert room.who() == [("Ann", 60), ("bob", 90)]
+
+
+def test_newcomer_gets_welcome_motd_then_history_and_older_lines_are_dropped():
+    room, (ann,) = room_with("Ann", history_size=2, motd="Be nice.", clock=FakeClock())
+    for text in ("one", "two"):
+        room.post(ChatMessage("Ann", text), sender=ann)
+    room.post(ActionMessage("Ann", "waves"), sender=ann)
+
+    bob = FakeMember()
+    room.join(bob, "Bob")
+
+    assert bob.inbox == [
+        Welcome("Bob"),
+        Motd("Be nice."),
+        HistoryMessage("Ann", "two", "1764100000", "chat"),
+        HistoryMessage("Ann", "waves", "1764100000", "action"),
+    ]
+
+
+def test_history_of_zero_keeps_nothing():
+    room, (ann,) = room_with("Ann", history_size=0)
+    room.post(ChatMessage("Ann", "one"), sender=ann)
+    bob = FakeMember()
+    room.join(bob, "Bob")
+    assert bob.inbox == [Welcome("Bob")]
+
+
+def test_leaving_with_a_parting_line_tells_the_others_that_line():
+    room, (ann, bob) = room_with("Ann", "Bob")
+    room.leave(ann, "see you")
+    assert bob.inbox == [UserParted("Ann", "see you")]
+
+
+def test_split_name_prefers_the_longest_name_online():
+    names = ["Randall", "Randall Flagg"]
+    assert protocol.split_name("randall flagg you are out", names) == ("randall flagg", "you are out")
+    assert protocol.split_name("Randall  out", names) == ("Randall", "out")
+    assert protocol.split_name("Nobody here", names) == ("Nobody", "here")
+    assert protocol.split_name("Randall Flagg", names) == ("Randall Flagg", "")
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [(0, "0 s"), (59, "59 s"), (60, "1 min"), (3599, "59 min"),
+                                                 (3600, "1 h 00 min"), (7380, "2 h 03 min")])
+def test_format_duration(seconds, shown):
+    assert protocol.format_duration(seconds) == shown
+
+
+# --- over loopback ---------------------------------------------------------------
+
+
+@pytest.fixture
+def trio(connect):
+    """Ann, Bob and Cat joined; each has seen the later ones join."""
+    ann, bob, cat = connect("Ann"), connect("Bob"), connect("Cat")
+    ann.expect(UserJoined)
+    ann.expect(UserJoined)
+    bob.expect(UserJoined)
+    return ann, bob, cat
+
+
+def test_private_message_goes_to_one_person_only(trio):
+    ann, bob, cat = trio
+
+    ann.send(PrivateLine("bob", "just between us"))
+
+    assert bob.expect(PrivateMessage) == PrivateMessage("Ann", "Bob", "just between us")
+    assert ann.expect(PrivateMessage) == PrivateMessage("Ann", "Bob", "just between us")
+    ann.say("public")
+    assert cat.expect(ChatMessage) == ChatMessage("Ann", "public")  # the first thing Cat gets
+
+
+def test_private_message_to_an_unknown_name_is_a_clear_error(trio):
+    ann, bob, cat = trio
+
+    ann.send(PrivateLine("Nobody", "hello?"))
+
+    error = ann.expect(ErrorNotice)
+    assert "No one called Nobody is online" in error.text
+    ann.say("after")
+    assert bob.expect(ChatMessage) == ChatMessage("Ann", "after")
+
+
+def test_private_message_is_checked_like_a_chat_line(alice_and_bob):
+    alice, bob = alice_and_bob
+    alice.send(PrivateLine("Bob", "x" * (server.Limits().max_message_bytes + 1)))
+    assert "limit is 4096" in alice.expect(ErrorNotice).text
+    alice.send(PrivateLine("Bob", "  "))
+    assert "empty" in alice.expect(ErrorNotice).text
+    bob.assert_quiet()
+
+
+def test_action_is_broadcast_to_the_others(trio):
+    ann, bob, cat = trio
+    ann.send(ActionLine("waves"))
+    assert bob.expect(ActionMessage) == ActionMessage("Ann", "waves")
+    assert cat.expect(ActionMessage) == ActionMessage("Ann", "waves")
+
+
+def test_nick_change_is_told_to_everyone_and_used_from_then_on(trio):
+    ann, bob, cat = trio
+
+    ann.send(NickRequest("  Annie "))
+
+    for client in trio:
+        assert client.expect(NickChanged) == NickChanged("Ann", "Annie")
+    ann.say("renamed")
+    assert bob.expect(ChatMessage) == ChatMessage("Annie", "renamed")
+
+
+@pytest.mark.parametrize(("wanted", "why"), [("BOB", "taken"), ("", "not a valid username"),
+                                             ("bad\x1bname", "not a valid username"), ("x" * 33, "not a valid")])
+def test_nick_change_follows_the_joining_rules(alice_and_bob, wanted, why):
+    alice, bob = alice_and_bob
+
+    alice.send(NickRequest(wanted))
+
+    error = alice.expect(ErrorNotice)
+    assert why in error.text and "\x1b" not in error.text
+    alice.say("still Alice")
+    assert bob.expect(ChatMessage) == ChatMessage("Alice", "still Alice")
+
+
+def test_user_list_names_everyone_with_time_online(trio):
+    ann, bob, cat = trio
+    bob.send(UserListRequest())
+    listed = bob.expect(UserList).members()
+    assert [name for name, _ in listed] == ["Ann", "Bob", "Cat"]
+    assert all(0 <= seconds < 60 for _, seconds in listed)
+
+
+def test_quit_with_a_parting_line_shows_it_to_the_others(alice_and_bob):
+    alice, bob = alice_and_bob
+    bob.send(Goodbye("good night"))
+    assert alice.expect(UserParted) == UserParted("Bob", "good night")
+
+
+def test_quit_without_a_line_is_a_plain_leave(alice_and_bob):
+    alice, bob = alice_and_bob
+    bob.send(Goodbye(""))
+    assert alice.expect(UserLeft) == UserLeft("Bob")
+
+
+@pytest.fixture
+def server_with(identity_key):
+    """Start a ChatServer with the given options; stopped at the end."""
+    started = []
+
+    def start(**options) -> server.ChatServer:
+        chat = server.ChatServer(identity_key, "127.0.0.1", 0, **options)
+        thread = threading.Thread(target=chat.serve_forever, daemon=True)
+        thread.start()
+        started.append((chat, thread))
+        return chat
+
+    clients: list[ChatTestClient] = []
+
+    def client(chat: server.ChatServer) -> ChatTestClient:
+        opened = ChatTestClient(chat.server_address)
+        clients.append(opened)
+        opened.handshake()
+        return opened
+
+    start.client = client
+    yield start
+    for opened in clients:
+        opened.close()
+    for chat, thread in started:
+        chat.shutdown()
+        chat.server_close()
+        thread.join(5)
+
+
+def test_newcomer_gets_the_motd_and_the_last_messages_marked_as_history(server_with):
+    chat = server_with(history=2, motd="Welcome to the test.")
+    ann = server_with.client(chat)
+    ann.join("Ann")
+    assert ann.expect(Motd) == Motd("Welcome to the test.")
+    for text in ("one", "two", "three"):
+        ann.say(text)
+    ann.send(UserListRequest())
+    ann.expect(UserList)  # the server has handled all three lines
+
+    bob = server_with.client(chat)
+    bob.join("Bob")
+
+    assert bob.expect(Motd) == Motd("Welcome to the test.")
+    first, second = bob.expect(HistoryMessage), bob.expect(HistoryMessage)
+    assert (first.sender, first.text, first.kind) == ("Ann", "two", "chat")
+    assert second.text == "three" and second.sent_at.isdigit()
+    ann.say("live")
+    assert bob.expect(ChatMessage) == ChatMessage("Ann", "live")
+
+
+def test_history_zero_and_no_motd_send_nothing_extra(server_with):
+    chat = server_with(history=0)
+    ann = server_with.client(chat)
+    ann.join("Ann")
+    ann.say("before Bob")
+    ann.send(UserListRequest())
+    ann.expect(UserList)
+    bob = server_with.client(chat)
+    bob.join("Bob")
+    ann.say("live")
+    assert bob.expect(ChatMessage) == ChatMessage("Ann", "live")  # nothing before it
+
+
+# --- the operator console --------------------------------------------------------
+
+
+def test_console_kick_tells_the_member_why_and_the_others(running_server, connect):
+    alice, bob = connect("Alice"), connect("Bob")
+    alice.expect(UserJoined)
+    console = server.OperatorConsole(running_server)
+
+    assert console.execute("/kick bob spamming") == ["Kicked bob."]
+
+    assert bob.expect(Goodbye) == Goodbye("You were kicked by the operator: spamming")
+    bob.wait_closed()
+    assert alice.expect(Notice) == Notice("Bob was kicked by the operator: spamming")
+    assert alice.expect(UserLeft) == UserLeft("Bob")
+
+
+def test_console_kick_without_a_reason_and_of_an_unknown_name(running_server, connect):
+    bob = connect("Bob")
+    console = server.OperatorConsole(running_server)
+    assert console.execute("/kick Nobody") == ["No one called Nobody is online."]
+    assert console.execute("/kick") == ["Usage: /kick NAME [REASON]"]
+    console.execute("/kick Bob")
+    assert bob.expect(Goodbye) == Goodbye("You were kicked by the operator.")
+
+
+def test_console_say_users_help_and_unknown(running_server, connect):
+    alice, bob = connect("Alice"), connect("Bob")
+    alice.expect(UserJoined)
+    console = server.OperatorConsole(running_server)
+
+    assert console.execute("/say maintenance at noon") == ["Notice sent."]
+    for client in (alice, bob):
+        assert client.expect(Notice) == Notice("Notice from the operator: maintenance at noon")
+    shown = console.execute("/users")
+    assert shown[0] == "2 online:" and shown[1].startswith("  Alice (") and shown[2].startswith("  Bob (")
+    assert [line.split()[0] for line in console.execute("/help")] == ["/help", "/users", "/kick", "/say", "/quit"]
+    assert console.execute("/frobnicate") == ["Unknown command /frobnicate. Type /help for the commands."]
+    assert console.execute("   ") == []
+    with pytest.raises(server.ConsoleQuit):
+        console.execute("/quit")
+
+
+def test_console_quit_stops_the_server(identity_key, capsys):
+    chat = server.ChatServer(identity_key, "127.0.0.1", 0)
+    serving = threading.Thread(target=chat.serve_forever, daemon=True)
+    serving.start()
+    lines = iter(["/users", "/quit"])
+    try:
+        server.run_console(server.OperatorConsole(chat), chat, read_line=lambda: next(lines))
+        serving.join(5)
+        assert not serving.is_alive()
+    finally:
+        chat.shutdown()
+        chat.server_close()
+    assert "No one is online." in capsys.readouterr().out
+
+
+def test_flood_control_counts_private_lines_actions_and_renames_too(server_with):
+    chat = server_with(limits=server.Limits(rate=0.001, burst=3))
+    ann, bob = server_with.client(chat), server_with.client(chat)
+    ann.join("Ann")
+    bob.join("Bob")
+    ann.expect(UserJoined)
+
+    ann.send(PrivateLine("Bob", "one"))
+    ann.send(ActionLine("two"))
+    ann.say("three")
+    ann.send(NickRequest("Annie"))
+    ann.send(PrivateLine("Bob", "five"))
+
+    assert bob.expect(PrivateMessage).text == "one"
+    assert bob.expect(ActionMessage).text == "two"
+    assert bob.expect(ChatMessage).text == "three"
+    assert ann.expect(PrivateMessage).text == "one"  # the receipt
+    assert "Slow down: the name was not changed" in ann.expect(ErrorNotice).text
+    assert 'Slow down: "five" was not sent' in ann.expect(ErrorNotice).text
+    ann.send(UserListRequest())  # not counted: the answer goes to the asker alone
+    assert [name for name, _ in ann.expect(UserList).members()] == ["Ann", "Bob"]
+    bob.assert_quiet()
+
+
+class FakeStdin:
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def fileno(self) -> int:
+        return 0
+
+
+@pytest.mark.parametrize(("tty", "terminal_group", "wanted"), [
+    (False, None, False),
+    (True, "ours", True),
+    (True, "another", False),  # started with & from a shell: reading would stop the server
+    (True, OSError, True),  # a terminal that is not the controlling one: no job control
+])
+def test_console_only_on_a_terminal_in_the_foreground(monkeypatch, tty, terminal_group, wanted):
+    def tcgetpgrp(fd):
+        if terminal_group is OSError:
+            raise OSError("not a controlling terminal")
+        return 4242 if terminal_group == "ours" else 4343
+
+    monkeypatch.setattr(server.os, "tcgetpgrp", tcgetpgrp)
+    monkeypatch.setattr(server.os, "getpgrp", lambda: 4242)
+    assert server.console_wanted(FakeStdin(tty)) is wanted
+
+
+def test_console_ends_without_stopping_the_server_when_its_terminal_fails(running_server, capsys):
+    def read_line():
+        raise OSError(5, "Input/output error")
+
+    server.run_console(server.OperatorConsole(running_server), running_server, read_line)
+
+    client = ChatTestClient(running_server.server_address)  # still serving
+    try:
+        client.handshake()
+        client.join("Alice")
+    finally:
+        client.close()
