@@ -229,7 +229,7 @@ def _render_private(event: PrivateMessage, session: Session | None, style: Style
 
 def _render_history(event: HistoryMessage, style: Style) -> str:
     clean = protocol.printable_text
-    when = clock_time(int(event.sent_at)) if event.sent_at.isdigit() else "--:--"
+    when = clock_time(event.sent_at)
     marker = style.notice(f"[history {when}]")
     if event.kind == "action":
         return f"{marker} * {style.name(clean(event.sender))} {clean(event.text)}"

@@ -429,13 +429,13 @@ class UserList(Message):
 @dataclass(frozen=True)
 class HistoryMessage(Message):
     """Server: a chat line or action from before the newcomer joined.
-    ``sent_at`` is Unix time in whole seconds (decimal); ``kind`` is
-    ``"chat"`` or ``"action"``."""
+    ``sent_at`` is Unix time in whole seconds; ``kind`` is ``"chat"`` or
+    ``"action"``."""
 
     TYPE: ClassVar[int] = 0x18
     sender: str
     text: str
-    sent_at: str
+    sent_at: int
     kind: str
 
 

@@ -319,8 +319,7 @@ class Room:
         kind = "action" if isinstance(message, ActionMessage) else "chat"
         with self._lock:
             if self._history.maxlen:
-                sent_at = str(int(self._clock()))
-                self._history.append(HistoryMessage(message.sender, message.text, sent_at, kind))
+                self._history.append(HistoryMessage(message.sender, message.text, int(self._clock()), kind))
             self._broadcast(message, sender)
 
     def send_private(self, sender, recipient: str, text: str) -> bool:
@@ -1018,6 +1017,7 @@ def rate_type(text: str) -> float:
 
 def limits_from(args: argparse.Namespace) -> Limits:
     return Limits(**{name: getattr(args, name) for name in Limits.__dataclass_fields__})
+
 
 def history_size(text: str) -> int:
     """argparse type: a number of messages, 0 or more."""

@@ -127,7 +127,7 @@ def test_ignore_hides_messages_of_that_person_only_until_unignored():
     recorder.run("/ignore bob")
     assert recorder.shown == ["* Ignoring bob: their messages are hidden on this client."]
     for event in (ChatMessage("Bob", "x"), ActionMessage("BOB", "x"), PrivateMessage("Bob", "Ann", "x"),
-                  HistoryMessage("Bob", "x", "0", "chat")):
+                  HistoryMessage("Bob", "x", 0, "chat")):
         assert not session.shows(event), event
     assert session.shows(ChatMessage("Cat", "x"))
     assert session.shows(UserLeft("Bob"))  # comings and goings still show
@@ -187,15 +187,14 @@ def test_new_events_are_shown_distinctly():
 
 def test_history_is_marked_with_its_time():
     sent_at = int(time.mktime((2026, 11, 25, 9, 5, 0, 0, 0, -1)))  # 09:05 local time
-    assert client_ui.render(HistoryMessage("Bob", "earlier", str(sent_at), "chat")) == ["[history 09:05] Bob: earlier"]
-    assert client_ui.render(HistoryMessage("Bob", "waved", str(sent_at), "action")) == ["[history 09:05] * Bob waved"]
-    assert client_ui.render(HistoryMessage("Bob", "x", "garbage", "chat")) == ["[history --:--] Bob: x"]
+    assert client_ui.render(HistoryMessage("Bob", "earlier", sent_at, "chat")) == ["[history 09:05] Bob: earlier"]
+    assert client_ui.render(HistoryMessage("Bob", "waved", sent_at, "action")) == ["[history 09:05] * Bob waved"]
 
 
 @pytest.mark.parametrize("event", [
     ActionMessage(HOSTILE, HOSTILE), PrivateMessage(HOSTILE, HOSTILE, HOSTILE), NickChanged(HOSTILE, HOSTILE),
     UserParted(HOSTILE, HOSTILE), Motd(HOSTILE + "\n" + HOSTILE), UserList.of([(HOSTILE, 1)]),
-    HistoryMessage(HOSTILE, HOSTILE, HOSTILE, HOSTILE),
+    HistoryMessage(HOSTILE, HOSTILE, 0, HOSTILE),
 ], ids=lambda event: type(event).__name__)
 def test_escape_and_c1_controls_never_reach_the_terminal_in_new_events(event):
     for colour in (False, True):

@@ -100,7 +100,7 @@ SERVER_MESSAGES = [
     NickChanged("Zoë", "Zoe"),
     UserList.of([("Zoë", 5), ("Randall Flagg", 3600)]),
     UserList(""),
-    HistoryMessage("Zoë", "earlier", "1764100000", "chat"),
+    HistoryMessage("Zoë", "earlier", 1764100000, "chat"),
     Motd("Welcome!\nBe nice."),
     UserParted("Zoë", "bye all"),
     RateLimit(burst=20, interval_ms=200),
