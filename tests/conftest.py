@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import traceback
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,21 @@ def own_server(identity_key):
         yield own
     finally:
         own.cleanup()
+
+
+@pytest.fixture
+def thread_errors():
+    """Every exception that escapes a thread while the test runs (the
+    default hook would only print it)."""
+    errors: list[str] = []
+    previous = threading.excepthook
+
+    def capture(args):
+        errors.append(f"{args.thread.name if args.thread else '?'}: "
+                      + "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)))
+
+    threading.excepthook = capture
+    try:
+        yield errors
+    finally:
+        threading.excepthook = previous

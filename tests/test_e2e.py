@@ -101,6 +101,18 @@ def test_readme_conversation_reaches_the_other_client(server, open_client, ident
     assert randall.wait() == 0
     for client in (randall, jaime):
         assert_startup_lines(client, real_fingerprint(identity_key))
+    # Exactly the README's lines: history, the user list the client asks for
+    # on joining and the rate limit add none.
+    assert after_the_question(randall) == (
+        "* Jaime Lannister joined the chat.\nJaime Lannister: Hi\n"
+        "Jaime Lannister: How are you R.F.?\n* Jaime Lannister left the chat.\n"
+    )
+    assert after_the_question(jaime) == "Randall Flagg: Hi\n"
+
+
+def after_the_question(client: procs.Proc) -> str:
+    """What a client printed after the server asked for a username."""
+    return client.stdout.text().split("Please enter a username.\n", 1)[1]
 
 
 def test_server_announces_its_address_and_fingerprint_but_never_its_key(server, open_client, identity_key):

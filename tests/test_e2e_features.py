@@ -13,7 +13,7 @@ import pytest
 
 import server as server_module
 from tests import procs
-from tests.test_e2e import join, join_and_wait, stop
+from tests.test_e2e import join, join_and_wait
 
 
 @pytest.fixture
@@ -217,30 +217,6 @@ def test_help_lists_the_options_and_commands(program, options):
     assert result.returncode == 0
     for option in options:
         assert option in result.stdout
-
-
-def test_readme_conversation_is_unchanged_with_the_new_defaults(server, open_client):
-    """History is on by default and the client asks who is online on
-    joining: neither adds a line to the README's conversation."""
-    randall = open_client(server, "randall")
-    join_and_wait(server, randall, "Randall Flagg")
-    jaime = open_client(server, "jaime")
-    join(jaime, "Jaime Lannister")
-    randall.stdout.expect("* Jaime Lannister joined the chat.")
-    jaime.send("Hi")
-    randall.stdout.expect("Jaime Lannister: Hi")
-    randall.send("Hi")
-    jaime.stdout.expect("Randall Flagg: Hi")
-    jaime.close_stdin()
-    assert jaime.wait() == 0
-    randall.stdout.expect("* Jaime Lannister left the chat.")
-    randall.close_stdin()
-    assert randall.wait() == 0
-    assert stop(server) == 0
-    after_name = lambda proc: proc.stdout.text().split("Please enter a username.\n", 1)[1]  # noqa: E731
-    assert after_name(randall) == ("* Jaime Lannister joined the chat.\nJaime Lannister: Hi\n"
-                                   "* Jaime Lannister left the chat.\n")
-    assert after_name(jaime) == "Randall Flagg: Hi\n"
 
 
 def test_name_option_joins_without_the_question(server, open_client):

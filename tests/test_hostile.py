@@ -73,18 +73,6 @@ def assert_served_normally(own_server, name: str = "Fresh") -> None:
     assert first.next_event() == ChatMessage(f"{name}2", "still serving?")
 
 
-@pytest.fixture
-def thread_errors():
-    """Uncaught exceptions in any thread during the test, which must stay empty."""
-    errors: list[threading.ExceptHookArgs] = []
-    saved = threading.excepthook
-    threading.excepthook = errors.append
-    try:
-        yield errors
-    finally:
-        threading.excepthook = saved
-
-
 # --- --max-clients -----------------------------------------------------------
 
 

@@ -17,7 +17,6 @@ import socket
 import struct
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 
 import pytest
@@ -42,7 +41,7 @@ from protocol import (
     UserParted,
 )
 from tests.conftest import start_server, stop_server
-from tests.helpers import ChatTestClient
+from tests.helpers import ChatTestClient, wait_until
 
 TIMEOUT = 5.0  # seconds the server may take to answer or close one connection
 SETTLE = 10.0  # seconds for its threads to end once every connection is gone
@@ -330,41 +329,14 @@ def random_authentic_records(fz: Fuzzer, connections: int, records: int) -> None
 # --- the checks around it ----------------------------------------------------
 
 
-@pytest.fixture
-def thread_errors():
-    """Every exception that escapes a thread while the test runs (the
-    default hook would only print it)."""
-    errors: list[str] = []
-    previous = threading.excepthook
-
-    def capture(args):
-        errors.append(f"{args.thread.name if args.thread else '?'}: "
-                      + "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)))
-
-    threading.excepthook = capture
-    try:
-        yield errors
-    finally:
-        threading.excepthook = previous
-
-
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def assert_server_unharmed(server, threads_at_start: set[threading.Thread], errors: list[str]) -> None:
     """No uncaught exception in any thread, every connection and thread gone,
     and two fresh clients join and exchange a message."""
-    assert wait_for(lambda: server.connection_count() == 0, SETTLE), \
+    assert wait_until(lambda: server.connection_count() == 0, SETTLE), \
         f"{server.connection_count()} connections left on the server"
     # No thread started during the fuzzing is still alive (a set, not just a
     # count, so that a thread of an earlier test ending now cannot hide one).
-    assert wait_for(lambda: not set(threading.enumerate()) - threads_at_start, SETTLE), \
+    assert wait_until(lambda: not set(threading.enumerate()) - threads_at_start, SETTLE), \
         f"threads left: {[t.name for t in set(threading.enumerate()) - threads_at_start]}"
     assert threading.active_count() <= len(threads_at_start)
     assert errors == [], "\n".join(errors)
