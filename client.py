@@ -506,17 +506,23 @@ def converse(link: ServerLink, display: Display) -> int:
     """The chat itself: the main thread reads and sends, a Receiver prints."""
     terminal = display.terminal
     receiver = Receiver(link, display)
-    woken = threading.Event()
+    wakeable = threading.Event()  # set while the main thread may be woken
 
     def wake(signum, frame) -> None:
-        if not woken.is_set():  # the receiver repeats it: act on the first only
-            woken.set()
+        # Raised on every repeat until the main thread stops listening: one
+        # raised inside a readline hook (prompt drawing, Tab) is swallowed
+        # by readline, and the next one must still get through.
+        if wakeable.is_set():
             raise ServerEnded
 
     signal.signal(WAKE_SIGNAL, wake)
+    wakeable.set()
     try:
-        receiver.start()
-        parting = send_typed_lines(link, display)
+        try:
+            receiver.start()
+            parting = send_typed_lines(link, display)
+        finally:
+            wakeable.clear()  # a wake-up raised before this line is caught below
     except ServerEnded:
         parting = None
     person_left = parting is not None

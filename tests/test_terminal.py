@@ -58,7 +58,8 @@ class PtyClient:
     ``output``; ``expect`` waits (with a timeout) for a pattern after the
     point the previous ``expect`` matched."""
 
-    def __init__(self, port: int, data_home, *options: str, env_overrides: dict | None = None) -> None:
+    def __init__(self, port: int, data_home, *options: str, env_overrides: dict | None = None,
+                 program: tuple[str, ...] = ("client.py",)) -> None:
         self.master, self.slave = os.openpty()
         fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
         self.initial_modes = termios.tcgetattr(self.slave)
@@ -74,7 +75,7 @@ class PtyClient:
         env.pop("PYTHONIOENCODING", None)
         try:
             self.popen = subprocess.Popen(
-                [sys.executable, "-c", LAUNCHER, "client.py", "--host", "127.0.0.1", "--port", str(port), *options],
+                [sys.executable, "-c", LAUNCHER, *program, "--host", "127.0.0.1", "--port", str(port), *options],
                 cwd=procs.ROOT, env=env, stdin=self.slave, stdout=self.slave, stderr=self.slave,
                 start_new_session=True,
             )
@@ -247,8 +248,8 @@ def open_pty(tmp_path):
     """Start client.py on a pty; every one is killed and closed at the end."""
     started: list[PtyClient] = []
 
-    def start(port: int, *options: str, env: dict | None = None) -> PtyClient:
-        client = PtyClient(port, tmp_path / f"data-{len(started)}", *options, env_overrides=env)
+    def start(port: int, *options: str, env: dict | None = None, program: tuple[str, ...] = ("client.py",)) -> PtyClient:
+        client = PtyClient(port, tmp_path / f"data-{len(started)}", *options, env_overrides=env, program=program)
         started.append(client)
         return client
 
@@ -474,6 +475,44 @@ def test_server_killed_while_typing(tmp_path, open_pty):
         stopped_at = time.monotonic()
         server.popen.kill()  # SIGKILL: no goodbye
 
+        _assert_server_end_reported(pty, "Connection to server lost.", stopped_at)
+    finally:
+        server.kill()
+
+
+# client.py whose hook, run by readline as it draws the first chat prompt,
+# says so and then takes its time: a wake-up that lands meanwhile is raised
+# inside the hook, where readline swallows it.
+SLOW_HOOK_CLIENT = """
+import sys, time
+import client
+
+class SlowHookTerminal(client.Terminal):
+    slowed = False
+
+    def _prompt_drawn(self):
+        super()._prompt_drawn()
+        if self._asked == client.CHAT_PROMPT and not self.slowed:
+            self.slowed = True
+            print("[in the hook]", flush=True)
+            time.sleep(3)
+
+client.Terminal = SlowHookTerminal
+sys.exit(client.main(sys.argv[1:]))
+"""
+
+
+def test_server_lost_while_readline_runs_a_hook(tmp_path, open_pty):
+    server = procs.start_server(tmp_path)
+    try:
+        pty = open_pty(server.port, program=("-c", SLOW_HOOK_CLIENT))
+        join_at_terminal(pty, "Ann")
+        pty.expect(b"[in the hook]")
+
+        stopped_at = time.monotonic()
+        server.popen.kill()
+
+        # The first wake-up is swallowed with the hook; a repeat ends the client.
         _assert_server_end_reported(pty, "Connection to server lost.", stopped_at)
     finally:
         server.kill()
