@@ -337,8 +337,7 @@ class RateLimit(Message):
     interval_ms: int
 
 
-# Issue 4's messages: commands and history. Types 0x0B-0x0F are taken by
-# other work; these start at 0x10.
+# The chat's commands and history, from 0x10 up (0x0C to 0x0E are free).
 
 
 @dataclass(frozen=True)

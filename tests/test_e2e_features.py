@@ -1,5 +1,6 @@
-"""Issue 4's features with the real programs: server.py and client.py as
-processes on loopback, the clients' input a pipe (as a script runs them).
+"""The chat's commands, history and message of the day with the real
+programs: server.py and client.py as processes on loopback, the clients'
+input a pipe (as a script runs them).
 Every wait has a timeout (tests/procs.py)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The server's side of issue 4: private messages, actions, renames, the
+"""The server's side of the chat commands: private messages, actions, renames, the
 user list, history, the message of the day, parting lines and the operator
 console. First the Room with fake members, then a real ChatServer on
 loopback with protocol-level clients (every read has a timeout)."""

@@ -1,5 +1,5 @@
-"""Issue 4 on a terminal: colours, tab completion, and the server's operator
-console when the server's input is a terminal. Uses the pty machinery of
+"""The chat's features on a terminal: colours, tab completion, and the
+server's operator console when the server's input is a terminal. Uses the pty machinery of
 test_terminal.py; every wait has a timeout."""
 
 from __future__ import annotations
