@@ -1169,3 +1169,16 @@ def test_a_numeric_field_refuses_what_u32_cannot_carry(value):
 
 def test_a_truncated_numeric_field_is_malformed():
     assert isinstance(protocol.decode_message(bytes.fromhex("0b 00000014 0000")), MalformedMessage)
+
+
+def test_a_message_is_encoded_once_however_many_readers_it_has():
+    message = ChatMessage("Zoë", "to everyone")
+    first = protocol.encode_message(message)
+    assert all(protocol.encode_message(message) is first for _ in range(99))
+    assert protocol.encode_message(ChatMessage("Zoë", "to everyone")) == first  # equal: the same bytes
+
+
+def test_a_message_that_cannot_be_encoded_fails_every_time():
+    for _ in range(2):
+        with pytest.raises(LocalProtocolError):
+            protocol.encode_message(ChatLine("lone \ud800 surrogate"))
