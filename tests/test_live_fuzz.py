@@ -394,8 +394,7 @@ def test_live_server_survives_random_and_mutated_inputs(running_server, thread_e
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("seed", [1, 2])
-def test_live_server_survives_many_more_inputs(running_server, thread_errors, seed):
-    """Five times as many inputs (over 10,000), with other seeds (about a minute each)."""
-    count = run_fuzz(running_server, seed, 5, thread_errors)
+def test_live_server_survives_many_more_inputs(running_server, thread_errors):
+    """Five times as many inputs (over 10,000), with another seed (about half a minute)."""
+    count = run_fuzz(running_server, SEED + 1, 5, thread_errors)
     assert sum(count.values()) >= 10_000, count
