@@ -285,12 +285,6 @@ def _readline_redisplay(readline):
     return library
 
 
-def describe(event) -> str | None:
-    """How an event from the server is shown without colour, or None if it
-    is not shown."""
-    return "\n".join(client_ui.render(event)) or None
-
-
 class Display:
     """Shows events and local answers on the terminal: with the session's
     ignores, the chosen style, and ``HH:MM`` first with --timestamps."""

@@ -9,6 +9,7 @@ import stat
 import pytest
 
 import client
+import client_ui
 import crypto_utils
 from protocol import ChatMessage, ErrorNotice, Notice, UserJoined, UserLeft
 
@@ -105,7 +106,7 @@ def test_host_id_brackets_ipv6_only():
 
 
 def test_chat_message_is_shown_as_name_colon_text():
-    assert client.describe(ChatMessage("Jaime Lannister", "Hi")) == "Jaime Lannister: Hi"
+    assert client_ui.render(ChatMessage("Jaime Lannister", "Hi")) == ["Jaime Lannister: Hi"]
 
 
 @pytest.mark.parametrize("event", [
@@ -116,9 +117,9 @@ def test_chat_message_is_shown_as_name_colon_text():
     ErrorNotice(HOSTILE),
 ], ids=lambda event: type(event).__name__)
 def test_escape_and_c1_controls_never_reach_the_terminal(event):
-    shown = client.describe(event)
+    shown = "\n".join(client_ui.render(event))
 
-    assert shown is not None
+    assert shown
     assert not [ch for ch in shown if ch == "\x1b" or 0x80 <= ord(ch) <= 0x9F]
 
 
