@@ -246,11 +246,11 @@ class Outbox:
 
 
 def message_size(message: Message) -> int:
-    """About what a queued message costs: the characters of its text plus a
-    fixed share for the object. Cheap to compute, and close enough to bound
-    memory (within 4 times: a character is 1 to 4 bytes, in memory and in
-    UTF-8); it is not the exact size on the wire."""
-    return 64 + sum(len(value) for value in vars(message).values() if isinstance(value, str))
+    """What a queued message counts against the send queue: its size on the
+    wire, plus a fixed share for the object. The encoding is cached, so for
+    a broadcast it is worked out once, by the first member's outbox, and the
+    writers that seal the message later find it done."""
+    return 64 + len(protocol.encode_message(message))
 
 
 # --- the room ----------------------------------------------------------------
