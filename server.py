@@ -535,7 +535,8 @@ class ClientHandler:
         # Not counted by flood control: the answer goes to the asker alone
         # (whose send queue bounds it), and the client's own startup request
         # must never be refused.
-        self.deliver(UserList.of(self.server.room.who()))
+        for message in user_list_messages(self.server.room.who()):
+            self.deliver(message)
 
     def _part(self, parting: str) -> None:
         """The member leaves with a parting line (sent if it passes the checks)."""
@@ -646,6 +647,26 @@ class ClientHandler:
         self.abort()
         self.sock.close()
         self.server.forget(self)
+
+
+#: Bytes of names one UserList may carry: it is one field of one frame. A
+#: thousand long names of 4-byte characters would not fit.
+USER_LIST_BYTES = 60_000
+
+
+def user_list_messages(members: list[tuple[str, int]]) -> list[Message]:
+    """The answer to /users: a UserList of as many members as fit in one
+    message, and a Notice counting the rest if some do not."""
+    listed, size = [], 0
+    for name, seconds in members:
+        size += len(name.encode("utf-8")) + len(str(seconds)) + 2  # a tab and a newline
+        if size > USER_LIST_BYTES:
+            break
+        listed.append((name, seconds))
+    messages: list[Message] = [UserList.of(listed)]
+    if len(listed) < len(members):
+        messages.append(Notice(f"...and {len(members) - len(listed)} more: too many to list."))
+    return messages
 
 
 class _ClientLeft(Exception):

@@ -443,3 +443,21 @@ def test_console_ends_without_stopping_the_server_when_its_terminal_fails(runnin
         client.join("Alice")
     finally:
         client.close()
+
+
+def test_a_user_list_too_long_for_one_message_lists_what_fits_and_counts_the_rest():
+    # A thousand names of 32 four-byte characters: 128 KB, twice what a field holds.
+    members = [(f"{n:03d}" + "\U0001F600" * 29, n) for n in range(1000)]
+
+    messages = server.user_list_messages(members)
+
+    user_list, notice = messages
+    listed = user_list.members()
+    assert listed == members[:len(listed)] and 0 < len(listed) < 1000
+    assert len(protocol.encode_message(user_list)) <= server.USER_LIST_BYTES + 16
+    assert notice == Notice(f"...and {1000 - len(listed)} more: too many to list.")
+
+
+def test_a_user_list_that_fits_is_one_message():
+    members = [("Ann", 5), ("Bob", 7)]
+    assert server.user_list_messages(members) == [UserList.of(members)]
