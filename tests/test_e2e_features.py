@@ -8,12 +8,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 
 import server as server_module
 from tests import procs
+from tests.helpers import wait_until
 from tests.test_e2e import join, join_and_wait
 
 
@@ -247,10 +247,7 @@ def test_kicked_client_is_told_why_and_exits(tmp_path, running_server):
     try:
         client.stdout.expect("Encryption is established.")
         console = server_module.OperatorConsole(running_server)
-        deadline = time.monotonic() + procs.TIMEOUT
-        while running_server.room.find("Bob") is None:  # joined: the server has the name
-            assert time.monotonic() < deadline, "Bob never joined"
-            time.sleep(0.01)
+        assert wait_until(lambda: running_server.room.find("Bob") is not None, procs.TIMEOUT), "Bob never joined"
         assert console.execute("/kick Bob enough") == ["Kicked Bob."]
 
         assert client.wait() == 1
