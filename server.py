@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import itertools
 import logging
 import os
 import select
@@ -263,31 +264,44 @@ class Room:
     ``deliver(message)``; the room calls ``deliver`` under its lock, so every
     member's outbox receives the messages in the same order.
 
+    What the others must hear goes through the room's ``cluster``, which
+    gives it one order and hands it back to ``apply``: a ``SingleServer``
+    at once, a ``cluster.RedisCluster`` once the Redis stream has it, on
+    every server of the cluster alike.
+
     Args:
         history_size: how many recent chat lines and actions a newcomer gets
             (0: none are kept).
         motd: the message of the day, sent on joining ("" for none).
         clock: wall-clock time (for history); monotonic: for time online.
             Tests pin both.
+        cluster: where names are claimed and messages are ordered (default:
+            this server alone).
     """
 
     def __init__(self, history_size: int = DEFAULT_HISTORY, motd: str = "",
-                 clock=time.time, monotonic=time.monotonic) -> None:
+                 clock=time.time, monotonic=time.monotonic, cluster=None) -> None:
         self._lock = threading.Lock()
         self._members: dict[str, object] = {}  # casefolded name -> member
         self._joined_at: dict[object, float] = {}
         self._history: collections.deque[HistoryMessage] = collections.deque(maxlen=history_size)
         self._motd = motd
         self._clock, self._monotonic = clock, monotonic
+        self._member_ids = itertools.count(1)
+        self.cluster = cluster if cluster is not None else SingleServer()
+        self.cluster.attach(self)
 
     def join(self, member, name: str) -> bool:
         """Give ``member`` the name if nobody has it (case-insensitively);
         then it is welcomed (with the message of the day and the history)
         and everyone else is told. False if taken."""
+        if not self.cluster.claim(name):
+            return False
         with self._lock:
             if name.casefold() in self._members:
                 return False
             member.name = name
+            member.member_id = f"{self.cluster.server_id}/{next(self._member_ids)}"
             self._members[name.casefold()] = member
             self._joined_at[member] = self._monotonic()
             member.deliver(Welcome(name))
@@ -295,8 +309,8 @@ class Room:
                 member.deliver(Motd(self._motd))
             for message in self._history:  # under the lock: none missed, none twice
                 member.deliver(message)
-            self._broadcast(UserJoined(name), sender=member)
-            return True
+        self.cluster.publish(UserJoined(name), sender=member)
+        return True
 
     def leave(self, member, parting: str = "") -> None:
         """Take ``member`` out (if it was in) and tell everyone else, with
@@ -307,69 +321,144 @@ class Room:
                 return
             del self._members[name.casefold()]
             del self._joined_at[member]
-            self._broadcast(UserParted(name, parting) if parting else UserLeft(name), sender=member)
+        self.cluster.publish(UserParted(name, parting) if parting else UserLeft(name), sender=member)
+        self.cluster.release(name)
 
     def broadcast(self, message: Message, sender=None) -> None:
-        """Queue ``message`` for every member but ``sender``."""
-        with self._lock:
-            self._broadcast(message, sender)
+        """Send ``message`` to every member but ``sender``."""
+        self.cluster.publish(message, sender)
 
     def post(self, message: ChatMessage | ActionMessage, sender) -> None:
         """Broadcast a member's chat line or action and keep it for newcomers."""
-        kind = "action" if isinstance(message, ActionMessage) else "chat"
-        with self._lock:
-            if self._history.maxlen:
-                self._history.append(HistoryMessage(message.sender, message.text, int(self._clock()), kind))
-            self._broadcast(message, sender)
+        self.cluster.publish(message, sender)
 
     def send_private(self, sender, recipient: str, text: str) -> bool:
         """Deliver a private line to the member called ``recipient`` (any
         case) and a copy to ``sender`` as its receipt; nobody else sees it.
-        False if no one of that name is here."""
+        False if no one of that name is online."""
         with self._lock:
             target = self._members.get(recipient.casefold())
-            if target is None:
-                return False
-            message = PrivateMessage(sender.name, target.name, text)
-            target.deliver(message)
-            if target is not sender:
-                sender.deliver(message)
-            return True
+            if target is not None:
+                message = PrivateMessage(sender.name, target.name, text)
+                target.deliver(message)
+                if target is not sender:
+                    sender.deliver(message)
+                return True
+        elsewhere = self.cluster.locate(recipient)  # on another server of the cluster?
+        if elsewhere is None:
+            return False
+        message = PrivateMessage(sender.name, elsewhere, text)
+        sender.deliver(message)
+        self.cluster.publish(message, sender)
+        return True
 
     def rename(self, member, new_name: str) -> bool:
         """Give ``member`` the new name if no one else has it; everyone, the
         member too, is told. False if taken."""
+        old_name = member.name
+        new_name_is_new = new_name.casefold() != old_name.casefold()
+        if new_name_is_new and not self.cluster.claim(new_name):
+            return False
         with self._lock:
-            old_name = member.name
             holder = self._members.get(new_name.casefold())
             if holder is not None and holder is not member:
                 return False
             del self._members[old_name.casefold()]
             self._members[new_name.casefold()] = member
             member.name = new_name
-            self._broadcast(NickChanged(old_name, new_name), sender=None)
-            return True
+        if new_name_is_new:
+            self.cluster.release(old_name)
+        self.cluster.publish(NickChanged(old_name, new_name), sender=None)
+        return True
 
     def find(self, name: str):
-        """The member called ``name`` (any case), or None."""
+        """The member called ``name`` (any case) on this server, or None."""
         with self._lock:
             return self._members.get(name.casefold())
 
     def who(self) -> list[tuple[str, int]]:
-        """(name, whole seconds online) of every member, sorted by name."""
-        with self._lock:
-            now = self._monotonic()
-            members = [(m.name, int(now - self._joined_at[m])) for m in self._members.values()]
+        """(name, whole seconds online) of everyone online, sorted by name:
+        on every server of the cluster, or on this one if it cannot say."""
+        members = self.cluster.members()
+        if members is None:
+            members = self.local_members()
         return sorted(members, key=lambda entry: entry[0].casefold())
 
+    def local_members(self) -> list[tuple[str, int]]:
+        """(name, whole seconds online) of the members on this server."""
+        with self._lock:
+            now = self._monotonic()
+            return [(m.name, int(now - self._joined_at[m])) for m in self._members.values()]
+
     def names(self) -> list[str]:
+        """The names of the members on this server."""
         with self._lock:
             return sorted((m.name for m in self._members.values()), key=str.casefold)
 
-    def _broadcast(self, message: Message, sender) -> None:
-        for member in self._members.values():
-            if member is not sender:
+    # Called by the cluster.
+
+    def apply(self, message: Message, sender_id: str | None, sent_at: float | None = None) -> None:
+        """Deliver a message in its place in the one order: to every member
+        but its sender, or a private one to its recipient only. Chat lines
+        and actions are kept for newcomers (``sent_at``: when, if not now)."""
+        with self._lock:
+            if isinstance(message, PrivateMessage):
+                target = self._members.get(message.recipient.casefold())
+                if target is not None and target.member_id != sender_id:
+                    target.deliver(message)
+                return
+            self._remember(message, sent_at)
+            for member in self._members.values():
+                if member.member_id != sender_id:
+                    member.deliver(message)
+
+    def remember(self, message: Message, sent_at: float) -> None:
+        """Keep a chat line or action sent before this server started."""
+        with self._lock:
+            self._remember(message, sent_at)
+
+    def tell_everyone_here(self, message: Message) -> None:
+        """Deliver ``message`` to the members on this server only."""
+        with self._lock:
+            for member in self._members.values():
                 member.deliver(message)
+
+    def _remember(self, message: Message, sent_at: float | None) -> None:
+        if self._history.maxlen and isinstance(message, (ChatMessage, ActionMessage)):
+            kind = "action" if isinstance(message, ActionMessage) else "chat"
+            when = self._clock() if sent_at is None else sent_at
+            self._history.append(HistoryMessage(message.sender, message.text, int(when), kind))
+
+
+class SingleServer:
+    """The cluster of one: names are this server's, and a message is in its
+    place as soon as it is published."""
+
+    server_id = "local"
+
+    def attach(self, room: Room) -> None:
+        self._room = room
+
+    def claim(self, name: str) -> bool:
+        return True  # the room's own check is the whole check
+
+    def release(self, name: str) -> None:
+        pass
+
+    def publish(self, message: Message, sender=None) -> None:
+        self._room.apply(message, getattr(sender, "member_id", None))
+
+    def locate(self, name: str) -> str | None:
+        return None  # no one is anywhere else
+
+    def members(self) -> list[tuple[str, int]] | None:
+        return None  # the room knows them all
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 # --- one connection ----------------------------------------------------------
@@ -723,11 +812,12 @@ class ChatServer:
     """
 
     def __init__(self, identity_key, host: str = "0.0.0.0", port: int = DEFAULT_PORT,
-                 limits: Limits = Limits(), history: int = DEFAULT_HISTORY, motd: str = "") -> None:
+                 limits: Limits = Limits(), history: int = DEFAULT_HISTORY, motd: str = "",
+                 cluster=None) -> None:
         self.identity_key = identity_key
         self.limits = limits
         self.fingerprint = crypto_utils.fingerprint(crypto_utils.export_public_key(identity_key))
-        self.room = Room(history_size=history, motd=motd)
+        self.room = Room(history_size=history, motd=motd, cluster=cluster)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._listener = socket.create_server((host, port), family=family, backlog=128)
         self.server_address = self._listener.getsockname()[:2]
@@ -737,6 +827,7 @@ class ChatServer:
         self._serving = threading.Event()
         self._stopped = threading.Event()
         self._wake_reader, self._wake_writer = socket.socketpair()
+        self.room.cluster.start()
 
     def __enter__(self) -> "ChatServer":
         return self
@@ -774,6 +865,7 @@ class ChatServer:
             if thread.is_alive():
                 handler.abort()
                 thread.join(SHUTDOWN_GRACE)
+        self.room.cluster.close()
         self._wake_reader.close()
         self._wake_writer.close()
 
