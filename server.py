@@ -61,6 +61,8 @@ SHUTDOWN_GRACE = 2.0  # seconds to let goodbyes go out on shutdown
 DEFAULT_HISTORY = 20  # chat lines and actions a newcomer is shown
 MAX_MOTD_BYTES = 4096  # of UTF-8 in the message of the day
 RECV_SIZE = 65536
+CLUSTER_NAME_TTL = 15.0  # seconds; see cluster.py
+EXIT_NO_CLUSTER = 3  # the cluster is unreachable at start: worth trying again later
 #: The longest chat text an option may allow: a relayed ChatMessage (text,
 #: sender's name, field lengths, tag) must still fit in one frame.
 MAX_MESSAGE_BYTES_CEILING = protocol.MAX_FRAME_SIZE - 1024
@@ -1089,10 +1091,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--motd", type=Path, default=None, metavar="FILE",
                         help="a file whose text is shown to everyone who joins (message of the day)")
     _add_limit_options(parser.add_argument_group("limits"))
+    _add_cluster_options(parser.add_argument_group("cluster (several servers, one chat, over Redis)"))
     args = parser.parse_args(argv)
     if args.max_message_bytes > MAX_MESSAGE_BYTES_CEILING:
         parser.error(f"--max-message-bytes can be at most {MAX_MESSAGE_BYTES_CEILING} (one frame)")
+    if args.cluster:
+        import cluster  # only now: without --cluster, redis is never imported
+        try:
+            cluster.check_url(args.cluster)
+        except ValueError as exc:
+            parser.error(f"--cluster: {exc}")
     return args
+
+
+def _add_cluster_options(group) -> None:
+    group.add_argument(
+        "--cluster", default=os.environ.get("CHAT_CLUSTER") or None, metavar="redis://HOST:PORT/DB",
+        help="share the chat with every server given the same Redis (default: $CHAT_CLUSTER; "
+             "none: this server alone). Needs: pip install -r requirements-cluster.txt",
+    )
+    group.add_argument(
+        "--cluster-name-ttl", type=positive(float, "--cluster-name-ttl"), default=CLUSTER_NAME_TTL,
+        metavar="SECONDS",
+        help="how long the names of a server that stopped answering stay taken "
+             f"(default: {CLUSTER_NAME_TTL:g})",
+    )
 
 
 def _add_limit_options(group) -> None:
@@ -1164,6 +1187,25 @@ def read_motd(path: Path | None) -> str:
     return text
 
 
+class ClusterError(Exception):
+    """The cluster given with --cluster cannot be joined; the message says why."""
+
+
+def join_cluster(args: argparse.Namespace):
+    """The Redis cluster given with --cluster, connected, or None if none was.
+
+    Raises:
+        ClusterError: Redis does not answer, or the redis package is missing.
+    """
+    if not args.cluster:
+        return None
+    import cluster
+    try:
+        return cluster.RedisCluster.connect(args.cluster, name_ttl=args.cluster_name_ttl)
+    except cluster.ClusterUnavailable as exc:
+        raise ClusterError(str(exc)) from None
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -1176,14 +1218,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         motd = read_motd(args.motd)
         key = load_or_create_identity_key(key_path)
-        server = ChatServer(key, args.host, args.port, limits_from(args), history=args.history, motd=motd)
+        room_cluster = join_cluster(args)
     except (KeyFileError, MotdFileError) as exc:
         print(exc, file=sys.stderr)
         return 1
+    except ClusterError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_NO_CLUSTER
+    try:
+        server = ChatServer(key, args.host, args.port, limits_from(args), history=args.history, motd=motd,
+                            cluster=room_cluster)
     except OSError as exc:
         print(f"Cannot listen at {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        if room_cluster is not None:
+            room_cluster.close()
         return 1
     print(f"Listening at {_format_address(server.server_address)}")
+    if room_cluster is not None:
+        print(f"Cluster: {room_cluster.describe()}")
     print(f"Server key fingerprint: {server.fingerprint}", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)
     if console_wanted(sys.stdin):

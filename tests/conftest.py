@@ -11,6 +11,7 @@ import pytest
 import crypto_utils
 import server as chat_server
 from tests.helpers import ChatTestClient, OwnServer
+from tests.redis_proc import RedisServer
 
 KEYS = Path(__file__).parent / "keys"
 
@@ -103,3 +104,15 @@ def thread_errors():
         yield errors
     finally:
         threading.excepthook = previous
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server on loopback, for the cluster tests (skipped
+    without one, except in CI)."""
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    try:
+        yield redis
+    finally:
+        redis.stop()

@@ -121,9 +121,10 @@ class OwnServer:
         self.clients: list[ChatTestClient] = []
         self.stopped = False
 
-    def start(self, **limits) -> server.ChatServer:
-        """Start serving, with ``limits`` (fields of ``server.Limits``) changed."""
-        self.server = server.ChatServer(self.key, "127.0.0.1", 0, server.Limits(**limits))
+    def start(self, cluster=None, **limits) -> server.ChatServer:
+        """Start serving, with ``limits`` (fields of ``server.Limits``) changed,
+        alone or in ``cluster``."""
+        self.server = server.ChatServer(self.key, "127.0.0.1", 0, server.Limits(**limits), cluster=cluster)
         self.thread = threading.Thread(target=self.server.serve_forever, name="serve_forever", daemon=True)
         self.thread.start()
         return self.server

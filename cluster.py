@@ -1,0 +1,372 @@
+"""Several servers, one chat: the room's cluster on Redis.
+
+Every server of a cluster connects to one Redis. There it shares
+
+- the conversation: one stream, ``socket-chat:chat``. A server adds what its
+  members say (XADD) and delivers to its members what it reads back (XREAD),
+  its own lines too, in the stream's order: so everyone, on every server,
+  sees the same order;
+- the names: one key per name, ``socket-chat:name:<casefolded name>``, a hash
+  of the server holding it, the name as typed and since when, claimed
+  atomically and set to expire: each server refreshes its members' names
+  while it lives, so the names of a server that died come free by themselves.
+
+If Redis is lost, the server tells its members the chat is degraded, goes on
+as a server alone, and tries again with a growing pause; when Redis is back
+it claims its members' names again and says so. See PROTOCOL.md for the
+entries and SECURITY.md for what Redis is trusted with.
+
+The ``redis`` package (requirements-cluster.txt) is imported only here, and
+this module only when ``--cluster`` is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import protocol
+from protocol import Message, MalformedMessage, Notice
+
+try:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError:  # only needed with --cluster: main() says how to install it
+    redis = None
+
+log = logging.getLogger("chat.cluster")
+
+PREFIX = "socket-chat:"
+STREAM = PREFIX + "chat"
+NAME_PREFIX = PREFIX + "name:"
+#: Stream entries kept: far more than any history, and bounded memory.
+STREAM_LENGTH = 10_000
+DEFAULT_NAME_TTL = 15.0  # seconds a name outlives its server's last refresh
+READ_BLOCK_MS = 500  # how long one XREAD waits: also how soon close() is noticed
+READ_COUNT = 500  # entries at most per XREAD
+SOCKET_TIMEOUT = 5.0  # seconds for any Redis reply: a vanished Redis is noticed
+BACKOFF_FIRST, BACKOFF_MOST = 0.1, 5.0  # seconds between tries to reach Redis again
+
+DEGRADED = ("The chat is degraded: this server has lost touch with the others. "
+            "Messages reach only the people on this server until it is back.")
+RESTORED = "The cluster is back: messages reach everyone again."
+NAME_LOST = ("Your username {name} was taken on another server while this one was cut off "
+             "from the cluster. Please connect again and choose another.")
+
+# Claim a free name: KEYS[1] the name's key; ARGV: server, name, since, ttl (ms).
+_CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'server', ARGV[1], 'name', ARGV[2], 'since', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+# Free a name, if this server holds it. KEYS[1] the name's key; ARGV[1] server.
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'server') == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# Keep this server's names: refresh the ones it holds, claim again the ones
+# that expired or were lost with Redis, and return the positions (1-based) of
+# those another server holds now. KEYS: the names' keys; ARGV: server, ttl
+# (ms), then name and since for each key.
+_REFRESH = """
+local lost = {}
+for i, key in ipairs(KEYS) do
+  local holder = redis.call('HGET', key, 'server')
+  if holder == false or holder == ARGV[1] then
+    redis.call('HSET', key, 'server', ARGV[1], 'name', ARGV[1 + 2 * i], 'since', ARGV[2 + 2 * i])
+    redis.call('PEXPIRE', key, ARGV[2])
+  else
+    table.insert(lost, i)
+  end
+end
+return lost
+"""
+
+
+class ClusterUnavailable(Exception):
+    """The cluster cannot be used; the message says why."""
+
+
+def redacted(url: str) -> str:
+    """``url`` with any password replaced by ``***``, fit to print or log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def check_url(url: str) -> str:
+    """``url`` if it names a Redis server (redis://, rediss:// or unix://).
+
+    Raises:
+        ValueError: it does not.
+    """
+    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"{redacted(url)!r} is not a Redis address: it must start with redis://, rediss:// or unix://")
+    return url
+
+
+def encode_entry(message: Message, sender_id: str | None) -> dict[bytes, bytes]:
+    """The stream entry of a message: its bytes in the chat protocol's own
+    encoding, and which member sent it (empty: no member)."""
+    return {b"m": protocol.encode_message(message), b"from": (sender_id or "").encode("utf-8")}
+
+
+def decode_entry(fields: dict[bytes, bytes]) -> tuple[Message, str | None]:
+    """The message and sender of a stream entry.
+
+    Raises:
+        ValueError: not an entry a server of this chat wrote.
+    """
+    try:
+        message = protocol.decode_message(fields[b"m"])
+        sender_id = fields[b"from"].decode("utf-8") or None
+    except (KeyError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a chat entry ({exc!r})") from None
+    if isinstance(message, MalformedMessage):
+        raise ValueError(message.reason)
+    return message, sender_id
+
+
+def entry_time(entry_id: bytes) -> float:
+    """When a stream entry was added, from its ID (milliseconds-sequence)."""
+    return int(entry_id.split(b"-")[0]) / 1000
+
+
+class RedisCluster:
+    """The room's cluster on one Redis (see the module's docstring).
+
+    Args:
+        url: the Redis server, as redis://HOST:PORT/DB.
+        name_ttl: seconds a name is kept after its server's last refresh;
+            it is refreshed every third of that.
+        clock: wall-clock time, for how long people have been online.
+    """
+
+    def __init__(self, url: str, name_ttl: float = DEFAULT_NAME_TTL, clock=time.time) -> None:
+        if redis is None:
+            raise ClusterUnavailable("--cluster needs the redis package: pip install -r requirements-cluster.txt")
+        self.url = url
+        self.server_id = uuid.uuid4().hex[:12]
+        self.name_ttl = name_ttl
+        self._clock = clock
+        self._redis = redis.Redis.from_url(
+            url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT,
+            retry=Retry(NoBackoff(), 0),  # a failure is news: the cluster thread retries, with backoff
+        )
+        self._claim = self._redis.register_script(_CLAIM)
+        self._release = self._redis.register_script(_RELEASE)
+        self._refresh = self._redis.register_script(_REFRESH)
+        self._room = None
+        self._connected = threading.Event()
+        self._state_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._last_id = b"0-0"  # the last stream entry applied
+        self._since: dict[str, float] = {}  # casefolded name -> when its member joined
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def connect(cls, url: str, **options) -> "RedisCluster":
+        """A cluster whose Redis answers now.
+
+        Raises:
+            ClusterUnavailable: it does not (or the redis package is missing).
+        """
+        cluster = cls(url, **options)
+        try:
+            cluster._redis.ping()
+        except redis.RedisError as exc:
+            cluster._redis.close()
+            raise ClusterUnavailable(f"Cannot reach the cluster at {redacted(url)}: {exc}") from None
+        cluster._connected.set()
+        return cluster
+
+    def describe(self) -> str:
+        """Where the cluster is (without its password) and who this server is in it."""
+        return f"{redacted(self.url)} (this server is {self.server_id})"
+
+    @property
+    def connected(self) -> bool:
+        """True while Redis answers; False while the chat is degraded."""
+        return self._connected.is_set()
+
+    # The room's side.
+
+    def attach(self, room) -> None:
+        self._room = room
+
+    def start(self) -> None:
+        """Fill the room's history from the stream, then follow the stream."""
+        try:
+            self._catch_up_history()
+        except redis.RedisError as exc:
+            self._lost(exc)
+        self._thread = threading.Thread(target=self._run, name="cluster", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop following the stream (the members have left by now)."""
+        self._closing.set()
+        self._redis.connection_pool.disconnect()  # wakes the cluster thread from its XREAD
+        if self._thread is not None:
+            self._thread.join(READ_BLOCK_MS / 1000 + SOCKET_TIMEOUT)
+        self._redis.close()
+
+    def claim(self, name: str) -> bool:
+        """Take ``name`` for a member here; False if another has it anywhere.
+        While degraded, only this server's own members are checked."""
+        since = self._clock()
+        if self.connected and not self._try(
+                self._claim, keys=[NAME_PREFIX + name.casefold()],
+                args=[self.server_id, name, since, self._ttl_ms()], otherwise=1):
+            return False
+        self._since[name.casefold()] = since
+        return True
+
+    def release(self, name: str) -> None:
+        self._since.pop(name.casefold(), None)
+        self._try(self._release, keys=[NAME_PREFIX + name.casefold()], args=[self.server_id])
+
+    def publish(self, message: Message, sender=None) -> None:
+        """Put ``message`` in the stream; while degraded, deliver it here at once."""
+        sender_id = getattr(sender, "member_id", None)
+        if self.connected and self._try(
+                self._redis.xadd, STREAM, encode_entry(message, sender_id),
+                maxlen=STREAM_LENGTH, approximate=True, otherwise=None) is not None:
+            return  # the cluster thread delivers it when it reads it back
+        self._room.apply(message, sender_id)
+
+    def locate(self, name: str) -> str | None:
+        """The name, as its holder typed it, of someone on another server."""
+        found = self._try(self._redis.hget, NAME_PREFIX + name.casefold(), "name")
+        return found.decode("utf-8") if found else None
+
+    def members(self) -> list[tuple[str, int]] | None:
+        """(name, whole seconds online) of everyone in the cluster, or None
+        while degraded."""
+        return self._try(self._read_members)
+
+    # The cluster thread.
+
+    def _run(self) -> None:
+        refresh_due = 0.0
+        while not self._closing.is_set():
+            if not self.connected:
+                self._reconnect()
+                continue
+            try:
+                if time.monotonic() >= refresh_due:
+                    self._refresh_names()
+                    refresh_due = time.monotonic() + self.name_ttl / 3
+                self._follow_stream()
+            except redis.RedisError as exc:
+                self._lost(exc)
+            except Exception:  # a bug must not stop the chat: it stays in the log
+                log.exception("cluster thread")
+                self._closing.wait(BACKOFF_MOST)
+
+    def _follow_stream(self) -> None:
+        block = min(READ_BLOCK_MS, int(self.name_ttl / 3 * 1000))
+        replies = self._redis.xread({STREAM: self._last_id}, count=READ_COUNT, block=block)
+        for _, entries in replies:
+            for entry_id, fields in entries:
+                self._last_id = entry_id
+                try:
+                    message, sender_id = decode_entry(fields)
+                except ValueError as exc:
+                    log.warning("skipped stream entry %s: %s", entry_id.decode(), exc)
+                    continue
+                self._room.apply(message, sender_id, sent_at=entry_time(entry_id))
+
+    def _refresh_names(self) -> None:
+        names = self._room.names()
+        if not names:
+            return
+        args: list = [self.server_id, self._ttl_ms()]
+        for name in names:
+            args += [name, self._since.setdefault(name.casefold(), self._clock())]
+        lost = self._refresh(keys=[NAME_PREFIX + name.casefold() for name in names], args=args)
+        for position in lost:
+            self._evict(names[int(position) - 1])
+
+    def _evict(self, name: str) -> None:
+        """Another server holds the name of a member here: that member goes."""
+        member = self._room.find(name)
+        if member is not None:
+            log.warning("%s: the name is held by another server now; disconnecting", name)
+            self._since.pop(name.casefold(), None)
+            member.close(NAME_LOST.format(name=name))
+
+    def _reconnect(self) -> None:
+        """Try Redis again, waiting longer each time, until it answers."""
+        pause = BACKOFF_FIRST
+        while not self._closing.wait(pause):
+            try:
+                self._redis.ping()
+                self._refresh_names()
+            except redis.RedisError as exc:
+                log.info("cluster still unreachable (next try in %.1f s): %s", pause, exc)
+                pause = min(pause * 2, BACKOFF_MOST)
+                continue
+            self._connected.set()
+            log.warning("cluster reached again: the chat is whole")
+            self._room.tell_everyone_here(Notice(RESTORED))
+            return
+
+    def _lost(self, exc: Exception) -> None:
+        if self._closing.is_set():
+            return
+        with self._state_lock:  # one warning, however many threads notice
+            if not self._connected.is_set():
+                return
+            self._connected.clear()
+        log.warning("cluster lost: %s; the chat is degraded", exc)
+        self._room.tell_everyone_here(Notice(DEGRADED))
+
+    # Helpers.
+
+    def _try(self, command, *args, otherwise=None, **kwargs):
+        """``command``'s reply, or ``otherwise`` if Redis fails (which makes
+        the chat degraded) or is already known to be lost."""
+        if not self.connected:
+            return otherwise
+        try:
+            return command(*args, **kwargs)
+        except redis.RedisError as exc:
+            self._lost(exc)
+            return otherwise
+
+    def _catch_up_history(self) -> None:
+        """Give the room the chat lines of the stream's tail, and start
+        reading after them."""
+        newest = self._redis.xrevrange(STREAM, count=READ_COUNT)
+        if newest:
+            self._last_id = newest[0][0]
+        for entry_id, fields in reversed(newest):
+            try:
+                message, _ = decode_entry(fields)
+            except ValueError:
+                continue
+            self._room.remember(message, entry_time(entry_id))
+
+    def _read_members(self) -> list[tuple[str, int]]:
+        keys = list(self._redis.scan_iter(match=NAME_PREFIX + "*", count=1000))
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(key, "name", "since")
+        now = self._clock()
+        return [(name.decode("utf-8"), max(0, int(now - float(since))))
+                for name, since in pipe.execute() if name is not None and since is not None]
+
+    def _ttl_ms(self) -> int:
+        return max(1, int(self.name_ttl * 1000))
+

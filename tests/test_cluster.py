@@ -1,0 +1,258 @@
+"""Several servers, one chat: in-process servers sharing a real redis-server
+on loopback (cluster.py). The real processes are in test_cluster_procs.py."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+import cluster
+import server
+from protocol import (
+    ChatMessage,
+    Goodbye,
+    HistoryMessage,
+    Notice,
+    PrivateLine,
+    PrivateMessage,
+    UserJoined,
+    UserLeft,
+    UserList,
+    UserListRequest,
+    Username,
+    UsernameRequest,
+)
+from tests.helpers import OwnServer
+
+
+@pytest.fixture
+def cluster_of(identity_key, redis_server):
+    """``cluster_of(n)``: n servers on loopback sharing ``redis_server``."""
+    servers: list[OwnServer] = []
+
+    def start(count: int, name_ttl: float = cluster.DEFAULT_NAME_TTL) -> list[OwnServer]:
+        for _ in range(count):
+            own = OwnServer(identity_key)
+            own.start(cluster=cluster.RedisCluster.connect(redis_server.url, name_ttl=name_ttl))
+            servers.append(own)
+        return servers[-count:]
+
+    try:
+        yield start
+    finally:
+        for own in servers:
+            own.cleanup()
+
+
+def next_of(client, event_type):
+    """The next event of ``event_type``, skipping others (joins, for one)."""
+    while not isinstance(event := client.next_event(), event_type):
+        pass
+    return event
+
+
+def chat_from(client, count: int) -> list[str]:
+    """The texts of the next ``count`` chat messages, skipping notices."""
+    texts = []
+    while len(texts) < count:
+        event = client.next_event()
+        if isinstance(event, ChatMessage):
+            texts.append(f"{event.sender}: {event.text}")
+    return texts
+
+
+def test_a_line_said_on_one_server_reaches_the_others_and_not_its_sender(cluster_of):
+    a, b, c = cluster_of(3)
+    alice = a.client("alice")
+    bob = b.client("bob")
+    assert alice.expect(UserJoined) == UserJoined("bob")
+    carol = c.client("carol")
+    assert alice.expect(UserJoined) == UserJoined("carol")
+    assert bob.expect(UserJoined) == UserJoined("carol")
+
+    alice.say("hi from A")
+    assert bob.expect(ChatMessage) == ChatMessage("alice", "hi from A")
+    assert carol.expect(ChatMessage) == ChatMessage("alice", "hi from A")
+    carol.say("hi from C")
+    assert alice.expect(ChatMessage) == ChatMessage("carol", "hi from C")
+    assert bob.expect(ChatMessage) == ChatMessage("carol", "hi from C")
+    alice.assert_quiet()  # her own line did not come back to her
+
+
+def test_every_client_on_every_server_sees_the_same_order(cluster_of):
+    a, b = cluster_of(2)
+    watchers = [a.client("watcher-a"), b.client("watcher-b")]
+    senders = [a.client("sender-a1"), a.client("sender-a2"), b.client("sender-b1")]
+    lines_each = 15  # within the burst: none is refused by flood control
+    start = threading.Barrier(len(senders))
+
+    def talk(client, label):
+        start.wait(5)
+        for number in range(lines_each):
+            client.say(f"{label} {number}")
+
+    threads = [threading.Thread(target=talk, args=(client, f"s{i}")) for i, client in enumerate(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+
+    seen = [chat_from(watcher, lines_each * len(senders)) for watcher in watchers]
+    assert seen[0] == seen[1]
+    assert sorted(seen[0]) == sorted(
+        f"sender-{name}: s{i} {n}" for i, name in enumerate(["a1", "a2", "b1"]) for n in range(lines_each))
+
+
+def test_a_name_is_one_persons_across_the_cluster_even_when_claimed_at_once(cluster_of):
+    a, b = cluster_of(2)
+    rounds = 10
+    clients = [(a.client(), b.client()) for _ in range(rounds)]
+    for round_number, pair in enumerate(clients):
+        start = threading.Barrier(2)
+
+        def claim(client):
+            start.wait(5)
+            client.send(Username(f"Nova{round_number}"))
+
+        threads = [threading.Thread(target=claim, args=(client,)) for client in pair]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(5)
+        answers = sorted(type(client.next_event()).__name__ for client in pair)
+        assert answers == ["UsernameRequest", "Welcome"], f"round {round_number}: {answers}"
+
+
+def test_names_differ_only_in_case_are_the_same_name_across_servers(cluster_of):
+    a, b = cluster_of(2)
+    a.client("Zoë")
+    taken = b.client()
+    taken.send(Username("ZOË"))
+    assert taken.expect(UsernameRequest).prompt == server.USERNAME_TAKEN
+
+
+def test_a_name_comes_free_across_the_cluster_when_its_holder_leaves(cluster_of):
+    a, b = cluster_of(2)
+    first = a.client("Moss")
+    watcher = b.client("watcher")
+    first.close()
+    assert watcher.expect(UserLeft) == UserLeft("Moss")
+    b.client("Moss")  # join() asserts the Welcome
+
+
+def test_users_lists_everyone_on_every_server(cluster_of):
+    a, b = cluster_of(2)
+    alice = a.client("alice")
+    b.client("bob")
+    alice.expect(UserJoined)
+    alice.send(UserListRequest())
+    names = [line.split("\t")[0] for line in alice.expect(UserList).entries.split("\n")]
+    assert names == ["alice", "bob"]
+
+
+def test_a_private_line_reaches_its_recipient_on_another_server_only(cluster_of):
+    a, b = cluster_of(2)
+    alice = a.client("alice")
+    bob = b.client("Bob")
+    carol = b.client("carol")
+    alice.send(PrivateLine("bob", "psst"))  # any case, as on one server
+    assert next_of(alice, PrivateMessage) == PrivateMessage("alice", "Bob", "psst")  # the receipt
+    assert next_of(bob, PrivateMessage) == PrivateMessage("alice", "Bob", "psst")
+    carol.assert_quiet()
+
+
+def test_a_newcomer_on_any_server_gets_the_history_even_of_a_server_started_later(cluster_of):
+    (a,) = cluster_of(1)
+    alice = a.client("alice")
+    alice.say("first")
+    alice.say("second")
+    watcher = a.client("watcher")
+    assert [m.text for m in (watcher.expect(HistoryMessage), watcher.expect(HistoryMessage))] == ["first", "second"]
+
+    (late,) = cluster_of(1)  # reads the stream's tail when it starts
+    newcomer = late.client("newcomer")
+    history = [newcomer.expect(HistoryMessage) for _ in range(2)]
+    assert [(m.sender, m.text, m.kind) for m in history] == [("alice", "first", "chat"), ("alice", "second", "chat")]
+
+
+def test_when_redis_is_lost_local_chat_goes_on_and_the_cluster_comes_back(cluster_of, redis_server, thread_errors):
+    a, b = cluster_of(2)
+    alice, amy = a.client("alice"), a.client("amy")
+    bob = b.client("bob")
+    for client in (alice, amy):
+        client.expect(UserJoined)  # bob (and amy, for alice)
+    alice.expect(UserJoined)
+
+    redis_server.stop()
+    for client in (alice, amy, bob):
+        assert client.expect(Notice) == Notice(cluster.DEGRADED)
+    alice.say("still here?")
+    assert amy.expect(ChatMessage) == ChatMessage("alice", "still here?")  # this server goes on
+    bob.assert_quiet()
+
+    redis_server.start()
+    for client in (alice, amy, bob):
+        assert client.expect(Notice, timeout=10) == Notice(cluster.RESTORED)
+    bob.say("back")
+    assert alice.expect(ChatMessage) == ChatMessage("bob", "back")
+    assert amy.expect(ChatMessage) == ChatMessage("bob", "back")
+    # The names were claimed again in the new Redis: still one person's each.
+    taken = b.client()
+    taken.send(Username("alice"))
+    assert taken.expect(UsernameRequest).prompt == server.USERNAME_TAKEN
+    assert thread_errors == []
+
+
+def test_a_member_whose_name_another_server_took_during_an_outage_is_told_and_disconnected(
+        cluster_of, redis_server):
+    # After an outage two servers may each have given a name away; the first
+    # to claim it again keeps it. Here "another server" wins the claim.
+    (a,) = cluster_of(1, name_ttl=0.6)
+    stranded = a.client("Echo")
+    import redis
+    with redis.Redis.from_url(redis_server.url) as raw:
+        raw.hset(cluster.NAME_PREFIX + "echo", "server", "another-server")
+    goodbye = next_of(stranded, Goodbye)  # at the next refresh, within 0.2 s
+    assert goodbye.reason == cluster.NAME_LOST.format(name="Echo")
+    stranded.wait_closed()
+
+
+def test_an_entry_that_is_not_the_chats_is_skipped_with_a_warning(cluster_of, redis_server, caplog):
+    a, b = cluster_of(2)
+    alice, bob = a.client("alice"), b.client("bob")
+    alice.expect(UserJoined)
+    import redis
+    with redis.Redis.from_url(redis_server.url) as raw:
+        raw.xadd(cluster.STREAM, {"something": "else"})
+    with caplog.at_level(logging.WARNING, logger="chat.cluster"):
+        alice.say("after the junk")
+        assert bob.expect(ChatMessage) == ChatMessage("alice", "after the junk")
+    assert "skipped stream entry" in caplog.text
+
+
+def test_redis_that_does_not_answer_at_start_is_a_clear_error(redis_server):
+    url = redis_server.url
+    redis_server.stop()
+    with pytest.raises(cluster.ClusterUnavailable, match=r"Cannot reach the cluster at redis://127\.0\.0\.1:\d+/0"):
+        cluster.RedisCluster.connect(url)
+
+
+def test_a_password_in_the_address_is_never_shown():
+    assert cluster.redacted("redis://chat:s3cret@db.example:6379/2") == "redis://chat:***@db.example:6379/2"
+    assert cluster.redacted("redis://db.example:6379/0") == "redis://db.example:6379/0"
+    with pytest.raises(ValueError, match=r"\*\*\*") as raised:
+        cluster.check_url("http://chat:s3cret@db.example/")
+    assert "s3cret" not in str(raised.value)
+
+
+def test_an_entry_round_trips_and_one_from_elsewhere_is_refused():
+    message = ChatMessage("alice", "hi")
+    assert cluster.decode_entry(cluster.encode_entry(message, "abc/1")) == (message, "abc/1")
+    assert cluster.decode_entry(cluster.encode_entry(message, None)) == (message, None)
+    with pytest.raises(ValueError):
+        cluster.decode_entry({b"something": b"else"})
+    with pytest.raises(ValueError):
+        cluster.decode_entry({b"m": b"\xff\x00", b"from": b""})
+    assert cluster.entry_time(b"1700000000123-4") == 1700000000.123
