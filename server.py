@@ -1002,6 +1002,8 @@ class OperatorConsole:
             return ["Usage: /kick NAME [REASON]"]
         name, reason = protocol.split_name(argument, self.server.room.names())
         if not self.server.kick(name, reason):
+            if self.server.room.cluster.locate(name) is not None:
+                return [f"{protocol.printable_text(name)} is on another server of the cluster: kick them there."]
             return [f"No one called {protocol.printable_text(name)} is online."]
         return [f"Kicked {protocol.printable_text(name)}."]
 

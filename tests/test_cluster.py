@@ -12,8 +12,11 @@ import cluster
 import server
 from protocol import (
     ChatMessage,
+    ErrorNotice,
     Goodbye,
     HistoryMessage,
+    NickChanged,
+    NickRequest,
     Notice,
     PrivateLine,
     PrivateMessage,
@@ -142,6 +145,22 @@ def test_a_name_comes_free_across_the_cluster_when_its_holder_leaves(cluster_of)
     b.client("Moss")  # join() asserts the Welcome
 
 
+def test_a_new_name_follows_the_cluster_rules_and_frees_the_old_one(cluster_of):
+    a, b = cluster_of(2)
+    alice = a.client("alice")
+    bob = b.client("bob")
+    next_of(alice, UserJoined)
+    alice.send(NickRequest("BOB"))  # held on the other server
+    assert "taken" in next_of(alice, ErrorNotice).text
+    alice.send(NickRequest("Ally"))
+    assert next_of(bob, NickChanged) == NickChanged("alice", "Ally")
+    assert next_of(alice, NickChanged) == NickChanged("alice", "Ally")
+    b.client("alice")  # the old name is free again, across the cluster
+    taken = b.client()
+    taken.send(Username("ally"))
+    assert taken.expect(UsernameRequest).prompt == server.USERNAME_TAKEN
+
+
 def test_users_lists_everyone_on_every_server(cluster_of):
     a, b = cluster_of(2)
     alice = a.client("alice")
@@ -256,3 +275,14 @@ def test_an_entry_round_trips_and_one_from_elsewhere_is_refused():
     with pytest.raises(ValueError):
         cluster.decode_entry({b"m": b"\xff\x00", b"from": b""})
     assert cluster.entry_time(b"1700000000123-4") == 1700000000.123
+
+
+def test_the_operator_console_sees_the_cluster_and_kicks_on_its_own_server(cluster_of):
+    a, b = cluster_of(2)
+    a.client("alice")
+    bob = b.client("bob")
+    console = server.OperatorConsole(a.server)
+    assert [line.split(" (")[0] for line in console.execute("/users")] == ["2 online:", "  alice", "  bob"]
+    assert console.execute("/kick bob") == ["bob is on another server of the cluster: kick them there."]
+    console.execute("/say hello all")
+    assert next_of(bob, Notice) == Notice("Notice from the operator: hello all")
