@@ -4,7 +4,9 @@ on loopback (cluster.py). The real processes are in test_cluster_procs.py."""
 from __future__ import annotations
 
 import logging
+import re
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -264,6 +266,13 @@ def test_a_password_in_the_address_is_never_shown():
     with pytest.raises(ValueError, match=r"\*\*\*") as raised:
         cluster.check_url("http://chat:s3cret@db.example/")
     assert "s3cret" not in str(raised.value)
+
+
+def test_the_entry_in_protocol_md_is_what_a_server_writes():
+    spec = (Path(__file__).parent.parent / "PROTOCOL.md").read_text(encoding="utf-8")
+    vector = dict(re.findall(r"^(m|from) += (\S+)$", spec.split("## 8.")[1], re.M))
+    entry = cluster.encode_entry(ChatMessage("alice", "hi"), "3f2a9c01b7e4/1")
+    assert vector == {"m": entry[b"m"].hex(), "from": entry[b"from"].decode()}
 
 
 def test_an_entry_round_trips_and_one_from_elsewhere_is_refused():
