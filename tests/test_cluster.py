@@ -295,3 +295,18 @@ def test_the_operator_console_sees_the_cluster_and_kicks_on_its_own_server(clust
     assert console.execute("/kick bob") == ["bob is on another server of the cluster: kick them there."]
     console.execute("/say hello all")
     assert next_of(bob, Notice) == Notice("Notice from the operator: hello all")
+
+
+def test_a_server_stops_promptly_while_redis_is_down_and_leaves_no_thread(cluster_of, redis_server, thread_errors):
+    (a,) = cluster_of(1)
+    alice = a.client("alice")
+    redis_server.stop()
+    assert next_of(alice, Notice) == Notice(cluster.DEGRADED)
+    alice.say("alone")  # goes on, here, while the cluster thread retries
+    before = {thread.name for thread in threading.enumerate()}
+    assert "cluster" in before
+    a.stop()  # joins every thread it started, within its grace periods
+    assert next_of(alice, Goodbye) == Goodbye(server.SHUTTING_DOWN)
+    assert "cluster" not in {thread.name for thread in threading.enumerate()}
+    assert a.server.connection_count() == 0
+    assert thread_errors == []
