@@ -246,7 +246,8 @@ class RedisCluster:
         self._room.apply(message, sender_id)
 
     def locate(self, name: str) -> str | None:
-        """The name, as its holder typed it, of someone on another server."""
+        """The name, as its holder typed it, of whoever holds ``name`` in the
+        cluster, or None (also while degraded)."""
         found = self._try(self._redis.hget, NAME_PREFIX + name.casefold(), "name")
         return found.decode("utf-8") if found else None
 
@@ -314,8 +315,8 @@ class RedisCluster:
                 self._redis.ping()
                 self._refresh_names()
             except redis.RedisError as exc:
-                log.info("cluster still unreachable (next try in %.1f s): %s", pause, exc)
                 pause = min(pause * 2, BACKOFF_MOST)
+                log.info("cluster still unreachable (next try in %.1f s): %s", pause, exc)
                 continue
             self._connected.set()
             log.warning("cluster reached again: the chat is whole")

@@ -61,7 +61,7 @@ SHUTDOWN_GRACE = 2.0  # seconds to let goodbyes go out on shutdown
 DEFAULT_HISTORY = 20  # chat lines and actions a newcomer is shown
 MAX_MOTD_BYTES = 4096  # of UTF-8 in the message of the day
 RECV_SIZE = 65536
-CLUSTER_NAME_TTL = 15.0  # seconds; see cluster.py
+CLUSTER_NAME_TTL = 15.0  # seconds: cluster.DEFAULT_NAME_TTL (cluster.py is imported only with --cluster)
 EXIT_NO_CLUSTER = 3  # the cluster is unreachable at start: worth trying again later
 #: The longest chat text an option may allow: a relayed ChatMessage (text,
 #: sender's name, field lengths, tag) must still fit in one frame.

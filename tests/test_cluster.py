@@ -260,6 +260,10 @@ def test_redis_that_does_not_answer_at_start_is_a_clear_error(redis_server):
         cluster.RedisCluster.connect(url)
 
 
+def test_the_servers_default_name_expiry_is_the_clusters():
+    assert server.parse_args([]).cluster_name_ttl == cluster.DEFAULT_NAME_TTL
+
+
 def test_a_password_in_the_address_is_never_shown():
     assert cluster.redacted("redis://chat:s3cret@db.example:6379/2") == "redis://chat:***@db.example:6379/2"
     assert cluster.redacted("redis://db.example:6379/0") == "redis://db.example:6379/0"
