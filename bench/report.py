@@ -86,7 +86,8 @@ def cluster_finding(results: Results) -> list[str]:
     """What the cluster figures mean on this machine, in this run's figures."""
     alone = next((run for run in results.cluster if not run.setup.clustered), None)
     runs = {run.setup.processes: run for run in results.cluster if run.setup.clustered}
-    if not (alone and alone.fan.per_second and 1 in runs and 2 in runs):
+    if not (alone and alone.fan.per_second and 1 in runs and 2 in runs and runs[1].fan.seconds
+            and runs[2].fan.seconds):
         return []
     one, two, cpus = runs[1], runs[2], os.cpu_count() or 1
     return [(
@@ -98,24 +99,39 @@ def cluster_finding(results: Results) -> list[str]:
         f"per thousand deliveries against {_cpu_per_k(alone.fan.server_cpu, alone.fan)} alone. Two "
         f"servers deliver {two.fan.per_second / alone.fan.per_second:.2f}× one server alone and "
         f"{two.fan.per_second / one.fan.per_second:.2f}× one clustered server. {_cores_busy(one, 'one')} "
-        f"{_cores_busy(two, 'two')} A server process runs its Python on one core at a time (one "
-        "GIL), so a second one can add only what the first leaves unused of the other core, which the "
-        "load generator and Redis want too: on this machine it cannot show scaling. The point of "
-        "the cluster is more machines (or cores): each server then has CPU of its own for its own "
-        "clients' encryption, where a server's time goes, and only plaintext stream entries are "
-        "shared. What these figures do show is that every line reached every other member once, "
-        "in one order, across servers, and what going through Redis costs.")]
+        f"{_cores_busy(two, 'two')} {_second_server(one, two)} So on this machine the figures cannot "
+        "tell how the cluster scales: a server process runs its Python on one core at a time (one "
+        "GIL), and a second process has no core of its own here, only what the first leaves of the "
+        "one the load generator and Redis need too. The point of the cluster is more machines (or "
+        "cores): each server then has CPU of its own for its own clients' encryption, where a "
+        "server's time goes, and only plaintext stream entries are shared. What these figures do "
+        "show is that every line reached every other member once, in one order, across servers, "
+        "and what going through Redis costs.")]
 
 
 def _cores_busy(run, servers: str) -> str:
     """How many CPUs each process kept busy during a cluster run."""
     fan = run.fan
-    if not fan.seconds:
-        return ""
     total = (fan.server_cpu + run.redis_cpu + fan.loadgen_cpu) / fan.seconds
     return (f"With {servers} clustered, the servers kept {fan.server_cpu / fan.seconds:.2f} CPUs busy, "
             f"the load generator {fan.loadgen_cpu / fan.seconds:.2f} and Redis "
             f"{run.redis_cpu / fan.seconds:.2f}: {total:.2f} in all.")
+
+
+def _second_server(one, two) -> str:
+    """Whether the second server process brought CPU time, or less work per delivery."""
+    busy_one, busy_two = one.fan.server_cpu / one.fan.seconds, two.fan.server_cpu / two.fan.seconds
+    per_k = f"{_cpu_per_k(two.fan.server_cpu, two.fan)} ms of server CPU per thousand deliveries " \
+            f"against {_cpu_per_k(one.fan.server_cpu, one.fan)}"
+    if busy_two <= 1.15 * busy_one:
+        same = (f"The two servers together kept no more CPU busy than the one ({busy_two:.2f} against "
+                f"{busy_one:.2f})")
+        if two.fan.per_second <= one.fan.per_second:
+            return f"{same}, and used {per_k}."
+        return (f"{same}: what they gained did not come from a second core but from less work per "
+                f"delivery ({per_k}); each has half the clients and their threads.")
+    return (f"The two servers together kept more CPU busy than the one ({busy_two:.2f} against "
+            f"{busy_one:.2f}), taken from what the load generator and Redis left idle ({per_k}).")
 
 
 def memory_table(results: Results) -> list[str]:
