@@ -4,12 +4,15 @@ It starts real servers on 127.0.0.1 in child processes, drives them with a
 load generator that speaks the real protocol for many clients in one process
 (``selectors``, non-blocking sockets), and reports handshake times, fan-out
 throughput and latency, memory, and two baselines: a plaintext server of the
-same shape (the cost floor) and the raw cost of one record.
+same shape (the cost floor) and the raw cost of one record. Its cluster mode
+runs the same fan-out on one server alone, then on one and two servers with
+``--cluster`` on a redis-server of its own (skipped without redis-server).
 
 Modules:
     plain     the plaintext floor: the same framing and threads, no crypto
     servers   the child process that runs one kind of server
     loadgen   the load generator: many protocol clients on one selector
+    redis_server  a redis-server on loopback for the cluster runs (and tests)
     micro     raw costs and cProfile of the hot paths, in process
     report    the table, docs/benchmarks.md and the plot
 """

@@ -66,8 +66,9 @@ class LoadGen:
         self.errors: list[str] = []
         self.on_chat = lambda client, message, now: None
 
-    def connect(self, name: str) -> BenchClient:
-        client = BenchClient(self.address, name, self.plain)
+    def connect(self, name: str, address=None) -> BenchClient:
+        """A new client, to ``address`` (default: the generator's server)."""
+        client = BenchClient(address or self.address, name, self.plain)
         self.selector.register(client.sock, selectors.EVENT_READ, client)
         self.clients.append(client)
         self._after_events(client)  # the plain connection asks for a name at once

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from bench.runner import CHAT, PLAIN, UNBATCHED, UNLOCKED, Results
 
 KIND_NAMES = {CHAT: "chat", UNLOCKED: "chat, batched, no seal lock", UNBATCHED: "chat, unbatched (before)",
               PLAIN: "plaintext floor"}
-SECTIONS = ("## Targets", "## Handshake", "## Fan-out", "## Memory", "## Raw costs", "## Profiles", "## Machine")
+SECTIONS = ("## Targets", "## Handshake", "## Fan-out", "## Cluster", "## Memory", "## Raw costs", "## Profiles",
+            "## Machine")
 
 
 def _ms(value: float) -> str:
@@ -55,6 +57,81 @@ def fanout_table(results: Results) -> list[str]:
 def _cpu_per_k(seconds: float, fan) -> str:
     """CPU milliseconds per thousand deliveries."""
     return f"{1e6 * seconds / fan.deliveries:.0f}" if fan.deliveries else ""
+
+
+def cluster_baseline(results: Results) -> float | None:
+    """Deliveries/s of the one server alone (no cluster), in this run."""
+    return next((run.fan.per_second for run in results.cluster if not run.setup.clustered), None)
+
+
+def cluster_table(results: Results) -> list[str]:
+    if results.cluster_skipped:
+        return [f"skipped: {results.cluster_skipped}"]
+    baseline = cluster_baseline(results)
+    rows = []
+    for run in results.cluster:
+        fan = run.fan
+        rows.append((run.setup.name, run.setup.processes, fan.members, fan.senders, fan.messages,
+                     fan.deliveries, f"{fan.per_second:,.0f}",
+                     f"{fan.per_second / baseline:.2f}" if baseline else "", fan.lost, fan.duplicated,
+                     _cpu_per_k(fan.server_cpu, fan),
+                     _cpu_per_k(run.redis_cpu, fan) if run.setup.clustered else "",
+                     _cpu_per_k(fan.loadgen_cpu, fan)))
+    return _table(("setup", "server processes", "clients", "senders", "messages", "deliveries", "delivered/s",
+                   "÷ one server alone", "lost", "dup", "servers CPU ms /1k", "Redis CPU ms /1k",
+                   "loadgen CPU ms /1k"), rows)
+
+
+def cluster_finding(results: Results) -> list[str]:
+    """What the cluster figures mean on this machine, in this run's figures."""
+    alone = next((run for run in results.cluster if not run.setup.clustered), None)
+    runs = {run.setup.processes: run for run in results.cluster if run.setup.clustered}
+    if not (alone and alone.fan.per_second and 1 in runs and 2 in runs and runs[1].fan.seconds
+            and runs[2].fan.seconds):
+        return []
+    one, two, cpus = runs[1], runs[2], os.cpu_count() or 1
+    return [(
+        f"What this means here: one machine with {cpus} logical CPUs runs the load generator (one "
+        "process, which decrypts for every client), redis-server and the chat servers, all at once. "
+        f"Through Redis, one server delivers {one.fan.per_second / alone.fan.per_second:.2f}× what it "
+        "does alone: each line goes to Redis and back before anyone gets it, one more trip through "
+        f"redis-py on each side, and the server used {_cpu_per_k(one.fan.server_cpu, one.fan)} ms of CPU "
+        f"per thousand deliveries against {_cpu_per_k(alone.fan.server_cpu, alone.fan)} alone. Two "
+        f"servers deliver {two.fan.per_second / alone.fan.per_second:.2f}× one server alone and "
+        f"{two.fan.per_second / one.fan.per_second:.2f}× one clustered server. {_cores_busy(one, 'one')} "
+        f"{_cores_busy(two, 'two')} {_second_server(one, two)} So on this machine the figures cannot "
+        "tell how the cluster scales: a server process runs its Python on one core at a time (one "
+        "GIL), and a second process has no core of its own here, only what the first leaves of the "
+        "one the load generator and Redis need too. The point of the cluster is more machines (or "
+        "cores): each server then has CPU of its own for its own clients' encryption, where a "
+        "server's time goes, and only plaintext stream entries are shared. What these figures do "
+        "show is that every line reached every other member once, in one order, across servers, "
+        "and what going through Redis costs.")]
+
+
+def _cores_busy(run, servers: str) -> str:
+    """How many CPUs each process kept busy during a cluster run."""
+    fan = run.fan
+    total = (fan.server_cpu + run.redis_cpu + fan.loadgen_cpu) / fan.seconds
+    return (f"With {servers} clustered, the servers kept {fan.server_cpu / fan.seconds:.2f} CPUs busy, "
+            f"the load generator {fan.loadgen_cpu / fan.seconds:.2f} and Redis "
+            f"{run.redis_cpu / fan.seconds:.2f}: {total:.2f} in all.")
+
+
+def _second_server(one, two) -> str:
+    """Whether the second server process brought CPU time, or less work per delivery."""
+    busy_one, busy_two = one.fan.server_cpu / one.fan.seconds, two.fan.server_cpu / two.fan.seconds
+    per_k = f"{_cpu_per_k(two.fan.server_cpu, two.fan)} ms of server CPU per thousand deliveries " \
+            f"against {_cpu_per_k(one.fan.server_cpu, one.fan)}"
+    if busy_two <= 1.15 * busy_one:
+        same = (f"The two servers together kept no more CPU busy than the one ({busy_two:.2f} against "
+                f"{busy_one:.2f})")
+        if two.fan.per_second <= one.fan.per_second:
+            return f"{same}, and used {per_k}."
+        return (f"{same}: what they gained did not come from a second core but from less work per "
+                f"delivery ({per_k}); each has half the clients and their threads.")
+    return (f"The two servers together kept more CPU busy than the one ({busy_two:.2f} against "
+            f"{busy_one:.2f}), taken from what the load generator and Redis left idle ({per_k}).")
 
 
 def memory_table(results: Results) -> list[str]:
@@ -112,7 +189,8 @@ def _yes(ok: bool) -> str:
 def print_tables(results: Results) -> None:
     for title, lines in (("Targets", _table(("target", "measured", "met"), targets(results))),
                          ("Handshake", handshake_table(results)), ("Fan-out", fanout_table(results)),
-                         ("Memory", memory_table(results)), ("Raw costs", costs_table(results))):
+                         ("Cluster", cluster_table(results)), ("Memory", memory_table(results)),
+                         ("Raw costs", costs_table(results))):
         print(f"\n{title}")
         print("\n".join(lines))
     for error in results.errors:
@@ -131,10 +209,21 @@ def write_json(results: Results, path: Path) -> None:
                         p99_ms=f.latency(0.99), max_ms=f.latency_max) for k, f in results.fanout],
         "memory": [dict(kind=k, members=m, growth_kib=g, idle_kib=results.idle_rss_kib.get(k))
                    for (k, m), g in results.room_rss_kib.items()],
+        "cluster": dict(skipped=results.cluster_skipped, runs=[cluster_json(run, cluster_baseline(results))
+                                                                for run in results.cluster]),
         "costs_us": results.costs_us,
         "errors": results.errors,
     }
     path.write_text(json.dumps(data, indent=1, allow_nan=True) + "\n", encoding="utf-8")
+
+
+def cluster_json(run, baseline: float | None) -> dict:
+    fan = run.fan
+    return dict(setup=run.setup.name, processes=run.setup.processes, clustered=run.setup.clustered,
+                members=fan.members, senders=fan.senders, messages=fan.messages, deliveries=fan.deliveries,
+                expected=fan.expected, lost=fan.lost, duplicated=fan.duplicated, reordered=fan.reordered,
+                per_second=fan.per_second, ratio=fan.per_second / baseline if baseline else None,
+                server_cpu_s=fan.server_cpu, redis_cpu_s=run.redis_cpu, loadgen_cpu_s=fan.loadgen_cpu)
 
 
 def plot(results: Results, path: Path) -> bool:
@@ -375,6 +464,16 @@ def write_markdown(results: Results, path: Path, meta: dict[str, str], machine: 
         "fraction of the plaintext floor in the same configuration. The CPU columns are the CPU time "
         "each process used during the run, per thousand deliveries: where the time went.", "",
         *fanout_table(results), "",
+        "## Cluster", "",
+        "The same flat-out fan-out (the first *senders* of the *clients* send, every message goes "
+        "to all the others) in three setups, each on fresh server processes: one `chat` server "
+        "alone; one with `--cluster` on a redis-server started for the run; two with `--cluster` on "
+        "that Redis, the clients (and so the senders) dealt to them in turn. Redis is emptied "
+        "(FLUSHALL) before each setup. *Lost* and *dup* count every delivery to every member, "
+        "across servers; *÷ one server alone* is delivered/s as a fraction of the first setup's. "
+        "The CPU columns are per thousand deliveries; *servers* is all of a setup's servers together.", "",
+        *cluster_table(results), "",
+        *cluster_finding(results), *([""] if cluster_finding(results) else []),
         "## Memory", "",
         "Server RSS (from /proc) before any client, and its growth once the room is full and the join "
         "messages are delivered (each size on a fresh server process).", "",

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import math
 import os
 import selectors
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import crypto_utils
 from bench import micro, scenarios
 from bench.loadgen import BenchError
+from bench.redis_server import RedisServer
 from bench.servers import ROOT, TEST_KEY
 
 PLAIN, UNBATCHED, UNLOCKED, CHAT = "plain", "chat-unbatched", "chat-unlocked", "chat"
@@ -35,12 +41,33 @@ class Plan:
     micro_repeat: int
     rsa_repeat: int
     stack_room: int  # room size for the memory run with small thread stacks
+    cluster_room: int  # room size for the cluster runs
+    cluster_senders: int
 
 
 FULL = Plan({PLAIN: (10, 100, 1000), UNBATCHED: (10, 100), UNLOCKED: (10, 100), CHAT: (10, 100, 1000)},
-            (1, 10), 200, 100_000, 5.0, 120.0, 20_000, 100, 100)
+            (1, 10), 200, 100_000, 5.0, 120.0, 20_000, 100, 100, 100, 10)
 QUICK = Plan({PLAIN: (10, 50), UNBATCHED: (10,), UNLOCKED: (10,), CHAT: (10, 50)},
-             (1, 5), 10, 2_000, 0.3, 30.0, 2_000, 10, 10)
+             (1, 5), 10, 2_000, 0.3, 30.0, 2_000, 10, 10, 20, 4)
+
+
+class ClusterSetup(NamedTuple):
+    name: str
+    processes: int  # chat server processes, the clients dealt to them in turn
+    clustered: bool  # with --cluster (else one server alone: the baseline)
+
+
+CLUSTER_SETUPS = (ClusterSetup("one server alone", 1, False), ClusterSetup("one server, clustered", 1, True),
+                  ClusterSetup("two servers, clustered", 2, True))
+
+
+@dataclass
+class ClusterRun:
+    """One cluster setup's flat-out fan-out (its server_cpu: all its servers')."""
+
+    setup: ClusterSetup
+    fan: scenarios.FanOutResult
+    redis_cpu: float  # CPU seconds redis-server used during the run
 
 
 @dataclass
@@ -51,6 +78,8 @@ class Results:
     room_rss_kib: dict[tuple[str, int], int] = field(default_factory=dict)
     costs_us: dict[str, float] = field(default_factory=dict)
     profiles: dict[str, str] = field(default_factory=dict)
+    cluster: list[ClusterRun] = field(default_factory=list)
+    cluster_skipped: str | None = None  # why there are no cluster runs
     errors: list[str] = field(default_factory=list)
 
 
@@ -106,6 +135,7 @@ def run(plan: Plan, progress=print) -> Results:
             guarded(results, f"{kind} room of {members}", lambda: measure_room(plan, kind, members, results), progress)
     guarded(results, f"{SMALL_STACKS}, room of {plan.stack_room}",
             lambda: measure_memory(plan, plan.stack_room, results), progress)
+    guarded(results, "cluster: redis-server", lambda: measure_cluster(plan, results, progress), progress)
     return results
 
 
@@ -155,21 +185,29 @@ def measure_room(plan: Plan, kind: str, members: int, results: Results) -> None:
             results.room_rss_kib[(kind, members)] = server.rss_kib() - idle
             for senders in plan.senders:
                 senders = min(senders, members)
-                each = max(10, math.ceil(plan.flat_deliveries / (members - 1) / senders))
-                window = max(1, min(64, 512 // senders))
-                results.fanout.append((kind, with_cpu(server, lambda: scenarios.run_flat_out(
-                    gen, senders, each, window, plan.timeout))))
-                results.fanout.append((kind, with_cpu(server, lambda: scenarios.run_paced(
+                results.fanout.append((kind, with_cpu([server], lambda: run_flat_out(plan, gen, senders))))
+                results.fanout.append((kind, with_cpu([server], lambda: scenarios.run_paced(
                     gen, senders, plan.paced_seconds, plan.timeout))))
         finally:
             gen.close_all()
 
 
-def with_cpu(server: ServerProcess, run) -> scenarios.FanOutResult:
-    """``run()``'s result, with the CPU time each process spent on it."""
-    server_before, own_before = scenarios.cpu_seconds(server.proc.pid), scenarios.own_cpu_seconds()
+def run_flat_out(plan: Plan, gen, senders: int) -> scenarios.FanOutResult:
+    """About ``plan.flat_deliveries`` deliveries, at least 10 messages a sender."""
+    each = max(10, math.ceil(plan.flat_deliveries / (len(gen.clients) - 1) / senders))
+    window = max(1, min(64, 512 // senders))
+    return scenarios.run_flat_out(gen, senders, each, window, plan.timeout)
+
+
+def with_cpu(servers: list[ServerProcess], run) -> scenarios.FanOutResult:
+    """``run()``'s result, with the CPU time the servers (all together) and
+    the load generator spent on it."""
+    def servers_cpu() -> float:
+        return sum(scenarios.cpu_seconds(server.proc.pid) for server in servers)
+
+    server_before, own_before = servers_cpu(), scenarios.own_cpu_seconds()
     result = run()
-    result.server_cpu = scenarios.cpu_seconds(server.proc.pid) - server_before
+    result.server_cpu = servers_cpu() - server_before
     result.loadgen_cpu = scenarios.own_cpu_seconds() - own_before
     return result
 
@@ -187,6 +225,59 @@ def measure_memory(plan: Plan, members: int, results: Results) -> None:
         gen = scenarios.fill_room(server.address, False, members, fill_timeout(plan, members))
         results.room_rss_kib[(SMALL_STACKS, members)] = server.rss_kib() - idle
         gen.close_all()
+
+
+def cluster_missing() -> str | None:
+    """Why the cluster cannot be measured here, or None if it can."""
+    if shutil.which("redis-server") is None:
+        return "redis-server not installed"
+    if importlib.util.find_spec("redis") is None:
+        return "the redis package not installed (pip install -r requirements-cluster.txt)"
+    return None
+
+
+def measure_cluster(plan: Plan, results: Results, progress) -> None:
+    """The same flat-out fan-out in each of CLUSTER_SETUPS, on fresh server
+    processes each time, all clustered ones on one redis-server."""
+    results.cluster_skipped = cluster_missing()
+    if results.cluster_skipped:
+        progress(f"  skipped: {results.cluster_skipped}")
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as folder, RedisServer(Path(folder)) as redis_server:
+        for setup in CLUSTER_SETUPS:
+            guarded(results, f"cluster: {setup.name}, room of {plan.cluster_room}",
+                    lambda: measure_cluster_setup(plan, setup, redis_server, results), progress)
+
+
+def measure_cluster_setup(plan: Plan, setup: ClusterSetup, redis_server: RedisServer, results: Results) -> None:
+    empty_redis(redis_server.url)  # the last setup's stream and names must not feed this one
+    options = ("--cluster", redis_server.url) if setup.clustered else ()
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(ServerProcess(CHAT, *options)) for _ in range(setup.processes)]
+        gen = scenarios.fill_rooms([server.address for server in servers], False, plan.cluster_room,
+                                   fill_timeout(plan, plan.cluster_room))
+        try:
+            redis_before = scenarios.cpu_seconds(redis_server.process.pid)
+            fan = with_cpu(servers, lambda: run_flat_out(plan, gen, plan.cluster_senders))
+            redis_cpu = scenarios.cpu_seconds(redis_server.process.pid) - redis_before
+        finally:
+            gen.close_all()
+    results.cluster.append(ClusterRun(setup, fan, redis_cpu))
+    if fan.lost or fan.duplicated or fan.reordered:  # one order for all is the cluster's promise
+        results.errors.append(f"cluster: {setup.name}: {fan.lost} lost, {fan.duplicated} duplicated, "
+                              f"{fan.reordered} out of order")
+
+
+def empty_redis(url: str) -> None:
+    """FLUSHALL on the bench's own redis-server."""
+    import redis  # only here: the rest of the bench runs without it
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        client.flushall()
+    except redis.RedisError as exc:
+        raise BenchError(f"FLUSHALL failed: {exc}") from None
+    finally:
+        client.close()
 
 
 def machine() -> dict[str, str]:

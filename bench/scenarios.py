@@ -92,10 +92,17 @@ def measure_handshakes(address, plain: bool, count: int, concurrency: int, timeo
 
 def fill_room(address, plain: bool, members: int, timeout: float) -> LoadGen:
     """``members`` clients joined and the join storm drained."""
-    gen, prefix = LoadGen(address, plain), f"m{next(_run_ids)}-"
+    return fill_rooms([address], plain, members, timeout)
+
+
+def fill_rooms(addresses: list, plain: bool, members: int, timeout: float) -> LoadGen:
+    """``members`` clients dealt in turn to the servers at ``addresses`` (the
+    servers of one cluster), all joined and the join storm drained. Dealt in
+    turn, the first *n* clients (the senders) are split as evenly as all."""
+    gen, prefix = LoadGen(addresses[0], plain), f"m{next(_run_ids)}-"
     deadline = time.monotonic() + timeout
     for index in range(members):
-        gen.connect(f"{prefix}{index}")
+        gen.connect(f"{prefix}{index}", addresses[index % len(addresses)])
         while sum(c.ready_at is None for c in gen.clients) >= JOIN_CONCURRENCY:
             if time.monotonic() > deadline:
                 raise BenchError(f"joining timed out at {index} of {members}")

@@ -1,11 +1,12 @@
 """The child process that runs one server for the benchmark.
 
-    python -m bench.servers KIND [--stack-size BYTES]
+    python -m bench.servers KIND [--stack-size BYTES] [--cluster redis://HOST:PORT/DB]
 
 KIND is ``chat`` (server.ChatServer as it is), ``chat-unlocked`` (the same
 without the lock that lets one writer seal at a time), ``chat-unbatched``
 (neither: one record per message, as before issue 5) or ``plain`` (the
-plaintext floor). It prints ``PORT <n>`` once listening, and
+plaintext floor). With ``--cluster`` a chat server joins the cluster on that
+Redis, as ``server.py --cluster`` does. It prints ``PORT <n>`` once listening, and
 runs until SIGTERM or until its standard input closes. It uses the test-only
 key from tests/keys (making a 3,072-bit key takes seconds): never a real one.
 """
@@ -47,7 +48,7 @@ def write_one_record_per_message(self) -> None:
         self.abort()
 
 
-def make_server(kind: str):
+def make_server(kind: str, cluster_url: str | None = None):
     if kind == "plain":
         return PlainServer("127.0.0.1", 0)
     if kind == "chat-unbatched":
@@ -55,7 +56,15 @@ def make_server(kind: str):
     if kind == "chat-unlocked":
         chat_server._SEALING = contextlib.nullcontext()
     key = crypto_utils.import_private_key(TEST_KEY.read_bytes())
-    return chat_server.ChatServer(key, "127.0.0.1", 0, BENCH_LIMITS)
+    return chat_server.ChatServer(key, "127.0.0.1", 0, BENCH_LIMITS, cluster=join_cluster(cluster_url))
+
+
+def join_cluster(url: str | None):
+    """The cluster at ``url``, connected; None for a server alone."""
+    if url is None:
+        return None
+    import cluster  # only now: without --cluster, redis is never imported
+    return cluster.RedisCluster.connect(url)
 
 
 def stop_when_stdin_closes(stop) -> None:
@@ -67,10 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("--stack-size", type=int, default=0, help="threading.stack_size for client threads")
+    parser.add_argument("--cluster", metavar="redis://HOST:PORT/DB", help="join the cluster on this Redis")
     args = parser.parse_args(argv)
+    if args.cluster and args.kind == "plain":
+        parser.error("--cluster: the plaintext floor has no cluster")
     if args.stack_size:
         threading.stack_size(args.stack_size)
-    server = make_server(args.kind)
+    server = make_server(args.kind, args.cluster)
     stop = server.server_close if args.kind == "plain" else server.shutdown
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop, daemon=True).start())
     stop_when_stdin_closes(stop)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.report import SECTIONS
+from tests.redis_proc import skip_or_fail
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,3 +56,23 @@ def test_quick_run_writes_every_section_and_the_plot(quick_run):
     assert {(row["kind"], row["at_once"]) for row in figures["handshakes"]} == {
         ("chat", 1), ("chat", 8), ("plain", 1), ("plain", 8)}
     assert {row["kind"] for row in figures["memory"]} >= {"chat", "chat-unlocked", "chat-unbatched", "plain"}
+
+
+@pytest.mark.timeout(180)
+def test_quick_run_cluster_delivers_everything_once(quick_run):
+    """One server alone, one clustered, two clustered: the same load, each
+    line to every other member exactly once. Without redis-server (or the
+    redis package) the section says it was skipped, and so does this test,
+    except in CI, where it fails."""
+    _, out = quick_run
+    cluster = json.loads((out / "benchmarks.json").read_text())["cluster"]
+    if cluster["skipped"]:
+        assert f"skipped: {cluster['skipped']}" in (out / "benchmarks.md").read_text(encoding="utf-8")
+        skip_or_fail(f"cluster not measured: {cluster['skipped']}")
+    runs = cluster["runs"]
+    assert [(run["processes"], run["clustered"]) for run in runs] == [(1, False), (1, True), (2, True)]
+    assert len({(run["members"], run["senders"], run["messages"]) for run in runs}) == 1, runs  # the same load
+    for run in runs:
+        assert run["deliveries"] == run["expected"] > 0, run
+        assert run["lost"] == run["duplicated"] == run["reordered"] == 0, run
+        assert run["per_second"] > 0 and run["ratio"] > 0, run
