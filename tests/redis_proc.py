@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.redis_server import NOT_INSTALLED, READY, TIMEOUT, free_port  # noqa: F401 (for the tests)
+from bench.redis_server import NOT_INSTALLED, free_port  # noqa: F401 (free_port: for the tests)
 from bench.redis_server import RedisServer as _RedisServer
 
 
