@@ -225,9 +225,8 @@ class RedisCluster:
         """Take ``name`` for a member here; False if another has it anywhere.
         While degraded, only this server's own members are checked."""
         since = self._clock()
-        if self.connected and not self._try(
-                self._claim, keys=[NAME_PREFIX + name.casefold()],
-                args=[self.server_id, name, since, self._ttl_ms()], otherwise=1):
+        if not self._try(self._claim, keys=[NAME_PREFIX + name.casefold()],
+                         args=[self.server_id, name, since, self._ttl_ms()], otherwise=1):
             return False
         self._since[name.casefold()] = since
         return True
@@ -239,9 +238,8 @@ class RedisCluster:
     def publish(self, message: Message, sender=None) -> None:
         """Put ``message`` in the stream; while degraded, deliver it here at once."""
         sender_id = getattr(sender, "member_id", None)
-        if self.connected and self._try(
-                self._redis.xadd, STREAM, encode_entry(message, sender_id),
-                maxlen=STREAM_LENGTH, approximate=True, otherwise=None) is not None:
+        if self._try(self._redis.xadd, STREAM, encode_entry(message, sender_id),
+                     maxlen=STREAM_LENGTH, approximate=True) is not None:
             return  # the cluster thread delivers it when it reads it back
         self._room.apply(message, sender_id)
 

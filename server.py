@@ -327,11 +327,8 @@ class Room:
         self.cluster.release(name)
 
     def broadcast(self, message: Message, sender=None) -> None:
-        """Send ``message`` to every member but ``sender``."""
-        self.cluster.publish(message, sender)
-
-    def post(self, message: ChatMessage | ActionMessage, sender) -> None:
-        """Broadcast a member's chat line or action and keep it for newcomers."""
+        """Send ``message`` to every member but ``sender``; chat lines and
+        actions are kept for newcomers too."""
         self.cluster.publish(message, sender)
 
     def send_private(self, sender, recipient: str, text: str) -> bool:
@@ -588,13 +585,13 @@ class ClientHandler:
         if not self._admit(line.text):
             return
         log.info("%s: %s", self.name, protocol.printable_text(line.text))
-        self.server.room.post(ChatMessage(self.name, line.text), sender=self)
+        self.server.room.broadcast(ChatMessage(self.name, line.text), sender=self)
 
     def _relay_action(self, line: ActionLine) -> None:
         if not self._admit(line.text):
             return
         log.info("* %s %s", self.name, protocol.printable_text(line.text))
-        self.server.room.post(ActionMessage(self.name, line.text), sender=self)
+        self.server.room.broadcast(ActionMessage(self.name, line.text), sender=self)
 
     def _relay_private(self, line: PrivateLine) -> None:
         if not self._admit(line.text):

@@ -59,9 +59,15 @@ def _cpu_per_k(seconds: float, fan) -> str:
     return f"{1e6 * seconds / fan.deliveries:.0f}" if fan.deliveries else ""
 
 
+def _cluster_alone(results: Results):
+    """The cluster run of one server alone (no cluster), or None."""
+    return next((run for run in results.cluster if not run.setup.clustered), None)
+
+
 def cluster_baseline(results: Results) -> float | None:
-    """Deliveries/s of the one server alone (no cluster), in this run."""
-    return next((run.fan.per_second for run in results.cluster if not run.setup.clustered), None)
+    """Deliveries/s of the one server alone, in this run."""
+    alone = _cluster_alone(results)
+    return alone.fan.per_second if alone else None
 
 
 def cluster_table(results: Results) -> list[str]:
@@ -84,7 +90,7 @@ def cluster_table(results: Results) -> list[str]:
 
 def cluster_finding(results: Results) -> list[str]:
     """What the cluster figures mean on this machine, in this run's figures."""
-    alone = next((run for run in results.cluster if not run.setup.clustered), None)
+    alone = _cluster_alone(results)
     runs = {run.setup.processes: run for run in results.cluster if run.setup.clustered}
     if not (alone and alone.fan.per_second and 1 in runs and 2 in runs and runs[1].fan.seconds
             and runs[2].fan.seconds):
@@ -209,15 +215,19 @@ def write_json(results: Results, path: Path) -> None:
                         p99_ms=f.latency(0.99), max_ms=f.latency_max) for k, f in results.fanout],
         "memory": [dict(kind=k, members=m, growth_kib=g, idle_kib=results.idle_rss_kib.get(k))
                    for (k, m), g in results.room_rss_kib.items()],
-        "cluster": dict(skipped=results.cluster_skipped, runs=[cluster_json(run, cluster_baseline(results))
-                                                                for run in results.cluster]),
+        "cluster": dict(skipped=results.cluster_skipped, runs=cluster_json(results)),
         "costs_us": results.costs_us,
         "errors": results.errors,
     }
     path.write_text(json.dumps(data, indent=1, allow_nan=True) + "\n", encoding="utf-8")
 
 
-def cluster_json(run, baseline: float | None) -> dict:
+def cluster_json(results: Results) -> list[dict]:
+    baseline = cluster_baseline(results)
+    return [_cluster_run_json(run, baseline) for run in results.cluster]
+
+
+def _cluster_run_json(run, baseline: float | None) -> dict:
     fan = run.fan
     return dict(setup=run.setup.name, processes=run.setup.processes, clustered=run.setup.clustered,
                 members=fan.members, senders=fan.senders, messages=fan.messages, deliveries=fan.deliveries,
@@ -473,7 +483,7 @@ def write_markdown(results: Results, path: Path, meta: dict[str, str], machine: 
         "across servers; *÷ one server alone* is delivered/s as a fraction of the first setup's. "
         "The CPU columns are per thousand deliveries; *servers* is all of a setup's servers together.", "",
         *cluster_table(results), "",
-        *cluster_finding(results), *([""] if cluster_finding(results) else []),
+        *(f"{line}\n" for line in cluster_finding(results)),
         "## Memory", "",
         "Server RSS (from /proc) before any client, and its growth once the room is full and the join "
         "messages are delivered (each size on a fresh server process).", "",

@@ -58,6 +58,13 @@ def next_of(client, event_type):
     return event
 
 
+def assert_taken(own: OwnServer, name: str) -> None:
+    """A newcomer on ``own`` asking for ``name`` is told it is taken."""
+    newcomer = own.client()
+    newcomer.send(Username(name))
+    assert newcomer.expect(UsernameRequest).prompt == server.USERNAME_TAKEN
+
+
 def chat_from(client, count: int) -> list[str]:
     """The texts of the next ``count`` chat messages, skipping notices."""
     texts = []
@@ -133,9 +140,7 @@ def test_a_name_is_one_persons_across_the_cluster_even_when_claimed_at_once(clus
 def test_names_differ_only_in_case_are_the_same_name_across_servers(cluster_of):
     a, b = cluster_of(2)
     a.client("Zoë")
-    taken = b.client()
-    taken.send(Username("ZOË"))
-    assert taken.expect(UsernameRequest).prompt == server.USERNAME_TAKEN
+    assert_taken(b, "ZOË")
 
 
 def test_a_name_comes_free_across_the_cluster_when_its_holder_leaves(cluster_of):
@@ -158,9 +163,7 @@ def test_a_new_name_follows_the_cluster_rules_and_frees_the_old_one(cluster_of):
     assert next_of(bob, NickChanged) == NickChanged("alice", "Ally")
     assert next_of(alice, NickChanged) == NickChanged("alice", "Ally")
     b.client("alice")  # the old name is free again, across the cluster
-    taken = b.client()
-    taken.send(Username("ally"))
-    assert taken.expect(UsernameRequest).prompt == server.USERNAME_TAKEN
+    assert_taken(b, "ally")
 
 
 def test_users_lists_everyone_on_every_server(cluster_of):
@@ -220,9 +223,7 @@ def test_when_redis_is_lost_local_chat_goes_on_and_the_cluster_comes_back(cluste
     assert alice.expect(ChatMessage) == ChatMessage("bob", "back")
     assert amy.expect(ChatMessage) == ChatMessage("bob", "back")
     # The names were claimed again in the new Redis: still one person's each.
-    taken = b.client()
-    taken.send(Username("alice"))
-    assert taken.expect(UsernameRequest).prompt == server.USERNAME_TAKEN
+    assert_taken(b, "alice")
     assert thread_errors == []
 
 

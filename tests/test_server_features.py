@@ -121,8 +121,8 @@ def test_who_lists_names_with_seconds_online():
 def test_newcomer_gets_welcome_motd_then_history_and_older_lines_are_dropped():
     room, (ann,) = room_with("Ann", history_size=2, motd="Be nice.", clock=FakeClock())
     for text in ("one", "two"):
-        room.post(ChatMessage("Ann", text), sender=ann)
-    room.post(ActionMessage("Ann", "waves"), sender=ann)
+        room.broadcast(ChatMessage("Ann", text), sender=ann)
+    room.broadcast(ActionMessage("Ann", "waves"), sender=ann)
 
     bob = FakeMember()
     room.join(bob, "Bob")
@@ -137,7 +137,7 @@ def test_newcomer_gets_welcome_motd_then_history_and_older_lines_are_dropped():
 
 def test_history_of_zero_keeps_nothing():
     room, (ann,) = room_with("Ann", history_size=0)
-    room.post(ChatMessage("Ann", "one"), sender=ann)
+    room.broadcast(ChatMessage("Ann", "one"), sender=ann)
     bob = FakeMember()
     room.join(bob, "Bob")
     assert bob.inbox == [Welcome("Bob")]
