@@ -1,9 +1,11 @@
-"""The chat client: the socket, the terminal, and the check of the server's key.
+"""The chat client: its socket, its threads and its command line.
 
 Run ``python client.py --help`` for the options. The main thread reads what
 the person types and sends it; a receiver thread reads the socket and prints.
-Everything that came over the network passes ``protocol.printable_text``
-before it reaches the terminal.
+What a typed line means is client_ui.py's business, the printing
+terminal.py's, the check of the server's key keystore.py's. Everything that
+came over the network passes ``presentation.printable_text`` before it
+reaches the terminal.
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ import threading
 import time
 from pathlib import Path
 
+import cli
 import client_ui
-import crypto_utils
+import keystore
 import protocol
+import transport
 from client_ui import Session, Style
+from limits import Pacer
+from presentation import printable_text
 from protocol import (
     ActionLine,
     ChatLine,
@@ -35,6 +41,7 @@ from protocol import (
     ProtocolError,
     RateLimit,
     ServerHello,
+    RemoteProtocolError,
     ServerRefused,
     UserList,
     UserListRequest,
@@ -42,13 +49,12 @@ from protocol import (
     UsernameRequest,
     Welcome,
 )
+from terminal import Display, Terminal
 
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8756
 CONNECT_TIMEOUT = 10.0
 HANDSHAKE_TIMEOUT = 15.0
 CLOSE_GRACE = 2.0  # seconds to wait for the server to see our goodbye
-RECV_SIZE = 65536
 CHAT_PROMPT = "> "
 USERNAME_PROMPT = "Username: "
 CONNECTION_LOST = "Connection to server lost."
@@ -56,7 +62,6 @@ CONNECTION_LOST = "Connection to server lost."
 # started in the background by a script has SIGINT ignored from the start.
 WAKE_SIGNAL = signal.SIGUSR1
 WAKE_REPEAT = 0.1  # seconds between wake-ups until the main thread has one
-PROMPT_DRAW_WAIT = 0.5  # seconds a line waits for readline to draw its prompt, at most
 
 
 class ClientError(Exception):
@@ -67,281 +72,7 @@ class ServerEnded(Exception):
     """Raised in the main thread when the receiver finds the session over."""
 
 
-# --- known hosts: trust on first use, as ssh does ----------------------------
-
-
-def data_dir() -> Path:
-    """Where the chat keeps its files: ``$XDG_DATA_HOME/socket-chat``."""
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "socket-chat"
-
-
-class KnownHosts:
-    """The file of servers seen before: one ``HOST:PORT SHA256:...`` a line."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def lookup(self, host_id: str) -> str | None:
-        for line_host, fingerprint in self._entries():
-            if line_host == host_id:
-                return fingerprint
-        return None
-
-    def remember(self, host_id: str, fingerprint: str) -> None:
-        """Record (or replace) the fingerprint for ``host_id``."""
-        kept = [f"{h} {f}\n" for h, f in self._entries() if h != host_id]
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.writelines(kept + [f"{host_id} {fingerprint}\n"])
-        os.replace(temporary, self.path)
-
-    def _entries(self) -> list[tuple[str, str]]:
-        try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return []
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ClientError(f"Cannot read the known hosts file {self.path}: {exc}") from None
-        return [tuple(line.split()) for line in lines if len(line.split()) == 2]
-
-
-def host_id(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def check_server_key(known: KnownHosts, server: str, offered: str, pinned: str | None) -> str | None:
-    """Decide whether to trust the key the server offered.
-
-    Returns a line to show the person (or None), or raises ClientError with
-    the reason for refusing. A pin (``--fingerprint``) wins over the file,
-    and a key that matches the pin is recorded in the file.
-    """
-    if pinned is not None:
-        if not crypto_utils.fingerprints_equal(pinned, offered):
-            raise ClientError(_mismatch_warning(server, pinned, offered, "--fingerprint"))
-        if known.lookup(server) != offered:
-            known.remember(server, offered)
-        return None
-    recorded = known.lookup(server)
-    if recorded is None:
-        known.remember(server, offered)
-        return (f"The server's key fingerprint is {offered}.\n"
-                f"Check it with the server's operator. It is now recorded in {known.path}.")
-    if not crypto_utils.fingerprints_equal(recorded, offered):
-        raise ClientError(_mismatch_warning(server, recorded, offered, str(known.path)))
-    return None
-
-
-def _mismatch_warning(server: str, expected: str, offered: str, source: str) -> str:
-    bar = "@" * 62
-    return "\n".join([
-        bar,
-        "@    WARNING: THE SERVER'S IDENTITY KEY HAS CHANGED!          @",
-        bar,
-        "Someone may be intercepting this connection (a man-in-the-middle attack),",
-        "or the server's operator may have replaced its key.",
-        f"Server:               {server}",
-        f"Expected fingerprint: {expected} (from {source})",
-        f"Offered fingerprint:  {offered}",
-        "The connection was refused; nothing was sent.",
-        "Ask the server's operator for the fingerprint it prints when it starts.",
-        "If it is the offered one, connect once with --fingerprint followed by it",
-        "to record it in place of the old one.",
-    ])
-
-
-# --- the terminal ------------------------------------------------------------
-
-
-class Terminal:
-    """All printing. On a terminal, a line that arrives while the person is
-    typing is printed above the prompt, and the half-typed line is redrawn.
-    Off a terminal (a pipe), no prompt and no escape codes are written."""
-
-    def __init__(self, interactive: bool) -> None:
-        self.interactive = interactive
-        self._lock = threading.Lock()
-        self._prompt: str | None = None
-        # readline gives input() line editing and history, and lets us redraw
-        # a half-typed line; some platforms lack it, and then we only reprint.
-        self._readline = self._redisplay = None
-        if interactive:
-            try:
-                import readline
-            except ImportError:
-                pass
-            else:
-                self._readline = readline
-                self._redisplay = _readline_redisplay(readline)
-        self._asked: str | None = None  # the prompt input() was called with
-        self._drawing = False  # readline is drawing that prompt
-        self._prompt_ready = threading.Condition(self._lock)
-        if self._redisplay:
-            # A line that arrives while readline draws a new prompt waits
-            # until it is drawn, then goes above it. Without this, a line
-            # arriving just after Enter erased the row of the line just
-            # typed, or was printed after the prompt. GNU readline calls the
-            # two hooks one after the other, around drawing the prompt. No
-            # lock is held from one hook to the other: an exception there
-            # (a signal's) is swallowed by readline, and must not leave it held.
-            self._readline.set_startup_hook(self._prompt_drawing)
-            self._readline.set_pre_input_hook(self._prompt_drawn)
-
-    def _prompt_drawing(self) -> None:
-        self._drawing = True
-
-    def _prompt_drawn(self) -> None:
-        with self._prompt_ready:
-            self._drawing = False
-            self._prompt = self._asked
-            self._prompt_ready.notify_all()
-
-    def enable_completion(self, names) -> None:
-        """Tab completes names and commands (``names()`` gives those online).
-        The whole line is completed, since names may hold spaces."""
-        if self._readline is None:
-            return
-        readline = self._readline
-        matches: list[str] = []
-
-        def completer(text: str, state: int) -> str | None:
-            nonlocal matches
-            if state == 0:
-                matches = client_ui.complete(readline.get_line_buffer()[:readline.get_endidx()], names())
-            return matches[state] if state < len(matches) else None
-
-        readline.set_completer_delims("")
-        readline.set_completer(completer)
-        readline.parse_and_bind("tab: complete")
-
-    def show(self, line: str) -> None:
-        with self._lock:
-            if self._drawing and self._prompt is None:
-                self._prompt_ready.wait(PROMPT_DRAW_WAIT)
-            if self._prompt is None:
-                print(line, flush=True)
-                return
-            self._erase_input()
-            sys.stdout.write(f"{line}\n")
-            self._redraw_input()
-
-    def error(self, text: str) -> None:
-        with self._lock:
-            if self._prompt is not None:
-                self._erase_input()
-            print(text, file=sys.stderr, flush=True)
-
-    def read_line(self, prompt: str) -> str:
-        """The next line typed. Raises EOFError at the end of input."""
-        if not self.interactive:
-            line = sys.stdin.readline()
-            if not line:
-                raise EOFError
-            return line.rstrip("\r\n")
-        with self._lock:
-            self._asked = prompt
-            if not self._redisplay:
-                self._prompt = prompt
-        try:
-            return input(prompt)
-        finally:
-            with self._lock:
-                self._prompt = self._asked = None
-                self._drawing = False
-
-    def _erase_input(self) -> None:
-        sys.stdout.flush()
-        if self._redisplay:
-            # readline knows how many rows the prompt and the typed text
-            # take (a long line wraps) and where its cursor is.
-            self._redisplay.rl_clear_visible_line()
-        else:
-            sys.stdout.write("\r\x1b[K")
-
-    def _redraw_input(self) -> None:
-        if self._redisplay:
-            sys.stdout.flush()
-            self._redisplay.rl_on_new_line()
-            self._redisplay.rl_redisplay()  # cursor back where the person left it
-            return
-        typed = self._readline.get_line_buffer() if self._readline else ""
-        sys.stdout.write(f"{self._prompt}{typed}")
-        sys.stdout.flush()
-
-
-def _readline_redisplay(readline):
-    """GNU readline's own redisplay functions, which the readline module does
-    not expose, or None (libedit, an old readline): then we only reprint."""
-    try:
-        import ctypes
-        library = ctypes.CDLL(readline.__file__)
-        for name in ("rl_clear_visible_line", "rl_on_new_line", "rl_redisplay"):
-            getattr(library, name)
-    except (ImportError, OSError, AttributeError):
-        return None
-    return library
-
-
-class Display:
-    """Shows events and local answers on the terminal: with the session's
-    ignores, the chosen style, and ``HH:MM`` first with --timestamps."""
-
-    def __init__(self, terminal: Terminal, session: Session, style: Style,
-                 timestamps: bool = False, clock=time.time) -> None:
-        self.terminal, self.session, self.style = terminal, session, style
-        self.timestamps, self.clock = timestamps, clock
-
-    def show_event(self, event) -> None:
-        shown = self.session.shows(event)
-        self.session.observe(event)
-        if shown:
-            for line in client_ui.render(event, self.session, self.style):
-                self.show(line)
-
-    def show(self, line: str) -> None:
-        if self.timestamps:
-            line = f"{client_ui.clock_time(self.clock())} {line}"
-        self.terminal.show(line)
-
-    def error(self, text: str) -> None:
-        self.show(self.style.error(f"Error: {text}"))
-
-
 # --- the connection ----------------------------------------------------------
-
-
-class Pacer:
-    """Keeps the client within the server's flood control, so that a pasted
-    block is sent a little slower instead of being refused line by line.
-
-    It mirrors the server's token bucket with a wide margin: the server times
-    a line when it gets to it, not when it left here, so on a busy machine two
-    lines can reach its bucket closer together than they were sent. Half the
-    burst is kept in reserve for that, and lines are spaced a quarter longer.
-    """
-
-    MARGIN = 1.25  # space lines a quarter longer than the server asks
-
-    def __init__(self, limit: RateLimit, clock=time.monotonic) -> None:
-        self._interval = limit.interval_ms / 1000 * self.MARGIN
-        self._burst = max(1, limit.burst // 2)
-        self._clock = clock
-        self._tokens = float(self._burst)
-        self._updated = clock()
-
-    def delay(self) -> float:
-        """Seconds to wait before sending the next line; the line is counted
-        as sent at the end of that wait."""
-        if not self._interval:
-            return 0.0  # the server has no limit
-        now = self._clock()
-        self._tokens = min(self._burst, self._tokens + (now - self._updated) / self._interval)
-        self._updated = now
-        self._tokens -= 1
-        return max(0.0, -self._tokens * self._interval)
 
 
 class ServerLink:
@@ -360,7 +91,7 @@ class ServerLink:
         while True:
             while (event := self.conn.next_event()) is protocol.NEED_DATA:
                 self.flush()
-                self.conn.receive_data(self.sock.recv(RECV_SIZE))
+                self.conn.receive_data(self.sock.recv(transport.RECV_SIZE))
             self.flush()
             if not isinstance(event, RateLimit):
                 return event
@@ -389,8 +120,8 @@ def connect(host: str, port: int) -> ServerLink:
     try:
         sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
     except OSError as exc:
-        raise ClientError(f"Could not connect to {host_id(host, port)}: {exc.strerror or exc}") from None
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # each sendall is a whole message
+        raise ClientError(f"Could not connect to {transport.format_address(host, port)}: {exc.strerror or exc}") from None
+    transport.tune(sock)
     return ServerLink(sock)
 
 
@@ -399,15 +130,15 @@ def establish(link: ServerLink, trust) -> None:
     link.sock.settimeout(HANDSHAKE_TIMEOUT)
     hello = link.next_event()
     if isinstance(hello, ServerRefused):
-        raise ClientError(protocol.printable_text(hello.reason))
+        raise ClientError(printable_text(hello.reason))
     if not isinstance(hello, ServerHello):
-        raise ProtocolError(f"expected the server's hello, got {hello}")
+        raise RemoteProtocolError(f"expected the server's hello, got {hello}")
     trust(hello)
     link.conn.accept_server_key()
     link.flush()
     event = link.next_event()
     if not isinstance(event, HandshakeComplete):
-        raise ProtocolError(f"handshake ended with {event}")
+        raise RemoteProtocolError(f"handshake ended with {event}")
     link.sock.settimeout(None)
 
 
@@ -425,13 +156,13 @@ def choose_username(link: ServerLink, display: Display, preset: str | None) -> s
         if isinstance(event, Welcome):
             return event.name
         if isinstance(event, Goodbye):
-            raise ClientError(protocol.printable_text(event.reason) or CONNECTION_LOST)
+            raise ClientError(printable_text(event.reason) or CONNECTION_LOST)
         if isinstance(event, ConnectionClosed):
             raise ClientError(CONNECTION_LOST)
         if not isinstance(event, UsernameRequest):
             display.show_event(event)
             continue
-        prompt = protocol.printable_text(event.prompt)
+        prompt = printable_text(event.prompt)
         if attempts and not terminal.interactive:
             raise ClientError(f"{prompt}\nThe username was refused and input is not a terminal: giving up.")
         terminal.show(prompt)
@@ -470,7 +201,7 @@ class Receiver(threading.Thread):
                 self.display.show_event(event)
             reason = CONNECTION_LOST
             if isinstance(event, Goodbye) and event.reason:
-                reason = protocol.printable_text(event.reason)
+                reason = printable_text(event.reason)
         except (OSError, ProtocolError):
             reason = CONNECTION_LOST
         self._server_ended(reason)
@@ -588,13 +319,6 @@ def say_goodbye(link: ServerLink, parting: str = "") -> None:
 # --- the command line --------------------------------------------------------
 
 
-def port_number(text: str) -> int:
-    """argparse type: a TCP port, 0 to 65535."""
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
-    return int(text)
-
-
 def fingerprint_text(text: str) -> str:
     """argparse type: a fingerprint as the server prints it."""
     if not re.fullmatch(r"SHA256:[A-Za-z0-9+/]{43}", text):
@@ -607,7 +331,8 @@ def fingerprint_text(text: str) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Encrypted terminal group chat: the client.")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"server address (default: {DEFAULT_HOST})")
-    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT, help=f"server port (default: {DEFAULT_PORT})")
+    parser.add_argument("--port", type=cli.port_number, default=cli.DEFAULT_PORT,
+                        help=f"server port (default: {cli.DEFAULT_PORT})")
     parser.add_argument("--name", help="join with this username instead of being asked")
     parser.add_argument(
         "--fingerprint", metavar="SHA256:...", type=fingerprint_text,
@@ -622,6 +347,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timestamps", action="store_true", help="start each line shown with the time, HH:MM")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the command lines as they are
     parser.epilog = "commands in the chat:\n" + "\n".join(f"  {line}" for line in client_ui.help_lines())
+    cli.add_version(parser)
     return parser.parse_args(argv)
 
 
@@ -634,11 +360,11 @@ def run(args: argparse.Namespace, terminal: Terminal) -> int:
     terminal.show("Trying to connect server...")
     link = connect(args.host, args.port)
     terminal.show("Connected to server.")
-    known = KnownHosts(args.known_hosts or data_dir() / "known_hosts")
-    server = host_id(args.host, args.port)
+    known = keystore.KnownHosts(args.known_hosts or keystore.data_dir() / "known_hosts")
+    server = transport.format_address(args.host, args.port)
 
     def trust(hello: ServerHello) -> None:
-        note = check_server_key(known, server, hello.fingerprint, args.fingerprint)
+        note = keystore.check_server_key(known, server, hello.fingerprint, args.fingerprint)
         if note:
             terminal.show(note)
 
@@ -670,7 +396,7 @@ def start_session(link: ServerLink, display: Display, name: str) -> None:
     link.send(UserListRequest())
     while not isinstance(event := link.next_event(), UserList):
         if isinstance(event, Goodbye):
-            raise ClientError(protocol.printable_text(event.reason) or CONNECTION_LOST)
+            raise ClientError(printable_text(event.reason) or CONNECTION_LOST)
         if isinstance(event, ConnectionClosed):
             raise ClientError(CONNECTION_LOST)
         display.show_event(event)
@@ -686,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     terminal = Terminal(interactive=sys.stdin.isatty())
     try:
         return run(args, terminal)
-    except ClientError as exc:
+    except (ClientError, keystore.KeyStoreError) as exc:
         terminal.error(str(exc))
         return 1
     except KeyboardInterrupt:

@@ -20,9 +20,11 @@ import time
 import zlib
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import protocol
+from commands import Command, CommandTable
+from presentation import format_duration, printable_text, split_name
 from protocol import (
     ActionLine,
     ActionMessage,
@@ -182,7 +184,7 @@ def clock_time(unix_seconds: float) -> str:
 def render(event, session: Session | None = None, style: Style = PLAIN) -> list[str]:
     """The lines that show ``event`` (none for an event that is not shown).
     All text from the network passes ``printable_text`` here."""
-    clean = protocol.printable_text
+    clean = printable_text
     if isinstance(event, ChatMessage):
         return [f"{style.name(clean(event.sender))}: {clean(event.text)}"]
     if isinstance(event, ActionMessage):
@@ -206,7 +208,7 @@ def render(event, session: Session | None = None, style: Style = PLAIN) -> list[
 
 
 def _notice_text(event) -> str | None:
-    clean = protocol.printable_text
+    clean = printable_text
     if isinstance(event, UserJoined):
         return f"{clean(event.name)} joined the chat."
     if isinstance(event, UserLeft):
@@ -221,14 +223,14 @@ def _notice_text(event) -> str | None:
 
 
 def _render_private(event: PrivateMessage, session: Session | None, style: Style) -> str:
-    clean = protocol.printable_text
+    clean = printable_text
     if session is not None and session.is_me(event.sender):
         return style.private(f"[me -> {clean(event.recipient)}] {clean(event.text)}")
     return style.private(f"[{clean(event.sender)} -> me] {clean(event.text)}")
 
 
 def _render_history(event: HistoryMessage, style: Style) -> str:
-    clean = protocol.printable_text
+    clean = printable_text
     when = clock_time(event.sent_at)
     marker = style.notice(f"[history {when}]")
     if event.kind == "action":
@@ -240,7 +242,7 @@ def _render_user_list(event: UserList, style: Style) -> list[str]:
     members = event.members()
     lines = [style.notice(f"* {len(members)} online:")]
     for name, seconds in members:
-        lines.append(f"  {style.name(protocol.printable_text(name))} ({protocol.format_duration(seconds)})")
+        lines.append(f"  {style.name(printable_text(name))} ({format_duration(seconds)})")
     return lines
 
 
@@ -265,20 +267,6 @@ class Context:
     error: Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class Command:
-    """One row of the table: ``/help`` prints ``name arguments  help``."""
-
-    name: str
-    arguments: str
-    help: str
-    run: Callable[[Context, str], None]
-
-    @property
-    def usage(self) -> str:
-        return f"{self.name} {self.arguments}".strip()
-
-
 class UsageError(Exception):
     """A command was typed without what it needs."""
 
@@ -291,10 +279,7 @@ def _needs(argument: str, command: str) -> None:
 
 def help_lines() -> list[str]:
     """One line per command, from the table (``/help`` and ``--help``)."""
-    width = max(len(c.usage) for c in COMMANDS.values())
-    return [f"{command.usage:<{width}}  {command.help}" for command in COMMANDS.values()] + [
-        f"{'//TEXT':<{width}}  send TEXT starting with one /"
-    ]
+    return COMMANDS.help_lines(extra=[("//TEXT", "send TEXT starting with one /")])
 
 
 def _help(ctx: Context, argument: str) -> None:
@@ -309,7 +294,7 @@ def _users(ctx: Context, argument: str) -> None:
 
 def _msg(ctx: Context, argument: str) -> None:
     _needs(argument, "/msg")
-    name, text = protocol.split_name(argument, ctx.session.names())
+    name, text = split_name(argument, ctx.session.names())
     _needs(text, "/msg")
     ctx.send(PrivateLine(name, text))
 
@@ -354,7 +339,7 @@ def _quit(ctx: Context, argument: str) -> None:
     raise QuitRequested(argument)
 
 
-COMMANDS: dict[str, Command] = {c.name: c for c in [
+COMMANDS: CommandTable[Context, None] = CommandTable([
     Command("/help", "", "list the commands", _help),
     Command("/users", "", "who is online, and for how long", _users),
     Command("/msg", "NAME TEXT", "a private message to NAME only", _msg),
@@ -364,7 +349,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
     Command("/ignore", "NAME", "hide NAME's messages on this client", _ignore),
     Command("/unignore", "NAME", "show NAME's messages again", _unignore),
     Command("/quit", "[MESSAGE]", "leave, with a parting line others see", _quit),
-]}
+])
 
 
 def run_line(line: str, ctx: Context) -> None:
@@ -383,14 +368,13 @@ def run_line(line: str, ctx: Context) -> None:
 
 
 def _run_command(line: str, ctx: Context) -> None:
-    name, _, argument = line.partition(" ")
-    command = COMMANDS.get(name.lower())
+    name, command, argument = COMMANDS.parse(line)
     if command is None:
         ctx.error(f"Unknown command {name}; nothing was sent. Type /help for the commands, "
                   f"or //{line[1:]} to send the line as it is.")
         return
     try:
-        command.run(ctx, argument.strip())
+        command.run(ctx, argument)
     except UsageError:
         ctx.error(f"Usage: {command.usage}")
 
@@ -412,7 +396,7 @@ def complete(typed: str, names: list[str]) -> list[str]:
             partial = typed[len(command):]
             return [f"{typed[:len(command)]}{name} " for name in _starting(names, partial)]
     if typed.startswith("/"):
-        return [f"{name} " for name in COMMANDS if name.startswith(folded)]
+        return [f"{name} " for name in COMMANDS.names() if name.startswith(folded)]
     if not typed:
         return []
     return [f"{name}: " for name in _starting(names, typed)]

@@ -235,13 +235,12 @@ class RedisCluster:
         self._since.pop(name.casefold(), None)
         self._try(self._release, keys=[NAME_PREFIX + name.casefold()], args=[self.server_id])
 
-    def publish(self, message: Message, sender=None) -> None:
+    def publish(self, message: Message, sender_id: str | None) -> None:
         """Put ``message`` in the stream; while degraded, deliver it here at once."""
-        sender_id = getattr(sender, "member_id", None)
         if self._try(self._redis.xadd, STREAM, encode_entry(message, sender_id),
                      maxlen=STREAM_LENGTH, approximate=True) is not None:
             return  # the cluster thread delivers it when it reads it back
-        self._room.apply(message, sender_id)
+        self._room.distribute(message, sender_id)
 
     def locate(self, name: str) -> str | None:
         """The name, as its holder typed it, of whoever holds ``name`` in the
@@ -284,7 +283,7 @@ class RedisCluster:
                 except ValueError as exc:
                     log.warning("skipped stream entry %s: %s", entry_id.decode(), exc)
                     continue
-                self._room.apply(message, sender_id, sent_at=entry_time(entry_id))
+                self._room.distribute(message, sender_id, sent_at=entry_time(entry_id))
 
     def _refresh_names(self) -> None:
         names = self._room.names()
@@ -299,11 +298,11 @@ class RedisCluster:
 
     def _evict(self, name: str) -> None:
         """Another server holds the name of a member here: that member goes."""
-        member = self._room.find(name)
-        if member is not None:
+        membership = self._room.find(name)
+        if membership is not None:
             log.warning("%s: the name is held by another server now; disconnecting", name)
             self._since.pop(name.casefold(), None)
-            member.close(NAME_LOST.format(name=name))
+            membership.member.close(NAME_LOST.format(name=name))
 
     def _reconnect(self) -> None:
         """Try Redis again, waiting longer each time, until it answers."""
@@ -318,7 +317,7 @@ class RedisCluster:
                 continue
             self._connected.set()
             log.warning("cluster reached again: the chat is whole")
-            self._room.tell_everyone_here(Notice(RESTORED))
+            self._room.notify_here(Notice(RESTORED))
             return
 
     def _lost(self, exc: Exception) -> None:
@@ -329,7 +328,7 @@ class RedisCluster:
                 return
             self._connected.clear()
         log.warning("cluster lost: %s; the chat is degraded", exc)
-        self._room.tell_everyone_here(Notice(DEGRADED))
+        self._room.notify_here(Notice(DEGRADED))
 
     # Helpers.
 
@@ -355,7 +354,7 @@ class RedisCluster:
                 message, _ = decode_entry(fields)
             except ValueError:
                 continue
-            self._room.remember(message, entry_time(entry_id))
+            self._room.record_history(message, entry_time(entry_id))
 
     def _read_members(self) -> list[tuple[str, int]]:
         keys = list(self._redis.scan_iter(match=NAME_PREFIX + "*", count=1000))

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import collections
 import enum
-import functools
 import struct
 import unicodedata
-from dataclasses import dataclass, fields
-from typing import Callable, ClassVar
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from typing import ClassVar
 
 import crypto_utils
 from crypto_utils import (
@@ -82,16 +82,16 @@ __all__ = [
     "UserParted",
     "ClientConnection",
     "ServerConnection",
+    "ServerIdentity",
     "BATCH_TYPE",
+    "Encoded",
+    "encode",
     "encode_message",
     "decode_message",
     "encode_batch",
     "decode_record",
     "refusal",
     "normalize_username",
-    "printable_text",
-    "split_name",
-    "format_duration",
 ]
 
 Rng = Callable[[int], bytes]
@@ -467,15 +467,9 @@ _CLIENT_SENDS = frozenset({Username, ChatLine, Goodbye, PrivateLine, ActionLine,
 _SERVER_SENDS = frozenset(set(_MESSAGE_TYPES.values()) - _CLIENT_SENDS | {Goodbye})
 
 
-@functools.lru_cache(maxsize=128)
 def encode_message(message: Message) -> bytes:
     """A message's bytes: its type, then each field in order: text as u16
     length + UTF-8, a number as u32.
-
-    Cached, since a message is frozen and its bytes never change: a message
-    broadcast to a room is encoded once, not once for each reader (with
-    records batched, encoding had become half of a writer's time). The cache
-    holds the 128 messages last encoded; a failure is not cached.
 
     Raises:
         LocalProtocolError: a field is longer than 65,535 bytes of UTF-8, or
@@ -495,6 +489,29 @@ def encode_message(message: Message) -> bytes:
             raise LocalProtocolError(f"{f.name} is too long to encode")
         parts += [_FIELD_LENGTH.pack(len(data)), data]
     return b"".join(parts)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A message with its bytes, worked out once: a message broadcast to a
+    room is encoded by the room, not once for each reader, and the bytes
+    travel with it through the send queue to the writer that seals them.
+    Made by ``encode``, which checks it fits in a record."""
+
+    message: Message
+    payload: bytes = field(repr=False)
+
+
+def encode(message: Message) -> Encoded:
+    """``message`` with its bytes, ready for ``send_batch``.
+
+    Raises:
+        LocalProtocolError: as ``encode_message``, or too large for one frame.
+    """
+    payload = encode_message(message)
+    if len(payload) > _MAX_PLAINTEXT:
+        raise LocalProtocolError(f"{type(message).__name__} is too large for one frame")
+    return Encoded(message, payload)
 
 
 def decode_message(payload: bytes) -> Message | MalformedMessage:
@@ -576,43 +593,6 @@ def normalize_username(raw: str) -> str | None:
     return name
 
 
-def printable_text(text: str) -> str:
-    """Text from the network made safe to print on a terminal.
-
-    C0 and C1 controls (ESC among them) and other non-printing characters
-    become U+FFFD, so no escape sequence reaches the terminal; tabs become
-    a space.
-    """
-    if text.isprintable():
-        return text
-    return "".join(
-        ch if ch.isprintable() else " " if ch == "\t" else "\N{REPLACEMENT CHARACTER}"
-        for ch in text
-    )
-
-
-def split_name(text: str, names: list[str]) -> tuple[str, str]:
-    """Split ``NAME REST`` where NAME may hold spaces: the longest name
-    online that ``text`` starts with (then a space or the end), else the
-    first word. Case-insensitive, as names are."""
-    folded = text.casefold()
-    for name in sorted(names, key=len, reverse=True):
-        key = name.casefold()
-        if folded == key or folded.startswith(key + " "):
-            return text[:len(name)], text[len(name):].strip()
-    first, _, rest = text.partition(" ")
-    return first, rest.strip()
-
-
-def format_duration(seconds: int) -> str:
-    """``45 s``, ``12 min``, ``3 h 05 min``: how long someone has been online."""
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
 # --- framing -----------------------------------------------------------------
 
 
@@ -688,7 +668,19 @@ class _Reader:
 
 
 class _Connection:
-    """What both ends share: frames, records, messages, and the state."""
+    """What both ends share: frames, records, messages, and the state.
+
+    Two threads may drive one connection once it is OPEN, and only then:
+    one receiving (``receive_data``, ``next_event``) and one sending
+    (``send``, ``send_batch``, ``data_to_send``). The two halves share no
+    buffer and no cipher: the receiving half owns the receive buffer, the
+    opener and the pending events; the sending half owns the outbox and the
+    sealer. The only state both touch is ``state``, which the receiving half
+    alone changes after the handshake (to CLOSED or ERROR), with a single
+    assignment that the sending half merely reads. During the handshake,
+    receiving writes answers to the outbox, so one thread must do both until
+    ``HandshakeComplete`` and its ``data_to_send()`` are done.
+    """
 
     _may_send: ClassVar[frozenset[type[Message]]]
     _may_receive: ClassVar[frozenset[type[Message]]]
@@ -759,14 +751,14 @@ class _Connection:
                 role may not send, or one too large for a frame. The state
                 does not change.
         """
-        self._send_records([self._checked_payload(message)])
-        self._sent_goodbye = isinstance(message, Goodbye)
+        self._send_encoded([encode(message)])
 
-    def send_batch(self, messages: list[Message]) -> None:
-        """Seal several messages, in order, in as few records as fit in a
-        frame (a Batch; one message alone is sent as by ``send``). The peer
-        reads the same messages in the same order; the cipher setup, which
-        costs more than sealing a short message, is paid once per record.
+    def send_batch(self, items: Sequence[Encoded]) -> None:
+        """Seal several encoded messages, in order, in as few records as fit
+        in a frame (a Batch; one message alone is sent as by ``send``). The
+        peer reads the same messages in the same order; the cipher setup,
+        which costs more than sealing a short message, is paid once per
+        record.
 
         Raises:
             LocalProtocolError: as ``send``, for any of the messages, or a
@@ -775,11 +767,7 @@ class _Connection:
         """
         if not self._may_send_batch:
             raise LocalProtocolError(f"a {self._role} may not send a Batch")
-        if any(isinstance(m, Goodbye) for m in messages[:-1]):
-            raise LocalProtocolError("Goodbye must be the last message")
-        payloads = [self._checked_payload(message) for message in messages]
-        self._send_records(payloads)
-        self._sent_goodbye = bool(messages) and isinstance(messages[-1], Goodbye)
+        self._send_encoded(items)
 
     def data_to_send(self) -> bytes:
         """Everything written since the last call, ready for ``sendall``."""
@@ -793,16 +781,20 @@ class _Connection:
     _may_send_batch = False
     _may_receive_batch = False
 
-    def _checked_payload(self, message: Message) -> bytes:
-        """The message's bytes, if it may be sent now; LocalProtocolError if not."""
+    def _send_encoded(self, items: Sequence[Encoded]) -> None:
+        if any(isinstance(item.message, Goodbye) for item in items[:-1]):
+            raise LocalProtocolError("Goodbye must be the last message")
+        for item in items:
+            self._check_sendable(item.message)
+        self._send_records([item.payload for item in items])
+        self._sent_goodbye = bool(items) and isinstance(items[-1].message, Goodbye)
+
+    def _check_sendable(self, message: Message) -> None:
+        """LocalProtocolError unless ``message`` may be sent now."""
         if self._state is not ConnectionState.OPEN or self._sent_goodbye:
             raise LocalProtocolError(f"can't send {type(message).__name__} in state {self._state.name}")
         if type(message) not in self._may_send:
             raise LocalProtocolError(f"a {self._role} may not send {type(message).__name__}")
-        payload = encode_message(message)
-        if len(payload) > _MAX_PLAINTEXT:
-            raise LocalProtocolError("message too large for one frame")
-        return payload
 
     def _send_records(self, payloads: list[bytes]) -> None:
         for group in _batch_groups(payloads):
@@ -978,16 +970,22 @@ class ClientConnection(_Connection):
         return ServerHello(version, public_der, crypto_utils.fingerprint(public_der))
 
 
-#: The last identity key's DER public key: a server uses one key for every
-#: connection, and encoding it costs more than half a millisecond.
-_last_public_der: tuple[object, bytes] | None = None
+@dataclass(frozen=True)
+class ServerIdentity:
+    """The server's long-term key and what it shows of it, worked out once
+    for every connection: the DER public key its hello carries (encoding
+    it costs more than half a millisecond) and that key's fingerprint.
+    The repr names the fingerprint only, never the key."""
 
+    key: crypto_utils.RSA.RsaKey = field(repr=False)
+    public_der: bytes = field(repr=False)
+    fingerprint: str
 
-def _public_key_der(identity_key) -> bytes:
-    global _last_public_der
-    if _last_public_der is None or _last_public_der[0] is not identity_key:
-        _last_public_der = (identity_key, crypto_utils.export_public_key(identity_key))
-    return _last_public_der[1]
+    @classmethod
+    def of(cls, key: crypto_utils.RSA.RsaKey) -> ServerIdentity:
+        """The identity of an RSA private key."""
+        der = crypto_utils.export_public_key(key)
+        return cls(key, der, crypto_utils.fingerprint(der))
 
 
 def refusal(reason: str) -> bytes:
@@ -1008,7 +1006,8 @@ class ServerConnection(_Connection):
     ``data_to_send()``.
 
     Args:
-        identity_key: the server's long-term RSA private key.
+        identity: the server's long-term key (``ServerIdentity.of(key)``,
+            made once for all connections).
         rng: source of random bytes (default: the OS's).
         ephemeral_key: the X25519 key to use; tests pin it, others omit it.
     """
@@ -1017,11 +1016,12 @@ class ServerConnection(_Connection):
     _role = "server"
     _may_send_batch = True
 
-    def __init__(self, identity_key, rng: Rng | None = None, ephemeral_key: EphemeralKey | None = None):
+    def __init__(self, identity: ServerIdentity, rng: Rng | None = None,
+                 ephemeral_key: EphemeralKey | None = None):
         super().__init__(ConnectionState.AWAIT_KEY_EXCHANGE, rng)
-        self._identity_key = identity_key
+        self._identity_key = identity.key
         self._ephemeral = ephemeral_key or EphemeralKey.generate(self._rng)
-        public_der = _public_key_der(identity_key)
+        public_der = identity.public_der
         self._hello = (bytes([_SERVER_HELLO, PROTOCOL_VERSION]) + self._rng(RANDOM_SIZE)
                        + self._ephemeral.public_bytes + _FIELD_LENGTH.pack(len(public_der)) + public_der)
         self._send_frame(self._hello)

@@ -1,7 +1,7 @@
 """The cost floor: a plaintext chat of the same shape as the real one.
 
 Same framing (u32 length + body), the same message encoding, the same
-``server.Room`` and one reader and one writer thread per client; no
+``room.Room`` and one reader and one writer thread per client; no
 handshake and no encryption. The writer takes what is queued and sends it
 with one ``sendall``, as the real server's writer does, so the ratio of
 the two measures the cryptography, not a difference in syscalls.
@@ -16,15 +16,14 @@ import struct
 import threading
 
 import protocol
-from protocol import ChatLine, ChatMessage, Message, Username, UsernameRequest
-from server import Room
+from protocol import ChatLine, ChatMessage, Encoded, Message, Username, UsernameRequest
+from room import Membership, Room
 
 _HEADER = struct.Struct("!I")
 RECV_SIZE = 65536
 
 
-def frame(message: Message) -> bytes:
-    payload = protocol.encode_message(message)
+def frame(payload: bytes) -> bytes:
     return _HEADER.pack(len(payload)) + payload
 
 
@@ -60,7 +59,7 @@ class PlainConnection:
         return protocol.ConnectionClosed(clean=False) if self._eof else protocol.NEED_DATA
 
     def send(self, message: Message) -> None:
-        self._outbox += frame(message)
+        self._outbox += frame(protocol.encode_message(message))
 
     def data_to_send(self) -> bytes:
         data = bytes(self._outbox)
@@ -73,13 +72,20 @@ class _PlainHandler:
 
     def __init__(self, room: Room, sock: socket.socket) -> None:
         self.room, self.sock = room, sock
-        self.name: str | None = None
-        self.outbox: queue.Queue = queue.Queue()
+        self.membership: Membership | None = None
+        self.outbox: queue.Queue[Encoded | None] = queue.Queue()
         self._conn = PlainConnection()
         self._conn.next_event()  # drop the client-side UsernameRequest
 
-    def deliver(self, message: Message) -> None:
-        self.outbox.put_nowait(message)
+    def deliver(self, item: Encoded) -> bool:
+        self.outbox.put_nowait(item)
+        return True  # unbounded: the floor has no send queue to overflow
+
+    def send_queue_overflowed(self) -> None:
+        pass  # never called: deliver never fails
+
+    def close(self, reason: str) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)
 
     def handle(self) -> None:
         writer = threading.Thread(target=self._write_loop, daemon=True)
@@ -89,7 +95,8 @@ class _PlainHandler:
         except OSError:
             pass
         finally:
-            self.room.leave(self)
+            if self.membership is not None:
+                self.room.leave(self.membership)
             self.outbox.put_nowait(None)
             writer.join(2)
             self.sock.close()
@@ -100,25 +107,25 @@ class _PlainHandler:
             if event is protocol.NEED_DATA:
                 self._conn.receive_data(self.sock.recv(RECV_SIZE))
             elif isinstance(event, Username):
-                self.room.join(self, event.name)
-            elif isinstance(event, ChatLine):
-                self.room.broadcast(ChatMessage(self.name, event.text), sender=self)
+                self.membership = self.room.join(self, event.name)
+            elif isinstance(event, ChatLine) and self.membership is not None:
+                self.room.publish(ChatMessage(self.membership.name, event.text), sender=self.membership)
             elif isinstance(event, protocol.ConnectionClosed):
                 return
 
     def _write_loop(self) -> None:
         try:
-            while (message := self.outbox.get()) is not None:
-                frames = [frame(message)]
+            while (item := self.outbox.get()) is not None:
+                frames = [frame(item.payload)]
                 while True:  # everything queued goes out in one sendall
                     try:
-                        message = self.outbox.get_nowait()
+                        item = self.outbox.get_nowait()
                     except queue.Empty:
                         break
-                    if message is None:
+                    if item is None:
                         self.sock.sendall(b"".join(frames))
                         return
-                    frames.append(frame(message))
+                    frames.append(frame(item.payload))
                 self.sock.sendall(b"".join(frames))
         except OSError:
             pass

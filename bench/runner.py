@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import crypto_utils
+import protocol
 from bench import micro, scenarios
 from bench.loadgen import BenchError
 from bench.redis_server import RedisServer
@@ -155,12 +156,13 @@ def measure_costs(plan: Plan, results: Results) -> None:
     key = crypto_utils.import_private_key(TEST_KEY.read_bytes())
     results.costs_us.update(micro.record_costs(plan.micro_repeat))
     results.costs_us.update(micro.handshake_costs(key, plan.rsa_repeat))
+    identity = protocol.ServerIdentity.of(key)
     messages = plan.micro_repeat // 4
     for batch in (1, 16, 64):
         us = micro.per_call_us(micro.writer_sealing(batch, messages), 1) / messages
         results.costs_us[f"writer: seal a message, {batch} per record"] = us
     results.profiles["a handshake (both sides, in process), by cumulative time"] = micro.profile(
-        lambda: micro.handshake_in_process(key), plan.rsa_repeat, top=24, order="cumtime")
+        lambda: micro.handshake_in_process(identity), plan.rsa_repeat, top=24, order="cumtime")
     results.profiles["the writer, one record per message (before)"] = micro.profile(
         micro.writer_sealing(1, messages), 1)
     results.profiles["the writer, 64 messages per record (after)"] = micro.profile(

@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 
 import crypto_utils
+import limits
 import server as chat_server
 from bench.plain import PlainServer
 
@@ -31,16 +32,16 @@ KINDS = ("chat", "chat-unlocked", "chat-unbatched", "plain")
 
 #: The server's limits for a benchmark: the load generator is no person. It
 #: sends faster than flood control allows one, and a room may hold 1,000.
-BENCH_LIMITS = chat_server.Limits(max_clients=2000, rate=0)
+BENCH_LIMITS = limits.Limits(max_clients=2000, rate=0)
 
 
 def write_one_record_per_message(self) -> None:
     """ClientHandler._write_loop before issue 5: one record per message
     (then one sendall for all of them)."""
     try:
-        while messages := self.outbox.take_all():
-            for message in messages:
-                self.conn.send(message)
+        while items := self.outbox.take_all():
+            for item in items:
+                self.conn.send_batch([item])
             self.sock.sendall(self.conn.data_to_send())
     except (OSError, chat_server.ProtocolError):
         pass
@@ -53,10 +54,11 @@ def make_server(kind: str, cluster_url: str | None = None):
         return PlainServer("127.0.0.1", 0)
     if kind == "chat-unbatched":
         chat_server.ClientHandler._write_loop = write_one_record_per_message
-    if kind == "chat-unlocked":
-        chat_server._SEALING = contextlib.nullcontext()
     key = crypto_utils.import_private_key(TEST_KEY.read_bytes())
-    return chat_server.ChatServer(key, "127.0.0.1", 0, BENCH_LIMITS, cluster=join_cluster(cluster_url))
+    server = chat_server.ChatServer(key, "127.0.0.1", 0, BENCH_LIMITS, cluster=join_cluster(cluster_url))
+    if kind == "chat-unlocked":
+        server.sealing = contextlib.nullcontext()
+    return server
 
 
 def join_cluster(url: str | None):

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 
+from limits import Limits
 import protocol
 import server
 from protocol import (
@@ -122,9 +123,9 @@ class OwnServer:
         self.stopped = False
 
     def start(self, cluster=None, **limits) -> server.ChatServer:
-        """Start serving, with ``limits`` (fields of ``server.Limits``) changed,
+        """Start serving, with ``limits`` (fields of ``limits.Limits``) changed,
         alone or in ``cluster``."""
-        self.server = server.ChatServer(self.key, "127.0.0.1", 0, server.Limits(**limits), cluster=cluster)
+        self.server = server.ChatServer(self.key, "127.0.0.1", 0, Limits(**limits), cluster=cluster)
         self.thread = threading.Thread(target=self.server.serve_forever, name="serve_forever", daemon=True)
         self.thread.start()
         return self.server

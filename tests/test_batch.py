@@ -4,11 +4,13 @@ Over the fake wire of test_protocol.py, then the server's writer."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import types
 
 import pytest
 
+import limits
 import protocol
 import server
 from crypto_utils import TAG_SIZE
@@ -43,6 +45,11 @@ from tests.test_protocol import (
 BURST = [ChatMessage(f"user{i}", f"line {i}") for i in range(50)]
 
 
+def encoded(messages: list) -> list[protocol.Encoded]:
+    """What the writer hands the connection: each message with its bytes."""
+    return [protocol.encode(message) for message in messages]
+
+
 def forged_from_server(pair, plaintext: bytes, offset: int = 0) -> bytes:
     """A record the server could have sealed, as its next application record."""
     sequence = FIRST_APPLICATION_SEQUENCE[False] + offset
@@ -53,18 +60,18 @@ def forged_from_server(pair, plaintext: bytes, offset: int = 0) -> bytes:
 def test_batch_arrives_as_the_same_messages_in_order(identity_key, feed):
     pair = ConnectionPair(identity_key, feed)
     pair.handshake()
-    pair.server.send_batch(BURST)
+    pair.server.send_batch(encoded(BURST))
     assert pair.deliver(pair.server) == BURST
 
 
 def test_batch_is_one_record(pair):
-    pair.server.send_batch(BURST)
+    pair.server.send_batch(encoded(BURST))
     (record,) = split_frames(pair.server.data_to_send())
     assert len(record) < sum(len(encode_message(m)) + 4 + TAG_SIZE for m in BURST)
 
 
 def test_every_server_message_may_be_batched(pair):
-    pair.server.send_batch(SERVER_MESSAGES)  # Goodbye is last in the list
+    pair.server.send_batch(encoded(SERVER_MESSAGES))  # Goodbye is last in the list
     assert pair.deliver(pair.server) == SERVER_MESSAGES
 
 
@@ -72,20 +79,20 @@ def test_one_message_is_sent_as_by_send(identity_key):
     batched, single = ConnectionPair(identity_key), ConnectionPair(identity_key)
     batched.handshake()
     single.handshake()
-    batched.server.send_batch([Notice("alone")])
+    batched.server.send_batch(encoded([Notice("alone")]))
     single.server.send(Notice("alone"))
     assert batched.server.data_to_send() == single.server.data_to_send()
 
 
 def test_empty_batch_sends_nothing(pair):
-    pair.server.send_batch([])
+    pair.server.send_batch(encoded([]))
     assert pair.server.data_to_send() == b""
 
 
 def test_batch_too_large_for_a_frame_is_cut_into_records(pair):
     text = "x" * 30_000
     messages = [ChatMessage("big", text + str(i)) for i in range(5)]
-    pair.server.send_batch(messages)
+    pair.server.send_batch(encoded(messages))
     records = split_frames(pair.server.data_to_send())
     assert len(records) == 3  # two per record fit under 64 KiB, three do not
     assert all(len(r) - 4 <= MAX_FRAME_SIZE for r in records)
@@ -96,7 +103,7 @@ def test_batch_too_large_for_a_frame_is_cut_into_records(pair):
 
 def test_largest_message_goes_alone_in_a_batch(pair):
     largest = Notice("x" * (MAX_FRAME_SIZE - TAG_SIZE - 3))  # type + u16 length + text
-    pair.server.send_batch([Notice("before"), largest, Notice("after")])
+    pair.server.send_batch(encoded([Notice("before"), largest, Notice("after")]))
     records = split_frames(pair.server.data_to_send())
     assert len(records) == 3
     assert max(len(r) - 4 for r in records) == MAX_FRAME_SIZE
@@ -107,7 +114,7 @@ def test_largest_message_goes_alone_in_a_batch(pair):
 
 def test_client_may_not_send_a_batch(pair):
     with pytest.raises(LocalProtocolError):
-        pair.client.send_batch([ChatLine("a"), ChatLine("b")])
+        pair.client.send_batch(encoded([ChatLine("a"), ChatLine("b")]))
     assert pair.client.data_to_send() == b""
     assert pair.client.state is OPEN
 
@@ -119,20 +126,20 @@ def test_client_may_not_send_a_batch(pair):
 ], ids=["goodbye-not-last", "wrong-role", "too-large"])
 def test_refused_batch_sends_nothing(pair, messages):
     with pytest.raises(LocalProtocolError):
-        pair.server.send_batch(messages)
+        pair.server.send_batch(encoded(messages))
     assert pair.server.data_to_send() == b""
     pair.server.send(Notice("still open"))
     assert pair.deliver(pair.server) == [Notice("still open")]
 
 
 def test_send_after_a_batch_ending_in_goodbye_is_refused(pair):
-    pair.server.send_batch([Notice("last words"), Goodbye("bye")])
+    pair.server.send_batch(encoded([Notice("last words"), Goodbye("bye")]))
     with pytest.raises(LocalProtocolError):
         pair.server.send(Notice("more"))
 
 
 def test_goodbye_at_the_end_of_a_batch_closes_cleanly(pair):
-    pair.server.send_batch([Notice("last words"), Goodbye("bye")])
+    pair.server.send_batch(encoded([Notice("last words"), Goodbye("bye")]))
     data = pair.server.data_to_send()
     pair.client.receive_data(data)
     pair.client.receive_data(b"")
@@ -189,15 +196,18 @@ def test_writer_seals_what_is_queued_as_one_batch(identity_key):
     """The writer's one step: everything the outbox holds, sealed together."""
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        fake_server = types.SimpleNamespace(identity_key=identity_key, limits=server.Limits())
+        fake_server = types.SimpleNamespace(
+            identity=protocol.ServerIdentity.of(identity_key), limits=limits.Limits(), room=None,
+            sealing=contextlib.nullcontext(),
+        )
         handler = server.ClientHandler(fake_server, ours, ("127.0.0.1", 1))
-        for message in BURST:
-            handler.outbox.put(message)
+        for item in encoded(BURST):
+            handler.outbox.put(item)
         sealed = []
         handler.conn = types.SimpleNamespace(send_batch=sealed.append, data_to_send=lambda: b"")
         handler.outbox.close()
         handler._write_loop()
-    assert sealed == [BURST]
+    assert [[item.message for item in batch] for batch in sealed] == [BURST]
 
 
 def test_burst_reaches_a_reader_complete_and_in_order(own_server):

@@ -8,6 +8,10 @@ import stat
 
 import pytest
 
+import cli
+import keystore
+import terminal
+import transport
 import client
 import client_ui
 import crypto_utils
@@ -33,7 +37,7 @@ def other_fp(impostor_key):
 
 @pytest.fixture
 def known(tmp_path):
-    return client.KnownHosts(tmp_path / "socket-chat" / "known_hosts")
+    return keystore.KnownHosts(tmp_path / "socket-chat" / "known_hosts")
 
 
 def entries(known) -> list[str]:
@@ -44,7 +48,7 @@ def entries(known) -> list[str]:
 
 
 def test_first_contact_records_key_and_shows_fingerprint(known, real_fp):
-    note = client.check_server_key(known, SERVER, real_fp, None)
+    note = keystore.check_server_key(known, SERVER, real_fp, None)
 
     assert real_fp in note
     assert entries(known) == [f"{SERVER} {real_fp}"]
@@ -52,17 +56,17 @@ def test_first_contact_records_key_and_shows_fingerprint(known, real_fp):
 
 
 def test_same_key_again_is_accepted_silently(known, real_fp):
-    client.check_server_key(known, SERVER, real_fp, None)
+    keystore.check_server_key(known, SERVER, real_fp, None)
 
-    assert client.check_server_key(known, SERVER, real_fp, None) is None
+    assert keystore.check_server_key(known, SERVER, real_fp, None) is None
     assert entries(known) == [f"{SERVER} {real_fp}"]
 
 
 def test_changed_key_is_refused_with_both_fingerprints(known, real_fp, other_fp):
-    client.check_server_key(known, SERVER, real_fp, None)
+    keystore.check_server_key(known, SERVER, real_fp, None)
 
-    with pytest.raises(client.ClientError) as refused:
-        client.check_server_key(known, SERVER, other_fp, None)
+    with pytest.raises(keystore.ServerKeyRefused) as refused:
+        keystore.check_server_key(known, SERVER, other_fp, None)
 
     text = str(refused.value)
     assert real_fp in text and other_fp in text and "--fingerprint" in text
@@ -70,8 +74,8 @@ def test_changed_key_is_refused_with_both_fingerprints(known, real_fp, other_fp)
 
 
 def test_pin_that_differs_is_refused_on_first_contact(known, real_fp, other_fp):
-    with pytest.raises(client.ClientError) as refused:
-        client.check_server_key(known, SERVER, other_fp, pinned=real_fp)
+    with pytest.raises(keystore.ServerKeyRefused) as refused:
+        keystore.check_server_key(known, SERVER, other_fp, pinned=real_fp)
 
     text = str(refused.value)
     assert real_fp in text and other_fp in text
@@ -81,7 +85,7 @@ def test_pin_that_differs_is_refused_on_first_contact(known, real_fp, other_fp):
 def test_pin_that_matches_replaces_a_stale_entry(known, real_fp, other_fp):
     known.remember(SERVER, other_fp)
 
-    assert client.check_server_key(known, SERVER, real_fp, pinned=real_fp) is None
+    assert keystore.check_server_key(known, SERVER, real_fp, pinned=real_fp) is None
     assert entries(known) == [f"{SERVER} {real_fp}"]
 
 
@@ -90,7 +94,7 @@ def test_entries_for_other_hosts_are_kept(known, real_fp, other_fp):
     known.remember(SERVER, other_fp)
     known.remember("[::1]:9000", other_fp)
 
-    client.check_server_key(known, SERVER, real_fp, pinned=real_fp)
+    keystore.check_server_key(known, SERVER, real_fp, pinned=real_fp)
 
     assert sorted(entries(known)) == sorted(
         [f"10.0.0.1:8756 {other_fp}", f"[::1]:9000 {other_fp}", f"{SERVER} {real_fp}"]
@@ -98,8 +102,8 @@ def test_entries_for_other_hosts_are_kept(known, real_fp, other_fp):
 
 
 def test_host_id_brackets_ipv6_only():
-    assert client.host_id("::1", 8756) == "[::1]:8756"
-    assert client.host_id("127.0.0.1", 8756) == "127.0.0.1:8756"
+    assert transport.format_address("::1", 8756) == "[::1]:8756"
+    assert transport.format_address("127.0.0.1", 8756) == "127.0.0.1:8756"
 
 
 # --- what is shown -------------------------------------------------------------
@@ -124,10 +128,10 @@ def test_escape_and_c1_controls_never_reach_the_terminal(event):
 
 
 def test_terminal_off_a_tty_prints_plain_lines(capsys):
-    terminal = client.Terminal(interactive=False)
+    screen = terminal.Terminal(interactive=False)
 
-    terminal.show("Jaime Lannister: Hi")
-    terminal.error("Connection to server lost.")
+    screen.show("Jaime Lannister: Hi")
+    screen.error("Connection to server lost.")
 
     out, err = capsys.readouterr()
     assert out == "Jaime Lannister: Hi\n"
@@ -137,13 +141,13 @@ def test_terminal_off_a_tty_prints_plain_lines(capsys):
 
 @pytest.mark.parametrize("text", ["0", "8756", "65535"])
 def test_port_number_accepts_ports(text):
-    assert client.port_number(text) == int(text)
+    assert cli.port_number(text) == int(text)
 
 
 @pytest.mark.parametrize("text", ["-1", "65536", "x", "", "80.5"])
 def test_port_number_refuses_what_is_not_a_port(text):
     with pytest.raises(argparse.ArgumentTypeError, match="not a port number"):
-        client.port_number(text)
+        cli.port_number(text)
 
 
 def test_fingerprint_option_takes_what_the_server_prints(identity_key):

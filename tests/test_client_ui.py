@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-import client
+import terminal
 import client_ui
 from client_ui import Context, QuitRequested, Session, Style
 from protocol import (
@@ -74,8 +74,8 @@ def test_unknown_command_is_an_error_and_nothing_is_sent():
 
 def test_help_has_one_line_per_command_from_the_table():
     shown = Recorder().run("/help").shown
-    assert [line.split()[0] for line in shown] == [*client_ui.COMMANDS, "//TEXT"]
-    assert all(command.help in line for command, line in zip(client_ui.COMMANDS.values(), shown))
+    assert [line.split()[0] for line in shown] == [*client_ui.COMMANDS.names(), "//TEXT"]
+    assert all(command.help in line for command, line in zip(client_ui.COMMANDS, shown))
 
 
 @pytest.mark.parametrize(("line", "sent"), [
@@ -95,7 +95,7 @@ def test_commands_send_typed_messages(line, sent):
 def test_command_without_its_argument_shows_its_usage(line):
     recorder = Recorder().run(line)
     assert recorder.sent == []
-    assert recorder.errors == [f"Usage: {client_ui.COMMANDS[line.split()[0]].usage}"]
+    assert recorder.errors == [f"Usage: {client_ui.COMMANDS.parse(line)[1].usage}"]
 
 
 def test_reply_answers_the_last_private_sender_even_after_a_rename():
@@ -228,7 +228,7 @@ def test_colour_only_on_a_terminal_without_no_color(option, environ, tty, wanted
 
 def test_timestamps_prefix_each_shown_line(capsys):
     noon = time.mktime((2026, 11, 25, 12, 34, 0, 0, 0, -1))
-    display = client.Display(client.Terminal(interactive=False), session_with("Bob"), client_ui.PLAIN,
+    display = terminal.Display(terminal.Terminal(interactive=False), session_with("Bob"), client_ui.PLAIN,
                              timestamps=True, clock=lambda: noon)
     display.show_event(ChatMessage("Bob", "hi"))
     display.show_event(UserList.of([("Ann", 1)]))

@@ -12,6 +12,7 @@ import pytest
 
 import cluster
 import server
+from console import OperatorConsole
 from protocol import (
     ChatMessage,
     ErrorNotice,
@@ -295,10 +296,10 @@ def test_the_operator_console_sees_the_cluster_and_kicks_on_its_own_server(clust
     a, b = cluster_of(2)
     a.client("alice")
     bob = b.client("bob")
-    console = server.OperatorConsole(a.server)
-    assert [line.split(" (")[0] for line in console.execute("/users")] == ["2 online:", "  alice", "  bob"]
-    assert console.execute("/kick bob") == ["bob is on another server of the cluster: kick them there."]
-    console.execute("/say hello all")
+    operator = OperatorConsole(a.server)
+    assert [line.split(" (")[0] for line in operator.execute("/users")] == ["2 online:", "  alice", "  bob"]
+    assert operator.execute("/kick bob") == ["bob is on another server of the cluster: kick them there."]
+    operator.execute("/say hello all")
     assert next_of(bob, Notice) == Notice("Notice from the operator: hello all")
 
 

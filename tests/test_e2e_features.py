@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-import server as server_module
+from console import OperatorConsole
 from tests import procs
 from tests.helpers import wait_until
 from tests.test_e2e import join, join_and_wait
@@ -246,9 +246,9 @@ def test_kicked_client_is_told_why_and_exits(tmp_path, running_server):
     client = procs.start_client(tmp_path, running_server.server_address[1], "kicked", "--name", "Bob")
     try:
         client.stdout.expect("Encryption is established.")
-        console = server_module.OperatorConsole(running_server)
+        operator = OperatorConsole(running_server)
         assert wait_until(lambda: running_server.room.find("Bob") is not None, procs.TIMEOUT), "Bob never joined"
-        assert console.execute("/kick Bob enough") == ["Kicked Bob."]
+        assert operator.execute("/kick Bob enough") == ["Kicked Bob."]
 
         assert client.wait() == 1
         assert client.stderr.text() == "You were kicked by the operator: enough\n"

@@ -181,7 +181,7 @@ def fresh(role: str):
     server awaiting the key exchange (its hello already written)."""
     if role == "client":
         return ClientConnection()
-    conn = ServerConnection(IDENTITY_KEY)
+    conn = ServerConnection(protocol.ServerIdentity.of(IDENTITY_KEY))
     conn.data_to_send()
     return conn
 

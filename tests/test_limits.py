@@ -7,9 +7,10 @@ import threading
 
 import pytest
 
-import client as chat_client
+import limits
 import server
-from protocol import ChatMessage, Goodbye, RateLimit
+from limits import Limits
+from protocol import ChatMessage, Encoded, Goodbye, RateLimit, encode
 
 
 class FakeClock:
@@ -30,7 +31,7 @@ class FakeClock:
 
 def test_a_burst_goes_through_then_the_next_is_told_how_long_to_wait():
     clock = FakeClock()
-    bucket = server.TokenBucket(rate=5, burst=20, clock=clock)
+    bucket = limits.TokenBucket(rate=5, burst=20, clock=clock)
 
     assert [bucket.take() for _ in range(20)] == [0.0] * 20
     assert bucket.take() == pytest.approx(0.2)
@@ -38,7 +39,7 @@ def test_a_burst_goes_through_then_the_next_is_told_how_long_to_wait():
 
 def test_refused_messages_cost_nothing_and_the_rate_holds_after_a_burst():
     clock = FakeClock()
-    bucket = server.TokenBucket(rate=5, burst=20, clock=clock)
+    bucket = limits.TokenBucket(rate=5, burst=20, clock=clock)
     for _ in range(20):
         bucket.take()
 
@@ -52,7 +53,7 @@ def test_refused_messages_cost_nothing_and_the_rate_holds_after_a_burst():
 
 def test_a_sustained_rate_at_the_limit_is_never_refused():
     clock = FakeClock()
-    bucket = server.TokenBucket(rate=5, burst=20, clock=clock)
+    bucket = limits.TokenBucket(rate=5, burst=20, clock=clock)
     for _ in range(500):
         assert bucket.take() == 0.0
         clock.advance(0.2)
@@ -60,7 +61,7 @@ def test_a_sustained_rate_at_the_limit_is_never_refused():
 
 def test_an_idle_bucket_refills_to_the_burst_and_no_further():
     clock = FakeClock()
-    bucket = server.TokenBucket(rate=5, burst=3, clock=clock)
+    bucket = limits.TokenBucket(rate=5, burst=3, clock=clock)
     for _ in range(3):
         bucket.take()
     clock.advance(3600)
@@ -70,7 +71,7 @@ def test_an_idle_bucket_refills_to_the_burst_and_no_further():
 
 
 def test_rate_zero_means_no_flood_control():
-    bucket = server.TokenBucket(rate=0, burst=1, clock=FakeClock())
+    bucket = limits.TokenBucket(rate=0, burst=1, clock=FakeClock())
     assert all(bucket.take() == 0.0 for _ in range(1000))
 
 
@@ -81,44 +82,64 @@ def message(text: str = "x" * 100) -> ChatMessage:
     return ChatMessage("Alice", text)
 
 
-def test_the_send_queue_refuses_what_would_pass_its_limit_and_keeps_the_rest():
-    size = server.message_size(message())
-    outbox = server.Outbox(limit_bytes=3 * size)
+def item(text: str = "x" * 100) -> Encoded:
+    return encode(message(text))
 
-    assert [outbox.put(message(str(n) * 100)) for n in range(3)] == [True] * 3
-    assert outbox.put(message()) is False
-    assert outbox.queued_bytes == 3 * size
-    assert outbox.take_all() == [message(str(n) * 100) for n in range(3)]
-    assert outbox.queued_bytes == 0
-    assert outbox.put(message()) is True  # room again once taken
+
+def queued_size(text: str = "x" * 100) -> int:
+    return len(item(text).payload) + limits.QUEUED_OVERHEAD
+
+
+def messages_of(items: list[Encoded]) -> list:
+    return [each.message for each in items]
+
+
+def test_the_send_queue_refuses_what_would_pass_its_limit_and_keeps_the_rest():
+    outbox = limits.Outbox(limit_bytes=3 * queued_size())
+
+    assert [outbox.put(item(str(n) * 100)) for n in range(3)] == [True] * 3
+    assert outbox.queued_bytes == 3 * queued_size()
+    assert outbox.put(item()) is False
+    assert outbox.queued_bytes == 3 * queued_size()
+    assert messages_of(outbox.take_all()) == [message(str(n) * 100) for n in range(3)]
+
+
+def test_a_send_queue_that_overflowed_takes_nothing_more_and_lets_its_writer_stop():
+    outbox = limits.Outbox(limit_bytes=queued_size())
+    assert outbox.put(item("first"))
+    assert outbox.put(item("y" * 1000)) is False  # over: the client is to be cut off
+
+    assert outbox.put(item("later")) is True  # dropped: the client is on its way out
+    assert messages_of(outbox.take_all()) == [message("first")]
+    assert outbox.take_all() == []  # closed and empty: the writer's signal to stop
 
 
 def test_a_message_counts_by_its_text_so_long_lines_fill_the_queue_sooner():
-    assert server.message_size(message("y" * 4000)) - server.message_size(message("y" * 1000)) == 3000
+    assert queued_size("y" * 4000) - queued_size("y" * 1000) == 3000
 
 
 def test_close_lets_the_goodbye_past_the_limit_and_the_writer_drains_then_stops():
-    outbox = server.Outbox(limit_bytes=server.message_size(message()))
-    outbox.put(message())
+    outbox = limits.Outbox(limit_bytes=queued_size())
+    outbox.put(item())
 
-    outbox.close(last=Goodbye("bye"))
-    outbox.put(message("after the close"))  # dropped: the client is leaving
+    outbox.close(last=encode(Goodbye("bye")))
+    outbox.put(item("after the close"))  # dropped: the client is leaving
 
-    assert outbox.take_all() == [message(), Goodbye("bye")]
+    assert messages_of(outbox.take_all()) == [message(), Goodbye("bye")]
     assert outbox.take_all() == []  # closed and empty: stop
 
 
 def test_take_all_waits_for_a_message_from_another_thread():
-    outbox = server.Outbox(limit_bytes=10_000)
+    outbox = limits.Outbox(limit_bytes=10_000)
     taken: list = []
     writer = threading.Thread(target=lambda: taken.extend(outbox.take_all()))
     writer.start()
 
-    outbox.put(message("wake up"))
+    outbox.put(item("wake up"))
     writer.join(5)
 
     assert not writer.is_alive()
-    assert taken == [message("wake up")]
+    assert messages_of(taken) == [message("wake up")]
 
 
 # --- the client's pacer ------------------------------------------------------
@@ -130,8 +151,8 @@ def test_the_pacer_keeps_a_client_inside_the_servers_bucket_even_when_lines_bunc
     # queued behind it at once, so the gaps it sees shrink. TCP keeps them in
     # order: none is taken up before the one sent before it.
     sent, arrived = FakeClock(), FakeClock()
-    pacer = chat_client.Pacer(RateLimit(burst=20, interval_ms=200), clock=sent)
-    bucket = server.TokenBucket(rate=5, burst=20, clock=arrived)
+    pacer = limits.Pacer(RateLimit(burst=20, interval_ms=200), clock=sent)
+    bucket = limits.TokenBucket(rate=5, burst=20, clock=arrived)
 
     for n in range(300):
         sent.advance(pacer.delay())
@@ -141,7 +162,7 @@ def test_the_pacer_keeps_a_client_inside_the_servers_bucket_even_when_lines_bunc
 
 def test_the_pacer_sends_a_paste_at_once_up_to_the_burst_then_spaces_the_rest():
     clock = FakeClock()
-    pacer = chat_client.Pacer(RateLimit(burst=20, interval_ms=200), clock=clock)
+    pacer = limits.Pacer(RateLimit(burst=20, interval_ms=200), clock=clock)
 
     delays = []
     for _ in range(25):
@@ -153,7 +174,7 @@ def test_the_pacer_sends_a_paste_at_once_up_to_the_burst_then_spaces_the_rest():
 
 
 def test_the_pacer_never_waits_when_the_server_sets_no_limit():
-    pacer = chat_client.Pacer(RateLimit(burst=0, interval_ms=0), clock=FakeClock())
+    pacer = limits.Pacer(RateLimit(burst=0, interval_ms=0), clock=FakeClock())
     assert all(pacer.delay() == 0.0 for _ in range(100))
 
 
@@ -161,10 +182,10 @@ def test_the_pacer_never_waits_when_the_server_sets_no_limit():
 
 
 def test_the_defaults_are_the_documented_ones():
-    limits = server.limits_from(server.parse_args([]))
-    assert limits == server.Limits()
-    assert (limits.max_clients, limits.max_message_bytes, limits.rate, limits.burst) == (1000, 4096, 5, 20)
-    assert (limits.handshake_timeout, limits.frame_timeout) == (10, 10)
+    defaults = server.limits_from(server.parse_args([]))
+    assert defaults == Limits()
+    assert (defaults.max_clients, defaults.max_message_bytes, defaults.rate, defaults.burst) == (1000, 4096, 5, 20)
+    assert (defaults.handshake_timeout, defaults.frame_timeout) == (10, 10)
 
 
 def test_every_limit_is_an_option():
@@ -172,7 +193,7 @@ def test_every_limit_is_an_option():
         "--max-clients", "7", "--max-message-bytes", "100", "--rate", "0.5", "--burst", "3",
         "--sendq", "65536", "--handshake-timeout", "2", "--username-timeout", "30", "--frame-timeout", "1.5",
     ])
-    assert server.limits_from(args) == server.Limits(
+    assert server.limits_from(args) == limits.Limits(
         max_clients=7, max_message_bytes=100, rate=0.5, burst=3, sendq_bytes=65536,
         handshake_timeout=2, username_timeout=30, frame_timeout=1.5,
     )
@@ -192,6 +213,6 @@ def test_a_bad_limit_is_a_clear_usage_error(argv, capsys):
 
 
 def test_the_client_is_told_the_rate_limit_it_must_keep():
-    assert server.Limits(rate=5, burst=20).rate_limit_message() == RateLimit(burst=20, interval_ms=200)
-    assert server.Limits(rate=0.5, burst=2).rate_limit_message() == RateLimit(burst=2, interval_ms=2000)
-    assert server.Limits(rate=0).rate_limit_message() == RateLimit(burst=0, interval_ms=0)
+    assert limits.Limits(rate=5, burst=20).rate_limit_message() == RateLimit(burst=20, interval_ms=200)
+    assert limits.Limits(rate=0.5, burst=2).rate_limit_message() == RateLimit(burst=2, interval_ms=2000)
+    assert limits.Limits(rate=0).rate_limit_message() == RateLimit(burst=0, interval_ms=0)

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+import limits
 import protocol
-import server
 from protocol import (
     MAX_FRAME_SIZE,
     ActionLine,
@@ -46,7 +46,7 @@ from tests.helpers import ChatTestClient, wait_until
 TIMEOUT = 5.0  # seconds the server may take to answer or close one connection
 SETTLE = 10.0  # seconds for its threads to end once every connection is gone
 HEADER = struct.Struct("!I")
-MAX_MESSAGE_BYTES = server.Limits().max_message_bytes  # longer chat lines are refused with a notice
+MAX_MESSAGE_BYTES = limits.Limits().max_message_bytes  # longer chat lines are refused with a notice
 
 
 # --- the fuzz inputs ---------------------------------------------------------

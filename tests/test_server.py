@@ -14,6 +14,9 @@ import time
 
 import pytest
 
+from room import Membership, Room
+import limits
+import keystore
 import crypto_utils
 import protocol
 import server
@@ -37,11 +40,31 @@ class FakeMember:
 
     def __init__(self, label: str = "") -> None:
         self.label = label
-        self.name = None
-        self.inbox: list = []
+        self.membership: Membership | None = None
+        self.inbox: list = []  # the messages delivered
+        self.items: list[protocol.Encoded] = []  # the same, as delivered
+        self.closed_with: str | None = None
 
-    def deliver(self, message) -> None:
-        self.inbox.append(message)
+    @property
+    def name(self) -> str | None:
+        return self.membership.name if self.membership is not None else None
+
+    def join(self, room: Room, name: str) -> bool:
+        """Join ``room`` as ``name`` and keep the membership; False if taken."""
+        self.membership = room.join(self, name)
+        return self.membership is not None
+
+    def deliver(self, item: protocol.Encoded) -> bool:
+        assert protocol.encode_message(item.message) == item.payload
+        self.items.append(item)
+        self.inbox.append(item.message)
+        return True
+
+    def send_queue_overflowed(self) -> None:
+        raise AssertionError("a fake member's queue has no limit")
+
+    def close(self, reason: str) -> None:
+        self.closed_with = reason
 
 
 def run_threads(targets, timeout: float = DEADLINE * 2) -> None:
@@ -90,11 +113,11 @@ def alice_and_bob(connect):
 
 
 def test_join_welcomes_the_joiner_first_and_tells_only_the_others():
-    room = server.Room()
+    room = Room()
     alice, bob, carol = FakeMember(), FakeMember(), FakeMember()
-    assert room.join(alice, "Alice")
-    assert room.join(bob, "Bob")
-    assert room.join(carol, "Carol")
+    assert alice.join(room, "Alice")
+    assert bob.join(room, "Bob")
+    assert carol.join(room, "Carol")
 
     assert alice.inbox == [Welcome("Alice"), UserJoined("Bob"), UserJoined("Carol")]
     assert bob.inbox == [Welcome("Bob"), UserJoined("Carol")]
@@ -108,13 +131,13 @@ def test_join_welcomes_the_joiner_first_and_tells_only_the_others():
     [("Alice", "Alice"), ("Alice", "ALICE"), ("alice", "aLiCe"), ("STRASSE", "straße"), ("straße", "STRASSE")],
 )
 def test_join_with_a_taken_name_is_refused_and_changes_nothing(first, second):
-    room = server.Room()
+    room = Room()
     holder, watcher, latecomer = FakeMember(), FakeMember(), FakeMember()
-    assert room.join(holder, first)
-    assert room.join(watcher, "Watcher")
+    assert holder.join(room, first)
+    assert watcher.join(room, "Watcher")
     holder_inbox, watcher_inbox = list(holder.inbox), list(watcher.inbox)
 
-    assert room.join(latecomer, second) is False
+    assert latecomer.join(room, second) is False
 
     assert latecomer.inbox == []
     assert latecomer.name is None
@@ -124,57 +147,73 @@ def test_join_with_a_taken_name_is_refused_and_changes_nothing(first, second):
 
 
 def test_leave_tells_the_others_and_frees_the_name():
-    room = server.Room()
+    room = Room()
     alice, bob = FakeMember(), FakeMember()
-    room.join(alice, "Alice")
-    room.join(bob, "Bob")
+    alice.join(room, "Alice")
+    bob.join(room, "Bob")
 
-    room.leave(bob)
+    room.leave(bob.membership)
 
     assert alice.inbox[-1] == UserLeft("Bob")
     assert UserLeft("Bob") not in bob.inbox
     assert room.names() == ["Alice"]
     newcomer = FakeMember()
-    assert room.join(newcomer, "BOB")
+    assert newcomer.join(room, "BOB")
     assert alice.inbox[-1] == UserJoined("BOB")
 
 
-def test_leave_of_a_non_member_is_a_no_op():
-    room = server.Room()
-    alice = FakeMember()
-    room.join(alice, "Alice")
-    never_joined = FakeMember()
+def test_leave_of_a_membership_the_room_no_longer_holds_is_a_no_op():
+    room = Room()
+    alice, bob = FakeMember(), FakeMember()
+    alice.join(room, "Alice")
+    bob.join(room, "Bob")
+    stale = bob.membership
+    room.leave(stale)
+    bob.join(room, "Bob")  # the same name, a new membership
     impostor = FakeMember()
-    impostor.name = "Alice"  # same name, but not the member that holds it
+    forged = Membership(impostor, "Alice", "local/99", 0.0)  # Alice's name, not her place
     before = list(alice.inbox)
 
-    room.leave(never_joined)
-    room.leave(impostor)
+    room.leave(stale)
+    room.leave(forged)
 
-    assert room.names() == ["Alice"]
+    assert room.names() == ["Alice", "Bob"]
     assert alice.inbox == before
-    assert impostor.inbox == [] and never_joined.inbox == []
+    assert impostor.inbox == []
+
+
+def test_a_broadcast_is_encoded_once_for_all_its_readers():
+    room = Room()
+    sender, *readers = [FakeMember() for _ in range(5)]
+    for i, member in enumerate([sender, *readers]):
+        member.join(room, f"m{i}")
+
+    room.publish(ChatMessage("m0", "to everyone"), sender=sender.membership)
+
+    delivered = [reader.items[-1] for reader in readers]
+    assert [item.message for item in delivered] == [ChatMessage("m0", "to everyone")] * 4
+    assert all(item is delivered[0] for item in delivered)  # one object: one encoding
 
 
 def test_leave_twice_tells_the_others_once():
-    room = server.Room()
+    room = Room()
     alice, bob = FakeMember(), FakeMember()
-    room.join(alice, "Alice")
-    room.join(bob, "Bob")
+    alice.join(room, "Alice")
+    bob.join(room, "Bob")
 
-    room.leave(bob)
-    room.leave(bob)
+    room.leave(bob.membership)
+    room.leave(bob.membership)
 
     assert alice.inbox.count(UserLeft("Bob")) == 1
 
 
 def test_broadcast_skips_the_sender_and_keeps_one_order_for_everyone():
-    room = server.Room()
+    room = Room()
     senders = [FakeMember(f"s{i}") for i in range(3)]
     listener = FakeMember()
     for i, member in enumerate(senders):
-        room.join(member, f"S{i}")
-    room.join(listener, "Listener")
+        member.join(room, f"S{i}")
+    listener.join(room, "Listener")
     for member in senders + [listener]:
         member.inbox.clear()
     barrier = threading.Barrier(len(senders))
@@ -183,7 +222,7 @@ def test_broadcast_skips_the_sender_and_keeps_one_order_for_everyone():
         def run():
             barrier.wait(DEADLINE)
             for n in range(200):
-                room.broadcast(ChatMessage(member.name, str(n)), sender=member)
+                room.publish(ChatMessage(member.name, str(n)), sender=member.membership)
         return run
 
     run_threads([send_all(m) for m in senders])
@@ -198,7 +237,7 @@ def test_broadcast_skips_the_sender_and_keeps_one_order_for_everyone():
 
 
 def test_concurrent_joins_of_one_name_let_exactly_one_in():
-    room = server.Room()
+    room = Room()
     members = [FakeMember(str(i)) for i in range(20)]
     spellings = ["Alice", "ALICE", "alice", "aLiCe"]
     barrier = threading.Barrier(len(members))
@@ -207,7 +246,7 @@ def test_concurrent_joins_of_one_name_let_exactly_one_in():
     def claim(i, member):
         def run():
             barrier.wait(DEADLINE)
-            results[member.label] = room.join(member, spellings[i % len(spellings)])
+            results[member.label] = member.join(room, spellings[i % len(spellings)])
         return run
 
     run_threads([claim(i, m) for i, m in enumerate(members)])
@@ -451,7 +490,7 @@ def test_longest_chat_line_does_not_disconnect_the_receivers(alice_and_bob):
 
 def test_message_over_the_size_limit_is_refused_with_the_limit_named(alice_and_bob):
     alice, bob = alice_and_bob
-    at_limit = "é" * (server.Limits().max_message_bytes // 2)  # two bytes of UTF-8 each
+    at_limit = "é" * (limits.Limits().max_message_bytes // 2)  # two bytes of UTF-8 each
     over_limit = at_limit + "x"
 
     bob.say(at_limit)
@@ -459,7 +498,7 @@ def test_message_over_the_size_limit_is_refused_with_the_limit_named(alice_and_b
 
     assert alice.next_event() == ChatMessage("Bob", at_limit)
     refusal = bob.expect(ErrorNotice)
-    assert str(server.Limits().max_message_bytes) in refusal.text
+    assert str(limits.Limits().max_message_bytes) in refusal.text
     bob.say("after")
     assert alice.next_event() == ChatMessage("Bob", "after")
 
@@ -559,7 +598,7 @@ def test_identity_key_is_created_private_then_loaded(tmp_path, monkeypatch, iden
     path = tmp_path / "data" / "socket-chat" / "server_key.pem"
     monkeypatch.setattr(crypto_utils, "generate_rsa_keypair", lambda *a, **k: identity_key)
 
-    first = server.load_or_create_identity_key(path)
+    first = keystore.load_or_create_identity_key(path)
 
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert path.parent.is_dir()
@@ -569,7 +608,7 @@ def test_identity_key_is_created_private_then_loaded(tmp_path, monkeypatch, iden
         raise AssertionError("the existing key should be loaded, not replaced")
 
     monkeypatch.setattr(crypto_utils, "generate_rsa_keypair", must_not_generate)
-    second = server.load_or_create_identity_key(path)
+    second = keystore.load_or_create_identity_key(path)
 
     assert crypto_utils.export_public_key(second) == crypto_utils.export_public_key(first)
     assert crypto_utils.export_public_key(first) == crypto_utils.export_public_key(identity_key)
@@ -581,8 +620,8 @@ def test_identity_key_readable_by_others_is_refused(tmp_path, identity_key):
     path.write_bytes(crypto_utils.export_private_key(identity_key))
     path.chmod(0o644)
 
-    with pytest.raises(server.KeyFileError, match="chmod 600"):
-        server.load_or_create_identity_key(path)
+    with pytest.raises(keystore.KeyFileError, match="chmod 600"):
+        keystore.load_or_create_identity_key(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644  # reported, not silently fixed
 
 
@@ -594,8 +633,8 @@ def test_identity_key_file_that_is_not_a_private_key_is_refused(tmp_path, identi
     path.write_bytes(content)
     path.chmod(0o600)
 
-    with pytest.raises(server.KeyFileError):
-        server.load_or_create_identity_key(path)
+    with pytest.raises(keystore.KeyFileError):
+        keystore.load_or_create_identity_key(path)
     assert path.read_bytes() == content  # left as it was
 
 
@@ -603,7 +642,7 @@ def test_identity_key_file_that_is_not_a_private_key_is_refused(tmp_path, identi
 
 
 def test_slow_reader_is_cut_off_without_stalling_the_others(own_server):
-    longest = server.Limits().max_message_bytes
+    longest = limits.Limits().max_message_bytes
     # A send queue of 8 long lines; no flood control: this sender is a test.
     chat = own_server.start(sendq_bytes=8 * (longest + 100), rate=0)
     own_server.client("Stalled")  # joins, then never reads again
@@ -659,8 +698,8 @@ def test_slow_reader_is_cut_off_without_stalling_the_others(own_server):
 
 
 def test_identity_key_path_that_is_a_directory_is_refused(tmp_path):
-    with pytest.raises(server.KeyFileError, match="not a file"):
-        server.load_or_create_identity_key(tmp_path)
+    with pytest.raises(keystore.KeyFileError, match="not a file"):
+        keystore.load_or_create_identity_key(tmp_path)
 
 
 def test_identity_key_that_cannot_be_written_is_a_clear_error(tmp_path, monkeypatch, identity_key):
@@ -668,5 +707,5 @@ def test_identity_key_that_cannot_be_written_is_a_clear_error(tmp_path, monkeypa
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
 
-    with pytest.raises(server.KeyFileError, match="Cannot use the server key file"):
-        server.load_or_create_identity_key(blocker / "server_key.pem")
+    with pytest.raises(keystore.KeyFileError, match="Cannot use the server key file"):
+        keystore.load_or_create_identity_key(blocker / "server_key.pem")

@@ -9,8 +9,12 @@ import threading
 
 import pytest
 
+from room import USER_LIST_BYTES, Room, user_list_messages
+import presentation
+import limits
 import protocol
 import server
+from console import ConsoleQuit, OperatorConsole, console_wanted, run_console
 from protocol import (
     ActionLine,
     ActionMessage,
@@ -43,12 +47,12 @@ class FakeClock:
         return self.now
 
 
-def room_with(*names: str, **options) -> tuple[server.Room, list[FakeMember]]:
-    room = server.Room(**options)
+def room_with(*names: str, **options) -> tuple[Room, list[FakeMember]]:
+    room = Room(**options)
     members = []
     for name in names:
         member = FakeMember()
-        assert room.join(member, name)
+        assert member.join(room, name)
         members.append(member)
     for member in members:
         member.inbox.clear()
@@ -61,7 +65,7 @@ def room_with(*names: str, **options) -> tuple[server.Room, list[FakeMember]]:
 def test_private_line_reaches_only_the_recipient_and_a_receipt_the_sender():
     room, (ann, bob, cat) = room_with("Ann", "Bob", "Cat")
 
-    assert room.send_private(ann, "bob", "psst")  # any case
+    assert room.send_private(ann.membership, "bob", "psst")  # any case
 
     assert bob.inbox == [PrivateMessage("Ann", "Bob", "psst")]
     assert ann.inbox == [PrivateMessage("Ann", "Bob", "psst")]
@@ -71,31 +75,31 @@ def test_private_line_reaches_only_the_recipient_and_a_receipt_the_sender():
 def test_private_line_to_an_unknown_name_goes_nowhere():
     room, (ann, bob) = room_with("Ann", "Bob")
 
-    assert not room.send_private(ann, "Nobody", "psst")
+    assert not room.send_private(ann.membership, "Nobody", "psst")
     assert ann.inbox == bob.inbox == []
 
 
 def test_private_line_to_oneself_arrives_once():
     room, (ann,) = room_with("Ann")
-    assert room.send_private(ann, "Ann", "note to self")
+    assert room.send_private(ann.membership, "Ann", "note to self")
     assert ann.inbox == [PrivateMessage("Ann", "Ann", "note to self")]
 
 
 def test_rename_tells_everyone_and_frees_the_old_name():
     room, (ann, bob) = room_with("Ann", "Bob")
 
-    assert room.rename(ann, "Annie")
+    assert room.rename(ann.membership, "Annie")
 
     assert ann.name == "Annie"
     assert ann.inbox == bob.inbox == [NickChanged("Ann", "Annie")]
     assert room.names() == ["Annie", "Bob"]
-    assert room.join(FakeMember(), "ann")  # the old name is free
+    assert FakeMember().join(room, "ann")  # the old name is free
 
 
 def test_rename_to_a_taken_name_is_refused_in_any_case():
     room, (ann, bob) = room_with("Ann", "Bob")
 
-    assert not room.rename(ann, "BOB")
+    assert not room.rename(ann.membership, "BOB")
 
     assert ann.name == "Ann" and room.names() == ["Ann", "Bob"]
     assert ann.inbox == bob.inbox == []
@@ -103,16 +107,16 @@ def test_rename_to_a_taken_name_is_refused_in_any_case():
 
 def test_rename_to_another_case_of_ones_own_name_is_allowed():
     room, (ann,) = room_with("ann")
-    assert room.rename(ann, "Ann")
+    assert room.rename(ann.membership, "Ann")
     assert room.names() == ["Ann"]
 
 
 def test_who_lists_names_with_seconds_online():
     clock = FakeClock(100.0)
-    room = server.Room(monotonic=clock)
-    room.join(FakeMember(), "bob")
+    room = Room(monotonic=clock)
+    FakeMember().join(room, "bob")
     clock.now = 130.0
-    room.join(FakeMember(), "Ann")
+    FakeMember().join(room, "Ann")
     clock.now = 190.5
 
     assert room.who() == [("Ann", 60), ("bob", 90)]
@@ -121,11 +125,11 @@ def test_who_lists_names_with_seconds_online():
 def test_newcomer_gets_welcome_motd_then_history_and_older_lines_are_dropped():
     room, (ann,) = room_with("Ann", history_size=2, motd="Be nice.", clock=FakeClock())
     for text in ("one", "two"):
-        room.broadcast(ChatMessage("Ann", text), sender=ann)
-    room.broadcast(ActionMessage("Ann", "waves"), sender=ann)
+        room.publish(ChatMessage("Ann", text), sender=ann.membership)
+    room.publish(ActionMessage("Ann", "waves"), sender=ann.membership)
 
     bob = FakeMember()
-    room.join(bob, "Bob")
+    bob.join(room, "Bob")
 
     assert bob.inbox == [
         Welcome("Bob"),
@@ -137,30 +141,30 @@ def test_newcomer_gets_welcome_motd_then_history_and_older_lines_are_dropped():
 
 def test_history_of_zero_keeps_nothing():
     room, (ann,) = room_with("Ann", history_size=0)
-    room.broadcast(ChatMessage("Ann", "one"), sender=ann)
+    room.publish(ChatMessage("Ann", "one"), sender=ann.membership)
     bob = FakeMember()
-    room.join(bob, "Bob")
+    bob.join(room, "Bob")
     assert bob.inbox == [Welcome("Bob")]
 
 
 def test_leaving_with_a_parting_line_tells_the_others_that_line():
     room, (ann, bob) = room_with("Ann", "Bob")
-    room.leave(ann, "see you")
+    room.leave(ann.membership, "see you")
     assert bob.inbox == [UserParted("Ann", "see you")]
 
 
 def test_split_name_prefers_the_longest_name_online():
     names = ["Randall", "Randall Flagg"]
-    assert protocol.split_name("randall flagg you are out", names) == ("randall flagg", "you are out")
-    assert protocol.split_name("Randall  out", names) == ("Randall", "out")
-    assert protocol.split_name("Nobody here", names) == ("Nobody", "here")
-    assert protocol.split_name("Randall Flagg", names) == ("Randall Flagg", "")
+    assert presentation.split_name("randall flagg you are out", names) == ("randall flagg", "you are out")
+    assert presentation.split_name("Randall  out", names) == ("Randall", "out")
+    assert presentation.split_name("Nobody here", names) == ("Nobody", "here")
+    assert presentation.split_name("Randall Flagg", names) == ("Randall Flagg", "")
 
 
 @pytest.mark.parametrize(("seconds", "shown"), [(0, "0 s"), (59, "59 s"), (60, "1 min"), (3599, "59 min"),
                                                  (3600, "1 h 00 min"), (7380, "2 h 03 min")])
 def test_format_duration(seconds, shown):
-    assert protocol.format_duration(seconds) == shown
+    assert presentation.format_duration(seconds) == shown
 
 
 # --- over loopback ---------------------------------------------------------------
@@ -200,7 +204,7 @@ def test_private_message_to_an_unknown_name_is_a_clear_error(trio):
 
 def test_private_message_is_checked_like_a_chat_line(alice_and_bob):
     alice, bob = alice_and_bob
-    alice.send(PrivateLine("Bob", "x" * (server.Limits().max_message_bytes + 1)))
+    alice.send(PrivateLine("Bob", "x" * (limits.Limits().max_message_bytes + 1)))
     assert "limit is 4096" in alice.expect(ErrorNotice).text
     alice.send(PrivateLine("Bob", "  "))
     assert "empty" in alice.expect(ErrorNotice).text
@@ -328,9 +332,9 @@ def test_history_zero_and_no_motd_send_nothing_extra(server_with):
 def test_console_kick_tells_the_member_why_and_the_others(running_server, connect):
     alice, bob = connect("Alice"), connect("Bob")
     alice.expect(UserJoined)
-    console = server.OperatorConsole(running_server)
+    operator = OperatorConsole(running_server)
 
-    assert console.execute("/kick bob spamming") == ["Kicked bob."]
+    assert operator.execute("/kick bob spamming") == ["Kicked bob."]
 
     assert bob.expect(Goodbye) == Goodbye("You were kicked by the operator: spamming")
     bob.wait_closed()
@@ -340,28 +344,28 @@ def test_console_kick_tells_the_member_why_and_the_others(running_server, connec
 
 def test_console_kick_without_a_reason_and_of_an_unknown_name(running_server, connect):
     bob = connect("Bob")
-    console = server.OperatorConsole(running_server)
-    assert console.execute("/kick Nobody") == ["No one called Nobody is online."]
-    assert console.execute("/kick") == ["Usage: /kick NAME [REASON]"]
-    console.execute("/kick Bob")
+    operator = OperatorConsole(running_server)
+    assert operator.execute("/kick Nobody") == ["No one called Nobody is online."]
+    assert operator.execute("/kick") == ["Usage: /kick NAME [REASON]"]
+    operator.execute("/kick Bob")
     assert bob.expect(Goodbye) == Goodbye("You were kicked by the operator.")
 
 
 def test_console_say_users_help_and_unknown(running_server, connect):
     alice, bob = connect("Alice"), connect("Bob")
     alice.expect(UserJoined)
-    console = server.OperatorConsole(running_server)
+    operator = OperatorConsole(running_server)
 
-    assert console.execute("/say maintenance at noon") == ["Notice sent."]
+    assert operator.execute("/say maintenance at noon") == ["Notice sent."]
     for client in (alice, bob):
         assert client.expect(Notice) == Notice("Notice from the operator: maintenance at noon")
-    shown = console.execute("/users")
+    shown = operator.execute("/users")
     assert shown[0] == "2 online:" and shown[1].startswith("  Alice (") and shown[2].startswith("  Bob (")
-    assert [line.split()[0] for line in console.execute("/help")] == ["/help", "/users", "/kick", "/say", "/quit"]
-    assert console.execute("/frobnicate") == ["Unknown command /frobnicate. Type /help for the commands."]
-    assert console.execute("   ") == []
-    with pytest.raises(server.ConsoleQuit):
-        console.execute("/quit")
+    assert [line.split()[0] for line in operator.execute("/help")] == ["/help", "/users", "/kick", "/say", "/quit"]
+    assert operator.execute("/frobnicate") == ["Unknown command /frobnicate. Type /help for the commands."]
+    assert operator.execute("   ") == []
+    with pytest.raises(ConsoleQuit):
+        operator.execute("/quit")
 
 
 def test_console_quit_stops_the_server(identity_key, capsys):
@@ -370,7 +374,7 @@ def test_console_quit_stops_the_server(identity_key, capsys):
     serving.start()
     lines = iter(["/users", "/quit"])
     try:
-        server.run_console(server.OperatorConsole(chat), chat, read_line=lambda: next(lines))
+        run_console(OperatorConsole(chat), read_line=lambda: next(lines))
         serving.join(5)
         assert not serving.is_alive()
     finally:
@@ -380,7 +384,7 @@ def test_console_quit_stops_the_server(identity_key, capsys):
 
 
 def test_flood_control_counts_private_lines_actions_and_renames_too(server_with):
-    chat = server_with(limits=server.Limits(rate=0.001, burst=3))
+    chat = server_with(limits=limits.Limits(rate=0.001, burst=3))
     ann, bob = server_with.client(chat), server_with.client(chat)
     ann.join("Ann")
     bob.join("Bob")
@@ -428,14 +432,14 @@ def test_console_only_on_a_terminal_in_the_foreground(monkeypatch, tty, terminal
 
     monkeypatch.setattr(server.os, "tcgetpgrp", tcgetpgrp)
     monkeypatch.setattr(server.os, "getpgrp", lambda: 4242)
-    assert server.console_wanted(FakeStdin(tty)) is wanted
+    assert console_wanted(FakeStdin(tty)) is wanted
 
 
 def test_console_ends_without_stopping_the_server_when_its_terminal_fails(running_server, capsys):
     def read_line():
         raise OSError(5, "Input/output error")
 
-    server.run_console(server.OperatorConsole(running_server), running_server, read_line)
+    run_console(OperatorConsole(running_server), read_line)
 
     client = ChatTestClient(running_server.server_address)  # still serving
     try:
@@ -449,15 +453,15 @@ def test_a_user_list_too_long_for_one_message_lists_what_fits_and_counts_the_res
     # A thousand names of 32 four-byte characters: 128 KB, twice what a field holds.
     members = [(f"{n:03d}" + "\U0001F600" * 29, n) for n in range(1000)]
 
-    messages = server.user_list_messages(members)
+    messages = user_list_messages(members)
 
     user_list, notice = messages
     listed = user_list.members()
     assert listed == members[:len(listed)] and 0 < len(listed) < 1000
-    assert len(protocol.encode_message(user_list)) <= server.USER_LIST_BYTES + 16
+    assert len(protocol.encode_message(user_list)) <= USER_LIST_BYTES + 16
     assert notice == Notice(f"...and {1000 - len(listed)} more: too many to list.")
 
 
 def test_a_user_list_that_fits_is_one_message():
     members = [("Ann", 5), ("Bob", 7)]
-    assert server.user_list_messages(members) == [UserList.of(members)]
+    assert user_list_messages(members) == [UserList.of(members)]

@@ -1,0 +1,157 @@
+"""What one connection may do, and the mechanisms that hold it to that:
+the server's limits, flood control on both ends, and the bounded send
+queue. Socket-free and clock-injected, so tests need no waiting."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from protocol import Encoded, RateLimit
+
+__all__ = ["Limits", "TokenBucket", "Pacer", "Outbox", "QUEUED_OVERHEAD"]
+
+Clock = Callable[[], float]
+
+#: What a queued message counts against the send queue beyond its bytes on
+#: the wire: a fixed share for the objects that hold it.
+QUEUED_OVERHEAD = 64
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one connection may do and how long it may take; every field is a
+    server option (see ``server.parse_args``), and these are the defaults."""
+
+    max_clients: int = 1000  # connections at once; one more is told the server is full
+    max_message_bytes: int = 4096  # of UTF-8 in one chat line; longer ones are refused
+    rate: float = 5.0  # messages a second, sustained; 0 turns flood control off
+    burst: int = 20  # messages at once, so that a pasted block goes through
+    sendq_bytes: int = 256 * 1024  # queued for one client before it is cut off
+    handshake_timeout: float = 10.0  # seconds from connecting to keys confirmed
+    username_timeout: float = 60.0  # seconds to choose a name: a person types it
+    frame_timeout: float = 10.0  # seconds for a frame, once begun (slowloris)
+
+    def rate_limit_message(self) -> RateLimit:
+        """The limit as the client is told it, so that it can pace itself."""
+        if not self.rate:
+            return RateLimit(burst=0, interval_ms=0)
+        return RateLimit(burst=self.burst, interval_ms=max(1, round(1000 / self.rate)))
+
+
+class TokenBucket:
+    """The server's flood control: ``burst`` messages at once, then ``rate``
+    a second."""
+
+    def __init__(self, rate: float, burst: int, clock: Clock = time.monotonic) -> None:
+        self._rate, self._burst, self._clock = rate, burst, clock
+        self._tokens = float(burst)
+        self._updated = clock()
+
+    def take(self) -> float:
+        """Spend one message's token: 0.0 if there was one, otherwise the
+        seconds until there will be (and nothing is spent)."""
+        if not self._rate:
+            return 0.0
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) / self._rate
+
+
+class Pacer:
+    """The client's side of flood control: it keeps within the server's
+    limit, so that a pasted block is sent a little slower instead of being
+    refused line by line.
+
+    It mirrors the server's token bucket with a wide margin: the server times
+    a line when it gets to it, not when it left here, so on a busy machine two
+    lines can reach its bucket closer together than they were sent. Half the
+    burst is kept in reserve for that, and lines are spaced a quarter longer.
+    """
+
+    MARGIN = 1.25  # space lines a quarter longer than the server asks
+
+    def __init__(self, limit: RateLimit, clock: Clock = time.monotonic) -> None:
+        self._interval = limit.interval_ms / 1000 * self.MARGIN
+        self._burst = max(1, limit.burst // 2)
+        self._clock = clock
+        self._tokens = float(self._burst)
+        self._updated = clock()
+
+    def delay(self) -> float:
+        """Seconds to wait before sending the next line; the line is counted
+        as sent at the end of that wait."""
+        if not self._interval:
+            return 0.0  # the server has no limit
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._updated) / self._interval)
+        self._updated = now
+        self._tokens -= 1
+        return max(0.0, -self._tokens * self._interval)
+
+
+class Outbox:
+    """One client's messages waiting to be sent, bounded in bytes (IRC's
+    SendQ): a client that does not read cannot make the server hold more.
+
+    Any thread may ``put``, without blocking; the writer thread takes
+    everything queued at once. A message counts its bytes on the wire plus
+    ``QUEUED_OVERHEAD``.
+    """
+
+    def __init__(self, limit_bytes: int) -> None:
+        self._limit = limit_bytes
+        self._items: collections.deque[Encoded] = collections.deque()
+        self._bytes = 0
+        self._closed = False
+        self._ready = threading.Condition(threading.Lock())
+
+    def put(self, item: Encoded) -> bool:
+        """Queue ``item``; False if that would pass the limit, and then the
+        outbox closes: the client will be cut off, and nothing more is
+        queued for it. Once closed, items are dropped (True: the client is
+        on its way out, and that is not an overflow)."""
+        size = len(item.payload) + QUEUED_OVERHEAD
+        with self._ready:
+            if self._closed:
+                return True
+            if self._bytes + size > self._limit:
+                self._closed = True
+                self._ready.notify()
+                return False
+            self._items.append(item)
+            self._bytes += size
+            self._ready.notify()
+            return True
+
+    def close(self, last: Encoded | None = None) -> None:
+        """Queue nothing more, except ``last`` (a goodbye), which may pass the
+        limit; the writer sends what is queued, then stops."""
+        with self._ready:
+            if last is not None and not self._closed:
+                self._items.append(last)
+            self._closed = True
+            self._ready.notify()
+
+    def take_all(self) -> list[Encoded]:
+        """Wait for items and take them all, oldest first; an empty list
+        means the outbox is closed and empty: the writer's signal to stop."""
+        with self._ready:
+            while not self._items and not self._closed:
+                self._ready.wait()
+            items = list(self._items)
+            self._items.clear()
+            self._bytes = 0
+            return items
+
+    @property
+    def queued_bytes(self) -> int:
+        with self._ready:
+            return self._bytes

@@ -1,0 +1,365 @@
+"""The room: who is in the chat, and the one order of what they hear.
+
+It knows no sockets. A member is anything with the three methods of
+``Member``; a connection handler is one, a test's fake is another.
+
+The path of a message runs one way:
+
+    Room.publish(message, sender)         a member said something
+      -> cluster.publish(message, id)     the cluster gives it its place
+        -> Room.distribute(message, id)   on every server, in that order
+          -> member.deliver(encoded)      into each member's send queue
+
+``LocalCluster`` (this server alone) hands a message straight back;
+``cluster.RedisCluster`` does so once the Redis stream has it, on every
+server of the cluster alike. Nothing that can block (a socket call, a
+log line, a Redis call) happens under the room's lock.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from protocol import (
+    ActionMessage,
+    ChatMessage,
+    Encoded,
+    HistoryMessage,
+    Message,
+    Motd,
+    NickChanged,
+    Notice,
+    PrivateMessage,
+    UserJoined,
+    UserLeft,
+    UserList,
+    UserParted,
+    Welcome,
+    encode,
+)
+
+__all__ = [
+    "DEFAULT_HISTORY",
+    "USER_LIST_BYTES",
+    "Member",
+    "Membership",
+    "Cluster",
+    "LocalCluster",
+    "Room",
+    "user_list_messages",
+]
+
+DEFAULT_HISTORY = 20  # chat lines and actions a newcomer is shown
+
+#: Bytes of names one UserList may carry: it is one field of one frame. A
+#: thousand long names of 4-byte characters would not fit.
+USER_LIST_BYTES = 60_000
+
+
+class Member(Protocol):
+    """What the room needs of a member's connection."""
+
+    def deliver(self, item: Encoded) -> bool:
+        """Queue ``item`` to be sent. Must never block: it is called under the
+        room's lock. False if the member's send queue overflowed; the room
+        then calls ``send_queue_overflowed``, outside its lock."""
+        ...
+
+    def send_queue_overflowed(self) -> None:
+        """The member does not read: cut it off (it may block)."""
+        ...
+
+    def close(self, reason: str) -> None:
+        """Say goodbye with ``reason`` and end the connection."""
+        ...
+
+
+@dataclass(eq=False)
+class Membership:
+    """A member's place in the room, given by ``Room.join``: the name it
+    has now (changed only by ``Room.rename``), an ID unique in the cluster,
+    and when it joined (the room's monotonic clock)."""
+
+    member: Member
+    name: str
+    member_id: str
+    joined_at: float
+
+
+class Cluster(Protocol):
+    """Where names are claimed and messages are put in one order.
+
+    The room calls ``publish`` with what the others must hear; the cluster
+    calls ``Room.distribute`` with each message exactly once, on every
+    server, in one order for all (and may call ``Room.notify_here`` and
+    ``Room.record_history``). Nothing here is called under the room's lock.
+    """
+
+    #: Names this server in member IDs.
+    server_id: str
+
+    def attach(self, room: Room) -> None:
+        """The room to hand messages to (before ``start``)."""
+        ...
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def claim(self, name: str) -> bool:
+        """Take ``name`` for a member of this server; False if another holds it."""
+        ...
+
+    def release(self, name: str) -> None: ...
+
+    def publish(self, message: Message, sender_id: str | None) -> None:
+        """Give ``message`` its place in the order, then distribute it."""
+        ...
+
+    def locate(self, name: str) -> str | None:
+        """The name as its holder has it, if someone on another server holds it."""
+        ...
+
+    def members(self) -> list[tuple[str, int]] | None:
+        """(name, seconds online) of everyone, or None if only the room knows."""
+        ...
+
+
+class LocalCluster:
+    """The cluster of one: names are this server's, and a message is in its
+    place as soon as it is published."""
+
+    server_id = "local"
+
+    def attach(self, room: Room) -> None:
+        self._room = room
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def claim(self, name: str) -> bool:
+        return True  # the room's own check is the whole check
+
+    def release(self, name: str) -> None:
+        pass
+
+    def publish(self, message: Message, sender_id: str | None) -> None:
+        self._room.distribute(message, sender_id)
+
+    def locate(self, name: str) -> str | None:
+        return None  # no one is anywhere else
+
+    def members(self) -> list[tuple[str, int]] | None:
+        return None  # the room knows them all
+
+
+class Room:
+    """Who is in the chat, under one lock, and the one order of its messages.
+
+    Every member's send queue receives the messages in the same order,
+    because they are queued under the room's lock; the bytes are encoded
+    once per message, before the lock is taken.
+
+    Args:
+        history_size: how many recent chat lines and actions a newcomer gets
+            (0: none are kept).
+        motd: the message of the day, sent on joining ("" for none).
+        clock: wall-clock time (for history); monotonic: for time online.
+            Tests pin both.
+        cluster: where names are claimed and messages are ordered (default:
+            this server alone).
+    """
+
+    def __init__(
+        self,
+        history_size: int = DEFAULT_HISTORY,
+        motd: str = "",
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        cluster: Cluster | None = None,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._members: dict[str, Membership] = {}  # casefolded name -> membership
+        self._history: collections.deque[Encoded] = collections.deque(maxlen=history_size)
+        self._motd = [encode(Motd(motd))] if motd else []
+        self._clock, self._monotonic = clock, monotonic
+        self._member_ids = itertools.count(1)
+        self.cluster: Cluster = cluster if cluster is not None else LocalCluster()
+        self.cluster.attach(self)
+
+    # Called for the members.
+
+    def join(self, member: Member, name: str) -> Membership | None:
+        """Give ``member`` the name if nobody has it (case-insensitively);
+        then it is welcomed (with the message of the day and the history)
+        and everyone else is told. None if the name is taken."""
+        if not self.cluster.claim(name):
+            return None
+        welcome = encode(Welcome(name))
+        with self._lock:
+            if name.casefold() in self._members:
+                return None
+            member_id = f"{self.cluster.server_id}/{next(self._member_ids)}"
+            membership = Membership(member, name, member_id, self._monotonic())
+            self._members[name.casefold()] = membership
+            # Under the lock: no history line missed, none twice.
+            greeted = all(member.deliver(item) for item in [welcome, *self._motd, *self._history])
+        if not greeted:
+            member.send_queue_overflowed()
+        self.cluster.publish(UserJoined(name), member_id)
+        return membership
+
+    def leave(self, membership: Membership, parting: str = "") -> None:
+        """Take the member out (if it is still in) and tell everyone else,
+        with its parting line if it gave one."""
+        with self._lock:
+            name = membership.name
+            if self._members.get(name.casefold()) is not membership:
+                return
+            del self._members[name.casefold()]
+        self.cluster.publish(UserParted(name, parting) if parting else UserLeft(name), membership.member_id)
+        self.cluster.release(name)
+
+    def publish(self, message: Message, sender: Membership | None = None) -> None:
+        """What every member but ``sender`` must hear (on every server)."""
+        self.cluster.publish(message, sender.member_id if sender is not None else None)
+
+    def send_private(self, sender: Membership, recipient: str, text: str) -> bool:
+        """Deliver a private line to the member called ``recipient`` (any
+        case) and a copy to ``sender`` as its receipt; nobody else sees it.
+        False if no one of that name is online."""
+        target = self.find(recipient)
+        if target is not None:
+            # Outside the lock: a private line has no place in the room's order.
+            item = encode(PrivateMessage(sender.name, target.name, text))
+            self._deliver_each({target, sender}, item)
+            return True
+        elsewhere = self.cluster.locate(recipient)  # on another server of the cluster?
+        if elsewhere is None:
+            return False
+        message = PrivateMessage(sender.name, elsewhere, text)
+        self._deliver_each({sender}, encode(message))
+        self.cluster.publish(message, sender.member_id)
+        return True
+
+    def rename(self, membership: Membership, new_name: str) -> bool:
+        """Give the member the new name if no one else has it; everyone, the
+        member too, is told. False if taken."""
+        old_name = membership.name
+        new_name_is_new = new_name.casefold() != old_name.casefold()
+        if new_name_is_new and not self.cluster.claim(new_name):
+            return False
+        with self._lock:
+            holder = self._members.get(new_name.casefold())
+            if holder is not None and holder is not membership:
+                return False
+            del self._members[old_name.casefold()]
+            self._members[new_name.casefold()] = membership
+            membership.name = new_name
+        if new_name_is_new:
+            self.cluster.release(old_name)
+        self.cluster.publish(NickChanged(old_name, new_name), None)
+        return True
+
+    def find(self, name: str) -> Membership | None:
+        """The member called ``name`` (any case) on this server, or None."""
+        with self._lock:
+            return self._members.get(name.casefold())
+
+    def who(self) -> list[tuple[str, int]]:
+        """(name, whole seconds online) of everyone online, sorted by name
+        (case-folded): on every server of the cluster, or on this one if it
+        cannot say."""
+        members = self.cluster.members()
+        if members is None:
+            members = self.local_members()
+        return sorted(members, key=lambda entry: entry[0].casefold())
+
+    def local_members(self) -> list[tuple[str, int]]:
+        """(name, whole seconds online) of the members on this server."""
+        with self._lock:
+            now = self._monotonic()
+            return [(m.name, int(now - m.joined_at)) for m in self._members.values()]
+
+    def names(self) -> list[str]:
+        """The names of the members on this server, sorted (case-folded)."""
+        with self._lock:
+            return sorted((m.name for m in self._members.values()), key=str.casefold)
+
+    # Called by the cluster.
+
+    def distribute(self, message: Message, sender_id: str | None, sent_at: float | None = None) -> None:
+        """Deliver a message in its place in the one order: to every member
+        but its sender, or a private one to its recipient only. Chat lines
+        and actions are kept for newcomers (``sent_at``: when, if not now)."""
+        item = encode(message)
+        if isinstance(message, PrivateMessage):
+            target = self.find(message.recipient)
+            if target is not None and target.member_id != sender_id:
+                self._deliver_each({target}, item)
+            return
+        kept = self._history_entry(message, sent_at)
+        with self._lock:
+            if kept is not None:
+                self._history.append(kept)
+            overflowed = [
+                m.member for m in self._members.values() if m.member_id != sender_id and not m.member.deliver(item)
+            ]
+        self._cut_off(overflowed)
+
+    def record_history(self, message: Message, sent_at: float) -> None:
+        """Keep a chat line or action said before this server started."""
+        kept = self._history_entry(message, sent_at)
+        if kept is not None:
+            with self._lock:
+                self._history.append(kept)
+
+    def notify_here(self, notice: Notice) -> None:
+        """Deliver ``notice`` to the members on this server only (the
+        cluster's news about itself)."""
+        item = encode(notice)
+        with self._lock:
+            overflowed = [m.member for m in self._members.values() if not m.member.deliver(item)]
+        self._cut_off(overflowed)
+
+    # Internals.
+
+    def _history_entry(self, message: Message, sent_at: float | None) -> Encoded | None:
+        if not self._history.maxlen or not isinstance(message, (ChatMessage, ActionMessage)):
+            return None
+        kind = "action" if isinstance(message, ActionMessage) else "chat"
+        when = self._clock() if sent_at is None else sent_at
+        return encode(HistoryMessage(message.sender, message.text, int(when), kind))
+
+    def _deliver_each(self, memberships: Iterable[Membership], item: Encoded) -> None:
+        self._cut_off([m.member for m in memberships if not m.member.deliver(item)])
+
+    @staticmethod
+    def _cut_off(members: list[Member]) -> None:
+        for member in members:
+            member.send_queue_overflowed()
+
+
+def user_list_messages(members: list[tuple[str, int]]) -> list[Message]:
+    """The answer to /users: a UserList of as many members as fit in one
+    message, and a Notice counting the rest if some do not."""
+    listed: list[tuple[str, int]] = []
+    size = 0
+    for name, seconds in members:
+        size += len(name.encode("utf-8")) + len(str(seconds)) + 2  # a tab and a newline
+        if size > USER_LIST_BYTES:
+            break
+        listed.append((name, seconds))
+    messages: list[Message] = [UserList.of(listed)]
+    if len(listed) < len(members):
+        messages.append(Notice(f"...and {len(members) - len(listed)} more: too many to list."))
+    return messages
