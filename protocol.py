@@ -969,7 +969,7 @@ class ClientConnection(_Connection):
         try:
             self._server_key = crypto_utils.import_public_key(public_der)
             self._x25519_secret = self._ephemeral.agree(server_share)
-        except (ValueError, CryptoError) as exc:
+        except CryptoError as exc:  # KeyFormatError, KeyAgreementError
             raise RemoteProtocolError(f"bad server hello: {exc}") from None
         self._client_share = self._ephemeral.public_bytes
         self._ephemeral = None  # forward secrecy: forget it as soon as used
