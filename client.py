@@ -401,13 +401,13 @@ def establish(link: ServerLink, trust) -> None:
     if isinstance(hello, ServerRefused):
         raise ClientError(protocol.printable_text(hello.reason))
     if not isinstance(hello, ServerHello):
-        raise ProtocolError(f"expected the server's hello, got {hello}")
+        raise protocol.RemoteProtocolError(f"expected the server's hello, got {hello}")
     trust(hello)
     link.conn.accept_server_key()
     link.flush()
     event = link.next_event()
     if not isinstance(event, HandshakeComplete):
-        raise ProtocolError(f"handshake ended with {event}")
+        raise protocol.RemoteProtocolError(f"handshake ended with {event}")
     link.sock.settimeout(None)
 
 
