@@ -652,6 +652,10 @@ class _ReceiveBuffer:
     def __len__(self) -> int:
         return len(self._data)
 
+    def clear(self) -> None:
+        """Drop what is buffered (an unfinished frame, at EOF)."""
+        self._data.clear()
+
     def next_frame(self) -> tuple[bytes, bytes] | None:
         """(header, body) of the next whole frame, or None if not all here.
 
@@ -756,12 +760,16 @@ class _Connection:
         Handshake steps that need an answer write it to ``data_to_send()``
         by themselves; check that after every call.
 
+        EOF gives ``ConnectionClosed`` (``clean`` if a Goodbye came first),
+        at a frame boundary or not: an unfinished frame is dropped unread.
+        Once CLOSED, every call returns ``ConnectionClosed`` again.
+
         Raises:
             RemoteProtocolError: the peer broke the protocol (an oversized
-                frame, EOF inside a frame, a record that fails
-                authentication, a handshake that does not check out, a frame
-                after a Goodbye, more records than a direction may carry);
-                the state becomes ``ERROR`` and every later call raises again.
+                frame, a record that fails authentication, a handshake that
+                does not check out, a frame after a Goodbye, more records
+                than a direction may carry); the state becomes ``ERROR``
+                and every later call raises again.
         """
         if self._state is ConnectionState.ERROR:
             raise RemoteProtocolError("the connection already failed")
@@ -854,8 +862,12 @@ class _Connection:
     def _end_of_data(self):
         if not self._buffer.at_eof:
             return NEED_DATA
-        if len(self._buffer):
-            raise RemoteProtocolError("connection closed in the middle of a frame")
+        # A close in the middle of a frame is a lost connection, like any
+        # close without a Goodbye (PROTOCOL.md section 1), not a sign of an
+        # attack: a server cutting off a client that does not read closes
+        # wherever its writer was. Nothing of the unfinished frame was
+        # authenticated, so nothing of it is delivered.
+        self._buffer.clear()
         self._state = ConnectionState.CLOSED
         return ConnectionClosed(clean=self._received_goodbye)
 
