@@ -12,7 +12,10 @@ protocol code reads in the words of PROTOCOL.md:
 
 Randomness is a parameter (``rng``) wherever it is used, so tests can pin it.
 Failures that an attacker can provoke all surface as one ``DecryptionError``
-(or ``KeyAgreementError``), never as pycryptodomex's bare ``ValueError``.
+(or ``KeyAgreementError``, ``KeyFormatError``), never as pycryptodomex's bare
+``ValueError``. Every failure this module reports is a ``CryptoError``
+subclass; ``CryptoError`` itself is never raised (as h11 does with its
+``ProtocolError``), so a caller can tell what went wrong from the type.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ __all__ = [
     "CryptoError",
     "DecryptionError",
     "KeyAgreementError",
+    "KeyFormatError",
     "SequenceExhaustedError",
     "generate_rsa_keypair",
     "export_private_key",
@@ -68,15 +72,23 @@ X25519_KEY_SIZE = 32
 KEY_SIZE = 32  # AES-256
 IV_SIZE = 12  # GCM's natural nonce size
 TAG_SIZE = 16
-# The nonce is iv XOR a 64-bit counter, so a direction may seal 2**64 records.
-# No chat gets near that; the check is there so the rule is written down.
+# The nonce is iv XOR a 64-bit counter: sequence numbers 0 to MAX_SEQUENCE,
+# so a direction may seal 2**64 records, the last with sequence 2**64 - 1
+# (PROTOCOL.md sections 3 and 6). No chat gets near that; the check is there
+# so the rule is written down.
 MAX_SEQUENCE = 2**64 - 1
 
 _KEY_SCHEDULE_LABEL = b"socket-chat v1 session keys"
 
 
 class CryptoError(Exception):
-    """Base class for the failures this module reports."""
+    """Base class for the failures this module reports. Abstract: only its
+    subclasses are raised, so each failure has its own documented type."""
+
+    def __init__(self, *args: object) -> None:
+        if type(self) is CryptoError:
+            raise TypeError("CryptoError is abstract: raise one of its subclasses")
+        super().__init__(*args)
 
 
 class DecryptionError(CryptoError):
@@ -91,8 +103,14 @@ class KeyAgreementError(CryptoError):
     """The peer's ephemeral public key is malformed or of low order."""
 
 
+class KeyFormatError(CryptoError):
+    """Bytes that should hold a key do not hold one in the form asked for
+    (for a public key: DER SubjectPublicKeyInfo, RSA, at least 2048 bits)."""
+
+
 class SequenceExhaustedError(CryptoError):
-    """A direction has sealed its last permitted record; the session must end."""
+    """A direction has used its last sequence number (``MAX_SEQUENCE``): no
+    record can be sealed or opened in it any more, and the session must end."""
 
 
 def random_bytes(size: int) -> bytes:
@@ -104,7 +122,12 @@ def random_bytes(size: int) -> bytes:
 
 
 def generate_rsa_keypair(bits: int = RSA_KEY_BITS, rng: Rng | None = None) -> RSA.RsaKey:
-    """Make a new RSA private key (3072 bits unless told otherwise)."""
+    """Make a new RSA private key (3072 bits unless told otherwise).
+
+    Raises:
+        ValueError: ``bits`` is below 1024 (a programming error, not
+            something a peer can cause).
+    """
     return RSA.generate(bits, randfunc=rng)
 
 
@@ -114,14 +137,19 @@ def export_private_key(key: RSA.RsaKey) -> bytes:
 
 
 def import_private_key(data: bytes) -> RSA.RsaKey:
-    """Read a private key written by ``export_private_key``.
+    """Read a private key written by ``export_private_key``. A key file is
+    local (the operator may bring one made elsewhere), so any unencrypted
+    RSA private key in PEM or DER, PKCS#8 or PKCS#1, is read.
 
     Raises:
-        ValueError: the data is not an RSA private key.
+        KeyFormatError: the data is not an unencrypted RSA private key.
     """
-    key = RSA.import_key(data)
+    try:
+        key = RSA.import_key(data)
+    except (ValueError, IndexError, TypeError):  # pycryptodomex's ways of saying "not a key"
+        raise KeyFormatError("not an RSA private key (PEM or DER, without a passphrase)") from None
     if not key.has_private():
-        raise ValueError("not an RSA private key")
+        raise KeyFormatError("not an RSA private key: it is a public key")
     return key
 
 
@@ -131,17 +159,27 @@ def export_public_key(key: RSA.RsaKey) -> bytes:
 
 
 def import_public_key(der: bytes) -> RSA.RsaKey:
-    """Read a DER SubjectPublicKeyInfo RSA public key.
+    """Read an RSA public key in DER SubjectPublicKeyInfo, the one form the
+    protocol sends (PROTOCOL.md section 2).
+
+    Only that form: the fingerprint is taken over these bytes, so a key
+    accepted in another encoding (PEM, OpenSSH, PKCS#1 ``RSAPublicKey``, DER
+    with trailing or non-canonical bytes) would be one key with several
+    fingerprints. The bytes must be exactly what ``export_public_key`` makes
+    of the key they hold.
 
     Raises:
-        ValueError: the bytes are not an RSA public key of at least 2048 bits.
+        KeyFormatError: the bytes are not an RSA public key in that form, or
+            the key has fewer than 2048 bits.
     """
     try:
         key = RSA.import_key(der)
-    except (ValueError, IndexError, TypeError):
-        raise ValueError("not an RSA public key") from None
-    if key.has_private() or key.size_in_bits() < 2048:
-        raise ValueError("not an RSA public key of at least 2048 bits")
+    except (ValueError, IndexError, TypeError):  # pycryptodomex's ways of saying "not a key"
+        raise KeyFormatError("not an RSA public key") from None
+    if key.has_private() or key.public_key().export_key(format="DER") != der:
+        raise KeyFormatError("not an RSA public key in DER SubjectPublicKeyInfo form")
+    if key.size_in_bits() < 2048:
+        raise KeyFormatError("not an RSA public key of at least 2048 bits")
     return key
 
 
@@ -161,7 +199,12 @@ def fingerprints_equal(a: str, b: str) -> bool:
 
 
 def wrap_key(public_key: RSA.RsaKey, secret: bytes, rng: Rng | None = None) -> bytes:
-    """Encrypt a short secret to the holder of ``public_key`` (RSA-OAEP, SHA-256)."""
+    """Encrypt a short secret to the holder of ``public_key`` (RSA-OAEP, SHA-256).
+
+    Raises:
+        ValueError: the secret is too long for the key (a programming error:
+            the protocol's secrets are 32 bytes).
+    """
     return PKCS1_OAEP.new(public_key, hashAlgo=SHA256, randfunc=rng).encrypt(secret)
 
 
@@ -190,6 +233,7 @@ class EphemeralKey:
     __slots__ = ("_private",)
 
     def __init__(self, private_bytes: bytes):
+        """Raises ValueError if ``private_bytes`` is not 32 bytes long."""
         self._private = DH.import_x25519_private_key(private_bytes)
 
     @classmethod
@@ -277,6 +321,12 @@ class _RecordDirection:
     __slots__ = ("_key", "_iv", "_sequence")
 
     def __init__(self, key: bytes, iv: bytes, first_sequence: int = 0):
+        """Args: the direction's key and IV; ``first_sequence`` (0 in the
+        protocol) lets tests start near the end.
+
+        Raises:
+            ValueError: the key is not 32 bytes, or the IV not 12.
+        """
         if len(key) != KEY_SIZE or len(iv) != IV_SIZE:
             raise ValueError("AES-256-GCM needs a 32-byte key and a 12-byte IV")
         self._key = key
@@ -305,7 +355,13 @@ class RecordSealer(_RecordDirection):
     __slots__ = ()
 
     def seal(self, plaintext: bytes, aad: bytes = b"") -> bytes:
-        """Return ``ciphertext || tag`` for the next sequence number."""
+        """Return ``ciphertext || tag`` for the next sequence number.
+
+        Raises:
+            SequenceExhaustedError: the record with sequence ``MAX_SEQUENCE``
+                was already sealed; nothing is sealed, and every later call
+                raises again.
+        """
         cipher = self._next_cipher()
         cipher.update(aad)
         ciphertext, tag = cipher.encrypt_and_digest(plaintext)
@@ -328,6 +384,9 @@ class RecordOpener(_RecordDirection):
         Raises:
             DecryptionError: the record is not the next one of this direction,
                 or any of its bytes (or the aad) were changed.
+            SequenceExhaustedError: the record with sequence ``MAX_SEQUENCE``
+                was already opened: the peer sent more than a direction may
+                carry.
         """
         if len(sealed) < TAG_SIZE:
             raise DecryptionError("record too short")

@@ -81,7 +81,7 @@ def _read_identity_key(path: Path) -> crypto_utils.RSA.RsaKey:
         )
     try:
         return crypto_utils.import_private_key(path.read_bytes())
-    except (ValueError, IndexError, TypeError) as exc:
+    except crypto_utils.KeyFormatError as exc:
         raise KeyFileError(f"Cannot read the server key {path}: {exc}") from None
 
 

@@ -41,6 +41,7 @@ from crypto_utils import (
     EphemeralKey,
     RecordOpener,
     RecordSealer,
+    SequenceExhaustedError,
 )
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "ProtocolError",
     "LocalProtocolError",
     "RemoteProtocolError",
+    "RecordLimitError",
     "ConnectionState",
     "ServerHello",
     "ServerRefused",
@@ -124,13 +126,30 @@ _MAX_PLAINTEXT = MAX_FRAME_SIZE - TAG_SIZE
 
 
 class ProtocolError(Exception):
-    """Base class: the protocol cannot go on as asked."""
+    """Base class: the protocol cannot go on as asked. Abstract, as in h11:
+    what is raised is always a ``LocalProtocolError`` or a
+    ``RemoteProtocolError``, which say whose fault it was."""
+
+    def __init__(self, *args: object) -> None:
+        if type(self) is ProtocolError:
+            raise TypeError("ProtocolError is abstract: raise LocalProtocolError or RemoteProtocolError")
+        super().__init__(*args)
 
 
 class LocalProtocolError(ProtocolError):
     """This side misused the API (for example sent before the handshake).
 
     The connection's state is left as it was.
+    """
+
+
+class RecordLimitError(LocalProtocolError):
+    """This side has sealed the last record its direction may carry (the one
+    with sequence 2**64 - 1, PROTOCOL.md section 3): nothing more can be
+    sent, a Goodbye neither, and the caller must close the connection.
+
+    The state is left as it was (receiving still works), and every later
+    ``send`` raises again.
     """
 
 
@@ -613,6 +632,10 @@ class _ReceiveBuffer:
     def __len__(self) -> int:
         return len(self._data)
 
+    def clear(self) -> None:
+        """Drop what is buffered (an unfinished frame, at EOF)."""
+        self._data.clear()
+
     def next_frame(self) -> tuple[bytes, bytes] | None:
         """(header, body) of the next whole frame, or None if not all here.
 
@@ -729,9 +752,16 @@ class _Connection:
         Handshake steps that need an answer write it to ``data_to_send()``
         by themselves; check that after every call.
 
+        EOF gives ``ConnectionClosed`` (``clean`` if a Goodbye came first),
+        at a frame boundary or not: an unfinished frame is dropped unread.
+        Once CLOSED, every call returns ``ConnectionClosed`` again.
+
         Raises:
-            RemoteProtocolError: the peer broke the protocol; the state
-                becomes ``ERROR`` and every later call raises again.
+            RemoteProtocolError: the peer broke the protocol (an oversized
+                frame, a record that fails authentication, a handshake that
+                does not check out, a frame after a Goodbye, more records
+                than a direction may carry); the state becomes ``ERROR``
+                and every later call raises again.
         """
         if self._state is ConnectionState.ERROR:
             raise RemoteProtocolError("the connection already failed")
@@ -747,9 +777,12 @@ class _Connection:
         """Seal an application message; its bytes go to ``data_to_send()``.
 
         Raises:
-            LocalProtocolError: not OPEN yet (or any more), a message this
-                role may not send, or one too large for a frame. The state
-                does not change.
+            LocalProtocolError: not OPEN yet (or any more), after a Goodbye,
+                a message this role may not send, one too large for a frame,
+                or text that cannot be encoded (see ``encode_message``). The
+                state does not change.
+            RecordLimitError: this direction has no sequence number left
+                (a LocalProtocolError: the state does not change).
         """
         self._send_encoded([encode(message)])
 
@@ -761,9 +794,12 @@ class _Connection:
         record.
 
         Raises:
-            LocalProtocolError: as ``send``, for any of the messages, or a
-                Goodbye that is not the last. Nothing is sent then, and the
-                state does not change.
+            LocalProtocolError: as ``send``, for any of the messages, a
+                Goodbye that is not the last, or a client calling it. Nothing
+                is sent then, and the state does not change.
+            RecordLimitError: the records these messages need are more than
+                this direction has sequence numbers left for. Nothing is
+                sent, and the state does not change.
         """
         if not self._may_send_batch:
             raise LocalProtocolError(f"a {self._role} may not send a Batch")
@@ -797,7 +833,11 @@ class _Connection:
             raise LocalProtocolError(f"a {self._role} may not send {type(message).__name__}")
 
     def _send_records(self, payloads: list[bytes]) -> None:
-        for group in _batch_groups(payloads):
+        groups = _batch_groups(payloads)
+        # Checked before sealing any, so that a batch is sent whole or not at all.
+        if len(groups) > crypto_utils.MAX_SEQUENCE + 1 - self._sealer.sequence:
+            raise RecordLimitError("no sequence numbers left to send with: the connection must end")
+        for group in groups:
             self._send_record(group[0] if len(group) == 1 else encode_batch(group))
 
     def _next_event(self):
@@ -814,8 +854,12 @@ class _Connection:
     def _end_of_data(self):
         if not self._buffer.at_eof:
             return NEED_DATA
-        if len(self._buffer):
-            raise RemoteProtocolError("connection closed in the middle of a frame")
+        # A close in the middle of a frame is a lost connection, like any
+        # close without a Goodbye (PROTOCOL.md section 1), not a sign of an
+        # attack: a server cutting off a client that does not read closes
+        # wherever its writer was. Nothing of the unfinished frame was
+        # authenticated, so nothing of it is delivered.
+        self._buffer.clear()
         self._state = ConnectionState.CLOSED
         return ConnectionClosed(clean=self._received_goodbye)
 
@@ -837,6 +881,8 @@ class _Connection:
     def _open_record(self, header: bytes, body: bytes) -> bytes:
         try:
             return self._opener.open(body, aad=header)
+        except SequenceExhaustedError:
+            raise RemoteProtocolError("the peer sent more records than a direction may carry (2**64)") from None
         except CryptoError:
             raise RemoteProtocolError("record failed authentication") from None
 
@@ -961,7 +1007,7 @@ class ClientConnection(_Connection):
         try:
             self._server_key = crypto_utils.import_public_key(public_der)
             self._x25519_secret = self._ephemeral.agree(server_share)
-        except (ValueError, CryptoError) as exc:
+        except CryptoError as exc:  # KeyFormatError, KeyAgreementError
             raise RemoteProtocolError(f"bad server hello: {exc}") from None
         self._client_share = self._ephemeral.public_bytes
         self._ephemeral = None  # forward secrecy: forget it as soon as used

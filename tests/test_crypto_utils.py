@@ -11,12 +11,14 @@ import hmac
 import pytest
 from Cryptodome.Cipher import AES
 from Cryptodome.PublicKey import RSA
+from Cryptodome.Util.asn1 import DerSequence
 
 import crypto_utils
 from crypto_utils import (
     DecryptionError,
     EphemeralKey,
     KeyAgreementError,
+    KeyFormatError,
     RecordOpener,
     RecordSealer,
     SequenceExhaustedError,
@@ -252,8 +254,33 @@ def test_private_key_export_import_round_trip(identity_key):
 
 
 def test_import_private_key_refuses_a_public_key(identity_key):
-    with pytest.raises(ValueError):
+    with pytest.raises(KeyFormatError):
         crypto_utils.import_private_key(identity_key.public_key().export_key(format="PEM"))
+
+
+@pytest.mark.parametrize("what", ["garbage", "empty", "truncated", "passphrase"])
+def test_import_private_key_refuses_what_is_not_an_unencrypted_key(identity_key, what):
+    pem = crypto_utils.export_private_key(identity_key)
+    data = {
+        "garbage": b"not a key at all",
+        "empty": b"",
+        "truncated": pem[:len(pem) // 2],
+        "passphrase": identity_key.export_key(format="PEM", pkcs=8, passphrase="secret",
+                                              protection="PBKDF2WithHMAC-SHA1AndAES128-CBC"),
+    }[what]
+    with pytest.raises(KeyFormatError):
+        crypto_utils.import_private_key(data)
+
+
+@pytest.mark.parametrize("form", ["pkcs8-der", "pkcs1-pem", "pkcs1-der"])
+def test_import_private_key_reads_a_key_file_made_elsewhere(identity_key, form):
+    # A key file is local: an operator's own key (openssl's PKCS#1, say) is read too.
+    data = {
+        "pkcs8-der": identity_key.export_key(format="DER", pkcs=8),
+        "pkcs1-pem": identity_key.export_key(format="PEM", pkcs=1),
+        "pkcs1-der": identity_key.export_key(format="DER", pkcs=1),
+    }[form]
+    assert crypto_utils.import_private_key(data) == identity_key
 
 
 def test_public_key_export_import_round_trip(identity_key):
@@ -264,17 +291,34 @@ def test_public_key_export_import_round_trip(identity_key):
     assert (key.n, key.e) == (identity_key.n, identity_key.e)
 
 
-@pytest.mark.parametrize("what", ["private", "garbage", "empty", "1024-bit"])
+@pytest.mark.parametrize("what", ["private", "garbage", "empty", "1024-bit", "pem", "openssh", "pkcs1-der",
+                                  "trailing-byte", "long-form-length"])
 def test_import_public_key_refuses(identity_key, what):
+    # Only DER SubjectPublicKeyInfo, byte for byte as export_public_key makes
+    # it: a key accepted in any other form would have another fingerprint.
+    public = identity_key.public_key()
+    der = crypto_utils.export_public_key(identity_key)
     data = {
         "private": identity_key.export_key(format="DER"),
+        "pem": public.export_key(format="PEM"),
+        "openssh": public.export_key(format="OpenSSH"),
+        "pkcs1-der": DerSequence([public.n, public.e]).encode(),  # RSAPublicKey, no algorithm identifier
+        "trailing-byte": der + b"\x00",
+        "long-form-length": long_form_length(der),
         "garbage": b"\x30\x82\x01\x22" + b"\xff" * 40,
         "empty": b"",
         # A public key needs no factoring: any odd modulus will do.
         "1024-bit": RSA.construct(((1 << 1023) | 12345, 65537)).export_key(format="DER"),
     }[what]
-    with pytest.raises(ValueError):
+    with pytest.raises(KeyFormatError):
         crypto_utils.import_public_key(data)
+
+
+def long_form_length(der: bytes) -> bytes:
+    """``der`` with its outer length in a longer form than DER allows (BER):
+    the same key to a lenient parser, other bytes to the fingerprint."""
+    assert der[1] == 0x82  # two length bytes follow
+    return der[:1] + b"\x83\x00" + der[2:]
 
 
 # --- fingerprints ------------------------------------------------------------

@@ -705,12 +705,17 @@ def test_frame_of_max_size_is_awaited(identity_key, role, opened):
 @WHERE
 @pytest.mark.parametrize("partial", [b"\x00", b"\x00\x00\x00", b"\x00\x00\x00\x10", b"\x00\x00\x00\x10" + b"\x00" * 15],
                          ids=["1-header-byte", "3-header-bytes", "header-only", "body-short-by-1"])
-def test_eof_in_the_middle_of_a_frame_is_refused(identity_key, role, opened, partial):
+def test_eof_in_the_middle_of_a_frame_is_a_lost_connection(identity_key, role, opened, partial):
+    # PROTOCOL.md section 1: like any close without a Goodbye, and nothing
+    # of the unfinished frame is kept or delivered.
     conn = fresh_or_open(identity_key, role, opened)
     conn.receive_data(partial)
     assert conn.next_event() is NEED_DATA
     conn.receive_data(b"")
-    assert_failed(conn)
+    assert conn.next_event() == ConnectionClosed(clean=False)
+    assert conn.state is CLOSED
+    assert conn.buffered_bytes == 0
+    assert conn.next_event() == ConnectionClosed(clean=False)
 
 
 @WHERE

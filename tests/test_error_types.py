@@ -1,0 +1,155 @@
+"""Every failure is a documented type (issue 11, section 2): the base classes
+are abstract, as h11's ProtocolError is, and the end of a direction's
+sequence numbers surfaces from the connection as a ProtocolError, not as a
+crypto error that slips past a writer's ``except``."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+import client
+import crypto_utils
+from crypto_utils import (
+    MAX_SEQUENCE,
+    CryptoError,
+    DecryptionError,
+    KeyAgreementError,
+    KeyFormatError,
+    RecordOpener,
+    RecordSealer,
+    SequenceExhaustedError,
+)
+from protocol import (
+    MAX_FRAME_SIZE,
+    ConnectionState,
+    LocalProtocolError,
+    Notice,
+    ProtocolError,
+    RecordLimitError,
+    RemoteProtocolError,
+    encode,
+)
+from tests.test_protocol import ConnectionPair, drain, eavesdropped_keys, line
+
+
+@pytest.fixture
+def pair(identity_key):
+    pair = ConnectionPair(identity_key)
+    pair.handshake()
+    return pair
+
+
+def at_the_last_record(pair, client_sends: bool) -> None:
+    """Make the next record of one direction the last one it may carry
+    (sequence 2**64 - 1), on both of its ends."""
+    keys = eavesdropped_keys(pair)
+    if client_sends:
+        key, iv, sender, receiver = keys.client_to_server_key, keys.client_to_server_iv, pair.client, pair.server
+    else:
+        key, iv, sender, receiver = keys.server_to_client_key, keys.server_to_client_iv, pair.server, pair.client
+    # No API moves a connection 2**64 records on; its two halves are swapped instead.
+    sender._sealer = RecordSealer(key, iv, first_sequence=MAX_SEQUENCE)
+    receiver._opener = RecordOpener(key, iv, first_sequence=MAX_SEQUENCE)
+
+
+# --- abstract bases ----------------------------------------------------------
+
+
+def test_protocol_error_itself_cannot_be_raised():
+    with pytest.raises(TypeError):
+        ProtocolError("which side's fault?")
+    for cls in (LocalProtocolError, RemoteProtocolError, RecordLimitError):
+        assert isinstance(cls("a reason"), ProtocolError)
+        assert str(cls("a reason")) == "a reason"
+
+
+def test_crypto_error_itself_cannot_be_raised():
+    with pytest.raises(TypeError):
+        CryptoError("what failed?")
+    for cls in (DecryptionError, KeyAgreementError, KeyFormatError, SequenceExhaustedError):
+        assert isinstance(cls("a reason"), CryptoError)
+
+
+def test_client_handshake_failure_is_a_remote_protocol_error():
+    # establish() raised the bare base class when the server closed instead
+    # of sending its hello.
+    ours, theirs = socket.socketpair()
+    theirs.close()
+    link = client.ServerLink(ours)
+    try:
+        with pytest.raises(RemoteProtocolError, match="expected the server's hello"):
+            client.establish(link, trust=lambda hello: None)
+    finally:
+        ours.close()
+
+
+def test_a_public_key_in_another_form_is_a_key_format_error_not_a_value_error(identity_key):
+    pem = identity_key.public_key().export_key(format="PEM")
+    with pytest.raises(KeyFormatError) as caught:
+        crypto_utils.import_public_key(pem)
+    assert not isinstance(caught.value, ValueError)
+
+
+# --- the last record of a direction ------------------------------------------
+
+
+both_directions = pytest.mark.parametrize("client_sends", [True, False], ids=["client_sends", "server_sends"])
+
+
+@both_directions
+def test_the_record_with_sequence_2_to_the_64_minus_1_is_sent_and_received(pair, client_sends):
+    at_the_last_record(pair, client_sends)
+    sender, receiver = pair.sender_receiver(client_sends)
+    sender.send(line(client_sends, "the last one"))
+    assert pair.deliver(sender) == [line(client_sends, "the last one")]
+    assert receiver.state is ConnectionState.OPEN
+
+
+@both_directions
+def test_sending_past_the_last_sequence_number_is_a_record_limit_error(pair, client_sends):
+    at_the_last_record(pair, client_sends)
+    sender, receiver = pair.sender_receiver(client_sends)
+    sender.send(line(client_sends, "the last one"))
+    pair.deliver(sender)
+
+    with pytest.raises(RecordLimitError) as caught:
+        sender.send(line(client_sends, "one too many"))
+    # A LocalProtocolError, so a writer that catches ProtocolError ends the
+    # connection cleanly; nothing was sealed, and the state is as it was.
+    assert isinstance(caught.value, LocalProtocolError)
+    assert sender.data_to_send() == b""
+    assert sender.state is ConnectionState.OPEN
+    with pytest.raises(RecordLimitError):
+        sender.send(line(client_sends, "and again"))
+    # The other direction still works.
+    receiver.send(line(not client_sends, "still listening"))
+    assert pair.deliver(receiver) == [line(not client_sends, "still listening")]
+
+
+def test_a_batch_needing_more_records_than_are_left_sends_nothing(pair):
+    at_the_last_record(pair, client_sends=False)
+    big = [Notice("x" * (MAX_FRAME_SIZE // 2)), Notice("y" * (MAX_FRAME_SIZE // 2))]  # two records
+
+    with pytest.raises(RecordLimitError):
+        pair.server.send_batch([encode(message) for message in big])
+    assert pair.server.data_to_send() == b""
+    assert pair.server.state is ConnectionState.OPEN
+
+    pair.server.send_batch([encode(Notice("a")), encode(Notice("b"))])  # one record: the last
+    assert pair.deliver(pair.server) == [Notice("a"), Notice("b")]
+
+
+@both_directions
+def test_receiving_past_the_last_sequence_number_is_a_remote_protocol_error(pair, client_sends):
+    at_the_last_record(pair, client_sends)
+    sender, receiver = pair.sender_receiver(client_sends)
+    sender.send(line(client_sends, "the last one"))
+    last = sender.data_to_send()
+    pair.deliver(sender, last)
+
+    receiver.receive_data(last)  # any record at all: there is no sequence number left for it
+    with pytest.raises(RemoteProtocolError, match="more records than a direction may carry"):
+        drain(receiver)
+    assert receiver.state is ConnectionState.ERROR
