@@ -54,7 +54,7 @@ class PlainConnection:
             (length,) = _HEADER.unpack_from(self._buffer)
             end = _HEADER.size + length
             if len(self._buffer) >= end:
-                payload = bytes(self._buffer[_HEADER.size:end])
+                payload = bytes(self._buffer[_HEADER.size : end])
                 del self._buffer[:end]
                 return protocol.decode_message(payload)
         return protocol.ConnectionClosed(clean=False) if self._eof else protocol.NEED_DATA
@@ -101,7 +101,7 @@ class _PlainHandler:
                 self._conn.receive_data(self.sock.recv(RECV_SIZE))
             elif isinstance(event, Username):
                 self.room.join(self, event.name)
-            elif isinstance(event, ChatLine):
+            elif isinstance(event, ChatLine) and self.name is not None:  # as the server, not before a name
                 self.room.broadcast(ChatMessage(self.name, event.text), sender=self)
             elif isinstance(event, protocol.ConnectionClosed):
                 return
@@ -144,4 +144,3 @@ class PlainServer:
 
     def server_close(self) -> None:
         self._listener.close()
-

@@ -108,8 +108,13 @@ def installed(tmp_path_factory) -> Path:
     holds both (the commands run there, away from the repository)."""
     tmp = tmp_path_factory.mktemp("install")
     source = tmp / "socket-chat"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "__pycache__", ".hypothesis", ".pytest_cache", "build", "*.egg-info"))
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "__pycache__", ".hypothesis", ".pytest_cache", "build", "*.egg-info"
+        ),
+    )
     run([sys.executable, "-m", "venv", str(tmp / "venv")], 120, tmp)
     run([str(tmp / BIN / "python"), "-m", "pip", "install", "-q", str(source)], 420, tmp)
     return tmp
@@ -139,9 +144,11 @@ def test_installed_modules_import_and_version(installed):
     """Every listed module is there (a listed but missing one is skipped by
     setuptools without an error), bench and tests are not, and the
     distribution's version is cli.py's."""
-    script = ("import importlib, importlib.metadata, importlib.util, sys\n"
-              f"for name in {py_modules()!r}: importlib.import_module(name)\n"
-              "assert importlib.util.find_spec('bench') is None and importlib.util.find_spec('tests') is None\n"
-              "print(importlib.metadata.version('socket-chat'))\n")
+    script = (
+        "import importlib, importlib.metadata, importlib.util, sys\n"
+        f"for name in {py_modules()!r}: importlib.import_module(name)\n"
+        "assert importlib.util.find_spec('bench') is None and importlib.util.find_spec('tests') is None\n"
+        "print(importlib.metadata.version('socket-chat'))\n"
+    )
     done = run([str(installed / BIN / "python"), "-c", script], 60, installed)
     assert done.stdout.strip() == cli_version(ROOT)
