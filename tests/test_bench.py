@@ -1,28 +1,62 @@
-"""The benchmark runs and counts right: ``python -m bench --quick`` into a
-temporary folder (never docs/). A benchmark reports; this test checks only
+"""The benchmark runs and counts right: ``python -m bench --quick``, which
+writes to a temporary folder of its own (never docs/). A benchmark reports; this test checks only
 correctness (nothing lost or duplicated, every section written), never a time."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from bench import __main__ as bench_main
 from bench.report import SECTIONS
 from tests.redis_proc import skip_or_fail
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def test_a_full_run_writes_to_docs():
+    assert bench_main.out_folder(bench_main.parse_args([])) == bench_main.DOCS == ROOT / "docs"
+
+
+def test_a_quick_run_writes_to_a_new_temporary_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    first = bench_main.out_folder(bench_main.parse_args(["--quick"]))
+    second = bench_main.out_folder(bench_main.parse_args(["--quick"]))
+    assert first.parent == second.parent == tmp_path
+    assert first != second
+    assert first.is_dir() and not any(first.iterdir())
+
+
+@pytest.mark.parametrize("options", [["--out", "elsewhere"], ["--quick", "--out", "elsewhere"]])
+def test_out_is_where_it_says(options):
+    assert bench_main.out_folder(bench_main.parse_args(options)) == Path("elsewhere")
+
+
+def docs_digest() -> dict[str, str]:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted((ROOT / "docs").iterdir())}
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench")
-    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out)], cwd=ROOT,
+    """``python -m bench --quick`` as a user types it (no --out), its
+    temporary folder under a folder of this test's; docs/ must not change."""
+    temp = tmp_path_factory.mktemp("bench-tmp")
+    docs_before = docs_digest()
+    env = {**os.environ, "TMPDIR": str(temp)}
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=150)
-    return done, out
+    folders = list(temp.glob("bench-quick-*"))
+    assert docs_digest() == docs_before, "python -m bench --quick changed docs/"
+    assert len(folders) == 1, (folders, done.stderr[-2000:])
+    assert f"The report goes to {folders[0]}" in done.stderr
+    return done, folders[0]
 
 
 @pytest.mark.timeout(180)
