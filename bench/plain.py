@@ -10,6 +10,7 @@ the two measures the cryptography, not a difference in syscalls.
 from __future__ import annotations
 
 import collections
+import contextlib
 import queue
 import socket
 import struct
@@ -143,4 +144,6 @@ class PlainServer:
             threading.Thread(target=handler.handle, daemon=True).start()
 
     def server_close(self) -> None:
+        with contextlib.suppress(OSError):  # not connected: nothing to shut down
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() in serve_forever; close alone does not
         self._listener.close()
