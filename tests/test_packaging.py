@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
+else:  # requirements-dev.txt installs tomli on Python 3.10
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
