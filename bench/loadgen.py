@@ -48,7 +48,9 @@ class BenchClient:
         self.sock = socket.create_connection(address, timeout=10)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as client.py does
         self.sock.setblocking(False)
-        self.conn = PlainConnection() if plain else protocol.ClientConnection()
+        self.conn: PlainConnection | protocol.ClientConnection = (
+            PlainConnection() if plain else protocol.ClientConnection()
+        )
         self.pending = bytearray()
         self.ready_at: float | None = None
         self.username_sent = False
@@ -141,6 +143,7 @@ class LoadGen:
         elif isinstance(event, _IGNORED):
             pass
         elif isinstance(event, ServerHello):
+            assert isinstance(client.conn, protocol.ClientConnection)  # the plain floor has no handshake
             client.conn.accept_server_key()  # a benchmark trusts its own server
         elif isinstance(event, UsernameRequest):
             if client.username_sent:

@@ -39,8 +39,7 @@ def record_costs(repeat: int) -> dict[str, float]:
     return {
         "seal one record (AES-256-GCM)": per_call_us(lambda: fresh_sealer.seal(payload, aad=header), repeat),
         "open one record": per_call_us(lambda: opener.open(next(records), aad=header), repeat),
-        "of which AES.new(MODE_GCM) setup": per_call_us(
-            lambda: AES.new(_KEY, AES.MODE_GCM, nonce=_IV), repeat),
+        "of which AES.new(MODE_GCM) setup": per_call_us(lambda: AES.new(_KEY, AES.MODE_GCM, nonce=_IV), repeat),
         "encode one ChatMessage": per_call_us(lambda: protocol.encode_message(SAMPLE), repeat),
     }
 
@@ -54,7 +53,8 @@ def handshake_costs(identity_key, repeat: int) -> dict[str, float]:
         "RSA-3072 OAEP unwrap (server)": per_call_us(lambda: crypto_utils.unwrap_key(identity_key, wrapped), repeat),
         "RSA-3072 OAEP wrap (client)": per_call_us(lambda: crypto_utils.wrap_key(public, bytes(32)), repeat),
         "DER encoding of the server key (was once per connection, now once)": per_call_us(
-            lambda: crypto_utils.export_public_key(identity_key), repeat),
+            lambda: crypto_utils.export_public_key(identity_key), repeat
+        ),
         "X25519 key pair + agreement": per_call_us(
             lambda: crypto_utils.EphemeralKey.generate().agree(_peer_share()), repeat),
         "whole handshake in process (both sides)": per_call_us(lambda: handshake_in_process(identity), repeat),
@@ -131,6 +131,7 @@ def writer_sealing(batch: int, messages: int):
         for start in range(0, messages, batch):
             sealer.send_batch([item] * min(batch, messages - start))
             sealer.data_to_send()
+
     return run
 
 

@@ -10,6 +10,7 @@ the two measures the cryptography, not a difference in syscalls.
 from __future__ import annotations
 
 import collections
+import contextlib
 import queue
 import socket
 import struct
@@ -53,7 +54,7 @@ class PlainConnection:
             (length,) = _HEADER.unpack_from(self._buffer)
             end = _HEADER.size + length
             if len(self._buffer) >= end:
-                payload = bytes(self._buffer[_HEADER.size:end])
+                payload = bytes(self._buffer[_HEADER.size : end])
                 del self._buffer[:end]
                 return protocol.decode_message(payload)
         return protocol.ConnectionClosed(clean=False) if self._eof else protocol.NEED_DATA
@@ -150,5 +151,6 @@ class PlainServer:
             threading.Thread(target=handler.handle, daemon=True).start()
 
     def server_close(self) -> None:
+        with contextlib.suppress(OSError):  # not connected: nothing to shut down
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() in serve_forever; close alone does not
         self._listener.close()
-

@@ -35,9 +35,10 @@ class RedisServer:
     """
 
     def __init__(self, directory: Path, executable: str | None = None) -> None:
-        self.executable = executable or shutil.which("redis-server")
-        if self.executable is None:
+        found = executable or shutil.which("redis-server")
+        if found is None:
             raise RedisMissing(NOT_INSTALLED)
+        self.executable: str = found
         self.directory = directory
         self.port = free_port()
         self.process: subprocess.Popen | None = None
@@ -54,9 +55,22 @@ class RedisServer:
         """
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                self.executable,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         ready = threading.Event()
         lines: list[str] = []
@@ -76,7 +90,7 @@ class RedisServer:
                 self.process.wait(TIMEOUT)
         self.process = None
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> RedisServer:
         self.start()
         return self
 

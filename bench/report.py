@@ -9,10 +9,22 @@ from pathlib import Path
 
 from bench.runner import CHAT, PLAIN, UNBATCHED, UNLOCKED, Results
 
-KIND_NAMES = {CHAT: "chat", UNLOCKED: "chat, batched, no seal lock", UNBATCHED: "chat, unbatched (before)",
-              PLAIN: "plaintext floor"}
-SECTIONS = ("## Targets", "## Handshake", "## Fan-out", "## Cluster", "## Memory", "## Raw costs", "## Profiles",
-            "## Machine")
+KIND_NAMES = {
+    CHAT: "chat",
+    UNLOCKED: "chat, batched, no seal lock",
+    UNBATCHED: "chat, unbatched (before)",
+    PLAIN: "plaintext floor",
+}
+SECTIONS = (
+    "## Targets",
+    "## Handshake",
+    "## Fan-out",
+    "## Cluster",
+    "## Memory",
+    "## Raw costs",
+    "## Profiles",
+    "## Machine",
+)
 
 
 def _ms(value: float) -> str:
@@ -35,8 +47,10 @@ def floor_rate(results: Results, fan) -> float | None:
 
 
 def handshake_table(results: Results) -> list[str]:
-    rows = [(KIND_NAMES[kind], at_once, r.count, _ms(r.p50_ms), _ms(r.p99_ms), f"{r.per_second:.0f}")
-            for (kind, at_once), r in sorted(results.handshakes.items(), key=lambda item: item[0][0] == PLAIN)]
+    rows = [
+        (KIND_NAMES[kind], at_once, r.count, _ms(r.p50_ms), _ms(r.p99_ms), f"{r.per_second:.0f}")
+        for (kind, at_once), r in sorted(results.handshakes.items(), key=lambda item: item[0][0] == PLAIN)
+    ]
     return _table(("server", "at once", "connections", "p50 ms", "p99 ms", "connections/s"), rows)
 
 
@@ -45,13 +59,45 @@ def fanout_table(results: Results) -> list[str]:
     for kind, fan in sorted(results.fanout, key=lambda kf: (kf[1].paced, kf[1].members, kf[1].senders, kf[0])):
         floor = floor_rate(results, fan)
         ratio = f"{fan.per_second / floor:.2f}" if floor and not fan.paced else ""
-        rows.append((KIND_NAMES[kind], fan.members, fan.senders, "paced 10/s" if fan.paced else "flat out",
-                     fan.messages, fan.deliveries, f"{fan.per_second:,.0f}" if not fan.paced else "",
-                     ratio, _ms(fan.latency(0.5)), _ms(fan.latency(0.99)), _ms(fan.latency_max),
-                     fan.lost, fan.duplicated, _cpu_per_k(fan.server_cpu, fan), _cpu_per_k(fan.loadgen_cpu, fan)))
-    return _table(("server", "clients", "senders", "mode", "messages", "deliveries", "deliveries/s",
-                   "÷ floor", "p50 ms", "p99 ms", "max ms", "lost", "dup",
-                   "server CPU ms /1k", "loadgen CPU ms /1k"), rows)
+        rows.append(
+            (
+                KIND_NAMES[kind],
+                fan.members,
+                fan.senders,
+                "paced 10/s" if fan.paced else "flat out",
+                fan.messages,
+                fan.deliveries,
+                f"{fan.per_second:,.0f}" if not fan.paced else "",
+                ratio,
+                _ms(fan.latency(0.5)),
+                _ms(fan.latency(0.99)),
+                _ms(fan.latency_max),
+                fan.lost,
+                fan.duplicated,
+                _cpu_per_k(fan.server_cpu, fan),
+                _cpu_per_k(fan.loadgen_cpu, fan),
+            )
+        )
+    return _table(
+        (
+            "server",
+            "clients",
+            "senders",
+            "mode",
+            "messages",
+            "deliveries",
+            "deliveries/s",
+            "÷ floor",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "lost",
+            "dup",
+            "server CPU ms /1k",
+            "loadgen CPU ms /1k",
+        ),
+        rows,
+    )
 
 
 def _cpu_per_k(seconds: float, fan) -> str:
@@ -77,73 +123,115 @@ def cluster_table(results: Results) -> list[str]:
     rows = []
     for run in results.cluster:
         fan = run.fan
-        rows.append((run.setup.name, run.setup.processes, fan.members, fan.senders, fan.messages,
-                     fan.deliveries, f"{fan.per_second:,.0f}",
-                     f"{fan.per_second / baseline:.2f}" if baseline else "", fan.lost, fan.duplicated,
-                     _cpu_per_k(fan.server_cpu, fan),
-                     _cpu_per_k(run.redis_cpu, fan) if run.setup.clustered else "",
-                     _cpu_per_k(fan.loadgen_cpu, fan)))
-    return _table(("setup", "server processes", "clients", "senders", "messages", "deliveries", "delivered/s",
-                   "÷ one server alone", "lost", "dup", "servers CPU ms /1k", "Redis CPU ms /1k",
-                   "loadgen CPU ms /1k"), rows)
+        rows.append(
+            (
+                run.setup.name,
+                run.setup.processes,
+                fan.members,
+                fan.senders,
+                fan.messages,
+                fan.deliveries,
+                f"{fan.per_second:,.0f}",
+                f"{fan.per_second / baseline:.2f}" if baseline else "",
+                fan.lost,
+                fan.duplicated,
+                _cpu_per_k(fan.server_cpu, fan),
+                _cpu_per_k(run.redis_cpu, fan) if run.setup.clustered else "",
+                _cpu_per_k(fan.loadgen_cpu, fan),
+            )
+        )
+    return _table(
+        (
+            "setup",
+            "server processes",
+            "clients",
+            "senders",
+            "messages",
+            "deliveries",
+            "delivered/s",
+            "÷ one server alone",
+            "lost",
+            "dup",
+            "servers CPU ms /1k",
+            "Redis CPU ms /1k",
+            "loadgen CPU ms /1k",
+        ),
+        rows,
+    )
 
 
 def cluster_finding(results: Results) -> list[str]:
     """What the cluster figures mean on this machine, in this run's figures."""
     alone = _cluster_alone(results)
     runs = {run.setup.processes: run for run in results.cluster if run.setup.clustered}
-    if not (alone and alone.fan.per_second and 1 in runs and 2 in runs and runs[1].fan.seconds
-            and runs[2].fan.seconds):
+    if not (alone and alone.fan.per_second and 1 in runs and 2 in runs and runs[1].fan.seconds and runs[2].fan.seconds):
         return []
     one, two, cpus = runs[1], runs[2], os.cpu_count() or 1
-    return [(
-        f"What this means here: one machine with {cpus} logical CPUs runs the load generator (one "
-        "process, which decrypts for every client), redis-server and the chat servers, all at once. "
-        f"Through Redis, one server delivers {one.fan.per_second / alone.fan.per_second:.2f}× what it "
-        "does alone: each line goes to Redis and back before anyone gets it, one more trip through "
-        f"redis-py on each side, and the server used {_cpu_per_k(one.fan.server_cpu, one.fan)} ms of CPU "
-        f"per thousand deliveries against {_cpu_per_k(alone.fan.server_cpu, alone.fan)} alone. Two "
-        f"servers deliver {two.fan.per_second / alone.fan.per_second:.2f}× one server alone and "
-        f"{two.fan.per_second / one.fan.per_second:.2f}× one clustered server. {_cores_busy(one, 'one')} "
-        f"{_cores_busy(two, 'two')} {_second_server(one, two)} So on this machine the figures cannot "
-        "tell how the cluster scales: a server process runs its Python on one core at a time (one "
-        "GIL), and a second process has no core of its own here, only what the first leaves of the "
-        "one the load generator and Redis need too. The point of the cluster is more machines (or "
-        "cores): each server then has CPU of its own for its own clients' encryption, where a "
-        "server's time goes, and only plaintext stream entries are shared. What these figures do "
-        "show is that every line reached every other member once, in one order, across servers, "
-        "and what going through Redis costs.")]
+    return [
+        (
+            f"What this means here: one machine with {cpus} logical CPUs runs the load generator (one "
+            "process, which decrypts for every client), redis-server and the chat servers, all at once. "
+            f"Through Redis, one server delivers {one.fan.per_second / alone.fan.per_second:.2f}× what it "
+            "does alone: each line goes to Redis and back before anyone gets it, one more trip through "
+            f"redis-py on each side, and the server used {_cpu_per_k(one.fan.server_cpu, one.fan)} ms of CPU "
+            f"per thousand deliveries against {_cpu_per_k(alone.fan.server_cpu, alone.fan)} alone. Two "
+            f"servers deliver {two.fan.per_second / alone.fan.per_second:.2f}× one server alone and "
+            f"{two.fan.per_second / one.fan.per_second:.2f}× one clustered server. {_cores_busy(one, 'one')} "
+            f"{_cores_busy(two, 'two')} {_second_server(one, two)} So on this machine the figures cannot "
+            "tell how the cluster scales: a server process runs its Python on one core at a time (one "
+            "GIL), and a second process has no core of its own here, only what the first leaves of the "
+            "one the load generator and Redis need too. The point of the cluster is more machines (or "
+            "cores): each server then has CPU of its own for its own clients' encryption, where a "
+            "server's time goes, and only plaintext stream entries are shared. What these figures do "
+            "show is that every line reached every other member once, in one order, across servers, "
+            "and what going through Redis costs."
+        )
+    ]
 
 
 def _cores_busy(run, servers: str) -> str:
     """How many CPUs each process kept busy during a cluster run."""
     fan = run.fan
     total = (fan.server_cpu + run.redis_cpu + fan.loadgen_cpu) / fan.seconds
-    return (f"With {servers} clustered, the servers kept {fan.server_cpu / fan.seconds:.2f} CPUs busy, "
-            f"the load generator {fan.loadgen_cpu / fan.seconds:.2f} and Redis "
-            f"{run.redis_cpu / fan.seconds:.2f}: {total:.2f} in all.")
+    return (
+        f"With {servers} clustered, the servers kept {fan.server_cpu / fan.seconds:.2f} CPUs busy, "
+        f"the load generator {fan.loadgen_cpu / fan.seconds:.2f} and Redis "
+        f"{run.redis_cpu / fan.seconds:.2f}: {total:.2f} in all."
+    )
 
 
 def _second_server(one, two) -> str:
     """Whether the second server process brought CPU time, or less work per delivery."""
     busy_one, busy_two = one.fan.server_cpu / one.fan.seconds, two.fan.server_cpu / two.fan.seconds
-    per_k = f"{_cpu_per_k(two.fan.server_cpu, two.fan)} ms of server CPU per thousand deliveries " \
-            f"against {_cpu_per_k(one.fan.server_cpu, one.fan)}"
+    per_k = (
+        f"{_cpu_per_k(two.fan.server_cpu, two.fan)} ms of server CPU per thousand deliveries "
+        f"against {_cpu_per_k(one.fan.server_cpu, one.fan)}"
+    )
     if busy_two <= 1.15 * busy_one:
-        same = (f"The two servers together kept no more CPU busy than the one ({busy_two:.2f} against "
-                f"{busy_one:.2f})")
+        same = f"The two servers together kept no more CPU busy than the one ({busy_two:.2f} against {busy_one:.2f})"
         if two.fan.per_second <= one.fan.per_second:
             return f"{same}, and used {per_k}."
-        return (f"{same}: what they gained did not come from a second core but from less work per "
-                f"delivery ({per_k}); each has half the clients and their threads.")
-    return (f"The two servers together kept more CPU busy than the one ({busy_two:.2f} against "
-            f"{busy_one:.2f}), taken from what the load generator and Redis left idle ({per_k}).")
+        return (
+            f"{same}: what they gained did not come from a second core but from less work per "
+            f"delivery ({per_k}); each has half the clients and their threads."
+        )
+    return (
+        f"The two servers together kept more CPU busy than the one ({busy_two:.2f} against "
+        f"{busy_one:.2f}), taken from what the load generator and Redis left idle ({per_k})."
+    )
 
 
 def memory_table(results: Results) -> list[str]:
-    rows = [(KIND_NAMES.get(kind, kind), results.idle_rss_kib.get(kind, ""), members, f"{grown:,}",
-             f"{grown / members:.0f}")
-            for (kind, members), grown in results.room_rss_kib.items()]
+    rows = [
+        (
+            KIND_NAMES.get(kind, kind),
+            results.idle_rss_kib.get(kind, ""),
+            members,
+            f"{grown:,}",
+            f"{grown / members:.0f}",
+        )
+        for (kind, members), grown in results.room_rss_kib.items()
+    ]
     return _table(("server", "idle RSS KiB", "clients", "RSS growth KiB", "KiB per client"), rows)
 
 
@@ -164,9 +252,14 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
     big = [fan for kind, fan in results.fanout if kind == CHAT and fan.members >= 1000]
     if big:
         bad = sum(f.lost + f.duplicated for f in big)
-        rows.append(("1,000 clients, all receiving, nothing lost",
-                     f"{len(big)} runs at 1,000 clients, {sum(f.deliveries for f in big):,} deliveries, "
-                     f"{bad} lost or duplicated", _yes(bad == 0 and not results.errors)))
+        rows.append(
+            (
+                "1,000 clients, all receiving, nothing lost",
+                f"{len(big)} runs at 1,000 clients, {sum(f.deliveries for f in big):,} deliveries, "
+                f"{bad} lost or duplicated",
+                _yes(bad == 0 and not results.errors),
+            )
+        )
     seq = results.handshakes.get((CHAT, 1))
     if seq:
         rows.append(("handshake p50 < 5 ms", f"{_ms(seq.p50_ms)} ms (sequential)", _yes(seq.p50_ms < 5)))
@@ -174,17 +267,31 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
         fan, floor = _find(results, CHAT, 100, senders, False), _find(results, PLAIN, 100, senders, False)
         if fan and floor:
             ratio = fan.per_second / floor.per_second
-            rows.append((f"flat out, 100 clients, {senders} sender(s): ≥ 0.5 × plaintext",
-                         f"{fan.per_second:,.0f} / {floor.per_second:,.0f} deliveries/s = {ratio:.2f}",
-                         _yes(ratio >= 0.5)))
+            rows.append(
+                (
+                    f"flat out, 100 clients, {senders} sender(s): ≥ 0.5 × plaintext",
+                    f"{fan.per_second:,.0f} / {floor.per_second:,.0f} deliveries/s = {ratio:.2f}",
+                    _yes(ratio >= 0.5),
+                )
+            )
     paced = _find(results, CHAT, 100, 10, True)
     if paced:
-        rows.append(("p99 < 50 ms, 100 clients, 10 paced senders", f"{_ms(paced.latency(0.99))} ms",
-                     _yes(paced.latency(0.99) < 50)))
+        rows.append(
+            (
+                "p99 < 50 ms, 100 clients, 10 paced senders",
+                f"{_ms(paced.latency(0.99))} ms",
+                _yes(paced.latency(0.99) < 50),
+            )
+        )
     for (kind, members), grown in results.room_rss_kib.items():
         if kind == CHAT and members >= 100:
-            rows.append((f"RSS < 100 KiB per idle client ({members:,})", f"{grown / members:.0f} KiB",
-                         _yes(grown / members < 100)))
+            rows.append(
+                (
+                    f"RSS < 100 KiB per idle client ({members:,})",
+                    f"{grown / members:.0f} KiB",
+                    _yes(grown / members < 100),
+                )
+            )
     return rows or [("(targets need the full run)", "", "")]
 
 
@@ -193,10 +300,14 @@ def _yes(ok: bool) -> str:
 
 
 def print_tables(results: Results) -> None:
-    for title, lines in (("Targets", _table(("target", "measured", "met"), targets(results))),
-                         ("Handshake", handshake_table(results)), ("Fan-out", fanout_table(results)),
-                         ("Cluster", cluster_table(results)), ("Memory", memory_table(results)),
-                         ("Raw costs", costs_table(results))):
+    for title, lines in (
+        ("Targets", _table(("target", "measured", "met"), targets(results))),
+        ("Handshake", handshake_table(results)),
+        ("Fan-out", fanout_table(results)),
+        ("Cluster", cluster_table(results)),
+        ("Memory", memory_table(results)),
+        ("Raw costs", costs_table(results)),
+    ):
         print(f"\n{title}")
         print("\n".join(lines))
     for error in results.errors:
@@ -206,15 +317,35 @@ def print_tables(results: Results) -> None:
 def write_json(results: Results, path: Path) -> None:
     """The figures, for tests and for comparing runs."""
     data = {
-        "handshakes": [dict(kind=k, at_once=c, p50_ms=r.p50_ms, p99_ms=r.p99_ms, per_second=r.per_second)
-                       for (k, c), r in results.handshakes.items()],
-        "fanout": [dict(kind=k, members=f.members, senders=f.senders, paced=f.paced, messages=f.messages,
-                        deliveries=f.deliveries, expected=f.expected, lost=f.lost, duplicated=f.duplicated,
-                        reordered=f.reordered, per_second=f.per_second, p50_ms=f.latency(0.5),
-                        server_cpu_s=f.server_cpu, loadgen_cpu_s=f.loadgen_cpu,
-                        p99_ms=f.latency(0.99), max_ms=f.latency_max) for k, f in results.fanout],
-        "memory": [dict(kind=k, members=m, growth_kib=g, idle_kib=results.idle_rss_kib.get(k))
-                   for (k, m), g in results.room_rss_kib.items()],
+        "handshakes": [
+            dict(kind=k, at_once=c, p50_ms=r.p50_ms, p99_ms=r.p99_ms, per_second=r.per_second)
+            for (k, c), r in results.handshakes.items()
+        ],
+        "fanout": [
+            dict(
+                kind=k,
+                members=f.members,
+                senders=f.senders,
+                paced=f.paced,
+                messages=f.messages,
+                deliveries=f.deliveries,
+                expected=f.expected,
+                lost=f.lost,
+                duplicated=f.duplicated,
+                reordered=f.reordered,
+                per_second=f.per_second,
+                p50_ms=f.latency(0.5),
+                server_cpu_s=f.server_cpu,
+                loadgen_cpu_s=f.loadgen_cpu,
+                p99_ms=f.latency(0.99),
+                max_ms=f.latency_max,
+            )
+            for k, f in results.fanout
+        ],
+        "memory": [
+            dict(kind=k, members=m, growth_kib=g, idle_kib=results.idle_rss_kib.get(k))
+            for (k, m), g in results.room_rss_kib.items()
+        ],
         "cluster": dict(skipped=results.cluster_skipped, runs=cluster_json(results)),
         "costs_us": results.costs_us,
         "errors": results.errors,
@@ -229,11 +360,24 @@ def cluster_json(results: Results) -> list[dict]:
 
 def _cluster_run_json(run, baseline: float | None) -> dict:
     fan = run.fan
-    return dict(setup=run.setup.name, processes=run.setup.processes, clustered=run.setup.clustered,
-                members=fan.members, senders=fan.senders, messages=fan.messages, deliveries=fan.deliveries,
-                expected=fan.expected, lost=fan.lost, duplicated=fan.duplicated, reordered=fan.reordered,
-                per_second=fan.per_second, ratio=fan.per_second / baseline if baseline else None,
-                server_cpu_s=fan.server_cpu, redis_cpu_s=run.redis_cpu, loadgen_cpu_s=fan.loadgen_cpu)
+    return dict(
+        setup=run.setup.name,
+        processes=run.setup.processes,
+        clustered=run.setup.clustered,
+        members=fan.members,
+        senders=fan.senders,
+        messages=fan.messages,
+        deliveries=fan.deliveries,
+        expected=fan.expected,
+        lost=fan.lost,
+        duplicated=fan.duplicated,
+        reordered=fan.reordered,
+        per_second=fan.per_second,
+        ratio=fan.per_second / baseline if baseline else None,
+        server_cpu_s=fan.server_cpu,
+        redis_cpu_s=run.redis_cpu,
+        loadgen_cpu_s=fan.loadgen_cpu,
+    )
 
 
 def plot(results: Results, path: Path) -> bool:
@@ -241,6 +385,7 @@ def plot(results: Results, path: Path) -> bool:
     clients, for each server. False if matplotlib is not installed."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -248,20 +393,32 @@ def plot(results: Results, path: Path) -> bool:
     senders = max(f.senders for _, f in results.fanout)
     figure, (latency, throughput) = plt.subplots(1, 2, figsize=(11, 4.2))
     for kind, style in ((CHAT, "o-"), (UNLOCKED, "d-."), (UNBATCHED, "s--"), (PLAIN, "^:")):
-        paced = sorted((f for k, f in results.fanout if k == kind and f.paced and f.senders == senders),
-                       key=lambda f: f.members)
-        flat = sorted((f for k, f in results.fanout if k == kind and not f.paced and f.senders == senders),
-                      key=lambda f: f.members)
+        paced = sorted(
+            (f for k, f in results.fanout if k == kind and f.paced and f.senders == senders), key=lambda f: f.members
+        )
+        flat = sorted(
+            (f for k, f in results.fanout if k == kind and not f.paced and f.senders == senders),
+            key=lambda f: f.members,
+        )
         if paced:
             xs = [f.members for f in paced]
             latency.plot(xs, [f.latency(0.99) for f in paced], style, label=f"{KIND_NAMES[kind]} p99")
             latency.plot(xs, [f.latency(0.5) for f in paced], style, alpha=0.4, label=f"{KIND_NAMES[kind]} p50")
         if flat:
             throughput.plot([f.members for f in flat], [f.per_second for f in flat], style, label=KIND_NAMES[kind])
-    latency.set(xscale="log", yscale="log", xlabel="clients in the room",
-                ylabel="end-to-end latency, ms", title=f"Latency, {senders} senders at 10 msg/s")
-    throughput.set(xscale="log", xlabel="clients in the room", ylabel="deliveries per second",
-                   title=f"Throughput, {senders} senders flat out")
+    latency.set(
+        xscale="log",
+        yscale="log",
+        xlabel="clients in the room",
+        ylabel="end-to-end latency, ms",
+        title=f"Latency, {senders} senders at 10 msg/s",
+    )
+    throughput.set(
+        xscale="log",
+        xlabel="clients in the room",
+        ylabel="deliveries per second",
+        title=f"Throughput, {senders} senders flat out",
+    )
     for axes in (latency, throughput):
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize=7)
@@ -318,9 +475,9 @@ def findings(results: Results) -> list[str]:
         f"first: {unwrap / 1000:.2f} ms alone, {unwrap / whole:.0%} of it. Each side's X25519 key "
         f"pair and agreement costs {x25519 / 1000:.2f} ms (mostly pycryptodomex's Python code "
         f"around its C curve arithmetic, by the profile), and the client's wrap "
-        f"{wrap / 1000:.2f} ms. The server's unwrap and X25519, which the design requires, already come to {server_floor / 1000:.2f} ms before the "
-        "client's share and four loopback round trips (hello, key exchange, HI, username)."
-        + (f" Measured connect-to-ready p50: {seq.p50_ms:.2f} ms." if seq else ""),
+        f"{wrap / 1000:.2f} ms. The server's unwrap and X25519, which the design requires, already come to "
+        f"{server_floor / 1000:.2f} ms before the client's share and four loopback round trips (hello, key "
+        "exchange, HI, username)." + (f" Measured connect-to-ready p50: {seq.p50_ms:.2f} ms." if seq else ""),
         f"  What changed: the server encoded its own public key as DER for every connection "
         f"({der / 1000:.2f} ms); it now does so once per key. The rest is the fixed design (RSA "
         "key transport, fresh X25519 keys each connection) on pycryptodomex: the 5 ms target is "
@@ -344,13 +501,18 @@ def _gap_finding(results: Results) -> list[str]:
             f"server used {1e6 * fan.server_cpu / fan.deliveries:.0f} ms of CPU against the floor's "
             f"{1e6 * floor.server_cpu / floor.deliveries:.0f}, and the load generator, which opens "
             f"every record, {1e6 * fan.loadgen_cpu / fan.deliveries:.0f} against "
-            f"{1e6 * floor.loadgen_cpu / floor.deliveries:.0f}.")
+            f"{1e6 * floor.loadgen_cpu / floor.deliveries:.0f}."
+        )
     if out:
-        out = ["", "- **What is left of the gap.** A record still costs a cipher setup on each side, "
-               "and every message an encoding and a Python object on each side; the floor has "
-               "only the latter. The load generator decrypts in one thread for all clients, like "
-               "a thousand real clients would on a thousand machines, so its share of the CPU "
-               "counts against ours and not against the floor:", *out]
+        out = [
+            "",
+            "- **What is left of the gap.** A record still costs a cipher setup on each side, "
+            "and every message an encoding and a Python object on each side; the floor has "
+            "only the latter. The load generator decrypts in one thread for all clients, like "
+            "a thousand real clients would on a thousand machines, so its share of the CPU "
+            "counts against ours and not against the floor:",
+            *out,
+        ]
     return out
 
 
@@ -365,22 +527,29 @@ def _paced_finding(results: Results) -> list[str]:
         return []
     demand = 10 * 10 * (paced.members - 1)
     verdict = "meets" if paced.latency(0.99) < 50 else "misses"
-    return ["", (
-        f"- **Paced latency.** 10 senders at 10 messages a second to 100 clients ask for {demand:,} "
-        f"deliveries a second, far below what the server does flat out ({flat.per_second:,.0f}); "
-        f"yet p99 is {_ms(paced.latency(0.99))} ms (p50 {_ms(paced.latency(0.5))}), which {verdict} "
-        "the 50 ms target. Paced, a writer is idle when a message comes, so every delivery is a "
-        "record of its own until a backlog forms: the server spent "
-        f"{_cpu_ms_per_k(paced):.0f} ms of CPU per thousand deliveries paced against "
-        f"{_cpu_ms_per_k(flat):.0f} flat out, and the 99 writers of one message seal one after "
-        "another, so the last waits for the others. A cheaper record is what would close it: "
-        "most of a seal is pycryptodomex's `AES.new(MODE_GCM)` working out the key schedule and "
-        "GHASH table again for every nonce; keeping them per connection would need "
-        "pycryptodomex's private internals (fragile, in security code) or another library (the "
-        "run time is the standard library and pycryptodomex only). Before this issue the same "
-        "run had p99 "
-        + (f"{_ms(_find(results, UNBATCHED, 100, 10, True).latency(0.99))} ms."
-           if _find(results, UNBATCHED, 100, 10, True) else "not measured."))]
+    return [
+        "",
+        (
+            f"- **Paced latency.** 10 senders at 10 messages a second to 100 clients ask for {demand:,} "
+            f"deliveries a second, far below what the server does flat out ({flat.per_second:,.0f}); "
+            f"yet p99 is {_ms(paced.latency(0.99))} ms (p50 {_ms(paced.latency(0.5))}), which {verdict} "
+            "the 50 ms target. Paced, a writer is idle when a message comes, so every delivery is a "
+            "record of its own until a backlog forms: the server spent "
+            f"{_cpu_ms_per_k(paced):.0f} ms of CPU per thousand deliveries paced against "
+            f"{_cpu_ms_per_k(flat):.0f} flat out, and the 99 writers of one message seal one after "
+            "another, so the last waits for the others. A cheaper record is what would close it: "
+            "most of a seal is pycryptodomex's `AES.new(MODE_GCM)` working out the key schedule and "
+            "GHASH table again for every nonce; keeping them per connection would need "
+            "pycryptodomex's private internals (fragile, in security code) or another library (the "
+            "run time is the standard library and pycryptodomex only). Before this issue the same "
+            "run had p99 "
+            + (
+                f"{_ms(_find(results, UNBATCHED, 100, 10, True).latency(0.99))} ms."
+                if _find(results, UNBATCHED, 100, 10, True)
+                else "not measured."
+            )
+        ),
+    ]
 
 
 def _big_room_finding(results: Results) -> list[str]:
@@ -388,13 +557,17 @@ def _big_room_finding(results: Results) -> list[str]:
     fan, floor = _find(results, CHAT, 1000, 10, False), _find(results, PLAIN, 1000, 10, False)
     if not (fan and floor and floor.per_second and fan.per_second > floor.per_second):
         return []
-    return ["", (
-        f"- **At 1,000 clients the floor is no floor.** The plaintext server delivers "
-        f"{floor.per_second:,.0f} a second flat out against our {fan.per_second:,.0f}, and burns "
-        f"{_cpu_ms_per_k(floor):.0f} ms of CPU per thousand deliveries against our "
-        f"{_cpu_ms_per_k(fan):.0f}: its thousand writer threads take turns at the GIL around every "
-        "`sendall`, the convoy that the seal lock spares ours. The ratios that compare like with "
-        "like are those at 10 and 100 clients.")]
+    return [
+        "",
+        (
+            f"- **At 1,000 clients the floor is no floor.** The plaintext server delivers "
+            f"{floor.per_second:,.0f} a second flat out against our {fan.per_second:,.0f}, and burns "
+            f"{_cpu_ms_per_k(floor):.0f} ms of CPU per thousand deliveries against our "
+            f"{_cpu_ms_per_k(fan):.0f}: its thousand writer threads take turns at the GIL around every "
+            "`sendall`, the convoy that the seal lock spares ours. The ratios that compare like with "
+            "like are those at 10 and 100 clients."
+        ),
+    ]
 
 
 def _memory_finding(results: Results) -> list[str]:
@@ -403,14 +576,18 @@ def _memory_finding(results: Results) -> list[str]:
     if not rooms:
         return []
     members, grown = rooms[-1]
-    text = (f"- **Memory.** With {members:,} clients the server grows by {grown / members:.0f} KiB "
-            "per client: two threads (a reader, a writer), a socket, the connection's state and "
-            "buffers.")
+    text = (
+        f"- **Memory.** With {members:,} clients the server grows by {grown / members:.0f} KiB "
+        "per client: two threads (a reader, a writer), a socket, the connection's state and "
+        "buffers."
+    )
     if small:
         s_members, s_grown = small[0]
-        text += (f" Smaller thread stacks do not change it ({s_grown / s_members:.0f} KiB per client "
-                 f"at {s_members:,} with `threading.stack_size(256 KiB)`): a stack's pages count "
-                 "in RSS only once touched, and these threads touch few, so the server keeps the default.")
+        text += (
+            f" Smaller thread stacks do not change it ({s_grown / s_members:.0f} KiB per client "
+            f"at {s_members:,} with `threading.stack_size(256 KiB)`): a stack's pages count "
+            "in RSS only once touched, and these threads touch few, so the server keeps the default."
+        )
     return ["", text]
 
 
@@ -423,17 +600,38 @@ def _before_after(results: Results) -> list[str]:
         after = _find(results, CHAT, fan.members, fan.senders, False)
         floor = _find(results, PLAIN, fan.members, fan.senders, False)
         if after:
-            rows.append((fan.members, fan.senders, f"{fan.per_second:,.0f}",
-                         f"{middle.per_second:,.0f}" if middle else "", f"{after.per_second:,.0f}",
-                         f"{after.per_second / fan.per_second:.1f}×",
-                         f"{floor.per_second:,.0f}" if floor else "", _ms(fan.latency(0.99)),
-                         _ms(after.latency(0.99))))
-    return _table(("clients", "senders", "before, deliveries/s", "batched only", "after (batched, seal lock)",
-                   "gain", "plaintext floor", "before p99 ms", "after p99 ms"), rows)
+            rows.append(
+                (
+                    fan.members,
+                    fan.senders,
+                    f"{fan.per_second:,.0f}",
+                    f"{middle.per_second:,.0f}" if middle else "",
+                    f"{after.per_second:,.0f}",
+                    f"{after.per_second / fan.per_second:.1f}×",
+                    f"{floor.per_second:,.0f}" if floor else "",
+                    _ms(fan.latency(0.99)),
+                    _ms(after.latency(0.99)),
+                )
+            )
+    return _table(
+        (
+            "clients",
+            "senders",
+            "before, deliveries/s",
+            "batched only",
+            "after (batched, seal lock)",
+            "gain",
+            "plaintext floor",
+            "before p99 ms",
+            "after p99 ms",
+        ),
+        rows,
+    )
 
 
-def write_markdown(results: Results, path: Path, meta: dict[str, str], machine: dict[str, str],
-                   plot_name: str | None) -> None:
+def write_markdown(
+    results: Results, path: Path, meta: dict[str, str], machine: dict[str, str], plot_name: str | None
+) -> None:
     out = [
         "# Benchmarks",
         "",
@@ -460,11 +658,15 @@ def write_markdown(results: Results, path: Path, meta: dict[str, str], machine: 
     if results.errors:
         out += ["## Errors", "", *(f"- {e}" for e in results.errors), ""]
     out += [
-        "## Handshake", "",
+        "## Handshake",
+        "",
         "Connect-to-ready: from before the TCP connect until the server's `Welcome` (the username is "
-        "accepted). Each client leaves once ready. *At once*: how many handshakes are in flight.", "",
-        *handshake_table(results), "",
-        "## Fan-out", "",
+        "accepted). Each client leaves once ready. *At once*: how many handshakes are in flight.",
+        "",
+        *handshake_table(results),
+        "",
+        "## Fan-out",
+        "",
         "*Clients* are all in the room; the first *senders* of them send, and every message goes to "
         "all the others. Flat out: each sender keeps up to 64 messages (512 in all) not yet "
         "delivered to everyone, below the server's outbox limit. Paced: 10 messages a second per "
@@ -472,27 +674,40 @@ def write_markdown(results: Results, path: Path, meta: dict[str, str], machine: 
         "message) to when the receiver has decrypted it, so it includes the load generator's own "
         "work. *Lost* and *dup* count every delivery to every member. *÷ floor* is deliveries/s as a "
         "fraction of the plaintext floor in the same configuration. The CPU columns are the CPU time "
-        "each process used during the run, per thousand deliveries: where the time went.", "",
-        *fanout_table(results), "",
-        "## Cluster", "",
+        "each process used during the run, per thousand deliveries: where the time went.",
+        "",
+        *fanout_table(results),
+        "",
+        "## Cluster",
+        "",
         "The same flat-out fan-out (the first *senders* of the *clients* send, every message goes "
         "to all the others) in three setups, each on fresh server processes: one `chat` server "
         "alone; one with `--cluster` on a redis-server started for the run; two with `--cluster` on "
         "that Redis, the clients (and so the senders) dealt to them in turn. Redis is emptied "
         "(FLUSHALL) before each setup. *Lost* and *dup* count every delivery to every member, "
         "across servers; *÷ one server alone* is delivered/s as a fraction of the first setup's. "
-        "The CPU columns are per thousand deliveries; *servers* is all of a setup's servers together.", "",
-        *cluster_table(results), "",
+        "The CPU columns are per thousand deliveries; *servers* is all of a setup's servers together.",
+        "",
+        *cluster_table(results),
+        "",
         *(f"{line}\n" for line in cluster_finding(results)),
-        "## Memory", "",
+        "## Memory",
+        "",
         "Server RSS (from /proc) before any client, and its growth once the room is full and the join "
-        "messages are delivered (each size on a fresh server process).", "",
-        *memory_table(results), "",
-        "## Raw costs", "",
-        "In process, no network: mean µs per call.", "",
-        *costs_table(results), "",
-        "## Profiles", "",
-        "cProfile, functions by own time.", "",
+        "messages are delivered (each size on a fresh server process).",
+        "",
+        *memory_table(results),
+        "",
+        "## Raw costs",
+        "",
+        "In process, no network: mean µs per call.",
+        "",
+        *costs_table(results),
+        "",
+        "## Profiles",
+        "",
+        "cProfile, functions by own time.",
+        "",
     ]
     for title, text in results.profiles.items():
         out += [f"### {title}", "", "```", text, "```", ""]

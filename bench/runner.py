@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import math
 import os
@@ -46,10 +47,32 @@ class Plan:
     cluster_senders: int
 
 
-FULL = Plan({PLAIN: (10, 100, 1000), UNBATCHED: (10, 100), UNLOCKED: (10, 100), CHAT: (10, 100, 1000)},
-            (1, 10), 200, 100_000, 5.0, 120.0, 20_000, 100, 100, 100, 10)
-QUICK = Plan({PLAIN: (10, 50), UNBATCHED: (10,), UNLOCKED: (10,), CHAT: (10, 50)},
-             (1, 5), 10, 2_000, 0.3, 30.0, 2_000, 10, 10, 20, 4)
+FULL = Plan(
+    sizes={PLAIN: (10, 100, 1000), UNBATCHED: (10, 100), UNLOCKED: (10, 100), CHAT: (10, 100, 1000)},
+    senders=(1, 10),
+    handshakes=200,
+    flat_deliveries=100_000,
+    paced_seconds=5.0,
+    timeout=120.0,
+    micro_repeat=20_000,
+    rsa_repeat=100,
+    stack_room=100,
+    cluster_room=100,
+    cluster_senders=10,
+)
+QUICK = Plan(
+    sizes={PLAIN: (10, 50), UNBATCHED: (10,), UNLOCKED: (10,), CHAT: (10, 50)},
+    senders=(1, 5),
+    handshakes=10,
+    flat_deliveries=2_000,
+    paced_seconds=0.3,
+    timeout=30.0,
+    micro_repeat=2_000,
+    rsa_repeat=10,
+    stack_room=10,
+    cluster_room=20,
+    cluster_senders=4,
+)
 
 
 class ClusterSetup(NamedTuple):
@@ -58,8 +81,11 @@ class ClusterSetup(NamedTuple):
     clustered: bool  # with --cluster (else one server alone: the baseline)
 
 
-CLUSTER_SETUPS = (ClusterSetup("one server alone", 1, False), ClusterSetup("one server, clustered", 1, True),
-                  ClusterSetup("two servers, clustered", 2, True))
+CLUSTER_SETUPS = (
+    ClusterSetup("one server alone", 1, False),
+    ClusterSetup("one server, clustered", 1, True),
+    ClusterSetup("two servers, clustered", 2, True),
+)
 
 
 @dataclass
@@ -89,17 +115,24 @@ class ServerProcess:
 
     def __init__(self, kind: str, *options: str) -> None:
         self.kind = kind
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.servers", kind, *options], cwd=ROOT,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.servers", kind, *options],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # both are pipes
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
         self.address = ("127.0.0.1", self._read_port())
 
     def _read_port(self) -> int:
         with selectors.DefaultSelector() as selector:
-            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            selector.register(self.stdout, selectors.EVENT_READ)
             if not selector.select(START_TIMEOUT):
                 self.stop()
                 raise BenchError(f"the {self.kind} server did not start")
-        line = self.proc.stdout.readline()
+        line = self.stdout.readline()
         if not line.startswith("PORT "):
             self.stop()
             raise BenchError(f"the {self.kind} server said {line!r}")
@@ -109,16 +142,16 @@ class ServerProcess:
         return scenarios.rss_kib(self.proc.pid)
 
     def stop(self) -> None:
-        self.proc.stdin.close()
+        self.stdin.close()
         self.proc.terminate()
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
-        self.proc.stdout.close()
+        self.stdout.close()
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -131,11 +164,20 @@ def run(plan: Plan, progress=print) -> Results:
     measure_costs(plan, results)
     for kind in (PLAIN, UNBATCHED, UNLOCKED, CHAT):
         if kind in (PLAIN, CHAT):
-            guarded(results, f"{kind} handshakes", lambda: measure_handshakes(plan, kind, results), progress)
+            guarded(results, f"{kind} handshakes", functools.partial(measure_handshakes, plan, kind, results), progress)
         for members in plan.sizes[kind]:
-            guarded(results, f"{kind} room of {members}", lambda: measure_room(plan, kind, members, results), progress)
-    guarded(results, f"{SMALL_STACKS}, room of {plan.stack_room}",
-            lambda: measure_memory(plan, plan.stack_room, results), progress)
+            guarded(
+                results,
+                f"{kind} room of {members}",
+                functools.partial(measure_room, plan, kind, members, results),
+                progress,
+            )
+    guarded(
+        results,
+        f"{SMALL_STACKS}, room of {plan.stack_room}",
+        functools.partial(measure_memory, plan, plan.stack_room, results),
+        progress,
+    )
     guarded(results, "cluster: redis-server", lambda: measure_cluster(plan, results, progress), progress)
     return results
 
@@ -164,9 +206,11 @@ def measure_costs(plan: Plan, results: Results) -> None:
     results.profiles["a handshake (both sides, in process), by cumulative time"] = micro.profile(
         lambda: micro.handshake_in_process(identity), plan.rsa_repeat, top=24, order="cumtime")
     results.profiles["the writer, one record per message (before)"] = micro.profile(
-        micro.writer_sealing(1, messages), 1)
+        micro.writer_sealing(1, messages), 1
+    )
     results.profiles["the writer, 64 messages per record (after)"] = micro.profile(
-        micro.writer_sealing(64, messages), 1)
+        micro.writer_sealing(64, messages), 1
+    )
 
 
 def measure_handshakes(plan: Plan, kind: str, results: Results) -> None:
@@ -174,7 +218,8 @@ def measure_handshakes(plan: Plan, kind: str, results: Results) -> None:
         for concurrency in (1, 8):
             count = plan.handshakes * (1 if concurrency == 1 else 2)
             results.handshakes[(kind, concurrency)] = scenarios.measure_handshakes(
-                server.address, kind == PLAIN, count, concurrency, plan.timeout)
+                server.address, kind == PLAIN, count, concurrency, plan.timeout
+            )
 
 
 def measure_room(plan: Plan, kind: str, members: int, results: Results) -> None:
@@ -187,9 +232,16 @@ def measure_room(plan: Plan, kind: str, members: int, results: Results) -> None:
             results.room_rss_kib[(kind, members)] = server.rss_kib() - idle
             for senders in plan.senders:
                 senders = min(senders, members)
-                results.fanout.append((kind, with_cpu([server], lambda: run_flat_out(plan, gen, senders))))
-                results.fanout.append((kind, with_cpu([server], lambda: scenarios.run_paced(
-                    gen, senders, plan.paced_seconds, plan.timeout))))
+                results.fanout.append((kind, with_cpu([server], functools.partial(run_flat_out, plan, gen, senders))))
+                results.fanout.append(
+                    (
+                        kind,
+                        with_cpu(
+                            [server],
+                            functools.partial(scenarios.run_paced, gen, senders, plan.paced_seconds, plan.timeout),
+                        ),
+                    )
+                )
         finally:
             gen.close_all()
 
@@ -204,6 +256,7 @@ def run_flat_out(plan: Plan, gen, senders: int) -> scenarios.FanOutResult:
 def with_cpu(servers: list[ServerProcess], run) -> scenarios.FanOutResult:
     """``run()``'s result, with the CPU time the servers (all together) and
     the load generator spent on it."""
+
     def servers_cpu() -> float:
         return sum(scenarios.cpu_seconds(server.proc.pid) for server in servers)
 
@@ -247,8 +300,12 @@ def measure_cluster(plan: Plan, results: Results, progress) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="bench-redis-") as folder, RedisServer(Path(folder)) as redis_server:
         for setup in CLUSTER_SETUPS:
-            guarded(results, f"cluster: {setup.name}, room of {plan.cluster_room}",
-                    lambda: measure_cluster_setup(plan, setup, redis_server, results), progress)
+            guarded(
+                results,
+                f"cluster: {setup.name}, room of {plan.cluster_room}",
+                functools.partial(measure_cluster_setup, plan, setup, redis_server, results),
+                progress,
+            )
 
 
 def measure_cluster_setup(plan: Plan, setup: ClusterSetup, redis_server: RedisServer, results: Results) -> None:
@@ -256,23 +313,28 @@ def measure_cluster_setup(plan: Plan, setup: ClusterSetup, redis_server: RedisSe
     options = ("--cluster", redis_server.url) if setup.clustered else ()
     with contextlib.ExitStack() as stack:
         servers = [stack.enter_context(ServerProcess(CHAT, *options)) for _ in range(setup.processes)]
-        gen = scenarios.fill_rooms([server.address for server in servers], False, plan.cluster_room,
-                                   fill_timeout(plan, plan.cluster_room))
+        gen = scenarios.fill_rooms(
+            [server.address for server in servers], False, plan.cluster_room, fill_timeout(plan, plan.cluster_room)
+        )
+        redis_process = redis_server.process
+        assert redis_process is not None  # started by the caller's with
         try:
-            redis_before = scenarios.cpu_seconds(redis_server.process.pid)
+            redis_before = scenarios.cpu_seconds(redis_process.pid)
             fan = with_cpu(servers, lambda: run_flat_out(plan, gen, plan.cluster_senders))
-            redis_cpu = scenarios.cpu_seconds(redis_server.process.pid) - redis_before
+            redis_cpu = scenarios.cpu_seconds(redis_process.pid) - redis_before
         finally:
             gen.close_all()
     results.cluster.append(ClusterRun(setup, fan, redis_cpu))
     if fan.lost or fan.duplicated or fan.reordered:  # one order for all is the cluster's promise
-        results.errors.append(f"cluster: {setup.name}: {fan.lost} lost, {fan.duplicated} duplicated, "
-                              f"{fan.reordered} out of order")
+        results.errors.append(
+            f"cluster: {setup.name}: {fan.lost} lost, {fan.duplicated} duplicated, {fan.reordered} out of order"
+        )
 
 
 def empty_redis(url: str) -> None:
     """FLUSHALL on the bench's own redis-server."""
     import redis  # only here: the rest of the bench runs without it
+
     client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
     try:
         client.flushall()
@@ -287,8 +349,15 @@ def machine() -> dict[str, str]:
     import platform
 
     import Cryptodome
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown")
+
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown",
+    )
     return {
         "CPU": f"{model}, {os.cpu_count()} logical CPUs",
         "memory": _mem_total(),

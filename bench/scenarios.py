@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.loadgen import BenchError, LoadGen
+from bench.loadgen import BenchClient, BenchError, LoadGen
 
 _run_ids = itertools.count()
 PACE = 0.1  # seconds between a paced sender's messages: 10 a second
@@ -65,7 +65,8 @@ def measure_handshakes(address, plain: bool, count: int, concurrency: int, timeo
     gen, prefix = LoadGen(address, plain), f"h{next(_run_ids)}-"
     deadline = time.monotonic() + timeout
     times: list[float] = []
-    active, started = [], 0
+    active: list[BenchClient] = []
+    started = 0
     begin = time.perf_counter()
     try:
         while len(times) < count:
@@ -75,16 +76,18 @@ def measure_handshakes(address, plain: bool, count: int, concurrency: int, timeo
                 active.append(gen.connect(f"{prefix}{started}"))
                 started += 1
             gen.pump(0.05)
-            for client in [c for c in active if c.ready_at is not None]:
-                times.append(client.ready_at - client.started)
-                active.remove(client)
-                gen.close(client)
+            for client in list(active):
+                if client.ready_at is not None:
+                    times.append(client.ready_at - client.started)
+                    active.remove(client)
+                    gen.close(client)
         elapsed = time.perf_counter() - begin
     finally:
         gen.close_all()
     _raise_errors(gen)
-    return HandshakeResult(count, concurrency, 1000 * percentile(times, 0.5),
-                           1000 * percentile(times, 0.99), count / elapsed)
+    return HandshakeResult(
+        count, concurrency, 1000 * percentile(times, 0.5), 1000 * percentile(times, 0.99), count / elapsed
+    )
 
 
 # --- a room of N members -----------------------------------------------------
