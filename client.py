@@ -40,8 +40,8 @@ from protocol import (
     PrivateLine,
     ProtocolError,
     RateLimit,
-    ServerHello,
     RemoteProtocolError,
+    ServerHello,
     ServerRefused,
     UserList,
     UserListRequest,
@@ -120,7 +120,9 @@ def connect(host: str, port: int) -> ServerLink:
     try:
         sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
     except OSError as exc:
-        raise ClientError(f"Could not connect to {transport.format_address(host, port)}: {exc.strerror or exc}") from None
+        raise ClientError(
+            f"Could not connect to {transport.format_address(host, port)}: {exc.strerror or exc}"
+        ) from None
     transport.tune(sock)
     return ServerLink(sock)
 
@@ -272,8 +274,10 @@ def send_typed_lines(link: ServerLink, display: Display) -> str | None:
     (the parting line, "" for none) or sending fails (None). The receiver
     ends it with ServerEnded when the server is gone."""
     context = client_ui.Context(
-        session=display.session, send=lambda message: send_message(link, display, message),
-        show=display.show, error=display.error,
+        session=display.session,
+        send=lambda message: send_message(link, display, message),
+        show=display.show,
+        error=display.error,
     )
     try:
         while True:
@@ -331,19 +335,25 @@ def fingerprint_text(text: str) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Encrypted terminal group chat: the client.")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"server address (default: {DEFAULT_HOST})")
-    parser.add_argument("--port", type=cli.port_number, default=cli.DEFAULT_PORT,
-                        help=f"server port (default: {cli.DEFAULT_PORT})")
+    parser.add_argument(
+        "--port", type=cli.port_number, default=cli.DEFAULT_PORT, help=f"server port (default: {cli.DEFAULT_PORT})"
+    )
     parser.add_argument("--name", help="join with this username instead of being asked")
     parser.add_argument(
-        "--fingerprint", metavar="SHA256:...", type=fingerprint_text,
+        "--fingerprint",
+        metavar="SHA256:...",
+        type=fingerprint_text,
         help="the server key fingerprint to insist on, even on the first connection",
     )
     parser.add_argument(
-        "--known-hosts", type=Path, default=None,
+        "--known-hosts",
+        type=Path,
+        default=None,
         help="file of trusted server keys (default: $XDG_DATA_HOME/socket-chat/known_hosts)",
     )
-    parser.add_argument("--no-color", action="store_true",
-                        help="no colours (also when NO_COLOR is set, or output is not a terminal)")
+    parser.add_argument(
+        "--no-color", action="store_true", help="no colours (also when NO_COLOR is set, or output is not a terminal)"
+    )
     parser.add_argument("--timestamps", action="store_true", help="start each line shown with the time, HH:MM")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the command lines as they are
     parser.epilog = "commands in the chat:\n" + "\n".join(f"  {line}" for line in client_ui.help_lines())
@@ -375,7 +385,7 @@ def run(args: argparse.Namespace, terminal: Terminal) -> int:
         name = choose_username(link, display, args.name)
         if name is not None:
             start_session(link, display, name)
-    except socket.timeout:
+    except TimeoutError:
         raise ClientError("The server did not complete the handshake in time.") from None
     except ProtocolError as exc:
         raise ClientError(f"The handshake with the server failed: {exc}") from None

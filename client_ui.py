@@ -19,8 +19,8 @@ import threading
 import time
 import zlib
 from collections import deque
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import protocol
 from commands import Command, CommandTable
@@ -339,17 +339,19 @@ def _quit(ctx: Context, argument: str) -> None:
     raise QuitRequested(argument)
 
 
-COMMANDS: CommandTable[Context, None] = CommandTable([
-    Command("/help", "", "list the commands", _help),
-    Command("/users", "", "who is online, and for how long", _users),
-    Command("/msg", "NAME TEXT", "a private message to NAME only", _msg),
-    Command("/reply", "TEXT", "answer the last private message", _reply),
-    Command("/me", "ACTION", "show * NAME ACTION to everyone", _me),
-    Command("/nick", "NEW", "change your username; everyone is told", _nick),
-    Command("/ignore", "NAME", "hide NAME's messages on this client", _ignore),
-    Command("/unignore", "NAME", "show NAME's messages again", _unignore),
-    Command("/quit", "[MESSAGE]", "leave, with a parting line others see", _quit),
-])
+COMMANDS: CommandTable[Context, None] = CommandTable(
+    [
+        Command("/help", "", "list the commands", _help),
+        Command("/users", "", "who is online, and for how long", _users),
+        Command("/msg", "NAME TEXT", "a private message to NAME only", _msg),
+        Command("/reply", "TEXT", "answer the last private message", _reply),
+        Command("/me", "ACTION", "show * NAME ACTION to everyone", _me),
+        Command("/nick", "NEW", "change your username; everyone is told", _nick),
+        Command("/ignore", "NAME", "hide NAME's messages on this client", _ignore),
+        Command("/unignore", "NAME", "show NAME's messages again", _unignore),
+        Command("/quit", "[MESSAGE]", "leave, with a parting line others see", _quit),
+    ]
+)
 
 
 def run_line(line: str, ctx: Context) -> None:
@@ -370,8 +372,10 @@ def run_line(line: str, ctx: Context) -> None:
 def _run_command(line: str, ctx: Context) -> None:
     name, command, argument = COMMANDS.parse(line)
     if command is None:
-        ctx.error(f"Unknown command {name}; nothing was sent. Type /help for the commands, "
-                  f"or //{line[1:]} to send the line as it is.")
+        ctx.error(
+            f"Unknown command {name}; nothing was sent. Type /help for the commands, "
+            f"or //{line[1:]} to send the line as it is."
+        )
         return
     try:
         command.run(ctx, argument)
@@ -393,8 +397,8 @@ def complete(typed: str, names: list[str]) -> list[str]:
     folded = typed.casefold()
     for command in NAME_COMMANDS:
         if folded.startswith(command):
-            partial = typed[len(command):]
-            return [f"{typed[:len(command)]}{name} " for name in _starting(names, partial)]
+            partial = typed[len(command) :]
+            return [f"{typed[: len(command)]}{name} " for name in _starting(names, partial)]
     if typed.startswith("/"):
         return [f"{name} " for name in COMMANDS.names() if name.startswith(folded)]
     if not typed:

@@ -29,7 +29,7 @@ import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 import protocol
-from protocol import Message, MalformedMessage, Notice
+from protocol import MalformedMessage, Message, Notice
 
 try:
     import redis
@@ -51,11 +51,15 @@ READ_COUNT = 500  # entries at most per XREAD
 SOCKET_TIMEOUT = 5.0  # seconds for any Redis reply: a vanished Redis is noticed
 BACKOFF_FIRST, BACKOFF_MOST = 0.1, 5.0  # seconds between tries to reach Redis again
 
-DEGRADED = ("The chat is degraded: this server has lost touch with the others. "
-            "Messages reach only the people on this server until it is back.")
+DEGRADED = (
+    "The chat is degraded: this server has lost touch with the others. "
+    "Messages reach only the people on this server until it is back."
+)
 RESTORED = "The cluster is back: messages reach everyone again."
-NAME_LOST = ("Your username {name} was taken on another server while this one was cut off "
-             "from the cluster. Please connect again and choose another.")
+NAME_LOST = (
+    "Your username {name} was taken on another server while this one was cut off "
+    "from the cluster. Please connect again and choose another."
+)
 
 # Claim a free name: KEYS[1] the name's key; ARGV: server, name, since, ttl (ms).
 _CLAIM = """
@@ -160,7 +164,9 @@ class RedisCluster:
         self.name_ttl = name_ttl
         self._clock = clock
         self._redis = redis.Redis.from_url(
-            url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT,
+            url,
+            socket_timeout=SOCKET_TIMEOUT,
+            socket_connect_timeout=SOCKET_TIMEOUT,
             retry=Retry(NoBackoff(), 0),  # a failure is news: the cluster thread retries, with backoff
         )
         self._claim = self._redis.register_script(_CLAIM)
@@ -175,7 +181,7 @@ class RedisCluster:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def connect(cls, url: str, **options) -> "RedisCluster":
+    def connect(cls, url: str, **options) -> RedisCluster:
         """A cluster whose Redis answers now.
 
         Raises:
@@ -225,8 +231,12 @@ class RedisCluster:
         """Take ``name`` for a member here; False if another has it anywhere.
         While degraded, only this server's own members are checked."""
         since = self._clock()
-        if not self._try(self._claim, keys=[NAME_PREFIX + name.casefold()],
-                         args=[self.server_id, name, since, self._ttl_ms()], otherwise=1):
+        if not self._try(
+            self._claim,
+            keys=[NAME_PREFIX + name.casefold()],
+            args=[self.server_id, name, since, self._ttl_ms()],
+            otherwise=1,
+        ):
             return False
         self._since[name.casefold()] = since
         return True
@@ -237,8 +247,12 @@ class RedisCluster:
 
     def publish(self, message: Message, sender_id: str | None) -> None:
         """Put ``message`` in the stream; while degraded, deliver it here at once."""
-        if self._try(self._redis.xadd, STREAM, encode_entry(message, sender_id),
-                     maxlen=STREAM_LENGTH, approximate=True) is not None:
+        if (
+            self._try(
+                self._redis.xadd, STREAM, encode_entry(message, sender_id), maxlen=STREAM_LENGTH, approximate=True
+            )
+            is not None
+        ):
             return  # the cluster thread delivers it when it reads it back
         self._room.distribute(message, sender_id)
 
@@ -362,9 +376,11 @@ class RedisCluster:
         for key in keys:
             pipe.hmget(key, "name", "since")
         now = self._clock()
-        return [(name.decode("utf-8"), max(0, int(now - float(since))))
-                for name, since in pipe.execute() if name is not None and since is not None]
+        return [
+            (name.decode("utf-8"), max(0, int(now - float(since))))
+            for name, since in pipe.execute()
+            if name is not None and since is not None
+        ]
 
     def _ttl_ms(self) -> int:
         return max(1, int(self.name_ttl * 1000))
-

@@ -24,8 +24,8 @@ import base64
 import hashlib
 import hmac
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from Cryptodome.Cipher import AES, PKCS1_OAEP
 from Cryptodome.Hash import SHA256
@@ -237,7 +237,7 @@ class EphemeralKey:
         self._private = DH.import_x25519_private_key(private_bytes)
 
     @classmethod
-    def generate(cls, rng: Rng | None = None) -> "EphemeralKey":
+    def generate(cls, rng: Rng | None = None) -> EphemeralKey:
         return cls((rng or get_random_bytes)(X25519_KEY_SIZE))
 
     @property
@@ -314,7 +314,7 @@ def _nonce(iv: bytes, sequence: int) -> bytes:
     # TLS 1.3 (RFC 8446 section 5.3): left-pad the sequence number to the IV
     # length and XOR it in, so every record of a direction has its own nonce.
     padded = bytes(IV_SIZE - 8) + struct.pack("!Q", sequence)
-    return bytes(a ^ b for a, b in zip(iv, padded))
+    return bytes(a ^ b for a, b in zip(iv, padded, strict=True))
 
 
 class _RecordDirection:

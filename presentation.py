@@ -21,9 +21,7 @@ def printable_text(text: str) -> str:
     """
     if text.isprintable():
         return text
-    return "".join(
-        ch if ch.isprintable() else " " if ch == "\t" else "\N{REPLACEMENT CHARACTER}" for ch in text
-    )
+    return "".join(ch if ch.isprintable() else " " if ch == "\t" else "\N{REPLACEMENT CHARACTER}" for ch in text)
 
 
 def format_duration(seconds: int) -> str:

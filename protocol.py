@@ -431,7 +431,7 @@ class UserList(Message):
     entries: str
 
     @classmethod
-    def of(cls, members: list[tuple[str, int]]) -> "UserList":
+    def of(cls, members: list[tuple[str, int]]) -> UserList:
         """Build the message from (name, seconds online) pairs."""
         return cls("\n".join(f"{name}\t{seconds}" for name, seconds in members))
 
@@ -477,10 +477,30 @@ class UserParted(Message):
 
 _MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.TYPE: cls
-    for cls in (UsernameRequest, Username, Welcome, ChatLine, ChatMessage,
-                UserJoined, UserLeft, Notice, ErrorNotice, Goodbye, RateLimit,
-                PrivateLine, PrivateMessage, ActionLine, ActionMessage, NickRequest,
-                NickChanged, UserListRequest, UserList, HistoryMessage, Motd, UserParted)
+    for cls in (
+        UsernameRequest,
+        Username,
+        Welcome,
+        ChatLine,
+        ChatMessage,
+        UserJoined,
+        UserLeft,
+        Notice,
+        ErrorNotice,
+        Goodbye,
+        RateLimit,
+        PrivateLine,
+        PrivateMessage,
+        ActionLine,
+        ActionMessage,
+        NickRequest,
+        NickChanged,
+        UserListRequest,
+        UserList,
+        HistoryMessage,
+        Motd,
+        UserParted,
+    )
 }
 _CLIENT_SENDS = frozenset({Username, ChatLine, Goodbye, PrivateLine, ActionLine, NickRequest, UserListRequest})
 _SERVER_SENDS = frozenset(set(_MESSAGE_TYPES.values()) - _CLIENT_SENDS | {Goodbye})
@@ -542,8 +562,7 @@ def decode_message(payload: bytes) -> Message | MalformedMessage:
         return MalformedMessage(f"unknown message type {payload[0]}")
     reader = _Reader(payload[1:], cls.__name__)
     try:
-        values = [reader.take_int() if f.type == "int" else reader.take_sized().decode("utf-8")
-                  for f in fields(cls)]
+        values = [reader.take_int() if f.type == "int" else reader.take_sized().decode("utf-8") for f in fields(cls)]
         reader.finish()
     except RemoteProtocolError as exc:  # the record was authentic: not fatal
         return MalformedMessage(str(exc))
@@ -578,8 +597,10 @@ def decode_record(plaintext: bytes) -> list[Message | MalformedMessage]:
         return [MalformedMessage(str(exc))]
     if not payloads:
         return [MalformedMessage("empty Batch")]
-    return [MalformedMessage("Batch inside a Batch") if p[:1] == bytes([BATCH_TYPE]) else decode_message(p)
-            for p in payloads]
+    return [
+        MalformedMessage("Batch inside a Batch") if p[:1] == bytes([BATCH_TYPE]) else decode_message(p)
+        for p in payloads
+    ]
 
 
 def _batch_groups(payloads: list[bytes]) -> list[list[bytes]]:
@@ -650,7 +671,7 @@ class _ReceiveBuffer:
         end = _HEADER.size + length
         if len(self._data) < end:
             return None
-        header, body = bytes(self._data[:_HEADER.size]), bytes(self._data[_HEADER.size:end])
+        header, body = bytes(self._data[: _HEADER.size]), bytes(self._data[_HEADER.size : end])
         del self._data[:end]
         return header, body
 
@@ -664,7 +685,7 @@ class _Reader:
     def take(self, size: int) -> bytes:
         if self._offset + size > len(self._body):
             raise RemoteProtocolError(f"{self._what} is truncated")
-        chunk = self._body[self._offset:self._offset + size]
+        chunk = self._body[self._offset : self._offset + size]
         self._offset += size
         return chunk
 
@@ -954,8 +975,13 @@ class ClientConnection(_Connection):
             raise LocalProtocolError(f"can't accept a server key in state {self._state.name}")
         secret, client_random = self._rng(SECRET_SIZE), self._rng(RANDOM_SIZE)
         wrapped = crypto_utils.wrap_key(self._server_key, secret, rng=self._rng)
-        key_exchange = (bytes([_KEY_EXCHANGE, PROTOCOL_VERSION]) + client_random
-                        + self._client_share + _FIELD_LENGTH.pack(len(wrapped)) + wrapped)
+        key_exchange = (
+            bytes([_KEY_EXCHANGE, PROTOCOL_VERSION])
+            + client_random
+            + self._client_share
+            + _FIELD_LENGTH.pack(len(wrapped))
+            + wrapped
+        )
         transcript = crypto_utils.transcript_hash(self._hello, key_exchange)
         keys = crypto_utils.derive_session_keys(secret, self._x25519_secret, transcript)
         self._x25519_secret = b""
@@ -1062,14 +1088,18 @@ class ServerConnection(_Connection):
     _role = "server"
     _may_send_batch = True
 
-    def __init__(self, identity: ServerIdentity, rng: Rng | None = None,
-                 ephemeral_key: EphemeralKey | None = None):
+    def __init__(self, identity: ServerIdentity, rng: Rng | None = None, ephemeral_key: EphemeralKey | None = None):
         super().__init__(ConnectionState.AWAIT_KEY_EXCHANGE, rng)
         self._identity_key = identity.key
         self._ephemeral = ephemeral_key or EphemeralKey.generate(self._rng)
         public_der = identity.public_der
-        self._hello = (bytes([_SERVER_HELLO, PROTOCOL_VERSION]) + self._rng(RANDOM_SIZE)
-                       + self._ephemeral.public_bytes + _FIELD_LENGTH.pack(len(public_der)) + public_der)
+        self._hello = (
+            bytes([_SERVER_HELLO, PROTOCOL_VERSION])
+            + self._rng(RANDOM_SIZE)
+            + self._ephemeral.public_bytes
+            + _FIELD_LENGTH.pack(len(public_der))
+            + public_der
+        )
         self._send_frame(self._hello)
 
     def _handle_frame(self, header: bytes, body: bytes):

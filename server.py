@@ -552,25 +552,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Encrypted terminal group chat: the server.",
         formatter_class=argparse.RawDescriptionHelpFormatter,  # keep the command lines as they are
         epilog="operator console (when the server runs in a terminal):\n"
-               + "\n".join(f"  {line}" for line in CONSOLE_COMMANDS.help_lines()),
+        + "\n".join(f"  {line}" for line in CONSOLE_COMMANDS.help_lines()),
     )
     cli.add_version(parser)
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all IPv4 interfaces)")
     parser.add_argument(
-        "--port", type=cli.port_number, default=cli.DEFAULT_PORT,
+        "--port",
+        type=cli.port_number,
+        default=cli.DEFAULT_PORT,
         help=f"port to listen on, 0 for any free one (default: {cli.DEFAULT_PORT})",
     )
     parser.add_argument(
-        "--key", type=Path, default=None,
-        help="the server's RSA identity key, made on first use "
-             "(default: $XDG_DATA_HOME/socket-chat/server_key.pem)",
+        "--key",
+        type=Path,
+        default=None,
+        help="the server's RSA identity key, made on first use (default: $XDG_DATA_HOME/socket-chat/server_key.pem)",
     )
     parser.add_argument(
-        "--history", type=history_size, default=DEFAULT_HISTORY, metavar="N",
+        "--history",
+        type=history_size,
+        default=DEFAULT_HISTORY,
+        metavar="N",
         help=f"recent messages shown to a newcomer, 0 for none (default: {DEFAULT_HISTORY})",
     )
-    parser.add_argument("--motd", type=Path, default=None, metavar="FILE",
-                        help="a file whose text is shown to everyone who joins (message of the day)")
+    parser.add_argument(
+        "--motd",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a file whose text is shown to everyone who joins (message of the day)",
+    )
     _add_limit_options(parser.add_argument_group("limits"))
     _add_cluster_options(parser.add_argument_group("cluster (several servers, one chat, over Redis)"))
     args = parser.parse_args(argv)
@@ -578,6 +589,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--max-message-bytes can be at most {MAX_MESSAGE_BYTES_CEILING} (one frame)")
     if args.cluster:
         import cluster  # only now: without --cluster, redis is never imported
+
         try:
             cluster.check_url(args.cluster)
         except ValueError as exc:
@@ -587,38 +599,71 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _add_cluster_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
-        "--cluster", default=os.environ.get("CHAT_CLUSTER") or None, metavar="redis://HOST:PORT/DB",
+        "--cluster",
+        default=os.environ.get("CHAT_CLUSTER") or None,
+        metavar="redis://HOST:PORT/DB",
         help="share the chat with every server given the same Redis (default: $CHAT_CLUSTER; "
-             "none: this server alone). Needs: pip install -r requirements-cluster.txt",
+        "none: this server alone). Needs: pip install -r requirements-cluster.txt",
     )
     group.add_argument(
-        "--cluster-name-ttl", type=cli.positive(float, "--cluster-name-ttl"), default=CLUSTER_NAME_TTL,
+        "--cluster-name-ttl",
+        type=cli.positive(float, "--cluster-name-ttl"),
+        default=CLUSTER_NAME_TTL,
         metavar="SECONDS",
-        help="how long the names of a server that stopped answering stay taken "
-             f"(default: {CLUSTER_NAME_TTL:g})",
+        help=f"how long the names of a server that stopped answering stay taken (default: {CLUSTER_NAME_TTL:g})",
     )
 
 
 def _add_limit_options(group: argparse._ArgumentGroup) -> None:
     default = Limits()
-    group.add_argument("--max-clients", type=cli.positive(int, "--max-clients"), default=default.max_clients, metavar="N",
-                       help=f"connections at once; one more is told the server is full (default: {default.max_clients})")
-    group.add_argument("--max-message-bytes", type=cli.positive(int, "--max-message-bytes"),
-                       default=default.max_message_bytes, metavar="BYTES",
-                       help=f"longest chat line, in bytes of UTF-8 (default: {default.max_message_bytes})")
-    group.add_argument("--rate", type=rate_type, default=default.rate, metavar="PER_SECOND",
-                       help=f"messages a second each person may send, sustained; 0: no limit (default: {default.rate:g})")
-    group.add_argument("--burst", type=cli.positive(int, "--burst"), default=default.burst, metavar="N",
-                       help=f"messages a person may send at once, as when pasting (default: {default.burst})")
-    group.add_argument("--sendq", type=cli.positive(int, "--sendq"), default=default.sendq_bytes, dest="sendq_bytes",
-                       metavar="BYTES",
-                       help="bytes queued for a client that does not read before it is disconnected "
-                            f"(default: {default.sendq_bytes})")
-    for name, seconds, what in (("handshake", default.handshake_timeout, "to finish the handshake"),
-                                ("username", default.username_timeout, "to choose a username"),
-                                ("frame", default.frame_timeout, "to finish a message once begun")):
-        group.add_argument(f"--{name}-timeout", type=cli.positive(float, f"--{name}-timeout"), default=seconds,
-                           metavar="SECONDS", help=f"seconds a client has {what} (default: {seconds:g})")
+    group.add_argument(
+        "--max-clients",
+        type=cli.positive(int, "--max-clients"),
+        default=default.max_clients,
+        metavar="N",
+        help=f"connections at once; one more is told the server is full (default: {default.max_clients})",
+    )
+    group.add_argument(
+        "--max-message-bytes",
+        type=cli.positive(int, "--max-message-bytes"),
+        default=default.max_message_bytes,
+        metavar="BYTES",
+        help=f"longest chat line, in bytes of UTF-8 (default: {default.max_message_bytes})",
+    )
+    group.add_argument(
+        "--rate",
+        type=rate_type,
+        default=default.rate,
+        metavar="PER_SECOND",
+        help=f"messages a second each person may send, sustained; 0: no limit (default: {default.rate:g})",
+    )
+    group.add_argument(
+        "--burst",
+        type=cli.positive(int, "--burst"),
+        default=default.burst,
+        metavar="N",
+        help=f"messages a person may send at once, as when pasting (default: {default.burst})",
+    )
+    group.add_argument(
+        "--sendq",
+        type=cli.positive(int, "--sendq"),
+        default=default.sendq_bytes,
+        dest="sendq_bytes",
+        metavar="BYTES",
+        help=f"bytes queued for a client that does not read before it is disconnected (default: {default.sendq_bytes})",
+    )
+    for name, seconds, what in (
+        ("handshake", default.handshake_timeout, "to finish the handshake"),
+        ("username", default.username_timeout, "to choose a username"),
+        ("frame", default.frame_timeout, "to finish a message once begun"),
+    ):
+        group.add_argument(
+            f"--{name}-timeout",
+            type=cli.positive(float, f"--{name}-timeout"),
+            default=seconds,
+            metavar="SECONDS",
+            help=f"seconds a client has {what} (default: {seconds:g})",
+        )
 
 
 def rate_type(text: str) -> float:
@@ -681,6 +726,7 @@ def join_cluster(args: argparse.Namespace) -> Cluster | None:
     if not args.cluster:
         return None
     import cluster
+
     try:
         return cluster.RedisCluster.connect(args.cluster, name_ttl=args.cluster_name_ttl)
     except cluster.ClusterUnavailable as exc:
@@ -707,8 +753,9 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return EXIT_NO_CLUSTER
     try:
-        server = ChatServer(key, args.host, args.port, limits_from(args), history=args.history, motd=motd,
-                            cluster=room_cluster)
+        server = ChatServer(
+            key, args.host, args.port, limits_from(args), history=args.history, motd=motd, cluster=room_cluster
+        )
     except OSError as exc:
         print(f"Cannot listen at {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         if room_cluster is not None:

@@ -73,7 +73,7 @@ class Terminal:
         def completer(text: str, state: int) -> str | None:
             nonlocal matches
             if state == 0:
-                matches = client_ui.complete(readline.get_line_buffer()[:readline.get_endidx()], names())
+                matches = client_ui.complete(readline.get_line_buffer()[: readline.get_endidx()], names())
             return matches[state] if state < len(matches) else None
 
         readline.set_completer_delims("")
@@ -140,6 +140,7 @@ def _readline_redisplay(readline):
     not expose, or None (libedit, an old readline): then we only reprint."""
     try:
         import ctypes
+
         library = ctypes.CDLL(readline.__file__)
         for name in ("rl_clear_visible_line", "rl_on_new_line", "rl_redisplay"):
             getattr(library, name)
@@ -152,8 +153,9 @@ class Display:
     """Shows events and local answers on the terminal: with the session's
     ignores, the chosen style, and ``HH:MM`` first with --timestamps."""
 
-    def __init__(self, terminal: Terminal, session: Session, style: Style,
-                 timestamps: bool = False, clock=time.time) -> None:
+    def __init__(
+        self, terminal: Terminal, session: Session, style: Style, timestamps: bool = False, clock=time.time
+    ) -> None:
         self.terminal, self.session, self.style = terminal, session, style
         self.timestamps, self.clock = timestamps, clock
 
@@ -171,5 +173,3 @@ class Display:
 
     def error(self, text: str) -> None:
         self.show(self.style.error(f"Error: {text}"))
-
-

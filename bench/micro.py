@@ -56,7 +56,8 @@ def handshake_costs(identity_key, repeat: int) -> dict[str, float]:
             lambda: crypto_utils.export_public_key(identity_key), repeat
         ),
         "X25519 key pair + agreement": per_call_us(
-            lambda: crypto_utils.EphemeralKey.generate().agree(_peer_share()), repeat),
+            lambda: crypto_utils.EphemeralKey.generate().agree(_peer_share()), repeat
+        ),
         "whole handshake in process (both sides)": per_call_us(lambda: handshake_in_process(identity), repeat),
     }
 
@@ -138,4 +139,5 @@ def writer_sealing(batch: int, messages: int):
 def _open_server_connection() -> protocol.ServerConnection:
     """A ServerConnection in OPEN state, from an in-process handshake."""
     from bench.servers import TEST_KEY
+
     return handshake_in_process(protocol.ServerIdentity.of(crypto_utils.import_private_key(TEST_KEY.read_bytes())))

@@ -204,7 +204,8 @@ def measure_costs(plan: Plan, results: Results) -> None:
         us = micro.per_call_us(micro.writer_sealing(batch, messages), 1) / messages
         results.costs_us[f"writer: seal a message, {batch} per record"] = us
     results.profiles["a handshake (both sides, in process), by cumulative time"] = micro.profile(
-        lambda: micro.handshake_in_process(identity), plan.rsa_repeat, top=24, order="cumtime")
+        lambda: micro.handshake_in_process(identity), plan.rsa_repeat, top=24, order="cumtime"
+    )
     results.profiles["the writer, one record per message (before)"] = micro.profile(
         micro.writer_sealing(1, messages), 1
     )

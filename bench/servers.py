@@ -66,6 +66,7 @@ def join_cluster(url: str | None):
     if url is None:
         return None
     import cluster  # only now: without --cluster, redis is never imported
+
     return cluster.RedisCluster.connect(url)
 
 

@@ -96,8 +96,10 @@ def thread_errors():
     previous = threading.excepthook
 
     def capture(args):
-        errors.append(f"{args.thread.name if args.thread else '?'}: "
-                      + "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)))
+        errors.append(
+            f"{args.thread.name if args.thread else '?'}: "
+            + "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
+        )
 
     threading.excepthook = capture
     try:

@@ -3,13 +3,14 @@ timeouts on every read, so no test can wait forever."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
 
-from limits import Limits
 import protocol
 import server
+from limits import Limits
 from protocol import (
     ChatLine,
     ClientConnection,
@@ -83,7 +84,7 @@ class ChatTestClient:
         the positive deliveries in the same test bound how long it may take)."""
         try:
             event = self.next_event(wait)
-        except socket.timeout:
+        except TimeoutError:
             return
         raise AssertionError(f"expected nothing, got {event!r}")
 
@@ -96,10 +97,8 @@ class ChatTestClient:
                 return event
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
 
 def wait_until(predicate, timeout: float = DEADLINE) -> bool:

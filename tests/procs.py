@@ -71,8 +71,14 @@ class Proc:
         env = dict(os.environ, XDG_DATA_HOME=str(data_home), PYTHONIOENCODING="utf-8")
         with _sigint_for_child(sigint_ignored):
             self.popen = subprocess.Popen(
-                [sys.executable, "-u", *args], cwd=ROOT, env=env, text=True, encoding="utf-8",
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                [sys.executable, "-u", *args],
+                cwd=ROOT,
+                env=env,
+                text=True,
+                encoding="utf-8",
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
             )
         self.stdout = Stream(self.popen.stdout)
         self.stderr = Stream(self.popen.stderr)

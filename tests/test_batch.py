@@ -119,11 +119,15 @@ def test_client_may_not_send_a_batch(pair):
     assert pair.client.state is OPEN
 
 
-@pytest.mark.parametrize("messages", [
-    [Goodbye("bye"), Notice("after")],
-    [Notice("fine"), ChatLine("a client's message")],
-    [Notice("fine"), Notice("x" * MAX_FRAME_SIZE)],
-], ids=["goodbye-not-last", "wrong-role", "too-large"])
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [Goodbye("bye"), Notice("after")],
+        [Notice("fine"), ChatLine("a client's message")],
+        [Notice("fine"), Notice("x" * MAX_FRAME_SIZE)],
+    ],
+    ids=["goodbye-not-last", "wrong-role", "too-large"],
+)
 def test_refused_batch_sends_nothing(pair, messages):
     with pytest.raises(LocalProtocolError):
         pair.server.send_batch(encoded(messages))
@@ -152,14 +156,20 @@ def test_message_after_goodbye_in_a_batch_is_refused(pair):
     assert_failed(pair.client)
 
 
-@pytest.mark.parametrize(("plaintext", "events"), [
-    (bytes([BATCH_TYPE]), ["empty"]),
-    (bytes([BATCH_TYPE, 0, 5, 8]), ["truncated"]),
-    (encode_batch([encode_batch([encode_message(Notice("inner"))])]), ["inside"]),
-    (encode_batch([b"\xee", encode_message(Notice("ok"))]), ["unknown", Notice("ok")]),
-    (encode_batch([encode_message(ChatLine("a client's")), encode_message(Notice("ok"))]),
-     ["does not receive", Notice("ok")]),
-], ids=["empty", "truncated", "nested", "unknown-inner", "wrong-role-inner"])
+@pytest.mark.parametrize(
+    ("plaintext", "events"),
+    [
+        (bytes([BATCH_TYPE]), ["empty"]),
+        (bytes([BATCH_TYPE, 0, 5, 8]), ["truncated"]),
+        (encode_batch([encode_batch([encode_message(Notice("inner"))])]), ["inside"]),
+        (encode_batch([b"\xee", encode_message(Notice("ok"))]), ["unknown", Notice("ok")]),
+        (
+            encode_batch([encode_message(ChatLine("a client's")), encode_message(Notice("ok"))]),
+            ["does not receive", Notice("ok")],
+        ),
+    ],
+    ids=["empty", "truncated", "nested", "unknown-inner", "wrong-role-inner"],
+)
 def test_unreadable_batch_content_is_malformed_not_fatal(pair, plaintext, events):
     pair.client.receive_data(forged_from_server(pair, plaintext))
     received = drain(pair.client)
@@ -197,7 +207,9 @@ def test_writer_seals_what_is_queued_as_one_batch(identity_key):
     ours, theirs = socket.socketpair()
     with ours, theirs:
         fake_server = types.SimpleNamespace(
-            identity=protocol.ServerIdentity.of(identity_key), limits=limits.Limits(), room=None,
+            identity=protocol.ServerIdentity.of(identity_key),
+            limits=limits.Limits(),
+            room=None,
             sealing=contextlib.nullcontext(),
         )
         handler = server.ClientHandler(fake_server, ours, ("127.0.0.1", 1))

@@ -9,12 +9,12 @@ import stat
 import pytest
 
 import cli
-import keystore
-import terminal
-import transport
 import client
 import client_ui
 import crypto_utils
+import keystore
+import terminal
+import transport
 from protocol import ChatMessage, ErrorNotice, Notice, UserJoined, UserLeft
 
 SERVER = "127.0.0.1:8756"
@@ -113,13 +113,17 @@ def test_chat_message_is_shown_as_name_colon_text():
     assert client_ui.render(ChatMessage("Jaime Lannister", "Hi")) == ["Jaime Lannister: Hi"]
 
 
-@pytest.mark.parametrize("event", [
-    ChatMessage(f"evil{HOSTILE}", f"text{HOSTILE}"),
-    UserJoined(HOSTILE),
-    UserLeft(HOSTILE),
-    Notice(HOSTILE),
-    ErrorNotice(HOSTILE),
-], ids=lambda event: type(event).__name__)
+@pytest.mark.parametrize(
+    "event",
+    [
+        ChatMessage(f"evil{HOSTILE}", f"text{HOSTILE}"),
+        UserJoined(HOSTILE),
+        UserLeft(HOSTILE),
+        Notice(HOSTILE),
+        ErrorNotice(HOSTILE),
+    ],
+    ids=lambda event: type(event).__name__,
+)
 def test_escape_and_c1_controls_never_reach_the_terminal(event):
     shown = "\n".join(client_ui.render(event))
 
@@ -138,7 +142,6 @@ def test_terminal_off_a_tty_prints_plain_lines(capsys):
     assert err == "Connection to server lost.\n"
 
 
-
 @pytest.mark.parametrize("text", ["0", "8756", "65535"])
 def test_port_number_accepts_ports(text):
     assert cli.port_number(text) == int(text)
@@ -155,7 +158,9 @@ def test_fingerprint_option_takes_what_the_server_prints(identity_key):
     assert client.fingerprint_text(printed) == printed
 
 
-@pytest.mark.parametrize("text", ["abc", "SHA256:", "sha256:" + "A" * 43, "SHA256:" + "A" * 42, "SHA256:" + "A" * 43 + "="])
+@pytest.mark.parametrize(
+    "text", ["abc", "SHA256:", "sha256:" + "A" * 43, "SHA256:" + "A" * 42, "SHA256:" + "A" * 43 + "="]
+)
 def test_fingerprint_option_refuses_malformed_values(text):
     with pytest.raises(argparse.ArgumentTypeError, match="not a fingerprint"):
         client.fingerprint_text(text)

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-import terminal
 import client_ui
+import terminal
 from client_ui import Context, QuitRequested, Session, Style
 from protocol import (
     ActionLine,
@@ -41,7 +41,7 @@ class Recorder:
         self.sent, self.shown, self.errors = [], [], []
         self.context = Context(session or Session("Ann"), self.sent.append, self.shown.append, self.errors.append)
 
-    def run(self, line: str) -> "Recorder":
+    def run(self, line: str) -> Recorder:
         client_ui.run_line(line, self.context)
         return self
 
@@ -68,8 +68,10 @@ def test_double_slash_sends_a_line_starting_with_one_slash():
 def test_unknown_command_is_an_error_and_nothing_is_sent():
     recorder = Recorder().run("/frobnicate now")
     assert recorder.sent == []
-    assert recorder.errors == ["Unknown command /frobnicate; nothing was sent. Type /help for the commands, "
-                               "or //frobnicate now to send the line as it is."]
+    assert recorder.errors == [
+        "Unknown command /frobnicate; nothing was sent. Type /help for the commands, "
+        "or //frobnicate now to send the line as it is."
+    ]
 
 
 def test_help_has_one_line_per_command_from_the_table():
@@ -78,14 +80,17 @@ def test_help_has_one_line_per_command_from_the_table():
     assert all(command.help in line for command, line in zip(client_ui.COMMANDS, shown))
 
 
-@pytest.mark.parametrize(("line", "sent"), [
-    ("/msg Bob hi there", PrivateLine("Bob", "hi there")),
-    ("/msg randall flagg  hi", PrivateLine("randall flagg", "hi")),  # a name with a space, known online
-    ("/me waves", ActionLine("waves")),
-    ("/nick Annie", NickRequest("Annie")),
-    ("/users", UserListRequest()),
-    ("/MSG Bob case does not matter", PrivateLine("Bob", "case does not matter")),
-])
+@pytest.mark.parametrize(
+    ("line", "sent"),
+    [
+        ("/msg Bob hi there", PrivateLine("Bob", "hi there")),
+        ("/msg randall flagg  hi", PrivateLine("randall flagg", "hi")),  # a name with a space, known online
+        ("/me waves", ActionLine("waves")),
+        ("/nick Annie", NickRequest("Annie")),
+        ("/users", UserListRequest()),
+        ("/MSG Bob case does not matter", PrivateLine("Bob", "case does not matter")),
+    ],
+)
 def test_commands_send_typed_messages(line, sent):
     recorder = Recorder(session_with("Bob", "Randall Flagg")).run(line)
     assert recorder.sent == [sent] and recorder.errors == []
@@ -126,8 +131,12 @@ def test_ignore_hides_messages_of_that_person_only_until_unignored():
 
     recorder.run("/ignore bob")
     assert recorder.shown == ["* Ignoring bob: their messages are hidden on this client."]
-    for event in (ChatMessage("Bob", "x"), ActionMessage("BOB", "x"), PrivateMessage("Bob", "Ann", "x"),
-                  HistoryMessage("Bob", "x", 0, "chat")):
+    for event in (
+        ChatMessage("Bob", "x"),
+        ActionMessage("BOB", "x"),
+        PrivateMessage("Bob", "Ann", "x"),
+        HistoryMessage("Bob", "x", 0, "chat"),
+    ):
         assert not session.shows(event), event
     assert session.shows(ChatMessage("Cat", "x"))
     assert session.shows(UserLeft("Bob"))  # comings and goings still show
@@ -144,8 +153,11 @@ def test_ignore_errors():
     recorder.run("/unignore Bob")
     recorder.run("/ignore Bob")
     recorder.run("/ignore bob")
-    assert recorder.errors == ["You cannot ignore yourself.", "You are not ignoring Bob.",
-                               "You are already ignoring bob."]
+    assert recorder.errors == [
+        "You cannot ignore yourself.",
+        "You are not ignoring Bob.",
+        "You are already ignoring bob.",
+    ]
 
 
 def test_session_follows_names_and_quietly_requested_user_lists():
@@ -191,11 +203,19 @@ def test_history_is_marked_with_its_time():
     assert client_ui.render(HistoryMessage("Bob", "waved", sent_at, "action")) == ["[history 09:05] * Bob waved"]
 
 
-@pytest.mark.parametrize("event", [
-    ActionMessage(HOSTILE, HOSTILE), PrivateMessage(HOSTILE, HOSTILE, HOSTILE), NickChanged(HOSTILE, HOSTILE),
-    UserParted(HOSTILE, HOSTILE), Motd(HOSTILE + "\n" + HOSTILE), UserList.of([(HOSTILE, 1)]),
-    HistoryMessage(HOSTILE, HOSTILE, 0, HOSTILE),
-], ids=lambda event: type(event).__name__)
+@pytest.mark.parametrize(
+    "event",
+    [
+        ActionMessage(HOSTILE, HOSTILE),
+        PrivateMessage(HOSTILE, HOSTILE, HOSTILE),
+        NickChanged(HOSTILE, HOSTILE),
+        UserParted(HOSTILE, HOSTILE),
+        Motd(HOSTILE + "\n" + HOSTILE),
+        UserList.of([(HOSTILE, 1)]),
+        HistoryMessage(HOSTILE, HOSTILE, 0, HOSTILE),
+    ],
+    ids=lambda event: type(event).__name__,
+)
 def test_escape_and_c1_controls_never_reach_the_terminal_in_new_events(event):
     for colour in (False, True):
         for line in client_ui.render(event, session_with(), Style(colour)):
@@ -215,21 +235,25 @@ def test_each_name_has_one_colour_in_any_case_and_notices_have_their_own():
     assert client_ui.render(PrivateMessage("Bob", "Ann", "x"), style=style)[0].startswith("\x1b[35m")
 
 
-@pytest.mark.parametrize(("option", "environ", "tty", "wanted"), [
-    (False, {}, True, True),
-    (True, {}, True, False),
-    (False, {"NO_COLOR": "1"}, True, False),
-    (False, {"NO_COLOR": ""}, True, True),  # no-color.org: set and not empty
-    (False, {}, False, False),
-])
+@pytest.mark.parametrize(
+    ("option", "environ", "tty", "wanted"),
+    [
+        (False, {}, True, True),
+        (True, {}, True, False),
+        (False, {"NO_COLOR": "1"}, True, False),
+        (False, {"NO_COLOR": ""}, True, True),  # no-color.org: set and not empty
+        (False, {}, False, False),
+    ],
+)
 def test_colour_only_on_a_terminal_without_no_color(option, environ, tty, wanted):
     assert client_ui.colour_wanted(option, environ, tty) is wanted
 
 
 def test_timestamps_prefix_each_shown_line(capsys):
     noon = time.mktime((2026, 11, 25, 12, 34, 0, 0, 0, -1))
-    display = terminal.Display(terminal.Terminal(interactive=False), session_with("Bob"), client_ui.PLAIN,
-                             timestamps=True, clock=lambda: noon)
+    display = terminal.Display(
+        terminal.Terminal(interactive=False), session_with("Bob"), client_ui.PLAIN, timestamps=True, clock=lambda: noon
+    )
     display.show_event(ChatMessage("Bob", "hi"))
     display.show_event(UserList.of([("Ann", 1)]))
     assert capsys.readouterr().out == "12:34 Bob: hi\n12:34 * 1 online:\n12:34   Ann (1 s)\n"
@@ -241,16 +265,19 @@ def test_timestamps_prefix_each_shown_line(capsys):
 NAMES = ["Ann", "Randall Flagg", "randy"]
 
 
-@pytest.mark.parametrize(("typed", "completions"), [
-    ("/msg ra", ["/msg Randall Flagg ", "/msg randy "]),
-    ("/msg Randall", ["/msg Randall Flagg "]),
-    ("/ignore a", ["/ignore Ann "]),
-    ("ran", ["Randall Flagg: ", "randy: "]),
-    ("Randall F", ["Randall Flagg: "]),
-    ("/m", ["/msg ", "/me "]),
-    ("/NI", ["/nick "]),
-    ("", []),
-    ("hello ra", []),
-])
+@pytest.mark.parametrize(
+    ("typed", "completions"),
+    [
+        ("/msg ra", ["/msg Randall Flagg ", "/msg randy "]),
+        ("/msg Randall", ["/msg Randall Flagg "]),
+        ("/ignore a", ["/ignore Ann "]),
+        ("ran", ["Randall Flagg: ", "randy: "]),
+        ("Randall F", ["Randall Flagg: "]),
+        ("/m", ["/msg ", "/me "]),
+        ("/NI", ["/nick "]),
+        ("", []),
+        ("hello ra", []),
+    ],
+)
 def test_completion_of_names_and_commands(typed, completions):
     assert client_ui.complete(typed, NAMES) == completions

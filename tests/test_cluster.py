@@ -115,7 +115,8 @@ def test_every_client_on_every_server_sees_the_same_order(cluster_of):
     seen = [chat_from(watcher, lines_each * len(senders)) for watcher in watchers]
     assert seen[0] == seen[1]
     assert sorted(seen[0]) == sorted(
-        f"sender-{name}: s{i} {n}" for i, name in enumerate(["a1", "a2", "b1"]) for n in range(lines_each))
+        f"sender-{name}: s{i} {n}" for i, name in enumerate(["a1", "a2", "b1"]) for n in range(lines_each)
+    )
 
 
 def test_a_name_is_one_persons_across_the_cluster_even_when_claimed_at_once(cluster_of):
@@ -228,13 +229,13 @@ def test_when_redis_is_lost_local_chat_goes_on_and_the_cluster_comes_back(cluste
     assert thread_errors == []
 
 
-def test_a_member_whose_name_another_server_took_during_an_outage_is_told_and_disconnected(
-        cluster_of, redis_server):
+def test_a_member_whose_name_another_server_took_during_an_outage_is_told_and_disconnected(cluster_of, redis_server):
     # After an outage two servers may each have given a name away; the first
     # to claim it again keeps it. Here "another server" wins the claim.
     (a,) = cluster_of(1, name_ttl=0.6)
     stranded = a.client("Echo")
     import redis
+
     with redis.Redis.from_url(redis_server.url) as raw:
         raw.hset(cluster.NAME_PREFIX + "echo", "server", "another-server")
     goodbye = next_of(stranded, Goodbye)  # at the next refresh, within 0.2 s
@@ -247,6 +248,7 @@ def test_an_entry_that_is_not_the_chats_is_skipped_with_a_warning(cluster_of, re
     alice, bob = a.client("alice"), b.client("bob")
     alice.expect(UserJoined)
     import redis
+
     with redis.Redis.from_url(redis_server.url) as raw:
         raw.xadd(cluster.STREAM, {"something": "else"})
     with caplog.at_level(logging.WARNING, logger="chat.cluster"):

@@ -68,6 +68,7 @@ def test_people_on_two_server_processes_talk_as_one_chat(tmp_path, started, redi
 
 def test_a_server_killed_with_sigkill_frees_its_names_after_the_expiry(tmp_path, started, redis_server):
     import redis
+
     a = cluster_server(tmp_path, started, redis_server, "a", "--cluster-name-ttl", "1")
     b = cluster_server(tmp_path, started, redis_server, "b", "--cluster-name-ttl", "1")
     client(tmp_path, started, a, "Ghost")
@@ -119,16 +120,20 @@ def test_redis_that_does_not_answer_at_start_is_a_clear_error_and_exit_status_3(
 
 def test_cluster_needs_the_redis_package_and_says_how_to_install_it(tmp_path):
     key = procs.private_key_copy(tmp_path / "key")
-    without_redis = ("import sys; sys.modules['redis'] = None; import server; "
-                     f"sys.exit(server.main(['--key', {str(key)!r}, '--cluster', 'redis://127.0.0.1:1/0']))")
-    result = subprocess.run([sys.executable, "-c", without_redis], cwd=procs.ROOT, capture_output=True,
-                            text=True, timeout=procs.TIMEOUT)
+    without_redis = (
+        "import sys; sys.modules['redis'] = None; import server; "
+        f"sys.exit(server.main(['--key', {str(key)!r}, '--cluster', 'redis://127.0.0.1:1/0']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", without_redis], cwd=procs.ROOT, capture_output=True, text=True, timeout=procs.TIMEOUT
+    )
     assert result.returncode == 3
     assert "pip install -r requirements-cluster.txt" in result.stderr
 
 
 def test_without_cluster_the_server_never_imports_redis():
     check = "import sys, server; server.parse_args([]); assert 'redis' not in sys.modules, 'redis imported'"
-    result = subprocess.run([sys.executable, "-c", check], cwd=procs.ROOT, capture_output=True,
-                            text=True, timeout=procs.TIMEOUT)
+    result = subprocess.run(
+        [sys.executable, "-c", check], cwd=procs.ROOT, capture_output=True, text=True, timeout=procs.TIMEOUT
+    )
     assert result.returncode == 0, result.stderr

@@ -58,7 +58,7 @@ def test_same_plaintext_sealed_twice_differs():
     first, second = sealer.seal(PLAINTEXT, aad=AAD), sealer.seal(PLAINTEXT, aad=AAD)
     assert first != second
     # Not only the tag: the keystream itself moved on with the sequence.
-    assert first[:-crypto_utils.TAG_SIZE] != second[:-crypto_utils.TAG_SIZE]
+    assert first[: -crypto_utils.TAG_SIZE] != second[: -crypto_utils.TAG_SIZE]
 
 
 def test_sequence_counts_records():
@@ -264,9 +264,10 @@ def test_import_private_key_refuses_what_is_not_an_unencrypted_key(identity_key,
     data = {
         "garbage": b"not a key at all",
         "empty": b"",
-        "truncated": pem[:len(pem) // 2],
-        "passphrase": identity_key.export_key(format="PEM", pkcs=8, passphrase="secret",
-                                              protection="PBKDF2WithHMAC-SHA1AndAES128-CBC"),
+        "truncated": pem[: len(pem) // 2],
+        "passphrase": identity_key.export_key(
+            format="PEM", pkcs=8, passphrase="secret", protection="PBKDF2WithHMAC-SHA1AndAES128-CBC"
+        ),
     }[what]
     with pytest.raises(KeyFormatError):
         crypto_utils.import_private_key(data)
@@ -291,8 +292,10 @@ def test_public_key_export_import_round_trip(identity_key):
     assert (key.n, key.e) == (identity_key.n, identity_key.e)
 
 
-@pytest.mark.parametrize("what", ["private", "garbage", "empty", "1024-bit", "pem", "openssh", "pkcs1-der",
-                                  "trailing-byte", "long-form-length"])
+@pytest.mark.parametrize(
+    "what",
+    ["private", "garbage", "empty", "1024-bit", "pem", "openssh", "pkcs1-der", "trailing-byte", "long-form-length"],
+)
 def test_import_public_key_refuses(identity_key, what):
     # Only DER SubjectPublicKeyInfo, byte for byte as export_public_key makes
     # it: a key accepted in any other form would have another fingerprint.
@@ -334,7 +337,7 @@ def test_fingerprint_is_ssh_style_sha256_of_der(identity_key):
 def test_fingerprint_has_no_padding_and_43_base64_chars(identity_key):
     fp = crypto_utils.fingerprint(crypto_utils.export_public_key(identity_key))
     assert fp.startswith("SHA256:")
-    body = fp[len("SHA256:"):]
+    body = fp[len("SHA256:") :]
     assert len(body) == 43 and "=" not in body
     assert base64.b64decode(body + "=") == hashlib.sha256(crypto_utils.export_public_key(identity_key)).digest()
 
@@ -449,17 +452,13 @@ def test_reference_hkdf_passes_rfc5869_test_case_1():
         info=bytes.fromhex("f0f1f2f3f4f5f6f7f8f9"),
         length=42,
     )
-    assert okm == bytes.fromhex(
-        "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
-    )
+    assert okm == bytes.fromhex("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865")
 
 
 def test_reference_hkdf_passes_rfc5869_test_case_3():
     # Empty salt and info (RFC 5869 section 2.2: no salt is HashLen zeros).
     okm = reference_hkdf(ikm=bytes.fromhex("0b" * 22), salt=b"", info=b"", length=42)
-    assert okm == bytes.fromhex(
-        "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8"
-    )
+    assert okm == bytes.fromhex("8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8")
 
 
 RSA_SECRET = bytes(range(32))

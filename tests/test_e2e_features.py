@@ -116,8 +116,18 @@ def test_me_nick_users_and_quit_with_a_parting_line(server, randall_and_jaime):
 def test_help_unknown_command_and_double_slash(server, randall_and_jaime):
     randall, jaime = randall_and_jaime
     jaime.send("/help")
-    for command in ("/help", "/users", "/msg NAME TEXT", "/reply TEXT", "/me ACTION", "/nick NEW",
-                    "/ignore NAME", "/unignore NAME", "/quit [MESSAGE]", "//TEXT"):
+    for command in (
+        "/help",
+        "/users",
+        "/msg NAME TEXT",
+        "/reply TEXT",
+        "/me ACTION",
+        "/nick NEW",
+        "/ignore NAME",
+        "/unignore NAME",
+        "/quit [MESSAGE]",
+        "//TEXT",
+    ):
         jaime.stdout.expect(re.compile(rf"^{re.escape(command)} +\S"))
 
     jaime.send("/shrug")
@@ -188,8 +198,9 @@ def test_history_off(start_server, open_client):
 
 def test_motd_that_cannot_be_read_is_a_clear_error(tmp_path):
     key = procs.private_key_copy(tmp_path / "key")
-    proc = procs.Proc(["server.py", "--key", str(key), "--port", "0", "--motd", str(tmp_path / "missing")],
-                      tmp_path / "data")
+    proc = procs.Proc(
+        ["server.py", "--key", str(key), "--port", "0", "--motd", str(tmp_path / "missing")], tmp_path / "data"
+    )
     try:
         assert proc.wait() == 1
         assert "Cannot read the message of the day" in proc.stderr.text()
@@ -200,21 +211,51 @@ def test_motd_that_cannot_be_read_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("value", ["-1", "lots"])
 def test_history_option_refuses_what_is_not_a_count(value):
-    result = subprocess.run([sys.executable, "server.py", "--history", value], cwd=procs.ROOT,
-                            capture_output=True, text=True, timeout=procs.TIMEOUT)
+    result = subprocess.run(
+        [sys.executable, "server.py", "--history", value],
+        cwd=procs.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=procs.TIMEOUT,
+    )
     assert result.returncode == 2 and "not a number of messages" in result.stderr
 
 
-@pytest.mark.parametrize(("program", "options"), [
-    ("server.py", ["--host", "--port", "--key", "--history", "--motd",
-                   "/users", "/kick NAME [REASON]", "/say TEXT", "/quit"]),
-    ("client.py", ["--host", "--port", "--name", "--fingerprint", "--known-hosts", "--no-color", "--timestamps",
-                   "/help", "/users", "/msg NAME TEXT", "/reply TEXT", "/me ACTION", "/nick NEW", "/ignore NAME",
-                   "/unignore NAME", "/quit [MESSAGE]", "//TEXT"]),
-])
+@pytest.mark.parametrize(
+    ("program", "options"),
+    [
+        (
+            "server.py",
+            ["--host", "--port", "--key", "--history", "--motd", "/users", "/kick NAME [REASON]", "/say TEXT", "/quit"],
+        ),
+        (
+            "client.py",
+            [
+                "--host",
+                "--port",
+                "--name",
+                "--fingerprint",
+                "--known-hosts",
+                "--no-color",
+                "--timestamps",
+                "/help",
+                "/users",
+                "/msg NAME TEXT",
+                "/reply TEXT",
+                "/me ACTION",
+                "/nick NEW",
+                "/ignore NAME",
+                "/unignore NAME",
+                "/quit [MESSAGE]",
+                "//TEXT",
+            ],
+        ),
+    ],
+)
 def test_help_lists_the_options_and_commands(program, options):
-    result = subprocess.run([sys.executable, program, "--help"], cwd=procs.ROOT,
-                            capture_output=True, text=True, timeout=procs.TIMEOUT)
+    result = subprocess.run(
+        [sys.executable, program, "--help"], cwd=procs.ROOT, capture_output=True, text=True, timeout=procs.TIMEOUT
+    )
     assert result.returncode == 0
     for option in options:
         assert option in result.stdout

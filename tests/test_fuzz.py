@@ -15,6 +15,7 @@ hypothesis's caches go to a directory under the system's temp dir, not to a
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import struct
 import tempfile
 from pathlib import Path
@@ -83,7 +84,7 @@ SERVER_TYPES = sorted(protocol._SERVER_SENDS, key=lambda cls: cls.TYPE)
 def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
     """``data`` cut at the given offsets (any ints; taken modulo the length)."""
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:]) if b > a]
+    return [data[a:b] for a, b in itertools.pairwise(points) if b > a]
 
 
 #: Cut points for ``chunked``: none (whole), a few, or many.
@@ -193,8 +194,7 @@ roles = st.sampled_from(["client", "server"])
 
 
 @FUZZ
-@given(data=st.binary(max_size=600) | st.lists(st.binary(max_size=40).map(frame)).map(b"".join),
-       cut_at=cuts)
+@given(data=st.binary(max_size=600) | st.lists(st.binary(max_size=40).map(frame)).map(b"".join), cut_at=cuts)
 def test_receive_buffer_cuts_any_bytes_into_frames_or_refuses_the_header(data, cut_at):
     """_ReceiveBuffer on arbitrary bytes: the frames it returns are exactly
     the length-prefixed pieces of the input, in order, whatever the chunks;
@@ -218,8 +218,8 @@ def test_receive_buffer_cuts_any_bytes_into_frames_or_refuses_the_header(data, c
             break
         if len(rest) < HEADER_SIZE + length:
             break
-        expected.append((rest[:HEADER_SIZE], rest[HEADER_SIZE:HEADER_SIZE + length]))
-        rest = rest[HEADER_SIZE + length:]
+        expected.append((rest[:HEADER_SIZE], rest[HEADER_SIZE : HEADER_SIZE + length]))
+        rest = rest[HEADER_SIZE + length :]
     assert refused == oversized
     assert got == expected
 
@@ -254,13 +254,18 @@ def test_connection_at_the_start_on_arbitrary_bytes(role, data, cut_at, eof):
 
 
 @HANDSHAKES
-@given(role=roles, opened=st.booleans(), length=st.integers(MAX_FRAME_SIZE + 1, 2**32 - 1),
-       body=st.binary(max_size=100), cut_at=cuts)
+@given(
+    role=roles,
+    opened=st.booleans(),
+    length=st.integers(MAX_FRAME_SIZE + 1, 2**32 - 1),
+    body=st.binary(max_size=100),
+    cut_at=cuts,
+)
 def test_oversized_header_is_refused_before_the_body(role, opened, length, body, cut_at):
     """A header announcing more than MAX_FRAME_SIZE is refused as soon as its
     4 bytes are in, in the handshake or when OPEN: the parser does not wait
     for (or buffer) the body."""
-    conn = (getattr(open_pair(), role) if opened else fresh(role))
+    conn = getattr(open_pair(), role) if opened else fresh(role)
     header = struct.pack("!I", length)
     pieces = chunked(header, cut_at)
     for piece in pieces[:-1]:
@@ -291,8 +296,11 @@ def test_records_split_anywhere_give_the_messages_sent(client_sends, data, cut_a
     arbitrary points, are received as exactly the messages sent, in order."""
     pair = open_pair()
     sender, receiver = (pair.client, pair.server) if client_sends else (pair.server, pair.client)
-    messages = data.draw(st.lists(messages_of(CLIENT_TYPES if client_sends else SERVER_TYPES), max_size=6)
-                         .map(lambda ms: [m for m in ms if not isinstance(m, Goodbye)]))
+    messages = data.draw(
+        st.lists(messages_of(CLIENT_TYPES if client_sends else SERVER_TYPES), max_size=6).map(
+            lambda ms: [m for m in ms if not isinstance(m, Goodbye)]
+        )
+    )
     for message in messages:
         sender.send(message)
     events, error = feed(receiver, chunked(sender.data_to_send(), cut_at), eof=False)
@@ -328,15 +336,18 @@ def test_records_round_trip(key, iv, items):
 def tampered(draw, sealed: bytes, aad: bytes) -> tuple[bytes, bytes]:
     """(record, aad) with one change: a bit flipped in the record or the aad,
     the record cut short, or bytes added to its end."""
-    kind = draw(st.sampled_from(["flip-record", "flip-aad", "truncate", "extend"] if aad
-                                else ["flip-record", "truncate", "extend"]))
+    kind = draw(
+        st.sampled_from(
+            ["flip-record", "flip-aad", "truncate", "extend"] if aad else ["flip-record", "truncate", "extend"]
+        )
+    )
     if kind == "truncate":
-        return sealed[:draw(st.integers(0, len(sealed) - 1))], aad
+        return sealed[: draw(st.integers(0, len(sealed) - 1))], aad
     if kind == "extend":
         return sealed + draw(st.binary(min_size=1, max_size=20)), aad
     target = sealed if kind == "flip-record" else aad
     i, bit = draw(st.integers(0, len(target) - 1)), draw(st.integers(0, 7))
-    flipped = target[:i] + bytes([target[i] ^ (1 << bit)]) + target[i + 1:]
+    flipped = target[:i] + bytes([target[i] ^ (1 << bit)]) + target[i + 1 :]
     return (flipped, aad) if kind == "flip-record" else (sealed, flipped)
 
 
@@ -356,8 +367,12 @@ def test_any_change_to_a_record_is_a_decryption_error(key, iv, items, data):
 
 
 @FUZZ
-@given(key=keys, iv=ivs, items=st.lists(st.tuples(st.binary(max_size=50), st.just(b"")), min_size=2, max_size=5),
-       data=st.data())
+@given(
+    key=keys,
+    iv=ivs,
+    items=st.lists(st.tuples(st.binary(max_size=50), st.just(b"")), min_size=2, max_size=5),
+    data=st.data(),
+)
 def test_records_open_only_in_their_order(key, iv, items, data):
     """After the first ``at`` records, any record but the next one (replayed,
     from later, or the same bytes sealed again) fails: the sequence number
@@ -435,7 +450,7 @@ def mutation(draw, stream: bytes) -> tuple[str, bytes, int]:
     kind = draw(st.sampled_from(["flip", "truncate", "insert", "append", "relength"]))
     if kind == "flip":
         i, bit = draw(st.integers(0, len(stream) - 1)), draw(st.integers(0, 7))
-        return kind, stream[:i] + bytes([stream[i] ^ (1 << bit)]) + stream[i + 1:], i
+        return kind, stream[:i] + bytes([stream[i] ^ (1 << bit)]) + stream[i + 1 :], i
     if kind == "truncate":
         i = draw(st.integers(0, len(stream) - 1))
         return kind, stream[:i], i
@@ -448,7 +463,7 @@ def mutation(draw, stream: bytes) -> tuple[str, bytes, int]:
     start = draw(st.sampled_from(starts))
     (old,) = struct.unpack_from("!I", stream, start)
     new = draw(st.integers(0, 2**32 - 1).filter(lambda n: n != old))
-    return kind, stream[:start] + struct.pack("!I", new) + stream[start + HEADER_SIZE:], start
+    return kind, stream[:start] + struct.pack("!I", new) + stream[start + HEADER_SIZE :], start
 
 
 def frame_starts(stream: bytes) -> list[int]:
@@ -482,7 +497,7 @@ def test_open_connection_on_mutated_records(client_sends, data, cut_at):
     note = f"{kind} at {at}"
     if kind == "truncate" or error is None:
         assert error is None, note
-        assert events == messages[:intact] + [ConnectionClosed(clean=False)], note
+        assert events == [*messages[:intact], ConnectionClosed(clean=False)], note
         assert receiver.state is ConnectionState.CLOSED
     else:
         assert isinstance(error, RemoteProtocolError), note

@@ -55,7 +55,7 @@ def read_until_closed(sock: socket.socket, timeout: float = DEADLINE) -> bytes:
         sock.settimeout(max(0.001, deadline - time.monotonic()))
         try:
             chunk = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             raise AssertionError("the server did not close the connection") from None
         except ConnectionResetError:
             return data
@@ -161,13 +161,13 @@ def test_a_dribbled_handshake_is_cut_off_by_the_frame_deadline(own_server):
         frame = struct.pack("!I", 1000) + b"x" * 1000
         closed_after = None
         for count in range(1, len(frame)):
-            sock.sendall(frame[count - 1:count])
+            sock.sendall(frame[count - 1 : count])
             sock.settimeout(0.1)
             try:
                 if sock.recv(65536) == b"":
                     closed_after = count
                     break
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except ConnectionResetError:
                 closed_after = count
@@ -260,13 +260,23 @@ def a_forged_record_after_joining(client: ChatTestClient) -> None:
 
 #: The faults after which the server hangs up at once, and the names of the
 #: ones that had joined (the others see them leave).
-HANGS_UP = {garbage_instead_of_the_key_exchange, an_oversized_frame_header,
-            garbage_instead_of_the_clients_hi, a_forged_record_after_joining}
+HANGS_UP = {
+    garbage_instead_of_the_key_exchange,
+    an_oversized_frame_header,
+    garbage_instead_of_the_clients_hi,
+    a_forged_record_after_joining,
+}
 JOINED_AS = {die_in_the_middle_of_a_chat_record: "Doomed", a_forged_record_after_joining: "Forger"}
 FAULTS = [
-    close_before_reading_the_hello, close_after_the_hello, die_in_the_middle_of_the_key_exchange,
-    close_after_the_key_exchange, close_before_choosing_a_name, die_in_the_middle_of_a_chat_record,
-    garbage_instead_of_the_key_exchange, an_oversized_frame_header, garbage_instead_of_the_clients_hi,
+    close_before_reading_the_hello,
+    close_after_the_hello,
+    die_in_the_middle_of_the_key_exchange,
+    close_after_the_key_exchange,
+    close_before_choosing_a_name,
+    die_in_the_middle_of_a_chat_record,
+    garbage_instead_of_the_key_exchange,
+    an_oversized_frame_header,
+    garbage_instead_of_the_clients_hi,
     a_forged_record_after_joining,
 ]
 
@@ -292,10 +302,14 @@ def test_a_fault_at_any_step_frees_everything_and_the_server_goes_on(own_server,
     assert thread_errors == []
 
 
-@pytest.mark.parametrize("reason, payload", [
-    ("over the 65536-byte limit", struct.pack("!I", protocol.MAX_FRAME_SIZE + 1)),
-    ("record failed authentication", struct.pack("!I", 40) + bytes(40)),
-], ids=["oversized_frame", "forged_record"])
+@pytest.mark.parametrize(
+    "reason, payload",
+    [
+        ("over the 65536-byte limit", struct.pack("!I", protocol.MAX_FRAME_SIZE + 1)),
+        ("record failed authentication", struct.pack("!I", 40) + bytes(40)),
+    ],
+    ids=["oversized_frame", "forged_record"],
+)
 def test_a_connection_closed_for_a_bad_frame_is_logged_with_its_reason(own_server, caplog, reason, payload):
     chat = own_server.start()
     client = own_server.client("Mallory")
@@ -308,10 +322,14 @@ def test_a_connection_closed_for_a_bad_frame_is_logged_with_its_reason(own_serve
 # --- invalid messages keep the connection ------------------------------------
 
 
-@pytest.mark.parametrize("payload, reason", [
-    (bytes([0x7F]) + b"anything", "unknown message type 127"),
-    (bytes([protocol.ChatLine.TYPE, 0x00, 0x02, 0xFF, 0xFE]), "not valid UTF-8"),
-], ids=["unknown_type", "invalid_utf8"])
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (bytes([0x7F]) + b"anything", "unknown message type 127"),
+        (bytes([protocol.ChatLine.TYPE, 0x00, 0x02, 0xFF, 0xFE]), "not valid UTF-8"),
+    ],
+    ids=["unknown_type", "invalid_utf8"],
+)
 def test_an_unreadable_message_gets_an_error_and_the_connection_stays(own_server, payload, reason):
     own_server.start()
     alice = own_server.client("Alice")
@@ -439,9 +457,13 @@ def join_and_reset(chat) -> None:
 CYCLES = [connect_and_reset, read_the_hello_and_close, join_and_say_goodbye, join_and_reset]
 
 
-@pytest.mark.parametrize("count", [
-    40, pytest.param(500, marks=[pytest.mark.slow, pytest.mark.timeout(300)]),
-])
+@pytest.mark.parametrize(
+    "count",
+    [
+        40,
+        pytest.param(500, marks=[pytest.mark.slow, pytest.mark.timeout(300)]),
+    ],
+)
 def test_connect_disconnect_cycles_return_threads_and_descriptors(own_server, thread_errors, count):
     chat = own_server.start()
     own_server.client("Resident")  # one who stays throughout

@@ -189,21 +189,52 @@ def test_the_defaults_are_the_documented_ones():
 
 
 def test_every_limit_is_an_option():
-    args = server.parse_args([
-        "--max-clients", "7", "--max-message-bytes", "100", "--rate", "0.5", "--burst", "3",
-        "--sendq", "65536", "--handshake-timeout", "2", "--username-timeout", "30", "--frame-timeout", "1.5",
-    ])
+    args = server.parse_args(
+        [
+            "--max-clients",
+            "7",
+            "--max-message-bytes",
+            "100",
+            "--rate",
+            "0.5",
+            "--burst",
+            "3",
+            "--sendq",
+            "65536",
+            "--handshake-timeout",
+            "2",
+            "--username-timeout",
+            "30",
+            "--frame-timeout",
+            "1.5",
+        ]
+    )
     assert server.limits_from(args) == limits.Limits(
-        max_clients=7, max_message_bytes=100, rate=0.5, burst=3, sendq_bytes=65536,
-        handshake_timeout=2, username_timeout=30, frame_timeout=1.5,
+        max_clients=7,
+        max_message_bytes=100,
+        rate=0.5,
+        burst=3,
+        sendq_bytes=65536,
+        handshake_timeout=2,
+        username_timeout=30,
+        frame_timeout=1.5,
     )
 
 
-@pytest.mark.parametrize("argv", [
-    ["--max-clients", "0"], ["--max-clients", "many"], ["--burst", "0"], ["--rate", "-1"],
-    ["--rate", "inf"], ["--rate", "nan"], ["--sendq", "-5"], ["--handshake-timeout", "0"],
-    ["--max-message-bytes", str(server.MAX_MESSAGE_BYTES_CEILING + 1)],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--max-clients", "0"],
+        ["--max-clients", "many"],
+        ["--burst", "0"],
+        ["--rate", "-1"],
+        ["--rate", "inf"],
+        ["--rate", "nan"],
+        ["--sendq", "-5"],
+        ["--handshake-timeout", "0"],
+        ["--max-message-bytes", str(server.MAX_MESSAGE_BYTES_CEILING + 1)],
+    ],
+)
 def test_a_bad_limit_is_a_clear_usage_error(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         server.parse_args(argv)

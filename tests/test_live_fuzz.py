@@ -11,6 +11,7 @@ left behind, and a fresh pair of clients chats normally.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import socket
@@ -69,7 +70,7 @@ def mutate(rng: random.Random, frame: bytes) -> bytes:
         for _ in range(1 if kind == "flip" else rng.randrange(2, 9)):
             data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
     elif kind == "truncate":
-        del data[rng.randrange(len(data)):]
+        del data[rng.randrange(len(data)) :]
     elif kind == "extend":
         data += rng.randbytes(rng.randrange(1, 40))
     elif kind == "insert":
@@ -77,9 +78,14 @@ def mutate(rng: random.Random, frame: bytes) -> bytes:
         data[at:at] = rng.randbytes(rng.randrange(1, 40))
     else:
         (length,) = HEADER.unpack_from(frame)
-        new = rng.choice([rng.randrange(0, length), rng.randrange(length + 1, MAX_FRAME_SIZE + 1),
-                          rng.randrange(MAX_FRAME_SIZE + 1, 2**32)])
-        data[:HEADER.size] = HEADER.pack(new)
+        new = rng.choice(
+            [
+                rng.randrange(0, length),
+                rng.randrange(length + 1, MAX_FRAME_SIZE + 1),
+                rng.randrange(MAX_FRAME_SIZE + 1, 2**32),
+            ]
+        )
+        data[: HEADER.size] = HEADER.pack(new)
     return bytes(data)
 
 
@@ -104,9 +110,14 @@ def random_payload(rng: random.Random) -> bytes:
         return b"".join(parts)
     if kind == 2:  # a message only the server sends
         cls = rng.choice(sorted(protocol._SERVER_SENDS - {Goodbye}, key=lambda c: c.TYPE))
-        return protocol.encode_message(cls(*[
-            rng.randrange(2**32) if f.type == "int" else "x" * rng.randrange(0, 10) for f in dataclasses.fields(cls)
-        ]))
+        return protocol.encode_message(
+            cls(
+                *[
+                    rng.randrange(2**32) if f.type == "int" else "x" * rng.randrange(0, 10)
+                    for f in dataclasses.fields(cls)
+                ]
+            )
+        )
     # A chat line the server refuses: empty, blank, or over the size limit.
     text = rng.choice(["", " \t ", "x" * (MAX_MESSAGE_BYTES + rng.randrange(1, 2000))])
     return protocol.encode_message(ChatLine(text))
@@ -131,11 +142,9 @@ def answered_with_an_error(payload: bytes) -> bool:
         return False
     if isinstance(message, (ChatLine, ActionLine)):
         return not message.text.strip() or len(message.text.encode()) > MAX_MESSAGE_BYTES
-    if isinstance(message, (PrivateLine, NickRequest, UserListRequest)):
-        # Acted on when valid (a private line to someone online, a free
-        # name, a user list), refused otherwise: test_server_features.py.
-        return False
-    return True
+    # A private line, a rename or a user list is acted on when valid (to
+    # someone online, a free name), refused otherwise: test_server_features.py.
+    return not isinstance(message, (PrivateLine, NickRequest, UserListRequest))
 
 
 # --- talking to the server ---------------------------------------------------
@@ -173,10 +182,8 @@ def assert_server_closes(sock: socket.socket, case: str, *, send_eof: bool = Tru
     the server must close on its own (for example on an oversized header).
     """
     if send_eof:
-        try:
+        with contextlib.suppress(OSError):  # the server was quicker
             sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # the server was quicker
     deadline = time.monotonic() + TIMEOUT
     try:
         while True:
@@ -185,7 +192,7 @@ def assert_server_closes(sock: socket.socket, case: str, *, send_eof: bool = Tru
                 return
     except (ConnectionResetError, BrokenPipeError):
         return
-    except socket.timeout:
+    except TimeoutError:
         raise AssertionError(f"the server did not close the connection: {case}") from None
     finally:
         sock.close()
@@ -229,7 +236,7 @@ def mutated_key_exchanges(fz: Fuzzer, cases: int) -> None:
     rng = random.Random(fz.seed + 1)
     for n in range(cases):
         sock = fz.raw()
-        conn, key_exchange = server_hello(sock)
+        _conn, key_exchange = server_hello(sock)
         data = mutate(rng, key_exchange)
         sock.sendall(data)
         assert_server_closes(sock, fz.case("mutated-key-exchange", n, data))
@@ -332,12 +339,14 @@ def random_authentic_records(fz: Fuzzer, connections: int, records: int) -> None
 def assert_server_unharmed(server, threads_at_start: set[threading.Thread], errors: list[str]) -> None:
     """No uncaught exception in any thread, every connection and thread gone,
     and two fresh clients join and exchange a message."""
-    assert wait_until(lambda: server.connection_count() == 0, SETTLE), \
+    assert wait_until(lambda: server.connection_count() == 0, SETTLE), (
         f"{server.connection_count()} connections left on the server"
+    )
     # No thread started during the fuzzing is still alive (a set, not just a
     # count, so that a thread of an earlier test ending now cannot hide one).
-    assert wait_until(lambda: not set(threading.enumerate()) - threads_at_start, SETTLE), \
+    assert wait_until(lambda: not set(threading.enumerate()) - threads_at_start, SETTLE), (
         f"threads left: {[t.name for t in set(threading.enumerate()) - threads_at_start]}"
+    )
     assert threading.active_count() <= len(threads_at_start)
     assert errors == [], "\n".join(errors)
     alice, bob = ChatTestClient(server.server_address), ChatTestClient(server.server_address)

@@ -16,8 +16,8 @@ import unicodedata
 import pytest
 from Cryptodome.PublicKey import RSA
 
-import presentation
 import crypto_utils
+import presentation
 import protocol
 from crypto_utils import TAG_SIZE, EphemeralKey, RecordSealer
 from protocol import (
@@ -108,8 +108,23 @@ SERVER_MESSAGES = [
     RateLimit(burst=0, interval_ms=0xFFFFFFFF),
     Goodbye("Server is shutting down."),  # last: nothing may follow it
 ]
-SERVER_ONLY = [UsernameRequest, Welcome, ChatMessage, UserJoined, UserLeft, Notice, ErrorNotice, RateLimit,
-               PrivateMessage, ActionMessage, NickChanged, UserList, HistoryMessage, Motd, UserParted]
+SERVER_ONLY = [
+    UsernameRequest,
+    Welcome,
+    ChatMessage,
+    UserJoined,
+    UserLeft,
+    Notice,
+    ErrorNotice,
+    RateLimit,
+    PrivateMessage,
+    ActionMessage,
+    NickChanged,
+    UserList,
+    HistoryMessage,
+    Motd,
+    UserParted,
+]
 CLIENT_ONLY = [Username, ChatLine, PrivateLine, ActionLine, NickRequest, UserListRequest]
 
 both_directions = pytest.mark.parametrize("client_sends", [True, False], ids=["client_sends", "server_sends"])
@@ -131,8 +146,8 @@ def split_frames(data: bytes) -> list[bytes]:
     while data:
         (length,) = struct.unpack_from("!I", data)
         assert len(data) >= HEADER_SIZE + length, "split_frames needs whole frames"
-        frames.append(data[:HEADER_SIZE + length])
-        data = data[HEADER_SIZE + length:]
+        frames.append(data[: HEADER_SIZE + length])
+        data = data[HEADER_SIZE + length :]
     return frames
 
 
@@ -141,7 +156,7 @@ def by_frame(data: bytes) -> list[bytes]:
 
 
 def by_byte(data: bytes) -> list[bytes]:
-    return [data[i:i + 1] for i in range(len(data))]
+    return [data[i : i + 1] for i in range(len(data))]
 
 
 def coalesced(data: bytes) -> list[bytes]:
@@ -165,7 +180,7 @@ def replace(data: bytes, where: slice | int, new: bytes) -> bytes:
     if isinstance(where, int):
         where = slice(where, where + len(new))
     assert where.stop - where.start == len(new)
-    return data[:where.start] + new + data[where.stop:]
+    return data[: where.start] + new + data[where.stop :]
 
 
 def flip_byte(data: bytes, index: int) -> bytes:
@@ -179,7 +194,11 @@ class ConnectionPair:
         self.identity_key = identity_key
         self.feed = feed
         self.client = ClientConnection(rng=seeded_rng("client"), ephemeral_key=EphemeralKey(CLIENT_X25519))
-        self.server = ServerConnection(protocol.ServerIdentity.of(identity_key), rng=seeded_rng("server"), ephemeral_key=EphemeralKey(SERVER_X25519))
+        self.server = ServerConnection(
+            protocol.ServerIdentity.of(identity_key),
+            rng=seeded_rng("server"),
+            ephemeral_key=EphemeralKey(SERVER_X25519),
+        )
         self.received = {self.client: [], self.server: []}
         self.hello = self.key_exchange = b""
 
@@ -279,7 +298,7 @@ def eavesdropped_keys(pair) -> crypto_utils.SessionKeys:
     """The session keys, from the wire and the server's two private keys (PROTOCOL.md section 2)."""
     hello, key_exchange = pair.hello[HEADER_SIZE:], pair.key_exchange[HEADER_SIZE:]
     (wrapped_length,) = struct.unpack("!H", pair.key_exchange[LENGTH_AT])
-    wrapped = pair.key_exchange[LENGTH_AT.stop:]
+    wrapped = pair.key_exchange[LENGTH_AT.stop :]
     assert len(wrapped) == wrapped_length
     rsa_secret = crypto_utils.unwrap_key(pair.identity_key, wrapped)
     shared = EphemeralKey(SERVER_X25519).agree(pair.key_exchange[SHARE_AT])
@@ -385,7 +404,7 @@ def test_messages_interleave_both_ways(pair, client_sends):
     ids=[f"client-{t.__name__}" for t in SERVER_ONLY] + [f"server-{t.__name__}" for t in CLIENT_ONLY],
 )
 def test_role_may_not_send_the_other_roles_messages(pair, client_sends, message_type):
-    sender, receiver = pair.sender_receiver(client_sends)
+    sender, _receiver = pair.sender_receiver(client_sends)
     message = message_type(*[1 if f.type == "int" else "x" for f in dataclasses.fields(message_type)])
     with pytest.raises(LocalProtocolError):
         sender.send(message)
@@ -562,8 +581,11 @@ def test_truncated_record_is_refused(pair, client_sends, cut):
 
 
 @both_directions
-@pytest.mark.parametrize("index", [HEADER_SIZE, HEADER_SIZE + 3, -TAG_SIZE, -1],
-                         ids=["first-ciphertext", "in-ciphertext", "first-tag", "last-tag"])
+@pytest.mark.parametrize(
+    "index",
+    [HEADER_SIZE, HEADER_SIZE + 3, -TAG_SIZE, -1],
+    ids=["first-ciphertext", "in-ciphertext", "first-tag", "last-tag"],
+)
 def test_altered_body_byte_is_refused(pair, client_sends, index):
     sender, receiver = pair.sender_receiver(client_sends)
     (record,) = sent(sender, line(client_sends, "hello"))
@@ -678,7 +700,8 @@ def fresh_or_open(identity_key, role: str, opened: bool):
 
 
 WHERE = pytest.mark.parametrize(
-    "role, opened", [("client", False), ("server", False), ("client", True), ("server", True)],
+    "role, opened",
+    [("client", False), ("server", False), ("client", True), ("server", True)],
     ids=["client-handshake", "server-handshake", "client-open", "server-open"],
 )
 
@@ -703,8 +726,11 @@ def test_frame_of_max_size_is_awaited(identity_key, role, opened):
 
 
 @WHERE
-@pytest.mark.parametrize("partial", [b"\x00", b"\x00\x00\x00", b"\x00\x00\x00\x10", b"\x00\x00\x00\x10" + b"\x00" * 15],
-                         ids=["1-header-byte", "3-header-bytes", "header-only", "body-short-by-1"])
+@pytest.mark.parametrize(
+    "partial",
+    [b"\x00", b"\x00\x00\x00", b"\x00\x00\x00\x10", b"\x00\x00\x00\x10" + b"\x00" * 15],
+    ids=["1-header-byte", "3-header-bytes", "header-only", "body-short-by-1"],
+)
 def test_eof_in_the_middle_of_a_frame_is_a_lost_connection(identity_key, role, opened, partial):
     # PROTOCOL.md section 1: like any close without a Goodbye, and nothing
     # of the unfinished frame is kept or delivered.
@@ -810,7 +836,9 @@ def test_key_exchange_for_the_real_server_fails_at_an_impostor(identity_key, imp
     advance(fooled, 2)
     key_exchange = real.client.data_to_send()
     assert fooled.client.data_to_send() == key_exchange
-    impostor = ServerConnection(protocol.ServerIdentity.of(impostor_key), rng=seeded_rng("server"), ephemeral_key=EphemeralKey(SERVER_X25519))
+    impostor = ServerConnection(
+        protocol.ServerIdentity.of(impostor_key), rng=seeded_rng("server"), ephemeral_key=EphemeralKey(SERVER_X25519)
+    )
     impostor.receive_data(key_exchange)
     assert impostor.next_event() is NEED_DATA  # no unwrap oracle: it answers HI as usual
     assert impostor.state is ConnectionState.AWAIT_CLIENT_HI
@@ -867,7 +895,7 @@ def test_bad_wrapped_secret_fails_only_at_key_confirmation(identity_key, wrapped
         bad = flip_byte(key_exchange, -1)
     else:
         short = crypto_utils.wrap_key(identity_key.public_key(), bytes(16))
-        bad = key_exchange[:LENGTH_AT.stop] + short  # same length as before
+        bad = key_exchange[: LENGTH_AT.stop] + short  # same length as before
         assert len(bad) == len(key_exchange)
     assert pair.deliver(pair.client, bad) == []
     assert pair.server.state is ConnectionState.AWAIT_CLIENT_HI
@@ -979,7 +1007,7 @@ def test_malformed_key_exchanges_give_remote_protocol_error(identity_key):
     for name, body in malformed_key_exchanges(identity_key).items():
         conn = ServerConnection(protocol.ServerIdentity.of(identity_key))
         assert_refused(conn, body, name)
-        assert conn.data_to_send()[HEADER_SIZE:HEADER_SIZE + 1] == b"\x01"  # only its hello went out
+        assert conn.data_to_send()[HEADER_SIZE : HEADER_SIZE + 1] == b"\x01"  # only its hello went out
 
 
 # --- the message codec -------------------------------------------------------
@@ -992,12 +1020,28 @@ def test_codec_round_trip(message):
 
 def test_codec_type_numbers_are_the_specs():
     assert {cls.__name__: cls.TYPE for cls in Message.__subclasses__()} == {
-        "UsernameRequest": 0x01, "Username": 0x02, "Welcome": 0x03, "ChatLine": 0x04, "ChatMessage": 0x05,
-        "UserJoined": 0x06, "UserLeft": 0x07, "Notice": 0x08, "ErrorNotice": 0x09, "Goodbye": 0x0A,
+        "UsernameRequest": 0x01,
+        "Username": 0x02,
+        "Welcome": 0x03,
+        "ChatLine": 0x04,
+        "ChatMessage": 0x05,
+        "UserJoined": 0x06,
+        "UserLeft": 0x07,
+        "Notice": 0x08,
+        "ErrorNotice": 0x09,
+        "Goodbye": 0x0A,
         "RateLimit": 0x0B,
-        "PrivateLine": 0x10, "PrivateMessage": 0x11, "ActionLine": 0x12, "ActionMessage": 0x13,
-        "NickRequest": 0x14, "NickChanged": 0x15, "UserListRequest": 0x16, "UserList": 0x17,
-        "HistoryMessage": 0x18, "Motd": 0x19, "UserParted": 0x1A,
+        "PrivateLine": 0x10,
+        "PrivateMessage": 0x11,
+        "ActionLine": 0x12,
+        "ActionMessage": 0x13,
+        "NickRequest": 0x14,
+        "NickChanged": 0x15,
+        "UserListRequest": 0x16,
+        "UserList": 0x17,
+        "HistoryMessage": 0x18,
+        "Motd": 0x19,
+        "UserParted": 0x1A,
     }
 
 
@@ -1103,8 +1147,11 @@ def test_zero_width_space_is_a_format_character_and_not_printable():
 REPLACEMENT = "\N{REPLACEMENT CHARACTER}"
 
 
-@pytest.mark.parametrize("control", ["\x1b", "\x00", "\x07", "\x08", "\n", "\r", "\x1f", "\x7f", "\x80", "\x9b", "\x9f"],
-                         ids=["ESC", "NUL", "BEL", "BS", "LF", "CR", "US", "DEL", "PAD", "CSI", "APC"])
+@pytest.mark.parametrize(
+    "control",
+    ["\x1b", "\x00", "\x07", "\x08", "\n", "\r", "\x1f", "\x7f", "\x80", "\x9b", "\x9f"],
+    ids=["ESC", "NUL", "BEL", "BS", "LF", "CR", "US", "DEL", "PAD", "CSI", "APC"],
+)
 def test_control_characters_are_replaced(control):
     assert presentation.printable_text(f"a{control}[2Jb") == f"a{REPLACEMENT}[2Jb"
 
@@ -1119,7 +1166,9 @@ def test_tab_becomes_a_space():
     assert presentation.printable_text("a\tb") == "a b"
 
 
-@pytest.mark.parametrize("text", ["plain text", "", "héllo, wörld", "日本語のテキスト", "emoji 🎉 ok", "Zoë: 1 + 1 = 2"])
+@pytest.mark.parametrize(
+    "text", ["plain text", "", "héllo, wörld", "日本語のテキスト", "emoji 🎉 ok", "Zoë: 1 + 1 = 2"]
+)
 def test_printable_text_is_unchanged(text):
     assert presentation.printable_text(text) == text
 
@@ -1131,7 +1180,7 @@ def test_printable_text_is_unchanged(text):
 def test_a_refusal_instead_of_a_hello_ends_the_connection_with_its_reason(split):
     client = ClientConnection()
     frame = refusal("The server is full (1000 people). Try again later.")
-    for chunk in ([frame[i:i + 1] for i in range(len(frame))] if split else [frame]):
+    for chunk in [frame[i : i + 1] for i in range(len(frame))] if split else [frame]:
         client.receive_data(chunk)
     assert client.next_event() == ServerRefused("The server is full (1000 people). Try again later.")
     assert client.state is ConnectionState.CLOSED
@@ -1140,12 +1189,16 @@ def test_a_refusal_instead_of_a_hello_ends_the_connection_with_its_reason(split)
         client.accept_server_key()
 
 
-@pytest.mark.parametrize("body", [
-    bytes([0x03, 0x01, 0x00]),                 # reason length cut short
-    bytes([0x03, 0x01, 0x00, 0x02, 0xFF, 0xFE]),  # not UTF-8
-    bytes([0x03, 0x01, 0x00, 0x00, 0x00]),     # trailing byte
-    bytes([0x03, 0x02, 0x00, 0x00]),           # unknown version
-], ids=["truncated", "not_utf8", "trailing", "version"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        bytes([0x03, 0x01, 0x00]),  # reason length cut short
+        bytes([0x03, 0x01, 0x00, 0x02, 0xFF, 0xFE]),  # not UTF-8
+        bytes([0x03, 0x01, 0x00, 0x00, 0x00]),  # trailing byte
+        bytes([0x03, 0x02, 0x00, 0x00]),  # unknown version
+    ],
+    ids=["truncated", "not_utf8", "trailing", "version"],
+)
 def test_a_malformed_refusal_is_a_protocol_error(body):
     client = ClientConnection()
     client.receive_data(struct.pack("!I", len(body)) + body)

@@ -87,7 +87,9 @@ def test_connections_derive_the_vector_keys(vector, identity_key):
         calls.append(size)
         return vector["rsa_secret"] if len(calls) == 1 else bytes(size)
 
-    server = protocol.ServerConnection(protocol.ServerIdentity.of(identity_key), ephemeral_key=EphemeralKey(vector["server_x25519_private"]))
+    server = protocol.ServerConnection(
+        protocol.ServerIdentity.of(identity_key), ephemeral_key=EphemeralKey(vector["server_x25519_private"])
+    )
     client = protocol.ClientConnection(rng=client_rng, ephemeral_key=EphemeralKey(vector["client_x25519_private"]))
     hello = server.data_to_send()
     client.receive_data(hello)

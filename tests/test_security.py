@@ -4,6 +4,7 @@ with the server's private key (forward secrecy)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -46,7 +47,13 @@ def run_client(port: int, data_home, *options: str, stdin: str) -> subprocess.Co
     env = dict(os.environ, XDG_DATA_HOME=str(data_home), PYTHONIOENCODING="utf-8")
     return subprocess.run(
         [sys.executable, "-u", "client.py", "--host", "127.0.0.1", "--port", str(port), *options],
-        cwd=ROOT, env=env, input=stdin, capture_output=True, text=True, encoding="utf-8", timeout=TIMEOUT,
+        cwd=ROOT,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=TIMEOUT,
     )
 
 
@@ -105,8 +112,9 @@ def test_recorded_key_refuses_a_server_with_another_key(impostor, identity_key, 
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"127.0.0.1:{port} {real_fp}\n", encoding="utf-8")
 
-    result = run_client(port, tmp_path / "data", "--known-hosts", str(known_hosts),
-                        stdin="Randall Flagg\nthe plans are in the vault\n")
+    result = run_client(
+        port, tmp_path / "data", "--known-hosts", str(known_hosts), stdin="Randall Flagg\nthe plans are in the vault\n"
+    )
 
     assert_refused(result, impostor, real_fp, caplog)
     assert known_hosts.read_text(encoding="utf-8") == f"127.0.0.1:{port} {real_fp}\n"
@@ -116,8 +124,15 @@ def test_pinned_fingerprint_refuses_a_server_with_another_key(impostor, identity
     real_fp = fingerprint_of(identity_key)
     known_hosts = tmp_path / "known_hosts"
 
-    result = run_client(impostor.port, tmp_path / "data", "--known-hosts", str(known_hosts),
-                        "--fingerprint", real_fp, stdin="Randall Flagg\nthe plans are in the vault\n")
+    result = run_client(
+        impostor.port,
+        tmp_path / "data",
+        "--known-hosts",
+        str(known_hosts),
+        "--fingerprint",
+        real_fp,
+        stdin="Randall Flagg\nthe plans are in the vault\n",
+    )
 
     assert_refused(result, impostor, real_fp, caplog)
     assert not known_hosts.exists() or known_hosts.read_text(encoding="utf-8") == ""
@@ -127,8 +142,15 @@ def test_pinned_fingerprint_accepts_the_real_server(running_server, connect, ide
     observer = connect("Observer")
     known_hosts = tmp_path / "known_hosts"
 
-    result = run_client(running_server.server_address[1], tmp_path / "data", "--known-hosts", str(known_hosts),
-                        "--fingerprint", fingerprint_of(identity_key), stdin="Randall Flagg\n")
+    result = run_client(
+        running_server.server_address[1],
+        tmp_path / "data",
+        "--known-hosts",
+        str(known_hosts),
+        "--fingerprint",
+        fingerprint_of(identity_key),
+        stdin="Randall Flagg\n",
+    )
 
     assert result.returncode == 0, result.stderr
     assert "Encryption is established." in result.stdout.splitlines()
@@ -146,7 +168,7 @@ def split_frames(data: bytes) -> list[tuple[bytes, bytes]]:
         (length,) = struct.unpack_from("!I", data, offset)
         if offset + 4 + length > len(data):
             break
-        frames.append((data[offset:offset + 4], data[offset + 4:offset + 4 + length]))
+        frames.append((data[offset : offset + 4], data[offset + 4 : offset + 4 + length]))
         offset += 4 + length
     return frames
 
@@ -201,9 +223,9 @@ class RecordingProxy:
                     frames = split_frames(bytes(pending))
                     if not frames:
                         continue
-                    header, body = frames[0]
+                    _header, body = frames[0]
                     new_body = self.rewrite_hello(body)
-                    data = struct.pack("!I", len(new_body)) + new_body + bytes(pending[4 + len(body):])
+                    data = struct.pack("!I", len(new_body)) + new_body + bytes(pending[4 + len(body) :])
                     pending = None
                 self.recorded[direction] += data
                 sink.sendall(data)
@@ -213,10 +235,8 @@ class RecordingProxy:
 
     def close(self) -> None:
         for sock in self._sockets:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
         for thread in list(self._threads):
             thread.join(5)

@@ -14,10 +14,9 @@ import time
 
 import pytest
 
-from room import Membership, Room
-import limits
-import keystore
 import crypto_utils
+import keystore
+import limits
 import protocol
 import server
 from protocol import (
@@ -30,6 +29,7 @@ from protocol import (
     UsernameRequest,
     Welcome,
 )
+from room import Membership, Room
 from tests.helpers import DEADLINE, ChatTestClient, wait_until
 
 # --- helpers -----------------------------------------------------------------
@@ -214,7 +214,7 @@ def test_broadcast_skips_the_sender_and_keeps_one_order_for_everyone():
     for i, member in enumerate(senders):
         member.join(room, f"S{i}")
     listener.join(room, "Listener")
-    for member in senders + [listener]:
+    for member in [*senders, listener]:
         member.inbox.clear()
     barrier = threading.Barrier(len(senders))
 
@@ -223,6 +223,7 @@ def test_broadcast_skips_the_sender_and_keeps_one_order_for_everyone():
             barrier.wait(DEADLINE)
             for n in range(200):
                 room.publish(ChatMessage(member.name, str(n)), sender=member.membership)
+
         return run
 
     run_threads([send_all(m) for m in senders])
@@ -247,6 +248,7 @@ def test_concurrent_joins_of_one_name_let_exactly_one_in():
         def run():
             barrier.wait(DEADLINE)
             results[member.label] = member.join(room, spellings[i % len(spellings)])
+
         return run
 
     run_threads([claim(i, m) for i, m in enumerate(members)])
@@ -310,6 +312,7 @@ def test_all_clients_see_several_senders_in_one_order(connect):
             barrier.wait(DEADLINE)
             for n in range(20):
                 client.say(f"{i}:{n}")
+
         return run
 
     run_threads([send_all(i, c) for i, c in enumerate(senders)])
@@ -364,6 +367,7 @@ def test_concurrent_claims_of_one_name_let_exactly_one_in(connect):
             barrier.wait(DEADLINE)
             client.send(Username("Highlander"))
             answers[i] = client.next_event()
+
         return run
 
     run_threads([claim(i, c) for i, c in enumerate(clients)])
@@ -521,7 +525,8 @@ def test_shutdown_says_goodbye_to_everyone_and_leaves_no_threads(own_server):
         assert next_event_skipping(client, UserLeft) == Goodbye(server.SHUTTING_DOWN)
         assert client.wait_closed().clean
     leftovers = [
-        t.name for t in threading.enumerate()
+        t.name
+        for t in threading.enumerate()
         if t.is_alive() and t.name.startswith(("reader ", "writer ")) and t.name.split(" ", 1)[1] in peers
     ]
     assert leftovers == []

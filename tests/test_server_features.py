@@ -9,9 +9,8 @@ import threading
 
 import pytest
 
-from room import USER_LIST_BYTES, Room, user_list_messages
-import presentation
 import limits
+import presentation
 import protocol
 import server
 from console import ConsoleQuit, OperatorConsole, console_wanted, run_console
@@ -35,6 +34,7 @@ from protocol import (
     UserParted,
     Welcome,
 )
+from room import USER_LIST_BYTES, Room, user_list_messages
 from tests.helpers import ChatTestClient
 from tests.test_server import FakeMember, alice_and_bob  # noqa: F401 (a fixture)
 
@@ -161,8 +161,10 @@ def test_split_name_prefers_the_longest_name_online():
     assert presentation.split_name("Randall Flagg", names) == ("Randall Flagg", "")
 
 
-@pytest.mark.parametrize(("seconds", "shown"), [(0, "0 s"), (59, "59 s"), (60, "1 min"), (3599, "59 min"),
-                                                 (3600, "1 h 00 min"), (7380, "2 h 03 min")])
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(0, "0 s"), (59, "59 s"), (60, "1 min"), (3599, "59 min"), (3600, "1 h 00 min"), (7380, "2 h 03 min")],
+)
 def test_format_duration(seconds, shown):
     assert presentation.format_duration(seconds) == shown
 
@@ -192,7 +194,7 @@ def test_private_message_goes_to_one_person_only(trio):
 
 
 def test_private_message_to_an_unknown_name_is_a_clear_error(trio):
-    ann, bob, cat = trio
+    ann, bob, _cat = trio
 
     ann.send(PrivateLine("Nobody", "hello?"))
 
@@ -219,7 +221,7 @@ def test_action_is_broadcast_to_the_others(trio):
 
 
 def test_nick_change_is_told_to_everyone_and_used_from_then_on(trio):
-    ann, bob, cat = trio
+    ann, bob, _cat = trio
 
     ann.send(NickRequest("  Annie "))
 
@@ -229,8 +231,15 @@ def test_nick_change_is_told_to_everyone_and_used_from_then_on(trio):
     assert bob.expect(ChatMessage) == ChatMessage("Annie", "renamed")
 
 
-@pytest.mark.parametrize(("wanted", "why"), [("BOB", "taken"), ("", "not a valid username"),
-                                             ("bad\x1bname", "not a valid username"), ("x" * 33, "not a valid")])
+@pytest.mark.parametrize(
+    ("wanted", "why"),
+    [
+        ("BOB", "taken"),
+        ("", "not a valid username"),
+        ("bad\x1bname", "not a valid username"),
+        ("x" * 33, "not a valid"),
+    ],
+)
 def test_nick_change_follows_the_joining_rules(alice_and_bob, wanted, why):
     alice, bob = alice_and_bob
 
@@ -243,7 +252,7 @@ def test_nick_change_follows_the_joining_rules(alice_and_bob, wanted, why):
 
 
 def test_user_list_names_everyone_with_time_online(trio):
-    ann, bob, cat = trio
+    _ann, bob, _cat = trio
     bob.send(UserListRequest())
     listed = bob.expect(UserList).members()
     assert [name for name, _ in listed] == ["Ann", "Bob", "Cat"]
@@ -418,12 +427,15 @@ class FakeStdin:
         return 0
 
 
-@pytest.mark.parametrize(("tty", "terminal_group", "wanted"), [
-    (False, None, False),
-    (True, "ours", True),
-    (True, "another", False),  # started with & from a shell: reading would stop the server
-    (True, OSError, True),  # a terminal that is not the controlling one: no job control
-])
+@pytest.mark.parametrize(
+    ("tty", "terminal_group", "wanted"),
+    [
+        (False, None, False),
+        (True, "ours", True),
+        (True, "another", False),  # started with & from a shell: reading would stop the server
+        (True, OSError, True),  # a terminal that is not the controlling one: no job control
+    ],
+)
 def test_console_only_on_a_terminal_in_the_foreground(monkeypatch, tty, terminal_group, wanted):
     def tcgetpgrp(fd):
         if terminal_group is OSError:
@@ -451,13 +463,13 @@ def test_console_ends_without_stopping_the_server_when_its_terminal_fails(runnin
 
 def test_a_user_list_too_long_for_one_message_lists_what_fits_and_counts_the_rest():
     # A thousand names of 32 four-byte characters: 128 KB, twice what a field holds.
-    members = [(f"{n:03d}" + "\U0001F600" * 29, n) for n in range(1000)]
+    members = [(f"{n:03d}" + "\U0001f600" * 29, n) for n in range(1000)]
 
     messages = user_list_messages(members)
 
     user_list, notice = messages
     listed = user_list.members()
-    assert listed == members[:len(listed)] and 0 < len(listed) < 1000
+    assert listed == members[: len(listed)] and 0 < len(listed) < 1000
     assert len(protocol.encode_message(user_list)) <= USER_LIST_BYTES + 16
     assert notice == Notice(f"...and {1000 - len(listed)} more: too many to list.")
 

@@ -19,7 +19,6 @@ import fcntl
 import os
 import re
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -58,8 +57,14 @@ class PtyClient:
     ``output``; ``expect`` waits (with a timeout) for a pattern after the
     point the previous ``expect`` matched."""
 
-    def __init__(self, port: int, data_home, *options: str, env_overrides: dict | None = None,
-                 program: tuple[str, ...] = ("client.py",)) -> None:
+    def __init__(
+        self,
+        port: int,
+        data_home,
+        *options: str,
+        env_overrides: dict | None = None,
+        program: tuple[str, ...] = ("client.py",),
+    ) -> None:
         self.master, self.slave = os.openpty()
         fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
         self.initial_modes = termios.tcgetattr(self.slave)
@@ -69,14 +74,26 @@ class PtyClient:
         self._eof = False
         # NO_COLOR by default: most tests look for exact bytes; the colour
         # tests start with open_pty(..., env={"NO_COLOR": ""}).
-        env = dict(os.environ, TERM="xterm", XDG_DATA_HOME=str(data_home), LC_ALL="C.UTF-8",
-                   INPUTRC="/dev/null", COLUMNS=str(COLS), LINES=str(ROWS), NO_COLOR="1")
+        env = dict(
+            os.environ,
+            TERM="xterm",
+            XDG_DATA_HOME=str(data_home),
+            LC_ALL="C.UTF-8",
+            INPUTRC="/dev/null",
+            COLUMNS=str(COLS),
+            LINES=str(ROWS),
+            NO_COLOR="1",
+        )
         env.update(env_overrides or {})
         env.pop("PYTHONIOENCODING", None)
         try:
             self.popen = subprocess.Popen(
                 [sys.executable, "-c", LAUNCHER, *program, "--host", "127.0.0.1", "--port", str(port), *options],
-                cwd=procs.ROOT, env=env, stdin=self.slave, stdout=self.slave, stderr=self.slave,
+                cwd=procs.ROOT,
+                env=env,
+                stdin=self.slave,
+                stdout=self.slave,
+                stderr=self.slave,
                 start_new_session=True,
             )
         except BaseException:
@@ -117,7 +134,7 @@ class PtyClient:
                 if remaining <= 0 or self._eof:
                     raise AssertionError(
                         f"no {regex.pattern!r} within {timeout} s; output after the last match: "
-                        f"{bytes(self.output[self.pos:])!r}"
+                        f"{bytes(self.output[self.pos :])!r}"
                     )
                 self._changed.wait(remaining)
             self.pos = match.end()
@@ -185,7 +202,7 @@ def screen(output: bytes) -> list[str]:
                     line.clear()
             elif final == "J" and not number:
                 del line[col:]
-                for below in rows[row + 1:]:
+                for below in rows[row + 1 :]:
                     below.clear()
             elif final == "A":
                 go_to_row(row - (number or 1))
@@ -248,7 +265,9 @@ def open_pty(tmp_path):
     """Start client.py on a pty; every one is killed and closed at the end."""
     started: list[PtyClient] = []
 
-    def start(port: int, *options: str, env: dict | None = None, program: tuple[str, ...] = ("client.py",)) -> PtyClient:
+    def start(
+        port: int, *options: str, env: dict | None = None, program: tuple[str, ...] = ("client.py",)
+    ) -> PtyClient:
         client = PtyClient(port, tmp_path / f"data-{len(started)}", *options, env_overrides=env, program=program)
         started.append(client)
         return client
@@ -267,7 +286,7 @@ def expect_event(client: ChatTestClient, wanted, timeout: float = TIMEOUT):
     while True:
         try:
             event = client.next_event(max(0.001, deadline - time.monotonic()))
-        except socket.timeout:
+        except TimeoutError:
             raise AssertionError(f"no {wanted!r} within {timeout} s; got {seen}") from None
         if event == wanted:
             return event
@@ -380,7 +399,7 @@ def test_incoming_line_keeps_the_cursor_where_the_person_left_it(ann_at_terminal
 
     lines = screen(pty.text())
     incoming = lines.index("Other: Incoming!")
-    assert lines[incoming + 1:] == ["> half Xtyp"], lines
+    assert lines[incoming + 1 :] == ["> half Xtyp"], lines
     pty.write(b"\r")
     expect_event(other, ChatMessage("Ann", "half Xtyp"))
 
@@ -398,7 +417,7 @@ def test_incoming_line_above_a_typed_line_longer_than_the_terminal(ann_at_termin
     lines = screen(pty.text())
     incoming = lines.index("Other: Incoming!")
     assert not any("aaaa" in line for line in lines[:incoming]), lines  # no leftover row
-    assert lines[incoming + 1:] == ["> " + typed[: COLS - 2], typed[COLS - 2:]], lines
+    assert lines[incoming + 1 :] == ["> " + typed[: COLS - 2], typed[COLS - 2 :]], lines
     pty.write(b"\r")
     expect_event(other, ChatMessage("Ann", typed))
 

@@ -36,9 +36,8 @@ def wait_until_idle(pty, timeout: float = 5.0) -> None:
     while calm < 2:
         states = []
         for task in os.listdir(tasks):
-            with contextlib.suppress(OSError):
-                with open(f"{tasks}/{task}/stat") as stat:
-                    states.append(stat.read().rsplit(")", 1)[1].split()[0])
+            with contextlib.suppress(OSError), open(f"{tasks}/{task}/stat") as stat:
+                states.append(stat.read().rsplit(")", 1)[1].split()[0])
         calm = calm + 1 if states and all(state == "S" for state in states) else 0
         if time.monotonic() > deadline:
             raise AssertionError(f"client threads not idle within {timeout} s: {states}")
@@ -73,7 +72,7 @@ def test_names_are_coloured_on_a_terminal_and_the_lines_read_as_before(ann_in_co
 
     lines = screen(pty.text())
     incoming = lines.index("Other: Hi")  # the text on screen is the README's
-    assert lines[incoming + 1:] == ["> Hi", "[Other -> me] psst", ">"], lines
+    assert lines[incoming + 1 :] == ["> Hi", "[Other -> me] psst", ">"], lines
 
 
 def test_no_color_option_on_a_terminal(running_server, connect, open_pty):
@@ -131,8 +130,13 @@ class ConsoleServer:
         try:
             self.popen = subprocess.Popen(
                 [sys.executable, "-u", "server.py", "--key", str(key), "--host", "127.0.0.1", "--port", "0"],
-                cwd=procs.ROOT, env=env, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                text=True, encoding="utf-8",
+                cwd=procs.ROOT,
+                env=env,
+                stdin=slave,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                encoding="utf-8",
             )
         finally:
             os.close(slave)
