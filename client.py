@@ -196,6 +196,7 @@ class Receiver(threading.Thread):
         self._leaving = False
         self.ended_by_server = False
         self.reading_done = threading.Event()  # the main thread reads no more
+        self._main_thread = threading.get_ident()  # made by the main thread, which it wakes
 
     def run(self) -> None:
         try:
@@ -224,7 +225,7 @@ class Receiver(threading.Thread):
         # for a key; one that lands while it handles a key is noted and then
         # forgotten. So repeat it until the main thread has stopped reading.
         while True:
-            signal.pthread_kill(threading.main_thread().ident, WAKE_SIGNAL)
+            signal.pthread_kill(self._main_thread, WAKE_SIGNAL)
             if self.reading_done.wait(WAKE_REPEAT):
                 return
 
@@ -261,7 +262,7 @@ def converse(link: ServerLink, display: Display) -> int:
         receiver.join(CLOSE_GRACE)  # it saw the failure too: let it report it
     if not receiver.leave():
         return 1  # the server ended the session, and the receiver said so
-    if not person_left:
+    if parting is None:
         terminal.error(CONNECTION_LOST)
         return 1
     say_goodbye(link, parting)

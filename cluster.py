@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 import uuid
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import protocol
@@ -36,9 +37,15 @@ try:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 except ImportError:  # only needed with --cluster: main() says how to install it
-    redis = None
+    redis = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from room import Room
 
 log = logging.getLogger("chat.cluster")
+
+#: A stream entry as redis-py returns it: its ID and its fields.
+Entry = tuple[bytes, dict[bytes, bytes]]
 
 PREFIX = "socket-chat:"
 STREAM = PREFIX + "chat"
@@ -172,7 +179,6 @@ class RedisCluster:
         self._claim = self._redis.register_script(_CLAIM)
         self._release = self._redis.register_script(_RELEASE)
         self._refresh = self._redis.register_script(_REFRESH)
-        self._room = None
         self._connected = threading.Event()
         self._state_lock = threading.Lock()
         self._closing = threading.Event()
@@ -207,7 +213,7 @@ class RedisCluster:
 
     # The room's side.
 
-    def attach(self, room) -> None:
+    def attach(self, room: Room) -> None:
         self._room = room
 
     def start(self) -> None:
@@ -288,7 +294,10 @@ class RedisCluster:
 
     def _follow_stream(self) -> None:
         block = min(READ_BLOCK_MS, int(self.name_ttl / 3 * 1000))
-        replies = self._redis.xread({STREAM: self._last_id}, count=READ_COUNT, block=block)
+        replies = cast(
+            "list[tuple[bytes, list[Entry]]]",
+            self._redis.xread({STREAM: self._last_id}, count=READ_COUNT, block=block),
+        )
         for _, entries in replies:
             for entry_id, fields in entries:
                 self._last_id = entry_id
@@ -360,7 +369,7 @@ class RedisCluster:
     def _catch_up_history(self) -> None:
         """Give the room the chat lines of the stream's tail, and start
         reading after them."""
-        newest = self._redis.xrevrange(STREAM, count=READ_COUNT)
+        newest = cast("list[Entry]", self._redis.xrevrange(STREAM, count=READ_COUNT))
         if newest:
             self._last_id = newest[0][0]
         for entry_id, fields in reversed(newest):

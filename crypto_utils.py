@@ -264,8 +264,8 @@ class EphemeralKey:
         return "<EphemeralKey>"
 
 
-def _identity(data: bytes) -> bytes:
-    return data
+def _identity(data: bytes | bytearray | memoryview) -> bytes:
+    return bytes(data)
 
 
 # --- the key schedule --------------------------------------------------------
@@ -303,6 +303,7 @@ def derive_session_keys(rsa_secret: bytes, x25519_secret: bytes, transcript: byt
         hashmod=SHA256,
         context=_KEY_SCHEDULE_LABEL,
     )
+    assert isinstance(okm, bytes)  # one key asked for: HKDF returns bytes, not a tuple
     c2s_key, s2c_key, rest = okm[:32], okm[32:64], okm[64:]
     return SessionKeys(c2s_key, rest[:IV_SIZE], s2c_key, rest[IV_SIZE:])
 

@@ -29,7 +29,7 @@ import struct
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import crypto_utils
 from crypto_utils import (
@@ -710,6 +710,15 @@ class _Reader:
 
 # --- connections -------------------------------------------------------------
 
+_T = TypeVar("_T")
+
+
+def _set(value: _T | None, what: str) -> _T:
+    """``value``, which the state machine guarantees is set by now: keys
+    once installed, an ephemeral key until used. None is a bug here."""
+    assert value is not None, f"{what} is not set in this state"
+    return value
+
 
 class _Connection:
     """What both ends share: frames, records, messages, and the state.
@@ -856,7 +865,7 @@ class _Connection:
     def _send_records(self, payloads: list[bytes]) -> None:
         groups = _batch_groups(payloads)
         # Checked before sealing any, so that a batch is sent whole or not at all.
-        if len(groups) > crypto_utils.MAX_SEQUENCE + 1 - self._sealer.sequence:
+        if len(groups) > crypto_utils.MAX_SEQUENCE + 1 - _set(self._sealer, "the sealer").sequence:
             raise RecordLimitError("no sequence numbers left to send with: the connection must end")
         for group in groups:
             self._send_record(group[0] if len(group) == 1 else encode_batch(group))
@@ -897,11 +906,11 @@ class _Connection:
         # The header is the record's associated data, so its length is
         # authenticated too.
         header = _HEADER.pack(len(plaintext) + TAG_SIZE)
-        self._outbox += header + self._sealer.seal(plaintext, aad=header)
+        self._outbox += header + _set(self._sealer, "the sealer").seal(plaintext, aad=header)
 
     def _open_record(self, header: bytes, body: bytes) -> bytes:
         try:
-            return self._opener.open(body, aad=header)
+            return _set(self._opener, "the opener").open(body, aad=header)
         except SequenceExhaustedError:
             raise RemoteProtocolError("the peer sent more records than a direction may carry (2**64)") from None
         except CryptoError:
@@ -959,9 +968,9 @@ class ClientConnection(_Connection):
 
     def __init__(self, rng: Rng | None = None, ephemeral_key: EphemeralKey | None = None):
         super().__init__(ConnectionState.AWAIT_SERVER_HELLO, rng)
-        self._ephemeral = ephemeral_key or EphemeralKey.generate(self._rng)
+        self._ephemeral: EphemeralKey | None = ephemeral_key or EphemeralKey.generate(self._rng)
         self._hello = b""  # the server's hello, for the transcript
-        self._server_key = None
+        self._server_key: crypto_utils.RSA.RsaKey | None = None
         self._client_share = self._x25519_secret = b""
 
     def accept_server_key(self) -> None:
@@ -974,6 +983,7 @@ class ClientConnection(_Connection):
         if self._state is not ConnectionState.AWAIT_TRUST:
             raise LocalProtocolError(f"can't accept a server key in state {self._state.name}")
         secret, client_random = self._rng(SECRET_SIZE), self._rng(RANDOM_SIZE)
+        assert self._server_key is not None  # read with the hello, which AWAIT_TRUST follows
         wrapped = crypto_utils.wrap_key(self._server_key, secret, rng=self._rng)
         key_exchange = (
             bytes([_KEY_EXCHANGE, PROTOCOL_VERSION])
@@ -1031,11 +1041,12 @@ class ClientConnection(_Connection):
         public_der = reader.take_sized()
         reader.finish()
         try:
+            ephemeral = _set(self._ephemeral, "the ephemeral key")
             self._server_key = crypto_utils.import_public_key(public_der)
-            self._x25519_secret = self._ephemeral.agree(server_share)
+            self._x25519_secret = ephemeral.agree(server_share)
         except CryptoError as exc:  # KeyFormatError, KeyAgreementError
             raise RemoteProtocolError(f"bad server hello: {exc}") from None
-        self._client_share = self._ephemeral.public_bytes
+        self._client_share = ephemeral.public_bytes
         self._ephemeral = None  # forward secrecy: forget it as soon as used
         self._hello = body
         self._advance("receive hello")
@@ -1091,7 +1102,7 @@ class ServerConnection(_Connection):
     def __init__(self, identity: ServerIdentity, rng: Rng | None = None, ephemeral_key: EphemeralKey | None = None):
         super().__init__(ConnectionState.AWAIT_KEY_EXCHANGE, rng)
         self._identity_key = identity.key
-        self._ephemeral = ephemeral_key or EphemeralKey.generate(self._rng)
+        self._ephemeral: EphemeralKey | None = ephemeral_key or EphemeralKey.generate(self._rng)
         public_der = identity.public_der
         self._hello = (
             bytes([_SERVER_HELLO, PROTOCOL_VERSION])
@@ -1128,7 +1139,7 @@ class ServerConnection(_Connection):
         wrapped = reader.take_sized()
         reader.finish()
         try:
-            shared = self._ephemeral.agree(client_share)
+            shared = _set(self._ephemeral, "the ephemeral key").agree(client_share)
         except CryptoError as exc:
             raise RemoteProtocolError(f"bad key exchange: {exc}") from None
         self._ephemeral = None  # forward secrecy: forget it as soon as used

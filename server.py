@@ -22,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import cli
 import keystore
@@ -55,6 +56,9 @@ from protocol import (
     encode,
 )
 from room import DEFAULT_HISTORY, Cluster, Membership, Room, user_list_messages
+
+if TYPE_CHECKING:
+    from cluster import RedisCluster  # imported only with --cluster: redis is optional
 
 SHUTDOWN_GRACE = 2.0  # seconds to let goodbyes go out on shutdown
 MAX_MOTD_BYTES = 4096  # of UTF-8 in the message of the day
@@ -408,6 +412,8 @@ class ChatServer:
         kick(name, reason), notify_all(text): the operator's actions.
 
     Attributes:
+        handler_class: what serves one connection (as socketserver's
+            RequestHandlerClass); the benchmark swaps in an older writer.
         sealing: held by a writer while it seals. One writer seals at a
             time: pycryptodomex lets go of the GIL around each of its C
             calls (a dozen or more per record), so with a writer per client
@@ -417,6 +423,8 @@ class ChatServer:
             (measured in docs/benchmarks.md, which also runs a server
             without it).
     """
+
+    handler_class: type[ClientHandler] = ClientHandler
 
     def __init__(
         self,
@@ -523,7 +531,7 @@ class ChatServer:
             self._refuse(sock, address, SERVER_FULL.format(max_clients=self.limits.max_clients))
             return
         transport.tune(sock, keepalive=True)
-        handler = ClientHandler(self, sock, address)
+        handler = self.handler_class(self, sock, address)
         thread = threading.Thread(target=handler.handle, name=f"reader {handler.peer}", daemon=True)
         with self._handlers_lock:
             self._handlers[handler] = thread
@@ -717,7 +725,7 @@ class ClusterError(Exception):
     """The cluster given with --cluster cannot be joined; the message says why."""
 
 
-def join_cluster(args: argparse.Namespace) -> Cluster | None:
+def join_cluster(args: argparse.Namespace) -> RedisCluster | None:
     """The Redis cluster given with --cluster, connected, or None if none was.
 
     Raises:

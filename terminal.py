@@ -10,9 +10,14 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import client_ui
 from client_ui import Session, Style
+
+if TYPE_CHECKING:
+    import ctypes  # imported when used: a platform may lack it
 
 __all__ = ["Terminal", "Display"]
 
@@ -30,7 +35,8 @@ class Terminal:
         self._prompt: str | None = None
         # readline gives input() line editing and history, and lets us redraw
         # a half-typed line; some platforms lack it, and then we only reprint.
-        self._readline = self._redisplay = None
+        self._readline: ModuleType | None = None
+        self._redisplay: ctypes.CDLL | None = None
         if interactive:
             try:
                 import readline
@@ -42,7 +48,7 @@ class Terminal:
         self._asked: str | None = None  # the prompt input() was called with
         self._drawing = False  # readline is drawing that prompt
         self._prompt_ready = threading.Condition(self._lock)
-        if self._redisplay:
+        if self._readline and self._redisplay:
             # A line that arrives while readline draws a new prompt waits
             # until it is drawn, then goes above it. Without this, a line
             # arriving just after Enter erased the row of the line just
@@ -135,7 +141,7 @@ class Terminal:
         sys.stdout.flush()
 
 
-def _readline_redisplay(readline):
+def _readline_redisplay(readline: ModuleType) -> ctypes.CDLL | None:
     """GNU readline's own redisplay functions, which the readline module does
     not expose, or None (libedit, an old readline): then we only reprint."""
     try:

@@ -35,27 +35,29 @@ KINDS = ("chat", "chat-unlocked", "chat-unbatched", "plain")
 BENCH_LIMITS = limits.Limits(max_clients=2000, rate=0)
 
 
-def write_one_record_per_message(self) -> None:
-    """ClientHandler._write_loop before issue 5: one record per message
-    (then one sendall for all of them)."""
-    try:
-        while items := self.outbox.take_all():
-            for item in items:
-                self.conn.send_batch([item])
-            self.sock.sendall(self.conn.data_to_send())
-    except (OSError, chat_server.ProtocolError):
-        pass
-    finally:
-        self.abort()
+class UnbatchedHandler(chat_server.ClientHandler):
+    """A connection served with the writer of before issue 5."""
+
+    def _write_loop(self) -> None:
+        """One record per message (then one sendall for all of them)."""
+        try:
+            while items := self.outbox.take_all():
+                for item in items:
+                    self.conn.send_batch([item])
+                self.sock.sendall(self.conn.data_to_send())
+        except (OSError, chat_server.ProtocolError):
+            pass
+        finally:
+            self.abort()
 
 
 def make_server(kind: str, cluster_url: str | None = None):
     if kind == "plain":
         return PlainServer("127.0.0.1", 0)
-    if kind == "chat-unbatched":
-        chat_server.ClientHandler._write_loop = write_one_record_per_message
     key = crypto_utils.import_private_key(TEST_KEY.read_bytes())
     server = chat_server.ChatServer(key, "127.0.0.1", 0, BENCH_LIMITS, cluster=join_cluster(cluster_url))
+    if kind == "chat-unbatched":
+        server.handler_class = UnbatchedHandler
     if kind == "chat-unlocked":
         server.sealing = contextlib.nullcontext()
     return server
