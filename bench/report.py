@@ -447,9 +447,9 @@ def findings(results: Results) -> list[str]:
         "another: when the room is quiet every record carries one message, exactly as before.",
         "- **Encoding.** With records batched, the profile of a writer put `encode_message` "
         "first: half of its time went to encoding, once for every reader, a message that is the "
-        "same for all of them. Messages are frozen, so `encode_message` now keeps the bytes of "
-        "the last 128 it encoded: a broadcast is encoded once (the writer profile below is "
-        "after this change).",
+        "same for all of them. Now the room encodes a message once, before its lock, and the "
+        "bytes travel with the message through every send queue (`protocol.Encoded`): a "
+        "broadcast is encoded once (the writer profile below is after this change).",
         "- **GIL hand-offs.** With a writer thread per client, every pycryptodomex C call (a dozen "
         "or more per record, each letting go of the GIL) handed the GIL to another writer, and "
         "the reader threads that feed them all waited behind each of them; so writers seldom found "
