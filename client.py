@@ -18,6 +18,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cli
@@ -84,7 +85,7 @@ class ServerLink:
         self._send_lock = threading.Lock()
         self._pacer: Pacer | None = None
 
-    def next_event(self):
+    def next_event(self) -> protocol.Event:
         """The next event, reading as needed. What the handshake writes by
         itself is sent before waiting for more. The server's rate limit is
         kept here, not returned."""
@@ -97,7 +98,7 @@ class ServerLink:
                 return event
             self._pacer = Pacer(event)
 
-    def send_paced(self, message) -> None:
+    def send_paced(self, message: protocol.Message) -> None:
         """Send a message the server counts against its rate limit, first
         waiting as long as the limit asks."""
         if self._pacer is not None:
@@ -110,7 +111,7 @@ class ServerLink:
             if data:
                 self.sock.sendall(data)
 
-    def send(self, message) -> None:
+    def send(self, message: protocol.Message) -> None:
         with self._send_lock:
             self.conn.send(message)
             self.sock.sendall(self.conn.data_to_send())
@@ -127,7 +128,7 @@ def connect(host: str, port: int) -> ServerLink:
     return ServerLink(sock)
 
 
-def establish(link: ServerLink, trust) -> None:
+def establish(link: ServerLink, trust: Callable[[ServerHello], None]) -> None:
     """Run the handshake; ``trust(ServerHello)`` raises ClientError to refuse."""
     link.sock.settimeout(HANDSHAKE_TIMEOUT)
     hello = link.next_event()
@@ -296,7 +297,7 @@ def send_typed_lines(link: ServerLink, display: Display) -> str | None:
 PACED_MESSAGES = (ChatLine, PrivateLine, ActionLine, NickRequest)
 
 
-def send_message(link: ServerLink, display: Display, message) -> None:
+def send_message(link: ServerLink, display: Display, message: protocol.Message) -> None:
     try:
         if isinstance(message, PACED_MESSAGES):
             link.send_paced(message)

@@ -29,7 +29,7 @@ import struct
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import ClassVar, TypeVar
+from typing import ClassVar, Literal, TypeVar
 
 import crypto_utils
 from crypto_utils import (
@@ -49,6 +49,7 @@ __all__ = [
     "MAX_FRAME_SIZE",
     "MAX_USERNAME_LENGTH",
     "NEED_DATA",
+    "Event",
     "ProtocolError",
     "LocalProtocolError",
     "RemoteProtocolError",
@@ -200,13 +201,16 @@ _TRANSITIONS = {
 # --- events ------------------------------------------------------------------
 
 
-class _NeedData:
+class _NeedData(enum.Enum):
+    # An enum of one, so that a type checker narrows ``event is NEED_DATA``.
+    NEED_DATA = "NEED_DATA"
+
     def __repr__(self) -> str:
         return "NEED_DATA"
 
 
 #: Returned by ``next_event()`` when no complete event is buffered yet.
-NEED_DATA = _NeedData()
+NEED_DATA = _NeedData.NEED_DATA
 
 
 @dataclass(frozen=True)
@@ -474,6 +478,9 @@ class UserParted(Message):
     name: str
     message: str
 
+
+#: What ``next_event`` returns, besides ``NEED_DATA``.
+Event = ServerHello | ServerRefused | HandshakeComplete | ConnectionClosed | MalformedMessage | Message
 
 _MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.TYPE: cls
@@ -743,7 +750,7 @@ class _Connection:
         self._state = state
         self._buffer = _ReceiveBuffer()
         self._outbox = bytearray()
-        self._events: collections.deque = collections.deque()  # the rest of a Batch
+        self._events: collections.deque[Message | MalformedMessage] = collections.deque()  # the rest of a Batch
         self._sealer: RecordSealer | None = None
         self._opener: RecordOpener | None = None
         self._received_goodbye = False
@@ -776,7 +783,7 @@ class _Connection:
         else:
             self._buffer.at_eof = True
 
-    def next_event(self):
+    def next_event(self) -> Event | Literal[_NeedData.NEED_DATA]:
         """The next event, or ``NEED_DATA`` if more bytes are needed.
 
         Handshake steps that need an answer write it to ``data_to_send()``
@@ -870,7 +877,7 @@ class _Connection:
         for group in groups:
             self._send_record(group[0] if len(group) == 1 else encode_batch(group))
 
-    def _next_event(self):
+    def _next_event(self) -> Event | Literal[_NeedData.NEED_DATA]:
         if self._events:
             return self._events.popleft()
         while True:
@@ -881,7 +888,7 @@ class _Connection:
             if event is not None:
                 return event
 
-    def _end_of_data(self):
+    def _end_of_data(self) -> ConnectionClosed | Literal[_NeedData.NEED_DATA]:
         if not self._buffer.at_eof:
             return NEED_DATA
         # A close in the middle of a frame is a lost connection, like any
@@ -893,7 +900,7 @@ class _Connection:
         self._state = ConnectionState.CLOSED
         return ConnectionClosed(clean=self._received_goodbye)
 
-    def _handle_frame(self, header: bytes, body: bytes):
+    def _handle_frame(self, header: bytes, body: bytes) -> Event | None:
         raise NotImplementedError
 
     def _advance(self, step: str) -> None:
@@ -926,7 +933,7 @@ class _Connection:
         self._sealer = RecordSealer(*(c2s if is_client else s2c))
         self._opener = RecordOpener(*(s2c if is_client else c2s))
 
-    def _receive_message(self, header: bytes, body: bytes):
+    def _receive_message(self, header: bytes, body: bytes) -> Message | MalformedMessage:
         if self._received_goodbye:
             raise RemoteProtocolError("data after Goodbye")
         plaintext = self._open_record(header, body)
@@ -939,7 +946,7 @@ class _Connection:
         self._events.extend(events[1:])
         return events[0]
 
-    def _check_role(self, event):
+    def _check_role(self, event: Message | MalformedMessage) -> Message | MalformedMessage:
         if isinstance(event, Message) and type(event) not in self._may_receive:
             # The peer may only send what its own role sends.
             return MalformedMessage(f"a {self._role} does not receive {type(event).__name__}")
@@ -999,7 +1006,7 @@ class ClientConnection(_Connection):
         self._send_frame(key_exchange)
         self._advance("send key exchange")
 
-    def _handle_frame(self, header: bytes, body: bytes):
+    def _handle_frame(self, header: bytes, body: bytes) -> Event | None:
         state = self._state
         if state is ConnectionState.AWAIT_SERVER_HELLO:
             if body[:1] == bytes([_REFUSAL]):
@@ -1113,7 +1120,7 @@ class ServerConnection(_Connection):
         )
         self._send_frame(self._hello)
 
-    def _handle_frame(self, header: bytes, body: bytes):
+    def _handle_frame(self, header: bytes, body: bytes) -> Event | None:
         state = self._state
         if state is ConnectionState.AWAIT_KEY_EXCHANGE:
             self._receive_key_exchange(body)

@@ -293,7 +293,7 @@ class ClientHandler:
             return False
         return True
 
-    def _handle_common(self, event: object) -> bool:
+    def _handle_common(self, event: protocol.Event) -> bool:
         """Events with the same meaning at every stage. True if handled."""
         if isinstance(event, (Goodbye, ConnectionClosed)):
             raise _ClientLeft()
@@ -307,7 +307,7 @@ class ClientHandler:
         if not self.outbox.put(encode(message)):
             self.send_queue_overflowed()
 
-    def _next_event(self, deadline: _Deadline | None, flush: bool = False) -> object:
+    def _next_event(self, deadline: _Deadline | None, flush: bool = False) -> protocol.Event:
         """The next event, reading the socket as needed (until ``deadline``,
         and within ``frame_timeout`` of a frame's first byte)."""
         while True:
