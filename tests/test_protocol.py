@@ -17,7 +17,6 @@ import pytest
 from Cryptodome.PublicKey import RSA
 
 import crypto_utils
-import presentation
 import protocol
 from crypto_utils import TAG_SIZE, EphemeralKey, RecordSealer
 from protocol import (
@@ -1140,37 +1139,6 @@ def test_zero_width_space_is_a_format_character_and_not_printable():
     # The reason it is refused above: Python says so, as the spec's rule needs.
     assert unicodedata.category("\u200b") == "Cf"
     assert not "\u200b".isprintable()
-
-
-# --- printable text ----------------------------------------------------------
-
-REPLACEMENT = "\N{REPLACEMENT CHARACTER}"
-
-
-@pytest.mark.parametrize(
-    "control",
-    ["\x1b", "\x00", "\x07", "\x08", "\n", "\r", "\x1f", "\x7f", "\x80", "\x9b", "\x9f"],
-    ids=["ESC", "NUL", "BEL", "BS", "LF", "CR", "US", "DEL", "PAD", "CSI", "APC"],
-)
-def test_control_characters_are_replaced(control):
-    assert presentation.printable_text(f"a{control}[2Jb") == f"a{REPLACEMENT}[2Jb"
-
-
-def test_escape_sequence_is_defused():
-    text = presentation.printable_text("\x1b]0;pwned\x07\x1b[2J\x9b31m")
-    assert not any(unicodedata.category(ch) == "Cc" for ch in text)
-    assert text == f"{REPLACEMENT}]0;pwned{REPLACEMENT}{REPLACEMENT}[2J{REPLACEMENT}31m"
-
-
-def test_tab_becomes_a_space():
-    assert presentation.printable_text("a\tb") == "a b"
-
-
-@pytest.mark.parametrize(
-    "text", ["plain text", "", "héllo, wörld", "日本語のテキスト", "emoji 🎉 ok", "Zoë: 1 + 1 = 2"]
-)
-def test_printable_text_is_unchanged(text):
-    assert presentation.printable_text(text) == text
 
 
 # --- turned away before the handshake, and numeric fields ------------------

@@ -10,7 +10,6 @@ import threading
 import pytest
 
 import limits
-import presentation
 import protocol
 import server
 from console import ConsoleQuit, OperatorConsole, console_wanted, run_console
@@ -151,22 +150,6 @@ def test_leaving_with_a_parting_line_tells_the_others_that_line():
     room, (ann, bob) = room_with("Ann", "Bob")
     room.leave(ann.membership, "see you")
     assert bob.inbox == [UserParted("Ann", "see you")]
-
-
-def test_split_name_prefers_the_longest_name_online():
-    names = ["Randall", "Randall Flagg"]
-    assert presentation.split_name("randall flagg you are out", names) == ("randall flagg", "you are out")
-    assert presentation.split_name("Randall  out", names) == ("Randall", "out")
-    assert presentation.split_name("Nobody here", names) == ("Nobody", "here")
-    assert presentation.split_name("Randall Flagg", names) == ("Randall Flagg", "")
-
-
-@pytest.mark.parametrize(
-    ("seconds", "shown"),
-    [(0, "0 s"), (59, "59 s"), (60, "1 min"), (3599, "59 min"), (3600, "1 h 00 min"), (7380, "2 h 03 min")],
-)
-def test_format_duration(seconds, shown):
-    assert presentation.format_duration(seconds) == shown
 
 
 # --- over loopback ---------------------------------------------------------------
