@@ -149,3 +149,23 @@ class OwnServer:
         for client in self.clients:
             client.close()
         self.stop()
+
+
+def run_threads(targets, timeout: float = DEADLINE * 2) -> None:
+    """Run each callable in its own thread; re-raise the first error."""
+    errors: list[BaseException] = []
+
+    def guarded(target):
+        try:
+            target()
+        except BaseException as exc:  # reported to the test thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(t,), daemon=True) for t in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    assert not any(thread.is_alive() for thread in threads), "a thread did not finish in time"
+    if errors:
+        raise errors[0]

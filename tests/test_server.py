@@ -1,4 +1,4 @@
-"""The server: the Room with fake members, then a real ChatServer on loopback.
+"""The server: a real ChatServer on loopback, with protocol-level clients.
 
 Every wait is bounded: socket reads time out (ChatTestClient), threads are
 joined with a timeout, and polls have a deadline.
@@ -7,7 +7,6 @@ joined with a timeout, and polls have a deadline.
 from __future__ import annotations
 
 import socket
-import stat
 import struct
 import threading
 import time
@@ -15,7 +14,6 @@ import time
 import pytest
 
 import crypto_utils
-import keystore
 import limits
 import protocol
 import server
@@ -29,62 +27,9 @@ from protocol import (
     UsernameRequest,
     Welcome,
 )
-from room import Membership, Room
-from tests.helpers import DEADLINE, ChatTestClient, wait_until
+from tests.helpers import DEADLINE, ChatTestClient, run_threads, wait_until
 
 # --- helpers -----------------------------------------------------------------
-
-
-class FakeMember:
-    """A room member without a socket: it keeps what it is given."""
-
-    def __init__(self, label: str = "") -> None:
-        self.label = label
-        self.membership: Membership | None = None
-        self.inbox: list = []  # the messages delivered
-        self.items: list[protocol.Encoded] = []  # the same, as delivered
-        self.closed_with: str | None = None
-
-    @property
-    def name(self) -> str | None:
-        return self.membership.name if self.membership is not None else None
-
-    def join(self, room: Room, name: str) -> bool:
-        """Join ``room`` as ``name`` and keep the membership; False if taken."""
-        self.membership = room.join(self, name)
-        return self.membership is not None
-
-    def deliver(self, item: protocol.Encoded) -> bool:
-        assert protocol.encode_message(item.message) == item.payload
-        self.items.append(item)
-        self.inbox.append(item.message)
-        return True
-
-    def send_queue_overflowed(self) -> None:
-        raise AssertionError("a fake member's queue has no limit")
-
-    def close(self, reason: str) -> None:
-        self.closed_with = reason
-
-
-def run_threads(targets, timeout: float = DEADLINE * 2) -> None:
-    """Run each callable in its own thread; re-raise the first error."""
-    errors: list[BaseException] = []
-
-    def guarded(target):
-        try:
-            target()
-        except BaseException as exc:  # reported to the test thread below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=guarded, args=(t,), daemon=True) for t in targets]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout)
-    assert not any(thread.is_alive() for thread in threads), "a thread did not finish in time"
-    if errors:
-        raise errors[0]
 
 
 def next_event_skipping(client: ChatTestClient, *skipped):
@@ -107,158 +52,6 @@ def alice_and_bob(connect):
     bob = connect("Bob")
     alice.expect(UserJoined)
     return alice, bob
-
-
-# --- the room, with fake members ---------------------------------------------
-
-
-def test_join_welcomes_the_joiner_first_and_tells_only_the_others():
-    room = Room()
-    alice, bob, carol = FakeMember(), FakeMember(), FakeMember()
-    assert alice.join(room, "Alice")
-    assert bob.join(room, "Bob")
-    assert carol.join(room, "Carol")
-
-    assert alice.inbox == [Welcome("Alice"), UserJoined("Bob"), UserJoined("Carol")]
-    assert bob.inbox == [Welcome("Bob"), UserJoined("Carol")]
-    assert carol.inbox == [Welcome("Carol")]
-    assert room.names() == ["Alice", "Bob", "Carol"]
-    assert carol.name == "Carol"
-
-
-@pytest.mark.parametrize(
-    "first, second",
-    [("Alice", "Alice"), ("Alice", "ALICE"), ("alice", "aLiCe"), ("STRASSE", "straße"), ("straße", "STRASSE")],
-)
-def test_join_with_a_taken_name_is_refused_and_changes_nothing(first, second):
-    room = Room()
-    holder, watcher, latecomer = FakeMember(), FakeMember(), FakeMember()
-    assert holder.join(room, first)
-    assert watcher.join(room, "Watcher")
-    holder_inbox, watcher_inbox = list(holder.inbox), list(watcher.inbox)
-
-    assert latecomer.join(room, second) is False
-
-    assert latecomer.inbox == []
-    assert latecomer.name is None
-    assert holder.inbox == holder_inbox
-    assert watcher.inbox == watcher_inbox
-    assert sorted(room.names()) == sorted([first, "Watcher"])
-
-
-def test_leave_tells_the_others_and_frees_the_name():
-    room = Room()
-    alice, bob = FakeMember(), FakeMember()
-    alice.join(room, "Alice")
-    bob.join(room, "Bob")
-
-    room.leave(bob.membership)
-
-    assert alice.inbox[-1] == UserLeft("Bob")
-    assert UserLeft("Bob") not in bob.inbox
-    assert room.names() == ["Alice"]
-    newcomer = FakeMember()
-    assert newcomer.join(room, "BOB")
-    assert alice.inbox[-1] == UserJoined("BOB")
-
-
-def test_leave_of_a_membership_the_room_no_longer_holds_is_a_no_op():
-    room = Room()
-    alice, bob = FakeMember(), FakeMember()
-    alice.join(room, "Alice")
-    bob.join(room, "Bob")
-    stale = bob.membership
-    room.leave(stale)
-    bob.join(room, "Bob")  # the same name, a new membership
-    impostor = FakeMember()
-    forged = Membership(impostor, "Alice", "local/99", 0.0)  # Alice's name, not her place
-    before = list(alice.inbox)
-
-    room.leave(stale)
-    room.leave(forged)
-
-    assert room.names() == ["Alice", "Bob"]
-    assert alice.inbox == before
-    assert impostor.inbox == []
-
-
-def test_a_broadcast_is_encoded_once_for_all_its_readers():
-    room = Room()
-    sender, *readers = [FakeMember() for _ in range(5)]
-    for i, member in enumerate([sender, *readers]):
-        member.join(room, f"m{i}")
-
-    room.publish(ChatMessage("m0", "to everyone"), sender=sender.membership)
-
-    delivered = [reader.items[-1] for reader in readers]
-    assert [item.message for item in delivered] == [ChatMessage("m0", "to everyone")] * 4
-    assert all(item is delivered[0] for item in delivered)  # one object: one encoding
-
-
-def test_leave_twice_tells_the_others_once():
-    room = Room()
-    alice, bob = FakeMember(), FakeMember()
-    alice.join(room, "Alice")
-    bob.join(room, "Bob")
-
-    room.leave(bob.membership)
-    room.leave(bob.membership)
-
-    assert alice.inbox.count(UserLeft("Bob")) == 1
-
-
-def test_broadcast_skips_the_sender_and_keeps_one_order_for_everyone():
-    room = Room()
-    senders = [FakeMember(f"s{i}") for i in range(3)]
-    listener = FakeMember()
-    for i, member in enumerate(senders):
-        member.join(room, f"S{i}")
-    listener.join(room, "Listener")
-    for member in [*senders, listener]:
-        member.inbox.clear()
-    barrier = threading.Barrier(len(senders))
-
-    def send_all(member):
-        def run():
-            barrier.wait(DEADLINE)
-            for n in range(200):
-                room.publish(ChatMessage(member.name, str(n)), sender=member.membership)
-
-        return run
-
-    run_threads([send_all(m) for m in senders])
-
-    everything = listener.inbox
-    assert len(everything) == 600
-    for member in senders:
-        assert all(m.sender != member.name for m in member.inbox)
-        assert member.inbox == [m for m in everything if m.sender != member.name]
-        own = [m.text for m in everything if m.sender == member.name]
-        assert own == [str(n) for n in range(200)]
-
-
-def test_concurrent_joins_of_one_name_let_exactly_one_in():
-    room = Room()
-    members = [FakeMember(str(i)) for i in range(20)]
-    spellings = ["Alice", "ALICE", "alice", "aLiCe"]
-    barrier = threading.Barrier(len(members))
-    results: dict[str, bool] = {}
-
-    def claim(i, member):
-        def run():
-            barrier.wait(DEADLINE)
-            results[member.label] = member.join(room, spellings[i % len(spellings)])
-
-        return run
-
-    run_threads([claim(i, m) for i, m in enumerate(members)])
-
-    winners = [m for m in members if results[m.label]]
-    assert len(results) == 20
-    assert len(winners) == 1
-    assert len(room.names()) == 1
-    assert [m for m in members if m.inbox] == winners
-    assert winners[0].inbox == [Welcome(winners[0].name)]
 
 
 # --- a real server: conversation and broadcast -------------------------------
@@ -596,53 +389,6 @@ def test_joined_client_may_stay_idle_past_the_deadlines(own_server):
     assert alice.next_event() == ChatMessage("Bob", "still there?")
 
 
-# --- the identity key file ---------------------------------------------------
-
-
-def test_identity_key_is_created_private_then_loaded(tmp_path, monkeypatch, identity_key):
-    path = tmp_path / "data" / "socket-chat" / "server_key.pem"
-    monkeypatch.setattr(crypto_utils, "generate_rsa_keypair", lambda *a, **k: identity_key)
-
-    first = keystore.load_or_create_identity_key(path)
-
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert path.parent.is_dir()
-    assert stat.S_IMODE(path.parent.stat().st_mode) & 0o077 == 0
-
-    def must_not_generate(*args, **kwargs):
-        raise AssertionError("the existing key should be loaded, not replaced")
-
-    monkeypatch.setattr(crypto_utils, "generate_rsa_keypair", must_not_generate)
-    second = keystore.load_or_create_identity_key(path)
-
-    assert crypto_utils.export_public_key(second) == crypto_utils.export_public_key(first)
-    assert crypto_utils.export_public_key(first) == crypto_utils.export_public_key(identity_key)
-    assert second.has_private()
-
-
-def test_identity_key_readable_by_others_is_refused(tmp_path, identity_key):
-    path = tmp_path / "server_key.pem"
-    path.write_bytes(crypto_utils.export_private_key(identity_key))
-    path.chmod(0o644)
-
-    with pytest.raises(keystore.KeyFileError, match="chmod 600"):
-        keystore.load_or_create_identity_key(path)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # reported, not silently fixed
-
-
-@pytest.mark.parametrize("content", [b"garbage, not a key\n", b"", "public"], ids=["garbage", "empty", "public"])
-def test_identity_key_file_that_is_not_a_private_key_is_refused(tmp_path, identity_key, content):
-    if content == "public":
-        content = identity_key.public_key().export_key(format="PEM")
-    path = tmp_path / "server_key.pem"
-    path.write_bytes(content)
-    path.chmod(0o600)
-
-    with pytest.raises(keystore.KeyFileError):
-        keystore.load_or_create_identity_key(path)
-    assert path.read_bytes() == content  # left as it was
-
-
 # --- a slow reader -----------------------------------------------------------
 
 
@@ -700,17 +446,3 @@ def test_slow_reader_is_cut_off_without_stalling_the_others(own_server):
     assert wait_until(lambda: chat.connection_count() == 2)
     sender.say("after")
     assert reader.next_event() == ChatMessage("Sender", "after")
-
-
-def test_identity_key_path_that_is_a_directory_is_refused(tmp_path):
-    with pytest.raises(keystore.KeyFileError, match="not a file"):
-        keystore.load_or_create_identity_key(tmp_path)
-
-
-def test_identity_key_that_cannot_be_written_is_a_clear_error(tmp_path, monkeypatch, identity_key):
-    monkeypatch.setattr(crypto_utils, "generate_rsa_keypair", lambda: identity_key)
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a directory")
-
-    with pytest.raises(keystore.KeyFileError, match="Cannot use the server key file"):
-        keystore.load_or_create_identity_key(blocker / "server_key.pem")

@@ -1,7 +1,7 @@
 """The server's side of the chat commands: private messages, actions, renames, the
 user list, history, the message of the day, parting lines and the operator
-console. First the Room with fake members, then a real ChatServer on
-loopback with protocol-level clients (every read has a timeout)."""
+console, on a real ChatServer on loopback with protocol-level clients (every
+read has a timeout). The room alone, with fake members: test_room.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import threading
 import pytest
 
 import limits
-import protocol
 import server
 from console import ConsoleQuit, OperatorConsole, console_wanted, run_console
 from protocol import (
@@ -31,126 +30,9 @@ from protocol import (
     UserList,
     UserListRequest,
     UserParted,
-    Welcome,
 )
-from room import USER_LIST_BYTES, Room, user_list_messages
 from tests.helpers import ChatTestClient
-from tests.test_server import FakeMember, alice_and_bob  # noqa: F401 (a fixture)
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_764_100_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def room_with(*names: str, **options) -> tuple[Room, list[FakeMember]]:
-    room = Room(**options)
-    members = []
-    for name in names:
-        member = FakeMember()
-        assert member.join(room, name)
-        members.append(member)
-    for member in members:
-        member.inbox.clear()
-    return room, members
-
-
-# --- the room ------------------------------------------------------------------
-
-
-def test_private_line_reaches_only_the_recipient_and_a_receipt_the_sender():
-    room, (ann, bob, cat) = room_with("Ann", "Bob", "Cat")
-
-    assert room.send_private(ann.membership, "bob", "psst")  # any case
-
-    assert bob.inbox == [PrivateMessage("Ann", "Bob", "psst")]
-    assert ann.inbox == [PrivateMessage("Ann", "Bob", "psst")]
-    assert cat.inbox == []
-
-
-def test_private_line_to_an_unknown_name_goes_nowhere():
-    room, (ann, bob) = room_with("Ann", "Bob")
-
-    assert not room.send_private(ann.membership, "Nobody", "psst")
-    assert ann.inbox == bob.inbox == []
-
-
-def test_private_line_to_oneself_arrives_once():
-    room, (ann,) = room_with("Ann")
-    assert room.send_private(ann.membership, "Ann", "note to self")
-    assert ann.inbox == [PrivateMessage("Ann", "Ann", "note to self")]
-
-
-def test_rename_tells_everyone_and_frees_the_old_name():
-    room, (ann, bob) = room_with("Ann", "Bob")
-
-    assert room.rename(ann.membership, "Annie")
-
-    assert ann.name == "Annie"
-    assert ann.inbox == bob.inbox == [NickChanged("Ann", "Annie")]
-    assert room.names() == ["Annie", "Bob"]
-    assert FakeMember().join(room, "ann")  # the old name is free
-
-
-def test_rename_to_a_taken_name_is_refused_in_any_case():
-    room, (ann, bob) = room_with("Ann", "Bob")
-
-    assert not room.rename(ann.membership, "BOB")
-
-    assert ann.name == "Ann" and room.names() == ["Ann", "Bob"]
-    assert ann.inbox == bob.inbox == []
-
-
-def test_rename_to_another_case_of_ones_own_name_is_allowed():
-    room, (ann,) = room_with("ann")
-    assert room.rename(ann.membership, "Ann")
-    assert room.names() == ["Ann"]
-
-
-def test_who_lists_names_with_seconds_online():
-    clock = FakeClock(100.0)
-    room = Room(monotonic=clock)
-    FakeMember().join(room, "bob")
-    clock.now = 130.0
-    FakeMember().join(room, "Ann")
-    clock.now = 190.5
-
-    assert room.who() == [("Ann", 60), ("bob", 90)]
-
-
-def test_newcomer_gets_welcome_motd_then_history_and_older_lines_are_dropped():
-    room, (ann,) = room_with("Ann", history_size=2, motd="Be nice.", clock=FakeClock())
-    for text in ("one", "two"):
-        room.publish(ChatMessage("Ann", text), sender=ann.membership)
-    room.publish(ActionMessage("Ann", "waves"), sender=ann.membership)
-
-    bob = FakeMember()
-    bob.join(room, "Bob")
-
-    assert bob.inbox == [
-        Welcome("Bob"),
-        Motd("Be nice."),
-        HistoryMessage("Ann", "two", 1764100000, "chat"),
-        HistoryMessage("Ann", "waves", 1764100000, "action"),
-    ]
-
-
-def test_history_of_zero_keeps_nothing():
-    room, (ann,) = room_with("Ann", history_size=0)
-    room.publish(ChatMessage("Ann", "one"), sender=ann.membership)
-    bob = FakeMember()
-    bob.join(room, "Bob")
-    assert bob.inbox == [Welcome("Bob")]
-
-
-def test_leaving_with_a_parting_line_tells_the_others_that_line():
-    room, (ann, bob) = room_with("Ann", "Bob")
-    room.leave(ann.membership, "see you")
-    assert bob.inbox == [UserParted("Ann", "see you")]
-
+from tests.test_server import alice_and_bob  # noqa: F401 (a fixture)
 
 # --- over loopback ---------------------------------------------------------------
 
@@ -442,21 +324,3 @@ def test_console_ends_without_stopping_the_server_when_its_terminal_fails(runnin
         client.join("Alice")
     finally:
         client.close()
-
-
-def test_a_user_list_too_long_for_one_message_lists_what_fits_and_counts_the_rest():
-    # A thousand names of 32 four-byte characters: 128 KB, twice what a field holds.
-    members = [(f"{n:03d}" + "\U0001f600" * 29, n) for n in range(1000)]
-
-    messages = user_list_messages(members)
-
-    user_list, notice = messages
-    listed = user_list.members()
-    assert listed == members[: len(listed)] and 0 < len(listed) < 1000
-    assert len(protocol.encode_message(user_list)) <= USER_LIST_BYTES + 16
-    assert notice == Notice(f"...and {1000 - len(listed)} more: too many to list.")
-
-
-def test_a_user_list_that_fits_is_one_message():
-    members = [("Ann", 5), ("Bob", 7)]
-    assert user_list_messages(members) == [UserList.of(members)]

@@ -1,0 +1,344 @@
+"""room.py: the Room with fake members, without a socket in sight."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import protocol
+from protocol import (
+    ActionMessage,
+    ChatMessage,
+    HistoryMessage,
+    Motd,
+    NickChanged,
+    Notice,
+    PrivateMessage,
+    UserJoined,
+    UserLeft,
+    UserList,
+    UserParted,
+    Welcome,
+)
+from room import USER_LIST_BYTES, Membership, Room, user_list_messages
+from tests.helpers import DEADLINE, run_threads
+
+
+class FakeMember:
+    """A room member without a socket: it keeps what it is given."""
+
+    def __init__(self, label: str = "") -> None:
+        self.label = label
+        self.membership: Membership | None = None
+        self.inbox: list = []  # the messages delivered
+        self.items: list[protocol.Encoded] = []  # the same, as delivered
+        self.closed_with: str | None = None
+
+    @property
+    def name(self) -> str | None:
+        return self.membership.name if self.membership is not None else None
+
+    def join(self, room: Room, name: str) -> bool:
+        """Join ``room`` as ``name`` and keep the membership; False if taken."""
+        self.membership = room.join(self, name)
+        return self.membership is not None
+
+    def deliver(self, item: protocol.Encoded) -> bool:
+        assert protocol.encode_message(item.message) == item.payload
+        self.items.append(item)
+        self.inbox.append(item.message)
+        return True
+
+    def send_queue_overflowed(self) -> None:
+        raise AssertionError("a fake member's queue has no limit")
+
+    def close(self, reason: str) -> None:
+        self.closed_with = reason
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_764_100_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def room_with(*names: str, **options) -> tuple[Room, list[FakeMember]]:
+    room = Room(**options)
+    members = []
+    for name in names:
+        member = FakeMember()
+        assert member.join(room, name)
+        members.append(member)
+    for member in members:
+        member.inbox.clear()
+    return room, members
+
+
+# --- the room, with fake members ---------------------------------------------
+
+
+def test_join_welcomes_the_joiner_first_and_tells_only_the_others():
+    room = Room()
+    alice, bob, carol = FakeMember(), FakeMember(), FakeMember()
+    assert alice.join(room, "Alice")
+    assert bob.join(room, "Bob")
+    assert carol.join(room, "Carol")
+
+    assert alice.inbox == [Welcome("Alice"), UserJoined("Bob"), UserJoined("Carol")]
+    assert bob.inbox == [Welcome("Bob"), UserJoined("Carol")]
+    assert carol.inbox == [Welcome("Carol")]
+    assert room.names() == ["Alice", "Bob", "Carol"]
+    assert carol.name == "Carol"
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [("Alice", "Alice"), ("Alice", "ALICE"), ("alice", "aLiCe"), ("STRASSE", "straße"), ("straße", "STRASSE")],
+)
+def test_join_with_a_taken_name_is_refused_and_changes_nothing(first, second):
+    room = Room()
+    holder, watcher, latecomer = FakeMember(), FakeMember(), FakeMember()
+    assert holder.join(room, first)
+    assert watcher.join(room, "Watcher")
+    holder_inbox, watcher_inbox = list(holder.inbox), list(watcher.inbox)
+
+    assert latecomer.join(room, second) is False
+
+    assert latecomer.inbox == []
+    assert latecomer.name is None
+    assert holder.inbox == holder_inbox
+    assert watcher.inbox == watcher_inbox
+    assert sorted(room.names()) == sorted([first, "Watcher"])
+
+
+def test_leave_tells_the_others_and_frees_the_name():
+    room = Room()
+    alice, bob = FakeMember(), FakeMember()
+    alice.join(room, "Alice")
+    bob.join(room, "Bob")
+
+    room.leave(bob.membership)
+
+    assert alice.inbox[-1] == UserLeft("Bob")
+    assert UserLeft("Bob") not in bob.inbox
+    assert room.names() == ["Alice"]
+    newcomer = FakeMember()
+    assert newcomer.join(room, "BOB")
+    assert alice.inbox[-1] == UserJoined("BOB")
+
+
+def test_leave_of_a_membership_the_room_no_longer_holds_is_a_no_op():
+    room = Room()
+    alice, bob = FakeMember(), FakeMember()
+    alice.join(room, "Alice")
+    bob.join(room, "Bob")
+    stale = bob.membership
+    room.leave(stale)
+    bob.join(room, "Bob")  # the same name, a new membership
+    impostor = FakeMember()
+    forged = Membership(impostor, "Alice", "local/99", 0.0)  # Alice's name, not her place
+    before = list(alice.inbox)
+
+    room.leave(stale)
+    room.leave(forged)
+
+    assert room.names() == ["Alice", "Bob"]
+    assert alice.inbox == before
+    assert impostor.inbox == []
+
+
+def test_a_broadcast_is_encoded_once_for_all_its_readers():
+    room = Room()
+    sender, *readers = [FakeMember() for _ in range(5)]
+    for i, member in enumerate([sender, *readers]):
+        member.join(room, f"m{i}")
+
+    room.publish(ChatMessage("m0", "to everyone"), sender=sender.membership)
+
+    delivered = [reader.items[-1] for reader in readers]
+    assert [item.message for item in delivered] == [ChatMessage("m0", "to everyone")] * 4
+    assert all(item is delivered[0] for item in delivered)  # one object: one encoding
+
+
+def test_leave_twice_tells_the_others_once():
+    room = Room()
+    alice, bob = FakeMember(), FakeMember()
+    alice.join(room, "Alice")
+    bob.join(room, "Bob")
+
+    room.leave(bob.membership)
+    room.leave(bob.membership)
+
+    assert alice.inbox.count(UserLeft("Bob")) == 1
+
+
+def test_broadcast_skips_the_sender_and_keeps_one_order_for_everyone():
+    room = Room()
+    senders = [FakeMember(f"s{i}") for i in range(3)]
+    listener = FakeMember()
+    for i, member in enumerate(senders):
+        member.join(room, f"S{i}")
+    listener.join(room, "Listener")
+    for member in [*senders, listener]:
+        member.inbox.clear()
+    barrier = threading.Barrier(len(senders))
+
+    def send_all(member):
+        def run():
+            barrier.wait(DEADLINE)
+            for n in range(200):
+                room.publish(ChatMessage(member.name, str(n)), sender=member.membership)
+
+        return run
+
+    run_threads([send_all(m) for m in senders])
+
+    everything = listener.inbox
+    assert len(everything) == 600
+    for member in senders:
+        assert all(m.sender != member.name for m in member.inbox)
+        assert member.inbox == [m for m in everything if m.sender != member.name]
+        own = [m.text for m in everything if m.sender == member.name]
+        assert own == [str(n) for n in range(200)]
+
+
+def test_concurrent_joins_of_one_name_let_exactly_one_in():
+    room = Room()
+    members = [FakeMember(str(i)) for i in range(20)]
+    spellings = ["Alice", "ALICE", "alice", "aLiCe"]
+    barrier = threading.Barrier(len(members))
+    results: dict[str, bool] = {}
+
+    def claim(i, member):
+        def run():
+            barrier.wait(DEADLINE)
+            results[member.label] = member.join(room, spellings[i % len(spellings)])
+
+        return run
+
+    run_threads([claim(i, m) for i, m in enumerate(members)])
+
+    winners = [m for m in members if results[m.label]]
+    assert len(results) == 20
+    assert len(winners) == 1
+    assert len(room.names()) == 1
+    assert [m for m in members if m.inbox] == winners
+    assert winners[0].inbox == [Welcome(winners[0].name)]
+
+
+# --- private lines, renames, history ------------------------------------------------------------------
+
+
+def test_private_line_reaches_only_the_recipient_and_a_receipt_the_sender():
+    room, (ann, bob, cat) = room_with("Ann", "Bob", "Cat")
+
+    assert room.send_private(ann.membership, "bob", "psst")  # any case
+
+    assert bob.inbox == [PrivateMessage("Ann", "Bob", "psst")]
+    assert ann.inbox == [PrivateMessage("Ann", "Bob", "psst")]
+    assert cat.inbox == []
+
+
+def test_private_line_to_an_unknown_name_goes_nowhere():
+    room, (ann, bob) = room_with("Ann", "Bob")
+
+    assert not room.send_private(ann.membership, "Nobody", "psst")
+    assert ann.inbox == bob.inbox == []
+
+
+def test_private_line_to_oneself_arrives_once():
+    room, (ann,) = room_with("Ann")
+    assert room.send_private(ann.membership, "Ann", "note to self")
+    assert ann.inbox == [PrivateMessage("Ann", "Ann", "note to self")]
+
+
+def test_rename_tells_everyone_and_frees_the_old_name():
+    room, (ann, bob) = room_with("Ann", "Bob")
+
+    assert room.rename(ann.membership, "Annie")
+
+    assert ann.name == "Annie"
+    assert ann.inbox == bob.inbox == [NickChanged("Ann", "Annie")]
+    assert room.names() == ["Annie", "Bob"]
+    assert FakeMember().join(room, "ann")  # the old name is free
+
+
+def test_rename_to_a_taken_name_is_refused_in_any_case():
+    room, (ann, bob) = room_with("Ann", "Bob")
+
+    assert not room.rename(ann.membership, "BOB")
+
+    assert ann.name == "Ann" and room.names() == ["Ann", "Bob"]
+    assert ann.inbox == bob.inbox == []
+
+
+def test_rename_to_another_case_of_ones_own_name_is_allowed():
+    room, (ann,) = room_with("ann")
+    assert room.rename(ann.membership, "Ann")
+    assert room.names() == ["Ann"]
+
+
+def test_who_lists_names_with_seconds_online():
+    clock = FakeClock(100.0)
+    room = Room(monotonic=clock)
+    FakeMember().join(room, "bob")
+    clock.now = 130.0
+    FakeMember().join(room, "Ann")
+    clock.now = 190.5
+
+    assert room.who() == [("Ann", 60), ("bob", 90)]
+
+
+def test_newcomer_gets_welcome_motd_then_history_and_older_lines_are_dropped():
+    room, (ann,) = room_with("Ann", history_size=2, motd="Be nice.", clock=FakeClock())
+    for text in ("one", "two"):
+        room.publish(ChatMessage("Ann", text), sender=ann.membership)
+    room.publish(ActionMessage("Ann", "waves"), sender=ann.membership)
+
+    bob = FakeMember()
+    bob.join(room, "Bob")
+
+    assert bob.inbox == [
+        Welcome("Bob"),
+        Motd("Be nice."),
+        HistoryMessage("Ann", "two", 1764100000, "chat"),
+        HistoryMessage("Ann", "waves", 1764100000, "action"),
+    ]
+
+
+def test_history_of_zero_keeps_nothing():
+    room, (ann,) = room_with("Ann", history_size=0)
+    room.publish(ChatMessage("Ann", "one"), sender=ann.membership)
+    bob = FakeMember()
+    bob.join(room, "Bob")
+    assert bob.inbox == [Welcome("Bob")]
+
+
+def test_leaving_with_a_parting_line_tells_the_others_that_line():
+    room, (ann, bob) = room_with("Ann", "Bob")
+    room.leave(ann.membership, "see you")
+    assert bob.inbox == [UserParted("Ann", "see you")]
+
+
+# --- the user list ---------------------------------------------------------
+
+
+def test_a_user_list_too_long_for_one_message_lists_what_fits_and_counts_the_rest():
+    # A thousand names of 32 four-byte characters: 128 KB, twice what a field holds.
+    members = [(f"{n:03d}" + "\U0001f600" * 29, n) for n in range(1000)]
+
+    messages = user_list_messages(members)
+
+    user_list, notice = messages
+    listed = user_list.members()
+    assert listed == members[: len(listed)] and 0 < len(listed) < 1000
+    assert len(protocol.encode_message(user_list)) <= USER_LIST_BYTES + 16
+    assert notice == Notice(f"...and {1000 - len(listed)} more: too many to list.")
+
+
+def test_a_user_list_that_fits_is_one_message():
+    members = [("Ann", 5), ("Bob", 7)]
+    assert user_list_messages(members) == [UserList.of(members)]
