@@ -11,7 +11,6 @@ import pytest
 
 import limits
 import server
-from console import ConsoleQuit, OperatorConsole, console_wanted, run_console
 from protocol import (
     ActionLine,
     ActionMessage,
@@ -22,7 +21,6 @@ from protocol import (
     Motd,
     NickChanged,
     NickRequest,
-    Notice,
     PrivateLine,
     PrivateMessage,
     UserJoined,
@@ -200,63 +198,6 @@ def test_history_zero_and_no_motd_send_nothing_extra(server_with):
     assert bob.expect(ChatMessage) == ChatMessage("Ann", "live")  # nothing before it
 
 
-# --- the operator console --------------------------------------------------------
-
-
-def test_console_kick_tells_the_member_why_and_the_others(running_server, connect):
-    alice, bob = connect("Alice"), connect("Bob")
-    alice.expect(UserJoined)
-    operator = OperatorConsole(running_server)
-
-    assert operator.execute("/kick bob spamming") == ["Kicked bob."]
-
-    assert bob.expect(Goodbye) == Goodbye("You were kicked by the operator: spamming")
-    bob.wait_closed()
-    assert alice.expect(Notice) == Notice("Bob was kicked by the operator: spamming")
-    assert alice.expect(UserLeft) == UserLeft("Bob")
-
-
-def test_console_kick_without_a_reason_and_of_an_unknown_name(running_server, connect):
-    bob = connect("Bob")
-    operator = OperatorConsole(running_server)
-    assert operator.execute("/kick Nobody") == ["No one called Nobody is online."]
-    assert operator.execute("/kick") == ["Usage: /kick NAME [REASON]"]
-    operator.execute("/kick Bob")
-    assert bob.expect(Goodbye) == Goodbye("You were kicked by the operator.")
-
-
-def test_console_say_users_help_and_unknown(running_server, connect):
-    alice, bob = connect("Alice"), connect("Bob")
-    alice.expect(UserJoined)
-    operator = OperatorConsole(running_server)
-
-    assert operator.execute("/say maintenance at noon") == ["Notice sent."]
-    for client in (alice, bob):
-        assert client.expect(Notice) == Notice("Notice from the operator: maintenance at noon")
-    shown = operator.execute("/users")
-    assert shown[0] == "2 online:" and shown[1].startswith("  Alice (") and shown[2].startswith("  Bob (")
-    assert [line.split()[0] for line in operator.execute("/help")] == ["/help", "/users", "/kick", "/say", "/quit"]
-    assert operator.execute("/frobnicate") == ["Unknown command /frobnicate. Type /help for the commands."]
-    assert operator.execute("   ") == []
-    with pytest.raises(ConsoleQuit):
-        operator.execute("/quit")
-
-
-def test_console_quit_stops_the_server(identity_key, capsys):
-    chat = server.ChatServer(identity_key, "127.0.0.1", 0)
-    serving = threading.Thread(target=chat.serve_forever, daemon=True)
-    serving.start()
-    lines = iter(["/users", "/quit"])
-    try:
-        run_console(OperatorConsole(chat), read_line=lambda: next(lines))
-        serving.join(5)
-        assert not serving.is_alive()
-    finally:
-        chat.shutdown()
-        chat.server_close()
-    assert "No one is online." in capsys.readouterr().out
-
-
 def test_flood_control_counts_private_lines_actions_and_renames_too(server_with):
     chat = server_with(limits=limits.Limits(rate=0.001, burst=3))
     ann, bob = server_with.client(chat), server_with.client(chat)
@@ -279,48 +220,3 @@ def test_flood_control_counts_private_lines_actions_and_renames_too(server_with)
     ann.send(UserListRequest())  # not counted: the answer goes to the asker alone
     assert [name for name, _ in ann.expect(UserList).members()] == ["Ann", "Bob"]
     bob.assert_quiet()
-
-
-class FakeStdin:
-    def __init__(self, tty: bool) -> None:
-        self.tty = tty
-
-    def isatty(self) -> bool:
-        return self.tty
-
-    def fileno(self) -> int:
-        return 0
-
-
-@pytest.mark.parametrize(
-    ("tty", "terminal_group", "wanted"),
-    [
-        (False, None, False),
-        (True, "ours", True),
-        (True, "another", False),  # started with & from a shell: reading would stop the server
-        (True, OSError, True),  # a terminal that is not the controlling one: no job control
-    ],
-)
-def test_console_only_on_a_terminal_in_the_foreground(monkeypatch, tty, terminal_group, wanted):
-    def tcgetpgrp(fd):
-        if terminal_group is OSError:
-            raise OSError("not a controlling terminal")
-        return 4242 if terminal_group == "ours" else 4343
-
-    monkeypatch.setattr(server.os, "tcgetpgrp", tcgetpgrp)
-    monkeypatch.setattr(server.os, "getpgrp", lambda: 4242)
-    assert console_wanted(FakeStdin(tty)) is wanted
-
-
-def test_console_ends_without_stopping_the_server_when_its_terminal_fails(running_server, capsys):
-    def read_line():
-        raise OSError(5, "Input/output error")
-
-    run_console(OperatorConsole(running_server), read_line)
-
-    client = ChatTestClient(running_server.server_address)  # still serving
-    try:
-        client.handshake()
-        client.join("Alice")
-    finally:
-        client.close()

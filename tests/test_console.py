@@ -1,0 +1,113 @@
+"""console.py: the operator console's commands against a real server on
+loopback, and when the console runs at all."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+import server
+from console import ConsoleQuit, OperatorConsole, console_wanted, run_console
+from protocol import Goodbye, Notice, UserJoined, UserLeft
+from tests.helpers import ChatTestClient
+
+
+def test_console_kick_tells_the_member_why_and_the_others(running_server, connect):
+    alice, bob = connect("Alice"), connect("Bob")
+    alice.expect(UserJoined)
+    operator = OperatorConsole(running_server)
+
+    assert operator.execute("/kick bob spamming") == ["Kicked bob."]
+
+    assert bob.expect(Goodbye) == Goodbye("You were kicked by the operator: spamming")
+    bob.wait_closed()
+    assert alice.expect(Notice) == Notice("Bob was kicked by the operator: spamming")
+    assert alice.expect(UserLeft) == UserLeft("Bob")
+
+
+def test_console_kick_without_a_reason_and_of_an_unknown_name(running_server, connect):
+    bob = connect("Bob")
+    operator = OperatorConsole(running_server)
+    assert operator.execute("/kick Nobody") == ["No one called Nobody is online."]
+    assert operator.execute("/kick") == ["Usage: /kick NAME [REASON]"]
+    operator.execute("/kick Bob")
+    assert bob.expect(Goodbye) == Goodbye("You were kicked by the operator.")
+
+
+def test_console_say_users_help_and_unknown(running_server, connect):
+    alice, bob = connect("Alice"), connect("Bob")
+    alice.expect(UserJoined)
+    operator = OperatorConsole(running_server)
+
+    assert operator.execute("/say maintenance at noon") == ["Notice sent."]
+    for client in (alice, bob):
+        assert client.expect(Notice) == Notice("Notice from the operator: maintenance at noon")
+    shown = operator.execute("/users")
+    assert shown[0] == "2 online:" and shown[1].startswith("  Alice (") and shown[2].startswith("  Bob (")
+    assert [line.split()[0] for line in operator.execute("/help")] == ["/help", "/users", "/kick", "/say", "/quit"]
+    assert operator.execute("/frobnicate") == ["Unknown command /frobnicate. Type /help for the commands."]
+    assert operator.execute("   ") == []
+    with pytest.raises(ConsoleQuit):
+        operator.execute("/quit")
+
+
+def test_console_quit_stops_the_server(identity_key, capsys):
+    chat = server.ChatServer(identity_key, "127.0.0.1", 0)
+    serving = threading.Thread(target=chat.serve_forever, daemon=True)
+    serving.start()
+    lines = iter(["/users", "/quit"])
+    try:
+        run_console(OperatorConsole(chat), read_line=lambda: next(lines))
+        serving.join(5)
+        assert not serving.is_alive()
+    finally:
+        chat.shutdown()
+        chat.server_close()
+    assert "No one is online." in capsys.readouterr().out
+
+
+class FakeStdin:
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def fileno(self) -> int:
+        return 0
+
+
+@pytest.mark.parametrize(
+    ("tty", "terminal_group", "wanted"),
+    [
+        (False, None, False),
+        (True, "ours", True),
+        (True, "another", False),  # started with & from a shell: reading would stop the server
+        (True, OSError, True),  # a terminal that is not the controlling one: no job control
+    ],
+)
+def test_console_only_on_a_terminal_in_the_foreground(monkeypatch, tty, terminal_group, wanted):
+    def tcgetpgrp(fd):
+        if terminal_group is OSError:
+            raise OSError("not a controlling terminal")
+        return 4242 if terminal_group == "ours" else 4343
+
+    monkeypatch.setattr(os, "tcgetpgrp", tcgetpgrp)
+    monkeypatch.setattr(os, "getpgrp", lambda: 4242)
+    assert console_wanted(FakeStdin(tty)) is wanted
+
+
+def test_console_ends_without_stopping_the_server_when_its_terminal_fails(running_server, capsys):
+    def read_line():
+        raise OSError(5, "Input/output error")
+
+    run_console(OperatorConsole(running_server), read_line)
+
+    client = ChatTestClient(running_server.server_address)  # still serving
+    try:
+        client.handshake()
+        client.join("Alice")
+    finally:
+        client.close()
