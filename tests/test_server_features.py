@@ -1,7 +1,8 @@
-"""The server's side of the chat commands: private messages, actions, renames, the
-user list, history, the message of the day, parting lines and the operator
-console, on a real ChatServer on loopback with protocol-level clients (every
-read has a timeout). The room alone, with fake members: test_room.py."""
+"""The server's side of the chat commands: private messages, actions, renames,
+the user list, history, the message of the day and parting lines, on a real
+ChatServer on loopback with protocol-level clients (every read has a
+timeout). The room alone, with fake members: test_room.py; the operator
+console: test_console.py."""
 
 from __future__ import annotations
 
