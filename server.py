@@ -25,6 +25,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 import cli
+import crypto_utils
 import keystore
 import protocol
 import transport
@@ -428,7 +429,7 @@ class ChatServer:
 
     def __init__(
         self,
-        identity_key: protocol.crypto_utils.RSA.RsaKey,
+        identity_key: crypto_utils.RSA.RsaKey,
         host: str = "0.0.0.0",
         port: int = cli.DEFAULT_PORT,
         limits: Limits = Limits(),
@@ -437,7 +438,6 @@ class ChatServer:
         cluster: Cluster | None = None,
     ) -> None:
         self.identity = ServerIdentity.of(identity_key)
-        self.fingerprint = self.identity.fingerprint
         self.limits = limits
         self.sealing: contextlib.AbstractContextManager[object] = threading.Lock()
         self.room = Room(history_size=history, motd=motd, cluster=cluster)
@@ -451,6 +451,11 @@ class ChatServer:
         self._stopped = threading.Event()
         self._wake_reader, self._wake_writer = socket.socketpair()
         self.room.cluster.start()
+
+    @property
+    def fingerprint(self) -> str:
+        """The server key's fingerprint, as clients are shown it."""
+        return self.identity.fingerprint
 
     def __enter__(self) -> ChatServer:
         return self
