@@ -14,6 +14,9 @@ The path of a message runs one way:
 ``cluster.RedisCluster`` does so once the Redis stream has it, on every
 server of the cluster alike. Nothing that can block (a socket call, a
 log line, a Redis call) happens under the room's lock.
+
+Joins and leaves are published through ``presence.Presence``: in a busy
+room they are summed up, one line a second at most.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from presence import Presence
 from protocol import (
     ActionMessage,
     ChatMessage,
@@ -177,6 +181,11 @@ class Room:
             Tests pin both.
         cluster: where names are claimed and messages are ordered (default:
             this server alone).
+        presence: how joins and leaves are summed up in a busy room
+            (presence.py; default: one line a second from 50 members).
+        timer: ``timer(seconds, callback)`` calls back once, later, from
+            another thread (default: a ``threading.Timer``). Tests call back
+            themselves.
     """
 
     def __init__(
@@ -186,6 +195,8 @@ class Room:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         cluster: Cluster | None = None,
+        presence: Presence | None = None,
+        timer: Callable[[float, Callable[[], None]], object] | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self._members: dict[str, Membership] = {}  # casefolded name -> membership
@@ -195,6 +206,9 @@ class Room:
         self._member_ids = itertools.count(1)
         self.cluster: Cluster = cluster if cluster is not None else LocalCluster()
         self.cluster.attach(self)
+        self._presence = presence if presence is not None else Presence()
+        self._presence_lock = threading.Lock()  # never held with the room's
+        self._timer = timer if timer is not None else _start_timer
 
     # Called for the members.
 
@@ -213,9 +227,10 @@ class Room:
             self._members[name.casefold()] = membership
             # Under the lock: no history line missed, none twice.
             greeted = all(member.deliver(item) for item in [welcome, *self._motd, *self._history])
+            members = len(self._members)
         if not greeted:
             member.send_queue_overflowed()
-        self.cluster.publish(UserJoined(name), member_id)
+        self._announce(UserJoined(name), member_id, members)
         return membership
 
     def leave(self, membership: Membership, parting: str = "") -> None:
@@ -226,7 +241,13 @@ class Room:
             if self._members.get(name.casefold()) is not membership:
                 return
             del self._members[name.casefold()]
-        self.cluster.publish(UserParted(name, parting) if parting else UserLeft(name), membership.member_id)
+            members = len(self._members)
+        if parting:  # the member's own words: told at once, never summed up
+            with self._presence_lock:
+                self._presence.parted(name)
+            self.cluster.publish(UserParted(name, parting), membership.member_id)
+        else:
+            self._announce(UserLeft(name), membership.member_id, members)
         self.cluster.release(name)
 
     def publish(self, message: Message, sender: Membership | None = None) -> None:
@@ -333,6 +354,26 @@ class Room:
 
     # Internals.
 
+    def _announce(self, message: UserJoined | UserLeft, member_id: str, members: int) -> None:
+        """Tell everyone of a join or leave, at once or summed up later
+        (presence.py); the room's lock is not held."""
+        with self._presence_lock:
+            waiting = self._presence.due is not None
+            now = self._monotonic()
+            publish = self._presence.add(message, member_id, now, members)
+            due = self._presence.due
+        if due is not None and not waiting:
+            self._timer(max(0.0, due - now), self._flush_presence)
+        for item, sender_id in publish:
+            self.cluster.publish(item, sender_id)
+
+    def _flush_presence(self) -> None:
+        """The timer: tell the joins and leaves that waited."""
+        with self._presence_lock:
+            publish = self._presence.flush(self._monotonic())
+        for item, sender_id in publish:
+            self.cluster.publish(item, sender_id)
+
     def _history_entry(self, message: Message, sent_at: float | None) -> Encoded | None:
         if not self._history.maxlen or not isinstance(message, (ChatMessage, ActionMessage)):
             return None
@@ -347,6 +388,13 @@ class Room:
     def _cut_off(members: list[Member]) -> None:
         for member in members:
             member.send_queue_overflowed()
+
+
+def _start_timer(seconds: float, callback: Callable[[], None]) -> object:
+    timer = threading.Timer(seconds, callback)
+    timer.daemon = True  # a summary due at shutdown is not worth waiting for
+    timer.start()
+    return timer
 
 
 def user_list_messages(members: list[tuple[str, int]]) -> list[Message]:
