@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 
 import crypto_utils
+import descriptors
 import limits
 import server as chat_server
 from bench.plain import PlainServer
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--cluster: the plaintext floor has no cluster")
     if args.stack_size:
         threading.stack_size(args.stack_size)
+    descriptors.raise_limit(BENCH_LIMITS.max_clients, clustered=bool(args.cluster))  # as server.py does
     server = make_server(args.kind, args.cluster)
     stop = server.server_close if args.kind == "plain" else server.shutdown
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop, daemon=True).start())
