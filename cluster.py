@@ -299,14 +299,19 @@ class RedisCluster:
             self._redis.xread({STREAM: self._last_id}, count=READ_COUNT, block=block),
         )
         for _, entries in replies:
+            # All that one XREAD brought, delivered together: each member's
+            # writer then seals them as one record, not one record each.
+            batch: list[tuple[Message, str | None, float | None]] = []
             for entry_id, fields in entries:
-                self._last_id = entry_id
                 try:
                     message, sender_id = decode_entry(fields)
                 except ValueError as exc:
                     log.warning("skipped stream entry %s: %s", entry_id.decode(), exc)
                     continue
-                self._room.distribute(message, sender_id, sent_at=entry_time(entry_id))
+                batch.append((message, sender_id, entry_time(entry_id)))
+            if entries:
+                self._last_id = entries[-1][0]  # before: a bug must not deliver them twice
+            self._room.distribute_all(batch)
 
     def _refresh_names(self) -> None:
         names = self._room.names()

@@ -25,7 +25,7 @@ import collections
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -100,7 +100,8 @@ class Cluster(Protocol):
     """Where names are claimed and messages are put in one order.
 
     The room calls ``publish`` with what the others must hear; the cluster
-    calls ``Room.distribute`` with each message exactly once, on every
+    calls ``Room.distribute`` (or ``distribute_all``, for several at once)
+    with each message exactly once, on every
     server, in one order for all (and may call ``Room.notify_here`` and
     ``Room.record_history``). Nothing here is called under the room's lock.
     """
@@ -322,20 +323,22 @@ class Room:
         """Deliver a message in its place in the one order: to every member
         but its sender, or a private one to its recipient only. Chat lines
         and actions are kept for newcomers (``sent_at``: when, if not now)."""
-        item = encode(message)
-        if isinstance(message, PrivateMessage):
-            target = self.find(message.recipient)
-            if target is not None and target.member_id != sender_id:
-                self._deliver_each({target}, item)
-            return
-        kept = self._history_entry(message, sent_at)
-        with self._lock:
-            if kept is not None:
-                self._history.append(kept)
-            overflowed = [
-                m.member for m in self._members.values() if m.member_id != sender_id and not m.member.deliver(item)
-            ]
-        self._cut_off(overflowed)
+        self.distribute_all([(message, sender_id, sent_at)])
+
+    def distribute_all(self, entries: Sequence[tuple[Message, str | None, float | None]]) -> None:
+        """``distribute`` each of several (message, sender_id, sent_at), in
+        order. The room's lock is taken once for each run of broadcasts, and
+        each member is given the whole run at once: its writer then finds
+        them queued together and seals them as one record."""
+        run: list[tuple[Encoded, str | None, Encoded | None]] = []
+        for message, sender_id, sent_at in entries:
+            if isinstance(message, PrivateMessage):
+                self._broadcast(run)  # what came before it goes first
+                run = []
+                self._deliver_private(message, encode(message), sender_id)
+            else:
+                run.append((encode(message), sender_id, self._history_entry(message, sent_at)))
+        self._broadcast(run)
 
     def record_history(self, message: Message, sent_at: float) -> None:
         """Keep a chat line or action said before this server started."""
@@ -373,6 +376,26 @@ class Room:
             publish = self._presence.flush(self._monotonic())
         for item, sender_id in publish:
             self.cluster.publish(item, sender_id)
+
+    def _broadcast(self, run: list[tuple[Encoded, str | None, Encoded | None]]) -> None:
+        """Queue (item, sender_id, history entry) for every member but each
+        item's sender, under one taking of the lock, member by member."""
+        if not run:
+            return
+        overflowed = []
+        with self._lock:
+            for _, _, kept in run:
+                if kept is not None:
+                    self._history.append(kept)
+            for m in self._members.values():
+                if not all(m.member.deliver(item) for item, sender_id, _ in run if m.member_id != sender_id):
+                    overflowed.append(m.member)
+        self._cut_off(overflowed)
+
+    def _deliver_private(self, message: PrivateMessage, item: Encoded, sender_id: str | None) -> None:
+        target = self.find(message.recipient)
+        if target is not None and target.member_id != sender_id:
+            self._deliver_each({target}, item)
 
     def _history_entry(self, message: Message, sent_at: float | None) -> Encoded | None:
         if not self._history.maxlen or not isinstance(message, (ChatMessage, ActionMessage)):

@@ -450,3 +450,51 @@ def test_leaves_in_a_busy_room_are_summed_up_too():
     clock.now += 1
     timer.fire()
     assert members[0].inbox == [UserLeft("p1"), Notice("p2, p3 and p4 left the chat.")]
+
+
+# --- several messages at once (the cluster thread's XREAD) -------------------
+
+
+class CountingMember(FakeMember):
+    """A fake member that notes its label in a shared log on every delivery."""
+
+    def __init__(self, label: str, log: list[str]) -> None:
+        super().__init__(label)
+        self.log = log
+
+    def deliver(self, item: protocol.Encoded) -> bool:
+        self.log.append(self.label)
+        return super().deliver(item)
+
+
+def test_distribute_all_gives_each_member_the_whole_run_at_once_in_order():
+    log: list[str] = []
+    room = Room()
+    alice, bob, carol = CountingMember("a", log), CountingMember("b", log), CountingMember("c", log)
+    for member, name in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
+        member.join(room, name)
+    for member in (alice, bob, carol):
+        member.inbox.clear()
+    log.clear()
+    lines = [ChatMessage("alice", "one"), ActionMessage("bob", "waves"), ChatMessage("carol", "three")]
+    room.distribute_all([(line, member.membership.member_id, 10.0) for line, member in zip(lines, (alice, bob, carol))])
+    assert carol.inbox == lines[:2] and alice.inbox == lines[1:] and bob.inbox == [lines[0], lines[2]]
+    # Member by member, each one's items together: a writer seals them as one record.
+    assert log == ["a", "a", "b", "b", "c", "c"]
+    newcomer = FakeMember()
+    newcomer.join(room, "dave")
+    assert [m.text for m in newcomer.inbox if isinstance(m, HistoryMessage)] == ["one", "waves", "three"]
+
+
+def test_distribute_all_keeps_a_private_line_in_its_place_and_for_its_recipient():
+    room, (alice, bob) = room_with("alice", "bob")
+    private = PrivateMessage("zed", "bob", "psst")  # from someone on another server
+    room.distribute_all(
+        [
+            (ChatMessage("zed", "before"), "other/1", None),
+            (private, "other/1", None),
+            (ChatMessage("zed", "after"), "other/1", None),
+        ]
+    )
+    assert bob.inbox == [ChatMessage("zed", "before"), private, ChatMessage("zed", "after")]
+    assert alice.inbox == [ChatMessage("zed", "before"), ChatMessage("zed", "after")]
