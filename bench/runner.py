@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import crypto_utils
 import protocol
-from bench import micro, scenarios
+from bench import crowd, micro, scenarios
 from bench.loadgen import BenchError
 from bench.redis_server import RedisServer
 from bench.servers import ROOT, TEST_KEY
@@ -45,6 +45,7 @@ class Plan:
     stack_room: int  # room size for the memory run with small thread stacks
     cluster_room: int  # room size for the cluster runs
     cluster_senders: int
+    crowd: crowd.CrowdPlan = crowd.NO_CROWD  # rooms of thousands (bench/crowd.py)
 
 
 FULL = Plan(
@@ -59,6 +60,7 @@ FULL = Plan(
     stack_room=100,
     cluster_room=100,
     cluster_senders=10,
+    crowd=crowd.FULL_CROWD,
 )
 QUICK = Plan(
     sizes={PLAIN: (10, 50), UNBATCHED: (10,), UNLOCKED: (10,), CHAT: (10, 50)},
@@ -72,6 +74,7 @@ QUICK = Plan(
     stack_room=10,
     cluster_room=20,
     cluster_senders=4,
+    crowd=crowd.QUICK_CROWD,
 )
 
 
@@ -107,6 +110,7 @@ class Results:
     profiles: dict[str, str] = field(default_factory=dict)
     cluster: list[ClusterRun] = field(default_factory=list)
     cluster_skipped: str | None = None  # why there are no cluster runs
+    crowd: crowd.CrowdResults = field(default_factory=crowd.CrowdResults)
     errors: list[str] = field(default_factory=list)
 
 
@@ -179,6 +183,14 @@ def run(plan: Plan, progress=print) -> Results:
         progress,
     )
     guarded(results, "cluster: redis-server", lambda: measure_cluster(plan, results, progress), progress)
+    guarded(
+        results,
+        "crowd: rooms of thousands, several load generator processes",
+        lambda: crowd.measure(
+            plan.crowd, results.crowd, functools.partial(ServerProcess, CHAT), progress, results.errors
+        ),
+        progress,
+    )
     return results
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import signal
 import sys
 import threading
@@ -32,8 +33,9 @@ KINDS = ("chat", "chat-unlocked", "chat-unbatched", "plain")
 
 
 #: The server's limits for a benchmark: the load generator is no person. It
-#: sends faster than flood control allows one, and a room may hold 1,000.
-BENCH_LIMITS = limits.Limits(max_clients=2000, rate=0)
+#: sends faster than flood control allows one, and a room may hold 5,000
+#: (bench/crowd.py).
+BENCH_LIMITS = limits.Limits(max_clients=6000, rate=0)
 
 
 class UnbatchedHandler(chat_server.ClientHandler):
@@ -52,11 +54,11 @@ class UnbatchedHandler(chat_server.ClientHandler):
             self.abort()
 
 
-def make_server(kind: str, cluster_url: str | None = None):
+def make_server(kind: str, cluster_url: str | None = None, bench_limits: limits.Limits = BENCH_LIMITS):
     if kind == "plain":
         return PlainServer("127.0.0.1", 0)
     key = crypto_utils.import_private_key(TEST_KEY.read_bytes())
-    server = chat_server.ChatServer(key, "127.0.0.1", 0, BENCH_LIMITS, cluster=join_cluster(cluster_url))
+    server = chat_server.ChatServer(key, "127.0.0.1", 0, bench_limits, cluster=join_cluster(cluster_url))
     if kind == "chat-unbatched":
         server.handler_class = UnbatchedHandler
     if kind == "chat-unlocked":
@@ -83,13 +85,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("--stack-size", type=int, default=0, help="threading.stack_size for client threads")
     parser.add_argument("--cluster", metavar="redis://HOST:PORT/DB", help="join the cluster on this Redis")
+    parser.add_argument("--handshake-timeout", type=float, help="seconds, for a reconnect storm (bench/crowd.py)")
     args = parser.parse_args(argv)
     if args.cluster and args.kind == "plain":
         parser.error("--cluster: the plaintext floor has no cluster")
     if args.stack_size:
         threading.stack_size(args.stack_size)
     descriptors.raise_limit(BENCH_LIMITS.max_clients, clustered=bool(args.cluster))  # as server.py does
-    server = make_server(args.kind, args.cluster)
+    bench_limits = BENCH_LIMITS
+    if args.handshake_timeout:
+        bench_limits = dataclasses.replace(BENCH_LIMITS, handshake_timeout=args.handshake_timeout)
+    server = make_server(args.kind, args.cluster, bench_limits)
     stop = server.server_close if args.kind == "plain" else server.shutdown
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop, daemon=True).start())
     stop_when_stdin_closes(stop)
