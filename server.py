@@ -108,6 +108,7 @@ class ClientHandler:
         self._closing = threading.Event()
         self._parting = ""  # the line given with /quit, for the others
         self._frame_began: float | None = None
+        self._gate: contextlib.AbstractContextManager[object] = contextlib.nullcontext()  # see _handshake
 
     # What the room calls (room.Member).
 
@@ -163,6 +164,7 @@ class ClientHandler:
 
     def _handshake(self) -> None:
         deadline = _Deadline(self.limits.handshake_timeout, "waiting for the handshake")
+        self._gate = self.server.handshaking  # around its cryptography, one handshake at a time
         self.sock.sendall(self.conn.data_to_send())
         event = self._next_event(deadline, flush=True)
         if isinstance(event, ConnectionClosed):
@@ -170,6 +172,7 @@ class ClientHandler:
             raise _ClientLeft()
         if not isinstance(event, HandshakeComplete):
             raise protocol.RemoteProtocolError(f"handshake ended with {event}")
+        self._gate = contextlib.nullcontext()
         log.info("%s: handshake complete", self.peer)
 
     def _choose_username(self) -> Membership:
@@ -313,7 +316,8 @@ class ClientHandler:
         """The next event, reading the socket as needed (until ``deadline``,
         and within ``frame_timeout`` of a frame's first byte)."""
         while True:
-            event = self.conn.next_event()
+            with self._gate:
+                event = self.conn.next_event()
             if flush:
                 self.sock.sendall(self.conn.data_to_send())
             if event is not protocol.NEED_DATA:
@@ -424,6 +428,14 @@ class ChatServer:
             waiting here sleep instead, and batch up what arrives meanwhile
             (measured in docs/benchmarks.md, which also runs a server
             without it).
+        handshaking: held by a reader while its connection works out a
+            handshake's cryptography (never while it waits for the
+            network). For the same reason as ``sealing``: a thousand
+            clients reconnecting at once would otherwise run a thousand
+            RSA unwraps side by side, all of them slow, handing the GIL
+            round at every C call; one at a time, each is done in a few
+            milliseconds and the first are back in at once (the reconnect
+            storm in docs/benchmarks.md).
     """
 
     handler_class: type[ClientHandler] = ClientHandler
@@ -441,6 +453,7 @@ class ChatServer:
         self.identity = ServerIdentity.of(identity_key)
         self.limits = limits
         self.sealing: contextlib.AbstractContextManager[object] = threading.Lock()
+        self.handshaking: contextlib.AbstractContextManager[object] = threading.Lock()
         self.room = Room(history_size=history, motd=motd, cluster=cluster)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._listener = socket.create_server((host, port), family=family, backlog=128)
