@@ -23,16 +23,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from Cryptodome.Cipher import AES, PKCS1_OAEP
+from Cryptodome.Cipher import PKCS1_OAEP
 from Cryptodome.Hash import SHA256
 from Cryptodome.Protocol import DH
 from Cryptodome.Protocol.KDF import HKDF
 from Cryptodome.PublicKey import RSA
 from Cryptodome.Random import get_random_bytes
+
+import aes_gcm
 
 __all__ = [
     "RSA_KEY_BITS",
@@ -314,23 +315,27 @@ def derive_session_keys(rsa_secret: bytes, x25519_secret: bytes, transcript: byt
 def _nonce(iv: bytes, sequence: int) -> bytes:
     # TLS 1.3 (RFC 8446 section 5.3): left-pad the sequence number to the IV
     # length and XOR it in, so every record of a direction has its own nonce.
-    padded = bytes(IV_SIZE - 8) + struct.pack("!Q", sequence)
-    return bytes(a ^ b for a, b in zip(iv, padded, strict=True))
+    # One XOR of two integers: the sequence is below 2**64, so it only
+    # reaches the IV's last 8 bytes.
+    return (int.from_bytes(iv, "big") ^ sequence).to_bytes(IV_SIZE, "big")
 
 
 class _RecordDirection:
-    __slots__ = ("_key", "_iv", "_sequence")
+    __slots__ = ("_gcm", "_iv", "_sequence")
 
     def __init__(self, key: bytes, iv: bytes, first_sequence: int = 0):
         """Args: the direction's key and IV; ``first_sequence`` (0 in the
         protocol) lets tests start near the end.
+
+        The AES key schedule and GHASH's tables are made here, once for the
+        direction (``aes_gcm``), not once a record.
 
         Raises:
             ValueError: the key is not 32 bytes, or the IV not 12.
         """
         if len(key) != KEY_SIZE or len(iv) != IV_SIZE:
             raise ValueError("AES-256-GCM needs a 32-byte key and a 12-byte IV")
-        self._key = key
+        self._gcm = aes_gcm.new(key)
         self._iv = iv
         self._sequence = first_sequence
 
@@ -339,12 +344,12 @@ class _RecordDirection:
         """The sequence number the next record will use."""
         return self._sequence
 
-    def _next_cipher(self):
+    def _next_nonce(self) -> bytes:
         if self._sequence > MAX_SEQUENCE:
             raise SequenceExhaustedError("no sequence numbers left in this direction")
-        cipher = AES.new(self._key, AES.MODE_GCM, nonce=_nonce(self._iv, self._sequence))
+        nonce = _nonce(self._iv, self._sequence)
         self._sequence += 1
-        return cipher
+        return nonce
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} sequence={self._sequence}>"
@@ -363,10 +368,7 @@ class RecordSealer(_RecordDirection):
                 was already sealed; nothing is sealed, and every later call
                 raises again.
         """
-        cipher = self._next_cipher()
-        cipher.update(aad)
-        ciphertext, tag = cipher.encrypt_and_digest(plaintext)
-        return ciphertext + tag
+        return self._gcm.seal(self._next_nonce(), plaintext, aad)
 
 
 class RecordOpener(_RecordDirection):
@@ -391,10 +393,10 @@ class RecordOpener(_RecordDirection):
         """
         if len(sealed) < TAG_SIZE:
             raise DecryptionError("record too short")
-        cipher = self._next_cipher()
-        cipher.update(aad)
+        nonce = self._next_nonce()
         try:
-            # decrypt_and_verify compares the tag in constant time.
-            return cipher.decrypt_and_verify(sealed[:-TAG_SIZE], sealed[-TAG_SIZE:])
+            # The tag is checked first, in constant time; no plaintext
+            # exists for a record that fails it.
+            return self._gcm.open(nonce, sealed, aad)
         except ValueError:
             raise DecryptionError("record failed authentication") from None
