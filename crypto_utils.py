@@ -28,12 +28,11 @@ from dataclasses import dataclass, field
 
 from Cryptodome.Cipher import PKCS1_OAEP
 from Cryptodome.Hash import SHA256
-from Cryptodome.Protocol import DH
-from Cryptodome.Protocol.KDF import HKDF
 from Cryptodome.PublicKey import RSA
 from Cryptodome.Random import get_random_bytes
 
 import aes_gcm
+import x25519
 
 __all__ = [
     "RSA_KEY_BITS",
@@ -228,14 +227,18 @@ class EphemeralKey:
     """A one-use X25519 key pair. Drop it after the handshake.
 
     The private half is never exposed; the object can only agree on a
-    shared secret with a peer's public key.
+    shared secret with a peer's public key. The arithmetic is ``x25519``'s
+    (pycryptodomex's C code called directly, or its ECC objects).
     """
 
-    __slots__ = ("_private",)
+    __slots__ = ("_private", "_public")
 
     def __init__(self, private_bytes: bytes):
         """Raises ValueError if ``private_bytes`` is not 32 bytes long."""
-        self._private = DH.import_x25519_private_key(private_bytes)
+        if len(private_bytes) != X25519_KEY_SIZE:
+            raise ValueError("an X25519 private key is 32 bytes")
+        self._private = bytes(private_bytes)
+        self._public = x25519.x25519(self._private, x25519.BASE_POINT)
 
     @classmethod
     def generate(cls, rng: Rng | None = None) -> EphemeralKey:
@@ -243,7 +246,7 @@ class EphemeralKey:
 
     @property
     def public_bytes(self) -> bytes:
-        return self._private.public_key().export_key(format="raw")
+        return self._public
 
     def agree(self, peer_public: bytes) -> bytes:
         """The 32-byte X25519 shared secret with ``peer_public``.
@@ -253,20 +256,12 @@ class EphemeralKey:
                 (RFC 7748 section 6.1 asks to reject an all-zero result).
         """
         try:
-            peer = DH.import_x25519_public_key(peer_public)
-            shared = DH.key_agreement(eph_priv=self._private, eph_pub=peer, kdf=_identity)
-        except (ValueError, TypeError):
+            return x25519.x25519(self._private, bytes(peer_public))
+        except (ValueError, TypeError):  # LowOrderPoint is a ValueError
             raise KeyAgreementError("invalid X25519 public key") from None
-        if hmac.compare_digest(shared, bytes(len(shared))):
-            raise KeyAgreementError("X25519 shared secret is all zero")
-        return shared
 
     def __repr__(self) -> str:
         return "<EphemeralKey>"
-
-
-def _identity(data: bytes | bytearray | memoryview) -> bytes:
-    return bytes(data)
 
 
 # --- the key schedule --------------------------------------------------------
@@ -297,16 +292,21 @@ def derive_session_keys(rsa_secret: bytes, x25519_secret: bytes, transcript: byt
     server's private key can finish the handshake, the X25519 one so that a
     recording cannot be decrypted later even with that key.
     """
-    okm = HKDF(
-        rsa_secret + x25519_secret,
-        2 * (KEY_SIZE + IV_SIZE),
-        salt=transcript,
-        hashmod=SHA256,
-        context=_KEY_SCHEDULE_LABEL,
-    )
-    assert isinstance(okm, bytes)  # one key asked for: HKDF returns bytes, not a tuple
+    okm = _hkdf_sha256(rsa_secret + x25519_secret, transcript, _KEY_SCHEDULE_LABEL, 2 * (KEY_SIZE + IV_SIZE))
     c2s_key, s2c_key, rest = okm[:32], okm[32:64], okm[64:]
     return SessionKeys(c2s_key, rest[:IV_SIZE], s2c_key, rest[IV_SIZE:])
+
+
+def _hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
+    # RFC 5869 on the standard library's HMAC (OpenSSL): the same bytes as
+    # pycryptodomex's HKDF, which builds its HMACs in Python at about seven
+    # times the cost, paid by the server on every handshake.
+    prk = hmac.digest(salt, ikm, "sha256")  # extract
+    okm, block = b"", b""
+    for counter in range(1, -(-length // 32) + 1):  # expand
+        block = hmac.digest(prk, block + info + bytes([counter]), "sha256")
+        okm += block
+    return okm[:length]
 
 
 # --- the record layer --------------------------------------------------------
