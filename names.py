@@ -35,9 +35,10 @@ What ``accept`` refuses, and why:
   written together in Japan (Han, Hiragana, Katakana), China and Taiwan
   (Han, Bopomofo) and Korea (Han, Hangul).
 
-White space: the name is trimmed, and every run of space separators (the
-no-break space, the ideographic space an input method types, ...) becomes one
-plain space. So ``Randall Flagg`` is kept, and ``  Randall　 Flagg `` becomes it.
+White space: the name is trimmed (of white space of any kind), and every
+run of space separators inside it (the no-break space, the ideographic space
+an input method types, ...) becomes one plain space. So ``Randall Flagg`` is
+kept, and ``  Randall　 Flagg `` becomes it; a TAB inside is refused.
 
 The data Python's ``unicodedata`` lacks (scripts, default ignorables, emoji,
 confusables) is in ``names_data.py``, made by ``tools/make_names_data.py``.
@@ -149,7 +150,7 @@ _SPACES = re.compile(r"[^\S\n\r\t\v\f\x1c-\x1f\x85\u2028\u2029]+")  # runs of sp
 
 
 def _tidy(raw: str) -> str:
-    return _SPACES.sub(" ", unicodedata.normalize("NFC", raw)).strip(" ")
+    return _SPACES.sub(" ", unicodedata.normalize("NFC", raw).strip())
 
 
 def _check_char(name: str, position: int, char: str) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import names
 import names_data
@@ -51,6 +53,20 @@ def refusal(raw: str) -> str:
         "தமிழ்",
         "ภาษาไทย",
         "ᏣᎳᎩ",  # Cherokee
+        "สมชาย",
+        "မြန်မာ",
+        "ශ්\u200dරී",  # Sinhala: ZWJ after the al-lakuna
+        "ნინო",
+        "Արամ",
+        "አበበ",
+        "ラーメン",  # the prolonged sound mark is Hiragana and Katakana
+        "ジョン・スミス",
+        "阿·凡提",  # the middle dot goes with Han
+        "金민준",  # Han and Hangul: Korean
+        "Ἀλέξανδρος",
+        "Mary-Jane O'Brien",
+        "J. R. R. Tolkien",
+        "🇫🇷 Marie",
         "ash-3",
         "r2d2",
         "😀",
@@ -213,3 +229,16 @@ def test_no_space_separator_survives_in_a_name():
     separators = [chr(p) for p in range(0x110000) if unicodedata.category(chr(p)) == "Zs"]
     for space in separators:
         assert names.accept(f"a{space}b") == "a b"
+
+
+@settings(deadline=None, database=None, derandomize=True, max_examples=400)
+@given(st.text(max_size=40))
+def test_any_text_is_accepted_as_a_fixed_point_or_refused_with_a_reason(raw):
+    try:
+        name = names.accept(raw)
+    except names.NameRefused as refused:
+        assert refused.reason
+        return
+    assert names.accept(name) == name
+    assert names.key(name) == names.key(raw)
+    assert ":" not in name and name[0] not in "[*>"
