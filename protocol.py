@@ -26,7 +26,6 @@ from __future__ import annotations
 import collections
 import enum
 import struct
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import ClassVar, Literal, TypeVar
@@ -94,7 +93,6 @@ __all__ = [
     "encode_batch",
     "decode_record",
     "refusal",
-    "normalize_username",
 ]
 
 Rng = Callable[[int], bytes]
@@ -622,22 +620,6 @@ def _batch_groups(payloads: list[bytes]) -> list[list[bytes]]:
         groups[-1].append(payload)
         size += item
     return groups
-
-
-# --- text rules shared by both ends ------------------------------------------
-
-
-def normalize_username(raw: str) -> str | None:
-    """The username in canonical form, or None if it is not a valid one.
-
-    Valid: after NFC normalization and trimming surrounding white space, 1 to 32
-    characters, all printable (no control or format characters).
-    Uniqueness is the server's business: compare ``name.casefold()``.
-    """
-    name = unicodedata.normalize("NFC", raw).strip()
-    if not 1 <= len(name) <= MAX_USERNAME_LENGTH or not name.isprintable():
-        return None
-    return name
 
 
 # --- framing -----------------------------------------------------------------

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import cli
 import crypto_utils
 import keystore
+import names
 import protocol
 import transport
 from console import COMMANDS as CONSOLE_COMMANDS
@@ -71,9 +72,9 @@ MAX_MESSAGE_BYTES_CEILING = protocol.MAX_FRAME_SIZE - 1024
 
 ASK_USERNAME = "Please enter a username."
 USERNAME_TAKEN = "That username is taken. Please enter another username."
-USERNAME_INVALID = (
-    f"Please enter a valid username. A username is 1 to {protocol.MAX_USERNAME_LENGTH} printable characters."
-)
+#: ``reason``: a ``names.NameRefused`` reason, "mixes Cyrillic and Latin letters".
+USERNAME_INVALID = "That is not a valid username: it {reason}. Please enter another username."
+USERNAME_LOOKS_TAKEN = "That username looks the same as {holder}, who is online. Please enter another username."
 SHUTTING_DOWN = "Server is shutting down."
 SERVER_FULL = "The server is full ({max_clients} people). Try again later."
 
@@ -184,13 +185,15 @@ class ClientHandler:
         return self.membership
 
     def _try_username(self, requested: str) -> Membership | None:
-        name = protocol.normalize_username(requested)
-        if name is None:
-            self._tell(UsernameRequest(USERNAME_INVALID))
+        try:
+            name = names.accept(requested)
+        except names.NameRefused as refused:
+            self._tell(UsernameRequest(USERNAME_INVALID.format(reason=refused.reason)))
             return None
         membership = self.room.join(self, name)
         if membership is None:
-            self._tell(UsernameRequest(USERNAME_TAKEN))
+            holder = self._look_alike_holder(name)
+            self._tell(UsernameRequest(USERNAME_LOOKS_TAKEN.format(holder=holder) if holder else USERNAME_TAKEN))
         else:
             log.info("%s joined from %s", name, self.peer)
         return membership
@@ -234,20 +237,25 @@ class ClientHandler:
         log.info("%s sent a private message to %s", me.name, printable_text(line.recipient))
 
     def _rename(self, me: Membership, request: NickRequest) -> None:
-        name = protocol.normalize_username(request.name)
         if not self._within_rate("the name was not changed"):
             return
-        if name is None:
-            self._tell(
-                ErrorNotice(
-                    f"{printable_text(request.name)!r} is not a valid username: a username is 1 to "
-                    f"{protocol.MAX_USERNAME_LENGTH} printable characters."
-                )
-            )
-        elif not self.room.rename(me, name):
-            self._tell(ErrorNotice(f"The username {name} is taken."))
-        else:
+        try:
+            name = names.accept(request.name)
+        except names.NameRefused as refused:
+            self._tell(ErrorNotice(f"That is not a valid username: it {refused.reason}. The name was not changed."))
+            return
+        if self.room.rename(me, name):
             log.info("%s: now known as %s", self.peer, name)
+        elif holder := self._look_alike_holder(name):
+            self._tell(ErrorNotice(f"The username {name} looks the same as {holder}, who is online."))
+        else:
+            self._tell(ErrorNotice(f"The username {name} is taken."))
+
+    def _look_alike_holder(self, name: str) -> str | None:
+        """Who holds a name that looks the same as ``name`` (not merely the
+        same in another case), to say so in the refusal."""
+        holder = self.room.holder(name)
+        return holder if holder is not None and holder.casefold() != name.casefold() else None
 
     def _list_users(self) -> None:
         # Not counted by flood control: the answer goes to the asker alone

@@ -26,6 +26,7 @@ from Cryptodome.Util.asn1 import DerSequence
 import client_ui
 import crypto_utils
 import protocol
+import server
 from crypto_utils import MAX_SEQUENCE, EphemeralKey, RecordSealer, SequenceExhaustedError
 from protocol import (
     NEED_DATA,
@@ -513,11 +514,25 @@ def test_username_length_is_counted_in_code_points_after_nfc(connect, typed, acc
     assert connect().join(typed) == Welcome(accepted)
 
 
-@pytest.mark.parametrize("typed", ["\u00e9" * 33, "a\u00a0b"], ids=["33-code-points", "no-break-space-inside"])
-def test_a_username_over_32_code_points_or_not_printable_is_refused(connect, typed):
+@pytest.mark.parametrize(
+    ("typed", "reason"),
+    [
+        ("\u00e9" * 33, "is longer than 32 characters"),
+        ("a\u200bb", "contains an invisible character (U+200B)"),
+        ("a\tb", "contains a character that cannot be shown (U+0009)"),
+    ],
+    ids=["33-code-points", "zero-width-space-inside", "tab-inside"],
+)
+def test_a_username_over_32_code_points_or_not_printable_is_refused(connect, typed, reason):
     newcomer = connect()
     newcomer.send(Username(typed))
-    assert newcomer.expect(UsernameRequest).prompt.startswith("Please enter a valid username.")
+    assert newcomer.expect(UsernameRequest).prompt == server.USERNAME_INVALID.format(reason=reason)
+
+
+def test_a_space_separator_inside_a_username_becomes_a_plain_space(connect):
+    # PROTOCOL.md, "Usernames": the no-break space a keyboard types and the
+    # ideographic space of an input method are shown as what they are.
+    assert connect().join("a\u00a0\u3000b") == Welcome("a b")
 
 
 # --- section 5: fingerprints -------------------------------------------------
