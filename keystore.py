@@ -101,6 +101,31 @@ def _home() -> Path | None:
         return None
 
 
+def _writable_by_others(info: os.stat_result, uid: int) -> bool:
+    """Writable by others, or by a group that is not the user's own."""
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & stat.S_IWOTH:
+        return True
+    return bool(mode & stat.S_IWGRP) and not _is_private_group(info.st_gid, uid)
+
+
+def _is_private_group(gid: int, uid: int) -> bool:
+    """Whether ``gid`` is the user's own group: their primary group, named
+    as they are, with no one else in it. With a umask of 002 (the usual one
+    where each user has such a group) directories are group-writable, and
+    that lets no one else in; Debian's OpenSSH allows it for the same reason."""
+    try:
+        import grp
+        import pwd
+    except ImportError:  # not a Unix with users and groups
+        return False
+    try:
+        user, group = pwd.getpwuid(uid), grp.getgrgid(gid)
+    except KeyError:
+        return False
+    return gid == user.pw_gid and group.gr_name == user.pw_name and set(group.gr_mem) <= {user.pw_name}
+
+
 def _check_file(path: Path, what: str, private: bool, uid: int) -> None:
     info = path.stat()
     if info.st_uid not in (uid, 0):
@@ -114,7 +139,7 @@ def _check_file(path: Path, what: str, private: bool, uid: int) -> None:
             f"Permissions {mode:04o} for the {what} {path} are too open: "
             f"it must be readable by its owner only. Run: chmod 600 {path}"
         )
-    if mode & 0o022:
+    if _writable_by_others(info, uid):
         raise KeyFileError(
             f"Permissions {mode:04o} for the {what} {path} are too open: others could change it. Run: chmod go-w {path}"
         )
@@ -128,7 +153,7 @@ def _check_directory(directory: Path, path: Path, what: str, uid: int, *, sticky
             f"The directory {directory} belongs to another user (uid {info.st_uid}), who could replace "
             f"the {what} {path}. Keep it in a directory of your own."
         )
-    if not mode & 0o022:
+    if not _writable_by_others(info, uid):
         return
     if sticky_allowed and info.st_uid == 0 and mode & stat.S_ISVTX:
         return

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import stat
+import types
 from pathlib import Path
 
 import pytest
@@ -212,7 +215,8 @@ def test_identity_key_in_a_world_writable_directory_is_refused(tmp_path, identit
     assert str(shared) in text and "writable by others" in text and f"chmod go-w {shared}" in text
 
 
-def test_a_group_writable_directory_higher_up_is_refused_too(tmp_path, identity_key):
+def test_a_group_writable_directory_higher_up_is_refused_too(tmp_path, identity_key, monkeypatch):
+    monkeypatch.setattr(keystore, "_is_private_group", lambda gid, uid: False)  # a group others are in
     upper = tmp_path / "upper"
     inner = upper / "inner"
     inner.mkdir(parents=True)
@@ -222,6 +226,28 @@ def test_a_group_writable_directory_higher_up_is_refused_too(tmp_path, identity_
     with pytest.raises(keystore.KeyFileError, match=f"chmod go-w {upper}"):
         keystore.load_or_create_identity_key(path)
     assert not path.exists()  # not even made
+
+
+def test_a_group_writable_directory_of_the_users_own_group_is_allowed(tmp_path, monkeypatch):
+    # umask 002, where each user has a group of their own: directories are
+    # group-writable, and that lets no one else in.
+    gid = os.stat(tmp_path).st_gid
+    user = types.SimpleNamespace(pw_name="ann", pw_gid=gid)
+    monkeypatch.setattr(pwd, "getpwuid", lambda uid: user)
+    own_group = types.SimpleNamespace(gr_name="ann", gr_mem=[])
+    monkeypatch.setattr(grp, "getgrgid", lambda g: own_group)
+    shared = tmp_path / "dir"
+    shared.mkdir()
+    shared.chmod(0o775)
+
+    keystore.check_safe_path(shared / "known_hosts", "known hosts file")
+
+    own_group.gr_mem = ["bob"]  # someone else is in it: refused
+    with pytest.raises(keystore.KeyFileError, match=f"chmod go-w {shared}"):
+        keystore.check_safe_path(shared / "known_hosts", "known hosts file")
+    own_group.gr_mem, own_group.gr_name = [], "staff"  # not named as the user: refused
+    with pytest.raises(keystore.KeyFileError, match=f"chmod go-w {shared}"):
+        keystore.check_safe_path(shared / "known_hosts", "known hosts file")
 
 
 def test_a_sticky_root_directory_above_is_allowed_but_not_as_the_files_own(tmp_path):
