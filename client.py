@@ -234,7 +234,7 @@ def trust_server(link: ServerLink, args: argparse.Namespace, terminal: Terminal)
         return keystore.check_server_key(known, server, hello.fingerprint, args.fingerprint)
 
     checked = establish(link, check, server)
-    ask = checked.first_contact and terminal.interactive and not getattr(args, "accept_new", False)
+    ask = checked.first_contact and terminal.interactive and not args.accept_new
     if ask:
         confirm_new_key(terminal, checked)
     note = keystore.record_server_key(known, checked, confirmed=ask)

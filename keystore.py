@@ -67,8 +67,9 @@ def check_safe_path(path: Path, what: str, *, private: bool = False, uid: int | 
     """Refuse ``path`` if someone other than the user (or root) could change
     it: the file (if it exists) and every directory above it, up to the home
     directory (or to ``/`` for a path outside it), must be owned by the user
-    or root and writable by neither group nor others. ``private``: the file
-    must not be readable by others either (a private key).
+    or root and writable by no one else (others, or a group but the user's
+    own). ``private``: the file must not be readable by others either (a
+    private key).
 
     One exception, for ``/tmp`` and the like: a directory above the file's
     own that is root's and sticky, since there others may add entries but
@@ -77,8 +78,13 @@ def check_safe_path(path: Path, what: str, *, private: bool = False, uid: int | 
     Raises:
         KeyFileError: naming the path at fault and the ``chmod`` that fixes it.
     """
-    uid = os.geteuid() if uid is None else uid
-    path = Path(os.path.abspath(path))
+    try:
+        _check_safe_path(Path(os.path.abspath(path)), what, private, os.geteuid() if uid is None else uid)
+    except OSError as exc:
+        raise KeyFileError(f"Cannot check the {what} {path}: {exc.strerror or exc}") from None
+
+
+def _check_safe_path(path: Path, what: str, private: bool, uid: int) -> None:
     if path.exists():
         path = path.resolve()  # a link: what counts is the file it leads to, and its directories
         _check_file(path, what, private, uid)
@@ -199,6 +205,7 @@ def _read_identity_key(path: Path) -> crypto_utils.RSA.RsaKey:
 
 def _write_private_file(path: Path, data: bytes) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    check_safe_path(path, "server key", private=True)  # again: someone else may have made the directory first
     # O_EXCL with mode 0600: the file is never, even briefly, readable by
     # others, and a link planted in its place is not followed.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -241,6 +248,7 @@ class KnownHosts:
         kept = [f"{h} {f}\n" for h, f in self._entries() if h != host_id]
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            check_safe_path(self.path, "known hosts file")  # again: someone else may have made the directory first
             fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         except OSError as exc:
             raise KeyFileError(f"Cannot write the known hosts file {self.path}: {exc.strerror or exc}") from None
