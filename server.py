@@ -24,6 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+import admission
 import cli
 import crypto_utils
 import keystore
@@ -76,6 +77,17 @@ USERNAME_INVALID = (
 )
 SHUTTING_DOWN = "Server is shutting down."
 SERVER_FULL = "The server is full ({max_clients} people). Try again later."
+#: Refusals before the handshake (admission.py), short: the client shows
+#: them as an unauthenticated reason.
+REFUSALS = {
+    admission.Why.SOURCE_CONNECTIONS: "Too many connections from your address ({max_per_address}).",
+    admission.Why.SOURCE_RATE: "Too many new connections from your address. Try again in {retry_after:.0f} s.",
+    admission.Why.STARTUPS: "The server is busy with new connections. Try again in a few seconds.",
+}
+#: Username attempts one connection may make before it is closed (each may
+#: be a Redis call in a cluster).
+MAX_USERNAME_ATTEMPTS = 10
+TOO_MANY_USERNAMES = f"Too many username attempts ({MAX_USERNAME_ATTEMPTS})."
 
 log = logging.getLogger("chat.server")
 
@@ -93,8 +105,15 @@ class ClientHandler:
     ``protocol`` allows once the handshake is done.
     """
 
-    def __init__(self, server: ChatServer, sock: socket.socket, address: tuple[str, int]) -> None:
+    def __init__(
+        self,
+        server: ChatServer,
+        sock: socket.socket,
+        address: tuple[str, int],
+        ticket: admission.Ticket | None = None,
+    ) -> None:
         self.server = server
+        self.ticket = ticket  # its admission: given back when it ends
         self.room = server.room
         self.limits: Limits = server.limits
         self.sock = sock
@@ -145,10 +164,14 @@ class ClientHandler:
         try:
             self._handshake()
             self._start_writer()
+            self._take_place()
             membership = self._choose_username()
             self._chat(membership)
         except _ClientLeft:
             pass
+        except _TurnedAway as exc:
+            log.info("%s: %s", self.peer, exc.reason)
+            self.close(exc.reason)
         except _DeadlinePassed as exc:
             log.info("%s: timed out %s", self.peer, exc.waiting_for)
             self.close(f"Timed out {exc.waiting_for}.")
@@ -161,15 +184,27 @@ class ClientHandler:
             self._finish()
 
     def _handshake(self) -> None:
-        deadline = _Deadline(self.limits.handshake_timeout, "waiting for the handshake")
-        self.sock.sendall(self.conn.data_to_send())
-        event = self._next_event(deadline, flush=True)
-        if isinstance(event, ConnectionClosed):
-            log.info("%s: closed during the handshake", self.peer)
-            raise _ClientLeft()
-        if not isinstance(event, HandshakeComplete):
-            raise protocol.RemoteProtocolError(f"handshake ended with {event}")
+        try:
+            deadline = _Deadline(self.limits.handshake_timeout, "waiting for the handshake")
+            self.sock.sendall(self.conn.data_to_send())
+            event = self._next_event(deadline, flush=True)
+            if isinstance(event, ConnectionClosed):
+                log.info("%s: closed during the handshake", self.peer)
+                raise _ClientLeft()
+            if not isinstance(event, HandshakeComplete):
+                raise protocol.RemoteProtocolError(f"handshake ended with {event}")
+        except (_ClientLeft, _DeadlinePassed, ProtocolError, OSError):
+            if self.ticket is not None:  # sshd's PerSourcePenalties: a failed handshake costs its address
+                self.server.admission.penalize(self.ticket)
+            raise
         log.info("%s: handshake complete", self.peer)
+
+    def _take_place(self) -> None:
+        """Hold one of the ``max_clients`` places, now that the handshake
+        is done (the places are for people, never for connections still in
+        their handshake)."""
+        if self.ticket is not None and not self.server.admission.establish(self.ticket):
+            raise _TurnedAway(SERVER_FULL.format(max_clients=self.limits.max_clients))
 
     def _choose_username(self) -> Membership:
         deadline = _Deadline(self.limits.username_timeout, "waiting for a username")
@@ -374,6 +409,14 @@ class _ClientLeft(Exception):
     """The client said goodbye or closed the connection: a normal end."""
 
 
+class _TurnedAway(Exception):
+    """The connection is ended by a limit; ``reason`` is its goodbye."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class _Deadline:
     """A moment by which something must have arrived, and what it is."""
 
@@ -441,6 +484,10 @@ class ChatServer:
         self.limits = limits
         self.sealing: contextlib.AbstractContextManager[object] = threading.Lock()
         self.room = Room(history_size=history, motd=motd, cluster=cluster)
+        self.admission = admission.Admission(
+            limits.max_clients, limits.max_per_address, limits.handshake_rate, startups=limits.max_startups
+        )
+        self._refusals = admission.RefusalLog()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._listener = socket.create_server((host, port), family=family, backlog=128)
         self.server_address: tuple[str, int] = self._listener.getsockname()[:2]
@@ -501,6 +548,8 @@ class ChatServer:
         """Called by a handler's reader thread as its last act."""
         with self._handlers_lock:
             self._handlers.pop(handler, None)
+        if handler.ticket is not None:
+            self.admission.release(handler.ticket)
 
     def connection_count(self) -> int:
         with self._handlers_lock:
@@ -532,21 +581,35 @@ class ChatServer:
             log.error("accept failed: %s", exc)
             self._shutdown_request.wait(0.1)
             return
-        if self.connection_count() >= self.limits.max_clients:
-            self._refuse(sock, address, SERVER_FULL.format(max_clients=self.limits.max_clients))
+        ticket = self.admission.admit(address[0])
+        if isinstance(ticket, admission.Refused):
+            self._refuse(sock, address, self._refusal_text(ticket), ticket)
             return
         transport.tune(sock, keepalive=True)
-        handler = self.handler_class(self, sock, address)
+        handler = self.handler_class(self, sock, address, ticket)
         thread = threading.Thread(target=handler.handle, name=f"reader {handler.peer}", daemon=True)
         with self._handlers_lock:
             self._handlers[handler] = thread
         log.info("%s: connected", handler.peer)
         thread.start()
 
-    def _refuse(self, sock: socket.socket, address: tuple[str, int], reason: str) -> None:
+    def _refusal_text(self, refused: admission.Refused) -> str:
+        if refused.why is admission.Why.FULL:
+            return SERVER_FULL.format(max_clients=self.limits.max_clients)
+        return REFUSALS[refused.why].format(
+            max_per_address=self.limits.max_per_address, retry_after=max(1.0, refused.retry_after)
+        )
+
+    def _refuse(
+        self, sock: socket.socket, address: tuple[str, int], reason: str, refused: admission.Refused | None = None
+    ) -> None:
         """Turn a connection away at once, without a thread or a key: the
-        refusal is one small frame that fits any socket buffer."""
-        log.warning("%s: refused: %s", transport.format_address(*address[:2]), reason)
+        refusal is one small frame that fits any socket buffer. A flood of
+        them is logged a line per address and reason every few seconds."""
+        count = 1 if refused is None else self._refusals.note(refused)
+        if count:
+            more = f" ({count} refused since the last line)" if count > 1 else ""
+            log.warning("%s: refused: %s%s", transport.format_address(*address[:2]), reason, more)
         try:
             sock.setblocking(False)
             sock.send(protocol.refusal(reason))
@@ -634,7 +697,8 @@ def _add_limit_options(group: argparse._ArgumentGroup) -> None:
         type=cli.positive(int, "--max-clients"),
         default=default.max_clients,
         metavar="N",
-        help=f"connections at once; one more is told the server is full (default: {default.max_clients})",
+        help="people at once (connections that finished the handshake); one more is told the server is full "
+        f"(default: {default.max_clients})",
     )
     group.add_argument(
         "--max-message-bytes",
@@ -665,6 +729,31 @@ def _add_limit_options(group: argparse._ArgumentGroup) -> None:
         metavar="BYTES",
         help=f"bytes queued for a client that does not read before it is disconnected (default: {default.sendq_bytes})",
     )
+    group.add_argument(
+        "--max-per-address",
+        type=count_type("--max-per-address"),
+        default=default.max_per_address,
+        metavar="N",
+        help="connections at once from one IP address (IPv6: one /64), handshakes included; "
+        f"0: no cap (default: {default.max_per_address})",
+    )
+    group.add_argument(
+        "--handshake-rate",
+        type=rate_type,
+        default=default.handshake_rate,
+        metavar="PER_SECOND",
+        help="new connections a second from one address, after 10 at once; a failed handshake counts 3; "
+        f"0: no limit (default: {default.handshake_rate:g})",
+    )
+    group.add_argument(
+        "--max-startups",
+        type=startups_arg,
+        default=default.max_startups,
+        metavar="START:RATE:FULL",
+        help="connections still in their handshake, as sshd's MaxStartups: from START on, RATE%% of new ones "
+        "are refused, rising to all at FULL; N: a hard cap; 0: no cap (these never hold a --max-clients place) "
+        f"(default: {default.max_startups})",
+    )
     for name, seconds, what in (
         ("handshake", default.handshake_timeout, "to finish the handshake"),
         ("username", default.username_timeout, "to choose a username"),
@@ -688,6 +777,25 @@ def rate_type(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError("--rate must be 0 (no limit) or more")
     return value
+
+
+def count_type(option: str):
+    """argparse type: a whole number, 0 (off) or more."""
+
+    def parse(text: str) -> int:
+        if not text.isdigit():
+            raise argparse.ArgumentTypeError(f"{option} must be a whole number, 0 or more")
+        return int(text)
+
+    return parse
+
+
+def startups_arg(text: str) -> admission.Startups:
+    """argparse type for --max-startups."""
+    try:
+        return admission.startups_type(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--max-startups: {exc}") from None
 
 
 def limits_from(args: argparse.Namespace) -> Limits:

@@ -10,6 +10,7 @@ import time
 
 import protocol
 import server
+from admission import UNCAPPED
 from limits import Limits
 from protocol import (
     ChatLine,
@@ -25,6 +26,16 @@ from protocol import (
 
 TIMEOUT = 5.0  # seconds any single expected event may take
 DEADLINE = 5.0  # seconds for anything the tests poll for
+
+#: The per-address limits before the handshake, off: a test opens dozens of
+#: connections from 127.0.0.1 within a second, as no person does. The tests
+#: of those limits (test_admission.py) turn them on.
+OPEN_DOOR = {"max_per_address": 0, "handshake_rate": 0.0, "max_startups": UNCAPPED}
+
+
+def open_door_limits(**changed) -> Limits:
+    """Limits for a test server: the defaults with ``OPEN_DOOR``, then ``changed``."""
+    return Limits(**{**OPEN_DOOR, **changed})
 
 
 class ChatTestClient:
@@ -122,9 +133,9 @@ class OwnServer:
         self.stopped = False
 
     def start(self, cluster=None, **limits) -> server.ChatServer:
-        """Start serving, with ``limits`` (fields of ``limits.Limits``) changed,
-        alone or in ``cluster``."""
-        self.server = server.ChatServer(self.key, "127.0.0.1", 0, Limits(**limits), cluster=cluster)
+        """Start serving, with ``limits`` (fields of ``limits.Limits``) changed
+        from ``open_door_limits()``, alone or in ``cluster``."""
+        self.server = server.ChatServer(self.key, "127.0.0.1", 0, open_door_limits(**limits), cluster=cluster)
         self.thread = threading.Thread(target=self.server.serve_forever, name="serve_forever", daemon=True)
         self.thread.start()
         return self.server
