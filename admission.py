@@ -186,7 +186,8 @@ class Admission:
                 return Refused(Why.FULL, source)
             if self.max_per_source and self._open[source] >= self.max_per_source:
                 return Refused(Why.SOURCE_CONNECTIONS, source)
-            if self._chance() < self.startups.drop_chance(self.in_handshake):
+            drop = self.startups.drop_chance(self.in_handshake)
+            if drop and self._chance() < drop:
                 return Refused(Why.STARTUPS, source)
             wait = self._take(source, 1.0)
             if wait:

@@ -193,7 +193,7 @@ class ClientHandler:
                 raise _ClientLeft()
             if not isinstance(event, HandshakeComplete):
                 raise protocol.RemoteProtocolError(f"handshake ended with {event}")
-        except (_ClientLeft, _DeadlinePassed, ProtocolError, OSError):
+        except (_DeadlinePassed, ProtocolError):
             if self.ticket is not None:  # sshd's PerSourcePenalties: a failed handshake costs its address
                 self.server.admission.penalize(self.ticket)
             raise
@@ -546,10 +546,10 @@ class ChatServer:
 
     def forget(self, handler: ClientHandler) -> None:
         """Called by a handler's reader thread as its last act."""
+        if handler.ticket is not None:  # first: once it is out of the table, its place is free
+            self.admission.release(handler.ticket)
         with self._handlers_lock:
             self._handlers.pop(handler, None)
-        if handler.ticket is not None:
-            self.admission.release(handler.ticket)
 
     def connection_count(self) -> int:
         with self._handlers_lock:

@@ -39,8 +39,10 @@ def open_door_limits(**changed) -> Limits:
 
 
 class ChatTestClient:
-    def __init__(self, address, conn: ClientConnection | None = None) -> None:
-        self.sock = socket.create_connection(address, timeout=TIMEOUT)
+    def __init__(self, address, conn: ClientConnection | None = None, source: str | None = None) -> None:
+        # ``source``: the loopback address to connect from (127.0.0.2 and up
+        # are loopback too), for the per-address limits.
+        self.sock = socket.create_connection(address, timeout=TIMEOUT, source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as client.py does
         self.conn = conn or ClientConnection()
         self.hello: ServerHello | None = None
@@ -140,8 +142,8 @@ class OwnServer:
         self.thread.start()
         return self.server
 
-    def client(self, name: str | None = None, handshake: bool = True) -> ChatTestClient:
-        client = ChatTestClient(self.server.server_address)
+    def client(self, name: str | None = None, handshake: bool = True, source: str | None = None) -> ChatTestClient:
+        client = ChatTestClient(self.server.server_address, source=source)
         self.clients.append(client)
         if handshake:
             client.handshake()
