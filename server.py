@@ -210,11 +210,16 @@ class ClientHandler:
         deadline = _Deadline(self.limits.username_timeout, "waiting for a username")
         self._tell(self.limits.rate_limit_message())
         self._tell(UsernameRequest(ASK_USERNAME))
+        attempts = 0
         while self.membership is None:
             event = self._next_event(deadline)
             if isinstance(event, Username):
+                # Capped: in a cluster each attempt may be a Redis call.
+                attempts += 1
                 self.membership = self._try_username(event.name)
-            elif not self._handle_common(event):
+                if self.membership is None and attempts >= MAX_USERNAME_ATTEMPTS:
+                    raise _TurnedAway(TOO_MANY_USERNAMES)
+            elif not self._handle_common(event) and self._within_rate("it was not answered"):
                 self._tell(ErrorNotice("Choose a username first."))
         return self.membership
 
@@ -245,7 +250,7 @@ class ClientHandler:
                 self._list_users()
             elif isinstance(event, Goodbye) and event.reason:
                 self._part(event.reason)
-            elif not self._handle_common(event):
+            elif not self._handle_common(event) and self._within_rate("it was not answered"):
                 self._tell(ErrorNotice(f"{type(event).__name__} is not expected now."))
 
     def _relay(self, me: Membership, line: ChatLine) -> None:
@@ -261,8 +266,11 @@ class ClientHandler:
     def _relay_private(self, me: Membership, line: PrivateLine) -> None:
         if not self._admit(line.text):
             return
-        if not self.room.send_private(me, line.recipient, line.text):
-            self._tell(ErrorNotice(f"No one called {line.recipient} is online; the private message was not sent."))
+        recipient = recipient_name(line.recipient)
+        if recipient is None or not self.room.send_private(me, recipient, line.text):
+            self._tell(
+                ErrorNotice(f"No one called {excerpt(line.recipient, 40)} is online; the private message was not sent.")
+            )
             return
         # The text of private lines stays out of the log (the operator could
         # still read it: the server decrypts everything).
@@ -285,9 +293,11 @@ class ClientHandler:
             log.info("%s: now known as %s", self.peer, name)
 
     def _list_users(self) -> None:
-        # Not counted by flood control: the answer goes to the asker alone
-        # (whose send queue bounds it), and the client's own startup request
-        # must never be refused.
+        # Counted by flood control like every request: building the list
+        # costs (a Redis SCAN in a cluster). The client's own request on
+        # joining comes with a full bucket.
+        if not self._within_rate("the user list was not sent"):
+            return
         for message in user_list_messages(self.room.who()):
             self._tell(message)
 
@@ -315,8 +325,8 @@ class ClientHandler:
         return self._within_rate(f'"{excerpt(text)}" was not sent')
 
     def _within_rate(self, refused: str) -> bool:
-        """Flood control, for every message a member sends after joining:
-        True if it may be acted on; if not, the member is told (``refused``
+        """Flood control, for every message a client sends after the
+        handshake: True if it may be acted on; if not, the member is told (``refused``
         says what did not happen)."""
         wait = self.flood_control.take()
         if wait:
@@ -334,7 +344,8 @@ class ClientHandler:
         if isinstance(event, (Goodbye, ConnectionClosed)):
             raise _ClientLeft()
         if isinstance(event, MalformedMessage):
-            self._tell(ErrorNotice(f"Message not understood: {event.reason}."))
+            if self._within_rate("it was not answered"):  # reading it cost as much as a line
+                self._tell(ErrorNotice(f"Message not understood: {event.reason}."))
             return True
         return False
 
@@ -403,6 +414,16 @@ class ClientHandler:
         self.abort()
         self.sock.close()
         self.server.forget(self)
+
+
+def recipient_name(raw: str) -> str | None:
+    """A private line's recipient as a username (normalized, so that it
+    finds its holder), or None if it cannot be one. Its length is checked
+    first: no longer text is normalized, nor made a key to look up (in a
+    cluster, a Redis key)."""
+    if len(raw) > 4 * protocol.MAX_USERNAME_LENGTH:  # room for what NFC joins
+        return None
+    return protocol.normalize_username(raw)
 
 
 class _ClientLeft(Exception):
