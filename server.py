@@ -216,20 +216,21 @@ class ClientHandler:
             if isinstance(event, Username):
                 # Capped: in a cluster each attempt may be a Redis call.
                 attempts += 1
-                self.membership = self._try_username(event.name)
+                self.membership = self._try_username(event.name, ask_again=attempts < MAX_USERNAME_ATTEMPTS)
                 if self.membership is None and attempts >= MAX_USERNAME_ATTEMPTS:
                     raise _TurnedAway(TOO_MANY_USERNAMES)
             elif not self._handle_common(event) and self._within_rate("it was not answered"):
                 self._tell(ErrorNotice("Choose a username first."))
         return self.membership
 
-    def _try_username(self, requested: str) -> Membership | None:
+    def _try_username(self, requested: str, ask_again: bool = True) -> Membership | None:
         name = protocol.normalize_username(requested)
         if name is None:
-            self._tell(UsernameRequest(USERNAME_INVALID))
+            if ask_again:
+                self._tell(UsernameRequest(USERNAME_INVALID))
             return None
         membership = self.room.join(self, name)
-        if membership is None:
+        if membership is None and ask_again:
             self._tell(UsernameRequest(USERNAME_TAKEN))
         else:
             log.info("%s joined from %s", name, self.peer)
