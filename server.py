@@ -193,8 +193,10 @@ class ClientHandler:
                 raise _ClientLeft()
             if not isinstance(event, HandshakeComplete):
                 raise protocol.RemoteProtocolError(f"handshake ended with {event}")
-        except (_DeadlinePassed, ProtocolError):
-            if self.ticket is not None:  # sshd's PerSourcePenalties: a failed handshake costs its address
+        except (_ClientLeft, _DeadlinePassed, ProtocolError):
+            # sshd's PerSourcePenalties: a handshake not finished costs its
+            # address more (the server may have spent an RSA decryption).
+            if self.ticket is not None:
                 self.server.admission.penalize(self.ticket)
             raise
         log.info("%s: handshake complete", self.peer)
@@ -764,7 +766,7 @@ def _add_limit_options(group: argparse._ArgumentGroup) -> None:
         type=rate_type,
         default=default.handshake_rate,
         metavar="PER_SECOND",
-        help="new connections a second from one address, after 10 at once; a failed handshake counts 3; "
+        help="new connections a second from one address, after 10 at once; a handshake not finished counts 3; "
         f"0: no limit (default: {default.handshake_rate:g})",
     )
     group.add_argument(

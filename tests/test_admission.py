@@ -254,15 +254,17 @@ def test_a_flood_of_handshakes_and_idle_sockets_does_not_keep_a_person_from_chat
 
 def test_new_connections_from_one_address_past_its_rate_are_refused_with_the_wait(own_server):
     chat = own_server.start(max_per_address=0, handshake_rate=0.01, max_startups=Limits().max_startups)
-    answers = []
-    for _ in range(12):
+    answers, clients = [], []
+    for _ in range(12):  # kept open: a handshake given up would cost more (a penalty)
         first, client = refused_or_hello(chat.server_address)
         answers.append(first)
-        client.close()
+        clients.append(client)
     assert all(isinstance(answer, ServerHello) for answer in answers[:10])
     assert answers[10] == ServerRefused("Too many new connections from your address. Try again in 100 s.")
-    first, _ = refused_or_hello(chat.server_address, source="127.0.0.2")
+    first, other = refused_or_hello(chat.server_address, source="127.0.0.2")
     assert isinstance(first, ServerHello)
+    for client in [*clients, other]:
+        client.close()
 
 
 def test_failed_handshakes_cost_their_address_more(own_server):
