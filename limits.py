@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from admission import DEFAULT_STARTUPS, Startups
 from protocol import Encoded, RateLimit
 
 __all__ = ["Limits", "TokenBucket", "Pacer", "Outbox", "QUEUED_OVERHEAD"]
@@ -26,14 +27,18 @@ class Limits:
     """What one connection may do and how long it may take; every field is a
     server option (see ``server.parse_args``), and these are the defaults."""
 
-    max_clients: int = 1000  # connections at once; one more is told the server is full
+    max_clients: int = 1000  # people at once (connections past the handshake); one more is told the server is full
     max_message_bytes: int = 4096  # of UTF-8 in one chat line; longer ones are refused
     rate: float = 5.0  # messages a second, sustained; 0 turns flood control off
     burst: int = 20  # messages at once, so that a pasted block goes through
     sendq_bytes: int = 256 * 1024  # queued for one client before it is cut off
-    handshake_timeout: float = 10.0  # seconds from connecting to keys confirmed
+    handshake_timeout: float = 5.0  # seconds from connecting to keys confirmed: a program's work
     username_timeout: float = 60.0  # seconds to choose a name: a person types it
     frame_timeout: float = 10.0  # seconds for a frame, once begun (slowloris)
+    # Before the handshake (admission.py, after sshd): per address (IPv6: per /64)
+    max_per_address: int = 10  # connections at once from one address; 0: no cap
+    handshake_rate: float = 1.0  # new connections a second from one address, after 10 at once; 0: no limit
+    max_startups: Startups = DEFAULT_STARTUPS  # handshakes in progress: random early drop, START:RATE:FULL
 
     def rate_limit_message(self) -> RateLimit:
         """The limit as the client is told it, so that it can pace itself."""

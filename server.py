@@ -24,6 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+import admission
 import cli
 import crypto_utils
 import keystore
@@ -84,13 +85,24 @@ SERVER_FULL = "The server is full ({places}). Try again later."
 RECORDS_USED_UP = (
     "This connection has carried as many messages as its keys may protect (2^24). Reconnect to go on, with new keys."
 )
+#: Refusals before the handshake (admission.py), short: the client shows
+#: them as an unauthenticated reason.
+REFUSALS = {
+    admission.Why.SOURCE_CONNECTIONS: "Too many connections from your address ({max_per_address}).",
+    admission.Why.SOURCE_RATE: "Too many new connections from your address. Try again in {retry_after:.0f} s.",
+    admission.Why.STARTUPS: "The server is busy with new connections. Try again in a few seconds.",
+}
+#: Username attempts one connection may make before it is closed (each may
+#: be a Redis call in a cluster).
+MAX_USERNAME_ATTEMPTS = 10
+TOO_MANY_USERNAMES = f"Too many username attempts ({MAX_USERNAME_ATTEMPTS})."
 
 log = logging.getLogger("chat.server")
 
 
 def server_full(max_clients: int) -> str:
     """The refusal of a connection over ``--max-clients``."""
-    places = "1 connection at a time" if max_clients == 1 else f"{max_clients:,} connections at a time"
+    places = "1 person" if max_clients == 1 else f"{max_clients:,} people"
     return SERVER_FULL.format(places=places)
 
 
@@ -107,8 +119,15 @@ class ClientHandler:
     ``protocol`` allows once the handshake is done.
     """
 
-    def __init__(self, server: ChatServer, sock: socket.socket, address: tuple[str, int]) -> None:
+    def __init__(
+        self,
+        server: ChatServer,
+        sock: socket.socket,
+        address: tuple[str, int],
+        ticket: admission.Ticket | None = None,
+    ) -> None:
         self.server = server
+        self.ticket = ticket  # its admission: given back when it ends
         self.room = server.room
         self.limits: Limits = server.limits
         self.sock = sock
@@ -159,10 +178,14 @@ class ClientHandler:
         try:
             self._handshake()
             self._start_writer()
+            self._take_place()
             membership = self._choose_username()
             self._chat(membership)
         except _ClientLeft:
             pass
+        except _TurnedAway as exc:
+            log.info("%s: %s", self.peer, exc.reason)
+            self.close(exc.reason)
         except _DeadlinePassed as exc:
             log.info("%s: timed out %s", self.peer, exc.waiting_for)
             self.close(f"Timed out {exc.waiting_for}.")
@@ -175,38 +198,59 @@ class ClientHandler:
             self._finish()
 
     def _handshake(self) -> None:
-        deadline = _Deadline(self.limits.handshake_timeout, "waiting for the handshake")
-        self.sock.sendall(self.conn.data_to_send())
-        event = self._next_event(deadline, flush=True)
-        if isinstance(event, ConnectionClosed):
-            log.info("%s: closed during the handshake", self.peer)
-            raise _ClientLeft()
-        if not isinstance(event, HandshakeComplete):
-            raise protocol.RemoteProtocolError(f"handshake ended with {event}")
+        try:
+            deadline = _Deadline(self.limits.handshake_timeout, "waiting for the handshake")
+            self.sock.sendall(self.conn.data_to_send())
+            event = self._next_event(deadline, flush=True)
+            if isinstance(event, ConnectionClosed):
+                log.info("%s: closed during the handshake", self.peer)
+                raise _ClientLeft()
+            if not isinstance(event, HandshakeComplete):
+                raise protocol.RemoteProtocolError(f"handshake ended with {event}")
+        except (_ClientLeft, _DeadlinePassed, ProtocolError):
+            # sshd's PerSourcePenalties: a handshake not finished costs its
+            # address more (the server may have spent an RSA decryption).
+            if self.ticket is not None:
+                self.server.admission.penalize(self.ticket)
+            raise
         log.info("%s: handshake complete", self.peer)
+
+    def _take_place(self) -> None:
+        """Hold one of the ``max_clients`` places, now that the handshake
+        is done (the places are for people, never for connections still in
+        their handshake)."""
+        if self.ticket is not None and not self.server.admission.establish(self.ticket):
+            raise _TurnedAway(server_full(self.limits.max_clients))
 
     def _choose_username(self) -> Membership:
         deadline = _Deadline(self.limits.username_timeout, "waiting for a username")
         self._tell(self.limits.rate_limit_message())
         self._tell(UsernameRequest(ASK_USERNAME))
+        attempts = 0
         while self.membership is None:
             event = self._next_event(deadline)
             if isinstance(event, Username):
-                self.membership = self._try_username(event.name)
-            elif not self._handle_common(event):
+                # Capped: in a cluster each attempt may be a Redis call.
+                attempts += 1
+                self.membership = self._try_username(event.name, ask_again=attempts < MAX_USERNAME_ATTEMPTS)
+                if self.membership is None and attempts >= MAX_USERNAME_ATTEMPTS:
+                    raise _TurnedAway(TOO_MANY_USERNAMES)
+            elif not self._handle_common(event) and self._within_rate("it was not answered"):
                 self._tell(ErrorNotice("Choose a username first."))
         return self.membership
 
-    def _try_username(self, requested: str) -> Membership | None:
+    def _try_username(self, requested: str, ask_again: bool = True) -> Membership | None:
         try:
             name = names.accept(requested)
         except names.NameRefused as refused:
-            self._tell(UsernameRequest(USERNAME_INVALID.format(reason=refused.reason)))
+            if ask_again:
+                self._tell(UsernameRequest(USERNAME_INVALID.format(reason=refused.reason)))
             return None
         membership = self.room.join(self, name)
         if membership is None:
-            holder = self._look_alike_holder(name)
-            self._tell(UsernameRequest(USERNAME_LOOKS_TAKEN.format(holder=holder) if holder else USERNAME_TAKEN))
+            if ask_again:
+                holder = self._look_alike_holder(name)
+                self._tell(UsernameRequest(USERNAME_LOOKS_TAKEN.format(holder=holder) if holder else USERNAME_TAKEN))
         else:
             log.info("%s joined from %s", name, self.peer)
         return membership
@@ -226,7 +270,7 @@ class ClientHandler:
                 self._list_users()
             elif isinstance(event, Goodbye) and event.reason:
                 self._part(event.reason)
-            elif not self._handle_common(event):
+            elif not self._handle_common(event) and self._within_rate("it was not answered"):
                 self._tell(ErrorNotice(f"{type(event).__name__} is not expected now."))
 
     def _relay(self, me: Membership, line: ChatLine) -> None:
@@ -248,8 +292,11 @@ class ClientHandler:
     def _relay_private(self, me: Membership, line: PrivateLine) -> None:
         if not self._admit(line.text):
             return
-        if not self.room.send_private(me, line.recipient, line.text):
-            self._tell(ErrorNotice(f"No one called {line.recipient} is online; the private message was not sent."))
+        recipient = recipient_name(line.recipient)
+        if recipient is None or not self.room.send_private(me, recipient, line.text):
+            self._tell(
+                ErrorNotice(f"No one called {excerpt(line.recipient, 40)} is online; the private message was not sent.")
+            )
             return
         # The text of private lines stays out of the log (the operator could
         # still read it: the server decrypts everything).
@@ -277,9 +324,11 @@ class ClientHandler:
         return holder if holder is not None and holder.casefold() != name.casefold() else None
 
     def _list_users(self) -> None:
-        # Not counted by flood control: the answer goes to the asker alone
-        # (whose send queue bounds it), and the client's own startup request
-        # must never be refused.
+        # Counted by flood control like every request: building the list
+        # costs (a Redis SCAN in a cluster). The client's own request on
+        # joining comes with a full bucket.
+        if not self._within_rate("the user list was not sent"):
+            return
         for message in user_list_messages(self.room.who()):
             self._tell(message)
 
@@ -307,8 +356,8 @@ class ClientHandler:
         return self._within_rate(f'"{excerpt(text)}" was not sent')
 
     def _within_rate(self, refused: str) -> bool:
-        """Flood control, for every message a member sends after joining:
-        True if it may be acted on; if not, the member is told (``refused``
+        """Flood control, for every message a client sends after the
+        handshake: True if it may be acted on; if not, the member is told (``refused``
         says what did not happen)."""
         wait = self.flood_control.take()
         if wait:
@@ -326,7 +375,8 @@ class ClientHandler:
         if isinstance(event, (Goodbye, ConnectionClosed)):
             raise _ClientLeft()
         if isinstance(event, MalformedMessage):
-            self._tell(ErrorNotice(f"Message not understood: {event.reason}."))
+            if self._within_rate("it was not answered"):  # reading it cost as much as a line
+                self._tell(ErrorNotice(f"Message not understood: {event.reason}."))
             return True
         return False
 
@@ -410,8 +460,27 @@ class ClientHandler:
         self.server.forget(self)
 
 
+def recipient_name(raw: str) -> str | None:
+    """A private line's recipient, to be looked up by its names.key, or
+    None if it cannot be a username. Its length is checked first: no longer
+    text is normalized, nor made a key to look up (in a cluster, a Redis
+    key)."""
+    if len(raw) > 4 * protocol.MAX_USERNAME_LENGTH:  # room for what NFC joins
+        return None
+    name = raw.strip()
+    return name if name and name.isprintable() else None
+
+
 class _ClientLeft(Exception):
     """The client said goodbye or closed the connection: a normal end."""
+
+
+class _TurnedAway(Exception):
+    """The connection is ended by a limit; ``reason`` is its goodbye."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class _Deadline:
@@ -485,6 +554,10 @@ class ChatServer:
         self.limits = limits
         self.sealing: contextlib.AbstractContextManager[object] = threading.Lock()
         self.room = Room(history_size=history, motd=motd, cluster=cluster)
+        self.admission = admission.Admission(
+            limits.max_clients, limits.max_per_address, limits.handshake_rate, startups=limits.max_startups
+        )
+        self._refusals = admission.RefusalLog()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._listener = socket.create_server((host, port), family=family, backlog=128)
         self.server_address: tuple[str, int] = self._listener.getsockname()[:2]
@@ -543,6 +616,8 @@ class ChatServer:
 
     def forget(self, handler: ClientHandler) -> None:
         """Called by a handler's reader thread as its last act."""
+        if handler.ticket is not None:  # first: once it is out of the table, its place is free
+            self.admission.release(handler.ticket)
         with self._handlers_lock:
             self._handlers.pop(handler, None)
 
@@ -576,21 +651,35 @@ class ChatServer:
             log.error("accept failed: %s", exc)
             self._shutdown_request.wait(0.1)
             return
-        if self.connection_count() >= self.limits.max_clients:
-            self._refuse(sock, address, server_full(self.limits.max_clients))
+        ticket = self.admission.admit(address[0])
+        if isinstance(ticket, admission.Refused):
+            self._refuse(sock, address, self._refusal_text(ticket), ticket)
             return
         transport.tune(sock, keepalive=True)
-        handler = self.handler_class(self, sock, address)
+        handler = self.handler_class(self, sock, address, ticket)
         thread = threading.Thread(target=handler.handle, name=f"reader {handler.peer}", daemon=True)
         with self._handlers_lock:
             self._handlers[handler] = thread
         log.info("%s: connected", handler.peer)
         thread.start()
 
-    def _refuse(self, sock: socket.socket, address: tuple[str, int], reason: str) -> None:
+    def _refusal_text(self, refused: admission.Refused) -> str:
+        if refused.why is admission.Why.FULL:
+            return server_full(self.limits.max_clients)
+        return REFUSALS[refused.why].format(
+            max_per_address=self.limits.max_per_address, retry_after=max(1.0, refused.retry_after)
+        )
+
+    def _refuse(
+        self, sock: socket.socket, address: tuple[str, int], reason: str, refused: admission.Refused | None = None
+    ) -> None:
         """Turn a connection away at once, without a thread or a key: the
-        refusal is one small frame that fits any socket buffer."""
-        log.warning("%s: refused: %s", transport.format_address(*address[:2]), reason)
+        refusal is one small frame that fits any socket buffer. A flood of
+        them is logged a line per address and reason every few seconds."""
+        count = 1 if refused is None else self._refusals.note(refused)
+        if count:
+            more = f" ({count} refused since the last line)" if count > 1 else ""
+            log.warning("%s: refused: %s%s", transport.format_address(*address[:2]), reason, more)
         try:
             sock.setblocking(False)
             sock.send(protocol.refusal(reason))
@@ -686,7 +775,8 @@ def _add_limit_options(group: argparse._ArgumentGroup) -> None:
         type=cli.positive(int, "--max-clients"),
         default=default.max_clients,
         metavar="N",
-        help=f"connections at once; one more is told the server is full (default: {default.max_clients})",
+        help="people at once (connections that finished the handshake); one more is told the server is full "
+        f"(default: {default.max_clients})",
     )
     group.add_argument(
         "--max-message-bytes",
@@ -717,6 +807,31 @@ def _add_limit_options(group: argparse._ArgumentGroup) -> None:
         metavar="BYTES",
         help=f"bytes queued for a client that does not read before it is disconnected (default: {default.sendq_bytes})",
     )
+    group.add_argument(
+        "--max-per-address",
+        type=count_type("--max-per-address"),
+        default=default.max_per_address,
+        metavar="N",
+        help="connections at once from one IP address (IPv6: one /64), handshakes included; "
+        f"0: no cap (default: {default.max_per_address})",
+    )
+    group.add_argument(
+        "--handshake-rate",
+        type=rate_type,
+        default=default.handshake_rate,
+        metavar="PER_SECOND",
+        help="new connections a second from one address, after 10 at once; a handshake not finished counts 3; "
+        f"0: no limit (default: {default.handshake_rate:g})",
+    )
+    group.add_argument(
+        "--max-startups",
+        type=startups_arg,
+        default=default.max_startups,
+        metavar="START:RATE:FULL",
+        help="connections still in their handshake, as sshd's MaxStartups: from START on, RATE%% of new ones "
+        "are refused, rising to all at FULL; N: a hard cap; 0: no cap (these never hold a --max-clients place) "
+        f"(default: {default.max_startups})",
+    )
     for name, seconds, what in (
         ("handshake", default.handshake_timeout, "to finish the handshake"),
         ("username", default.username_timeout, "to choose a username"),
@@ -740,6 +855,25 @@ def rate_type(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError("--rate must be 0 (no limit) or more")
     return value
+
+
+def count_type(option: str):
+    """argparse type: a whole number, 0 (off) or more."""
+
+    def parse(text: str) -> int:
+        if not text.isdigit():
+            raise argparse.ArgumentTypeError(f"{option} must be a whole number, 0 or more")
+        return int(text)
+
+    return parse
+
+
+def startups_arg(text: str) -> admission.Startups:
+    """argparse type for --max-startups."""
+    try:
+        return admission.startups_type(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--max-startups: {exc}") from None
 
 
 def limits_from(args: argparse.Namespace) -> Limits:

@@ -20,6 +20,7 @@ import sys
 import threading
 from pathlib import Path
 
+import admission
 import crypto_utils
 import limits
 import server as chat_server
@@ -31,8 +32,11 @@ KINDS = ("chat", "chat-unlocked", "chat-unbatched", "plain")
 
 
 #: The server's limits for a benchmark: the load generator is no person. It
-#: sends faster than flood control allows one, and a room may hold 1,000.
-BENCH_LIMITS = limits.Limits(max_clients=2000, rate=0)
+#: sends faster than flood control allows one, a room may hold 1,000, and
+#: all of them come from 127.0.0.1 (so no per-address limits either).
+BENCH_LIMITS = limits.Limits(
+    max_clients=2000, rate=0, max_per_address=0, handshake_rate=0, max_startups=admission.UNCAPPED
+)
 
 
 class UnbatchedHandler(chat_server.ClientHandler):

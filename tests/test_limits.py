@@ -9,6 +9,7 @@ import pytest
 
 import limits
 import server
+from admission import Startups
 from limits import Limits
 from protocol import ChatMessage, Encoded, Goodbye, RateLimit, encode
 
@@ -185,7 +186,8 @@ def test_the_defaults_are_the_documented_ones():
     defaults = server.limits_from(server.parse_args([]))
     assert defaults == Limits()
     assert (defaults.max_clients, defaults.max_message_bytes, defaults.rate, defaults.burst) == (1000, 4096, 5, 20)
-    assert (defaults.handshake_timeout, defaults.frame_timeout) == (10, 10)
+    assert (defaults.handshake_timeout, defaults.frame_timeout) == (5, 10)
+    assert (defaults.max_per_address, defaults.handshake_rate, str(defaults.max_startups)) == (10, 1, "20:30:100")
 
 
 def test_every_limit_is_an_option():
@@ -207,6 +209,12 @@ def test_every_limit_is_an_option():
             "30",
             "--frame-timeout",
             "1.5",
+            "--max-per-address",
+            "3",
+            "--handshake-rate",
+            "0.5",
+            "--max-startups",
+            "4:50:8",
         ]
     )
     assert server.limits_from(args) == limits.Limits(
@@ -218,6 +226,9 @@ def test_every_limit_is_an_option():
         handshake_timeout=2,
         username_timeout=30,
         frame_timeout=1.5,
+        max_per_address=3,
+        handshake_rate=0.5,
+        max_startups=Startups(4, 50, 8),
     )
 
 
@@ -233,6 +244,11 @@ def test_every_limit_is_an_option():
         ["--sendq", "-5"],
         ["--handshake-timeout", "0"],
         ["--max-message-bytes", str(server.MAX_MESSAGE_BYTES_CEILING + 1)],
+        ["--max-per-address", "-1"],
+        ["--handshake-rate", "fast"],
+        ["--max-startups", "30:30:20"],
+        ["--max-startups", "10:130:100"],
+        ["--max-startups", "1:2"],
     ],
 )
 def test_a_bad_limit_is_a_clear_usage_error(argv, capsys):
