@@ -24,7 +24,7 @@ from bench.loadgen import BenchError
 from bench.redis_server import RedisServer
 from bench.servers import ROOT, TEST_KEY
 
-PLAIN, UNBATCHED, UNLOCKED, CHAT = "plain", "chat-unbatched", "chat-unlocked", "chat"
+PLAIN, UNBATCHED, CHAT = "plain", "chat-unbatched", "chat"
 SMALL_STACKS = "chat, 256 KiB thread stacks"
 SMALL_STACK_SIZE = 256 * 1024
 START_TIMEOUT = 15.0  # seconds for a server process to say its port
@@ -48,7 +48,7 @@ class Plan:
 
 
 FULL = Plan(
-    sizes={PLAIN: (10, 100, 1000), UNBATCHED: (10, 100), UNLOCKED: (10, 100), CHAT: (10, 100, 1000)},
+    sizes={PLAIN: (10, 100, 1000), UNBATCHED: (10, 100), CHAT: (10, 100, 1000)},
     senders=(1, 10),
     handshakes=200,
     flat_deliveries=100_000,
@@ -61,7 +61,7 @@ FULL = Plan(
     cluster_senders=10,
 )
 QUICK = Plan(
-    sizes={PLAIN: (10, 50), UNBATCHED: (10,), UNLOCKED: (10,), CHAT: (10, 50)},
+    sizes={PLAIN: (10, 50), UNBATCHED: (10,), CHAT: (10, 50)},
     senders=(1, 5),
     handshakes=10,
     flat_deliveries=2_000,
@@ -162,7 +162,7 @@ def run(plan: Plan, progress=print) -> Results:
     results = Results()
     progress("raw costs and profiles")
     measure_costs(plan, results)
-    for kind in (PLAIN, UNBATCHED, UNLOCKED, CHAT):
+    for kind in (PLAIN, UNBATCHED, CHAT):
         if kind in (PLAIN, CHAT):
             guarded(results, f"{kind} handshakes", functools.partial(measure_handshakes, plan, kind, results), progress)
         for members in plan.sizes[kind]:

@@ -150,7 +150,7 @@ def small_results() -> Results:
             results.handshakes[(kind, at_once)] = HandshakeResult(10, at_once, 2.0, 3.0, 400.0)
         results.idle_rss_kib[kind] = 20_000
         results.room_rss_kib[(kind, 100)] = 4_000
-    for kind in (CHAT, runner.UNLOCKED, runner.UNBATCHED, PLAIN):
+    for kind in (CHAT, runner.UNBATCHED, PLAIN):
         for senders in (1, 10):
             for paced in (False, True):
                 results.fanout.append((kind, fan_out(100, senders, paced)))
@@ -178,7 +178,7 @@ def test_report_writes_every_section(tmp_path):
     assert not re.search(r"\bnan\b", report.split("## Profiles")[0]), "a figure the results hold came out NaN"
 
     figures = json.loads((tmp_path / "benchmarks.json").read_text(encoding="utf-8"))
-    assert len(figures["handshakes"]) == 4 and len(figures["fanout"]) == 16 and len(figures["memory"]) == 2
+    assert len(figures["handshakes"]) == 4 and len(figures["fanout"]) == 12 and len(figures["memory"]) == 2
     assert all(row["lost"] == row["duplicated"] == 0 for row in figures["fanout"])
     assert figures["cluster"]["skipped"] is None
     assert [run["ratio"] for run in figures["cluster"]["runs"]] == [1.0, 1.0, 1.0]
@@ -242,7 +242,7 @@ def test_quick_run_loses_and_duplicates_nothing(quick_run):
     figures = json.loads((out / "benchmarks.json").read_text())
     assert figures["errors"] == []
     kinds = {row["kind"] for row in figures["fanout"]}
-    assert kinds == {"chat", "chat-unlocked", "chat-unbatched", "plain"}
+    assert kinds == {"chat", "chat-unbatched", "plain"}
     for row in figures["fanout"]:
         assert row["messages"] > 0
         assert row["deliveries"] == row["expected"] > 0, row
@@ -265,7 +265,7 @@ def test_quick_run_writes_every_section_and_the_plot(quick_run):
         ("plain", 1),
         ("plain", 8),
     }
-    assert {row["kind"] for row in figures["memory"]} >= {"chat", "chat-unlocked", "chat-unbatched", "plain"}
+    assert {row["kind"] for row in figures["memory"]} >= {"chat", "chat-unbatched", "plain"}
 
 
 @pytest.mark.slow
