@@ -7,6 +7,7 @@ import math
 import os
 from pathlib import Path
 
+from bench import lockstep
 from bench.runner import CHAT, PLAIN, UNBATCHED, Results
 
 KIND_NAMES = {
@@ -18,6 +19,7 @@ SECTIONS = (
     "## Targets",
     "## Handshake",
     "## Fan-out",
+    "## Lockstep",
     "## Cluster",
     "## Memory",
     "## Raw costs",
@@ -291,6 +293,7 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
                     _yes(grown / members < 100),
                 )
             )
+    rows += lockstep.targets(results.lockstep, results.costs_us, results.room_rss_kib, CHAT, PLAIN)
     return rows or [("(targets need the full run)", "", "")]
 
 
@@ -303,6 +306,7 @@ def print_tables(results: Results) -> None:
         ("Targets", _table(("target", "measured", "met"), targets(results))),
         ("Handshake", handshake_table(results)),
         ("Fan-out", fanout_table(results)),
+        ("Lockstep", lockstep.table(results.lockstep, results.costs_us, KIND_NAMES)),
         ("Cluster", cluster_table(results)),
         ("Memory", memory_table(results)),
         ("Raw costs", costs_table(results)),
@@ -346,6 +350,21 @@ def write_json(results: Results, path: Path) -> None:
             for (k, m), g in results.room_rss_kib.items()
         ],
         "cluster": dict(skipped=results.cluster_skipped, runs=cluster_json(results)),
+        "lockstep": [
+            dict(
+                kind=r.kind,
+                receivers=r.receivers,
+                messages=r.messages,
+                deliveries=r.deliveries,
+                lost=r.lost,
+                duplicated=r.duplicated,
+                server_cpu_us_per_delivery=r.cpu_us,
+                p50_ms=r.latency(0.5),
+                p99_ms=r.latency(0.99),
+                context_switches=r.switches,
+            )
+            for r in results.lockstep
+        ],
         "costs_us": results.costs_us,
         "errors": results.errors,
     }
@@ -672,6 +691,7 @@ def write_markdown(
         "",
         *fanout_table(results),
         "",
+        *lockstep.section(results.lockstep, results.costs_us, KIND_NAMES, CHAT, PLAIN),
         "## Cluster",
         "",
         "The same flat-out fan-out (the first *senders* of the *clients* send, every message goes "

@@ -24,6 +24,7 @@ import pytest
 
 from bench import __main__ as bench_main
 from bench import runner, scenarios, servers
+from bench.lockstep import LockstepResult
 from bench.report import SECTIONS, plot, write_json, write_markdown
 from bench.runner import CHAT, CLUSTER_SETUPS, PLAIN, ClusterRun, Plan, Results
 from bench.scenarios import FanOutResult, HandshakeResult
@@ -155,6 +156,10 @@ def small_results() -> Results:
             for paced in (False, True):
                 results.fanout.append((kind, fan_out(100, senders, paced)))
     results.cluster = [ClusterRun(setup, fan_out(20, 4, False), redis_cpu=0.05) for setup in CLUSTER_SETUPS]
+    for kind in (CHAT, PLAIN):
+        results.lockstep.append(
+            LockstepResult(kind, 100, 10, 1000, 0, 1.0, 0.02, 0.03, 40, latencies_ms=[float(i) for i in range(10)])
+        )
     return results
 
 
@@ -247,6 +252,12 @@ def test_quick_run_loses_and_duplicates_nothing(quick_run):
         assert row["messages"] > 0
         assert row["deliveries"] == row["expected"] > 0, row
         assert row["lost"] == row["duplicated"] == row["reordered"] == 0, row
+    assert {(row["kind"], row["receivers"]) for row in figures["lockstep"]} == {
+        (kind, members - 1) for kind in ("chat", "plain") for members in runner.QUICK.sizes[kind]
+    }
+    for row in figures["lockstep"]:
+        assert row["deliveries"] == row["messages"] * row["receivers"] > 0, row
+        assert row["lost"] == row["duplicated"] == 0, row
 
 
 @pytest.mark.slow
