@@ -27,7 +27,7 @@ import socket
 import threading
 
 from limits import Outbox
-from protocol import Encoded, ProtocolError, ServerConnection
+from protocol import Encoded, Message, ProtocolError, RecordLimitError, ServerConnection
 
 __all__ = ["Outlet", "Sender"]
 
@@ -40,13 +40,15 @@ class Outlet:
     and the socket's sending side. ``cut()`` may come from any thread.
     ``finished`` is set once the sender has let go of the socket for good:
     only then may the socket be closed. ``failure`` is the error that ended
-    the sending, if one did.
+    the sending, if one did. ``used_up`` is sent, in the last record the
+    keys may seal, if the connection reaches that limit.
     """
 
-    def __init__(self, sock: socket.socket, conn: ServerConnection, outbox: Outbox) -> None:
+    def __init__(self, sock: socket.socket, conn: ServerConnection, outbox: Outbox, used_up: Message) -> None:
         self.sock = sock
         self.conn = conn
         self.outbox = outbox
+        self.used_up = used_up
         self.finished = threading.Event()
         self.failure: Exception | None = None
         self._cut = False
@@ -175,9 +177,22 @@ class Sender:
         except BlockingIOError:
             self._watch(outlet)
             return
+        except RecordLimitError as exc:  # nothing of the batch was sealed
+            outlet.failure = exc
+            self._say_used_up(outlet)
         except (OSError, ProtocolError) as exc:
             outlet.failure = exc
         self._finish(outlet)
+
+    def _say_used_up(self, outlet: Outlet) -> None:
+        """The keys have one record left: it says why the connection ends
+        (the client may reconnect, with new keys). Written if the socket has
+        room for it, as anything else is now."""
+        try:
+            outlet.conn.send(outlet.used_up)
+            outlet.sock.send(outlet.conn.data_to_send())
+        except (OSError, ProtocolError):
+            pass  # gone already, or full: nothing more to tell
 
     def _seal(self, conn: ServerConnection, items: list[Encoded]) -> None:
         """Everything queued as one record (a Batch): the cipher's setup is

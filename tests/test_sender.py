@@ -47,7 +47,7 @@ class Link:
         self.pair.handshake()
         self.server_sock, self.sock = tcp_pair(small)
         self.outbox = Outbox(limit, on_ready=self._wake)
-        self.outlet = Outlet(self.server_sock, self.pair.server, self.outbox)
+        self.outlet = Outlet(self.server_sock, self.pair.server, self.outbox, used_up=protocol.Goodbye("used up"))
         self.sender = sender
         self.received = b""
         self.added = False
