@@ -53,7 +53,7 @@ import unicodedata
 import names_data
 from protocol import MAX_USERNAME_LENGTH
 
-__all__ = ["NameRefused", "accept", "key", "script_of", "script_extensions_of"]
+__all__ = ["NameRefused", "accept", "key", "skeleton", "script_of", "script_extensions_of"]
 
 #: Printed as a blank though not a space nor default-ignorable.
 BLANKS = frozenset({"\u2800"})
