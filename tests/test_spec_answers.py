@@ -330,17 +330,18 @@ def test_the_server_waits_for_the_client_hi_only_until_the_handshake_deadline(ow
 # --- sections 3 and 6: the last record ---------------------------------------
 
 
-def test_a_direction_carries_2_to_the_64_records_sequence_0_to_2_to_the_64_minus_1():
+def test_a_direction_carries_2_to_the_24_records_though_the_nonce_would_allow_2_to_the_64():
+    assert protocol.MAX_RECORDS == 2**24  # AES-GCM's limit per key (RFC 8446 section 5.5), not the nonce's
     key, iv = bytes(32), bytes(12)
     sealer = RecordSealer(key, iv, first_sequence=MAX_SEQUENCE)
-    sealer.seal(b"the last record")
+    sealer.seal(b"the last nonce")
     with pytest.raises(SequenceExhaustedError):
         sealer.seal(b"one too many")
     assert MAX_SEQUENCE + 1 == 2**64
 
 
 def test_sections_3_and_6_state_the_same_rule_for_the_last_record():
-    rule = "2^64 - 1"
+    rule = "2^24 - 1"
     assert "0 to " + rule in spec_section(3)
     assert "0 to " + rule in spec_section(6)
     assert "would pass" not in spec_section(3)
