@@ -50,6 +50,7 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 PREFIX = "socket-chat:"
 STREAM = PREFIX + "chat"
 NAME_PREFIX = PREFIX + "name:"
+AWAY = PREFIX + "away"  # hash: casefolded name -> away message, for those away
 #: Stream entries kept: far more than any history, and bounded memory.
 STREAM_LENGTH = 10_000
 DEFAULT_NAME_TTL = 15.0  # seconds a name outlives its server's last refresh
@@ -245,11 +246,13 @@ class RedisCluster:
         ):
             return False
         self._since[name.casefold()] = since
+        self._try(self._redis.hdel, AWAY, name.casefold())  # left by a server that died: not this newcomer's
         return True
 
     def release(self, name: str) -> None:
         self._since.pop(name.casefold(), None)
         self._try(self._release, keys=[NAME_PREFIX + name.casefold()], args=[self.server_id])
+        self._try(self._redis.hdel, AWAY, name.casefold())
 
     def publish(self, message: Message, sender_id: str | None) -> None:
         """Put ``message`` in the stream; while degraded, deliver it here at once."""
@@ -272,6 +275,26 @@ class RedisCluster:
         """(name, whole seconds online) of everyone in the cluster, or None
         while degraded."""
         return self._try(self._read_members)
+
+    def set_away(self, name: str, message: str | None) -> None:
+        """Mark a member here as away (``message``) or back (None) in Redis."""
+        if message is None:
+            self._try(self._redis.hdel, AWAY, name.casefold())
+        else:
+            self._try(self._redis.hset, AWAY, name.casefold(), message)
+
+    def away_messages(self) -> dict[str, str] | None:
+        """The away message of everyone away, by casefolded name (entries
+        of names no one holds are never listed), or None while degraded."""
+        found = self._try(self._redis.hgetall, AWAY)
+        if found is None:
+            return None
+        return {key.decode("utf-8", "replace"): value.decode("utf-8", "replace") for key, value in found.items()}
+
+    def away_message(self, name: str) -> str | None:
+        """The away message of ``name`` if they are away (None while degraded)."""
+        found = self._try(self._redis.hget, AWAY, name.casefold())
+        return None if found is None else found.decode("utf-8", "replace")
 
     # The cluster thread.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import os
 import select
@@ -36,6 +37,9 @@ from presentation import excerpt, printable_text
 from protocol import (
     ActionLine,
     ActionMessage,
+    Away,
+    AwayReply,
+    Back,
     ChatLine,
     ChatMessage,
     ConnectionClosed,
@@ -76,6 +80,8 @@ USERNAME_INVALID = (
 )
 SHUTTING_DOWN = "Server is shutting down."
 SERVER_FULL = "The server is full ({max_clients} people). Try again later."
+PORT_IN_USE = "Port {port} is already in use on {host}: is another server running? Choose another with --port."
+MAX_AWAY_LENGTH = 200  # characters of an away message (IRC servers allow about as many)
 
 log = logging.getLogger("chat.server")
 
@@ -208,6 +214,10 @@ class ClientHandler:
                 self._rename(me, event)
             elif isinstance(event, UserListRequest):
                 self._list_users()
+            elif isinstance(event, Away):
+                self._set_away(me, event.message)
+            elif isinstance(event, Back):
+                self._come_back(me, asked=True)
             elif isinstance(event, Goodbye) and event.reason:
                 self._part(event.reason)
             elif not self._handle_common(event):
@@ -216,11 +226,13 @@ class ClientHandler:
     def _relay(self, me: Membership, line: ChatLine) -> None:
         if self._admit(line.text):
             log.info("%s: %s", me.name, printable_text(line.text))
+            self._come_back(me)
             self.room.publish(ChatMessage(me.name, line.text), sender=me)
 
     def _relay_action(self, me: Membership, line: ActionLine) -> None:
         if self._admit(line.text):
             log.info("* %s %s", me.name, printable_text(line.text))
+            self._come_back(me)
             self.room.publish(ActionMessage(me.name, line.text), sender=me)
 
     def _relay_private(self, me: Membership, line: PrivateLine) -> None:
@@ -232,6 +244,9 @@ class ClientHandler:
         # The text of private lines stays out of the log (the operator could
         # still read it: the server decrypts everything).
         log.info("%s sent a private message to %s", me.name, printable_text(line.recipient))
+        away = self.room.away_message(line.recipient)
+        if away is not None and away[0].casefold() != me.name.casefold():
+            self._tell(AwayReply(*away))  # as IRC's RPL_AWAY
 
     def _rename(self, me: Membership, request: NickRequest) -> None:
         name = protocol.normalize_username(request.name)
@@ -244,6 +259,8 @@ class ClientHandler:
                     f"{protocol.MAX_USERNAME_LENGTH} printable characters."
                 )
             )
+        elif name == me.name:
+            self._tell(Notice(f"You are already called {name}."))  # nobody else is told
         elif not self.room.rename(me, name):
             self._tell(ErrorNotice(f"The username {name} is taken."))
         else:
@@ -253,8 +270,33 @@ class ClientHandler:
         # Not counted by flood control: the answer goes to the asker alone
         # (whose send queue bounds it), and the client's own startup request
         # must never be refused.
-        for message in user_list_messages(self.room.who()):
+        for message in user_list_messages(self.room.who(), self.room.away_messages()):
             self._tell(message)
+
+    def _set_away(self, me: Membership, message: str) -> None:
+        """``/away [MESSAGE]``: shown in /users, and to whoever writes to
+        the member privately, until /back or their next line to everyone."""
+        if not self._within_rate("you were not marked as away"):
+            return
+        message = " ".join(message.split())  # one line: no tab or newline in a UserList entry
+        if len(message) > MAX_AWAY_LENGTH:
+            self._tell(
+                ErrorNotice(
+                    f"An away message may be {MAX_AWAY_LENGTH} characters long at most; you were not marked as away."
+                )
+            )
+            return
+        self.room.set_away(me, message)
+        self._tell(Notice(f"You are marked as away: {message}" if message else "You are marked as away."))
+
+    def _come_back(self, me: Membership, asked: bool = False) -> None:
+        """``/back``, or (not ``asked``) a line to everyone from someone away."""
+        if me.away is None:
+            if asked:
+                self._tell(Notice("You are not marked as away."))
+            return
+        self.room.set_away(me, None)
+        self._tell(Notice("You are back: no longer marked as away."))
 
     def _part(self, parting: str) -> None:
         """The member leaves with a parting line (sent if it passes the checks)."""
@@ -514,7 +556,7 @@ class ChatServer:
         if membership is None:
             return False
         because = f": {reason}" if reason else "."
-        self.room.publish(Notice(f"{membership.name} was kicked by the operator{because}"), sender=membership)
+        self.room.leave(membership, kicked=reason)  # one notice for the others, not a leave after it
         log.info("%s kicked by the operator%s", membership.name, because)
         membership.member.close(f"You were kicked by the operator{because}")
         return True
@@ -746,6 +788,16 @@ def join_cluster(args: argparse.Namespace) -> RedisCluster | None:
         raise ClusterError(str(exc)) from None
 
 
+def cannot_listen(host: str, port: int, exc: OSError) -> str:
+    """One line for the operator on why the server cannot listen. Python's
+    own text for a busy port names the address as a tuple and 'while
+    attempting to bind'."""
+    if exc.errno == errno.EADDRINUSE:
+        return PORT_IN_USE.format(port=port, host=host)
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return f"Cannot listen at {transport.format_address(host, port)}: {reason}"
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -770,7 +822,7 @@ def main(argv: list[str] | None = None) -> int:
             key, args.host, args.port, limits_from(args), history=args.history, motd=motd, cluster=room_cluster
         )
     except OSError as exc:
-        print(f"Cannot listen at {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        print(cannot_listen(args.host, args.port, exc), file=sys.stderr)
         if room_cluster is not None:
             room_cluster.close()
         return 1

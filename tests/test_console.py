@@ -10,7 +10,7 @@ import pytest
 
 import server
 from console import ConsoleQuit, OperatorConsole, console_wanted, run_console
-from protocol import Goodbye, Notice, UserJoined, UserLeft
+from protocol import Goodbye, Notice, UserJoined, UserKicked, UserList, UserListRequest
 from tests.helpers import ChatTestClient
 
 
@@ -23,8 +23,9 @@ def test_console_kick_tells_the_member_why_and_the_others(running_server, connec
 
     assert bob.expect(Goodbye) == Goodbye("You were kicked by the operator: spamming")
     bob.wait_closed()
-    assert alice.expect(Notice) == Notice("Bob was kicked by the operator: spamming")
-    assert alice.expect(UserLeft) == UserLeft("Bob")
+    assert alice.expect(UserKicked) == UserKicked("Bob", "spamming")
+    alice.send(UserListRequest())  # answered after anything else the kick made: there is nothing
+    assert alice.expect(UserList).members()[0][0] == "Alice"
 
 
 def test_console_kick_without_a_reason_and_of_an_unknown_name(running_server, connect):

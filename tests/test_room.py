@@ -10,6 +10,7 @@ import protocol
 from protocol import (
     ActionMessage,
     ChatMessage,
+    Greeting,
     HistoryMessage,
     Motd,
     NickChanged,
@@ -87,9 +88,9 @@ def test_join_welcomes_the_joiner_first_and_tells_only_the_others():
     assert bob.join(room, "Bob")
     assert carol.join(room, "Carol")
 
-    assert alice.inbox == [Welcome("Alice"), UserJoined("Bob"), UserJoined("Carol")]
-    assert bob.inbox == [Welcome("Bob"), UserJoined("Carol")]
-    assert carol.inbox == [Welcome("Carol")]
+    assert alice.inbox == [Welcome("Alice"), Greeting("Alice", 0, ""), UserJoined("Bob"), UserJoined("Carol")]
+    assert bob.inbox == [Welcome("Bob"), Greeting("Bob", 1, "Alice"), UserJoined("Carol")]
+    assert carol.inbox == [Welcome("Carol"), Greeting("Carol", 2, "Alice\nBob")]
     assert room.names() == ["Alice", "Bob", "Carol"]
     assert carol.name == "Carol"
 
@@ -226,7 +227,7 @@ def test_concurrent_joins_of_one_name_let_exactly_one_in():
     assert len(winners) == 1
     assert len(room.names()) == 1
     assert [m for m in members if m.inbox] == winners
-    assert winners[0].inbox == [Welcome(winners[0].name)]
+    assert winners[0].inbox == [Welcome(winners[0].name), Greeting(winners[0].name, 0, "")]
 
 
 # --- private lines, renames, history ------------------------------------------------------------------
@@ -303,6 +304,7 @@ def test_newcomer_gets_welcome_motd_then_history_and_older_lines_are_dropped():
 
     assert bob.inbox == [
         Welcome("Bob"),
+        Greeting("Bob", 1, "Ann"),
         Motd("Be nice."),
         HistoryMessage("Ann", "two", 1764100000, "chat"),
         HistoryMessage("Ann", "waves", 1764100000, "action"),
@@ -314,7 +316,7 @@ def test_history_of_zero_keeps_nothing():
     room.publish(ChatMessage("Ann", "one"), sender=ann.membership)
     bob = FakeMember()
     bob.join(room, "Bob")
-    assert bob.inbox == [Welcome("Bob")]
+    assert bob.inbox == [Welcome("Bob"), Greeting("Bob", 1, "Ann")]
 
 
 def test_leaving_with_a_parting_line_tells_the_others_that_line():
