@@ -31,7 +31,7 @@ import keystore
 import protocol
 import transport
 from console import COMMANDS as CONSOLE_COMMANDS
-from console import OperatorConsole, console_wanted, run_console
+from console import OperatorConsole, console_wanted, on_terminal, run_console
 from limits import Limits, Outbox, TokenBucket
 from presentation import excerpt, printable_text
 from protocol import (
@@ -831,16 +831,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Cluster: {room_cluster.describe()}")
     print(f"Server key fingerprint: {server.fingerprint}", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)
-    if console_wanted(sys.stdin):
-        signal.signal(signal.SIGTTIN, signal.SIG_IGN)  # if put in the background later: EIO, not a stop
-        console = OperatorConsole(server)
-        threading.Thread(target=run_console, args=(console,), name="console", daemon=True).start()
-    with server:
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the goodbyes short
-            log.info("Shutting down")
+    with contextlib.ExitStack() as console_terminal:
+        if console_wanted(sys.stdin):
+            signal.signal(signal.SIGTTIN, signal.SIG_IGN)  # if put in the background later: EIO, not a stop
+            console = OperatorConsole(server)
+            read_line, show = console_terminal.enter_context(on_terminal(console, sys.stdin))
+            threading.Thread(target=run_console, args=(console, read_line, show), name="console", daemon=True).start()
+        with server:
+            try:
+                server.serve_forever()
+            except KeyboardInterrupt:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the goodbyes short
+                log.info("Shutting down")
     return 0
 
 
