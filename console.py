@@ -70,8 +70,10 @@ class OperatorConsole:
         members = self.server.room.who()
         if not members:
             return ["No one is online."]
+        away = self.server.room.away_messages()
         return [f"{len(members)} online:"] + [
-            f"  {printable_text(name)} ({format_duration(seconds)})" for name, seconds in members
+            f"  {printable_text(name)} ({format_duration(seconds)}{_away_note(away.get(name.casefold()))})"
+            for name, seconds in members
         ]
 
     def kick(self, argument: str) -> list[str]:
@@ -94,6 +96,12 @@ class OperatorConsole:
 
     def quit(self, argument: str) -> list[str]:
         raise ConsoleQuit()
+
+
+def _away_note(message: str | None) -> str:
+    if message is None:
+        return ""
+    return f", away: {printable_text(message)}" if message else ", away"
 
 
 COMMANDS: CommandTable[OperatorConsole, list[str]] = CommandTable(

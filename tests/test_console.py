@@ -10,7 +10,7 @@ import pytest
 
 import server
 from console import ConsoleQuit, OperatorConsole, console_wanted, run_console
-from protocol import Goodbye, Notice, UserJoined, UserKicked, UserList, UserListRequest
+from protocol import Away, Goodbye, Notice, UserJoined, UserKicked, UserList, UserListRequest
 from tests.helpers import ChatTestClient
 
 
@@ -52,6 +52,16 @@ def test_console_say_users_help_and_unknown(running_server, connect):
     assert operator.execute("   ") == []
     with pytest.raises(ConsoleQuit):
         operator.execute("/quit")
+
+
+def test_console_users_shows_who_is_away(running_server, connect):
+    connect("Alice")
+    bob = connect("Bob")
+    bob.send(Away("lunch"))
+    assert bob.expect(Notice) == Notice("You are marked as away: lunch")
+    shown = OperatorConsole(running_server).execute("/users")
+    assert shown[1].startswith("  Alice (") and shown[1].endswith(" s)")
+    assert shown[2].startswith("  Bob (") and shown[2].endswith(" s, away: lunch)")
 
 
 def test_console_quit_stops_the_server(identity_key, capsys):
