@@ -17,6 +17,7 @@ import termios
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TextIO
 
+import names
 from commands import Command, CommandTable
 from presentation import format_duration, printable_text, split_name
 from terminal import Terminal
@@ -72,7 +73,7 @@ class OperatorConsole:
             return ["No one is online."]
         away = self.server.room.away_messages()
         return [f"{len(members)} online:"] + [
-            f"  {printable_text(name)} ({format_duration(seconds)}{_away_note(away.get(name.casefold()))})"
+            f"  {printable_text(name)} ({format_duration(seconds)}{_away_note(away, name)})"
             for name, seconds in members
         ]
 
@@ -98,7 +99,9 @@ class OperatorConsole:
         raise ConsoleQuit()
 
 
-def _away_note(message: str | None) -> str:
+def _away_note(away: dict[str, str], name: str) -> str:
+    """``, away: MESSAGE`` for a member who is away (``away``: by name key)."""
+    message = away.get(names.key(name)) if away else None
     if message is None:
         return ""
     return f", away: {printable_text(message)}" if message else ", away"

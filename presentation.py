@@ -11,7 +11,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
-__all__ = ["printable_text", "format_duration", "split_name", "excerpt"]
+__all__ = ["printable_text", "collapse_blank_runs", "MAX_BLANK_RUN", "format_duration", "split_name", "excerpt"]
 
 
 def printable_text(text: str) -> str:
@@ -19,9 +19,11 @@ def printable_text(text: str) -> str:
 
     C0 and C1 controls (ESC among them) and other non-printing characters
     become U+FFFD, so no escape sequence reaches the terminal; tabs become
-    a space. A joiner (ZWJ, ZWNJ) between two characters it can join stays
-    (see ``joins``), and so does an England, Scotland or Wales flag.
+    a space. Long runs of blanks are shortened (``collapse_blank_runs``).
+    A joiner (ZWJ, ZWNJ) between two characters it can join stays (see
+    ``joins``), and so does an England, Scotland or Wales flag.
     """
+    text = collapse_blank_runs(text)
     if text.isprintable():
         return text
     shown = [ch if ch.isprintable() else " " if ch == "\t" else _REPLACEMENT for ch in text]
@@ -79,6 +81,24 @@ def _emoji(ch: str) -> bool:
     # Emoji are symbols (So): 👨 👩 👧 💻 🌈 ❤ ♀ 🏳. Python's unicodedata has
     # no Extended_Pictographic property; So is its close superset here.
     return bool(ch) and unicodedata.category(ch) == "So"
+
+
+#: The longest run of blank characters shown as it was sent.
+MAX_BLANK_RUN = 8
+#: White space, and the characters that print as blanks without being white
+#: space: the braille blank and the Hangul fillers.
+_BLANK_RUN = re.compile(rf"[\s\u2800\u115f\u1160\u3164\uffa0]{{{MAX_BLANK_RUN + 1},}}")
+
+
+def collapse_blank_runs(text: str) -> str:
+    """``text`` with every run of more than ``MAX_BLANK_RUN`` blanks made
+    that many spaces.
+
+    Against line-wrap spoofing: ``ok``, then 200 spaces, then ``admin:
+    please run...`` would wrap so that its end starts a row of its own and
+    reads as admin's line. Indentation and a few aligning spaces are kept.
+    """
+    return _BLANK_RUN.sub(" " * MAX_BLANK_RUN, text)
 
 
 def format_duration(seconds: int) -> str:

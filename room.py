@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+import names
 from protocol import (
     GREETING_NAMES,
     ActionMessage,
@@ -86,14 +87,19 @@ class Member(Protocol):
 @dataclass(eq=False)
 class Membership:
     """A member's place in the room, given by ``Room.join``: the name it
-    has now (changed only by ``Room.rename``), an ID unique in the cluster,
+    has now and its key (changed only by ``Room.rename``), an ID unique in the cluster,
     and when it joined (the room's monotonic clock)."""
 
     member: Member
     name: str
     member_id: str
     joined_at: float
+    #: ``names.key(name)``: what the room holds the member under.
+    key: str = ""
     away: str | None = None  # the away message while away (maybe ""), else None
+
+    def __post_init__(self) -> None:
+        self.key = self.key or names.key(self.name)
 
 
 class Cluster(Protocol):
@@ -139,8 +145,8 @@ class Cluster(Protocol):
         ...
 
     def away_messages(self) -> dict[str, str] | None:
-        """The away message of everyone away, by casefolded name, or None if
-        only the room knows."""
+        """The away message of everyone away, by name key (``names.key``),
+        or None if only the room knows."""
         ...
 
     def away_message(self, name: str) -> str | None:
@@ -214,7 +220,7 @@ class Room:
         cluster: Cluster | None = None,
     ) -> None:
         self._lock = threading.Lock()
-        self._members: dict[str, Membership] = {}  # casefolded name -> membership
+        self._members: dict[str, Membership] = {}  # names.key(name) -> membership
         self._history: collections.deque[Encoded] = collections.deque(maxlen=history_size)
         self._motd = [encode(Motd(motd))] if motd else []
         self._clock, self._monotonic = clock, monotonic
@@ -225,20 +231,21 @@ class Room:
     # Called for the members.
 
     def join(self, member: Member, name: str) -> Membership | None:
-        """Give ``member`` the name if nobody has it (case-insensitively);
-        then it is welcomed (with the message of the day and the history)
-        and everyone else is told. None if the name is taken."""
+        """Give ``member`` the name if nobody has it or one that looks the
+        same (``names.key``); then it is welcomed (with the message of the
+        day and the history) and everyone else is told. None if the name is
+        taken. The name must be one ``names.accept`` gave."""
         if not self.cluster.claim(name):
             return None
-        welcome = encode(Welcome(name))
+        welcome, wanted = encode(Welcome(name)), names.key(name)
         everyone = self.cluster.members()  # None: the room knows them all
         with self._lock:
-            if name.casefold() in self._members:
+            if wanted in self._members:
                 return None
             member_id = f"{self.cluster.server_id}/{next(self._member_ids)}"
             greeting = encode(self._greeting(name, everyone))
-            membership = Membership(member, name, member_id, self._monotonic())
-            self._members[name.casefold()] = membership
+            membership = Membership(member, name, member_id, self._monotonic(), wanted)
+            self._members[wanted] = membership
             # Under the lock: no history line missed, none twice.
             greeted = all(member.deliver(item) for item in [welcome, greeting, *self._motd, *self._history])
         if not greeted:
@@ -251,10 +258,10 @@ class Room:
         with its parting line if it gave one, or that the operator removed
         it (``kicked``: the reason, maybe "")."""
         with self._lock:
-            name = membership.name
-            if self._members.get(name.casefold()) is not membership:
+            name, held = membership.name, membership.key
+            if self._members.get(held) is not membership:
                 return
-            del self._members[name.casefold()]
+            del self._members[held]
         if kicked is not None:
             farewell: Message = UserKicked(name, kicked)
         else:
@@ -268,7 +275,8 @@ class Room:
 
     def send_private(self, sender: Membership, recipient: str, text: str) -> bool:
         """Deliver a private line to the member called ``recipient`` (any
-        case) and a copy to ``sender`` as its receipt; nobody else sees it.
+        case, or any name that looks the same) and a copy to ``sender`` as
+        its receipt; nobody else sees it.
         False if no one of that name is online."""
         target = self.find(recipient)
         if target is not None:
@@ -285,19 +293,19 @@ class Room:
         return True
 
     def rename(self, membership: Membership, new_name: str) -> bool:
-        """Give the member the new name if no one else has it; everyone, the
-        member too, is told. False if taken."""
-        old_name = membership.name
-        new_name_is_new = new_name.casefold() != old_name.casefold()
+        """Give the member the new name if no one else has it or one that
+        looks the same; everyone, the member too, is told. False if taken."""
+        old_name, wanted = membership.name, names.key(new_name)
+        new_name_is_new = wanted != membership.key
         if new_name_is_new and not self.cluster.claim(new_name):
             return False
         with self._lock:
-            holder = self._members.get(new_name.casefold())
+            holder = self._members.get(wanted)
             if holder is not None and holder is not membership:
                 return False
-            del self._members[old_name.casefold()]
-            self._members[new_name.casefold()] = membership
-            membership.name = new_name
+            del self._members[membership.key]
+            self._members[wanted] = membership
+            membership.name, membership.key = new_name, wanted
         if new_name_is_new:
             self.cluster.release(old_name)
             if membership.away is not None:
@@ -323,7 +331,7 @@ class Room:
         return None if elsewhere is None or message is None else (elsewhere, message)
 
     def away_messages(self) -> dict[str, str]:
-        """The away message of everyone away, by casefolded name."""
+        """The away message of everyone away, by name key (``names.key``)."""
         away = self.cluster.away_messages()
         if away is not None:
             return away
@@ -331,9 +339,17 @@ class Room:
             return {key: m.away for key, m in self._members.items() if m.away is not None}
 
     def find(self, name: str) -> Membership | None:
-        """The member called ``name`` (any case) on this server, or None."""
+        """The member called ``name`` (any case, or a name that looks the
+        same) on this server, or None."""
+        wanted = names.key(name)
         with self._lock:
-            return self._members.get(name.casefold())
+            return self._members.get(wanted)
+
+    def holder(self, name: str) -> str | None:
+        """The name, as its holder has it, of whoever holds ``name`` or one
+        that looks the same, here or on another server; None if no one."""
+        found = self.find(name)
+        return found.name if found is not None else self.cluster.locate(name)
 
     def who(self) -> list[tuple[str, int]]:
         """(name, whole seconds online) of everyone online, sorted by name
@@ -402,7 +418,7 @@ class Room:
             others = [m.name for m in itertools.islice(self._members.values(), GREETING_NAMES + 1)]
             count = len(self._members)
         else:
-            others = [n for n, _ in everyone if n.casefold() != name.casefold()]
+            others = [n for n, _ in everyone if n != name]  # the cluster holds it as claimed
             count = len(others)
         listed = sorted(others, key=str.casefold)[:GREETING_NAMES]
         return Greeting(name, count, "\n".join(listed))
@@ -425,14 +441,15 @@ class Room:
 
 def user_list_messages(members: list[tuple[str, int]], away: dict[str, str] | None = None) -> list[Message]:
     """The answer to /users: a UserList of as many members as fit in one
-    message (with the away messages, by casefolded name), and a Notice
-    counting the rest if some do not."""
-    away = away or {}
+    message (with the away messages, by name key), and a Notice counting
+    the rest if some do not."""
+    keyed = away or {}
+    away = {name: keyed[key] for name, _ in members if (key := names.key(name)) in keyed} if keyed else {}
     listed: list[tuple[str, int]] = []
     size = 0
     for name, seconds in members:
         size += len(name.encode("utf-8")) + len(str(seconds)) + 2  # a tab and a newline
-        message = away.get(name.casefold())
+        message = away.get(name)
         if message is not None:
             size += len(message.encode("utf-8")) + 1
         if size > USER_LIST_BYTES:

@@ -217,7 +217,7 @@ def test_history_is_marked_with_its_time():
         protocol.UserKicked(HOSTILE, HOSTILE),
         protocol.Greeting(HOSTILE, 2, HOSTILE + "\n" + HOSTILE),
         protocol.AwayReply(HOSTILE, HOSTILE),
-        UserList.of([(HOSTILE, 1)], {HOSTILE.casefold(): HOSTILE}),
+        UserList.of([(HOSTILE, 1)], {HOSTILE: HOSTILE}),
     ],
     ids=lambda event: type(event).__name__,
 )

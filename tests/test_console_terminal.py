@@ -26,7 +26,7 @@ def operator(tmp_path):
     """server.py on a pty, its console waiting for a line; ``.port`` is where
     it listens. Killed and closed at the end."""
     key = procs.private_key_copy(tmp_path / "key")
-    pty = PtyClient(0, tmp_path / "data", "--key", str(key), program=("server.py",))
+    pty = PtyClient(0, tmp_path / "data", "--key", str(key), program=("server.py",), accept_new=False)
     try:
         pty.port = int(pty.expect(re.compile(rb"Listening at 127\.0\.0\.1:(\d+)")).group(1))
         pty.expect(b"Operator console: type /help for the commands.")

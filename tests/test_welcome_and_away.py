@@ -224,7 +224,7 @@ def test_the_client_sends_away_and_back_and_lists_them_in_help():
 
 
 def test_the_client_shows_away_members_in_the_user_list():
-    listed = UserList.of([("Ann", 30), ("Bob", 600), ("Cy", 5)], {"bob": "lunch", "cy": ""})
+    listed = UserList.of([("Ann", 30), ("Bob", 600), ("Cy", 5)], {"Bob": "lunch", "Cy": ""})
     assert client_ui.render(listed) == [
         "* 3 online:",
         "  Ann (30 s)",
