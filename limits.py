@@ -32,7 +32,7 @@ class Limits:
     burst: int = 20  # messages at once, so that a pasted block goes through
     sendq_bytes: int = 256 * 1024  # queued for one client before it is cut off
     handshake_timeout: float = 10.0  # seconds from connecting to keys confirmed
-    username_timeout: float = 60.0  # seconds to choose a name: a person types it
+    username_timeout: float = 300.0  # seconds to choose a name: a person first checks the fingerprint
     frame_timeout: float = 10.0  # seconds for a frame, once begun (slowloris)
 
     def rate_limit_message(self) -> RateLimit:

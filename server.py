@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import select
 import signal
@@ -107,6 +108,7 @@ class ClientHandler:
         self._closing = threading.Event()
         self._parting = ""  # the line given with /quit, for the others
         self._frame_began: float | None = None
+        self._echo = False  # the client asked for its own lines back (EchoOwnLines)
 
     # What the room calls (room.Member).
 
@@ -174,6 +176,7 @@ class ClientHandler:
     def _choose_username(self) -> Membership:
         deadline = _Deadline(self.limits.username_timeout, "waiting for a username")
         self._tell(self.limits.rate_limit_message())
+        self._tell(protocol.UsernameDeadline(min(math.ceil(self.limits.username_timeout), 0xFFFFFFFF)))
         self._tell(UsernameRequest(ASK_USERNAME))
         while self.membership is None:
             event = self._next_event(deadline)
@@ -216,12 +219,18 @@ class ClientHandler:
     def _relay(self, me: Membership, line: ChatLine) -> None:
         if self._admit(line.text):
             log.info("%s: %s", me.name, printable_text(line.text))
-            self.room.publish(ChatMessage(me.name, line.text), sender=me)
+            self.room.publish(ChatMessage(me.name, line.text), sender=self._echo_excluded(me))
 
     def _relay_action(self, me: Membership, line: ActionLine) -> None:
         if self._admit(line.text):
             log.info("* %s %s", me.name, printable_text(line.text))
-            self.room.publish(ActionMessage(me.name, line.text), sender=me)
+            self.room.publish(ActionMessage(me.name, line.text), sender=self._echo_excluded(me))
+
+    def _echo_excluded(self, me: Membership) -> Membership | None:
+        """Whom the room leaves out of my line: me, unless I asked for my
+        lines back (EchoOwnLines), and then no one, so that my copy comes in
+        the room's order."""
+        return None if self._echo else me
 
     def _relay_private(self, me: Membership, line: PrivateLine) -> None:
         if not self._admit(line.text):
@@ -300,6 +309,10 @@ class ClientHandler:
             raise _ClientLeft()
         if isinstance(event, MalformedMessage):
             self._tell(ErrorNotice(f"Message not understood: {event.reason}."))
+            return True
+        if isinstance(event, protocol.EchoOwnLines):
+            self._echo = True
+            self._tell(event)  # the answer: from now on
             return True
         return False
 

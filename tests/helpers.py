@@ -19,6 +19,7 @@ from protocol import (
     RateLimit,
     ServerHello,
     Username,
+    UsernameDeadline,
     UsernameRequest,
     Welcome,
 )
@@ -42,6 +43,7 @@ class ChatTestClient:
         self.flush()
         assert isinstance(self.next_event(), HandshakeComplete)
         self.rate_limit = self.expect(RateLimit)
+        self.username_deadline = self.expect(UsernameDeadline)
         assert isinstance(self.next_event(), UsernameRequest)
 
     def join(self, name: str) -> Welcome:

@@ -29,6 +29,7 @@ from protocol import (
     ClientConnection,
     ConnectionClosed,
     ConnectionState,
+    EchoOwnLines,
     ErrorNotice,
     Goodbye,
     HandshakeComplete,
@@ -52,6 +53,7 @@ from protocol import (
     UserList,
     UserListRequest,
     Username,
+    UsernameDeadline,
     UsernameRequest,
     UserParted,
     Welcome,
@@ -85,6 +87,7 @@ CLIENT_MESSAGES = [
     ActionLine("waves"),
     NickRequest("Zoë"),
     UserListRequest(),
+    EchoOwnLines(),
     Goodbye("leaving"),  # last: nothing may follow it
 ]
 SERVER_MESSAGES = [
@@ -105,6 +108,8 @@ SERVER_MESSAGES = [
     UserParted("Zoë", "bye all"),
     RateLimit(burst=20, interval_ms=200),
     RateLimit(burst=0, interval_ms=0xFFFFFFFF),
+    UsernameDeadline(300),
+    EchoOwnLines(),
     Goodbye("Server is shutting down."),  # last: nothing may follow it
 ]
 SERVER_ONLY = [
@@ -123,6 +128,7 @@ SERVER_ONLY = [
     HistoryMessage,
     Motd,
     UserParted,
+    UsernameDeadline,
 ]
 CLIENT_ONLY = [Username, ChatLine, PrivateLine, ActionLine, NickRequest, UserListRequest]
 
@@ -1041,6 +1047,8 @@ def test_codec_type_numbers_are_the_specs():
         "HistoryMessage": 0x18,
         "Motd": 0x19,
         "UserParted": 0x1A,
+        "UsernameDeadline": 0x20,
+        "EchoOwnLines": 0x21,
     }
 
 
