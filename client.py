@@ -429,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 0  # Ctrl-C before the chat began: leave quietly
+    finally:
+        terminal.restore()
 
 
 if __name__ == "__main__":

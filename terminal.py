@@ -7,9 +7,14 @@ pipe), no prompt and no escape codes are written.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import select
+import shutil
 import sys
 import threading
 import time
+import unicodedata
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -47,6 +52,14 @@ class Terminal:
                 self._redisplay = _readline_redisplay(readline)
         self._asked: str | None = None  # the prompt input() was called with
         self._drawing = False  # readline is drawing that prompt
+        self._input_erased = False  # error() took the typed line off the screen
+        self._to_insert = ""  # text readline starts the next line with
+        #: After Enter, take the typed line off the screen: the server's
+        #: echo shows it as the others see it (client.py sets this).
+        self.erase_entered = False
+        # The terminal's modes as found, and the same with its echo off.
+        self._saved_modes, self._quiet_modes = _terminal_modes() if interactive else (None, None)
+        self._hide_typing()
         self._prompt_ready = threading.Condition(self._lock)
         if self._readline and self._redisplay:
             # A line that arrives while readline draws a new prompt waits
@@ -63,10 +76,66 @@ class Terminal:
         self._drawing = True
 
     def _prompt_drawn(self) -> None:
+        if self._to_insert and self._readline is not None:
+            self._readline.insert_text(self._to_insert)
+            self._readline.redisplay()
+            self._to_insert = ""
         with self._prompt_ready:
             self._drawing = False
             self._prompt = self._asked
             self._prompt_ready.notify_all()
+
+    def start_next_line_with(self, text: str) -> None:
+        """The next line read begins with ``text``, as if typed (the part of
+        a paste after its last line end, or the line typed when the
+        connection dropped)."""
+        self._to_insert = text
+
+    def typed_text(self) -> str:
+        """What is typed at the prompt now, not yet entered ("" if none)."""
+        return self._readline.get_line_buffer() if self._readline and self._prompt is not None else ""
+
+    def pending_lines(self) -> tuple[list[str], str, bool]:
+        """Lines typed or pasted that wait unread in the terminal, read now
+        without waiting: (the whole lines, the part after the last line end,
+        whether input ended). Only on a terminal; readline has not seen them."""
+        if not self.interactive:
+            return [], "", False
+        data = b""
+        ended = False
+        while select.select([sys.stdin], [], [], 0)[0]:
+            chunk = os.read(sys.stdin.fileno(), 65536)
+            if not chunk:
+                ended = True
+                break
+            data += chunk
+        text = data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+        *lines, rest = text.split("\n")
+        return lines, rest, ended
+
+    def bell(self) -> None:
+        """Ring the terminal's bell."""
+        with self._lock:
+            sys.stdout.write("\a")
+            sys.stdout.flush()
+
+    def _hide_typing(self) -> None:
+        """The terminal's own echo off while readline does not read: what is
+        typed or pasted meanwhile (the client paces a paste) then waits
+        unseen, instead of being echoed over the client's output. Around
+        input() the modes are as found: readline echoes only if the terminal
+        did when it started."""
+        if self._quiet_modes is not None:
+            _set_modes(self._quiet_modes)
+
+    def _show_typing(self) -> None:
+        if self._saved_modes is not None:
+            _set_modes(self._saved_modes)
+
+    def restore(self) -> None:
+        """Leave the terminal's modes as they were found."""
+        self._show_typing()
+        self._saved_modes = self._quiet_modes = None
 
     def enable_completion(self, names) -> None:
         """Tab completes names and commands (``names()`` gives those online).
@@ -101,6 +170,7 @@ class Terminal:
         with self._lock:
             if self._prompt is not None:
                 self._erase_input()
+                self._input_erased = True  # the end of the session: not drawn again
             print(text, file=sys.stderr, flush=True)
 
     def read_line(self, prompt: str) -> str:
@@ -112,14 +182,37 @@ class Terminal:
             return line.rstrip("\r\n")
         with self._lock:
             self._asked = prompt
+            self._input_erased = False
             if not self._redisplay:
                 self._prompt = prompt
+        self._show_typing()
         try:
-            return input(prompt)
+            line = input(prompt)
+        except BaseException:
+            # Ctrl-C, Ctrl-D, or the server's end: readline leaves the cursor
+            # on the prompt's row (after the typed text, or, once the line was
+            # erased, where that text ended). Start the next line cleanly.
+            with self._lock:
+                sys.stdout.write("\r\x1b[K" if self._input_erased else "\n")
+                sys.stdout.flush()
+            raise
         finally:
+            self._hide_typing()
             with self._lock:
                 self._prompt = self._asked = None
                 self._drawing = False
+        if self.erase_entered:
+            self._erase_entered(prompt + line)
+        return line
+
+    def _erase_entered(self, shown: str) -> None:
+        """Take the line just entered (prompt and text, over as many rows as
+        it took) off the screen; the cursor is at the start of the row below."""
+        columns = shutil.get_terminal_size().columns
+        rows = max(1, -(-_width(shown) // columns))
+        with self._lock:
+            sys.stdout.write("\x1b[A\r\x1b[K" * rows)
+            sys.stdout.flush()
 
     def _erase_input(self) -> None:
         sys.stdout.flush()
@@ -139,6 +232,34 @@ class Terminal:
         typed = self._readline.get_line_buffer() if self._readline else ""
         sys.stdout.write(f"{self._prompt}{typed}")
         sys.stdout.flush()
+
+
+def _width(text: str) -> int:
+    """Columns ``text`` takes on a terminal: two for wide characters, none
+    for combining ones."""
+    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _terminal_modes() -> tuple[list | None, list | None]:
+    """stdin's terminal modes, and the same without echo; Nones if stdin is
+    no terminal (or the platform has no termios)."""
+    try:
+        import termios
+    except ImportError:
+        return None, None
+    try:
+        modes = termios.tcgetattr(sys.stdin.fileno())
+    except (termios.error, OSError, ValueError):
+        return None, None
+    quiet = [*modes[:3], modes[3] & ~(termios.ECHO | termios.ECHONL), *modes[4:]]
+    return modes, quiet
+
+
+def _set_modes(modes: list) -> None:
+    import termios
+
+    with contextlib.suppress(termios.error, OSError, ValueError):  # the terminal is gone
+        termios.tcsetattr(sys.stdin.fileno(), termios.TCSANOW, modes)
 
 
 def _readline_redisplay(readline: ModuleType) -> ctypes.CDLL | None:
