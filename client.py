@@ -13,15 +13,18 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import select
 import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import cli
+import client_config
 import client_ui
 import keystore
 import protocol
@@ -34,6 +37,7 @@ from protocol import (
     ChatLine,
     ClientConnection,
     ConnectionClosed,
+    EchoOwnLines,
     ErrorNotice,
     Goodbye,
     HandshakeComplete,
@@ -47,6 +51,7 @@ from protocol import (
     UserList,
     UserListRequest,
     Username,
+    UsernameDeadline,
     UsernameRequest,
     Welcome,
 )
@@ -84,6 +89,10 @@ class ServerLink:
         self.conn = ClientConnection()
         self._send_lock = threading.Lock()
         self._pacer: Pacer | None = None
+        self.rate_limit: RateLimit | None = None
+        #: The server told its username deadline: it is of a version that
+        #: echoes a member's own lines on request (PROTOCOL.md, 0x20 on).
+        self.server_echoes_on_request = False
 
     def next_event(self) -> protocol.Event:
         """The next event, reading as needed. What the handshake writes by
@@ -97,12 +106,17 @@ class ServerLink:
             if not isinstance(event, RateLimit):
                 return event
             self._pacer = Pacer(event)
+            self.rate_limit = event
 
-    def send_paced(self, message: protocol.Message) -> None:
+    def send_paced(self, message: protocol.Message, held_back: Callable[[], None] | None = None) -> None:
         """Send a message the server counts against its rate limit, first
-        waiting as long as the limit asks."""
+        waiting as long as the limit asks (``held_back()`` is called before
+        a wait)."""
         if self._pacer is not None:
-            time.sleep(self._pacer.delay())
+            delay = self._pacer.delay()
+            if delay and held_back is not None:
+                held_back()
+            time.sleep(delay)
         self.send(message)
 
     def flush(self) -> None:
@@ -148,12 +162,16 @@ def establish(link: ServerLink, trust: Callable[[ServerHello], None]) -> None:
 def choose_username(link: ServerLink, display: Display, preset: str | None) -> str | None:
     """Answer the server's username requests until one is accepted.
 
-    ``preset`` (from --name) is tried first. On a terminal a refused name is
-    asked for again; on a pipe, a refusal ends the client, so that a script
-    never has a chat line taken for a username. None if input ended first.
+    ``preset`` (from --name) is tried first, without showing the first
+    request. On a terminal a refused name is asked for again; on a pipe, a
+    refusal ends the client, so that a script never has a chat line taken
+    for a username. None if input ended first. If the server tells its
+    deadline (UsernameDeadline), a person at the prompt is warned before it
+    passes and told at once when it has.
     """
     terminal = display.terminal
     attempts = 0
+    deadline: float | None = None
     while True:
         event = link.next_event()
         if isinstance(event, Welcome):
@@ -162,22 +180,113 @@ def choose_username(link: ServerLink, display: Display, preset: str | None) -> s
             raise ClientError(printable_text(event.reason) or CONNECTION_LOST)
         if isinstance(event, ConnectionClosed):
             raise ClientError(CONNECTION_LOST)
+        if isinstance(event, UsernameDeadline):
+            deadline = time.monotonic() + event.seconds
+            link.server_echoes_on_request = True
+            continue
+        if isinstance(event, EchoOwnLines):
+            display.session.echoed = True
+            continue
         if not isinstance(event, UsernameRequest):
             display.show_event(event)
             continue
         prompt = printable_text(event.prompt)
         if attempts and not terminal.interactive:
             raise ClientError(f"{prompt}\nThe username was refused and input is not a terminal: giving up.")
-        terminal.show(prompt)
         if attempts == 0 and preset is not None:
             name = preset
         else:
+            terminal.show(prompt)
             try:
-                name = terminal.read_line(USERNAME_PROMPT)
+                name = read_username(link, terminal, deadline)
             except EOFError:
                 return None
+        if attempts == 0 and link.server_echoes_on_request and terminal.interactive:
+            link.send(EchoOwnLines())  # show my lines as the others see them
         attempts += 1
         link.send(Username(name))
+
+
+class ServerSpoke(Exception):
+    """Raised in the main thread, waiting at the username prompt, when the
+    server has sent something (it says goodbye: the deadline has passed)."""
+
+
+def read_username(link: ServerLink, terminal: Terminal, deadline: float | None) -> str:
+    """The name typed; meanwhile a watcher warns before ``deadline`` and, if
+    the server speaks first, wakes the prompt (ServerSpoke) so that what it
+    said is shown at once, not after Enter."""
+    if deadline is None or not terminal.interactive:
+        return terminal.read_line(USERNAME_PROMPT)
+    watcher = DeadlineWatcher(link.sock, terminal, deadline)
+
+    def wake(signum, frame) -> None:
+        if watcher.listening.is_set():
+            raise ServerSpoke
+
+    previous = signal.signal(WAKE_SIGNAL, wake)
+    watcher.listening.set()
+    watcher.start()
+    try:
+        try:
+            return terminal.read_line(USERNAME_PROMPT)
+        finally:
+            watcher.listening.clear()
+            watcher.stop()
+    except ServerSpoke:
+        event = link.next_event()  # what it said: a goodbye, normally
+        if isinstance(event, Goodbye):
+            raise ClientError(printable_text(event.reason) or CONNECTION_LOST) from None
+        raise ClientError(CONNECTION_LOST) from None
+    finally:
+        signal.signal(WAKE_SIGNAL, previous)
+
+
+#: Seconds before the username deadline that a person is warned (at most
+#: half the time given).
+DEADLINE_WARNING = 15.0
+
+
+class DeadlineWatcher(threading.Thread):
+    """While the person types a username: warns ``DEADLINE_WARNING`` seconds
+    before the deadline, and wakes the main thread when the socket has
+    something to read (the server only speaks then to say goodbye)."""
+
+    def __init__(self, sock: socket.socket, terminal: Terminal, deadline: float) -> None:
+        super().__init__(name="username deadline", daemon=True)
+        self.sock, self.terminal, self.deadline = sock, terminal, deadline
+        self.listening = threading.Event()  # the main thread may be woken
+        self._main_thread = threading.get_ident()
+        self._stop_reading, self._stop_writing = os.pipe()
+
+    def run(self) -> None:
+        left = self.deadline - time.monotonic()
+        warn_at = self.deadline - min(DEADLINE_WARNING, left / 2)
+        warned = False
+        while True:
+            wait = None if warned else max(0.0, warn_at - time.monotonic())
+            readable, _, _ = select.select([self.sock.fileno(), self._stop_reading], [], [], wait)
+            if self._stop_reading in readable:
+                return
+            if readable:
+                self._wake_main_thread()
+                return
+            if not warned:
+                warned = True
+                seconds = round(self.deadline - time.monotonic())
+                self.terminal.show(f"{seconds} seconds left to choose a username: then the server hangs up.")
+
+    def _wake_main_thread(self) -> None:
+        # As the Receiver does: repeat until the main thread stops reading.
+        while self.listening.is_set():
+            signal.pthread_kill(self._main_thread, WAKE_SIGNAL)
+            time.sleep(WAKE_REPEAT)
+
+    def stop(self) -> None:
+        os.write(self._stop_writing, b"x")
+        self.join()
+        os.close(self._stop_reading)
+        os.close(self._stop_writing)
 
 
 class Receiver(threading.Thread):
@@ -271,22 +380,91 @@ def converse(link: ServerLink, display: Display) -> int:
     return 0
 
 
+class TypedLines:
+    """What the person typed or pasted, a line at a time. While the client
+    paces its lines, the rest of a paste is read ahead (the backlog) so that
+    the person can be told how many wait, and which were not sent if they
+    stop it; it comes before whatever the terminal gives next."""
+
+    def __init__(self, terminal: Terminal) -> None:
+        self.terminal = terminal
+        self.backlog: deque[str] = deque()
+        self.current: str | None = None  # the line being acted on, not yet sent
+        self._partial = ""  # read ahead after the last line end: the line being typed
+        self._ended = False
+        self._announced = False
+
+    def next(self) -> str:
+        if self.backlog:
+            self.current = self.backlog.popleft()
+            return self.current
+        self._announced = False
+        if self._ended:
+            raise EOFError
+        self.terminal.start_next_line_with(self._partial)
+        self._partial = ""
+        self.current = self.terminal.read_line(CHAT_PROMPT)
+        return self.current
+
+    def read_ahead(self) -> None:
+        text, ended = self.terminal.pending_input()
+        *lines, self._partial = (self._partial + text).split("\n")
+        self.backlog.extend(lines)
+        self._ended |= ended
+
+    def held_back(self, display: Display, limit: RateLimit | None) -> None:
+        """The line being sent must wait for the server's rate: read the
+        paste ahead and say once how many lines wait, and why."""
+        self.read_ahead()
+        if self.backlog and not self._announced and limit is not None and limit.interval_ms:
+            self._announced = True
+            waiting = len(self.backlog) + 1
+            display.show(
+                display.style.notice(
+                    f"* Sending {waiting} more lines: the server allows {1000 / limit.interval_ms:g} a second."
+                )
+            )
+
+    def unsent(self) -> list[str]:
+        return ([self.current] if self.current is not None else []) + list(self.backlog)
+
+
+def report_unsent(display: Display, unsent: list[str]) -> None:
+    """Say exactly which lines of a paste were not sent (after Ctrl-C)."""
+    if not unsent:
+        return
+    first, last = (f"\u201c{printable_text(line)}\u201d" for line in (unsent[0], unsent[-1]))
+    which = first if len(unsent) == 1 else f"{len(unsent)} lines, from {first} to {last}"
+    display.show(display.style.notice(f"* Not sent: {which}."))
+
+
 def send_typed_lines(link: ServerLink, display: Display) -> str | None:
     """Act on each line typed (client_ui.run_line) until the person leaves
     (the parting line, "" for none) or sending fails (None). The receiver
     ends it with ServerEnded when the server is gone."""
+    lines = TypedLines(display.terminal)
+
+    def toggle_bell() -> bool:
+        display.bell = not display.bell
+        return display.bell
+
     context = client_ui.Context(
         session=display.session,
-        send=lambda message: send_message(link, display, message),
+        send=lambda message: send_message(link, display, message, lines),
         show=display.show,
         error=display.error,
+        toggle_bell=toggle_bell if display.terminal.interactive else None,
     )
     try:
         while True:
-            client_ui.run_line(display.terminal.read_line(CHAT_PROMPT), context)
+            client_ui.run_line(lines.next(), context)
+            lines.current = None
     except client_ui.QuitRequested as request:
         return request.message
-    except (EOFError, KeyboardInterrupt):
+    except KeyboardInterrupt:
+        report_unsent(display, lines.unsent())
+        return ""
+    except EOFError:
         return ""
     except (OSError, ProtocolError):
         return None
@@ -297,10 +475,12 @@ def send_typed_lines(link: ServerLink, display: Display) -> str | None:
 PACED_MESSAGES = (ChatLine, PrivateLine, ActionLine, NickRequest)
 
 
-def send_message(link: ServerLink, display: Display, message: protocol.Message) -> None:
+def send_message(
+    link: ServerLink, display: Display, message: protocol.Message, lines: TypedLines | None = None
+) -> None:
     try:
         if isinstance(message, PACED_MESSAGES):
-            link.send_paced(message)
+            link.send_paced(message, lambda: lines.held_back(display, link.rate_limit) if lines else None)
         else:
             link.send(message)
     except protocol.LocalProtocolError as exc:
@@ -334,7 +514,8 @@ def fingerprint_text(text: str) -> str:
     return text
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None, environ: Mapping[str, str] = os.environ) -> argparse.Namespace:
+    """The options: client.conf gives the defaults, the command line wins."""
     parser = argparse.ArgumentParser(description="Encrypted terminal group chat: the client.")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"server address (default: {DEFAULT_HOST})")
     parser.add_argument(
@@ -353,19 +534,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="file of trusted server keys (default: $XDG_DATA_HOME/socket-chat/known_hosts)",
     )
+    on_off = argparse.BooleanOptionalAction
     parser.add_argument(
-        "--no-color", action="store_true", help="no colours (also when NO_COLOR is set, or output is not a terminal)"
+        "--color",
+        action=on_off,
+        default=True,
+        help="colours on a terminal (--no-color: none; also none when NO_COLOR is set, or off a terminal)",
     )
-    parser.add_argument("--timestamps", action="store_true", help="start each line shown with the time, HH:MM")
+    parser.add_argument("--timestamps", action=on_off, default=False, help="start each line shown with the time, HH:MM")
+    parser.add_argument(
+        "--bell",
+        action=on_off,
+        default=None,
+        help="ring the bell when you are mentioned or sent a private message (default: on a terminal)",
+    )
+    parser.add_argument(
+        "--history-file",
+        action=on_off,
+        default=True,
+        help="keep the lines typed for the next run, in $XDG_DATA_HOME/socket-chat/history (mode 0600)",
+    )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the command lines as they are
-    parser.epilog = "commands in the chat:\n" + "\n".join(f"  {line}" for line in client_ui.help_lines())
+    path = client_config.config_path(environ)
+    parser.epilog = (
+        f"settings file: {path} ([client]: host, port, name, color, timestamps, bell, history-file)\n"
+        "commands in the chat:\n" + "\n".join(f"  {line}" for line in client_ui.help_lines())
+    )
     cli.add_version(parser)
+    try:
+        parser.set_defaults(**client_config.read_config(path))
+    except client_config.ConfigError as exc:
+        parser.error(str(exc))
     return parser.parse_args(argv)
 
 
 def make_display(args: argparse.Namespace, terminal: Terminal) -> Display:
-    colour = client_ui.colour_wanted(args.no_color, os.environ, sys.stdout.isatty())
-    return Display(terminal, Session(), Style(colour), timestamps=args.timestamps)
+    on_terminal = sys.stdout.isatty()
+    colour = client_ui.colour_wanted(not args.color, os.environ, on_terminal)
+    bell = on_terminal if args.bell is None else args.bell and on_terminal
+    return Display(terminal, Session(), Style(colour), timestamps=args.timestamps, bell=bell)
 
 
 def run(args: argparse.Namespace, terminal: Terminal) -> int:
@@ -417,12 +624,16 @@ def start_session(link: ServerLink, display: Display, name: str) -> None:
     else:
         display.show_event(event)  # not shown: it only fills the session
     display.terminal.enable_completion(display.session.names)
+    # The server shows my lines as the others see them: the typed one goes.
+    display.terminal.erase_entered = display.session.echoed
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     terminal = Terminal(interactive=sys.stdin.isatty())
+    history = client_config.history_path(keystore.data_dir()) if args.history_file else None
     try:
+        terminal.load_history(history)
         return run(args, terminal)
     except (ClientError, keystore.KeyStoreError) as exc:
         terminal.error(str(exc))
@@ -431,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0  # Ctrl-C before the chat began: leave quietly
     finally:
         terminal.restore()
+        terminal.save_history(history)
 
 
 if __name__ == "__main__":

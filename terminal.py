@@ -15,11 +15,14 @@ import sys
 import threading
 import time
 import unicodedata
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+import client_config
 import client_ui
 from client_ui import Session, Style
+from protocol import HistoryMessage, PrivateMessage
 
 if TYPE_CHECKING:
     import ctypes  # imported when used: a platform may lack it
@@ -95,23 +98,19 @@ class Terminal:
         """What is typed at the prompt now, not yet entered ("" if none)."""
         return self._readline.get_line_buffer() if self._readline and self._prompt is not None else ""
 
-    def pending_lines(self) -> tuple[list[str], str, bool]:
-        """Lines typed or pasted that wait unread in the terminal, read now
-        without waiting: (the whole lines, the part after the last line end,
-        whether input ended). Only on a terminal; readline has not seen them."""
+    def pending_input(self) -> tuple[str, bool]:
+        """What was typed or pasted and waits unread in the terminal, read
+        now without waiting (line ends as LF), and whether input ended.
+        Only on a terminal; readline has not seen it."""
         if not self.interactive:
-            return [], "", False
+            return "", False
         data = b""
-        ended = False
         while select.select([sys.stdin], [], [], 0)[0]:
             chunk = os.read(sys.stdin.fileno(), 65536)
             if not chunk:
-                ended = True
-                break
+                return _typed_text(data), True
             data += chunk
-        text = data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
-        *lines, rest = text.split("\n")
-        return lines, rest, ended
+        return _typed_text(data), False
 
     def bell(self) -> None:
         """Ring the terminal's bell."""
@@ -131,6 +130,17 @@ class Terminal:
     def _show_typing(self) -> None:
         if self._saved_modes is not None:
             _set_modes(self._saved_modes)
+
+    def load_history(self, path: Path | None) -> None:
+        """Recall the lines typed in earlier runs (readline's history); with
+        None, keep none."""
+        if self._readline is not None and path is not None:
+            client_config.load_history(self._readline, path)
+
+    def save_history(self, path: Path | None) -> None:
+        if self._readline is not None and path is not None:
+            with contextlib.suppress(OSError):  # a history not kept is no reason to fail
+                client_config.save_history(self._readline, path)
 
     def restore(self) -> None:
         """Leave the terminal's modes as they were found."""
@@ -234,6 +244,11 @@ class Terminal:
         sys.stdout.flush()
 
 
+def _typed_text(data: bytes) -> str:
+    # Enter is CR in readline's raw mode, LF once the terminal maps it.
+    return data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _width(text: str) -> int:
     """Columns ``text`` takes on a terminal: two for wide characters, none
     for combining ones."""
@@ -278,24 +293,44 @@ def _readline_redisplay(readline: ModuleType) -> ctypes.CDLL | None:
 
 class Display:
     """Shows events and local answers on the terminal: with the session's
-    ignores, the chosen style, and ``HH:MM`` first with --timestamps."""
+    ignores, the chosen style, ``HH:MM`` first with --timestamps, and a
+    highlight and the bell for what calls for the person (a mention, a
+    private message)."""
 
     def __init__(
-        self, terminal: Terminal, session: Session, style: Style, timestamps: bool = False, clock=time.time
+        self,
+        terminal: Terminal,
+        session: Session,
+        style: Style,
+        timestamps: bool = False,
+        clock=time.time,
+        bell: bool = False,
     ) -> None:
         self.terminal, self.session, self.style = terminal, session, style
         self.timestamps, self.clock = timestamps, clock
+        self.bell = bell
 
     def show_event(self, event) -> None:
         shown = self.session.shows(event)
         self.session.observe(event)
-        if shown:
-            for line in client_ui.render(event, self.session, self.style):
-                self.show(line)
+        if not shown:
+            return
+        # A history line's time is when it was said: with --timestamps it
+        # goes first, as every line's does, instead of inside the marker.
+        dated = not (self.timestamps and isinstance(event, HistoryMessage))
+        lines = client_ui.render(event, self.session, self.style, dated=dated)
+        wanted = self.session.wants_me(event)
+        if wanted and not isinstance(event, PrivateMessage):
+            lines = [self.style.mention(line) for line in lines]
+        when = event.sent_at if not dated else None
+        for line in lines:
+            self.show(line, when)
+        if wanted and self.bell and lines:
+            self.terminal.bell()
 
-    def show(self, line: str) -> None:
+    def show(self, line: str, when: float | None = None) -> None:
         if self.timestamps:
-            line = f"{client_ui.clock_time(self.clock())} {line}"
+            line = f"{client_ui.clock_time(self.clock() if when is None else when)} {line}"
         self.terminal.show(line)
 
     def error(self, text: str) -> None:
