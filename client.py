@@ -217,7 +217,7 @@ def read_username(link: ServerLink, terminal: Terminal, deadline: float | None) 
     the server speaks first, wakes the prompt (ServerSpoke) so that what it
     said is shown at once, not after Enter."""
     if deadline is None or not terminal.interactive:
-        return terminal.read_line(USERNAME_PROMPT)
+        return terminal.read_line(USERNAME_PROMPT, remember=False)
     watcher = DeadlineWatcher(link.sock, terminal, deadline)
 
     def wake(signum, frame) -> None:
@@ -229,7 +229,7 @@ def read_username(link: ServerLink, terminal: Terminal, deadline: float | None) 
     watcher.start()
     try:
         try:
-            return terminal.read_line(USERNAME_PROMPT)
+            return terminal.read_line(USERNAME_PROMPT, remember=False)  # not a line to recall
         finally:
             watcher.listening.clear()
             watcher.stop()

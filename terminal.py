@@ -183,8 +183,9 @@ class Terminal:
                 self._input_erased = True  # the end of the session: not drawn again
             print(text, file=sys.stderr, flush=True)
 
-    def read_line(self, prompt: str) -> str:
-        """The next line typed. Raises EOFError at the end of input."""
+    def read_line(self, prompt: str, remember: bool = True) -> str:
+        """The next line typed; kept in readline's history if ``remember``.
+        Raises EOFError at the end of input."""
         if not self.interactive:
             line = sys.stdin.readline()
             if not line:
@@ -211,6 +212,8 @@ class Terminal:
             with self._lock:
                 self._prompt = self._asked = None
                 self._drawing = False
+        if not remember and self._readline is not None and line:
+            self._readline.remove_history_item(self._readline.get_current_history_length() - 1)
         if self.erase_entered:
             self._erase_entered(prompt + line)
         return line

@@ -167,6 +167,11 @@ def screen(output: bytes) -> list[str]:
     of an xterm for the client and readline (text with automatic wrap, CR,
     LF, BS, erase in line and below, cursor up, down, left and right); other
     escape sequences are skipped. No scrolling: rows only ever grow."""
+    return screen_and_cursor(output)[0]
+
+
+def screen_and_cursor(output: bytes) -> tuple[list[str], tuple[int, int]]:
+    """``screen(output)``, and where the cursor ends: (row, column)."""
     rows: list[list[str]] = [[]]
     row = col = 0
 
@@ -232,7 +237,7 @@ def screen(output: bytes) -> list[str]:
             else:
                 line.append(ch)
             col += 1
-    return ["".join(line).rstrip() for line in rows]
+    return ["".join(line).rstrip() for line in rows], (row, col)
 
 
 # --- servers and other participants ------------------------------------------
