@@ -97,6 +97,7 @@ class ServerLink:
         self._send_lock = threading.Lock()
         self._pacer: Pacer | None = None
         self.rate_limit: RateLimit | None = None
+        self.on_hold: Callable[[], None] | None = None  # a line must wait for the rate limit
         #: The server told its username deadline: it is of a version that
         #: echoes a member's own lines on request (PROTOCOL.md, 0x20 on).
         self.server_echoes_on_request = False
@@ -115,14 +116,14 @@ class ServerLink:
             self._pacer = Pacer(event)
             self.rate_limit = event
 
-    def send_paced(self, message: protocol.Message, held_back: Callable[[], None] | None = None) -> None:
+    def send_paced(self, message: protocol.Message) -> None:
         """Send a message the server counts against its rate limit, first
-        waiting as long as the limit asks (``held_back()`` is called before
-        a wait)."""
+        waiting as long as the limit asks (``on_hold()`` is called before a
+        wait)."""
         if self._pacer is not None:
             delay = self._pacer.delay()
-            if delay and held_back is not None:
-                held_back()
+            if delay and self.on_hold is not None:
+                self.on_hold()
             time.sleep(delay)
         self.send(message)
 
@@ -576,6 +577,7 @@ def send_typed_lines(link: ServerLink, display: Display) -> str | None:
     (the parting line, "" for none) or sending fails (None). The receiver
     ends it with ServerEnded when the server is gone."""
     lines = TypedLines(display.terminal)
+    link.on_hold = lambda: lines.held_back(display, getattr(link, "rate_limit", None))
 
     def toggle_bell() -> bool:
         display.bell = not display.bell
@@ -583,7 +585,7 @@ def send_typed_lines(link: ServerLink, display: Display) -> str | None:
 
     context = client_ui.Context(
         session=display.session,
-        send=lambda message: send_message(link, display, message, lines),
+        send=lambda message: send_message(link, display, message),
         show=display.show,
         error=display.error,
         toggle_bell=toggle_bell if display.terminal.interactive else None,
@@ -611,12 +613,10 @@ def send_typed_lines(link: ServerLink, display: Display) -> str | None:
 PACED_MESSAGES = (ChatLine, PrivateLine, ActionLine, NickRequest)
 
 
-def send_message(
-    link: ServerLink, display: Display, message: protocol.Message, lines: TypedLines | None = None
-) -> None:
+def send_message(link: ServerLink, display: Display, message: protocol.Message) -> None:
     try:
         if isinstance(message, PACED_MESSAGES):
-            link.send_paced(message, lambda: lines.held_back(display, link.rate_limit) if lines else None)
+            link.send_paced(message)
         else:
             link.send(message)
     except protocol.RecordLimitError:
