@@ -11,7 +11,9 @@ reaches the terminal.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import random
 import re
 import select
 import signal
@@ -43,6 +45,8 @@ from protocol import (
     ErrorNotice,
     Goodbye,
     HandshakeComplete,
+    HistoryMessage,
+    Motd,
     NickRequest,
     PrivateLine,
     ProtocolError,
@@ -67,6 +71,12 @@ CLOSE_GRACE = 2.0  # seconds to wait for the server to see our goodbye
 CHAT_PROMPT = "> "
 USERNAME_PROMPT = "Username: "
 CONNECTION_LOST = "Connection to server lost."
+SERVER_SHUTTING_DOWN = "Server is shutting down."  # server.SHUTTING_DOWN: it may be back soon
+RECONNECTING = "Reconnecting (Ctrl-C or /quit to leave)..."
+RECONNECT = -1  # converse(): the server went away; come back
+RECONNECT_FIRST = 1.0  # seconds before the first try, then twice as long each time...
+RECONNECT_LONGEST = 30.0  # ...up to this; each wait is spread by +-50 % (jitter)
+NAME_RETRY = 60.0  # seconds to try for one's name again: the server may hold it for a dead connection
 RECORDS_USED_UP = (
     "This connection has carried as many messages as its keys may protect (2^24): leaving. "
     "Connect again to go on, with new keys."
@@ -430,8 +440,9 @@ class Receiver(threading.Thread):
     which is waiting for input, with ServerEnded.
     """
 
-    def __init__(self, link: ServerLink, display: Display) -> None:
+    def __init__(self, link: ServerLink, display: Display, reconnect: bool = False) -> None:
         super().__init__(name="receiver", daemon=True)
+        self.reconnect = reconnect
         self.link = link
         self.display = display
         self.terminal = display.terminal
@@ -439,6 +450,8 @@ class Receiver(threading.Thread):
         self._leaving = False
         self.ended_by_server = False
         self.reading_done = threading.Event()  # the main thread reads no more
+        self.reconnectable = False  # the end was the server's, and worth coming back from
+        self.typed = ""  # the line being typed when the server ended
         self._main_thread = threading.get_ident()  # made by the main thread, which it wakes
 
     def run(self) -> None:
@@ -450,7 +463,11 @@ class Receiver(threading.Thread):
                 reason = printable_text(event.reason)
         except (OSError, ProtocolError):
             reason = CONNECTION_LOST
-        self._server_ended(reason)
+            event = None
+        # The server went away (lost, or restarting): come back on our own,
+        # on a terminal. Any other goodbye (a kick) is meant.
+        self.reconnectable = self.reconnect and (not isinstance(event, Goodbye) or event.reason == SERVER_SHUTTING_DOWN)
+        self._server_ended(f"{reason} {RECONNECTING}" if self.reconnectable else reason)
 
     def leave(self) -> bool:
         """Claim the end for the person. False if the server ended first."""
@@ -463,6 +480,7 @@ class Receiver(threading.Thread):
             if self._leaving:
                 return
             self.ended_by_server = True
+        self.typed = self.terminal.typed_text()  # kept for after a reconnection
         self.terminal.error(reason)
         # CPython's readline acts on a signal only if it interrupts its wait
         # for a key; one that lands while it handles a key is noted and then
@@ -473,10 +491,11 @@ class Receiver(threading.Thread):
                 return
 
 
-def converse(link: ServerLink, display: Display) -> int:
-    """The chat itself: the main thread reads and sends, a Receiver prints."""
+def converse(link: ServerLink, display: Display, reconnect: bool = False) -> int:
+    """The chat itself: the main thread reads and sends, a Receiver prints.
+    RECONNECT if the server went away and ``reconnect`` asks to come back."""
     terminal = display.terminal
-    receiver = Receiver(link, display)
+    receiver = Receiver(link, display, reconnect)
     wakeable = threading.Event()  # set while the main thread may be woken
 
     def wake(signum, frame) -> None:
@@ -487,6 +506,7 @@ def converse(link: ServerLink, display: Display) -> int:
             raise ServerEnded
 
     signal.signal(WAKE_SIGNAL, wake)
+    interrupt = signal.getsignal(signal.SIGINT)
     wakeable.set()
     try:
         try:
@@ -504,7 +524,14 @@ def converse(link: ServerLink, display: Display) -> int:
     if not person_left:
         receiver.join(CLOSE_GRACE)  # it saw the failure too: let it report it
     if not receiver.leave():
-        return 1  # the server ended the session, and the receiver said so
+        # The server ended the session, and the receiver said so.
+        if receiver.reconnectable and person_left:
+            return 0  # they left as it went: nothing to come back to
+        if receiver.reconnectable:
+            terminal.start_next_line_with(receiver.typed)
+            signal.signal(signal.SIGINT, interrupt)  # Ctrl-C leaves at once while it tries
+            return RECONNECT
+        return 1
     if parting is None:
         terminal.error(CONNECTION_LOST)
         return 1
@@ -563,13 +590,14 @@ class TypedLines:
         return ([self.current] if self.current is not None else []) + list(self.backlog)
 
 
-def report_unsent(display: Display, unsent: list[str]) -> None:
-    """Say exactly which lines of a paste were not sent (after Ctrl-C)."""
+def report_unsent(display: Display, unsent: list[str], why: str = "") -> None:
+    """Say exactly which lines were not sent (a paste stopped by Ctrl-C,
+    lines typed while not connected)."""
     if not unsent:
         return
     first, last = (f"\u201c{printable_text(line)}\u201d" for line in (unsent[0], unsent[-1]))
     which = first if len(unsent) == 1 else f"{len(unsent)} lines, from {first} to {last}"
-    display.show(display.style.notice(f"* Not sent: {which}."))
+    display.show(display.style.notice(f"* Not sent{f' ({why})' if why else ''}: {which}."))
 
 
 def send_typed_lines(link: ServerLink, display: Display) -> str | None:
@@ -692,6 +720,12 @@ def parse_args(argv: list[str] | None, environ: Mapping[str, str] = os.environ) 
         help="ring the bell when you are mentioned or sent a private message (default: on a terminal)",
     )
     parser.add_argument(
+        "--reconnect",
+        action=on_off,
+        default=True,
+        help="on a terminal, when the connection is lost or the server restarts, connect again by itself",
+    )
+    parser.add_argument(
         "--history-file",
         action=on_off,
         default=True,
@@ -700,7 +734,7 @@ def parse_args(argv: list[str] | None, environ: Mapping[str, str] = os.environ) 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the command lines as they are
     path = client_config.config_path(environ)
     parser.epilog = (
-        f"settings file: {path} ([client]: host, port, name, color, timestamps, bell, history-file)\n"
+        f"settings file: {path} ([client]: host, port, name, color, timestamps, bell, reconnect, history-file)\n"
         "commands in the chat:\n" + "\n".join(f"  {line}" for line in client_ui.help_lines())
     )
     cli.add_version(parser)
@@ -738,26 +772,114 @@ def run(args: argparse.Namespace, terminal: Terminal) -> int:
     if name is None:
         say_goodbye(link)
         return 0
-    return converse(link, display)
+    comes_back = args.reconnect and terminal.interactive
+    status = converse(link, display, comes_back)
+    while status == RECONNECT:
+        reconnected = reconnect(args, display)
+        if reconnected is None:
+            return 0  # the person left while it tried
+        status = converse(reconnected, display, comes_back)
+    return status
 
 
-def start_session(link: ServerLink, display: Display, name: str) -> None:
+def reconnect(args: argparse.Namespace, display: Display) -> ServerLink | None:
+    """Connect again, with waits that double (with jitter, so that everyone
+    cut off at once does not come back at once), and take back the name;
+    show what was said meanwhile. None if the person left meanwhile (/quit,
+    end of input). A changed server key ends it, loudly, as on the first
+    connection (keystore.ServerKeyRefused)."""
+    terminal, name = display.terminal, display.session.own_name
+    wait, name_taken_since = RECONNECT_FIRST, None
+    while True:
+        if wait_or_leave(display, wait * random.uniform(0.5, 1.5)):
+            return None
+        wait = min(wait * 2, RECONNECT_LONGEST)
+        try:
+            link = connect(args.host, args.port)
+        except ClientError:
+            continue  # not back yet
+        try:
+            trust_server(link, args, terminal)
+            if take_back_name(link, display, name):
+                start_session(link, display, name, resumed=True)
+                display.show(display.style.notice(f"* Reconnected as {name}."))
+                return link
+            name_taken_since = name_taken_since or time.monotonic()
+            if time.monotonic() - name_taken_since > NAME_RETRY:
+                raise ClientError(f"Reconnected, but the name {name} stays taken: giving up.")
+        except (ClientError, OSError, ProtocolError):
+            pass
+        with contextlib.suppress(OSError):
+            link.sock.close()
+
+
+def wait_or_leave(display: Display, seconds: float) -> bool:
+    """Wait ``seconds`` between tries; True if the person typed /quit (or
+    ended input) meanwhile. Other lines typed cannot be sent now: say so."""
+    terminal = display.terminal
+    if not terminal.interactive:
+        time.sleep(seconds)
+        return False
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([sys.stdin], [], [], left)[0]:
+            break
+        text, ended = terminal.pending_input()
+        *lines, rest = text.split("\n")
+        terminal.start_next_line_with(rest)
+        if ended or any(line.strip().split(" ")[0] == "/quit" for line in lines):
+            return True
+        report_unsent(display, [line for line in lines if line.strip()], "not connected")
+    return False
+
+
+def take_back_name(link: ServerLink, display: Display, name: str) -> bool:
+    """Join again as ``name``; False if the server has it still taken."""
+    asked = False
+    while True:
+        event = link.next_event()
+        if isinstance(event, Welcome):
+            return True
+        if isinstance(event, UsernameDeadline):
+            link.server_echoes_on_request = True
+        elif isinstance(event, EchoOwnLines):
+            display.session.echoed = True
+        elif isinstance(event, UsernameRequest):
+            if asked:
+                return False  # asked again: refused
+            if link.server_echoes_on_request:
+                link.send(EchoOwnLines())
+            asked = True
+            link.send(Username(name))
+        elif isinstance(event, (Goodbye, ConnectionClosed)):
+            raise ClientError(CONNECTION_LOST)
+
+
+def start_session(link: ServerLink, display: Display, name: str, resumed: bool = False) -> None:
     """Joined as ``name``: learn (quietly) who is online before the first
     line is read, so that ``/msg`` knows names with spaces and tab completes
-    them. What comes first (message of the day, history) is shown."""
+    them. What comes first (message of the day, history) is shown; when
+    ``resumed`` after a reconnection, only the history not seen before."""
     display.session.observe(Welcome(name))
     display.session.user_list_requested(show=False)
     link.send(UserListRequest())
+    history: list[HistoryMessage] = []
     while not isinstance(event := link.next_event(), UserList):
         if isinstance(event, Goodbye):
             raise ClientError(printable_text(event.reason) or CONNECTION_LOST)
         if isinstance(event, ConnectionClosed):
             raise ClientError(CONNECTION_LOST)
-        display.show_event(event)
+        if resumed and isinstance(event, HistoryMessage):
+            history.append(event)
+            continue
+        if not (resumed and isinstance(event, Motd)):  # seen on joining first
+            display.show_event(event)
         if isinstance(event, ErrorNotice):
             break  # a server without user lists: chat without completion
     else:
         display.show_event(event)  # not shown: it only fills the session
+    for missed in display.session.unseen(history):
+        display.show_event(missed)
     display.terminal.enable_completion(display.session.names)
     # The server shows my lines as the others see them: the typed one goes.
     display.terminal.erase_entered = display.session.echoed

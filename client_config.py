@@ -23,7 +23,7 @@ SECTION = "client"
 HISTORY_LENGTH = 1000  # lines kept in the history file
 #: What the file may set, and how its text is read: the value is the default
 #: of the command-line option with the same ``dest``.
-BOOLEANS = {"color", "timestamps", "bell", "history_file"}
+BOOLEANS = {"color", "timestamps", "bell", "reconnect", "history_file"}
 TEXTS = {"host", "name"}
 NUMBERS = {"port"}
 

@@ -65,6 +65,7 @@ class Session:
         #: The server sends this client's own lines back (EchoOwnLines): they
         #: are shown from there, as the others see them.
         self.echoed = False
+        self._last_line: tuple[str, str, str] | None = None  # the last chat line or action shown live
 
     def names(self) -> list[str]:
         """Everyone known to be online, this client included."""
@@ -112,6 +113,10 @@ class Session:
                 self._online = {name.casefold(): name for name, _ in event.members()}
             elif isinstance(event, PrivateMessage) and not self.is_me(event.sender):
                 self.last_private_from = event.sender
+            elif isinstance(event, ChatMessage):
+                self._last_line = (event.sender, event.text, "chat")
+            elif isinstance(event, ActionMessage):
+                self._last_line = (event.sender, event.text, "action")
 
     def _renamed(self, old: str, new: str) -> None:
         self._online.pop(old.casefold(), None)
@@ -122,6 +127,18 @@ class Session:
             self._ignored[new.casefold()] = new  # an ignored person stays ignored under a new name
         if self.last_private_from and self.last_private_from.casefold() == old.casefold():
             self.last_private_from = new
+
+    def unseen(self, history: list[HistoryMessage]) -> list[HistoryMessage]:
+        """The part of a history, on coming back after a reconnection, said
+        after the last line shown live (all of it if that line is not in
+        it). Matched by content, not time: the server's clock is not ours."""
+        with self._lock:
+            last = self._last_line
+        for index in range(len(history) - 1, -1, -1):
+            entry = history[index]
+            if (entry.sender, entry.text, entry.kind) == last:
+                return history[index + 1 :]
+        return history
 
     def wants_me(self, event) -> bool:
         """True for what calls for this person: a private message from

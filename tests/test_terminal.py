@@ -491,7 +491,7 @@ def _assert_server_end_reported(pty: PtyClient, message: str, stopped_at: float)
 
 
 def test_server_shutting_down_while_typing(own_server, open_pty):
-    pty = open_pty(own_server.server_address[1])
+    pty = open_pty(own_server.server_address[1], "--no-reconnect")  # coming back: test_terminal_ux.py
     join_at_terminal(pty, "Ann")
     pty.write(b"still typ")
     pty.expect(b"still typ")
@@ -506,7 +506,7 @@ def test_server_shutting_down_while_typing(own_server, open_pty):
 def test_server_killed_while_typing(tmp_path, open_pty):
     server = procs.start_server(tmp_path)
     try:
-        pty = open_pty(server.port)
+        pty = open_pty(server.port, "--no-reconnect")
         join_at_terminal(pty, "Ann")
         pty.write(b"still typ")
         pty.expect(b"still typ")
@@ -545,7 +545,7 @@ sys.exit(client.main(sys.argv[1:]))
 def test_server_lost_while_readline_runs_a_hook(tmp_path, open_pty):
     server = procs.start_server(tmp_path)
     try:
-        pty = open_pty(server.port, program=("-c", SLOW_HOOK_CLIENT))
+        pty = open_pty(server.port, "--no-reconnect", program=("-c", SLOW_HOOK_CLIENT))
         join_at_terminal(pty, "Ann")
         pty.expect(b"[in the hook]")
 
@@ -564,7 +564,7 @@ PASTE = 30_000  # characters: readline takes a good part of a second over them
 def test_server_lost_while_a_paste_is_being_read(tmp_path, open_pty):
     server = procs.start_server(tmp_path)
     try:
-        pty = open_pty(server.port)
+        pty = open_pty(server.port, "--no-reconnect")
         join_at_terminal(pty, "Ann")
         wait_until_reading(pty)
 

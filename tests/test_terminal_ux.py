@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import re
 import stat
+import threading
+import time
 
 import pytest
 
+import server as chat_server
 from protocol import ActionMessage, ChatMessage, PrivateLine, UserJoined, UserLeft
+from tests.conftest import stop_server
+from tests.helpers import ChatTestClient
 from tests.test_terminal import (  # noqa: F401 (open_pty is a fixture)
     PtyClient,
     assert_terminal_restored,
@@ -132,7 +137,7 @@ def test_ctrl_d_at_the_username_prompt_leaves_the_cursor_on_a_new_line(running_s
 
 
 def test_the_servers_end_leaves_the_cursor_at_the_start_of_a_line(ann_and_other, own_server):
-    _other, pty = ann_and_other()
+    _other, pty = ann_and_other("--no-reconnect")
     pty.write(b"still typ")
     pty.expect(b"still typ")
     wait_until_reading(pty)
@@ -263,3 +268,111 @@ def test_no_history_file_keeps_nothing(running_server, open_pty, tmp_path):
     pty.type_line("/quit")
     assert pty.wait() == 0
     assert not (tmp_path / "data-0" / "socket-chat" / "history").exists()
+
+
+# --- reconnecting by itself ------------------------------------------------------------------
+
+
+@pytest.fixture
+def servers(identity_key):
+    """Start servers (``start(key, port=0)``) on 127.0.0.1; all stopped at the end."""
+    started: list = []
+
+    def start(key=identity_key, port: int = 0, said_before: tuple[str, ...] = ()):
+        server = chat_server.ChatServer(key, "127.0.0.1", port)
+        now = time.time()
+        for text in said_before:  # as if said on it before this client came back
+            server.room.record_history(ChatMessage("Other", text), now)
+        thread = threading.Thread(target=server.serve_forever, name="serve_forever", daemon=True)
+        thread.start()
+        started.append((server, thread))
+        return server
+
+    def stop(server) -> None:
+        for entry in started:
+            if entry[0] is server:
+                started.remove(entry)
+                stop_server(*entry)
+                return
+
+    start.stop = stop
+    try:
+        yield start
+    finally:
+        for entry in started:
+            stop_server(*entry)
+
+
+def join_other(server) -> ChatTestClient:
+    other = ChatTestClient(server.server_address)
+    other.handshake()
+    other.join("Other")
+    return other
+
+
+def test_after_a_restart_the_client_comes_back_with_its_name_what_was_missed_and_the_typed_line(servers, open_pty):
+    first = servers()
+    port = first.server_address[1]
+    other = join_other(first)
+    pty = open_pty(port)
+    join_at_terminal(pty, "Ann")
+    expect_event(other, UserJoined("Ann"))
+    other.say("before")
+    pty.expect(b"Other: before")
+    wait_until_idle(pty)
+    pty.write(b"half")
+    pty.expect(b"half")
+    wait_until_reading(pty)
+    other.close()
+
+    servers.stop(first)
+    pty.expect(b"Server is shutting down. Reconnecting")
+    second = servers(port=port, said_before=("before", "said meanwhile"))
+    back = join_other(second)
+
+    pty.expect(b"[history", timeout=15)  # after a wait or two
+    pty.expect(b"Other: said meanwhile")
+    pty.expect(b"* Reconnected as Ann.")
+    pty.expect(b"> half")  # the line being typed, as it was
+    expect_event(back, UserJoined("Ann"))
+    wait_until_idle(pty)
+    pty.write(b"ed\r")
+    expect_event(back, ChatMessage("Ann", "halfed"))
+    lines = screen(pty.text())
+    assert [line for line in lines if "Reconnecting" in line] == [
+        "Server is shutting down. Reconnecting (Ctrl-C or /quit to leave)..."
+    ], lines  # one line says so
+    assert not [line for line in lines if "[history" in line and "before" in line], lines  # seen already
+    back.close()
+
+
+def test_a_changed_server_key_stops_the_reconnection_loudly(servers, open_pty, impostor_key):
+    first = servers()
+    port = first.server_address[1]
+    pty = open_pty(port)
+    join_at_terminal(pty, "Ann")
+    servers.stop(first)
+    pty.expect(b"Reconnecting")
+
+    servers(key=impostor_key, port=port)
+
+    pty.expect(b"WARNING: THE SERVER'S IDENTITY KEY HAS CHANGED!", timeout=15)  # after a wait or two
+    assert pty.wait() == 1
+    assert_left_at_column_0(pty)
+
+
+@pytest.mark.parametrize("leave", [b"\x03", b"/quit\r"], ids=["ctrl-c", "quit"])
+def test_ctrl_c_or_quit_while_reconnecting_leaves_at_once(servers, open_pty, leave):
+    first = servers()
+    pty = open_pty(first.server_address[1])
+    join_at_terminal(pty, "Ann")
+    servers.stop(first)
+    pty.expect(b"Reconnecting")
+    pty.expect(b"\r\x1b[K")  # the prompt is left (readline no longer reads)
+    wait_until_reading(pty)  # waiting between tries, and for a key
+
+    pty.write(leave)
+
+    assert pty.wait() == 0
+    assert b"Traceback" not in pty.text()
+    assert_left_at_column_0(pty)
