@@ -92,6 +92,7 @@ def load_history(readline, path: Path) -> None:
 def save_history(readline, path: Path) -> None:
     """Write readline's history to ``path``, readable by its owner only."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # made 0600 before anything is in it
+    # Made 0600 before anything is in it; a link planted there is not followed.
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600))
     os.chmod(path, 0o600)
     readline.write_history_file(str(path))
