@@ -33,7 +33,7 @@ class Limits:
     burst: int = 20  # messages at once, so that a pasted block goes through
     sendq_bytes: int = 256 * 1024  # queued for one client before it is cut off
     handshake_timeout: float = 5.0  # seconds from connecting to keys confirmed: a program's work
-    username_timeout: float = 60.0  # seconds to choose a name: a person types it
+    username_timeout: float = 300.0  # seconds to choose a name: a person first checks the fingerprint
     frame_timeout: float = 10.0  # seconds for a frame, once begun (slowloris)
     # Before the handshake (admission.py, after sshd): per address (IPv6: per /64)
     max_per_address: int = 10  # connections at once from one address; 0: no cap

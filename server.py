@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import errno
 import logging
+import math
 import os
 import select
 import signal
@@ -152,6 +153,7 @@ class ClientHandler:
         self._closing = threading.Event()
         self._parting = ""  # the line given with /quit, for the others
         self._frame_began: float | None = None
+        self._echo = False  # the client asked for its own lines back (EchoOwnLines)
 
     # What the room calls (room.Member).
 
@@ -244,6 +246,7 @@ class ClientHandler:
     def _choose_username(self) -> Membership:
         deadline = _Deadline(self.limits.username_timeout, "waiting for a username")
         self._tell(self.limits.rate_limit_message())
+        self._tell(protocol.UsernameDeadline(min(math.ceil(self.limits.username_timeout), 0xFFFFFFFF)))
         self._tell(UsernameRequest(ASK_USERNAME))
         attempts = 0
         while self.membership is None:
@@ -303,7 +306,7 @@ class ClientHandler:
             else:
                 log.info("%s said a line (%d characters)", me.name, len(line.text))
             self._come_back(me)
-            self.room.publish(ChatMessage(me.name, line.text), sender=me)
+            self.room.publish(ChatMessage(me.name, line.text), sender=self._echo_excluded(me))
 
     def _relay_action(self, me: Membership, line: ActionLine) -> None:
         if self._admit(line.text):
@@ -312,7 +315,13 @@ class ClientHandler:
             else:
                 log.info("%s did an action (%d characters)", me.name, len(line.text))
             self._come_back(me)
-            self.room.publish(ActionMessage(me.name, line.text), sender=me)
+            self.room.publish(ActionMessage(me.name, line.text), sender=self._echo_excluded(me))
+
+    def _echo_excluded(self, me: Membership) -> Membership | None:
+        """Whom the room leaves out of my line: me, unless I asked for my
+        lines back (EchoOwnLines), and then no one, so that my copy comes in
+        the room's order."""
+        return None if self._echo else me
 
     def _relay_private(self, me: Membership, line: PrivateLine) -> None:
         if not self._admit(line.text):
@@ -432,6 +441,10 @@ class ClientHandler:
         if isinstance(event, MalformedMessage):
             if self._within_rate("it was not answered"):  # reading it cost as much as a line
                 self._tell(ErrorNotice(f"Message not understood: {event.reason}."))
+            return True
+        if isinstance(event, protocol.EchoOwnLines):
+            self._echo = True
+            self._tell(event)  # the answer: from now on
             return True
         return False
 
