@@ -6,7 +6,8 @@ Every server of a cluster connects to one Redis. There it shares
   members say (XADD) and delivers to its members what it reads back (XREAD),
   its own lines too, in the stream's order: so everyone, on every server,
   sees the same order;
-- the names: one key per name, ``socket-chat:name:<casefolded name>``, a hash
+- the names: one key per name, ``socket-chat:name:<names.key(name)>`` (its
+  confusable skeleton: two servers cannot admit look-alikes either), a hash
   of the server holding it, the name as typed and since when, claimed
   atomically and set to expire: each server refreshes its members' names
   while it lives, so the names of a server that died come free by themselves.
@@ -29,6 +30,7 @@ import uuid
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit, urlunsplit
 
+import names
 import protocol
 from protocol import MalformedMessage, Message, Notice
 
@@ -103,6 +105,11 @@ return lost
 
 class ClusterUnavailable(Exception):
     """The cluster cannot be used; the message says why."""
+
+
+def name_key(name: str) -> str:
+    """The Redis key of a name: two names that look the same have one."""
+    return NAME_PREFIX + names.key(name)
 
 
 def redacted(url: str) -> str:
@@ -183,7 +190,7 @@ class RedisCluster:
         self._state_lock = threading.Lock()
         self._closing = threading.Event()
         self._last_id = b"0-0"  # the last stream entry applied
-        self._since: dict[str, float] = {}  # casefolded name -> when its member joined
+        self._since: dict[str, float] = {}  # names.key(name) -> when its member joined
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -239,17 +246,17 @@ class RedisCluster:
         since = self._clock()
         if not self._try(
             self._claim,
-            keys=[NAME_PREFIX + name.casefold()],
+            keys=[name_key(name)],
             args=[self.server_id, name, since, self._ttl_ms()],
             otherwise=1,
         ):
             return False
-        self._since[name.casefold()] = since
+        self._since[names.key(name)] = since
         return True
 
     def release(self, name: str) -> None:
-        self._since.pop(name.casefold(), None)
-        self._try(self._release, keys=[NAME_PREFIX + name.casefold()], args=[self.server_id])
+        self._since.pop(names.key(name), None)
+        self._try(self._release, keys=[name_key(name)], args=[self.server_id])
 
     def publish(self, message: Message, sender_id: str | None) -> None:
         """Put ``message`` in the stream; while degraded, deliver it here at once."""
@@ -263,9 +270,9 @@ class RedisCluster:
         self._room.distribute(message, sender_id)
 
     def locate(self, name: str) -> str | None:
-        """The name, as its holder typed it, of whoever holds ``name`` in the
-        cluster, or None (also while degraded)."""
-        found = self._try(self._redis.hget, NAME_PREFIX + name.casefold(), "name")
+        """The name, as its holder typed it, of whoever holds ``name`` (or a
+        name that looks the same) in the cluster, or None (also while degraded)."""
+        found = self._try(self._redis.hget, name_key(name), "name")
         return found.decode("utf-8") if found else None
 
     def members(self) -> list[tuple[str, int]] | None:
@@ -309,22 +316,22 @@ class RedisCluster:
                 self._room.distribute(message, sender_id, sent_at=entry_time(entry_id))
 
     def _refresh_names(self) -> None:
-        names = self._room.names()
-        if not names:
+        held = self._room.names()
+        if not held:
             return
         args: list = [self.server_id, self._ttl_ms()]
-        for name in names:
-            args += [name, self._since.setdefault(name.casefold(), self._clock())]
-        lost = self._refresh(keys=[NAME_PREFIX + name.casefold() for name in names], args=args)
+        for name in held:
+            args += [name, self._since.setdefault(names.key(name), self._clock())]
+        lost = self._refresh(keys=[name_key(name) for name in held], args=args)
         for position in lost:
-            self._evict(names[int(position) - 1])
+            self._evict(held[int(position) - 1])
 
     def _evict(self, name: str) -> None:
         """Another server holds the name of a member here: that member goes."""
         membership = self._room.find(name)
         if membership is not None:
             log.warning("%s: the name is held by another server now; disconnecting", name)
-            self._since.pop(name.casefold(), None)
+            self._since.pop(names.key(name), None)
             membership.member.close(NAME_LOST.format(name=name))
 
     def _reconnect(self) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import pytest
 
 import limits
+import names
 import protocol
 from protocol import (
     MAX_FRAME_SIZE,
@@ -129,7 +130,11 @@ def answered_before_joining(payload: bytes) -> bool:
     connection: everything but a Goodbye or a valid username."""
     message = protocol.decode_message(payload)
     if isinstance(message, Username):
-        return protocol.normalize_username(message.name) is None
+        try:
+            names.accept(message.name)
+        except names.NameRefused:
+            return True
+        return False
     return not isinstance(message, Goodbye)
 
 
