@@ -158,6 +158,7 @@ class Sender:
         socket is full."""
         if outlet.finished.is_set():
             return
+        took = False
         try:
             while not outlet._cut:
                 if outlet._unsent:
@@ -166,7 +167,10 @@ class Sender:
                     if outlet._unsent:
                         self._watch(outlet)  # full: come back when there is room
                         return
-                items = outlet.outbox.take()
+                if took and not outlet.outbox.closed:  # a put since the take woke the sender again
+                    self._unwatch(outlet)
+                    return
+                items, took = outlet.outbox.take(), True
                 if items is None:
                     break  # closed and all sent
                 if not items:
