@@ -4,7 +4,6 @@ queue. Socket-free and clock-injected, so tests need no waiting."""
 
 from __future__ import annotations
 
-import collections
 import threading
 import time
 from collections.abc import Callable
@@ -113,7 +112,7 @@ class Outbox:
     def __init__(self, limit_bytes: int, on_ready: Callable[[], None] = lambda: None) -> None:
         self._limit = limit_bytes
         self._on_ready = on_ready
-        self._items: collections.deque[Encoded] = collections.deque()
+        self._items: list[Encoded] = []  # a list, not a deque: taken whole, and smaller while idle
         self._bytes = 0
         self._closed = False
         self._announced = False  # on_ready was called, and no take has found it empty since
@@ -158,8 +157,7 @@ class Outbox:
         with self._lock:
             self._announced = False
             if self._items:
-                items = list(self._items)
-                self._items.clear()
+                items, self._items = self._items, []
                 self._bytes = 0
                 return items
             return None if self._closed else []
