@@ -150,7 +150,7 @@ class ClientHandler:
         self._sending = False  # the sender has the outlet: from the end of the handshake
         self._readable = select.poll()  # poll() rather than select(): no limit on descriptor numbers
         self._readable.register(sock, select.POLLIN)
-        self._closing = threading.Event()
+        self._closing = False  # a plain flag: an Event costs an idle client a Condition
         self._parting = ""  # the line given with /quit, for the others
         self._frame_began: float | None = None
         self._echo = False  # the client asked for its own lines back (EchoOwnLines)
@@ -172,7 +172,7 @@ class ClientHandler:
 
     def close(self, reason: str) -> None:
         """Say goodbye and close (from another thread, for example on shutdown)."""
-        self._closing.set()
+        self._closing = True
         if not self._sending:
             self.abort()  # no keys yet: nothing can be said
         else:
@@ -180,7 +180,7 @@ class ClientHandler:
 
     def abort(self) -> None:
         """Cut the connection now; the reader thread wakes up and cleans up."""
-        self._closing.set()
+        self._closing = True
         self.outbox.close()
         self.outlet.cut()
         with contextlib.suppress(OSError):  # already closed by the peer or by us
@@ -213,7 +213,7 @@ class ClientHandler:
         except ProtocolError as exc:
             log.warning("%s: protocol error: %s", self.peer, exc)
         except OSError as exc:
-            if not self._closing.is_set():
+            if not self._closing:
                 log.info("%s: connection error: %s", self.peer, exc)
         finally:
             self._finish()
@@ -500,7 +500,7 @@ class ClientHandler:
             failure = self.outlet.failure
             if isinstance(failure, protocol.RecordLimitError):
                 log.info("%s: record limit reached: closing the connection", self.peer)
-            elif failure is not None and not self._closing.is_set():
+            elif failure is not None and not self._closing:
                 log.info("%s: send failed: %s", self.peer, failure)
         self.abort()
         self.sock.close()  # only now: the sender has let go of it
