@@ -92,7 +92,9 @@ MEMBER_ID = re.compile(rb"[0-9a-f]{12}/[1-9][0-9]{0,18}")
 MAX_ENTRY_BYTES = protocol.MAX_FRAME_SIZE - 1024
 #: Clock skew forgiven between Redis and this server, in seconds.
 CLOCK_SKEW = 60.0
-MEMBERS_CHANGED = (UserJoined, UserLeft, UserParted, NickChanged)
+#: Entries after which the user list is read again; a Notice may sum up
+#: joins and leaves in a busy room (presence.py).
+MEMBERS_CHANGED = (UserJoined, UserLeft, UserParted, NickChanged, Notice)
 
 DEGRADED = (
     "The chat is degraded: this server has lost touch with the others. "

@@ -154,6 +154,7 @@ class ClientHandler:
         self._parting = ""  # the line given with /quit, for the others
         self._frame_began: float | None = None
         self._echo = False  # the client asked for its own lines back (EchoOwnLines)
+        self._gate: contextlib.AbstractContextManager[object] = contextlib.nullcontext()  # see _handshake
 
     # What the room calls (room.Member).
 
@@ -221,6 +222,7 @@ class ClientHandler:
     def _handshake(self) -> None:
         try:
             deadline = _Deadline(self.limits.handshake_timeout, "waiting for the handshake")
+            self._gate = self.server.handshaking  # around its cryptography, one handshake at a time
             self.sock.sendall(self.conn.data_to_send())
             event = self._next_event(deadline, flush=True)
             if isinstance(event, ConnectionClosed):
@@ -228,6 +230,7 @@ class ClientHandler:
                 raise _ClientLeft()
             if not isinstance(event, HandshakeComplete):
                 raise protocol.RemoteProtocolError(f"handshake ended with {event}")
+            self._gate = contextlib.nullcontext()
         except (_ClientLeft, _DeadlinePassed, ProtocolError):
             # sshd's PerSourcePenalties: a handshake not finished costs its
             # address more (the server may have spent an RSA decryption).
@@ -457,7 +460,8 @@ class ClientHandler:
         """The next event, reading the socket as needed (until ``deadline``,
         and within ``frame_timeout`` of a frame's first byte)."""
         while True:
-            event = self.conn.next_event()
+            with self._gate:
+                event = self.conn.next_event()
             if flush:
                 self.sock.sendall(self.conn.data_to_send())
             if event is not protocol.NEED_DATA:
@@ -564,6 +568,14 @@ class ChatServer:
             (sender.py); the benchmark swaps in one that seals a record per
             message, as before batching.
         log_messages: log the text of public lines (off: metadata only).
+        handshaking: held by a reader while its connection works out a
+            handshake's cryptography (never while it waits for the
+            network). One at a time: pycryptodomex lets go of the GIL
+            around each of its C calls, so a thousand clients reconnecting
+            at once would otherwise run a thousand RSA unwraps side by
+            side, all of them slow, handing the GIL round at every call;
+            one at a time, each is done in a few milliseconds and the first
+            are back in at once (the reconnect storm in docs/benchmarks.md).
     """
 
     handler_class: type[ClientHandler] = ClientHandler
@@ -584,6 +596,7 @@ class ChatServer:
     ) -> None:
         self.identity = ServerIdentity.of(identity_key)
         self.limits = limits
+        self.handshaking: contextlib.AbstractContextManager[object] = threading.Lock()
         self.room = Room(history_size=history, motd=motd, cluster=cluster)
         self.admission = admission.Admission(
             limits.max_clients, limits.max_per_address, limits.handshake_rate, startups=limits.max_startups
@@ -996,7 +1009,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return EXIT_NO_CLUSTER
     try:
-        descriptors.raise_limit(args.max_clients, clustered=room_cluster is not None)
+        descriptors.raise_limit(args.max_clients, clustered=room_cluster is not None, handshakes=args.max_startups.full)
     except descriptors.DescriptorLimitError as exc:
         print(exc, file=sys.stderr)
         if room_cluster is not None:
