@@ -7,6 +7,7 @@ import math
 import os
 from pathlib import Path
 
+from bench import flood
 from bench.runner import CHAT, PLAIN, UNBATCHED, UNLOCKED, Results
 
 KIND_NAMES = {
@@ -307,6 +308,7 @@ def print_tables(results: Results) -> None:
         ("Cluster", cluster_table(results)),
         ("Memory", memory_table(results)),
         ("Raw costs", costs_table(results)),
+        ("Handshake flood from one address", flood.table(results.flood)),
     ):
         print(f"\n{title}")
         print("\n".join(lines))
@@ -347,6 +349,7 @@ def write_json(results: Results, path: Path) -> None:
             for (k, m), g in results.room_rss_kib.items()
         ],
         "cluster": dict(skipped=results.cluster_skipped, runs=cluster_json(results)),
+        "flood": flood.as_json(results.flood),
         "costs_us": results.costs_us,
         "errors": results.errors,
     }
@@ -698,6 +701,7 @@ def write_markdown(
         "",
         *memory_table(results),
         "",
+        *flood.markdown(results.flood),
         "## Raw costs",
         "",
         "In process, no network: mean µs per call.",

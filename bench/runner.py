@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import crypto_utils
 import protocol
-from bench import micro, scenarios
+from bench import flood, micro, scenarios
 from bench.loadgen import BenchError
 from bench.redis_server import RedisServer
 from bench.servers import ROOT, TEST_KEY
@@ -45,6 +45,7 @@ class Plan:
     stack_room: int  # room size for the memory run with small thread stacks
     cluster_room: int  # room size for the cluster runs
     cluster_senders: int
+    flood_seconds: float = 10.0  # per setup of the handshake flood (bench/flood.py)
 
 
 FULL = Plan(
@@ -72,6 +73,7 @@ QUICK = Plan(
     stack_room=10,
     cluster_room=20,
     cluster_senders=4,
+    flood_seconds=2.0,
 )
 
 
@@ -107,6 +109,7 @@ class Results:
     profiles: dict[str, str] = field(default_factory=dict)
     cluster: list[ClusterRun] = field(default_factory=list)
     cluster_skipped: str | None = None  # why there are no cluster runs
+    flood: list[flood.FloodRun] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
@@ -179,7 +182,15 @@ def run(plan: Plan, progress=print) -> Results:
         progress,
     )
     guarded(results, "cluster: redis-server", lambda: measure_cluster(plan, results, progress), progress)
+    guarded(results, "handshake flood from one address", lambda: measure_flood(plan, results), progress)
     return results
+
+
+def measure_flood(plan: Plan, results: Results) -> None:
+    """bench/flood.py against a server with the per-address limits off, then on."""
+    for setup, admission_on in flood.SETUPS:
+        with ServerProcess(CHAT, *(["--admission"] if admission_on else [])) as server:
+            results.flood.append(flood.flood(server.address, plan.flood_seconds, server.proc.pid, setup))
 
 
 def guarded(results: Results, what: str, step, progress) -> None:

@@ -1,6 +1,6 @@
 """The child process that runs one server for the benchmark.
 
-    python -m bench.servers KIND [--stack-size BYTES] [--cluster redis://HOST:PORT/DB]
+    python -m bench.servers KIND [--stack-size BYTES] [--cluster redis://HOST:PORT/DB] [--admission]
 
 KIND is ``chat`` (server.ChatServer as it is), ``chat-unlocked`` (the same
 without the lock that lets one writer seal at a time), ``chat-unbatched``
@@ -37,6 +37,8 @@ KINDS = ("chat", "chat-unlocked", "chat-unbatched", "plain")
 BENCH_LIMITS = limits.Limits(
     max_clients=2000, rate=0, max_per_address=0, handshake_rate=0, max_startups=admission.UNCAPPED
 )
+#: With --admission: the per-address limits as server.py has them by default.
+ADMISSION_LIMITS = limits.Limits(max_clients=2000, rate=0)
 
 
 class UnbatchedHandler(chat_server.ClientHandler):
@@ -55,11 +57,12 @@ class UnbatchedHandler(chat_server.ClientHandler):
             self.abort()
 
 
-def make_server(kind: str, cluster_url: str | None = None):
+def make_server(kind: str, cluster_url: str | None = None, admission_on: bool = False):
     if kind == "plain":
         return PlainServer("127.0.0.1", 0)
     key = crypto_utils.import_private_key(TEST_KEY.read_bytes())
-    server = chat_server.ChatServer(key, "127.0.0.1", 0, BENCH_LIMITS, cluster=join_cluster(cluster_url))
+    limits = ADMISSION_LIMITS if admission_on else BENCH_LIMITS
+    server = chat_server.ChatServer(key, "127.0.0.1", 0, limits, cluster=join_cluster(cluster_url))
     if kind == "chat-unbatched":
         server.handler_class = UnbatchedHandler
     if kind == "chat-unlocked":
@@ -86,12 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("--stack-size", type=int, default=0, help="threading.stack_size for client threads")
     parser.add_argument("--cluster", metavar="redis://HOST:PORT/DB", help="join the cluster on this Redis")
+    parser.add_argument("--admission", action="store_true", help="server.py's per-address limits (default: off)")
     args = parser.parse_args(argv)
     if args.cluster and args.kind == "plain":
         parser.error("--cluster: the plaintext floor has no cluster")
     if args.stack_size:
         threading.stack_size(args.stack_size)
-    server = make_server(args.kind, args.cluster)
+    server = make_server(args.kind, args.cluster, args.admission)
     stop = server.server_close if args.kind == "plain" else server.shutdown
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop, daemon=True).start())
     stop_when_stdin_closes(stop)
