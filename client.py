@@ -20,9 +20,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import cli
 import client_ui
+import crypto_utils
 import keystore
 import protocol
 import transport
@@ -55,10 +57,15 @@ from terminal import Display, Terminal
 DEFAULT_HOST = "127.0.0.1"
 CONNECT_TIMEOUT = 10.0
 HANDSHAKE_TIMEOUT = 15.0
+HELLO_TIMEOUT = 5.0  # a chat server greets at once: this long in silence, and it is not one
 CLOSE_GRACE = 2.0  # seconds to wait for the server to see our goodbye
 CHAT_PROMPT = "> "
 USERNAME_PROMPT = "Username: "
 CONNECTION_LOST = "Connection to server lost."
+RECORDS_USED_UP = (
+    "This connection has carried as many messages as its keys may protect (2^24): leaving. "
+    "Connect again to go on, with new keys."
+)
 # How the receiver wakes the main thread from input(). Not SIGINT: a job
 # started in the background by a script has SIGINT ignored from the start.
 WAKE_SIGNAL = signal.SIGUSR1
@@ -128,21 +135,146 @@ def connect(host: str, port: int) -> ServerLink:
     return ServerLink(sock)
 
 
-def establish(link: ServerLink, trust: Callable[[ServerHello], None]) -> None:
-    """Run the handshake; ``trust(ServerHello)`` raises ClientError to refuse."""
-    link.sock.settimeout(HANDSHAKE_TIMEOUT)
-    hello = link.next_event()
+Trusted = TypeVar("Trusted")
+
+
+def establish(link: ServerLink, trust: Callable[[ServerHello], Trusted], server: str = "The server") -> Trusted:
+    """Run the handshake with ``server`` (``HOST:PORT``, for messages).
+
+    ``trust(ServerHello)`` checks the key before anything is sent, and
+    raises to refuse it. What it returns is returned once the handshake is
+    complete: only then has the server proved it holds the key (key
+    confirmation), so only then may a new key be recorded.
+
+    Raises:
+        ClientError: the server turned the connection away, or is not a chat
+            server at all (it said nothing, or something else).
+        RemoteProtocolError: the handshake failed.
+    """
+    hello = read_hello(link, server)
     if isinstance(hello, ServerRefused):
-        raise ClientError(printable_text(hello.reason))
+        raise ClientError(refusal_text(hello.reason))
     if not isinstance(hello, ServerHello):
-        raise RemoteProtocolError(f"expected the server's hello, got {hello}")
-    trust(hello)
+        raise RemoteProtocolError("expected the server's hello, but the connection was closed")
+    trusted = trust(hello)
     link.conn.accept_server_key()
     link.flush()
     event = link.next_event()
     if not isinstance(event, HandshakeComplete):
         raise RemoteProtocolError(f"handshake ended with {event}")
     link.sock.settimeout(None)
+    return trusted
+
+
+def read_hello(link: ServerLink, server: str) -> protocol.Event:
+    """The server's first event: its hello, a refusal, or the end.
+
+    A chat server sends its hello the moment it accepts, and it is the first
+    thing on the wire; so silence for ``HELLO_TIMEOUT``, or first bytes that
+    cannot begin a hello, mean this is some other program (a web server
+    waits for the client to speak first). Say so at once, with what it sent.
+    """
+    link.sock.settimeout(HELLO_TIMEOUT)
+    first = b""
+    try:
+        while (event := link.conn.next_event()) is protocol.NEED_DATA:
+            data = link.sock.recv(transport.RECV_SIZE)
+            first = first or data
+            link.conn.receive_data(data)
+            link.sock.settimeout(HANDSHAKE_TIMEOUT)
+    except TimeoutError:
+        if first:
+            raise
+        raise ClientError(
+            f"{server} accepted the connection but said nothing for {HELLO_TIMEOUT:g} s, "
+            "while a chat server greets at once: it is not a chat server (or it is overloaded)."
+        ) from None
+    except RemoteProtocolError:
+        if protocol.may_be_server_greeting(first):
+            raise  # a chat server, of a version or form this client cannot read
+        raise ClientError(f"{server} is not a chat server (it answered with {quote_bytes(first)}).") from None
+    link.sock.settimeout(HANDSHAKE_TIMEOUT)
+    return event
+
+
+def quote_bytes(data: bytes, length: int = 60) -> str:
+    """The start of what a program sent, quoted and printable: ``"HTTP/1.1 400 Bad Request\\r\\n"``."""
+    shown = repr(data[:length])[2:-1].replace('"', '\\"')
+    return f'"{shown}..."' if len(data) > length else f'"{shown}"'
+
+
+#: How much of a refusal's reason is shown: it is not authenticated.
+MAX_REFUSAL_SHOWN = 80
+
+
+def refusal_text(reason: str) -> str:
+    """What the person is told when the server turns the connection away.
+
+    The refusal comes before any key, so anyone on the path could have
+    written it: the client says what happened in its own words, and shows
+    at most the start of the reason, labelled as the server's and
+    unverified, so that a forged one cannot pass for advice from the client.
+    """
+    words = " ".join(printable_text(reason).split())
+    if len(words) > MAX_REFUSAL_SHOWN:
+        words = words[: MAX_REFUSAL_SHOWN - 1] + "\N{HORIZONTAL ELLIPSIS}"
+    text = "The server turned the connection away before the handshake (it does so when it is full). Try again later."
+    return f"{text}\n(The server's words, unverified: {words})" if words else text
+
+
+def trust_server(link: ServerLink, args: argparse.Namespace, terminal: Terminal) -> None:
+    """The handshake, with the server's key checked against the pin or
+    known hosts. A key seen for the first time is shown and, on a terminal
+    (unless --accept-new), accepted by the person, as ssh does; it is
+    recorded only once the handshake has proved the server holds it."""
+    known = keystore.KnownHosts(args.known_hosts or keystore.data_dir() / "known_hosts")
+    server = transport.format_address(args.host, args.port)
+
+    def check(hello: ServerHello) -> keystore.KeyCheck:
+        return keystore.check_server_key(known, server, hello.fingerprint, args.fingerprint)
+
+    checked = establish(link, check, server)
+    ask = checked.first_contact and terminal.interactive and not args.accept_new
+    if ask:
+        confirm_new_key(terminal, checked)
+    note = keystore.record_server_key(known, checked, confirmed=ask)
+    if note:
+        terminal.show(note)
+
+
+FINGERPRINT_PATTERN = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
+CONFIRM_PROMPT = "Are you sure you want to continue connecting (yes/no/[fingerprint])? "
+CONFIRM_AGAIN = "Please type 'yes', 'no' or the fingerprint: "
+
+
+def confirm_new_key(terminal: Terminal, checked: keystore.KeyCheck) -> None:
+    """Ask the person to accept a key seen for the first time, as ssh does:
+    ``yes``, ``no``, or the fingerprint pasted in (compared for them).
+
+    Raises:
+        ClientError: not accepted (``no``, another fingerprint, end of input).
+    """
+    terminal.show(f"The authenticity of {checked.server} can't be established: this is the first connection to it.")
+    terminal.show(f"Its key fingerprint is {checked.offered}.")
+    terminal.show("Check it with the server's operator (the server prints it when it starts).")
+    prompt = CONFIRM_PROMPT
+    while True:
+        try:
+            answer = terminal.read_line(prompt).strip().rstrip(".")
+        except EOFError:
+            answer = "no"
+        if answer.lower() == "yes":
+            return
+        if answer.lower() == "no":
+            raise ClientError("Not connected: the server's key was not accepted. Nothing was recorded.")
+        if FINGERPRINT_PATTERN.fullmatch(answer):
+            if crypto_utils.fingerprints_equal(answer, checked.offered):
+                return
+            raise ClientError(
+                f"Not connected: the fingerprint you gave ({answer}) is not the server's ({checked.offered}).\n"
+                "Someone may be intercepting this connection. Nothing was recorded."
+            )
+        prompt = CONFIRM_AGAIN
 
 
 def choose_username(link: ServerLink, display: Display, preset: str | None) -> str | None:
@@ -286,6 +418,9 @@ def send_typed_lines(link: ServerLink, display: Display) -> str | None:
             client_ui.run_line(display.terminal.read_line(CHAT_PROMPT), context)
     except client_ui.QuitRequested as request:
         return request.message
+    except protocol.RecordLimitError:
+        display.terminal.error(RECORDS_USED_UP)
+        return ""  # the last record this direction may carry is the Goodbye
     except (EOFError, KeyboardInterrupt):
         return ""
     except (OSError, ProtocolError):
@@ -303,6 +438,8 @@ def send_message(link: ServerLink, display: Display, message: protocol.Message) 
             link.send_paced(message)
         else:
             link.send(message)
+    except protocol.RecordLimitError:
+        raise  # the connection must end: send_typed_lines ends it
     except protocol.LocalProtocolError as exc:
         # Our own refusal (text that is not valid Unicode, too long for a
         # frame): the connection is fine, the line is not.
@@ -327,7 +464,7 @@ def say_goodbye(link: ServerLink, parting: str = "") -> None:
 
 def fingerprint_text(text: str) -> str:
     """argparse type: a fingerprint as the server prints it."""
-    if not re.fullmatch(r"SHA256:[A-Za-z0-9+/]{43}", text):
+    if not FINGERPRINT_PATTERN.fullmatch(text):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a fingerprint: expected SHA256: and 43 base64 characters, as the server prints it"
         )
@@ -346,6 +483,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="SHA256:...",
         type=fingerprint_text,
         help="the server key fingerprint to insist on, even on the first connection",
+    )
+    parser.add_argument(
+        "--accept-new",
+        action="store_true",
+        help="record a server key seen for the first time without asking (as without a terminal)",
     )
     parser.add_argument(
         "--known-hosts",
@@ -372,16 +514,8 @@ def run(args: argparse.Namespace, terminal: Terminal) -> int:
     terminal.show("Trying to connect server...")
     link = connect(args.host, args.port)
     terminal.show("Connected to server.")
-    known = keystore.KnownHosts(args.known_hosts or keystore.data_dir() / "known_hosts")
-    server = transport.format_address(args.host, args.port)
-
-    def trust(hello: ServerHello) -> None:
-        note = keystore.check_server_key(known, server, hello.fingerprint, args.fingerprint)
-        if note:
-            terminal.show(note)
-
     try:
-        establish(link, trust)
+        trust_server(link, args, terminal)
         terminal.show("Encryption is established.")
         display = make_display(args, terminal)
         name = choose_username(link, display, args.name)

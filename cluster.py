@@ -6,7 +6,8 @@ Every server of a cluster connects to one Redis. There it shares
   members say (XADD) and delivers to its members what it reads back (XREAD),
   its own lines too, in the stream's order: so everyone, on every server,
   sees the same order;
-- the names: one key per name, ``socket-chat:name:<casefolded name>``, a hash
+- the names: one key per name, ``socket-chat:name:<names.key(name)>`` (its
+  confusable skeleton: two servers cannot admit look-alikes either), a hash
   of the server holding it, the name as typed and since when, claimed
   atomically and set to expire: each server refreshes its members' names
   while it lives, so the names of a server that died come free by themselves.
@@ -32,6 +33,7 @@ import uuid
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit, urlunsplit
 
+import names
 import protocol
 from protocol import (
     ActionMessage,
@@ -87,6 +89,9 @@ MEMBER_ID = re.compile(rb"[0-9a-f]{12}/[1-9][0-9]{0,18}")
 #: An entry's message must fit in one record, with room for the history's
 #: own fields around its text.
 MAX_ENTRY_BYTES = protocol.MAX_FRAME_SIZE - 1024
+#: The longest text looked up as a name (a /msg recipient): a username's
+#: length with room for what normalization joins; anything longer is no one.
+MAX_LOOKUP_CHARS = 4 * protocol.MAX_USERNAME_LENGTH
 #: Clock skew forgiven between Redis and this server, in seconds.
 CLOCK_SKEW = 60.0
 MEMBERS_CHANGED = (UserJoined, UserLeft, UserParted, NickChanged)
@@ -136,6 +141,11 @@ return lost
 
 class ClusterUnavailable(Exception):
     """The cluster cannot be used; the message says why."""
+
+
+def name_key(name: str) -> str:
+    """The Redis key of a name: two names that look the same have one."""
+    return NAME_PREFIX + names.key(name)
 
 
 def redacted(url: str) -> str:
@@ -191,13 +201,15 @@ def decode_entry(fields: dict[bytes, bytes]) -> tuple[Message, str | None]:
 
 
 def is_username(text: str) -> bool:
-    """Whether ``text`` is a username as a server here would give it out.
-    Also bounds its length before any key is made from it.
-
-    (The seam for names.py's rules: a name the room would refuse is not a
-    member's name.)
-    """
-    return len(text) <= protocol.MAX_USERNAME_LENGTH and protocol.normalize_username(text) == text
+    """Whether ``text`` is a username as a server here gives it out
+    (``names.accept`` would give it back unchanged); its length is checked
+    first, before any other work."""
+    if len(text) > protocol.MAX_USERNAME_LENGTH:
+        return False
+    try:
+        return names.accept(text) == text
+    except names.NameRefused:
+        return False
 
 
 def entry_time(entry_id: bytes) -> float | None:
@@ -241,7 +253,7 @@ class RedisCluster:
         self._state_lock = threading.Lock()
         self._closing = threading.Event()
         self._last_id = b"0-0"  # the last stream entry applied
-        self._since: dict[str, float] = {}  # casefolded name -> when its member joined
+        self._since: dict[str, float] = {}  # names.key(name) -> when its member joined
         self._members_lock = threading.Lock()  # one read of the names at a time; the others wait for it
         self._members_read: list[tuple[str, float]] | None = None  # (name, since) at _members_read_at
         self._members_read_at = 0.0
@@ -302,18 +314,18 @@ class RedisCluster:
         since = self._clock()
         if not self._try(
             self._claim,
-            keys=[NAME_PREFIX + name.casefold()],
+            keys=[name_key(name)],
             args=[self.server_id, name, since, self._ttl_ms()],
             otherwise=1,
         ):
             return False
-        self._since[name.casefold()] = since
+        self._since[names.key(name)] = since
         return True
 
     def release(self, name: str) -> None:
         self._members_changed()
-        self._since.pop(name.casefold(), None)
-        self._try(self._release, keys=[NAME_PREFIX + name.casefold()], args=[self.server_id])
+        self._since.pop(names.key(name), None)
+        self._try(self._release, keys=[name_key(name)], args=[self.server_id])
 
     def publish(self, message: Message, sender_id: str | None) -> None:
         """Put ``message`` in the stream; while degraded, deliver it here at once."""
@@ -327,17 +339,18 @@ class RedisCluster:
         self._room.distribute(message, sender_id)
 
     def locate(self, name: str) -> str | None:
-        """The name, as its holder typed it, of whoever holds ``name`` in the
-        cluster, or None (also while degraded)."""
-        if not is_username(name):  # bounded before it becomes a key
+        """The name, as its holder typed it, of whoever holds ``name`` (or a
+        name that looks the same) in the cluster, or None (also while
+        degraded, or if the hash holds no username of that key)."""
+        if len(name) > MAX_LOOKUP_CHARS:  # bounded before it becomes a key
             return None
-        found = self._try(self._redis.hget, NAME_PREFIX + name.casefold(), "name")
+        found = self._try(self._redis.hget, name_key(name), "name")
         try:
             holder = found.decode("utf-8") if found else None
         except UnicodeDecodeError:
             holder = None
-        if holder is not None and not (is_username(holder) and holder.casefold() == name.casefold()):
-            log.warning("the name hash of %r holds another name: ignored", name)
+        if holder is not None and not (is_username(holder) and names.key(holder) == names.key(name)):
+            log.warning("the name hash for %r holds no username of that key: ignored", names.key(name))
             return None
         return holder
 
@@ -400,22 +413,22 @@ class RedisCluster:
                 self._room.distribute(message, sender_id, sent_at=self._sent_at(entry_id))
 
     def _refresh_names(self) -> None:
-        names = self._room.names()
-        if not names:
+        held = self._room.names()
+        if not held:
             return
         args: list = [self.server_id, self._ttl_ms()]
-        for name in names:
-            args += [name, self._since.setdefault(name.casefold(), self._clock())]
-        lost = self._refresh(keys=[NAME_PREFIX + name.casefold() for name in names], args=args)
+        for name in held:
+            args += [name, self._since.setdefault(names.key(name), self._clock())]
+        lost = self._refresh(keys=[name_key(name) for name in held], args=args)
         for position in lost:
-            self._evict(names[int(position) - 1])
+            self._evict(held[int(position) - 1])
 
     def _evict(self, name: str) -> None:
         """Another server holds the name of a member here: that member goes."""
         membership = self._room.find(name)
         if membership is not None:
             log.warning("%s: the name is held by another server now; disconnecting", name)
-            self._since.pop(name.casefold(), None)
+            self._since.pop(names.key(name), None)
             membership.member.close(NAME_LOST.format(name=name))
 
     def _reconnect(self) -> None:

@@ -23,16 +23,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from Cryptodome.Cipher import AES, PKCS1_OAEP
+from Cryptodome.Cipher import PKCS1_OAEP
 from Cryptodome.Hash import SHA256
-from Cryptodome.Protocol import DH
-from Cryptodome.Protocol.KDF import HKDF
 from Cryptodome.PublicKey import RSA
 from Cryptodome.Random import get_random_bytes
+
+import aes_gcm
+import x25519
 
 __all__ = [
     "RSA_KEY_BITS",
@@ -227,14 +227,18 @@ class EphemeralKey:
     """A one-use X25519 key pair. Drop it after the handshake.
 
     The private half is never exposed; the object can only agree on a
-    shared secret with a peer's public key.
+    shared secret with a peer's public key. The arithmetic is ``x25519``'s
+    (pycryptodomex's C code called directly, or its ECC objects).
     """
 
-    __slots__ = ("_private",)
+    __slots__ = ("_private", "_public")
 
     def __init__(self, private_bytes: bytes):
         """Raises ValueError if ``private_bytes`` is not 32 bytes long."""
-        self._private = DH.import_x25519_private_key(private_bytes)
+        if len(private_bytes) != X25519_KEY_SIZE:
+            raise ValueError("an X25519 private key is 32 bytes")
+        self._private = bytes(private_bytes)
+        self._public = x25519.x25519(self._private, x25519.BASE_POINT)
 
     @classmethod
     def generate(cls, rng: Rng | None = None) -> EphemeralKey:
@@ -242,7 +246,7 @@ class EphemeralKey:
 
     @property
     def public_bytes(self) -> bytes:
-        return self._private.public_key().export_key(format="raw")
+        return self._public
 
     def agree(self, peer_public: bytes) -> bytes:
         """The 32-byte X25519 shared secret with ``peer_public``.
@@ -252,20 +256,12 @@ class EphemeralKey:
                 (RFC 7748 section 6.1 asks to reject an all-zero result).
         """
         try:
-            peer = DH.import_x25519_public_key(peer_public)
-            shared = DH.key_agreement(eph_priv=self._private, eph_pub=peer, kdf=_identity)
-        except (ValueError, TypeError):
+            return x25519.x25519(self._private, bytes(peer_public))
+        except (ValueError, TypeError):  # LowOrderPoint is a ValueError
             raise KeyAgreementError("invalid X25519 public key") from None
-        if hmac.compare_digest(shared, bytes(len(shared))):
-            raise KeyAgreementError("X25519 shared secret is all zero")
-        return shared
 
     def __repr__(self) -> str:
         return "<EphemeralKey>"
-
-
-def _identity(data: bytes | bytearray | memoryview) -> bytes:
-    return bytes(data)
 
 
 # --- the key schedule --------------------------------------------------------
@@ -296,16 +292,21 @@ def derive_session_keys(rsa_secret: bytes, x25519_secret: bytes, transcript: byt
     server's private key can finish the handshake, the X25519 one so that a
     recording cannot be decrypted later even with that key.
     """
-    okm = HKDF(
-        rsa_secret + x25519_secret,
-        2 * (KEY_SIZE + IV_SIZE),
-        salt=transcript,
-        hashmod=SHA256,
-        context=_KEY_SCHEDULE_LABEL,
-    )
-    assert isinstance(okm, bytes)  # one key asked for: HKDF returns bytes, not a tuple
+    okm = _hkdf_sha256(rsa_secret + x25519_secret, transcript, _KEY_SCHEDULE_LABEL, 2 * (KEY_SIZE + IV_SIZE))
     c2s_key, s2c_key, rest = okm[:32], okm[32:64], okm[64:]
     return SessionKeys(c2s_key, rest[:IV_SIZE], s2c_key, rest[IV_SIZE:])
+
+
+def _hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
+    # RFC 5869 on the standard library's HMAC (OpenSSL): the same bytes as
+    # pycryptodomex's HKDF, which builds its HMACs in Python at about seven
+    # times the cost, paid by the server on every handshake.
+    prk = hmac.digest(salt, ikm, "sha256")  # extract
+    okm, block = b"", b""
+    for counter in range(1, -(-length // 32) + 1):  # expand
+        block = hmac.digest(prk, block + info + bytes([counter]), "sha256")
+        okm += block
+    return okm[:length]
 
 
 # --- the record layer --------------------------------------------------------
@@ -314,23 +315,27 @@ def derive_session_keys(rsa_secret: bytes, x25519_secret: bytes, transcript: byt
 def _nonce(iv: bytes, sequence: int) -> bytes:
     # TLS 1.3 (RFC 8446 section 5.3): left-pad the sequence number to the IV
     # length and XOR it in, so every record of a direction has its own nonce.
-    padded = bytes(IV_SIZE - 8) + struct.pack("!Q", sequence)
-    return bytes(a ^ b for a, b in zip(iv, padded, strict=True))
+    # One XOR of two integers: the sequence is below 2**64, so it only
+    # reaches the IV's last 8 bytes.
+    return (int.from_bytes(iv, "big") ^ sequence).to_bytes(IV_SIZE, "big")
 
 
 class _RecordDirection:
-    __slots__ = ("_key", "_iv", "_sequence")
+    __slots__ = ("_gcm", "_iv", "_sequence")
 
     def __init__(self, key: bytes, iv: bytes, first_sequence: int = 0):
         """Args: the direction's key and IV; ``first_sequence`` (0 in the
         protocol) lets tests start near the end.
+
+        The AES key schedule and GHASH's tables are made here, once for the
+        direction (``aes_gcm``), not once a record.
 
         Raises:
             ValueError: the key is not 32 bytes, or the IV not 12.
         """
         if len(key) != KEY_SIZE or len(iv) != IV_SIZE:
             raise ValueError("AES-256-GCM needs a 32-byte key and a 12-byte IV")
-        self._key = key
+        self._gcm = aes_gcm.new(key)
         self._iv = iv
         self._sequence = first_sequence
 
@@ -339,12 +344,12 @@ class _RecordDirection:
         """The sequence number the next record will use."""
         return self._sequence
 
-    def _next_cipher(self):
+    def _next_nonce(self) -> bytes:
         if self._sequence > MAX_SEQUENCE:
             raise SequenceExhaustedError("no sequence numbers left in this direction")
-        cipher = AES.new(self._key, AES.MODE_GCM, nonce=_nonce(self._iv, self._sequence))
+        nonce = _nonce(self._iv, self._sequence)
         self._sequence += 1
-        return cipher
+        return nonce
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} sequence={self._sequence}>"
@@ -363,10 +368,7 @@ class RecordSealer(_RecordDirection):
                 was already sealed; nothing is sealed, and every later call
                 raises again.
         """
-        cipher = self._next_cipher()
-        cipher.update(aad)
-        ciphertext, tag = cipher.encrypt_and_digest(plaintext)
-        return ciphertext + tag
+        return self._gcm.seal(self._next_nonce(), plaintext, aad)
 
 
 class RecordOpener(_RecordDirection):
@@ -391,10 +393,10 @@ class RecordOpener(_RecordDirection):
         """
         if len(sealed) < TAG_SIZE:
             raise DecryptionError("record too short")
-        cipher = self._next_cipher()
-        cipher.update(aad)
+        nonce = self._next_nonce()
         try:
-            # decrypt_and_verify compares the tag in constant time.
-            return cipher.decrypt_and_verify(sealed[:-TAG_SIZE], sealed[-TAG_SIZE:])
+            # The tag is checked first, in constant time; no plaintext
+            # exists for a record that fails it.
+            return self._gcm.open(nonce, sealed, aad)
         except ValueError:
             raise DecryptionError("record failed authentication") from None

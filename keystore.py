@@ -2,16 +2,25 @@
 known hosts, both under one data directory, both readable by their owner
 only.
 
-The trust decision (``check_server_key``) lives here too: it is what the
-known-hosts file is for. ssh's rules: trust on first use, a pin wins, and a
-changed key is refused loudly.
+The trust decision lives here too: it is what the known-hosts file is for.
+ssh's rules: a key seen for the first time is recorded only once the server
+has proved it holds it (and, on a terminal, the person has accepted it), a
+pin wins, and a changed key is refused loudly.
+
+Both files, and every directory above them up to the home directory, are
+checked as ssh's StrictModes checks them: owned by the user (or root) and
+writable by no one else. Otherwise whoever could write there could swap the
+key or the list of trusted keys.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import crypto_utils
@@ -21,9 +30,12 @@ __all__ = [
     "KeyFileError",
     "ServerKeyRefused",
     "data_dir",
+    "check_safe_path",
     "load_or_create_identity_key",
     "KnownHosts",
+    "KeyCheck",
     "check_server_key",
+    "record_server_key",
 ]
 
 log = logging.getLogger("chat.keystore")
@@ -48,6 +60,115 @@ def data_dir() -> Path:
     return Path(base) / "socket-chat"
 
 
+# --- StrictModes: who may change the files ------------------------------------
+
+
+def check_safe_path(path: Path, what: str, *, private: bool = False, uid: int | None = None) -> None:
+    """Refuse ``path`` if someone other than the user (or root) could change
+    it: the file (if it exists) and every directory above it, up to the home
+    directory (or to ``/`` for a path outside it), must be owned by the user
+    or root and writable by no one else (others, or a group but the user's
+    own). ``private``: the file must not be readable by others either (a
+    private key).
+
+    One exception, for ``/tmp`` and the like: a directory above the file's
+    own that is root's and sticky, since there others may add entries but
+    not replace the user's.
+
+    Raises:
+        KeyFileError: naming the path at fault and the ``chmod`` that fixes it.
+    """
+    try:
+        _check_safe_path(Path(os.path.abspath(path)), what, private, os.geteuid() if uid is None else uid)
+    except OSError as exc:
+        raise KeyFileError(f"Cannot check the {what} {path}: {exc.strerror or exc}") from None
+
+
+def _check_safe_path(path: Path, what: str, private: bool, uid: int) -> None:
+    if path.exists():
+        path = path.resolve()  # a link: what counts is the file it leads to, and its directories
+        _check_file(path, what, private, uid)
+    home = _home()
+    directory = path.parent
+    while not directory.exists():
+        directory = directory.parent  # not made yet: it will be, inside the first that exists
+    own_directory = directory == path.parent
+    while True:
+        _check_directory(directory, path, what, uid, sticky_allowed=not own_directory)
+        if directory == home or directory.parent == directory:
+            return
+        directory, own_directory = directory.parent, False
+
+
+def _home() -> Path | None:
+    try:
+        return Path.home().resolve()
+    except (KeyError, RuntimeError):  # no home directory for this user
+        return None
+
+
+def _writable_by_others(info: os.stat_result, uid: int) -> bool:
+    """Writable by others, or by a group that is not the user's own."""
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & stat.S_IWOTH:
+        return True
+    return bool(mode & stat.S_IWGRP) and not _is_private_group(info.st_gid, uid)
+
+
+def _is_private_group(gid: int, uid: int) -> bool:
+    """Whether ``gid`` is the user's own group: their primary group, named
+    as they are, with no one else in it. With a umask of 002 (the usual one
+    where each user has such a group) directories are group-writable, and
+    that lets no one else in; Debian's OpenSSH allows it for the same reason."""
+    try:
+        import grp
+        import pwd
+    except ImportError:  # not a Unix with users and groups
+        return False
+    try:
+        user, group = pwd.getpwuid(uid), grp.getgrgid(gid)
+    except KeyError:
+        return False
+    return gid == user.pw_gid and group.gr_name == user.pw_name and set(group.gr_mem) <= {user.pw_name}
+
+
+def _check_file(path: Path, what: str, private: bool, uid: int) -> None:
+    info = path.stat()
+    if info.st_uid not in (uid, 0):
+        raise KeyFileError(
+            f"The {what} {path} belongs to another user (uid {info.st_uid}): it must be yours. "
+            f"Check where it came from, then run: chown {uid} {path}"
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    if private and mode & 0o077:
+        raise KeyFileError(
+            f"Permissions {mode:04o} for the {what} {path} are too open: "
+            f"it must be readable by its owner only. Run: chmod 600 {path}"
+        )
+    if _writable_by_others(info, uid):
+        raise KeyFileError(
+            f"Permissions {mode:04o} for the {what} {path} are too open: others could change it. Run: chmod go-w {path}"
+        )
+
+
+def _check_directory(directory: Path, path: Path, what: str, uid: int, *, sticky_allowed: bool) -> None:
+    info = directory.stat()
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid not in (uid, 0):
+        raise KeyFileError(
+            f"The directory {directory} belongs to another user (uid {info.st_uid}), who could replace "
+            f"the {what} {path}. Keep it in a directory of your own."
+        )
+    if not _writable_by_others(info, uid):
+        return
+    if sticky_allowed and info.st_uid == 0 and mode & stat.S_ISVTX:
+        return
+    raise KeyFileError(
+        f"The directory {directory} is writable by others (mode {mode:04o}), who could replace "
+        f"the {what} {path}. Run: chmod go-w {directory}"
+    )
+
+
 # --- the server's identity key ------------------------------------------------
 
 
@@ -56,11 +177,13 @@ def load_or_create_identity_key(path: Path) -> crypto_utils.RSA.RsaKey:
     there (mode 0600) on first run.
 
     Raises:
-        KeyFileError: cannot be read or written, not a key, or readable by others.
+        KeyFileError: cannot be read or written, not a key, readable by
+            others, or in a place others can change (``check_safe_path``).
     """
     try:
         if path.exists():
             return _read_identity_key(path)
+        check_safe_path(path, "server key", private=True)
         log.info("Making a new %d-bit server key (first run; this takes a few seconds)", crypto_utils.RSA_KEY_BITS)
         key = crypto_utils.generate_rsa_keypair()
         _write_private_file(path, crypto_utils.export_private_key(key))
@@ -73,12 +196,7 @@ def load_or_create_identity_key(path: Path) -> crypto_utils.RSA.RsaKey:
 def _read_identity_key(path: Path) -> crypto_utils.RSA.RsaKey:
     if not path.is_file():
         raise KeyFileError(f"The server key {path} is not a file.")
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(
-            f"Permissions {stat.S_IMODE(mode):04o} for {path} are too open: "
-            f"the key must be readable by its owner only. Run: chmod 600 {path}"
-        )
+    check_safe_path(path, "server key", private=True)
     try:
         return crypto_utils.import_private_key(path.read_bytes())
     except crypto_utils.KeyFormatError as exc:
@@ -87,7 +205,9 @@ def _read_identity_key(path: Path) -> crypto_utils.RSA.RsaKey:
 
 def _write_private_file(path: Path, data: bytes) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # O_EXCL with mode 0600: the file is never, even briefly, readable by others.
+    check_safe_path(path, "server key", private=True)  # again: someone else may have made the directory first
+    # O_EXCL with mode 0600: the file is never, even briefly, readable by
+    # others, and a link planted in its place is not followed.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as file:
         file.write(data)
@@ -106,7 +226,8 @@ class KnownHosts:
         """The fingerprint recorded for ``host_id``, or None.
 
         Raises:
-            KeyFileError: the file exists but cannot be read.
+            KeyFileError: the file exists but cannot be read, or others could
+                change it (``check_safe_path``).
         """
         for line_host, fingerprint in self._entries():
             if line_host == host_id:
@@ -114,16 +235,34 @@ class KnownHosts:
         return None
 
     def remember(self, host_id: str, fingerprint: str) -> None:
-        """Record (or replace) the fingerprint for ``host_id``."""
+        """Record (or replace) the fingerprint for ``host_id``.
+
+        The new file is written beside the old under a fresh name (mkstemp:
+        mode 0600, never an existing file or a planted link), then renamed
+        over it, so a reader sees the old file or the new one, whole.
+
+        Raises:
+            KeyFileError: the file or its directory cannot be written, or
+                others could change them.
+        """
         kept = [f"{h} {f}\n" for h, f in self._entries() if h != host_id]
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.writelines([*kept, f"{host_id} {fingerprint}\n"])
-        os.replace(temporary, self.path)
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            check_safe_path(self.path, "known hosts file")  # again: someone else may have made the directory first
+            fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        except OSError as exc:
+            raise KeyFileError(f"Cannot write the known hosts file {self.path}: {exc.strerror or exc}") from None
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                file.writelines([*kept, f"{host_id} {fingerprint}\n"])
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise KeyFileError(f"Cannot write the known hosts file {self.path}: {exc.strerror or exc}") from None
 
     def _entries(self) -> list[tuple[str, str]]:
+        check_safe_path(self.path, "known hosts file")
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
@@ -133,35 +272,95 @@ class KnownHosts:
         return [(words[0], words[1]) for words in map(str.split, lines) if len(words) == 2]
 
 
-def check_server_key(known: KnownHosts, server: str, offered: str, pinned: str | None) -> str | None:
-    """Decide whether to trust the key the server offered.
+@dataclass(frozen=True)
+class KeyCheck:
+    """What ``check_server_key`` found: a key that may be used for the
+    handshake. Nothing is recorded yet: ``record_server_key`` does that once
+    the handshake has proved the server holds the key."""
 
-    A pin (``--fingerprint``) wins over the file, and a key that matches the
-    pin is recorded in the file.
+    server: str
+    offered: str
+    recorded: str | None  # what the known hosts file held for the server
+    pinned: bool  # the offered key is the one given with --fingerprint
 
-    Returns:
-        A line to show the person (a key seen for the first time), or None.
+    @property
+    def first_contact(self) -> bool:
+        """No pin and nothing recorded: trust on first use, which the person
+        should confirm."""
+        return self.recorded is None and not self.pinned
+
+
+def check_server_key(known: KnownHosts, server: str, offered: str, pinned: str | None) -> KeyCheck:
+    """Decide whether the key the server offered may be used. Records
+    nothing (see ``record_server_key``).
+
+    A pin (``--fingerprint``) wins over the file.
 
     Raises:
         ServerKeyRefused: the key is not the one pinned or recorded.
         KeyFileError: the known hosts file cannot be read.
     """
+    recorded = known.lookup(server)
     if pinned is not None:
         if not crypto_utils.fingerprints_equal(pinned, offered):
-            raise ServerKeyRefused(_mismatch_warning(server, pinned, offered, "--fingerprint"))
-        if known.lookup(server) != offered:
-            known.remember(server, offered)
-        return None
-    recorded = known.lookup(server)
-    if recorded is None:
-        known.remember(server, offered)
-        return (
-            f"The server's key fingerprint is {offered}.\n"
-            f"Check it with the server's operator. It is now recorded in {known.path}."
-        )
-    if not crypto_utils.fingerprints_equal(recorded, offered):
+            raise ServerKeyRefused(_pin_warning(server, pinned, offered, recorded, known.path))
+        return KeyCheck(server, offered, recorded, pinned=True)
+    if recorded is not None and not crypto_utils.fingerprints_equal(recorded, offered):
         raise ServerKeyRefused(_mismatch_warning(server, recorded, offered, str(known.path)))
-    return None
+    return KeyCheck(server, offered, recorded, pinned=False)
+
+
+def record_server_key(known: KnownHosts, check: KeyCheck, *, confirmed: bool = False) -> str | None:
+    """Record the key ``check`` accepted; call only once the handshake is
+    complete (key confirmation proved the server holds the key).
+    ``confirmed``: the person has just accepted the key (so the line
+    returned need not show it again).
+
+    Returns:
+        A line to show the person when the file changed, or None.
+
+    Raises:
+        KeyFileError: the known hosts file cannot be written.
+    """
+    if check.recorded is not None and crypto_utils.fingerprints_equal(check.recorded, check.offered):
+        return None
+    known.remember(check.server, check.offered)
+    if check.recorded is not None:
+        return (
+            f"The key recorded for {check.server} ({check.recorded}) is replaced in {known.path}\n"
+            f"by the one given with --fingerprint ({check.offered})."
+        )
+    if confirmed:
+        return f"The server's key is now recorded in {known.path}."
+    return (
+        f"The server's key fingerprint is {check.offered}.\n"
+        f"Check it with the server's operator. It is now recorded in {known.path}."
+    )
+
+
+def _pin_warning(server: str, pinned: str, offered: str, recorded: str | None, path: Path) -> str:
+    bar = "@" * 62
+    if recorded is None:
+        record_line = f"Nothing is recorded for this server in {path}."
+    elif crypto_utils.fingerprints_equal(recorded, offered):
+        record_line = f"The offered key is the one recorded in {path}."
+    else:
+        record_line = f"Recorded fingerprint: {recorded} (in {path}, also different)"
+    return "\n".join(
+        [
+            bar,
+            "@  WARNING: THE SERVER'S KEY IS NOT THE ONE GIVEN WITH --fingerprint  @",
+            bar,
+            "Someone may be intercepting this connection (a man-in-the-middle attack),",
+            "or the fingerprint given is not this server's.",
+            f"Server:               {server}",
+            f"Expected fingerprint: {pinned} (from --fingerprint)",
+            f"Offered fingerprint:  {offered}",
+            record_line,
+            "The connection was refused; nothing was sent, and nothing recorded.",
+            "Check the fingerprint with the server's operator (the server prints it when it starts).",
+        ]
+    )
 
 
 def _mismatch_warning(server: str, expected: str, offered: str, source: str) -> str:

@@ -7,9 +7,10 @@ things its own way. PROTOCOL.md says only what must never reach a terminal.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
-__all__ = ["printable_text", "format_duration", "split_name", "excerpt"]
+__all__ = ["printable_text", "collapse_blank_runs", "MAX_BLANK_RUN", "format_duration", "split_name", "excerpt"]
 
 
 def printable_text(text: str) -> str:
@@ -17,11 +18,30 @@ def printable_text(text: str) -> str:
 
     C0 and C1 controls (ESC among them) and other non-printing characters
     become U+FFFD, so no escape sequence reaches the terminal; tabs become
-    a space.
+    a space. Long runs of blanks are shortened (``collapse_blank_runs``).
     """
+    text = collapse_blank_runs(text)
     if text.isprintable():
         return text
     return "".join(ch if ch.isprintable() else " " if ch == "\t" else "\N{REPLACEMENT CHARACTER}" for ch in text)
+
+
+#: The longest run of blank characters shown as it was sent.
+MAX_BLANK_RUN = 8
+#: White space, and the characters that print as blanks without being white
+#: space: the braille blank and the Hangul fillers.
+_BLANK_RUN = re.compile(rf"[\s\u2800\u115f\u1160\u3164\uffa0]{{{MAX_BLANK_RUN + 1},}}")
+
+
+def collapse_blank_runs(text: str) -> str:
+    """``text`` with every run of more than ``MAX_BLANK_RUN`` blanks made
+    that many spaces.
+
+    Against line-wrap spoofing: ``ok``, then 200 spaces, then ``admin:
+    please run...`` would wrap so that its end starts a row of its own and
+    reads as admin's line. Indentation and a few aligning spaces are kept.
+    """
+    return _BLANK_RUN.sub(" " * MAX_BLANK_RUN, text)
 
 
 def format_duration(seconds: int) -> str:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import collections
 import enum
 import struct
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import ClassVar, Literal, TypeVar
@@ -54,6 +53,7 @@ __all__ = [
     "LocalProtocolError",
     "RemoteProtocolError",
     "RecordLimitError",
+    "MAX_RECORDS",
     "ConnectionState",
     "ServerHello",
     "ServerRefused",
@@ -94,7 +94,6 @@ __all__ = [
     "encode_batch",
     "decode_record",
     "refusal",
-    "normalize_username",
 ]
 
 Rng = Callable[[int], bytes]
@@ -104,6 +103,12 @@ PROTOCOL_VERSION = 1
 #: body is buffered, so a peer cannot make us hold more than this.
 MAX_FRAME_SIZE = 64 * 1024
 MAX_USERNAME_LENGTH = 32
+#: Records one direction may carry, its HI included (PROTOCOL.md section 3).
+#: RFC 8446 section 5.5 allows AES-GCM 2**24.5 full-size TLS records under
+#: one key; ours may be 4 times as large (64 KiB), and 2**24 of them keep
+#: about the margin TLS keeps (an attacker's advantage near 2**-57). The last
+#: is kept for a Goodbye, so that a side at the limit can say why it ends.
+MAX_RECORDS = 2**24
 
 _HEADER = struct.Struct("!I")
 _FIELD_LENGTH = struct.Struct("!H")
@@ -145,9 +150,10 @@ class LocalProtocolError(ProtocolError):
 
 
 class RecordLimitError(LocalProtocolError):
-    """This side has sealed the last record its direction may carry (the one
-    with sequence 2**64 - 1, PROTOCOL.md section 3): nothing more can be
-    sent, a Goodbye neither, and the caller must close the connection.
+    """This side has sealed as many records as its direction may carry
+    (``MAX_RECORDS``, PROTOCOL.md section 3) but the last: nothing more can
+    be sent but a Goodbye, which should say why, and the caller must then
+    close the connection (the person may reconnect, with new keys).
 
     The state is left as it was (receiving still works), and every later
     ``send`` raises again.
@@ -624,22 +630,6 @@ def _batch_groups(payloads: list[bytes]) -> list[list[bytes]]:
     return groups
 
 
-# --- text rules shared by both ends ------------------------------------------
-
-
-def normalize_username(raw: str) -> str | None:
-    """The username in canonical form, or None if it is not a valid one.
-
-    Valid: after NFC normalization and trimming surrounding white space, 1 to 32
-    characters, all printable (no control or format characters).
-    Uniqueness is the server's business: compare ``name.casefold()``.
-    """
-    name = unicodedata.normalize("NFC", raw).strip()
-    if not 1 <= len(name) <= MAX_USERNAME_LENGTH or not name.isprintable():
-        return None
-    return name
-
-
 # --- framing -----------------------------------------------------------------
 
 
@@ -818,8 +808,9 @@ class _Connection:
                 a message this role may not send, one too large for a frame,
                 or text that cannot be encoded (see ``encode_message``). The
                 state does not change.
-            RecordLimitError: this direction has no sequence number left
-                (a LocalProtocolError: the state does not change).
+            RecordLimitError: this direction has no record left but the one
+                kept for a Goodbye (a LocalProtocolError: the state does not
+                change).
         """
         self._send_encoded([encode(message)])
 
@@ -859,8 +850,9 @@ class _Connection:
             raise LocalProtocolError("Goodbye must be the last message")
         for item in items:
             self._check_sendable(item.message)
-        self._send_records([item.payload for item in items])
-        self._sent_goodbye = bool(items) and isinstance(items[-1].message, Goodbye)
+        goodbye = bool(items) and isinstance(items[-1].message, Goodbye)
+        self._send_records([item.payload for item in items], ends_with_goodbye=goodbye)
+        self._sent_goodbye = goodbye
 
     def _check_sendable(self, message: Message) -> None:
         """LocalProtocolError unless ``message`` may be sent now."""
@@ -869,11 +861,15 @@ class _Connection:
         if type(message) not in self._may_send:
             raise LocalProtocolError(f"a {self._role} may not send {type(message).__name__}")
 
-    def _send_records(self, payloads: list[bytes]) -> None:
+    def _send_records(self, payloads: list[bytes], ends_with_goodbye: bool = False) -> None:
         groups = _batch_groups(payloads)
-        # Checked before sealing any, so that a batch is sent whole or not at all.
-        if len(groups) > crypto_utils.MAX_SEQUENCE + 1 - _set(self._sealer, "the sealer").sequence:
-            raise RecordLimitError("no sequence numbers left to send with: the connection must end")
+        # Checked before sealing any, so that a batch is sent whole or not at
+        # all. The last record is a Goodbye's only.
+        limit = MAX_RECORDS if ends_with_goodbye else MAX_RECORDS - 1
+        if _set(self._sealer, "the sealer").sequence + len(groups) > limit:
+            raise RecordLimitError(
+                "this direction has carried the records its keys may protect: the connection must end"
+            )
         for group in groups:
             self._send_record(group[0] if len(group) == 1 else encode_batch(group))
 
@@ -916,10 +912,13 @@ class _Connection:
         self._outbox += header + _set(self._sealer, "the sealer").seal(plaintext, aad=header)
 
     def _open_record(self, header: bytes, body: bytes) -> bytes:
+        opener = _set(self._opener, "the opener")
+        if opener.sequence >= MAX_RECORDS:
+            raise RemoteProtocolError("the peer sent more records than a direction may carry (2**24)")
         try:
-            return _set(self._opener, "the opener").open(body, aad=header)
+            return opener.open(body, aad=header)
         except SequenceExhaustedError:
-            raise RemoteProtocolError("the peer sent more records than a direction may carry (2**64)") from None
+            raise RemoteProtocolError("the peer sent more records than a direction may carry (2**24)") from None
         except CryptoError:
             raise RemoteProtocolError("record failed authentication") from None
 
@@ -1089,6 +1088,20 @@ def refusal(reason: str) -> bytes:
     if len(data) > 0xFFFF:
         raise LocalProtocolError("reason is too long to encode")
     return _frame(bytes([_REFUSAL, PROTOCOL_VERSION]) + _FIELD_LENGTH.pack(len(data)) + data)
+
+
+def may_be_server_greeting(data: bytes) -> bool:
+    """Whether ``data``, the first bytes a server sent, could begin a server
+    hello or refusal of some version of this protocol: a frame header within
+    the limit, then the hello's or the refusal's type byte. False means the
+    peer is some other program (a web or mail server, say), which a client
+    can tell the person at once."""
+    if len(data) < _HEADER.size:
+        return False
+    (length,) = _HEADER.unpack_from(data)
+    if not 0 < length <= MAX_FRAME_SIZE:
+        return False
+    return len(data) == _HEADER.size or data[_HEADER.size] in (_SERVER_HELLO, _REFUSAL)
 
 
 class ServerConnection(_Connection):

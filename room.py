@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+import names
 from protocol import (
     ActionMessage,
     ChatMessage,
@@ -83,13 +84,18 @@ class Member(Protocol):
 @dataclass(eq=False)
 class Membership:
     """A member's place in the room, given by ``Room.join``: the name it
-    has now (changed only by ``Room.rename``), an ID unique in the cluster,
+    has now and its key (changed only by ``Room.rename``), an ID unique in the cluster,
     and when it joined (the room's monotonic clock)."""
 
     member: Member
     name: str
     member_id: str
     joined_at: float
+    #: ``names.key(name)``: what the room holds the member under.
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        self.key = self.key or names.key(self.name)
 
 
 class Cluster(Protocol):
@@ -188,7 +194,7 @@ class Room:
         cluster: Cluster | None = None,
     ) -> None:
         self._lock = threading.Lock()
-        self._members: dict[str, Membership] = {}  # casefolded name -> membership
+        self._members: dict[str, Membership] = {}  # names.key(name) -> membership
         self._history: collections.deque[Encoded] = collections.deque(maxlen=history_size)
         self._motd = [encode(Motd(motd))] if motd else []
         self._clock, self._monotonic = clock, monotonic
@@ -199,18 +205,19 @@ class Room:
     # Called for the members.
 
     def join(self, member: Member, name: str) -> Membership | None:
-        """Give ``member`` the name if nobody has it (case-insensitively);
-        then it is welcomed (with the message of the day and the history)
-        and everyone else is told. None if the name is taken."""
+        """Give ``member`` the name if nobody has it or one that looks the
+        same (``names.key``); then it is welcomed (with the message of the
+        day and the history) and everyone else is told. None if the name is
+        taken. The name must be one ``names.accept`` gave."""
         if not self.cluster.claim(name):
             return None
-        welcome = encode(Welcome(name))
+        welcome, wanted = encode(Welcome(name)), names.key(name)
         with self._lock:
-            if name.casefold() in self._members:
+            if wanted in self._members:
                 return None
             member_id = f"{self.cluster.server_id}/{next(self._member_ids)}"
-            membership = Membership(member, name, member_id, self._monotonic())
-            self._members[name.casefold()] = membership
+            membership = Membership(member, name, member_id, self._monotonic(), wanted)
+            self._members[wanted] = membership
             # Under the lock: no history line missed, none twice.
             greeted = all(member.deliver(item) for item in [welcome, *self._motd, *self._history])
         if not greeted:
@@ -222,10 +229,10 @@ class Room:
         """Take the member out (if it is still in) and tell everyone else,
         with its parting line if it gave one."""
         with self._lock:
-            name = membership.name
-            if self._members.get(name.casefold()) is not membership:
+            name, held = membership.name, membership.key
+            if self._members.get(held) is not membership:
                 return
-            del self._members[name.casefold()]
+            del self._members[held]
         self.cluster.publish(UserParted(name, parting) if parting else UserLeft(name), membership.member_id)
         self.cluster.release(name)
 
@@ -235,7 +242,8 @@ class Room:
 
     def send_private(self, sender: Membership, recipient: str, text: str) -> bool:
         """Deliver a private line to the member called ``recipient`` (any
-        case) and a copy to ``sender`` as its receipt; nobody else sees it.
+        case, or any name that looks the same) and a copy to ``sender`` as
+        its receipt; nobody else sees it.
         False if no one of that name is online."""
         target = self.find(recipient)
         if target is not None:
@@ -252,28 +260,36 @@ class Room:
         return True
 
     def rename(self, membership: Membership, new_name: str) -> bool:
-        """Give the member the new name if no one else has it; everyone, the
-        member too, is told. False if taken."""
-        old_name = membership.name
-        new_name_is_new = new_name.casefold() != old_name.casefold()
+        """Give the member the new name if no one else has it or one that
+        looks the same; everyone, the member too, is told. False if taken."""
+        old_name, wanted = membership.name, names.key(new_name)
+        new_name_is_new = wanted != membership.key
         if new_name_is_new and not self.cluster.claim(new_name):
             return False
         with self._lock:
-            holder = self._members.get(new_name.casefold())
+            holder = self._members.get(wanted)
             if holder is not None and holder is not membership:
                 return False
-            del self._members[old_name.casefold()]
-            self._members[new_name.casefold()] = membership
-            membership.name = new_name
+            del self._members[membership.key]
+            self._members[wanted] = membership
+            membership.name, membership.key = new_name, wanted
         if new_name_is_new:
             self.cluster.release(old_name)
         self.cluster.publish(NickChanged(old_name, new_name), None)
         return True
 
     def find(self, name: str) -> Membership | None:
-        """The member called ``name`` (any case) on this server, or None."""
+        """The member called ``name`` (any case, or a name that looks the
+        same) on this server, or None."""
+        wanted = names.key(name)
         with self._lock:
-            return self._members.get(name.casefold())
+            return self._members.get(wanted)
+
+    def holder(self, name: str) -> str | None:
+        """The name, as its holder has it, of whoever holds ``name`` or one
+        that looks the same, here or on another server; None if no one."""
+        found = self.find(name)
+        return found.name if found is not None else self.cluster.locate(name)
 
     def who(self) -> list[tuple[str, int]]:
         """(name, whole seconds online) of everyone online, sorted by name

@@ -28,6 +28,7 @@ import admission
 import cli
 import crypto_utils
 import keystore
+import names
 import protocol
 import transport
 from console import COMMANDS as CONSOLE_COMMANDS
@@ -65,6 +66,10 @@ if TYPE_CHECKING:
 SHUTDOWN_GRACE = 2.0  # seconds to let goodbyes go out on shutdown
 MAX_MOTD_BYTES = 4096  # of UTF-8 in the message of the day
 CLUSTER_NAME_TTL = 15.0  # seconds: cluster.DEFAULT_NAME_TTL (cluster.py is imported only with --cluster)
+CLUSTER_PASSWORD_ON_COMMAND_LINE = (
+    "Warning: the Redis password in --cluster can be read by every user of this machine (ps, /proc). "
+    "Give the address in the CHAT_CLUSTER environment variable instead."
+)
 EXIT_NO_CLUSTER = 3  # the cluster is unreachable at start: worth trying again later
 #: The longest chat text an option may allow: a relayed ChatMessage (text,
 #: sender's name, field lengths, tag) must still fit in one frame.
@@ -72,11 +77,10 @@ MAX_MESSAGE_BYTES_CEILING = protocol.MAX_FRAME_SIZE - 1024
 
 ASK_USERNAME = "Please enter a username."
 USERNAME_TAKEN = "That username is taken. Please enter another username."
-USERNAME_INVALID = (
-    f"Please enter a valid username. A username is 1 to {protocol.MAX_USERNAME_LENGTH} printable characters."
-)
+#: ``reason``: a ``names.NameRefused`` reason, "mixes Cyrillic and Latin letters".
+USERNAME_INVALID = "That is not a valid username: it {reason}. Please enter another username."
+USERNAME_LOOKS_TAKEN = "That username looks the same as {holder}, who is online. Please enter another username."
 SHUTTING_DOWN = "Server is shutting down."
-SERVER_FULL = "The server is full ({max_clients} people). Try again later."
 #: Refusals before the handshake (admission.py), short: the client shows
 #: them as an unauthenticated reason.
 REFUSALS = {
@@ -88,8 +92,18 @@ REFUSALS = {
 #: be a Redis call in a cluster).
 MAX_USERNAME_ATTEMPTS = 10
 TOO_MANY_USERNAMES = f"Too many username attempts ({MAX_USERNAME_ATTEMPTS})."
+SERVER_FULL = "The server is full ({places}). Try again later."
+RECORDS_USED_UP = (
+    "This connection has carried as many messages as its keys may protect (2^24). Reconnect to go on, with new keys."
+)
 
 log = logging.getLogger("chat.server")
+
+
+def server_full(max_clients: int) -> str:
+    """The refusal of a connection over ``--max-clients``."""
+    places = "1 connection at a time" if max_clients == 1 else f"{max_clients:,} connections at a time"
+    return SERVER_FULL.format(places=places)
 
 
 # --- one connection ----------------------------------------------------------
@@ -206,7 +220,7 @@ class ClientHandler:
         is done (the places are for people, never for connections still in
         their handshake)."""
         if self.ticket is not None and not self.server.admission.establish(self.ticket):
-            raise _TurnedAway(SERVER_FULL.format(max_clients=self.limits.max_clients))
+            raise _TurnedAway(server_full(self.limits.max_clients))
 
     def _choose_username(self) -> Membership:
         deadline = _Deadline(self.limits.username_timeout, "waiting for a username")
@@ -226,14 +240,16 @@ class ClientHandler:
         return self.membership
 
     def _try_username(self, requested: str, ask_again: bool = True) -> Membership | None:
-        name = protocol.normalize_username(requested)
-        if name is None:
+        try:
+            name = names.accept(requested)
+        except names.NameRefused as refused:
             if ask_again:
-                self._tell(UsernameRequest(USERNAME_INVALID))
+                self._tell(UsernameRequest(USERNAME_INVALID.format(reason=refused.reason)))
             return None
         membership = self.room.join(self, name)
         if membership is None and ask_again:
-            self._tell(UsernameRequest(USERNAME_TAKEN))
+            holder = self._look_alike_holder(name)
+            self._tell(UsernameRequest(USERNAME_LOOKS_TAKEN.format(holder=holder) if holder else USERNAME_TAKEN))
         else:
             log.info("%s joined from %s", name, self.peer)
         return membership
@@ -258,12 +274,18 @@ class ClientHandler:
 
     def _relay(self, me: Membership, line: ChatLine) -> None:
         if self._admit(line.text):
-            log.info("%s: %s", me.name, printable_text(line.text))
+            if self.server.log_messages:
+                log.info("%s: %s", me.name, printable_text(line.text))
+            else:
+                log.info("%s said a line (%d characters)", me.name, len(line.text))
             self.room.publish(ChatMessage(me.name, line.text), sender=me)
 
     def _relay_action(self, me: Membership, line: ActionLine) -> None:
         if self._admit(line.text):
-            log.info("* %s %s", me.name, printable_text(line.text))
+            if self.server.log_messages:
+                log.info("* %s %s", me.name, printable_text(line.text))
+            else:
+                log.info("%s did an action (%d characters)", me.name, len(line.text))
             self.room.publish(ActionMessage(me.name, line.text), sender=me)
 
     def _relay_private(self, me: Membership, line: PrivateLine) -> None:
@@ -280,20 +302,25 @@ class ClientHandler:
         log.info("%s sent a private message to %s", me.name, printable_text(line.recipient))
 
     def _rename(self, me: Membership, request: NickRequest) -> None:
-        name = protocol.normalize_username(request.name)
         if not self._within_rate("the name was not changed"):
             return
-        if name is None:
-            self._tell(
-                ErrorNotice(
-                    f"{printable_text(request.name)!r} is not a valid username: a username is 1 to "
-                    f"{protocol.MAX_USERNAME_LENGTH} printable characters."
-                )
-            )
-        elif not self.room.rename(me, name):
-            self._tell(ErrorNotice(f"The username {name} is taken."))
-        else:
+        try:
+            name = names.accept(request.name)
+        except names.NameRefused as refused:
+            self._tell(ErrorNotice(f"That is not a valid username: it {refused.reason}. The name was not changed."))
+            return
+        if self.room.rename(me, name):
             log.info("%s: now known as %s", self.peer, name)
+        elif holder := self._look_alike_holder(name):
+            self._tell(ErrorNotice(f"The username {name} looks the same as {holder}, who is online."))
+        else:
+            self._tell(ErrorNotice(f"The username {name} is taken."))
+
+    def _look_alike_holder(self, name: str) -> str | None:
+        """Who holds a name that looks the same as ``name`` (not merely the
+        same in another case), to say so in the refusal."""
+        holder = self.room.holder(name)
+        return holder if holder is not None and holder.casefold() != name.casefold() else None
 
     def _list_users(self) -> None:
         # Counted by flood control like every request: building the list
@@ -401,11 +428,24 @@ class ClientHandler:
                 with self.server.sealing:
                     self.conn.send_batch(items)
                 self.sock.sendall(self.conn.data_to_send())
+        except protocol.RecordLimitError:
+            self._say_records_used_up()
         except (OSError, ProtocolError) as exc:
             if not self._closing.is_set():
                 log.info("%s: send failed: %s", self.peer, exc)
         finally:
             self.abort()
+
+    def _say_records_used_up(self) -> None:
+        """This direction has sealed all the records its keys may protect
+        but the last (protocol.MAX_RECORDS): that one says why, and the
+        connection ends. The client may reconnect, with new keys."""
+        log.info("%s: record limit reached: closing the connection", self.peer)
+        try:
+            self.conn.send(Goodbye(RECORDS_USED_UP))
+            self.sock.sendall(self.conn.data_to_send())
+        except (OSError, ProtocolError):
+            pass  # gone already: nothing to tell
 
     def _finish(self) -> None:
         if self.membership is not None:
@@ -420,13 +460,14 @@ class ClientHandler:
 
 
 def recipient_name(raw: str) -> str | None:
-    """A private line's recipient as a username (normalized, so that it
-    finds its holder), or None if it cannot be one. Its length is checked
-    first: no longer text is normalized, nor made a key to look up (in a
-    cluster, a Redis key)."""
-    if len(raw) > 4 * protocol.MAX_USERNAME_LENGTH:  # room for what NFC joins
+    """A private line's recipient, trimmed, fit to look up (the room
+    compares it by ``names.key``), or None if it cannot be anyone's name.
+    Its length is checked first: no longer text is normalized, nor made a
+    key to look up (in a cluster, a Redis key)."""
+    if len(raw) > 4 * protocol.MAX_USERNAME_LENGTH:  # room for what normalization joins
         return None
-    return protocol.normalize_username(raw)
+    name = raw.strip()
+    return name if name and name.isprintable() else None
 
 
 class _ClientLeft(Exception):
@@ -482,6 +523,7 @@ class ChatServer:
     Attributes:
         handler_class: what serves one connection (as socketserver's
             RequestHandlerClass); the benchmark swaps in an older writer.
+        log_messages: log the text of public lines (off: metadata only).
         sealing: held by a writer while it seals. One writer seals at a
             time: pycryptodomex lets go of the GIL around each of its C
             calls (a dozen or more per record), so with a writer per client
@@ -493,6 +535,9 @@ class ChatServer:
     """
 
     handler_class: type[ClientHandler] = ClientHandler
+    #: Put the text of public lines and actions in the log (--log-messages);
+    #: otherwise only who sent one, and its length.
+    log_messages: bool = False
 
     def __init__(
         self,
@@ -619,7 +664,7 @@ class ChatServer:
 
     def _refusal_text(self, refused: admission.Refused) -> str:
         if refused.why is admission.Why.FULL:
-            return SERVER_FULL.format(max_clients=self.limits.max_clients)
+            return server_full(self.limits.max_clients)
         return REFUSALS[refused.why].format(
             max_per_address=self.limits.max_per_address, retry_after=max(1.0, refused.retry_after)
         )
@@ -682,6 +727,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="FILE",
         help="a file whose text is shown to everyone who joins (message of the day)",
     )
+    parser.add_argument(
+        "--log-messages",
+        action="store_true",
+        help="put the text of public lines and actions in the log (default: only who sent one, and its length)",
+    )
     _add_limit_options(parser.add_argument_group("limits"))
     _add_cluster_options(parser.add_argument_group("cluster (several servers, one chat, over Redis)"))
     args = parser.parse_args(argv)
@@ -694,6 +744,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             cluster.check_url(args.cluster)
         except ValueError as exc:
             parser.error(f"--cluster: {exc}")
+        if args.cluster != os.environ.get("CHAT_CLUSTER") and cluster.redacted(args.cluster) != args.cluster:
+            print(CLUSTER_PASSWORD_ON_COMMAND_LINE, file=sys.stderr)
     return args
 
 
@@ -703,7 +755,8 @@ def _add_cluster_options(group: argparse._ArgumentGroup) -> None:
         default=os.environ.get("CHAT_CLUSTER") or None,
         metavar="redis://HOST:PORT/DB",
         help="share the chat with every server given the same Redis (default: $CHAT_CLUSTER; "
-        "none: this server alone). Needs: pip install -r requirements-cluster.txt",
+        "none: this server alone). An address with a password belongs in $CHAT_CLUSTER: a command line "
+        "is visible to everyone on the machine (ps). Needs: pip install -r requirements-cluster.txt",
     )
     group.add_argument(
         "--cluster-name-ttl",
@@ -906,6 +959,7 @@ def main(argv: list[str] | None = None) -> int:
         if room_cluster is not None:
             room_cluster.close()
         return 1
+    server.log_messages = args.log_messages
     print(f"Listening at {transport.format_address(*server.server_address)}")
     if room_cluster is not None:
         print(f"Cluster: {room_cluster.describe()}")

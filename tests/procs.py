@@ -139,9 +139,11 @@ LISTENING = re.compile(r"^Listening at 127\.0\.0\.1:(\d+)$")
 
 
 def start_server(tmp_path: Path, *options: str) -> Proc:
-    """server.py on 127.0.0.1 and a free port (its ``port`` attribute)."""
+    """server.py on 127.0.0.1 and a free port (its ``port`` attribute).
+    With --log-messages: the tests wait for the log of a line to know it
+    was relayed."""
     key = private_key_copy(tmp_path / "server-key")
-    args = ["server.py", "--key", str(key), "--host", "127.0.0.1", "--port", "0", *options]
+    args = ["server.py", "--key", str(key), "--host", "127.0.0.1", "--port", "0", "--log-messages", *options]
     proc = Proc(args, tmp_path / "server-data")
     try:
         proc.port = int(LISTENING.search(proc.stdout.expect(LISTENING)).group(1))

@@ -289,7 +289,7 @@ def test_a_handshake_finished_once_the_places_are_gone_gets_an_authenticated_goo
     late.conn.accept_server_key()
     late.flush()
     late.next_event()  # the handshake completes: keys, so the goodbye is authentic
-    full = server.SERVER_FULL.format(max_clients=1)
+    full = server.server_full(1)
     while not isinstance(event := late.next_event(), Goodbye):
         pass
     assert event == Goodbye(full)

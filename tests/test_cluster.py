@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import cluster
+import names
 import server
 from console import OperatorConsole
 from protocol import (
@@ -145,6 +146,45 @@ def test_names_differ_only_in_case_are_the_same_name_across_servers(cluster_of):
     assert_taken(b, "ZOË")
 
 
+@pytest.mark.parametrize(
+    ("impostor", "prompt"),
+    [
+        ("ａｄｍｉｎ", server.USERNAME_LOOKS_TAKEN.format(holder="admin")),
+        ("ADMIN\ufe0f", server.USERNAME_INVALID.format(reason="contains an invisible character (U+FE0F)")),
+        ("\u0430dmin", server.USERNAME_INVALID.format(reason="mixes Cyrillic and Latin letters")),
+        ("admin: hi", server.USERNAME_INVALID.format(reason="may not contain ':'")),
+    ],
+    ids=["fullwidth", "fe0f", "cyrillic", "colon"],
+)
+def test_a_look_alike_of_a_name_held_on_another_server_is_refused(cluster_of, impostor, prompt):
+    a, b = cluster_of(2)
+    a.client("admin")
+    newcomer = b.client()
+    newcomer.send(Username(impostor))
+    assert newcomer.expect(UsernameRequest).prompt == prompt
+
+
+def test_names_are_claimed_in_redis_by_their_key_and_kept_as_typed(cluster_of, redis_server):
+    (a,) = cluster_of(1)
+    a.client("Ａdmin")  # fullwidth A: shown as typed
+    import redis
+
+    with redis.Redis.from_url(redis_server.url) as raw:
+        assert raw.hget(cluster.NAME_PREFIX + names.key("admin"), "name") == "Ａdmin".encode()
+
+
+def test_nick_and_private_lines_use_the_key_across_servers(cluster_of):
+    a, b = cluster_of(2)
+    admin = a.client("admin")
+    eve = b.client("eve")
+    next_of(admin, UserJoined)
+
+    eve.send(NickRequest("ＡＤＭＩＮ"))
+    assert next_of(eve, ErrorNotice).text == "The username ＡＤＭＩＮ looks the same as admin, who is online."
+    eve.send(PrivateLine("ADMIN", "psst"))  # found by the same key
+    assert next_of(admin, PrivateMessage) == PrivateMessage("eve", "admin", "psst")
+
+
 def test_a_name_comes_free_across_the_cluster_when_its_holder_leaves(cluster_of):
     a, b = cluster_of(2)
     first = a.client("Moss")
@@ -237,7 +277,7 @@ def test_a_member_whose_name_another_server_took_during_an_outage_is_told_and_di
     import redis
 
     with redis.Redis.from_url(redis_server.url) as raw:
-        raw.hset(cluster.NAME_PREFIX + "echo", "server", "another-server")
+        raw.hset(cluster.name_key("Echo"), "server", "another-server")
     goodbye = next_of(stranded, Goodbye)  # at the next refresh, within 0.2 s
     assert goodbye.reason == cluster.NAME_LOST.format(name="Echo")
     stranded.wait_closed()

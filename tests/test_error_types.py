@@ -23,13 +23,16 @@ from crypto_utils import (
 )
 from protocol import (
     MAX_FRAME_SIZE,
+    MAX_RECORDS,
     ConnectionState,
+    Goodbye,
     LocalProtocolError,
     Notice,
     ProtocolError,
     RecordLimitError,
     RemoteProtocolError,
     encode,
+    encode_message,
 )
 from tests.test_protocol import ConnectionPair, drain, eavesdropped_keys, line
 
@@ -42,16 +45,16 @@ def pair(identity_key):
 
 
 def at_the_last_record(pair, client_sends: bool) -> None:
-    """Make the next record of one direction the last one it may carry
-    (sequence 2**64 - 1), on both of its ends."""
+    """Make the next record of one direction the last but one it may carry
+    (``MAX_RECORDS - 2``: the last is a Goodbye's), on both of its ends."""
     keys = eavesdropped_keys(pair)
     if client_sends:
         key, iv, sender, receiver = keys.client_to_server_key, keys.client_to_server_iv, pair.client, pair.server
     else:
         key, iv, sender, receiver = keys.server_to_client_key, keys.server_to_client_iv, pair.server, pair.client
-    # No API moves a connection 2**64 records on; its two halves are swapped instead.
-    sender._sealer = RecordSealer(key, iv, first_sequence=MAX_SEQUENCE)
-    receiver._opener = RecordOpener(key, iv, first_sequence=MAX_SEQUENCE)
+    # No API moves a connection 2**24 records on; its two halves are swapped instead.
+    sender._sealer = RecordSealer(key, iv, first_sequence=MAX_RECORDS - 2)
+    receiver._opener = RecordOpener(key, iv, first_sequence=MAX_RECORDS - 2)
 
 
 # --- abstract bases ----------------------------------------------------------
@@ -98,8 +101,14 @@ def test_a_public_key_in_another_form_is_a_key_format_error_not_a_value_error(id
 both_directions = pytest.mark.parametrize("client_sends", [True, False], ids=["client_sends", "server_sends"])
 
 
+def test_a_direction_ends_well_before_the_aes_gcm_limit():
+    # RFC 8446 section 5.5: AES-GCM keys carry at most 2**24.5 full-size records.
+    assert MAX_RECORDS == 2**24 < 2**24.5
+    assert MAX_RECORDS - 1 < MAX_SEQUENCE
+
+
 @both_directions
-def test_the_record_with_sequence_2_to_the_64_minus_1_is_sent_and_received(pair, client_sends):
+def test_the_last_ordinary_record_is_sent_and_received(pair, client_sends):
     at_the_last_record(pair, client_sends)
     sender, receiver = pair.sender_receiver(client_sends)
     sender.send(line(client_sends, "the last one"))
@@ -108,7 +117,7 @@ def test_the_record_with_sequence_2_to_the_64_minus_1_is_sent_and_received(pair,
 
 
 @both_directions
-def test_sending_past_the_last_sequence_number_is_a_record_limit_error(pair, client_sends):
+def test_sending_past_the_record_limit_is_a_record_limit_error_and_a_goodbye_still_goes(pair, client_sends):
     at_the_last_record(pair, client_sends)
     sender, receiver = pair.sender_receiver(client_sends)
     sender.send(line(client_sends, "the last one"))
@@ -126,6 +135,9 @@ def test_sending_past_the_last_sequence_number_is_a_record_limit_error(pair, cli
     # The other direction still works.
     receiver.send(line(not client_sends, "still listening"))
     assert pair.deliver(receiver) == [line(not client_sends, "still listening")]
+    # The last record says why the connection ends.
+    sender.send(Goodbye("reconnect for new keys"))
+    assert pair.deliver(sender) == [Goodbye("reconnect for new keys")]
 
 
 def test_a_batch_needing_more_records_than_are_left_sends_nothing(pair):
@@ -137,19 +149,23 @@ def test_a_batch_needing_more_records_than_are_left_sends_nothing(pair):
     assert pair.server.data_to_send() == b""
     assert pair.server.state is ConnectionState.OPEN
 
-    pair.server.send_batch([encode(Notice("a")), encode(Notice("b"))])  # one record: the last
+    pair.server.send_batch([encode(Notice("a")), encode(Notice("b"))])  # one record: the last ordinary one
     assert pair.deliver(pair.server) == [Notice("a"), Notice("b")]
 
 
 @both_directions
-def test_receiving_past_the_last_sequence_number_is_a_remote_protocol_error(pair, client_sends):
+def test_receiving_past_the_record_limit_is_a_remote_protocol_error(pair, client_sends):
     at_the_last_record(pair, client_sends)
     sender, receiver = pair.sender_receiver(client_sends)
     sender.send(line(client_sends, "the last one"))
-    last = sender.data_to_send()
-    pair.deliver(sender, last)
-
-    receiver.receive_data(last)  # any record at all: there is no sequence number left for it
+    sender.send(Goodbye("the very last"))
+    assert pair.deliver(sender)[-1] == Goodbye("the very last")
+    # What a broken peer would send next: a record past the limit, under the
+    # nonce that follows (the receiver's Goodbye mark is cleared, so that the
+    # limit alone must refuse it).
+    sender._send_record(encode_message(line(client_sends, "past the limit")))
+    receiver._received_goodbye = False
+    receiver.receive_data(sender.data_to_send())
     with pytest.raises(RemoteProtocolError, match="more records than a direction may carry"):
         drain(receiver)
     assert receiver.state is ConnectionState.ERROR

@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+import grp
+import os
+import pwd
 import stat
+import types
+from pathlib import Path
 
 import pytest
 
@@ -39,29 +44,49 @@ def entries(known) -> list[str]:
 # --- known hosts ---------------------------------------------------------------
 
 
-def test_first_contact_records_key_and_shows_fingerprint(known, real_fp):
-    note = keystore.check_server_key(known, SERVER, real_fp, None)
+def accept(known, server, offered, pinned=None, confirmed=False):
+    """What the client does: check, then (the handshake done) record."""
+    check = keystore.check_server_key(known, server, offered, pinned)
+    return keystore.record_server_key(known, check, confirmed=confirmed)
 
-    assert real_fp in note
+
+def test_first_contact_records_nothing_until_the_handshake_is_done(known, real_fp):
+    check = keystore.check_server_key(known, SERVER, real_fp, None)
+
+    assert check.first_contact
+    assert not known.path.exists()  # a server that never proves the key is never recorded
+    note = keystore.record_server_key(known, check)
+
+    assert real_fp in note and str(known.path) in note
     assert entries(known) == [f"{SERVER} {real_fp}"]
     assert stat.S_IMODE(known.path.stat().st_mode) == 0o600
 
 
-def test_same_key_again_is_accepted_silently(known, real_fp):
-    keystore.check_server_key(known, SERVER, real_fp, None)
+def test_first_contact_record_after_the_person_accepted_names_the_file(known, real_fp):
+    note = accept(known, SERVER, real_fp, confirmed=True)
 
-    assert keystore.check_server_key(known, SERVER, real_fp, None) is None
+    assert str(known.path) in note
+    assert entries(known) == [f"{SERVER} {real_fp}"]
+
+
+def test_same_key_again_is_accepted_silently(known, real_fp):
+    accept(known, SERVER, real_fp)
+
+    check = keystore.check_server_key(known, SERVER, real_fp, None)
+    assert not check.first_contact
+    assert keystore.record_server_key(known, check) is None
     assert entries(known) == [f"{SERVER} {real_fp}"]
 
 
 def test_changed_key_is_refused_with_both_fingerprints(known, real_fp, other_fp):
-    keystore.check_server_key(known, SERVER, real_fp, None)
+    accept(known, SERVER, real_fp)
 
     with pytest.raises(keystore.ServerKeyRefused) as refused:
         keystore.check_server_key(known, SERVER, other_fp, None)
 
     text = str(refused.value)
     assert real_fp in text and other_fp in text and "--fingerprint" in text
+    assert "HAS CHANGED" in text
     assert entries(known) == [f"{SERVER} {real_fp}"]  # the recorded key stays
 
 
@@ -74,11 +99,39 @@ def test_pin_that_differs_is_refused_on_first_contact(known, real_fp, other_fp):
     assert not known.path.exists()  # nothing recorded
 
 
+def test_a_wrong_pin_on_a_first_connection_does_not_say_the_key_changed(known, real_fp, other_fp):
+    with pytest.raises(keystore.ServerKeyRefused) as refused:
+        keystore.check_server_key(known, SERVER, other_fp, pinned=real_fp)
+
+    text = str(refused.value)
+    assert "CHANGED" not in text.upper()
+    assert "NOT THE ONE GIVEN WITH --fingerprint" in text
+    assert "Nothing is recorded for this server" in text
+
+
 def test_pin_that_matches_replaces_a_stale_entry(known, real_fp, other_fp):
     known.remember(SERVER, other_fp)
 
-    assert keystore.check_server_key(known, SERVER, real_fp, pinned=real_fp) is None
+    assert entries(known) == [f"{SERVER} {other_fp}"]
+    accept(known, SERVER, real_fp, pinned=real_fp)
     assert entries(known) == [f"{SERVER} {real_fp}"]
+
+
+def test_a_pin_that_replaces_a_stored_key_says_so(known, real_fp, other_fp):
+    known.remember(SERVER, other_fp)
+
+    check = keystore.check_server_key(known, SERVER, real_fp, pinned=real_fp)
+    assert entries(known) == [f"{SERVER} {other_fp}"]  # not before the handshake is done
+    note = keystore.record_server_key(known, check)
+
+    assert "replaced" in note and other_fp in note and real_fp in note and "--fingerprint" in note
+    assert entries(known) == [f"{SERVER} {real_fp}"]
+
+
+def test_a_pin_that_matches_the_stored_key_is_silent(known, real_fp):
+    known.remember(SERVER, real_fp)
+
+    assert accept(known, SERVER, real_fp, pinned=real_fp) is None
 
 
 def test_entries_for_other_hosts_are_kept(known, real_fp, other_fp):
@@ -86,11 +139,163 @@ def test_entries_for_other_hosts_are_kept(known, real_fp, other_fp):
     known.remember(SERVER, other_fp)
     known.remember("[::1]:9000", other_fp)
 
-    keystore.check_server_key(known, SERVER, real_fp, pinned=real_fp)
+    accept(known, SERVER, real_fp, pinned=real_fp)
 
     assert sorted(entries(known)) == sorted(
         [f"10.0.0.1:8756 {other_fp}", f"[::1]:9000 {other_fp}", f"{SERVER} {real_fp}"]
     )
+
+
+# --- writing known hosts safely ------------------------------------------------
+
+
+def test_known_hosts_write_does_not_follow_a_planted_symlink(known, real_fp, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n", encoding="utf-8")
+    known.path.parent.mkdir(parents=True)
+    # The old code wrote through known_hosts.tmp; a link there, or in the
+    # file's own place, must not lead the write elsewhere.
+    (known.path.parent / "known_hosts.tmp").symlink_to(victim)
+
+    known.remember(SERVER, real_fp)
+
+    assert victim.read_text(encoding="utf-8") == "precious\n"
+    assert entries(known) == [f"{SERVER} {real_fp}"]
+    assert not known.path.is_symlink()
+    assert stat.S_IMODE(known.path.stat().st_mode) == 0o600
+    leftovers = {p.name for p in known.path.parent.iterdir()} - {"known_hosts", "known_hosts.tmp"}
+    assert leftovers == set()  # no temporary file left behind
+
+
+def test_known_hosts_replace_keeps_the_file_private_and_whole(known, real_fp, other_fp):
+    known.remember("10.0.0.1:8756", other_fp)
+    known.path.chmod(0o644)  # readable by others is allowed; the new file is 0600 all the same
+
+    known.remember(SERVER, real_fp)
+
+    assert entries(known) == ["10.0.0.1:8756 " + other_fp, f"{SERVER} {real_fp}"]
+    assert stat.S_IMODE(known.path.stat().st_mode) == 0o600
+
+
+# --- StrictModes: owners and directories ------------------------------------------
+
+
+def test_known_hosts_writable_by_others_is_refused(known, real_fp):
+    known.remember(SERVER, real_fp)
+    known.path.chmod(0o666)
+
+    with pytest.raises(keystore.KeyFileError, match="chmod go-w") as refused:
+        keystore.check_server_key(known, SERVER, real_fp, None)
+    assert str(known.path) in str(refused.value)
+
+
+def test_known_hosts_in_a_world_writable_directory_is_refused(tmp_path, real_fp):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    known = keystore.KnownHosts(shared / "known_hosts")
+
+    with pytest.raises(keystore.KeyFileError, match=f"chmod go-w {shared}"):
+        keystore.check_server_key(known, SERVER, real_fp, None)
+    assert not known.path.exists()
+
+
+def test_identity_key_in_a_world_writable_directory_is_refused(tmp_path, identity_key):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    path = shared / "server_key.pem"
+    path.write_bytes(crypto_utils.export_private_key(identity_key))
+    path.chmod(0o600)
+    shared.chmod(0o777)
+
+    with pytest.raises(keystore.KeyFileError) as refused:
+        keystore.load_or_create_identity_key(path)
+
+    text = str(refused.value)
+    assert str(shared) in text and "writable by others" in text and f"chmod go-w {shared}" in text
+
+
+def test_a_group_writable_directory_higher_up_is_refused_too(tmp_path, identity_key, monkeypatch):
+    monkeypatch.setattr(keystore, "_is_private_group", lambda gid, uid: False)  # a group others are in
+    upper = tmp_path / "upper"
+    inner = upper / "inner"
+    inner.mkdir(parents=True)
+    upper.chmod(0o775)
+    path = inner / "server_key.pem"
+
+    with pytest.raises(keystore.KeyFileError, match=f"chmod go-w {upper}"):
+        keystore.load_or_create_identity_key(path)
+    assert not path.exists()  # not even made
+
+
+def test_a_group_writable_directory_of_the_users_own_group_is_allowed(tmp_path, monkeypatch):
+    # umask 002, where each user has a group of their own: directories are
+    # group-writable, and that lets no one else in.
+    gid = os.stat(tmp_path).st_gid
+    user = types.SimpleNamespace(pw_name="ann", pw_gid=gid)
+    monkeypatch.setattr(pwd, "getpwuid", lambda uid: user)
+    own_group = types.SimpleNamespace(gr_name="ann", gr_mem=[])
+    monkeypatch.setattr(grp, "getgrgid", lambda g: own_group)
+    shared = tmp_path / "dir"
+    shared.mkdir()
+    shared.chmod(0o775)
+
+    keystore.check_safe_path(shared / "known_hosts", "known hosts file")
+
+    own_group.gr_mem = ["bob"]  # someone else is in it: refused
+    with pytest.raises(keystore.KeyFileError, match=f"chmod go-w {shared}"):
+        keystore.check_safe_path(shared / "known_hosts", "known hosts file")
+    own_group.gr_mem, own_group.gr_name = [], "staff"  # not named as the user: refused
+    with pytest.raises(keystore.KeyFileError, match=f"chmod go-w {shared}"):
+        keystore.check_safe_path(shared / "known_hosts", "known hosts file")
+
+
+def test_a_sticky_root_directory_above_is_allowed_but_not_as_the_files_own(tmp_path):
+    # /tmp is root's, world-writable and sticky: others may add entries but
+    # not replace ours, so a private directory inside it is safe.
+    tmp = Path("/tmp")
+    info = tmp.stat()
+    if info.st_uid != 0 or not info.st_mode & stat.S_ISVTX:
+        pytest.skip("/tmp is not a sticky directory of root's here")
+    keystore.check_safe_path(tmp_path / "known_hosts", "known hosts file")  # tmp_path is under /tmp or the like
+    with pytest.raises(keystore.KeyFileError, match="writable by others"):
+        keystore.check_safe_path(tmp / "a-key-right-in-tmp.pem", "server key")
+
+
+def test_a_file_or_directory_of_another_user_is_refused(tmp_path, identity_key):
+    path = tmp_path / "server_key.pem"
+    path.write_bytes(crypto_utils.export_private_key(identity_key))
+    path.chmod(0o600)
+    if os.geteuid() == 0:
+        # Root's files are always allowed, so give the file away.
+        os.chown(path, 12345, -1)
+        me = 0
+    else:
+        me = os.geteuid() + 12345  # as if this user were another: no chown needed
+
+    with pytest.raises(keystore.KeyFileError, match="belongs to another user"):
+        keystore.check_safe_path(path, "server key", private=True, uid=me)
+    other_dir = tmp_path / "theirs"
+    other_dir.mkdir()
+    if os.geteuid() == 0:
+        os.chown(other_dir, 12345, -1)
+    with pytest.raises(keystore.KeyFileError, match=f"directory {other_dir} belongs to another user"):
+        keystore.check_safe_path(other_dir / "known_hosts", "known hosts file", uid=me)
+
+
+def test_a_symlinked_key_is_checked_where_it_leads(tmp_path, identity_key):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    real = shared / "server_key.pem"
+    real.write_bytes(crypto_utils.export_private_key(identity_key))
+    real.chmod(0o600)
+    shared.chmod(0o777)
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o700)
+    (mine / "server_key.pem").symlink_to(real)
+
+    with pytest.raises(keystore.KeyFileError, match=f"chmod go-w {shared}"):
+        keystore.load_or_create_identity_key(mine / "server_key.pem")
 
 
 # --- the identity key file ---------------------------------------------------

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 import pytest
 
 import limits
+import names
 import protocol
+import server as chat_server
 from protocol import (
     MAX_FRAME_SIZE,
     ActionLine,
@@ -42,7 +44,7 @@ from protocol import (
     UserParted,
 )
 from tests.conftest import start_server, stop_server
-from tests.helpers import ChatTestClient, wait_until
+from tests.helpers import ChatTestClient, open_door_limits, wait_until
 
 TIMEOUT = 5.0  # seconds the server may take to answer or close one connection
 SETTLE = 10.0  # seconds for its threads to end once every connection is gone
@@ -129,7 +131,11 @@ def answered_before_joining(payload: bytes) -> bool:
     connection: everything but a Goodbye or a valid username."""
     message = protocol.decode_message(payload)
     if isinstance(message, Username):
-        return protocol.normalize_username(message.name) is None
+        try:
+            names.accept(message.name)
+        except names.NameRefused:
+            return True
+        return False
     return not isinstance(message, Goodbye)
 
 
@@ -305,6 +311,19 @@ def random_authentic_records(fz: Fuzzer, connections: int, records: int) -> None
         client = fz.client()
         name = f"records{n}"
         sent = 0
+        usernames = 0
+
+        def before_joining(payload: bytes) -> bool:
+            """As ``answered_before_joining``, with fewer refused usernames
+            than the server's cap (the join itself is one more attempt)."""
+            nonlocal usernames
+            if not answered_before_joining(payload):
+                return False
+            if isinstance(protocol.decode_message(payload), Username):
+                if usernames >= chat_server.MAX_USERNAME_ATTEMPTS - 1:
+                    return False
+                usernames += 1
+            return True
 
         def send_batch(wanted, answers: tuple, count: int) -> None:
             nonlocal sent
@@ -320,7 +339,7 @@ def random_authentic_records(fz: Fuzzer, connections: int, records: int) -> None
                 event = client.next_event()
                 assert isinstance(event, answers), f"{event!r} for {case}"
 
-        send_batch(answered_before_joining, (ErrorNotice, UsernameRequest), records // 3)
+        send_batch(before_joining, (ErrorNotice, UsernameRequest), records // 3)
         client.join(name)
         assert observer.expect(UserJoined).name == name
         send_batch(answered_with_an_error, (ErrorNotice,), records - records // 3)
@@ -383,8 +402,10 @@ SEED = 20261125
 @pytest.fixture
 def running_server(identity_key):
     """As conftest's, but without history: a newcomer here must get only the
-    answers the test counts, not the lines said before it came."""
-    chat, thread = start_server(identity_key, history=0)
+    answers the test counts, not the lines said before it came; and without
+    flood control, which charges every record (tests/test_request_costs.py)
+    and would refuse the line that shows the connection is still up."""
+    chat, thread = start_server(identity_key, history=0, limits=open_door_limits(rate=0))
     try:
         yield chat
     finally:

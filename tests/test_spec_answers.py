@@ -26,6 +26,7 @@ from Cryptodome.Util.asn1 import DerSequence
 import client_ui
 import crypto_utils
 import protocol
+import server
 from crypto_utils import MAX_SEQUENCE, EphemeralKey, RecordSealer, SequenceExhaustedError
 from protocol import (
     NEED_DATA,
@@ -329,17 +330,18 @@ def test_the_server_waits_for_the_client_hi_only_until_the_handshake_deadline(ow
 # --- sections 3 and 6: the last record ---------------------------------------
 
 
-def test_a_direction_carries_2_to_the_64_records_sequence_0_to_2_to_the_64_minus_1():
+def test_a_direction_carries_2_to_the_24_records_though_the_nonce_would_allow_2_to_the_64():
+    assert protocol.MAX_RECORDS == 2**24  # AES-GCM's limit per key (RFC 8446 section 5.5), not the nonce's
     key, iv = bytes(32), bytes(12)
     sealer = RecordSealer(key, iv, first_sequence=MAX_SEQUENCE)
-    sealer.seal(b"the last record")
+    sealer.seal(b"the last nonce")
     with pytest.raises(SequenceExhaustedError):
         sealer.seal(b"one too many")
     assert MAX_SEQUENCE + 1 == 2**64
 
 
 def test_sections_3_and_6_state_the_same_rule_for_the_last_record():
-    rule = "2^64 - 1"
+    rule = "2^24 - 1"
     assert "0 to " + rule in spec_section(3)
     assert "0 to " + rule in spec_section(6)
     assert "would pass" not in spec_section(3)
@@ -513,11 +515,25 @@ def test_username_length_is_counted_in_code_points_after_nfc(connect, typed, acc
     assert connect().join(typed) == Welcome(accepted)
 
 
-@pytest.mark.parametrize("typed", ["\u00e9" * 33, "a\u00a0b"], ids=["33-code-points", "no-break-space-inside"])
-def test_a_username_over_32_code_points_or_not_printable_is_refused(connect, typed):
+@pytest.mark.parametrize(
+    ("typed", "reason"),
+    [
+        ("\u00e9" * 33, "is longer than 32 characters"),
+        ("a\u200bb", "contains an invisible character (U+200B)"),
+        ("a\tb", "contains a character that cannot be shown (U+0009)"),
+    ],
+    ids=["33-code-points", "zero-width-space-inside", "tab-inside"],
+)
+def test_a_username_over_32_code_points_or_not_printable_is_refused(connect, typed, reason):
     newcomer = connect()
     newcomer.send(Username(typed))
-    assert newcomer.expect(UsernameRequest).prompt.startswith("Please enter a valid username.")
+    assert newcomer.expect(UsernameRequest).prompt == server.USERNAME_INVALID.format(reason=reason)
+
+
+def test_a_space_separator_inside_a_username_becomes_a_plain_space(connect):
+    # PROTOCOL.md, "Usernames": the no-break space a keyboard types and the
+    # ideographic space of an input method are shown as what they are.
+    assert connect().join("a\u00a0\u3000b") == Welcome("a b")
 
 
 # --- section 5: fingerprints -------------------------------------------------

@@ -64,7 +64,11 @@ class PtyClient:
         *options: str,
         env_overrides: dict | None = None,
         program: tuple[str, ...] = ("client.py",),
+        accept_new: bool = True,
     ) -> None:
+        # --accept-new: no question about the server's key on a first
+        # connection (test_trust.py asks it).
+        options = ("--accept-new", *options) if accept_new else options
         self.master, self.slave = os.openpty()
         fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
         self.initial_modes = termios.tcgetattr(self.slave)
@@ -266,9 +270,20 @@ def open_pty(tmp_path):
     started: list[PtyClient] = []
 
     def start(
-        port: int, *options: str, env: dict | None = None, program: tuple[str, ...] = ("client.py",)
+        port: int,
+        *options: str,
+        env: dict | None = None,
+        program: tuple[str, ...] = ("client.py",),
+        accept_new: bool = True,
     ) -> PtyClient:
-        client = PtyClient(port, tmp_path / f"data-{len(started)}", *options, env_overrides=env, program=program)
+        client = PtyClient(
+            port,
+            tmp_path / f"data-{len(started)}",
+            *options,
+            env_overrides=env,
+            program=program,
+            accept_new=accept_new,
+        )
         started.append(client)
         return client
 
