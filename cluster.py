@@ -89,9 +89,6 @@ MEMBER_ID = re.compile(rb"[0-9a-f]{12}/[1-9][0-9]{0,18}")
 #: An entry's message must fit in one record, with room for the history's
 #: own fields around its text.
 MAX_ENTRY_BYTES = protocol.MAX_FRAME_SIZE - 1024
-#: The longest text looked up as a name (a /msg recipient): a username's
-#: length with room for what normalization joins; anything longer is no one.
-MAX_LOOKUP_CHARS = 4 * protocol.MAX_USERNAME_LENGTH
 #: Clock skew forgiven between Redis and this server, in seconds.
 CLOCK_SKEW = 60.0
 MEMBERS_CHANGED = (UserJoined, UserLeft, UserParted, NickChanged)
@@ -201,9 +198,11 @@ def decode_entry(fields: dict[bytes, bytes]) -> tuple[Message, str | None]:
 
 
 def is_username(text: str) -> bool:
-    """Whether ``text`` is a username as a server here gives it out
-    (``names.accept`` would give it back unchanged); its length is checked
-    first, before any other work."""
+    """Whether ``text`` is a username as a server here would give it out.
+    Also bounds its length before any key is made from it.
+
+    A name the room would refuse (names.py's rules) is not a member's name.
+    """
     if len(text) > protocol.MAX_USERNAME_LENGTH:
         return False
     try:
@@ -340,9 +339,8 @@ class RedisCluster:
 
     def locate(self, name: str) -> str | None:
         """The name, as its holder typed it, of whoever holds ``name`` (or a
-        name that looks the same) in the cluster, or None (also while
-        degraded, or if the hash holds no username of that key)."""
-        if len(name) > MAX_LOOKUP_CHARS:  # bounded before it becomes a key
+        name that looks the same) in the cluster, or None (also while degraded)."""
+        if len(name) > protocol.MAX_USERNAME_LENGTH:  # bounded before it becomes a key
             return None
         found = self._try(self._redis.hget, name_key(name), "name")
         try:
@@ -350,7 +348,7 @@ class RedisCluster:
         except UnicodeDecodeError:
             holder = None
         if holder is not None and not (is_username(holder) and names.key(holder) == names.key(name)):
-            log.warning("the name hash for %r holds no username of that key: ignored", names.key(name))
+            log.warning("the name hash of %r holds another name: ignored", name)
             return None
         return holder
 
@@ -401,8 +399,10 @@ class RedisCluster:
             self._redis.xread({STREAM: self._last_id}, count=READ_COUNT, block=block),
         )
         for _, entries in replies:
+            # All that one XREAD brought, delivered together: each member's
+            # writer then seals them as one record, not one record each.
+            batch: list[tuple[Message, str | None, float | None]] = []
             for entry_id, fields in entries:
-                self._last_id = entry_id
                 try:
                     message, sender_id = decode_entry(fields)
                 except ValueError as exc:
@@ -410,7 +410,10 @@ class RedisCluster:
                     continue
                 if isinstance(message, MEMBERS_CHANGED):
                     self._members_changed()
-                self._room.distribute(message, sender_id, sent_at=self._sent_at(entry_id))
+                batch.append((message, sender_id, self._sent_at(entry_id)))
+            if entries:
+                self._last_id = entries[-1][0]  # before: a bug must not deliver them twice
+            self._room.distribute_all(batch)
 
     def _refresh_names(self) -> None:
         held = self._room.names()

@@ -1,9 +1,9 @@
 """The chat server: its sockets, its threads and its command line.
 
 Run ``python server.py --help`` for the options. Each connection gets a
-reader thread (handshake, username, then the messages it sends) and, once
-the handshake is done, a writer thread that seals and sends what the room
-puts in its bounded outbox. The room (room.py) knows nothing of sockets;
+reader thread (handshake, username, then the messages it sends). What the
+room puts in a client's bounded outbox is sealed and sent by the server's
+one sender thread (sender.py). The room (room.py) knows nothing of sockets;
 the limits are in limits.py, the operator console in console.py, the key
 file in keystore.py.
 """
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import admission
 import cli
 import crypto_utils
+import descriptors
 import keystore
 import names
 import protocol
@@ -59,6 +60,7 @@ from protocol import (
     encode,
 )
 from room import DEFAULT_HISTORY, Cluster, Membership, Room, user_list_messages
+from sender import Outlet, Sender
 
 if TYPE_CHECKING:
     from cluster import RedisCluster  # imported only with --cluster: redis is optional
@@ -81,6 +83,10 @@ USERNAME_TAKEN = "That username is taken. Please enter another username."
 USERNAME_INVALID = "That is not a valid username: it {reason}. Please enter another username."
 USERNAME_LOOKS_TAKEN = "That username looks the same as {holder}, who is online. Please enter another username."
 SHUTTING_DOWN = "Server is shutting down."
+SERVER_FULL = "The server is full ({places}). Try again later."
+RECORDS_USED_UP = (
+    "This connection has carried as many messages as its keys may protect (2^24). Reconnect to go on, with new keys."
+)
 #: Refusals before the handshake (admission.py), short: the client shows
 #: them as an unauthenticated reason.
 REFUSALS = {
@@ -92,17 +98,13 @@ REFUSALS = {
 #: be a Redis call in a cluster).
 MAX_USERNAME_ATTEMPTS = 10
 TOO_MANY_USERNAMES = f"Too many username attempts ({MAX_USERNAME_ATTEMPTS})."
-SERVER_FULL = "The server is full ({places}). Try again later."
-RECORDS_USED_UP = (
-    "This connection has carried as many messages as its keys may protect (2^24). Reconnect to go on, with new keys."
-)
 
 log = logging.getLogger("chat.server")
 
 
 def server_full(max_clients: int) -> str:
     """The refusal of a connection over ``--max-clients``."""
-    places = "1 connection at a time" if max_clients == 1 else f"{max_clients:,} connections at a time"
+    places = "1 person" if max_clients == 1 else f"{max_clients:,} people"
     return SERVER_FULL.format(places=places)
 
 
@@ -110,13 +112,14 @@ def server_full(max_clients: int) -> str:
 
 
 class ClientHandler:
-    """One client: its socket, protocol state, outbox and threads. A room
-    ``Member``.
+    """One client: its socket, protocol state, outbox and reader thread. A
+    room ``Member``.
 
-    The reader thread runs ``handle()``. After the handshake it starts the
-    writer thread, the only one that sends from then on: the reader drives
-    the receiving half of ``conn`` and the writer its sending half, as
-    ``protocol`` allows once the handshake is done.
+    The reader thread runs ``handle()``. After the handshake it hands the
+    client's ``Outlet`` to the server's sender, the only thread that sends
+    to it from then on: the reader drives the receiving half of ``conn`` and
+    the sender its sending half, as ``protocol`` allows once the handshake
+    is done.
     """
 
     def __init__(
@@ -133,10 +136,13 @@ class ClientHandler:
         self.sock = sock
         self.peer = transport.format_address(*address[:2])
         self.membership: Membership | None = None
-        self.outbox = Outbox(self.limits.sendq_bytes)
+        self.outbox = Outbox(self.limits.sendq_bytes, on_ready=self._wake_sender)
         self.conn = ServerConnection(server.identity)
         self.flood_control = TokenBucket(self.limits.rate, self.limits.burst)
-        self._writer: threading.Thread | None = None
+        self.outlet = Outlet(sock, self.conn, self.outbox, used_up=Goodbye(RECORDS_USED_UP))
+        self._sending = False  # the sender has the outlet: from the end of the handshake
+        self._readable = select.poll()  # poll() rather than select(): no limit on descriptor numbers
+        self._readable.register(sock, select.POLLIN)
         self._closing = threading.Event()
         self._parting = ""  # the line given with /quit, for the others
         self._frame_began: float | None = None
@@ -159,7 +165,7 @@ class ClientHandler:
     def close(self, reason: str) -> None:
         """Say goodbye and close (from another thread, for example on shutdown)."""
         self._closing.set()
-        if self._writer is None:
+        if not self._sending:
             self.abort()  # no keys yet: nothing can be said
         else:
             self.outbox.close(last=encode(Goodbye(reason)))
@@ -168,8 +174,14 @@ class ClientHandler:
         """Cut the connection now; the reader thread wakes up and cleans up."""
         self._closing.set()
         self.outbox.close()
+        self.outlet.cut()
         with contextlib.suppress(OSError):  # already closed by the peer or by us
             self.sock.shutdown(socket.SHUT_RDWR)
+        if self._sending:
+            self.server.sender.wake(self.outlet)  # to let go of the socket
+
+    def _wake_sender(self) -> None:
+        self.server.sender.wake(self.outlet)
 
     # The reader thread.
 
@@ -177,7 +189,8 @@ class ClientHandler:
         """The reader thread: handshake, username, then chat, until the end."""
         try:
             self._handshake()
-            self._start_writer()
+            self._sending = True
+            self.server.sender.add(self.outlet)
             self._take_place()
             membership = self._choose_username()
             self._chat(membership)
@@ -247,9 +260,10 @@ class ClientHandler:
                 self._tell(UsernameRequest(USERNAME_INVALID.format(reason=refused.reason)))
             return None
         membership = self.room.join(self, name)
-        if membership is None and ask_again:
-            holder = self._look_alike_holder(name)
-            self._tell(UsernameRequest(USERNAME_LOOKS_TAKEN.format(holder=holder) if holder else USERNAME_TAKEN))
+        if membership is None:
+            if ask_again:
+                holder = self._look_alike_holder(name)
+                self._tell(UsernameRequest(USERNAME_LOOKS_TAKEN.format(holder=holder) if holder else USERNAME_TAKEN))
         else:
             log.info("%s joined from %s", name, self.peer)
         return membership
@@ -394,8 +408,12 @@ class ClientHandler:
             if event is not protocol.NEED_DATA:
                 self._frame_began = None
                 return event
-            _wait_readable(self.sock, self._earliest(deadline))
-            self.conn.receive_data(self.sock.recv(transport.RECV_SIZE))
+            self._wait_readable(self._earliest(deadline))
+            try:
+                data = self.sock.recv(transport.RECV_SIZE)
+            except BlockingIOError:
+                continue  # the sender made the socket non-blocking; poll() again
+            self.conn.receive_data(data)
 
     def _earliest(self, deadline: _Deadline | None) -> _Deadline | None:
         """The deadline for the next read: the stage's, or the frame's once
@@ -408,63 +426,38 @@ class ClientHandler:
         frame = _Deadline(self.limits.frame_timeout, "in the middle of a message", start=self._frame_began)
         return frame if deadline is None or frame.at < deadline.at else deadline
 
-    # The writer thread.
-
-    def _start_writer(self) -> None:
-        self._writer = threading.Thread(target=self._write_loop, name=f"writer {self.peer}", daemon=True)
-        self._writer.start()
-
-    def _write_loop(self) -> None:
-        """The writer thread: seal and send the queued messages, in order,
-        until the outbox is closed and empty.
-
-        What queued up while it was sending goes out together, in one record
-        (a Batch): the cipher setup is paid once per record, not once per
-        message, and no message waits for others to arrive. Sealing is under
-        the server's ``sealing`` lock; the send is not.
-        """
-        try:
-            while items := self.outbox.take_all():
-                with self.server.sealing:
-                    self.conn.send_batch(items)
-                self.sock.sendall(self.conn.data_to_send())
-        except protocol.RecordLimitError:
-            self._say_records_used_up()
-        except (OSError, ProtocolError) as exc:
-            if not self._closing.is_set():
-                log.info("%s: send failed: %s", self.peer, exc)
-        finally:
-            self.abort()
-
-    def _say_records_used_up(self) -> None:
-        """This direction has sealed all the records its keys may protect
-        but the last (protocol.MAX_RECORDS): that one says why, and the
-        connection ends. The client may reconnect, with new keys."""
-        log.info("%s: record limit reached: closing the connection", self.peer)
-        try:
-            self.conn.send(Goodbye(RECORDS_USED_UP))
-            self.sock.sendall(self.conn.data_to_send())
-        except (OSError, ProtocolError):
-            pass  # gone already: nothing to tell
+    def _wait_readable(self, deadline: _Deadline | None) -> None:
+        """Wait in poll(), not in recv(): an idle reader then holds no receive
+        buffer (recv allocates RECV_SIZE before it waits)."""
+        timeout = None if deadline is None else max(0.0, deadline.at - time.monotonic()) * 1000
+        if not self._readable.poll(timeout) and deadline is not None:
+            raise _DeadlinePassed(deadline.waiting_for)
 
     def _finish(self) -> None:
         if self.membership is not None:
             self.room.leave(self.membership, self._parting)
             log.info("%s left", self.membership.name)
-        if self._writer is not None:
-            self.outbox.close()  # what is queued still goes out, then the writer stops
-            self._writer.join(SHUTDOWN_GRACE)
+        if self._sending:
+            self.outbox.close()  # what is queued still goes out, then the sender lets go
+            if not self.outlet.finished.wait(SHUTDOWN_GRACE):
+                self.abort()
+                self.outlet.finished.wait(SHUTDOWN_GRACE)
+            failure = self.outlet.failure
+            if isinstance(failure, protocol.RecordLimitError):
+                log.info("%s: record limit reached: closing the connection", self.peer)
+            elif failure is not None and not self._closing.is_set():
+                log.info("%s: send failed: %s", self.peer, failure)
         self.abort()
-        self.sock.close()
+        self.sock.close()  # only now: the sender has let go of it
         self.server.forget(self)
 
 
 def recipient_name(raw: str) -> str | None:
-    """A private line's recipient, trimmed, fit to look up (the room
-    compares it by ``names.key``), or None if it cannot be anyone's name.
-    Its length is checked first: no longer text is normalized, nor made a
-    key to look up (in a cluster, a Redis key)."""
-    if len(raw) > 4 * protocol.MAX_USERNAME_LENGTH:  # room for what normalization joins
+    """A private line's recipient, to be looked up by its names.key, or
+    None if it cannot be a username. Its length is checked first: no longer
+    text is normalized, nor made a key to look up (in a cluster, a Redis
+    key)."""
+    if len(raw) > 4 * protocol.MAX_USERNAME_LENGTH:  # room for what NFC joins
         return None
     name = raw.strip()
     return name if name and name.isprintable() else None
@@ -496,17 +489,6 @@ class _DeadlinePassed(Exception):
         self.waiting_for = waiting_for
 
 
-def _wait_readable(sock: socket.socket, deadline: _Deadline | None) -> None:
-    if deadline is None:
-        return  # recv() blocks as long as it takes
-    # poll() rather than select(): it has no limit on descriptor numbers.
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    timeout = deadline.at - time.monotonic()
-    if timeout <= 0 or not poller.poll(timeout * 1000):
-        raise _DeadlinePassed(deadline.waiting_for)
-
-
 # --- the server --------------------------------------------------------------
 
 
@@ -522,19 +504,15 @@ class ChatServer:
 
     Attributes:
         handler_class: what serves one connection (as socketserver's
-            RequestHandlerClass); the benchmark swaps in an older writer.
+            RequestHandlerClass).
+        sender_class: the thread that seals and sends for every client
+            (sender.py); the benchmark swaps in one that seals a record per
+            message, as before batching.
         log_messages: log the text of public lines (off: metadata only).
-        sealing: held by a writer while it seals. One writer seals at a
-            time: pycryptodomex lets go of the GIL around each of its C
-            calls (a dozen or more per record), so with a writer per client
-            sealing at once, each call hands the GIL to another writer, and
-            the readers that feed them wait behind every one. Writers
-            waiting here sleep instead, and batch up what arrives meanwhile
-            (measured in docs/benchmarks.md, which also runs a server
-            without it).
     """
 
     handler_class: type[ClientHandler] = ClientHandler
+    sender_class: type[Sender] = Sender
     #: Put the text of public lines and actions in the log (--log-messages);
     #: otherwise only who sent one, and its length.
     log_messages: bool = False
@@ -551,7 +529,6 @@ class ChatServer:
     ) -> None:
         self.identity = ServerIdentity.of(identity_key)
         self.limits = limits
-        self.sealing: contextlib.AbstractContextManager[object] = threading.Lock()
         self.room = Room(history_size=history, motd=motd, cluster=cluster)
         self.admission = admission.Admission(
             limits.max_clients, limits.max_per_address, limits.handshake_rate, startups=limits.max_startups
@@ -566,6 +543,8 @@ class ChatServer:
         self._serving = threading.Event()
         self._stopped = threading.Event()
         self._wake_reader, self._wake_writer = socket.socketpair()
+        self.sender = self.sender_class()
+        self.sender.start()
         self.room.cluster.start()
 
     @property
@@ -609,6 +588,7 @@ class ChatServer:
             if thread.is_alive():
                 handler.abort()
                 thread.join(SHUTDOWN_GRACE)
+        self.sender.stop()
         self.room.cluster.close()
         self._wake_reader.close()
         self._wake_writer.close()
@@ -950,6 +930,13 @@ def main(argv: list[str] | None = None) -> int:
     except ClusterError as exc:
         print(exc, file=sys.stderr)
         return EXIT_NO_CLUSTER
+    try:
+        descriptors.raise_limit(args.max_clients, clustered=room_cluster is not None)
+    except descriptors.DescriptorLimitError as exc:
+        print(exc, file=sys.stderr)
+        if room_cluster is not None:
+            room_cluster.close()
+        return 1
     try:
         server = ChatServer(
             key, args.host, args.port, limits_from(args), history=args.history, motd=motd, cluster=room_cluster

@@ -3,8 +3,6 @@ client's pacer, and the server's limit options."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 import limits
@@ -102,45 +100,60 @@ def test_the_send_queue_refuses_what_would_pass_its_limit_and_keeps_the_rest():
     assert outbox.queued_bytes == 3 * queued_size()
     assert outbox.put(item()) is False
     assert outbox.queued_bytes == 3 * queued_size()
-    assert messages_of(outbox.take_all()) == [message(str(n) * 100) for n in range(3)]
+    assert messages_of(outbox.take()) == [message(str(n) * 100) for n in range(3)]
 
 
-def test_a_send_queue_that_overflowed_takes_nothing_more_and_lets_its_writer_stop():
+def test_a_send_queue_that_overflowed_takes_nothing_more_and_lets_its_sender_stop():
     outbox = limits.Outbox(limit_bytes=queued_size())
     assert outbox.put(item("first"))
     assert outbox.put(item("y" * 1000)) is False  # over: the client is to be cut off
 
     assert outbox.put(item("later")) is True  # dropped: the client is on its way out
-    assert messages_of(outbox.take_all()) == [message("first")]
-    assert outbox.take_all() == []  # closed and empty: the writer's signal to stop
+    assert messages_of(outbox.take()) == [message("first")]
+    assert outbox.take() is None  # closed and empty: the sender's signal to stop
 
 
 def test_a_message_counts_by_its_text_so_long_lines_fill_the_queue_sooner():
     assert queued_size("y" * 4000) - queued_size("y" * 1000) == 3000
 
 
-def test_close_lets_the_goodbye_past_the_limit_and_the_writer_drains_then_stops():
+def test_close_lets_the_goodbye_past_the_limit_and_the_sender_drains_then_stops():
     outbox = limits.Outbox(limit_bytes=queued_size())
     outbox.put(item())
 
     outbox.close(last=encode(Goodbye("bye")))
     outbox.put(item("after the close"))  # dropped: the client is leaving
 
-    assert messages_of(outbox.take_all()) == [message(), Goodbye("bye")]
-    assert outbox.take_all() == []  # closed and empty: stop
+    assert messages_of(outbox.take()) == [message(), Goodbye("bye")]
+    assert outbox.take() is None  # closed and empty: stop
 
 
-def test_take_all_waits_for_a_message_from_another_thread():
-    outbox = limits.Outbox(limit_bytes=10_000)
-    taken: list = []
-    writer = threading.Thread(target=lambda: taken.extend(outbox.take_all()))
-    writer.start()
+def test_the_sender_is_called_once_per_turn_not_once_per_message():
+    calls = []
+    outbox = limits.Outbox(limit_bytes=10_000, on_ready=lambda: calls.append("ready"))
 
-    outbox.put(item("wake up"))
-    writer.join(5)
+    for text in ("one", "two", "three"):
+        outbox.put(item(text))
+    assert calls == ["ready"]  # the sender is on its way: more items need no call
 
-    assert not writer.is_alive()
-    assert messages_of(taken) == [message("wake up")]
+    assert messages_of(outbox.take()) == [message("one"), message("two"), message("three")]
+    outbox.put(item("four"))  # the sender has not yet found the outbox empty
+    assert calls == ["ready"]
+    assert messages_of(outbox.take()) == [message("four")]
+    assert outbox.take() == []  # empty, not closed: the turn ends
+
+    outbox.put(item("five"))
+    assert calls == ["ready", "ready"]
+
+
+def test_closing_an_idle_outbox_calls_the_sender_so_that_it_can_stop():
+    calls = []
+    outbox = limits.Outbox(limit_bytes=10_000, on_ready=lambda: calls.append("ready"))
+
+    outbox.close()
+
+    assert calls == ["ready"]
+    assert outbox.take() is None
 
 
 # --- the client's pacer ------------------------------------------------------

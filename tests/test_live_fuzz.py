@@ -25,7 +25,7 @@ import pytest
 import limits
 import names
 import protocol
-import server as chat_server
+import server
 from protocol import (
     MAX_FRAME_SIZE,
     ActionLine,
@@ -311,19 +311,6 @@ def random_authentic_records(fz: Fuzzer, connections: int, records: int) -> None
         client = fz.client()
         name = f"records{n}"
         sent = 0
-        usernames = 0
-
-        def before_joining(payload: bytes) -> bool:
-            """As ``answered_before_joining``, with fewer refused usernames
-            than the server's cap (the join itself is one more attempt)."""
-            nonlocal usernames
-            if not answered_before_joining(payload):
-                return False
-            if isinstance(protocol.decode_message(payload), Username):
-                if usernames >= chat_server.MAX_USERNAME_ATTEMPTS - 1:
-                    return False
-                usernames += 1
-            return True
 
         def send_batch(wanted, answers: tuple, count: int) -> None:
             nonlocal sent
@@ -339,7 +326,20 @@ def random_authentic_records(fz: Fuzzer, connections: int, records: int) -> None
                 event = client.next_event()
                 assert isinstance(event, answers), f"{event!r} for {case}"
 
-        send_batch(before_joining, (ErrorNotice, UsernameRequest), records // 3)
+        # Fewer refused usernames than the server allows one connection.
+        usernames_refused = 0
+
+        def answered_and_not_one_username_too_many(payload: bytes) -> bool:
+            nonlocal usernames_refused
+            if not answered_before_joining(payload):
+                return False
+            if isinstance(protocol.decode_message(payload), Username):
+                if usernames_refused == server.MAX_USERNAME_ATTEMPTS - 1:
+                    return False
+                usernames_refused += 1
+            return True
+
+        send_batch(answered_and_not_one_username_too_many, (ErrorNotice, UsernameRequest), records // 3)
         client.join(name)
         assert observer.expect(UserJoined).name == name
         send_batch(answered_with_an_error, (ErrorNotice,), records - records // 3)
@@ -402,9 +402,7 @@ SEED = 20261125
 @pytest.fixture
 def running_server(identity_key):
     """As conftest's, but without history: a newcomer here must get only the
-    answers the test counts, not the lines said before it came; and without
-    flood control, which charges every record (tests/test_request_costs.py)
-    and would refuse the line that shows the connection is still up."""
+    answers the test counts, not the lines said before it came. Flood control is off: it is tested elsewhere."""
     chat, thread = start_server(identity_key, history=0, limits=open_door_limits(rate=0))
     try:
         yield chat
