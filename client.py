@@ -429,7 +429,7 @@ def send_typed_lines(link: ServerLink, display: Display) -> str | None:
 
 #: What the server's flood control counts (see server.py): these wait for
 #: the pacer; the user list does not.
-PACED_MESSAGES = (ChatLine, PrivateLine, ActionLine, NickRequest)
+PACED_MESSAGES = (ChatLine, PrivateLine, ActionLine, NickRequest, protocol.Away)
 
 
 def send_message(link: ServerLink, display: Display, message: protocol.Message) -> None:

@@ -68,9 +68,10 @@ class Terminal:
             self._prompt = self._asked
             self._prompt_ready.notify_all()
 
-    def enable_completion(self, names) -> None:
-        """Tab completes names and commands (``names()`` gives those online).
-        The whole line is completed, since names may hold spaces."""
+    def enable_completion(self, names, complete=client_ui.complete) -> None:
+        """Tab completes names and commands (``names()`` gives those online;
+        ``complete(typed, names)`` the whole-line completions, the client's
+        by default). The whole line is completed, since names may hold spaces."""
         if self._readline is None:
             return
         readline = self._readline
@@ -79,7 +80,7 @@ class Terminal:
         def completer(text: str, state: int) -> str | None:
             nonlocal matches
             if state == 0:
-                matches = client_ui.complete(readline.get_line_buffer()[: readline.get_endidx()], names())
+                matches = complete(readline.get_line_buffer()[: readline.get_endidx()], names())
             return matches[state] if state < len(matches) else None
 
         readline.set_completer_delims("")
@@ -120,6 +121,18 @@ class Terminal:
             with self._lock:
                 self._prompt = self._asked = None
                 self._drawing = False
+
+    def leave_input(self) -> None:
+        """Erase the line being typed, if one is, for good: the program ends
+        while another thread still reads it (the server's console). Lines
+        shown after this are only printed."""
+        with self._lock:
+            if self._prompt is not None:
+                self._erase_input()
+                sys.stdout.flush()
+            self._prompt = self._asked = None
+            self._redisplay = None
+            self._drawing = False
 
     def _erase_input(self) -> None:
         sys.stdout.flush()
