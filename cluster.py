@@ -529,7 +529,7 @@ class RedisCluster:
         for key, (name, since) in zip(keys, pipe.execute(), strict=True):
             if name is None or since is None:
                 continue  # expired or freed between the SCAN and the read
-            member = _name_and_since(name, since)
+            member = _name_and_since(key, name, since)
             if member is None:
                 garbled.append(key)
             else:
@@ -542,13 +542,15 @@ class RedisCluster:
         return max(1, int(self.name_ttl * 1000))
 
 
-def _name_and_since(name: bytes, since: bytes) -> tuple[str, float] | None:
+def _name_and_since(key: bytes, name: bytes, since: bytes) -> tuple[str, float] | None:
     """A name hash's ``name`` and ``since``, or None if they are not a
-    username and a Unix time."""
+    username (whose key is the hash's) and a Unix time."""
     try:
         text, when = name.decode("utf-8"), float(since)
     except (UnicodeDecodeError, ValueError):
         return None
     if not is_username(text) or not math.isfinite(when) or not 0 <= when < 2**32:
+        return None
+    if key != name_key(text).encode("utf-8"):  # a second entry for someone, under a key not theirs
         return None
     return text, when

@@ -338,7 +338,7 @@ class ClientHandler:
         # The text of private lines stays out of the log (the operator could
         # still read it: the server decrypts everything).
         log.info("%s sent a private message to %s", me.name, printable_text(line.recipient))
-        away = self.room.away_message(line.recipient)
+        away = self.room.away_message(recipient)
         if away is not None and away[0] != me.name:
             self._tell(AwayReply(*away))  # as IRC's RPL_AWAY
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import presence
-from bench import crowd, lockstep, micro
+from bench import crowd, flood, lockstep, micro
 from bench.runner import CHAT, PLAIN, UNBATCHED, Results
 
 KIND_NAMES = {
@@ -344,6 +344,7 @@ def print_tables(results: Results) -> None:
         ("Crowd", [*_table(*crowd.fill_rows(results.crowd)), "", *_table(*crowd.heard_rows(results.crowd))]),
         ("Memory", memory_table(results)),
         ("Raw costs", costs_table(results)),
+        ("Handshake flood from one address", flood.table(results.flood)),
     ):
         print(f"\n{title}")
         print("\n".join(lines))
@@ -391,6 +392,7 @@ def write_json(results: Results, path: Path) -> None:
             for (k, m), g in results.room_rss_kib.items()
         ],
         "cluster": dict(skipped=results.cluster_skipped, runs=cluster_json(results)),
+        "flood": flood.as_json(results.flood),
         "lockstep": [
             dict(
                 kind=r.kind,
@@ -847,6 +849,7 @@ def write_markdown(
         "",
         *memory_table(results),
         "",
+        *flood.markdown(results.flood),
         "## Raw costs",
         "",
         "In process, no network: mean µs per call.",
