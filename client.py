@@ -885,8 +885,15 @@ def start_session(link: ServerLink, display: Display, name: str, resumed: bool =
     display.terminal.erase_entered = display.session.echoed
 
 
+def _terminated(signum, frame) -> None:
+    # kill's SIGTERM: leave through main's ``finally``, which puts the
+    # terminal's modes back (its echo is off while readline does not read).
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminated)
     terminal = Terminal(interactive=sys.stdin.isatty())
     history = client_config.history_path(keystore.data_dir()) if args.history_file else None
     try:
