@@ -23,7 +23,10 @@ this module only when ``--cluster`` is given.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
+import re
 import threading
 import time
 import uuid
@@ -32,7 +35,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 import names
 import protocol
-from protocol import MalformedMessage, Message, Notice
+from protocol import (
+    ActionMessage,
+    ChatMessage,
+    MalformedMessage,
+    Message,
+    NickChanged,
+    Notice,
+    PrivateMessage,
+    UserJoined,
+    UserKicked,
+    UserLeft,
+    UserParted,
+)
 
 try:
     import redis
@@ -60,6 +75,25 @@ READ_BLOCK_MS = 500  # how long one XREAD waits: also how soon close() is notice
 READ_COUNT = 500  # entries at most per XREAD
 SOCKET_TIMEOUT = 5.0  # seconds for any Redis reply: a vanished Redis is noticed
 BACKOFF_FIRST, BACKOFF_MOST = 0.1, 5.0  # seconds between tries to reach Redis again
+#: How long /users answers from the last read of the names (a SCAN of every
+#: name's key) when no one joined, left or was renamed meanwhile.
+MEMBERS_CACHE_SECONDS = 2.0
+
+#: What a stream entry may hold (PROTOCOL.md section 8): what servers tell
+#: clients about the conversation. Anything else (a client's ChatLine, a
+#: Goodbye, a RateLimit...) is skipped: it would end connections or pose as
+#: this server.
+STREAM_TYPES = (ChatMessage, ActionMessage, PrivateMessage, UserJoined, UserLeft, UserParted, NickChanged, Notice)
+#: The fields of those messages that hold a username.
+NAME_FIELDS = frozenset({"sender", "recipient", "name", "old", "new"})
+#: ``from``: a server's 12 hex digits, then a member's count.
+MEMBER_ID = re.compile(rb"[0-9a-f]{12}/[1-9][0-9]{0,18}")
+#: An entry's message must fit in one record, with room for the history's
+#: own fields around its text.
+MAX_ENTRY_BYTES = protocol.MAX_FRAME_SIZE - 1024
+#: Clock skew forgiven between Redis and this server, in seconds.
+CLOCK_SKEW = 60.0
+MEMBERS_CHANGED = (UserJoined, UserLeft, UserParted, UserKicked, NickChanged)
 
 DEGRADED = (
     "The chat is degraded: this server has lost touch with the others. "
@@ -141,24 +175,53 @@ def encode_entry(message: Message, sender_id: str | None) -> dict[bytes, bytes]:
 
 
 def decode_entry(fields: dict[bytes, bytes]) -> tuple[Message, str | None]:
-    """The message and sender of a stream entry.
+    """The message and sender of a stream entry, every field checked.
 
     Raises:
-        ValueError: not an entry a server of this chat wrote.
+        ValueError: not an entry a server of this chat writes (the message
+            says what is wrong).
     """
-    try:
-        message = protocol.decode_message(fields[b"m"])
-        sender_id = fields[b"from"].decode("utf-8") or None
-    except (KeyError, UnicodeDecodeError) as exc:
-        raise ValueError(f"not a chat entry ({exc!r})") from None
+    if set(fields) != {b"m", b"from"}:
+        raise ValueError(f"not a chat entry: its fields are {sorted(fields)!r}")
+    payload, sender = fields[b"m"], fields[b"from"]
+    if len(payload) > MAX_ENTRY_BYTES:
+        raise ValueError(f"a message of {len(payload)} bytes: more than one record holds")
+    if sender and not MEMBER_ID.fullmatch(sender):
+        raise ValueError(f"'from' is not a member ID: {sender[:40]!r}")
+    message = protocol.decode_message(payload)
     if isinstance(message, MalformedMessage):
         raise ValueError(message.reason)
-    return message, sender_id
+    if not isinstance(message, STREAM_TYPES):
+        raise ValueError(f"a {type(message).__name__} is not a message servers share")
+    for field in dataclasses.fields(message):
+        if field.name in NAME_FIELDS and not is_username(getattr(message, field.name)):
+            raise ValueError(f"{type(message).__name__}.{field.name} is not a username")
+    return message, sender.decode("ascii") or None
 
 
-def entry_time(entry_id: bytes) -> float:
-    """When a stream entry was added, from its ID (milliseconds-sequence)."""
-    return int(entry_id.split(b"-")[0]) / 1000
+def is_username(text: str) -> bool:
+    """Whether ``text`` is a username as a server here would give it out.
+    Also bounds its length before any key is made from it.
+
+    A name the room would refuse (names.py's rules) is not a member's name.
+    """
+    if len(text) > protocol.MAX_USERNAME_LENGTH:
+        return False
+    try:
+        return names.accept(text) == text
+    except names.NameRefused:
+        return False
+
+
+def entry_time(entry_id: bytes) -> float | None:
+    """When a stream entry was added, from its ID (milliseconds-sequence);
+    None if the ID is not one Redis makes or the time is not a Unix time
+    that fits a history line's field."""
+    milliseconds, dash, sequence = entry_id.partition(b"-")
+    if not (milliseconds.isdigit() and dash and sequence.isdigit()):
+        return None
+    seconds = int(milliseconds) / 1000
+    return seconds if seconds < 2**32 else None
 
 
 class RedisCluster:
@@ -192,6 +255,12 @@ class RedisCluster:
         self._closing = threading.Event()
         self._last_id = b"0-0"  # the last stream entry applied
         self._since: dict[str, float] = {}  # names.key(name) -> when its member joined
+        self._members_lock = threading.Lock()  # one read of the names at a time; the others wait for it
+        self._members_read: list[tuple[str, float]] | None = None  # (name, since) at _members_read_at
+        self._members_read_at = 0.0
+        self._members_changes = 0  # joins, leaves, renames seen: a read begun before one is stale
+        self._members_last: list[tuple[str, float]] | None = None  # the last read, stale or not (a greeting's)
+        self._members_last_at = 0.0
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -244,6 +313,7 @@ class RedisCluster:
     def claim(self, name: str) -> bool:
         """Take ``name`` for a member here; False if another has it anywhere.
         While degraded, only this server's own members are checked."""
+        self._members_changed()
         since = self._clock()
         if not self._try(
             self._claim,
@@ -257,6 +327,7 @@ class RedisCluster:
         return True
 
     def release(self, name: str) -> None:
+        self._members_changed()
         self._since.pop(names.key(name), None)
         self._try(self._release, keys=[name_key(name)], args=[self.server_id])
         self._try(self._redis.hdel, AWAY, names.key(name))
@@ -275,13 +346,43 @@ class RedisCluster:
     def locate(self, name: str) -> str | None:
         """The name, as its holder typed it, of whoever holds ``name`` (or a
         name that looks the same) in the cluster, or None (also while degraded)."""
+        if len(name) > protocol.MAX_USERNAME_LENGTH:  # bounded before it becomes a key
+            return None
         found = self._try(self._redis.hget, name_key(name), "name")
-        return found.decode("utf-8") if found else None
+        try:
+            holder = found.decode("utf-8") if found else None
+        except UnicodeDecodeError:
+            holder = None
+        if holder is not None and not (is_username(holder) and names.key(holder) == names.key(name)):
+            log.warning("the name hash of %r holds another name: ignored", name)
+            return None
+        return holder
 
-    def members(self) -> list[tuple[str, int]] | None:
+    def members(self, recent: bool = False) -> list[tuple[str, int]] | None:
         """(name, whole seconds online) of everyone in the cluster, or None
-        while degraded."""
-        return self._try(self._read_members)
+        while degraded. Read at most every ``MEMBERS_CACHE_SECONDS``, and
+        again after a join, leave or rename anywhere; ``recent``: a read of
+        the last ``MEMBERS_CACHE_SECONDS`` will do, changes or not (for a
+        newcomer's greeting: no SCAN per join in a storm of joins)."""
+        with self._members_lock:
+            fresh = time.monotonic() - self._members_read_at < MEMBERS_CACHE_SECONDS
+            read = self._members_read if fresh else None
+            if read is None and recent and time.monotonic() - self._members_last_at < MEMBERS_CACHE_SECONDS:
+                read = self._members_last
+            if read is None:
+                changes = self._members_changes
+                read = self._try(self._read_members)
+                if read is None:
+                    return None
+                self._members_last, self._members_last_at = read, time.monotonic()
+                if changes == self._members_changes:  # else something changed during the read: use it once
+                    self._members_read, self._members_read_at = read, time.monotonic()
+        now = self._clock()
+        return [(name, max(0, int(now - since))) for name, since in read]
+
+    def _members_changed(self) -> None:
+        self._members_changes += 1
+        self._members_read = None
 
     def set_away(self, name: str, message: str | None) -> None:
         """Mark a member here as away (``message``) or back (None) in Redis."""
@@ -334,9 +435,11 @@ class RedisCluster:
                 try:
                     message, sender_id = decode_entry(fields)
                 except ValueError as exc:
-                    log.warning("skipped stream entry %s: %s", entry_id.decode(), exc)
+                    log.warning("skipped stream entry %s: %s", entry_id.decode(errors="replace"), exc)
                     continue
-                self._room.distribute(message, sender_id, sent_at=entry_time(entry_id))
+                if isinstance(message, MEMBERS_CHANGED):
+                    self._members_changed()
+                self._room.distribute(message, sender_id, sent_at=self._sent_at(entry_id))
 
     def _refresh_names(self) -> None:
         held = self._room.names()
@@ -407,19 +510,46 @@ class RedisCluster:
                 message, _ = decode_entry(fields)
             except ValueError:
                 continue
-            self._room.record_history(message, entry_time(entry_id))
+            self._room.record_history(message, self._sent_at(entry_id))
 
-    def _read_members(self) -> list[tuple[str, int]]:
+    def _sent_at(self, entry_id: bytes) -> float:
+        """When an entry was added: its ID's time, or now if that is not a
+        time or is later than now (an entry added with an ID of its own)."""
+        now = self._clock()
+        when = entry_time(entry_id)
+        return now if when is None or when > now + CLOCK_SKEW else when
+
+    def _read_members(self) -> list[tuple[str, float]]:
+        """(name, since) of every name hash; a hash whose fields are not a
+        server's (not a username, not a time) is left out, with a warning."""
         keys = list(self._redis.scan_iter(match=NAME_PREFIX + "*", count=1000))
         pipe = self._redis.pipeline(transaction=False)
         for key in keys:
             pipe.hmget(key, "name", "since")
-        now = self._clock()
-        return [
-            (name.decode("utf-8"), max(0, int(now - float(since))))
-            for name, since in pipe.execute()
-            if name is not None and since is not None
-        ]
+        members, garbled = [], []
+        for key, (name, since) in zip(keys, pipe.execute(), strict=True):
+            if name is None or since is None:
+                continue  # expired or freed between the SCAN and the read
+            member = _name_and_since(name, since)
+            if member is None:
+                garbled.append(key)
+            else:
+                members.append(member)
+        if garbled:
+            log.warning("%d name hashes left out of the user list, not a server's: %r", len(garbled), garbled[:3])
+        return members
 
     def _ttl_ms(self) -> int:
         return max(1, int(self.name_ttl * 1000))
+
+
+def _name_and_since(name: bytes, since: bytes) -> tuple[str, float] | None:
+    """A name hash's ``name`` and ``since``, or None if they are not a
+    username and a Unix time."""
+    try:
+        text, when = name.decode("utf-8"), float(since)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not is_username(text) or not math.isfinite(when) or not 0 <= when < 2**32:
+        return None
+    return text, when

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from admission import DEFAULT_STARTUPS, Startups
 from protocol import Encoded, RateLimit
 
 __all__ = ["Limits", "TokenBucket", "Pacer", "Outbox", "QUEUED_OVERHEAD"]
@@ -26,14 +27,18 @@ class Limits:
     """What one connection may do and how long it may take; every field is a
     server option (see ``server.parse_args``), and these are the defaults."""
 
-    max_clients: int = 1000  # connections at once; one more is told the server is full
+    max_clients: int = 1000  # people at once (connections past the handshake); one more is told the server is full
     max_message_bytes: int = 4096  # of UTF-8 in one chat line; longer ones are refused
     rate: float = 5.0  # messages a second, sustained; 0 turns flood control off
     burst: int = 20  # messages at once, so that a pasted block goes through
     sendq_bytes: int = 256 * 1024  # queued for one client before it is cut off
-    handshake_timeout: float = 10.0  # seconds from connecting to keys confirmed
+    handshake_timeout: float = 5.0  # seconds from connecting to keys confirmed: a program's work
     username_timeout: float = 60.0  # seconds to choose a name: a person types it
     frame_timeout: float = 10.0  # seconds for a frame, once begun (slowloris)
+    # Before the handshake (admission.py, after sshd): per address (IPv6: per /64)
+    max_per_address: int = 10  # connections at once from one address; 0: no cap
+    handshake_rate: float = 1.0  # new connections a second from one address, after 10 at once; 0: no limit
+    max_startups: Startups = DEFAULT_STARTUPS  # handshakes in progress: random early drop, START:RATE:FULL
 
     def rate_limit_message(self) -> RateLimit:
         """The limit as the client is told it, so that it can pace itself."""
@@ -101,17 +106,23 @@ class Outbox:
     """One client's messages waiting to be sent, bounded in bytes (IRC's
     SendQ): a client that does not read cannot make the server hold more.
 
-    Any thread may ``put``, without blocking; the writer thread takes
-    everything queued at once. A message counts its bytes on the wire plus
-    ``QUEUED_OVERHEAD``.
+    Any thread may ``put``, without blocking. The server's sender thread
+    takes everything queued at once. ``on_ready`` says that there is
+    something to take: it is called once when the first item arrives (or the
+    outbox closes), then not again until a ``take`` has found the outbox
+    empty, so that a message to a thousand clients costs a thousand appends,
+    not a thousand wake-ups. It is called outside the outbox's lock. A
+    message counts its bytes on the wire plus ``QUEUED_OVERHEAD``.
     """
 
-    def __init__(self, limit_bytes: int) -> None:
+    def __init__(self, limit_bytes: int, on_ready: Callable[[], None] = lambda: None) -> None:
         self._limit = limit_bytes
+        self._on_ready = on_ready
         self._items: collections.deque[Encoded] = collections.deque()
         self._bytes = 0
         self._closed = False
-        self._ready = threading.Condition(threading.Lock())
+        self._announced = False  # on_ready was called, and no take has found it empty since
+        self._lock = threading.Lock()
 
     def put(self, item: Encoded) -> bool:
         """Queue ``item``; False if that would pass the limit, and then the
@@ -119,39 +130,50 @@ class Outbox:
         queued for it. Once closed, items are dropped (True: the client is
         on its way out, and that is not an overflow)."""
         size = len(item.payload) + QUEUED_OVERHEAD
-        with self._ready:
+        with self._lock:
             if self._closed:
                 return True
             if self._bytes + size > self._limit:
                 self._closed = True
-                self._ready.notify()
                 return False
             self._items.append(item)
             self._bytes += size
-            self._ready.notify()
-            return True
+            announce = not self._announced
+            self._announced = True
+        if announce:
+            self._on_ready()
+        return True
 
     def close(self, last: Encoded | None = None) -> None:
         """Queue nothing more, except ``last`` (a goodbye), which may pass the
-        limit; the writer sends what is queued, then stops."""
-        with self._ready:
+        limit; the sender sends what is queued, then stops."""
+        with self._lock:
             if last is not None and not self._closed:
                 self._items.append(last)
             self._closed = True
-            self._ready.notify()
+            announce = not self._announced
+            self._announced = True
+        if announce:
+            self._on_ready()
 
-    def take_all(self) -> list[Encoded]:
-        """Wait for items and take them all, oldest first; an empty list
-        means the outbox is closed and empty: the writer's signal to stop."""
-        with self._ready:
-            while not self._items and not self._closed:
-                self._ready.wait()
-            items = list(self._items)
-            self._items.clear()
-            self._bytes = 0
-            return items
+    def take(self) -> list[Encoded] | None:
+        """Everything queued, oldest first, without waiting. An empty list:
+        nothing for now (the next ``put`` calls ``on_ready`` again). None:
+        the outbox is closed and empty, the sender's signal to stop."""
+        with self._lock:
+            if self._items:
+                items = list(self._items)
+                self._items.clear()
+                self._bytes = 0
+                return items
+            self._announced = False
+            return None if self._closed else []
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def queued_bytes(self) -> int:
-        with self._ready:
+        with self._lock:
             return self._bytes

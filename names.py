@@ -27,8 +27,9 @@ What ``accept`` refuses, and why:
   that spills over the lines above and below);
 - a name that mimics the client's line formats: a ``:`` anywhere
   (``NAME: TEXT``), or a leading ``[`` (``[NAME -> me]``), ``*`` (``* NAME
-  action``) or ``>`` (the prompt), compared on the key, so that look-alikes
-  (``：``, ``∶``, ``⁎``, ``›``) count too;
+  action``) or ``>`` (the prompt); punctuation and symbols that look like
+  them (``：``, ``∶``, ``ː``, ``⁎``, ``›``) count too, but not the letters
+  and marks of a script that do (the Devanagari visarga ``ः``);
 - letters of several scripts, as UTS #39's "Highly Restrictive" level says
   (section 5.2): one script, plus Common and Inherited characters (digits,
   punctuation, marks); the only mixtures allowed are Latin with the scripts
@@ -53,7 +54,7 @@ import unicodedata
 import names_data
 from protocol import MAX_USERNAME_LENGTH
 
-__all__ = ["NameRefused", "accept", "key", "script_of", "script_extensions_of"]
+__all__ = ["NameRefused", "accept", "key", "skeleton", "script_of", "script_extensions_of"]
 
 #: Printed as a blank though not a space nor default-ignorable.
 BLANKS = frozenset({"\u2800"})
@@ -207,13 +208,24 @@ def _check_marks(name: str) -> None:
 
 
 def _check_line_format(name: str) -> None:
-    shapes = (unicodedata.normalize("NFKC", name), key(name))
+    shapes = [_punctuation_shape(char) for char in name]
     for forbidden in FORBIDDEN_ANYWHERE:
         if any(forbidden in shape for shape in shapes):
             raise NameRefused(f"may not contain '{forbidden}'")
-    for shape in shapes:
-        if shape[:1] and shape[0] in FORBIDDEN_FIRST:
-            raise NameRefused(f"may not start with '{shape[0]}'")
+    first = shapes[0][:1]
+    if first and first in FORBIDDEN_FIRST:
+        raise NameRefused(f"may not start with '{first}'")
+
+
+def _punctuation_shape(char: str) -> str:
+    """How a character prints, as far as line formats go: its NFKC form,
+    and for punctuation and symbols their confusable prototype (``∶`` is
+    ``:``). A letter or mark of a script is itself: the Devanagari visarga
+    ``ः`` looks like a colon and is written in names."""
+    compatible = unicodedata.normalize("NFKC", char)
+    if unicodedata.category(char)[0] in "LM" and script_of(char) not in (COMMON, INHERITED):
+        return compatible
+    return compatible.translate(_PROTOTYPES)
 
 
 def _check_scripts(name: str) -> None:

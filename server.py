@@ -1,9 +1,9 @@
 """The chat server: its sockets, its threads and its command line.
 
 Run ``python server.py --help`` for the options. Each connection gets a
-reader thread (handshake, username, then the messages it sends) and, once
-the handshake is done, a writer thread that seals and sends what the room
-puts in its bounded outbox. The room (room.py) knows nothing of sockets;
+reader thread (handshake, username, then the messages it sends). What the
+room puts in a client's bounded outbox is sealed and sent by the server's
+one sender thread (sender.py). The room (room.py) knows nothing of sockets;
 the limits are in limits.py, the operator console in console.py, the key
 file in keystore.py.
 """
@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+import admission
 import cli
 import crypto_utils
 import keystore
@@ -62,6 +63,7 @@ from protocol import (
     encode,
 )
 from room import DEFAULT_HISTORY, Cluster, Membership, Room, user_list_messages
+from sender import Outlet, Sender
 
 if TYPE_CHECKING:
     from cluster import RedisCluster  # imported only with --cluster: redis is optional
@@ -88,6 +90,17 @@ SERVER_FULL = "The server is full ({places}). Try again later."
 RECORDS_USED_UP = (
     "This connection has carried as many messages as its keys may protect (2^24). Reconnect to go on, with new keys."
 )
+#: Refusals before the handshake (admission.py), short: the client shows
+#: them as an unauthenticated reason.
+REFUSALS = {
+    admission.Why.SOURCE_CONNECTIONS: "Too many connections from your address ({max_per_address}).",
+    admission.Why.SOURCE_RATE: "Too many new connections from your address. Try again in {retry_after:.0f} s.",
+    admission.Why.STARTUPS: "The server is busy with new connections. Try again in a few seconds.",
+}
+#: Username attempts one connection may make before it is closed (each may
+#: be a Redis call in a cluster).
+MAX_USERNAME_ATTEMPTS = 10
+TOO_MANY_USERNAMES = f"Too many username attempts ({MAX_USERNAME_ATTEMPTS})."
 PORT_IN_USE = "Port {port} is already in use on {host}: is another server running? Choose another with --port."
 MAX_AWAY_LENGTH = 200  # characters of an away message (IRC servers allow about as many)
 
@@ -96,7 +109,7 @@ log = logging.getLogger("chat.server")
 
 def server_full(max_clients: int) -> str:
     """The refusal of a connection over ``--max-clients``."""
-    places = "1 connection at a time" if max_clients == 1 else f"{max_clients:,} connections at a time"
+    places = "1 person" if max_clients == 1 else f"{max_clients:,} people"
     return SERVER_FULL.format(places=places)
 
 
@@ -104,26 +117,37 @@ def server_full(max_clients: int) -> str:
 
 
 class ClientHandler:
-    """One client: its socket, protocol state, outbox and threads. A room
-    ``Member``.
+    """One client: its socket, protocol state, outbox and reader thread. A
+    room ``Member``.
 
-    The reader thread runs ``handle()``. After the handshake it starts the
-    writer thread, the only one that sends from then on: the reader drives
-    the receiving half of ``conn`` and the writer its sending half, as
-    ``protocol`` allows once the handshake is done.
+    The reader thread runs ``handle()``. After the handshake it hands the
+    client's ``Outlet`` to the server's sender, the only thread that sends
+    to it from then on: the reader drives the receiving half of ``conn`` and
+    the sender its sending half, as ``protocol`` allows once the handshake
+    is done.
     """
 
-    def __init__(self, server: ChatServer, sock: socket.socket, address: tuple[str, int]) -> None:
+    def __init__(
+        self,
+        server: ChatServer,
+        sock: socket.socket,
+        address: tuple[str, int],
+        ticket: admission.Ticket | None = None,
+    ) -> None:
         self.server = server
+        self.ticket = ticket  # its admission: given back when it ends
         self.room = server.room
         self.limits: Limits = server.limits
         self.sock = sock
         self.peer = transport.format_address(*address[:2])
         self.membership: Membership | None = None
-        self.outbox = Outbox(self.limits.sendq_bytes)
+        self.outbox = Outbox(self.limits.sendq_bytes, on_ready=self._wake_sender)
         self.conn = ServerConnection(server.identity)
         self.flood_control = TokenBucket(self.limits.rate, self.limits.burst)
-        self._writer: threading.Thread | None = None
+        self.outlet = Outlet(sock, self.conn, self.outbox, used_up=Goodbye(RECORDS_USED_UP))
+        self._sending = False  # the sender has the outlet: from the end of the handshake
+        self._readable = select.poll()  # poll() rather than select(): no limit on descriptor numbers
+        self._readable.register(sock, select.POLLIN)
         self._closing = threading.Event()
         self._parting = ""  # the line given with /quit, for the others
         self._frame_began: float | None = None
@@ -146,7 +170,7 @@ class ClientHandler:
     def close(self, reason: str) -> None:
         """Say goodbye and close (from another thread, for example on shutdown)."""
         self._closing.set()
-        if self._writer is None:
+        if not self._sending:
             self.abort()  # no keys yet: nothing can be said
         else:
             self.outbox.close(last=encode(Goodbye(reason)))
@@ -155,8 +179,14 @@ class ClientHandler:
         """Cut the connection now; the reader thread wakes up and cleans up."""
         self._closing.set()
         self.outbox.close()
+        self.outlet.cut()
         with contextlib.suppress(OSError):  # already closed by the peer or by us
             self.sock.shutdown(socket.SHUT_RDWR)
+        if self._sending:
+            self.server.sender.wake(self.outlet)  # to let go of the socket
+
+    def _wake_sender(self) -> None:
+        self.server.sender.wake(self.outlet)
 
     # The reader thread.
 
@@ -164,11 +194,16 @@ class ClientHandler:
         """The reader thread: handshake, username, then chat, until the end."""
         try:
             self._handshake()
-            self._start_writer()
+            self._sending = True
+            self.server.sender.add(self.outlet)
+            self._take_place()
             membership = self._choose_username()
             self._chat(membership)
         except _ClientLeft:
             pass
+        except _TurnedAway as exc:
+            log.info("%s: %s", self.peer, exc.reason)
+            self.close(exc.reason)
         except _DeadlinePassed as exc:
             log.info("%s: timed out %s", self.peer, exc.waiting_for)
             self.close(f"Timed out {exc.waiting_for}.")
@@ -181,38 +216,59 @@ class ClientHandler:
             self._finish()
 
     def _handshake(self) -> None:
-        deadline = _Deadline(self.limits.handshake_timeout, "waiting for the handshake")
-        self.sock.sendall(self.conn.data_to_send())
-        event = self._next_event(deadline, flush=True)
-        if isinstance(event, ConnectionClosed):
-            log.info("%s: closed during the handshake", self.peer)
-            raise _ClientLeft()
-        if not isinstance(event, HandshakeComplete):
-            raise protocol.RemoteProtocolError(f"handshake ended with {event}")
+        try:
+            deadline = _Deadline(self.limits.handshake_timeout, "waiting for the handshake")
+            self.sock.sendall(self.conn.data_to_send())
+            event = self._next_event(deadline, flush=True)
+            if isinstance(event, ConnectionClosed):
+                log.info("%s: closed during the handshake", self.peer)
+                raise _ClientLeft()
+            if not isinstance(event, HandshakeComplete):
+                raise protocol.RemoteProtocolError(f"handshake ended with {event}")
+        except (_ClientLeft, _DeadlinePassed, ProtocolError):
+            # sshd's PerSourcePenalties: a handshake not finished costs its
+            # address more (the server may have spent an RSA decryption).
+            if self.ticket is not None:
+                self.server.admission.penalize(self.ticket)
+            raise
         log.info("%s: handshake complete", self.peer)
+
+    def _take_place(self) -> None:
+        """Hold one of the ``max_clients`` places, now that the handshake
+        is done (the places are for people, never for connections still in
+        their handshake)."""
+        if self.ticket is not None and not self.server.admission.establish(self.ticket):
+            raise _TurnedAway(server_full(self.limits.max_clients))
 
     def _choose_username(self) -> Membership:
         deadline = _Deadline(self.limits.username_timeout, "waiting for a username")
         self._tell(self.limits.rate_limit_message())
         self._tell(UsernameRequest(ASK_USERNAME))
+        attempts = 0
         while self.membership is None:
             event = self._next_event(deadline)
             if isinstance(event, Username):
-                self.membership = self._try_username(event.name)
-            elif not self._handle_common(event):
+                # Capped: in a cluster each attempt may be a Redis call.
+                attempts += 1
+                self.membership = self._try_username(event.name, ask_again=attempts < MAX_USERNAME_ATTEMPTS)
+                if self.membership is None and attempts >= MAX_USERNAME_ATTEMPTS:
+                    raise _TurnedAway(TOO_MANY_USERNAMES)
+            elif not self._handle_common(event) and self._within_rate("it was not answered"):
                 self._tell(ErrorNotice("Choose a username first."))
         return self.membership
 
-    def _try_username(self, requested: str) -> Membership | None:
+    def _try_username(self, requested: str, ask_again: bool = True) -> Membership | None:
         try:
             name = names.accept(requested)
         except names.NameRefused as refused:
-            self._tell(UsernameRequest(USERNAME_INVALID.format(reason=refused.reason)))
+            if ask_again:
+                self._tell(UsernameRequest(USERNAME_INVALID.format(reason=refused.reason)))
             return None
         membership = self.room.join(self, name)
         if membership is None:
-            holder = self._look_alike_holder(name)
-            self._tell(UsernameRequest(USERNAME_LOOKS_TAKEN.format(holder=holder) if holder else USERNAME_TAKEN))
+            if ask_again:
+                holder = self._look_alike_holder(name)
+                self._tell(UsernameRequest(USERNAME_LOOKS_TAKEN.format(holder=holder) if holder else USERNAME_TAKEN))
         else:
             log.info("%s joined from %s", name, self.peer)
         return membership
@@ -236,7 +292,7 @@ class ClientHandler:
                 self._come_back(me, asked=True)
             elif isinstance(event, Goodbye) and event.reason:
                 self._part(event.reason)
-            elif not self._handle_common(event):
+            elif not self._handle_common(event) and self._within_rate("it was not answered"):
                 self._tell(ErrorNotice(f"{type(event).__name__} is not expected now."))
 
     def _relay(self, me: Membership, line: ChatLine) -> None:
@@ -260,8 +316,11 @@ class ClientHandler:
     def _relay_private(self, me: Membership, line: PrivateLine) -> None:
         if not self._admit(line.text):
             return
-        if not self.room.send_private(me, line.recipient, line.text):
-            self._tell(ErrorNotice(f"No one called {line.recipient} is online; the private message was not sent."))
+        recipient = recipient_name(line.recipient)
+        if recipient is None or not self.room.send_private(me, recipient, line.text):
+            self._tell(
+                ErrorNotice(f"No one called {excerpt(line.recipient, 40)} is online; the private message was not sent.")
+            )
             return
         # The text of private lines stays out of the log (the operator could
         # still read it: the server decrypts everything).
@@ -294,9 +353,11 @@ class ClientHandler:
         return holder if holder is not None and holder.casefold() != name.casefold() else None
 
     def _list_users(self) -> None:
-        # Not counted by flood control: the answer goes to the asker alone
-        # (whose send queue bounds it), and the client's own startup request
-        # must never be refused.
+        # Counted by flood control like every request: building the list
+        # costs (a Redis SCAN in a cluster). The client's own request on
+        # joining comes with a full bucket.
+        if not self._within_rate("the user list was not sent"):
+            return
         for message in user_list_messages(self.room.who(), self.room.away_messages()):
             self._tell(message)
 
@@ -318,6 +379,8 @@ class ClientHandler:
 
     def _come_back(self, me: Membership, asked: bool = False) -> None:
         """``/back``, or (not ``asked``) a line to everyone from someone away."""
+        if asked and not self._within_rate("you were not marked as back"):
+            return
         if me.away is None:
             if asked:
                 self._tell(Notice("You are not marked as away."))
@@ -349,8 +412,8 @@ class ClientHandler:
         return self._within_rate(f'"{excerpt(text)}" was not sent')
 
     def _within_rate(self, refused: str) -> bool:
-        """Flood control, for every message a member sends after joining:
-        True if it may be acted on; if not, the member is told (``refused``
+        """Flood control, for every message a client sends after the
+        handshake: True if it may be acted on; if not, the member is told (``refused``
         says what did not happen)."""
         wait = self.flood_control.take()
         if wait:
@@ -368,7 +431,8 @@ class ClientHandler:
         if isinstance(event, (Goodbye, ConnectionClosed)):
             raise _ClientLeft()
         if isinstance(event, MalformedMessage):
-            self._tell(ErrorNotice(f"Message not understood: {event.reason}."))
+            if self._within_rate("it was not answered"):  # reading it cost as much as a line
+                self._tell(ErrorNotice(f"Message not understood: {event.reason}."))
             return True
         return False
 
@@ -387,8 +451,12 @@ class ClientHandler:
             if event is not protocol.NEED_DATA:
                 self._frame_began = None
                 return event
-            _wait_readable(self.sock, self._earliest(deadline))
-            self.conn.receive_data(self.sock.recv(transport.RECV_SIZE))
+            self._wait_readable(self._earliest(deadline))
+            try:
+                data = self.sock.recv(transport.RECV_SIZE)
+            except BlockingIOError:
+                continue  # the sender made the socket non-blocking; poll() again
+            self.conn.receive_data(data)
 
     def _earliest(self, deadline: _Deadline | None) -> _Deadline | None:
         """The deadline for the next read: the stage's, or the frame's once
@@ -401,59 +469,53 @@ class ClientHandler:
         frame = _Deadline(self.limits.frame_timeout, "in the middle of a message", start=self._frame_began)
         return frame if deadline is None or frame.at < deadline.at else deadline
 
-    # The writer thread.
-
-    def _start_writer(self) -> None:
-        self._writer = threading.Thread(target=self._write_loop, name=f"writer {self.peer}", daemon=True)
-        self._writer.start()
-
-    def _write_loop(self) -> None:
-        """The writer thread: seal and send the queued messages, in order,
-        until the outbox is closed and empty.
-
-        What queued up while it was sending goes out together, in one record
-        (a Batch): the cipher setup is paid once per record, not once per
-        message, and no message waits for others to arrive. Sealing is under
-        the server's ``sealing`` lock; the send is not.
-        """
-        try:
-            while items := self.outbox.take_all():
-                with self.server.sealing:
-                    self.conn.send_batch(items)
-                self.sock.sendall(self.conn.data_to_send())
-        except protocol.RecordLimitError:
-            self._say_records_used_up()
-        except (OSError, ProtocolError) as exc:
-            if not self._closing.is_set():
-                log.info("%s: send failed: %s", self.peer, exc)
-        finally:
-            self.abort()
-
-    def _say_records_used_up(self) -> None:
-        """This direction has sealed all the records its keys may protect
-        but the last (protocol.MAX_RECORDS): that one says why, and the
-        connection ends. The client may reconnect, with new keys."""
-        log.info("%s: record limit reached: closing the connection", self.peer)
-        try:
-            self.conn.send(Goodbye(RECORDS_USED_UP))
-            self.sock.sendall(self.conn.data_to_send())
-        except (OSError, ProtocolError):
-            pass  # gone already: nothing to tell
+    def _wait_readable(self, deadline: _Deadline | None) -> None:
+        """Wait in poll(), not in recv(): an idle reader then holds no receive
+        buffer (recv allocates RECV_SIZE before it waits)."""
+        timeout = None if deadline is None else max(0.0, deadline.at - time.monotonic()) * 1000
+        if not self._readable.poll(timeout) and deadline is not None:
+            raise _DeadlinePassed(deadline.waiting_for)
 
     def _finish(self) -> None:
         if self.membership is not None:
             self.room.leave(self.membership, self._parting)
             log.info("%s left", self.membership.name)
-        if self._writer is not None:
-            self.outbox.close()  # what is queued still goes out, then the writer stops
-            self._writer.join(SHUTDOWN_GRACE)
+        if self._sending:
+            self.outbox.close()  # what is queued still goes out, then the sender lets go
+            if not self.outlet.finished.wait(SHUTDOWN_GRACE):
+                self.abort()
+                self.outlet.finished.wait(SHUTDOWN_GRACE)
+            failure = self.outlet.failure
+            if isinstance(failure, protocol.RecordLimitError):
+                log.info("%s: record limit reached: closing the connection", self.peer)
+            elif failure is not None and not self._closing.is_set():
+                log.info("%s: send failed: %s", self.peer, failure)
         self.abort()
-        self.sock.close()
+        self.sock.close()  # only now: the sender has let go of it
         self.server.forget(self)
+
+
+def recipient_name(raw: str) -> str | None:
+    """A private line's recipient, to be looked up by its names.key, or
+    None if it cannot be a username. Its length is checked first: no longer
+    text is normalized, nor made a key to look up (in a cluster, a Redis
+    key)."""
+    if len(raw) > 4 * protocol.MAX_USERNAME_LENGTH:  # room for what NFC joins
+        return None
+    name = raw.strip()
+    return name if name and name.isprintable() else None
 
 
 class _ClientLeft(Exception):
     """The client said goodbye or closed the connection: a normal end."""
+
+
+class _TurnedAway(Exception):
+    """The connection is ended by a limit; ``reason`` is its goodbye."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class _Deadline:
@@ -468,17 +530,6 @@ class _DeadlinePassed(Exception):
     def __init__(self, waiting_for: str) -> None:
         super().__init__(waiting_for)
         self.waiting_for = waiting_for
-
-
-def _wait_readable(sock: socket.socket, deadline: _Deadline | None) -> None:
-    if deadline is None:
-        return  # recv() blocks as long as it takes
-    # poll() rather than select(): it has no limit on descriptor numbers.
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    timeout = deadline.at - time.monotonic()
-    if timeout <= 0 or not poller.poll(timeout * 1000):
-        raise _DeadlinePassed(deadline.waiting_for)
 
 
 # --- the server --------------------------------------------------------------
@@ -496,19 +547,15 @@ class ChatServer:
 
     Attributes:
         handler_class: what serves one connection (as socketserver's
-            RequestHandlerClass); the benchmark swaps in an older writer.
+            RequestHandlerClass).
+        sender_class: the thread that seals and sends for every client
+            (sender.py); the benchmark swaps in one that seals a record per
+            message, as before batching.
         log_messages: log the text of public lines (off: metadata only).
-        sealing: held by a writer while it seals. One writer seals at a
-            time: pycryptodomex lets go of the GIL around each of its C
-            calls (a dozen or more per record), so with a writer per client
-            sealing at once, each call hands the GIL to another writer, and
-            the readers that feed them wait behind every one. Writers
-            waiting here sleep instead, and batch up what arrives meanwhile
-            (measured in docs/benchmarks.md, which also runs a server
-            without it).
     """
 
     handler_class: type[ClientHandler] = ClientHandler
+    sender_class: type[Sender] = Sender
     #: Put the text of public lines and actions in the log (--log-messages);
     #: otherwise only who sent one, and its length.
     log_messages: bool = False
@@ -525,8 +572,11 @@ class ChatServer:
     ) -> None:
         self.identity = ServerIdentity.of(identity_key)
         self.limits = limits
-        self.sealing: contextlib.AbstractContextManager[object] = threading.Lock()
         self.room = Room(history_size=history, motd=motd, cluster=cluster)
+        self.admission = admission.Admission(
+            limits.max_clients, limits.max_per_address, limits.handshake_rate, startups=limits.max_startups
+        )
+        self._refusals = admission.RefusalLog()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._listener = socket.create_server((host, port), family=family, backlog=128)
         self.server_address: tuple[str, int] = self._listener.getsockname()[:2]
@@ -536,6 +586,8 @@ class ChatServer:
         self._serving = threading.Event()
         self._stopped = threading.Event()
         self._wake_reader, self._wake_writer = socket.socketpair()
+        self.sender = self.sender_class()
+        self.sender.start()
         self.room.cluster.start()
 
     @property
@@ -579,12 +631,15 @@ class ChatServer:
             if thread.is_alive():
                 handler.abort()
                 thread.join(SHUTDOWN_GRACE)
+        self.sender.stop()
         self.room.cluster.close()
         self._wake_reader.close()
         self._wake_writer.close()
 
     def forget(self, handler: ClientHandler) -> None:
         """Called by a handler's reader thread as its last act."""
+        if handler.ticket is not None:  # first: once it is out of the table, its place is free
+            self.admission.release(handler.ticket)
         with self._handlers_lock:
             self._handlers.pop(handler, None)
 
@@ -618,21 +673,35 @@ class ChatServer:
             log.error("accept failed: %s", exc)
             self._shutdown_request.wait(0.1)
             return
-        if self.connection_count() >= self.limits.max_clients:
-            self._refuse(sock, address, server_full(self.limits.max_clients))
+        ticket = self.admission.admit(address[0])
+        if isinstance(ticket, admission.Refused):
+            self._refuse(sock, address, self._refusal_text(ticket), ticket)
             return
         transport.tune(sock, keepalive=True)
-        handler = self.handler_class(self, sock, address)
+        handler = self.handler_class(self, sock, address, ticket)
         thread = threading.Thread(target=handler.handle, name=f"reader {handler.peer}", daemon=True)
         with self._handlers_lock:
             self._handlers[handler] = thread
         log.info("%s: connected", handler.peer)
         thread.start()
 
-    def _refuse(self, sock: socket.socket, address: tuple[str, int], reason: str) -> None:
+    def _refusal_text(self, refused: admission.Refused) -> str:
+        if refused.why is admission.Why.FULL:
+            return server_full(self.limits.max_clients)
+        return REFUSALS[refused.why].format(
+            max_per_address=self.limits.max_per_address, retry_after=max(1.0, refused.retry_after)
+        )
+
+    def _refuse(
+        self, sock: socket.socket, address: tuple[str, int], reason: str, refused: admission.Refused | None = None
+    ) -> None:
         """Turn a connection away at once, without a thread or a key: the
-        refusal is one small frame that fits any socket buffer."""
-        log.warning("%s: refused: %s", transport.format_address(*address[:2]), reason)
+        refusal is one small frame that fits any socket buffer. A flood of
+        them is logged a line per address and reason every few seconds."""
+        count = 1 if refused is None else self._refusals.note(refused)
+        if count:
+            more = f" ({count} refused since the last line)" if count > 1 else ""
+            log.warning("%s: refused: %s%s", transport.format_address(*address[:2]), reason, more)
         try:
             sock.setblocking(False)
             sock.send(protocol.refusal(reason))
@@ -728,7 +797,8 @@ def _add_limit_options(group: argparse._ArgumentGroup) -> None:
         type=cli.positive(int, "--max-clients"),
         default=default.max_clients,
         metavar="N",
-        help=f"connections at once; one more is told the server is full (default: {default.max_clients})",
+        help="people at once (connections that finished the handshake); one more is told the server is full "
+        f"(default: {default.max_clients})",
     )
     group.add_argument(
         "--max-message-bytes",
@@ -759,6 +829,31 @@ def _add_limit_options(group: argparse._ArgumentGroup) -> None:
         metavar="BYTES",
         help=f"bytes queued for a client that does not read before it is disconnected (default: {default.sendq_bytes})",
     )
+    group.add_argument(
+        "--max-per-address",
+        type=count_type("--max-per-address"),
+        default=default.max_per_address,
+        metavar="N",
+        help="connections at once from one IP address (IPv6: one /64), handshakes included; "
+        f"0: no cap (default: {default.max_per_address})",
+    )
+    group.add_argument(
+        "--handshake-rate",
+        type=rate_type,
+        default=default.handshake_rate,
+        metavar="PER_SECOND",
+        help="new connections a second from one address, after 10 at once; a handshake not finished counts 3; "
+        f"0: no limit (default: {default.handshake_rate:g})",
+    )
+    group.add_argument(
+        "--max-startups",
+        type=startups_arg,
+        default=default.max_startups,
+        metavar="START:RATE:FULL",
+        help="connections still in their handshake, as sshd's MaxStartups: from START on, RATE%% of new ones "
+        "are refused, rising to all at FULL; N: a hard cap; 0: no cap (these never hold a --max-clients place) "
+        f"(default: {default.max_startups})",
+    )
     for name, seconds, what in (
         ("handshake", default.handshake_timeout, "to finish the handshake"),
         ("username", default.username_timeout, "to choose a username"),
@@ -782,6 +877,25 @@ def rate_type(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError("--rate must be 0 (no limit) or more")
     return value
+
+
+def count_type(option: str):
+    """argparse type: a whole number, 0 (off) or more."""
+
+    def parse(text: str) -> int:
+        if not text.isdigit():
+            raise argparse.ArgumentTypeError(f"{option} must be a whole number, 0 or more")
+        return int(text)
+
+    return parse
+
+
+def startups_arg(text: str) -> admission.Startups:
+    """argparse type for --max-startups."""
+    try:
+        return admission.startups_type(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--max-startups: {exc}") from None
 
 
 def limits_from(args: argparse.Namespace) -> Limits:

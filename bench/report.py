@@ -7,11 +7,11 @@ import math
 import os
 from pathlib import Path
 
-from bench.runner import CHAT, PLAIN, UNBATCHED, UNLOCKED, Results
+from bench import lockstep
+from bench.runner import CHAT, PLAIN, UNBATCHED, Results
 
 KIND_NAMES = {
     CHAT: "chat",
-    UNLOCKED: "chat, batched, no seal lock",
     UNBATCHED: "chat, unbatched (before)",
     PLAIN: "plaintext floor",
 }
@@ -19,6 +19,7 @@ SECTIONS = (
     "## Targets",
     "## Handshake",
     "## Fan-out",
+    "## Lockstep",
     "## Cluster",
     "## Memory",
     "## Raw costs",
@@ -292,6 +293,7 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
                     _yes(grown / members < 100),
                 )
             )
+    rows += lockstep.targets(results.lockstep, results.costs_us, results.room_rss_kib, CHAT, PLAIN)
     return rows or [("(targets need the full run)", "", "")]
 
 
@@ -304,6 +306,7 @@ def print_tables(results: Results) -> None:
         ("Targets", _table(("target", "measured", "met"), targets(results))),
         ("Handshake", handshake_table(results)),
         ("Fan-out", fanout_table(results)),
+        ("Lockstep", lockstep.table(results.lockstep, results.costs_us, KIND_NAMES)),
         ("Cluster", cluster_table(results)),
         ("Memory", memory_table(results)),
         ("Raw costs", costs_table(results)),
@@ -347,6 +350,21 @@ def write_json(results: Results, path: Path) -> None:
             for (k, m), g in results.room_rss_kib.items()
         ],
         "cluster": dict(skipped=results.cluster_skipped, runs=cluster_json(results)),
+        "lockstep": [
+            dict(
+                kind=r.kind,
+                receivers=r.receivers,
+                messages=r.messages,
+                deliveries=r.deliveries,
+                lost=r.lost,
+                duplicated=r.duplicated,
+                server_cpu_us_per_delivery=r.cpu_us,
+                p50_ms=r.latency(0.5),
+                p99_ms=r.latency(0.99),
+                context_switches=r.switches,
+            )
+            for r in results.lockstep
+        ],
         "costs_us": results.costs_us,
         "errors": results.errors,
     }
@@ -392,7 +410,7 @@ def plot(results: Results, path: Path) -> bool:
         return False
     senders = max(f.senders for _, f in results.fanout)
     figure, (latency, throughput) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for kind, style in ((CHAT, "o-"), (UNLOCKED, "d-."), (UNBATCHED, "s--"), (PLAIN, "^:")):
+    for kind, style in ((CHAT, "o-"), (UNBATCHED, "s--"), (PLAIN, "^:")):
         paced = sorted(
             (f for k, f in results.fanout if k == kind and f.paced and f.senders == senders), key=lambda f: f.members
         )
@@ -452,12 +470,10 @@ def findings(results: Results) -> list[str]:
         "broadcast is encoded once (the writer profile below is after this change).",
         "- **GIL hand-offs.** With a writer thread per client, every pycryptodomex C call (a dozen "
         "or more per record, each letting go of the GIL) handed the GIL to another writer, and "
-        "the reader threads that feed them all waited behind each of them; so writers seldom found "
-        "more than one or two messages queued, and batching alone gained little under load. Now "
-        "one writer seals at a time (a lock around the sealing, not the send): the others sleep "
-        "on the lock instead of taking turns at the GIL, and batch up what arrives meanwhile.",
-        "- **Before and after, same run** (flat out; *before* is the same server with the writer "
-        "loop of before, one record per message; *batched only* has the Batch but not the lock):",
+        "the reader threads that feed them all waited behind each of them. Now one sender thread "
+        "seals and writes for every client (sender.py), and batches up what queued meanwhile.",
+        "- **Before and after, same run** (flat out; *before* is the same server with a sender "
+        "that seals one record per message):",
         "",
     ]
     lines += _before_after(results)
@@ -533,10 +549,10 @@ def _paced_finding(results: Results) -> list[str]:
             f"- **Paced latency.** 10 senders at 10 messages a second to 100 clients ask for {demand:,} "
             f"deliveries a second, far below what the server does flat out ({flat.per_second:,.0f}); "
             f"yet p99 is {_ms(paced.latency(0.99))} ms (p50 {_ms(paced.latency(0.5))}), which {verdict} "
-            "the 50 ms target. Paced, a writer is idle when a message comes, so every delivery is a "
+            "the 50 ms target. Paced, the sender is idle when a message comes, so every delivery is a "
             "record of its own until a backlog forms: the server spent "
             f"{_cpu_ms_per_k(paced):.0f} ms of CPU per thousand deliveries paced against "
-            f"{_cpu_ms_per_k(flat):.0f} flat out, and the 99 writers of one message seal one after "
+            f"{_cpu_ms_per_k(flat):.0f} flat out, and the 99 records of one message are sealed one after "
             "another, so the last waits for the others. A cheaper record is what would close it: "
             "most of a seal is pycryptodomex's `AES.new(MODE_GCM)` working out the key schedule and "
             "GHASH table again for every nonce; keeping them per connection would need "
@@ -564,7 +580,7 @@ def _big_room_finding(results: Results) -> list[str]:
             f"{floor.per_second:,.0f} a second flat out against our {fan.per_second:,.0f}, and burns "
             f"{_cpu_ms_per_k(floor):.0f} ms of CPU per thousand deliveries against our "
             f"{_cpu_ms_per_k(fan):.0f}: its thousand writer threads take turns at the GIL around every "
-            "`sendall`, the convoy that the seal lock spares ours. The ratios that compare like with "
+            "`sendall`, the convoy that our one sender thread avoids. The ratios that compare like with "
             "like are those at 10 and 100 clients."
         ),
     ]
@@ -578,7 +594,7 @@ def _memory_finding(results: Results) -> list[str]:
     members, grown = rooms[-1]
     text = (
         f"- **Memory.** With {members:,} clients the server grows by {grown / members:.0f} KiB "
-        "per client: two threads (a reader, a writer), a socket, the connection's state and "
+        "per client: a reader thread, a socket, the connection's state and "
         "buffers."
     )
     if small:
@@ -596,7 +612,6 @@ def _before_after(results: Results) -> list[str]:
     for kind, fan in results.fanout:
         if kind != UNBATCHED or fan.paced:
             continue
-        middle = _find(results, UNLOCKED, fan.members, fan.senders, False)
         after = _find(results, CHAT, fan.members, fan.senders, False)
         floor = _find(results, PLAIN, fan.members, fan.senders, False)
         if after:
@@ -605,7 +620,6 @@ def _before_after(results: Results) -> list[str]:
                     fan.members,
                     fan.senders,
                     f"{fan.per_second:,.0f}",
-                    f"{middle.per_second:,.0f}" if middle else "",
                     f"{after.per_second:,.0f}",
                     f"{after.per_second / fan.per_second:.1f}×",
                     f"{floor.per_second:,.0f}" if floor else "",
@@ -618,8 +632,7 @@ def _before_after(results: Results) -> list[str]:
             "clients",
             "senders",
             "before, deliveries/s",
-            "batched only",
-            "after (batched, seal lock)",
+            "after (batched)",
             "gain",
             "plaintext floor",
             "before p99 ms",
@@ -640,7 +653,7 @@ def write_markdown(
         "the machine is at the end.",
         "",
         "Three servers run in turn, each in its own process on 127.0.0.1: **chat** (`server.py` as it "
-        "is), **chat, unbatched (before)** (the same with the writer of before issue 5, one record "
+        "is), **chat, unbatched (before)** (the same with a sender that seals as before issue 5, one record "
         "per message) and the **plaintext floor** (the same framing, message encoding, `Room` and "
         "reader and writer thread per client, with no handshake and no encryption; its writer, like "
         "ours, sends everything queued with one `sendall`, so the ratio measures the cryptography, "
@@ -678,6 +691,7 @@ def write_markdown(
         "",
         *fanout_table(results),
         "",
+        *lockstep.section(results.lockstep, results.costs_us, KIND_NAMES, CHAT, PLAIN),
         "## Cluster",
         "",
         "The same flat-out fan-out (the first *senders* of the *clients* send, every message goes "

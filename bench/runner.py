@@ -19,12 +19,12 @@ from typing import NamedTuple
 
 import crypto_utils
 import protocol
-from bench import micro, scenarios
+from bench import lockstep, micro, scenarios
 from bench.loadgen import BenchError
 from bench.redis_server import RedisServer
 from bench.servers import ROOT, TEST_KEY
 
-PLAIN, UNBATCHED, UNLOCKED, CHAT = "plain", "chat-unbatched", "chat-unlocked", "chat"
+PLAIN, UNBATCHED, CHAT = "plain", "chat-unbatched", "chat"
 SMALL_STACKS = "chat, 256 KiB thread stacks"
 SMALL_STACK_SIZE = 256 * 1024
 START_TIMEOUT = 15.0  # seconds for a server process to say its port
@@ -45,10 +45,13 @@ class Plan:
     stack_room: int  # room size for the memory run with small thread stacks
     cluster_room: int  # room size for the cluster runs
     cluster_senders: int
+    lockstep_deliveries: int = 20_000  # per lockstep run, roughly (bench/lockstep.py)
+    lockstep_least: int = 100  # messages per lockstep run, at least
+    lockstep_rooms: tuple[int, ...] = ()  # lockstep in rooms of these sizes too, beside those of `sizes`
 
 
 FULL = Plan(
-    sizes={PLAIN: (10, 100, 1000), UNBATCHED: (10, 100), UNLOCKED: (10, 100), CHAT: (10, 100, 1000)},
+    sizes={PLAIN: (10, 100, 1000), UNBATCHED: (10, 100), CHAT: (10, 100, 1000)},
     senders=(1, 10),
     handshakes=200,
     flat_deliveries=100_000,
@@ -59,9 +62,10 @@ FULL = Plan(
     stack_room=100,
     cluster_room=100,
     cluster_senders=10,
+    lockstep_rooms=(501,),
 )
 QUICK = Plan(
-    sizes={PLAIN: (10, 50), UNBATCHED: (10,), UNLOCKED: (10,), CHAT: (10, 50)},
+    sizes={PLAIN: (10, 50), UNBATCHED: (10,), CHAT: (10, 50)},
     senders=(1, 5),
     handshakes=10,
     flat_deliveries=2_000,
@@ -72,6 +76,8 @@ QUICK = Plan(
     stack_room=10,
     cluster_room=20,
     cluster_senders=4,
+    lockstep_deliveries=200,
+    lockstep_least=10,
 )
 
 
@@ -107,6 +113,7 @@ class Results:
     profiles: dict[str, str] = field(default_factory=dict)
     cluster: list[ClusterRun] = field(default_factory=list)
     cluster_skipped: str | None = None  # why there are no cluster runs
+    lockstep: list[lockstep.LockstepResult] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
@@ -162,7 +169,7 @@ def run(plan: Plan, progress=print) -> Results:
     results = Results()
     progress("raw costs and profiles")
     measure_costs(plan, results)
-    for kind in (PLAIN, UNBATCHED, UNLOCKED, CHAT):
+    for kind in (PLAIN, UNBATCHED, CHAT):
         if kind in (PLAIN, CHAT):
             guarded(results, f"{kind} handshakes", functools.partial(measure_handshakes, plan, kind, results), progress)
         for members in plan.sizes[kind]:
@@ -170,6 +177,14 @@ def run(plan: Plan, progress=print) -> Results:
                 results,
                 f"{kind} room of {members}",
                 functools.partial(measure_room, plan, kind, members, results),
+                progress,
+            )
+    for members in plan.lockstep_rooms:
+        for kind in (PLAIN, CHAT):
+            guarded(
+                results,
+                f"{kind} room of {members}, lockstep",
+                functools.partial(measure_room, plan, kind, members, results, fan_out=False),
                 progress,
             )
     guarded(
@@ -198,6 +213,8 @@ def measure_costs(plan: Plan, results: Results) -> None:
     key = crypto_utils.import_private_key(TEST_KEY.read_bytes())
     results.costs_us.update(micro.record_costs(plan.micro_repeat))
     results.costs_us.update(micro.handshake_costs(key, plan.rsa_repeat))
+    if math.isnan(lockstep.seal_costs(results.costs_us)[1]):
+        results.costs_us["one AES.new(MODE_GCM) seal of a chat line"] = lockstep.aes_new_seal_us(plan.micro_repeat)
     identity = protocol.ServerIdentity.of(key)
     messages = plan.micro_repeat // 4
     for batch in (1, 16, 64):
@@ -223,15 +240,19 @@ def measure_handshakes(plan: Plan, kind: str, results: Results) -> None:
             )
 
 
-def measure_room(plan: Plan, kind: str, members: int, results: Results) -> None:
-    """A fresh server: idle RSS, fill the room, RSS, then the fan-out runs."""
+def measure_room(plan: Plan, kind: str, members: int, results: Results, fan_out: bool = True) -> None:
+    """A fresh server: idle RSS, fill the room, RSS, lockstep (chat and the
+    floor), then the fan-out runs."""
     with ServerProcess(kind) as server:
         results.idle_rss_kib.setdefault(kind, server.rss_kib())
         idle = server.rss_kib()
         gen = scenarios.fill_room(server.address, kind == PLAIN, members, fill_timeout(plan, members))
         try:
             results.room_rss_kib[(kind, members)] = server.rss_kib() - idle
-            for senders in plan.senders:
+            if kind in (CHAT, PLAIN):
+                messages = lockstep.message_count(members - 1, plan.lockstep_deliveries, plan.lockstep_least)
+                results.lockstep.append(lockstep.run(gen, kind, server.proc.pid, messages, plan.timeout))
+            for senders in plan.senders if fan_out else ():
                 senders = min(senders, members)
                 results.fanout.append((kind, with_cpu([server], functools.partial(run_flat_out, plan, gen, senders))))
                 results.fanout.append(

@@ -2,10 +2,9 @@
 
     python -m bench.servers KIND [--stack-size BYTES] [--cluster redis://HOST:PORT/DB]
 
-KIND is ``chat`` (server.ChatServer as it is), ``chat-unlocked`` (the same
-without the lock that lets one writer seal at a time), ``chat-unbatched``
-(neither: one record per message, as before issue 5) or ``plain`` (the
-plaintext floor). With ``--cluster`` a chat server joins the cluster on that
+KIND is ``chat`` (server.ChatServer as it is), ``chat-unbatched`` (the
+same with a sender that seals one record per message, as before issue 5)
+or ``plain`` (the plaintext floor). With ``--cluster`` a chat server joins the cluster on that
 Redis, as ``server.py --cluster`` does. It prints ``PORT <n>`` once listening, and
 runs until SIGTERM or until its standard input closes. It uses the test-only
 key from tests/keys (making a 3,072-bit key takes seconds): never a real one.
@@ -14,53 +13,51 @@ key from tests/keys (making a 3,072-bit key takes seconds): never a real one.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
 import sys
 import threading
 from pathlib import Path
 
+import admission
 import crypto_utils
 import limits
+import protocol
+import sender
 import server as chat_server
 from bench.plain import PlainServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_KEY = ROOT / "tests" / "keys" / "test-only-server-key.pem"
-KINDS = ("chat", "chat-unlocked", "chat-unbatched", "plain")
+KINDS = ("chat", "chat-unbatched", "plain")
 
 
 #: The server's limits for a benchmark: the load generator is no person. It
-#: sends faster than flood control allows one, and a room may hold 1,000.
-BENCH_LIMITS = limits.Limits(max_clients=2000, rate=0)
+#: sends faster than flood control allows one, a room may hold 1,000, and
+#: all of them come from 127.0.0.1 (so no per-address limits either).
+BENCH_LIMITS = limits.Limits(
+    max_clients=2000, rate=0, max_per_address=0, handshake_rate=0, max_startups=admission.UNCAPPED
+)
 
 
-class UnbatchedHandler(chat_server.ClientHandler):
-    """A connection served with the writer of before issue 5."""
+class UnbatchedSender(sender.Sender):
+    """The sender, sealing as before issue 5: one record per message (then
+    one send for all of them)."""
 
-    def _write_loop(self) -> None:
-        """One record per message (then one sendall for all of them)."""
-        try:
-            while items := self.outbox.take_all():
-                for item in items:
-                    self.conn.send_batch([item])
-                self.sock.sendall(self.conn.data_to_send())
-        except (OSError, chat_server.ProtocolError):
-            pass
-        finally:
-            self.abort()
+    def _seal(self, conn: protocol.ServerConnection, items: list[protocol.Encoded]) -> None:
+        for item in items:
+            conn.send_batch([item])
+
+
+class UnbatchedServer(chat_server.ChatServer):
+    sender_class = UnbatchedSender
 
 
 def make_server(kind: str, cluster_url: str | None = None):
     if kind == "plain":
         return PlainServer("127.0.0.1", 0)
     key = crypto_utils.import_private_key(TEST_KEY.read_bytes())
-    server = chat_server.ChatServer(key, "127.0.0.1", 0, BENCH_LIMITS, cluster=join_cluster(cluster_url))
-    if kind == "chat-unbatched":
-        server.handler_class = UnbatchedHandler
-    if kind == "chat-unlocked":
-        server.sealing = contextlib.nullcontext()
-    return server
+    server_class = UnbatchedServer if kind == "chat-unbatched" else chat_server.ChatServer
+    return server_class(key, "127.0.0.1", 0, BENCH_LIMITS, cluster=join_cluster(cluster_url))
 
 
 def join_cluster(url: str | None):

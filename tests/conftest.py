@@ -10,7 +10,7 @@ import pytest
 
 import crypto_utils
 import server as chat_server
-from tests.helpers import ChatTestClient, OwnServer
+from tests.helpers import ChatTestClient, OwnServer, open_door_limits
 from tests.redis_proc import RedisServer
 
 KEYS = Path(__file__).parent / "keys"
@@ -37,7 +37,9 @@ def xdg_data_home(tmp_path, monkeypatch):
 
 
 def start_server(key, **options) -> tuple[chat_server.ChatServer, threading.Thread]:
-    """A ChatServer on 127.0.0.1 and a free port (``options`` for ChatServer), serving."""
+    """A ChatServer on 127.0.0.1 and a free port (``options`` for ChatServer;
+    ``limits`` by default ``open_door_limits()``), serving."""
+    options.setdefault("limits", open_door_limits())
     server = chat_server.ChatServer(key, "127.0.0.1", 0, **options)
     thread = threading.Thread(target=server.serve_forever, name="serve_forever", daemon=True)
     thread.start()

@@ -10,6 +10,7 @@ import time
 
 import protocol
 import server
+from admission import UNCAPPED
 from limits import Limits
 from protocol import (
     ChatLine,
@@ -27,10 +28,22 @@ from protocol import (
 TIMEOUT = 5.0  # seconds any single expected event may take
 DEADLINE = 5.0  # seconds for anything the tests poll for
 
+#: The per-address limits before the handshake, off: a test opens dozens of
+#: connections from 127.0.0.1 within a second, as no person does. The tests
+#: of those limits (test_admission.py) turn them on.
+OPEN_DOOR = {"max_per_address": 0, "handshake_rate": 0.0, "max_startups": UNCAPPED}
+
+
+def open_door_limits(**changed) -> Limits:
+    """Limits for a test server: the defaults with ``OPEN_DOOR``, then ``changed``."""
+    return Limits(**{**OPEN_DOOR, **changed})
+
 
 class ChatTestClient:
-    def __init__(self, address, conn: ClientConnection | None = None) -> None:
-        self.sock = socket.create_connection(address, timeout=TIMEOUT)
+    def __init__(self, address, conn: ClientConnection | None = None, source: str | None = None) -> None:
+        # ``source``: the loopback address to connect from (127.0.0.2 and up
+        # are loopback too), for the per-address limits.
+        self.sock = socket.create_connection(address, timeout=TIMEOUT, source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as client.py does
         self.conn = conn or ClientConnection()
         self.hello: ServerHello | None = None
@@ -126,15 +139,15 @@ class OwnServer:
         self.stopped = False
 
     def start(self, cluster=None, **limits) -> server.ChatServer:
-        """Start serving, with ``limits`` (fields of ``limits.Limits``) changed,
-        alone or in ``cluster``."""
-        self.server = server.ChatServer(self.key, "127.0.0.1", 0, Limits(**limits), cluster=cluster)
+        """Start serving, with ``limits`` (fields of ``limits.Limits``) changed
+        from ``open_door_limits()``, alone or in ``cluster``."""
+        self.server = server.ChatServer(self.key, "127.0.0.1", 0, open_door_limits(**limits), cluster=cluster)
         self.thread = threading.Thread(target=self.server.serve_forever, name="serve_forever", daemon=True)
         self.thread.start()
         return self.server
 
-    def client(self, name: str | None = None, handshake: bool = True) -> ChatTestClient:
-        client = ChatTestClient(self.server.server_address)
+    def client(self, name: str | None = None, handshake: bool = True, source: str | None = None) -> ChatTestClient:
+        client = ChatTestClient(self.server.server_address, source=source)
         self.clients.append(client)
         if handshake:
             client.handshake()

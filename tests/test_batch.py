@@ -1,18 +1,13 @@
 """Batches (PROTOCOL.md section 4, type 0x0F): several messages sealed in one
 record by the server, read by the client as the same messages one by one.
-Over the fake wire of test_protocol.py, then the server's writer."""
+Over the fake wire of test_protocol.py, then through the server (the
+sender's own batching is in test_sender.py)."""
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import types
-
 import pytest
 
-import limits
 import protocol
-import server
 from crypto_utils import TAG_SIZE
 from protocol import (
     BATCH_TYPE,
@@ -199,27 +194,7 @@ def test_decode_record_of_one_message_is_decode_message():
     assert protocol.decode_record(payload) == [protocol.decode_message(payload)]
 
 
-# --- the server's writer -----------------------------------------------------
-
-
-def test_writer_seals_what_is_queued_as_one_batch(identity_key):
-    """The writer's one step: everything the outbox holds, sealed together."""
-    ours, theirs = socket.socketpair()
-    with ours, theirs:
-        fake_server = types.SimpleNamespace(
-            identity=protocol.ServerIdentity.of(identity_key),
-            limits=limits.Limits(),
-            room=None,
-            sealing=contextlib.nullcontext(),
-        )
-        handler = server.ClientHandler(fake_server, ours, ("127.0.0.1", 1))
-        for item in encoded(BURST):
-            handler.outbox.put(item)
-        sealed = []
-        handler.conn = types.SimpleNamespace(send_batch=sealed.append, data_to_send=lambda: b"")
-        handler.outbox.close()
-        handler._write_loop()
-    assert [[item.message for item in batch] for batch in sealed] == [BURST]
+# --- through the server -------------------------------------------------------
 
 
 def test_burst_reaches_a_reader_complete_and_in_order(own_server):

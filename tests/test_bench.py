@@ -24,6 +24,7 @@ import pytest
 
 from bench import __main__ as bench_main
 from bench import runner, scenarios, servers
+from bench.lockstep import LockstepResult
 from bench.report import SECTIONS, plot, write_json, write_markdown
 from bench.runner import CHAT, CLUSTER_SETUPS, PLAIN, ClusterRun, Plan, Results
 from bench.scenarios import FanOutResult, HandshakeResult
@@ -150,11 +151,15 @@ def small_results() -> Results:
             results.handshakes[(kind, at_once)] = HandshakeResult(10, at_once, 2.0, 3.0, 400.0)
         results.idle_rss_kib[kind] = 20_000
         results.room_rss_kib[(kind, 100)] = 4_000
-    for kind in (CHAT, runner.UNLOCKED, runner.UNBATCHED, PLAIN):
+    for kind in (CHAT, runner.UNBATCHED, PLAIN):
         for senders in (1, 10):
             for paced in (False, True):
                 results.fanout.append((kind, fan_out(100, senders, paced)))
     results.cluster = [ClusterRun(setup, fan_out(20, 4, False), redis_cpu=0.05) for setup in CLUSTER_SETUPS]
+    for kind in (CHAT, PLAIN):
+        results.lockstep.append(
+            LockstepResult(kind, 100, 10, 1000, 0, 1.0, 0.02, 0.03, 40, latencies_ms=[float(i) for i in range(10)])
+        )
     return results
 
 
@@ -178,7 +183,7 @@ def test_report_writes_every_section(tmp_path):
     assert not re.search(r"\bnan\b", report.split("## Profiles")[0]), "a figure the results hold came out NaN"
 
     figures = json.loads((tmp_path / "benchmarks.json").read_text(encoding="utf-8"))
-    assert len(figures["handshakes"]) == 4 and len(figures["fanout"]) == 16 and len(figures["memory"]) == 2
+    assert len(figures["handshakes"]) == 4 and len(figures["fanout"]) == 12 and len(figures["memory"]) == 2
     assert all(row["lost"] == row["duplicated"] == 0 for row in figures["fanout"])
     assert figures["cluster"]["skipped"] is None
     assert [run["ratio"] for run in figures["cluster"]["runs"]] == [1.0, 1.0, 1.0]
@@ -242,11 +247,17 @@ def test_quick_run_loses_and_duplicates_nothing(quick_run):
     figures = json.loads((out / "benchmarks.json").read_text())
     assert figures["errors"] == []
     kinds = {row["kind"] for row in figures["fanout"]}
-    assert kinds == {"chat", "chat-unlocked", "chat-unbatched", "plain"}
+    assert kinds == {"chat", "chat-unbatched", "plain"}
     for row in figures["fanout"]:
         assert row["messages"] > 0
         assert row["deliveries"] == row["expected"] > 0, row
         assert row["lost"] == row["duplicated"] == row["reordered"] == 0, row
+    assert {(row["kind"], row["receivers"]) for row in figures["lockstep"]} == {
+        (kind, members - 1) for kind in ("chat", "plain") for members in runner.QUICK.sizes[kind]
+    }
+    for row in figures["lockstep"]:
+        assert row["deliveries"] == row["messages"] * row["receivers"] > 0, row
+        assert row["lost"] == row["duplicated"] == 0, row
 
 
 @pytest.mark.slow
@@ -265,7 +276,7 @@ def test_quick_run_writes_every_section_and_the_plot(quick_run):
         ("plain", 1),
         ("plain", 8),
     }
-    assert {row["kind"] for row in figures["memory"]} >= {"chat", "chat-unlocked", "chat-unbatched", "plain"}
+    assert {row["kind"] for row in figures["memory"]} >= {"chat", "chat-unbatched", "plain"}
 
 
 @pytest.mark.slow

@@ -250,7 +250,7 @@ def test_a_full_server_is_one_clear_line_and_a_failure(limited_server, tmp_path)
         assert third.stderr.text() == (
             "The server turned the connection away before the handshake (it does so when it is full). "
             "Try again later.\n"
-            "(The server's words, unverified: The server is full (2 connections at a time). Try again later.)\n"
+            "(The server's words, unverified: The server is full (2 people). Try again later.)\n"
         )
         assert third.stdout.text() == "Trying to connect server...\nConnected to server.\n"
     finally:

@@ -83,7 +83,7 @@ def test_one_client_over_the_maximum_is_told_the_server_is_full(own_server, capl
 
     third = ChatTestClient(chat.server_address)
     refusal = third.next_event()
-    assert refusal == ServerRefused("The server is full (2 connections at a time). Try again later.")
+    assert refusal == ServerRefused("The server is full (2 people). Try again later.")
     assert isinstance(third.next_event(), ConnectionClosed)
     assert "refused: The server is full" in caplog.text
 

@@ -3,12 +3,11 @@ client's pacer, and the server's limit options."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 import limits
 import server
+from admission import Startups
 from limits import Limits
 from protocol import ChatMessage, Encoded, Goodbye, RateLimit, encode
 
@@ -101,45 +100,60 @@ def test_the_send_queue_refuses_what_would_pass_its_limit_and_keeps_the_rest():
     assert outbox.queued_bytes == 3 * queued_size()
     assert outbox.put(item()) is False
     assert outbox.queued_bytes == 3 * queued_size()
-    assert messages_of(outbox.take_all()) == [message(str(n) * 100) for n in range(3)]
+    assert messages_of(outbox.take()) == [message(str(n) * 100) for n in range(3)]
 
 
-def test_a_send_queue_that_overflowed_takes_nothing_more_and_lets_its_writer_stop():
+def test_a_send_queue_that_overflowed_takes_nothing_more_and_lets_its_sender_stop():
     outbox = limits.Outbox(limit_bytes=queued_size())
     assert outbox.put(item("first"))
     assert outbox.put(item("y" * 1000)) is False  # over: the client is to be cut off
 
     assert outbox.put(item("later")) is True  # dropped: the client is on its way out
-    assert messages_of(outbox.take_all()) == [message("first")]
-    assert outbox.take_all() == []  # closed and empty: the writer's signal to stop
+    assert messages_of(outbox.take()) == [message("first")]
+    assert outbox.take() is None  # closed and empty: the sender's signal to stop
 
 
 def test_a_message_counts_by_its_text_so_long_lines_fill_the_queue_sooner():
     assert queued_size("y" * 4000) - queued_size("y" * 1000) == 3000
 
 
-def test_close_lets_the_goodbye_past_the_limit_and_the_writer_drains_then_stops():
+def test_close_lets_the_goodbye_past_the_limit_and_the_sender_drains_then_stops():
     outbox = limits.Outbox(limit_bytes=queued_size())
     outbox.put(item())
 
     outbox.close(last=encode(Goodbye("bye")))
     outbox.put(item("after the close"))  # dropped: the client is leaving
 
-    assert messages_of(outbox.take_all()) == [message(), Goodbye("bye")]
-    assert outbox.take_all() == []  # closed and empty: stop
+    assert messages_of(outbox.take()) == [message(), Goodbye("bye")]
+    assert outbox.take() is None  # closed and empty: stop
 
 
-def test_take_all_waits_for_a_message_from_another_thread():
-    outbox = limits.Outbox(limit_bytes=10_000)
-    taken: list = []
-    writer = threading.Thread(target=lambda: taken.extend(outbox.take_all()))
-    writer.start()
+def test_the_sender_is_called_once_per_turn_not_once_per_message():
+    calls = []
+    outbox = limits.Outbox(limit_bytes=10_000, on_ready=lambda: calls.append("ready"))
 
-    outbox.put(item("wake up"))
-    writer.join(5)
+    for text in ("one", "two", "three"):
+        outbox.put(item(text))
+    assert calls == ["ready"]  # the sender is on its way: more items need no call
 
-    assert not writer.is_alive()
-    assert messages_of(taken) == [message("wake up")]
+    assert messages_of(outbox.take()) == [message("one"), message("two"), message("three")]
+    outbox.put(item("four"))  # the sender has not yet found the outbox empty
+    assert calls == ["ready"]
+    assert messages_of(outbox.take()) == [message("four")]
+    assert outbox.take() == []  # empty, not closed: the turn ends
+
+    outbox.put(item("five"))
+    assert calls == ["ready", "ready"]
+
+
+def test_closing_an_idle_outbox_calls_the_sender_so_that_it_can_stop():
+    calls = []
+    outbox = limits.Outbox(limit_bytes=10_000, on_ready=lambda: calls.append("ready"))
+
+    outbox.close()
+
+    assert calls == ["ready"]
+    assert outbox.take() is None
 
 
 # --- the client's pacer ------------------------------------------------------
@@ -185,7 +199,8 @@ def test_the_defaults_are_the_documented_ones():
     defaults = server.limits_from(server.parse_args([]))
     assert defaults == Limits()
     assert (defaults.max_clients, defaults.max_message_bytes, defaults.rate, defaults.burst) == (1000, 4096, 5, 20)
-    assert (defaults.handshake_timeout, defaults.frame_timeout) == (10, 10)
+    assert (defaults.handshake_timeout, defaults.frame_timeout) == (5, 10)
+    assert (defaults.max_per_address, defaults.handshake_rate, str(defaults.max_startups)) == (10, 1, "20:30:100")
 
 
 def test_every_limit_is_an_option():
@@ -207,6 +222,12 @@ def test_every_limit_is_an_option():
             "30",
             "--frame-timeout",
             "1.5",
+            "--max-per-address",
+            "3",
+            "--handshake-rate",
+            "0.5",
+            "--max-startups",
+            "4:50:8",
         ]
     )
     assert server.limits_from(args) == limits.Limits(
@@ -218,6 +239,9 @@ def test_every_limit_is_an_option():
         handshake_timeout=2,
         username_timeout=30,
         frame_timeout=1.5,
+        max_per_address=3,
+        handshake_rate=0.5,
+        max_startups=Startups(4, 50, 8),
     )
 
 
@@ -233,6 +257,11 @@ def test_every_limit_is_an_option():
         ["--sendq", "-5"],
         ["--handshake-timeout", "0"],
         ["--max-message-bytes", str(server.MAX_MESSAGE_BYTES_CEILING + 1)],
+        ["--max-per-address", "-1"],
+        ["--handshake-rate", "fast"],
+        ["--max-startups", "30:30:20"],
+        ["--max-startups", "10:130:100"],
+        ["--max-startups", "1:2"],
     ],
 )
 def test_a_bad_limit_is_a_clear_usage_error(argv, capsys):

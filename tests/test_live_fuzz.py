@@ -25,6 +25,7 @@ import pytest
 import limits
 import names
 import protocol
+import server
 from protocol import (
     MAX_FRAME_SIZE,
     ActionLine,
@@ -43,7 +44,7 @@ from protocol import (
     UserParted,
 )
 from tests.conftest import start_server, stop_server
-from tests.helpers import ChatTestClient, wait_until
+from tests.helpers import ChatTestClient, open_door_limits, wait_until
 
 TIMEOUT = 5.0  # seconds the server may take to answer or close one connection
 SETTLE = 10.0  # seconds for its threads to end once every connection is gone
@@ -325,7 +326,20 @@ def random_authentic_records(fz: Fuzzer, connections: int, records: int) -> None
                 event = client.next_event()
                 assert isinstance(event, answers), f"{event!r} for {case}"
 
-        send_batch(answered_before_joining, (ErrorNotice, UsernameRequest), records // 3)
+        # Fewer refused usernames than the server allows one connection.
+        usernames_refused = 0
+
+        def answered_and_not_one_username_too_many(payload: bytes) -> bool:
+            nonlocal usernames_refused
+            if not answered_before_joining(payload):
+                return False
+            if isinstance(protocol.decode_message(payload), Username):
+                if usernames_refused == server.MAX_USERNAME_ATTEMPTS - 1:
+                    return False
+                usernames_refused += 1
+            return True
+
+        send_batch(answered_and_not_one_username_too_many, (ErrorNotice, UsernameRequest), records // 3)
         client.join(name)
         assert observer.expect(UserJoined).name == name
         send_batch(answered_with_an_error, (ErrorNotice,), records - records // 3)
@@ -388,8 +402,8 @@ SEED = 20261125
 @pytest.fixture
 def running_server(identity_key):
     """As conftest's, but without history: a newcomer here must get only the
-    answers the test counts, not the lines said before it came."""
-    chat, thread = start_server(identity_key, history=0)
+    answers the test counts, not the lines said before it came. Flood control is off: it is tested elsewhere."""
+    chat, thread = start_server(identity_key, history=0, limits=open_door_limits(rate=0))
     try:
         yield chat
     finally:

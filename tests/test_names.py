@@ -65,6 +65,8 @@ def refusal(raw: str) -> str:
         "金민준",  # Han and Hangul: Korean
         "Ἀλέξανδρος",
         "Mary-Jane O'Brien",
+        "दुःखी",  # the visarga looks like a colon, and is a letter's mark
+        "ᐳᐦᑕ",  # Cree syllabics: ᐳ looks like >
         "J. R. R. Tolkien",
         "🇫🇷 Marie",
         "ash-3",
@@ -156,6 +158,7 @@ def test_names_that_differ_have_different_keys(one, other):
         ("admin: hi", "may not contain ':'"),
         ("admin：hi", "may not contain ':'"),  # fullwidth colon
         ("admin∶hi", "may not contain ':'"),  # the ratio sign looks like one
+        ("adminː hi", "may not contain ':'"),  # and so does the IPA length mark
         ("[admin -> me] psst", "may not start with '['"),
         ("* admin waves", "may not start with '*'"),
         ("⁎admin", "may not start with '*'"),

@@ -21,7 +21,7 @@ from terminal import Display
 from tests.conftest import stop_server
 from tests.test_terminal import TIMEOUT, join_at_terminal, open_pty  # noqa: F401 (a fixture)
 
-SERVER_WORDS = "The server is full (2 connections at a time). Try again later."
+SERVER_WORDS = "The server is full (2 people). Try again later."
 
 
 def fingerprint_of(key) -> str:
@@ -289,7 +289,7 @@ def test_a_forged_refusal_is_cut_short_labelled_and_cleaned():
     assert "\x1b" not in text
 
 
-@pytest.mark.parametrize(("places", "words"), [(1, "1 connection at a time"), (1000, "1,000 connections at a time")])
+@pytest.mark.parametrize(("places", "words"), [(1, "1 person"), (1000, "1,000 people")])
 def test_the_full_server_refusal_counts_properly(places, words):
     assert chat_server.server_full(places) == f"The server is full ({words}). Try again later."
 

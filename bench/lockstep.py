@@ -1,0 +1,269 @@
+"""Lockstep: a room at human pace (issue 12, item 1).
+
+One sender, one message in flight: the next is sent only once every
+receiver has the one before. So each message is sealed and sent to the
+whole room by an idle server, as when people type, and nothing batches. It
+measures what one delivery costs the server (its CPU time over the run,
+from /proc, per delivery), how long the last receiver waits, and how often
+the server's threads were switched (from /proc/PID/task/*/status).
+
+This module also writes its section of docs/benchmarks.md and its targets,
+beside the cost of one of the project's seals and one ``AES.new`` seal
+measured in the same run (bench/micro.py).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.loadgen import BenchError, LoadGen
+from bench.scenarios import cpu_seconds, own_cpu_seconds, percentile
+
+#: The IRC server over TLS (ngircd), p99 to the last of 500 receivers, in the
+#: run the issue reports. It cannot run here; ours is set beside it.
+IRC_P99_500_MS = 28.0
+SEAL_TARGET, AES_NEW_TARGET, RSS_TARGET_KIB = 1.3, 0.6, 40
+
+
+@dataclass
+class LockstepResult:
+    kind: str  # the server kind (bench.runner's CHAT or PLAIN)
+    receivers: int
+    messages: int = 0
+    deliveries: int = 0
+    duplicated: int = 0
+    seconds: float = 0.0
+    server_cpu: float = 0.0  # CPU seconds the server process used
+    loadgen_cpu: float = 0.0
+    switches: int = 0  # context switches of all the server's threads
+    latencies_ms: list[float] = field(default_factory=list, repr=False)  # to the last receiver
+
+    @property
+    def expected(self) -> int:
+        return self.messages * self.receivers
+
+    @property
+    def lost(self) -> int:
+        return self.expected - (self.deliveries - self.duplicated)
+
+    @property
+    def cpu_us(self) -> float:
+        """Server CPU microseconds per delivery."""
+        return 1e6 * self.server_cpu / self.deliveries if self.deliveries else math.nan
+
+    def latency(self, fraction: float) -> float:
+        return percentile(self.latencies_ms, fraction)
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary and involuntary context switches of every thread of ``pid``."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            lines = status.read_text().splitlines()
+        except OSError:  # a thread that just ended
+            continue
+        total += sum(int(line.split()[1]) for line in lines if "ctxt_switches:" in line)
+    return total
+
+
+def message_count(receivers: int, deliveries: int, least: int) -> int:
+    """Messages for about ``deliveries`` deliveries, at least ``least`` (for
+    a p99), at most 1,000."""
+    return max(least, min(1000, deliveries // max(1, receivers)))
+
+
+def run(gen: LoadGen, kind: str, pid: int, messages: int, timeout: float) -> LockstepResult:
+    """The first client sends ``messages``, each once all the others have
+    the one before; the room is filled and quiet."""
+    sender, receivers = gen.clients[0], len(gen.clients) - 1
+    result = LockstepResult(kind, receivers)
+    tag = f"l{id(result)}"
+    seq, seen = -1, set()  # the message in flight, and who has it
+
+    def on_chat(client, message, now: float) -> None:
+        parts = message.text.split(" ")
+        if parts[0] != tag or int(parts[1]) != seq:
+            return  # from an earlier run (not ours to count)
+        if client.name in seen:
+            result.duplicated += 1
+            return
+        seen.add(client.name)
+        result.deliveries += 1
+        if len(seen) == receivers:
+            result.latencies_ms.append((now - int(parts[2]) / 1e9) * 1000)
+
+    gen.on_chat = on_chat
+    deadline = time.monotonic() + timeout
+    cpu, own, switches = cpu_seconds(pid), own_cpu_seconds(), context_switches(pid)
+    begin = time.perf_counter()
+    try:
+        for seq in range(messages):
+            seen.clear()
+            gen.send_chat(sender, f"{tag} {seq} {time.perf_counter_ns()}")
+            result.messages += 1
+            gen.run_until(lambda: len(seen) == receivers, deadline, f"lockstep message {seq} of {messages}")
+    finally:
+        result.seconds = time.perf_counter() - begin
+        result.server_cpu = cpu_seconds(pid) - cpu
+        result.loadgen_cpu = own_cpu_seconds() - own
+        result.switches = context_switches(pid) - switches
+        gen.on_chat = lambda client, message, now: None
+    if gen.errors:
+        raise BenchError(f"{len(gen.errors)} client errors, first: {gen.errors[0]}")
+    return result
+
+
+def aes_new_seal_us(repeat: int) -> float:
+    """One ``AES.new(key, MODE_GCM, nonce)`` seal of a chat line, in µs: the
+    yardstick, if bench/micro.py did not measure it under a name with
+    "AES.new" and "seal" in it."""
+    from Cryptodome.Cipher import AES
+
+    import protocol
+    from bench.micro import SAMPLE, per_call_us
+
+    key, nonce, header, payload = bytes(range(32)), bytes(12), bytes(4), protocol.encode_message(SAMPLE)
+
+    def seal() -> None:
+        cipher = AES.new(key, AES.MODE_GCM, nonce=nonce)
+        cipher.update(header)
+        cipher.encrypt_and_digest(payload)
+
+    return per_call_us(seal, repeat)
+
+
+# --- the report ------------------------------------------------------------------
+
+
+def seal_costs(costs_us: dict[str, float]) -> tuple[float, float]:
+    """(one of the project's seals, one ``AES.new`` seal) in µs, read by name
+    from bench/micro.py's figures of this run; NaN if missing."""
+    ours = next((us for name, us in costs_us.items() if name.startswith("seal one record")), math.nan)
+    aes_new = next(
+        (us for name, us in costs_us.items() if "AES.new" in name and "seal" in name and "setup" not in name),
+        math.nan,
+    )
+    return ours, aes_new
+
+
+def _f(value: float, digits: int = 1) -> str:
+    return "n/a" if math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def table(runs: list[LockstepResult], costs_us: dict[str, float], names: dict[str, str]) -> list[str]:
+    ours, aes_new = seal_costs(costs_us)
+    header = (
+        "server",
+        "receivers",
+        "messages",
+        "server CPU µs / delivery",
+        "÷ our seal",
+        "÷ AES.new seal",
+        "p50 ms to the last",
+        "p99 ms to the last",
+        "context switches / message",
+        "lost",
+        "dup",
+    )
+    rows = [
+        (
+            names.get(r.kind, r.kind),
+            f"{r.receivers:,}",
+            r.messages,
+            _f(r.cpu_us),
+            _f(r.cpu_us / ours, 2),
+            _f(r.cpu_us / aes_new, 2),
+            _f(r.latency(0.5), 2),
+            _f(r.latency(0.99), 2),
+            _f(r.switches / r.messages if r.messages else math.nan),
+            r.lost,
+            r.duplicated,
+        )
+        for r in sorted(runs, key=lambda r: (r.receivers, r.kind))
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def _verdict(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def targets(
+    runs: list[LockstepResult], costs_us: dict[str, float], rss_kib: dict[tuple[str, int], int], chat: str, plain: str
+) -> list[tuple[str, str, str]]:
+    """(target, measured, met) for issue 12's items 1 and 4."""
+    ours, aes_new = seal_costs(costs_us)
+    rows = []
+    for r in sorted((r for r in runs if r.kind == chat and r.receivers >= 100), key=lambda r: r.receivers):
+        rows.append(
+            (
+                f"lockstep, {r.receivers:,} receivers: server CPU per delivery ≤ {SEAL_TARGET} × one of our seals",
+                f"{_f(r.cpu_us)} µs = {_f(r.cpu_us / ours, 2)} × {_f(ours)} µs",
+                _verdict(r.cpu_us <= SEAL_TARGET * ours),
+            )
+        )
+        rows.append(
+            (
+                f"lockstep, {r.receivers:,} receivers: server CPU per delivery ≤ {AES_NEW_TARGET} × one AES.new seal",
+                f"{_f(r.cpu_us)} µs = {_f(r.cpu_us / aes_new, 2)} × {_f(aes_new)} µs",
+                _verdict(r.cpu_us <= AES_NEW_TARGET * aes_new),
+            )
+        )
+    around_500 = [r for r in runs if r.kind == chat and 400 <= r.receivers <= 600]
+    for r in around_500:
+        floor = next((f for f in runs if f.kind == plain and f.receivers == r.receivers), None)
+        against = (
+            f"; the plaintext floor {_f(floor.latency(0.99))} ms ({_f(r.latency(0.99) / floor.latency(0.99), 2)} ×)"
+            if floor
+            else ""
+        )
+        rows.append(
+            (
+                f"lockstep p99 to the last of {r.receivers} receivers ≤ the IRC server's "
+                f"({IRC_P99_500_MS:g} ms in the issue's run, not run here)",
+                f"{_f(r.latency(0.99))} ms{against}",
+                _verdict(r.latency(0.99) <= IRC_P99_500_MS),
+            )
+        )
+    for (kind, members), grown in sorted(rss_kib.items()):
+        if kind == chat and members >= 1000:
+            rows.append(
+                (
+                    f"RSS ≤ {RSS_TARGET_KIB} KiB per idle client ({members:,})",
+                    f"{grown / members:.0f} KiB",
+                    _verdict(grown / members <= RSS_TARGET_KIB),
+                )
+            )
+    return rows
+
+
+def section(
+    runs: list[LockstepResult], costs_us: dict[str, float], names: dict[str, str], chat: str, plain: str
+) -> list[str]:
+    """The Lockstep section of docs/benchmarks.md (its title included)."""
+    if not runs:
+        return ["## Lockstep", "", "not measured in this run", ""]
+    ours, aes_new = seal_costs(costs_us)
+    lines = [
+        "## Lockstep",
+        "",
+        "A room at human pace: one sender, one message in flight; the next is sent only once every "
+        "receiver has decrypted the one before. Nothing batches: each delivery is a record of its "
+        "own, sealed and sent by a server that was idle. *Server CPU µs / delivery* is the server "
+        "process's CPU time (user and system, from /proc) over the run, per delivery; it includes "
+        "the kernel's loopback TCP work for both ends' sockets. Latency runs from just before the "
+        "sender seals to when the last receiver has decrypted it, so it includes the load "
+        "generator, which decrypts for every receiver in one thread. *Context switches* are all "
+        "the server's threads', per message. The seals beside it were measured in this run "
+        f"(bench/micro.py): one of ours {_f(ours)} µs, one `AES.new(key, MODE_GCM, nonce)` seal "
+        f"{_f(aes_new)} µs.",
+        "",
+        *table(runs, costs_us, names),
+        "",
+    ]
+    return lines

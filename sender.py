@@ -1,0 +1,219 @@
+"""The server's output: one thread seals and writes for every client.
+
+Readers (a thread per connection) put messages into members' bounded
+outboxes, in the room's one order. The ``Sender`` thread takes what an
+outbox holds, seals it as one record (a Batch, when several wait) and
+writes it with a non-blocking ``send``. What a socket does not take waits
+in that client's ``Outlet``, and its outbox is not touched again until a
+selector says the socket has room; meanwhile the outbox fills, and a client
+that does not read is cut off when it would pass its limit (limits.Outbox).
+So one slow client never holds up the others, and the server keeps no
+thread per client for output: the way IRC servers do it.
+
+Why one thread and not the readers themselves: a message to N members is
+one wake-up of the sender, after which it seals and sends N times without a
+context switch or a lock held; the hand-off costs once per message, not once
+per delivery. Sealing in the reader instead would need a lock per client's
+sending half, and readers sealing at once would trade the GIL around each
+of pycryptodomex's C calls.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import selectors
+import socket
+import threading
+
+from limits import Outbox
+from protocol import Encoded, Message, ProtocolError, RecordLimitError, ServerConnection
+
+__all__ = ["Outlet", "Sender"]
+
+
+class Outlet:
+    """One client's way out: its socket, the sending half of its connection,
+    its outbox, and the sealed bytes the socket has not yet taken.
+
+    After ``Sender.add``, only the sender thread uses ``conn``'s sending half
+    and the socket's sending side. ``cut()`` may come from any thread.
+    ``finished`` is set once the sender has let go of the socket for good:
+    only then may the socket be closed. ``failure`` is the error that ended
+    the sending, if one did. ``used_up`` is sent, in the last record the
+    keys may seal, if the connection reaches that limit.
+    """
+
+    def __init__(self, sock: socket.socket, conn: ServerConnection, outbox: Outbox, used_up: Message) -> None:
+        self.sock = sock
+        self.conn = conn
+        self.outbox = outbox
+        self.used_up = used_up
+        self.finished = threading.Event()
+        self.failure: Exception | None = None
+        self._cut = False
+        self._unsent = memoryview(b"")
+        self._watched = False  # registered with the sender's selector, waiting for room
+
+    def cut(self) -> None:
+        """Send nothing more, not even what is queued or half written."""
+        self._cut = True
+
+
+class Sender:
+    """The thread that writes to every client (see the module docstring).
+
+    Methods for the caller (any thread):
+        start(); add(outlet), once the connection's handshake is done;
+        wake(outlet), when its outbox has something or it was cut;
+        stop(), at the end, once the readers are done.
+    """
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._ready: collections.deque[Outlet] = collections.deque()
+        self._lock = threading.Lock()  # _ready, _asleep, _woken, _stopping
+        self._asleep = False
+        self._woken = False
+        self._stopping = False
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._wake_reader.setblocking(False)
+        self._selector.register(self._wake_reader, selectors.EVENT_READ, None)
+        self._thread = threading.Thread(target=self._run, name="sender", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def add(self, outlet: Outlet) -> None:
+        """Take over the sending for ``outlet``; its socket becomes non-blocking."""
+        outlet.sock.setblocking(False)
+        self.wake(outlet)
+
+    def wake(self, outlet: Outlet) -> None:
+        """Have the sender look at ``outlet`` soon. Never blocks for long: a
+        lock held for an append, and at most one byte written per sleep."""
+        with self._lock:
+            if self._stopping:
+                outlet.finished.set()  # no one will send: let the reader close
+                return
+            self._ready.append(outlet)
+            if not self._asleep or self._woken:
+                return
+            self._woken = True
+        with contextlib.suppress(OSError):  # full: it is awake anyway
+            self._wake_writer.send(b"\0")
+
+    def stop(self) -> None:
+        """Stop the thread and release every client it still held."""
+        with self._lock:
+            self._stopping = True
+            self._woken = True
+        with contextlib.suppress(OSError):
+            self._wake_writer.send(b"\0")
+        if self._thread.is_alive():
+            self._thread.join()
+        for key in list(self._selector.get_map().values()):
+            if key.data is not None:
+                key.data.finished.set()
+        for outlet in self._ready:
+            outlet.finished.set()
+        self._selector.close()
+        self._wake_reader.close()
+        self._wake_writer.close()
+
+    # The sender thread.
+
+    def _run(self) -> None:
+        while True:
+            for outlet in self._take_ready():
+                self._serve(outlet)
+            if self._stopping:
+                return
+            events = self._selector.select(None if self._asleep else 0)
+            self._after_sleep()
+            for key, _ in events:
+                if key.data is not None:
+                    self._serve(key.data)
+
+    def _take_ready(self) -> list[Outlet]:
+        """The outlets woken since the last call; if none, the sender may
+        sleep in the selector (and ``wake`` must then write a byte)."""
+        with self._lock:
+            ready = list(self._ready)
+            self._ready.clear()
+            self._asleep = not ready
+            return ready
+
+    def _after_sleep(self) -> None:
+        with self._lock:
+            self._asleep = False
+            woken, self._woken = self._woken, False
+        if woken:
+            with contextlib.suppress(OSError):
+                self._wake_reader.recv(64)
+
+    def _serve(self, outlet: Outlet) -> None:
+        """Write what the socket takes of ``outlet``'s sealed bytes, then seal
+        and write what its outbox holds, until the outbox is empty or the
+        socket is full."""
+        if outlet.finished.is_set():
+            return
+        try:
+            while not outlet._cut:
+                if outlet._unsent:
+                    sent = outlet.sock.send(outlet._unsent)
+                    outlet._unsent = outlet._unsent[sent:]
+                    if outlet._unsent:
+                        self._watch(outlet)  # full: come back when there is room
+                        return
+                items = outlet.outbox.take()
+                if items is None:
+                    break  # closed and all sent
+                if not items:
+                    self._unwatch(outlet)
+                    return
+                self._seal(outlet.conn, items)
+                outlet._unsent = memoryview(outlet.conn.data_to_send())
+        except BlockingIOError:
+            self._watch(outlet)
+            return
+        except RecordLimitError as exc:  # nothing of the batch was sealed
+            outlet.failure = exc
+            self._say_used_up(outlet)
+        except (OSError, ProtocolError) as exc:
+            outlet.failure = exc
+        self._finish(outlet)
+
+    def _say_used_up(self, outlet: Outlet) -> None:
+        """The keys have one record left: it says why the connection ends
+        (the client may reconnect, with new keys). Written if the socket has
+        room for it, as anything else is now."""
+        try:
+            outlet.conn.send(outlet.used_up)
+            outlet.sock.send(outlet.conn.data_to_send())
+        except (OSError, ProtocolError):
+            pass  # gone already, or full: nothing more to tell
+
+    def _seal(self, conn: ServerConnection, items: list[Encoded]) -> None:
+        """Everything queued as one record (a Batch): the cipher's setup is
+        paid once per record, not once per message."""
+        conn.send_batch(items)
+
+    def _watch(self, outlet: Outlet) -> None:
+        if not outlet._watched:
+            self._selector.register(outlet.sock, selectors.EVENT_WRITE, outlet)
+            outlet._watched = True
+
+    def _unwatch(self, outlet: Outlet) -> None:
+        if outlet._watched:
+            self._selector.unregister(outlet.sock)
+            outlet._watched = False
+
+    def _finish(self, outlet: Outlet) -> None:
+        """Let go of ``outlet`` for good, and wake its reader: a shut-down
+        socket reads as the end."""
+        self._unwatch(outlet)
+        outlet._unsent = memoryview(b"")
+        with contextlib.suppress(OSError):  # already shut, or gone
+            outlet.sock.shutdown(socket.SHUT_RDWR)
+        outlet.finished.set()
