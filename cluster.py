@@ -430,8 +430,10 @@ class RedisCluster:
             self._redis.xread({STREAM: self._last_id}, count=READ_COUNT, block=block),
         )
         for _, entries in replies:
+            # All that one XREAD brought, delivered together: each member's
+            # writer then seals them as one record, not one record each.
+            batch: list[tuple[Message, str | None, float | None]] = []
             for entry_id, fields in entries:
-                self._last_id = entry_id
                 try:
                     message, sender_id = decode_entry(fields)
                 except ValueError as exc:
@@ -439,7 +441,10 @@ class RedisCluster:
                     continue
                 if isinstance(message, MEMBERS_CHANGED):
                     self._members_changed()
-                self._room.distribute(message, sender_id, sent_at=self._sent_at(entry_id))
+                batch.append((message, sender_id, self._sent_at(entry_id)))
+            if entries:
+                self._last_id = entries[-1][0]  # before: a bug must not deliver them twice
+            self._room.distribute_all(batch)
 
     def _refresh_names(self) -> None:
         held = self._room.names()

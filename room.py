@@ -14,6 +14,9 @@ The path of a message runs one way:
 ``cluster.RedisCluster`` does so once the Redis stream has it, on every
 server of the cluster alike. Nothing that can block (a socket call, a
 log line, a Redis call) happens under the room's lock.
+
+Joins and leaves are published through ``presence.Presence``: in a busy
+room they are summed up, one line a second at most.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import collections
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import names
+from presence import Presence
 from protocol import (
     GREETING_NAMES,
     ActionMessage,
@@ -106,7 +110,8 @@ class Cluster(Protocol):
     """Where names are claimed and messages are put in one order.
 
     The room calls ``publish`` with what the others must hear; the cluster
-    calls ``Room.distribute`` with each message exactly once, on every
+    calls ``Room.distribute`` (or ``distribute_all``, for several at once)
+    with each message exactly once, on every
     server, in one order for all (and may call ``Room.notify_here`` and
     ``Room.record_history``). Nothing here is called under the room's lock.
     """
@@ -210,6 +215,11 @@ class Room:
             Tests pin both.
         cluster: where names are claimed and messages are ordered (default:
             this server alone).
+        presence: how joins and leaves are summed up in a busy room
+            (presence.py; default: one line a second from 50 members).
+        timer: ``timer(seconds, callback)`` calls back once, later, from
+            another thread (default: a ``threading.Timer``). Tests call back
+            themselves.
     """
 
     def __init__(
@@ -219,6 +229,8 @@ class Room:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         cluster: Cluster | None = None,
+        presence: Presence | None = None,
+        timer: Callable[[float, Callable[[], None]], object] | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self._members: dict[str, Membership] = {}  # names.key(name) -> membership
@@ -228,6 +240,9 @@ class Room:
         self._member_ids = itertools.count(1)
         self.cluster: Cluster = cluster if cluster is not None else LocalCluster()
         self.cluster.attach(self)
+        self._presence = presence if presence is not None else Presence()
+        self._presence_lock = threading.Lock()  # never held with the room's
+        self._timer = timer if timer is not None else _start_timer
 
     # Called for the members.
 
@@ -249,9 +264,10 @@ class Room:
             self._members[wanted] = membership
             # Under the lock: no history line missed, none twice.
             greeted = all(member.deliver(item) for item in [welcome, greeting, *self._motd, *self._history])
+            members = len(self._members)
         if not greeted:
             member.send_queue_overflowed()
-        self.cluster.publish(UserJoined(name), member_id)
+        self._announce(UserJoined(name), member_id, members)
         return membership
 
     def leave(self, membership: Membership, parting: str = "", kicked: str | None = None) -> None:
@@ -263,11 +279,14 @@ class Room:
             if self._members.get(held) is not membership:
                 return
             del self._members[held]
-        if kicked is not None:
-            farewell: Message = UserKicked(name, kicked)
+            members = len(self._members)
+        if kicked is not None or parting:  # told at once, never summed up
+            with self._presence_lock:
+                self._presence.parted(name)
+            farewell: Message = UserKicked(name, kicked) if kicked is not None else UserParted(name, parting)
+            self.cluster.publish(farewell, membership.member_id)
         else:
-            farewell = UserParted(name, parting) if parting else UserLeft(name)
-        self.cluster.publish(farewell, membership.member_id)
+            self._announce(UserLeft(name), membership.member_id, members)
         self.cluster.release(name)
 
     def publish(self, message: Message, sender: Membership | None = None) -> None:
@@ -378,20 +397,22 @@ class Room:
         """Deliver a message in its place in the one order: to every member
         but its sender, or a private one to its recipient only. Chat lines
         and actions are kept for newcomers (``sent_at``: when, if not now)."""
-        item = encode(message)
-        if isinstance(message, PrivateMessage):
-            target = self.find(message.recipient)
-            if target is not None and target.member_id != sender_id:
-                self._deliver_each({target}, item)
-            return
-        kept = self._history_entry(message, sent_at)
-        with self._lock:
-            if kept is not None:
-                self._history.append(kept)
-            overflowed = [
-                m.member for m in self._members.values() if m.member_id != sender_id and not m.member.deliver(item)
-            ]
-        self._cut_off(overflowed)
+        self.distribute_all([(message, sender_id, sent_at)])
+
+    def distribute_all(self, entries: Sequence[tuple[Message, str | None, float | None]]) -> None:
+        """``distribute`` each of several (message, sender_id, sent_at), in
+        order. The room's lock is taken once for each run of broadcasts, and
+        each member is given the whole run at once: its writer then finds
+        them queued together and seals them as one record."""
+        run: list[tuple[Encoded, str | None, Encoded | None]] = []
+        for message, sender_id, sent_at in entries:
+            if isinstance(message, PrivateMessage):
+                self._broadcast(run)  # what came before it goes first
+                run = []
+                self._deliver_private(message, encode(message), sender_id)
+            else:
+                run.append((encode(message), sender_id, self._history_entry(message, sent_at)))
+        self._broadcast(run)
 
     def record_history(self, message: Message, sent_at: float) -> None:
         """Keep a chat line or action said before this server started."""
@@ -409,6 +430,46 @@ class Room:
         self._cut_off(overflowed)
 
     # Internals.
+
+    def _announce(self, message: UserJoined | UserLeft, member_id: str, members: int) -> None:
+        """Tell everyone of a join or leave, at once or summed up later
+        (presence.py); the room's lock is not held."""
+        with self._presence_lock:
+            waiting = self._presence.due is not None
+            now = self._monotonic()
+            publish = self._presence.add(message, member_id, now, members)
+            due = self._presence.due
+        if due is not None and not waiting:
+            self._timer(max(0.0, due - now), self._flush_presence)
+        for item, sender_id in publish:
+            self.cluster.publish(item, sender_id)
+
+    def _flush_presence(self) -> None:
+        """The timer: tell the joins and leaves that waited."""
+        with self._presence_lock:
+            publish = self._presence.flush(self._monotonic())
+        for item, sender_id in publish:
+            self.cluster.publish(item, sender_id)
+
+    def _broadcast(self, run: list[tuple[Encoded, str | None, Encoded | None]]) -> None:
+        """Queue (item, sender_id, history entry) for every member but each
+        item's sender, under one taking of the lock, member by member."""
+        if not run:
+            return
+        overflowed = []
+        with self._lock:
+            for _, _, kept in run:
+                if kept is not None:
+                    self._history.append(kept)
+            for m in self._members.values():
+                if not all(m.member.deliver(item) for item, sender_id, _ in run if m.member_id != sender_id):
+                    overflowed.append(m.member)
+        self._cut_off(overflowed)
+
+    def _deliver_private(self, message: PrivateMessage, item: Encoded, sender_id: str | None) -> None:
+        target = self.find(message.recipient)
+        if target is not None and target.member_id != sender_id:
+            self._deliver_each({target}, item)
 
     def _greeting(self, name: str, everyone: list[tuple[str, int]] | None) -> Greeting:
         """Who else is here, for a newcomer: everyone in the cluster, or
@@ -438,6 +499,13 @@ class Room:
     def _cut_off(members: list[Member]) -> None:
         for member in members:
             member.send_queue_overflowed()
+
+
+def _start_timer(seconds: float, callback: Callable[[], None]) -> object:
+    timer = threading.Timer(seconds, callback)
+    timer.daemon = True  # a summary due at shutdown is not worth waiting for
+    timer.start()
+    return timer
 
 
 def user_list_messages(members: list[tuple[str, int]], away: dict[str, str] | None = None) -> list[Message]:

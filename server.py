@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import admission
 import cli
 import crypto_utils
+import descriptors
 import keystore
 import names
 import protocol
@@ -983,6 +984,13 @@ def main(argv: list[str] | None = None) -> int:
     except ClusterError as exc:
         print(exc, file=sys.stderr)
         return EXIT_NO_CLUSTER
+    try:
+        descriptors.raise_limit(args.max_clients, clustered=room_cluster is not None)
+    except descriptors.DescriptorLimitError as exc:
+        print(exc, file=sys.stderr)
+        if room_cluster is not None:
+            room_cluster.close()
+        return 1
     try:
         server = ChatServer(
             key, args.host, args.port, limits_from(args), history=args.history, motd=motd, cluster=room_cluster

@@ -7,7 +7,8 @@ import math
 import os
 from pathlib import Path
 
-from bench import lockstep
+import presence
+from bench import crowd, lockstep
 from bench.runner import CHAT, PLAIN, UNBATCHED, Results
 
 KIND_NAMES = {
@@ -21,6 +22,7 @@ SECTIONS = (
     "## Fan-out",
     "## Lockstep",
     "## Cluster",
+    "## Crowd",
     "## Memory",
     "## Raw costs",
     "## Profiles",
@@ -294,7 +296,28 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
                 )
             )
     rows += lockstep.targets(results.lockstep, results.costs_us, results.room_rss_kib, CHAT, PLAIN)
+    rows += cluster_cpu_target(results)
+    rows += crowd.targets(results.crowd, results.errors, presence.BUSY_FROM, presence.INTERVAL)
     return rows or [("(targets need the full run)", "", "")]
+
+
+#: Issue 12, item 6: a clustered server's CPU per delivery against a lone one's.
+CLUSTER_CPU_TARGET = 1.25
+
+
+def cluster_cpu_target(results: Results) -> list[tuple[str, str, str]]:
+    alone = _cluster_alone(results)
+    one = next((run for run in results.cluster if run.setup.clustered and run.setup.processes == 1), None)
+    if not (alone and one and alone.fan.deliveries and one.fan.deliveries and alone.fan.server_cpu):
+        return []
+    ratio = _cpu_ms_per_k(one.fan) / _cpu_ms_per_k(alone.fan)
+    return [
+        (
+            f"one clustered server's CPU per delivery ≤ {CLUSTER_CPU_TARGET} × a lone server's",
+            f"{_cpu_ms_per_k(one.fan):.1f} / {_cpu_ms_per_k(alone.fan):.1f} ms per 1,000 = {ratio:.2f}",
+            _yes(ratio <= CLUSTER_CPU_TARGET),
+        )
+    ]
 
 
 def _yes(ok: bool) -> str:
@@ -308,6 +331,7 @@ def print_tables(results: Results) -> None:
         ("Fan-out", fanout_table(results)),
         ("Lockstep", lockstep.table(results.lockstep, results.costs_us, KIND_NAMES)),
         ("Cluster", cluster_table(results)),
+        ("Crowd", [*_table(*crowd.fill_rows(results.crowd)), "", *_table(*crowd.heard_rows(results.crowd))]),
         ("Memory", memory_table(results)),
         ("Raw costs", costs_table(results)),
     ):
@@ -365,6 +389,7 @@ def write_json(results: Results, path: Path) -> None:
             )
             for r in results.lockstep
         ],
+        "crowd": crowd.to_json(results.crowd),
         "costs_us": results.costs_us,
         "errors": results.errors,
     }
@@ -642,6 +667,33 @@ def _before_after(results: Results) -> list[str]:
     )
 
 
+def crowd_section(results: Results) -> list[str]:
+    """Rooms of thousands (bench/crowd.py), with what each column means."""
+    return [
+        "## Crowd",
+        "",
+        "Rooms of thousands on one `chat` server each, its clients dealt to several load generator "
+        f"processes (one per {crowd.CLIENTS_PER_PROCESS:,} clients, at most one per CPU). *Fill*: every "
+        f"client joins, {crowd.JOIN_CONCURRENCY} handshakes in flight in all; *seconds* until the last is "
+        "in. *Reconnect storm*: every client of the room drops its connection at once and comes straight "
+        "back (asking again for its name while the server still holds it); *seconds* from the drop until "
+        "the last is back in. *Join/leave lines per member*: what each member was shown meanwhile; from "
+        f"{presence.BUSY_FROM} members the server sums them up, one line a second at most (presence.py, "
+        "PROTOCOL.md), where one line per joiner would be (N − 1)/2 on average, N²/2 deliveries in all. "
+        "The servers here run with a 120 s handshake deadline (`--handshake-timeout`), so that a storm's "
+        "last handshake, which waits for all the others, is measured rather than cut off.",
+        "",
+        *_table(*crowd.fill_rows(results.crowd)),
+        "",
+        "Then one member says a line every "
+        f"{crowd.FULL_CROWD.pace:g} s, and every other member must get each once, in order; latency "
+        "from just before the line is sealed to when a member has decrypted it.",
+        "",
+        *_table(*crowd.heard_rows(results.crowd)),
+        "",
+    ]
+
+
 def write_markdown(
     results: Results, path: Path, meta: dict[str, str], machine: dict[str, str], plot_name: str | None
 ) -> None:
@@ -705,6 +757,7 @@ def write_markdown(
         *cluster_table(results),
         "",
         *(f"{line}\n" for line in cluster_finding(results)),
+        *crowd_section(results),
         "## Memory",
         "",
         "Server RSS (from /proc) before any client, and its growth once the room is full and the join "

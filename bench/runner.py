@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import crypto_utils
 import protocol
-from bench import lockstep, micro, scenarios
+from bench import crowd, lockstep, micro, scenarios
 from bench.loadgen import BenchError
 from bench.redis_server import RedisServer
 from bench.servers import ROOT, TEST_KEY
@@ -48,6 +48,7 @@ class Plan:
     lockstep_deliveries: int = 20_000  # per lockstep run, roughly (bench/lockstep.py)
     lockstep_least: int = 100  # messages per lockstep run, at least
     lockstep_rooms: tuple[int, ...] = ()  # lockstep in rooms of these sizes too, beside those of `sizes`
+    crowd: crowd.CrowdPlan = crowd.NO_CROWD  # rooms of thousands (bench/crowd.py)
 
 
 FULL = Plan(
@@ -63,6 +64,7 @@ FULL = Plan(
     cluster_room=100,
     cluster_senders=10,
     lockstep_rooms=(501,),
+    crowd=crowd.FULL_CROWD,
 )
 QUICK = Plan(
     sizes={PLAIN: (10, 50), UNBATCHED: (10,), CHAT: (10, 50)},
@@ -78,6 +80,7 @@ QUICK = Plan(
     cluster_senders=4,
     lockstep_deliveries=200,
     lockstep_least=10,
+    crowd=crowd.QUICK_CROWD,
 )
 
 
@@ -114,6 +117,7 @@ class Results:
     cluster: list[ClusterRun] = field(default_factory=list)
     cluster_skipped: str | None = None  # why there are no cluster runs
     lockstep: list[lockstep.LockstepResult] = field(default_factory=list)
+    crowd: crowd.CrowdResults = field(default_factory=crowd.CrowdResults)
     errors: list[str] = field(default_factory=list)
 
 
@@ -194,6 +198,14 @@ def run(plan: Plan, progress=print) -> Results:
         progress,
     )
     guarded(results, "cluster: redis-server", lambda: measure_cluster(plan, results, progress), progress)
+    guarded(
+        results,
+        "crowd: rooms of thousands, several load generator processes",
+        lambda: crowd.measure(
+            plan.crowd, results.crowd, functools.partial(ServerProcess, CHAT), progress, results.errors
+        ),
+        progress,
+    )
     return results
 
 

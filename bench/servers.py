@@ -13,6 +13,7 @@ key from tests/keys (making a 3,072-bit key takes seconds): never a real one.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import admission
 import crypto_utils
+import descriptors
 import limits
 import protocol
 import sender
@@ -32,10 +34,11 @@ KINDS = ("chat", "chat-unbatched", "plain")
 
 
 #: The server's limits for a benchmark: the load generator is no person. It
-#: sends faster than flood control allows one, a room may hold 1,000, and
-#: all of them come from 127.0.0.1 (so no per-address limits either).
+#: sends faster than flood control allows one, a room may hold 5,000
+#: (bench/crowd.py), and all of them come from 127.0.0.1 (so no
+#: per-address limits either).
 BENCH_LIMITS = limits.Limits(
-    max_clients=2000, rate=0, max_per_address=0, handshake_rate=0, max_startups=admission.UNCAPPED
+    max_clients=6000, rate=0, max_per_address=0, handshake_rate=0, max_startups=admission.UNCAPPED
 )
 
 
@@ -52,12 +55,12 @@ class UnbatchedServer(chat_server.ChatServer):
     sender_class = UnbatchedSender
 
 
-def make_server(kind: str, cluster_url: str | None = None):
+def make_server(kind: str, cluster_url: str | None = None, bench_limits: limits.Limits = BENCH_LIMITS):
     if kind == "plain":
         return PlainServer("127.0.0.1", 0)
     key = crypto_utils.import_private_key(TEST_KEY.read_bytes())
     server_class = UnbatchedServer if kind == "chat-unbatched" else chat_server.ChatServer
-    return server_class(key, "127.0.0.1", 0, BENCH_LIMITS, cluster=join_cluster(cluster_url))
+    return server_class(key, "127.0.0.1", 0, bench_limits, cluster=join_cluster(cluster_url))
 
 
 def join_cluster(url: str | None):
@@ -79,12 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("--stack-size", type=int, default=0, help="threading.stack_size for client threads")
     parser.add_argument("--cluster", metavar="redis://HOST:PORT/DB", help="join the cluster on this Redis")
+    parser.add_argument("--handshake-timeout", type=float, help="seconds, for a reconnect storm (bench/crowd.py)")
     args = parser.parse_args(argv)
     if args.cluster and args.kind == "plain":
         parser.error("--cluster: the plaintext floor has no cluster")
     if args.stack_size:
         threading.stack_size(args.stack_size)
-    server = make_server(args.kind, args.cluster)
+    descriptors.raise_limit(BENCH_LIMITS.max_clients, clustered=bool(args.cluster))  # as server.py does
+    bench_limits = BENCH_LIMITS
+    if args.handshake_timeout:
+        bench_limits = dataclasses.replace(BENCH_LIMITS, handshake_timeout=args.handshake_timeout)
+    server = make_server(args.kind, args.cluster, bench_limits)
     stop = server.server_close if args.kind == "plain" else server.shutdown
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop, daemon=True).start())
     stop_when_stdin_closes(stop)

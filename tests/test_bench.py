@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from bench import __main__ as bench_main
-from bench import runner, scenarios, servers
+from bench import crowd, runner, scenarios, servers
 from bench.lockstep import LockstepResult
 from bench.report import SECTIONS, plot, write_json, write_markdown
 from bench.runner import CHAT, CLUSTER_SETUPS, PLAIN, ClusterRun, Plan, Results
@@ -160,6 +160,9 @@ def small_results() -> Results:
         results.lockstep.append(
             LockstepResult(kind, 100, 10, 1000, 0, 1.0, 0.02, 0.03, 40, latencies_ms=[float(i) for i in range(10)])
         )
+    results.crowd.fills.append(crowd.Fill(5000, 2, 50.0, 40.0, 20.0, 90.0, 5000 * 70, 80.0))
+    results.crowd.storms.append(crowd.Fill(1000, 1, 12.0, 9.0, 300.0, 900.0, 1000 * 8))
+    results.crowd.heard.append(crowd.Heard(5000, 10, 49_990, 49_990, 0, 0, 3.0, [5.0] * 49_990))
     return results
 
 
@@ -188,6 +191,8 @@ def test_report_writes_every_section(tmp_path):
     assert figures["cluster"]["skipped"] is None
     assert [run["ratio"] for run in figures["cluster"]["runs"]] == [1.0, 1.0, 1.0]
     assert figures["costs_us"] == results.costs_us and figures["errors"] == []
+    assert figures["crowd"]["heard"][0]["lost"] == 0 and len(figures["crowd"]["storms"]) == 1
+    assert "| 5,000 clients on one server, all receiving, nothing lost | 49,990 of 49,990" in report
 
 
 def test_report_says_why_the_cluster_was_skipped_and_lists_errors(tmp_path):
@@ -277,6 +282,16 @@ def test_quick_run_writes_every_section_and_the_plot(quick_run):
         ("plain", 8),
     }
     assert {row["kind"] for row in figures["memory"]} >= {"chat", "chat-unbatched", "plain"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_quick_run_crowd_fills_hears_everything_and_survives_a_storm(quick_run):
+    _, out = quick_run
+    figures = json.loads((out / "benchmarks.json").read_text())["crowd"]
+    assert len(figures["fills"]) == len(figures["storms"]) == len(figures["heard"]) == 1, figures
+    for heard in figures["heard"]:
+        assert heard["received"] == heard["expected"] > 0 and heard["lost"] == heard["duplicated"] == 0, heard
 
 
 @pytest.mark.slow

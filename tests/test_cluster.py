@@ -297,6 +297,44 @@ def test_an_entry_that_is_not_the_chats_is_skipped_with_a_warning(cluster_of, re
     assert "skipped stream entry" in caplog.text
 
 
+def test_what_one_read_of_the_stream_brings_is_delivered_together(redis_server):
+    """The cluster thread hands the room every entry of one XREAD at once,
+    in the stream's order (each member's writer then seals them together)."""
+    delivered = threading.Event()
+
+    class Room:
+        def __init__(self) -> None:
+            self.batches: list = []
+
+        def names(self):
+            return []
+
+        def record_history(self, message, sent_at):
+            pass
+
+        def distribute_all(self, entries):
+            self.batches.append([(message, sender) for message, sender, _ in entries])
+            if sum(map(len, self.batches)) >= 3:
+                delivered.set()
+
+    room = Room()
+    joined = cluster.RedisCluster.connect(redis_server.url)
+    joined.attach(room)  # type: ignore[arg-type]
+    lines = [ChatMessage("alice", f"line {n}") for n in range(3)]
+    import redis
+
+    try:
+        joined.start()
+        with redis.Redis.from_url(redis_server.url) as raw, raw.pipeline(transaction=True) as pipe:
+            for line in lines:  # all three land at once
+                pipe.xadd(cluster.STREAM, cluster.encode_entry(line, "3f2a9c01b7e4/1"))
+            pipe.execute()
+        assert delivered.wait(10)
+    finally:
+        joined.close()
+    assert room.batches == [[(line, "3f2a9c01b7e4/1") for line in lines]]
+
+
 def test_redis_that_does_not_answer_at_start_is_a_clear_error(redis_server):
     url = redis_server.url
     redis_server.stop()

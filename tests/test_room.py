@@ -7,6 +7,7 @@ import threading
 import pytest
 
 import protocol
+from presence import Presence
 from protocol import (
     ActionMessage,
     ChatMessage,
@@ -22,7 +23,7 @@ from protocol import (
     UserParted,
     Welcome,
 )
-from room import USER_LIST_BYTES, Membership, Room, user_list_messages
+from room import USER_LIST_BYTES, LocalCluster, Membership, Room, user_list_messages
 from tests.helpers import DEADLINE, run_threads
 
 
@@ -371,3 +372,159 @@ def test_a_user_list_too_long_for_one_message_lists_what_fits_and_counts_the_res
 def test_a_user_list_that_fits_is_one_message():
     members = [("Ann", 5), ("Bob", 7)]
     assert user_list_messages(members) == [UserList.of(members)]
+
+
+# --- joins and leaves in a busy room (presence.py), on a pinned clock ---------
+
+
+class FakeTimer:
+    """The room's timer, called back by the test instead of a thread."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.waiting: list[tuple[float, object]] = []  # (when, callback)
+
+    def __call__(self, seconds: float, callback) -> None:
+        self.waiting.append((self.clock.now + seconds, callback))
+
+    def fire(self) -> None:
+        (_, callback), *self.waiting = self.waiting
+        callback()
+
+    def fire_due(self, now: float) -> None:
+        while self.waiting and self.waiting[0][0] <= now:
+            self.fire()
+
+
+class RecordingCluster(LocalCluster):
+    """The cluster of one, keeping what the room published through it."""
+
+    def __init__(self) -> None:
+        self.published: list = []
+
+    def publish(self, message, sender_id) -> None:
+        self.published.append(message)
+        super().publish(message, sender_id)
+
+
+def busy_room(busy_from: int = 3):
+    clock, cluster = FakeClock(100.0), RecordingCluster()
+    timer = FakeTimer(clock)
+    room = Room(monotonic=clock, timer=timer, cluster=cluster, presence=Presence(interval=1.0, busy_from=busy_from))
+    return room, clock, timer, cluster
+
+
+def test_filling_a_busy_room_tells_its_members_one_line_a_second():
+    room, clock, timer, cluster = busy_room(busy_from=3)
+    members = [FakeMember(f"m{i}") for i in range(40)]
+    for index, member in enumerate(members):
+        clock.now = 100.0 + index / 16  # sixteen joins a second, for two and a half seconds
+        timer.fire_due(clock.now)
+        assert member.join(room, f"m{index}")
+    clock.now = 103.0625
+    timer.fire_due(clock.now)
+    assert not timer.waiting
+    # m0 and m1 were told as they came (a small room); from then on, one line
+    # a second: 40 joins, 5 lines, instead of 40.
+    assert cluster.published == [
+        UserJoined("m0"),
+        UserJoined("m1"),
+        Notice("m2, m3 and 13 others joined the chat."),
+        Notice("m17, m18 and 14 others joined the chat."),
+        Notice("m33, m34 and 5 others joined the chat."),
+    ]
+    # The first member heard every one of them, in that order, and the last
+    # what came after its own join.
+    assert members[0].inbox[2:] == cluster.published[1:]  # after its Welcome and Greeting
+    assert members[-1].inbox[2:] == cluster.published[-1:]
+
+
+def test_a_join_in_a_quiet_busy_room_reads_as_always_and_not_to_the_joiner():
+    room, clock, timer, _ = busy_room(busy_from=1)
+    alice, bob = FakeMember(), FakeMember()
+    alice.join(room, "Alice")
+    clock.now += 5
+    bob.join(room, "Bob")
+    assert alice.inbox == [Welcome("Alice"), Greeting("Alice", 0, ""), UserJoined("Bob")]
+    assert bob.inbox == [Welcome("Bob"), Greeting("Bob", 1, "Alice")]
+    assert not timer.waiting
+
+
+def test_a_summary_waits_on_the_timer_and_a_parting_line_does_not():
+    room, clock, timer, _ = busy_room(busy_from=1)
+    watcher, bob, carol = FakeMember(), FakeMember(), FakeMember()
+    watcher.join(room, "Watcher")
+    bob.join(room, "Bob")
+    carol.join(room, "Carol")
+    # Both wait: the Watcher's own join was the line.
+    assert watcher.inbox == [Welcome("Watcher"), Greeting("Watcher", 0, "")]
+    assert [when for when, _ in timer.waiting] == [clock.now + 1.0]
+    room.leave(carol.membership, "bye")
+    assert watcher.inbox[-1] == UserParted("Carol", "bye")
+    timer.fire()
+    assert watcher.inbox[-1] == UserJoined("Bob")  # Carol's join is dropped: she is gone
+
+
+def test_leaves_in_a_busy_room_are_summed_up_too():
+    room, clock, timer, _ = busy_room(busy_from=1)
+    members = [FakeMember() for _ in range(5)]
+    for index, member in enumerate(members):
+        member.join(room, f"p{index}")
+    clock.now += 10
+    timer.fire()
+    clock.now += 5  # a quiet room again
+    members[0].inbox.clear()
+    for member in members[1:]:
+        room.leave(member.membership)
+    assert members[0].inbox == [UserLeft("p1")]
+    clock.now += 1
+    timer.fire()
+    assert members[0].inbox == [UserLeft("p1"), Notice("p2, p3 and p4 left the chat.")]
+
+
+# --- several messages at once (the cluster thread's XREAD) -------------------
+
+
+class CountingMember(FakeMember):
+    """A fake member that notes its label in a shared log on every delivery."""
+
+    def __init__(self, label: str, log: list[str]) -> None:
+        super().__init__(label)
+        self.log = log
+
+    def deliver(self, item: protocol.Encoded) -> bool:
+        self.log.append(self.label)
+        return super().deliver(item)
+
+
+def test_distribute_all_gives_each_member_the_whole_run_at_once_in_order():
+    log: list[str] = []
+    room = Room()
+    alice, bob, carol = CountingMember("a", log), CountingMember("b", log), CountingMember("c", log)
+    for member, name in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
+        member.join(room, name)
+    for member in (alice, bob, carol):
+        member.inbox.clear()
+    log.clear()
+    lines = [ChatMessage("alice", "one"), ActionMessage("bob", "waves"), ChatMessage("carol", "three")]
+    room.distribute_all([(line, member.membership.member_id, 10.0) for line, member in zip(lines, (alice, bob, carol))])
+    assert carol.inbox == lines[:2] and alice.inbox == lines[1:] and bob.inbox == [lines[0], lines[2]]
+    # Member by member, each one's items together: a writer seals them as one record.
+    assert log == ["a", "a", "b", "b", "c", "c"]
+    newcomer = FakeMember()
+    newcomer.join(room, "dave")
+    assert [m.text for m in newcomer.inbox if isinstance(m, HistoryMessage)] == ["one", "waves", "three"]
+
+
+def test_distribute_all_keeps_a_private_line_in_its_place_and_for_its_recipient():
+    room, (alice, bob) = room_with("alice", "bob")
+    private = PrivateMessage("zed", "bob", "psst")  # from someone on another server
+    room.distribute_all(
+        [
+            (ChatMessage("zed", "before"), "other/1", None),
+            (private, "other/1", None),
+            (ChatMessage("zed", "after"), "other/1", None),
+        ]
+    )
+    assert bob.inbox == [ChatMessage("zed", "before"), private, ChatMessage("zed", "after")]
+    assert alice.inbox == [ChatMessage("zed", "before"), ChatMessage("zed", "after")]
