@@ -392,6 +392,8 @@ class ClientHandler:
 
     def _come_back(self, me: Membership, asked: bool = False) -> None:
         """``/back``, or (not ``asked``) a line to everyone from someone away."""
+        if asked and not self._within_rate("you are still marked as away"):
+            return
         if me.away is None:
             if asked:
                 self._tell(Notice("You are not marked as away."))
