@@ -45,6 +45,7 @@ from protocol import (
     Notice,
     PrivateMessage,
     UserJoined,
+    UserKicked,
     UserLeft,
     UserParted,
 )
@@ -67,6 +68,7 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 PREFIX = "socket-chat:"
 STREAM = PREFIX + "chat"
 NAME_PREFIX = PREFIX + "name:"
+AWAY = PREFIX + "away"  # hash: name key (names.key) -> away message, for those away
 #: Stream entries kept: far more than any history, and bounded memory.
 STREAM_LENGTH = 10_000
 DEFAULT_NAME_TTL = 15.0  # seconds a name outlives its server's last refresh
@@ -94,7 +96,7 @@ MAX_ENTRY_BYTES = protocol.MAX_FRAME_SIZE - 1024
 CLOCK_SKEW = 60.0
 #: Entries after which the user list is read again; a Notice may sum up
 #: joins and leaves in a busy room (presence.py).
-MEMBERS_CHANGED = (UserJoined, UserLeft, UserParted, NickChanged, Notice)
+MEMBERS_CHANGED = (UserJoined, UserLeft, UserParted, UserKicked, NickChanged, Notice)
 
 DEGRADED = (
     "The chat is degraded: this server has lost touch with the others. "
@@ -260,6 +262,8 @@ class RedisCluster:
         self._members_read: list[tuple[str, float]] | None = None  # (name, since) at _members_read_at
         self._members_read_at = 0.0
         self._members_changes = 0  # joins, leaves, renames seen: a read begun before one is stale
+        self._members_last: list[tuple[str, float]] | None = None  # the last read, stale or not (a greeting's)
+        self._members_last_at = 0.0
         self._thread: threading.Thread | None = None
         # What members said, waiting for the publisher thread (see publish).
         self._outgoing: collections.deque[tuple[Message, str | None]] = collections.deque()
@@ -332,12 +336,14 @@ class RedisCluster:
         ):
             return False
         self._since[names.key(name)] = since
+        self._try(self._redis.hdel, AWAY, names.key(name))  # left by a server that died: not this newcomer's
         return True
 
     def release(self, name: str) -> None:
         self._members_changed()
         self._since.pop(names.key(name), None)
         self._try(self._release, keys=[name_key(name)], args=[self.server_id])
+        self._try(self._redis.hdel, AWAY, names.key(name))
 
     def publish(self, message: Message, sender_id: str | None) -> None:
         """Put ``message`` in the stream; while degraded, deliver it here at once.
@@ -402,18 +408,23 @@ class RedisCluster:
             return None
         return holder
 
-    def members(self) -> list[tuple[str, int]] | None:
+    def members(self, recent: bool = False) -> list[tuple[str, int]] | None:
         """(name, whole seconds online) of everyone in the cluster, or None
         while degraded. Read at most every ``MEMBERS_CACHE_SECONDS``, and
-        again after a join, leave or rename anywhere."""
+        again after a join, leave or rename anywhere; ``recent``: a read of
+        the last ``MEMBERS_CACHE_SECONDS`` will do, changes or not (for a
+        newcomer's greeting: no SCAN per join in a storm of joins)."""
         with self._members_lock:
             fresh = time.monotonic() - self._members_read_at < MEMBERS_CACHE_SECONDS
             read = self._members_read if fresh else None
+            if read is None and recent and time.monotonic() - self._members_last_at < MEMBERS_CACHE_SECONDS:
+                read = self._members_last
             if read is None:
                 changes = self._members_changes
                 read = self._try(self._read_members)
                 if read is None:
                     return None
+                self._members_last, self._members_last_at = read, time.monotonic()
                 if changes == self._members_changes:  # else something changed during the read: use it once
                     self._members_read, self._members_read_at = read, time.monotonic()
         now = self._clock()
@@ -422,6 +433,26 @@ class RedisCluster:
     def _members_changed(self) -> None:
         self._members_changes += 1
         self._members_read = None
+
+    def set_away(self, name: str, message: str | None) -> None:
+        """Mark a member here as away (``message``) or back (None) in Redis."""
+        if message is None:
+            self._try(self._redis.hdel, AWAY, names.key(name))
+        else:
+            self._try(self._redis.hset, AWAY, names.key(name), message)
+
+    def away_messages(self) -> dict[str, str] | None:
+        """The away message of everyone away, by name key (entries
+        of names no one holds are never listed), or None while degraded."""
+        found = self._try(self._redis.hgetall, AWAY)
+        if found is None:
+            return None
+        return {key.decode("utf-8", "replace"): value.decode("utf-8", "replace") for key, value in found.items()}
+
+    def away_message(self, name: str) -> str | None:
+        """The away message of ``name`` if they are away (None while degraded)."""
+        found = self._try(self._redis.hget, AWAY, names.key(name))
+        return None if found is None else found.decode("utf-8", "replace")
 
     # The cluster thread.
 
@@ -554,7 +585,7 @@ class RedisCluster:
         for key, (name, since) in zip(keys, pipe.execute(), strict=True):
             if name is None or since is None:
                 continue  # expired or freed between the SCAN and the read
-            member = _name_and_since(name, since)
+            member = _name_and_since(key, name, since)
             if member is None:
                 garbled.append(key)
             else:
@@ -567,13 +598,15 @@ class RedisCluster:
         return max(1, int(self.name_ttl * 1000))
 
 
-def _name_and_since(name: bytes, since: bytes) -> tuple[str, float] | None:
+def _name_and_since(key: bytes, name: bytes, since: bytes) -> tuple[str, float] | None:
     """A name hash's ``name`` and ``since``, or None if they are not a
-    username and a Unix time."""
+    username (whose key is the hash's) and a Unix time."""
     try:
         text, when = name.decode("utf-8"), float(since)
     except (UnicodeDecodeError, ValueError):
         return None
     if not is_username(text) or not math.isfinite(when) or not 0 <= when < 2**32:
+        return None
+    if key != name_key(text).encode("utf-8"):  # a second entry for someone, under a key not theirs
         return None
     return text, when
