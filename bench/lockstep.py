@@ -288,12 +288,14 @@ def section(
 #: lockstep at 100 receivers, 600 messages, on the 2-core machine the bench
 #: runs on: CPU time and context switches from /proc, GIL time by py-spy.
 BEFORE = (
-    "Before (a writer thread per client, measured once at 100 receivers with py-spy `--gil` and "
-    "/proc, not in this run): 54 µs of server CPU per delivery, 25 of them in the kernel, and "
-    "3.4 to 4 context switches per delivery (about 360 a message). The reader woke each "
-    "receiver's writer in turn: `Condition.notify` inside `Outbox.put` was half the time any "
-    "thread held the GIL, and each writer then took the GIL and the seal lock, and gave the "
-    "GIL back around every call into pycryptodomex."
+    "Before (a writer thread per client, measured in separate runs with py-spy `--gil` and "
+    "/proc, not in this one): at 100 receivers 54 to 82 µs of server CPU per delivery, about "
+    "half of it in the kernel, and about 4 context switches per delivery (390 a message); at 500, "
+    "137 µs and 8.6 (4,300 a message). The reader woke each receiver's writer in turn: "
+    "`Condition.notify` inside `Outbox.put` was half the time any thread held the GIL, and each "
+    "writer then took the GIL and the seal lock, and gave the GIL back around every call into "
+    "pycryptodomex. In the same runs the server of sender.py used 35 and 32 µs, a sixth of it in "
+    "the kernel, with 5 and 12 context switches a message."
 )
 
 
