@@ -258,9 +258,10 @@ def measure_handshakes(plan: Plan, kind: str, results: Results) -> None:
     with ServerProcess(kind) as server:
         for concurrency in (1, 8):
             count = plan.handshakes * (1 if concurrency == 1 else 2)
-            results.handshakes[(kind, concurrency)] = scenarios.measure_handshakes(
-                server.address, kind == PLAIN, count, concurrency, plan.timeout
-            )
+            cpu = scenarios.cpu_seconds(server.proc.pid)
+            result = scenarios.measure_handshakes(server.address, kind == PLAIN, count, concurrency, plan.timeout)
+            result.server_cpu_us = (scenarios.cpu_seconds(server.proc.pid) - cpu) / count * 1e6
+            results.handshakes[(kind, concurrency)] = result
 
 
 def measure_room(plan: Plan, kind: str, members: int, results: Results, fan_out: bool = True) -> None:

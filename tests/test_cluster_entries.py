@@ -16,11 +16,15 @@ import pytest
 import cluster
 import protocol
 from protocol import (
+    Away,
+    AwayReply,
+    Back,
     ChatLine,
     ChatMessage,
     ErrorNotice,
     Goodbye,
     HistoryMessage,
+    Notice,
     PrivateLine,
     PrivateMessage,
     RateLimit,
@@ -173,6 +177,12 @@ def test_the_documented_redis_acl_is_all_the_chat_needs(identity_key, redis_serv
         assert_everyone_still_chats(alice, bob)
         alice.send(PrivateLine("bob", "psst"))
         assert next_of(bob, PrivateMessage) == PrivateMessage("alice", "bob", "psst")
+        bob.send(Away("lunch"))  # the away hash: HSET, HGET, HGETALL, HDEL
+        assert next_of(bob, Notice) == Notice("You are marked as away: lunch")
+        alice.send(PrivateLine("bob", "still there?"))
+        assert next_of(alice, AwayReply) == AwayReply("bob", "lunch")
+        bob.send(Back())
+        assert next_of(bob, Notice) == Notice("You are back: no longer marked as away.")
         bob.send(UserListRequest())
         assert [name for name, _ in next_of(bob, UserList).members()] == ["alice", "bob"]
         scripts = commands_run(redis_server, "evalsha")
