@@ -128,37 +128,15 @@ def run(gen: LoadGen, kind: str, pid: int, messages: int, timeout: float) -> Loc
     return result
 
 
-def aes_new_seal_us(repeat: int) -> float:
-    """One ``AES.new(key, MODE_GCM, nonce)`` seal of a chat line, in µs: the
-    yardstick, if bench/micro.py did not measure it under a name with
-    "AES.new" and "seal" in it."""
-    from Cryptodome.Cipher import AES
-
-    import protocol
-    from bench.micro import SAMPLE, per_call_us
-
-    key, nonce, header, payload = bytes(range(32)), bytes(12), bytes(4), protocol.encode_message(SAMPLE)
-
-    def seal() -> None:
-        cipher = AES.new(key, AES.MODE_GCM, nonce=nonce)
-        cipher.update(header)
-        cipher.encrypt_and_digest(payload)
-
-    return per_call_us(seal, repeat)
-
-
 # --- the report ------------------------------------------------------------------
 
 
 def seal_costs(costs_us: dict[str, float]) -> tuple[float, float]:
-    """(one of the project's seals, one ``AES.new`` seal) in µs, read by name
-    from bench/micro.py's figures of this run; NaN if missing."""
-    ours = next((us for name, us in costs_us.items() if name.startswith("seal one record")), math.nan)
-    aes_new = next(
-        (us for name, us in costs_us.items() if "AES.new" in name and "seal" in name and "setup" not in name),
-        math.nan,
-    )
-    return ours, aes_new
+    """(one of the project's seals, one ``AES.new`` seal) in µs, from
+    bench/micro.py's figures of this run; NaN if missing."""
+    from bench import micro
+
+    return costs_us.get(micro.SEAL, math.nan), costs_us.get(micro.SEAL_AES_NEW, math.nan)
 
 
 def _f(value: float, digits: int = 1) -> str:
