@@ -11,18 +11,23 @@ reaches the terminal.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import random
 import re
+import select
 import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
 import cli
+import client_config
 import client_ui
 import crypto_utils
 import keystore
@@ -36,9 +41,12 @@ from protocol import (
     ChatLine,
     ClientConnection,
     ConnectionClosed,
+    EchoOwnLines,
     ErrorNotice,
     Goodbye,
     HandshakeComplete,
+    HistoryMessage,
+    Motd,
     NickRequest,
     PrivateLine,
     ProtocolError,
@@ -49,6 +57,7 @@ from protocol import (
     UserList,
     UserListRequest,
     Username,
+    UsernameDeadline,
     UsernameRequest,
     Welcome,
 )
@@ -62,6 +71,12 @@ CLOSE_GRACE = 2.0  # seconds to wait for the server to see our goodbye
 CHAT_PROMPT = "> "
 USERNAME_PROMPT = "Username: "
 CONNECTION_LOST = "Connection to server lost."
+SERVER_SHUTTING_DOWN = "Server is shutting down."  # server.SHUTTING_DOWN: it may be back soon
+RECONNECTING = "Reconnecting (Ctrl-C or /quit to leave)..."
+RECONNECT = -1  # converse(): the server went away; come back
+RECONNECT_FIRST = 1.0  # seconds before the first try, then twice as long each time...
+RECONNECT_LONGEST = 30.0  # ...up to this; each wait is spread by +-50 % (jitter)
+NAME_RETRY = 60.0  # seconds to try for one's name again: the server may hold it for a dead connection
 RECORDS_USED_UP = (
     "This connection has carried as many messages as its keys may protect (2^24): leaving. "
     "Connect again to go on, with new keys."
@@ -91,6 +106,11 @@ class ServerLink:
         self.conn = ClientConnection()
         self._send_lock = threading.Lock()
         self._pacer: Pacer | None = None
+        self.rate_limit: RateLimit | None = None
+        self.on_hold: Callable[[], None] | None = None  # a line must wait for the rate limit
+        #: The server told its username deadline: it is of a version that
+        #: echoes a member's own lines on request (PROTOCOL.md, 0x20 on).
+        self.server_echoes_on_request = False
 
     def next_event(self) -> protocol.Event:
         """The next event, reading as needed. What the handshake writes by
@@ -104,12 +124,17 @@ class ServerLink:
             if not isinstance(event, RateLimit):
                 return event
             self._pacer = Pacer(event)
+            self.rate_limit = event
 
     def send_paced(self, message: protocol.Message) -> None:
         """Send a message the server counts against its rate limit, first
-        waiting as long as the limit asks."""
+        waiting as long as the limit asks (``on_hold()`` is called before a
+        wait)."""
         if self._pacer is not None:
-            time.sleep(self._pacer.delay())
+            delay = self._pacer.delay()
+            if delay and self.on_hold is not None:
+                self.on_hold()
+            time.sleep(delay)
         self.send(message)
 
     def flush(self) -> None:
@@ -280,12 +305,16 @@ def confirm_new_key(terminal: Terminal, checked: keystore.KeyCheck) -> None:
 def choose_username(link: ServerLink, display: Display, preset: str | None) -> str | None:
     """Answer the server's username requests until one is accepted.
 
-    ``preset`` (from --name) is tried first. On a terminal a refused name is
-    asked for again; on a pipe, a refusal ends the client, so that a script
-    never has a chat line taken for a username. None if input ended first.
+    ``preset`` (from --name) is tried first, without showing the first
+    request. On a terminal a refused name is asked for again; on a pipe, a
+    refusal ends the client, so that a script never has a chat line taken
+    for a username. None if input ended first. If the server tells its
+    deadline (UsernameDeadline), a person at the prompt is warned before it
+    passes and told at once when it has.
     """
     terminal = display.terminal
     attempts = 0
+    deadline: float | None = None
     while True:
         event = link.next_event()
         if isinstance(event, Welcome):
@@ -294,22 +323,113 @@ def choose_username(link: ServerLink, display: Display, preset: str | None) -> s
             raise ClientError(printable_text(event.reason) or CONNECTION_LOST)
         if isinstance(event, ConnectionClosed):
             raise ClientError(CONNECTION_LOST)
+        if isinstance(event, UsernameDeadline):
+            deadline = time.monotonic() + event.seconds
+            link.server_echoes_on_request = True
+            continue
+        if isinstance(event, EchoOwnLines):
+            display.session.echoed = True
+            continue
         if not isinstance(event, UsernameRequest):
             display.show_event(event)
             continue
         prompt = printable_text(event.prompt)
         if attempts and not terminal.interactive:
             raise ClientError(f"{prompt}\nThe username was refused and input is not a terminal: giving up.")
-        terminal.show(prompt)
         if attempts == 0 and preset is not None:
             name = preset
         else:
+            terminal.show(prompt)
             try:
-                name = terminal.read_line(USERNAME_PROMPT)
+                name = read_username(link, terminal, deadline)
             except EOFError:
                 return None
+        if attempts == 0 and link.server_echoes_on_request and terminal.interactive:
+            link.send(EchoOwnLines())  # show my lines as the others see them
         attempts += 1
         link.send(Username(name))
+
+
+class ServerSpoke(Exception):
+    """Raised in the main thread, waiting at the username prompt, when the
+    server has sent something (it says goodbye: the deadline has passed)."""
+
+
+def read_username(link: ServerLink, terminal: Terminal, deadline: float | None) -> str:
+    """The name typed; meanwhile a watcher warns before ``deadline`` and, if
+    the server speaks first, wakes the prompt (ServerSpoke) so that what it
+    said is shown at once, not after Enter."""
+    if deadline is None or not terminal.interactive:
+        return terminal.read_line(USERNAME_PROMPT, remember=False)
+    watcher = DeadlineWatcher(link.sock, terminal, deadline)
+
+    def wake(signum, frame) -> None:
+        if watcher.listening.is_set():
+            raise ServerSpoke
+
+    previous = signal.signal(WAKE_SIGNAL, wake)
+    watcher.listening.set()
+    watcher.start()
+    try:
+        try:
+            return terminal.read_line(USERNAME_PROMPT, remember=False)  # not a line to recall
+        finally:
+            watcher.listening.clear()
+            watcher.stop()
+    except ServerSpoke:
+        event = link.next_event()  # what it said: a goodbye, normally
+        if isinstance(event, Goodbye):
+            raise ClientError(printable_text(event.reason) or CONNECTION_LOST) from None
+        raise ClientError(CONNECTION_LOST) from None
+    finally:
+        signal.signal(WAKE_SIGNAL, previous)
+
+
+#: Seconds before the username deadline that a person is warned (at most
+#: half the time given).
+DEADLINE_WARNING = 15.0
+
+
+class DeadlineWatcher(threading.Thread):
+    """While the person types a username: warns ``DEADLINE_WARNING`` seconds
+    before the deadline, and wakes the main thread when the socket has
+    something to read (the server only speaks then to say goodbye)."""
+
+    def __init__(self, sock: socket.socket, terminal: Terminal, deadline: float) -> None:
+        super().__init__(name="username deadline", daemon=True)
+        self.sock, self.terminal, self.deadline = sock, terminal, deadline
+        self.listening = threading.Event()  # the main thread may be woken
+        self._main_thread = threading.get_ident()
+        self._stop_reading, self._stop_writing = os.pipe()
+
+    def run(self) -> None:
+        left = self.deadline - time.monotonic()
+        warn_at = self.deadline - min(DEADLINE_WARNING, left / 2)
+        warned = False
+        while True:
+            wait = None if warned else max(0.0, warn_at - time.monotonic())
+            readable, _, _ = select.select([self.sock.fileno(), self._stop_reading], [], [], wait)
+            if self._stop_reading in readable:
+                return
+            if readable:
+                self._wake_main_thread()
+                return
+            if not warned:
+                warned = True
+                seconds = round(self.deadline - time.monotonic())
+                self.terminal.show(f"{seconds} seconds left to choose a username: then the server hangs up.")
+
+    def _wake_main_thread(self) -> None:
+        # As the Receiver does: repeat until the main thread stops reading.
+        while self.listening.is_set():
+            signal.pthread_kill(self._main_thread, WAKE_SIGNAL)
+            time.sleep(WAKE_REPEAT)
+
+    def stop(self) -> None:
+        os.write(self._stop_writing, b"x")
+        self.join()
+        os.close(self._stop_reading)
+        os.close(self._stop_writing)
 
 
 class Receiver(threading.Thread):
@@ -320,8 +440,9 @@ class Receiver(threading.Thread):
     which is waiting for input, with ServerEnded.
     """
 
-    def __init__(self, link: ServerLink, display: Display) -> None:
+    def __init__(self, link: ServerLink, display: Display, reconnect: bool = False) -> None:
         super().__init__(name="receiver", daemon=True)
+        self.reconnect = reconnect
         self.link = link
         self.display = display
         self.terminal = display.terminal
@@ -329,6 +450,8 @@ class Receiver(threading.Thread):
         self._leaving = False
         self.ended_by_server = False
         self.reading_done = threading.Event()  # the main thread reads no more
+        self.reconnectable = False  # the end was the server's, and worth coming back from
+        self.typed = ""  # the line being typed when the server ended
         self._main_thread = threading.get_ident()  # made by the main thread, which it wakes
 
     def run(self) -> None:
@@ -340,7 +463,11 @@ class Receiver(threading.Thread):
                 reason = printable_text(event.reason)
         except (OSError, ProtocolError):
             reason = CONNECTION_LOST
-        self._server_ended(reason)
+            event = None
+        # The server went away (lost, or restarting): come back on our own,
+        # on a terminal. Any other goodbye (a kick) is meant.
+        self.reconnectable = self.reconnect and (not isinstance(event, Goodbye) or event.reason == SERVER_SHUTTING_DOWN)
+        self._server_ended(f"{reason} {RECONNECTING}" if self.reconnectable else reason)
 
     def leave(self) -> bool:
         """Claim the end for the person. False if the server ended first."""
@@ -353,6 +480,7 @@ class Receiver(threading.Thread):
             if self._leaving:
                 return
             self.ended_by_server = True
+        self.typed = self.terminal.typed_text()  # kept for after a reconnection
         self.terminal.error(reason)
         # CPython's readline acts on a signal only if it interrupts its wait
         # for a key; one that lands while it handles a key is noted and then
@@ -363,10 +491,11 @@ class Receiver(threading.Thread):
                 return
 
 
-def converse(link: ServerLink, display: Display) -> int:
-    """The chat itself: the main thread reads and sends, a Receiver prints."""
+def converse(link: ServerLink, display: Display, reconnect: bool = False) -> int:
+    """The chat itself: the main thread reads and sends, a Receiver prints.
+    RECONNECT if the server went away and ``reconnect`` asks to come back."""
     terminal = display.terminal
-    receiver = Receiver(link, display)
+    receiver = Receiver(link, display, reconnect)
     wakeable = threading.Event()  # set while the main thread may be woken
 
     def wake(signum, frame) -> None:
@@ -377,6 +506,7 @@ def converse(link: ServerLink, display: Display) -> int:
             raise ServerEnded
 
     signal.signal(WAKE_SIGNAL, wake)
+    interrupt = signal.getsignal(signal.SIGINT)
     wakeable.set()
     try:
         try:
@@ -394,7 +524,14 @@ def converse(link: ServerLink, display: Display) -> int:
     if not person_left:
         receiver.join(CLOSE_GRACE)  # it saw the failure too: let it report it
     if not receiver.leave():
-        return 1  # the server ended the session, and the receiver said so
+        # The server ended the session, and the receiver said so.
+        if receiver.reconnectable and person_left:
+            return 0  # they left as it went: nothing to come back to
+        if receiver.reconnectable:
+            terminal.start_next_line_with(receiver.typed)
+            signal.signal(signal.SIGINT, interrupt)  # Ctrl-C leaves at once while it tries
+            return RECONNECT
+        return 1
     if parting is None:
         terminal.error(CONNECTION_LOST)
         return 1
@@ -403,25 +540,97 @@ def converse(link: ServerLink, display: Display) -> int:
     return 0
 
 
+class TypedLines:
+    """What the person typed or pasted, a line at a time. While the client
+    paces its lines, the rest of a paste is read ahead (the backlog) so that
+    the person can be told how many wait, and which were not sent if they
+    stop it; it comes before whatever the terminal gives next."""
+
+    def __init__(self, terminal: Terminal) -> None:
+        self.terminal = terminal
+        self.backlog: deque[str] = deque()
+        self.current: str | None = None  # the line being acted on, not yet sent
+        self._partial = ""  # read ahead after the last line end: the line being typed
+        self._ended = False
+        self._announced = False
+
+    def next(self) -> str:
+        if self.backlog:
+            self.current = self.backlog.popleft()
+            return self.current
+        self._announced = False
+        if self._ended:
+            raise EOFError
+        if self._partial:
+            self.terminal.start_next_line_with(self._partial)
+            self._partial = ""
+        self.current = self.terminal.read_line(CHAT_PROMPT)
+        return self.current
+
+    def read_ahead(self) -> None:
+        text, ended = self.terminal.pending_input()
+        *lines, self._partial = (self._partial + text).split("\n")
+        self.backlog.extend(lines)
+        self._ended |= ended
+
+    def held_back(self, display: Display, limit: RateLimit | None) -> None:
+        """The line being sent must wait for the server's rate: read the
+        paste ahead and say once how many lines wait, and why."""
+        self.read_ahead()
+        if self.backlog and not self._announced and limit is not None and limit.interval_ms:
+            self._announced = True
+            waiting = len(self.backlog) + 1
+            display.show(
+                display.style.notice(
+                    f"* Sending {waiting} more lines: the server allows {1000 / limit.interval_ms:g} a second."
+                )
+            )
+
+    def unsent(self) -> list[str]:
+        return ([self.current] if self.current is not None else []) + list(self.backlog)
+
+
+def report_unsent(display: Display, unsent: list[str], why: str = "") -> None:
+    """Say exactly which lines were not sent (a paste stopped by Ctrl-C,
+    lines typed while not connected)."""
+    if not unsent:
+        return
+    first, last = (f"\u201c{printable_text(line)}\u201d" for line in (unsent[0], unsent[-1]))
+    which = first if len(unsent) == 1 else f"{len(unsent)} lines, from {first} to {last}"
+    display.show(display.style.notice(f"* Not sent{f' ({why})' if why else ''}: {which}."))
+
+
 def send_typed_lines(link: ServerLink, display: Display) -> str | None:
     """Act on each line typed (client_ui.run_line) until the person leaves
     (the parting line, "" for none) or sending fails (None). The receiver
     ends it with ServerEnded when the server is gone."""
+    lines = TypedLines(display.terminal)
+    link.on_hold = lambda: lines.held_back(display, getattr(link, "rate_limit", None))
+
+    def toggle_bell() -> bool:
+        display.bell = not display.bell
+        return display.bell
+
     context = client_ui.Context(
         session=display.session,
         send=lambda message: send_message(link, display, message),
         show=display.show,
         error=display.error,
+        toggle_bell=toggle_bell if display.terminal.interactive else None,
     )
     try:
         while True:
-            client_ui.run_line(display.terminal.read_line(CHAT_PROMPT), context)
+            client_ui.run_line(lines.next(), context)
+            lines.current = None
     except client_ui.QuitRequested as request:
         return request.message
     except protocol.RecordLimitError:
         display.terminal.error(RECORDS_USED_UP)
         return ""  # the last record this direction may carry is the Goodbye
-    except (EOFError, KeyboardInterrupt):
+    except KeyboardInterrupt:
+        report_unsent(display, lines.unsent())
+        return ""
+    except EOFError:
         return ""
     except (OSError, ProtocolError):
         return None
@@ -471,7 +680,8 @@ def fingerprint_text(text: str) -> str:
     return text
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None, environ: Mapping[str, str] = os.environ) -> argparse.Namespace:
+    """The options: client.conf gives the defaults, the command line wins."""
     parser = argparse.ArgumentParser(description="Encrypted terminal group chat: the client.")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"server address (default: {DEFAULT_HOST})")
     parser.add_argument(
@@ -495,19 +705,51 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="file of trusted server keys (default: $XDG_DATA_HOME/socket-chat/known_hosts)",
     )
+    on_off = argparse.BooleanOptionalAction
     parser.add_argument(
-        "--no-color", action="store_true", help="no colours (also when NO_COLOR is set, or output is not a terminal)"
+        "--color",
+        action=on_off,
+        default=True,
+        help="colours on a terminal (--no-color: none; also none when NO_COLOR is set, or off a terminal)",
     )
-    parser.add_argument("--timestamps", action="store_true", help="start each line shown with the time, HH:MM")
+    parser.add_argument("--timestamps", action=on_off, default=False, help="start each line shown with the time, HH:MM")
+    parser.add_argument(
+        "--bell",
+        action=on_off,
+        default=None,
+        help="ring the bell when you are mentioned or sent a private message (default: on a terminal)",
+    )
+    parser.add_argument(
+        "--reconnect",
+        action=on_off,
+        default=True,
+        help="on a terminal, when the connection is lost or the server restarts, connect again by itself",
+    )
+    parser.add_argument(
+        "--history-file",
+        action=on_off,
+        default=True,
+        help="keep the lines typed for the next run, in $XDG_DATA_HOME/socket-chat/history (mode 0600)",
+    )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the command lines as they are
-    parser.epilog = "commands in the chat:\n" + "\n".join(f"  {line}" for line in client_ui.help_lines())
+    path = client_config.config_path(environ)
+    parser.epilog = (
+        f"settings file: {path} ([client]: host, port, name, color, timestamps, bell, reconnect, history-file)\n"
+        "commands in the chat:\n" + "\n".join(f"  {line}" for line in client_ui.help_lines())
+    )
     cli.add_version(parser)
+    try:
+        parser.set_defaults(**client_config.read_config(path))
+    except client_config.ConfigError as exc:
+        parser.error(str(exc))
     return parser.parse_args(argv)
 
 
 def make_display(args: argparse.Namespace, terminal: Terminal) -> Display:
-    colour = client_ui.colour_wanted(args.no_color, os.environ, sys.stdout.isatty())
-    return Display(terminal, Session(), Style(colour), timestamps=args.timestamps)
+    on_terminal = sys.stdout.isatty()
+    colour = client_ui.colour_wanted(not args.color, os.environ, on_terminal)
+    bell = on_terminal if args.bell is None else args.bell and on_terminal
+    return Display(terminal, Session(), Style(colour), timestamps=args.timestamps, bell=bell)
 
 
 def run(args: argparse.Namespace, terminal: Terminal) -> int:
@@ -530,39 +772,134 @@ def run(args: argparse.Namespace, terminal: Terminal) -> int:
     if name is None:
         say_goodbye(link)
         return 0
-    return converse(link, display)
+    comes_back = args.reconnect and terminal.interactive
+    status = converse(link, display, comes_back)
+    while status == RECONNECT:
+        reconnected = reconnect(args, display)
+        if reconnected is None:
+            return 0  # the person left while it tried
+        status = converse(reconnected, display, comes_back)
+    return status
 
 
-def start_session(link: ServerLink, display: Display, name: str) -> None:
+def reconnect(args: argparse.Namespace, display: Display) -> ServerLink | None:
+    """Connect again, with waits that double (with jitter, so that everyone
+    cut off at once does not come back at once), and take back the name;
+    show what was said meanwhile. None if the person left meanwhile (/quit,
+    end of input). A changed server key ends it, loudly, as on the first
+    connection (keystore.ServerKeyRefused)."""
+    terminal, name = display.terminal, display.session.own_name
+    wait, name_taken_since = RECONNECT_FIRST, None
+    while True:
+        if wait_or_leave(display, wait * random.uniform(0.5, 1.5)):
+            return None
+        wait = min(wait * 2, RECONNECT_LONGEST)
+        try:
+            link = connect(args.host, args.port)
+        except ClientError:
+            continue  # not back yet
+        try:
+            trust_server(link, args, terminal)
+            if take_back_name(link, display, name):
+                start_session(link, display, name, resumed=True)
+                display.show(display.style.notice(f"* Reconnected as {name}."))
+                return link
+            name_taken_since = name_taken_since or time.monotonic()
+            if time.monotonic() - name_taken_since > NAME_RETRY:
+                raise ClientError(f"Reconnected, but the name {name} stays taken: giving up.")
+        except (ClientError, OSError, ProtocolError):
+            pass
+        with contextlib.suppress(OSError):
+            link.sock.close()
+
+
+def wait_or_leave(display: Display, seconds: float) -> bool:
+    """Wait ``seconds`` between tries; True if the person typed /quit (or
+    ended input) meanwhile. Other lines typed cannot be sent now: say so."""
+    terminal = display.terminal
+    if not terminal.interactive:
+        time.sleep(seconds)
+        return False
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([sys.stdin], [], [], left)[0]:
+            break
+        text, ended = terminal.pending_input()
+        *lines, rest = text.split("\n")
+        terminal.start_next_line_with(rest)
+        if ended or any(line.strip().split(" ")[0] == "/quit" for line in lines):
+            return True
+        report_unsent(display, [line for line in lines if line.strip()], "not connected")
+    return False
+
+
+def take_back_name(link: ServerLink, display: Display, name: str) -> bool:
+    """Join again as ``name``; False if the server has it still taken."""
+    asked = False
+    while True:
+        event = link.next_event()
+        if isinstance(event, Welcome):
+            return True
+        if isinstance(event, UsernameDeadline):
+            link.server_echoes_on_request = True
+        elif isinstance(event, EchoOwnLines):
+            display.session.echoed = True
+        elif isinstance(event, UsernameRequest):
+            if asked:
+                return False  # asked again: refused
+            if link.server_echoes_on_request:
+                link.send(EchoOwnLines())
+            asked = True
+            link.send(Username(name))
+        elif isinstance(event, (Goodbye, ConnectionClosed)):
+            raise ClientError(CONNECTION_LOST)
+
+
+def start_session(link: ServerLink, display: Display, name: str, resumed: bool = False) -> None:
     """Joined as ``name``: learn (quietly) who is online before the first
     line is read, so that ``/msg`` knows names with spaces and tab completes
-    them. What comes first (message of the day, history) is shown."""
+    them. What comes first (message of the day, history) is shown; when
+    ``resumed`` after a reconnection, only the history not seen before."""
     display.session.observe(Welcome(name))
     display.session.user_list_requested(show=False)
     link.send(UserListRequest())
+    history: list[HistoryMessage] = []
     while not isinstance(event := link.next_event(), UserList):
         if isinstance(event, Goodbye):
             raise ClientError(printable_text(event.reason) or CONNECTION_LOST)
         if isinstance(event, ConnectionClosed):
             raise ClientError(CONNECTION_LOST)
-        display.show_event(event)
+        if resumed and isinstance(event, HistoryMessage):
+            history.append(event)
+            continue
+        if not (resumed and isinstance(event, Motd)):  # seen on joining first
+            display.show_event(event)
         if isinstance(event, ErrorNotice):
             break  # a server without user lists: chat without completion
     else:
         display.show_event(event)  # not shown: it only fills the session
+    for missed in display.session.unseen(history):
+        display.show_event(missed)
     display.terminal.enable_completion(display.session.names)
+    # The server shows my lines as the others see them: the typed one goes.
+    display.terminal.erase_entered = display.session.echoed
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     terminal = Terminal(interactive=sys.stdin.isatty())
+    history = client_config.history_path(keystore.data_dir()) if args.history_file else None
     try:
+        terminal.load_history(history)
         return run(args, terminal)
     except (ClientError, keystore.KeyStoreError) as exc:
         terminal.error(str(exc))
         return 1
     except KeyboardInterrupt:
         return 0  # Ctrl-C before the chat began: leave quietly
+    finally:
+        terminal.restore()
+        terminal.save_history(history)
 
 
 if __name__ == "__main__":

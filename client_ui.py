@@ -15,6 +15,7 @@ is tested without sockets.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import zlib
@@ -66,6 +67,10 @@ class Session:
         self._ignored: dict[str, str] = {}  # casefolded -> as typed
         self.last_private_from: str | None = None
         self._user_lists_to_show: deque[bool] = deque()  # one per request sent
+        #: The server sends this client's own lines back (EchoOwnLines): they
+        #: are shown from there, as the others see them.
+        self.echoed = False
+        self._last_line: tuple[str, str, str] | None = None  # the last chat line or action shown live
 
     def names(self) -> list[str]:
         """Everyone known to be online, this client included."""
@@ -113,6 +118,10 @@ class Session:
                 self._online = {name.casefold(): name for name, _ in event.members()}
             elif isinstance(event, PrivateMessage) and not self.is_me(event.sender):
                 self.last_private_from = event.sender
+            elif isinstance(event, ChatMessage):
+                self._last_line = (event.sender, event.text, "chat")
+            elif isinstance(event, ActionMessage):
+                self._last_line = (event.sender, event.text, "action")
 
     def _renamed(self, old: str, new: str) -> None:
         self._online.pop(old.casefold(), None)
@@ -124,6 +133,29 @@ class Session:
         if self.last_private_from and self.last_private_from.casefold() == old.casefold():
             self.last_private_from = new
 
+    def unseen(self, history: list[HistoryMessage]) -> list[HistoryMessage]:
+        """The part of a history, on coming back after a reconnection, said
+        after the last line shown live (all of it if that line is not in
+        it). Matched by content, not time: the server's clock is not ours."""
+        with self._lock:
+            last = self._last_line
+        for index in range(len(history) - 1, -1, -1):
+            entry = history[index]
+            if (entry.sender, entry.text, entry.kind) == last:
+                return history[index + 1 :]
+        return history
+
+    def wants_me(self, event) -> bool:
+        """True for what calls for this person: a private message from
+        someone else, or a line or action of someone else's that mentions
+        the person's name (the whole name, in any case)."""
+        sender = getattr(event, "sender", None)
+        if sender is None or self.is_me(sender) or not self.own_name:
+            return False
+        if isinstance(event, PrivateMessage):
+            return True
+        return isinstance(event, (ChatMessage, ActionMessage)) and mentions(event.text, self.own_name)
+
     def shows(self, event) -> bool:
         """False for what this client hides: messages from ignored people,
         and the answers to user lists it asked for itself."""
@@ -134,6 +166,12 @@ class Session:
         return sender is None or not self.ignores(sender)
 
 
+def mentions(text: str, name: str) -> bool:
+    """``text`` holds ``name`` as a whole (not inside a longer word), in
+    any case: "ann:" and "@Ann" mention Ann; "Annie" and "banner" do not."""
+    return re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, re.IGNORECASE) is not None
+
+
 # --- how events are shown ------------------------------------------------------
 
 RESET = "\x1b[0m"
@@ -141,6 +179,8 @@ RESET = "\x1b[0m"
 #: (yellow), private messages (magenta) or errors (red).
 NAME_COLOURS = ("32", "34", "36", "92", "94", "96")
 NOTICE_COLOUR, PRIVATE_COLOUR, ERROR_COLOUR = "33", "35", "31"
+MENTION_HIGHLIGHT = "1;7"  # bold, reverse video: a line that mentions you
+_SGR = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def name_colour(name: str) -> str:
@@ -177,6 +217,11 @@ class Style:
     def error(self, text: str) -> str:
         return self._paint(ERROR_COLOUR, text)
 
+    def mention(self, line: str) -> str:
+        """A whole line that calls for the person; its own colours are
+        dropped so that the highlight runs to its end."""
+        return self._paint(MENTION_HIGHLIGHT, _SGR.sub("", line))
+
 
 PLAIN = Style(colour=False)
 
@@ -186,9 +231,11 @@ def clock_time(unix_seconds: float) -> str:
     return time.strftime("%H:%M", time.localtime(unix_seconds))
 
 
-def render(event, session: Session | None = None, style: Style = PLAIN) -> list[str]:
+def render(event, session: Session | None = None, style: Style = PLAIN, dated: bool = True) -> list[str]:
     """The lines that show ``event`` (none for an event that is not shown).
-    All text from the network passes ``printable_text`` here."""
+    All text from the network passes ``printable_text`` here. A history
+    line carries its time unless ``dated`` is False (the caller then puts
+    the time first, as for every line with --timestamps)."""
     clean = printable_text
     if isinstance(event, ChatMessage):
         return [f"{style.name(clean(event.sender))}: {clean(event.text)}"]
@@ -197,7 +244,7 @@ def render(event, session: Session | None = None, style: Style = PLAIN) -> list[
     if isinstance(event, PrivateMessage):
         return [_render_private(event, session, style)]
     if isinstance(event, HistoryMessage):
-        return [_render_history(event, style)]
+        return [_render_history(event, style, dated)]
     if isinstance(event, UserList):
         return _render_user_list(event, style)
     if isinstance(event, Motd):
@@ -243,10 +290,9 @@ def _render_private(event: PrivateMessage, session: Session | None, style: Style
     return style.private(f"[{clean(event.sender)} -> me] {clean(event.text)}")
 
 
-def _render_history(event: HistoryMessage, style: Style) -> str:
+def _render_history(event: HistoryMessage, style: Style, dated: bool = True) -> str:
     clean = printable_text
-    when = clock_time(event.sent_at)
-    marker = style.notice(f"[history {when}]")
+    marker = style.notice(f"[history {clock_time(event.sent_at)}]" if dated else "[history]")
     if event.kind == "action":
         return f"{marker} * {style.name(clean(event.sender))} {clean(event.text)}"
     return f"{marker} {style.name(clean(event.sender))}: {clean(event.text)}"
@@ -297,6 +343,8 @@ class Context:
     send: Callable[[protocol.Message], None]
     show: Callable[[str], None]
     error: Callable[[str], None]
+    #: Turn the bell for mentions and private messages on or off; True if on now.
+    toggle_bell: Callable[[], bool] | None = None
 
 
 class UsageError(Exception):
@@ -375,6 +423,15 @@ def _unignore(ctx: Context, argument: str) -> None:
         ctx.error(f"You are not ignoring {argument}.")
 
 
+def _bell(ctx: Context, argument: str) -> None:
+    if ctx.toggle_bell is None:
+        ctx.error("There is no bell here: output is not a terminal.")
+    elif ctx.toggle_bell():
+        ctx.show("* The bell is on: it rings when you are mentioned or get a private message.")
+    else:
+        ctx.show("* The bell is off.")
+
+
 def _quit(ctx: Context, argument: str) -> None:
     raise QuitRequested(argument)
 
@@ -391,6 +448,7 @@ COMMANDS: CommandTable[Context, None] = CommandTable(
         Command("/back", "", "no longer away (a line to everyone does it too)", _back),
         Command("/ignore", "NAME", "hide NAME's messages on this client", _ignore),
         Command("/unignore", "NAME", "show NAME's messages again", _unignore),
+        Command("/bell", "", "ring the bell (or not) when you are mentioned or sent a private message", _bell),
         Command("/quit", "[MESSAGE]", "leave, with a parting line others see", _quit),
     ]
 )

@@ -93,7 +93,9 @@ MEMBER_ID = re.compile(rb"[0-9a-f]{12}/[1-9][0-9]{0,18}")
 MAX_ENTRY_BYTES = protocol.MAX_FRAME_SIZE - 1024
 #: Clock skew forgiven between Redis and this server, in seconds.
 CLOCK_SKEW = 60.0
-MEMBERS_CHANGED = (UserJoined, UserLeft, UserParted, UserKicked, NickChanged)
+#: Entries after which the user list is read again; a Notice may sum up
+#: joins and leaves in a busy room (presence.py).
+MEMBERS_CHANGED = (UserJoined, UserLeft, UserParted, UserKicked, NickChanged, Notice)
 
 DEGRADED = (
     "The chat is degraded: this server has lost touch with the others. "
@@ -535,7 +537,7 @@ class RedisCluster:
         for key, (name, since) in zip(keys, pipe.execute(), strict=True):
             if name is None or since is None:
                 continue  # expired or freed between the SCAN and the read
-            member = _name_and_since(name, since)
+            member = _name_and_since(key, name, since)
             if member is None:
                 garbled.append(key)
             else:
@@ -548,13 +550,15 @@ class RedisCluster:
         return max(1, int(self.name_ttl * 1000))
 
 
-def _name_and_since(name: bytes, since: bytes) -> tuple[str, float] | None:
+def _name_and_since(key: bytes, name: bytes, since: bytes) -> tuple[str, float] | None:
     """A name hash's ``name`` and ``since``, or None if they are not a
-    username and a Unix time."""
+    username (whose key is the hash's) and a Unix time."""
     try:
         text, when = name.decode("utf-8"), float(since)
     except (UnicodeDecodeError, ValueError):
         return None
     if not is_username(text) or not math.isfinite(when) or not 0 <= when < 2**32:
+        return None
+    if key != name_key(text).encode("utf-8"):  # a second entry for someone, under a key not theirs
         return None
     return text, when

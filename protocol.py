@@ -89,6 +89,8 @@ __all__ = [
     "Away",
     "Back",
     "AwayReply",
+    "UsernameDeadline",
+    "EchoOwnLines",
     "ClientConnection",
     "ServerConnection",
     "ServerIdentity",
@@ -558,6 +560,30 @@ class AwayReply(Message):
     message: str
 
 
+# Added later, from 0x20 up: UsernameDeadline (an older client reports it as
+# a message it cannot read, once), and EchoOwnLines, which a client sends only
+# to a server that sent UsernameDeadline.
+
+
+@dataclass(frozen=True)
+class UsernameDeadline(Message):
+    """Server: the connection is closed unless a username is accepted
+    within ``seconds`` of this message, so that the client can say so."""
+
+    TYPE: ClassVar[int] = 0x20
+    seconds: int
+
+
+@dataclass(frozen=True)
+class EchoOwnLines(Message):
+    """Client: send my own chat lines and actions back to me, as the others
+    get them (ChatMessage, ActionMessage), in the room's order, so that I can
+    show them as they see them. Server: the same back, as the answer: from
+    here on, they come."""
+
+    TYPE: ClassVar[int] = 0x21
+
+
 #: What ``next_event`` returns, besides ``NEED_DATA``.
 Event = ServerHello | ServerRefused | HandshakeComplete | ConnectionClosed | MalformedMessage | Message
 
@@ -591,12 +617,14 @@ _MESSAGE_TYPES: dict[int, type[Message]] = {
         Away,
         Back,
         AwayReply,
+        UsernameDeadline,
+        EchoOwnLines,
     )
 }
 _CLIENT_SENDS = frozenset(
-    {Username, ChatLine, Goodbye, PrivateLine, ActionLine, NickRequest, UserListRequest, Away, Back}
+    {Username, ChatLine, Goodbye, PrivateLine, ActionLine, NickRequest, UserListRequest, Away, Back, EchoOwnLines}
 )
-_SERVER_SENDS = frozenset(set(_MESSAGE_TYPES.values()) - _CLIENT_SENDS | {Goodbye})
+_SERVER_SENDS = frozenset(set(_MESSAGE_TYPES.values()) - _CLIENT_SENDS | {Goodbye, EchoOwnLines})
 
 
 def encode_message(message: Message) -> bytes:
@@ -802,7 +830,9 @@ class _Connection:
 
     Two threads may drive one connection once it is OPEN, and only then:
     one receiving (``receive_data``, ``next_event``) and one sending
-    (``send``, ``send_batch``, ``data_to_send``). The two halves share no
+    (``send``, ``send_batch``, ``data_to_send``); the sending half must be
+    driven by one thread at a time (the server's one sender thread drives
+    the sending halves of all its connections). The two halves share no
     buffer and no cipher: the receiving half owns the receive buffer, the
     opener and the pending events; the sending half owns the outbox and the
     sealer. The only state both touch is ``state``, which the receiving half

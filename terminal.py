@@ -7,14 +7,22 @@ pipe), no prompt and no escape codes are written.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import select
+import shutil
 import sys
 import threading
 import time
+import unicodedata
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+import client_config
 import client_ui
 from client_ui import Session, Style
+from protocol import HistoryMessage, PrivateMessage
 
 if TYPE_CHECKING:
     import ctypes  # imported when used: a platform may lack it
@@ -47,6 +55,14 @@ class Terminal:
                 self._redisplay = _readline_redisplay(readline)
         self._asked: str | None = None  # the prompt input() was called with
         self._drawing = False  # readline is drawing that prompt
+        self._input_erased = False  # error() took the typed line off the screen
+        self._to_insert = ""  # text readline starts the next line with
+        #: After Enter, take the typed line off the screen: the server's
+        #: echo shows it as the others see it (client.py sets this).
+        self.erase_entered = False
+        # The terminal's modes as found, and the same with its echo off.
+        self._saved_modes, self._quiet_modes = _terminal_modes() if interactive else (None, None)
+        self._hide_typing()
         self._prompt_ready = threading.Condition(self._lock)
         if self._readline and self._redisplay:
             # A line that arrives while readline draws a new prompt waits
@@ -63,10 +79,73 @@ class Terminal:
         self._drawing = True
 
     def _prompt_drawn(self) -> None:
+        if self._to_insert and self._readline is not None:
+            self._readline.insert_text(self._to_insert)
+            self._readline.redisplay()
+            self._to_insert = ""
         with self._prompt_ready:
             self._drawing = False
             self._prompt = self._asked
             self._prompt_ready.notify_all()
+
+    def start_next_line_with(self, text: str) -> None:
+        """The next line read begins with ``text``, as if typed (the part of
+        a paste after its last line end, or the line typed when the
+        connection dropped)."""
+        self._to_insert = text
+
+    def typed_text(self) -> str:
+        """What is typed at the prompt now, not yet entered ("" if none)."""
+        return self._readline.get_line_buffer() if self._readline and self._prompt is not None else ""
+
+    def pending_input(self) -> tuple[str, bool]:
+        """What was typed or pasted and waits unread in the terminal, read
+        now without waiting (line ends as LF), and whether input ended.
+        Only on a terminal; readline has not seen it."""
+        if not self.interactive:
+            return "", False
+        data = b""
+        while select.select([sys.stdin], [], [], 0)[0]:
+            chunk = os.read(sys.stdin.fileno(), 65536)
+            if not chunk:
+                return _typed_text(data), True
+            data += chunk
+        return _typed_text(data), False
+
+    def bell(self) -> None:
+        """Ring the terminal's bell."""
+        with self._lock:
+            sys.stdout.write("\a")
+            sys.stdout.flush()
+
+    def _hide_typing(self) -> None:
+        """The terminal's own echo off while readline does not read: what is
+        typed or pasted meanwhile (the client paces a paste) then waits
+        unseen, instead of being echoed over the client's output. Around
+        input() the modes are as found: readline echoes only if the terminal
+        did when it started."""
+        if self._quiet_modes is not None:
+            _set_modes(self._quiet_modes)
+
+    def _show_typing(self) -> None:
+        if self._saved_modes is not None:
+            _set_modes(self._saved_modes)
+
+    def load_history(self, path: Path | None) -> None:
+        """Recall the lines typed in earlier runs (readline's history); with
+        None, keep none."""
+        if self._readline is not None and path is not None:
+            client_config.load_history(self._readline, path)
+
+    def save_history(self, path: Path | None) -> None:
+        if self._readline is not None and path is not None:
+            with contextlib.suppress(OSError):  # a history not kept is no reason to fail
+                client_config.save_history(self._readline, path)
+
+    def restore(self) -> None:
+        """Leave the terminal's modes as they were found."""
+        self._show_typing()
+        self._saved_modes = self._quiet_modes = None
 
     def enable_completion(self, names, complete=client_ui.complete) -> None:
         """Tab completes names and commands (``names()`` gives those online;
@@ -102,10 +181,12 @@ class Terminal:
         with self._lock:
             if self._prompt is not None:
                 self._erase_input()
+                self._input_erased = True  # the end of the session: not drawn again
             print(text, file=sys.stderr, flush=True)
 
-    def read_line(self, prompt: str) -> str:
-        """The next line typed. Raises EOFError at the end of input."""
+    def read_line(self, prompt: str, remember: bool = True) -> str:
+        """The next line typed; kept in readline's history if ``remember``.
+        Raises EOFError at the end of input."""
         if not self.interactive:
             line = sys.stdin.readline()
             if not line:
@@ -113,14 +194,39 @@ class Terminal:
             return line.rstrip("\r\n")
         with self._lock:
             self._asked = prompt
+            self._input_erased = False
             if not self._redisplay:
                 self._prompt = prompt
+        self._show_typing()
         try:
-            return input(prompt)
+            line = input(prompt)
+        except BaseException:
+            # Ctrl-C, Ctrl-D, or the server's end: readline leaves the cursor
+            # on the prompt's row (after the typed text, or, once the line was
+            # erased, where that text ended). Start the next line cleanly.
+            with self._lock:
+                sys.stdout.write("\r\x1b[K" if self._input_erased else "\n")
+                sys.stdout.flush()
+            raise
         finally:
+            self._hide_typing()
             with self._lock:
                 self._prompt = self._asked = None
                 self._drawing = False
+        if not remember and self._readline is not None and line:
+            self._readline.remove_history_item(self._readline.get_current_history_length() - 1)
+        if self.erase_entered:
+            self._erase_entered(prompt + line)
+        return line
+
+    def _erase_entered(self, shown: str) -> None:
+        """Take the line just entered (prompt and text, over as many rows as
+        it took) off the screen; the cursor is at the start of the row below."""
+        columns = shutil.get_terminal_size().columns
+        rows = max(1, -(-_width(shown) // columns))
+        with self._lock:
+            sys.stdout.write("\x1b[A\r\x1b[K" * rows)
+            sys.stdout.flush()
 
     def leave_input(self) -> None:
         """Erase the line being typed, if one is, for good: the program ends
@@ -154,6 +260,39 @@ class Terminal:
         sys.stdout.flush()
 
 
+def _typed_text(data: bytes) -> str:
+    # Enter is CR in readline's raw mode, LF once the terminal maps it.
+    return data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _width(text: str) -> int:
+    """Columns ``text`` takes on a terminal: two for wide characters, none
+    for combining ones."""
+    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _terminal_modes() -> tuple[list | None, list | None]:
+    """stdin's terminal modes, and the same without echo; Nones if stdin is
+    no terminal (or the platform has no termios)."""
+    try:
+        import termios
+    except ImportError:
+        return None, None
+    try:
+        modes = termios.tcgetattr(sys.stdin.fileno())
+    except (termios.error, OSError, ValueError):
+        return None, None
+    quiet = [*modes[:3], modes[3] & ~(termios.ECHO | termios.ECHONL), *modes[4:]]
+    return modes, quiet
+
+
+def _set_modes(modes: list) -> None:
+    import termios
+
+    with contextlib.suppress(termios.error, OSError, ValueError):  # the terminal is gone
+        termios.tcsetattr(sys.stdin.fileno(), termios.TCSANOW, modes)
+
+
 def _readline_redisplay(readline: ModuleType) -> ctypes.CDLL | None:
     """GNU readline's own redisplay functions, which the readline module does
     not expose, or None (libedit, an old readline): then we only reprint."""
@@ -170,24 +309,44 @@ def _readline_redisplay(readline: ModuleType) -> ctypes.CDLL | None:
 
 class Display:
     """Shows events and local answers on the terminal: with the session's
-    ignores, the chosen style, and ``HH:MM`` first with --timestamps."""
+    ignores, the chosen style, ``HH:MM`` first with --timestamps, and a
+    highlight and the bell for what calls for the person (a mention, a
+    private message)."""
 
     def __init__(
-        self, terminal: Terminal, session: Session, style: Style, timestamps: bool = False, clock=time.time
+        self,
+        terminal: Terminal,
+        session: Session,
+        style: Style,
+        timestamps: bool = False,
+        clock=time.time,
+        bell: bool = False,
     ) -> None:
         self.terminal, self.session, self.style = terminal, session, style
         self.timestamps, self.clock = timestamps, clock
+        self.bell = bell
 
     def show_event(self, event) -> None:
         shown = self.session.shows(event)
         self.session.observe(event)
-        if shown:
-            for line in client_ui.render(event, self.session, self.style):
-                self.show(line)
+        if not shown:
+            return
+        # A history line's time is when it was said: with --timestamps it
+        # goes first, as every line's does, instead of inside the marker.
+        dated = not (self.timestamps and isinstance(event, HistoryMessage))
+        lines = client_ui.render(event, self.session, self.style, dated=dated)
+        wanted = self.session.wants_me(event)
+        if wanted and not isinstance(event, PrivateMessage):
+            lines = [self.style.mention(line) for line in lines]
+        when = event.sent_at if not dated else None
+        for line in lines:
+            self.show(line, when)
+        if wanted and self.bell and lines:
+            self.terminal.bell()
 
-    def show(self, line: str) -> None:
+    def show(self, line: str, when: float | None = None) -> None:
         if self.timestamps:
-            line = f"{client_ui.clock_time(self.clock())} {line}"
+            line = f"{client_ui.clock_time(self.clock() if when is None else when)} {line}"
         self.terminal.show(line)
 
     def error(self, text: str) -> None:

@@ -28,6 +28,13 @@ def impostor_key():
     return crypto_utils.import_private_key((KEYS / "test-only-impostor-key.pem").read_bytes())
 
 
+@pytest.fixture(autouse=True)
+def no_personal_client_settings(tmp_path, monkeypatch):
+    """The client's settings file (client.conf) of whoever runs the tests
+    must not change what the client does in them."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-config"))
+
+
 @pytest.fixture
 def xdg_data_home(tmp_path, monkeypatch):
     """Keep known hosts and key files of every test in its own directory."""

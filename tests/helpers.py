@@ -21,6 +21,7 @@ from protocol import (
     RateLimit,
     ServerHello,
     Username,
+    UsernameDeadline,
     UsernameRequest,
     Welcome,
 )
@@ -57,6 +58,7 @@ class ChatTestClient:
         self.flush()
         assert isinstance(self.next_event(), HandshakeComplete)
         self.rate_limit = self.expect(RateLimit)
+        self.username_deadline = self.expect(UsernameDeadline)
         assert isinstance(self.next_event(), UsernameRequest)
 
     def join(self, name: str) -> Welcome:

@@ -68,7 +68,9 @@ class Proc:
     """A child Python process with stdin a pipe and stdout/stderr read by threads."""
 
     def __init__(self, args: list[str], data_home: Path, sigint_ignored: bool = False) -> None:
-        env = dict(os.environ, XDG_DATA_HOME=str(data_home), PYTHONIOENCODING="utf-8")
+        # XDG_CONFIG_HOME too: the person's own client.conf must not change a test.
+        config_home = str(data_home / "config")
+        env = dict(os.environ, XDG_DATA_HOME=str(data_home), XDG_CONFIG_HOME=config_home, PYTHONIOENCODING="utf-8")
         with _sigint_for_child(sigint_ignored):
             self.popen = subprocess.Popen(
                 [sys.executable, "-u", *args],

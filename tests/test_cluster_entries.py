@@ -128,11 +128,12 @@ def test_a_name_hash_with_garbage_fields_breaks_neither_users_nor_joins(two_serv
         raw.hset(cluster.NAME_PREFIX + "nan", mapping={"server": "x", "name": "nan", "since": "nan"})
         raw.hset(cluster.NAME_PREFIX + "bytes", mapping={"server": "x", "name": b"\xff\xfe", "since": "1"})
         raw.hset(cluster.NAME_PREFIX + "long", mapping={"server": "x", "name": "L" * 500, "since": "1"})
+        raw.hset(cluster.NAME_PREFIX + "twin", mapping={"server": "x", "name": "alice", "since": "1"})  # not her key
     with caplog.at_level(logging.WARNING, logger="chat.cluster"):
         carol = servers[0].client("carol")  # joins as usual
         carol.send(UserListRequest())
         assert [name for name, _ in carol.expect(UserList).members()] == ["alice", "bob", "carol"]
-    assert "4 name hashes left out of the user list" in caplog.text
+    assert "5 name hashes left out of the user list" in caplog.text
     alice.send(PrivateLine("bytes", "psst"))  # the hash is there, its name is not a name
     assert next_of(alice, ErrorNotice).text.startswith("No one called bytes is online")
     assert_everyone_still_chats(alice, bob)

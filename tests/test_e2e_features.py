@@ -176,8 +176,9 @@ def test_newcomer_sees_the_motd_and_the_history_marked_as_such(tmp_path, start_s
 
     jaime.stdout.expect(re.compile(r"^\d\d:\d\d \[motd\] Welcome to the test chat\.$"))
     jaime.stdout.expect(re.compile(r"^\d\d:\d\d \[motd\] Be kind\.$"))
-    jaime.stdout.expect(re.compile(r"^\d\d:\d\d \[history \d\d:\d\d\] Randall Flagg: two$"))
-    jaime.stdout.expect(re.compile(r"^\d\d:\d\d \[history \d\d:\d\d\] \* Randall Flagg three$"))
+    # One time, when the line was said, first, as for every line with --timestamps.
+    jaime.stdout.expect(re.compile(r"^\d\d:\d\d \[history\] Randall Flagg: two$"))
+    jaime.stdout.expect(re.compile(r"^\d\d:\d\d \[history\] \* Randall Flagg three$"))
     randall.send("live")
     jaime.stdout.expect(re.compile(r"^\d\d:\d\d Randall Flagg: live$"))
     assert not [line for line in jaime.stdout.lines if line.endswith(": one")]

@@ -136,7 +136,7 @@ def answered_before_joining(payload: bytes) -> bool:
         except names.NameRefused:
             return True
         return False
-    return not isinstance(message, Goodbye)
+    return not isinstance(message, (Goodbye, protocol.EchoOwnLines))  # that one is answered in kind
 
 
 def answered_with_an_error(payload: bytes) -> bool:
@@ -150,7 +150,7 @@ def answered_with_an_error(payload: bytes) -> bool:
         return not message.text.strip() or len(message.text.encode()) > MAX_MESSAGE_BYTES
     # A private line, a rename or a user list is acted on when valid (to
     # someone online, a free name), refused otherwise: test_server_features.py.
-    return not isinstance(message, (PrivateLine, NickRequest, UserListRequest))
+    return not isinstance(message, (PrivateLine, NickRequest, UserListRequest, protocol.EchoOwnLines))
 
 
 # --- talking to the server ---------------------------------------------------

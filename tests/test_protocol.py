@@ -31,6 +31,7 @@ from protocol import (
     ClientConnection,
     ConnectionClosed,
     ConnectionState,
+    EchoOwnLines,
     ErrorNotice,
     Goodbye,
     Greeting,
@@ -56,6 +57,7 @@ from protocol import (
     UserList,
     UserListRequest,
     Username,
+    UsernameDeadline,
     UsernameRequest,
     UserParted,
     Welcome,
@@ -92,6 +94,7 @@ CLIENT_MESSAGES = [
     Away("gone fishing"),
     Away(""),
     Back(),
+    EchoOwnLines(),
     Goodbye("leaving"),  # last: nothing may follow it
 ]
 SERVER_MESSAGES = [
@@ -116,6 +119,8 @@ SERVER_MESSAGES = [
     UserList.of([("Zoë", 5), ("Randall Flagg", 3600)], {"Zoë": "gone fishing", "Randall Flagg": ""}),
     RateLimit(burst=20, interval_ms=200),
     RateLimit(burst=0, interval_ms=0xFFFFFFFF),
+    UsernameDeadline(300),
+    EchoOwnLines(),
     Goodbye("Server is shutting down."),  # last: nothing may follow it
 ]
 SERVER_ONLY = [
@@ -137,6 +142,7 @@ SERVER_ONLY = [
     UserKicked,
     Greeting,
     AwayReply,
+    UsernameDeadline,
 ]
 CLIENT_ONLY = [Username, ChatLine, PrivateLine, ActionLine, NickRequest, UserListRequest, Away, Back]
 
@@ -1060,6 +1066,8 @@ def test_codec_type_numbers_are_the_specs():
         "Away": 0x1D,
         "Back": 0x1E,
         "AwayReply": 0x1F,
+        "UsernameDeadline": 0x20,
+        "EchoOwnLines": 0x21,
     }
 
 

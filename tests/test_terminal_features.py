@@ -65,14 +65,15 @@ def test_names_are_coloured_on_a_terminal_and_the_lines_read_as_before(ann_in_co
     wait_until_idle(pty)
     pty.type_line("Hi")
     expect_event(other, ChatMessage("Ann", "Hi"))
-    pty.expect(b"Hi\r\n> ")  # the prompt for the next line is up
+    pty.expect(coloured("Ann") + b": Hi")  # my line, as the others see it, once the server has it
+    pty.expect(b"\n> ")  # the prompt for the next line is up
     other.send(PrivateLine("Ann", "psst"))
     pty.expect(f"\x1b[{client_ui.PRIVATE_COLOUR}m[Other -> me] psst{client_ui.RESET}".encode())
     pty.expect(b"\n> ")
 
     lines = screen(pty.text())
     incoming = lines.index("Other: Hi")  # the text on screen is the README's
-    assert lines[incoming + 1 :] == ["> Hi", "[Other -> me] psst", ">"], lines
+    assert lines[incoming + 1 :] == ["Ann: Hi", "[Other -> me] psst", ">"], lines
 
 
 def test_no_color_option_on_a_terminal(running_server, connect, open_pty):

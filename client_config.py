@@ -1,0 +1,98 @@
+"""The client's settings file and its input history file.
+
+``client.conf`` (``$XDG_CONFIG_HOME/socket-chat/client.conf``, INI, read
+with configparser) gives defaults for the command line; an option given on
+the command line wins. The history file keeps the lines typed, for readline,
+across runs (mode 0600).
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import contextlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import cli
+
+__all__ = ["ConfigError", "config_path", "read_config", "history_path", "load_history", "save_history"]
+
+SECTION = "client"
+HISTORY_LENGTH = 1000  # lines kept in the history file
+#: What the file may set, and how its text is read: the value is the default
+#: of the command-line option with the same ``dest``.
+BOOLEANS = {"color", "timestamps", "bell", "reconnect", "history_file"}
+TEXTS = {"host", "name"}
+NUMBERS = {"port"}
+
+
+class ConfigError(Exception):
+    """The settings file cannot be used; the message says where and why."""
+
+
+def config_path(environ: Mapping[str, str] = os.environ) -> Path:
+    """``$XDG_CONFIG_HOME/socket-chat/client.conf`` (``~/.config`` when unset)."""
+    base = environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "socket-chat" / "client.conf"
+
+
+def read_config(path: Path) -> dict[str, object]:
+    """The defaults the file at ``path`` sets, by option ``dest`` (none if
+    there is no file). Unknown names and bad values are errors, so that a
+    typing mistake is not silently ignored.
+
+    Raises:
+        ConfigError: the file cannot be read or holds what is not a setting.
+    """
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as file:
+            parser.read_file(file)
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, configparser.Error) as exc:
+        raise ConfigError(f"Cannot read {path}: {exc}") from None
+    unknown_sections = [name for name in parser.sections() if name != SECTION]
+    if unknown_sections:
+        raise ConfigError(f"{path}: unknown section [{unknown_sections[0]}]; the settings go under [{SECTION}]")
+    if not parser.has_section(SECTION):
+        return {}
+    return {key.replace("-", "_"): _value(path, parser[SECTION], key) for key in parser[SECTION]}
+
+
+def _value(path: Path, section: configparser.SectionProxy, key: str) -> object:
+    dest = key.replace("-", "_")
+    try:
+        if dest in BOOLEANS:
+            return section.getboolean(key)
+        if dest in NUMBERS:
+            return cli.port_number(section[key])
+        if dest in TEXTS:
+            return section[key]
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        raise ConfigError(f"{path}: {key}: {exc}") from None
+    known = ", ".join(sorted(name.replace("_", "-") for name in BOOLEANS | TEXTS | NUMBERS))
+    raise ConfigError(f"{path}: unknown setting {key!r}; known: {known}")
+
+
+def history_path(data_dir: Path) -> Path:
+    """Where the lines typed are kept between runs."""
+    return data_dir / "history"
+
+
+def load_history(readline, path: Path) -> None:
+    """Give readline the lines typed in earlier runs (none if no file)."""
+    readline.set_history_length(HISTORY_LENGTH)
+    with contextlib.suppress(FileNotFoundError):
+        readline.read_history_file(str(path))
+
+
+def save_history(readline, path: Path) -> None:
+    """Write readline's history to ``path``, readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Made 0600 before anything is in it; a link planted there is not followed.
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600))
+    os.chmod(path, 0o600)
+    readline.write_history_file(str(path))
