@@ -243,7 +243,10 @@ def refusal_text(reason: str) -> str:
     words = " ".join(printable_text(reason).split())
     if len(words) > MAX_REFUSAL_SHOWN:
         words = words[: MAX_REFUSAL_SHOWN - 1] + "\N{HORIZONTAL ELLIPSIS}"
-    text = "The server turned the connection away before the handshake (it does so when it is full). Try again later."
+    text = (
+        "The server turned the connection away before the handshake (it does so when it is full or busy,"
+        " or when too many connections come from one address). Try again later."
+    )
     return f"{text}\n(The server's words, unverified: {words})" if words else text
 
 
@@ -325,10 +328,7 @@ def choose_username(link: ServerLink, display: Display, preset: str | None) -> s
             raise ClientError(CONNECTION_LOST)
         if isinstance(event, UsernameDeadline):
             deadline = time.monotonic() + event.seconds
-            link.server_echoes_on_request = True
-            continue
-        if isinstance(event, EchoOwnLines):
-            display.session.echoed = True
+        if note_server_terms(event, link, display):
             continue
         if not isinstance(event, UsernameRequest):
             display.show_event(event)
@@ -348,6 +348,19 @@ def choose_username(link: ServerLink, display: Display, preset: str | None) -> s
             link.send(EchoOwnLines())  # show my lines as the others see them
         attempts += 1
         link.send(Username(name))
+
+
+def note_server_terms(event: protocol.Event, link: ServerLink, display: Display) -> bool:
+    """Keep what the server says of itself before the username: it tells
+    its deadline (so it echoes on request), and it agreed to echo. True if
+    ``event`` was one of those."""
+    if isinstance(event, UsernameDeadline):
+        link.server_echoes_on_request = True
+        return True
+    if isinstance(event, EchoOwnLines):
+        display.session.echoed = True
+        return True
+    return False
 
 
 class ServerSpoke(Exception):
@@ -680,6 +693,16 @@ def fingerprint_text(text: str) -> str:
     return text
 
 
+#: The options with a --no- form (the settings file may turn them either way).
+ON_OFF_OPTIONS = (
+    ("--color", True, "colours on a terminal (--no-color: none; also none when NO_COLOR is set, or off a terminal)"),
+    ("--timestamps", False, "start each line shown with the time, HH:MM"),
+    ("--bell", None, "ring the bell when you are mentioned or sent a private message (default: on a terminal)"),
+    ("--reconnect", True, "on a terminal, when the connection is lost or the server restarts, connect again"),
+    ("--history-file", True, "keep the lines typed for the next run, in $XDG_DATA_HOME/socket-chat/history (0600)"),
+)
+
+
 def parse_args(argv: list[str] | None, environ: Mapping[str, str] = os.environ) -> argparse.Namespace:
     """The options: client.conf gives the defaults, the command line wins."""
     parser = argparse.ArgumentParser(description="Encrypted terminal group chat: the client.")
@@ -705,32 +728,8 @@ def parse_args(argv: list[str] | None, environ: Mapping[str, str] = os.environ) 
         default=None,
         help="file of trusted server keys (default: $XDG_DATA_HOME/socket-chat/known_hosts)",
     )
-    on_off = argparse.BooleanOptionalAction
-    parser.add_argument(
-        "--color",
-        action=on_off,
-        default=True,
-        help="colours on a terminal (--no-color: none; also none when NO_COLOR is set, or off a terminal)",
-    )
-    parser.add_argument("--timestamps", action=on_off, default=False, help="start each line shown with the time, HH:MM")
-    parser.add_argument(
-        "--bell",
-        action=on_off,
-        default=None,
-        help="ring the bell when you are mentioned or sent a private message (default: on a terminal)",
-    )
-    parser.add_argument(
-        "--reconnect",
-        action=on_off,
-        default=True,
-        help="on a terminal, when the connection is lost or the server restarts, connect again by itself",
-    )
-    parser.add_argument(
-        "--history-file",
-        action=on_off,
-        default=True,
-        help="keep the lines typed for the next run, in $XDG_DATA_HOME/socket-chat/history (mode 0600)",
-    )
+    for option, default, meaning in ON_OFF_OPTIONS:
+        parser.add_argument(option, action=argparse.BooleanOptionalAction, default=default, help=meaning)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the command lines as they are
     path = client_config.config_path(environ)
     parser.epilog = (
@@ -840,11 +839,9 @@ def take_back_name(link: ServerLink, display: Display, name: str) -> bool:
         event = link.next_event()
         if isinstance(event, Welcome):
             return True
-        if isinstance(event, UsernameDeadline):
-            link.server_echoes_on_request = True
-        elif isinstance(event, EchoOwnLines):
-            display.session.echoed = True
-        elif isinstance(event, UsernameRequest):
+        if note_server_terms(event, link, display):
+            continue
+        if isinstance(event, UsernameRequest):
             if asked:
                 return False  # asked again: refused
             if link.server_echoes_on_request:
@@ -885,8 +882,15 @@ def start_session(link: ServerLink, display: Display, name: str, resumed: bool =
     display.terminal.erase_entered = display.session.echoed
 
 
+def _terminated(signum, frame) -> None:
+    # kill's SIGTERM: leave through main's ``finally``, which puts the
+    # terminal's modes back (its echo is off while readline does not read).
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminated)
     terminal = Terminal(interactive=sys.stdin.isatty())
     history = client_config.history_path(keystore.data_dir()) if args.history_file else None
     try:

@@ -149,6 +149,30 @@ def test_the_servers_end_leaves_the_cursor_at_the_start_of_a_line(ann_and_other,
     assert_left_at_column_0(pty)
 
 
+def test_a_kick_is_said_on_a_line_of_its_own_and_not_undone_by_reconnecting(ann_and_other, own_server):
+    _other, pty = ann_and_other()
+    pty.write(b"half typ")
+    pty.expect(b"half typ")
+    wait_until_reading(pty)
+
+    assert own_server.server.kick("Ann", "enough")
+
+    pty.expect(b"You were kicked by the operator: enough")
+    assert pty.wait() == 1
+    assert b"Reconnecting" not in pty.text()
+    assert_left_at_column_0(pty)
+
+
+def test_sigterm_leaves_the_terminal_as_found(ann_and_other):
+    _other, pty = ann_and_other()
+    wait_until_reading(pty)
+
+    pty.popen.terminate()
+
+    assert pty.wait() == 128 + 15
+    assert_left_at_column_0(pty)  # the echo is back on
+
+
 # --- defect 3: a big paste ------------------------------------------------------------------
 
 
