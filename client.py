@@ -648,7 +648,7 @@ def send_typed_lines(link: ServerLink, display: Display) -> str | None:
 
 #: What the server's flood control counts (see server.py): these wait for
 #: the pacer; the user list does not.
-PACED_MESSAGES = (ChatLine, PrivateLine, ActionLine, NickRequest)
+PACED_MESSAGES = (ChatLine, PrivateLine, ActionLine, NickRequest, protocol.Away)
 
 
 def send_message(link: ServerLink, display: Display, message: protocol.Message) -> None:
@@ -888,7 +888,7 @@ def _terminated(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminated)
-    terminal = Terminal(interactive=sys.stdin.isatty())
+    terminal = Terminal(interactive=sys.stdin.isatty(), hide_typing=True)
     history = client_config.history_path(keystore.data_dir()) if args.history_file else None
     try:
         terminal.load_history(history)

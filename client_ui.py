@@ -29,9 +29,13 @@ from presentation import format_duration, printable_text, split_name
 from protocol import (
     ActionLine,
     ActionMessage,
+    Away,
+    AwayReply,
+    Back,
     ChatLine,
     ChatMessage,
     ErrorNotice,
+    Greeting,
     HistoryMessage,
     MalformedMessage,
     Motd,
@@ -41,6 +45,7 @@ from protocol import (
     PrivateLine,
     PrivateMessage,
     UserJoined,
+    UserKicked,
     UserLeft,
     UserList,
     UserListRequest,
@@ -105,7 +110,7 @@ class Session:
                 self._online[event.name.casefold()] = event.name
             elif isinstance(event, UserJoined):
                 self._online[event.name.casefold()] = event.name
-            elif isinstance(event, (UserLeft, UserParted)):
+            elif isinstance(event, (UserLeft, UserParted, UserKicked)):
                 self._online.pop(event.name.casefold(), None)
             elif isinstance(event, NickChanged):
                 self._renamed(event.old, event.new)
@@ -244,6 +249,8 @@ def render(event, session: Session | None = None, style: Style = PLAIN, dated: b
         return _render_user_list(event, style)
     if isinstance(event, Motd):
         return [style.notice(f"[motd] {clean(line)}") for line in event.text.split("\n")]
+    if isinstance(event, Greeting):
+        return [_render_greeting(event, style)]
     notice = _notice_text(event)
     if notice is not None:
         return [style.notice(f"* {notice}")]
@@ -264,6 +271,13 @@ def _notice_text(event) -> str | None:
         return f"{clean(event.name)} left the chat: {clean(event.message)}"
     if isinstance(event, NickChanged):
         return f"{clean(event.old)} is now known as {clean(event.new)}."
+    if isinstance(event, UserKicked):
+        because = f": {clean(event.reason)}" if event.reason else "."
+        return f"{clean(event.name)} was kicked by the operator{because}"
+    if isinstance(event, AwayReply):
+        return (
+            f"{clean(event.name)} is away: {clean(event.message)}" if event.message else f"{clean(event.name)} is away."
+        )
     if isinstance(event, Notice):
         return clean(event.text)
     return None
@@ -285,11 +299,29 @@ def _render_history(event: HistoryMessage, style: Style, dated: bool = True) -> 
 
 
 def _render_user_list(event: UserList, style: Style) -> list[str]:
-    members = event.members()
+    members, away = event.members(), event.away()
     lines = [style.notice(f"* {len(members)} online:")]
     for name, seconds in members:
-        lines.append(f"  {style.name(printable_text(name))} ({format_duration(seconds)})")
+        state = format_duration(seconds)
+        if name in away:
+            state += f", away: {printable_text(away[name])}" if away[name] else ", away"
+        lines.append(f"  {style.name(printable_text(name))} ({state})")
     return lines
+
+
+def _render_greeting(event: Greeting, style: Style) -> str:
+    """``* You are Randall Flagg. 3 others here: Ann, Bob and Jaime.``: the
+    names listed, and how many more there are in a big room."""
+    you = f"* You are {style.name(printable_text(event.name))}."
+    if event.others == 0:
+        return f"{you} No one else is here yet."
+    names = [style.name(printable_text(name)) for name in event.listed()[: event.others]]
+    unlisted = event.others - len(names)
+    if unlisted:
+        names.append(f"{unlisted:,} other{'s' if unlisted > 1 else ''}")
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    here = f"{event.others:,} other{'s' if event.others > 1 else ''} here"
+    return f"{you} {here}: {listed}."
 
 
 # --- commands --------------------------------------------------------------------
@@ -360,6 +392,14 @@ def _me(ctx: Context, argument: str) -> None:
     ctx.send(ActionLine(argument))
 
 
+def _away(ctx: Context, argument: str) -> None:
+    ctx.send(Away(argument))
+
+
+def _back(ctx: Context, argument: str) -> None:
+    ctx.send(Back())
+
+
 def _nick(ctx: Context, argument: str) -> None:
     _needs(argument, "/nick")
     ctx.send(NickRequest(argument))
@@ -404,6 +444,8 @@ COMMANDS: CommandTable[Context, None] = CommandTable(
         Command("/reply", "TEXT", "answer the last private message", _reply),
         Command("/me", "ACTION", "show * NAME ACTION to everyone", _me),
         Command("/nick", "NEW", "change your username; everyone is told", _nick),
+        Command("/away", "[MESSAGE]", "mark yourself away; who writes to you privately is told", _away),
+        Command("/back", "", "no longer away (a line to everyone does it too)", _back),
         Command("/ignore", "NAME", "hide NAME's messages on this client", _ignore),
         Command("/unignore", "NAME", "show NAME's messages again", _unignore),
         Command("/bell", "", "ring the bell (or not) when you are mentioned or sent a private message", _bell),

@@ -66,6 +66,7 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 PREFIX = "socket-chat:"
 STREAM = PREFIX + "chat"
 NAME_PREFIX = PREFIX + "name:"
+AWAY = PREFIX + "away"  # hash: name key (names.key) -> away message, for those away
 #: Stream entries kept: far more than any history, and bounded memory.
 STREAM_LENGTH = 10_000
 DEFAULT_NAME_TTL = 15.0  # seconds a name outlives its server's last refresh
@@ -319,12 +320,14 @@ class RedisCluster:
         ):
             return False
         self._since[names.key(name)] = since
+        self._try(self._redis.hdel, AWAY, names.key(name))  # left by a server that died: not this newcomer's
         return True
 
     def release(self, name: str) -> None:
         self._members_changed()
         self._since.pop(names.key(name), None)
         self._try(self._release, keys=[name_key(name)], args=[self.server_id])
+        self._try(self._redis.hdel, AWAY, names.key(name))
 
     def publish(self, message: Message, sender_id: str | None) -> None:
         """Put ``message`` in the stream; while degraded, deliver it here at once."""
@@ -372,6 +375,26 @@ class RedisCluster:
     def _members_changed(self) -> None:
         self._members_changes += 1
         self._members_read = None
+
+    def set_away(self, name: str, message: str | None) -> None:
+        """Mark a member here as away (``message``) or back (None) in Redis."""
+        if message is None:
+            self._try(self._redis.hdel, AWAY, names.key(name))
+        else:
+            self._try(self._redis.hset, AWAY, names.key(name), message)
+
+    def away_messages(self) -> dict[str, str] | None:
+        """The away message of everyone away, by name key (entries
+        of names no one holds are never listed), or None while degraded."""
+        found = self._try(self._redis.hgetall, AWAY)
+        if found is None:
+            return None
+        return {key.decode("utf-8", "replace"): value.decode("utf-8", "replace") for key, value in found.items()}
+
+    def away_message(self, name: str) -> str | None:
+        """The away message of ``name`` if they are away (None while degraded)."""
+        found = self._try(self._redis.hget, AWAY, names.key(name))
+        return None if found is None else found.decode("utf-8", "replace")
 
     # The cluster thread.
 

@@ -1,23 +1,44 @@
 """The operator console: commands typed by the person who runs the server,
 when its input is a terminal. ``OperatorConsole.execute(line)`` returns the
-lines to show; it knows no terminal, so tests drive it directly."""
+lines to show; it knows no terminal, so tests drive it directly.
+
+On a terminal (input and output), the console reads with readline, as the
+client does (terminal.py's ``Terminal``): line editing, history, Tab for
+commands and for names after ``/kick``; and the server's log is printed
+above the line being typed, never into it (``on_terminal``)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+import sys
+import termios
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TextIO
 
+import names
 from commands import Command, CommandTable
 from presentation import format_duration, printable_text, split_name
+from terminal import Terminal
 
 if TYPE_CHECKING:
     from server import ChatServer
 
-__all__ = ["COMMANDS", "ConsoleQuit", "OperatorConsole", "console_wanted", "run_console"]
+__all__ = [
+    "COMMANDS",
+    "PROMPT",
+    "ConsoleQuit",
+    "OperatorConsole",
+    "complete",
+    "console_wanted",
+    "on_terminal",
+    "run_console",
+]
 
 log = logging.getLogger("chat.server")
+
+PROMPT = "> "  # only on a terminal: in a pipe it would run into the output
 
 
 class ConsoleQuit(Exception):
@@ -50,8 +71,10 @@ class OperatorConsole:
         members = self.server.room.who()
         if not members:
             return ["No one is online."]
+        away = self.server.room.away_messages()
         return [f"{len(members)} online:"] + [
-            f"  {printable_text(name)} ({format_duration(seconds)})" for name, seconds in members
+            f"  {printable_text(name)} ({format_duration(seconds)}{_away_note(away, name)})"
+            for name, seconds in members
         ]
 
     def kick(self, argument: str) -> list[str]:
@@ -76,6 +99,14 @@ class OperatorConsole:
         raise ConsoleQuit()
 
 
+def _away_note(away: dict[str, str], name: str) -> str:
+    """``, away: MESSAGE`` for a member who is away (``away``: by name key)."""
+    message = away.get(names.key(name)) if away else None
+    if message is None:
+        return ""
+    return f", away: {printable_text(message)}" if message else ", away"
+
+
 COMMANDS: CommandTable[OperatorConsole, list[str]] = CommandTable(
     [
         Command("/help", "", "list these commands", OperatorConsole.help),
@@ -87,14 +118,33 @@ COMMANDS: CommandTable[OperatorConsole, list[str]] = CommandTable(
 )
 
 
-def run_console(console: OperatorConsole, read_line: Callable[[], str] = input) -> None:
+def complete(typed: str, names: list[str]) -> list[str]:
+    """Whole-line completions of ``typed`` (the line up to the cursor): a
+    command after ``/`` at the start, a name (of this server: the only ones
+    it can kick) after ``/kick ``."""
+    folded = typed.casefold()
+    if folded.startswith("/kick "):
+        partial = typed[len("/kick ") :].casefold()
+        return [f"{typed[: len('/kick ')]}{name} " for name in names if name.casefold().startswith(partial)]
+    if typed.startswith("/") and " " not in typed:
+        return [f"{name} " for name in COMMANDS.names() if name.startswith(folded)]
+    return []
+
+
+def _show(line: str) -> None:
+    print(line, flush=True)
+
+
+def run_console(
+    console: OperatorConsole, read_line: Callable[[], str] = input, show: Callable[[str], None] = _show
+) -> None:
     """The console thread: run typed lines until /quit or the end of input,
     then stop the server (the main thread then says goodbye to everyone)."""
-    print("Operator console: type /help for the commands.", flush=True)
+    show("Operator console: type /help for the commands.")
     try:
         while True:
             for line in console.execute(read_line()):
-                print(line, flush=True)
+                show(line)
     except (ConsoleQuit, EOFError):
         pass
     except OSError as exc:
@@ -103,6 +153,72 @@ def run_console(console: OperatorConsole, read_line: Callable[[], str] = input) 
         log.info("Operator console closed: %s", exc.strerror or exc)
         return
     console.server.shutdown()
+
+
+class _LogAboveInput(logging.Handler):
+    """Log records shown as the client shows chat lines: above the line
+    being typed, which is then redrawn as it was."""
+
+    def __init__(self, terminal: Terminal, formatter: logging.Formatter | None) -> None:
+        super().__init__()
+        self.terminal = terminal
+        self.setFormatter(formatter)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.terminal.show(self.format(record))
+        except Exception:  # as logging.StreamHandler: a failed log line must not end the caller
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def on_terminal(console: OperatorConsole, stdin: TextIO) -> Iterator[tuple[Callable[[], str], Callable[[str], None]]]:
+    """(read_line, show) for ``run_console`` on a terminal: readline with
+    completion, and every log line written to the terminal routed above the
+    input line. Off a terminal (output to a pipe or a file): ``input`` and
+    ``print``, unchanged. At the end, the log goes back where it was, and the
+    terminal's modes too (readline may be reading in the console thread when
+    the server stops)."""
+    if not (stdin.isatty() and sys.stdout.isatty()):
+        yield input, _show
+        return
+    terminal = Terminal(interactive=True)
+    terminal.enable_completion(console.server.room.names, complete=complete)
+    moved = _log_above_input(terminal)
+    modes = termios.tcgetattr(stdin.fileno())
+    try:
+        yield (lambda: terminal.read_line(PROMPT)), terminal.show
+    finally:
+        terminal.leave_input()
+        _log_as_before(moved)
+        with contextlib.suppress(termios.error, OSError):
+            termios.tcsetattr(stdin.fileno(), termios.TCSADRAIN, modes)
+
+
+def _log_above_input(terminal: Terminal) -> list[logging.Handler]:
+    """Route the root logger's handlers that write to a terminal through
+    ``terminal``; the handlers taken out."""
+    root = logging.getLogger()
+    moved: list[logging.Handler] = [
+        h for h in root.handlers if isinstance(h, logging.StreamHandler) and _is_terminal(h.stream)
+    ]
+    for handler in moved:
+        root.removeHandler(handler)
+        root.addHandler(_LogAboveInput(terminal, handler.formatter))
+    return moved
+
+
+def _log_as_before(moved: list[logging.Handler]) -> None:
+    root = logging.getLogger()
+    for added in [h for h in root.handlers if isinstance(h, _LogAboveInput)]:
+        root.removeHandler(added)
+    for handler in moved:
+        root.addHandler(handler)
+
+
+def _is_terminal(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
 
 
 def console_wanted(stdin: TextIO) -> bool:

@@ -8,6 +8,7 @@ things its own way. PROTOCOL.md says only what must never reach a terminal.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 
 __all__ = ["printable_text", "collapse_blank_runs", "MAX_BLANK_RUN", "format_duration", "split_name", "excerpt"]
@@ -19,11 +20,67 @@ def printable_text(text: str) -> str:
     C0 and C1 controls (ESC among them) and other non-printing characters
     become U+FFFD, so no escape sequence reaches the terminal; tabs become
     a space. Long runs of blanks are shortened (``collapse_blank_runs``).
+    A joiner (ZWJ, ZWNJ) between two characters it can join stays (see
+    ``joins``), and so does an England, Scotland or Wales flag.
     """
     text = collapse_blank_runs(text)
     if text.isprintable():
         return text
-    return "".join(ch if ch.isprintable() else " " if ch == "\t" else "\N{REPLACEMENT CHARACTER}" for ch in text)
+    shown = [ch if ch.isprintable() else " " if ch == "\t" else _REPLACEMENT for ch in text]
+    for start, end in _kept_invisibles(text):
+        shown[start:end] = text[start:end]
+    return "".join(shown)
+
+
+# --- joiners: kept where they join something ---------------------------------
+
+_REPLACEMENT = "\N{REPLACEMENT CHARACTER}"
+ZWNJ, ZWJ = "\u200c", "\u200d"
+#: What may stand between the emoji before a ZWJ and the ZWJ: variation
+#: selectors (U+FE0F makes 🏳 an emoji, 🏳️) and skin tones (👩🏽‍💻).
+_EMOJI_TRAILERS = frozenset("\ufe0e\ufe0f") | frozenset(map(chr, range(0x1F3FB, 0x1F400)))
+#: The only emoji tag sequences (UTS #51) in use: the flags of England,
+#: Scotland and Wales. Other tag characters stay replaced: they are
+#: invisible, and could carry hidden text.
+_TAG_FLAGS = re.compile(
+    "\U0001f3f4(?:\U000e0067\U000e0062(?:\U000e0065\U000e006e\U000e0067|"
+    "\U000e0073\U000e0063\U000e0074|\U000e0077\U000e006c\U000e0073))\U000e007f"
+)
+
+
+def joins(before: str, after: str, joiner: str) -> bool:
+    """Whether ``joiner`` (ZWJ or ZWNJ) between ``before`` and ``after``
+    joins something: two letters or marks (ZWNJ in Persian ``می‌خواهم``,
+    ZWJ after a virama in Indic scripts; ZWNJ also breaks a Latin ligature),
+    or, for ZWJ only, two emoji (``👩‍💻``; ``before`` may end in a variation
+    selector or a skin tone). A joiner at either end, or next to another
+    invisible character (bidi controls among them), joins nothing."""
+    if _letter_or_mark(before) and _letter_or_mark(after):
+        return True
+    if joiner != ZWJ:
+        return False
+    base = before.rstrip("".join(_EMOJI_TRAILERS))
+    return _emoji(base[-1:]) and _emoji(after[:1])
+
+
+def _kept_invisibles(text: str) -> list[tuple[int, int]]:
+    """The spans of ``text`` that are not printable but stay: joiners that
+    join, and the tag flags."""
+    kept = [match.span() for match in _TAG_FLAGS.finditer(text)]
+    for i, ch in enumerate(text):
+        if ch in (ZWJ, ZWNJ) and joins(text[max(0, i - 3) : i], text[i + 1 : i + 2], ch):
+            kept.append((i, i + 1))
+    return kept
+
+
+def _letter_or_mark(text: str) -> bool:
+    return bool(text) and unicodedata.category(text[-1])[0] in "LM"
+
+
+def _emoji(ch: str) -> bool:
+    # Emoji are symbols (So): 👨 👩 👧 💻 🌈 ❤ ♀ 🏳. Python's unicodedata has
+    # no Extended_Pictographic property; So is its close superset here.
+    return bool(ch) and unicodedata.category(ch) == "So"
 
 
 #: The longest run of blank characters shown as it was sent.

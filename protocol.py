@@ -26,7 +26,7 @@ from __future__ import annotations
 import collections
 import enum
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import ClassVar, Literal, TypeVar
 
@@ -83,6 +83,12 @@ __all__ = [
     "HistoryMessage",
     "Motd",
     "UserParted",
+    "UserKicked",
+    "Greeting",
+    "GREETING_NAMES",
+    "Away",
+    "Back",
+    "AwayReply",
     "UsernameDeadline",
     "EchoOwnLines",
     "ClientConnection",
@@ -105,6 +111,7 @@ PROTOCOL_VERSION = 1
 #: body is buffered, so a peer cannot make us hold more than this.
 MAX_FRAME_SIZE = 64 * 1024
 MAX_USERNAME_LENGTH = 32
+GREETING_NAMES = 10  # names a Greeting lists at most; it counts the rest
 #: Records one direction may carry, its HI included (PROTOCOL.md section 3).
 #: RFC 8446 section 5.5 allows AES-GCM 2**24.5 full-size TLS records under
 #: one key; ours may be 4 times as large (64 KiB), and 2**24 of them keep
@@ -436,25 +443,40 @@ class UserListRequest(Message):
 @dataclass(frozen=True)
 class UserList(Message):
     """Server: who is online. ``entries`` holds one ``NAME<TAB>SECONDS`` line
-    per member (seconds online); names never hold a tab or a newline, since
-    they are printable."""
+    per member (seconds online), and ``<TAB>AWAY`` after it for a member who
+    is away (their away message, maybe empty); names never hold a tab or a
+    newline, since they are printable, and away messages neither."""
 
     TYPE: ClassVar[int] = 0x17
     entries: str
 
     @classmethod
-    def of(cls, members: list[tuple[str, int]]) -> UserList:
-        """Build the message from (name, seconds online) pairs."""
-        return cls("\n".join(f"{name}\t{seconds}" for name, seconds in members))
+    def of(cls, members: list[tuple[str, int]], away: Mapping[str, str] | None = None) -> UserList:
+        """Build the message from (name, seconds online) pairs, and the away
+        messages of those who are away (by name, as in ``members``)."""
+        away = away or {}
+        return cls("\n".join(_user_list_entry(name, seconds, away.get(name)) for name, seconds in members))
 
     def members(self) -> list[tuple[str, int]]:
         """The (name, seconds online) pairs; lines that do not parse are skipped."""
-        members = []
+        return [(name, seconds) for name, seconds, _ in self._entries()]
+
+    def away(self) -> dict[str, str]:
+        """The away message of each member who is away, by name as listed."""
+        return {name: message for name, _, message in self._entries() if message is not None}
+
+    def _entries(self) -> list[tuple[str, int, str | None]]:
+        entries = []
         for line in self.entries.split("\n"):
-            name, _, seconds = line.partition("\t")
+            name, _, rest = line.partition("\t")
+            seconds, tab, message = rest.partition("\t")
             if name and seconds.isdigit():
-                members.append((name, int(seconds)))
-        return members
+                entries.append((name, int(seconds), message if tab else None))
+        return entries
+
+
+def _user_list_entry(name: str, seconds: int, away: str | None) -> str:
+    return f"{name}\t{seconds}" if away is None else f"{name}\t{seconds}\t{away}"
 
 
 @dataclass(frozen=True)
@@ -483,6 +505,57 @@ class UserParted(Message):
     """Server: someone left with a parting line (``/quit MESSAGE``)."""
 
     TYPE: ClassVar[int] = 0x1A
+    name: str
+    message: str
+
+
+@dataclass(frozen=True)
+class UserKicked(Message):
+    """Server: the operator removed a member (instead of UserLeft);
+    ``reason`` may be empty."""
+
+    TYPE: ClassVar[int] = 0x1B
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Greeting(Message):
+    """Server, right after Welcome: who you are and who else is here.
+    ``others`` counts everyone else online; ``names`` holds up to
+    ``GREETING_NAMES`` of them, one per line (LF)."""
+
+    TYPE: ClassVar[int] = 0x1C
+    name: str
+    others: int
+    names: str
+
+    def listed(self) -> list[str]:
+        """The names of the others it lists."""
+        return [name for name in self.names.split("\n") if name]
+
+
+@dataclass(frozen=True)
+class Away(Message):
+    """Client: mark me as away (``/away [MESSAGE]``); ``message`` may be empty."""
+
+    TYPE: ClassVar[int] = 0x1D
+    message: str
+
+
+@dataclass(frozen=True)
+class Back(Message):
+    """Client: I am back (``/back``; no fields)."""
+
+    TYPE: ClassVar[int] = 0x1E
+
+
+@dataclass(frozen=True)
+class AwayReply(Message):
+    """Server, to the sender of a private line: its recipient is away, and
+    their away message (may be empty)."""
+
+    TYPE: ClassVar[int] = 0x1F
     name: str
     message: str
 
@@ -539,12 +612,17 @@ _MESSAGE_TYPES: dict[int, type[Message]] = {
         HistoryMessage,
         Motd,
         UserParted,
+        UserKicked,
+        Greeting,
+        Away,
+        Back,
+        AwayReply,
         UsernameDeadline,
         EchoOwnLines,
     )
 }
 _CLIENT_SENDS = frozenset(
-    {Username, ChatLine, Goodbye, PrivateLine, ActionLine, NickRequest, UserListRequest, EchoOwnLines}
+    {Username, ChatLine, Goodbye, PrivateLine, ActionLine, NickRequest, UserListRequest, Away, Back, EchoOwnLines}
 )
 _SERVER_SENDS = frozenset(set(_MESSAGE_TYPES.values()) - _CLIENT_SENDS | {Goodbye, EchoOwnLines})
 

@@ -32,9 +32,11 @@ from typing import Protocol
 import names
 from presence import Presence
 from protocol import (
+    GREETING_NAMES,
     ActionMessage,
     ChatMessage,
     Encoded,
+    Greeting,
     HistoryMessage,
     Message,
     Motd,
@@ -42,6 +44,7 @@ from protocol import (
     Notice,
     PrivateMessage,
     UserJoined,
+    UserKicked,
     UserLeft,
     UserList,
     UserParted,
@@ -97,6 +100,7 @@ class Membership:
     joined_at: float
     #: ``names.key(name)``: what the room holds the member under.
     key: str = ""
+    away: str | None = None  # the away message while away (maybe ""), else None
 
     def __post_init__(self) -> None:
         self.key = self.key or names.key(self.name)
@@ -141,6 +145,19 @@ class Cluster(Protocol):
         """(name, seconds online) of everyone, or None if only the room knows."""
         ...
 
+    def set_away(self, name: str, message: str | None) -> None:
+        """Mark a member here as away (``message``) or back (None), for all servers."""
+        ...
+
+    def away_messages(self) -> dict[str, str] | None:
+        """The away message of everyone away, by name key (``names.key``),
+        or None if only the room knows."""
+        ...
+
+    def away_message(self, name: str) -> str | None:
+        """The away message of ``name``, held on another server, if away."""
+        ...
+
 
 class LocalCluster:
     """The cluster of one: names are this server's, and a message is in its
@@ -171,6 +188,15 @@ class LocalCluster:
 
     def members(self) -> list[tuple[str, int]] | None:
         return None  # the room knows them all
+
+    def set_away(self, name: str, message: str | None) -> None:
+        pass  # the room's membership holds it
+
+    def away_messages(self) -> dict[str, str] | None:
+        return None
+
+    def away_message(self, name: str) -> str | None:
+        return None
 
 
 class Room:
@@ -227,33 +253,37 @@ class Room:
         if not self.cluster.claim(name):
             return None
         welcome, wanted = encode(Welcome(name)), names.key(name)
+        everyone = self.cluster.members()  # None: the room knows them all
         with self._lock:
             if wanted in self._members:
                 return None
             member_id = f"{self.cluster.server_id}/{next(self._member_ids)}"
+            greeting = encode(self._greeting(name, everyone))
             membership = Membership(member, name, member_id, self._monotonic(), wanted)
             self._members[wanted] = membership
             # Under the lock: no history line missed, none twice.
-            greeted = all(member.deliver(item) for item in [welcome, *self._motd, *self._history])
+            greeted = all(member.deliver(item) for item in [welcome, greeting, *self._motd, *self._history])
             members = len(self._members)
         if not greeted:
             member.send_queue_overflowed()
         self._announce(UserJoined(name), member_id, members)
         return membership
 
-    def leave(self, membership: Membership, parting: str = "") -> None:
+    def leave(self, membership: Membership, parting: str = "", kicked: str | None = None) -> None:
         """Take the member out (if it is still in) and tell everyone else,
-        with its parting line if it gave one."""
+        with its parting line if it gave one, or that the operator removed
+        it (``kicked``: the reason, maybe "")."""
         with self._lock:
             name, held = membership.name, membership.key
             if self._members.get(held) is not membership:
                 return
             del self._members[held]
             members = len(self._members)
-        if parting:  # the member's own words: told at once, never summed up
+        if kicked is not None or parting:  # told at once, never summed up
             with self._presence_lock:
                 self._presence.parted(name)
-            self.cluster.publish(UserParted(name, parting), membership.member_id)
+            farewell: Message = UserKicked(name, kicked) if kicked is not None else UserParted(name, parting)
+            self.cluster.publish(farewell, membership.member_id)
         else:
             self._announce(UserLeft(name), membership.member_id, members)
         self.cluster.release(name)
@@ -297,8 +327,35 @@ class Room:
             membership.name, membership.key = new_name, wanted
         if new_name_is_new:
             self.cluster.release(old_name)
+            if membership.away is not None:
+                self.cluster.set_away(new_name, membership.away)  # away under the new name too
         self.cluster.publish(NickChanged(old_name, new_name), None)
         return True
+
+    def set_away(self, membership: Membership, message: str | None) -> None:
+        """Mark the member as away, with ``message`` (maybe ""), or as back
+        (None), for ``/users`` and the senders of private lines."""
+        with self._lock:
+            membership.away = message
+        self.cluster.set_away(membership.name, message)
+
+    def away_message(self, name: str) -> tuple[str, str] | None:
+        """(name as held, away message) if the member called ``name`` (on
+        any server) is away, else None."""
+        here = self.find(name)
+        if here is not None:
+            return None if here.away is None else (here.name, here.away)
+        elsewhere = self.cluster.locate(name)
+        message = None if elsewhere is None else self.cluster.away_message(elsewhere)
+        return None if elsewhere is None or message is None else (elsewhere, message)
+
+    def away_messages(self) -> dict[str, str]:
+        """The away message of everyone away, by name key (``names.key``)."""
+        away = self.cluster.away_messages()
+        if away is not None:
+            return away
+        with self._lock:
+            return {key: m.away for key, m in self._members.items() if m.away is not None}
 
     def find(self, name: str) -> Membership | None:
         """The member called ``name`` (any case, or a name that looks the
@@ -413,6 +470,20 @@ class Room:
         if target is not None and target.member_id != sender_id:
             self._deliver_each({target}, item)
 
+    def _greeting(self, name: str, everyone: list[tuple[str, int]] | None) -> Greeting:
+        """Who else is here, for a newcomer: everyone in the cluster, or
+        (under the lock) those of this room, listing ``GREETING_NAMES`` at
+        most. Here the first to have joined are listed, taken without a sort,
+        so that a join costs the same in a room of thousands."""
+        if everyone is None:
+            others = [m.name for m in itertools.islice(self._members.values(), GREETING_NAMES + 1)]
+            count = len(self._members)
+        else:
+            others = [n for n, _ in everyone if n != name]  # the cluster holds it as claimed
+            count = len(others)
+        listed = sorted(others, key=str.casefold)[:GREETING_NAMES]
+        return Greeting(name, count, "\n".join(listed))
+
     def _history_entry(self, message: Message, sent_at: float | None) -> Encoded | None:
         if not self._history.maxlen or not isinstance(message, (ChatMessage, ActionMessage)):
             return None
@@ -436,17 +507,23 @@ def _start_timer(seconds: float, callback: Callable[[], None]) -> object:
     return timer
 
 
-def user_list_messages(members: list[tuple[str, int]]) -> list[Message]:
+def user_list_messages(members: list[tuple[str, int]], away: dict[str, str] | None = None) -> list[Message]:
     """The answer to /users: a UserList of as many members as fit in one
-    message, and a Notice counting the rest if some do not."""
+    message (with the away messages, by name key), and a Notice counting
+    the rest if some do not."""
+    keyed = away or {}
+    away = {name: keyed[key] for name, _ in members if (key := names.key(name)) in keyed} if keyed else {}
     listed: list[tuple[str, int]] = []
     size = 0
     for name, seconds in members:
         size += len(name.encode("utf-8")) + len(str(seconds)) + 2  # a tab and a newline
+        message = away.get(name)
+        if message is not None:
+            size += len(message.encode("utf-8")) + 1
         if size > USER_LIST_BYTES:
             break
         listed.append((name, seconds))
-    messages: list[Message] = [UserList.of(listed)]
+    messages: list[Message] = [UserList.of(listed, away)]
     if len(listed) < len(members):
         messages.append(Notice(f"...and {len(members) - len(listed)} more: too many to list."))
     return messages

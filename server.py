@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import math
 import os
@@ -34,12 +35,15 @@ import names
 import protocol
 import transport
 from console import COMMANDS as CONSOLE_COMMANDS
-from console import OperatorConsole, console_wanted, run_console
+from console import OperatorConsole, console_wanted, on_terminal, run_console
 from limits import Limits, Outbox, TokenBucket
 from presentation import excerpt, printable_text
 from protocol import (
     ActionLine,
     ActionMessage,
+    Away,
+    AwayReply,
+    Back,
     ChatLine,
     ChatMessage,
     ConnectionClosed,
@@ -99,6 +103,8 @@ REFUSALS = {
 #: be a Redis call in a cluster).
 MAX_USERNAME_ATTEMPTS = 10
 TOO_MANY_USERNAMES = f"Too many username attempts ({MAX_USERNAME_ATTEMPTS})."
+PORT_IN_USE = "Port {port} is already in use on {host}: is another server running? Choose another with --port."
+MAX_AWAY_LENGTH = 200  # characters of an away message (IRC servers allow about as many)
 
 log = logging.getLogger("chat.server")
 
@@ -284,6 +290,10 @@ class ClientHandler:
                 self._rename(me, event)
             elif isinstance(event, UserListRequest):
                 self._list_users()
+            elif isinstance(event, Away):
+                self._set_away(me, event.message)
+            elif isinstance(event, Back):
+                self._come_back(me, asked=True)
             elif isinstance(event, Goodbye) and event.reason:
                 self._part(event.reason)
             elif not self._handle_common(event) and self._within_rate("it was not answered"):
@@ -295,6 +305,7 @@ class ClientHandler:
                 log.info("%s: %s", me.name, printable_text(line.text))
             else:
                 log.info("%s said a line (%d characters)", me.name, len(line.text))
+            self._come_back(me)
             self.room.publish(ChatMessage(me.name, line.text), sender=self._echo_excluded(me))
 
     def _relay_action(self, me: Membership, line: ActionLine) -> None:
@@ -303,6 +314,7 @@ class ClientHandler:
                 log.info("* %s %s", me.name, printable_text(line.text))
             else:
                 log.info("%s did an action (%d characters)", me.name, len(line.text))
+            self._come_back(me)
             self.room.publish(ActionMessage(me.name, line.text), sender=self._echo_excluded(me))
 
     def _echo_excluded(self, me: Membership) -> Membership | None:
@@ -323,6 +335,9 @@ class ClientHandler:
         # The text of private lines stays out of the log (the operator could
         # still read it: the server decrypts everything).
         log.info("%s sent a private message to %s", me.name, printable_text(line.recipient))
+        away = self.room.away_message(line.recipient)
+        if away is not None and away[0] != me.name:
+            self._tell(AwayReply(*away))  # as IRC's RPL_AWAY
 
     def _rename(self, me: Membership, request: NickRequest) -> None:
         if not self._within_rate("the name was not changed"):
@@ -332,7 +347,9 @@ class ClientHandler:
         except names.NameRefused as refused:
             self._tell(ErrorNotice(f"That is not a valid username: it {refused.reason}. The name was not changed."))
             return
-        if self.room.rename(me, name):
+        if name == me.name:
+            self._tell(Notice(f"You are already called {name}."))  # nobody else is told
+        elif self.room.rename(me, name):
             log.info("%s: now known as %s", self.peer, name)
         elif holder := self._look_alike_holder(name):
             self._tell(ErrorNotice(f"The username {name} looks the same as {holder}, who is online."))
@@ -351,8 +368,33 @@ class ClientHandler:
         # joining comes with a full bucket.
         if not self._within_rate("the user list was not sent"):
             return
-        for message in user_list_messages(self.room.who()):
+        for message in user_list_messages(self.room.who(), self.room.away_messages()):
             self._tell(message)
+
+    def _set_away(self, me: Membership, message: str) -> None:
+        """``/away [MESSAGE]``: shown in /users, and to whoever writes to
+        the member privately, until /back or their next line to everyone."""
+        if not self._within_rate("you were not marked as away"):
+            return
+        message = " ".join(message.split())  # one line: no tab or newline in a UserList entry
+        if len(message) > MAX_AWAY_LENGTH:
+            self._tell(
+                ErrorNotice(
+                    f"An away message may be {MAX_AWAY_LENGTH} characters long at most; you were not marked as away."
+                )
+            )
+            return
+        self.room.set_away(me, message)
+        self._tell(Notice(f"You are marked as away: {message}" if message else "You are marked as away."))
+
+    def _come_back(self, me: Membership, asked: bool = False) -> None:
+        """``/back``, or (not ``asked``) a line to everyone from someone away."""
+        if me.away is None:
+            if asked:
+                self._tell(Notice("You are not marked as away."))
+            return
+        self.room.set_away(me, None)
+        self._tell(Notice("You are back: no longer marked as away."))
 
     def _part(self, parting: str) -> None:
         """The member leaves with a parting line (sent if it passes the checks)."""
@@ -625,7 +667,7 @@ class ChatServer:
         if membership is None:
             return False
         because = f": {reason}" if reason else "."
-        self.room.publish(Notice(f"{membership.name} was kicked by the operator{because}"), sender=membership)
+        self.room.leave(membership, kicked=reason)  # one notice for the others, not a leave after it
         log.info("%s kicked by the operator%s", membership.name, because)
         membership.member.close(f"You were kicked by the operator{because}")
         return True
@@ -924,6 +966,16 @@ def join_cluster(args: argparse.Namespace) -> RedisCluster | None:
         raise ClusterError(str(exc)) from None
 
 
+def cannot_listen(host: str, port: int, exc: OSError) -> str:
+    """One line for the operator on why the server cannot listen. Python's
+    own text for a busy port names the address as a tuple and 'while
+    attempting to bind'."""
+    if exc.errno == errno.EADDRINUSE:
+        return PORT_IN_USE.format(port=port, host=host)
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return f"Cannot listen at {transport.format_address(host, port)}: {reason}"
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -955,7 +1007,7 @@ def main(argv: list[str] | None = None) -> int:
             key, args.host, args.port, limits_from(args), history=args.history, motd=motd, cluster=room_cluster
         )
     except OSError as exc:
-        print(f"Cannot listen at {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        print(cannot_listen(args.host, args.port, exc), file=sys.stderr)
         if room_cluster is not None:
             room_cluster.close()
         return 1
@@ -965,16 +1017,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Cluster: {room_cluster.describe()}")
     print(f"Server key fingerprint: {server.fingerprint}", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)
-    if console_wanted(sys.stdin):
-        signal.signal(signal.SIGTTIN, signal.SIG_IGN)  # if put in the background later: EIO, not a stop
-        console = OperatorConsole(server)
-        threading.Thread(target=run_console, args=(console,), name="console", daemon=True).start()
-    with server:
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the goodbyes short
-            log.info("Shutting down")
+    with contextlib.ExitStack() as console_terminal:
+        if console_wanted(sys.stdin):
+            signal.signal(signal.SIGTTIN, signal.SIG_IGN)  # if put in the background later: EIO, not a stop
+            console = OperatorConsole(server)
+            read_line, show = console_terminal.enter_context(on_terminal(console, sys.stdin))
+            threading.Thread(target=run_console, args=(console, read_line, show), name="console", daemon=True).start()
+        with server:
+            try:
+                server.serve_forever()
+            except KeyboardInterrupt:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the goodbyes short
+                log.info("Shutting down")
     return 0
 
 

@@ -37,7 +37,9 @@ class Terminal:
     typing is printed above the prompt, and the half-typed line is redrawn.
     Off a terminal (a pipe), no prompt and no escape codes are written."""
 
-    def __init__(self, interactive: bool) -> None:
+    def __init__(self, interactive: bool, hide_typing: bool = False) -> None:
+        """``hide_typing``: the terminal's echo is off while readline does
+        not read (the chat client's pasting; the caller must ``restore()``)."""
         self.interactive = interactive
         self._lock = threading.Lock()
         self._prompt: str | None = None
@@ -61,7 +63,7 @@ class Terminal:
         #: echo shows it as the others see it (client.py sets this).
         self.erase_entered = False
         # The terminal's modes as found, and the same with its echo off.
-        self._saved_modes, self._quiet_modes = _terminal_modes() if interactive else (None, None)
+        self._saved_modes, self._quiet_modes = _terminal_modes() if interactive and hide_typing else (None, None)
         self._hide_typing()
         self._prompt_ready = threading.Condition(self._lock)
         if self._readline and self._redisplay:
@@ -147,9 +149,10 @@ class Terminal:
         self._show_typing()
         self._saved_modes = self._quiet_modes = None
 
-    def enable_completion(self, names) -> None:
-        """Tab completes names and commands (``names()`` gives those online).
-        The whole line is completed, since names may hold spaces."""
+    def enable_completion(self, names, complete=client_ui.complete) -> None:
+        """Tab completes names and commands (``names()`` gives those online;
+        ``complete(typed, names)`` the whole-line completions, the client's
+        by default). The whole line is completed, since names may hold spaces."""
         if self._readline is None:
             return
         readline = self._readline
@@ -158,7 +161,7 @@ class Terminal:
         def completer(text: str, state: int) -> str | None:
             nonlocal matches
             if state == 0:
-                matches = client_ui.complete(readline.get_line_buffer()[: readline.get_endidx()], names())
+                matches = complete(readline.get_line_buffer()[: readline.get_endidx()], names())
             return matches[state] if state < len(matches) else None
 
         readline.set_completer_delims("")
@@ -226,6 +229,18 @@ class Terminal:
         with self._lock:
             sys.stdout.write("\x1b[A\r\x1b[K" * rows)
             sys.stdout.flush()
+
+    def leave_input(self) -> None:
+        """Erase the line being typed, if one is, for good: the program ends
+        while another thread still reads it (the server's console). Lines
+        shown after this are only printed."""
+        with self._lock:
+            if self._prompt is not None:
+                self._erase_input()
+                sys.stdout.flush()
+            self._prompt = self._asked = None
+            self._redisplay = None
+            self._drawing = False
 
     def _erase_input(self) -> None:
         sys.stdout.flush()

@@ -16,6 +16,7 @@ from protocol import (
     ChatLine,
     ClientConnection,
     ConnectionClosed,
+    Greeting,
     HandshakeComplete,
     RateLimit,
     ServerHello,
@@ -48,6 +49,7 @@ class ChatTestClient:
         self.conn = conn or ClientConnection()
         self.hello: ServerHello | None = None
         self.rate_limit: RateLimit | None = None
+        self.greeting: Greeting | None = None
 
     def handshake(self) -> None:
         self.hello = self.next_event()
@@ -60,10 +62,12 @@ class ChatTestClient:
         assert isinstance(self.next_event(), UsernameRequest)
 
     def join(self, name: str) -> Welcome:
-        """Send ``name`` and expect it accepted."""
+        """Send ``name`` and expect it accepted, then the Greeting that
+        follows every Welcome (kept in ``greeting``)."""
         self.send(Username(name))
         welcome = self.next_event()
         assert isinstance(welcome, Welcome), welcome
+        self.greeting = self.expect(Greeting)
         return welcome
 
     def say(self, text: str) -> None:

@@ -8,6 +8,7 @@ import time
 import pytest
 
 import client_ui
+import protocol
 import terminal
 from client_ui import Context, QuitRequested, Session, Style
 from protocol import (
@@ -213,6 +214,10 @@ def test_history_is_marked_with_its_time():
         Motd(HOSTILE + "\n" + HOSTILE),
         UserList.of([(HOSTILE, 1)]),
         HistoryMessage(HOSTILE, HOSTILE, 0, HOSTILE),
+        protocol.UserKicked(HOSTILE, HOSTILE),
+        protocol.Greeting(HOSTILE, 2, HOSTILE + "\n" + HOSTILE),
+        protocol.AwayReply(HOSTILE, HOSTILE),
+        UserList.of([(HOSTILE, 1)], {HOSTILE: HOSTILE}),
     ],
     ids=lambda event: type(event).__name__,
 )
@@ -281,3 +286,11 @@ NAMES = ["Ann", "Randall Flagg", "randy"]
 )
 def test_completion_of_names_and_commands(typed, completions):
     assert client_ui.complete(typed, NAMES) == completions
+
+
+def test_a_kicked_member_leaves_the_names_known_and_the_kick_is_one_line():
+    session = session_with()
+    session.observe(UserJoined("Bob"))
+    session.observe(protocol.UserKicked("Bob", "flooding"))
+    assert "Bob" not in session.names()
+    assert client_ui.render(protocol.UserKicked("Bob", "flooding")) == ["* Bob was kicked by the operator: flooding"]

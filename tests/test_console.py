@@ -10,7 +10,7 @@ import pytest
 
 import server
 from console import ConsoleQuit, OperatorConsole, console_wanted, run_console
-from protocol import Goodbye, Notice, UserJoined, UserLeft
+from protocol import Away, Goodbye, Notice, UserJoined, UserKicked, UserList, UserListRequest
 from tests.helpers import ChatTestClient
 
 
@@ -23,8 +23,9 @@ def test_console_kick_tells_the_member_why_and_the_others(running_server, connec
 
     assert bob.expect(Goodbye) == Goodbye("You were kicked by the operator: spamming")
     bob.wait_closed()
-    assert alice.expect(Notice) == Notice("Bob was kicked by the operator: spamming")
-    assert alice.expect(UserLeft) == UserLeft("Bob")
+    assert alice.expect(UserKicked) == UserKicked("Bob", "spamming")
+    alice.send(UserListRequest())  # answered after anything else the kick made: there is nothing
+    assert alice.expect(UserList).members()[0][0] == "Alice"
 
 
 def test_console_kick_without_a_reason_and_of_an_unknown_name(running_server, connect):
@@ -51,6 +52,16 @@ def test_console_say_users_help_and_unknown(running_server, connect):
     assert operator.execute("   ") == []
     with pytest.raises(ConsoleQuit):
         operator.execute("/quit")
+
+
+def test_console_users_shows_who_is_away(running_server, connect):
+    connect("Alice")
+    bob = connect("Bob")
+    bob.send(Away("lunch"))
+    assert bob.expect(Notice) == Notice("You are marked as away: lunch")
+    shown = OperatorConsole(running_server).execute("/users")
+    assert shown[1].startswith("  Alice (") and shown[1].endswith(" s)")
+    assert shown[2].startswith("  Bob (") and shown[2].endswith(" s, away: lunch)")
 
 
 def test_console_quit_stops_the_server(identity_key, capsys):

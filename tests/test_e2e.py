@@ -104,10 +104,11 @@ def test_readme_conversation_reaches_the_other_client(server, open_client, ident
     # Exactly the README's lines: history, the user list the client asks for
     # on joining and the rate limit add none.
     assert after_the_question(randall) == (
+        "* You are Randall Flagg. No one else is here yet.\n"
         "* Jaime Lannister joined the chat.\nJaime Lannister: Hi\n"
         "Jaime Lannister: How are you R.F.?\n* Jaime Lannister left the chat.\n"
     )
-    assert after_the_question(jaime) == "Randall Flagg: Hi\n"
+    assert after_the_question(jaime) == "* You are Jaime Lannister. 1 other here: Randall Flagg.\nRandall Flagg: Hi\n"
 
 
 def after_the_question(client: procs.Proc) -> str:

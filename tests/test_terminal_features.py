@@ -14,7 +14,7 @@ import time
 import pytest
 
 import client_ui
-from protocol import ChatMessage, Goodbye, Notice, PrivateLine, PrivateMessage, UserJoined, UserLeft
+from protocol import ChatMessage, Goodbye, Notice, PrivateLine, PrivateMessage, UserJoined, UserKicked
 from tests import procs
 from tests.helpers import ChatTestClient
 from tests.test_terminal import expect_event, join_at_terminal, open_pty, screen  # noqa: F401 (fixture)
@@ -183,8 +183,7 @@ def test_operator_console_users_say_kick_and_quit(console_server):
         server.type_line("/kick bob flooding")
         server.stdout.expect("Kicked bob.")
         expect_event(bob, Goodbye("You were kicked by the operator: flooding"))
-        expect_event(alice, Notice("Bob was kicked by the operator: flooding"))
-        expect_event(alice, UserLeft("Bob"))
+        expect_event(alice, UserKicked("Bob", "flooding"))
 
         server.type_line("/quit")
         expect_event(alice, Goodbye("Server is shutting down."))
