@@ -243,7 +243,10 @@ def refusal_text(reason: str) -> str:
     words = " ".join(printable_text(reason).split())
     if len(words) > MAX_REFUSAL_SHOWN:
         words = words[: MAX_REFUSAL_SHOWN - 1] + "\N{HORIZONTAL ELLIPSIS}"
-    text = "The server turned the connection away before the handshake (it does so when it is full). Try again later."
+    text = (
+        "The server turned the connection away before the handshake (it does so when it is full or busy,"
+        " or when too many connections come from one address). Try again later."
+    )
     return f"{text}\n(The server's words, unverified: {words})" if words else text
 
 

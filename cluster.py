@@ -44,6 +44,7 @@ from protocol import (
     Notice,
     PrivateMessage,
     UserJoined,
+    UserKicked,
     UserLeft,
     UserParted,
 )
@@ -92,7 +93,9 @@ MEMBER_ID = re.compile(rb"[0-9a-f]{12}/[1-9][0-9]{0,18}")
 MAX_ENTRY_BYTES = protocol.MAX_FRAME_SIZE - 1024
 #: Clock skew forgiven between Redis and this server, in seconds.
 CLOCK_SKEW = 60.0
-MEMBERS_CHANGED = (UserJoined, UserLeft, UserParted, NickChanged)
+#: Entries after which the user list is read again; a Notice may sum up
+#: joins and leaves in a busy room (presence.py).
+MEMBERS_CHANGED = (UserJoined, UserLeft, UserParted, UserKicked, NickChanged, Notice)
 
 DEGRADED = (
     "The chat is degraded: this server has lost touch with the others. "
@@ -258,6 +261,8 @@ class RedisCluster:
         self._members_read: list[tuple[str, float]] | None = None  # (name, since) at _members_read_at
         self._members_read_at = 0.0
         self._members_changes = 0  # joins, leaves, renames seen: a read begun before one is stale
+        self._members_last: list[tuple[str, float]] | None = None  # the last read, stale or not (a greeting's)
+        self._members_last_at = 0.0
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -355,18 +360,23 @@ class RedisCluster:
             return None
         return holder
 
-    def members(self) -> list[tuple[str, int]] | None:
+    def members(self, recent: bool = False) -> list[tuple[str, int]] | None:
         """(name, whole seconds online) of everyone in the cluster, or None
         while degraded. Read at most every ``MEMBERS_CACHE_SECONDS``, and
-        again after a join, leave or rename anywhere."""
+        again after a join, leave or rename anywhere; ``recent``: a read of
+        the last ``MEMBERS_CACHE_SECONDS`` will do, changes or not (for a
+        newcomer's greeting: no SCAN per join in a storm of joins)."""
         with self._members_lock:
             fresh = time.monotonic() - self._members_read_at < MEMBERS_CACHE_SECONDS
             read = self._members_read if fresh else None
+            if read is None and recent and time.monotonic() - self._members_last_at < MEMBERS_CACHE_SECONDS:
+                read = self._members_last
             if read is None:
                 changes = self._members_changes
                 read = self._try(self._read_members)
                 if read is None:
                     return None
+                self._members_last, self._members_last_at = read, time.monotonic()
                 if changes == self._members_changes:  # else something changed during the read: use it once
                     self._members_read, self._members_read_at = read, time.monotonic()
         now = self._clock()
@@ -527,7 +537,7 @@ class RedisCluster:
         for key, (name, since) in zip(keys, pipe.execute(), strict=True):
             if name is None or since is None:
                 continue  # expired or freed between the SCAN and the read
-            member = _name_and_since(name, since)
+            member = _name_and_since(key, name, since)
             if member is None:
                 garbled.append(key)
             else:
@@ -540,13 +550,15 @@ class RedisCluster:
         return max(1, int(self.name_ttl * 1000))
 
 
-def _name_and_since(name: bytes, since: bytes) -> tuple[str, float] | None:
+def _name_and_since(key: bytes, name: bytes, since: bytes) -> tuple[str, float] | None:
     """A name hash's ``name`` and ``since``, or None if they are not a
-    username and a Unix time."""
+    username (whose key is the hash's) and a Unix time."""
     try:
         text, when = name.decode("utf-8"), float(since)
     except (UnicodeDecodeError, ValueError):
         return None
     if not is_username(text) or not math.isfinite(when) or not 0 <= when < 2**32:
+        return None
+    if key != name_key(text).encode("utf-8"):  # a second entry for someone, under a key not theirs
         return None
     return text, when

@@ -182,14 +182,15 @@ def on_terminal(console: OperatorConsole, stdin: TextIO) -> Iterator[tuple[Calla
     if not (stdin.isatty() and sys.stdout.isatty()):
         yield input, _show
         return
+    modes = termios.tcgetattr(stdin.fileno())  # before Terminal turns the echo off between lines
     terminal = Terminal(interactive=True)
     terminal.enable_completion(console.server.room.names, complete=complete)
     moved = _log_above_input(terminal)
-    modes = termios.tcgetattr(stdin.fileno())
     try:
         yield (lambda: terminal.read_line(PROMPT)), terminal.show
     finally:
         terminal.leave_input()
+        terminal.restore()
         _log_as_before(moved)
         with contextlib.suppress(termios.error, OSError):
             termios.tcsetattr(stdin.fileno(), termios.TCSADRAIN, modes)

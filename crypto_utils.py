@@ -5,10 +5,12 @@ protocol code reads in the words of PROTOCOL.md:
 
 - the server's long-term identity: an RSA key, its fingerprint, and
   RSA-OAEP (SHA-256) to carry the client's secret to it;
-- the ephemeral X25519 exchange that gives forward secrecy;
+- the ephemeral X25519 exchange that gives forward secrecy (``x25519``:
+  the library's C curve code without its ECC objects);
 - the key schedule (HKDF-SHA256 over both secrets, bound to the transcript);
 - the record layer: AES-256-GCM with a per-direction sequence number folded
-  into the nonce, as TLS 1.3 does, so no nonce ever repeats under a key.
+  into the nonce, as TLS 1.3 does, so no nonce ever repeats under a key
+  (``aes_gcm``: the key schedule and GHASH tables made once per direction).
 
 Randomness is a parameter (``rng``) wherever it is used, so tests can pin it.
 Failures that an attacker can provoke all surface as one ``DecryptionError``

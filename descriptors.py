@@ -1,6 +1,7 @@
 """Open files for the clients: the server's share of the descriptor limit.
 
-Each client holds a socket open, and with ``--cluster`` possibly a Redis
+Each client holds a socket open (and so does each connection still in its
+handshake, up to ``--max-startups``), and with ``--cluster`` possibly a Redis
 connection too (redis-py opens one for each thread that calls at the same
 time, and each client's reader thread publishes its lines). A process may
 have ``RLIMIT_NOFILE`` open at once: a soft limit it may raise itself, up to
@@ -41,14 +42,16 @@ class DescriptorLimitError(Exception):
     message says what to do."""
 
 
-def needed(max_clients: int, clustered: bool = False) -> int:
-    """Open files a server of ``max_clients`` may need at once."""
-    return BASE + max_clients * (PER_CLIENT_CLUSTERED if clustered else PER_CLIENT)
+def needed(max_clients: int, clustered: bool = False, handshakes: int = 0) -> int:
+    """Open files a server of ``max_clients`` people, and at most
+    ``handshakes`` connections in their handshake besides, may need at once."""
+    return BASE + max_clients * (PER_CLIENT_CLUSTERED if clustered else PER_CLIENT) + handshakes
 
 
 def raise_limit(
     max_clients: int,
     clustered: bool = False,
+    handshakes: int = 0,
     getrlimit: _GetLimit | None = None,
     setrlimit: _SetLimit | None = None,
 ) -> int | None:
@@ -65,13 +68,13 @@ def raise_limit(
         return None
     get = getrlimit or resource.getrlimit
     put = setrlimit or resource.setrlimit
-    want = needed(max_clients, clustered)
+    want = needed(max_clients, clustered, handshakes)
     soft, hard = get(resource.RLIMIT_NOFILE)
     unlimited = resource.RLIM_INFINITY
     if soft == unlimited or soft >= want:
         return soft
     if hard != unlimited and hard < want:
-        raise DescriptorLimitError(_too_low(max_clients, clustered, want, hard))
+        raise DescriptorLimitError(_too_low(max_clients, clustered, handshakes, want, hard))
     # Unlimited hard limit (macOS): ask for what is needed, not "infinity",
     # which the kernel refuses for a soft limit there.
     target = want if hard == unlimited else hard
@@ -86,12 +89,13 @@ def raise_limit(
     return target
 
 
-def _too_low(max_clients: int, clustered: bool, want: int, hard: int) -> str:
+def _too_low(max_clients: int, clustered: bool, handshakes: int, want: int, hard: int) -> str:
     per_client = PER_CLIENT_CLUSTERED if clustered else PER_CLIENT
-    fits = max(0, (hard - BASE) // per_client)
+    fits = max(0, (hard - BASE - handshakes) // per_client)
     what = "a socket and, with --cluster, a Redis connection" if clustered else "a socket"
+    also = f", {handshakes} for connections in their handshake (--max-startups)" if handshakes else ""
     return (
-        f"--max-clients {max_clients} needs {want} open files ({what} for each client, and {BASE} "
+        f"--max-clients {max_clients} needs {want} open files ({what} for each client{also}, and {BASE} "
         f"for the server), but this system allows the server at most {hard} (the hard limit, "
         f"ulimit -Hn). Use --max-clients {fits} or less, or have the administrator raise the "
         "hard limit (limits.conf, or LimitNOFILE= in a systemd unit)."

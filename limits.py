@@ -4,7 +4,6 @@ queue. Socket-free and clock-injected, so tests need no waiting."""
 
 from __future__ import annotations
 
-import collections
 import threading
 import time
 from collections.abc import Callable
@@ -108,17 +107,17 @@ class Outbox:
 
     Any thread may ``put``, without blocking. The server's sender thread
     takes everything queued at once. ``on_ready`` says that there is
-    something to take: it is called once when the first item arrives (or the
-    outbox closes), then not again until a ``take`` has found the outbox
-    empty, so that a message to a thousand clients costs a thousand appends,
-    not a thousand wake-ups. It is called outside the outbox's lock. A
-    message counts its bytes on the wire plus ``QUEUED_OVERHEAD``.
+    something to take: it is called when the first item arrives after a
+    ``take`` (or the outbox closes), not for the items that follow it, so
+    that a burst to one client costs one wake-up. It is called outside the
+    outbox's lock. A message counts its bytes on the wire plus
+    ``QUEUED_OVERHEAD``.
     """
 
     def __init__(self, limit_bytes: int, on_ready: Callable[[], None] = lambda: None) -> None:
         self._limit = limit_bytes
         self._on_ready = on_ready
-        self._items: collections.deque[Encoded] = collections.deque()
+        self._items: list[Encoded] = []  # a list, not a deque: taken whole, and smaller while idle
         self._bytes = 0
         self._closed = False
         self._announced = False  # on_ready was called, and no take has found it empty since
@@ -157,16 +156,15 @@ class Outbox:
             self._on_ready()
 
     def take(self) -> list[Encoded] | None:
-        """Everything queued, oldest first, without waiting. An empty list:
-        nothing for now (the next ``put`` calls ``on_ready`` again). None:
-        the outbox is closed and empty, the sender's signal to stop."""
+        """Everything queued, oldest first, without waiting; the next
+        ``put`` calls ``on_ready`` again. An empty list: nothing for now.
+        None: the outbox is closed and empty, the sender's signal to stop."""
         with self._lock:
+            self._announced = False
             if self._items:
-                items = list(self._items)
-                self._items.clear()
+                items, self._items = self._items, []
                 self._bytes = 0
                 return items
-            self._announced = False
             return None if self._closed else []
 
     @property

@@ -830,7 +830,9 @@ class _Connection:
 
     Two threads may drive one connection once it is OPEN, and only then:
     one receiving (``receive_data``, ``next_event``) and one sending
-    (``send``, ``send_batch``, ``data_to_send``). The two halves share no
+    (``send``, ``send_batch``, ``data_to_send``); the sending half must be
+    driven by one thread at a time (the server's one sender thread drives
+    the sending halves of all its connections). The two halves share no
     buffer and no cipher: the receiving half owns the receive buffer, the
     opener and the pending events; the sending half owns the outbox and the
     sealer. The only state both touch is ``state``, which the receiving half

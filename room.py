@@ -141,8 +141,9 @@ class Cluster(Protocol):
         """The name as its holder has it, if someone on another server holds it."""
         ...
 
-    def members(self) -> list[tuple[str, int]] | None:
-        """(name, seconds online) of everyone, or None if only the room knows."""
+    def members(self, recent: bool = False) -> list[tuple[str, int]] | None:
+        """(name, seconds online) of everyone, or None if only the room knows.
+        ``recent``: a list a moment old will do (a newcomer's greeting)."""
         ...
 
     def set_away(self, name: str, message: str | None) -> None:
@@ -186,7 +187,7 @@ class LocalCluster:
     def locate(self, name: str) -> str | None:
         return None  # no one is anywhere else
 
-    def members(self) -> list[tuple[str, int]] | None:
+    def members(self, recent: bool = False) -> list[tuple[str, int]] | None:
         return None  # the room knows them all
 
     def set_away(self, name: str, message: str | None) -> None:
@@ -253,7 +254,7 @@ class Room:
         if not self.cluster.claim(name):
             return None
         welcome, wanted = encode(Welcome(name)), names.key(name)
-        everyone = self.cluster.members()  # None: the room knows them all
+        everyone = self.cluster.members(recent=True)  # None: the room knows them all
         with self._lock:
             if wanted in self._members:
                 return None

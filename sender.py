@@ -31,6 +31,10 @@ from protocol import Encoded, Message, ProtocolError, RecordLimitError, ServerCo
 
 __all__ = ["Outlet", "Sender"]
 
+#: What an outlet holds once all is sent: not an empty slice of the last
+#: batch, which would keep the whole batch's bytes alive while it idles.
+_NOTHING = memoryview(b"")
+
 
 class Outlet:
     """One client's way out: its socket, the sending half of its connection,
@@ -52,7 +56,7 @@ class Outlet:
         self.finished = threading.Event()
         self.failure: Exception | None = None
         self._cut = False
-        self._unsent = memoryview(b"")
+        self._unsent = _NOTHING
         self._watched = False  # registered with the sender's selector, waiting for room
 
     def cut(self) -> None:
@@ -158,15 +162,20 @@ class Sender:
         socket is full."""
         if outlet.finished.is_set():
             return
+        took = False
         try:
             while not outlet._cut:
                 if outlet._unsent:
                     sent = outlet.sock.send(outlet._unsent)
-                    outlet._unsent = outlet._unsent[sent:]
-                    if outlet._unsent:
+                    if sent < len(outlet._unsent):
+                        outlet._unsent = outlet._unsent[sent:]
                         self._watch(outlet)  # full: come back when there is room
                         return
-                items = outlet.outbox.take()
+                    outlet._unsent = _NOTHING
+                if took and not outlet.outbox.closed:  # a put since the take woke the sender again
+                    self._unwatch(outlet)
+                    return
+                items, took = outlet.outbox.take(), True
                 if items is None:
                     break  # closed and all sent
                 if not items:
@@ -213,7 +222,7 @@ class Sender:
         """Let go of ``outlet`` for good, and wake its reader: a shut-down
         socket reads as the end."""
         self._unwatch(outlet)
-        outlet._unsent = memoryview(b"")
+        outlet._unsent = _NOTHING
         with contextlib.suppress(OSError):  # already shut, or gone
             outlet.sock.shutdown(socket.SHUT_RDWR)
         outlet.finished.set()

@@ -150,10 +150,11 @@ class ClientHandler:
         self._sending = False  # the sender has the outlet: from the end of the handshake
         self._readable = select.poll()  # poll() rather than select(): no limit on descriptor numbers
         self._readable.register(sock, select.POLLIN)
-        self._closing = threading.Event()
+        self._closing = False  # a plain flag: an Event costs an idle client a Condition
         self._parting = ""  # the line given with /quit, for the others
         self._frame_began: float | None = None
         self._echo = False  # the client asked for its own lines back (EchoOwnLines)
+        self._gate: contextlib.AbstractContextManager[object] = contextlib.nullcontext()  # see _handshake
 
     # What the room calls (room.Member).
 
@@ -172,7 +173,7 @@ class ClientHandler:
 
     def close(self, reason: str) -> None:
         """Say goodbye and close (from another thread, for example on shutdown)."""
-        self._closing.set()
+        self._closing = True
         if not self._sending:
             self.abort()  # no keys yet: nothing can be said
         else:
@@ -180,7 +181,7 @@ class ClientHandler:
 
     def abort(self) -> None:
         """Cut the connection now; the reader thread wakes up and cleans up."""
-        self._closing.set()
+        self._closing = True
         self.outbox.close()
         self.outlet.cut()
         with contextlib.suppress(OSError):  # already closed by the peer or by us
@@ -213,7 +214,7 @@ class ClientHandler:
         except ProtocolError as exc:
             log.warning("%s: protocol error: %s", self.peer, exc)
         except OSError as exc:
-            if not self._closing.is_set():
+            if not self._closing:
                 log.info("%s: connection error: %s", self.peer, exc)
         finally:
             self._finish()
@@ -221,6 +222,7 @@ class ClientHandler:
     def _handshake(self) -> None:
         try:
             deadline = _Deadline(self.limits.handshake_timeout, "waiting for the handshake")
+            self._gate = self.server.handshaking  # around its cryptography, one handshake at a time
             self.sock.sendall(self.conn.data_to_send())
             event = self._next_event(deadline, flush=True)
             if isinstance(event, ConnectionClosed):
@@ -228,6 +230,7 @@ class ClientHandler:
                 raise _ClientLeft()
             if not isinstance(event, HandshakeComplete):
                 raise protocol.RemoteProtocolError(f"handshake ended with {event}")
+            self._gate = contextlib.nullcontext()
         except (_ClientLeft, _DeadlinePassed, ProtocolError):
             # sshd's PerSourcePenalties: a handshake not finished costs its
             # address more (the server may have spent an RSA decryption).
@@ -335,7 +338,7 @@ class ClientHandler:
         # The text of private lines stays out of the log (the operator could
         # still read it: the server decrypts everything).
         log.info("%s sent a private message to %s", me.name, printable_text(line.recipient))
-        away = self.room.away_message(line.recipient)
+        away = self.room.away_message(recipient)
         if away is not None and away[0] != me.name:
             self._tell(AwayReply(*away))  # as IRC's RPL_AWAY
 
@@ -389,6 +392,8 @@ class ClientHandler:
 
     def _come_back(self, me: Membership, asked: bool = False) -> None:
         """``/back``, or (not ``asked``) a line to everyone from someone away."""
+        if asked and not self._within_rate("you are still marked as away"):
+            return
         if me.away is None:
             if asked:
                 self._tell(Notice("You are not marked as away."))
@@ -457,7 +462,8 @@ class ClientHandler:
         """The next event, reading the socket as needed (until ``deadline``,
         and within ``frame_timeout`` of a frame's first byte)."""
         while True:
-            event = self.conn.next_event()
+            with self._gate:
+                event = self.conn.next_event()
             if flush:
                 self.sock.sendall(self.conn.data_to_send())
             if event is not protocol.NEED_DATA:
@@ -500,7 +506,7 @@ class ClientHandler:
             failure = self.outlet.failure
             if isinstance(failure, protocol.RecordLimitError):
                 log.info("%s: record limit reached: closing the connection", self.peer)
-            elif failure is not None and not self._closing.is_set():
+            elif failure is not None and not self._closing:
                 log.info("%s: send failed: %s", self.peer, failure)
         self.abort()
         self.sock.close()  # only now: the sender has let go of it
@@ -564,6 +570,14 @@ class ChatServer:
             (sender.py); the benchmark swaps in one that seals a record per
             message, as before batching.
         log_messages: log the text of public lines (off: metadata only).
+        handshaking: held by a reader while its connection works out a
+            handshake's cryptography (never while it waits for the
+            network). One at a time: pycryptodomex lets go of the GIL
+            around each of its C calls, so a thousand clients reconnecting
+            at once would otherwise run a thousand RSA unwraps side by
+            side, all of them slow, handing the GIL round at every call;
+            one at a time, each is done in a few milliseconds and the first
+            are back in at once (the reconnect storm in docs/benchmarks.md).
     """
 
     handler_class: type[ClientHandler] = ClientHandler
@@ -584,6 +598,7 @@ class ChatServer:
     ) -> None:
         self.identity = ServerIdentity.of(identity_key)
         self.limits = limits
+        self.handshaking: contextlib.AbstractContextManager[object] = threading.Lock()
         self.room = Room(history_size=history, motd=motd, cluster=cluster)
         self.admission = admission.Admission(
             limits.max_clients, limits.max_per_address, limits.handshake_rate, startups=limits.max_startups
@@ -996,7 +1011,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return EXIT_NO_CLUSTER
     try:
-        descriptors.raise_limit(args.max_clients, clustered=room_cluster is not None)
+        descriptors.raise_limit(args.max_clients, clustered=room_cluster is not None, handshakes=args.max_startups.full)
     except descriptors.DescriptorLimitError as exc:
         print(exc, file=sys.stderr)
         if room_cluster is not None:

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import crypto_utils
 import protocol
-from bench import crowd, lockstep, micro, scenarios
+from bench import crowd, flood, lockstep, micro, scenarios
 from bench.loadgen import BenchError
 from bench.redis_server import RedisServer
 from bench.servers import ROOT, TEST_KEY
@@ -49,6 +49,7 @@ class Plan:
     lockstep_least: int = 100  # messages per lockstep run, at least
     lockstep_rooms: tuple[int, ...] = ()  # lockstep in rooms of these sizes too, beside those of `sizes`
     crowd: crowd.CrowdPlan = crowd.NO_CROWD  # rooms of thousands (bench/crowd.py)
+    flood_seconds: float = 10.0  # per setup of the handshake flood (bench/flood.py)
 
 
 FULL = Plan(
@@ -81,6 +82,7 @@ QUICK = Plan(
     lockstep_deliveries=200,
     lockstep_least=10,
     crowd=crowd.QUICK_CROWD,
+    flood_seconds=2.0,
 )
 
 
@@ -118,6 +120,7 @@ class Results:
     cluster_skipped: str | None = None  # why there are no cluster runs
     lockstep: list[lockstep.LockstepResult] = field(default_factory=list)
     crowd: crowd.CrowdResults = field(default_factory=crowd.CrowdResults)
+    flood: list[flood.FloodRun] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
@@ -206,7 +209,15 @@ def run(plan: Plan, progress=print) -> Results:
         ),
         progress,
     )
+    guarded(results, "handshake flood from one address", lambda: measure_flood(plan, results), progress)
     return results
+
+
+def measure_flood(plan: Plan, results: Results) -> None:
+    """bench/flood.py against a server with the per-address limits off, then on."""
+    for setup, admission_on in flood.SETUPS:
+        with ServerProcess(CHAT, *(["--admission"] if admission_on else [])) as server:
+            results.flood.append(flood.flood(server.address, plan.flood_seconds, server.proc.pid, setup))
 
 
 def guarded(results: Results, what: str, step, progress) -> None:
@@ -225,8 +236,6 @@ def measure_costs(plan: Plan, results: Results) -> None:
     key = crypto_utils.import_private_key(TEST_KEY.read_bytes())
     results.costs_us.update(micro.record_costs(plan.micro_repeat))
     results.costs_us.update(micro.handshake_costs(key, plan.rsa_repeat))
-    if math.isnan(lockstep.seal_costs(results.costs_us)[1]):
-        results.costs_us["one AES.new(MODE_GCM) seal of a chat line"] = lockstep.aes_new_seal_us(plan.micro_repeat)
     identity = protocol.ServerIdentity.of(key)
     messages = plan.micro_repeat // 4
     for batch in (1, 16, 64):
@@ -247,9 +256,10 @@ def measure_handshakes(plan: Plan, kind: str, results: Results) -> None:
     with ServerProcess(kind) as server:
         for concurrency in (1, 8):
             count = plan.handshakes * (1 if concurrency == 1 else 2)
-            results.handshakes[(kind, concurrency)] = scenarios.measure_handshakes(
-                server.address, kind == PLAIN, count, concurrency, plan.timeout
-            )
+            cpu = scenarios.cpu_seconds(server.proc.pid)
+            result = scenarios.measure_handshakes(server.address, kind == PLAIN, count, concurrency, plan.timeout)
+            result.server_cpu_us = (scenarios.cpu_seconds(server.proc.pid) - cpu) / count * 1e6
+            results.handshakes[(kind, concurrency)] = result
 
 
 def measure_room(plan: Plan, kind: str, members: int, results: Results, fan_out: bool = True) -> None:

@@ -7,6 +7,7 @@ floor), runs a ``LoadGen`` within a deadline, and returns plain numbers.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import statistics
 import time
@@ -57,6 +58,7 @@ class HandshakeResult:
     p50_ms: float
     p99_ms: float
     per_second: float
+    server_cpu_us: float = math.nan  # the server process's CPU per handshake (runner.py measures it)
 
 
 def measure_handshakes(address, plain: bool, count: int, concurrency: int, timeout: float) -> HandshakeResult:

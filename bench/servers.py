@@ -1,6 +1,6 @@
 """The child process that runs one server for the benchmark.
 
-    python -m bench.servers KIND [--stack-size BYTES] [--cluster redis://HOST:PORT/DB]
+    python -m bench.servers KIND [--stack-size BYTES] [--cluster redis://HOST:PORT/DB] [--admission]
 
 KIND is ``chat`` (server.ChatServer as it is), ``chat-unbatched`` (the
 same with a sender that seals one record per message, as before issue 5)
@@ -40,6 +40,8 @@ KINDS = ("chat", "chat-unbatched", "plain")
 BENCH_LIMITS = limits.Limits(
     max_clients=6000, rate=0, max_per_address=0, handshake_rate=0, max_startups=admission.UNCAPPED
 )
+#: With --admission: the per-address limits as server.py has them by default.
+ADMISSION_LIMITS = limits.Limits(max_clients=2000, rate=0)
 
 
 class UnbatchedSender(sender.Sender):
@@ -82,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("--stack-size", type=int, default=0, help="threading.stack_size for client threads")
     parser.add_argument("--cluster", metavar="redis://HOST:PORT/DB", help="join the cluster on this Redis")
+    parser.add_argument("--admission", action="store_true", help="server.py's per-address limits (default: off)")
     parser.add_argument("--handshake-timeout", type=float, help="seconds, for a reconnect storm (bench/crowd.py)")
     args = parser.parse_args(argv)
     if args.cluster and args.kind == "plain":
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stack_size:
         threading.stack_size(args.stack_size)
     descriptors.raise_limit(BENCH_LIMITS.max_clients, clustered=bool(args.cluster))  # as server.py does
-    bench_limits = BENCH_LIMITS
+    bench_limits = ADMISSION_LIMITS if args.admission else BENCH_LIMITS
     if args.handshake_timeout:
         bench_limits = dataclasses.replace(BENCH_LIMITS, handshake_timeout=args.handshake_timeout)
     server = make_server(args.kind, args.cluster, bench_limits)

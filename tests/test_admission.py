@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import threading
 import time
@@ -176,7 +177,9 @@ def refused_or_hello(address, source: str = "127.0.0.1"):
 
 def test_idle_sockets_from_one_address_do_not_lock_out_another(own_server):
     # The case: 20 idle sockets filled a server with --max-clients 20.
-    chat = own_server.start(max_clients=20, **DEFAULT_DOOR)
+    # A long handshake deadline: the idle ones must still be there when the
+    # person comes, however slow this machine is today.
+    chat = own_server.start(max_clients=20, handshake_timeout=60, **DEFAULT_DOOR)
     idle = [ChatTestClient(chat.server_address) for _ in range(20)]  # they never answer the hello
     try:
         first_words = [type(client.next_event()) for client in idle]
@@ -260,7 +263,8 @@ def test_new_connections_from_one_address_past_its_rate_are_refused_with_the_wai
         answers.append(first)
         clients.append(client)
     assert all(isinstance(answer, ServerHello) for answer in answers[:10])
-    assert answers[10] == ServerRefused("Too many new connections from your address. Try again in 100 s.")
+    # 1 token a 100 s, less what came back while the ten connected:
+    assert re.fullmatch(r"Too many new connections from your address\. Try again in (9\d|100) s\.", answers[10].reason)
     first, other = refused_or_hello(chat.server_address, source="127.0.0.2")
     assert isinstance(first, ServerHello)
     for client in [*clients, other]:

@@ -365,3 +365,13 @@ def test_a_whole_connection_is_the_same_on_the_wire_on_the_fallback(monkeypatch,
     monkeypatch.setattr(aes_gcm, "new", aes_gcm.LibraryGcm)
     assert a_conversation_on_the_wire(identity_key) == fast
     assert fast[1][-2:] == [protocol.ChatMessage("alice", "hello"), protocol.ChatLine("hi")]
+
+
+def test_on_a_cpu_without_clmul_the_portable_ghash_gives_the_same_records(monkeypatch):
+    monkeypatch.setattr(_mode_gcm, "_ghash_clmul", None)
+    new = aes_gcm.choose()
+    assert new is not aes_gcm.LibraryGcm
+    for key, iv, plaintext, aad, ciphertext, tag in NIST_VECTORS.values():
+        assert new(key).seal(iv, plaintext, aad) == bytes.fromhex(ciphertext + tag)
+    key, nonce, data = bytes(range(32)), bytes(range(12)), bytes(range(256)) * 20
+    assert new(key).seal(nonce, data, b"aad") == reference_seal(key, nonce, data, b"aad")

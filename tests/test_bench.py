@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from bench import __main__ as bench_main
-from bench import crowd, runner, scenarios, servers
+from bench import crowd, micro, runner, scenarios, servers
 from bench.lockstep import LockstepResult
 from bench.report import SECTIONS, plot, write_json, write_markdown
 from bench.runner import CHAT, CLUSTER_SETUPS, PLAIN, ClusterRun, Plan, Results
@@ -148,7 +148,7 @@ def small_results() -> Results:
     runner.measure_costs(TINY, results)
     for kind in (CHAT, PLAIN):
         for at_once in (1, 8):
-            results.handshakes[(kind, at_once)] = HandshakeResult(10, at_once, 2.0, 3.0, 400.0)
+            results.handshakes[(kind, at_once)] = HandshakeResult(10, at_once, 2.0, 3.0, 400.0, 5_000.0)
         results.idle_rss_kib[kind] = 20_000
         results.room_rss_kib[(kind, 100)] = 4_000
     for kind in (CHAT, runner.UNBATCHED, PLAIN):
@@ -170,6 +170,7 @@ def small_results() -> Results:
 def test_report_writes_every_section(tmp_path):
     results = small_results()
     assert {"seal one record (AES-256-GCM)", "whole handshake in process (both sides)"} <= set(results.costs_us)
+    assert {micro.SEAL_AES_NEW, micro.SEAL_BEFORE, micro.SERVER_HANDSHAKE, micro.SERVER_CRYPTO} <= set(results.costs_us)
     assert len(results.profiles) == 3
     meta = {"command": "python -m bench --quick", "date": "2026-01-01 00:00 UTC", "minutes": "0.1"}
     write_markdown(results, tmp_path / "benchmarks.md", meta, runner.machine(), "benchmarks.png")
@@ -184,6 +185,7 @@ def test_report_writes_every_section(tmp_path):
     for title in results.profiles:
         assert f"### {title}" in report
     assert not re.search(r"\bnan\b", report.split("## Profiles")[0]), "a figure the results hold came out NaN"
+    assert "server CPU per handshake (1 at once) ≤ 1.2 × its own cryptography" in report
 
     figures = json.loads((tmp_path / "benchmarks.json").read_text(encoding="utf-8"))
     assert len(figures["handshakes"]) == 4 and len(figures["fanout"]) == 12 and len(figures["memory"]) == 2

@@ -16,11 +16,15 @@ import pytest
 import cluster
 import protocol
 from protocol import (
+    Away,
+    AwayReply,
+    Back,
     ChatLine,
     ChatMessage,
     ErrorNotice,
     Goodbye,
     HistoryMessage,
+    Notice,
     PrivateLine,
     PrivateMessage,
     RateLimit,
@@ -124,11 +128,12 @@ def test_a_name_hash_with_garbage_fields_breaks_neither_users_nor_joins(two_serv
         raw.hset(cluster.NAME_PREFIX + "nan", mapping={"server": "x", "name": "nan", "since": "nan"})
         raw.hset(cluster.NAME_PREFIX + "bytes", mapping={"server": "x", "name": b"\xff\xfe", "since": "1"})
         raw.hset(cluster.NAME_PREFIX + "long", mapping={"server": "x", "name": "L" * 500, "since": "1"})
+        raw.hset(cluster.NAME_PREFIX + "twin", mapping={"server": "x", "name": "alice", "since": "1"})  # not her key
     with caplog.at_level(logging.WARNING, logger="chat.cluster"):
         carol = servers[0].client("carol")  # joins as usual
         carol.send(UserListRequest())
         assert [name for name, _ in carol.expect(UserList).members()] == ["alice", "bob", "carol"]
-    assert "4 name hashes left out of the user list" in caplog.text
+    assert "5 name hashes left out of the user list" in caplog.text
     alice.send(PrivateLine("bytes", "psst"))  # the hash is there, its name is not a name
     assert next_of(alice, ErrorNotice).text.startswith("No one called bytes is online")
     assert_everyone_still_chats(alice, bob)
@@ -172,6 +177,12 @@ def test_the_documented_redis_acl_is_all_the_chat_needs(identity_key, redis_serv
         assert_everyone_still_chats(alice, bob)
         alice.send(PrivateLine("bob", "psst"))
         assert next_of(bob, PrivateMessage) == PrivateMessage("alice", "bob", "psst")
+        bob.send(Away("lunch"))  # the away hash: HSET, HGET, HGETALL, HDEL
+        assert next_of(bob, Notice) == Notice("You are marked as away: lunch")
+        alice.send(PrivateLine("bob", "still there?"))
+        assert next_of(alice, AwayReply) == AwayReply("bob", "lunch")
+        bob.send(Back())
+        assert next_of(bob, Notice) == Notice("You are back: no longer marked as away.")
         bob.send(UserListRequest())
         assert [name for name, _ in next_of(bob, UserList).members()] == ["alice", "bob"]
         scripts = commands_run(redis_server, "evalsha")

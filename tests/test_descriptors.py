@@ -73,6 +73,14 @@ def test_a_clustered_server_counts_a_redis_connection_per_client():
     assert raise_with(FakeLimits(1024, 10_000), 5000) == 10_000  # alone, it fits
 
 
+def test_connections_in_their_handshake_count_too():
+    assert descriptors.needed(1000, handshakes=100) == 1100 + descriptors.BASE
+    with pytest.raises(descriptors.DescriptorLimitError, match=r"Use --max-clients 936 or less"):
+        descriptors.raise_limit(
+            1000, handshakes=100, getrlimit=FakeLimits(256, 1100).get, setrlimit=FakeLimits(0, 0).set
+        )
+
+
 def test_a_refused_raise_is_a_clear_error():
     with pytest.raises(descriptors.DescriptorLimitError, match=r"refused to raise this process's limit from 1024"):
         raise_with(FakeLimits(1024, HARD, refuse=True), 5000)
@@ -106,22 +114,25 @@ def open_file_limits(pid: int) -> tuple[int, int]:
 @pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="reads the limit from /proc (Linux)")
 def test_the_server_raises_its_own_soft_limit_at_start(tmp_path):
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if hard != resource.RLIM_INFINITY and hard < descriptors.needed(3000):
+    want = descriptors.needed(3000, handshakes=100)  # --max-startups 100
+    if hard != resource.RLIM_INFINITY and hard < want:
         pytest.skip(f"the hard limit here ({hard}) is below what 3,000 clients need")
-    server = server_under_limit(tmp_path, 256, hard, "--max-clients", "3000")
+    server = server_under_limit(tmp_path, 256, hard, "--max-clients", "3000", "--max-startups", "100")
     try:
         server.stdout.expect(procs.LISTENING)
-        assert open_file_limits(server.popen.pid)[0] >= descriptors.needed(3000)
+        assert open_file_limits(server.popen.pid)[0] >= want
     finally:
         server.kill()
 
 
 def test_the_server_refuses_to_start_when_the_hard_limit_is_too_low(tmp_path):
-    server = server_under_limit(tmp_path, 256, 512, "--max-clients", "5000")
+    server = server_under_limit(tmp_path, 256, 512, "--max-clients", "5000", "--max-startups", "100")
     try:
         assert server.wait() == 1
         error = server.stderr.text()
-        assert re.search(r"--max-clients 5000 needs 5064 open files .* at most 512", error)
+        assert re.search(
+            r"--max-clients 5000 needs 5164 open files .*100 for connections in their handshake.* at most 512", error
+        )
         assert "Traceback" not in error
         assert "Listening" not in server.stdout.text()
     finally:

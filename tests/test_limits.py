@@ -128,7 +128,7 @@ def test_close_lets_the_goodbye_past_the_limit_and_the_sender_drains_then_stops(
     assert outbox.take() is None  # closed and empty: stop
 
 
-def test_the_sender_is_called_once_per_turn_not_once_per_message():
+def test_the_sender_is_called_once_per_take_not_once_per_message():
     calls = []
     outbox = limits.Outbox(limit_bytes=10_000, on_ready=lambda: calls.append("ready"))
 
@@ -137,13 +137,11 @@ def test_the_sender_is_called_once_per_turn_not_once_per_message():
     assert calls == ["ready"]  # the sender is on its way: more items need no call
 
     assert messages_of(outbox.take()) == [message("one"), message("two"), message("three")]
-    outbox.put(item("four"))  # the sender has not yet found the outbox empty
-    assert calls == ["ready"]
-    assert messages_of(outbox.take()) == [message("four")]
-    assert outbox.take() == []  # empty, not closed: the turn ends
-
+    outbox.put(item("four"))  # after a take: the sender must come back for it
     outbox.put(item("five"))
     assert calls == ["ready", "ready"]
+    assert messages_of(outbox.take()) == [message("four"), message("five")]
+    assert outbox.take() == []  # empty, not closed
 
 
 def test_closing_an_idle_outbox_calls_the_sender_so_that_it_can_stop():

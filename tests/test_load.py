@@ -112,8 +112,11 @@ FLOCK, LINES_EACH = 50, 200
 def test_fifty_clients_sending_at_once_lose_nothing_and_see_one_order(tmp_path):
     # The server runs as its own process, so that it and this swarm of clients
     # each have a core. No flood control (the senders are tests), and send
-    # queues large enough for a swarm that reads in one thread.
-    server = procs.start_server(tmp_path, "--rate", "0", "--sendq", str(64 * 1024 * 1024))
+    # queues large enough for a swarm that reads in one thread; the swarm
+    # comes from one address, so no per-address limits either.
+    server = procs.start_server(
+        tmp_path, "--rate", "0", "--sendq", str(64 * 1024 * 1024), "--max-per-address", "0", "--handshake-rate", "0"
+    )
     clients: list[ChatTestClient] = []
     try:
         for index in range(FLOCK):

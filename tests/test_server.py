@@ -6,6 +6,7 @@ joined with a timeout, and polls have a deadline.
 
 from __future__ import annotations
 
+import errno
 import socket
 import struct
 import threading
@@ -506,4 +507,17 @@ def test_a_busy_port_is_one_clear_line(tmp_path, capsys):
     assert status == 1
     assert capsys.readouterr().err == (
         f"Port {port} is already in use on 127.0.0.1: is another server running? Choose another with --port.\n"
+    )
+
+
+def test_other_listen_failures_are_one_line_without_pythons_address_tuple():
+    python_says = OSError(
+        errno.EADDRNOTAVAIL,
+        "Cannot assign requested address (while attempting to bind on address ('192.0.2.1', 8756))",
+    )
+    assert server.cannot_listen("192.0.2.1", 8756, python_says) == (
+        "Cannot listen at 192.0.2.1:8756: Cannot assign requested address"
+    )
+    assert server.cannot_listen("::1", 80, PermissionError(errno.EACCES, "Permission denied")) == (
+        "Cannot listen at [::1]:80: Permission denied"
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 import client_ui
+import cluster
 import server
 from protocol import (
     GREETING_NAMES,
@@ -33,6 +34,7 @@ from room import Room
 from tests.conftest import start_server, stop_server
 from tests.helpers import ChatTestClient
 from tests.test_cluster import cluster_of  # noqa: F401 (a fixture)
+from tests.test_cluster_entries import commands_run
 from tests.test_room import FakeMember
 
 
@@ -231,3 +233,18 @@ def test_the_client_shows_away_members_in_the_user_list():
         "  Bob (10 min, away: lunch)",
         "  Cy (5 s, away)",
     ]
+
+
+def test_a_greeting_in_a_cluster_reads_no_names_when_a_recent_list_will_do(redis_server, monkeypatch):
+    monkeypatch.setattr(cluster, "MEMBERS_CACHE_SECONDS", 60.0)  # "recent", however slow the machine
+    shared = cluster.RedisCluster.connect(redis_server.url)
+    try:
+        assert shared.members() == []  # one SCAN
+        scans = commands_run(redis_server, "scan")
+        shared._members_changed()  # someone joined: /users reads again, a greeting need not
+        assert shared.members(recent=True) == []
+        assert commands_run(redis_server, "scan") == scans
+        assert shared.members() == []
+        assert commands_run(redis_server, "scan") == scans + 1
+    finally:
+        shared.close()
