@@ -891,7 +891,7 @@ def _terminated(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminated)
-    terminal = Terminal(interactive=sys.stdin.isatty())
+    terminal = Terminal(interactive=sys.stdin.isatty(), hide_typing=True)
     history = client_config.history_path(keystore.data_dir()) if args.history_file else None
     try:
         terminal.load_history(history)
