@@ -243,7 +243,10 @@ def refusal_text(reason: str) -> str:
     words = " ".join(printable_text(reason).split())
     if len(words) > MAX_REFUSAL_SHOWN:
         words = words[: MAX_REFUSAL_SHOWN - 1] + "\N{HORIZONTAL ELLIPSIS}"
-    text = "The server turned the connection away before the handshake (it does so when it is full). Try again later."
+    text = (
+        "The server turned the connection away before the handshake (it does so when it is full or busy,"
+        " or when too many connections come from one address). Try again later."
+    )
     return f"{text}\n(The server's words, unverified: {words})" if words else text
 
 
@@ -888,7 +891,7 @@ def _terminated(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminated)
-    terminal = Terminal(interactive=sys.stdin.isatty())
+    terminal = Terminal(interactive=sys.stdin.isatty(), hide_typing=True)
     history = client_config.history_path(keystore.data_dir()) if args.history_file else None
     try:
         terminal.load_history(history)

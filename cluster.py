@@ -68,7 +68,7 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 PREFIX = "socket-chat:"
 STREAM = PREFIX + "chat"
 NAME_PREFIX = PREFIX + "name:"
-AWAY = PREFIX + "away"  # hash: name key (names.key) -> away message, for those away
+AWAY = PREFIX + "away"  # hash: name key (names.key) -> "NAME<LF>MESSAGE", for those away
 #: Stream entries kept: far more than any history, and bounded memory.
 STREAM_LENGTH = 10_000
 DEFAULT_NAME_TTL = 15.0  # seconds a name outlives its server's last refresh
@@ -214,6 +214,12 @@ def is_username(text: str) -> bool:
         return names.accept(text) == text
     except names.NameRefused:
         return False
+
+
+def _away_entry(value: bytes) -> tuple[str, str]:
+    """(name, away message) from a field of the away hash."""
+    name, _, message = value.decode("utf-8", "replace").partition("\n")
+    return name, message
 
 
 def entry_time(entry_id: bytes) -> float | None:
@@ -439,20 +445,21 @@ class RedisCluster:
         if message is None:
             self._try(self._redis.hdel, AWAY, names.key(name))
         else:
-            self._try(self._redis.hset, AWAY, names.key(name), message)
+            # The name as held, so that /users needs no key of each name it lists.
+            self._try(self._redis.hset, AWAY, names.key(name), f"{name}\n{message}")
 
     def away_messages(self) -> dict[str, str] | None:
-        """The away message of everyone away, by name key (entries
-        of names no one holds are never listed), or None while degraded."""
+        """The away message of everyone away, by name as held (entries of
+        names no one holds are never listed), or None while degraded."""
         found = self._try(self._redis.hgetall, AWAY)
         if found is None:
             return None
-        return {key.decode("utf-8", "replace"): value.decode("utf-8", "replace") for key, value in found.items()}
+        return dict(_away_entry(value) for value in found.values())
 
     def away_message(self, name: str) -> str | None:
         """The away message of ``name`` if they are away (None while degraded)."""
         found = self._try(self._redis.hget, AWAY, names.key(name))
-        return None if found is None else found.decode("utf-8", "replace")
+        return None if found is None else _away_entry(found)[1]
 
     # The cluster thread.
 

@@ -17,7 +17,6 @@ import termios
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TextIO
 
-import names
 from commands import Command, CommandTable
 from presentation import format_duration, printable_text, split_name
 from terminal import Terminal
@@ -100,8 +99,8 @@ class OperatorConsole:
 
 
 def _away_note(away: dict[str, str], name: str) -> str:
-    """``, away: MESSAGE`` for a member who is away (``away``: by name key)."""
-    message = away.get(names.key(name)) if away else None
+    """``, away: MESSAGE`` for a member who is away (``away``: by name)."""
+    message = away.get(name)
     if message is None:
         return ""
     return f", away: {printable_text(message)}" if message else ", away"

@@ -151,8 +151,8 @@ class Cluster(Protocol):
         ...
 
     def away_messages(self) -> dict[str, str] | None:
-        """The away message of everyone away, by name key (``names.key``),
-        or None if only the room knows."""
+        """The away message of everyone away, by name as held, or None if
+        only the room knows."""
         ...
 
     def away_message(self, name: str) -> str | None:
@@ -351,12 +351,12 @@ class Room:
         return None if elsewhere is None or message is None else (elsewhere, message)
 
     def away_messages(self) -> dict[str, str]:
-        """The away message of everyone away, by name key (``names.key``)."""
+        """The away message of everyone away, by name as held."""
         away = self.cluster.away_messages()
         if away is not None:
             return away
         with self._lock:
-            return {key: m.away for key, m in self._members.items() if m.away is not None}
+            return {m.name: m.away for m in self._members.values() if m.away is not None}
 
     def find(self, name: str) -> Membership | None:
         """The member called ``name`` (any case, or a name that looks the
@@ -510,10 +510,9 @@ def _start_timer(seconds: float, callback: Callable[[], None]) -> object:
 
 def user_list_messages(members: list[tuple[str, int]], away: dict[str, str] | None = None) -> list[Message]:
     """The answer to /users: a UserList of as many members as fit in one
-    message (with the away messages, by name key), and a Notice counting
-    the rest if some do not."""
-    keyed = away or {}
-    away = {name: keyed[key] for name, _ in members if (key := names.key(name)) in keyed} if keyed else {}
+    message (with the away messages, by name as held), and a Notice
+    counting the rest if some do not."""
+    away = away or {}
     listed: list[tuple[str, int]] = []
     size = 0
     for name, seconds in members:

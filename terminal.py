@@ -37,7 +37,9 @@ class Terminal:
     typing is printed above the prompt, and the half-typed line is redrawn.
     Off a terminal (a pipe), no prompt and no escape codes are written."""
 
-    def __init__(self, interactive: bool) -> None:
+    def __init__(self, interactive: bool, hide_typing: bool = False) -> None:
+        """``hide_typing``: the terminal's echo is off while readline does
+        not read (the chat client's pasting; the caller must ``restore()``)."""
         self.interactive = interactive
         self._lock = threading.Lock()
         self._prompt: str | None = None
@@ -61,7 +63,7 @@ class Terminal:
         #: echo shows it as the others see it (client.py sets this).
         self.erase_entered = False
         # The terminal's modes as found, and the same with its echo off.
-        self._saved_modes, self._quiet_modes = _terminal_modes() if interactive else (None, None)
+        self._saved_modes, self._quiet_modes = _terminal_modes() if interactive and hide_typing else (None, None)
         self._hide_typing()
         self._prompt_ready = threading.Condition(self._lock)
         if self._readline and self._redisplay:

@@ -14,5 +14,6 @@ Modules:
     loadgen   the load generator: many protocol clients on one selector
     redis_server  a redis-server on loopback for the cluster runs (and tests)
     micro     raw costs and cProfile of the hot paths, in process
+    flood     one address flooding handshakes, per-address limits off and on
     report    the table, docs/benchmarks.md and the plot
 """

@@ -236,8 +236,6 @@ def measure_costs(plan: Plan, results: Results) -> None:
     key = crypto_utils.import_private_key(TEST_KEY.read_bytes())
     results.costs_us.update(micro.record_costs(plan.micro_repeat))
     results.costs_us.update(micro.handshake_costs(key, plan.rsa_repeat))
-    if math.isnan(lockstep.seal_costs(results.costs_us)[1]):
-        results.costs_us["one AES.new(MODE_GCM) seal of a chat line"] = lockstep.aes_new_seal_us(plan.micro_repeat)
     identity = protocol.ServerIdentity.of(key)
     messages = plan.micro_repeat // 4
     for batch in (1, 16, 64):

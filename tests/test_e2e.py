@@ -248,7 +248,8 @@ def test_a_full_server_is_one_clear_line_and_a_failure(limited_server, tmp_path)
         clients.append(third)
         assert third.wait() == 1
         assert third.stderr.text() == (
-            "The server turned the connection away before the handshake (it does so when it is full). "
+            "The server turned the connection away before the handshake (it does so when it is full or busy, "
+            "or when too many connections come from one address). "
             "Try again later.\n"
             "(The server's words, unverified: The server is full (2 people). Try again later.)\n"
         )

@@ -390,6 +390,7 @@ def test_ctrl_c_or_quit_while_reconnecting_leaves_at_once(servers, open_pty, lea
     first = servers()
     pty = open_pty(first.server_address[1])
     join_at_terminal(pty, "Ann")
+    wait_until_reading(pty)  # the prompt is drawn
     servers.stop(first)
     pty.expect(b"Reconnecting")
     pty.expect(b"\r\x1b[K")  # the prompt is left (readline no longer reads)

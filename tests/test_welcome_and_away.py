@@ -8,6 +8,7 @@ import pytest
 
 import client_ui
 import cluster
+import protocol
 import server
 from protocol import (
     GREETING_NAMES,
@@ -30,7 +31,7 @@ from protocol import (
     Username,
     Welcome,
 )
-from room import Room
+from room import USER_LIST_BYTES, Room, user_list_messages
 from tests.conftest import start_server, stop_server
 from tests.helpers import ChatTestClient
 from tests.test_cluster import cluster_of  # noqa: F401 (a fixture)
@@ -248,3 +249,16 @@ def test_a_greeting_in_a_cluster_reads_no_names_when_a_recent_list_will_do(redis
         assert commands_run(redis_server, "scan") == scans + 1
     finally:
         shared.close()
+
+
+def test_away_messages_count_towards_the_size_of_a_user_list():
+    members = [(f"member {n:03d}", n) for n in range(400)]
+    away = {name: "x" * server.MAX_AWAY_LENGTH for name, _ in members}
+
+    user_list, notice = user_list_messages(members, away)
+
+    listed = user_list.members()
+    assert 0 < len(listed) < 400 and listed == members[: len(listed)]
+    assert user_list.away() == {name: away[name] for name, _ in listed}
+    assert len(protocol.encode_message(user_list)) <= USER_LIST_BYTES + 16
+    assert notice == Notice(f"...and {400 - len(listed)} more: too many to list.")
