@@ -23,6 +23,7 @@ this module only when ``--cluster`` is given.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import math
@@ -270,6 +271,10 @@ class RedisCluster:
         self._members_last: list[tuple[str, float]] | None = None  # the last read, stale or not (a greeting's)
         self._members_last_at = 0.0
         self._thread: threading.Thread | None = None
+        # What members said, waiting for the publisher thread (see publish).
+        self._outgoing: collections.deque[tuple[Message, str | None]] = collections.deque()
+        self._outgoing_ready = threading.Condition(threading.Lock())
+        self._publisher: threading.Thread | None = None
 
     @classmethod
     def connect(cls, url: str, **options) -> RedisCluster:
@@ -309,10 +314,16 @@ class RedisCluster:
             self._lost(exc)
         self._thread = threading.Thread(target=self._run, name="cluster", daemon=True)
         self._thread.start()
+        self._publisher = threading.Thread(target=self._publish_loop, name="cluster publisher", daemon=True)
+        self._publisher.start()
 
     def close(self) -> None:
         """Stop following the stream (the members have left by now)."""
-        self._closing.set()
+        with self._outgoing_ready:
+            self._closing.set()
+            self._outgoing_ready.notify()
+        if self._publisher is not None:
+            self._publisher.join(SOCKET_TIMEOUT)  # what is waiting goes out first
         self._redis.connection_pool.disconnect()  # wakes the cluster thread from its XREAD
         if self._thread is not None:
             self._thread.join(READ_BLOCK_MS / 1000 + SOCKET_TIMEOUT)
@@ -341,15 +352,52 @@ class RedisCluster:
         self._try(self._redis.hdel, AWAY, names.key(name))
 
     def publish(self, message: Message, sender_id: str | None) -> None:
-        """Put ``message`` in the stream; while degraded, deliver it here at once."""
-        if (
-            self._try(
-                self._redis.xadd, STREAM, encode_entry(message, sender_id), maxlen=STREAM_LENGTH, approximate=True
-            )
-            is not None
-        ):
-            return  # the cluster thread delivers it when it reads it back
+        """Put ``message`` in the stream; while degraded, deliver it here at once.
+
+        The caller does not wait for Redis: the publisher thread adds what
+        is waiting, in order, in one round trip (a pipeline of XADDs). A
+        round trip per line, from each reader thread, was a clustered
+        server's largest cost after delivery itself (docs/benchmarks.md).
+        """
+        if self.connected:
+            with self._outgoing_ready:
+                if self._publisher is not None and not self._closing.is_set():
+                    self._outgoing.append((message, sender_id))
+                    self._outgoing_ready.notify()
+                    return
+            if self._add_all([(message, sender_id)]):  # not started, or closing: at once
+                return
         self._room.distribute(message, sender_id)
+
+    def _publish_loop(self) -> None:
+        """The publisher thread: what members said, into the stream."""
+        while True:
+            with self._outgoing_ready:
+                while not self._outgoing and not self._closing.is_set():
+                    self._outgoing_ready.wait()
+                if not self._outgoing:
+                    return  # closing, and nothing left
+                batch = list(self._outgoing)
+                self._outgoing.clear()
+            if not self._add_all(batch):
+                for message, sender_id in batch:  # degraded: this server's members still hear it
+                    self._room.distribute(message, sender_id)
+
+    def _add_all(self, batch: list[tuple[Message, str | None]]) -> bool:
+        """XADD each of ``batch`` in one round trip; False if Redis failed
+        (the chat is degraded then) or is already known to be lost."""
+        if not self.connected:
+            return False
+        pipe = self._redis.pipeline(transaction=False)
+        for message, sender_id in batch:
+            fields: dict = encode_entry(message, sender_id)  # bytes to bytes, as redis-py takes them
+            pipe.xadd(STREAM, fields, maxlen=STREAM_LENGTH, approximate=True)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            self._lost(exc)
+            return False
+        return True
 
     def locate(self, name: str) -> str | None:
         """The name, as its holder typed it, of whoever holds ``name`` (or a

@@ -15,5 +15,7 @@ Modules:
     redis_server  a redis-server on loopback for the cluster runs (and tests)
     micro     raw costs and cProfile of the hot paths, in process
     flood     one address flooding handshakes, per-address limits off and on
+    crowd     rooms of 1,000 and 5,000 filled, heard and refilled in a
+              reconnect storm, by load generators in several processes
     report    the table, docs/benchmarks.md and the plot
 """

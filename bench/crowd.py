@@ -25,6 +25,7 @@ For each room size of the plan, on a fresh server:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import math
@@ -38,7 +39,7 @@ from pathlib import Path
 
 from bench import scenarios
 from bench.loadgen import BenchClient, BenchError, LoadGen
-from protocol import Notice, UserJoined, UserLeft, Username, UsernameRequest, UserParted
+from protocol import Notice, UserJoined, UserLeft, Username, UsernameRequest, UserParted, Welcome
 
 CLIENTS_PER_PROCESS = 1000
 JOIN_CONCURRENCY = 16  # handshakes in flight while a room fills, in all workers together
@@ -285,6 +286,7 @@ class CrowdGen(LoadGen):
         super().__init__(address)
         self.presence = 0
         self.retries: list[tuple[float, BenchClient]] = []
+        self.newly_ready: list[BenchClient] = []  # welcomed since the last look
 
     def _handle(self, client: BenchClient, event, now: float) -> None:
         if isinstance(event, UsernameRequest) and client.username_sent:
@@ -293,6 +295,8 @@ class CrowdGen(LoadGen):
         if isinstance(event, (UserJoined, UserLeft, UserParted, Notice)):
             self.presence += 1  # the bench's rooms have no other notices
         super()._handle(client, event, now)
+        if isinstance(event, Welcome):
+            self.newly_ready.append(client)
 
     def retry_due(self) -> None:
         now = time.monotonic()
@@ -350,18 +354,21 @@ class Worker:
 
     def do_join(self, command: dict) -> dict:
         deadline = time.monotonic() + command["timeout"]
-        waiting = list(self.names)
-        joining: list[BenchClient] = []
+        waiting = collections.deque(self.names)
+        joining = 0
         ready_ms: list[float] = []
+        self.gen.newly_ready.clear()
         while waiting or joining:
             if time.monotonic() > deadline:
                 raise BenchError(f"joining timed out: {len(ready_ms)} of {len(self.names)} in")
-            while waiting and len(joining) < command["concurrency"]:
-                joining.append(self.gen.connect(waiting.pop(0)))
+            while waiting and joining < command["concurrency"]:
+                self.gen.connect(waiting.popleft())
+                joining += 1
             self.pump(0.02)
-            for client in [c for c in joining if c.ready_at is not None]:
+            for client in self.gen.newly_ready:  # only those welcomed: not a scan of all
                 ready_ms.append((client.ready_at - client.started) * 1000)  # type: ignore[operator]
-                joining.remove(client)
+            joining -= len(self.gen.newly_ready)
+            self.gen.newly_ready.clear()
         return {"ready_ms": ready_ms}
 
     def do_leave(self, command: dict) -> dict:

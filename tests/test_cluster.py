@@ -335,6 +335,44 @@ def test_what_one_read_of_the_stream_brings_is_delivered_together(redis_server):
     assert room.batches == [[(line, "3f2a9c01b7e4/1") for line in lines]]
 
 
+def test_published_lines_reach_the_stream_in_order_even_when_closed_at_once(redis_server):
+    """publish does not wait for Redis (the publisher thread adds what is
+    waiting in one round trip), yet nothing is lost or reordered, and what
+    waits when the server closes still goes out."""
+
+    class Room:
+        def names(self):
+            return []
+
+        def record_history(self, message, sent_at):
+            pass
+
+        def distribute_all(self, entries):
+            pass
+
+        def distribute(self, message, sender_id, sent_at=None):
+            raise AssertionError("delivered here: Redis was never lost")
+
+    joined = cluster.RedisCluster.connect(redis_server.url)
+    joined.attach(Room())  # type: ignore[arg-type]
+    joined.start()
+    lines = [ChatMessage("alice", f"line {n}") for n in range(200)]
+    senders = [threading.Thread(target=joined.publish, args=(line, "3f2a9c01b7e4/1")) for line in lines[:100]]
+    for line in lines:  # one reader's lines, in its order, with others' around them
+        joined.publish(line, "3f2a9c01b7e4/2")
+    joined.close()
+    for thread in senders:
+        thread.start()  # after close: each goes out at once, not into a queue nobody reads
+        thread.join(10)
+    import redis
+
+    with redis.Redis.from_url(redis_server.url) as raw:
+        entries = [cluster.decode_entry(fields) for _, fields in raw.xrange(cluster.STREAM)]
+    ours = [message for message, sender in entries if sender == "3f2a9c01b7e4/2"]
+    assert ours == lines
+    assert sorted(m.text for m, sender in entries if sender == "3f2a9c01b7e4/1") == sorted(m.text for m in lines[:100])
+
+
 def test_redis_that_does_not_answer_at_start_is_a_clear_error(redis_server):
     url = redis_server.url
     redis_server.stop()
