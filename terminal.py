@@ -8,6 +8,7 @@ pipe), no prompt and no escape codes are written.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import select
 import shutil
@@ -172,6 +173,10 @@ class Terminal:
         with self._lock:
             if self._drawing and self._prompt is None:
                 self._prompt_ready.wait(PROMPT_DRAW_WAIT)
+            if self._prompt is not None and self._line_accepted():
+                # Enter was pressed: read_line takes that line off the screen
+                # first, or this one would be printed below it and erased.
+                self._prompt_ready.wait_for(lambda: self._prompt is None, PROMPT_DRAW_WAIT)
             if self._prompt is None:
                 print(line, flush=True)
                 return
@@ -200,6 +205,7 @@ class Terminal:
             if not self._redisplay:
                 self._prompt = prompt
         self._show_typing()
+        line = None
         try:
             line = input(prompt)
         except BaseException:
@@ -211,24 +217,37 @@ class Terminal:
                 sys.stdout.flush()
             raise
         finally:
-            self._hide_typing()
             with self._lock:
                 self._prompt = self._asked = None
                 self._drawing = False
+                # Erased in the same turn of the lock: a line shown in
+                # between would be printed below, and erased in its place.
+                if line is not None and self.erase_entered:
+                    self._erase_entered(prompt + line)
+                self._prompt_ready.notify_all()
+            self._hide_typing()
         if not remember and self._readline is not None and line:
             self._readline.remove_history_item(self._readline.get_current_history_length() - 1)
-        if self.erase_entered:
-            self._erase_entered(prompt + line)
         return line
+
+    def _line_accepted(self) -> bool:
+        """Whether readline has taken Enter for the line being read (its
+        ``rl_done``), though ``input`` has not returned yet."""
+        if self._redisplay is None:
+            return False
+        try:
+            return bool(ctypes.c_int.in_dll(self._redisplay, "rl_done").value)
+        except ValueError:  # a readline without it
+            return False
 
     def _erase_entered(self, shown: str) -> None:
         """Take the line just entered (prompt and text, over as many rows as
-        it took) off the screen; the cursor is at the start of the row below."""
+        it took) off the screen; the cursor is at the start of the row below.
+        The caller holds the lock."""
         columns = shutil.get_terminal_size().columns
         rows = max(1, -(-_width(shown) // columns))
-        with self._lock:
-            sys.stdout.write("\x1b[A\r\x1b[K" * rows)
-            sys.stdout.flush()
+        sys.stdout.write("\x1b[A\r\x1b[K" * rows)
+        sys.stdout.flush()
 
     def leave_input(self) -> None:
         """Erase the line being typed, if one is, for good: the program ends
@@ -299,12 +318,10 @@ def _readline_redisplay(readline: ModuleType) -> ctypes.CDLL | None:
     """GNU readline's own redisplay functions, which the readline module does
     not expose, or None (libedit, an old readline): then we only reprint."""
     try:
-        import ctypes
-
         library = ctypes.CDLL(readline.__file__)
         for name in ("rl_clear_visible_line", "rl_on_new_line", "rl_redisplay"):
             getattr(library, name)
-    except (ImportError, OSError, AttributeError):
+    except (OSError, AttributeError):
         return None
     return library
 
