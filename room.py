@@ -68,6 +68,8 @@ DEFAULT_HISTORY = 20  # chat lines and actions a newcomer is shown
 #: Bytes of names one UserList may carry: it is one field of one frame. A
 #: thousand long names of 4-byte characters would not fit.
 USER_LIST_BYTES = 60_000
+#: ``_heard_by`` for what every member hears.
+EVERYONE = 2**63
 
 
 class Member(Protocol):
@@ -101,6 +103,8 @@ class Membership:
     #: ``names.key(name)``: what the room holds the member under.
     key: str = ""
     away: str | None = None  # the away message while away (maybe ""), else None
+    #: The order of joining on this server (the number in ``member_id``).
+    seq: int = 0
 
     def __post_init__(self) -> None:
         self.key = self.key or names.key(self.name)
@@ -258,9 +262,10 @@ class Room:
         with self._lock:
             if wanted in self._members:
                 return None
-            member_id = f"{self.cluster.server_id}/{next(self._member_ids)}"
+            seq = next(self._member_ids)
+            member_id = f"{self.cluster.server_id}/{seq}"
             greeting = encode(self._greeting(name, everyone))
-            membership = Membership(member, name, member_id, self._monotonic(), wanted)
+            membership = Membership(member, name, member_id, self._monotonic(), wanted, seq=seq)
             self._members[wanted] = membership
             # Under the lock: no history line missed, none twice.
             greeted = all(member.deliver(item) for item in [welcome, greeting, *self._motd, *self._history])
@@ -404,15 +409,33 @@ class Room:
         order. The room's lock is taken once for each run of broadcasts, and
         each member is given the whole run at once: its writer then finds
         them queued together and seals them as one record."""
-        run: list[tuple[Encoded, str | None, Encoded | None]] = []
+        run: list[tuple[Encoded, str | None, Encoded | None, int]] = []
         for message, sender_id, sent_at in entries:
             if isinstance(message, PrivateMessage):
                 self._broadcast(run)  # what came before it goes first
                 run = []
                 self._deliver_private(message, encode(message), sender_id)
             else:
-                run.append((encode(message), sender_id, self._history_entry(message, sent_at)))
+                run.append(
+                    (
+                        encode(message),
+                        sender_id,
+                        self._history_entry(message, sent_at),
+                        self._heard_by(message, sender_id),
+                    )
+                )
         self._broadcast(run)
+
+    def _heard_by(self, message: Message, sender_id: str | None) -> int:
+        """Members of this server whose ``seq`` is below this hear ``message``.
+        A join of this server's is told after the newcomer's Welcome, outside
+        the lock, so someone may join in between: the Greeting already named
+        the newcomer to them, and they are not told again."""
+        if isinstance(message, UserJoined) and sender_id is not None:
+            server, _, seq = sender_id.rpartition("/")
+            if server == self.cluster.server_id and seq.isdigit():
+                return int(seq)
+        return EVERYONE
 
     def record_history(self, message: Message, sent_at: float) -> None:
         """Keep a chat line or action said before this server started."""
@@ -451,18 +474,23 @@ class Room:
         for item, sender_id in publish:
             self.cluster.publish(item, sender_id)
 
-    def _broadcast(self, run: list[tuple[Encoded, str | None, Encoded | None]]) -> None:
-        """Queue (item, sender_id, history entry) for every member but each
-        item's sender, under one taking of the lock, member by member."""
+    def _broadcast(self, run: list[tuple[Encoded, str | None, Encoded | None, int]]) -> None:
+        """Queue (item, sender_id, history entry, heard by) for every member
+        but each item's sender (and those who joined after, for a join: see
+        ``_heard_by``), under one taking of the lock, member by member."""
         if not run:
             return
         overflowed = []
         with self._lock:
-            for _, _, kept in run:
+            for _, _, kept, _ in run:
                 if kept is not None:
                     self._history.append(kept)
             for m in self._members.values():
-                if not all(m.member.deliver(item) for item, sender_id, _ in run if m.member_id != sender_id):
+                if not all(
+                    m.member.deliver(item)
+                    for item, sender_id, _, heard_by in run
+                    if m.member_id != sender_id and m.seq < heard_by
+                ):
                     overflowed.append(m.member)
         self._cut_off(overflowed)
 

@@ -407,6 +407,37 @@ class RecordingCluster(LocalCluster):
         super().publish(message, sender_id)
 
 
+class LateCluster(LocalCluster):
+    """The cluster of one, holding what is published until ``deliver_late``:
+    as when a join is told only after the next newcomer came in."""
+
+    def __init__(self) -> None:
+        self.held: list = []
+
+    def publish(self, message, sender_id) -> None:
+        self.held.append((message, sender_id))
+
+    def deliver_late(self) -> None:
+        held, self.held = self.held, []
+        for message, sender_id in held:
+            self._room.distribute(message, sender_id)
+
+
+def test_a_join_told_late_is_not_told_to_whoever_came_in_after_it():
+    cluster = LateCluster()
+    room = Room(cluster=cluster)
+    first, ann = FakeMember(), FakeMember()
+    first.join(room, "First")
+    cluster.deliver_late()
+    ann.join(room, "Ann")  # Ann's join waits...
+    bob = FakeMember()
+    bob.join(room, "Bob")  # ...until Bob is in: his Greeting named her
+    cluster.deliver_late()
+    assert bob.inbox == [Welcome("Bob"), Greeting("Bob", 2, "Ann\nFirst")]
+    assert first.inbox[2:] == [UserJoined("Ann"), UserJoined("Bob")]
+    assert ann.inbox[2:] == [UserJoined("Bob")]
+
+
 def busy_room(busy_from: int = 3):
     clock, cluster = FakeClock(100.0), RecordingCluster()
     timer = FakeTimer(clock)
