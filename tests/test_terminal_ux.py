@@ -6,6 +6,7 @@ guessed delay."""
 
 from __future__ import annotations
 
+import os
 import re
 import stat
 import threading
@@ -297,13 +298,21 @@ def test_no_history_file_keeps_nothing(running_server, open_pty, tmp_path):
 # --- reconnecting by itself ------------------------------------------------------------------
 
 
+#: Where the servers of the reconnection tests listen: a loopback address
+#: for each test process (pytest-xdist's gw0, gw1, ...), none of them 127.0.0.1.
+RESTART_HOST = f"127.0.0.{10 + int(os.environ.get('PYTEST_XDIST_WORKER', 'gw0').removeprefix('gw') or 0)}"
+
+
 @pytest.fixture
 def servers(identity_key):
     """Start servers (``start(key, port=0)``) on 127.0.0.1; all stopped at the end."""
     started: list = []
 
     def start(key=identity_key, port: int = 0, said_before: tuple[str, ...] = ()):
-        server = chat_server.ChatServer(key, "127.0.0.1", port)
+        # On an address of their own: a port freed by a stopped server must
+        # not be taken by another test's server (on 127.0.0.1) before the
+        # next one here binds it again.
+        server = chat_server.ChatServer(key, RESTART_HOST, port)
         now = time.time()
         for text in said_before:  # as if said on it before this client came back
             server.room.record_history(ChatMessage("Other", text), now)
@@ -338,7 +347,7 @@ def test_after_a_restart_the_client_comes_back_with_its_name_what_was_missed_and
     first = servers()
     port = first.server_address[1]
     other = join_other(first)
-    pty = open_pty(port)
+    pty = open_pty(port, "--host", RESTART_HOST)
     join_at_terminal(pty, "Ann")
     expect_event(other, UserJoined("Ann"))
     other.say("before")
@@ -373,7 +382,7 @@ def test_after_a_restart_the_client_comes_back_with_its_name_what_was_missed_and
 def test_a_changed_server_key_stops_the_reconnection_loudly(servers, open_pty, impostor_key):
     first = servers()
     port = first.server_address[1]
-    pty = open_pty(port)
+    pty = open_pty(port, "--host", RESTART_HOST)
     join_at_terminal(pty, "Ann")
     servers.stop(first)
     pty.expect(b"Reconnecting")
@@ -388,7 +397,7 @@ def test_a_changed_server_key_stops_the_reconnection_loudly(servers, open_pty, i
 @pytest.mark.parametrize("leave", [b"\x03", b"/quit\r"], ids=["ctrl-c", "quit"])
 def test_ctrl_c_or_quit_while_reconnecting_leaves_at_once(servers, open_pty, leave):
     first = servers()
-    pty = open_pty(first.server_address[1])
+    pty = open_pty(first.server_address[1], "--host", RESTART_HOST)
     join_at_terminal(pty, "Ann")
     wait_until_reading(pty)  # the prompt is drawn
     servers.stop(first)
