@@ -465,6 +465,8 @@ class Receiver(threading.Thread):
         self.reading_done = threading.Event()  # the main thread reads no more
         self.reconnectable = False  # the end was the server's, and worth coming back from
         self.typed = ""  # the line being typed when the server ended
+        self._end_reason = ""  # what to tell the person, by report_end
+        self._reported = False
         self._main_thread = threading.get_ident()  # made by the main thread, which it wakes
 
     def run(self) -> None:
@@ -482,6 +484,16 @@ class Receiver(threading.Thread):
         self.reconnectable = self.reconnect and (not isinstance(event, Goodbye) or event.reason == SERVER_SHUTTING_DOWN)
         self._server_ended(f"{reason} {RECONNECTING}" if self.reconnectable else reason)
 
+    def report_end(self) -> None:
+        """In the main thread: tell the person the server ended the session
+        (once), keeping the line being typed for after a reconnection."""
+        with self._end_lock:
+            if self._reported or not self.ended_by_server:
+                return
+            self._reported = True
+        self.typed = self.terminal.typed_text()
+        self.terminal.error(self._end_reason)
+
     def leave(self) -> bool:
         """Claim the end for the person. False if the server ended first."""
         with self._end_lock:
@@ -493,8 +505,10 @@ class Receiver(threading.Thread):
             if self._leaving:
                 return
             self.ended_by_server = True
-        self.typed = self.terminal.typed_text()  # kept for after a reconnection
-        self.terminal.error(reason)
+            self._end_reason = reason
+        # The main thread says so (report_end), when woken: only the thread
+        # in readline may change readline's line (from here, while it
+        # handles a pasted key, glibc has aborted the process).
         # CPython's readline acts on a signal only if it interrupts its wait
         # for a key; one that lands while it handles a key is noted and then
         # forgotten. So repeat it until the main thread has stopped reading.
@@ -516,6 +530,7 @@ def converse(link: ServerLink, display: Display, reconnect: bool = False) -> int
         # raised inside a readline hook (prompt drawing, Tab) is swallowed
         # by readline, and the next one must still get through.
         if wakeable.is_set():
+            receiver.report_end()  # here, between two keys if readline reads
             raise ServerEnded
 
     signal.signal(WAKE_SIGNAL, wake)
@@ -535,9 +550,10 @@ def converse(link: ServerLink, display: Display, reconnect: bool = False) -> int
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     receiver.reading_done.set()
     if not person_left:
-        receiver.join(CLOSE_GRACE)  # it saw the failure too: let it report it
+        receiver.join(CLOSE_GRACE)  # it saw the failure too: let it note why
     if not receiver.leave():
-        # The server ended the session, and the receiver said so.
+        # The server ended the session: say so (if the wake-up has not).
+        receiver.report_end()
         if receiver.reconnectable and person_left:
             return 0  # they left as it went: nothing to come back to
         if receiver.reconnectable:

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 __all__ = ["Terminal", "Display"]
 
 PROMPT_DRAW_WAIT = 0.5  # seconds a line waits for readline to draw its prompt, at most
+KEYS_TAKEN_WAIT = 0.5  # seconds a line waits for readline to take the keys waiting, at most
+KEYS_TAKEN_POLL = 0.002  # seconds between looks
 
 
 class Terminal:
@@ -99,7 +101,12 @@ class Terminal:
 
     def typed_text(self) -> str:
         """What is typed at the prompt now, not yet entered ("" if none)."""
-        return self._readline.get_line_buffer() if self._readline and self._prompt is not None else ""
+        if not (self._readline and self._prompt is not None):
+            return ""
+        try:
+            return self._readline.get_line_buffer()
+        except ValueError:  # read while readline changes it (another thread): none to keep
+            return ""
 
     def pending_input(self) -> tuple[str, bool]:
         """What was typed or pasted and waits unread in the terminal, read
@@ -170,6 +177,8 @@ class Terminal:
         readline.parse_and_bind("tab: complete")
 
     def show(self, line: str) -> None:
+        if self._prompt is not None:
+            self._wait_for_keys_taken()
         with self._lock:
             if self._drawing and self._prompt is None:
                 self._prompt_ready.wait(PROMPT_DRAW_WAIT)
@@ -230,6 +239,16 @@ class Terminal:
             self._readline.remove_history_item(self._readline.get_current_history_length() - 1)
         return line
 
+    def _wait_for_keys_taken(self) -> None:
+        """Wait, briefly, until readline has taken the keys waiting on the
+        terminal (a paste, fast typing): it draws as it handles each, and a
+        line drawn meanwhile would be cut into its drawing. This narrows
+        that window to the handling of the last key; it cannot close it."""
+        deadline = time.monotonic() + KEYS_TAKEN_WAIT
+        with contextlib.suppress(OSError, ValueError):
+            while select.select([sys.stdin], [], [], 0)[0] and time.monotonic() < deadline:
+                time.sleep(KEYS_TAKEN_POLL)
+
     def _line_accepted(self) -> bool:
         """Whether readline has taken Enter for the line being read (its
         ``rl_done``), though ``input`` has not returned yet."""
@@ -261,24 +280,54 @@ class Terminal:
             self._redisplay = None
             self._drawing = False
 
+    # The line being typed is taken off the screen and drawn again with
+    # plain terminal codes, from what readline holds (its text and cursor),
+    # read but never changed: only the thread in readline may change
+    # readline's state (calling its redisplay from this one, while it
+    # handled a key, garbled the line and once aborted the process). The
+    # screen is left as readline last drew it, so its next update fits.
+
     def _erase_input(self) -> None:
-        sys.stdout.flush()
-        if self._redisplay:
-            # readline knows how many rows the prompt and the typed text
-            # take (a long line wraps) and where its cursor is.
-            self._redisplay.rl_clear_visible_line()
-        else:
-            sys.stdout.write("\r\x1b[K")
+        """Cursor to the start of the prompt's row, and clear from there on."""
+        typed, point = self._typed_and_point()
+        up = self._cursor_row(typed, point)
+        sys.stdout.write((f"\x1b[{up}A" if up else "") + "\r\x1b[J")
 
     def _redraw_input(self) -> None:
-        if self._redisplay:
-            sys.stdout.flush()
-            self._redisplay.rl_on_new_line()
-            self._redisplay.rl_redisplay()  # cursor back where the person left it
-            return
-        typed = self._readline.get_line_buffer() if self._readline else ""
-        sys.stdout.write(f"{self._prompt}{typed}")
+        """The prompt and the typed text, the cursor where the person left it."""
+        typed, point = self._typed_and_point()
+        sys.stdout.write(f"{self._prompt or ''}{typed}")
+        if point < len(typed):  # else the cursor is where it belongs, at the end
+            up = self._cursor_row(typed, len(typed)) - self._cursor_row(typed, point)
+            column = self._width_before(typed, point) % self._columns()
+            sys.stdout.write((f"\x1b[{up}A" if up > 0 else "") + "\r" + (f"\x1b[{column}C" if column else ""))
         sys.stdout.flush()
+
+    def _typed_and_point(self) -> tuple[str, int]:
+        """What readline holds as typed, and its cursor (in characters)."""
+        typed = self.typed_text()
+        if self._redisplay is None:
+            return typed, len(typed)
+        try:
+            point = ctypes.c_int.in_dll(self._redisplay, "rl_point").value  # bytes of UTF-8
+        except ValueError:
+            return typed, len(typed)
+        return typed, len(typed.encode()[: max(0, point)].decode(errors="ignore"))
+
+    def _width_before(self, typed: str, point: int) -> int:
+        return _width(f"{self._prompt or ''}{typed[:point]}")
+
+    def _columns(self) -> int:
+        return max(1, shutil.get_terminal_size().columns)
+
+    def _cursor_row(self, typed: str, point: int) -> int:
+        """The row, counted from the prompt's, where the cursor is when it
+        stands before ``typed[point]``. After the last character, at the
+        very end of a row, a terminal keeps it on that row."""
+        width = self._width_before(typed, point)
+        if point == len(typed):
+            return max(0, width - 1) // self._columns()
+        return width // self._columns()
 
 
 def _typed_text(data: bytes) -> str:
@@ -319,7 +368,7 @@ def _readline_redisplay(readline: ModuleType) -> ctypes.CDLL | None:
     not expose, or None (libedit, an old readline): then we only reprint."""
     try:
         library = ctypes.CDLL(readline.__file__)
-        for name in ("rl_clear_visible_line", "rl_on_new_line", "rl_redisplay"):
+        for name in ("rl_point", "rl_done"):
             getattr(library, name)
     except (OSError, AttributeError):
         return None

@@ -16,7 +16,9 @@ from tests import procs
 from tests.helpers import ChatTestClient
 from tests.test_terminal import PtyClient, assert_terminal_restored, expect_event, screen
 
-pytestmark = pytest.mark.timeout(30)
+# One test process runs all the terminal tests, one after another: two
+# programs on ptys at once, each timing its redraws, disturb each other.
+pytestmark = [pytest.mark.timeout(30), pytest.mark.xdist_group("terminal")]
 
 PROMPT = b"> "
 

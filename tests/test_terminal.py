@@ -33,7 +33,9 @@ from protocol import ChatMessage, UserJoined, UserLeft
 from tests import procs
 from tests.helpers import ChatTestClient
 
-pytestmark = pytest.mark.timeout(30)
+# One test process runs all the terminal tests, one after another: two
+# programs on ptys at once, each timing its redraws, disturb each other.
+pytestmark = [pytest.mark.timeout(30), pytest.mark.xdist_group("terminal")]
 
 TIMEOUT = 5.0  # seconds any single expected output or event may take
 ROWS, COLS = 24, 100
@@ -416,6 +418,7 @@ def test_incoming_line_keeps_the_cursor_where_the_person_left_it(ann_at_terminal
 
     pty.write(b"half typ\x1b[D\x1b[D\x1b[D")  # three times the left arrow: after "half "
     pty.expect(b"half typ\b\b\b")  # readline moved the cursor back
+    wait_until_reading(pty)  # and waits for the next key
     other.say("Incoming!")
     pty.expect(b"Other: Incoming!")
     pty.expect(b"half typ")

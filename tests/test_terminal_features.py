@@ -19,7 +19,9 @@ from tests import procs
 from tests.helpers import ChatTestClient
 from tests.test_terminal import expect_event, join_at_terminal, open_pty, screen  # noqa: F401 (fixture)
 
-pytestmark = pytest.mark.timeout(30)
+# One test process runs all the terminal tests, one after another: two
+# programs on ptys at once, each timing its redraws, disturb each other.
+pytestmark = [pytest.mark.timeout(30), pytest.mark.xdist_group("terminal")]
 
 COLOUR = {"NO_COLOR": ""}  # the tests' default is NO_COLOR=1
 

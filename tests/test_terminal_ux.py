@@ -30,7 +30,9 @@ from tests.test_terminal import (  # noqa: F401 (open_pty is a fixture)
 )
 from tests.test_terminal_features import wait_until_idle
 
-pytestmark = pytest.mark.timeout(30)
+# One test process runs all the terminal tests, one after another: two
+# programs on ptys at once, each timing its redraws, disturb each other.
+pytestmark = [pytest.mark.timeout(30), pytest.mark.xdist_group("terminal")]
 
 TIME = rb"\d\d:\d\d "
 
