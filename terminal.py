@@ -33,6 +33,10 @@ __all__ = ["Terminal", "Display"]
 PROMPT_DRAW_WAIT = 0.5  # seconds a line waits for readline to draw its prompt, at most
 KEYS_TAKEN_WAIT = 0.5  # seconds a line waits for readline to take the keys waiting, at most
 KEYS_TAKEN_POLL = 0.002  # seconds between looks
+# rl_readline_state flags (readline.h) set while a key is read or handled, or
+# the line redrawn: READCMD, DISPATCHING, MOREINPUT, INPUTPENDING, MULTIKEY,
+# REDISPLAYING.
+_RL_BUSY = 0x8 | 0x20 | 0x40 | 0x20000 | 0x200000 | 0x1000000
 
 
 class Terminal:
@@ -244,10 +248,24 @@ class Terminal:
         terminal (a paste, fast typing): it draws as it handles each, and a
         line drawn meanwhile would be cut into its drawing. This narrows
         that window to the handling of the last key; it cannot close it."""
-        deadline = time.monotonic() + KEYS_TAKEN_WAIT
+        deadline, quiet = time.monotonic() + KEYS_TAKEN_WAIT, 0
         with contextlib.suppress(OSError, ValueError):
-            while select.select([sys.stdin], [], [], 0)[0] and time.monotonic() < deadline:
+            # Quiet twice in a row: readline takes pasted keys into a buffer
+            # of its own, so an empty terminal alone does not mean it is done.
+            while quiet < 2 and time.monotonic() < deadline:
+                busy = select.select([sys.stdin], [], [], 0)[0] or self._readline_busy()
+                quiet = 0 if busy else quiet + 1
                 time.sleep(KEYS_TAKEN_POLL)
+
+    def _readline_busy(self) -> bool:
+        """Whether readline is reading or handling a key, or redrawing (its
+        ``rl_readline_state``); False where that cannot be read."""
+        if self._redisplay is None:
+            return False
+        try:
+            return bool(ctypes.c_ulong.in_dll(self._redisplay, "rl_readline_state").value & _RL_BUSY)
+        except ValueError:
+            return False
 
     def _line_accepted(self) -> bool:
         """Whether readline has taken Enter for the line being read (its
