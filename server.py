@@ -303,22 +303,22 @@ class ClientHandler:
                 self._tell(ErrorNotice(f"{type(event).__name__} is not expected now."))
 
     def _relay(self, me: Membership, line: ChatLine) -> None:
-        if self._admit(line.text):
-            if self.server.log_messages:
-                log.info("%s: %s", me.name, printable_text(line.text))
-            else:
-                log.info("%s said a line (%d characters)", me.name, len(line.text))
-            self._come_back(me)
-            self.room.publish(ChatMessage(me.name, line.text), sender=self._echo_excluded(me))
+        self._relay_public(me, ChatMessage(me.name, line.text), "%s: %s", "%s said a line (%d characters)")
 
     def _relay_action(self, me: Membership, line: ActionLine) -> None:
-        if self._admit(line.text):
-            if self.server.log_messages:
-                log.info("* %s %s", me.name, printable_text(line.text))
-            else:
-                log.info("%s did an action (%d characters)", me.name, len(line.text))
-            self._come_back(me)
-            self.room.publish(ActionMessage(me.name, line.text), sender=self._echo_excluded(me))
+        self._relay_public(me, ActionMessage(me.name, line.text), "* %s %s", "%s did an action (%d characters)")
+
+    def _relay_public(self, me: Membership, message: ChatMessage | ActionMessage, said: str, counted: str) -> None:
+        """A line or action to everyone, if admitted; its text is logged
+        only with --log-messages (``said``), else its length (``counted``)."""
+        if not self._admit(message.text):
+            return
+        if self.server.log_messages:
+            log.info(said, me.name, printable_text(message.text))
+        else:
+            log.info(counted, me.name, len(message.text))
+        self._come_back(me)
+        self.room.publish(message, sender=self._echo_excluded(me))
 
     def _echo_excluded(self, me: Membership) -> Membership | None:
         """Whom the room leaves out of my line: me, unless I asked for my
