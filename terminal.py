@@ -30,8 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Terminal", "Display"]
 
-PROMPT_DRAW_WAIT = 0.5  # seconds a line waits for readline to draw its prompt, at most
-KEYS_TAKEN_WAIT = 0.5  # seconds a line waits for readline to take the keys waiting, at most
+SHOW_WAIT = 1.0  # seconds a line waits for readline to be still, at most; then it is printed
 KEYS_TAKEN_POLL = 0.002  # seconds between looks
 # rl_readline_state flags (readline.h) set while a key is read or handled, or
 # the line redrawn: READCMD, DISPATCHING, MOREINPUT, INPUTPENDING, MULTIKEY,
@@ -63,7 +62,7 @@ class Terminal:
                 self._readline = readline
                 self._redisplay = _readline_redisplay(readline)
         self._asked: str | None = None  # the prompt input() was called with
-        self._drawing = False  # readline is drawing that prompt
+        self._drawing = False  # input() was called and readline has not yet drawn the prompt
         self._input_erased = False  # error() took the typed line off the screen
         self._to_insert = ""  # text readline starts the next line with
         #: After Enter, take the typed line off the screen: the server's
@@ -77,15 +76,9 @@ class Terminal:
             # A line that arrives while readline draws a new prompt waits
             # until it is drawn, then goes above it. Without this, a line
             # arriving just after Enter erased the row of the line just
-            # typed, or was printed after the prompt. GNU readline calls the
-            # two hooks one after the other, around drawing the prompt. No
-            # lock is held from one hook to the other: an exception there
-            # (a signal's) is swallowed by readline, and must not leave it held.
-            self._readline.set_startup_hook(self._prompt_drawing)
+            # typed, or was printed after the prompt, or into it. GNU
+            # readline calls this hook once the prompt is drawn.
             self._readline.set_pre_input_hook(self._prompt_drawn)
-
-    def _prompt_drawing(self) -> None:
-        self._drawing = True
 
     def _prompt_drawn(self) -> None:
         if self._to_insert and self._readline is not None:
@@ -181,26 +174,38 @@ class Terminal:
         readline.parse_and_bind("tab: complete")
 
     def show(self, line: str) -> None:
-        if self._prompt is not None:
-            self._wait_for_keys_taken()
-        with self._lock:
-            if self._drawing and self._prompt is None:
-                self._prompt_ready.wait(PROMPT_DRAW_WAIT)
-            if self._prompt is not None and self._line_accepted():
-                # Enter was pressed: read_line takes that line off the screen
-                # first, or this one would be printed below it and erased.
-                self._prompt_ready.wait_for(lambda: self._prompt is None, PROMPT_DRAW_WAIT)
-            if self._prompt is None:
-                print(line, flush=True)
+        """Print ``line``; above the prompt and the typed line while one is
+        read. Readline draws from the main thread, without the GIL, so the
+        line waits (``SHOW_WAIT`` at most) until readline is still: its
+        prompt drawn, the keys waiting taken, and no Enter being handled."""
+        deadline = time.monotonic() + SHOW_WAIT
+        while True:
+            if self._prompt is not None:
+                self._wait_for_keys_taken(deadline)
+            with self._lock:
+                if self._between_lines() and time.monotonic() < deadline:
+                    # Woken when read_line ends or the next prompt is drawn;
+                    # then look at the keys again.
+                    self._prompt_ready.wait(max(0.0, deadline - time.monotonic()))
+                    continue
+                if self._prompt is None:
+                    _write(f"{line}\n")
+                else:
+                    # One write: readline could cut into one made in pieces.
+                    _write(self._erasing_input() + f"{line}\n" + self._redrawing_input())
                 return
-            self._erase_input()
-            sys.stdout.write(f"{line}\n")
-            self._redraw_input()
+
+    def _between_lines(self) -> bool:
+        """Whether readline is about to draw its prompt, or has taken Enter
+        and read_line has not yet taken that line off the screen (this one
+        would be printed below it, and erased with it). The caller holds
+        the lock."""
+        return self._drawing or (self._prompt is not None and self._line_accepted())
 
     def error(self, text: str) -> None:
         with self._lock:
             if self._prompt is not None:
-                self._erase_input()
+                _write(self._erasing_input())
                 self._input_erased = True  # the end of the session: not drawn again
             print(text, file=sys.stderr, flush=True)
 
@@ -215,7 +220,9 @@ class Terminal:
         with self._lock:
             self._asked = prompt
             self._input_erased = False
-            if not self._redisplay:
+            if self._redisplay:
+                self._drawing = True  # until the pre-input hook: the prompt is drawn
+            else:
                 self._prompt = prompt
         self._show_typing()
         line = None
@@ -243,12 +250,12 @@ class Terminal:
             self._readline.remove_history_item(self._readline.get_current_history_length() - 1)
         return line
 
-    def _wait_for_keys_taken(self) -> None:
+    def _wait_for_keys_taken(self, deadline: float) -> None:
         """Wait, briefly, until readline has taken the keys waiting on the
         terminal (a paste, fast typing): it draws as it handles each, and a
         line drawn meanwhile would be cut into its drawing. This narrows
         that window to the handling of the last key; it cannot close it."""
-        deadline, quiet = time.monotonic() + KEYS_TAKEN_WAIT, 0
+        quiet = 0
         with contextlib.suppress(OSError, ValueError):
             # Quiet twice in a row: readline takes pasted keys into a buffer
             # of its own, so an empty terminal alone does not mean it is done.
@@ -292,8 +299,7 @@ class Terminal:
         shown after this are only printed."""
         with self._lock:
             if self._prompt is not None:
-                self._erase_input()
-                sys.stdout.flush()
+                _write(self._erasing_input())
             self._prompt = self._asked = None
             self._redisplay = None
             self._drawing = False
@@ -305,21 +311,23 @@ class Terminal:
     # handled a key, garbled the line and once aborted the process). The
     # screen is left as readline last drew it, so its next update fits.
 
-    def _erase_input(self) -> None:
-        """Cursor to the start of the prompt's row, and clear from there on."""
+    def _erasing_input(self) -> str:
+        """What takes the cursor to the start of the prompt's row, and
+        clears from there on."""
         typed, point = self._typed_and_point()
         up = self._cursor_row(typed, point)
-        sys.stdout.write((f"\x1b[{up}A" if up else "") + "\r\x1b[J")
+        return (f"\x1b[{up}A" if up else "") + "\r\x1b[J"
 
-    def _redraw_input(self) -> None:
-        """The prompt and the typed text, the cursor where the person left it."""
+    def _redrawing_input(self) -> str:
+        """What draws the prompt and the typed text, and leaves the cursor
+        where the person left it."""
         typed, point = self._typed_and_point()
-        sys.stdout.write(f"{self._prompt or ''}{typed}")
+        drawn = f"{self._prompt or ''}{typed}"
         if point < len(typed):  # else the cursor is where it belongs, at the end
             up = self._cursor_row(typed, len(typed)) - self._cursor_row(typed, point)
             column = self._width_before(typed, point) % self._columns()
-            sys.stdout.write((f"\x1b[{up}A" if up > 0 else "") + "\r" + (f"\x1b[{column}C" if column else ""))
-        sys.stdout.flush()
+            drawn += (f"\x1b[{up}A" if up > 0 else "") + "\r" + (f"\x1b[{column}C" if column else "")
+        return drawn
 
     def _typed_and_point(self) -> tuple[str, int]:
         """What readline holds as typed, and its cursor (in characters)."""
@@ -346,6 +354,11 @@ class Terminal:
         if point == len(typed):
             return max(0, width - 1) // self._columns()
         return width // self._columns()
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def _typed_text(data: bytes) -> str:
