@@ -220,10 +220,10 @@ class Terminal:
         with self._lock:
             self._asked = prompt
             self._input_erased = False
-            if self._redisplay:
-                self._drawing = True  # until the pre-input hook: the prompt is drawn
-            else:
+            if not self._redisplay:
                 self._prompt = prompt
+            elif sys.stdout.isatty():  # else input() does not use readline, and no hook runs
+                self._drawing = True  # until the pre-input hook: the prompt is drawn
         self._show_typing()
         line = None
         try:

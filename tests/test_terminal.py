@@ -31,6 +31,7 @@ import time
 import pytest
 
 import server as chat_server
+import terminal
 from protocol import ChatMessage, UserJoined, UserLeft
 from tests import procs
 from tests.helpers import ChatTestClient
@@ -405,6 +406,24 @@ def kernel_names_waits() -> bool:
 
 
 # --- the tests -----------------------------------------------------------------
+
+
+def test_a_line_is_not_held_back_when_input_does_not_use_readline(monkeypatch, capsys):
+    """Typing on a terminal, output to a pipe or a file (pytest's capture
+    here): input() then reads without readline, whose hooks never run, so a
+    line that arrives meanwhile must not wait for the prompt to be drawn."""
+    typing_at = terminal.Terminal(interactive=True)
+    monkeypatch.setattr(terminal, "SHOW_WAIT", 60.0)  # a held line would wait for the read to end
+    shown = threading.Event()
+
+    def typing_while_a_line_arrives(prompt: str) -> str:
+        threading.Thread(target=lambda: (typing_at.show("Bob: hi"), shown.set()), daemon=True).start()
+        return "shown while typing" if shown.wait(TIMEOUT) else "held back"
+
+    monkeypatch.setattr("builtins.input", typing_while_a_line_arrives)
+
+    assert typing_at.read_line("> ") == "shown while typing"
+    assert capsys.readouterr().out == "Bob: hi\n"
 
 
 def test_prompts_and_a_typed_line_reaches_the_others(running_server, connect, open_pty):
