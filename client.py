@@ -288,7 +288,7 @@ def confirm_new_key(terminal: Terminal, checked: keystore.KeyCheck) -> None:
     prompt = CONFIRM_PROMPT
     while True:
         try:
-            answer = terminal.read_line(prompt).strip().rstrip(".")
+            answer = terminal.read_line(prompt, remember=False).strip().rstrip(".")  # no chat line to recall
         except EOFError:
             answer = "no"
         if answer.lower() == "yes":

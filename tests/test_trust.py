@@ -35,6 +35,7 @@ class FakeTerminal:
         self.interactive = interactive
         self.answers = list(answers or [])
         self.prompts: list[str] = []
+        self.remembered: list[bool] = []  # each read_line: kept in the history?
         self.shown: list[str] = []
         self.errors: list[str] = []
 
@@ -44,8 +45,9 @@ class FakeTerminal:
     def error(self, text: str) -> None:
         self.errors.append(text)
 
-    def read_line(self, prompt: str) -> str:
+    def read_line(self, prompt: str, remember: bool = True) -> str:
         self.prompts.append(prompt)
+        self.remembered.append(remember)
         if not self.answers:
             raise EOFError
         return self.answers.pop(0)
@@ -85,6 +87,7 @@ def test_first_connection_on_a_terminal_shows_the_fingerprint_and_records_on_yes
 
     real_fp = fingerprint_of(identity_key)
     assert screen.prompts == [client.CONFIRM_PROMPT]
+    assert screen.remembered == [False]  # Up recalls chat lines, not this answer
     assert any(real_fp in line for line in screen.shown)
     assert known_hosts.read_text(encoding="utf-8") == f"127.0.0.1:{port} {real_fp}\n"
 
@@ -154,6 +157,13 @@ def test_first_connection_prompt_at_a_real_terminal(running_server, open_pty, id
     join_at_terminal(pty, "Ann")
     known = tmp_path / "data-0" / "socket-chat" / "known_hosts"
     assert fingerprint_of(identity_key) in known.read_text(encoding="utf-8")
+
+    pty.type_line("hello")
+    pty.expect(b"Ann: hello")
+    pty.type_line("/quit")
+    assert pty.wait(TIMEOUT) == 0
+    history = (tmp_path / "data-0" / "socket-chat" / "history").read_text(encoding="utf-8").split("\n")
+    assert "hello" in history and "yes" not in history  # Up recalls chat lines, not the answer
 
 
 def test_first_connection_refused_at_a_real_terminal(running_server, open_pty, tmp_path):
