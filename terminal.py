@@ -12,6 +12,7 @@ import ctypes
 import os
 import select
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -31,6 +32,13 @@ if TYPE_CHECKING:
 __all__ = ["Terminal", "Display"]
 
 SHOW_WAIT = 1.0  # seconds a line waits for readline to be still, at most; then it is printed
+# How another thread asks the main thread, reading with readline, to draw
+# its lines (client.py's wake-up for the server's end is SIGUSR1).
+DRAW_SIGNAL = signal.SIGUSR2
+DRAW_REPEAT = 0.005  # seconds between asks: one that lands while readline handles a key waits for the next
+# Seconds a handed line waits for the main thread at most (it draws once
+# the keys waiting are handled, so only a long paste makes a line wait).
+HAND_OFF_WAIT = 5.0
 KEYS_TAKEN_POLL = 0.002  # seconds between looks
 # rl_readline_state flags (readline.h) set while a key is read or handled, or
 # the line redrawn: READCMD, DISPATCHING, MOREINPUT, INPUTPENDING, MULTIKEY,
@@ -72,6 +80,12 @@ class Terminal:
         self._saved_modes, self._quiet_modes = _terminal_modes() if interactive and hide_typing else (None, None)
         self._hide_typing()
         self._prompt_ready = threading.Condition(self._lock)
+        # Lines other threads hand to the main thread while it reads, and
+        # how many were ever handed and drawn (each waits for its number).
+        self._handed: list[str] = []
+        self._handed_count = self._drawn_count = 0
+        self._main_reads = False  # the main thread is in read_line, with readline
+        self._completing = False  # readline is running our completer (Tab)
         if self._readline and self._redisplay:
             # A line that arrives while readline draws a new prompt waits
             # until it is drawn, then goes above it. Without this, a line
@@ -165,9 +179,13 @@ class Terminal:
 
         def completer(text: str, state: int) -> str | None:
             nonlocal matches
-            if state == 0:
-                matches = complete(readline.get_line_buffer()[: readline.get_endidx()], names())
-            return matches[state] if state < len(matches) else None
+            self._completing = True  # readline is amid a key: no drawing now
+            try:
+                if state == 0:
+                    matches = complete(readline.get_line_buffer()[: readline.get_endidx()], names())
+                return matches[state] if state < len(matches) else None
+            finally:
+                self._completing = False
 
         readline.set_completer_delims("")
         readline.set_completer(completer)
@@ -175,9 +193,72 @@ class Terminal:
 
     def show(self, line: str) -> None:
         """Print ``line``; above the prompt and the typed line while one is
-        read. Readline draws from the main thread, without the GIL, so the
-        line waits (``SHOW_WAIT`` at most) until readline is still: its
-        prompt drawn, the keys waiting taken, and no Enter being handled."""
+        read. Readline handles keys and draws in the thread that reads,
+        without the GIL. When that is the main thread, the line is handed to
+        it, to draw between two keys (``_hand_to_reader``); otherwise it is
+        drawn here, once readline seems still (``_show_here``)."""
+        if self._main_reads and threading.current_thread() is not threading.main_thread():
+            self._hand_to_reader(line)
+        else:
+            self._show_here(line)
+
+    def _hand_to_reader(self, line: str) -> None:
+        """Have the main thread draw ``line``: DRAW_SIGNAL's handler runs
+        there when the signal interrupts readline's wait for a key, so no
+        key is being handled. One that lands while readline handles a key
+        is only noted, so the signal is repeated until the line is drawn.
+        If the main thread stops reading first, or takes more than
+        HAND_OFF_WAIT, this thread draws what it was handed."""
+        with self._lock:
+            self._handed.append(line)
+            self._handed_count += 1
+            number = self._handed_count
+        deadline = time.monotonic() + HAND_OFF_WAIT
+        reader = threading.main_thread().ident
+        while True:
+            with self._lock:
+                if self._drawn_count >= number:
+                    return
+                if not self._main_reads or time.monotonic() >= deadline:
+                    left, self._handed = self._handed, []
+                    self._drawn_count = self._handed_count
+                    break
+            if reader is not None:
+                signal.pthread_kill(reader, DRAW_SIGNAL)
+            with self._lock:
+                self._prompt_ready.wait_for(lambda: self._drawn_count >= number or not self._main_reads, DRAW_REPEAT)
+        for waiting in left:
+            self._show_here(waiting)
+
+    def _draw_handed(self, signum: int, frame: object) -> None:
+        """DRAW_SIGNAL's handler, in the main thread: draw the lines handed
+        to it. Not while readline is amid something (drawing its prompt,
+        completing, Enter taken) or this thread holds the lock (read_line's
+        own turns): the signal comes again."""
+        if self._completing or not self._lock.acquire(blocking=False):
+            return
+        try:
+            if not self._handed or self._drawing or (self._prompt is not None and self._line_accepted()):
+                return
+            text = "".join(f"{line}\n" for line in self._handed)
+            if self._prompt is None:
+                _write(text)
+            else:
+                _write(self._erasing_input() + text + self._redrawing_input())
+            # Counted once written: a signal's exception (Ctrl-C) raised
+            # before this leaves the lines to be drawn again, not lost.
+            self._drawn_count += len(self._handed)
+            self._handed.clear()
+            self._prompt_ready.notify_all()
+        finally:
+            self._lock.release()
+
+    def _show_here(self, line: str) -> None:
+        """Draw ``line`` from this thread, while readline may be reading in
+        another: wait (``SHOW_WAIT`` at most) until it is still, its prompt
+        drawn, the keys waiting taken, and no Enter being handled. This
+        narrows the window in which a key meets the drawing; it cannot
+        close it (the operator console reads in a thread of its own)."""
         deadline = time.monotonic() + SHOW_WAIT
         while True:
             if self._prompt is not None:
@@ -217,13 +298,18 @@ class Terminal:
             if not line:
                 raise EOFError
             return line.rstrip("\r\n")
+        uses_readline = bool(self._redisplay) and sys.stdout.isatty()  # else input() reads without it
+        in_main = threading.current_thread() is threading.main_thread()
+        if uses_readline and in_main and signal.getsignal(DRAW_SIGNAL) != self._draw_handed:
+            signal.signal(DRAW_SIGNAL, self._draw_handed)
         with self._lock:
             self._asked = prompt
             self._input_erased = False
             if not self._redisplay:
                 self._prompt = prompt
-            elif sys.stdout.isatty():  # else input() does not use readline, and no hook runs
+            elif uses_readline:
                 self._drawing = True  # until the pre-input hook: the prompt is drawn
+                self._main_reads = in_main
         self._show_typing()
         line = None
         try:
@@ -239,7 +325,7 @@ class Terminal:
         finally:
             with self._lock:
                 self._prompt = self._asked = None
-                self._drawing = False
+                self._drawing = self._main_reads = False
                 # Erased in the same turn of the lock: a line shown in
                 # between would be printed below, and erased in its place.
                 if line is not None and self.erase_entered:

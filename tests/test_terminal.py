@@ -464,6 +464,41 @@ def test_incoming_line_is_printed_above_the_half_typed_one(ann_at_terminal):
     assert lines[incoming + 1 :] == ["Ann: half typed", ">"], lines
 
 
+def test_keys_typed_while_lines_arrive_leave_every_row_clean(ann_at_terminal):
+    """Typing on, a key every millisecond or so, while others talk: each
+    line arrives on a row of its own, and the typed line is whole below
+    them. Drawn from another thread, a line met readline amid a key now and
+    then; the main thread, which handles the keys, now draws them between two."""
+    other, pty = ann_at_terminal
+    incoming = [f"line {n:02} from the others" for n in range(1, 16)]  # within the flood burst
+    typed = "".join(chr(ord("a") + n % 26) for n in range(500))
+
+    def type_on() -> None:
+        for key in typed:
+            pty.write(key.encode())
+            time.sleep(0.001)  # the pace of keys, not a wait for anything
+
+    typist = threading.Thread(target=type_on, name="typist")
+    typist.start()
+    for line in incoming:
+        other.say(line)
+        time.sleep(0.02)  # the others' pace, over the typing
+    typist.join(TIMEOUT)
+    pty.expect(f"Other: {incoming[-1]}".encode())
+    pty.expect(typed[-10:].encode())
+    wait_until_reading(pty)
+    pty.write(b"\r")
+
+    expect_event(other, ChatMessage("Ann", typed))
+    pty.expect(b"Ann: ")
+    pty.expect(b"\r\n> ")
+    rows = screen(pty.text())
+    assert [row for row in rows if row.startswith("Other: ")] == [f"Other: {line}" for line in incoming], rows
+    last = max(n for n, row in enumerate(rows) if row.startswith("Other: "))
+    echo = f"Ann: {typed}"
+    assert rows[last + 1 :] == [echo[i : i + COLS] for i in range(0, len(echo), COLS)] + [">"], rows
+
+
 def test_incoming_line_keeps_the_cursor_where_the_person_left_it(ann_at_terminal):
     other, pty = ann_at_terminal
 

@@ -28,10 +28,9 @@ COLOUR = {"NO_COLOR": ""}  # the tests' default is NO_COLOR=1
 
 def wait_until_idle(pty, timeout: float = 5.0) -> None:
     """Wait until every thread of the client sleeps (twice in a row, 5 ms
-    apart): the receiver has finished redrawing the line, so a key typed now
-    cannot meet readline in the middle of a redraw by the other thread (a
-    known limit: see docs/architecture.md). Polls /proc: the kernel tells no
-    one when a thread goes to sleep."""
+    apart): what arrived is drawn, so the screen a test compares after its
+    next key holds nothing still on its way. Polls /proc: the kernel tells
+    no one when a thread goes to sleep."""
     tasks = f"/proc/{pty.popen.pid}/task"
     deadline = time.monotonic() + timeout
     calm = 0
