@@ -1,8 +1,9 @@
 """The client's terminal: all its printing, and the line being typed.
 
 On a terminal, a line that arrives while the person is typing is printed
-above the prompt, and the half-typed line is redrawn. Off a terminal (a
-pipe), no prompt and no escape codes are written.
+above the prompt, and the half-typed line is redrawn, by the thread that
+handles the keys when that is the main thread (the client), between two
+keys. Off a terminal (a pipe), no prompt and no escape codes are written.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Terminal", "Display"]
 
-SHOW_WAIT = 1.0  # seconds a line waits for readline to be still, at most; then it is printed
 # How another thread asks the main thread, reading with readline, to draw
 # its lines (client.py's wake-up for the server's end is SIGUSR1).
 DRAW_SIGNAL = signal.SIGUSR2
@@ -39,6 +39,9 @@ DRAW_REPEAT = 0.005  # seconds between asks: one that lands while readline handl
 # Seconds a handed line waits for the main thread at most (it draws once
 # the keys waiting are handled, so only a long paste makes a line wait).
 HAND_OFF_WAIT = 5.0
+
+# Where readline reads in another thread (the operator console):
+SHOW_WAIT = 1.0  # seconds a line waits for readline to be still, at most; then it is printed
 KEYS_TAKEN_POLL = 0.002  # seconds between looks
 # rl_readline_state flags (readline.h) set while a key is read or handled, or
 # the line redrawn: READCMD, DISPATCHING, MOREINPUT, INPUTPENDING, MULTIKEY,
