@@ -237,17 +237,16 @@ class Terminal:
         """DRAW_SIGNAL's handler, in the main thread: draw the lines handed
         to it. Not while readline is amid something (drawing its prompt,
         completing, Enter taken) or this thread holds the lock (read_line's
-        own turns): the signal comes again."""
+        own turns): the signal comes again. Not once read_line is over
+        (a late signal): the thread that handed the lines draws them, and
+        this one may be amid a write of its own."""
         if self._completing or not self._lock.acquire(blocking=False):
             return
         try:
-            if not self._handed or self._drawing or (self._prompt is not None and self._line_accepted()):
+            if not (self._handed and self._main_reads) or self._drawing or self._line_accepted():
                 return
             text = "".join(f"{line}\n" for line in self._handed)
-            if self._prompt is None:
-                _write(text)
-            else:
-                _write(self._erasing_input() + text + self._redrawing_input())
+            _write(self._erasing_input() + text + self._redrawing_input())  # the prompt is drawn: not _drawing
             # Counted once written: a signal's exception (Ctrl-C) raised
             # before this leaves the lines to be drawn again, not lost.
             self._drawn_count += len(self._handed)
