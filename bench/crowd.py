@@ -39,7 +39,7 @@ from pathlib import Path
 
 from bench import scenarios
 from bench.loadgen import BenchClient, BenchError, LoadGen
-from protocol import Notice, UserJoined, UserLeft, Username, UsernameRequest, UserParted, Welcome
+from socket_chat.protocol import Notice, UserJoined, UserLeft, Username, UsernameRequest, UserParted, Welcome
 
 CLIENTS_PER_PROCESS = 1000
 JOIN_CONCURRENCY = 16  # handshakes in flight while a room fills, in all workers together

@@ -13,9 +13,9 @@ import selectors
 import socket
 import time
 
-import protocol
 from bench.plain import PlainConnection
-from protocol import (
+from socket_chat import protocol
+from socket_chat.protocol import (
     ChatLine,
     ChatMessage,
     ConnectionClosed,

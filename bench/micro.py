@@ -12,10 +12,10 @@ import time
 
 from Cryptodome.Protocol import DH
 
-import aes_gcm
-import crypto_utils
-import protocol
-from protocol import ChatMessage
+from socket_chat import crypto as crypto_utils
+from socket_chat import protocol
+from socket_chat.crypto import aes_gcm
+from socket_chat.protocol import ChatMessage
 
 _KEY, _IV = bytes(range(32)), bytes(12)
 SAMPLE = ChatMessage("alice", "r0 123 1234567890123456789")  # a typical bench line

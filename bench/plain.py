@@ -16,9 +16,9 @@ import socket
 import struct
 import threading
 
-import protocol
-from protocol import ChatLine, ChatMessage, Encoded, Message, Username, UsernameRequest
-from room import Membership, Room
+from socket_chat import protocol
+from socket_chat.chat.room import Membership, Room
+from socket_chat.protocol import ChatLine, ChatMessage, Encoded, Message, Username, UsernameRequest
 
 _HEADER = struct.Struct("!I")
 RECV_SIZE = 65536

@@ -7,9 +7,9 @@ import math
 import os
 from pathlib import Path
 
-import presence
 from bench import crowd, flood, lockstep, micro
 from bench.runner import CHAT, PLAIN, UNBATCHED, Results
+from socket_chat.chat import presence
 
 KIND_NAMES = {
     CHAT: "chat",

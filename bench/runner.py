@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-import crypto_utils
-import protocol
 from bench import crowd, flood, lockstep, micro, scenarios
 from bench.loadgen import BenchError
 from bench.redis_server import RedisServer
 from bench.servers import ROOT, TEST_KEY
+from socket_chat import crypto as crypto_utils
+from socket_chat import protocol
 
 PLAIN, UNBATCHED, CHAT = "plain", "chat-unbatched", "chat"
 SMALL_STACKS = "chat, 256 KiB thread stacks"

@@ -19,14 +19,12 @@ import sys
 import threading
 from pathlib import Path
 
-import admission
-import crypto_utils
-import descriptors
-import limits
-import protocol
-import sender
-import server as chat_server
 from bench.plain import PlainServer
+from socket_chat import crypto as crypto_utils
+from socket_chat import protocol
+from socket_chat.chat import limits
+from socket_chat.server import admission, descriptors, sender
+from socket_chat.server import app as chat_server
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_KEY = ROOT / "tests" / "keys" / "test-only-server-key.pem"
@@ -69,7 +67,7 @@ def join_cluster(url: str | None):
     """The cluster at ``url``, connected; None for a server alone."""
     if url is None:
         return None
-    import cluster  # only now: without --cluster, redis is never imported
+    from socket_chat.server import cluster  # only now: without --cluster, redis is never imported
 
     return cluster.RedisCluster.connect(url)
 

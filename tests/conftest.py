@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import crypto_utils
-import server as chat_server
+from socket_chat import crypto as crypto_utils
+from socket_chat.server import app as chat_server
 from tests.helpers import ChatTestClient, OwnServer, open_door_limits
 from tests.redis_proc import RedisServer
 

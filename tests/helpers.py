@@ -8,11 +8,9 @@ import socket
 import threading
 import time
 
-import protocol
-import server
-from admission import UNCAPPED
-from limits import Limits
-from protocol import (
+from socket_chat import protocol
+from socket_chat.chat.limits import Limits
+from socket_chat.protocol import (
     ChatLine,
     ClientConnection,
     ConnectionClosed,
@@ -25,6 +23,8 @@ from protocol import (
     UsernameRequest,
     Welcome,
 )
+from socket_chat.server import app as server
+from socket_chat.server.admission import UNCAPPED
 
 TIMEOUT = 5.0  # seconds any single expected event may take
 DEADLINE = 5.0  # seconds for anything the tests poll for

@@ -14,8 +14,10 @@ import time
 
 import pytest
 
-import server
-from admission import (
+from socket_chat.chat.limits import Limits
+from socket_chat.protocol import ChatMessage, Goodbye, HandshakeComplete, ServerHello, ServerRefused, UserJoined
+from socket_chat.server import app as server
+from socket_chat.server.admission import (
     TABLE_SIZE,
     Admission,
     RefusalLog,
@@ -26,8 +28,6 @@ from admission import (
     source_of,
     startups_type,
 )
-from limits import Limits
-from protocol import ChatMessage, Goodbye, HandshakeComplete, ServerHello, ServerRefused, UserJoined
 from tests.helpers import DEADLINE, OPEN_DOOR, ChatTestClient, wait_until
 
 #: The per-address limits as a server has them by default (the other tests

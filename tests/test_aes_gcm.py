@@ -17,9 +17,9 @@ from Cryptodome.Cipher import AES, _mode_gcm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import aes_gcm
-import crypto_utils
-import protocol
+from socket_chat import crypto as crypto_utils
+from socket_chat import protocol
+from socket_chat.crypto import aes_gcm
 from tests.test_protocol import ConnectionPair
 
 hypothesis.configuration.set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "socket-chat-hypothesis")

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-import protocol
-from crypto_utils import TAG_SIZE
-from protocol import (
+from socket_chat import protocol
+from socket_chat.crypto import TAG_SIZE
+from socket_chat.protocol import (
     BATCH_TYPE,
     MAX_FRAME_SIZE,
     ChatLine,

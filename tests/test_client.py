@@ -7,13 +7,12 @@ import argparse
 
 import pytest
 
-import cli
-import client
-import client_ui
-import crypto_utils
-import terminal
-import transport
-from protocol import ChatMessage, ErrorNotice, Notice, UserJoined, UserLeft
+from socket_chat import cli, transport
+from socket_chat import crypto as crypto_utils
+from socket_chat import tty as terminal
+from socket_chat.client import app as client
+from socket_chat.client import ui as client_ui
+from socket_chat.protocol import ChatMessage, ErrorNotice, Notice, UserJoined, UserLeft
 
 SERVER = "127.0.0.1:8756"
 HOSTILE = "\x1b[2J\x9b31m"  # clear screen (ESC), then a C1 CSI

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-import client
-import client_config
-import client_ui
-from client_ui import Session, Style
-from protocol import ActionMessage, ChatMessage, HistoryMessage, PrivateMessage, Welcome
-from terminal import Display
+from socket_chat.client import app as client
+from socket_chat.client import config as client_config
+from socket_chat.client import ui as client_ui
+from socket_chat.client.ui import Session, Style
+from socket_chat.protocol import ActionMessage, ChatMessage, HistoryMessage, PrivateMessage, Welcome
+from socket_chat.tty import Display
 
 # --- client.conf -----------------------------------------------------------------------
 

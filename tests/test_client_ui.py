@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-import client_ui
-import protocol
-import terminal
-from client_ui import Context, QuitRequested, Session, Style
-from protocol import (
+from socket_chat import protocol
+from socket_chat import tty as terminal
+from socket_chat.client import ui as client_ui
+from socket_chat.client.ui import Context, QuitRequested, Session, Style
+from socket_chat.protocol import (
     ActionLine,
     ActionMessage,
     ChatLine,

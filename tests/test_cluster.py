@@ -10,11 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import cluster
-import names
-import server
-from console import OperatorConsole
-from protocol import (
+from socket_chat.chat import names
+from socket_chat.protocol import (
     ChatMessage,
     ErrorNotice,
     Goodbye,
@@ -31,6 +28,9 @@ from protocol import (
     Username,
     UsernameRequest,
 )
+from socket_chat.server import app as server
+from socket_chat.server import cluster
+from socket_chat.server.console import OperatorConsole
 from tests.helpers import OwnServer
 
 

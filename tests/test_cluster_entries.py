@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-import cluster
-import protocol
-from protocol import (
+from socket_chat import protocol
+from socket_chat.protocol import (
     Away,
     AwayReply,
     Back,
@@ -34,6 +33,7 @@ from protocol import (
     Username,
     UserParted,
 )
+from socket_chat.server import cluster
 from tests.helpers import OwnServer, wait_until
 
 redis = pytest.importorskip("redis")

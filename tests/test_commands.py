@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from commands import Command, CommandTable
+from socket_chat.chat.commands import Command, CommandTable
 
 
 def echo(context: list[str], argument: str) -> str:

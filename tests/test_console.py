@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-import server
-from console import ConsoleQuit, OperatorConsole, console_wanted, run_console
-from protocol import Away, Goodbye, Notice, UserJoined, UserKicked, UserList, UserListRequest
+from socket_chat.protocol import Away, Goodbye, Notice, UserJoined, UserKicked, UserList, UserListRequest
+from socket_chat.server import app as server
+from socket_chat.server.console import ConsoleQuit, OperatorConsole, console_wanted, run_console
 from tests.helpers import ChatTestClient
 
 

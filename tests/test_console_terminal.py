@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from console import complete
-from protocol import Goodbye, UserJoined
+from socket_chat.protocol import Goodbye, UserJoined
+from socket_chat.server.console import complete
 from tests import procs
 from tests.helpers import ChatTestClient
 from tests.test_terminal import PtyClient, assert_terminal_restored, expect_event, screen

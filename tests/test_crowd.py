@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-import presence
 from bench import crowd, runner
+from socket_chat.chat import presence
 
 
 def test_one_load_generator_process_per_thousand_clients_and_no_more_than_cpus():

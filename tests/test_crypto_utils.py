@@ -13,8 +13,8 @@ from Cryptodome.Cipher import AES
 from Cryptodome.PublicKey import RSA
 from Cryptodome.Util.asn1 import DerSequence
 
-import crypto_utils
-from crypto_utils import (
+from socket_chat import crypto as crypto_utils
+from socket_chat.crypto import (
     DecryptionError,
     EphemeralKey,
     KeyAgreementError,

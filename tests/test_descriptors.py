@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import descriptors
+from socket_chat.server import descriptors
 from tests import procs
 
 HARD = 20_000

@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
-import crypto_utils
-import server as chat_server
+from socket_chat import crypto as crypto_utils
+from socket_chat.server import app as chat_server
 from tests import procs
 
 STOP_TIMEOUT = 5.0  # seconds a process may take to exit once told to
@@ -173,7 +173,7 @@ def test_lost_server_ends_a_client_started_with_sigint_ignored(server, open_clie
 # reports it and wakes the main thread before Receiver.start() has returned.
 EARLY_RECEIVER_CLIENT = """
 import sys
-import client
+from socket_chat.client import app as client
 
 class EarlyReceiver(client.Receiver):
     def start(self):

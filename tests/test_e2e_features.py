@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from console import OperatorConsole
+from socket_chat.server.console import OperatorConsole
 from tests import procs
 from tests.helpers import wait_until
 from tests.test_e2e import join, join_and_wait

@@ -9,9 +9,9 @@ import socket
 
 import pytest
 
-import client
-import crypto_utils
-from crypto_utils import (
+from socket_chat import crypto as crypto_utils
+from socket_chat.client import app as client
+from socket_chat.crypto import (
     MAX_SEQUENCE,
     CryptoError,
     DecryptionError,
@@ -21,7 +21,7 @@ from crypto_utils import (
     RecordSealer,
     SequenceExhaustedError,
 )
-from protocol import (
+from socket_chat.protocol import (
     MAX_FRAME_SIZE,
     MAX_RECORDS,
     ConnectionState,

@@ -25,10 +25,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import crypto_utils
-import protocol
-from crypto_utils import TAG_SIZE, DecryptionError, RecordOpener, RecordSealer
-from protocol import (
+from socket_chat import crypto as crypto_utils
+from socket_chat import protocol
+from socket_chat.crypto import TAG_SIZE, DecryptionError, RecordOpener, RecordSealer
+from socket_chat.protocol import (
     MAX_FRAME_SIZE,
     NEED_DATA,
     ChatLine,

@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-import crypto_utils
-import protocol
-from protocol import (
+from socket_chat import crypto as crypto_utils
+from socket_chat import protocol
+from socket_chat.protocol import (
     ChatMessage,
     ConnectionClosed,
     ErrorNotice,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import crypto_utils
-import keystore
+from socket_chat import crypto as crypto_utils
+from socket_chat.crypto import keystore
 
 SERVER = "127.0.0.1:8756"
 

@@ -22,11 +22,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-import limits
-import names
-import protocol
-import server
-from protocol import (
+from socket_chat import protocol
+from socket_chat.chat import limits, names
+from socket_chat.protocol import (
     MAX_FRAME_SIZE,
     ActionLine,
     ChatLine,
@@ -43,6 +41,7 @@ from protocol import (
     UsernameRequest,
     UserParted,
 )
+from socket_chat.server import app as server
 from tests.conftest import start_server, stop_server
 from tests.helpers import ChatTestClient, open_door_limits, wait_until
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-import protocol
-from protocol import ChatLine, ChatMessage, UserJoined
+from socket_chat import protocol
+from socket_chat.protocol import ChatLine, ChatMessage, UserJoined
 from tests import procs
 from tests.helpers import ChatTestClient
 

@@ -12,9 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import names
-import names_data
-from protocol import MAX_USERNAME_LENGTH
+from socket_chat.chat import names, names_data
+from socket_chat.protocol import MAX_USERNAME_LENGTH
 
 
 def refusal(raw: str) -> str:

@@ -1,7 +1,8 @@
-"""The project installs as a program: pyproject.toml lists every top-level
-module, its commands point at real ``main`` functions, its dependencies are
-the requirements files', and (slow) ``pip install`` into a fresh venv gives
-working ``socket-chat-server`` and ``socket-chat`` commands."""
+"""The project installs as one package and two programs: the wheel holds the
+import name ``socket_chat`` and nothing else at the top level, its commands
+point at real ``main`` functions, its dependencies are the requirements
+files', and (slow) ``pip install`` into a fresh venv that already holds
+PyPI's ``limits``, ``names`` and ``x25519`` gives working commands."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -21,17 +23,16 @@ else:  # requirements-dev.txt installs tomli on Python 3.10
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = {"socket-chat-server": "server:main", "socket-chat": "client:main"}
+COMMANDS = {"socket-chat-server": "socket_chat.server.app:main", "socket-chat": "socket_chat.client.app:main"}
+#: Distributions on PyPI whose import names the flat layout used to shadow
+#: (or be shadowed by): installed first, they must not break the chat.
+NAMESAKES = ["limits==5.8.0", "names==0.3.0", "x25519==0.0.2"]
 BIN = Path("venv", "bin")  # in the folder the slow tests install into
 
 
 def pyproject() -> dict:
     with (ROOT / "pyproject.toml").open("rb") as file:
         return tomllib.load(file)
-
-
-def py_modules() -> list[str]:
-    return pyproject()["tool"]["setuptools"]["py-modules"]
 
 
 def requirements(name: str) -> list[str]:
@@ -41,16 +42,17 @@ def requirements(name: str) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.startswith(("#", "-r"))]
 
 
-def test_every_top_level_module_is_installed():
-    missing = sorted({path.stem for path in ROOT.glob("*.py")} - set(py_modules()))
-    assert not missing, f"add {missing} to py-modules in pyproject.toml"
-
-
-def test_only_modules_are_installed_not_bench_or_tests():
+def test_only_the_package_is_installed():
     setuptools = pyproject()["tool"]["setuptools"]
-    assert setuptools["packages"] == []
-    assert not {"bench", "tests"} & set(py_modules())
-    assert len(set(py_modules())) == len(py_modules())
+    assert "py-modules" not in setuptools
+    assert setuptools["packages"]["find"]["include"] == ["socket_chat", "socket_chat.*"]
+
+
+def test_every_folder_of_the_package_is_a_package():
+    """setuptools' find leaves out a folder without ``__init__.py``."""
+    for folder in (ROOT / "socket_chat").rglob("*"):
+        if folder.is_dir() and folder.name != "__pycache__":
+            assert (folder / "__init__.py").exists(), folder
 
 
 def test_commands_point_at_main_functions():
@@ -60,10 +62,10 @@ def test_commands_point_at_main_functions():
         assert callable(getattr(importlib.import_module(module), function)), target
 
 
-def test_version_comes_from_cli():
+def test_version_is_the_packages():
     project = pyproject()
     assert "version" in project["project"]["dynamic"]
-    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "cli.__version__"}
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "socket_chat.__version__"}
 
 
 def test_dependencies_are_the_requirements_files():
@@ -78,13 +80,14 @@ def test_dependencies_are_the_requirements_files():
 # --- installed into a fresh venv (slow: builds, and fetches from PyPI) ------------
 
 
-def cli_version(source: Path) -> str:
-    """``__version__`` of cli.py, as setuptools reads it: a literal, not imported."""
-    tree = ast.parse((source / "cli.py").read_text(encoding="utf-8"))
+def package_version(source: Path) -> str:
+    """``__version__`` of socket_chat/__init__.py, as setuptools reads it: a
+    literal, not imported."""
+    tree = ast.parse((source / "socket_chat" / "__init__.py").read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__version__" for t in node.targets):
             return ast.literal_eval(node.value)
-    raise AssertionError("cli.py has no __version__ = '...'")
+    raise AssertionError("socket_chat/__init__.py has no __version__ = '...'")
 
 
 def run(command: list[str], timeout: float, cwd: Path) -> subprocess.CompletedProcess:
@@ -116,7 +119,13 @@ def installed(tmp_path_factory) -> Path:
         ),
     )
     run([sys.executable, "-m", "venv", str(tmp / "venv")], 120, tmp)
+    run([str(tmp / BIN / "python"), "-m", "pip", "install", "-q", *NAMESAKES], 300, tmp)
     run([str(tmp / BIN / "python"), "-m", "pip", "install", "-q", str(source)], 420, tmp)
+    run(
+        [str(tmp / BIN / "python"), "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp / "wheel"), str(source)],
+        420,
+        tmp,
+    )
     return tmp
 
 
@@ -132,7 +141,7 @@ def test_installed_command_help(installed, command):
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_installed_command_version(installed, command):
-    version = cli_version(ROOT)
+    version = package_version(ROOT)
     done = run([str(installed / BIN / command), "--version"], 30, installed)
     assert version in done.stdout, done.stdout
     assert done.stdout.startswith("socket-chat"), done.stdout
@@ -140,15 +149,33 @@ def test_installed_command_version(installed, command):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_installed_modules_import_and_version(installed):
-    """Every listed module is there (a listed but missing one is skipped by
-    setuptools without an error), bench and tests are not, and the
-    distribution's version is cli.py's."""
+def test_the_wheel_installs_one_name(installed):
+    """Top level: the package, and the distribution's metadata."""
+    (wheel,) = (installed / "wheel").glob("socket_chat-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        top = {name.split("/")[0] for name in archive.namelist()}
+    assert top == {"socket_chat", f"socket_chat-{package_version(ROOT)}.dist-info"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("side", ["server", "client"])
+def test_installed_package_runs_as_a_module(installed, side):
+    done = run([str(installed / BIN / "python"), "-m", f"socket_chat.{side}", "--version"], 30, installed)
+    assert package_version(ROOT) in done.stdout, done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_installed_beside_its_namesakes(installed):
+    """PyPI's limits, names and x25519 still import as themselves, the
+    distribution's version is the package's, and bench and tests are not
+    installed."""
     script = (
-        "import importlib, importlib.metadata, importlib.util, sys\n"
-        f"for name in {py_modules()!r}: importlib.import_module(name)\n"
+        "import importlib.metadata, importlib.util, limits, names, x25519\n"
+        "assert not hasattr(limits, 'Limits'), limits\n"
         "assert importlib.util.find_spec('bench') is None and importlib.util.find_spec('tests') is None\n"
         "print(importlib.metadata.version('socket-chat'))\n"
     )
     done = run([str(installed / BIN / "python"), "-c", script], 60, installed)
-    assert done.stdout.strip() == cli_version(ROOT)
+    assert done.stdout.strip() == package_version(ROOT)

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from presence import Presence, summary_text
-from protocol import Notice, UserJoined, UserLeft
+from socket_chat.chat.presence import Presence, summary_text
+from socket_chat.protocol import Notice, UserJoined, UserLeft
 
 BUSY = 100  # members: a busy room in these tests
 

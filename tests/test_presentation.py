@@ -7,9 +7,9 @@ import unicodedata
 
 import pytest
 
-import client_ui
-import presentation
-from protocol import ChatMessage
+from socket_chat.chat import presentation
+from socket_chat.client import ui as client_ui
+from socket_chat.protocol import ChatMessage
 
 # --- printable text ----------------------------------------------------------
 

@@ -15,10 +15,10 @@ import struct
 import pytest
 from Cryptodome.PublicKey import RSA
 
-import crypto_utils
-import protocol
-from crypto_utils import TAG_SIZE, EphemeralKey, RecordSealer
-from protocol import (
+from socket_chat import crypto as crypto_utils
+from socket_chat import protocol
+from socket_chat.crypto import TAG_SIZE, EphemeralKey, RecordSealer
+from socket_chat.protocol import (
     MAX_FRAME_SIZE,
     NEED_DATA,
     ActionLine,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import crypto_utils
-import protocol
-from crypto_utils import EphemeralKey, RecordOpener, RecordSealer
+from socket_chat import crypto as crypto_utils
+from socket_chat import protocol
+from socket_chat.crypto import EphemeralKey, RecordOpener, RecordSealer
 
 SPEC = Path(__file__).parent.parent / "PROTOCOL.md"
 

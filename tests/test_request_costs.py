@@ -8,10 +8,9 @@ import struct
 
 import pytest
 
-import cluster
-import crypto_utils
-import server
-from protocol import (
+from socket_chat import crypto as crypto_utils
+from socket_chat.chat.room import LocalCluster
+from socket_chat.protocol import (
     ErrorNotice,
     Goodbye,
     PrivateLine,
@@ -23,7 +22,8 @@ from protocol import (
     UsernameRequest,
     Welcome,
 )
-from room import LocalCluster
+from socket_chat.server import app as server
+from socket_chat.server import cluster
 from tests.helpers import ChatTestClient, OwnServer
 
 

@@ -6,9 +6,10 @@ import threading
 
 import pytest
 
-import protocol
-from presence import Presence
-from protocol import (
+from socket_chat import protocol
+from socket_chat.chat.presence import Presence
+from socket_chat.chat.room import USER_LIST_BYTES, LocalCluster, Membership, Room, user_list_messages
+from socket_chat.protocol import (
     ActionMessage,
     ChatMessage,
     Greeting,
@@ -23,7 +24,6 @@ from protocol import (
     UserParted,
     Welcome,
 )
-from room import USER_LIST_BYTES, LocalCluster, Membership, Room, user_list_messages
 from tests.helpers import DEADLINE, run_threads
 
 

@@ -15,9 +15,9 @@ import threading
 
 import pytest
 
-import crypto_utils
-from crypto_utils import DecryptionError, EphemeralKey, RecordOpener
-from protocol import (
+from socket_chat import crypto as crypto_utils
+from socket_chat.crypto import DecryptionError, EphemeralKey, RecordOpener
+from socket_chat.protocol import (
     ChatLine,
     ChatMessage,
     ClientConnection,

@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-import protocol
-from limits import Outbox
-from protocol import ChatMessage, ConnectionClosed, encode
-from sender import Outlet, Sender
+from socket_chat import protocol
+from socket_chat.chat.limits import Outbox
+from socket_chat.protocol import ChatMessage, ConnectionClosed, encode
+from socket_chat.server.sender import Outlet, Sender
 from tests.test_protocol import ConnectionPair, split_frames
 
 TIMEOUT = 10.0

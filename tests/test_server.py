@@ -14,11 +14,10 @@ import time
 
 import pytest
 
-import crypto_utils
-import limits
-import protocol
-import server
-from protocol import (
+from socket_chat import crypto as crypto_utils
+from socket_chat import protocol
+from socket_chat.chat import limits
+from socket_chat.protocol import (
     ChatMessage,
     ErrorNotice,
     Goodbye,
@@ -28,6 +27,7 @@ from protocol import (
     UsernameRequest,
     Welcome,
 )
+from socket_chat.server import app as server
 from tests import procs
 from tests.helpers import DEADLINE, ChatTestClient, run_threads, wait_until
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocol import (
+from socket_chat.protocol import (
     ActionLine,
     ActionMessage,
     ChatMessage,
@@ -81,6 +81,6 @@ def test_the_deadline_passes_with_a_goodbye_that_says_so(own_server):
 
 
 def test_the_default_username_deadline_leaves_time_to_check_a_fingerprint():
-    import limits
+    from socket_chat.chat import limits
 
     assert limits.Limits().username_timeout >= 300  # a phone call to the operator, not a race

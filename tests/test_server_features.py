@@ -10,9 +10,8 @@ import threading
 
 import pytest
 
-import limits
-import server
-from protocol import (
+from socket_chat.chat import limits
+from socket_chat.protocol import (
     ActionLine,
     ActionMessage,
     ChatMessage,
@@ -31,6 +30,7 @@ from protocol import (
     UserListRequest,
     UserParted,
 )
+from socket_chat.server import app as server
 from tests.helpers import ChatTestClient
 from tests.test_server import alice_and_bob  # noqa: F401 (a fixture)
 

@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-import server as chat_server
-from protocol import ActionLine, ChatMessage, PrivateLine
+from socket_chat.protocol import ActionLine, ChatMessage, PrivateLine
+from socket_chat.server import app as chat_server
 from tests.helpers import wait_until
 
 SECRET_TEXT = "the plans are in the vault"

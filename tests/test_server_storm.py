@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 
-from protocol import ChatMessage
+from socket_chat.protocol import ChatMessage
 from tests.helpers import run_threads
 
 

@@ -23,12 +23,11 @@ from pathlib import Path
 import pytest
 from Cryptodome.Util.asn1 import DerSequence
 
-import client_ui
-import crypto_utils
-import protocol
-import server
-from crypto_utils import MAX_SEQUENCE, EphemeralKey, RecordSealer, SequenceExhaustedError
-from protocol import (
+from socket_chat import crypto as crypto_utils
+from socket_chat import protocol
+from socket_chat.client import ui as client_ui
+from socket_chat.crypto import MAX_SEQUENCE, EphemeralKey, RecordSealer, SequenceExhaustedError
+from socket_chat.protocol import (
     NEED_DATA,
     ActionLine,
     ChatLine,
@@ -56,6 +55,7 @@ from protocol import (
     UserParted,
     Welcome,
 )
+from socket_chat.server import app as server
 from tests import procs
 from tests.test_protocol import (
     HEADER_SIZE,

@@ -30,9 +30,9 @@ import time
 
 import pytest
 
-import server as chat_server
-import terminal
-from protocol import ChatMessage, UserJoined, UserLeft
+from socket_chat import tty as terminal
+from socket_chat.protocol import ChatMessage, UserJoined, UserLeft
+from socket_chat.server import app as chat_server
 from tests import procs
 from tests.helpers import ChatTestClient
 
@@ -616,7 +616,7 @@ def test_server_killed_while_typing(tmp_path, open_pty):
 # inside the hook, where readline swallows it.
 SLOW_HOOK_CLIENT = """
 import sys, time
-import client
+from socket_chat.client import app as client
 
 class SlowHookTerminal(client.Terminal):
     slowed = False

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-import client_ui
-from protocol import ChatMessage, Goodbye, Notice, PrivateLine, PrivateMessage, UserJoined, UserKicked
+from socket_chat.client import ui as client_ui
+from socket_chat.protocol import ChatMessage, Goodbye, Notice, PrivateLine, PrivateMessage, UserJoined, UserKicked
 from tests import procs
 from tests.helpers import ChatTestClient
 from tests.test_terminal import expect_event, join_at_terminal, open_pty, screen  # noqa: F401 (fixture)

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-import server as chat_server
-from protocol import ActionMessage, ChatMessage, PrivateLine, UserJoined, UserLeft
+from socket_chat.protocol import ActionMessage, ChatMessage, PrivateLine, UserJoined, UserLeft
+from socket_chat.server import app as chat_server
 from tests.conftest import stop_server
 from tests.helpers import ChatTestClient
 from tests.test_terminal import (  # noqa: F401 (open_pty is a fixture)

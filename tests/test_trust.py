@@ -11,13 +11,13 @@ import threading
 
 import pytest
 
-import client
-import crypto_utils
-import keystore
-import protocol
-import server as chat_server
-from protocol import RecordLimitError, ServerConnection, ServerIdentity
-from terminal import Display
+from socket_chat import crypto as crypto_utils
+from socket_chat import protocol
+from socket_chat.client import app as client
+from socket_chat.crypto import keystore
+from socket_chat.protocol import RecordLimitError, ServerConnection, ServerIdentity
+from socket_chat.server import app as chat_server
+from socket_chat.tty import Display
 from tests.conftest import stop_server
 from tests.test_terminal import TIMEOUT, join_at_terminal, open_pty  # noqa: F401 (a fixture)
 

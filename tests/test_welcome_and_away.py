@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-import client_ui
-import cluster
-import protocol
-import server
-from protocol import (
+from socket_chat import protocol
+from socket_chat.chat.room import USER_LIST_BYTES, Room, user_list_messages
+from socket_chat.client import ui as client_ui
+from socket_chat.protocol import (
     GREETING_NAMES,
     Away,
     AwayReply,
@@ -31,7 +30,8 @@ from protocol import (
     Username,
     Welcome,
 )
-from room import USER_LIST_BYTES, Room, user_list_messages
+from socket_chat.server import app as server
+from socket_chat.server import cluster
 from tests.conftest import start_server, stop_server
 from tests.helpers import ChatTestClient
 from tests.test_cluster import cluster_of  # noqa: F401 (a fixture)

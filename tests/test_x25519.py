@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import x25519
-from x25519 import BASE_POINT, LowOrderPoint, library_x25519
+from socket_chat.crypto import x25519
+from socket_chat.crypto.x25519 import BASE_POINT, LowOrderPoint, library_x25519
 
 hypothesis.configuration.set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "socket-chat-hypothesis")
 
@@ -145,7 +145,7 @@ def test_a_raw_library_that_fails_makes_it_fall_back(monkeypatch):
 
 
 def test_the_handshake_works_on_the_fallback(monkeypatch):
-    import crypto_utils
+    from socket_chat import crypto as crypto_utils
 
     raw_public = crypto_utils.EphemeralKey(ALICE_PRIVATE).public_bytes
     monkeypatch.setattr(x25519, "x25519", library_x25519)

@@ -26,8 +26,8 @@ import selectors
 import socket
 import threading
 
-from limits import Outbox
-from protocol import Encoded, Message, ProtocolError, RecordLimitError, ServerConnection
+from socket_chat.chat.limits import Outbox
+from socket_chat.protocol import Encoded, Message, ProtocolError, RecordLimitError, ServerConnection
 
 __all__ = ["Outlet", "Sender"]
 

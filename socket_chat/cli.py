@@ -7,9 +7,10 @@ import argparse
 from collections.abc import Callable
 from typing import TypeVar
 
+from socket_chat import __version__
+
 __all__ = ["__version__", "DEFAULT_PORT", "add_version", "port_number", "positive"]
 
-__version__ = "1.0.0"
 
 DEFAULT_PORT = 8756
 

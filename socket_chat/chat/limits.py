@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from admission import DEFAULT_STARTUPS, Startups
-from protocol import Encoded, RateLimit
+from socket_chat.protocol import Encoded, RateLimit
+from socket_chat.server.admission import DEFAULT_STARTUPS, Startups
 
 __all__ = ["Limits", "TokenBucket", "Pacer", "Outbox", "QUEUED_OVERHEAD"]
 

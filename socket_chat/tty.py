@@ -22,10 +22,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-import client_config
-import client_ui
-from client_ui import Session, Style
-from protocol import HistoryMessage, PrivateMessage
+from socket_chat.client import config as client_config
+from socket_chat.client import ui as client_ui
+from socket_chat.client.ui import Session, Style
+from socket_chat.protocol import HistoryMessage, PrivateMessage
 
 if TYPE_CHECKING:
     import ctypes  # imported when used: a platform may lack it

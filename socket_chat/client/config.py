@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import cli
+from socket_chat import cli
 
 __all__ = ["ConfigError", "config_path", "read_config", "history_path", "load_history", "save_history"]
 

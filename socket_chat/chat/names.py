@@ -51,8 +51,8 @@ import bisect
 import re
 import unicodedata
 
-import names_data
-from protocol import MAX_USERNAME_LENGTH
+from socket_chat.chat import names_data
+from socket_chat.protocol import MAX_USERNAME_LENGTH
 
 __all__ = ["NameRefused", "accept", "key", "skeleton", "script_of", "script_extensions_of"]
 

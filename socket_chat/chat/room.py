@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import names
-from presence import Presence
-from protocol import (
+from socket_chat.chat import names
+from socket_chat.chat.presence import Presence
+from socket_chat.protocol import (
     GREETING_NAMES,
     ActionMessage,
     ChatMessage,

@@ -17,12 +17,12 @@ import termios
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TextIO
 
-from commands import Command, CommandTable
-from presentation import format_duration, printable_text, split_name
-from terminal import Terminal
+from socket_chat.chat.commands import Command, CommandTable
+from socket_chat.chat.presentation import format_duration, printable_text, split_name
+from socket_chat.tty import Terminal
 
 if TYPE_CHECKING:
-    from server import ChatServer
+    from socket_chat.server.app import ChatServer
 
 __all__ = [
     "COMMANDS",

@@ -23,10 +23,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import protocol
-from commands import Command, CommandTable
-from presentation import format_duration, printable_text, split_name
-from protocol import (
+from socket_chat import protocol
+from socket_chat.chat.commands import Command, CommandTable
+from socket_chat.chat.presentation import format_duration, printable_text, split_name
+from socket_chat.protocol import (
     ActionLine,
     ActionMessage,
     Away,

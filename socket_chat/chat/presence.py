@@ -25,7 +25,7 @@ what to publish now, and when (``due``) to be asked again with ``flush``.
 
 from __future__ import annotations
 
-from protocol import Message, Notice, UserJoined, UserLeft
+from socket_chat.protocol import Message, Notice, UserJoined, UserLeft
 
 __all__ = ["BUSY_FROM", "INTERVAL", "Presence", "summary_text"]
 

@@ -34,9 +34,9 @@ import uuid
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit, urlunsplit
 
-import names
-import protocol
-from protocol import (
+from socket_chat import protocol
+from socket_chat.chat import names
+from socket_chat.protocol import (
     ActionMessage,
     ChatMessage,
     MalformedMessage,
@@ -58,7 +58,7 @@ except ImportError:  # only needed with --cluster: main() says how to install it
     redis = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
-    from room import Room
+    from socket_chat.chat.room import Room
 
 log = logging.getLogger("chat.cluster")
 

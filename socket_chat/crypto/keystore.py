@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import crypto_utils
+from socket_chat import crypto as crypto_utils
 
 __all__ = [
     "KeyStoreError",
