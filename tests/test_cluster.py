@@ -380,6 +380,24 @@ def test_redis_that_does_not_answer_at_start_is_a_clear_error(redis_server):
         cluster.RedisCluster.connect(url)
 
 
+def test_a_server_that_compares_names_by_other_rules_may_not_join(redis_server):
+    """Two Pythons of other Unicode versions could each admit a look-alike of
+    the other's member: the cluster keeps one names.RULES."""
+    import redis
+
+    first = cluster.RedisCluster.connect(redis_server.url, name_ttl=30.0)
+    with redis.Redis.from_url(redis_server.url) as raw:
+        assert raw.get(cluster.NAMES_RULES) == names.RULES.encode()
+        assert 0 < raw.pttl(cluster.NAMES_RULES) <= 30_000  # it lapses once no server keeps it
+        first.close()
+        other = names.RULES.replace("unicode/", "unicode/0.")
+        raw.set(cluster.NAMES_RULES, other)
+        with pytest.raises(cluster.ClusterIncompatible) as refused:
+            cluster.RedisCluster.connect(redis_server.url)
+        assert other in str(refused.value) and names.RULES in str(refused.value)
+        assert raw.get(cluster.NAMES_RULES) == other.encode()  # the cluster's rules stand
+
+
 def test_the_servers_default_name_expiry_is_the_clusters():
     assert server.parse_args([]).cluster_name_ttl == cluster.DEFAULT_NAME_TTL
 

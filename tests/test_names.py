@@ -6,7 +6,9 @@ on /nick in test_server_features.py and across a cluster in test_cluster.py.
 
 from __future__ import annotations
 
+import re
 import unicodedata
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -211,6 +213,13 @@ def test_scripts_and_extensions_come_from_the_data():
     assert names.script_of("\u0301") == "Zinh"
     assert names.script_extensions_of("ー") == frozenset({"Hira", "Kana"})
     assert names.script_of("\U000e01f0") == "Zzzz"  # unassigned
+
+
+def test_the_rules_name_the_interpreters_unicode_as_protocol_md_says():
+    """The line a cluster's servers must share (PROTOCOL.md section 8)."""
+    assert f"names/1 unicode/{unicodedata.unidata_version} ucd/15.0.0 confusables/13.0.0" == names.RULES
+    spec = (Path(__file__).parent.parent / "PROTOCOL.md").read_text(encoding="utf-8")
+    assert re.sub(r"unicode/[0-9.]+", "unicode/14.0.0", names.RULES) in spec
 
 
 def test_the_data_names_its_versions():

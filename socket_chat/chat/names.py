@@ -54,7 +54,18 @@ import unicodedata
 from socket_chat.chat import names_data
 from socket_chat.protocol import MAX_USERNAME_LENGTH
 
-__all__ = ["NameRefused", "accept", "key", "skeleton", "script_of", "script_extensions_of"]
+__all__ = ["RULES", "NameRefused", "accept", "key", "skeleton", "script_of", "script_extensions_of"]
+
+#: What ``accept`` and ``key`` depend on beyond this module: the tables of
+#: names_data.py, and the interpreter's own Unicode (``unicodedata``: NFKC,
+#: case folding, and which characters are assigned at all), which changes
+#: with the Python version. Two servers that differ in it could each admit
+#: a look-alike of the other's member, so the servers of a cluster must
+#: share it (cluster.py checks it when a server joins; PROTOCOL.md section 4).
+RULES = (
+    f"names/1 unicode/{unicodedata.unidata_version} "
+    f"ucd/{names_data.UCD_VERSION} confusables/{names_data.CONFUSABLES_VERSION}"
+)
 
 #: Printed as a blank though not a space nor default-ignorable.
 BLANKS = frozenset({"\u2800"})

@@ -69,6 +69,9 @@ PREFIX = "socket-chat:"
 STREAM = PREFIX + "chat"
 NAME_PREFIX = PREFIX + "name:"
 AWAY = PREFIX + "away"  # hash: name key (names.key) -> "NAME<LF>MESSAGE", for those away
+#: names.RULES of the servers in the cluster: set by the first to join, kept
+#: alive by every server's refresh, so that it lapses once they are all gone.
+NAMES_RULES = PREFIX + "names-rules"
 #: Stream entries kept: far more than any history, and bounded memory.
 STREAM_LENGTH = 10_000
 DEFAULT_NAME_TTL = 15.0  # seconds a name outlives its server's last refresh
@@ -103,6 +106,10 @@ DEGRADED = (
     "Messages reach only the people on this server until it is back."
 )
 RESTORED = "The cluster is back: messages reach everyone again."
+RULES_DIFFER = (
+    "Cannot join the cluster at {url}: its servers compare usernames by other rules ({theirs}) "
+    "than this one ({ours}); every server of a cluster needs the same Python version's Unicode."
+)
 NAME_LOST = (
     "Your username {name} was taken on another server while this one was cut off "
     "from the cluster. Please connect again and choose another."
@@ -114,6 +121,15 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'server', ARGV[1], 'name', ARGV[2], 'since', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
+"""
+
+# Agree on how names compare: KEYS[1] the rules' key; ARGV: these rules, ttl
+# (ms). The rules held, once they are these and kept alive; else the others'.
+_AGREE = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return held
 """
 
 # Free a name, if this server holds it. KEYS[1] the name's key; ARGV[1] server.
@@ -143,6 +159,10 @@ return lost
 
 class ClusterUnavailable(Exception):
     """The cluster cannot be used; the message says why."""
+
+
+class ClusterIncompatible(ClusterUnavailable):
+    """The cluster's servers compare names by other rules (names.RULES)."""
 
 
 def name_key(name: str) -> str:
@@ -256,10 +276,12 @@ class RedisCluster:
             socket_connect_timeout=SOCKET_TIMEOUT,
             retry=Retry(NoBackoff(), 0),  # a failure is news: the cluster thread retries, with backoff
         )
+        self._agree = self._redis.register_script(_AGREE)
         self._claim = self._redis.register_script(_CLAIM)
         self._release = self._redis.register_script(_RELEASE)
         self._refresh = self._redis.register_script(_REFRESH)
         self._connected = threading.Event()
+        self._told_rules_differ = False  # names.RULES differ from the cluster's, and the log says so
         self._state_lock = threading.Lock()
         self._closing = threading.Event()
         self._last_id = b"0-0"  # the last stream entry applied
@@ -285,12 +307,21 @@ class RedisCluster:
         """
         cluster = cls(url, **options)
         try:
-            cluster._redis.ping()
+            theirs = cluster._agree_on_names()
         except redis.RedisError as exc:
             cluster._redis.close()
             raise ClusterUnavailable(f"Cannot reach the cluster at {redacted(url)}: {exc}") from None
+        if theirs is not None:
+            cluster._redis.close()
+            raise ClusterIncompatible(RULES_DIFFER.format(url=redacted(url), theirs=theirs, ours=names.RULES))
         cluster._connected.set()
         return cluster
+
+    def _agree_on_names(self) -> str | None:
+        """Hold the cluster to this server's names.RULES: None if they are
+        the cluster's now, else the rules its servers use."""
+        held = self._agree(keys=[NAMES_RULES], args=[names.RULES, self._ttl_ms()])
+        return None if held == names.RULES.encode() else held.decode(errors="replace")
 
     def describe(self) -> str:
         """Where the cluster is (without its password) and who this server is in it."""
@@ -504,6 +535,10 @@ class RedisCluster:
             self._room.distribute_all(batch)
 
     def _refresh_names(self) -> None:
+        theirs = self._agree_on_names()
+        if theirs is not None and not self._told_rules_differ:  # they lapsed, and a server of other rules came
+            log.error(RULES_DIFFER.format(url=redacted(self.url), theirs=theirs, ours=names.RULES))
+        self._told_rules_differ = theirs is not None
         held = self._room.names()
         if not held:
             return
