@@ -17,5 +17,7 @@ Modules:
     flood     one address flooding handshakes, per-address limits off and on
     crowd     rooms of 1,000 and 5,000 filled, heard and refilled in a
               reconnect storm, by load generators in several processes
-    report    the table, docs/benchmarks.md and the plot
+    tables    the report's tables and its targets
+    findings  the report's prose: what the profiles showed, what changed
+    report    the tables printed, docs/benchmarks.md, benchmarks.json and the plot
 """

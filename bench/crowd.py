@@ -435,7 +435,7 @@ if __name__ == "__main__":
 
 
 # --- the report -----------------------------------------------------------------
-# (report.py calls these; they see only the crowd's own results.)
+# (report.py and tables.py call these; they see only the crowd's own results.)
 
 
 def _ms(value: float) -> str:

@@ -1,0 +1,314 @@
+"""The report's prose: what the profiles showed and what changed, in this run's figures.
+
+``findings`` is the section "What the profile showed, and what changed" of
+docs/benchmarks.md (the seal, fan-out, encoding, GIL hand-offs, the table of
+before and after, the gap to the plaintext floor, paced latency, the
+handshake and memory), ``cluster_finding`` what the cluster figures mean on
+this machine, and ``CLUSTER_PROFILE`` where a clustered server's CPU went.
+Each paragraph is written only when the run holds the figures it needs.
+"""
+
+from __future__ import annotations
+
+import os
+
+from bench import micro
+from bench.runner import CHAT, PLAIN, UNBATCHED, Results
+from bench.tables import cluster_alone, cost, cpu_ms_per_k, cpu_per_k, find_fan, ms, table
+
+
+def findings(results: Results) -> list[str]:
+    """What the profile showed and what changed, in figures from this run."""
+    seal, aes_new = cost(results, micro.SEAL), cost(results, micro.SEAL_AES_NEW)
+    opened, aes_new_open = cost(results, micro.OPEN), cost(results, micro.OPEN_AES_NEW)
+    seal_before, open_before = cost(results, micro.SEAL_BEFORE), cost(results, micro.OPEN_BEFORE)
+    one, many = cost(results, "writer: seal a message, 1 "), cost(results, "writer: seal a message, 64 ")
+    unwrap, whole = cost(results, "RSA-3072 OAEP unwrap"), cost(results, "whole handshake")
+    lines = [
+        f"- **The seal.** One `AES.new(key, MODE_GCM, nonce)` seal of a chat line costs {aes_new:.1f} µs "
+        "in this run, most of it the key schedules, hash subkey and GHASH tables worked out again "
+        "for every nonce. The record layer now makes those once per connection direction "
+        "(aes_gcm.py: one AES-ECB call for E(J0) and the counter blocks, an XOR, pycryptodomex's own "
+        f"GHASH; records byte for byte AES.new's): a seal costs {seal:.1f} µs "
+        f"({aes_new / seal:.1f} × cheaper) and an open {opened:.1f} µs against {aes_new_open:.1f}. "
+        f"The record layer as it was (AES.new and a nonce made byte by byte) paid {seal_before:.1f} µs "
+        f"to seal and {open_before:.1f} to open.",
+        "- **Fan-out.** "
+        f"A writer that seals each message on its own pays {one:.1f} µs a message; sealing what "
+        f"is queued as one record (a Batch, PROTOCOL.md section 4) pays {many:.1f} µs a message "
+        "at 64 per record. A batch is only what has already queued up, so no message waits for "
+        "another: when the room is quiet every record carries one message, exactly as before.",
+        "- **Encoding.** With records batched, the profile of a writer put `encode_message` "
+        "first: half of its time went to encoding, once for every reader, a message that is the "
+        "same for all of them. Now the room encodes a message once, before its lock, and the "
+        "bytes travel with the message through every send queue (`protocol.Encoded`): a "
+        "broadcast is encoded once (the writer profile below is after this change).",
+        "- **GIL hand-offs.** With a writer thread per client, every pycryptodomex C call (a dozen "
+        "or more per record, each letting go of the GIL) handed the GIL to another writer, and "
+        "the reader threads that feed them all waited behind each of them. Now one sender thread "
+        "seals and writes for every client (sender.py), and batches up what queued meanwhile.",
+        "- **Before and after, same run** (flat out; *before* is the same server with a sender "
+        "that seals one record per message):",
+        "",
+    ]
+    lines += _before_after(results)
+    lines += _gap_finding(results)
+    lines += _paced_finding(results)
+    lines += _big_room_finding(results)
+    seq = results.handshakes.get((CHAT, 1))
+    x25519, wrap = cost(results, micro.X25519), cost(results, "RSA-3072 OAEP wrap")
+    x25519_before = cost(results, micro.X25519_BEFORE)
+    server_side, server_crypto = cost(results, micro.SERVER_HANDSHAKE), cost(results, micro.SERVER_CRYPTO)
+    der = cost(results, "DER encoding")
+    server_floor = unwrap + x25519
+    process = [results.handshakes[(CHAT, n)].server_cpu_us for n in (1, 8) if (CHAT, n) in results.handshakes]
+    floor = [results.handshakes[(PLAIN, n)].server_cpu_us for n in (1, 8) if (PLAIN, n) in results.handshakes]
+    lines += [
+        "",
+        f"- **Handshake.** A whole handshake computed in process (both sides, no network) costs "
+        f"{whole / 1000:.2f} ms of CPU. The profile below puts the server's RSA-3072 OAEP unwrap "
+        f"first: {unwrap / 1000:.2f} ms alone, {unwrap / whole:.0%} of it. Each side's X25519 key "
+        f"pair and agreement costs {x25519 / 1000:.2f} ms, and the client's wrap "
+        f"{wrap / 1000:.2f} ms. The server's unwrap and X25519, which the design requires, already come to "
+        f"{server_floor / 1000:.2f} ms before the client's share and four loopback round trips (hello, key "
+        "exchange, HI, username)." + (f" Measured connect-to-ready p50: {seq.p50_ms:.2f} ms." if seq else ""),
+        f"  What changed: the server encoded its own public key as DER for every connection "
+        f"({der / 1000:.2f} ms); it now does so once per key. X25519 went through pycryptodomex's "
+        f"ECC key and point objects ({x25519_before / 1000:.2f} ms a pair and agreement, by CPU time); "
+        f"x25519.py calls the same C curve code directly ({x25519 / 1000:.2f} ms). The key schedule's "
+        "HKDF uses the standard library's HMAC instead of pycryptodomex's Python one. "
+        f"The server's side of a handshake in process now costs {server_side / 1000:.2f} ms of CPU "
+        f"against {server_crypto / 1000:.2f} ms for its own cryptography (one unwrap, one X25519 pair "
+        f"and agreement): {server_side / server_crypto:.2f} ×. The whole server process spends "
+        + " and ".join(f"{us / 1000:.2f}" for us in process)
+        + " ms of CPU per connection (sequential, 8 at once: connect, handshake, username, Welcome, "
+        "leave), "
+        + " and ".join(f"{us / server_crypto:.2f}" for us in process)
+        + " × its cryptography. The rest is the connection around the handshake in server.py: "
+        "starting and joining its threads, the socket calls, the GIL passing between the accepting "
+        "thread and the connection's (an strace counted about 50 futex calls per connection), "
+        "joining and leaving the room; the plaintext floor, which does that work without any "
+        "cryptography, spends " + " and ".join(f"{us / 1000:.2f}" for us in floor) + " ms per connection.",
+    ]
+    lines += _memory_finding(results)
+    return lines
+
+
+def _before_after(results: Results) -> list[str]:
+    rows = []
+    for kind, fan in results.fanout:
+        if kind != UNBATCHED or fan.paced:
+            continue
+        after = find_fan(results, CHAT, fan.members, fan.senders, False)
+        floor = find_fan(results, PLAIN, fan.members, fan.senders, False)
+        if after:
+            rows.append(
+                (
+                    fan.members,
+                    fan.senders,
+                    f"{fan.per_second:,.0f}",
+                    f"{after.per_second:,.0f}",
+                    f"{after.per_second / fan.per_second:.1f}×",
+                    f"{floor.per_second:,.0f}" if floor else "",
+                    ms(fan.latency(0.99)),
+                    ms(after.latency(0.99)),
+                )
+            )
+    return table(
+        (
+            "clients",
+            "senders",
+            "before, deliveries/s",
+            "after (batched)",
+            "gain",
+            "plaintext floor",
+            "before p99 ms",
+            "after p99 ms",
+        ),
+        rows,
+    )
+
+
+def _gap_finding(results: Results) -> list[str]:
+    """Where the time goes at 100 clients flat out, ours against the floor."""
+    out = []
+    for senders in (1, 10):
+        fan, floor = find_fan(results, CHAT, 100, senders, False), find_fan(results, PLAIN, 100, senders, False)
+        if not (fan and floor and fan.deliveries and floor.deliveries):
+            continue
+        out.append(
+            f"  At 100 clients and {senders} sender(s) flat out, ours delivers "
+            f"{fan.per_second / floor.per_second:.2f}× the floor's rate; per thousand deliveries the "
+            f"server used {1e6 * fan.server_cpu / fan.deliveries:.0f} ms of CPU against the floor's "
+            f"{1e6 * floor.server_cpu / floor.deliveries:.0f}, and the load generator, which opens "
+            f"every record, {1e6 * fan.loadgen_cpu / fan.deliveries:.0f} against "
+            f"{1e6 * floor.loadgen_cpu / floor.deliveries:.0f}."
+        )
+    if out:
+        out = [
+            "",
+            "- **What is left of the gap.** A record still costs a cipher setup on each side, "
+            "and every message an encoding and a Python object on each side; the floor has "
+            "only the latter. The load generator decrypts in one thread for all clients, like "
+            "a thousand real clients would on a thousand machines, so its share of the CPU "
+            "counts against ours and not against the floor:",
+            *out,
+        ]
+    return out
+
+
+def _paced_finding(results: Results) -> list[str]:
+    """Why paced latency at 100 clients is what it is."""
+    paced, flat = find_fan(results, CHAT, 100, 10, True), find_fan(results, CHAT, 100, 10, False)
+    if not (paced and flat and paced.deliveries):
+        return []
+    demand = 10 * 10 * (paced.members - 1)
+    verdict = "meets" if paced.latency(0.99) < 50 else "misses"
+    return [
+        "",
+        (
+            f"- **Paced latency.** 10 senders at 10 messages a second to 100 clients ask for {demand:,} "
+            f"deliveries a second, far below what the server does flat out ({flat.per_second:,.0f}); "
+            f"yet p99 is {ms(paced.latency(0.99))} ms (p50 {ms(paced.latency(0.5))}), which {verdict} "
+            "the 50 ms target. Paced, the sender is idle when a message comes, so every delivery is a "
+            "record of its own until a backlog forms: the server spent "
+            f"{cpu_ms_per_k(paced):.0f} ms of CPU per thousand deliveries paced against "
+            f"{cpu_ms_per_k(flat):.0f} flat out, and the 99 records of one message are sealed one after "
+            "another, so the last waits for the others. That is why a record's cost matters here: "
+            "the record layer now keeps each direction's key schedule and GHASH tables (aes_gcm.py, "
+            "see *The seal* above) instead of `AES.new(MODE_GCM)` working them out again for every "
+            "record. Before issue 5 the same run had p99 "
+            + (
+                f"{ms(find_fan(results, UNBATCHED, 100, 10, True).latency(0.99))} ms."
+                if find_fan(results, UNBATCHED, 100, 10, True)
+                else "not measured."
+            )
+        ),
+    ]
+
+
+def _big_room_finding(results: Results) -> list[str]:
+    """The plaintext floor at 1,000 clients, if it fell behind ours."""
+    fan, floor = find_fan(results, CHAT, 1000, 10, False), find_fan(results, PLAIN, 1000, 10, False)
+    if not (fan and floor and floor.per_second and fan.per_second > floor.per_second):
+        return []
+    return [
+        "",
+        (
+            f"- **At 1,000 clients the floor is no floor.** The plaintext server delivers "
+            f"{floor.per_second:,.0f} a second flat out against our {fan.per_second:,.0f}, and burns "
+            f"{cpu_ms_per_k(floor):.0f} ms of CPU per thousand deliveries against our "
+            f"{cpu_ms_per_k(fan):.0f}: its thousand writer threads take turns at the GIL around every "
+            "`sendall`, the convoy that our one sender thread avoids. The ratios that compare like with "
+            "like are those at 10 and 100 clients."
+        ),
+    ]
+
+
+def _memory_finding(results: Results) -> list[str]:
+    rooms = sorted((m, g) for (k, m), g in results.room_rss_kib.items() if k == CHAT)
+    small = [(m, g) for (k, m), g in results.room_rss_kib.items() if k != CHAT and k.startswith("chat, ")]
+    if not rooms:
+        return []
+    members, grown = rooms[-1]
+    text = (
+        f"- **Memory.** With {members:,} clients the server grows by {grown / members:.0f} KiB "
+        "per client: a reader thread, a socket, the connection's state and "
+        "buffers."
+    )
+    if small:
+        s_members, s_grown = small[0]
+        text += (
+            f" Smaller thread stacks do not change it ({s_grown / s_members:.0f} KiB per client "
+            f"at {s_members:,} with `threading.stack_size(256 KiB)`): a stack's pages count "
+            "in RSS only once touched, and these threads touch few, so the server keeps the default."
+        )
+    text += (
+        " A writer thread per client (before issue 12) made it 74 to 95 KiB. The 40 KiB target is not "
+        "met: measured apart from this run, an idle thread waiting in `poll()` costs about 16 KiB of RSS "
+        "whatever its stack size (its stack's first pages, the C library's and the kernel's bookkeeping), "
+        "the connection's Python objects about 10 KiB (tracemalloc), and the rest is cipher state in C "
+        "(about 3.4 KiB for the two precomputed AES-GCM directions) and the allocator's slack. A reader "
+        "thread per connection is the design; going lower means smaller state per connection."
+    )
+    return ["", text]
+
+
+def cluster_finding(results: Results) -> list[str]:
+    """What the cluster figures mean on this machine, in this run's figures."""
+    alone = cluster_alone(results)
+    runs = {run.setup.processes: run for run in results.cluster if run.setup.clustered}
+    if not (alone and alone.fan.per_second and 1 in runs and 2 in runs and runs[1].fan.seconds and runs[2].fan.seconds):
+        return []
+    one, two, cpus = runs[1], runs[2], os.cpu_count() or 1
+    return [
+        (
+            f"What this means here: one machine with {cpus} logical CPUs runs the load generator (one "
+            "process, which decrypts for every client), redis-server and the chat servers, all at once. "
+            f"Through Redis, one server delivers {one.fan.per_second / alone.fan.per_second:.2f}× what it "
+            "does alone: each line goes to Redis and back before anyone gets it, one more trip through "
+            f"redis-py on each side, and the server used {cpu_per_k(one.fan.server_cpu, one.fan)} ms of CPU "
+            f"per thousand deliveries against {cpu_per_k(alone.fan.server_cpu, alone.fan)} alone. Two "
+            f"servers deliver {two.fan.per_second / alone.fan.per_second:.2f}× one server alone and "
+            f"{two.fan.per_second / one.fan.per_second:.2f}× one clustered server. {_cores_busy(one, 'one')} "
+            f"{_cores_busy(two, 'two')} {_second_server(one, two)} So on this machine the figures cannot "
+            "tell how the cluster scales: a server process runs its Python on one core at a time (one "
+            "GIL), and a second process has no core of its own here, only what the first leaves of the "
+            "one the load generator and Redis need too. The point of the cluster is more machines (or "
+            "cores): each server then has CPU of its own for its own clients' encryption, where a "
+            "server's time goes, and only plaintext stream entries are shared. What these figures do "
+            "show is that every line reached every other member once, in one order, across servers, "
+            "and what going through Redis costs."
+        )
+    ]
+
+
+def _cores_busy(run, servers: str) -> str:
+    """How many CPUs each process kept busy during a cluster run."""
+    fan = run.fan
+    total = (fan.server_cpu + run.redis_cpu + fan.loadgen_cpu) / fan.seconds
+    return (
+        f"With {servers} clustered, the servers kept {fan.server_cpu / fan.seconds:.2f} CPUs busy, "
+        f"the load generator {fan.loadgen_cpu / fan.seconds:.2f} and Redis "
+        f"{run.redis_cpu / fan.seconds:.2f}: {total:.2f} in all."
+    )
+
+
+def _second_server(one, two) -> str:
+    """Whether the second server process brought CPU time, or less work per delivery."""
+    busy_one, busy_two = one.fan.server_cpu / one.fan.seconds, two.fan.server_cpu / two.fan.seconds
+    per_k = (
+        f"{cpu_per_k(two.fan.server_cpu, two.fan)} ms of server CPU per thousand deliveries "
+        f"against {cpu_per_k(one.fan.server_cpu, one.fan)}"
+    )
+    if busy_two <= 1.15 * busy_one:
+        same = f"The two servers together kept no more CPU busy than the one ({busy_two:.2f} against {busy_one:.2f})"
+        if two.fan.per_second <= one.fan.per_second:
+            return f"{same}, and used {per_k}."
+        return (
+            f"{same}: what they gained did not come from a second core but from less work per "
+            f"delivery ({per_k}); each has half the clients and their threads."
+        )
+    return (
+        f"The two servers together kept more CPU busy than the one ({busy_two:.2f} against "
+        f"{busy_one:.2f}), taken from what the load generator and Redis left idle ({per_k})."
+    )
+
+
+#: What py-spy showed of a clustered server (issue 12, item 6), and what changed.
+CLUSTER_PROFILE = [
+    "Where a clustered server's extra CPU went (py-spy `--gil` on the bench's clustered server, "
+    "100 clients, 10 senders flat out, before the change): 74% of the samples holding the GIL were "
+    "the cluster thread, 53% in `Room.distribute`'s loop over the members' `deliver`, most of it "
+    "taking and notifying each outbox's condition, once per member per stream entry; redis-py's "
+    "XADD on the readers was 16%, its XREAD 7%. The same load alone spent a third as many GIL "
+    "samples. Encoding again was not in the profile (once per message, not per delivery), so the "
+    "entries' bytes are not passed through. What changed: the cluster thread hands the room all "
+    "the entries of one XREAD at once (`Room.distribute_all`), which gives each member the whole "
+    "run under one taking of the room lock, member by member, so each outbox is woken once per "
+    "read and sealed as one record. Once the sender thread and the cheaper seal had landed, the "
+    "profile put redis-py's XADD first (20% of the GIL samples: a round trip to Redis per line, "
+    "from each reader thread), so `RedisCluster.publish` now queues the line for a publisher "
+    "thread that adds everything queued in one pipeline; the reader never waits for Redis.",
+    "",
+]
