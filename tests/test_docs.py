@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tools import module_map
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -47,3 +49,10 @@ def readme_test_command() -> str:
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert readme_test_command() in ci.splitlines()
+
+
+def test_the_module_map_in_architecture_md_is_up_to_date():
+    """docs/architecture.md's map is made from the code: run
+    ``python tools/module_map.py`` after adding, moving or describing a module."""
+    text = module_map.DOC.read_text(encoding="utf-8")
+    assert module_map.with_map(text) == text, "out of date: python tools/module_map.py"
