@@ -1,4 +1,4 @@
-"""client.py without a network: how events are shown, and the terminal off a
+"""The client without a network: how events are shown, and the terminal off a
 tty. Known hosts (trust on first use): test_keystore.py."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from socket_chat import cli, transport
 from socket_chat import crypto as crypto_utils
 from socket_chat import tty as terminal
-from socket_chat.client import app as client
+from socket_chat.client import __main__ as client_main
 from socket_chat.client import ui as client_ui
 from socket_chat.protocol import ChatMessage, ErrorNotice, Notice, UserJoined, UserLeft
 
@@ -72,7 +72,7 @@ def test_port_number_refuses_what_is_not_a_port(text):
 
 def test_fingerprint_option_takes_what_the_server_prints(identity_key):
     printed = crypto_utils.fingerprint(crypto_utils.export_public_key(identity_key))
-    assert client.fingerprint_text(printed) == printed
+    assert client_main.fingerprint_text(printed) == printed
 
 
 @pytest.mark.parametrize(
@@ -80,4 +80,4 @@ def test_fingerprint_option_takes_what_the_server_prints(identity_key):
 )
 def test_fingerprint_option_refuses_malformed_values(text):
     with pytest.raises(argparse.ArgumentTypeError, match="not a fingerprint"):
-        client.fingerprint_text(text)
+        client_main.fingerprint_text(text)
