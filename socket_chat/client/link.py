@@ -105,6 +105,7 @@ class ServerLink:
         self.send(message)
 
     def send(self, message: protocol.Message) -> None:
+        """Seal ``message`` and write it to the socket at once (no pacing)."""
         self.conn.send(message)
         self.sock.sendall(self.conn.data_to_send())
 
