@@ -6,7 +6,7 @@ A launcher from a clone; installed, the same program is ``socket-chat`` or
 
 import sys
 
-from socket_chat.client.app import main
+from socket_chat.client.__main__ import main
 
 if __name__ == "__main__":
     sys.exit(main())

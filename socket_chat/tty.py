@@ -1,9 +1,12 @@
-"""The client's terminal: all its printing, and the line being typed.
+"""The terminal shared by the client and the operator console, importing
+neither: all their printing, the line being typed, and readline's history.
 
 On a terminal, a line that arrives while the person is typing is printed
 above the prompt, and the half-typed line is redrawn, by the thread that
 handles the keys when that is the main thread (the client), between two
 keys. Off a terminal (a pipe), no prompt and no escape codes are written.
+What is shown (the client's events, the console's log) and what Tab
+completes are the callers' business: they hand in lines and a completer.
 """
 
 from __future__ import annotations
@@ -18,22 +21,24 @@ import sys
 import threading
 import time
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from socket_chat.client import config as client_config
-from socket_chat.client import ui as client_ui
-from socket_chat.client.ui import Session, Style
-from socket_chat.protocol import HistoryMessage, PrivateMessage
-
 if TYPE_CHECKING:
     import ctypes  # imported when used: a platform may lack it
 
-__all__ = ["Terminal", "Display"]
+__all__ = ["Terminal", "HISTORY_LENGTH"]
+
+#: Whole-line completions: ``complete(typed, names)`` is given the line up
+#: to the cursor and the names to complete, and returns the full lines.
+Completer = Callable[[str, list[str]], list[str]]
+
+HISTORY_LENGTH = 1000  # lines kept in a history file
 
 # How another thread asks the main thread, reading with readline, to draw
-# its lines (client.py's wake-up for the server's end is SIGUSR1).
+# its lines (the client's wake-up for the server's end is SIGUSR1).
 DRAW_SIGNAL = signal.SIGUSR2
 DRAW_REPEAT = 0.005  # seconds between asks: one that lands while readline handles a key waits for the next
 # Seconds a handed line waits for the main thread at most (it draws once
@@ -77,7 +82,7 @@ class Terminal:
         self._input_erased = False  # error() took the typed line off the screen
         self._to_insert = ""  # text readline starts the next line with
         #: After Enter, take the typed line off the screen: the server's
-        #: echo shows it as the others see it (client.py sets this).
+        #: echo shows it as the others see it (the client sets this).
         self.erase_entered = False
         # The terminal's modes as found, and the same with its echo off.
         self._saved_modes, self._quiet_modes = _terminal_modes() if interactive and hide_typing else (None, None)
@@ -95,9 +100,19 @@ class Terminal:
             # arriving just after Enter erased the row of the line just
             # typed, or was printed after the prompt, or into it. GNU
             # readline calls this hook once the prompt is drawn.
-            self._readline.set_pre_input_hook(self._prompt_drawn)
+            self._readline.set_pre_input_hook(self.prompt_drawn)
 
-    def _prompt_drawn(self) -> None:
+    @property
+    def prompt(self) -> str | None:
+        """The prompt of the line being read, once readline has drawn it;
+        None between lines."""
+        return self._prompt
+
+    def prompt_drawn(self) -> None:
+        """Readline's pre-input hook, run in the reading thread once the
+        prompt is drawn: the line starts with what ``start_next_line_with``
+        gave, and the lines that waited for the prompt may now be drawn
+        above it. A subclass may extend it (a test slows it down)."""
         if self._to_insert and self._readline is not None:
             self._readline.insert_text(self._to_insert)
             self._readline.redisplay()
@@ -156,25 +171,37 @@ class Terminal:
             _set_modes(self._saved_modes)
 
     def load_history(self, path: Path | None) -> None:
-        """Recall the lines typed in earlier runs (readline's history); with
-        None, keep none."""
+        """Recall the lines typed in earlier runs (readline's history, at
+        most ``HISTORY_LENGTH``) from ``path``, if it exists; with None,
+        keep none."""
         if self._readline is not None and path is not None:
-            client_config.load_history(self._readline, path)
+            self._readline.set_history_length(HISTORY_LENGTH)
+            with contextlib.suppress(FileNotFoundError):
+                self._readline.read_history_file(str(path))
 
     def save_history(self, path: Path | None) -> None:
-        if self._readline is not None and path is not None:
-            with contextlib.suppress(OSError):  # a history not kept is no reason to fail
-                client_config.save_history(self._readline, path)
+        """Write readline's history to ``path``, readable by its owner only
+        (mode 0600; its folder 0700 if made); with None, nothing. A history
+        that cannot be written is no reason to fail: it is left unwritten."""
+        if self._readline is None or path is None:
+            return
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Made 0600 before anything is in it; a link planted there is not followed.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600))
+            os.chmod(path, 0o600)
+            self._readline.write_history_file(str(path))
 
     def restore(self) -> None:
         """Leave the terminal's modes as they were found."""
         self._show_typing()
         self._saved_modes = self._quiet_modes = None
 
-    def enable_completion(self, names, complete=client_ui.complete) -> None:
+    def enable_completion(self, names: Callable[[], list[str]], complete: Completer) -> None:
         """Tab completes names and commands (``names()`` gives those online;
-        ``complete(typed, names)`` the whole-line completions, the client's
-        by default). The whole line is completed, since names may hold spaces."""
+        ``complete(typed, names)`` the whole-line completions: the client's
+        or the console's). The whole line is completed, since names may hold
+        spaces."""
         if self._readline is None:
             return
         readline = self._readline
@@ -492,49 +519,3 @@ def _readline_redisplay(readline: ModuleType) -> ctypes.CDLL | None:
     except (OSError, AttributeError):
         return None
     return library
-
-
-class Display:
-    """Shows events and local answers on the terminal: with the session's
-    ignores, the chosen style, ``HH:MM`` first with --timestamps, and a
-    highlight and the bell for what calls for the person (a mention, a
-    private message)."""
-
-    def __init__(
-        self,
-        terminal: Terminal,
-        session: Session,
-        style: Style,
-        timestamps: bool = False,
-        clock=time.time,
-        bell: bool = False,
-    ) -> None:
-        self.terminal, self.session, self.style = terminal, session, style
-        self.timestamps, self.clock = timestamps, clock
-        self.bell = bell
-
-    def show_event(self, event) -> None:
-        shown = self.session.shows(event)
-        self.session.observe(event)
-        if not shown:
-            return
-        # A history line's time is when it was said: with --timestamps it
-        # goes first, as every line's does, instead of inside the marker.
-        dated = not (self.timestamps and isinstance(event, HistoryMessage))
-        lines = client_ui.render(event, self.session, self.style, dated=dated)
-        wanted = self.session.wants_me(event)
-        if wanted and not isinstance(event, PrivateMessage):
-            lines = [self.style.mention(line) for line in lines]
-        when = event.sent_at if not dated else None
-        for line in lines:
-            self.show(line, when)
-        if wanted and self.bell and lines:
-            self.terminal.bell()
-
-    def show(self, line: str, when: float | None = None) -> None:
-        if self.timestamps:
-            line = f"{client_ui.clock_time(self.clock() if when is None else when)} {line}"
-        self.terminal.show(line)
-
-    def error(self, text: str) -> None:
-        self.show(self.style.error(f"Error: {text}"))

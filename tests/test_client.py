@@ -1,18 +1,33 @@
-"""client.py without a network: how events are shown, and the terminal off a
-tty. Known hosts (trust on first use): test_keystore.py."""
+"""The client without a network: how events are shown, the terminal off a
+tty, and the link's two threads over a socket pair. Known hosts (trust on
+first use): test_keystore.py."""
 
 from __future__ import annotations
 
 import argparse
+import socket
+import threading
 
 import pytest
 
-from socket_chat import cli, transport
+from socket_chat import cli, protocol, transport
 from socket_chat import crypto as crypto_utils
 from socket_chat import tty as terminal
-from socket_chat.client import app as client
+from socket_chat.client import __main__ as client_main
 from socket_chat.client import ui as client_ui
-from socket_chat.protocol import ChatMessage, ErrorNotice, Notice, UserJoined, UserLeft
+from socket_chat.client.link import ServerLink, establish
+from socket_chat.protocol import (
+    ChatLine,
+    ChatMessage,
+    ErrorNotice,
+    HandshakeComplete,
+    Notice,
+    ServerConnection,
+    ServerIdentity,
+    UserJoined,
+    UserLeft,
+)
+from tests.helpers import TIMEOUT
 
 SERVER = "127.0.0.1:8756"
 HOSTILE = "\x1b[2J\x9b31m"  # clear screen (ESC), then a C1 CSI
@@ -72,7 +87,7 @@ def test_port_number_refuses_what_is_not_a_port(text):
 
 def test_fingerprint_option_takes_what_the_server_prints(identity_key):
     printed = crypto_utils.fingerprint(crypto_utils.export_public_key(identity_key))
-    assert client.fingerprint_text(printed) == printed
+    assert client_main.fingerprint_text(printed) == printed
 
 
 @pytest.mark.parametrize(
@@ -80,4 +95,60 @@ def test_fingerprint_option_takes_what_the_server_prints(identity_key):
 )
 def test_fingerprint_option_refuses_malformed_values(text):
     with pytest.raises(argparse.ArgumentTypeError, match="not a fingerprint"):
-        client.fingerprint_text(text)
+        client_main.fingerprint_text(text)
+
+
+# --- the link's two threads ------------------------------------------------------
+
+
+def serve_handshake(conn: ServerConnection, sock: socket.socket) -> None:
+    """The server's end of the handshake, over ``sock``."""
+    sock.sendall(conn.data_to_send())  # the hello
+    while not isinstance(event := conn.next_event(), HandshakeComplete):
+        sock.sendall(conn.data_to_send())  # the answer to what it read, if any
+        if event is protocol.NEED_DATA:
+            conn.receive_data(sock.recv(transport.RECV_SIZE))
+    sock.sendall(conn.data_to_send())
+
+
+class StuckSocket:
+    """The client's socket, with a ``sendall`` that waits (for ``TIMEOUT`` at
+    most) as one does when the server has stopped reading."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.sending = threading.Event()
+        self.release = threading.Event()
+
+    def sendall(self, data: bytes) -> None:
+        self.sending.set()
+        self.release.wait(TIMEOUT)
+
+    def recv(self, size: int) -> bytes:
+        return self.sock.recv(size)
+
+
+def test_the_receiver_reads_while_the_main_thread_is_stuck_sending(identity_key):
+    # Reading takes no lock that a send holds: what the server says is shown
+    # even while a line waits for the socket.
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        server = ServerConnection(ServerIdentity.of(identity_key))
+        server_side = threading.Thread(target=serve_handshake, args=(server, theirs))
+        server_side.start()
+        link = ServerLink(ours)
+        establish(link, trust=lambda hello: None)
+        server_side.join(TIMEOUT)
+        ours.settimeout(TIMEOUT)
+        link.sock = stuck = StuckSocket(ours)  # type: ignore[assignment]
+        sending = threading.Thread(target=link.send, args=(ChatLine("a line the server does not take"),))
+        sending.start()
+        assert stuck.sending.wait(TIMEOUT)
+
+        server.send(Notice("still heard"))
+        theirs.sendall(server.data_to_send())
+
+        assert link.next_event() == Notice("still heard")
+        assert sending.is_alive()  # the send still waits: the read did not wait for it
+        stuck.release.set()
+        sending.join(TIMEOUT)

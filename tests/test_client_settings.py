@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from socket_chat.client import app as client
+from socket_chat.client import __main__ as client_main
 from socket_chat.client import config as client_config
 from socket_chat.client import ui as client_ui
+from socket_chat.client.receiver import Display
 from socket_chat.client.ui import Session, Style
 from socket_chat.protocol import ActionMessage, ChatMessage, HistoryMessage, PrivateMessage, Welcome
-from socket_chat.tty import Display
 
 # --- client.conf -----------------------------------------------------------------------
 
@@ -28,20 +28,20 @@ def test_the_settings_file_gives_the_defaults(tmp_path):
         "[client]\nhost = chat.example\nport = 9000\nname = Randall Flagg\n"
         "color = no\ntimestamps = yes\nbell = off\nhistory-file = no\n",
     )
-    args = client.parse_args([], environ)
+    args = client_main.parse_args([], environ)
     assert (args.host, args.port, args.name) == ("chat.example", 9000, "Randall Flagg")
     assert (args.color, args.timestamps, args.bell, args.history_file) == (False, True, False, False)
 
 
 def test_the_command_line_wins_over_the_settings_file(tmp_path):
     environ = write_config(tmp_path, "[client]\nport = 9000\ntimestamps = yes\nbell = no\ncolor = no\n")
-    args = client.parse_args(["--port", "8000", "--no-timestamps", "--bell", "--color"], environ)
+    args = client_main.parse_args(["--port", "8000", "--no-timestamps", "--bell", "--color"], environ)
     assert (args.port, args.timestamps, args.bell, args.color) == (8000, False, True, True)
 
 
 def test_without_a_settings_file_the_defaults_are_the_programs(tmp_path):
-    args = client.parse_args([], {"XDG_CONFIG_HOME": str(tmp_path)})
-    assert (args.host, args.port, args.name) == (client.DEFAULT_HOST, 8756, None)
+    args = client_main.parse_args([], {"XDG_CONFIG_HOME": str(tmp_path)})
+    assert (args.host, args.port, args.name) == (client_main.DEFAULT_HOST, 8756, None)
     assert (args.color, args.timestamps, args.bell, args.history_file) == (True, False, None, True)
 
 
@@ -64,7 +64,7 @@ def test_the_settings_file_is_found_under_xdg_config_home_or_dot_config(tmp_path
 def test_a_bad_settings_file_is_a_clear_error_naming_it(tmp_path, capsys, text, said):
     environ = write_config(tmp_path, text)
     with pytest.raises(SystemExit) as exit_:
-        client.parse_args([], environ)
+        client_main.parse_args([], environ)
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert said in err and "client.conf" in err and "Traceback" not in err

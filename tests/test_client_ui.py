@@ -10,6 +10,7 @@ import pytest
 from socket_chat import protocol
 from socket_chat import tty as terminal
 from socket_chat.client import ui as client_ui
+from socket_chat.client.receiver import Display
 from socket_chat.client.ui import Context, QuitRequested, Session, Style
 from socket_chat.protocol import (
     ActionLine,
@@ -256,7 +257,7 @@ def test_colour_only_on_a_terminal_without_no_color(option, environ, tty, wanted
 
 def test_timestamps_prefix_each_shown_line(capsys):
     noon = time.mktime((2026, 11, 25, 12, 34, 0, 0, 0, -1))
-    display = terminal.Display(
+    display = Display(
         terminal.Terminal(interactive=False), session_with("Bob"), client_ui.PLAIN, timestamps=True, clock=lambda: noon
     )
     display.show_event(ChatMessage("Bob", "hi"))

@@ -169,19 +169,20 @@ def test_lost_server_ends_a_client_started_with_sigint_ignored(server, open_clie
     assert client.wait(3) != 0  # it exits at once when it works
 
 
-# client.py with a receiver that is scheduled first: it sees the server's end,
+# The client with a receiver that is scheduled first: it sees the server's end,
 # reports it and wakes the main thread before Receiver.start() has returned.
 EARLY_RECEIVER_CLIENT = """
 import sys
-from socket_chat.client import app as client
+from socket_chat.client import __main__ as client_main
+from socket_chat.client import conversation
 
-class EarlyReceiver(client.Receiver):
+class EarlyReceiver(conversation.Receiver):
     def start(self):
         super().start()
         self.join(5)
 
-client.Receiver = EarlyReceiver
-sys.exit(client.main(sys.argv[1:]))
+conversation.Receiver = EarlyReceiver
+sys.exit(client_main.main(sys.argv[1:]))
 """
 
 

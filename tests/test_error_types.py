@@ -10,7 +10,7 @@ import socket
 import pytest
 
 from socket_chat import crypto as crypto_utils
-from socket_chat.client import app as client
+from socket_chat.client import link as client_link
 from socket_chat.crypto import (
     MAX_SEQUENCE,
     CryptoError,
@@ -80,10 +80,10 @@ def test_client_handshake_failure_is_a_remote_protocol_error():
     # of sending its hello.
     ours, theirs = socket.socketpair()
     theirs.close()
-    link = client.ServerLink(ours)
+    link = client_link.ServerLink(ours)
     try:
         with pytest.raises(RemoteProtocolError, match="expected the server's hello"):
-            client.establish(link, trust=lambda hello: None)
+            client_link.establish(link, trust=lambda hello: None)
     finally:
         ours.close()
 

@@ -611,25 +611,26 @@ def test_server_killed_while_typing(tmp_path, open_pty):
         server.kill()
 
 
-# client.py whose hook, run by readline as it draws the first chat prompt,
+# The client whose hook, run by readline as it draws the first chat prompt,
 # says so and then takes its time: a wake-up that lands meanwhile is raised
 # inside the hook, where readline swallows it.
 SLOW_HOOK_CLIENT = """
 import sys, time
-from socket_chat.client import app as client
+from socket_chat.client import __main__ as client_main
+from socket_chat.client.conversation import CHAT_PROMPT
 
-class SlowHookTerminal(client.Terminal):
+class SlowHookTerminal(client_main.Terminal):
     slowed = False
 
-    def _prompt_drawn(self):
-        super()._prompt_drawn()
-        if self._asked == client.CHAT_PROMPT and not self.slowed:
+    def prompt_drawn(self):
+        super().prompt_drawn()
+        if self.prompt == CHAT_PROMPT and not self.slowed:
             self.slowed = True
             print("[in the hook]", flush=True)
             time.sleep(3)
 
-client.Terminal = SlowHookTerminal
-sys.exit(client.main(sys.argv[1:]))
+client_main.Terminal = SlowHookTerminal
+sys.exit(client_main.main(sys.argv[1:]))
 """
 
 

@@ -1,4 +1,4 @@
-"""client.py's connection and trust path, on loopback: a first-seen key is
+"""The client's connection and trust path, on loopback: a first-seen key is
 recorded only once the server has proved it holds it, and on a terminal only
 once the person accepted it; a refusal before the handshake is shown in the
 client's own words; a program that is not a chat server is named at once."""
@@ -13,11 +13,14 @@ import pytest
 
 from socket_chat import crypto as crypto_utils
 from socket_chat import protocol
-from socket_chat.client import app as client
+from socket_chat.client import __main__ as client_main
+from socket_chat.client import conversation
+from socket_chat.client import link as client_link
+from socket_chat.client.receiver import Display
+from socket_chat.client.ui import Session, Style
 from socket_chat.crypto import keystore
 from socket_chat.protocol import RecordLimitError, ServerConnection, ServerIdentity
 from socket_chat.server import app as chat_server
-from socket_chat.tty import Display
 from tests.conftest import stop_server
 from tests.test_terminal import TIMEOUT, join_at_terminal, open_pty  # noqa: F401 (a fixture)
 
@@ -54,15 +57,16 @@ class FakeTerminal:
 
 
 def client_args(port: int, known_hosts, *options: str) -> argparse.Namespace:
-    return client.parse_args(["--host", "127.0.0.1", "--port", str(port), "--known-hosts", str(known_hosts), *options])
+    options = ("--host", "127.0.0.1", "--port", str(port), "--known-hosts", str(known_hosts), *options)
+    return client_main.parse_args(list(options))
 
 
 def trust(port: int, known_hosts, screen: FakeTerminal, *options: str) -> None:
     """Connect to 127.0.0.1:``port`` and run the handshake with its trust
-    decision, as client.run does; then close."""
-    link = client.connect("127.0.0.1", port)
+    decision, as session.run does; then close."""
+    link = client_link.connect("127.0.0.1", port)
     try:
-        client.trust_server(link, client_args(port, known_hosts, *options), screen)
+        client_link.trust_server(link, client_args(port, known_hosts, *options), screen)
     finally:
         link.sock.close()
 
@@ -86,7 +90,7 @@ def test_first_connection_on_a_terminal_shows_the_fingerprint_and_records_on_yes
     trust(port, known_hosts, screen)
 
     real_fp = fingerprint_of(identity_key)
-    assert screen.prompts == [client.CONFIRM_PROMPT]
+    assert screen.prompts == [client_link.CONFIRM_PROMPT]
     assert screen.remembered == [False]  # Up recalls chat lines, not this answer
     assert any(real_fp in line for line in screen.shown)
     assert known_hosts.read_text(encoding="utf-8") == f"127.0.0.1:{port} {real_fp}\n"
@@ -96,14 +100,14 @@ def test_first_connection_on_a_terminal_shows_the_fingerprint_and_records_on_yes
 def test_first_connection_answered_no_records_nothing(port, known_hosts, answer):
     screen = FakeTerminal([answer] if answer else [])
 
-    with pytest.raises(client.ClientError, match=r"not accepted\. Nothing was recorded"):
+    with pytest.raises(client_link.ClientError, match=r"not accepted\. Nothing was recorded"):
         trust(port, known_hosts, screen)
     assert not known_hosts.exists()
 
 
 def test_the_fingerprint_pasted_in_is_accepted_and_another_refused(port, known_hosts, identity_key, impostor_key):
     real_fp = fingerprint_of(identity_key)
-    with pytest.raises(client.ClientError, match="is not the server's") as refused:
+    with pytest.raises(client_link.ClientError, match="is not the server's") as refused:
         trust(port, known_hosts, FakeTerminal([fingerprint_of(impostor_key)]))
     assert real_fp in str(refused.value)
     assert not known_hosts.exists()
@@ -117,7 +121,7 @@ def test_an_unclear_answer_is_asked_again(port, known_hosts):
 
     trust(port, known_hosts, screen)
 
-    assert screen.prompts == [client.CONFIRM_PROMPT, client.CONFIRM_AGAIN, client.CONFIRM_AGAIN]
+    assert screen.prompts == [client_link.CONFIRM_PROMPT, client_link.CONFIRM_AGAIN, client_link.CONFIRM_AGAIN]
     assert known_hosts.exists()
 
 
@@ -230,7 +234,7 @@ def test_a_server_that_never_completes_the_handshake_is_not_recorded(
 ):
     fake = fake_server(impostor_key, after=after)
 
-    code = client.main(["--host", "127.0.0.1", "--port", str(fake.port), "--known-hosts", str(known_hosts)])
+    code = client_main.main(["--host", "127.0.0.1", "--port", str(fake.port), "--known-hosts", str(known_hosts)])
     fake.close()
 
     assert code == 1
@@ -275,10 +279,10 @@ def test_a_pin_that_replaces_a_stored_key_is_announced(port, known_hosts, identi
 
 def test_a_full_server_refusal_is_shown_in_the_clients_words(fake_server):
     fake = fake_server(greeting=protocol.refusal(SERVER_WORDS))
-    link = client.connect("127.0.0.1", fake.port)
+    link = client_link.connect("127.0.0.1", fake.port)
     try:
-        with pytest.raises(client.ClientError) as refused:
-            client.establish(link, trust=lambda hello: None)
+        with pytest.raises(client_link.ClientError) as refused:
+            client_link.establish(link, trust=lambda hello: None)
     finally:
         link.sock.close()
 
@@ -290,12 +294,12 @@ def test_a_full_server_refusal_is_shown_in_the_clients_words(fake_server):
 def test_a_forged_refusal_is_cut_short_labelled_and_cleaned():
     forged = "Reconnect with --fingerprint SHA256:" + "A" * 43 + "\x1b[2J\n" + "x" * 65_000
 
-    text = client.refusal_text(forged)
+    text = client_link.refusal_text(forged)
 
     first, second = text.splitlines()
     assert first.startswith("The server turned the connection away")
     assert second.startswith("(The server's words, unverified: Reconnect")
-    assert len(second) < len("(The server's words, unverified: )") + client.MAX_REFUSAL_SHOWN + 1
+    assert len(second) < len("(The server's words, unverified: )") + client_link.MAX_REFUSAL_SHOWN + 1
     assert "\x1b" not in text
 
 
@@ -309,10 +313,10 @@ def test_the_full_server_refusal_counts_properly(places, words):
 
 def test_a_server_that_answers_something_else_is_named_at_once(fake_server):
     fake = fake_server(greeting=b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-    link = client.connect("127.0.0.1", fake.port)
+    link = client_link.connect("127.0.0.1", fake.port)
     try:
-        with pytest.raises(client.ClientError) as caught:
-            client.establish(link, trust=lambda hello: None, server=f"127.0.0.1:{fake.port}")
+        with pytest.raises(client_link.ClientError) as caught:
+            client_link.establish(link, trust=lambda hello: None, server=f"127.0.0.1:{fake.port}")
     finally:
         link.sock.close()
 
@@ -321,22 +325,22 @@ def test_a_server_that_answers_something_else_is_named_at_once(fake_server):
 
 
 def test_a_server_that_says_nothing_is_named_after_a_short_wait(fake_server, monkeypatch):
-    monkeypatch.setattr(client, "HELLO_TIMEOUT", 0.3)
+    monkeypatch.setattr(client_link, "HELLO_TIMEOUT", 0.3)
     fake = fake_server(greeting=b"")  # a web server: it waits for the client to speak
-    link = client.connect("127.0.0.1", fake.port)
+    link = client_link.connect("127.0.0.1", fake.port)
     try:
-        with pytest.raises(client.ClientError, match=r"said nothing for 0\.3 s.*not a chat server"):
-            client.establish(link, trust=lambda hello: None, server=f"127.0.0.1:{fake.port}")
+        with pytest.raises(client_link.ClientError, match=r"said nothing for 0\.3 s.*not a chat server"):
+            client_link.establish(link, trust=lambda hello: None, server=f"127.0.0.1:{fake.port}")
     finally:
         link.sock.close()
 
 
 def test_a_chat_server_of_another_version_is_not_called_something_else(fake_server):
     fake = fake_server(greeting=b"\x00\x00\x00\x02\x01\x07")  # a hello, version 7
-    link = client.connect("127.0.0.1", fake.port)
+    link = client_link.connect("127.0.0.1", fake.port)
     try:
         with pytest.raises(protocol.RemoteProtocolError, match="version 7"):
-            client.establish(link, trust=lambda hello: None)
+            client_link.establish(link, trust=lambda hello: None)
     finally:
         link.sock.close()
 
@@ -375,12 +379,12 @@ class LimitedLink:
 
 def test_a_client_at_its_record_limit_says_so_and_leaves():
     screen = FakeTerminal(["one line too many"])
-    display = Display(screen, client.Session(), client.Style(colour=False))
+    display = Display(screen, Session(), Style(colour=False))
 
-    parting = client.send_typed_lines(LimitedLink(), display)
+    parting = conversation.send_typed_lines(LimitedLink(), display)
 
     assert parting == ""  # leaves with a Goodbye, the one record left
-    assert screen.errors == [client.RECORDS_USED_UP]
+    assert screen.errors == [conversation.RECORDS_USED_UP]
 
 
 def test_a_server_at_its_record_limit_says_why_and_closes(own_server, monkeypatch):
@@ -407,7 +411,7 @@ def test_keystore_errors_reach_the_person_without_a_traceback(tmp_path, port, ca
     shared.mkdir()
     shared.chmod(0o777)
 
-    code = client.main(["--host", "127.0.0.1", "--port", str(port), "--known-hosts", str(shared / "known_hosts")])
+    code = client_main.main(["--host", "127.0.0.1", "--port", str(port), "--known-hosts", str(shared / "known_hosts")])
 
     err = capsys.readouterr().err
     assert code == 1

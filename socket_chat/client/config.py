@@ -1,26 +1,24 @@
-"""The client's settings file and its input history file.
+"""The client's settings file, and where its input history file is.
 
 ``client.conf`` (``$XDG_CONFIG_HOME/socket-chat/client.conf``, INI, read
 with configparser) gives defaults for the command line; an option given on
 the command line wins. The history file keeps the lines typed, for readline,
-across runs (mode 0600).
+across runs (the terminal reads and writes it: ``tty.Terminal.load_history``).
 """
 
 from __future__ import annotations
 
 import argparse
 import configparser
-import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from socket_chat import cli
 
-__all__ = ["ConfigError", "config_path", "read_config", "history_path", "load_history", "save_history"]
+__all__ = ["ConfigError", "config_path", "read_config", "history_path"]
 
 SECTION = "client"
-HISTORY_LENGTH = 1000  # lines kept in the history file
 #: What the file may set, and how its text is read: the value is the default
 #: of the command-line option with the same ``dest``.
 BOOLEANS = {"color", "timestamps", "bell", "reconnect", "history_file"}
@@ -80,19 +78,3 @@ def _value(path: Path, section: configparser.SectionProxy, key: str) -> object:
 def history_path(data_dir: Path) -> Path:
     """Where the lines typed are kept between runs."""
     return data_dir / "history"
-
-
-def load_history(readline, path: Path) -> None:
-    """Give readline the lines typed in earlier runs (none if no file)."""
-    readline.set_history_length(HISTORY_LENGTH)
-    with contextlib.suppress(FileNotFoundError):
-        readline.read_history_file(str(path))
-
-
-def save_history(readline, path: Path) -> None:
-    """Write readline's history to ``path``, readable by its owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # Made 0600 before anything is in it; a link planted there is not followed.
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600))
-    os.chmod(path, 0o600)
-    readline.write_history_file(str(path))

@@ -8,7 +8,8 @@
 - ``Style`` and ``render``: how an event is shown, with or without colour.
 - ``complete``: tab completion of names and commands.
 
-client.py owns the socket, the threads and the terminal; it passes in a
+The rest of the client (``link``, ``conversation``, ``session``) owns the
+socket, the threads and the terminal; it passes in a
 ``Context`` whose ``send``/``show``/``error`` do the I/O, so that all of this
 is tested without sockets.
 """

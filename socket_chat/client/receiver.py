@@ -1,0 +1,151 @@
+"""What comes from the server, shown: the Receiver thread reads the socket
+once the chat has begun, and ``Display`` turns each event into lines on the
+terminal (with the session's ignores, the style, the timestamps, and the
+highlight and bell for what calls for the person).
+
+When the server ends the session, the Receiver wakes the main thread, which
+waits in readline, with ``WAKE_SIGNAL``; the main thread then says so.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+from socket_chat import protocol
+from socket_chat.client import ui as client_ui
+from socket_chat.client.link import ServerLink, end_reason
+from socket_chat.client.ui import Session, Style
+from socket_chat.protocol import ConnectionClosed, Goodbye, HistoryMessage, PrivateMessage, ProtocolError
+from socket_chat.tty import Terminal
+
+__all__ = ["Display", "Receiver", "WAKE_SIGNAL", "WAKE_REPEAT"]
+
+SERVER_SHUTTING_DOWN = "Server is shutting down."  # the server's SHUTTING_DOWN: it may be back soon
+RECONNECTING = "Reconnecting (Ctrl-C or /quit to leave)..."
+# How the receiver wakes the main thread from input(). Not SIGINT: a job
+# started in the background by a script has SIGINT ignored from the start.
+WAKE_SIGNAL = signal.SIGUSR1
+WAKE_REPEAT = 0.1  # seconds between wake-ups until the main thread has one
+
+
+class Display:
+    """Shows events and local answers on the terminal: with the session's
+    ignores, the chosen style, ``HH:MM`` first with --timestamps, and a
+    highlight and the bell for what calls for the person (a mention, a
+    private message)."""
+
+    def __init__(
+        self,
+        terminal: Terminal,
+        session: Session,
+        style: Style,
+        timestamps: bool = False,
+        clock=time.time,
+        bell: bool = False,
+    ) -> None:
+        self.terminal, self.session, self.style = terminal, session, style
+        self.timestamps, self.clock = timestamps, clock
+        self.bell = bell
+
+    def show_event(self, event) -> None:
+        """Show ``event`` (unless the session ignores it), and let the
+        session learn from it."""
+        shown = self.session.shows(event)
+        self.session.observe(event)
+        if not shown:
+            return
+        # A history line's time is when it was said: with --timestamps it
+        # goes first, as every line's does, instead of inside the marker.
+        dated = not (self.timestamps and isinstance(event, HistoryMessage))
+        lines = client_ui.render(event, self.session, self.style, dated=dated)
+        wanted = self.session.wants_me(event)
+        if wanted and not isinstance(event, PrivateMessage):
+            lines = [self.style.mention(line) for line in lines]
+        when = event.sent_at if not dated else None
+        for line in lines:
+            self.show(line, when)
+        if wanted and self.bell and lines:
+            self.terminal.bell()
+
+    def show(self, line: str, when: float | None = None) -> None:
+        """Show a line, with the time first under --timestamps (``when``, or now)."""
+        if self.timestamps:
+            line = f"{client_ui.clock_time(self.clock() if when is None else when)} {line}"
+        self.terminal.show(line)
+
+    def error(self, text: str) -> None:
+        """Show a local error, as ``Error: text``."""
+        self.show(self.style.error(f"Error: {text}"))
+
+
+class Receiver(threading.Thread):
+    """Reads the socket and prints what arrives, until the connection ends.
+
+    If the server ends the session (Goodbye, EOF, or an error) while the
+    person has not asked to leave, it says so and wakes the main thread,
+    which is waiting for input, with ServerEnded.
+    """
+
+    def __init__(self, link: ServerLink, display: Display, reconnect: bool = False) -> None:
+        super().__init__(name="receiver", daemon=True)
+        self.reconnect = reconnect
+        self.link = link
+        self.display = display
+        self.terminal = display.terminal
+        self._end_lock = threading.Lock()
+        self._leaving = False
+        self.ended_by_server = False
+        self.reading_done = threading.Event()  # the main thread reads no more
+        self.reconnectable = False  # the end was the server's, and worth coming back from
+        self.typed = ""  # the line being typed when the server ended
+        self._end_reason = ""  # what to tell the person, by report_end
+        self._reported = False
+        self._main_thread = threading.get_ident()  # made by the main thread, which it wakes
+
+    def run(self) -> None:
+        event: protocol.Event | None
+        try:
+            while not isinstance(event := self.link.next_event(), (Goodbye, ConnectionClosed)):
+                self.display.show_event(event)
+        except (OSError, ProtocolError):
+            event = None
+        reason = end_reason(event)
+        # The server went away (lost, or restarting): come back on our own,
+        # on a terminal. Any other goodbye (a kick) is meant.
+        self.reconnectable = self.reconnect and (not isinstance(event, Goodbye) or event.reason == SERVER_SHUTTING_DOWN)
+        self._server_ended(f"{reason} {RECONNECTING}" if self.reconnectable else reason)
+
+    def report_end(self) -> None:
+        """In the main thread: tell the person the server ended the session
+        (once), keeping the line being typed for after a reconnection."""
+        with self._end_lock:
+            if self._reported or not self.ended_by_server:
+                return
+            self._reported = True
+        self.typed = self.terminal.typed_text()
+        self.terminal.error(self._end_reason)
+
+    def leave(self) -> bool:
+        """Claim the end for the person. False if the server ended first."""
+        with self._end_lock:
+            self._leaving = not self.ended_by_server
+            return self._leaving
+
+    def _server_ended(self, reason: str) -> None:
+        with self._end_lock:
+            if self._leaving:
+                return
+            self.ended_by_server = True
+            self._end_reason = reason
+        # The main thread says so (report_end), when woken: only the thread
+        # in readline may change readline's line (from here, while it
+        # handles a pasted key, glibc has aborted the process).
+        # CPython's readline acts on a signal only if it interrupts its wait
+        # for a key; one that lands while it handles a key is noted and then
+        # forgotten. So repeat it until the main thread has stopped reading.
+        while True:
+            signal.pthread_kill(self._main_thread, WAKE_SIGNAL)
+            if self.reading_done.wait(WAKE_REPEAT):
+                return
