@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import socket
 import threading
+import types
 
 import pytest
 
@@ -14,8 +15,9 @@ from socket_chat import cli, protocol, transport
 from socket_chat import crypto as crypto_utils
 from socket_chat import tty as terminal
 from socket_chat.client import __main__ as client_main
+from socket_chat.client import session
 from socket_chat.client import ui as client_ui
-from socket_chat.client.link import ServerLink, establish
+from socket_chat.client.link import ClientError, ServerLink, establish
 from socket_chat.protocol import (
     ChatLine,
     ChatMessage,
@@ -152,3 +154,29 @@ def test_the_receiver_reads_while_the_main_thread_is_stuck_sending(identity_key)
         assert sending.is_alive()  # the send still waits: the read did not wait for it
         stuck.release.set()
         sending.join(TIMEOUT)
+
+
+def test_reconnecting_gives_up_when_the_name_stays_taken(monkeypatch):
+    """Back on the server, but someone else holds the name for longer than
+    NAME_RETRY: the person is told, instead of trying for ever."""
+    now = [0.0]
+    tries = []
+
+    def wait(display, seconds):
+        assert len(tries) < 1000, "never gave up"
+        now[0] += seconds
+        return False
+
+    def connect(host, port):
+        tries.append(now[0])
+        return types.SimpleNamespace(sock=socket.socket())
+
+    monkeypatch.setattr(session, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    monkeypatch.setattr(session, "wait_or_leave", wait)
+    monkeypatch.setattr(session, "connect", connect)
+    monkeypatch.setattr(session, "trust_server", lambda link, args, terminal: None)
+    monkeypatch.setattr(session, "take_back_name", lambda link, display, name: False)
+    display = types.SimpleNamespace(terminal=None, session=types.SimpleNamespace(own_name="Ann"))
+    with pytest.raises(ClientError, match=r"Reconnected, but the name Ann stays taken: giving up\."):
+        session.reconnect(types.SimpleNamespace(host="127.0.0.1", port=1), display)
+    assert tries[-2] - tries[0] <= session.NAME_RETRY < tries[-1] - tries[0]  # it gave up at the first try past it

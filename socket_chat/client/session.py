@@ -116,12 +116,12 @@ def reconnect(args: argparse.Namespace, display: Display) -> ServerLink | None:
                 display.show(display.style.notice(f"* Reconnected as {name}."))
                 return link
             name_taken_since = name_taken_since or time.monotonic()
-            if time.monotonic() - name_taken_since > NAME_RETRY:
-                raise ClientError(f"Reconnected, but the name {name} stays taken: giving up.")
         except (ClientError, OSError, ProtocolError):
-            pass
+            pass  # the server went again: try again
         with contextlib.suppress(OSError):
             link.sock.close()
+        if name_taken_since is not None and time.monotonic() - name_taken_since > NAME_RETRY:
+            raise ClientError(f"Reconnected, but the name {name} stays taken: giving up.")
 
 
 def wait_or_leave(display: Display, seconds: float) -> bool:
