@@ -15,7 +15,7 @@ from socket_chat import crypto as crypto_utils
 from socket_chat import protocol
 from socket_chat.client import app as client
 from socket_chat.crypto import keystore
-from socket_chat.protocol import RecordLimitError, ServerConnection, ServerIdentity
+from socket_chat.protocol import RecordLimitError, ServerConnection, ServerIdentity, connection
 from socket_chat.server import app as chat_server
 from socket_chat.tty import Display
 from tests.conftest import stop_server
@@ -388,8 +388,8 @@ def test_a_server_at_its_record_limit_says_why_and_closes(own_server, monkeypatc
     alice = own_server.client("Alice")
     # Both ends read the limit when they send and open: a small one is
     # reached after a few records.
-    used = alice.conn._opener.sequence
-    monkeypatch.setattr(protocol, "MAX_RECORDS", used + 3)
+    used = alice.conn.records_received
+    monkeypatch.setattr(connection, "MAX_RECORDS", used + 3)
 
     seen = []
     for number in range(5):
