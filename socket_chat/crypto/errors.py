@@ -12,7 +12,7 @@ __all__ = ["CryptoError", "DecryptionError", "KeyAgreementError", "KeyFormatErro
 
 
 class CryptoError(Exception):
-    """Base class for the failures this module reports. Abstract: only its
+    """Base class for the failures the crypto layer reports. Abstract: only its
     subclasses are raised, so each failure has its own documented type."""
 
     def __init__(self, *args: object) -> None:

@@ -92,7 +92,7 @@ def _check_version(version: int) -> None:
 
 def hello(random: bytes, share: bytes, public_der: bytes) -> bytes:
     """The body of a server hello."""
-    return bytes([_SERVER_HELLO, PROTOCOL_VERSION]) + random + share + FIELD_LENGTH.pack(len(public_der)) + public_der
+    return _shares(_SERVER_HELLO, random, share, public_der)
 
 
 def read_hello(body: bytes) -> Hello:
@@ -101,21 +101,12 @@ def read_hello(body: bytes) -> Hello:
     Raises:
         RemoteProtocolError: not a hello, another version, or malformed.
     """
-    reader = Reader(body, "server hello")
-    if reader.take_byte() != _SERVER_HELLO:
-        raise RemoteProtocolError("expected the server hello")
-    version = reader.take_byte()
-    _check_version(version)
-    reader.take(RANDOM_SIZE)  # server random: bound in through the transcript
-    share = reader.take(X25519_KEY_SIZE)
-    public_der = reader.take_sized()
-    reader.finish()
-    return Hello(version, share, public_der)
+    return Hello(PROTOCOL_VERSION, *_read_shares(body, _SERVER_HELLO, "server hello"))
 
 
 def key_exchange(random: bytes, share: bytes, wrapped: bytes) -> bytes:
     """The body of a client key exchange."""
-    return bytes([_KEY_EXCHANGE, PROTOCOL_VERSION]) + random + share + FIELD_LENGTH.pack(len(wrapped)) + wrapped
+    return _shares(_KEY_EXCHANGE, random, share, wrapped)
 
 
 def read_key_exchange(body: bytes) -> KeyExchange:
@@ -124,15 +115,27 @@ def read_key_exchange(body: bytes) -> KeyExchange:
     Raises:
         RemoteProtocolError: not a key exchange, another version, or malformed.
     """
-    reader = Reader(body, "key exchange")
-    if reader.take_byte() != _KEY_EXCHANGE:
-        raise RemoteProtocolError("expected the key exchange")
+    return KeyExchange(*_read_shares(body, _KEY_EXCHANGE, "key exchange"))
+
+
+# The hello and the key exchange have one layout: type, version, random[32],
+# X25519 share[32], then a sized field (the server's key, the wrapped secret).
+
+
+def _shares(kind: int, random: bytes, share: bytes, sized: bytes) -> bytes:
+    return bytes([kind, PROTOCOL_VERSION]) + random + share + FIELD_LENGTH.pack(len(sized)) + sized
+
+
+def _read_shares(body: bytes, kind: int, what: str) -> tuple[bytes, bytes]:
+    reader = Reader(body, what)
+    if reader.take_byte() != kind:
+        raise RemoteProtocolError(f"expected the {what}")
     _check_version(reader.take_byte())
-    reader.take(RANDOM_SIZE)  # client random: bound in through the transcript
+    reader.take(RANDOM_SIZE)  # the sender's random: bound in through the transcript
     share = reader.take(X25519_KEY_SIZE)
-    wrapped = reader.take_sized()
+    sized = reader.take_sized()
     reader.finish()
-    return KeyExchange(share, wrapped)
+    return share, sized
 
 
 def is_refusal(body: bytes) -> bool:
