@@ -29,6 +29,8 @@ __all__ = ["ConnectionState", "Step", "TRANSITIONS", "allows", "next_state"]
 
 
 class ConnectionState(enum.Enum):
+    """Where a connection is (``conn.state``, read-only)."""
+
     #: Client: waiting for the server's hello.
     AWAIT_SERVER_HELLO = enum.auto()
     #: Client: the server's key is known; the caller must call
