@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from socket_chat import crypto as crypto_utils
 from socket_chat import protocol
 from socket_chat.crypto import aes_gcm
-from tests.test_protocol import ConnectionPair
+from tests.wire import ConnectionPair
 
 hypothesis.configuration.set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "socket-chat-hypothesis")
 
@@ -247,7 +247,7 @@ def test_no_plaintext_is_made_before_the_tag_is_checked(monkeypatch):
     gcm = aes_gcm.new(bytes(32))
     sealed = gcm.seal(bytes(12), b"secret words", b"")
     events = []
-    xor, tags_equal = aes_gcm._xor, aes_gcm._tags_equal
+    xor, tags_equal = aes_gcm.xor_bytes, aes_gcm.tags_equal
 
     def spy_xor(a, b):
         if a == sealed[: -aes_gcm.TAG_SIZE]:
@@ -259,8 +259,8 @@ def test_no_plaintext_is_made_before_the_tag_is_checked(monkeypatch):
         events.append(f"tag {'ok' if result else 'bad'}")
         return result
 
-    monkeypatch.setattr(aes_gcm, "_xor", spy_xor)
-    monkeypatch.setattr(aes_gcm, "_tags_equal", spy_tags_equal)
+    monkeypatch.setattr(aes_gcm, "xor_bytes", spy_xor)
+    monkeypatch.setattr(aes_gcm, "tags_equal", spy_tags_equal)
     assert gcm.open(bytes(12), sealed, b"") == b"secret words"
     assert events == ["tag ok", "decrypt"]
     events.clear()
@@ -278,8 +278,8 @@ def test_tags_are_compared_in_constant_time_over_keyed_blake2s(monkeypatch):
 
     monkeypatch.setattr(aes_gcm.hmac, "compare_digest", spy_compare_digest)
     tag = bytes(range(16))
-    assert aes_gcm._tags_equal(tag, tag)
-    assert not aes_gcm._tags_equal(tag, bytes(16))
+    assert aes_gcm.tags_equal(tag, tag)
+    assert not aes_gcm.tags_equal(tag, bytes(16))
     assert len(compared) == 2
     # What is compared is a keyed digest of each tag, never the tags.
     assert all(len(a) == len(b) == 20 and tag not in (a, b) for a, b in compared)

@@ -1,6 +1,6 @@
 """Batches (PROTOCOL.md section 4, type 0x0F): several messages sealed in one
 record by the server, read by the client as the same messages one by one.
-Over the fake wire of test_protocol.py, then through the server (the
+Over the fake wire of tests/wire.py, then through the server (the
 sender's own batching is in test_sender.py)."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from socket_chat.protocol import (
     encode_batch,
     encode_message,
 )
-from tests.test_protocol import (
+from tests.wire import (
     FEEDS,
     FIRST_APPLICATION_SEQUENCE,
     OPEN,

@@ -24,6 +24,7 @@ from socket_chat.crypto import (
     SequenceExhaustedError,
     SessionKeys,
 )
+from socket_chat.crypto.handshake import hkdf_sha256
 
 KEY = bytes(range(32))
 IV = bytes.fromhex("a0a1a2a3a4a5a6a7a8a9aaab")
@@ -479,18 +480,16 @@ def test_the_module_hkdf_passes_rfc5869_and_agrees_with_pycryptodomex():
     from Cryptodome.Protocol.KDF import HKDF
 
     ikm = bytes.fromhex("0b" * 22)
-    case_1 = crypto_utils._hkdf_sha256(
-        ikm, bytes.fromhex("000102030405060708090a0b0c"), bytes.fromhex("f0f1f2f3f4f5f6f7f8f9"), 42
-    )
+    case_1 = hkdf_sha256(ikm, bytes.fromhex("000102030405060708090a0b0c"), bytes.fromhex("f0f1f2f3f4f5f6f7f8f9"), 42)
     assert case_1 == bytes.fromhex(
         "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
     )
-    case_3 = crypto_utils._hkdf_sha256(ikm, b"", b"", 42)
+    case_3 = hkdf_sha256(ikm, b"", b"", 42)
     assert case_3 == bytes.fromhex(
         "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8"
     )
     for length in (1, 32, 33, 88, 255):
-        assert crypto_utils._hkdf_sha256(RSA_SECRET, TRANSCRIPT, b"label", length) == HKDF(
+        assert hkdf_sha256(RSA_SECRET, TRANSCRIPT, b"label", length) == HKDF(
             RSA_SECRET, length, salt=TRANSCRIPT, hashmod=SHA256, context=b"label"
         )
 

@@ -17,8 +17,6 @@ from socket_chat.crypto import (
     DecryptionError,
     KeyAgreementError,
     KeyFormatError,
-    RecordOpener,
-    RecordSealer,
     SequenceExhaustedError,
 )
 from socket_chat.protocol import (
@@ -31,10 +29,11 @@ from socket_chat.protocol import (
     ProtocolError,
     RecordLimitError,
     RemoteProtocolError,
+    connection,
     encode,
     encode_message,
 )
-from tests.test_protocol import ConnectionPair, drain, eavesdropped_keys, line
+from tests.wire import ConnectionPair, drain, line
 
 
 @pytest.fixture
@@ -44,17 +43,21 @@ def pair(identity_key):
     return pair
 
 
-def at_the_last_record(pair, client_sends: bool) -> None:
+#: Records a direction may carry in these tests: 2**24 would take minutes
+#: to reach, and both ends read the limit from ``connection`` each time.
+FEW_RECORDS = 8
+
+
+def at_the_last_record(pair, client_sends: bool, monkeypatch) -> None:
     """Make the next record of one direction the last but one it may carry
-    (``MAX_RECORDS - 2``: the last is a Goodbye's), on both of its ends."""
-    keys = eavesdropped_keys(pair)
-    if client_sends:
-        key, iv, sender, receiver = keys.client_to_server_key, keys.client_to_server_iv, pair.client, pair.server
-    else:
-        key, iv, sender, receiver = keys.server_to_client_key, keys.server_to_client_iv, pair.server, pair.client
-    # No API moves a connection 2**24 records on; its two halves are swapped instead.
-    sender._sealer = RecordSealer(key, iv, first_sequence=MAX_RECORDS - 2)
-    receiver._opener = RecordOpener(key, iv, first_sequence=MAX_RECORDS - 2)
+    (``MAX_RECORDS - 2``: the last is a Goodbye's), on both of its ends: the
+    limit is lowered to ``FEW_RECORDS`` and lines go across up to it."""
+    monkeypatch.setattr(connection, "MAX_RECORDS", FEW_RECORDS)
+    sender, receiver = pair.sender_receiver(client_sends)
+    while sender.records_sent < FEW_RECORDS - 2:
+        sender.send(line(client_sends, "on the way"))
+        assert pair.deliver(sender) == [line(client_sends, "on the way")]
+    assert sender.records_sent == receiver.records_received == FEW_RECORDS - 2
 
 
 # --- abstract bases ----------------------------------------------------------
@@ -103,13 +106,13 @@ both_directions = pytest.mark.parametrize("client_sends", [True, False], ids=["c
 
 def test_a_direction_ends_well_before_the_aes_gcm_limit():
     # RFC 8446 section 5.5: AES-GCM keys carry at most 2**24.5 full-size records.
-    assert MAX_RECORDS == 2**24 < 2**24.5
+    assert MAX_RECORDS == connection.MAX_RECORDS == 2**24 < 2**24.5
     assert MAX_RECORDS - 1 < MAX_SEQUENCE
 
 
 @both_directions
-def test_the_last_ordinary_record_is_sent_and_received(pair, client_sends):
-    at_the_last_record(pair, client_sends)
+def test_the_last_ordinary_record_is_sent_and_received(pair, client_sends, monkeypatch):
+    at_the_last_record(pair, client_sends, monkeypatch)
     sender, receiver = pair.sender_receiver(client_sends)
     sender.send(line(client_sends, "the last one"))
     assert pair.deliver(sender) == [line(client_sends, "the last one")]
@@ -117,8 +120,10 @@ def test_the_last_ordinary_record_is_sent_and_received(pair, client_sends):
 
 
 @both_directions
-def test_sending_past_the_record_limit_is_a_record_limit_error_and_a_goodbye_still_goes(pair, client_sends):
-    at_the_last_record(pair, client_sends)
+def test_sending_past_the_record_limit_is_a_record_limit_error_and_a_goodbye_still_goes(
+    pair, client_sends, monkeypatch
+):
+    at_the_last_record(pair, client_sends, monkeypatch)
     sender, receiver = pair.sender_receiver(client_sends)
     sender.send(line(client_sends, "the last one"))
     pair.deliver(sender)
@@ -140,8 +145,8 @@ def test_sending_past_the_record_limit_is_a_record_limit_error_and_a_goodbye_sti
     assert pair.deliver(sender) == [Goodbye("reconnect for new keys")]
 
 
-def test_a_batch_needing_more_records_than_are_left_sends_nothing(pair):
-    at_the_last_record(pair, client_sends=False)
+def test_a_batch_needing_more_records_than_are_left_sends_nothing(pair, monkeypatch):
+    at_the_last_record(pair, False, monkeypatch)
     big = [Notice("x" * (MAX_FRAME_SIZE // 2)), Notice("y" * (MAX_FRAME_SIZE // 2))]  # two records
 
     with pytest.raises(RecordLimitError):
@@ -154,17 +159,16 @@ def test_a_batch_needing_more_records_than_are_left_sends_nothing(pair):
 
 
 @both_directions
-def test_receiving_past_the_record_limit_is_a_remote_protocol_error(pair, client_sends):
-    at_the_last_record(pair, client_sends)
+def test_receiving_past_the_record_limit_is_a_remote_protocol_error(pair, client_sends, monkeypatch):
+    at_the_last_record(pair, client_sends, monkeypatch)
     sender, receiver = pair.sender_receiver(client_sends)
     sender.send(line(client_sends, "the last one"))
-    sender.send(Goodbye("the very last"))
-    assert pair.deliver(sender)[-1] == Goodbye("the very last")
-    # What a broken peer would send next: a record past the limit, under the
-    # nonce that follows (the receiver's Goodbye mark is cleared, so that the
-    # limit alone must refuse it).
-    sender._send_record(encode_message(line(client_sends, "past the limit")))
-    receiver._received_goodbye = False
+    # What a broken peer would send: a line in the Goodbye's place (the
+    # receiver takes it: the record is authentic), then one past the limit,
+    # under the nonce that follows, which the limit alone must refuse.
+    sender.send_raw_record(encode_message(line(client_sends, "in the Goodbye's place")))
+    assert pair.deliver(sender) == [line(client_sends, "the last one"), line(client_sends, "in the Goodbye's place")]
+    sender.send_raw_record(encode_message(line(client_sends, "past the limit")))
     receiver.receive_data(sender.data_to_send())
     with pytest.raises(RemoteProtocolError, match="more records than a direction may carry"):
         drain(receiver)

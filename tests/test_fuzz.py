@@ -14,7 +14,6 @@ hypothesis's caches go to a directory under the system's temp dir, not to a
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import struct
 import tempfile
@@ -44,8 +43,11 @@ from socket_chat.protocol import (
     ServerConnection,
     ServerHello,
 )
+from socket_chat.protocol.framing import ReceiveBuffer
+from socket_chat.protocol.messages import CLIENT_SENDS, SERVER_SENDS
+from socket_chat.protocol.schema import FieldType, field_specs
 from tests.conftest import KEYS
-from tests.test_protocol import (
+from tests.wire import (
     FIRST_APPLICATION_SEQUENCE,
     HEADER_SIZE,
     ConnectionPair,
@@ -74,8 +76,8 @@ FUZZ = settings(
 HANDSHAKES = settings(FUZZ, max_examples=50)
 
 MESSAGE_TYPES = list(Message.__subclasses__())
-CLIENT_TYPES = sorted(protocol._CLIENT_SENDS, key=lambda cls: cls.TYPE)
-SERVER_TYPES = sorted(protocol._SERVER_SENDS, key=lambda cls: cls.TYPE)
+CLIENT_TYPES = sorted(CLIENT_SENDS, key=lambda cls: cls.TYPE)
+SERVER_TYPES = sorted(SERVER_SENDS, key=lambda cls: cls.TYPE)
 
 
 # --- strategies ----------------------------------------------------------------
@@ -101,7 +103,7 @@ u32 = st.integers(min_value=0, max_value=2**32 - 1)
 def field_values(cls) -> st.SearchStrategy[tuple]:
     """Arbitrary values for the fields of message type ``cls``: encodable
     text for a text field, any u32 for a number field."""
-    return st.tuples(*[u32 if f.type == "int" else text for f in dataclasses.fields(cls)])
+    return st.tuples(*[u32 if spec.type is FieldType.U32 else text for spec in field_specs(cls)])
 
 
 def messages_of(types) -> st.SearchStrategy[Message]:
@@ -196,11 +198,11 @@ roles = st.sampled_from(["client", "server"])
 @FUZZ
 @given(data=st.binary(max_size=600) | st.lists(st.binary(max_size=40).map(frame)).map(b"".join), cut_at=cuts)
 def test_receive_buffer_cuts_any_bytes_into_frames_or_refuses_the_header(data, cut_at):
-    """_ReceiveBuffer on arbitrary bytes: the frames it returns are exactly
+    """ReceiveBuffer on arbitrary bytes: the frames it returns are exactly
     the length-prefixed pieces of the input, in order, whatever the chunks;
     the only exception is RemoteProtocolError, and only for a header over
     MAX_FRAME_SIZE."""
-    buffer = protocol._ReceiveBuffer()
+    buffer = ReceiveBuffer()
     got, refused = [], False
     try:
         for chunk in chunked(data, cut_at):
@@ -227,9 +229,9 @@ def test_receive_buffer_cuts_any_bytes_into_frames_or_refuses_the_header(data, c
 @FUZZ
 @given(bodies=st.lists(st.binary(max_size=300), max_size=8), cut_at=cuts)
 def test_frames_split_anywhere_parse_as_whole(bodies, cut_at):
-    """Frames cut at arbitrary points come out of _ReceiveBuffer exactly as
+    """Frames cut at arbitrary points come out of ReceiveBuffer exactly as
     they went in, and nothing is left over."""
-    buffer = protocol._ReceiveBuffer()
+    buffer = ReceiveBuffer()
     got = []
     for chunk in chunked(b"".join(frame(b) for b in bodies), cut_at):
         buffer.append(chunk)
@@ -422,7 +424,7 @@ def test_every_message_type_round_trips(message):
 
 def text_fields(cls) -> list[int]:
     """The positions of the text fields of message type ``cls``."""
-    return [i for i, f in enumerate(dataclasses.fields(cls)) if f.type != "int"]
+    return [i for i, spec in enumerate(field_specs(cls)) if spec.type is FieldType.TEXT]
 
 
 @FUZZ
@@ -534,7 +536,7 @@ def test_open_connection_on_authentic_records_of_random_payloads(client_sends, b
     session = eavesdropped_keys(pair)
     first = FIRST_APPLICATION_SEQUENCE[client_sends]
     stream = b"".join(forge(session, client_sends, first + i, body) for i, body in enumerate(bodies))
-    may_send = protocol._CLIENT_SENDS if client_sends else protocol._SERVER_SENDS
+    may_send = CLIENT_SENDS if client_sends else SERVER_SENDS
 
     events, error = feed(receiver, chunked(stream, cut_at), eof=False)
 

@@ -17,7 +17,6 @@ import time
 
 import pytest
 
-from socket_chat import crypto as crypto_utils
 from socket_chat import protocol
 from socket_chat.protocol import (
     ChatMessage,
@@ -335,8 +334,8 @@ def test_an_unreadable_message_gets_an_error_and_the_connection_stays(own_server
     alice = own_server.client("Alice")
     bob = own_server.client("Bob")
     alice.expect(UserJoined)
-    header = struct.pack("!I", len(payload) + crypto_utils.TAG_SIZE)
-    bob.sock.sendall(header + bob.conn._sealer.seal(payload, aad=header))  # a valid record around it
+    bob.conn.send_raw_record(payload)  # a valid record around it
+    bob.flush()
 
     assert reason in bob.expect(ErrorNotice).text
     bob.say("after")

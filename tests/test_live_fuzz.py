@@ -12,7 +12,6 @@ left behind, and a fresh pair of clients chats normally.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import random
 import socket
 import struct
@@ -41,6 +40,8 @@ from socket_chat.protocol import (
     UsernameRequest,
     UserParted,
 )
+from socket_chat.protocol.messages import SERVER_SENDS
+from socket_chat.protocol.schema import FieldType, field_specs
 from socket_chat.server import app as server
 from tests.conftest import start_server, stop_server
 from tests.helpers import ChatTestClient, open_door_limits, wait_until
@@ -110,12 +111,12 @@ def random_payload(rng: random.Random) -> bytes:
             parts.append(rng.randbytes(rng.randrange(1, 5)))
         return b"".join(parts)
     if kind == 2:  # a message only the server sends
-        cls = rng.choice(sorted(protocol._SERVER_SENDS - {Goodbye}, key=lambda c: c.TYPE))
+        cls = rng.choice(sorted(SERVER_SENDS - {Goodbye}, key=lambda c: c.TYPE))
         return protocol.encode_message(
             cls(
                 *[
-                    rng.randrange(2**32) if f.type == "int" else "x" * rng.randrange(0, 10)
-                    for f in dataclasses.fields(cls)
+                    rng.randrange(2**32) if spec.type is FieldType.U32 else "x" * rng.randrange(0, 10)
+                    for spec in field_specs(cls)
                 ]
             )
         )
@@ -217,7 +218,7 @@ def server_hello(sock: socket.socket) -> tuple[ClientConnection, bytes]:
 def send_record(client: ChatTestClient, payload: bytes) -> None:
     """Seal ``payload`` as the next record of the client's session (the real
     keys and sequence number, valid framing), whatever its content."""
-    client.conn._send_record(payload)  # the bytes send() would write, minus the encoding
+    client.conn.send_raw_record(payload)  # the bytes send() would write, minus the encoding
     client.flush()
 
 

@@ -4,11 +4,8 @@ attempts are capped, and a cluster's user list is not a SCAN per /users."""
 
 from __future__ import annotations
 
-import struct
-
 import pytest
 
-from socket_chat import crypto as crypto_utils
 from socket_chat.chat.room import LocalCluster
 from socket_chat.protocol import (
     ErrorNotice,
@@ -45,9 +42,8 @@ class CountingCluster(LocalCluster):
 
 def send_unreadable(client: ChatTestClient) -> None:
     """An authentic record holding a message of no known type."""
-    payload = bytes([0x7F]) + b"junk"
-    header = struct.pack("!I", len(payload) + crypto_utils.TAG_SIZE)
-    client.sock.sendall(header + client.conn._sealer.seal(payload, aad=header))
+    client.conn.send_raw_record(bytes([0x7F]) + b"junk")
+    client.flush()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from socket_chat import protocol
 from socket_chat.chat.limits import Outbox
 from socket_chat.protocol import ChatMessage, ConnectionClosed, encode
 from socket_chat.server.sender import Outlet, Sender
-from tests.test_protocol import ConnectionPair, split_frames
+from tests.wire import ConnectionPair, split_frames
 
 TIMEOUT = 10.0
 SMALL_BUFFER = 4096  # bytes asked for: the kernel doubles it; a few KiB in flight in all

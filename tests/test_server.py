@@ -283,8 +283,8 @@ def test_chat_line_before_a_username_gets_an_error_and_the_connection_stays_usab
 def test_malformed_message_gets_an_error_and_the_connection_stays_up(alice_and_bob):
     alice, bob = alice_and_bob
 
-    # No public API sends an unknown message type: poke the record layer.
-    bob.conn._send_record(bytes([0x7F]))
+    # No typed message has an unknown type: seal the bytes as they are.
+    bob.conn.send_raw_record(bytes([0x7F]))
     bob.flush()
 
     notice = bob.expect(ErrorNotice)
@@ -295,7 +295,7 @@ def test_malformed_message_gets_an_error_and_the_connection_stays_up(alice_and_b
 
 def test_malformed_message_before_a_username_gets_an_error(connect):
     client = connect()
-    client.conn._send_record(bytes([0x7F]))  # see the test above
+    client.conn.send_raw_record(bytes([0x7F]))  # see the test above
     client.flush()
     client.expect(ErrorNotice)
     assert client.join("Alice") == Welcome("Alice")

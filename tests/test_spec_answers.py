@@ -2,7 +2,7 @@
 section 4): one test or a few per answer, named after what they check.
 
 Protocol-level answers use a ClientConnection and a ServerConnection over a
-fake wire (``ConnectionPair`` from test_protocol); the running server's
+fake wire (``ConnectionPair`` from tests/wire.py); the running server's
 behaviour uses a real server on loopback. Every socket read has a timeout;
 where a test shows that something is *not* sent, a later request answered in
 order (a UserListRequest) marks the point by which it would have come.
@@ -57,7 +57,7 @@ from socket_chat.protocol import (
 )
 from socket_chat.server import app as server
 from tests import procs
-from tests.test_protocol import (
+from tests.wire import (
     HEADER_SIZE,
     LENGTH_AT,
     SHARE_AT,
@@ -447,11 +447,10 @@ def test_a_record_after_a_goodbye_is_never_acted_on(connect):
     ann.expect(UserJoined)
     ann.conn.send(Goodbye(""))
     goodbye = ann.conn.data_to_send()
-    # The protocol object refuses to send after a Goodbye; seal the record
-    # with the same direction's sealer, as a peer breaking the rule would.
-    plaintext = protocol.encode_message(ChatLine("after goodbye"))
-    header = struct.pack("!I", len(plaintext) + crypto_utils.TAG_SIZE)
-    after = header + ann.conn._sealer.seal(plaintext, aad=header)
+    # send() refuses to send after a Goodbye; seal the record as it is, as a
+    # peer breaking the rule would.
+    ann.conn.send_raw_record(protocol.encode_message(ChatLine("after goodbye")))
+    after = ann.conn.data_to_send()
     ann.sock.sendall(goodbye + after)
 
     # A reset is also fine: the record was still unread in the kernel when the server closed.

@@ -19,7 +19,7 @@ from socket_chat.client import link as client_link
 from socket_chat.client.receiver import Display
 from socket_chat.client.ui import Session, Style
 from socket_chat.crypto import keystore
-from socket_chat.protocol import RecordLimitError, ServerConnection, ServerIdentity
+from socket_chat.protocol import RecordLimitError, ServerConnection, ServerIdentity, connection
 from socket_chat.server import app as chat_server
 from tests.conftest import stop_server
 from tests.test_terminal import TIMEOUT, join_at_terminal, open_pty  # noqa: F401 (a fixture)
@@ -392,8 +392,8 @@ def test_a_server_at_its_record_limit_says_why_and_closes(own_server, monkeypatc
     alice = own_server.client("Alice")
     # Both ends read the limit when they send and open: a small one is
     # reached after a few records.
-    used = alice.conn._opener.sequence
-    monkeypatch.setattr(protocol, "MAX_RECORDS", used + 3)
+    used = alice.conn.records_received
+    monkeypatch.setattr(connection, "MAX_RECORDS", used + 3)
 
     seen = []
     for number in range(5):

@@ -45,6 +45,8 @@ __all__ = [
     "choose",
     "new",
     "FAST",
+    "xor_bytes",
+    "tags_equal",
 ]
 
 PINNED_PYCRYPTODOMEX = "3.24.2"
@@ -141,7 +143,7 @@ class PrecomputedGcm:
     def seal(self, nonce: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
         size = len(plaintext)
         keystream = self._keystream(nonce, size)
-        ciphertext = _xor(plaintext, keystream[_BLOCK : _BLOCK + size])
+        ciphertext = xor_bytes(plaintext, keystream[_BLOCK : _BLOCK + size])
         return ciphertext + self._tag(keystream, aad, ciphertext)
 
     def open(self, nonce: bytes, sealed: bytes, aad: bytes = b"") -> bytes:
@@ -150,9 +152,9 @@ class PrecomputedGcm:
         ciphertext, tag = sealed[:-TAG_SIZE], sealed[-TAG_SIZE:]
         keystream = self._keystream(nonce, len(ciphertext))
         # GCM authenticates the ciphertext: check the tag before decrypting.
-        if not _tags_equal(self._tag(keystream, aad, ciphertext), tag):
+        if not tags_equal(self._tag(keystream, aad, ciphertext), tag):
             raise ValueError("MAC check failed")
-        return _xor(ciphertext, keystream[_BLOCK : _BLOCK + len(ciphertext)])
+        return xor_bytes(ciphertext, keystream[_BLOCK : _BLOCK + len(ciphertext)])
 
     def _keystream(self, nonce: bytes, size: int) -> bytes:
         """E(J0) then the data's keystream blocks, from one ECB call
@@ -162,7 +164,7 @@ class PrecomputedGcm:
         blocks = 1 + (size + _BLOCK - 1) // _BLOCK
         prefix = _checked(nonce) + b"\0\0\0\0"
         if blocks * _BLOCK <= len(_COUNTERS):
-            counters = _xor(prefix * blocks, _COUNTERS[: blocks * _BLOCK])
+            counters = xor_bytes(prefix * blocks, _COUNTERS[: blocks * _BLOCK])
         else:
             counters = b"".join(prefix[:NONCE_SIZE] + i.to_bytes(4, "big") for i in range(1, blocks + 1))
         return self._ecb.encrypt(counters)
@@ -182,7 +184,7 @@ class PrecomputedGcm:
         y = x.buffer(_BLOCK)  # zeros: GHASH starts from Y0 = 0
         if self._ghash_c(y, x.pointer(blocks), x.size(len(blocks)), y, self._tables._exp_key.get()):
             raise ValueError("GHASH failed")
-        return _xor(x.raw(y), keystream[:_BLOCK])
+        return xor_bytes(x.raw(y), keystream[:_BLOCK])
 
     def __repr__(self) -> str:
         return "<PrecomputedGcm>"
@@ -194,14 +196,18 @@ def _checked(nonce: bytes) -> bytes:
     return bytes(nonce)
 
 
-def _xor(a: bytes, b: bytes) -> bytes:
-    """``a`` XOR ``b``, of equal lengths."""
+def xor_bytes(a: bytes, b: bytes) -> bytes:
+    """``a`` XOR ``b``, of equal lengths: the keystream applied to the data.
+
+    Public with ``tags_equal``, as the two steps of opening a record, so that
+    a test can watch their order: no plaintext before the tag is checked.
+    """
     if len(a) <= _INT_XOR_LIMIT:
         return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")
     return strxor(a, b)
 
 
-def _tags_equal(expected: bytes, received: bytes) -> bool:
+def tags_equal(expected: bytes, received: bytes) -> bool:
     """Compare as pycryptodomex's ``verify`` does: BLAKE2s under a fresh
     random key over both tags, then the digests (in constant time too), so
     the timing says nothing an attacker can aim at."""

@@ -1,0 +1,491 @@
+"""The connection objects: ``ClientConnection`` and ``ServerConnection``,
+and ``_Connection``, what both share.
+
+A connection is driven by its caller (``receive_data``, ``next_event``,
+``send``, ``send_batch``, ``data_to_send``) and does no I/O. It holds the
+state (``state``: it moves only along ``TRANSITIONS``), the receive buffer
+(``framing``), the two halves of the record layer, and what the handshake
+keeps until it is done. What a frame means depends on the state: each side
+has a table, ``_receivers``, from the states in which it reads frames to
+the method that reads one; a frame in any other state is the peer's fault.
+
+Records (PROTOCOL.md section 3) are AES-GCM under each direction's key,
+with the frame header as associated data. A direction may carry
+``MAX_RECORDS``; both ends read that limit from this module each time they
+seal or open, so a test may lower it here to reach the end in a few records.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
+
+from socket_chat import crypto as crypto_utils
+from socket_chat.crypto import (
+    RANDOM_SIZE,
+    SECRET_SIZE,
+    TAG_SIZE,
+    CryptoError,
+    EphemeralKey,
+    RecordOpener,
+    RecordSealer,
+    SequenceExhaustedError,
+)
+from socket_chat.crypto.rng import Rng
+from socket_chat.protocol import handshake
+from socket_chat.protocol.codec import BATCH_TYPE, Encoded, batch_groups, decode_record, encode, encode_batch
+from socket_chat.protocol.errors import LocalProtocolError, RecordLimitError, RemoteProtocolError
+from socket_chat.protocol.events import (
+    NEED_DATA,
+    ConnectionClosed,
+    Event,
+    HandshakeComplete,
+    MalformedMessage,
+    NeedData,
+    ServerHello,
+    ServerRefused,
+)
+from socket_chat.protocol.framing import HEADER, ReceiveBuffer, frame
+from socket_chat.protocol.handshake import CLIENT_CONFIRM, SERVER_CONFIRM, SERVER_FINISHED, ServerIdentity
+from socket_chat.protocol.messages import CLIENT_SENDS, SERVER_SENDS, Goodbye, Message
+from socket_chat.protocol.state import ConnectionState, Step, allows, next_state
+
+__all__ = ["MAX_RECORDS", "ClientConnection", "ServerConnection"]
+
+#: Records one direction may carry, its HI included (PROTOCOL.md section 3).
+#: RFC 8446 section 5.5 allows AES-GCM 2**24.5 full-size TLS records under
+#: one key; ours may be 4 times as large (64 KiB), and 2**24 of them keep
+#: about the margin TLS keeps (an attacker's advantage near 2**-57). The last
+#: is kept for a Goodbye, so that a side at the limit can say why it ends.
+MAX_RECORDS = 2**24
+
+_T = TypeVar("_T")
+#: Reads one frame in a given state: (connection, header, body) -> the
+#: event, or None if the frame makes none.
+_Receiver = Callable[[Any, bytes, bytes], "Event | None"]
+
+
+def _set(value: _T | None, what: str) -> _T:
+    """``value``, which the state machine guarantees is set by now: keys
+    once installed, an ephemeral key until used. None is a bug here."""
+    assert value is not None, f"{what} is not set in this state"
+    return value
+
+
+class _Connection:
+    """What both ends share: frames, records, messages, and the state.
+
+    Two threads may drive one connection once it is OPEN, and only then:
+    one receiving (``receive_data``, ``next_event``) and one sending
+    (``send``, ``send_batch``, ``data_to_send``); the sending half must be
+    driven by one thread at a time (the server's one sender thread drives
+    the sending halves of all its connections). The two halves share no
+    buffer and no cipher: the receiving half owns the receive buffer, the
+    opener and the pending events; the sending half owns the outbox and the
+    sealer. The only state both touch is ``state``, which the receiving half
+    alone changes after the handshake (to CLOSED or ERROR), with a single
+    assignment that the sending half merely reads. During the handshake,
+    receiving writes answers to the outbox, so one thread must do both until
+    ``HandshakeComplete`` and its ``data_to_send()`` are done.
+    """
+
+    _may_send: ClassVar[frozenset[type[Message]]]
+    _may_receive: ClassVar[frozenset[type[Message]]]
+    #: The states in which this side reads frames, and how it reads one.
+    _receivers: ClassVar[Mapping[ConnectionState, _Receiver]]
+
+    def __init__(self, state: ConnectionState, rng: Rng | None):
+        self._rng = rng or crypto_utils.random_bytes
+        self._state = state
+        self._buffer = ReceiveBuffer()
+        self._outbox = bytearray()
+        self._events: collections.deque[Message | MalformedMessage] = collections.deque()  # the rest of a Batch
+        self._sealer: RecordSealer | None = None
+        self._opener: RecordOpener | None = None
+        self._received_goodbye = False
+        self._sent_goodbye = False
+
+    @property
+    def state(self) -> ConnectionState:
+        """Where the connection is; changed only by the methods below."""
+        return self._state
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received but not yet part of an event. After ``next_event()``
+        returned ``NEED_DATA``, more than zero means a frame has begun but not
+        ended: a server can put a deadline on it (against slowloris)."""
+        return len(self._buffer)
+
+    @property
+    def records_sent(self) -> int:
+        """Records this side has sealed, its handshake records included: the
+        sequence number of the next one (0 before the keys are agreed). Part
+        of the sending half."""
+        return 0 if self._sealer is None else self._sealer.sequence
+
+    @property
+    def records_received(self) -> int:
+        """Records this side has opened, its handshake records included (0
+        before the keys are agreed). Part of the receiving half."""
+        return 0 if self._opener is None else self._opener.sequence
+
+    # Methods for the caller.
+
+    def receive_data(self, data: bytes) -> None:
+        """Hand over bytes read from the peer; ``b""`` means EOF.
+
+        Raises:
+            LocalProtocolError: data after EOF was already reported.
+        """
+        if self._buffer.at_eof:
+            raise LocalProtocolError("data received after EOF")
+        if data:
+            self._buffer.append(data)
+        else:
+            self._buffer.at_eof = True
+
+    def next_event(self) -> Event | NeedData:
+        """The next event, or ``NEED_DATA`` if more bytes are needed.
+
+        Handshake steps that need an answer write it to ``data_to_send()``
+        by themselves; check that after every call.
+
+        EOF gives ``ConnectionClosed`` (``clean`` if a Goodbye came first),
+        at a frame boundary or not: an unfinished frame is dropped unread.
+        Once CLOSED, every call returns ``ConnectionClosed`` again.
+
+        Raises:
+            RemoteProtocolError: the peer broke the protocol (an oversized
+                frame, a record that fails authentication, a handshake that
+                does not check out, a frame after a Goodbye, more records
+                than a direction may carry); the state becomes ``ERROR``
+                and every later call raises again.
+        """
+        if self._state is ConnectionState.ERROR:
+            raise RemoteProtocolError("the connection already failed")
+        if self._state is ConnectionState.CLOSED:
+            return ConnectionClosed(clean=self._received_goodbye)
+        try:
+            return self._next_event()
+        except RemoteProtocolError:
+            self._advance(Step.PEER_FAILED)
+            raise
+
+    def send(self, message: Message) -> None:
+        """Seal an application message; its bytes go to ``data_to_send()``.
+
+        Raises:
+            LocalProtocolError: not OPEN yet (or any more), after a Goodbye,
+                a message this role may not send, one too large for a frame,
+                or text that cannot be encoded (see ``encode_message``). The
+                state does not change.
+            RecordLimitError: this direction has no record left but the one
+                kept for a Goodbye (a LocalProtocolError: the state does not
+                change).
+        """
+        self._send_encoded([encode(message)])
+
+    def send_batch(self, items: Sequence[Encoded]) -> None:
+        """Seal several encoded messages, in order, in as few records as fit
+        in a frame (a Batch; one message alone is sent as by ``send``). The
+        peer reads the same messages in the same order; the cipher setup,
+        which costs more than sealing a short message, is paid once per
+        record.
+
+        Raises:
+            LocalProtocolError: as ``send``, for any of the messages, a
+                Goodbye that is not the last, or a client calling it. Nothing
+                is sent then, and the state does not change.
+            RecordLimitError: the records these messages need are more than
+                this direction has sequence numbers left for. Nothing is
+                sent, and the state does not change.
+        """
+        if not self._may_send_batch:
+            raise LocalProtocolError(f"a {self._role} may not send a Batch")
+        self._send_encoded(items)
+
+    def data_to_send(self) -> bytes:
+        """Everything written since the last call, ready for ``sendall``."""
+        data = bytes(self._outbox)
+        self._outbox.clear()
+        return data
+
+    def send_raw_record(self, plaintext: bytes) -> None:
+        """Seal ``plaintext`` as the next record just as it is: no encoding,
+        and none of ``send``'s checks (the state, the role, a Goodbye sent,
+        the record limit); its bytes go to ``data_to_send()``.
+
+        This is how a test or a fuzzer plays a peer that breaks the rules
+        (a message of no known type, text that is not UTF-8, a record after
+        a Goodbye or past the limit), which the typed API cannot do; the
+        record is authentic, under the right key and sequence number, so
+        what the peer makes of its content is what is tested. A program
+        has no use for it. Part of the sending half.
+
+        Raises:
+            LocalProtocolError: the keys are not agreed yet.
+            SequenceExhaustedError: this direction's 2**64 sequence numbers
+                are used up (the cipher's own limit, which nothing bypasses).
+        """
+        if self._sealer is None:
+            raise LocalProtocolError(f"can't send a record in state {self._state.name}: no keys yet")
+        self._send_record(plaintext)
+
+    # Internals.
+
+    _role = "peer"
+    _may_send_batch = False
+    _may_receive_batch = False
+
+    def _send_encoded(self, items: Sequence[Encoded]) -> None:
+        if any(isinstance(item.message, Goodbye) for item in items[:-1]):
+            raise LocalProtocolError("Goodbye must be the last message")
+        for item in items:
+            self._check_sendable(item.message)
+        goodbye = bool(items) and isinstance(items[-1].message, Goodbye)
+        self._send_records([item.payload for item in items], ends_with_goodbye=goodbye)
+        self._sent_goodbye = goodbye
+
+    def _check_sendable(self, message: Message) -> None:
+        """LocalProtocolError unless ``message`` may be sent now."""
+        if self._state is not ConnectionState.OPEN or self._sent_goodbye:
+            raise LocalProtocolError(f"can't send {type(message).__name__} in state {self._state.name}")
+        if type(message) not in self._may_send:
+            raise LocalProtocolError(f"a {self._role} may not send {type(message).__name__}")
+
+    def _send_records(self, payloads: list[bytes], ends_with_goodbye: bool = False) -> None:
+        groups = batch_groups(payloads)
+        # Checked before sealing any, so that a batch is sent whole or not at
+        # all. The last record is a Goodbye's only.
+        limit = MAX_RECORDS if ends_with_goodbye else MAX_RECORDS - 1
+        if _set(self._sealer, "the sealer").sequence + len(groups) > limit:
+            raise RecordLimitError(
+                "this direction has carried the records its keys may protect: the connection must end"
+            )
+        for group in groups:
+            self._send_record(group[0] if len(group) == 1 else encode_batch(group))
+
+    def _next_event(self) -> Event | NeedData:
+        if self._events:
+            return self._events.popleft()
+        while True:
+            whole = self._buffer.next_frame()
+            if whole is None:
+                return self._end_of_data()
+            event = self._handle_frame(*whole)
+            if event is not None:
+                return event
+
+    def _end_of_data(self) -> ConnectionClosed | NeedData:
+        if not self._buffer.at_eof:
+            return NEED_DATA
+        # A close in the middle of a frame is a lost connection, like any
+        # close without a Goodbye (PROTOCOL.md section 1), not a sign of an
+        # attack: a server cutting off a client that does not read closes
+        # wherever its writer was. Nothing of the unfinished frame was
+        # authenticated, so nothing of it is delivered.
+        self._buffer.clear()
+        self._advance(Step.RECEIVE_EOF)
+        return ConnectionClosed(clean=self._received_goodbye)
+
+    def _handle_frame(self, header: bytes, body: bytes) -> Event | None:
+        receive = self._receivers.get(self._state)
+        if receive is None:
+            raise RemoteProtocolError(f"unexpected data in state {self._state.name}")
+        return receive(self, header, body)
+
+    def _advance(self, step: Step) -> None:
+        self._state = next_state(self._state, step)
+
+    def _send_frame(self, body: bytes) -> None:
+        self._outbox += frame(body)
+
+    def _send_record(self, plaintext: bytes) -> None:
+        # The header is the record's associated data, so its length is
+        # authenticated too.
+        header = HEADER.pack(len(plaintext) + TAG_SIZE)
+        self._outbox += header + _set(self._sealer, "the sealer").seal(plaintext, aad=header)
+
+    def _open_record(self, header: bytes, body: bytes) -> bytes:
+        opener = _set(self._opener, "the opener")
+        if opener.sequence >= MAX_RECORDS:
+            raise RemoteProtocolError("the peer sent more records than a direction may carry (2**24)")
+        try:
+            return opener.open(body, aad=header)
+        except SequenceExhaustedError:
+            raise RemoteProtocolError("the peer sent more records than a direction may carry (2**24)") from None
+        except CryptoError:
+            raise RemoteProtocolError("record failed authentication") from None
+
+    def _expect_record(self, header: bytes, body: bytes, expected: bytes) -> None:
+        if self._open_record(header, body) != expected:
+            raise RemoteProtocolError("key confirmation failed")
+
+    def _install_keys(self, keys: crypto_utils.SessionKeys, *, is_client: bool) -> None:
+        c2s = (keys.client_to_server_key, keys.client_to_server_iv)
+        s2c = (keys.server_to_client_key, keys.server_to_client_iv)
+        self._sealer = RecordSealer(*(c2s if is_client else s2c))
+        self._opener = RecordOpener(*(s2c if is_client else c2s))
+
+    def _receive_message(self, header: bytes, body: bytes) -> Message | MalformedMessage:
+        if self._received_goodbye:
+            raise RemoteProtocolError("data after Goodbye")
+        plaintext = self._open_record(header, body)
+        if plaintext[:1] == bytes([BATCH_TYPE]) and not self._may_receive_batch:
+            return MalformedMessage(f"a {self._role} does not receive a Batch")
+        events = [self._check_role(event) for event in decode_record(plaintext)]
+        if any(isinstance(event, Goodbye) for event in events[:-1]):
+            raise RemoteProtocolError("data after Goodbye")
+        self._received_goodbye = isinstance(events[-1], Goodbye)
+        self._events.extend(events[1:])
+        return events[0]
+
+    def _check_role(self, event: Message | MalformedMessage) -> Message | MalformedMessage:
+        if isinstance(event, Message) and type(event) not in self._may_receive:
+            # The peer may only send what its own role sends.
+            return MalformedMessage(f"a {self._role} does not receive {type(event).__name__}")
+        return event
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} state={self._state.name}>"
+
+
+class ClientConnection(_Connection):
+    """The client's side of one connection.
+
+    Args:
+        rng: source of random bytes (default: the OS's).
+        ephemeral_key: the X25519 key to use; tests pin it, others omit it.
+    """
+
+    _may_send, _may_receive = CLIENT_SENDS, SERVER_SENDS
+    _role = "client"
+    _may_receive_batch = True
+
+    def __init__(self, rng: Rng | None = None, ephemeral_key: EphemeralKey | None = None):
+        super().__init__(ConnectionState.AWAIT_SERVER_HELLO, rng)
+        self._ephemeral: EphemeralKey | None = ephemeral_key or EphemeralKey.generate(self._rng)
+        self._hello = b""  # the server's hello, for the transcript
+        self._server_key: crypto_utils.RSA.RsaKey | None = None
+        self._client_share = self._x25519_secret = b""
+
+    def accept_server_key(self) -> None:
+        """Trust the server key from ``ServerHello`` and answer with the key
+        exchange. Call it only once the key is checked (known hosts or pin).
+
+        Raises:
+            LocalProtocolError: not in ``AWAIT_TRUST``; state unchanged.
+        """
+        if not allows(self._state, Step.SEND_KEY_EXCHANGE):
+            raise LocalProtocolError(f"can't accept a server key in state {self._state.name}")
+        secret, client_random = self._rng(SECRET_SIZE), self._rng(RANDOM_SIZE)
+        assert self._server_key is not None  # read with the hello, which AWAIT_TRUST follows
+        wrapped = crypto_utils.wrap_key(self._server_key, secret, rng=self._rng)
+        key_exchange = handshake.key_exchange(client_random, self._client_share, wrapped)
+        transcript = crypto_utils.transcript_hash(self._hello, key_exchange)
+        keys = crypto_utils.derive_session_keys(secret, self._x25519_secret, transcript)
+        self._x25519_secret = b""
+        self._install_keys(keys, is_client=True)
+        self._send_frame(key_exchange)
+        self._advance(Step.SEND_KEY_EXCHANGE)
+
+    def _receive_greeting(self, header: bytes, body: bytes) -> ServerHello | ServerRefused:
+        if handshake.is_refusal(body):
+            return self._receive_refusal(body)
+        return self._receive_hello(body)
+
+    def _receive_refusal(self, body: bytes) -> ServerRefused:
+        reason = handshake.read_refusal(body)
+        self._advance(Step.RECEIVE_REFUSAL)
+        return ServerRefused(reason)
+
+    def _receive_hello(self, body: bytes) -> ServerHello:
+        hello = handshake.read_hello(body)
+        try:
+            ephemeral = _set(self._ephemeral, "the ephemeral key")
+            self._server_key = crypto_utils.import_public_key(hello.public_der)
+            self._x25519_secret = ephemeral.agree(hello.share)
+        except CryptoError as exc:  # KeyFormatError, KeyAgreementError
+            raise RemoteProtocolError(f"bad server hello: {exc}") from None
+        self._client_share = ephemeral.public_bytes
+        self._ephemeral = None  # forward secrecy: forget it as soon as used
+        self._hello = body
+        self._advance(Step.RECEIVE_HELLO)
+        return ServerHello(hello.version, hello.public_der, crypto_utils.fingerprint(hello.public_der))
+
+    def _receive_server_hi(self, header: bytes, body: bytes) -> None:
+        self._expect_record(header, body, SERVER_CONFIRM)
+        self._send_record(CLIENT_CONFIRM)
+        self._advance(Step.RECEIVE_SERVER_HI)
+
+    def _receive_server_ok(self, header: bytes, body: bytes) -> HandshakeComplete:
+        self._expect_record(header, body, SERVER_FINISHED)
+        self._advance(Step.RECEIVE_SERVER_OK)
+        return HandshakeComplete()
+
+    _receivers: ClassVar[Mapping[ConnectionState, _Receiver]] = {
+        ConnectionState.AWAIT_SERVER_HELLO: _receive_greeting,
+        ConnectionState.AWAIT_SERVER_HI: _receive_server_hi,
+        ConnectionState.AWAIT_SERVER_OK: _receive_server_ok,
+        ConnectionState.OPEN: _Connection._receive_message,
+    }
+
+
+class ServerConnection(_Connection):
+    """The server's side of one connection. Its hello is ready at once in
+    ``data_to_send()``.
+
+    Args:
+        identity: the server's long-term key (``ServerIdentity.of(key)``,
+            made once for all connections).
+        rng: source of random bytes (default: the OS's).
+        ephemeral_key: the X25519 key to use; tests pin it, others omit it.
+    """
+
+    _may_send, _may_receive = SERVER_SENDS, CLIENT_SENDS
+    _role = "server"
+    _may_send_batch = True
+
+    def __init__(self, identity: ServerIdentity, rng: Rng | None = None, ephemeral_key: EphemeralKey | None = None):
+        super().__init__(ConnectionState.AWAIT_KEY_EXCHANGE, rng)
+        self._identity_key = identity.key
+        self._ephemeral: EphemeralKey | None = ephemeral_key or EphemeralKey.generate(self._rng)
+        self._hello = handshake.hello(self._rng(RANDOM_SIZE), self._ephemeral.public_bytes, identity.public_der)
+        self._send_frame(self._hello)
+
+    def _receive_key_exchange(self, header: bytes, body: bytes) -> None:
+        key_exchange = handshake.read_key_exchange(body)
+        try:
+            shared = _set(self._ephemeral, "the ephemeral key").agree(key_exchange.share)
+        except CryptoError as exc:
+            raise RemoteProtocolError(f"bad key exchange: {exc}") from None
+        self._ephemeral = None  # forward secrecy: forget it as soon as used
+        secret = self._unwrap_secret(key_exchange.wrapped)
+        transcript = crypto_utils.transcript_hash(self._hello, body)
+        self._install_keys(crypto_utils.derive_session_keys(secret, shared, transcript), is_client=False)
+        self._send_record(SERVER_CONFIRM)
+        self._advance(Step.RECEIVE_KEY_EXCHANGE)
+
+    def _unwrap_secret(self, wrapped: bytes) -> bytes:
+        # A bad wrapping is not reported here: like TLS with RSA key transport
+        # (RFC 5246 section 7.4.7.1), go on with a random secret, so the peer
+        # learns only that key confirmation failed, never why (no padding oracle).
+        try:
+            secret = crypto_utils.unwrap_key(self._identity_key, wrapped)
+        except CryptoError:
+            secret = b""
+        return secret if len(secret) == SECRET_SIZE else self._rng(SECRET_SIZE)
+
+    def _receive_client_hi(self, header: bytes, body: bytes) -> HandshakeComplete:
+        self._expect_record(header, body, CLIENT_CONFIRM)
+        self._send_record(SERVER_FINISHED)
+        self._advance(Step.RECEIVE_CLIENT_HI)
+        return HandshakeComplete()
+
+    _receivers: ClassVar[Mapping[ConnectionState, _Receiver]] = {
+        ConnectionState.AWAIT_KEY_EXCHANGE: _receive_key_exchange,
+        ConnectionState.AWAIT_CLIENT_HI: _receive_client_hi,
+        ConnectionState.OPEN: _Connection._receive_message,
+    }

@@ -1,0 +1,187 @@
+"""The handshake's messages (PROTOCOL.md section 2), bytes to values and
+back: the server's hello or refusal, the client's key exchange, and the
+confirmations that travel inside the first records.
+
+Only the wire format lives here; what each side does with a message (the
+key agreement, the transcript, the state) is the connection's
+(``connection``). The readers check the layout and the version, and raise
+``RemoteProtocolError`` for anything else; the keys inside are checked by
+the crypto layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from socket_chat import crypto as crypto_utils
+from socket_chat.crypto import RANDOM_SIZE, X25519_KEY_SIZE
+from socket_chat.protocol.codec import FIELD_LENGTH, Reader
+from socket_chat.protocol.errors import LocalProtocolError, RemoteProtocolError
+from socket_chat.protocol.framing import HEADER, MAX_FRAME_SIZE, frame
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "SERVER_CONFIRM",
+    "CLIENT_CONFIRM",
+    "SERVER_FINISHED",
+    "ServerIdentity",
+    "Hello",
+    "KeyExchange",
+    "hello",
+    "read_hello",
+    "key_exchange",
+    "read_key_exchange",
+    "is_refusal",
+    "refusal",
+    "read_refusal",
+    "may_be_server_greeting",
+]
+
+PROTOCOL_VERSION = 1
+_SERVER_HELLO = 0x01
+_KEY_EXCHANGE = 0x02
+_REFUSAL = 0x03
+#: The plaintexts of the handshake's records: the server's HI, the client's
+#: HI back, and the server's OK. Each proves the sender derived the keys.
+SERVER_CONFIRM = b"HI"
+CLIENT_CONFIRM = b"HI"
+SERVER_FINISHED = b"OK"
+
+
+@dataclass(frozen=True)
+class ServerIdentity:
+    """The server's long-term key and what it shows of it, worked out once
+    for every connection: the DER public key its hello carries (encoding
+    it costs more than half a millisecond) and that key's fingerprint.
+    The repr names the fingerprint only, never the key."""
+
+    key: crypto_utils.RSA.RsaKey = field(repr=False)
+    public_der: bytes = field(repr=False)
+    fingerprint: str
+
+    @classmethod
+    def of(cls, key: crypto_utils.RSA.RsaKey) -> ServerIdentity:
+        """The identity of an RSA private key."""
+        der = crypto_utils.export_public_key(key)
+        return cls(key, der, crypto_utils.fingerprint(der))
+
+
+@dataclass(frozen=True)
+class Hello:
+    """A server hello as read. Its random is not kept: it is bound in
+    through the transcript, which hashes the whole message."""
+
+    version: int
+    share: bytes  # the server's X25519 public key
+    public_der: bytes  # its RSA public key, DER SubjectPublicKeyInfo
+
+
+@dataclass(frozen=True)
+class KeyExchange:
+    """A client's key exchange as read (its random, as the hello's, is bound
+    in through the transcript)."""
+
+    share: bytes  # the client's X25519 public key
+    wrapped: bytes  # the secret, RSA-OAEP to the server's key
+
+
+def _check_version(version: int) -> None:
+    if version != PROTOCOL_VERSION:
+        raise RemoteProtocolError(f"unsupported protocol version {version}")
+
+
+def hello(random: bytes, share: bytes, public_der: bytes) -> bytes:
+    """The body of a server hello."""
+    return _shares(_SERVER_HELLO, random, share, public_der)
+
+
+def read_hello(body: bytes) -> Hello:
+    """Read a server hello's body.
+
+    Raises:
+        RemoteProtocolError: not a hello, another version, or malformed.
+    """
+    return Hello(PROTOCOL_VERSION, *_read_shares(body, _SERVER_HELLO, "server hello"))
+
+
+def key_exchange(random: bytes, share: bytes, wrapped: bytes) -> bytes:
+    """The body of a client key exchange."""
+    return _shares(_KEY_EXCHANGE, random, share, wrapped)
+
+
+def read_key_exchange(body: bytes) -> KeyExchange:
+    """Read a key exchange's body.
+
+    Raises:
+        RemoteProtocolError: not a key exchange, another version, or malformed.
+    """
+    return KeyExchange(*_read_shares(body, _KEY_EXCHANGE, "key exchange"))
+
+
+# The hello and the key exchange have one layout: type, version, random[32],
+# X25519 share[32], then a sized field (the server's key, the wrapped secret).
+
+
+def _shares(kind: int, random: bytes, share: bytes, sized: bytes) -> bytes:
+    return bytes([kind, PROTOCOL_VERSION]) + random + share + FIELD_LENGTH.pack(len(sized)) + sized
+
+
+def _read_shares(body: bytes, kind: int, what: str) -> tuple[bytes, bytes]:
+    reader = Reader(body, what)
+    if reader.take_byte() != kind:
+        raise RemoteProtocolError(f"expected the {what}")
+    _check_version(reader.take_byte())
+    reader.take(RANDOM_SIZE)  # the sender's random: bound in through the transcript
+    share = reader.take(X25519_KEY_SIZE)
+    sized = reader.take_sized()
+    reader.finish()
+    return share, sized
+
+
+def is_refusal(body: bytes) -> bool:
+    """Whether the server's first frame is a refusal rather than a hello."""
+    return body[:1] == bytes([_REFUSAL])
+
+
+def refusal(reason: str) -> bytes:
+    """The frame a server sends instead of its hello to turn a connection
+    away (when it is full, for example), before any key is spent on it.
+
+    Raises:
+        LocalProtocolError: the reason does not fit in a field.
+    """
+    data = reason.encode("utf-8")
+    if len(data) > 0xFFFF:
+        raise LocalProtocolError("reason is too long to encode")
+    return frame(bytes([_REFUSAL, PROTOCOL_VERSION]) + FIELD_LENGTH.pack(len(data)) + data)
+
+
+def read_refusal(body: bytes) -> str:
+    """The reason a refusal's body gives.
+
+    Raises:
+        RemoteProtocolError: another version, or malformed.
+    """
+    reader = Reader(body, "server refusal")
+    reader.take_byte()
+    _check_version(reader.take_byte())
+    try:
+        reason = reader.take_text()
+    except UnicodeDecodeError:
+        raise RemoteProtocolError("server refusal is not valid UTF-8") from None
+    reader.finish()
+    return reason
+
+
+def may_be_server_greeting(data: bytes) -> bool:
+    """Whether ``data``, the first bytes a server sent, could begin a server
+    hello or refusal of some version of this protocol: a frame header within
+    the limit, then the hello's or the refusal's type byte. False means the
+    peer is some other program (a web or mail server, say), which a client
+    can tell the person at once."""
+    if len(data) < HEADER.size:
+        return False
+    (length,) = HEADER.unpack_from(data)
+    if not 0 < length <= MAX_FRAME_SIZE:
+        return False
+    return len(data) == HEADER.size or data[HEADER.size] in (_SERVER_HELLO, _REFUSAL)
