@@ -9,7 +9,7 @@ import threading
 import time
 
 from socket_chat import protocol
-from socket_chat.chat.limits import Limits
+from socket_chat.chat.limits import UNCAPPED, Limits
 from socket_chat.protocol import (
     ChatLine,
     ClientConnection,
@@ -24,7 +24,6 @@ from socket_chat.protocol import (
     Welcome,
 )
 from socket_chat.server import app as server
-from socket_chat.server.admission import UNCAPPED
 
 TIMEOUT = 5.0  # seconds any single expected event may take
 DEADLINE = 5.0  # seconds for anything the tests poll for

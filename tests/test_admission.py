@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from socket_chat.chat.limits import Limits
+from socket_chat.chat.limits import Limits, Startups, startups_type
 from socket_chat.protocol import ChatMessage, Goodbye, HandshakeComplete, ServerHello, ServerRefused, UserJoined
 from socket_chat.server import app as server
 from socket_chat.server.admission import (
@@ -22,11 +22,9 @@ from socket_chat.server.admission import (
     Admission,
     RefusalLog,
     Refused,
-    Startups,
     Ticket,
     Why,
     source_of,
-    startups_type,
 )
 from tests.helpers import DEADLINE, OPEN_DOOR, ChatTestClient, wait_until
 

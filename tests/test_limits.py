@@ -6,10 +6,9 @@ from __future__ import annotations
 import pytest
 
 from socket_chat.chat import limits
-from socket_chat.chat.limits import Limits
+from socket_chat.chat.limits import Limits, Startups
 from socket_chat.protocol import ChatMessage, Encoded, Goodbye, RateLimit, encode
 from socket_chat.server import app as server
-from socket_chat.server.admission import Startups
 
 
 class FakeClock:

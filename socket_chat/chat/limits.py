@@ -10,15 +10,74 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from socket_chat.protocol import Encoded, RateLimit
-from socket_chat.server.admission import DEFAULT_STARTUPS, Startups
 
-__all__ = ["Limits", "TokenBucket", "Pacer", "Outbox", "QUEUED_OVERHEAD"]
+__all__ = [
+    "Limits",
+    "Startups",
+    "DEFAULT_STARTUPS",
+    "UNCAPPED",
+    "startups_type",
+    "TokenBucket",
+    "Pacer",
+    "Outbox",
+    "QUEUED_OVERHEAD",
+]
 
 Clock = Callable[[], float]
 
 #: What a queued message counts against the send queue beyond its bytes on
 #: the wire: a fixed share for the objects that hold it.
 QUEUED_OVERHEAD = 64
+
+
+@dataclass(frozen=True)
+class Startups:
+    """sshd's ``MaxStartups start:rate:full``: random early drop of new
+    connections while ``start`` or more are in their handshake; ``full``
+    0 turns it off.
+
+    sshd starts at 10; here 20, twice the default per-address cap, so that
+    one address alone cannot make anyone else's connection be dropped.
+    """
+
+    start: int = 20
+    rate: int = 30  # percent dropped at ``start``
+    full: int = 100
+
+    def drop_chance(self, in_handshake: int) -> float:
+        """The probability that one more connection is dropped, with
+        ``in_handshake`` connections already in their handshake."""
+        if not self.full or in_handshake < self.start:
+            return 0.0
+        if in_handshake >= self.full:
+            return 1.0
+        span = self.full - self.start
+        return (self.rate + (100 - self.rate) * (in_handshake - self.start) / span) / 100
+
+    def __str__(self) -> str:
+        return f"{self.start}:{self.rate}:{self.full}"
+
+
+DEFAULT_STARTUPS = Startups()
+UNCAPPED = Startups(0, 100, 0)  #: ``--max-startups 0``
+
+
+def startups_type(text: str) -> Startups:
+    """argparse type for ``--max-startups``: ``START:RATE:FULL`` as sshd's,
+    ``N`` (a hard cap of N), or ``0`` (no cap).
+
+    Raises:
+        ValueError: anything else (argparse reports it as a usage error).
+    """
+    parts = text.split(":")
+    if not all(part.isdigit() for part in parts) or len(parts) not in (1, 3):
+        raise ValueError(f"{text!r} is not START:RATE:FULL or N")
+    if len(parts) == 1:
+        return Startups(int(parts[0]), 100, int(parts[0]))
+    start, rate, full = map(int, parts)
+    if not (start <= full and rate <= 100 and full):
+        raise ValueError(f"{text!r}: START must be at most FULL, RATE a percentage, FULL above 0")
+    return Startups(start, rate, full)
 
 
 @dataclass(frozen=True)

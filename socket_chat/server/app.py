@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from socket_chat import cli, protocol, transport
 from socket_chat import crypto as crypto_utils
 from socket_chat.chat import names
-from socket_chat.chat.limits import Limits, Outbox, TokenBucket
+from socket_chat.chat.limits import Limits, Outbox, Startups, TokenBucket, startups_type
 from socket_chat.chat.presentation import excerpt, printable_text
 from socket_chat.chat.room import DEFAULT_HISTORY, Cluster, Membership, Room, user_list_messages
 from socket_chat.crypto import keystore
@@ -914,10 +914,10 @@ def count_type(option: str):
     return parse
 
 
-def startups_arg(text: str) -> admission.Startups:
+def startups_arg(text: str) -> Startups:
     """argparse type for --max-startups."""
     try:
-        return admission.startups_type(text)
+        return startups_type(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"--max-startups: {exc}") from None
 
