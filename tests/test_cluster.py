@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from socket_chat.chat import names
+from socket_chat.chat.member import USERNAME_INVALID, USERNAME_LOOKS_TAKEN, USERNAME_TAKEN
 from socket_chat.protocol import (
     ChatMessage,
     ErrorNotice,
@@ -30,6 +31,7 @@ from socket_chat.protocol import (
 )
 from socket_chat.server import app as server
 from socket_chat.server import cluster
+from socket_chat.server.command_line import parse_args
 from socket_chat.server.console import OperatorConsole
 from tests.helpers import OwnServer
 
@@ -64,7 +66,7 @@ def assert_taken(own: OwnServer, name: str) -> None:
     """A newcomer on ``own`` asking for ``name`` is told it is taken."""
     newcomer = own.client()
     newcomer.send(Username(name))
-    assert newcomer.expect(UsernameRequest).prompt == server.USERNAME_TAKEN
+    assert newcomer.expect(UsernameRequest).prompt == USERNAME_TAKEN
 
 
 def chat_from(client, count: int) -> list[str]:
@@ -149,10 +151,10 @@ def test_names_differ_only_in_case_are_the_same_name_across_servers(cluster_of):
 @pytest.mark.parametrize(
     ("impostor", "prompt"),
     [
-        ("ａｄｍｉｎ", server.USERNAME_LOOKS_TAKEN.format(holder="admin")),
-        ("ADMIN\ufe0f", server.USERNAME_INVALID.format(reason="contains an invisible character (U+FE0F)")),
-        ("\u0430dmin", server.USERNAME_INVALID.format(reason="mixes Cyrillic and Latin letters")),
-        ("admin: hi", server.USERNAME_INVALID.format(reason="may not contain ':'")),
+        ("ａｄｍｉｎ", USERNAME_LOOKS_TAKEN.format(holder="admin")),
+        ("ADMIN\ufe0f", USERNAME_INVALID.format(reason="contains an invisible character (U+FE0F)")),
+        ("\u0430dmin", USERNAME_INVALID.format(reason="mixes Cyrillic and Latin letters")),
+        ("admin: hi", USERNAME_INVALID.format(reason="may not contain ':'")),
     ],
     ids=["fullwidth", "fe0f", "cyrillic", "colon"],
 )
@@ -381,7 +383,7 @@ def test_redis_that_does_not_answer_at_start_is_a_clear_error(redis_server):
 
 
 def test_the_servers_default_name_expiry_is_the_clusters():
-    assert server.parse_args([]).cluster_name_ttl == cluster.DEFAULT_NAME_TTL
+    assert parse_args([]).cluster_name_ttl == cluster.DEFAULT_NAME_TTL
 
 
 def test_a_password_in_the_address_is_never_shown():

@@ -83,7 +83,7 @@ def startups_type(text: str) -> Startups:
 @dataclass(frozen=True)
 class Limits:
     """What one connection may do and how long it may take; every field is a
-    server option (see ``server.parse_args``), and these are the defaults."""
+    server option (see ``server.command_line.parse_args``), and these are the defaults."""
 
     max_clients: int = 1000  # people at once (connections past the handshake); one more is told the server is full
     max_message_bytes: int = 4096  # of UTF-8 in one chat line; longer ones are refused
@@ -93,7 +93,7 @@ class Limits:
     handshake_timeout: float = 5.0  # seconds from connecting to keys confirmed: a program's work
     username_timeout: float = 300.0  # seconds to choose a name: a person first checks the fingerprint
     frame_timeout: float = 10.0  # seconds for a frame, once begun (slowloris)
-    # Before the handshake (admission.py, after sshd): per address (IPv6: per /64)
+    # Before the handshake (server.admission, after sshd): per address (IPv6: per /64)
     max_per_address: int = 10  # connections at once from one address; 0: no cap
     handshake_rate: float = 1.0  # new connections a second from one address, after 10 at once; 0: no limit
     max_startups: Startups = DEFAULT_STARTUPS  # handshakes in progress: random early drop, START:RATE:FULL
