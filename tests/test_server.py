@@ -410,7 +410,7 @@ def test_no_new_connections_after_shutdown(own_server):
 
 
 def test_client_that_never_speaks_is_closed_after_the_handshake_deadline(own_server):
-    chat = own_server.start(handshake_timeout=0.5)
+    chat = own_server.start(handshake_timeout=0.2)
     sock = socket.create_connection(chat.server_address, timeout=DEADLINE)
     try:
         deadline = time.monotonic() + DEADLINE
@@ -422,7 +422,7 @@ def test_client_that_never_speaks_is_closed_after_the_handshake_deadline(own_ser
 
 
 def test_client_that_never_chooses_a_name_is_told_and_closed(own_server):
-    chat = own_server.start(username_timeout=0.5)
+    chat = own_server.start(username_timeout=0.2)
     client = own_server.client()  # handshake done, UsernameRequest read
 
     assert client.expect(Goodbye) == Goodbye("Timed out waiting for a username.")
@@ -435,10 +435,11 @@ def test_joined_client_may_stay_idle_past_the_deadlines(own_server):
     alice = own_server.client("Alice")
     bob = own_server.client("Bob")
     alice.expect(UserJoined)
+    laggard = own_server.client()  # its deadlines began after Alice's
 
-    alice.assert_quiet(wait=0.6)  # idle for twice the deadlines
+    assert laggard.expect(Goodbye) == Goodbye("Timed out waiting for a username.")
 
-    bob.say("still there?")
+    bob.say("still there?")  # Alice, idle since before it, is still in
     assert alice.next_event() == ChatMessage("Bob", "still there?")
 
 

@@ -26,27 +26,6 @@ from socket_chat.chat import names
 from socket_chat.chat.limits import Clock, Limits, TokenBucket
 from socket_chat.chat.presentation import excerpt, printable_text
 from socket_chat.chat.room import Member, Membership, Room, user_list_messages
-from socket_chat.protocol import (
-    ActionLine,
-    ActionMessage,
-    Away,
-    AwayReply,
-    Back,
-    ChatLine,
-    ChatMessage,
-    ConnectionClosed,
-    EchoOwnLines,
-    ErrorNotice,
-    Goodbye,
-    MalformedMessage,
-    Message,
-    NickRequest,
-    Notice,
-    PrivateLine,
-    UserListRequest,
-    Username,
-    UsernameRequest,
-)
 
 __all__ = [
     "ASK_USERNAME",
@@ -109,7 +88,7 @@ class MemberSession:
         room: Room,
         member: Member,
         limits: Limits,
-        tell: Callable[[Message], None],
+        tell: Callable[[protocol.Message], None],
         peer: str = "",
         log_messages: bool = False,
         clock: Clock = time.monotonic,
@@ -134,7 +113,7 @@ class MemberSession:
         """The first words: the flood limit, the username deadline, the question."""
         self._tell(self.limits.rate_limit_message())
         self._tell(protocol.UsernameDeadline(min(math.ceil(self.limits.username_timeout), 0xFFFFFFFF)))
-        self._tell(UsernameRequest(ASK_USERNAME))
+        self._tell(protocol.UsernameRequest(ASK_USERNAME))
 
     def receive(self, event: protocol.Event) -> None:
         """Act on one event from the person.
@@ -158,20 +137,20 @@ class MemberSession:
 
     # Any stage.
 
-    def _left(self, event: Goodbye | ConnectionClosed) -> None:
+    def _left(self, event: protocol.Goodbye | protocol.ConnectionClosed) -> None:
         self._stage = Stage.ENDED
 
-    def _not_understood(self, event: MalformedMessage) -> None:
+    def _not_understood(self, event: protocol.MalformedMessage) -> None:
         if self._within_rate("it was not answered"):  # reading it cost as much as a line
-            self._tell(ErrorNotice(f"Message not understood: {event.reason}."))
+            self._tell(protocol.ErrorNotice(f"Message not understood: {event.reason}."))
 
-    def _echo_on(self, event: EchoOwnLines) -> None:
+    def _echo_on(self, event: protocol.EchoOwnLines) -> None:
         self._echo = True
         self._tell(event)  # the answer: from now on
 
     # NAMING.
 
-    def _choose(self, event: Username) -> None:
+    def _choose(self, event: protocol.Username) -> None:
         # Capped: in a cluster each attempt may be a Redis call.
         self._attempts += 1
         last = self._attempts >= MAX_USERNAME_ATTEMPTS
@@ -187,30 +166,34 @@ class MemberSession:
             name = names.accept(requested)
         except names.NameRefused as refused:
             if ask_again:
-                self._tell(UsernameRequest(USERNAME_INVALID.format(reason=refused.reason)))
+                self._tell(protocol.UsernameRequest(USERNAME_INVALID.format(reason=refused.reason)))
             return None
         membership = self.room.join(self.member, name)
         if membership is None:
             if ask_again:
                 holder = self._look_alike_holder(name)
-                self._tell(UsernameRequest(USERNAME_LOOKS_TAKEN.format(holder=holder) if holder else USERNAME_TAKEN))
+                self._tell(
+                    protocol.UsernameRequest(USERNAME_LOOKS_TAKEN.format(holder=holder) if holder else USERNAME_TAKEN)
+                )
         else:
             log.info("%s joined from %s", name, self.peer)
         return membership
 
     def _choose_first(self, event: protocol.Event) -> None:
         if self._within_rate("it was not answered"):
-            self._tell(ErrorNotice("Choose a username first."))
+            self._tell(protocol.ErrorNotice("Choose a username first."))
 
     # CHATTING.
 
-    def _relay(self, line: ChatLine) -> None:
-        self._relay_public(ChatMessage(self._me.name, line.text), "%s: %s", "%s said a line (%d characters)")
+    def _relay(self, line: protocol.ChatLine) -> None:
+        self._relay_public(protocol.ChatMessage(self._me.name, line.text), "%s: %s", "%s said a line (%d characters)")
 
-    def _relay_action(self, line: ActionLine) -> None:
-        self._relay_public(ActionMessage(self._me.name, line.text), "* %s %s", "%s did an action (%d characters)")
+    def _relay_action(self, line: protocol.ActionLine) -> None:
+        self._relay_public(
+            protocol.ActionMessage(self._me.name, line.text), "* %s %s", "%s did an action (%d characters)"
+        )
 
-    def _relay_public(self, message: ChatMessage | ActionMessage, said: str, counted: str) -> None:
+    def _relay_public(self, message: protocol.ChatMessage | protocol.ActionMessage, said: str, counted: str) -> None:
         """A line or action to everyone, if admitted; its text is logged
         only with ``log_messages`` (``said``), else its length (``counted``)."""
         if not self._admit(message.text):
@@ -225,14 +208,16 @@ class MemberSession:
         # in the room's order.
         self.room.publish(message, sender=None if self._echo else me)
 
-    def _relay_private(self, line: PrivateLine) -> None:
+    def _relay_private(self, line: protocol.PrivateLine) -> None:
         if not self._admit(line.text):
             return
         me = self._me
         recipient = recipient_name(line.recipient)
         if recipient is None or not self.room.send_private(me, recipient, line.text):
             self._tell(
-                ErrorNotice(f"No one called {excerpt(line.recipient, 40)} is online; the private message was not sent.")
+                protocol.ErrorNotice(
+                    f"No one called {excerpt(line.recipient, 40)} is online; the private message was not sent."
+                )
             )
             return
         # The text of private lines stays out of the log (the operator could
@@ -240,26 +225,28 @@ class MemberSession:
         log.info("%s sent a private message to %s", me.name, printable_text(line.recipient))
         away = self.room.away_message(recipient)
         if away is not None and away[0] != me.name:
-            self._tell(AwayReply(*away))  # as IRC's RPL_AWAY
+            self._tell(protocol.AwayReply(*away))  # as IRC's RPL_AWAY
 
-    def _rename(self, request: NickRequest) -> None:
+    def _rename(self, request: protocol.NickRequest) -> None:
         if not self._within_rate("the name was not changed"):
             return
         try:
             name = names.accept(request.name)
         except names.NameRefused as refused:
-            self._tell(ErrorNotice(f"That is not a valid username: it {refused.reason}. The name was not changed."))
+            self._tell(
+                protocol.ErrorNotice(f"That is not a valid username: it {refused.reason}. The name was not changed.")
+            )
             return
         if name == self._me.name:
-            self._tell(Notice(f"You are already called {name}."))  # nobody else is told
+            self._tell(protocol.Notice(f"You are already called {name}."))  # nobody else is told
         elif self.room.rename(self._me, name):
             log.info("%s: now known as %s", self.peer, name)
         elif holder := self._look_alike_holder(name):
-            self._tell(ErrorNotice(f"The username {name} looks the same as {holder}, who is online."))
+            self._tell(protocol.ErrorNotice(f"The username {name} looks the same as {holder}, who is online."))
         else:
-            self._tell(ErrorNotice(f"The username {name} is taken."))
+            self._tell(protocol.ErrorNotice(f"The username {name} is taken."))
 
-    def _list_users(self, request: UserListRequest) -> None:
+    def _list_users(self, request: protocol.UserListRequest) -> None:
         # Counted by flood control like every request: building the list
         # costs (a Redis SCAN in a cluster). The client's own request on
         # joining comes with a full bucket.
@@ -268,7 +255,7 @@ class MemberSession:
         for message in user_list_messages(self.room.who(), self.room.away_messages()):
             self._tell(message)
 
-    def _set_away(self, request: Away) -> None:
+    def _set_away(self, request: protocol.Away) -> None:
         """``/away [MESSAGE]``: shown in /users, and to whoever writes to
         the member privately, until /back or their next line to everyone."""
         if not self._within_rate("you were not marked as away"):
@@ -276,19 +263,19 @@ class MemberSession:
         message = " ".join(request.message.split())  # one line: no tab or newline in a UserList entry
         if len(message) > MAX_AWAY_LENGTH:
             self._tell(
-                ErrorNotice(
+                protocol.ErrorNotice(
                     f"An away message may be {MAX_AWAY_LENGTH} characters long at most; you were not marked as away."
                 )
             )
             return
         self.room.set_away(self._me, message)
-        self._tell(Notice(f"You are marked as away: {message}" if message else "You are marked as away."))
+        self._tell(protocol.Notice(f"You are marked as away: {message}" if message else "You are marked as away."))
 
-    def _back(self, request: Back) -> None:
+    def _back(self, request: protocol.Back) -> None:
         if not self._within_rate("you are still marked as away"):
             return
         if self._me.away is None:
-            self._tell(Notice("You are not marked as away."))
+            self._tell(protocol.Notice("You are not marked as away."))
         else:
             self._come_back()
 
@@ -296,9 +283,9 @@ class MemberSession:
         """No longer away (after /back, or a line to everyone)."""
         if self._me.away is not None:
             self.room.set_away(self._me, None)
-            self._tell(Notice("You are back: no longer marked as away."))
+            self._tell(protocol.Notice("You are back: no longer marked as away."))
 
-    def _part(self, goodbye: Goodbye) -> None:
+    def _part(self, goodbye: protocol.Goodbye) -> None:
         """The person leaves, with a parting line if it passes the checks."""
         if goodbye.reason and self._admit(goodbye.reason):
             self.parting = goodbye.reason
@@ -306,7 +293,7 @@ class MemberSession:
 
     def _not_expected(self, event: protocol.Event) -> None:
         if self._within_rate("it was not answered"):
-            self._tell(ErrorNotice(f"{type(event).__name__} is not expected now."))
+            self._tell(protocol.ErrorNotice(f"{type(event).__name__} is not expected now."))
 
     # The checks.
 
@@ -325,12 +312,12 @@ class MemberSession:
         """Whether a line of text from the person may go out; if not, they are
         told why, so that nothing is dropped in silence."""
         if not text.strip():
-            self._tell(ErrorNotice("An empty message was not sent."))
+            self._tell(protocol.ErrorNotice("An empty message was not sent."))
             return False
         size = len(text.encode("utf-8"))
         if size > self.limits.max_message_bytes:
             self._tell(
-                ErrorNotice(
+                protocol.ErrorNotice(
                     f"The message was not sent: it is {size} bytes long, and the limit is "
                     f"{self.limits.max_message_bytes}."
                 )
@@ -344,7 +331,7 @@ class MemberSession:
         wait = self.flood_control.take()
         if wait:
             self._tell(
-                ErrorNotice(
+                protocol.ErrorNotice(
                     f"Slow down: {refused}. You can send {self.limits.burst} "
                     f"messages at once, then {self.limits.rate:g} a second; wait {wait:.1f} s."
                 )
@@ -368,25 +355,25 @@ Rule = Callable[[MemberSession, Any], None]
 
 #: Events with the same meaning at every stage.
 _ANY_STAGE: dict[type, Rule] = {
-    Goodbye: MemberSession._left,
-    ConnectionClosed: MemberSession._left,
-    MalformedMessage: MemberSession._not_understood,
-    EchoOwnLines: MemberSession._echo_on,
+    protocol.Goodbye: MemberSession._left,
+    protocol.ConnectionClosed: MemberSession._left,
+    protocol.MalformedMessage: MemberSession._not_understood,
+    protocol.EchoOwnLines: MemberSession._echo_on,
 }
 
 #: What each event does at each stage (h11's table of transitions).
 RULES: dict[Stage, dict[type, Rule]] = {
-    Stage.NAMING: {**_ANY_STAGE, Username: MemberSession._choose},
+    Stage.NAMING: {**_ANY_STAGE, protocol.Username: MemberSession._choose},
     Stage.CHATTING: {
         **_ANY_STAGE,
-        ChatLine: MemberSession._relay,
-        ActionLine: MemberSession._relay_action,
-        PrivateLine: MemberSession._relay_private,
-        NickRequest: MemberSession._rename,
-        UserListRequest: MemberSession._list_users,
-        Away: MemberSession._set_away,
-        Back: MemberSession._back,
-        Goodbye: MemberSession._part,
+        protocol.ChatLine: MemberSession._relay,
+        protocol.ActionLine: MemberSession._relay_action,
+        protocol.PrivateLine: MemberSession._relay_private,
+        protocol.NickRequest: MemberSession._rename,
+        protocol.UserListRequest: MemberSession._list_users,
+        protocol.Away: MemberSession._set_away,
+        protocol.Back: MemberSession._back,
+        protocol.Goodbye: MemberSession._part,
     },
 }
 
