@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -125,80 +126,70 @@ def _add_cluster_options(group: argparse._ArgumentGroup) -> None:
 
 def _add_limit_options(group: argparse._ArgumentGroup) -> None:
     default = Limits()
-    group.add_argument(
-        "--max-clients",
-        type=cli.positive(int, "--max-clients"),
-        default=default.max_clients,
-        metavar="N",
-        help="people at once (connections that finished the handshake); one more is told the server is full "
-        f"(default: {default.max_clients})",
-    )
-    group.add_argument(
-        "--max-message-bytes",
-        type=cli.positive(int, "--max-message-bytes"),
-        default=default.max_message_bytes,
-        metavar="BYTES",
-        help=f"longest chat line, in bytes of UTF-8 (default: {default.max_message_bytes})",
-    )
-    group.add_argument(
-        "--rate",
-        type=rate_type,
-        default=default.rate,
-        metavar="PER_SECOND",
-        help=f"messages a second each person may send, sustained; 0: no limit (default: {default.rate:g})",
-    )
-    group.add_argument(
-        "--burst",
-        type=cli.positive(int, "--burst"),
-        default=default.burst,
-        metavar="N",
-        help=f"messages a person may send at once, as when pasting (default: {default.burst})",
-    )
-    group.add_argument(
-        "--sendq",
-        type=cli.positive(int, "--sendq"),
-        default=default.sendq_bytes,
-        dest="sendq_bytes",
-        metavar="BYTES",
-        help=f"bytes queued for a client that does not read before it is disconnected (default: {default.sendq_bytes})",
-    )
-    group.add_argument(
-        "--max-per-address",
-        type=count_type("--max-per-address"),
-        default=default.max_per_address,
-        metavar="N",
-        help="connections at once from one IP address (IPv6: one /64), handshakes included; "
-        f"0: no cap (default: {default.max_per_address})",
-    )
-    group.add_argument(
-        "--handshake-rate",
-        type=rate_type,
-        default=default.handshake_rate,
-        metavar="PER_SECOND",
-        help="new connections a second from one address, after 10 at once; a handshake not finished counts 3; "
-        f"0: no limit (default: {default.handshake_rate:g})",
-    )
-    group.add_argument(
-        "--max-startups",
-        type=startups_arg,
-        default=default.max_startups,
-        metavar="START:RATE:FULL",
-        help="connections still in their handshake, as sshd's MaxStartups: from START on, RATE%% of new ones "
-        "are refused, rising to all at FULL; N: a hard cap; 0: no cap (these never hold a --max-clients place) "
-        f"(default: {default.max_startups})",
-    )
-    for name, seconds, what in (
-        ("handshake", default.handshake_timeout, "to finish the handshake"),
-        ("username", default.username_timeout, "to choose a username"),
-        ("frame", default.frame_timeout, "to finish a message once begun"),
-    ):
+
+    def limit(flag: str, field: str, parse: Callable[[str], object], metavar: str, help: str) -> None:
+        """An option for the ``Limits`` field ``field``, its default from there."""
+        value = getattr(default, field)
+        shown = f"{value:g}" if isinstance(value, float) else value
         group.add_argument(
-            f"--{name}-timeout",
-            type=cli.positive(float, f"--{name}-timeout"),
-            default=seconds,
-            metavar="SECONDS",
-            help=f"seconds a client has {what} (default: {seconds:g})",
+            flag, type=parse, default=value, dest=field, metavar=metavar, help=f"{help} (default: {shown})"
         )
+
+    def whole(flag: str) -> Callable[[str], int]:
+        return cli.positive(int, flag)
+
+    limit(
+        "--max-clients",
+        "max_clients",
+        whole("--max-clients"),
+        "N",
+        "people at once (connections that finished the handshake); one more is told the server is full",
+    )
+    limit(
+        "--max-message-bytes",
+        "max_message_bytes",
+        whole("--max-message-bytes"),
+        "BYTES",
+        "longest chat line, in bytes of UTF-8",
+    )
+    limit("--rate", "rate", rate_type, "PER_SECOND", "messages a second each person may send, sustained; 0: no limit")
+    limit("--burst", "burst", whole("--burst"), "N", "messages a person may send at once, as when pasting")
+    limit(
+        "--sendq",
+        "sendq_bytes",
+        whole("--sendq"),
+        "BYTES",
+        "bytes queued for a client that does not read before it is disconnected",
+    )
+    limit(
+        "--max-per-address",
+        "max_per_address",
+        count_type("--max-per-address"),
+        "N",
+        "connections at once from one IP address (IPv6: one /64), handshakes included; 0: no cap",
+    )
+    limit(
+        "--handshake-rate",
+        "handshake_rate",
+        rate_type,
+        "PER_SECOND",
+        "new connections a second from one address, after 10 at once; a handshake not finished counts 3; 0: no limit",
+    )
+    limit(
+        "--max-startups",
+        "max_startups",
+        startups_arg,
+        "START:RATE:FULL",
+        "connections still in their handshake, as sshd's MaxStartups: from START on, RATE%% of new ones "
+        "are refused, rising to all at FULL; N: a hard cap; 0: no cap (these never hold a --max-clients place)",
+    )
+    for name, what in (
+        ("handshake", "to finish the handshake"),
+        ("username", "to choose a username"),
+        ("frame", "to finish a message once begun"),
+    ):
+        flag = f"--{name}-timeout"
+        limit(flag, f"{name}_timeout", cli.positive(float, flag), "SECONDS", f"seconds a client has {what}")
 
 
 def rate_type(text: str) -> float:
