@@ -77,7 +77,8 @@ class MemberSession:
         clock: monotonic time, for flood control.
 
     Attributes:
-        membership: the place in the room, once a username is accepted.
+        membership: the place in the room, from the username accepted
+            until ``leave``.
         goodbye: once ENDED, the reason to give the person, or None if they
             left of their own accord.
         parting: the line the person left with, if it passed the checks.
@@ -116,7 +117,9 @@ class MemberSession:
         self._tell(protocol.UsernameRequest(ASK_USERNAME))
 
     def receive(self, event: protocol.Event) -> None:
-        """Act on one event from the person.
+        """Act on one event from the person: what they are to be told goes
+        to ``tell``, what the others are to hear to the room; the stage may
+        move on.
 
         Raises:
             RuntimeError: the session has ended (a bug in the caller).
