@@ -6,7 +6,7 @@ or ``python -m socket_chat.server``. The code is in ``socket_chat/server/``.
 
 import sys
 
-from socket_chat.server.app import main
+from socket_chat.server.command_line import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,8 +23,8 @@ from bench.plain import PlainServer
 from socket_chat import crypto as crypto_utils
 from socket_chat import protocol
 from socket_chat.chat import limits
-from socket_chat.server import admission, descriptors, sender
 from socket_chat.server import app as chat_server
+from socket_chat.server import descriptors, sender
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_KEY = ROOT / "tests" / "keys" / "test-only-server-key.pem"
@@ -36,7 +36,7 @@ KINDS = ("chat", "chat-unbatched", "plain")
 #: (bench/crowd.py), and all of them come from 127.0.0.1 (so no
 #: per-address limits either).
 BENCH_LIMITS = limits.Limits(
-    max_clients=6000, rate=0, max_per_address=0, handshake_rate=0, max_startups=admission.UNCAPPED
+    max_clients=6000, rate=0, max_per_address=0, handshake_rate=0, max_startups=limits.UNCAPPED
 )
 #: With --admission: the per-address limits as server.py has them by default.
 ADMISSION_LIMITS = limits.Limits(max_clients=2000, rate=0)

@@ -14,20 +14,18 @@ import time
 
 import pytest
 
-from socket_chat.chat.limits import Limits
+from socket_chat.chat.limits import Limits, Startups, startups_type
 from socket_chat.protocol import ChatMessage, Goodbye, HandshakeComplete, ServerHello, ServerRefused, UserJoined
-from socket_chat.server import app as server
 from socket_chat.server.admission import (
     TABLE_SIZE,
     Admission,
     RefusalLog,
     Refused,
-    Startups,
     Ticket,
     Why,
     source_of,
-    startups_type,
 )
+from socket_chat.server.handler import server_full
 from tests.helpers import DEADLINE, OPEN_DOOR, ChatTestClient, wait_until
 
 #: The per-address limits as a server has them by default (the other tests
@@ -293,7 +291,7 @@ def test_a_handshake_finished_once_the_places_are_gone_gets_an_authenticated_goo
     late.conn.accept_server_key()
     late.flush()
     late.next_event()  # the handshake completes: keys, so the goodbye is authentic
-    full = server.server_full(1)
+    full = server_full(1)
     while not isinstance(event := late.next_event(), Goodbye):
         pass
     assert event == Goodbye(full)

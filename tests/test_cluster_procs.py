@@ -121,8 +121,8 @@ def test_redis_that_does_not_answer_at_start_is_a_clear_error_and_exit_status_3(
 def test_cluster_needs_the_redis_package_and_says_how_to_install_it(tmp_path):
     key = procs.private_key_copy(tmp_path / "key")
     without_redis = (
-        "import sys; sys.modules['redis'] = None; from socket_chat.server import app; "
-        f"sys.exit(app.main(['--key', {str(key)!r}, '--cluster', 'redis://127.0.0.1:1/0']))"
+        "import sys; sys.modules['redis'] = None; from socket_chat.server import command_line; "
+        f"sys.exit(command_line.main(['--key', {str(key)!r}, '--cluster', 'redis://127.0.0.1:1/0']))"
     )
     result = subprocess.run(
         [sys.executable, "-c", without_redis], cwd=procs.ROOT, capture_output=True, text=True, timeout=procs.TIMEOUT
@@ -133,7 +133,7 @@ def test_cluster_needs_the_redis_package_and_says_how_to_install_it(tmp_path):
 
 def test_without_cluster_the_server_never_imports_redis():
     check = (
-        "import sys; from socket_chat.server import app; app.parse_args([]); "
+        "import sys; from socket_chat.server import command_line; command_line.parse_args([]); "
         "assert 'redis' not in sys.modules, 'redis imported'"
     )
     result = subprocess.run(

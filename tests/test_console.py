@@ -1,5 +1,6 @@
 """console.py: the operator console's commands against a real server on
-loopback, and when the console runs at all."""
+loopback and against a fake of its ``ServerControls``, and when the console
+runs at all."""
 
 from __future__ import annotations
 
@@ -122,3 +123,54 @@ def test_console_ends_without_stopping_the_server_when_its_terminal_fails(runnin
         client.join("Alice")
     finally:
         client.close()
+
+
+class FakeControls:
+    """console.ServerControls with no server behind it: members here and
+    on other servers of a cluster, and what the console asked for."""
+
+    def __init__(self, here: list[str], elsewhere: list[str], away: dict[str, str]) -> None:
+        self.here, self.elsewhere, self.away = here, elsewhere, away
+        self.kicked: list[tuple[str, str]] = []
+        self.notices: list[str] = []
+        self.stopped = False
+
+    def who(self) -> list[tuple[str, int]]:
+        return [(name, 60) for name in sorted(self.here + self.elsewhere, key=str.casefold)]
+
+    def away_messages(self) -> dict[str, str]:
+        return self.away
+
+    def names(self) -> list[str]:
+        return self.here
+
+    def locate(self, name: str) -> str | None:
+        return next((held for held in self.elsewhere if held.casefold() == name.casefold()), None)
+
+    def kick(self, name: str, reason: str = "") -> bool:
+        self.kicked.append((name, reason))
+        return name.casefold() in [held.casefold() for held in self.here]
+
+    def notify_all(self, text: str) -> None:
+        self.notices.append(text)
+
+    def shutdown(self) -> None:
+        self.stopped = True
+
+
+def test_the_console_asks_only_its_server_controls(capsys):
+    controls = FakeControls(here=["Alice", "Bo Jo"], elsewhere=["carol"], away={"Alice": "lunch", "carol": ""})
+    operator = OperatorConsole(controls)
+
+    assert operator.execute("/users") == [
+        "3 online:",
+        "  Alice (1 min, away: lunch)",
+        "  Bo Jo (1 min)",
+        "  carol (1 min, away)",
+    ]
+    assert operator.execute("/kick bo jo flooding") == ["Kicked bo jo."]  # a name with a space, any case
+    assert operator.execute("/kick CAROL") == ["CAROL is on another server of the cluster: kick them there."]
+    assert controls.kicked == [("bo jo", "flooding"), ("CAROL", "")]
+    assert operator.execute("/say back at noon") == ["Notice sent."] and controls.notices == ["back at noon"]
+    run_console(operator, read_line=iter(["/quit"]).__next__)
+    assert controls.stopped

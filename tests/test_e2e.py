@@ -10,6 +10,7 @@ import socket
 import pytest
 
 from socket_chat import crypto as crypto_utils
+from socket_chat.chat.member import USERNAME_TAKEN
 from socket_chat.server import app as chat_server
 from tests import procs
 
@@ -207,7 +208,7 @@ def test_taken_username_on_a_pipe_ends_the_client_with_the_reason(server, open_c
 
     assert second.wait() != 0
     errors = second.stderr.text()
-    assert chat_server.USERNAME_TAKEN in errors
+    assert USERNAME_TAKEN in errors
     assert "Traceback" not in errors
 
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 import pytest
 
 from socket_chat.chat import limits
-from socket_chat.chat.limits import Limits
+from socket_chat.chat.limits import Limits, Startups
 from socket_chat.protocol import ChatMessage, Encoded, Goodbye, RateLimit, encode
-from socket_chat.server import app as server
-from socket_chat.server.admission import Startups
+from socket_chat.server.command_line import MAX_MESSAGE_BYTES_CEILING, limits_from, parse_args
 
 
 class FakeClock:
@@ -194,7 +193,7 @@ def test_the_pacer_never_waits_when_the_server_sets_no_limit():
 
 
 def test_the_defaults_are_the_documented_ones():
-    defaults = server.limits_from(server.parse_args([]))
+    defaults = limits_from(parse_args([]))
     assert defaults == Limits()
     assert (defaults.max_clients, defaults.max_message_bytes, defaults.rate, defaults.burst) == (1000, 4096, 5, 20)
     assert (defaults.handshake_timeout, defaults.frame_timeout) == (5, 10)
@@ -202,7 +201,7 @@ def test_the_defaults_are_the_documented_ones():
 
 
 def test_every_limit_is_an_option():
-    args = server.parse_args(
+    args = parse_args(
         [
             "--max-clients",
             "7",
@@ -228,7 +227,7 @@ def test_every_limit_is_an_option():
             "4:50:8",
         ]
     )
-    assert server.limits_from(args) == limits.Limits(
+    assert limits_from(args) == limits.Limits(
         max_clients=7,
         max_message_bytes=100,
         rate=0.5,
@@ -254,7 +253,7 @@ def test_every_limit_is_an_option():
         ["--rate", "nan"],
         ["--sendq", "-5"],
         ["--handshake-timeout", "0"],
-        ["--max-message-bytes", str(server.MAX_MESSAGE_BYTES_CEILING + 1)],
+        ["--max-message-bytes", str(MAX_MESSAGE_BYTES_CEILING + 1)],
         ["--max-per-address", "-1"],
         ["--handshake-rate", "fast"],
         ["--max-startups", "30:30:20"],
@@ -264,7 +263,7 @@ def test_every_limit_is_an_option():
 )
 def test_a_bad_limit_is_a_clear_usage_error(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        server.parse_args(argv)
+        parse_args(argv)
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert "error:" in error and argv[0] in error

@@ -23,6 +23,7 @@ import pytest
 
 from socket_chat import protocol
 from socket_chat.chat import limits, names
+from socket_chat.chat.member import MAX_USERNAME_ATTEMPTS
 from socket_chat.protocol import (
     MAX_FRAME_SIZE,
     ActionLine,
@@ -42,7 +43,6 @@ from socket_chat.protocol import (
 )
 from socket_chat.protocol.messages import SERVER_SENDS
 from socket_chat.protocol.schema import FieldType, field_specs
-from socket_chat.server import app as server
 from tests.conftest import start_server, stop_server
 from tests.helpers import ChatTestClient, open_door_limits, wait_until
 
@@ -334,7 +334,7 @@ def random_authentic_records(fz: Fuzzer, connections: int, records: int) -> None
             if not answered_before_joining(payload):
                 return False
             if isinstance(protocol.decode_message(payload), Username):
-                if usernames_refused == server.MAX_USERNAME_ATTEMPTS - 1:
+                if usernames_refused == MAX_USERNAME_ATTEMPTS - 1:
                     return False
                 usernames_refused += 1
             return True

@@ -23,7 +23,10 @@ else:  # requirements-dev.txt installs tomli on Python 3.10
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = {"socket-chat-server": "socket_chat.server.app:main", "socket-chat": "socket_chat.client.__main__:main"}
+COMMANDS = {
+    "socket-chat-server": "socket_chat.server.command_line:main",
+    "socket-chat": "socket_chat.client.__main__:main",
+}
 #: Distributions on PyPI whose import names the flat layout used to shadow
 #: (or be shadowed by): installed first, they must not break the chat.
 NAMESAKES = ["limits==5.8.0", "names==0.3.0", "x25519==0.0.2"]

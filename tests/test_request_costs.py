@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from socket_chat.chat.member import MAX_USERNAME_ATTEMPTS, TOO_MANY_USERNAMES, USERNAME_TAKEN
 from socket_chat.chat.room import LocalCluster
 from socket_chat.protocol import (
     ErrorNotice,
@@ -19,7 +20,6 @@ from socket_chat.protocol import (
     UsernameRequest,
     Welcome,
 )
-from socket_chat.server import app as server
 from socket_chat.server import cluster
 from tests.helpers import ChatTestClient, OwnServer
 
@@ -95,14 +95,14 @@ def test_username_attempts_are_capped_then_the_connection_closes_with_the_reason
     try:
         own.client("Taken")
         guesser = own.client()
-        for attempt in range(1, server.MAX_USERNAME_ATTEMPTS + 1):
+        for attempt in range(1, MAX_USERNAME_ATTEMPTS + 1):
             guesser.send(Username("taken"))
-            if attempt < server.MAX_USERNAME_ATTEMPTS:
-                assert guesser.expect(UsernameRequest).prompt == server.USERNAME_TAKEN
-        assert guesser.expect(Goodbye) == Goodbye(server.TOO_MANY_USERNAMES)
+            if attempt < MAX_USERNAME_ATTEMPTS:
+                assert guesser.expect(UsernameRequest).prompt == USERNAME_TAKEN
+        assert guesser.expect(Goodbye) == Goodbye(TOO_MANY_USERNAMES)
         assert guesser.wait_closed().clean
         # Each attempt is at most one claim: in a cluster, one Redis call.
-        assert counted.claims.count("taken") == server.MAX_USERNAME_ATTEMPTS
+        assert counted.claims.count("taken") == MAX_USERNAME_ATTEMPTS
         own.client("Fresh")  # the server is unharmed
     finally:
         own.cleanup()

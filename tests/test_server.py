@@ -17,6 +17,7 @@ import pytest
 from socket_chat import crypto as crypto_utils
 from socket_chat import protocol
 from socket_chat.chat import limits
+from socket_chat.chat.member import USERNAME_INVALID, USERNAME_LOOKS_TAKEN, USERNAME_TAKEN
 from socket_chat.protocol import (
     ChatMessage,
     ErrorNotice,
@@ -28,6 +29,7 @@ from socket_chat.protocol import (
     Welcome,
 )
 from socket_chat.server import app as server
+from socket_chat.server.command_line import cannot_listen, main
 from tests import procs
 from tests.helpers import DEADLINE, ChatTestClient, run_threads, wait_until
 
@@ -130,7 +132,7 @@ def test_taken_name_is_asked_again_then_another_is_accepted(connect):
     other = connect()
 
     other.send(Username("ALICE"))
-    assert other.next_event() == UsernameRequest(server.USERNAME_TAKEN)
+    assert other.next_event() == UsernameRequest(USERNAME_TAKEN)
     other.send(Username("Bob"))
     assert other.next_event() == Welcome("Bob")
     assert alice.next_event() == UserJoined("Bob")
@@ -149,25 +151,25 @@ def test_taken_name_is_asked_again_then_another_is_accepted(connect):
 def test_invalid_name_is_asked_again(connect, name, reason):
     client = connect()
     client.send(Username(name))
-    assert client.next_event() == UsernameRequest(server.USERNAME_INVALID.format(reason=reason))
+    assert client.next_event() == UsernameRequest(USERNAME_INVALID.format(reason=reason))
     assert client.join("x" * 32) == Welcome("x" * 32)
 
 
 def invalid(reason: str) -> UsernameRequest:
-    return UsernameRequest(server.USERNAME_INVALID.format(reason=reason))
+    return UsernameRequest(USERNAME_INVALID.format(reason=reason))
 
 
 # Issue 13: each was accepted while admin was online.
 IMPERSONATIONS_OF_ADMIN = [
     ("\u0430dmin", invalid("mixes Cyrillic and Latin letters")),
-    ("ａｄｍｉｎ", UsernameRequest(server.USERNAME_LOOKS_TAKEN.format(holder="admin"))),
+    ("ａｄｍｉｎ", UsernameRequest(USERNAME_LOOKS_TAKEN.format(holder="admin"))),
     ("admin\ufe0f", invalid("contains an invisible character (U+FE0F)")),
     ("admin\u034f", invalid("contains an invisible character (U+034F)")),
     ("admin\u3164", invalid("contains an invisible character (U+3164)")),
     ("\u3164", invalid("contains an invisible character (U+3164)")),
     ("admin: hi", invalid("may not contain ':'")),
     ("[admin -> me] psst", invalid("may not start with '['")),
-    ("ADMIN", UsernameRequest(server.USERNAME_TAKEN)),
+    ("ADMIN", UsernameRequest(USERNAME_TAKEN)),
 ]
 
 
@@ -198,7 +200,7 @@ def test_name_is_trimmed_and_nfc_normalized(connect):
     assert first.join("  Jose\u0301  ") == Welcome("Jos\u00e9")
     second = connect()
     second.send(Username("JOS\u00c9"))
-    assert second.next_event() == UsernameRequest(server.USERNAME_TAKEN)
+    assert second.next_event() == UsernameRequest(USERNAME_TAKEN)
 
 
 def test_concurrent_claims_of_one_name_let_exactly_one_in(connect):
@@ -220,7 +222,7 @@ def test_concurrent_claims_of_one_name_let_exactly_one_in(connect):
     welcomes = [a for a in answers.values() if isinstance(a, Welcome)]
     assert welcomes == [Welcome("Highlander")]
     refusals = [a for a in answers.values() if not isinstance(a, Welcome)]
-    assert refusals == [UsernameRequest(server.USERNAME_TAKEN)] * 7
+    assert refusals == [UsernameRequest(USERNAME_TAKEN)] * 7
 
 
 # --- joining and leaving -----------------------------------------------------
@@ -408,7 +410,7 @@ def test_no_new_connections_after_shutdown(own_server):
 
 
 def test_client_that_never_speaks_is_closed_after_the_handshake_deadline(own_server):
-    chat = own_server.start(handshake_timeout=0.5)
+    chat = own_server.start(handshake_timeout=0.2)
     sock = socket.create_connection(chat.server_address, timeout=DEADLINE)
     try:
         deadline = time.monotonic() + DEADLINE
@@ -420,7 +422,7 @@ def test_client_that_never_speaks_is_closed_after_the_handshake_deadline(own_ser
 
 
 def test_client_that_never_chooses_a_name_is_told_and_closed(own_server):
-    chat = own_server.start(username_timeout=0.5)
+    chat = own_server.start(username_timeout=0.2)
     client = own_server.client()  # handshake done, UsernameRequest read
 
     assert client.expect(Goodbye) == Goodbye("Timed out waiting for a username.")
@@ -433,10 +435,11 @@ def test_joined_client_may_stay_idle_past_the_deadlines(own_server):
     alice = own_server.client("Alice")
     bob = own_server.client("Bob")
     alice.expect(UserJoined)
+    laggard = own_server.client()  # its deadlines began after Alice's
 
-    alice.assert_quiet(wait=0.6)  # idle for twice the deadlines
+    assert laggard.expect(Goodbye) == Goodbye("Timed out waiting for a username.")
 
-    bob.say("still there?")
+    bob.say("still there?")  # Alice, idle since before it, is still in
     assert alice.next_event() == ChatMessage("Bob", "still there?")
 
 
@@ -503,7 +506,7 @@ def test_a_busy_port_is_one_clear_line(tmp_path, capsys):
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         key = procs.private_key_copy(tmp_path)
-        status = server.main(["--key", str(key), "--host", "127.0.0.1", "--port", str(port)])
+        status = main(["--key", str(key), "--host", "127.0.0.1", "--port", str(port)])
     assert status == 1
     assert capsys.readouterr().err == (
         f"Port {port} is already in use on 127.0.0.1: is another server running? Choose another with --port.\n"
@@ -515,9 +518,9 @@ def test_other_listen_failures_are_one_line_without_pythons_address_tuple():
         errno.EADDRNOTAVAIL,
         "Cannot assign requested address (while attempting to bind on address ('192.0.2.1', 8756))",
     )
-    assert server.cannot_listen("192.0.2.1", 8756, python_says) == (
+    assert cannot_listen("192.0.2.1", 8756, python_says) == (
         "Cannot listen at 192.0.2.1:8756: Cannot assign requested address"
     )
-    assert server.cannot_listen("::1", 80, PermissionError(errno.EACCES, "Permission denied")) == (
+    assert cannot_listen("::1", 80, PermissionError(errno.EACCES, "Permission denied")) == (
         "Cannot listen at [::1]:80: Permission denied"
     )

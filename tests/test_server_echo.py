@@ -12,7 +12,6 @@ from socket_chat.protocol import (
     ChatMessage,
     EchoOwnLines,
     ErrorNotice,
-    Goodbye,
     PrivateLine,
     PrivateMessage,
     UserJoined,
@@ -72,12 +71,6 @@ def test_the_username_deadline_is_told_before_the_first_request(own_server):
     own_server.start(username_timeout=42.5)
     client = own_server.client()  # handshake() expects RateLimit, UsernameDeadline, UsernameRequest
     assert client.username_deadline == UsernameDeadline(43)  # whole seconds, rounded up
-
-
-def test_the_deadline_passes_with_a_goodbye_that_says_so(own_server):
-    own_server.start(username_timeout=0.2)
-    client = own_server.client()
-    assert client.expect(Goodbye) == Goodbye("Timed out waiting for a username.")
 
 
 def test_the_default_username_deadline_leaves_time_to_check_a_fingerprint():

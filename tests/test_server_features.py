@@ -10,7 +10,6 @@ import threading
 
 import pytest
 
-from socket_chat.chat import limits
 from socket_chat.protocol import (
     ActionLine,
     ActionMessage,
@@ -67,15 +66,6 @@ def test_private_message_to_an_unknown_name_is_a_clear_error(trio):
     assert "No one called Nobody is online" in error.text
     ann.say("after")
     assert bob.expect(ChatMessage) == ChatMessage("Ann", "after")
-
-
-def test_private_message_is_checked_like_a_chat_line(alice_and_bob):
-    alice, bob = alice_and_bob
-    alice.send(PrivateLine("Bob", "x" * (limits.Limits().max_message_bytes + 1)))
-    assert "limit is 4096" in alice.expect(ErrorNotice).text
-    alice.send(PrivateLine("Bob", "  "))
-    assert "empty" in alice.expect(ErrorNotice).text
-    bob.assert_quiet()
 
 
 def test_action_is_broadcast_to_the_others(trio):
@@ -238,27 +228,3 @@ def test_history_zero_and_no_motd_send_nothing_extra(server_with):
     bob.join("Bob")
     ann.say("live")
     assert bob.expect(ChatMessage) == ChatMessage("Ann", "live")  # nothing before it
-
-
-def test_flood_control_counts_private_lines_actions_and_renames_too(server_with):
-    chat = server_with(limits=limits.Limits(rate=0.001, burst=3))
-    ann, bob = server_with.client(chat), server_with.client(chat)
-    ann.join("Ann")
-    bob.join("Bob")
-    ann.expect(UserJoined)
-
-    ann.send(PrivateLine("Bob", "one"))
-    ann.send(ActionLine("two"))
-    ann.say("three")
-    ann.send(NickRequest("Annie"))
-    ann.send(PrivateLine("Bob", "five"))
-
-    assert bob.expect(PrivateMessage).text == "one"
-    assert bob.expect(ActionMessage).text == "two"
-    assert bob.expect(ChatMessage).text == "three"
-    assert ann.expect(PrivateMessage).text == "one"  # the receipt
-    assert "Slow down: the name was not changed" in ann.expect(ErrorNotice).text
-    assert 'Slow down: "five" was not sent' in ann.expect(ErrorNotice).text
-    ann.send(UserListRequest())  # counted too (tests/test_request_costs.py)
-    assert "Slow down: the user list was not sent" in ann.expect(ErrorNotice).text
-    bob.assert_quiet()

@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from socket_chat.protocol import ActionLine, ChatMessage, PrivateLine
-from socket_chat.server import app as chat_server
+from socket_chat.server.command_line import parse_args
 from tests.helpers import wait_until
 
 SECRET_TEXT = "the plans are in the vault"
@@ -54,10 +54,10 @@ def test_log_messages_puts_public_text_in_the_log_but_never_private_text(own_ser
 
 
 def test_log_messages_is_an_option_and_off_by_default(capsys):
-    assert chat_server.parse_args([]).log_messages is False
-    assert chat_server.parse_args(["--log-messages"]).log_messages is True
+    assert parse_args([]).log_messages is False
+    assert parse_args(["--log-messages"]).log_messages is True
     with pytest.raises(SystemExit):
-        chat_server.parse_args(["--help"])
+        parse_args(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--log-messages" in help_text
     assert "An address with a password belongs in $CHAT_CLUSTER" in help_text
@@ -67,7 +67,7 @@ def test_a_cluster_password_on_the_command_line_is_warned_about_and_not_shown(mo
     pytest.importorskip("redis")
     monkeypatch.delenv("CHAT_CLUSTER", raising=False)
 
-    chat_server.parse_args(["--cluster", "redis://:hunter2@127.0.0.1:6379/0"])
+    parse_args(["--cluster", "redis://:hunter2@127.0.0.1:6379/0"])
 
     err = capsys.readouterr().err
     assert "CHAT_CLUSTER" in err and "ps" in err
@@ -89,7 +89,7 @@ def test_no_warning_without_a_password_on_the_command_line(monkeypatch, capsys, 
     else:
         monkeypatch.setenv("CHAT_CLUSTER", environment)
 
-    args = chat_server.parse_args(argv)
+    args = parse_args(argv)
 
     assert args.cluster
     assert capsys.readouterr().err == ""

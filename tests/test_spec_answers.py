@@ -25,6 +25,7 @@ from Cryptodome.Util.asn1 import DerSequence
 
 from socket_chat import crypto as crypto_utils
 from socket_chat import protocol
+from socket_chat.chat.member import USERNAME_INVALID
 from socket_chat.client import ui as client_ui
 from socket_chat.crypto import MAX_SEQUENCE, EphemeralKey, RecordSealer, SequenceExhaustedError
 from socket_chat.protocol import (
@@ -55,7 +56,6 @@ from socket_chat.protocol import (
     UserParted,
     Welcome,
 )
-from socket_chat.server import app as server
 from tests import procs
 from tests.wire import (
     HEADER_SIZE,
@@ -533,7 +533,7 @@ def test_username_length_is_counted_in_code_points_after_nfc(connect, typed, acc
 def test_a_username_over_32_code_points_or_not_printable_is_refused(connect, typed, reason):
     newcomer = connect()
     newcomer.send(Username(typed))
-    assert newcomer.expect(UsernameRequest).prompt == server.USERNAME_INVALID.format(reason=reason)
+    assert newcomer.expect(UsernameRequest).prompt == USERNAME_INVALID.format(reason=reason)
 
 
 def test_a_space_separator_inside_a_username_becomes_a_plain_space(connect):

@@ -21,6 +21,7 @@ from socket_chat.client.ui import Session, Style
 from socket_chat.crypto import keystore
 from socket_chat.protocol import RecordLimitError, ServerConnection, ServerIdentity, connection
 from socket_chat.server import app as chat_server
+from socket_chat.server.handler import RECORDS_USED_UP, server_full
 from tests.conftest import stop_server
 from tests.test_terminal import TIMEOUT, join_at_terminal, open_pty  # noqa: F401 (a fixture)
 
@@ -305,7 +306,7 @@ def test_a_forged_refusal_is_cut_short_labelled_and_cleaned():
 
 @pytest.mark.parametrize(("places", "words"), [(1, "1 person"), (1000, "1,000 people")])
 def test_the_full_server_refusal_counts_properly(places, words):
-    assert chat_server.server_full(places) == f"The server is full ({words}). Try again later."
+    assert server_full(places) == f"The server is full ({words}). Try again later."
 
 
 # --- not a chat server --------------------------------------------------------------
@@ -402,7 +403,7 @@ def test_a_server_at_its_record_limit_says_why_and_closes(own_server, monkeypatc
         seen.append(event)
         if isinstance(event, protocol.Goodbye):
             break
-    assert seen[-1] == protocol.Goodbye(chat_server.RECORDS_USED_UP), seen
+    assert seen[-1] == protocol.Goodbye(RECORDS_USED_UP), seen
     assert isinstance(alice.wait_closed(), protocol.ConnectionClosed)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from socket_chat import protocol
+from socket_chat.chat.member import MAX_AWAY_LENGTH
 from socket_chat.chat.room import USER_LIST_BYTES, Room, user_list_messages
 from socket_chat.client import ui as client_ui
 from socket_chat.protocol import (
@@ -30,7 +31,6 @@ from socket_chat.protocol import (
     Username,
     Welcome,
 )
-from socket_chat.server import app as server
 from socket_chat.server import cluster
 from tests.conftest import start_server, stop_server
 from tests.helpers import ChatTestClient
@@ -174,8 +174,8 @@ def test_speaking_to_everyone_ends_away_but_a_private_line_does_not(ann_and_bob)
 
 def test_an_away_message_too_long_is_refused(ann_and_bob):
     ann, bob = ann_and_bob
-    bob.send(Away("x" * (server.MAX_AWAY_LENGTH + 1)))
-    assert bob.expect(ErrorNotice).text.startswith(f"An away message may be {server.MAX_AWAY_LENGTH} characters")
+    bob.send(Away("x" * (MAX_AWAY_LENGTH + 1)))
+    assert bob.expect(ErrorNotice).text.startswith(f"An away message may be {MAX_AWAY_LENGTH} characters")
     assert barrier(ann).away() == {}
 
 
@@ -242,10 +242,10 @@ def test_a_greeting_in_a_cluster_reads_no_names_when_a_recent_list_will_do(redis
     try:
         assert shared.members() == []  # one SCAN
         scans = commands_run(redis_server, "scan")
-        shared._members_changed()  # someone joined: /users reads again, a greeting need not
+        assert shared.claim("Ann")  # someone joined: /users reads again, a greeting need not
         assert shared.members(recent=True) == []
         assert commands_run(redis_server, "scan") == scans
-        assert shared.members() == []
+        assert [name for name, _ in shared.members()] == ["Ann"]
         assert commands_run(redis_server, "scan") == scans + 1
     finally:
         shared.close()
@@ -253,7 +253,7 @@ def test_a_greeting_in_a_cluster_reads_no_names_when_a_recent_list_will_do(redis
 
 def test_away_messages_count_towards_the_size_of_a_user_list():
     members = [(f"member {n:03d}", n) for n in range(400)]
-    away = {name: "x" * server.MAX_AWAY_LENGTH for name, _ in members}
+    away = {name: "x" * MAX_AWAY_LENGTH for name, _ in members}
 
     user_list, notice = user_list_messages(members, away)
 

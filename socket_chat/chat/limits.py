@@ -10,9 +10,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from socket_chat.protocol import Encoded, RateLimit
-from socket_chat.server.admission import DEFAULT_STARTUPS, Startups
 
-__all__ = ["Limits", "TokenBucket", "Pacer", "Outbox", "QUEUED_OVERHEAD"]
+__all__ = [
+    "Limits",
+    "Startups",
+    "DEFAULT_STARTUPS",
+    "UNCAPPED",
+    "startups_type",
+    "TokenBucket",
+    "Pacer",
+    "Outbox",
+    "QUEUED_OVERHEAD",
+]
 
 Clock = Callable[[], float]
 
@@ -22,9 +31,59 @@ QUEUED_OVERHEAD = 64
 
 
 @dataclass(frozen=True)
+class Startups:
+    """sshd's ``MaxStartups start:rate:full``: random early drop of new
+    connections while ``start`` or more are in their handshake; ``full``
+    0 turns it off.
+
+    sshd starts at 10; here 20, twice the default per-address cap, so that
+    one address alone cannot make anyone else's connection be dropped.
+    """
+
+    start: int = 20
+    rate: int = 30  # percent dropped at ``start``
+    full: int = 100
+
+    def drop_chance(self, in_handshake: int) -> float:
+        """The probability that one more connection is dropped, with
+        ``in_handshake`` connections already in their handshake."""
+        if not self.full or in_handshake < self.start:
+            return 0.0
+        if in_handshake >= self.full:
+            return 1.0
+        span = self.full - self.start
+        return (self.rate + (100 - self.rate) * (in_handshake - self.start) / span) / 100
+
+    def __str__(self) -> str:
+        return f"{self.start}:{self.rate}:{self.full}"
+
+
+DEFAULT_STARTUPS = Startups()
+UNCAPPED = Startups(0, 100, 0)  #: ``--max-startups 0``
+
+
+def startups_type(text: str) -> Startups:
+    """argparse type for ``--max-startups``: ``START:RATE:FULL`` as sshd's,
+    ``N`` (a hard cap of N), or ``0`` (no cap).
+
+    Raises:
+        ValueError: anything else (argparse reports it as a usage error).
+    """
+    parts = text.split(":")
+    if not all(part.isdigit() for part in parts) or len(parts) not in (1, 3):
+        raise ValueError(f"{text!r} is not START:RATE:FULL or N")
+    if len(parts) == 1:
+        return Startups(int(parts[0]), 100, int(parts[0]))
+    start, rate, full = map(int, parts)
+    if not (start <= full and rate <= 100 and full):
+        raise ValueError(f"{text!r}: START must be at most FULL, RATE a percentage, FULL above 0")
+    return Startups(start, rate, full)
+
+
+@dataclass(frozen=True)
 class Limits:
     """What one connection may do and how long it may take; every field is a
-    server option (see ``server.parse_args``), and these are the defaults."""
+    server option (see ``server.command_line.parse_args``), and these are the defaults."""
 
     max_clients: int = 1000  # people at once (connections past the handshake); one more is told the server is full
     max_message_bytes: int = 4096  # of UTF-8 in one chat line; longer ones are refused
@@ -34,7 +93,7 @@ class Limits:
     handshake_timeout: float = 5.0  # seconds from connecting to keys confirmed: a program's work
     username_timeout: float = 300.0  # seconds to choose a name: a person first checks the fingerprint
     frame_timeout: float = 10.0  # seconds for a frame, once begun (slowloris)
-    # Before the handshake (admission.py, after sshd): per address (IPv6: per /64)
+    # Before the handshake (server.admission, after sshd): per address (IPv6: per /64)
     max_per_address: int = 10  # connections at once from one address; 0: no cap
     handshake_rate: float = 1.0  # new connections a second from one address, after 10 at once; 0: no limit
     max_startups: Startups = DEFAULT_STARTUPS  # handshakes in progress: random early drop, START:RATE:FULL

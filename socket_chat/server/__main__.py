@@ -2,7 +2,7 @@
 
 import sys
 
-from socket_chat.server.app import main
+from socket_chat.server.command_line import main
 
 if __name__ == "__main__":
     sys.argv[0] = "python -m socket_chat.server"  # for --help and --version, as Python 3.14's argparse says it

@@ -32,7 +32,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Admission", "Startups", "Ticket", "Refused", "Why", "source_of", "startups_type"]
+from socket_chat.chat.limits import DEFAULT_STARTUPS, Startups
+
+__all__ = ["Admission", "Ticket", "Refused", "Why", "source_of"]
 
 #: Sources whose connection rate is remembered. Beyond that the least
 #: recently seen is forgotten, which gives it a full bucket: no worse than
@@ -40,56 +42,6 @@ __all__ = ["Admission", "Startups", "Ticket", "Refused", "Why", "source_of", "st
 #: than this gains nothing by filling the table, and cannot exhaust memory.
 TABLE_SIZE = 4096
 IPV6_PREFIX = 64  # an IPv6 source is its /64, as sshd's default ipv6 mask
-
-
-@dataclass(frozen=True)
-class Startups:
-    """sshd's ``MaxStartups start:rate:full``: random early drop of new
-    connections while ``start`` or more are in their handshake; ``full``
-    0 turns it off.
-
-    sshd starts at 10; here 20, twice the default per-address cap, so that
-    one address alone cannot make anyone else's connection be dropped.
-    """
-
-    start: int = 20
-    rate: int = 30  # percent dropped at ``start``
-    full: int = 100
-
-    def drop_chance(self, in_handshake: int) -> float:
-        """The probability that one more connection is dropped, with
-        ``in_handshake`` connections already in their handshake."""
-        if not self.full or in_handshake < self.start:
-            return 0.0
-        if in_handshake >= self.full:
-            return 1.0
-        span = self.full - self.start
-        return (self.rate + (100 - self.rate) * (in_handshake - self.start) / span) / 100
-
-    def __str__(self) -> str:
-        return f"{self.start}:{self.rate}:{self.full}"
-
-
-DEFAULT_STARTUPS = Startups()
-UNCAPPED = Startups(0, 100, 0)  #: ``--max-startups 0``
-
-
-def startups_type(text: str) -> Startups:
-    """argparse type for ``--max-startups``: ``START:RATE:FULL`` as sshd's,
-    ``N`` (a hard cap of N), or ``0`` (no cap).
-
-    Raises:
-        ValueError: anything else (argparse reports it as a usage error).
-    """
-    parts = text.split(":")
-    if not all(part.isdigit() for part in parts) or len(parts) not in (1, 3):
-        raise ValueError(f"{text!r} is not START:RATE:FULL or N")
-    if len(parts) == 1:
-        return Startups(int(parts[0]), 100, int(parts[0]))
-    start, rate, full = map(int, parts)
-    if not (start <= full and rate <= 100 and full):
-        raise ValueError(f"{text!r}: START must be at most FULL, RATE a percentage, FULL above 0")
-    return Startups(start, rate, full)
 
 
 def source_of(host: str) -> str:

@@ -15,20 +15,18 @@ import os
 import sys
 import termios
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, TextIO
+from typing import Protocol, TextIO
 
 from socket_chat.chat.commands import Command, CommandTable
 from socket_chat.chat.presentation import format_duration, printable_text, split_name
 from socket_chat.tty import Terminal
-
-if TYPE_CHECKING:
-    from socket_chat.server.app import ChatServer
 
 __all__ = [
     "COMMANDS",
     "PROMPT",
     "ConsoleQuit",
     "OperatorConsole",
+    "ServerControls",
     "complete",
     "console_wanted",
     "on_terminal",
@@ -40,6 +38,36 @@ log = logging.getLogger("chat.server")
 PROMPT = "> "  # only on a terminal: in a pipe it would run into the output
 
 
+class ServerControls(Protocol):
+    """What the console may ask of the server (``app.ChatServer`` is one)."""
+
+    def who(self) -> list[tuple[str, int]]:
+        """(name, seconds online) of everyone in the chat."""
+        ...
+
+    def away_messages(self) -> dict[str, str]:
+        """The away message of everyone away, by name."""
+        ...
+
+    def names(self) -> list[str]:
+        """The names of the members on this server: the ones it can kick."""
+        ...
+
+    def locate(self, name: str) -> str | None:
+        """The name as its holder has it, if held on another server of the cluster."""
+        ...
+
+    def kick(self, name: str, reason: str = "") -> bool:
+        """Remove ``name`` from this server; False if no one here has it."""
+        ...
+
+    def notify_all(self, text: str) -> None: ...
+
+    def shutdown(self) -> None:
+        """Stop serving (the caller of ``serve_forever`` then says goodbye)."""
+        ...
+
+
 class ConsoleQuit(Exception):
     """The operator typed /quit."""
 
@@ -47,7 +75,7 @@ class ConsoleQuit(Exception):
 class OperatorConsole:
     """The console's commands, run against one server."""
 
-    def __init__(self, server: ChatServer) -> None:
+    def __init__(self, server: ServerControls) -> None:
         self.server = server
 
     def execute(self, line: str) -> list[str]:
@@ -67,10 +95,10 @@ class OperatorConsole:
         return COMMANDS.help_lines()
 
     def users(self, argument: str) -> list[str]:
-        members = self.server.room.who()
+        members = self.server.who()
         if not members:
             return ["No one is online."]
-        away = self.server.room.away_messages()
+        away = self.server.away_messages()
         return [f"{len(members)} online:"] + [
             f"  {printable_text(name)} ({format_duration(seconds)}{_away_note(away, name)})"
             for name, seconds in members
@@ -79,12 +107,11 @@ class OperatorConsole:
     def kick(self, argument: str) -> list[str]:
         if not argument:
             return ["Usage: /kick NAME [REASON]"]
-        room = self.server.room
-        name, reason = split_name(argument, room.names())
+        name, reason = split_name(argument, self.server.names())
         shown = printable_text(name)
         if self.server.kick(name, reason):
             return [f"Kicked {shown}."]
-        if room.cluster.locate(name) is not None:
+        if self.server.locate(name) is not None:
             return [f"{shown} is on another server of the cluster: kick them there."]
         return [f"No one called {shown} is online."]
 
@@ -183,7 +210,7 @@ def on_terminal(console: OperatorConsole, stdin: TextIO) -> Iterator[tuple[Calla
         return
     modes = termios.tcgetattr(stdin.fileno())  # before Terminal turns the echo off between lines
     terminal = Terminal(interactive=True)
-    terminal.enable_completion(console.server.room.names, complete=complete)
+    terminal.enable_completion(console.server.names, complete=complete)
     moved = _log_above_input(terminal)
     try:
         yield (lambda: terminal.read_line(PROMPT)), terminal.show

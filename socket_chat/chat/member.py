@@ -1,0 +1,387 @@
+"""One member's session: the chat's rules for one person, from the username
+they choose to the line they part with.
+
+It knows no sockets, as the room does not (ssh-chat's ``chat/``, h11's
+connection): protocol events go in through ``receive``, what the person is
+to be told comes out through ``tell``, and time is an injected clock's.
+The server's handler reads the socket, keeps the deadlines and feeds it.
+
+What the person may send depends on the stage, as a table
+(``RULES[stage][event type]``); an event with no row gets the stage's
+answer for the unexpected. Every request after the handshake is charged to
+flood control, so that none is free to repeat.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from socket_chat import protocol
+from socket_chat.chat import names
+from socket_chat.chat.limits import Clock, Limits, TokenBucket
+from socket_chat.chat.presentation import excerpt, printable_text
+from socket_chat.chat.room import Member, Membership, Room, user_list_messages
+
+__all__ = [
+    "ASK_USERNAME",
+    "MAX_AWAY_LENGTH",
+    "MAX_USERNAME_ATTEMPTS",
+    "TOO_MANY_USERNAMES",
+    "USERNAME_INVALID",
+    "USERNAME_LOOKS_TAKEN",
+    "USERNAME_TAKEN",
+    "MemberSession",
+    "Stage",
+    "recipient_name",
+]
+
+ASK_USERNAME = "Please enter a username."
+USERNAME_TAKEN = "That username is taken. Please enter another username."
+#: ``reason``: a ``names.NameRefused`` reason, "mixes Cyrillic and Latin letters".
+USERNAME_INVALID = "That is not a valid username: it {reason}. Please enter another username."
+USERNAME_LOOKS_TAKEN = "That username looks the same as {holder}, who is online. Please enter another username."
+#: Username attempts one connection may make before it is closed (each may
+#: be a Redis call in a cluster).
+MAX_USERNAME_ATTEMPTS = 10
+TOO_MANY_USERNAMES = f"Too many username attempts ({MAX_USERNAME_ATTEMPTS})."
+MAX_AWAY_LENGTH = 200  # characters of an away message (IRC servers allow about as many)
+
+#: The chat's log: joins, renames and relays (the server's log, too).
+log = logging.getLogger("chat.server")
+
+
+class Stage(enum.Enum):
+    """Where a session is; only ``receive`` moves it on."""
+
+    NAMING = "naming"  #: asked for a username, none accepted yet
+    CHATTING = "chatting"  #: in the room
+    ENDED = "ended"  #: left or turned away: nothing more is received
+
+
+class MemberSession:
+    """The rules for one person: which username they get, what they say to
+    whom, and how often.
+
+    Args:
+        room: the chat to join.
+        member: what the room delivers to (the connection).
+        limits: the server's; only the message size and flood control apply.
+        tell: queues a message for this person alone.
+        peer: the connection's address, for the log.
+        log_messages: log the text of public lines (else their length).
+        clock: monotonic time, for flood control.
+
+    Attributes:
+        membership: the place in the room, from the username accepted
+            until ``leave``.
+        goodbye: once ENDED, the reason to give the person, or None if they
+            left of their own accord.
+        parting: the line the person left with, if it passed the checks.
+    """
+
+    def __init__(
+        self,
+        room: Room,
+        member: Member,
+        limits: Limits,
+        tell: Callable[[protocol.Message], None],
+        peer: str = "",
+        log_messages: bool = False,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.room, self.member, self.limits = room, member, limits
+        self._tell = tell
+        self.peer = peer
+        self.log_messages = log_messages
+        self.flood_control = TokenBucket(limits.rate, limits.burst, clock)
+        self.membership: Membership | None = None
+        self.goodbye: str | None = None
+        self.parting = ""
+        self._stage = Stage.NAMING
+        self._attempts = 0
+        self._echo = False  # the person asked for their own lines back (EchoOwnLines)
+
+    @property
+    def stage(self) -> Stage:
+        return self._stage
+
+    def start(self) -> None:
+        """The first words: the flood limit, the username deadline, the question."""
+        self._tell(self.limits.rate_limit_message())
+        self._tell(protocol.UsernameDeadline(min(math.ceil(self.limits.username_timeout), 0xFFFFFFFF)))
+        self._tell(protocol.UsernameRequest(ASK_USERNAME))
+
+    def receive(self, event: protocol.Event) -> None:
+        """Act on one event from the person: what they are to be told goes
+        to ``tell``, what the others are to hear to the room; the stage may
+        move on.
+
+        Raises:
+            RuntimeError: the session has ended (a bug in the caller).
+        """
+        if self._stage is Stage.ENDED:
+            raise RuntimeError(f"{type(event).__name__} received after the session ended")
+        rule = RULES[self._stage].get(type(event), UNEXPECTED[self._stage])
+        rule(self, event)
+
+    def leave(self) -> None:
+        """Leave the room, if in it, with the parting line if there is one;
+        the end of the session whatever ended the connection. Idempotent."""
+        self._stage = Stage.ENDED
+        membership, self.membership = self.membership, None
+        if membership is not None:
+            self.room.leave(membership, self.parting)
+            log.info("%s left", membership.name)
+
+    # Any stage.
+
+    def _left(self, event: protocol.Goodbye | protocol.ConnectionClosed) -> None:
+        self._stage = Stage.ENDED
+
+    def _not_understood(self, event: protocol.MalformedMessage) -> None:
+        if self._within_rate("it was not answered"):  # reading it cost as much as a line
+            self._tell(protocol.ErrorNotice(f"Message not understood: {event.reason}."))
+
+    def _echo_on(self, event: protocol.EchoOwnLines) -> None:
+        self._echo = True
+        self._tell(event)  # the answer: from now on
+
+    # NAMING.
+
+    def _choose(self, event: protocol.Username) -> None:
+        # Capped: in a cluster each attempt may be a Redis call.
+        self._attempts += 1
+        last = self._attempts >= MAX_USERNAME_ATTEMPTS
+        self.membership = self._try_username(event.name, ask_again=not last)
+        if self.membership is not None:
+            self._stage = Stage.CHATTING
+        elif last:
+            self.goodbye = TOO_MANY_USERNAMES
+            self._stage = Stage.ENDED
+
+    def _try_username(self, requested: str, ask_again: bool) -> Membership | None:
+        try:
+            name = names.accept(requested)
+        except names.NameRefused as refused:
+            if ask_again:
+                self._tell(protocol.UsernameRequest(USERNAME_INVALID.format(reason=refused.reason)))
+            return None
+        membership = self.room.join(self.member, name)
+        if membership is None:
+            if ask_again:
+                holder = self._look_alike_holder(name)
+                self._tell(
+                    protocol.UsernameRequest(USERNAME_LOOKS_TAKEN.format(holder=holder) if holder else USERNAME_TAKEN)
+                )
+        else:
+            log.info("%s joined from %s", name, self.peer)
+        return membership
+
+    def _choose_first(self, event: protocol.Event) -> None:
+        if self._within_rate("it was not answered"):
+            self._tell(protocol.ErrorNotice("Choose a username first."))
+
+    # CHATTING.
+
+    def _relay(self, line: protocol.ChatLine) -> None:
+        self._relay_public(protocol.ChatMessage(self._me.name, line.text), "%s: %s", "%s said a line (%d characters)")
+
+    def _relay_action(self, line: protocol.ActionLine) -> None:
+        self._relay_public(
+            protocol.ActionMessage(self._me.name, line.text), "* %s %s", "%s did an action (%d characters)"
+        )
+
+    def _relay_public(self, message: protocol.ChatMessage | protocol.ActionMessage, said: str, counted: str) -> None:
+        """A line or action to everyone, if admitted; its text is logged
+        only with ``log_messages`` (``said``), else its length (``counted``)."""
+        if not self._admit(message.text):
+            return
+        me = self._me
+        if self.log_messages:
+            log.info(said, me.name, printable_text(message.text))
+        else:
+            log.info(counted, me.name, len(message.text))
+        self._come_back()
+        # Without me, unless I asked for my lines back: then my copy comes
+        # in the room's order.
+        self.room.publish(message, sender=None if self._echo else me)
+
+    def _relay_private(self, line: protocol.PrivateLine) -> None:
+        if not self._admit(line.text):
+            return
+        me = self._me
+        recipient = recipient_name(line.recipient)
+        if recipient is None or not self.room.send_private(me, recipient, line.text):
+            self._tell(
+                protocol.ErrorNotice(
+                    f"No one called {excerpt(line.recipient, 40)} is online; the private message was not sent."
+                )
+            )
+            return
+        # The text of private lines stays out of the log (the operator could
+        # still read it: the server decrypts everything).
+        log.info("%s sent a private message to %s", me.name, printable_text(line.recipient))
+        away = self.room.away_message(recipient)
+        if away is not None and away[0] != me.name:
+            self._tell(protocol.AwayReply(*away))  # as IRC's RPL_AWAY
+
+    def _rename(self, request: protocol.NickRequest) -> None:
+        if not self._within_rate("the name was not changed"):
+            return
+        try:
+            name = names.accept(request.name)
+        except names.NameRefused as refused:
+            self._tell(
+                protocol.ErrorNotice(f"That is not a valid username: it {refused.reason}. The name was not changed.")
+            )
+            return
+        if name == self._me.name:
+            self._tell(protocol.Notice(f"You are already called {name}."))  # nobody else is told
+        elif self.room.rename(self._me, name):
+            log.info("%s: now known as %s", self.peer, name)
+        elif holder := self._look_alike_holder(name):
+            self._tell(protocol.ErrorNotice(f"The username {name} looks the same as {holder}, who is online."))
+        else:
+            self._tell(protocol.ErrorNotice(f"The username {name} is taken."))
+
+    def _list_users(self, request: protocol.UserListRequest) -> None:
+        # Counted by flood control like every request: building the list
+        # costs (a Redis SCAN in a cluster). The client's own request on
+        # joining comes with a full bucket.
+        if not self._within_rate("the user list was not sent"):
+            return
+        for message in user_list_messages(self.room.who(), self.room.away_messages()):
+            self._tell(message)
+
+    def _set_away(self, request: protocol.Away) -> None:
+        """``/away [MESSAGE]``: shown in /users, and to whoever writes to
+        the member privately, until /back or their next line to everyone."""
+        if not self._within_rate("you were not marked as away"):
+            return
+        message = " ".join(request.message.split())  # one line: no tab or newline in a UserList entry
+        if len(message) > MAX_AWAY_LENGTH:
+            self._tell(
+                protocol.ErrorNotice(
+                    f"An away message may be {MAX_AWAY_LENGTH} characters long at most; you were not marked as away."
+                )
+            )
+            return
+        self.room.set_away(self._me, message)
+        self._tell(protocol.Notice(f"You are marked as away: {message}" if message else "You are marked as away."))
+
+    def _back(self, request: protocol.Back) -> None:
+        if not self._within_rate("you are still marked as away"):
+            return
+        if self._me.away is None:
+            self._tell(protocol.Notice("You are not marked as away."))
+        else:
+            self._come_back()
+
+    def _come_back(self) -> None:
+        """No longer away (after /back, or a line to everyone)."""
+        if self._me.away is not None:
+            self.room.set_away(self._me, None)
+            self._tell(protocol.Notice("You are back: no longer marked as away."))
+
+    def _part(self, goodbye: protocol.Goodbye) -> None:
+        """The person leaves, with a parting line if it passes the checks."""
+        if goodbye.reason and self._admit(goodbye.reason):
+            self.parting = goodbye.reason
+        self._stage = Stage.ENDED
+
+    def _not_expected(self, event: protocol.Event) -> None:
+        if self._within_rate("it was not answered"):
+            self._tell(protocol.ErrorNotice(f"{type(event).__name__} is not expected now."))
+
+    # The checks.
+
+    @property
+    def _me(self) -> Membership:
+        assert self.membership is not None, "only a member in the room chats"
+        return self.membership
+
+    def _look_alike_holder(self, name: str) -> str | None:
+        """Who holds a name that looks the same as ``name`` (not merely the
+        same in another case), to say so in the refusal."""
+        holder = self.room.holder(name)
+        return holder if holder is not None and holder.casefold() != name.casefold() else None
+
+    def _admit(self, text: str) -> bool:
+        """Whether a line of text from the person may go out; if not, they are
+        told why, so that nothing is dropped in silence."""
+        if not text.strip():
+            self._tell(protocol.ErrorNotice("An empty message was not sent."))
+            return False
+        size = len(text.encode("utf-8"))
+        if size > self.limits.max_message_bytes:
+            self._tell(
+                protocol.ErrorNotice(
+                    f"The message was not sent: it is {size} bytes long, and the limit is "
+                    f"{self.limits.max_message_bytes}."
+                )
+            )
+            return False
+        return self._within_rate(f'"{excerpt(text)}" was not sent')
+
+    def _within_rate(self, refused: str) -> bool:
+        """Flood control: True if the request may be acted on; if not, the
+        person is told (``refused`` says what did not happen)."""
+        wait = self.flood_control.take()
+        if wait:
+            self._tell(
+                protocol.ErrorNotice(
+                    f"Slow down: {refused}. You can send {self.limits.burst} "
+                    f"messages at once, then {self.limits.rate:g} a second; wait {wait:.1f} s."
+                )
+            )
+            return False
+        return True
+
+
+def recipient_name(raw: str) -> str | None:
+    """A private line's recipient, to be looked up by its names.key, or
+    None if it cannot be a username. Its length is checked first: no longer
+    text is normalized, nor made a key to look up (in a cluster, a Redis
+    key)."""
+    if len(raw) > 4 * protocol.MAX_USERNAME_LENGTH:  # room for what NFC joins
+        return None
+    name = raw.strip()
+    return name if name and name.isprintable() else None
+
+
+Rule = Callable[[MemberSession, Any], None]
+
+#: Events with the same meaning at every stage.
+_ANY_STAGE: dict[type, Rule] = {
+    protocol.Goodbye: MemberSession._left,
+    protocol.ConnectionClosed: MemberSession._left,
+    protocol.MalformedMessage: MemberSession._not_understood,
+    protocol.EchoOwnLines: MemberSession._echo_on,
+}
+
+#: What each event does at each stage (h11's table of transitions).
+RULES: dict[Stage, dict[type, Rule]] = {
+    Stage.NAMING: {**_ANY_STAGE, protocol.Username: MemberSession._choose},
+    Stage.CHATTING: {
+        **_ANY_STAGE,
+        protocol.ChatLine: MemberSession._relay,
+        protocol.ActionLine: MemberSession._relay_action,
+        protocol.PrivateLine: MemberSession._relay_private,
+        protocol.NickRequest: MemberSession._rename,
+        protocol.UserListRequest: MemberSession._list_users,
+        protocol.Away: MemberSession._set_away,
+        protocol.Back: MemberSession._back,
+        protocol.Goodbye: MemberSession._part,
+    },
+}
+
+#: The answer to an event with no row in its stage.
+UNEXPECTED: dict[Stage, Rule] = {
+    Stage.NAMING: MemberSession._choose_first,
+    Stage.CHATTING: MemberSession._not_expected,
+}

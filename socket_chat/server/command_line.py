@@ -1,0 +1,344 @@
+"""The server's command line: ``python server.py``, ``socket-chat-server``
+or ``python -m socket_chat.server`` (``--help`` for the options).
+
+It reads the options, the key file, the message of the day and the
+cluster's address, then runs a ``ChatServer`` (with the operator console
+when started in a terminal) until Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from socket_chat import cli, protocol, transport
+from socket_chat.chat.limits import Limits, Startups, startups_type
+from socket_chat.chat.presentation import printable_text
+from socket_chat.chat.room import DEFAULT_HISTORY
+from socket_chat.crypto import keystore
+from socket_chat.server import descriptors
+from socket_chat.server.app import ChatServer
+from socket_chat.server.console import COMMANDS as CONSOLE_COMMANDS
+from socket_chat.server.console import OperatorConsole, console_wanted, on_terminal, run_console
+
+if TYPE_CHECKING:
+    from socket_chat.server.cluster import RedisCluster  # imported only with --cluster: redis is optional
+
+MAX_MOTD_BYTES = 4096  # of UTF-8 in the message of the day
+CLUSTER_NAME_TTL = 15.0  # seconds: cluster.DEFAULT_NAME_TTL (cluster.py is imported only with --cluster)
+CLUSTER_PASSWORD_ON_COMMAND_LINE = (
+    "Warning: the Redis password in --cluster can be read by every user of this machine (ps, /proc). "
+    "Give the address in the CHAT_CLUSTER environment variable instead."
+)
+EXIT_NO_CLUSTER = 3  # the cluster is unreachable at start: worth trying again later
+#: The longest chat text an option may allow: a relayed ChatMessage (text,
+#: sender's name, field lengths, tag) must still fit in one frame.
+MAX_MESSAGE_BYTES_CEILING = protocol.MAX_FRAME_SIZE - 1024
+PORT_IN_USE = "Port {port} is already in use on {host}: is another server running? Choose another with --port."
+
+log = logging.getLogger("chat.server")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Encrypted terminal group chat: the server.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keep the command lines as they are
+        epilog="operator console (when the server runs in a terminal):\n"
+        + "\n".join(f"  {line}" for line in CONSOLE_COMMANDS.help_lines()),
+    )
+    cli.add_version(parser)
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all IPv4 interfaces)")
+    parser.add_argument(
+        "--port",
+        type=cli.port_number,
+        default=cli.DEFAULT_PORT,
+        help=f"port to listen on, 0 for any free one (default: {cli.DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--key",
+        type=Path,
+        default=None,
+        help="the server's RSA identity key, made on first use (default: $XDG_DATA_HOME/socket-chat/server_key.pem)",
+    )
+    parser.add_argument(
+        "--history",
+        type=history_size,
+        default=DEFAULT_HISTORY,
+        metavar="N",
+        help=f"recent messages shown to a newcomer, 0 for none (default: {DEFAULT_HISTORY})",
+    )
+    parser.add_argument(
+        "--motd",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a file whose text is shown to everyone who joins (message of the day)",
+    )
+    parser.add_argument(
+        "--log-messages",
+        action="store_true",
+        help="put the text of public lines and actions in the log (default: only who sent one, and its length)",
+    )
+    _add_limit_options(parser.add_argument_group("limits"))
+    _add_cluster_options(parser.add_argument_group("cluster (several servers, one chat, over Redis)"))
+    args = parser.parse_args(argv)
+    if args.max_message_bytes > MAX_MESSAGE_BYTES_CEILING:
+        parser.error(f"--max-message-bytes can be at most {MAX_MESSAGE_BYTES_CEILING} (one frame)")
+    if args.cluster:
+        from socket_chat.server import cluster  # only now: without --cluster, redis is never imported
+
+        try:
+            cluster.check_url(args.cluster)
+        except ValueError as exc:
+            parser.error(f"--cluster: {exc}")
+        if args.cluster != os.environ.get("CHAT_CLUSTER") and cluster.redacted(args.cluster) != args.cluster:
+            print(CLUSTER_PASSWORD_ON_COMMAND_LINE, file=sys.stderr)
+    return args
+
+
+def _add_cluster_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--cluster",
+        default=os.environ.get("CHAT_CLUSTER") or None,
+        metavar="redis://HOST:PORT/DB",
+        help="share the chat with every server given the same Redis (default: $CHAT_CLUSTER; "
+        "none: this server alone). An address with a password belongs in $CHAT_CLUSTER: a command line "
+        "is visible to everyone on the machine (ps). Needs: pip install -r requirements-cluster.txt",
+    )
+    group.add_argument(
+        "--cluster-name-ttl",
+        type=cli.positive(float, "--cluster-name-ttl"),
+        default=CLUSTER_NAME_TTL,
+        metavar="SECONDS",
+        help=f"how long the names of a server that stopped answering stay taken (default: {CLUSTER_NAME_TTL:g})",
+    )
+
+
+def _add_limit_options(group: argparse._ArgumentGroup) -> None:
+    default = Limits()
+
+    def limit(flag: str, field: str, parse: Callable[[str], object], metavar: str, help: str) -> None:
+        """An option for the ``Limits`` field ``field``, its default from there."""
+        value = getattr(default, field)
+        shown = f"{value:g}" if isinstance(value, float) else value
+        group.add_argument(
+            flag, type=parse, default=value, dest=field, metavar=metavar, help=f"{help} (default: {shown})"
+        )
+
+    def whole(flag: str) -> Callable[[str], int]:
+        return cli.positive(int, flag)
+
+    limit(
+        "--max-clients",
+        "max_clients",
+        whole("--max-clients"),
+        "N",
+        "people at once (connections that finished the handshake); one more is told the server is full",
+    )
+    limit(
+        "--max-message-bytes",
+        "max_message_bytes",
+        whole("--max-message-bytes"),
+        "BYTES",
+        "longest chat line, in bytes of UTF-8",
+    )
+    limit("--rate", "rate", rate_type, "PER_SECOND", "messages a second each person may send, sustained; 0: no limit")
+    limit("--burst", "burst", whole("--burst"), "N", "messages a person may send at once, as when pasting")
+    limit(
+        "--sendq",
+        "sendq_bytes",
+        whole("--sendq"),
+        "BYTES",
+        "bytes queued for a client that does not read before it is disconnected",
+    )
+    limit(
+        "--max-per-address",
+        "max_per_address",
+        count_type("--max-per-address"),
+        "N",
+        "connections at once from one IP address (IPv6: one /64), handshakes included; 0: no cap",
+    )
+    limit(
+        "--handshake-rate",
+        "handshake_rate",
+        rate_type,
+        "PER_SECOND",
+        "new connections a second from one address, after 10 at once; a handshake not finished counts 3; 0: no limit",
+    )
+    limit(
+        "--max-startups",
+        "max_startups",
+        startups_arg,
+        "START:RATE:FULL",
+        "connections still in their handshake, as sshd's MaxStartups: from START on, RATE%% of new ones "
+        "are refused, rising to all at FULL; N: a hard cap; 0: no cap (these never hold a --max-clients place)",
+    )
+    for name, what in (
+        ("handshake", "to finish the handshake"),
+        ("username", "to choose a username"),
+        ("frame", "to finish a message once begun"),
+    ):
+        flag = f"--{name}-timeout"
+        limit(flag, f"{name}_timeout", cli.positive(float, flag), "SECONDS", f"seconds a client has {what}")
+
+
+def rate_type(text: str) -> float:
+    """argparse type for --rate: a number of messages a second, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("--rate must be 0 (no limit) or more")
+    return value
+
+
+def count_type(option: str):
+    """argparse type: a whole number, 0 (off) or more."""
+
+    def parse(text: str) -> int:
+        if not text.isdigit():
+            raise argparse.ArgumentTypeError(f"{option} must be a whole number, 0 or more")
+        return int(text)
+
+    return parse
+
+
+def startups_arg(text: str) -> Startups:
+    """argparse type for --max-startups."""
+    try:
+        return startups_type(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--max-startups: {exc}") from None
+
+
+def limits_from(args: argparse.Namespace) -> Limits:
+    return Limits(**{name: getattr(args, name) for name in Limits.__dataclass_fields__})
+
+
+def history_size(text: str) -> int:
+    """argparse type: a number of messages, 0 or more."""
+    if not text.isdigit() or int(text) > 100_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of messages (0 to 100000)")
+    return int(text)
+
+
+class MotdFileError(Exception):
+    """The message-of-the-day file cannot be used; the message says why."""
+
+
+def read_motd(path: Path | None) -> str:
+    """The message of the day from ``path`` ("" for none), its lines made
+    printable and trailing white space trimmed.
+
+    Raises:
+        MotdFileError: cannot be read, is not UTF-8, or is too long.
+    """
+    if path is None:
+        return ""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MotdFileError(f"Cannot read the message of the day {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise MotdFileError(f"The message of the day {path} is not UTF-8 text.") from None
+    text = "\n".join(printable_text(line.rstrip()) for line in text.strip().splitlines())
+    if len(text.encode("utf-8")) > MAX_MOTD_BYTES:
+        raise MotdFileError(f"The message of the day {path} is over the {MAX_MOTD_BYTES}-byte limit.")
+    return text
+
+
+class ClusterError(Exception):
+    """The cluster given with --cluster cannot be joined; the message says why."""
+
+
+def join_cluster(args: argparse.Namespace) -> RedisCluster | None:
+    """The Redis cluster given with --cluster, connected, or None if none was.
+
+    Raises:
+        ClusterError: Redis does not answer, or the redis package is missing.
+    """
+    if not args.cluster:
+        return None
+    from socket_chat.server import cluster
+
+    try:
+        return cluster.RedisCluster.connect(args.cluster, name_ttl=args.cluster_name_ttl)
+    except cluster.ClusterUnavailable as exc:
+        raise ClusterError(str(exc)) from None
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> str:
+    """One line for the operator on why the server cannot listen. Python's
+    own text for a busy port names the address as a tuple and 'while
+    attempting to bind'."""
+    if exc.errno == errno.EADDRINUSE:
+        return PORT_IN_USE.format(port=port, host=host)
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return f"Cannot listen at {transport.format_address(host, port)}: {reason}"
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    print("Server is commencing...", flush=True)
+    key_path = args.key or keystore.data_dir() / "server_key.pem"
+    try:
+        motd = read_motd(args.motd)
+        key = keystore.load_or_create_identity_key(key_path)
+        room_cluster = join_cluster(args)
+    except (keystore.KeyFileError, MotdFileError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except ClusterError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_NO_CLUSTER
+    try:
+        descriptors.raise_limit(args.max_clients, clustered=room_cluster is not None, handshakes=args.max_startups.full)
+    except descriptors.DescriptorLimitError as exc:
+        print(exc, file=sys.stderr)
+        if room_cluster is not None:
+            room_cluster.close()
+        return 1
+    try:
+        server = ChatServer(
+            key, args.host, args.port, limits_from(args), history=args.history, motd=motd, cluster=room_cluster
+        )
+    except OSError as exc:
+        print(cannot_listen(args.host, args.port, exc), file=sys.stderr)
+        if room_cluster is not None:
+            room_cluster.close()
+        return 1
+    server.log_messages = args.log_messages
+    print(f"Listening at {transport.format_address(*server.server_address)}")
+    if room_cluster is not None:
+        print(f"Cluster: {room_cluster.describe()}")
+    print(f"Server key fingerprint: {server.fingerprint}", flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    with contextlib.ExitStack() as console_terminal:
+        if console_wanted(sys.stdin):
+            signal.signal(signal.SIGTTIN, signal.SIG_IGN)  # if put in the background later: EIO, not a stop
+            console = OperatorConsole(server)
+            read_line, show = console_terminal.enter_context(on_terminal(console, sys.stdin))
+            threading.Thread(target=run_console, args=(console, read_line, show), name="console", daemon=True).start()
+        with server:
+            try:
+                server.serve_forever()
+            except KeyboardInterrupt:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the goodbyes short
+                log.info("Shutting down")
+    return 0
