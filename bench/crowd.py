@@ -13,7 +13,7 @@ For each room size of the plan, on a fresh server:
 
 - **fill**: every client joins, ``JOIN_CONCURRENCY`` handshakes in flight in
   all; how long until the last is in, the server's CPU, and how many join
-  and leave lines each member was shown meanwhile (presence.py sums them up
+  and leave lines each member was shown meanwhile (chat/presence.py sums them up
   in a busy room; one line per joiner would be N²/2 deliveries in all);
 - **heard**: one member says ``messages`` lines, paced; every other member
   must get each once, in order (lost, duplicated, out of order, latency);

@@ -28,7 +28,7 @@ def findings(results: Results) -> list[str]:
         f"- **The seal.** One `AES.new(key, MODE_GCM, nonce)` seal of a chat line costs {aes_new:.1f} µs "
         "in this run, most of it the key schedules, hash subkey and GHASH tables worked out again "
         "for every nonce. The record layer now makes those once per connection direction "
-        "(aes_gcm.py: one AES-ECB call for E(J0) and the counter blocks, an XOR, pycryptodomex's own "
+        "(crypto/aes_gcm.py: one AES-ECB call for E(J0) and the counter blocks, an XOR, pycryptodomex's own "
         f"GHASH; records byte for byte AES.new's): a seal costs {seal:.1f} µs "
         f"({aes_new / seal:.1f} × cheaper) and an open {opened:.1f} µs against {aes_new_open:.1f}. "
         f"The record layer as it was (AES.new and a nonce made byte by byte) paid {seal_before:.1f} µs "
@@ -46,7 +46,7 @@ def findings(results: Results) -> list[str]:
         "- **GIL hand-offs.** With a writer thread per client, every pycryptodomex C call (a dozen "
         "or more per record, each letting go of the GIL) handed the GIL to another writer, and "
         "the reader threads that feed them all waited behind each of them. Now one sender thread "
-        "seals and writes for every client (sender.py), and batches up what queued meanwhile.",
+        "seals and writes for every client (server/sender.py), and batches up what queued meanwhile.",
         "- **Before and after, same run** (flat out; *before* is the same server with a sender "
         "that seals one record per message):",
         "",
@@ -75,7 +75,7 @@ def findings(results: Results) -> list[str]:
         f"  What changed: the server encoded its own public key as DER for every connection "
         f"({der / 1000:.2f} ms); it now does so once per key. X25519 went through pycryptodomex's "
         f"ECC key and point objects ({x25519_before / 1000:.2f} ms a pair and agreement, by CPU time); "
-        f"x25519.py calls the same C curve code directly ({x25519 / 1000:.2f} ms). The key schedule's "
+        f"crypto/x25519.py calls the same C curve code directly ({x25519 / 1000:.2f} ms). The key schedule's "
         "HKDF uses the standard library's HMAC instead of pycryptodomex's Python one. "
         f"The server's side of a handshake in process now costs {server_side / 1000:.2f} ms of CPU "
         f"against {server_crypto / 1000:.2f} ms for its own cryptography (one unwrap, one X25519 pair "
@@ -84,7 +84,7 @@ def findings(results: Results) -> list[str]:
         + " ms of CPU per connection (sequential, 8 at once: connect, handshake, username, Welcome, "
         "leave), "
         + " and ".join(f"{us / server_crypto:.2f}" for us in process)
-        + " × its cryptography. The rest is the connection around the handshake in server.py: "
+        + " × its cryptography. The rest is the connection around the handshake in server/app.py and handler.py: "
         "starting and joining its threads, the socket calls, the GIL passing between the accepting "
         "thread and the connection's (an strace counted about 50 futex calls per connection), "
         "joining and leaving the room; the plaintext floor, which does that work without any "
@@ -175,7 +175,7 @@ def _paced_finding(results: Results) -> list[str]:
             f"{cpu_ms_per_k(paced):.0f} ms of CPU per thousand deliveries paced against "
             f"{cpu_ms_per_k(flat):.0f} flat out, and the 99 records of one message are sealed one after "
             "another, so the last waits for the others. That is why a record's cost matters here: "
-            "the record layer now keeps each direction's key schedule and GHASH tables (aes_gcm.py, "
+            "the record layer now keeps each direction's key schedule and GHASH tables (crypto/aes_gcm.py, "
             "see *The seal* above) instead of `AES.new(MODE_GCM)` working them out again for every "
             "record. Before issue 5 the same run had p99 "
             + (

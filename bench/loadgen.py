@@ -46,7 +46,7 @@ class BenchClient:
         self.name = name
         self.started = time.perf_counter()
         self.sock = socket.create_connection(address, timeout=10)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as client.py does
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the client does (transport.tune)
         self.sock.setblocking(False)
         self.conn: PlainConnection | protocol.ClientConnection = (
             PlainConnection() if plain else protocol.ClientConnection()

@@ -261,10 +261,11 @@ def section(
     return lines
 
 
-#: Measured once, not in this run: the server of before sender.py (a writer
-#: thread per client, commit beaf098, with aes_gcm.py's cheaper seal already),
-#: lockstep at 100 receivers, 600 messages, on the 2-core machine the bench
-#: runs on: CPU time and context switches from /proc, GIL time by py-spy.
+#: Measured once, not in this run: the server of before server/sender.py (a
+#: writer thread per client, commit beaf098, with crypto/aes_gcm.py's cheaper
+#: seal already), lockstep at 100 receivers, 600 messages, on the 2-core
+#: machine the bench runs on: CPU time and context switches from /proc, GIL
+#: time by py-spy.
 BEFORE = (
     "Before (a writer thread per client, measured in separate runs with py-spy `--gil` and "
     "/proc, not in this one): at 100 receivers 54 to 82 µs of server CPU per delivery, about "
@@ -272,7 +273,7 @@ BEFORE = (
     "137 µs and 8.6 (4,300 a message). The reader woke each receiver's writer in turn: "
     "`Condition.notify` inside `Outbox.put` was half the time any thread held the GIL, and each "
     "writer then took the GIL and the seal lock, and gave the GIL back around every call into "
-    "pycryptodomex. In the same runs the server of sender.py used 35 and 32 µs, a sixth of it in "
+    "pycryptodomex. In the same runs the server of server/sender.py used 35 and 32 µs, a sixth of it in "
     "the kernel, with 5 and 12 context switches a message."
 )
 
@@ -288,10 +289,10 @@ def _where_the_time_goes(runs: list[LockstepResult], ours: float, chat: str) -> 
         f"{_f(kernel)} of them in the kernel: one non-blocking `send` per delivery, which on loopback "
         "also does the receiving end's TCP work. "
         f"{_f(at_100.switches / at_100.messages if at_100.messages else math.nan)} context switches a "
-        "message: the reader wakes, and wakes the one sender thread once (sender.py), which then "
+        "message: the reader wakes, and wakes the one sender thread once (server/sender.py), which then "
         "seals and sends to every receiver without a switch or a lock held. By py-spy `--gil` "
         "(measured once), the sender holds the GIL about 85% of the time the process does: the seal "
-        "about half of that (aes_gcm.py: the ECB keystream, GHASH and the XOR), the protocol's "
+        "about half of that (crypto/aes_gcm.py: the ECB keystream, GHASH and the XOR), the protocol's "
         "`send_batch` checks and framing a tenth, the outbox and the sender's loop a sixth, the "
         "Python side of `send` a tenth; the reader (receive, open, `Room.distribute` into every "
         f"outbox) the rest. One of our seals costs {_f(ours)} µs in this run, so the seal is about "

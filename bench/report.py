@@ -162,7 +162,7 @@ def crowd_section(results: Results) -> list[str]:
         "in. *Reconnect storm*: every client of the room drops its connection at once and comes straight "
         "back (asking again for its name while the server still holds it); *seconds* from the drop until "
         "the last is back in. *Join/leave lines per member*: what each member was shown meanwhile; from "
-        f"{presence.BUSY_FROM} members the server sums them up, one line a second at most (presence.py, "
+        f"{presence.BUSY_FROM} members the server sums them up, one line a second at most (chat/presence.py, "
         "PROTOCOL.md), where one line per joiner would be (N − 1)/2 on average, N²/2 deliveries in all. "
         "The servers here run with a 120 s handshake deadline and no cap on handshakes in progress, so "
         "that a storm's last handshake, which waits for all the others, is measured rather than cut "

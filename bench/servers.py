@@ -2,8 +2,8 @@
 
     python -m bench.servers KIND [--stack-size BYTES] [--cluster redis://HOST:PORT/DB] [--admission]
 
-KIND is ``chat`` (server.ChatServer as it is), ``chat-unbatched`` (the
-same with a sender that seals one record per message, as before issue 5)
+KIND is ``chat`` (socket_chat.server's ``ChatServer`` as it is),
+``chat-unbatched`` (the same with a sender that seals one record per message, as before issue 5)
 or ``plain`` (the plaintext floor). With ``--cluster`` a chat server joins the cluster on that
 Redis, as ``server.py --cluster`` does. It prints ``PORT <n>`` once listening, and
 runs until SIGTERM or until its standard input closes. It uses the test-only
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--cluster: the plaintext floor has no cluster")
     if args.stack_size:
         threading.stack_size(args.stack_size)
-    descriptors.raise_limit(BENCH_LIMITS.max_clients, clustered=bool(args.cluster))  # as server.py does
+    descriptors.raise_limit(BENCH_LIMITS.max_clients, clustered=bool(args.cluster))  # as the server's main does
     bench_limits = ADMISSION_LIMITS if args.admission else BENCH_LIMITS
     if args.handshake_timeout:
         bench_limits = dataclasses.replace(BENCH_LIMITS, handshake_timeout=args.handshake_timeout)

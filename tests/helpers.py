@@ -44,7 +44,7 @@ class ChatTestClient:
         # ``source``: the loopback address to connect from (127.0.0.2 and up
         # are loopback too), for the per-address limits.
         self.sock = socket.create_connection(address, timeout=TIMEOUT, source_address=(source, 0) if source else None)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as client.py does
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the client does (transport.tune)
         self.conn = conn or ClientConnection()
         self.hello: ServerHello | None = None
         self.rate_limit: RateLimit | None = None

@@ -1,4 +1,4 @@
-"""Denial of service before the handshake (admission.py, after sshd's
+"""Denial of service before the handshake (server/admission.py, after sshd's
 MaxStartups, PerSourceMaxStartups and PerSourcePenalties): the policy with
 an injected clock and random source, then floods on loopback from
 127.0.0.1 while a person connects from 127.0.0.2."""

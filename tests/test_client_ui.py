@@ -1,4 +1,4 @@
-"""client_ui without sockets: commands, the session, how events are shown,
+"""client/ui.py without sockets: commands, the session, how events are shown,
 colours and completion."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Several servers, one chat: in-process servers sharing a real redis-server
-on loopback (cluster.py). The real processes are in test_cluster_procs.py."""
+on loopback (server/cluster.py). The real processes are in test_cluster_procs.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""commands.py: the slash-command table the client and the console share."""
+"""chat/commands.py: the slash-command table the client and the console share."""
 
 from __future__ import annotations
 

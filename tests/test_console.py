@@ -1,4 +1,4 @@
-"""console.py: the operator console's commands against a real server on
+"""server/console.py: the operator console's commands against a real server on
 loopback and against a fake of its ``ServerControls``, and when the console
 runs at all."""
 

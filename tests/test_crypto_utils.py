@@ -1,4 +1,4 @@
-"""crypto_utils: the record layer, RSA key wrapping, fingerprints, X25519 and
+"""socket_chat.crypto: the record layer, RSA key wrapping, fingerprints, X25519 and
 the key schedule, each checked against published vectors or an independent
 computation written here with the standard library."""
 

@@ -1,4 +1,4 @@
-"""descriptors.py: the server raises its open-file limit, or says it cannot."""
+"""server/descriptors.py: the server raises its open-file limit, or says it cannot."""
 
 from __future__ import annotations
 

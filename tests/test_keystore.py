@@ -1,4 +1,4 @@
-"""keystore.py: the server's identity key file, and the client's known hosts
+"""crypto/keystore.py: the server's identity key file, and the client's known hosts
 (trust on first use, as ssh does)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""names.py: which names may be taken, and when two are one (pure, no network).
+"""chat/names.py: which names may be taken, and when two are one (pure, no network).
 
 The look-alikes of issue 13 are refused on a real server in test_server.py,
 on /nick in test_server_features.py and across a cluster in test_cluster.py.

@@ -1,4 +1,4 @@
-"""presence.py: joins and leaves summed up in a busy room, on a pinned clock."""
+"""chat/presence.py: joins and leaves summed up in a busy room, on a pinned clock."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""presentation.py: text from the network made safe to print, and the small
+"""chat/presentation.py: text from the network made safe to print, and the small
 formats both programs show (durations, ``NAME REST``, excerpts)."""
 
 from __future__ import annotations

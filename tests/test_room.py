@@ -1,4 +1,4 @@
-"""room.py: the Room with fake members, without a socket in sight."""
+"""chat/room.py: the Room with fake members, without a socket in sight."""
 
 from __future__ import annotations
 
@@ -374,7 +374,7 @@ def test_a_user_list_that_fits_is_one_message():
     assert user_list_messages(members) == [UserList.of(members)]
 
 
-# --- joins and leaves in a busy room (presence.py), on a pinned clock ---------
+# --- joins and leaves in a busy room (chat/presence.py), on a pinned clock ----
 
 
 class FakeTimer:

@@ -1,4 +1,4 @@
-"""The sender (sender.py): one thread that seals and writes for every client.
+"""The sender (server/sender.py): one thread that seals and writes for every client.
 
 Over real loopback sockets, with connections whose handshake is done in
 process; the last test runs a real server with a thousand clients."""

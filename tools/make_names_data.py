@@ -1,9 +1,10 @@
-"""Write names_data.py: the Unicode data names.py needs and Python lacks.
+"""Write socket_chat/chat/names_data.py: the Unicode data names.py needs and
+Python lacks.
 
 Python's ``unicodedata`` has no Script property, no Default_Ignorable_Code_Point,
 no emoji properties and no confusables. This script folds them, from Unicode's
-own files, into compact tables in ``names_data.py`` (committed; this script is
-run only to update them):
+own files, into compact tables in ``socket_chat/chat/names_data.py``
+(committed; this script is run only to update them):
 
 - the Unicode Character Database 15.0.0 as Debian ships it (package
   ``unicode-data``, 15.0.0-1: ``apt-get install unicode-data`` puts it in
@@ -16,7 +17,7 @@ run only to update them):
 
 Usage::
 
-    python tools/make_names_data.py UCD_DIR CONFUSABLES_TXT > names_data.py
+    python tools/make_names_data.py UCD_DIR CONFUSABLES_TXT > socket_chat/chat/names_data.py
 
 The data is Unicode's, under the Unicode License (https://www.unicode.org/license.txt).
 """

@@ -3,7 +3,7 @@ them (the model is ssh-chat's): one row a command, and ``/help`` made from
 the rows.
 
 A command runs with a context of its table's choosing (the client's
-``client_ui.Context``, the server's ``console.OperatorConsole``) and the
+``client.ui.Context``, the server's ``server.console.OperatorConsole``) and the
 rest of the typed line.
 """
 

@@ -61,7 +61,7 @@ __all__ = ["RULES", "NameRefused", "accept", "key", "skeleton", "script_of", "sc
 #: case folding, and which characters are assigned at all), which changes
 #: with the Python version. Two servers that differ in it could each admit
 #: a look-alike of the other's member, so the servers of a cluster must
-#: share it (cluster.py checks it when a server joins; PROTOCOL.md section 4).
+#: share it (server/cluster.py checks it when a server joins; PROTOCOL.md section 4).
 RULES = (
     f"names/1 unicode/{unicodedata.unidata_version} "
     f"ucd/{names_data.UCD_VERSION} confusables/{names_data.CONFUSABLES_VERSION}"
@@ -69,7 +69,7 @@ RULES = (
 
 #: Printed as a blank though not a space nor default-ignorable.
 BLANKS = frozenset({"\u2800"})
-#: The line formats a name must not mimic (client_ui.render).
+#: The line formats a name must not mimic (client/ui.py's ``render``).
 FORBIDDEN_ANYWHERE = ":"
 FORBIDDEN_FIRST = "[*>"
 #: Combining marks in a row: Indic syllables and pointed Hebrew need up to about four.

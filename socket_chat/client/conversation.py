@@ -1,5 +1,5 @@
 """The chat itself, once joined: the main thread reads what the person
-types (``TypedLines``), acts on each line (``client_ui.run_line``) and sends,
+types (``TypedLines``), acts on each line (``ui.run_line``) and sends,
 while the Receiver shows what arrives; ``converse`` runs both and decides
 how the chat ended (the person left, the server ended it, or the server went
 away and the client will come back).

@@ -98,7 +98,7 @@ MAX_ENTRY_BYTES = protocol.MAX_FRAME_SIZE - 1024
 #: Clock skew forgiven between Redis and this server, in seconds.
 CLOCK_SKEW = 60.0
 #: Entries after which the user list is read again; a Notice may sum up
-#: joins and leaves in a busy room (presence.py).
+#: joins and leaves in a busy room (chat/presence.py).
 MEMBERS_CHANGED = (UserJoined, UserLeft, UserParted, UserKicked, NickChanged, Notice)
 
 DEGRADED = (
@@ -226,7 +226,7 @@ def is_username(text: str) -> bool:
     """Whether ``text`` is a username as a server here would give it out.
     Also bounds its length before any key is made from it.
 
-    A name the room would refuse (names.py's rules) is not a member's name.
+    A name the room would refuse (chat/names.py's rules) is not a member's name.
     """
     if len(text) > protocol.MAX_USERNAME_LENGTH:
         return False

@@ -3,7 +3,7 @@ when its input is a terminal. ``OperatorConsole.execute(line)`` returns the
 lines to show; it knows no terminal, so tests drive it directly.
 
 On a terminal (input and output), the console reads with readline, as the
-client does (terminal.py's ``Terminal``): line editing, history, Tab for
+client does (``socket_chat.tty``'s ``Terminal``): line editing, history, Tab for
 commands and for names after ``/kick``; and the server's log is printed
 above the line being typed, never into it (``on_terminal``)."""
 
