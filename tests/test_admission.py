@@ -110,7 +110,7 @@ def test_the_rate_table_stays_bounded_however_many_addresses_come():
     door = policy(max_per_source=0, rate=1.0, burst=2)
     for n in range(TABLE_SIZE + 500):
         door.release(admitted(door.admit(f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}")))
-    assert len(door._buckets) == TABLE_SIZE
+    assert door.sources_remembered == TABLE_SIZE
     door.admit("192.0.2.1")
     door.admit("192.0.2.1")
     assert door.admit("192.0.2.1").why is Why.SOURCE_RATE  # the newest are remembered

@@ -185,6 +185,12 @@ class Admission:
         with self._lock:
             return self._open.get(source_of(host), 0)
 
+    @property
+    def sources_remembered(self) -> int:
+        """Sources whose connection rate is remembered now: TABLE_SIZE at most."""
+        with self._lock:
+            return len(self._buckets)
+
     def _take(self, source: str, cost: float, force: bool = False) -> float:
         """Spend ``cost`` tokens of ``source``'s bucket: 0.0 if it had them,
         else the seconds until it will (and nothing is spent, unless
