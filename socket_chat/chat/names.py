@@ -61,7 +61,7 @@ __all__ = ["RULES", "NameRefused", "accept", "key", "skeleton", "script_of", "sc
 #: case folding, and which characters are assigned at all), which changes
 #: with the Python version. Two servers that differ in it could each admit
 #: a look-alike of the other's member, so the servers of a cluster must
-#: share it (server/cluster.py checks it when a server joins; PROTOCOL.md section 4).
+#: share it (server/cluster.py checks it when a server joins; PROTOCOL.md section 8).
 RULES = (
     f"names/1 unicode/{unicodedata.unidata_version} "
     f"ucd/{names_data.UCD_VERSION} confusables/{names_data.CONFUSABLES_VERSION}"
