@@ -30,9 +30,10 @@ from socket_chat.protocol import (
     UsernameRequest,
 )
 from socket_chat.server import app as server
-from socket_chat.server import cluster
+from socket_chat.server import cluster, command_line
 from socket_chat.server.command_line import parse_args
 from socket_chat.server.console import OperatorConsole
+from tests import procs
 from tests.helpers import OwnServer
 
 
@@ -404,6 +405,17 @@ def test_a_server_that_compares_names_by_other_rules_may_not_join(redis_server):
             cluster.RedisCluster.connect(redis_server.url)
         assert other in str(refused.value) and names.RULES in str(refused.value)
         assert raw.get(cluster.NAMES_RULES) == other.encode()  # the cluster's rules stand
+
+
+def test_a_server_of_other_name_rules_says_why_and_does_not_start(redis_server, tmp_path, capsys):
+    import redis
+
+    with redis.Redis.from_url(redis_server.url) as raw:
+        raw.set(cluster.NAMES_RULES, "names/1 unicode/0.0.0 ucd/15.0.0 confusables/13.0.0")
+    key = procs.private_key_copy(tmp_path / "key")
+    argv = ["--key", str(key), "--host", "127.0.0.1", "--port", "0", "--cluster", redis_server.url]
+    assert command_line.main(argv) == command_line.EXIT_USAGE  # not "try again later": the set-up is wrong
+    assert "its servers compare usernames by other rules (names/1 unicode/0.0.0" in capsys.readouterr().err
 
 
 def test_the_servers_default_name_expiry_is_the_clusters():

@@ -41,6 +41,7 @@ CLUSTER_PASSWORD_ON_COMMAND_LINE = (
     "Give the address in the CHAT_CLUSTER environment variable instead."
 )
 EXIT_NO_CLUSTER = 3  # the cluster is unreachable at start: worth trying again later
+EXIT_USAGE = 1  # what is wrong is the set-up (a key file, an option, the cluster's rules): trying again will not help
 #: The longest chat text an option may allow: a relayed ChatMessage (text,
 #: sender's name, field lengths, tag) must still fit in one frame.
 MAX_MESSAGE_BYTES_CEILING = protocol.MAX_FRAME_SIZE - 1024
@@ -259,14 +260,20 @@ def read_motd(path: Path | None) -> str:
 
 
 class ClusterError(Exception):
-    """The cluster given with --cluster cannot be joined; the message says why."""
+    """The cluster given with --cluster cannot be joined; the message says
+    why, and ``exit_code`` whether trying again later may help."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_NO_CLUSTER) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def join_cluster(args: argparse.Namespace) -> RedisCluster | None:
     """The Redis cluster given with --cluster, connected, or None if none was.
 
     Raises:
-        ClusterError: Redis does not answer, or the redis package is missing.
+        ClusterError: Redis does not answer, the redis package is missing,
+            or the cluster's servers compare names by other rules.
     """
     if not args.cluster:
         return None
@@ -274,6 +281,8 @@ def join_cluster(args: argparse.Namespace) -> RedisCluster | None:
 
     try:
         return cluster.RedisCluster.connect(args.cluster, name_ttl=args.cluster_name_ttl)
+    except cluster.ClusterIncompatible as exc:
+        raise ClusterError(str(exc), exit_code=EXIT_USAGE) from None
     except cluster.ClusterUnavailable as exc:
         raise ClusterError(str(exc)) from None
 
@@ -303,10 +312,10 @@ def main(argv: list[str] | None = None) -> int:
         room_cluster = join_cluster(args)
     except (keystore.KeyFileError, MotdFileError) as exc:
         print(exc, file=sys.stderr)
-        return 1
+        return EXIT_USAGE
     except ClusterError as exc:
         print(exc, file=sys.stderr)
-        return EXIT_NO_CLUSTER
+        return exc.exit_code
     try:
         descriptors.raise_limit(args.max_clients, clustered=room_cluster is not None, handshakes=args.max_startups.full)
     except descriptors.DescriptorLimitError as exc:
