@@ -166,6 +166,11 @@ class OwnServer:
         self.thread.start()
         return self.server
 
+    @property
+    def port(self) -> int:
+        """The port it listens on (as ``procs.Proc.port``, for client.py)."""
+        return self.server.server_address[1]
+
     def client(self, name: str | None = None, handshake: bool = True, source: str | None = None) -> ChatTestClient:
         client = ChatTestClient(self.server.server_address, source=source)
         self.clients.append(client)

@@ -14,8 +14,8 @@ from socket_chat.chat import member as chat_member
 from socket_chat.chat.member import GUESTS_REFUSED, KEY_UNSUPPORTED, PROOF_FAILED
 from socket_chat.crypto import KEY_TYPE, PersonKey, keystore
 from socket_chat.protocol import ChatMessage, Goodbye, KeyProof, UserJoined, UserList, UserListRequest, Username
-from tests import procs
 from tests.helpers import key_proof
+from tests.test_e2e_features import open_client as open_client  # client.py processes, killed at the end
 
 
 def listed(client) -> list[str]:
@@ -91,39 +91,23 @@ def test_guests_no_refuses_a_client_without_a_key_and_says_how_to_get_in(own_ser
 # --- the real client -----------------------------------------------------------
 
 
-@pytest.fixture
-def client_proc(tmp_path):
-    started: list[procs.Proc] = []
-
-    def start(port: int, label: str, *options: str) -> procs.Proc:
-        client = procs.start_client(tmp_path, port, label, "--accept-new", *options)
-        started.append(client)
-        return client
-
-    try:
-        yield start
-    finally:
-        for client in started:
-            client.kill()
-
-
-def test_the_client_proves_its_identity_key(own_server, client_proc, tmp_path):
+def test_the_client_proves_its_identity_key(own_server, open_client, tmp_path):
     own_server.start()
     watcher = own_server.client("Watcher")
     key, _ = keystore.load_or_create_person_key(tmp_path / "ann.pem")
-    client_proc(own_server.server.server_address[1], "ann", "--name", "Ann", "--identity", str(tmp_path / "ann.pem"))
+    open_client(own_server, "ann", "--name", "Ann", "--identity", str(tmp_path / "ann.pem"))
     assert watcher.expect(UserJoined) == UserJoined("Ann")
     assert own_server.server.room.find("Ann").fingerprint == key.fingerprint
     assert listed(watcher) == ["Ann", "Watcher"]
 
 
-def test_a_new_client_with_a_server_that_takes_no_proofs_chats_as_a_guest(own_server, client_proc, monkeypatch):
+def test_a_new_client_with_a_server_that_takes_no_proofs_chats_as_a_guest(own_server, open_client, monkeypatch):
     # A server of before keys for people: it never sends ProofRequest.
     start = chat_member.MemberSession.start
     monkeypatch.setattr(chat_member.MemberSession, "start", lambda session, session_id=None: start(session))
     own_server.start()
     watcher = own_server.client("Watcher")
-    ann = client_proc(own_server.server.server_address[1], "ann", "--name", "Ann")
+    ann = open_client(own_server, "ann", "--name", "Ann")
     assert watcher.expect(UserJoined) == UserJoined("Ann")
     ann.send("hello from a guest")
     assert watcher.expect(ChatMessage) == ChatMessage("Ann", "hello from a guest")
@@ -133,10 +117,10 @@ def test_a_new_client_with_a_server_that_takes_no_proofs_chats_as_a_guest(own_se
     assert "Error" not in ann.stdout.text() + ann.stderr.text()  # not a word about proofs
 
 
-def test_an_identity_key_is_made_0600_on_first_use(own_server, client_proc, tmp_path):
+def test_an_identity_key_is_made_0600_on_first_use(own_server, open_client, tmp_path):
     own_server.start()
     watcher = own_server.client("Watcher")
-    client_proc(own_server.server.server_address[1], "zoe", "--name", "Zoe")
+    open_client(own_server, "zoe", "--name", "Zoe")
     assert watcher.expect(UserJoined) == UserJoined("Zoe")
     path = tmp_path / "data-zoe" / "socket-chat" / "identity_key.pem"
     assert path.stat().st_mode & 0o777 == 0o600

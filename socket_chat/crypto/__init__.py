@@ -88,8 +88,6 @@ __all__ = [
     "KeyAgreementError",
     "KeyFormatError",
     "SequenceExhaustedError",
-    "UnsupportedKeyError",
-    "ProofFailedError",
     "generate_rsa_keypair",
     "export_private_key",
     "import_private_key",
@@ -110,4 +108,6 @@ __all__ = [
     "PersonKey",
     "person_fingerprint",
     "verify_proof",
+    "UnsupportedKeyError",
+    "ProofFailedError",
 ]
