@@ -11,10 +11,23 @@ import logging
 import pytest
 
 from socket_chat.chat import member as chat_member
+from socket_chat.chat import names
 from socket_chat.chat.member import GUESTS_REFUSED, KEY_UNSUPPORTED, PROOF_FAILED
 from socket_chat.crypto import KEY_TYPE, PersonKey, keystore
-from socket_chat.protocol import ChatMessage, Goodbye, KeyProof, UserJoined, UserList, UserListRequest, Username
+from socket_chat.protocol import (
+    ChatMessage,
+    Goodbye,
+    KeyProof,
+    NickChanged,
+    NickRequest,
+    UserJoined,
+    UserList,
+    UserListRequest,
+    Username,
+)
+from socket_chat.server import cluster
 from tests.helpers import key_proof
+from tests.test_cluster import cluster_of as cluster_of  # servers sharing a redis-server on loopback
 from tests.test_e2e_features import open_client as open_client  # client.py processes, killed at the end
 
 
@@ -126,3 +139,26 @@ def test_an_identity_key_is_made_0600_on_first_use(own_server, open_client, tmp_
     assert path.stat().st_mode & 0o777 == 0o600
     key, made = keystore.load_or_create_person_key(path)
     assert not made and own_server.server.room.find("Zoe").fingerprint == key.fingerprint
+
+
+# --- a cluster ---------------------------------------------------------------
+
+
+def test_every_server_of_a_cluster_marks_the_guests_of_the_others(cluster_of, redis_server):
+    import redis
+
+    a, b = cluster_of(2)
+    alice = a.client("alice")
+    bob = b.client(handshake=False)
+    bob.handshake(guest=True)
+    bob.join("bob")
+    assert alice.expect(UserJoined) == UserJoined("bob")
+    assert listed(alice) == ["alice", "bob (guest)"]
+    alice.send(NickRequest("Alice2"))  # a rename keeps the key with the name
+    assert alice.expect(NickChanged) == NickChanged("alice", "Alice2")
+    with redis.Redis.from_url(redis_server.url) as raw:
+        assert raw.hget(cluster.NAME_PREFIX + names.key("Alice2"), "key") == alice.identity.fingerprint.encode()
+        assert raw.hget(cluster.NAME_PREFIX + names.key("bob"), "key") == b""  # a guest
+    assert bob.expect(NickChanged) == NickChanged("alice", "Alice2")
+    bob.send(UserListRequest())
+    assert [name for name, _ in bob.expect(UserList).members()] == ["Alice2", "bob (guest)"]
