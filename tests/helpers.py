@@ -10,12 +10,15 @@ import time
 
 from socket_chat import protocol
 from socket_chat.chat.limits import UNCAPPED, Limits
+from socket_chat.crypto import KEY_TYPE, PersonKey
 from socket_chat.protocol import (
     ChatLine,
     ClientConnection,
     ConnectionClosed,
     Greeting,
     HandshakeComplete,
+    KeyProof,
+    ProofRequest,
     RateLimit,
     ServerHello,
     Username,
@@ -39,6 +42,11 @@ def open_door_limits(**changed) -> Limits:
     return Limits(**{**OPEN_DOOR, **changed})
 
 
+def key_proof(identity: PersonKey, session_id: bytes) -> KeyProof:
+    """The KeyProof ``identity`` makes for the connection ``session_id`` names."""
+    return KeyProof(KEY_TYPE, identity.public_bytes, identity.sign_proof(session_id))
+
+
 class ChatTestClient:
     def __init__(self, address, conn: ClientConnection | None = None, source: str | None = None) -> None:
         # ``source``: the loopback address to connect from (127.0.0.2 and up
@@ -50,7 +58,10 @@ class ChatTestClient:
         self.rate_limit: RateLimit | None = None
         self.greeting: Greeting | None = None
 
-    def handshake(self) -> None:
+    def handshake(self, identity: PersonKey | None = None, guest: bool = False) -> None:
+        """The handshake and the server's first words, then a key proof as
+        a newer client sends it: of ``identity``, or of a key made for the
+        connection. ``guest``: no proof, as an older client or a script."""
         self.hello = self.next_event()
         assert isinstance(self.hello, ServerHello)
         self.conn.accept_server_key()
@@ -58,7 +69,13 @@ class ChatTestClient:
         assert isinstance(self.next_event(), HandshakeComplete)
         self.rate_limit = self.expect(RateLimit)
         self.username_deadline = self.expect(UsernameDeadline)
-        assert isinstance(self.next_event(), UsernameRequest)
+        event = self.next_event()
+        if isinstance(event, ProofRequest):  # not from a server of before keys for people
+            if not guest:
+                self.identity = identity or PersonKey.generate()
+                self.send(key_proof(self.identity, self.conn.session_id))
+            event = self.next_event()
+        assert isinstance(event, UsernameRequest), event
 
     def join(self, name: str) -> Welcome:
         """Send ``name`` and expect it accepted, then the Greeting that
@@ -148,6 +165,11 @@ class OwnServer:
         self.thread = threading.Thread(target=self.server.serve_forever, name="serve_forever", daemon=True)
         self.thread.start()
         return self.server
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (as ``procs.Proc.port``, for client.py)."""
+        return self.server.server_address[1]
 
     def client(self, name: str | None = None, handshake: bool = True, source: str | None = None) -> ChatTestClient:
         client = ChatTestClient(self.server.server_address, source=source)

@@ -64,6 +64,8 @@ def test_codec_type_numbers_are_the_specs():
         "AwayReply": 0x1F,
         "UsernameDeadline": 0x20,
         "EchoOwnLines": 0x21,
+        "ProofRequest": 0x22,
+        "KeyProof": 0x23,
     }
 
 
@@ -189,5 +191,5 @@ def test_wire_types_do_not_depend_on_how_annotations_are_written(postponed):
 
 def test_a_field_the_wire_cannot_carry_is_refused_when_first_used():
     cls = message_class({"ratio": float}, postponed=False)
-    with pytest.raises(TypeError, match="a message field is str or int"):
+    with pytest.raises(TypeError, match="a message field is str, bytes or int"):
         cls(0.5)

@@ -68,7 +68,8 @@ def test_messages_interleave_both_ways(pair, client_sends):
 )
 def test_role_may_not_send_the_other_roles_messages(pair, client_sends, message_type):
     sender, _receiver = pair.sender_receiver(client_sends)
-    message = message_type(*[1 if spec.type is FieldType.U32 else "x" for spec in field_specs(message_type)])
+    sample = {FieldType.U32: 1, FieldType.TEXT: "x", FieldType.BYTES: b"x"}
+    message = message_type(*[sample[spec.type] for spec in field_specs(message_type)])
     with pytest.raises(LocalProtocolError):
         sender.send(message)
     assert sender.state is OPEN

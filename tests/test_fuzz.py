@@ -102,8 +102,10 @@ u32 = st.integers(min_value=0, max_value=2**32 - 1)
 
 def field_values(cls) -> st.SearchStrategy[tuple]:
     """Arbitrary values for the fields of message type ``cls``: encodable
-    text for a text field, any u32 for a number field."""
-    return st.tuples(*[u32 if spec.type is FieldType.U32 else text for spec in field_specs(cls)])
+    text for a text field, any bytes for a bytes field, any u32 for a number
+    field."""
+    strategies = {FieldType.U32: u32, FieldType.TEXT: text, FieldType.BYTES: st.binary(max_size=100)}
+    return st.tuples(*[strategies[spec.type] for spec in field_specs(cls)])
 
 
 def messages_of(types) -> st.SearchStrategy[Message]:

@@ -88,6 +88,18 @@ def test_the_session_starts_with_the_limit_the_deadline_and_the_question(room):
     assert person.session.stage is Stage.NAMING
 
 
+def test_a_session_given_its_connection_asks_for_a_key_proof_before_the_name(room):
+    person = Person(room, Limits(rate=4, burst=10, username_timeout=42.5))
+    person.session.start(session_id=bytes(32))
+    assert person.heard() == [
+        protocol.RateLimit(burst=10, interval_ms=250),
+        protocol.UsernameDeadline(43),
+        protocol.ProofRequest(),
+        protocol.UsernameRequest(ASK_USERNAME),
+    ]
+    assert person.session.stage is Stage.NAMING
+
+
 def test_a_name_accepted_puts_the_person_in_the_room(room, caplog):
     caplog.set_level(logging.INFO, logger="chat.server")
     watcher = joined(room, "Watcher")
@@ -301,7 +313,7 @@ def test_users_lists_everyone_with_their_away_messages(room):
     bob.send(protocol.Away("lunch"))
     [listed] = ann.send(protocol.UserListRequest())
     assert isinstance(listed, protocol.UserList)
-    assert [name for name, _ in listed.members()] == ["Ann", "Bob"] and listed.away() == {"Bob": "lunch"}
+    assert listed.names() == ["Ann", "Bob"] and listed.away() == {"Bob (guest)": "lunch"}  # no key: guests
 
 
 def test_away_then_a_line_to_everyone_brings_the_person_back(room):

@@ -31,9 +31,9 @@ class CountingCluster(LocalCluster):
         self.claims: list[str] = []
         self.locates: list[str] = []
 
-    def claim(self, name: str) -> bool:
+    def claim(self, name: str, fingerprint: str | None = None) -> bool:
         self.claims.append(name)
-        return super().claim(name)
+        return super().claim(name, fingerprint)
 
     def locate(self, name: str) -> str | None:
         self.locates.append(name)

@@ -38,6 +38,7 @@ from socket_chat.protocol import (
     Goodbye,
     Greeting,
     HistoryMessage,
+    KeyProof,
     Message,
     Motd,
     NickChanged,
@@ -45,6 +46,7 @@ from socket_chat.protocol import (
     Notice,
     PrivateLine,
     PrivateMessage,
+    ProofRequest,
     RateLimit,
     RemoteProtocolError,
     ServerConnection,
@@ -92,6 +94,8 @@ CLIENT_MESSAGES = [
     Away(""),
     Back(),
     EchoOwnLines(),
+    KeyProof("ssh-ed25519", bytes(range(32)), bytes(range(64))),
+    KeyProof("", b"", b""),
     Goodbye("leaving"),  # last: nothing may follow it
 ]
 SERVER_MESSAGES = [
@@ -118,6 +122,7 @@ SERVER_MESSAGES = [
     RateLimit(burst=0, interval_ms=0xFFFFFFFF),
     UsernameDeadline(300),
     EchoOwnLines(),
+    ProofRequest(),
     Goodbye("Server is shutting down."),  # last: nothing may follow it
 ]
 SERVER_ONLY = [
@@ -140,8 +145,9 @@ SERVER_ONLY = [
     Greeting,
     AwayReply,
     UsernameDeadline,
+    ProofRequest,
 ]
-CLIENT_ONLY = [Username, ChatLine, PrivateLine, ActionLine, NickRequest, UserListRequest, Away, Back]
+CLIENT_ONLY = [Username, ChatLine, PrivateLine, ActionLine, NickRequest, UserListRequest, Away, Back, KeyProof]
 
 both_directions = pytest.mark.parametrize("client_sends", [True, False], ids=["client_sends", "server_sends"])
 

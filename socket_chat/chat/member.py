@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from socket_chat import protocol
+from socket_chat import crypto, protocol
 from socket_chat.chat import names
 from socket_chat.chat.limits import Clock, Limits, TokenBucket
 from socket_chat.chat.presentation import excerpt, printable_text
@@ -29,6 +29,10 @@ from socket_chat.chat.room import Member, Membership, Room, user_list_messages
 
 __all__ = [
     "ASK_USERNAME",
+    "GUESTS_REFUSED",
+    "KEY_UNSUPPORTED",
+    "PROOF_FAILED",
+    "PROOF_TWICE",
     "MAX_AWAY_LENGTH",
     "MAX_USERNAME_ATTEMPTS",
     "TOO_MANY_USERNAMES",
@@ -50,6 +54,14 @@ USERNAME_LOOKS_TAKEN = "That username looks the same as {holder}, who is online.
 MAX_USERNAME_ATTEMPTS = 10
 TOO_MANY_USERNAMES = f"Too many username attempts ({MAX_USERNAME_ATTEMPTS})."
 MAX_AWAY_LENGTH = 200  # characters of an away message (IRC servers allow about as many)
+# The key proof (PROTOCOL.md, "Key proof"): each failure ends the session.
+PROOF_FAILED = "Your key's proof does not check out; the connection is closed."
+KEY_UNSUPPORTED = "Your key cannot be used here: {reason}; the connection is closed."
+PROOF_TWICE = "A key proof is taken once, before the username; the connection is closed."
+GUESTS_REFUSED = (
+    "This server takes only people with a key, and your client offered none: connect with a newer "
+    "client (it makes a key and proves it by itself), or ask the server's operator."
+)
 
 #: The chat's log: joins, renames and relays (the server's log, too).
 log = logging.getLogger("chat.server")
@@ -82,6 +94,8 @@ class MemberSession:
         goodbye: once ENDED, the reason to give the person, or None if they
             left of their own accord.
         parting: the line the person left with, if it passed the checks.
+        fingerprint: the person's key (``SHA256:...``) once its proof
+            checked out, or None: a guest.
     """
 
     def __init__(
@@ -105,15 +119,23 @@ class MemberSession:
         self._stage = Stage.NAMING
         self._attempts = 0
         self._echo = False  # the person asked for their own lines back (EchoOwnLines)
+        self.fingerprint: str | None = None
+        self._session_id: bytes | None = None  # given to start(): proofs are taken
+        self._proof_tried = False
 
     @property
     def stage(self) -> Stage:
         return self._stage
 
-    def start(self) -> None:
-        """The first words: the flood limit, the username deadline, the question."""
+    def start(self, session_id: bytes | None = None) -> None:
+        """The first words: the flood limit, the username deadline, that a
+        key proof is taken (if ``session_id``, the connection's, is given:
+        what a proof must sign), the question."""
         self._tell(self.limits.rate_limit_message())
         self._tell(protocol.UsernameDeadline(min(math.ceil(self.limits.username_timeout), 0xFFFFFFFF)))
+        if session_id is not None:
+            self._session_id = session_id
+            self._tell(protocol.ProofRequest())
         self._tell(protocol.UsernameRequest(ASK_USERNAME))
 
     def receive(self, event: protocol.Event) -> None:
@@ -153,7 +175,33 @@ class MemberSession:
 
     # NAMING.
 
+    def _prove(self, event: protocol.KeyProof) -> None:
+        """The person's key proof (once, before the username): who they are
+        from now on, or the end of the session."""
+        if self._session_id is None:  # no proof was asked for
+            self._choose_first(event)
+            return
+        if self._proof_tried:
+            self._end(PROOF_TWICE)
+            return
+        self._proof_tried = True
+        try:
+            self.fingerprint = crypto.verify_proof(event.key_type, event.public_key, event.signature, self._session_id)
+        except crypto.UnsupportedKeyError as exc:
+            self._end(KEY_UNSUPPORTED.format(reason=exc))
+        except crypto.ProofFailedError:
+            self._end(PROOF_FAILED)
+        else:
+            log.info("%s: proved the key %s", self.peer, self.fingerprint)
+
+    def _end(self, goodbye: str) -> None:
+        self.goodbye = goodbye
+        self._stage = Stage.ENDED
+
     def _choose(self, event: protocol.Username) -> None:
+        if self.fingerprint is None and not self.limits.guests:
+            self._end(GUESTS_REFUSED)
+            return
         # Capped: in a cluster each attempt may be a Redis call.
         self._attempts += 1
         last = self._attempts >= MAX_USERNAME_ATTEMPTS
@@ -161,8 +209,7 @@ class MemberSession:
         if self.membership is not None:
             self._stage = Stage.CHATTING
         elif last:
-            self.goodbye = TOO_MANY_USERNAMES
-            self._stage = Stage.ENDED
+            self._end(TOO_MANY_USERNAMES)
 
     def _try_username(self, requested: str, ask_again: bool) -> Membership | None:
         try:
@@ -171,7 +218,7 @@ class MemberSession:
             if ask_again:
                 self._tell(protocol.UsernameRequest(USERNAME_INVALID.format(reason=refused.reason)))
             return None
-        membership = self.room.join(self.member, name)
+        membership = self.room.join(self.member, name, self.fingerprint)
         if membership is None:
             if ask_again:
                 holder = self._look_alike_holder(name)
@@ -255,7 +302,7 @@ class MemberSession:
         # joining comes with a full bucket.
         if not self._within_rate("the user list was not sent"):
             return
-        for message in user_list_messages(self.room.who(), self.room.away_messages()):
+        for message in user_list_messages(self.room.who(), self.room.away_messages(), self.room.guests()):
             self._tell(message)
 
     def _set_away(self, request: protocol.Away) -> None:
@@ -366,7 +413,7 @@ _ANY_STAGE: dict[type, Rule] = {
 
 #: What each event does at each stage (h11's table of transitions).
 RULES: dict[Stage, dict[type, Rule]] = {
-    Stage.NAMING: {**_ANY_STAGE, protocol.Username: MemberSession._choose},
+    Stage.NAMING: {**_ANY_STAGE, protocol.KeyProof: MemberSession._prove, protocol.Username: MemberSession._choose},
     Stage.CHATTING: {
         **_ANY_STAGE,
         protocol.ChatLine: MemberSession._relay,

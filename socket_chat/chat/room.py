@@ -33,6 +33,7 @@ from socket_chat.chat import names
 from socket_chat.chat.presence import Presence
 from socket_chat.protocol import (
     GREETING_NAMES,
+    GUEST_MARK,
     ActionMessage,
     ChatMessage,
     Encoded,
@@ -94,7 +95,8 @@ class Member(Protocol):
 class Membership:
     """A member's place in the room, given by ``Room.join``: the name it
     has now and its key (changed only by ``Room.rename``), an ID unique in the cluster,
-    and when it joined (the room's monotonic clock)."""
+    when it joined (the room's monotonic clock), and who the person is: the
+    fingerprint of the key they proved, or None for a guest."""
 
     member: Member
     name: str
@@ -105,6 +107,8 @@ class Membership:
     away: str | None = None  # the away message while away (maybe ""), else None
     #: The order of joining on this server (the number in ``member_id``).
     seq: int = 0
+    #: The person's key (``SHA256:...``, its proof checked), or None: a guest.
+    fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         self.key = self.key or names.key(self.name)
@@ -131,8 +135,9 @@ class Cluster(Protocol):
 
     def close(self) -> None: ...
 
-    def claim(self, name: str) -> bool:
-        """Take ``name`` for a member of this server; False if another holds it."""
+    def claim(self, name: str, fingerprint: str | None = None) -> bool:
+        """Take ``name`` for a member of this server, whose key is
+        ``fingerprint`` (None: a guest); False if another holds it."""
         ...
 
     def release(self, name: str) -> None: ...
@@ -159,6 +164,11 @@ class Cluster(Protocol):
         only the room knows."""
         ...
 
+    def guests(self) -> set[str] | None:
+        """The names, as held, of the guests online (``members``'s read),
+        or None if only the room knows."""
+        ...
+
     def away_message(self, name: str) -> str | None:
         """The away message of ``name``, held on another server, if away."""
         ...
@@ -179,7 +189,7 @@ class LocalCluster:
     def close(self) -> None:
         pass
 
-    def claim(self, name: str) -> bool:
+    def claim(self, name: str, fingerprint: str | None = None) -> bool:
         return True  # the room's own check is the whole check
 
     def release(self, name: str) -> None:
@@ -201,6 +211,9 @@ class LocalCluster:
         return None
 
     def away_message(self, name: str) -> str | None:
+        return None
+
+    def guests(self) -> set[str] | None:
         return None
 
 
@@ -250,12 +263,13 @@ class Room:
 
     # Called for the members.
 
-    def join(self, member: Member, name: str) -> Membership | None:
-        """Give ``member`` the name if nobody has it or one that looks the
-        same (``names.key``); then it is welcomed (with the message of the
-        day and the history) and everyone else is told. None if the name is
-        taken. The name must be one ``names.accept`` gave."""
-        if not self.cluster.claim(name):
+    def join(self, member: Member, name: str, fingerprint: str | None = None) -> Membership | None:
+        """Give ``member`` (whose key is ``fingerprint``; None: a guest) the
+        name if nobody has it or one that looks the same (``names.key``);
+        then it is welcomed (with the message of the day and the history)
+        and everyone else is told. None if the name is taken. The name must
+        be one ``names.accept`` gave."""
+        if not self.cluster.claim(name, fingerprint):
             return None
         welcome, wanted = encode(Welcome(name)), names.key(name)
         everyone = self.cluster.members(recent=True)  # None: the room knows them all
@@ -265,7 +279,9 @@ class Room:
             seq = next(self._member_ids)
             member_id = f"{self.cluster.server_id}/{seq}"
             greeting = encode(self._greeting(name, everyone))
-            membership = Membership(member, name, member_id, self._monotonic(), wanted, seq=seq)
+            membership = Membership(
+                member, name, member_id, self._monotonic(), wanted, seq=seq, fingerprint=fingerprint
+            )
             self._members[wanted] = membership
             # Under the lock: no history line missed, none twice.
             greeted = all(member.deliver(item) for item in [welcome, greeting, *self._motd, *self._history])
@@ -322,7 +338,7 @@ class Room:
         looks the same; everyone, the member too, is told. False if taken."""
         old_name, wanted = membership.name, names.key(new_name)
         new_name_is_new = wanted != membership.key
-        if new_name_is_new and not self.cluster.claim(new_name):
+        if new_name_is_new and not self.cluster.claim(new_name, membership.fingerprint):
             return False
         with self._lock:
             holder = self._members.get(wanted)
@@ -362,6 +378,14 @@ class Room:
             return away
         with self._lock:
             return {m.name: m.away for m in self._members.values() if m.away is not None}
+
+    def guests(self) -> set[str]:
+        """The names, as held, of the guests online (for ``/users``)."""
+        guests = self.cluster.guests()
+        if guests is not None:
+            return guests
+        with self._lock:
+            return {m.name for m in self._members.values() if m.fingerprint is None}
 
     def find(self, name: str) -> Membership | None:
         """The member called ``name`` (any case, or a name that looks the
@@ -536,22 +560,26 @@ def _start_timer(seconds: float, callback: Callable[[], None]) -> object:
     return timer
 
 
-def user_list_messages(members: list[tuple[str, int]], away: dict[str, str] | None = None) -> list[Message]:
+def user_list_messages(
+    members: list[tuple[str, int]], away: dict[str, str] | None = None, guests: set[str] | None = None
+) -> list[Message]:
     """The answer to /users: a UserList of as many members as fit in one
-    message (with the away messages, by name as held), and a Notice
-    counting the rest if some do not."""
-    away = away or {}
+    message (with the away messages, by name as held, and the guests
+    marked), and a Notice counting the rest if some do not."""
+    away, guests = away or {}, guests or set()
     listed: list[tuple[str, int]] = []
     size = 0
     for name, seconds in members:
         size += len(name.encode("utf-8")) + len(str(seconds)) + 2  # a tab and a newline
+        if name in guests:
+            size += len(GUEST_MARK)
         message = away.get(name)
         if message is not None:
             size += len(message.encode("utf-8")) + 1
         if size > USER_LIST_BYTES:
             break
         listed.append((name, seconds))
-    messages: list[Message] = [UserList.of(listed, away)]
+    messages: list[Message] = [UserList.of(listed, away, guests)]
     if len(listed) < len(members):
         messages.append(Notice(f"...and {len(members) - len(listed)} more: too many to list."))
     return messages

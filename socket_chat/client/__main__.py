@@ -20,7 +20,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from socket_chat import cli
+from socket_chat import cli, crypto
 from socket_chat.client import config as client_config
 from socket_chat.client import ui as client_ui
 from socket_chat.client.link import FINGERPRINT_PATTERN, ClientError
@@ -79,12 +79,27 @@ def parse_args(argv: list[str] | None, environ: Mapping[str, str] = os.environ) 
         default=None,
         help="file of trusted server keys (default: $XDG_DATA_HOME/socket-chat/known_hosts)",
     )
+    parser.add_argument(
+        "--identity",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"your identity key (Ed25519), made on first use (default: $XDG_DATA_HOME/socket-chat/"
+        f"{client_config.IDENTITY_FILE}); the server knows you by it",
+    )
+    parser.add_argument(
+        "--print-identity",
+        action="store_true",
+        help="print your identity key's fingerprint (making the key if there is none), to give to "
+        "a server's operator, and exit",
+    )
     for option, default, meaning in ON_OFF_OPTIONS:
         parser.add_argument(option, action=argparse.BooleanOptionalAction, default=default, help=meaning)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the command lines as they are
     path = client_config.config_path(environ)
     parser.epilog = (
-        f"settings file: {path} ([client]: host, port, name, color, timestamps, bell, reconnect, history-file)\n"
+        f"settings file: {path} ([client]: host, port, name, identity, color, timestamps, bell, reconnect,"
+        " history-file)\n"
         "commands in the chat:\n" + "\n".join(f"  {line}" for line in client_ui.help_lines())
     )
     cli.add_version(parser)
@@ -103,6 +118,21 @@ def make_display(args: argparse.Namespace, terminal: Terminal) -> Display:
     return Display(terminal, Session(), Style(colour), timestamps=args.timestamps, bell=bell)
 
 
+def print_identity(args: argparse.Namespace) -> int:
+    """``--print-identity``: the key's fingerprint, and where it is (made
+    now if there was none); never the key itself.
+
+    Raises:
+        keystore.KeyStoreError: the key file cannot be read, made or trusted.
+    """
+    path = client_config.identity_path(args.identity, keystore.data_dir())
+    key, made = keystore.load_or_create_person_key(path)
+    print(key.fingerprint)
+    print(f"{'A new identity key was made at' if made else 'Your identity key is'} {path} ({crypto.KEY_TYPE}).")
+    print("Give the fingerprint above to the server's operator; keep the file to yourself.")
+    return 0
+
+
 def _terminated(signum, frame) -> None:
     # kill's SIGTERM: leave through main's ``finally``, which puts the
     # terminal's modes back (its echo is off while readline does not read).
@@ -117,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     terminal = Terminal(interactive=sys.stdin.isatty(), hide_typing=True)
     history = client_config.history_path(keystore.data_dir()) if args.history_file else None
     try:
+        if args.print_identity:
+            return print_identity(args)
         terminal.load_history(history)
         return run(args, make_display(args, terminal))
     except (ClientError, keystore.KeyStoreError) as exc:

@@ -16,13 +16,16 @@ from pathlib import Path
 
 from socket_chat import cli
 
-__all__ = ["ConfigError", "config_path", "read_config", "history_path"]
+__all__ = ["ConfigError", "config_path", "read_config", "history_path", "identity_path", "IDENTITY_FILE"]
+
+#: The person's identity key in the data directory, made on first use.
+IDENTITY_FILE = "identity_key.pem"
 
 SECTION = "client"
 #: What the file may set, and how its text is read: the value is the default
 #: of the command-line option with the same ``dest``.
 BOOLEANS = {"color", "timestamps", "bell", "reconnect", "history_file"}
-TEXTS = {"host", "name"}
+TEXTS = {"host", "name", "identity"}  # argparse reads a text default with the option's type
 NUMBERS = {"port"}
 
 
@@ -78,3 +81,9 @@ def _value(path: Path, section: configparser.SectionProxy, key: str) -> object:
 def history_path(data_dir: Path) -> Path:
     """Where the lines typed are kept between runs."""
     return data_dir / "history"
+
+
+def identity_path(chosen: Path | None, data_dir: Path) -> Path:
+    """The identity key's file: the one chosen (``--identity``), or
+    ``IDENTITY_FILE`` in the data directory."""
+    return chosen if chosen is not None else data_dir / IDENTITY_FILE

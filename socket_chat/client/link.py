@@ -25,6 +25,7 @@ from socket_chat.protocol import (
     ConnectionClosed,
     Goodbye,
     HandshakeComplete,
+    KeyProof,
     RateLimit,
     RemoteProtocolError,
     ServerHello,
@@ -75,6 +76,15 @@ class ServerLink:
         #: The server told its username deadline: it is of a version that
         #: echoes a member's own lines on request (PROTOCOL.md, 0x20 on).
         self.server_echoes_on_request = False
+        #: The person's key, proved when the server asks (ProofRequest); None: a guest.
+        self.identity: crypto.PersonKey | None = None
+
+    def prove_identity(self) -> None:
+        """Send the key proof for this connection, if there is a key: the
+        server asked for one (ProofRequest), before the username."""
+        if self.identity is not None:
+            signature = self.identity.sign_proof(self.conn.session_id)
+            self.send(KeyProof(crypto.KEY_TYPE, self.identity.public_bytes, signature))
 
     def handshake_event(self) -> protocol.Event:
         """The next event of the handshake, reading as needed; what the

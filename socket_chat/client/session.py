@@ -18,8 +18,9 @@ import sys
 import threading
 import time
 
-from socket_chat import protocol
+from socket_chat import crypto, protocol
 from socket_chat.chat.presentation import printable_text
+from socket_chat.client import config as client_config
 from socket_chat.client import ui as client_ui
 from socket_chat.client.conversation import RECONNECT, converse, report_unsent, say_goodbye
 from socket_chat.client.link import (
@@ -32,11 +33,13 @@ from socket_chat.client.link import (
     trust_server,
 )
 from socket_chat.client.receiver import WAKE_REPEAT, WAKE_SIGNAL, Display
+from socket_chat.crypto import keystore
 from socket_chat.protocol import (
     EchoOwnLines,
     ErrorNotice,
     HistoryMessage,
     Motd,
+    ProofRequest,
     ProtocolError,
     UserList,
     UserListRequest,
@@ -65,8 +68,10 @@ def run(args: argparse.Namespace, display: Display) -> int:
         keystore.KeyStoreError: the known hosts cannot be read or written.
     """
     terminal = display.terminal
+    identity = load_identity(args)
     terminal.show("Trying to connect server...")
     link = connect(args.host, args.port)
+    link.identity = identity
     terminal.show("Connected to server.")
     try:
         trust_server(link, args, terminal)
@@ -86,14 +91,26 @@ def run(args: argparse.Namespace, display: Display) -> int:
     comes_back = args.reconnect and terminal.interactive
     status = converse(link, display, comes_back)
     while status == RECONNECT:
-        reconnected = reconnect(args, display)
+        reconnected = reconnect(args, display, identity)
         if reconnected is None:
             return 0  # the person left while it tried
         status = converse(reconnected, display, comes_back)
     return status
 
 
-def reconnect(args: argparse.Namespace, display: Display) -> ServerLink | None:
+def load_identity(args: argparse.Namespace) -> crypto.PersonKey:
+    """The person's key (``--identity``, or the data directory's), made on
+    first use.
+
+    Raises:
+        keystore.KeyStoreError: the key file cannot be read, made or trusted.
+    """
+    return keystore.load_or_create_person_key(client_config.identity_path(args.identity, keystore.data_dir()))[0]
+
+
+def reconnect(
+    args: argparse.Namespace, display: Display, identity: crypto.PersonKey | None = None
+) -> ServerLink | None:
     """Connect again, with waits that double (with jitter, so that everyone
     cut off at once does not come back at once), and take back the name;
     show what was said meanwhile. None if the person left meanwhile (/quit,
@@ -109,6 +126,7 @@ def reconnect(args: argparse.Namespace, display: Display) -> ServerLink | None:
             link = connect(args.host, args.port)
         except ClientError:
             continue  # not back yet
+        link.identity = identity
         try:
             trust_server(link, args, terminal)
             if take_back_name(link, display, name):
@@ -235,10 +253,14 @@ def choose_username(link: ServerLink, display: Display, preset: str | None) -> s
 
 def note_server_terms(event: protocol.Event, link: ServerLink, display: Display) -> bool:
     """Keep what the server says of itself before the username: it tells
-    its deadline (so it echoes on request), and it agreed to echo. True if
-    ``event`` was one of those."""
+    its deadline (so it echoes on request), it takes a key proof (which goes
+    at once, before the username), and it agreed to echo. True if ``event``
+    was one of those."""
     if isinstance(event, UsernameDeadline):
         link.server_echoes_on_request = True
+        return True
+    if isinstance(event, ProofRequest):
+        link.prove_identity()
         return True
     if isinstance(event, EchoOwnLines):
         display.session.echoed = True

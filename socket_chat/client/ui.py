@@ -116,7 +116,7 @@ class Session:
             elif isinstance(event, NickChanged):
                 self._renamed(event.old, event.new)
             elif isinstance(event, UserList):
-                self._online = {name.casefold(): name for name, _ in event.members()}
+                self._online = {name.casefold(): name for name in event.names()}
             elif isinstance(event, PrivateMessage) and not self.is_me(event.sender):
                 self.last_private_from = event.sender
             elif isinstance(event, ChatMessage):

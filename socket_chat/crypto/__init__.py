@@ -5,6 +5,8 @@ protocol code reads in the words of PROTOCOL.md:
 
 - the server's long-term identity: an RSA key, its fingerprint, and
   RSA-OAEP (SHA-256) to carry the client's secret to it;
+- a person's identity: an Ed25519 key, and the proof that they hold it,
+  bound to one connection;
 - the ephemeral X25519 exchange that gives forward secrecy (``x25519``:
   the library's C curve code without its ECC objects);
 - the key schedule (HKDF-SHA256 over both secrets, bound to the transcript);
@@ -24,6 +26,8 @@ One concern a module:
 - ``errors``: ``CryptoError`` and its subclasses;
 - ``rng``: the default source of randomness, and the type of one passed in;
 - ``identity``: the RSA key, its fingerprint, and RSA-OAEP;
+- ``person``: a person's Ed25519 key, its ssh fingerprint, and the key
+  proof that signs a connection's transcript hash;
 - ``handshake``: X25519 (``EphemeralKey``), the transcript hash and the
   key schedule;
 - ``records``: the nonces, ``RecordSealer`` and ``RecordOpener``;
@@ -42,7 +46,9 @@ from socket_chat.crypto.errors import (
     DecryptionError,
     KeyAgreementError,
     KeyFormatError,
+    ProofFailedError,
     SequenceExhaustedError,
+    UnsupportedKeyError,
 )
 from socket_chat.crypto.handshake import (
     RANDOM_SIZE,
@@ -66,6 +72,7 @@ from socket_chat.crypto.identity import (
     unwrap_key,
     wrap_key,
 )
+from socket_chat.crypto.person import KEY_TYPE, PersonKey, person_fingerprint, verify_proof
 from socket_chat.crypto.records import MAX_SEQUENCE as MAX_SEQUENCE
 from socket_chat.crypto.records import TAG_SIZE, RecordOpener, RecordSealer
 from socket_chat.crypto.rng import random_bytes
@@ -97,4 +104,10 @@ __all__ = [
     "RecordSealer",
     "RecordOpener",
     "random_bytes",
+    "KEY_TYPE",
+    "PersonKey",
+    "person_fingerprint",
+    "verify_proof",
+    "UnsupportedKeyError",
+    "ProofFailedError",
 ]

@@ -8,7 +8,15 @@ went wrong from the type.
 
 from __future__ import annotations
 
-__all__ = ["CryptoError", "DecryptionError", "KeyAgreementError", "KeyFormatError", "SequenceExhaustedError"]
+__all__ = [
+    "CryptoError",
+    "DecryptionError",
+    "KeyAgreementError",
+    "KeyFormatError",
+    "SequenceExhaustedError",
+    "UnsupportedKeyError",
+    "ProofFailedError",
+]
 
 
 class CryptoError(Exception):
@@ -41,3 +49,14 @@ class KeyFormatError(CryptoError):
 class SequenceExhaustedError(CryptoError):
     """A direction has used its last sequence number (``MAX_SEQUENCE``): no
     record can be sealed or opened in it any more, and the session must end."""
+
+
+class UnsupportedKeyError(CryptoError):
+    """A person's key offered for a proof is not one this side takes: a type
+    other than ``ssh-ed25519``, or not the 32 bytes such a key is, or bytes
+    that are no point of the curve. The message says which, without the key."""
+
+
+class ProofFailedError(CryptoError):
+    """A key proof's signature does not check out for this connection: a
+    forged or corrupted signature, or one made for another connection."""

@@ -1,6 +1,6 @@
-"""The files the chat keeps: the server's identity key and the client's
-known hosts, both under one data directory, both readable by their owner
-only.
+"""The files the chat keeps: the server's identity key, a person's
+identity key (the client's) and the client's known hosts, all under one
+data directory, all readable by their owner only.
 
 The trust decision lives here too: it is what the known-hosts file is for.
 ssh's rules: a key seen for the first time is recorded only once the server
@@ -20,8 +20,10 @@ import logging
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from socket_chat import crypto as crypto_utils
 
@@ -32,6 +34,7 @@ __all__ = [
     "data_dir",
     "check_safe_path",
     "load_or_create_identity_key",
+    "load_or_create_person_key",
     "KnownHosts",
     "KeyCheck",
     "check_server_key",
@@ -169,7 +172,10 @@ def _check_directory(directory: Path, path: Path, what: str, uid: int, *, sticky
     )
 
 
-# --- the server's identity key ------------------------------------------------
+# --- the key files: the server's and a person's --------------------------------
+
+#: A key of either kind: the server's RSA key or a person's Ed25519 key.
+_Key = TypeVar("_Key")
 
 
 def load_or_create_identity_key(path: Path) -> crypto_utils.RSA.RsaKey:
@@ -180,32 +186,64 @@ def load_or_create_identity_key(path: Path) -> crypto_utils.RSA.RsaKey:
         KeyFileError: cannot be read or written, not a key, readable by
             others, or in a place others can change (``check_safe_path``).
     """
-    try:
-        if path.exists():
-            return _read_identity_key(path)
-        check_safe_path(path, "server key", private=True)
+
+    def make() -> tuple[crypto_utils.RSA.RsaKey, bytes]:
         log.info("Making a new %d-bit server key (first run; this takes a few seconds)", crypto_utils.RSA_KEY_BITS)
         key = crypto_utils.generate_rsa_keypair()
-        _write_private_file(path, crypto_utils.export_private_key(key))
+        return key, crypto_utils.export_private_key(key)
+
+    key, created = _load_or_create(path, "server key", make, crypto_utils.import_private_key)
+    if created:
         log.info("Created a new server key at %s", path)
-        return key
-    except OSError as exc:
-        raise KeyFileError(f"Cannot use the server key file {path}: {exc.strerror or exc}") from None
+    return key
 
 
-def _read_identity_key(path: Path) -> crypto_utils.RSA.RsaKey:
-    if not path.is_file():
-        raise KeyFileError(f"The server key {path} is not a file.")
-    check_safe_path(path, "server key", private=True)
+def load_or_create_person_key(path: Path) -> tuple[crypto_utils.PersonKey, bool]:
+    """A person's Ed25519 key (the client's identity): read from ``path``,
+    or made and saved there (mode 0600) on first use, with the same checks
+    as the server's key. The key, and whether it was made now.
+
+    Raises:
+        KeyFileError: as ``load_or_create_identity_key``.
+    """
+
+    def make() -> tuple[crypto_utils.PersonKey, bytes]:
+        key = crypto_utils.PersonKey.generate()
+        return key, key.export_pem()
+
+    return _load_or_create(path, "identity key", make, crypto_utils.PersonKey.import_pem)
+
+
+def _load_or_create(
+    path: Path, what: str, make: Callable[[], tuple[_Key, bytes]], read: Callable[[bytes], _Key]
+) -> tuple[_Key, bool]:
+    """The key in ``path`` (``read`` from its bytes), or one ``make`` gives
+    (the key and its bytes), written there with mode 0600; and whether it was
+    made now."""
     try:
-        return crypto_utils.import_private_key(path.read_bytes())
+        if path.exists():
+            return _read_key_file(path, what, read), False
+        check_safe_path(path, what, private=True)
+        key, data = make()
+        _write_private_file(path, data, what)
+        return key, True
+    except OSError as exc:
+        raise KeyFileError(f"Cannot use the {what} file {path}: {exc.strerror or exc}") from None
+
+
+def _read_key_file(path: Path, what: str, read: Callable[[bytes], _Key]) -> _Key:
+    if not path.is_file():
+        raise KeyFileError(f"The {what} {path} is not a file.")
+    check_safe_path(path, what, private=True)
+    try:
+        return read(path.read_bytes())
     except crypto_utils.KeyFormatError as exc:
-        raise KeyFileError(f"Cannot read the server key {path}: {exc}") from None
+        raise KeyFileError(f"Cannot read the {what} {path}: {exc}") from None
 
 
-def _write_private_file(path: Path, data: bytes) -> None:
+def _write_private_file(path: Path, data: bytes, what: str) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    check_safe_path(path, "server key", private=True)  # again: someone else may have made the directory first
+    check_safe_path(path, what, private=True)  # again: someone else may have made the directory first
     # O_EXCL with mode 0600: the file is never, even briefly, readable by
     # others, and a link planted in its place is not followed.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

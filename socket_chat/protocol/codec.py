@@ -1,7 +1,8 @@
 """Messages to bytes and back (PROTOCOL.md section 4), and the Batch.
 
 A message is its type byte, then each field in order (``schema``): text as
-a u16 length and UTF-8, a number as a u32. A Batch (type ``BATCH_TYPE``)
+a u16 length and UTF-8, bytes as a u16 length and the bytes, a number as a
+u32. A Batch (type ``BATCH_TYPE``)
 is one record carrying several encoded messages, each behind its u16
 length; the sender cuts a run of messages into as few as fit in a frame.
 
@@ -97,6 +98,10 @@ def _text_field(name: str, value: str) -> bytes:
         data = value.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate, e.g. from undecodable input
         raise LocalProtocolError(f"{name} is not valid Unicode text") from None
+    return _bytes_field(name, data)
+
+
+def _bytes_field(name: str, data: bytes) -> bytes:
     if len(data) > 0xFFFF:
         raise LocalProtocolError(f"{name} is too long to encode")
     return FIELD_LENGTH.pack(len(data)) + data
@@ -110,19 +115,21 @@ def _u32_field(name: str, value: int) -> bytes:
 _WRITERS: dict[FieldType, Callable[[str, Any], bytes]] = {
     FieldType.TEXT: _text_field,
     FieldType.U32: _u32_field,
+    FieldType.BYTES: _bytes_field,
 }
 _READERS: dict[FieldType, Callable[[Reader], object]] = {
     FieldType.TEXT: Reader.take_text,
     FieldType.U32: Reader.take_int,
+    FieldType.BYTES: Reader.take_sized,
 }
 
 
 def encode_message(message: Message) -> bytes:
     """A message's bytes: its type, then each field in order: text as u16
-    length + UTF-8, a number as u32.
+    length + UTF-8, bytes as u16 length + the bytes, a number as u32.
 
     Raises:
-        LocalProtocolError: a field is longer than 65,535 bytes of UTF-8, or
+        LocalProtocolError: a field is longer than 65,535 bytes, or
             holds a lone surrogate, which has no UTF-8 form.
     """
     parts = [bytes([message.TYPE])]

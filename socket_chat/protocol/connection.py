@@ -105,11 +105,27 @@ class _Connection:
         self._opener: RecordOpener | None = None
         self._received_goodbye = False
         self._sent_goodbye = False
+        self._session_id = b""  # the transcript hash, once the keys are agreed
+        self._handshake_complete = False  # set with OPEN; it stays through CLOSED and ERROR
 
     @property
     def state(self) -> ConnectionState:
         """Where the connection is; changed only by the methods below."""
         return self._state
+
+    @property
+    def session_id(self) -> bytes:
+        """The connection's session identifier: the transcript hash of its
+        handshake (PROTOCOL.md section 2), the same on both sides, and what a
+        key proof signs (as ssh's session identifier). Known once the
+        handshake is complete (``HandshakeComplete``), and for good after.
+
+        Raises:
+            LocalProtocolError: the handshake is not complete.
+        """
+        if not self._handshake_complete:
+            raise LocalProtocolError(f"no session identifier in state {self._state.name}: the handshake is not done")
+        return self._session_id
 
     @property
     def buffered_bytes(self) -> int:
@@ -386,7 +402,7 @@ class ClientConnection(_Connection):
         key_exchange = handshake.key_exchange(client_random, self._client_share, wrapped)
         transcript = crypto_utils.transcript_hash(self._hello, key_exchange)
         keys = crypto_utils.derive_session_keys(secret, self._x25519_secret, transcript)
-        self._x25519_secret = b""
+        self._x25519_secret, self._session_id = b"", transcript
         self._install_keys(keys, is_client=True)
         self._send_frame(key_exchange)
         self._advance(Step.SEND_KEY_EXCHANGE)
@@ -423,6 +439,7 @@ class ClientConnection(_Connection):
     def _receive_server_ok(self, header: bytes, body: bytes) -> HandshakeComplete:
         self._expect_record(header, body, SERVER_FINISHED)
         self._advance(Step.RECEIVE_SERVER_OK)
+        self._handshake_complete = True
         return HandshakeComplete()
 
     _receivers: ClassVar[Mapping[ConnectionState, _Receiver]] = {
@@ -463,7 +480,7 @@ class ServerConnection(_Connection):
             raise RemoteProtocolError(f"bad key exchange: {exc}") from None
         self._ephemeral = None  # forward secrecy: forget it as soon as used
         secret = self._unwrap_secret(key_exchange.wrapped)
-        transcript = crypto_utils.transcript_hash(self._hello, body)
+        transcript = self._session_id = crypto_utils.transcript_hash(self._hello, body)
         self._install_keys(crypto_utils.derive_session_keys(secret, shared, transcript), is_client=False)
         self._send_record(SERVER_CONFIRM)
         self._advance(Step.RECEIVE_KEY_EXCHANGE)
@@ -482,6 +499,7 @@ class ServerConnection(_Connection):
         self._expect_record(header, body, CLIENT_CONFIRM)
         self._send_record(SERVER_FINISHED)
         self._advance(Step.RECEIVE_CLIENT_HI)
+        self._handshake_complete = True
         return HandshakeComplete()
 
     _receivers: ClassVar[Mapping[ConnectionState, _Receiver]] = {

@@ -3,7 +3,7 @@ server say to each other once the handshake is done.
 
 Each message is a frozen dataclass named after what it says, with its type
 byte in ``TYPE`` and its fields in wire order; every field is text
-(``str``) or a number (``int``, a u32), as ``schema`` reads them off the
+(``str``), bytes (``bytes``) or a number (``int``, a u32), as ``schema`` reads them off the
 annotations. A message checks its own values when it is made, so one that
 could not go on the wire cannot exist (as h11's events do).
 
@@ -14,8 +14,8 @@ to send, and reports as malformed, what its role does not.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Set
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from socket_chat.protocol.schema import MAX_U32, FieldType, field_specs
@@ -23,6 +23,7 @@ from socket_chat.protocol.schema import MAX_U32, FieldType, field_specs
 __all__ = [
     "MAX_USERNAME_LENGTH",
     "GREETING_NAMES",
+    "GUEST_MARK",
     "Message",
     "UsernameRequest",
     "Username",
@@ -53,6 +54,8 @@ __all__ = [
     "AwayReply",
     "UsernameDeadline",
     "EchoOwnLines",
+    "ProofRequest",
+    "KeyProof",
     "MESSAGE_TYPES",
     "CLIENT_SENDS",
     "SERVER_SENDS",
@@ -60,12 +63,16 @@ __all__ = [
 
 MAX_USERNAME_LENGTH = 32
 GREETING_NAMES = 10  # names a Greeting lists at most; it counts the rest
+#: After a guest's name in a UserList entry (PROTOCOL.md, 0x17), so that a
+#: client of any version shows ``bob (guest)``.
+GUEST_MARK = " (guest)"
 
 
 @dataclass(frozen=True)
 class Message:
     """Base of the typed application messages. Every field is a ``str``
-    (UTF-8 on the wire) or an ``int`` (u32 on the wire)."""
+    (UTF-8 on the wire), ``bytes`` (as they are) or an ``int`` (u32 on the
+    wire)."""
 
     TYPE: ClassVar[int]
 
@@ -75,8 +82,8 @@ class Message:
             if spec.type is FieldType.U32:
                 if type(value) is not int or not 0 <= value <= MAX_U32:
                     raise TypeError(f"{type(self).__name__}.{spec.name} must be an int from 0 to 2**32-1")
-            elif not isinstance(value, str):
-                raise TypeError(f"{type(self).__name__}.{spec.name} must be str")
+            elif not isinstance(value, spec.type.value):
+                raise TypeError(f"{type(self).__name__}.{spec.name} must be {spec.type.value.__name__}")
 
 
 @dataclass(frozen=True)
@@ -236,21 +243,36 @@ class UserList(Message):
     """Server: who is online. ``entries`` holds one ``NAME<TAB>SECONDS`` line
     per member (seconds online), and ``<TAB>AWAY`` after it for a member who
     is away (their away message, maybe empty); names never hold a tab or a
-    newline, since they are printable, and away messages neither."""
+    newline, since they are printable, and away messages neither. A guest's
+    NAME ends in ``GUEST_MARK``."""
 
     TYPE: ClassVar[int] = 0x17
     entries: str
 
     @classmethod
-    def of(cls, members: list[tuple[str, int]], away: Mapping[str, str] | None = None) -> UserList:
-        """Build the message from (name, seconds online) pairs, and the away
-        messages of those who are away (by name, as in ``members``)."""
+    def of(
+        cls, members: list[tuple[str, int]], away: Mapping[str, str] | None = None, guests: Set[str] = frozenset()
+    ) -> UserList:
+        """Build the message from (name, seconds online) pairs, the away
+        messages of those who are away and the names of the guests (by
+        name, as in ``members``)."""
         away = away or {}
-        return cls("\n".join(_user_list_entry(name, seconds, away.get(name)) for name, seconds in members))
+        return cls(
+            "\n".join(
+                _user_list_entry(name + GUEST_MARK if name in guests else name, seconds, away.get(name))
+                for name, seconds in members
+            )
+        )
 
     def members(self) -> list[tuple[str, int]]:
-        """The (name, seconds online) pairs; lines that do not parse are skipped."""
+        """The (name as listed, seconds online) pairs; lines that do not
+        parse are skipped. A guest is listed with ``GUEST_MARK``."""
         return [(name, seconds) for name, seconds, _ in self._entries()]
+
+    def names(self) -> list[str]:
+        """The names of the members, without the guests' mark (to complete
+        and to write to)."""
+        return [name.removesuffix(GUEST_MARK) for name, _, _ in self._entries()]
 
     def away(self) -> dict[str, str]:
         """The away message of each member who is away, by name as listed."""
@@ -375,6 +397,31 @@ class EchoOwnLines(Message):
     TYPE: ClassVar[int] = 0x21
 
 
+# Added with keys for people (PROTOCOL.md, "Key proof"): a client sends a
+# KeyProof only to a server that sent ProofRequest, so an older server never
+# gets one, and an older client, which never sends one, is a guest.
+
+
+@dataclass(frozen=True)
+class ProofRequest(Message):
+    """Server: before the username, this server takes a ``KeyProof`` (a
+    client without a key may skip it, as a guest, where guests are allowed)."""
+
+    TYPE: ClassVar[int] = 0x22
+
+
+@dataclass(frozen=True)
+class KeyProof(Message):
+    """Client: the person's public key and its signature of this
+    connection's session identifier (PROTOCOL.md, "Key proof"). The key and
+    the signature stay out of ``repr``, and so out of every log line."""
+
+    TYPE: ClassVar[int] = 0x23
+    key_type: str
+    public_key: bytes = field(repr=False)
+    signature: bytes = field(repr=False)
+
+
 #: Every message class by its type byte.
 MESSAGE_TYPES: Mapping[int, type[Message]] = {
     cls.TYPE: cls
@@ -408,6 +455,8 @@ MESSAGE_TYPES: Mapping[int, type[Message]] = {
         AwayReply,
         UsernameDeadline,
         EchoOwnLines,
+        ProofRequest,
+        KeyProof,
     )
 }
 # Read each class's field specs now, so that a field of a type the wire
@@ -419,7 +468,19 @@ del _message_class
 #: The messages a client may send; a server reports any other from a client
 #: as a ``MalformedMessage``.
 CLIENT_SENDS: frozenset[type[Message]] = frozenset(
-    {Username, ChatLine, Goodbye, PrivateLine, ActionLine, NickRequest, UserListRequest, Away, Back, EchoOwnLines}
+    {
+        Username,
+        ChatLine,
+        Goodbye,
+        PrivateLine,
+        ActionLine,
+        NickRequest,
+        UserListRequest,
+        Away,
+        Back,
+        EchoOwnLines,
+        KeyProof,
+    }
 )
 #: The messages a server may send: all but the client's own, and the two
 #: both send (Goodbye, and EchoOwnLines as its answer).

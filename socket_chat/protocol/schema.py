@@ -1,8 +1,9 @@
-"""What a message's fields are on the wire: text or a number.
+"""What a message's fields are on the wire: text, bytes or a number.
 
-PROTOCOL.md section 4 has two field types: text (u16 length, then UTF-8)
+PROTOCOL.md section 4 has three field types: text (u16 length, then
+UTF-8), bytes (u16 length, then the bytes as they are: a key, a signature)
 and numbers (u32, big-endian). A message class says which each field is by
-its annotation (``str`` or ``int``); ``field_specs`` reads them once per
+its annotation (``str``, ``bytes`` or ``int``); ``field_specs`` reads them once per
 class with ``typing.get_type_hints``, which resolves the annotations to the
 types themselves, so the answer does not depend on how they are written
 (``from __future__ import annotations`` makes them strings, without it they
@@ -32,6 +33,8 @@ class FieldType(enum.Enum):
     TEXT = str
     #: A number from 0 to 2**32 - 1: a big-endian u32.
     U32 = int
+    #: Bytes: a u16 length, then that many bytes, as they are.
+    BYTES = bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +54,8 @@ def field_specs(cls: type) -> tuple[FieldSpec, ...]:
     """The wire fields of the message dataclass ``cls``, in order.
 
     Raises:
-        TypeError: a field is annotated with a type other than ``str`` or
-            ``int`` (a bug in the message class).
+        TypeError: a field is annotated with a type other than ``str``,
+            ``bytes`` or ``int`` (a bug in the message class).
     """
     specs = _SPECS.get(cls)
     if specs is None:
@@ -67,5 +70,7 @@ def _read_specs(cls: type) -> tuple[FieldSpec, ...]:
         try:
             specs.append(FieldSpec(f.name, FieldType(hints[f.name])))
         except ValueError:
-            raise TypeError(f"{cls.__name__}.{f.name} is {hints[f.name]!r}: a message field is str or int") from None
+            raise TypeError(
+                f"{cls.__name__}.{f.name} is {hints[f.name]!r}: a message field is str, bytes or int"
+            ) from None
     return tuple(specs)

@@ -49,6 +49,7 @@ from socket_chat.protocol import (
     UserLeft,
     UserParted,
 )
+from socket_chat.server.cluster_scripts import AGREE, CLAIM, REFRESH, RELEASE
 
 try:
     import redis
@@ -82,6 +83,9 @@ BACKOFF_FIRST, BACKOFF_MOST = 0.1, 5.0  # seconds between tries to reach Redis a
 #: How long /users answers from the last read of the names (a SCAN of every
 #: name's key) when no one joined, left or was renamed meanwhile.
 MEMBERS_CACHE_SECONDS = 2.0
+#: A name hash as read: the name, since when (Unix time), and whether its
+#: member is a guest.
+_Held = tuple[str, float, bool]
 
 #: What a stream entry may hold (PROTOCOL.md section 8): what servers tell
 #: clients about the conversation. Anything else (a client's ChatLine, a
@@ -114,47 +118,6 @@ NAME_LOST = (
     "Your username {name} was taken on another server while this one was cut off "
     "from the cluster. Please connect again and choose another."
 )
-
-# Claim a free name: KEYS[1] the name's key; ARGV: server, name, since, ttl (ms).
-_CLAIM = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'server', ARGV[1], 'name', ARGV[2], 'since', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return 1
-"""
-
-# Agree on how names compare: KEYS[1] the rules' key; ARGV: these rules, ttl
-# (ms). The rules held, once they are these and kept alive; else the others'.
-_AGREE = """
-redis.call('SET', KEYS[1], ARGV[1], 'NX')
-local held = redis.call('GET', KEYS[1])
-if held == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return held
-"""
-
-# Free a name, if this server holds it. KEYS[1] the name's key; ARGV[1] server.
-_RELEASE = """
-if redis.call('HGET', KEYS[1], 'server') == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-# Keep this server's names: refresh the ones it holds, claim again the ones
-# that expired or were lost with Redis, and return the positions (1-based) of
-# those another server holds now. KEYS: the names' keys; ARGV: server, ttl
-# (ms), then name and since for each key.
-_REFRESH = """
-local lost = {}
-for i, key in ipairs(KEYS) do
-  local holder = redis.call('HGET', key, 'server')
-  if holder == false or holder == ARGV[1] then
-    redis.call('HSET', key, 'server', ARGV[1], 'name', ARGV[1 + 2 * i], 'since', ARGV[2 + 2 * i])
-    redis.call('PEXPIRE', key, ARGV[2])
-  else
-    table.insert(lost, i)
-  end
-end
-return lost
-"""
 
 
 class ClusterUnavailable(Exception):
@@ -276,21 +239,22 @@ class RedisCluster:
             socket_connect_timeout=SOCKET_TIMEOUT,
             retry=Retry(NoBackoff(), 0),  # a failure is news: the cluster thread retries, with backoff
         )
-        self._agree = self._redis.register_script(_AGREE)
-        self._claim = self._redis.register_script(_CLAIM)
-        self._release = self._redis.register_script(_RELEASE)
-        self._refresh = self._redis.register_script(_REFRESH)
+        self._agree = self._redis.register_script(AGREE)
+        self._claim = self._redis.register_script(CLAIM)
+        self._release = self._redis.register_script(RELEASE)
+        self._refresh = self._redis.register_script(REFRESH)
         self._connected = threading.Event()
         self._told_rules_differ = False  # names.RULES differ from the cluster's, and the log says so
         self._state_lock = threading.Lock()
         self._closing = threading.Event()
         self._last_id = b"0-0"  # the last stream entry applied
         self._since: dict[str, float] = {}  # names.key(name) -> when its member joined
+        self._keys: dict[str, str] = {}  # names.key(name) -> its member's key fingerprint, "" for a guest
         self._members_lock = threading.Lock()  # one read of the names at a time; the others wait for it
-        self._members_read: list[tuple[str, float]] | None = None  # (name, since) at _members_read_at
+        self._members_read: list[_Held] | None = None  # (name, since, guest) at _members_read_at
         self._members_read_at = 0.0
         self._members_changes = 0  # joins, leaves, renames seen: a read begun before one is stale
-        self._members_last: list[tuple[str, float]] | None = None  # the last read, stale or not (a greeting's)
+        self._members_last: list[_Held] | None = None  # the last read, stale or not (a greeting's)
         self._members_last_at = 0.0
         self._thread: threading.Thread | None = None
         # What members said, waiting for the publisher thread (see publish).
@@ -360,25 +324,28 @@ class RedisCluster:
             self._thread.join(READ_BLOCK_MS / 1000 + SOCKET_TIMEOUT)
         self._redis.close()
 
-    def claim(self, name: str) -> bool:
-        """Take ``name`` for a member here; False if another has it anywhere.
-        While degraded, only this server's own members are checked."""
+    def claim(self, name: str, fingerprint: str | None = None) -> bool:
+        """Take ``name`` for a member here, whose key is ``fingerprint`` (None:
+        a guest); False if another has it anywhere. While degraded, only this
+        server's own members are checked."""
         self._members_changed()
         since = self._clock()
         if not self._try(
             self._claim,
             keys=[name_key(name)],
-            args=[self.server_id, name, since, self._ttl_ms()],
+            args=[self.server_id, name, since, self._ttl_ms(), fingerprint or ""],
             otherwise=1,
         ):
             return False
         self._since[names.key(name)] = since
+        self._keys[names.key(name)] = fingerprint or ""
         self._try(self._redis.hdel, AWAY, names.key(name))  # left by a server that died: not this newcomer's
         return True
 
     def release(self, name: str) -> None:
         self._members_changed()
         self._since.pop(names.key(name), None)
+        self._keys.pop(names.key(name), None)
         self._try(self._release, keys=[name_key(name)], args=[self.server_id])
         self._try(self._redis.hdel, AWAY, names.key(name))
 
@@ -451,6 +418,20 @@ class RedisCluster:
         again after a join, leave or rename anywhere; ``recent``: a read of
         the last ``MEMBERS_CACHE_SECONDS`` will do, changes or not (for a
         newcomer's greeting: no SCAN per join in a storm of joins)."""
+        read = self._held(recent)
+        if read is None:
+            return None
+        now = self._clock()
+        return [(name, max(0, int(now - since))) for name, since, _ in read]
+
+    def guests(self) -> set[str] | None:
+        """The names of the guests in the cluster (from the read ``members``
+        used), or None while degraded."""
+        read = self._held(recent=False)
+        return None if read is None else {name for name, _, guest in read if guest}
+
+    def _held(self, recent: bool) -> list[_Held] | None:
+        """The name hashes, read as ``members`` says."""
         with self._members_lock:
             fresh = time.monotonic() - self._members_read_at < MEMBERS_CACHE_SECONDS
             read = self._members_read if fresh else None
@@ -464,8 +445,7 @@ class RedisCluster:
                 self._members_last, self._members_last_at = read, time.monotonic()
                 if changes == self._members_changes:  # else something changed during the read: use it once
                     self._members_read, self._members_read_at = read, time.monotonic()
-        now = self._clock()
-        return [(name, max(0, int(now - since))) for name, since in read]
+        return read
 
     def _members_changed(self) -> None:
         self._members_changes += 1
@@ -544,7 +524,8 @@ class RedisCluster:
             return
         args: list = [self.server_id, self._ttl_ms()]
         for name in held:
-            args += [name, self._since.setdefault(names.key(name), self._clock())]
+            key = names.key(name)
+            args += [name, self._since.setdefault(key, self._clock()), self._keys.get(key, "")]
         lost = self._refresh(keys=[name_key(name) for name in held], args=args)
         for position in lost:
             self._evict(held[int(position) - 1])
@@ -555,6 +536,7 @@ class RedisCluster:
         if membership is not None:
             log.warning("%s: the name is held by another server now; disconnecting", name)
             self._since.pop(names.key(name), None)
+            self._keys.pop(names.key(name), None)
             membership.member.close(NAME_LOST.format(name=name))
 
     def _reconnect(self) -> None:
@@ -616,22 +598,23 @@ class RedisCluster:
         when = entry_time(entry_id)
         return now if when is None or when > now + CLOCK_SKEW else when
 
-    def _read_members(self) -> list[tuple[str, float]]:
-        """(name, since) of every name hash; a hash whose fields are not a
-        server's (not a username, not a time) is left out, with a warning."""
+    def _read_members(self) -> list[_Held]:
+        """(name, since, guest) of every name hash; a hash whose fields are
+        not a server's (not a username, not a time) is left out, with a
+        warning. No ``key`` (a server before keys for people) is a guest."""
         keys = list(self._redis.scan_iter(match=NAME_PREFIX + "*", count=1000))
         pipe = self._redis.pipeline(transaction=False)
         for key in keys:
-            pipe.hmget(key, "name", "since")
+            pipe.hmget(key, "name", "since", "key")
         members, garbled = [], []
-        for key, (name, since) in zip(keys, pipe.execute(), strict=True):
+        for key, (name, since, fingerprint) in zip(keys, pipe.execute(), strict=True):
             if name is None or since is None:
                 continue  # expired or freed between the SCAN and the read
             member = _name_and_since(key, name, since)
             if member is None:
                 garbled.append(key)
             else:
-                members.append(member)
+                members.append((*member, not fingerprint))
         if garbled:
             log.warning("%d name hashes left out of the user list, not a server's: %r", len(garbled), garbled[:3])
         return members

@@ -90,6 +90,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="put the text of public lines and actions in the log (default: only who sent one, and its length)",
     )
+    parser.add_argument(
+        "--guests",
+        type=yes_or_no,
+        default=Limits().guests,
+        metavar="yes|no",
+        help="let in people whose client proves no key (older clients, scripts), shown as guests; "
+        "no: only people with a key (default: yes)",
+    )
     _add_limit_options(parser.add_argument_group("limits"))
     _add_cluster_options(parser.add_argument_group("cluster (several servers, one chat, over Redis)"))
     args = parser.parse_args(argv)
@@ -191,6 +199,13 @@ def _add_limit_options(group: argparse._ArgumentGroup) -> None:
     ):
         flag = f"--{name}-timeout"
         limit(flag, f"{name}_timeout", cli.positive(float, flag), "SECONDS", f"seconds a client has {what}")
+
+
+def yes_or_no(text: str) -> bool:
+    """argparse type for --guests: ``yes`` or ``no``."""
+    if text.lower() not in ("yes", "no"):
+        raise argparse.ArgumentTypeError(f"{text!r}: say yes or no")
+    return text.lower() == "yes"
 
 
 def rate_type(text: str) -> float:

@@ -183,7 +183,7 @@ class ClientHandler:
         deadline until it has a name, then without one."""
         session = self.session
         naming = _Deadline(self.limits.username_timeout, "waiting for a username")
-        session.start()
+        session.start(self.conn.session_id)  # what a key proof signs
         while session.stage is not Stage.ENDED:
             session.receive(self._next_event(naming if session.stage is Stage.NAMING else None))
         if session.goodbye is not None:
