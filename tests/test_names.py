@@ -165,6 +165,11 @@ def test_names_that_differ_have_different_keys(one, other):
         ("⁎admin", "may not start with '*'"),
         ("> admin", "may not start with '>'"),
         ("›admin", "may not start with '>'"),
+        ("bob (guest)", "may not end with '(guest)'"),  # posing as a guest
+        ("bob(GUEST)", "may not end with '(guest)'"),
+        ("bob （ｇｕｅｓｔ）", "may not end with '(guest)'"),  # fullwidth
+        ("guest", None),
+        ("bob the guest", None),
         ("\u0301admin", "may not start with a combining mark"),
         ("zal\u0300\u0301\u0302\u0303\u0304go", "piles up combining marks"),
         ("a\u0301\u0301", "piles up combining marks"),

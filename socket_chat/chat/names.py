@@ -25,6 +25,8 @@ What ``accept`` refuses, and why:
   use, unassigned (and the few assigned after this module's Unicode data);
 - a name that starts with a combining mark, or piles them up (zalgo text
   that spills over the lines above and below);
+- a name that ends with the mark ``/users`` gives a guest, ``(guest)``, in
+  any look-alike form: a member posing as a guest;
 - a name that mimics the client's line formats: a ``:`` anywhere
   (``NAME: TEXT``), or a leading ``[`` (``[NAME -> me]``), ``*`` (``* NAME
   action``) or ``>`` (the prompt); punctuation and symbols that look like
@@ -52,7 +54,7 @@ import re
 import unicodedata
 
 from socket_chat.chat import names_data
-from socket_chat.protocol import MAX_USERNAME_LENGTH
+from socket_chat.protocol import GUEST_MARK, MAX_USERNAME_LENGTH
 
 __all__ = ["RULES", "NameRefused", "accept", "key", "skeleton", "script_of", "script_extensions_of"]
 
@@ -226,6 +228,8 @@ def _check_line_format(name: str) -> None:
     first = shapes[0][:1]
     if first and first in FORBIDDEN_FIRST:
         raise NameRefused(f"may not start with '{first}'")
+    if key(name).endswith(_GUEST_MARK_KEY):  # a member with a key posing as a guest, or as someone's guest mark
+        raise NameRefused(f"may not end with '{GUEST_MARK.strip()}'")
 
 
 def _punctuation_shape(char: str) -> str:
@@ -339,3 +343,7 @@ def _prototypes_not_latin() -> dict[int, str]:
 
 
 _PROTOTYPES_NOT_LATIN = _prototypes_not_latin()
+
+#: What a name may not end with: the mark /users puts after a guest's name,
+#: in any look-alike form (``(guest)``, ``（guest）``, ``(GUEST)``).
+_GUEST_MARK_KEY = key(GUEST_MARK.strip())
