@@ -31,6 +31,7 @@ __all__ = [
     "ServerKeyRefused",
     "data_dir",
     "check_safe_path",
+    "create_private_file",
     "load_or_create_identity_key",
     "KnownHosts",
     "KeyCheck",
@@ -186,7 +187,7 @@ def load_or_create_identity_key(path: Path) -> crypto_utils.RSA.RsaKey:
         check_safe_path(path, "server key", private=True)
         log.info("Making a new %d-bit server key (first run; this takes a few seconds)", crypto_utils.RSA_KEY_BITS)
         key = crypto_utils.generate_rsa_keypair()
-        _write_private_file(path, crypto_utils.export_private_key(key))
+        create_private_file(path, "server key", crypto_utils.export_private_key(key))
         log.info("Created a new server key at %s", path)
         return key
     except OSError as exc:
@@ -203,9 +204,17 @@ def _read_identity_key(path: Path) -> crypto_utils.RSA.RsaKey:
         raise KeyFileError(f"Cannot read the server key {path}: {exc}") from None
 
 
-def _write_private_file(path: Path, data: bytes) -> None:
+def create_private_file(path: Path, what: str, data: bytes = b"") -> None:
+    """Make the file ``path`` (it must not exist), readable by its owner
+    only, holding ``data``; its directory is made 0700 if missing and checked
+    (``check_safe_path``).
+
+    Raises:
+        KeyFileError: a directory above it is unsafe.
+        OSError: the file exists or cannot be made.
+    """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    check_safe_path(path, "server key", private=True)  # again: someone else may have made the directory first
+    check_safe_path(path, what, private=True)  # again: someone else may have made the directory first
     # O_EXCL with mode 0600: the file is never, even briefly, readable by
     # others, and a link planted in its place is not followed.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
