@@ -112,6 +112,7 @@ class SqliteStore:
             give one whose connection fails as they need.
         interval: seconds between commits.
         capacity: lines the queue holds.
+        busy_timeout: seconds to wait for a file another process holds.
     """
 
     def __init__(
@@ -124,17 +125,19 @@ class SqliteStore:
         connect: Callable[..., sqlite3.Connection] = sqlite3.connect,
         interval: float = COMMIT_INTERVAL,
         capacity: int = QUEUE_LINES,
+        busy_timeout: float = BUSY_TIMEOUT,
     ) -> None:
         self.path = path
         self.retention = retention
         self._history, self._clock, self._connect = history, clock, connect
-        self._interval, self._capacity = interval, capacity
+        self._interval, self._capacity, self._busy_timeout = interval, capacity, busy_timeout
         self._queue: collections.deque[HistoryMessage] = collections.deque()
         self._lock = threading.Lock()  # the queue and the counts; never held across I/O
         self._passed = threading.Condition(self._lock)
         self._passes_begun = self._passes_done = 0  # of the writer's loop
         self._unstored = 0
-        self._overflowed = False  # the queue was full: the writer warns (once)
+        self._overflowed = False  # the queue was full: the writer warns (the first time)
+        self._overflow_told = False
         self._failed = False  # a write failed: nothing more is stored
         self._wake = threading.Event()
         self._stopping = False
@@ -214,7 +217,7 @@ class SqliteStore:
         try:
             db = self._open_database()
         except sqlite3.Error as exc:
-            self._start_error = StoreError(start_error_text(self.path, exc))
+            self._start_error = StoreError(start_error_text(self.path, exc, self._busy_timeout))
             self._ready.set()
             return
         except StoreError as exc:
@@ -248,9 +251,11 @@ class SqliteStore:
             batch = list(self._queue)
             self._queue.clear()
             overflowed, self._overflowed = self._overflowed, False
-        if overflowed:
+        if overflowed and not self._overflow_told:
+            self._overflow_told = True
             log.warning(
-                "The history store %s cannot keep up: lines are not being stored (%d so far)",
+                "The history store %s cannot keep up: lines are not being stored (%d so far; "
+                "the count is logged at the end)",
                 self.path,
                 self.unstored,
             )
@@ -325,7 +330,7 @@ class SqliteStore:
             ) from None
 
     def _open_database(self) -> sqlite3.Connection:
-        db = self._connect(str(self.path), timeout=BUSY_TIMEOUT, isolation_level=None)
+        db = self._connect(str(self.path), timeout=self._busy_timeout, isolation_level=None)
         try:
             db.execute("PRAGMA locking_mode = EXCLUSIVE")  # before WAL: no shared memory, one process
             db.execute("PRAGMA journal_mode = WAL")
@@ -417,7 +422,7 @@ _START_ERRORS = {
 _START_ERROR_WORDS = {"locked": "SQLITE_BUSY", "not a database": "SQLITE_NOTADB", "malformed": "SQLITE_CORRUPT"}
 
 
-def start_error_text(path: Path, exc: sqlite3.Error) -> str:
+def start_error_text(path: Path, exc: sqlite3.Error, busy_timeout: float = BUSY_TIMEOUT) -> str:
     """The operator's line for an error opening the store."""
     reason = describe(exc)
     name = getattr(exc, "sqlite_errorname", None) or next(
@@ -428,4 +433,4 @@ def start_error_text(path: Path, exc: sqlite3.Error) -> str:
         template = (
             "Cannot use the history store {path}: {reason}. Choose another file with --store FILE, or --store none."
         )
-    return template.format(path=path, reason=reason, busy=BUSY_TIMEOUT)
+    return template.format(path=path, reason=reason, busy=busy_timeout)
