@@ -216,15 +216,13 @@ class SqliteStore:
     def _run(self) -> None:
         try:
             db = self._open_database()
-        except sqlite3.Error as exc:
-            self._start_error = StoreError(start_error_text(self.path, exc, self._busy_timeout))
-            self._ready.set()
+        except (sqlite3.Error, StoreError) as exc:
+            self._start_error = (
+                exc if isinstance(exc, StoreError) else StoreError(start_error_text(self.path, exc, self._busy_timeout))
+            )
             return
-        except StoreError as exc:
-            self._start_error = exc
-            self._ready.set()
-            return
-        self._ready.set()
+        finally:
+            self._ready.set()  # open() reads _start_error once this is set
         try:
             self._write_until_stopped(db)
         finally:
@@ -297,7 +295,8 @@ class SqliteStore:
         """Drop what the retention no longer keeps."""
         self._pruned_at = self._clock()
         if self.retention.days is not None:
-            db.execute("DELETE FROM messages WHERE sent_at < ?", (int(self._clock() - self.retention.days * DAY),))
+            oldest = max(0.0, self._clock() - self.retention.days * DAY)  # never below 0: --keep-days 10**15 too
+            db.execute("DELETE FROM messages WHERE sent_at < ?", (int(oldest),))
         if self.retention.messages is not None:
             db.execute(
                 "DELETE FROM messages WHERE id <= (SELECT id FROM messages ORDER BY id DESC LIMIT 1 OFFSET ?)",
