@@ -16,6 +16,7 @@ import pytest
 
 from socket_chat.chat.room import Room
 from socket_chat.protocol import ActionMessage, ChatMessage, HistoryMessage
+from socket_chat.server import store as store_module
 from socket_chat.server.store import DAY, PRUNE_INTERVAL, Retention, SqliteStore, StoreError
 from tests.helpers import DEADLINE
 from tests.test_room import FakeClock, FakeMember
@@ -95,6 +96,22 @@ def test_the_schema_version_is_recorded(opened):
     with closing(sqlite3.connect(store.path)) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 1
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_file_of_an_older_schema_is_migrated_with_its_lines(opened, monkeypatch):
+    store = opened()
+    store.keep(line(1))
+    store.close()
+    later = [*store_module.MIGRATIONS, ["ALTER TABLE messages ADD COLUMN edited INTEGER"]]  # a version to come
+    monkeypatch.setattr(store_module, "MIGRATIONS", later)
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", len(later))
+
+    migrated = reopened(opened, store)
+    assert migrated.recent(5) == [line(1)]
+    migrated.close()
+    with closing(sqlite3.connect(store.path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("SELECT text, edited FROM messages").fetchall() == [("line 1", None)]
 
 
 # --- off the delivery path ------------------------------------------------------------
