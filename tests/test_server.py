@@ -502,7 +502,7 @@ def test_slow_reader_is_cut_off_without_stalling_the_others(own_server):
     assert reader.next_event() == ChatMessage("Sender", "after")
 
 
-def test_a_busy_port_is_one_clear_line(tmp_path, capsys):
+def test_a_busy_port_is_one_clear_line(tmp_path, capsys, xdg_data_home):
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         key = procs.private_key_copy(tmp_path)

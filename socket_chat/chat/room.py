@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from socket_chat.chat import names
+from socket_chat.chat.history import HistoryStore
 from socket_chat.chat.presence import Presence
 from socket_chat.protocol import (
     GREETING_NAMES,
@@ -71,6 +72,8 @@ DEFAULT_HISTORY = 20  # chat lines and actions a newcomer is shown
 USER_LIST_BYTES = 60_000
 #: ``_heard_by`` for what every member hears.
 EVERYONE = 2**63
+#: A chat line or action kept for newcomers: as they are sent it, and its fields.
+Kept = tuple[Encoded, HistoryMessage]
 
 
 class Member(Protocol):
@@ -237,6 +240,9 @@ class Room:
         timer: ``timer(seconds, callback)`` calls back once, later, from
             another thread (default: a ``threading.Timer``). Tests call back
             themselves.
+        store: where the history is also kept, to outlive this server
+            (history.py; default: nowhere). The history starts with the
+            last ``history_size`` lines it has.
     """
 
     def __init__(
@@ -248,10 +254,14 @@ class Room:
         cluster: Cluster | None = None,
         presence: Presence | None = None,
         timer: Callable[[float, Callable[[], None]], object] | None = None,
+        store: HistoryStore | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self._members: dict[str, Membership] = {}  # names.key(name) -> membership
         self._history: collections.deque[Encoded] = collections.deque(maxlen=history_size)
+        self._store = store
+        if store is not None:
+            self._history.extend(encode(entry) for entry in store.recent(history_size))
         self._motd = [encode(Motd(motd))] if motd else []
         self._clock, self._monotonic = clock, monotonic
         self._member_ids = itertools.count(1)
@@ -433,7 +443,7 @@ class Room:
         order. The room's lock is taken once for each run of broadcasts, and
         each member is given the whole run at once: its writer then finds
         them queued together and seals them as one record."""
-        run: list[tuple[Encoded, str | None, Encoded | None, int]] = []
+        run: list[tuple[Encoded, str | None, Kept | None, int]] = []
         for message, sender_id, sent_at in entries:
             if isinstance(message, PrivateMessage):
                 self._broadcast(run)  # what came before it goes first
@@ -462,11 +472,12 @@ class Room:
         return EVERYONE
 
     def record_history(self, message: Message, sent_at: float) -> None:
-        """Keep a chat line or action said before this server started."""
+        """Keep a chat line or action said before this server started (it
+        is stored already: it does not go to the store)."""
         kept = self._history_entry(message, sent_at)
         if kept is not None:
             with self._lock:
-                self._history.append(kept)
+                self._history.append(kept[0])
 
     def notify_here(self, notice: Notice) -> None:
         """Deliver ``notice`` to the members on this server only (the
@@ -498,7 +509,7 @@ class Room:
         for item, sender_id in publish:
             self.cluster.publish(item, sender_id)
 
-    def _broadcast(self, run: list[tuple[Encoded, str | None, Encoded | None, int]]) -> None:
+    def _broadcast(self, run: list[tuple[Encoded, str | None, Kept | None, int]]) -> None:
         """Queue (item, sender_id, history entry, heard by) for every member
         but each item's sender (and those who joined after, for a join: see
         ``_heard_by``), under one taking of the lock, member by member."""
@@ -508,7 +519,9 @@ class Room:
         with self._lock:
             for _, _, kept, _ in run:
                 if kept is not None:
-                    self._history.append(kept)
+                    self._history.append(kept[0])
+                    if self._store is not None:
+                        self._store.keep(kept[1])  # O(1), never blocks: in the room's order
             for m in self._members.values():
                 if not all(
                     m.member.deliver(item)
@@ -537,12 +550,13 @@ class Room:
         listed = sorted(others, key=str.casefold)[:GREETING_NAMES]
         return Greeting(name, count, "\n".join(listed))
 
-    def _history_entry(self, message: Message, sent_at: float | None) -> Encoded | None:
+    def _history_entry(self, message: Message, sent_at: float | None) -> Kept | None:
         if not self._history.maxlen or not isinstance(message, (ChatMessage, ActionMessage)):
             return None
         kind = "action" if isinstance(message, ActionMessage) else "chat"
         when = self._clock() if sent_at is None else sent_at
-        return encode(HistoryMessage(message.sender, message.text, int(when), kind))
+        entry = HistoryMessage(message.sender, message.text, int(when), kind)
+        return encode(entry), entry
 
     def _deliver_each(self, memberships: Iterable[Membership], item: Encoded) -> None:
         self._cut_off([m.member for m in memberships if not m.member.deliver(item)])

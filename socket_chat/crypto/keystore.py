@@ -33,6 +33,7 @@ __all__ = [
     "ServerKeyRefused",
     "data_dir",
     "check_safe_path",
+    "create_private_file",
     "load_or_create_identity_key",
     "load_or_create_person_key",
     "KnownHosts",
@@ -225,7 +226,7 @@ def _load_or_create(
             return _read_key_file(path, what, read), False
         check_safe_path(path, what, private=True)
         key, data = make()
-        _write_private_file(path, data, what)
+        create_private_file(path, what, data)
         return key, True
     except OSError as exc:
         raise KeyFileError(f"Cannot use the {what} file {path}: {exc.strerror or exc}") from None
@@ -241,7 +242,15 @@ def _read_key_file(path: Path, what: str, read: Callable[[bytes], _Key]) -> _Key
         raise KeyFileError(f"Cannot read the {what} {path}: {exc}") from None
 
 
-def _write_private_file(path: Path, data: bytes, what: str) -> None:
+def create_private_file(path: Path, what: str, data: bytes = b"") -> None:
+    """Make the file ``path`` (it must not exist), readable by its owner
+    only, holding ``data``; its directory is made 0700 if missing and checked
+    (``check_safe_path``).
+
+    Raises:
+        KeyFileError: a directory above it is unsafe.
+        OSError: the file exists or cannot be made.
+    """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     check_safe_path(path, what, private=True)  # again: someone else may have made the directory first
     # O_EXCL with mode 0600: the file is never, even briefly, readable by

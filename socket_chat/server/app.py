@@ -25,6 +25,7 @@ from socket_chat.protocol import Notice, ServerIdentity
 from socket_chat.server import admission
 from socket_chat.server.handler import SHUTDOWN_GRACE, ClientHandler, server_full
 from socket_chat.server.sender import Sender
+from socket_chat.server.store import SqliteStore
 
 __all__ = ["ChatServer", "REFUSALS", "SHUTTING_DOWN"]
 
@@ -47,7 +48,8 @@ class ChatServer:
         serve_forever(): accept connections until ``shutdown()``.
         shutdown(): from another thread; returns once the loop has stopped.
         server_close(): tell every client the server is shutting down, close
-            the connections and wait for their threads. ``with`` calls it.
+            the connections and wait for their threads, then write what the
+            history store still has queued and close it. ``with`` calls it.
         who(), away_messages(), names(), locate(name), kick(name, reason),
             notify_all(text): what the operator console may ask
             (``console.ServerControls``).
@@ -84,11 +86,13 @@ class ChatServer:
         history: int = DEFAULT_HISTORY,
         motd: str = "",
         cluster: Cluster | None = None,
+        store: SqliteStore | None = None,
     ) -> None:
         self.identity = ServerIdentity.of(identity_key)
         self.limits = limits
         self.handshaking: contextlib.AbstractContextManager[object] = threading.Lock()
-        self.room = Room(history_size=history, motd=motd, cluster=cluster)
+        self.store = store  # the history on disk (store.py); closed by server_close
+        self.room = Room(history_size=history, motd=motd, cluster=cluster, store=store)
         self.admission = admission.Admission(
             limits.max_clients, limits.max_per_address, limits.handshake_rate, startups=limits.max_startups
         )
@@ -149,6 +153,8 @@ class ChatServer:
                 thread.join(SHUTDOWN_GRACE)
         self.sender.stop()
         self.room.cluster.close()
+        if self.store is not None:
+            self.store.close()  # last: the members are gone, nothing more is kept
         self._wake_reader.close()
         self._wake_writer.close()
 

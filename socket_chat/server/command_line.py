@@ -26,7 +26,7 @@ from socket_chat.chat.limits import Limits, Startups, startups_type
 from socket_chat.chat.presentation import printable_text
 from socket_chat.chat.room import DEFAULT_HISTORY
 from socket_chat.crypto import keystore
-from socket_chat.server import descriptors
+from socket_chat.server import descriptors, store
 from socket_chat.server.app import ChatServer
 from socket_chat.server.console import COMMANDS as CONSOLE_COMMANDS
 from socket_chat.server.console import OperatorConsole, console_wanted, on_terminal, run_console
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from socket_chat.server.cluster import RedisCluster  # imported only with --cluster: redis is optional
 
 MAX_MOTD_BYTES = 4096  # of UTF-8 in the message of the day
+NO_STORE = "none"  # --store none: the history is kept in memory only
+DEFAULT_KEEP_DAYS = 30
 CLUSTER_NAME_TTL = 15.0  # seconds: cluster.DEFAULT_NAME_TTL (cluster.py is imported only with --cluster)
 CLUSTER_PASSWORD_ON_COMMAND_LINE = (
     "Warning: the Redis password in --cluster can be read by every user of this machine (ps, /proc). "
@@ -98,11 +100,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="let in people whose client proves no key (older clients, scripts), shown as guests; "
         "no: only people with a key (default: yes)",
     )
+    _add_store_options(parser.add_argument_group("the history on disk"))
     _add_limit_options(parser.add_argument_group("limits"))
     _add_cluster_options(parser.add_argument_group("cluster (several servers, one chat, over Redis)"))
     args = parser.parse_args(argv)
     if args.max_message_bytes > MAX_MESSAGE_BYTES_CEILING:
         parser.error(f"--max-message-bytes can be at most {MAX_MESSAGE_BYTES_CEILING} (one frame)")
+    if args.cluster and args.store not in (None, NO_STORE):
+        parser.error("--store: with --cluster, the cluster's Redis stream keeps the history, not a file")
     if args.cluster:
         from socket_chat.server import cluster  # only now: without --cluster, redis is never imported
 
@@ -113,6 +118,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if args.cluster != os.environ.get("CHAT_CLUSTER") and cluster.redacted(args.cluster) != args.cluster:
             print(CLUSTER_PASSWORD_ON_COMMAND_LINE, file=sys.stderr)
     return args
+
+
+def _add_store_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--store",
+        default=None,
+        metavar="FILE",
+        help="the SQLite file the history is kept in, to outlive a restart; 'none' keeps nothing on disk "
+        "(default: $XDG_DATA_HOME/socket-chat/history.sqlite3; none with --cluster or --history 0)",
+    )
+    group.add_argument(
+        "--keep-days",
+        type=count_type("--keep-days"),
+        default=DEFAULT_KEEP_DAYS,
+        metavar="N",
+        help=f"drop stored lines older than N days; 0: keep them for ever (default: {DEFAULT_KEEP_DAYS})",
+    )
+    group.add_argument(
+        "--keep-messages",
+        type=cli.positive(int, "--keep-messages"),
+        default=None,
+        metavar="N",
+        help="keep only the last N stored lines (default: no limit)",
+    )
+
+
+def open_store(args: argparse.Namespace) -> store.SqliteStore | None:
+    """The history store the options ask for, open, or None for none.
+
+    Raises:
+        store.StoreError: it cannot be used (the message says why).
+    """
+    if args.store == NO_STORE or args.cluster or args.history == 0:
+        return None
+    path = Path(args.store) if args.store is not None else store.default_path()
+    retention = store.Retention(days=args.keep_days or None, messages=args.keep_messages)
+    opened = store.SqliteStore.open(path, retention, history=args.history)
+    kept = f"{args.keep_days} days" if args.keep_days else "for ever"
+    if args.keep_messages:
+        kept += f", the last {args.keep_messages} lines at most"
+    log.info("History kept in %s (%s; --store none keeps nothing)", path, kept)
+    return opened
 
 
 def _add_cluster_options(group: argparse._ArgumentGroup) -> None:
@@ -331,22 +378,34 @@ def main(argv: list[str] | None = None) -> int:
     except ClusterError as exc:
         print(exc, file=sys.stderr)
         return exc.exit_code
-    try:
-        descriptors.raise_limit(args.max_clients, clustered=room_cluster is not None, handshakes=args.max_startups.full)
-    except descriptors.DescriptorLimitError as exc:
-        print(exc, file=sys.stderr)
+    with contextlib.ExitStack() as undo:  # what was opened, closed again if the server does not start
         if room_cluster is not None:
-            room_cluster.close()
-        return 1
-    try:
-        server = ChatServer(
-            key, args.host, args.port, limits_from(args), history=args.history, motd=motd, cluster=room_cluster
-        )
-    except OSError as exc:
-        print(cannot_listen(args.host, args.port, exc), file=sys.stderr)
-        if room_cluster is not None:
-            room_cluster.close()
-        return 1
+            undo.callback(room_cluster.close)
+        try:
+            descriptors.raise_limit(
+                args.max_clients, clustered=room_cluster is not None, handshakes=args.max_startups.full
+            )
+            history_store = open_store(args)
+            if history_store is not None:
+                undo.callback(history_store.close)
+            limits = limits_from(args)
+            server = ChatServer(
+                key,
+                args.host,
+                args.port,
+                limits,
+                history=args.history,
+                motd=motd,
+                cluster=room_cluster,
+                store=history_store,
+            )
+        except (descriptors.DescriptorLimitError, store.StoreError) as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_USAGE
+        except OSError as exc:
+            print(cannot_listen(args.host, args.port, exc), file=sys.stderr)
+            return EXIT_USAGE
+        undo.pop_all()  # the server has them now
     server.log_messages = args.log_messages
     print(f"Listening at {transport.format_address(*server.server_address)}")
     if room_cluster is not None:

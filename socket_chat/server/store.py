@@ -1,0 +1,435 @@
+"""The history kept on disk: an SQLite file (the standard library's
+``sqlite3``) written by one thread of its own, off the delivery path.
+
+The room hands each chat line and action it keeps to ``SqliteStore.keep``
+under its lock; that only appends to a bounded queue (O(1), never a wait,
+never SQL). The writer thread owns the one connection: every
+``COMMIT_INTERVAL`` it takes what is queued and commits it in one
+transaction, and now and then it drops what the retention no longer keeps.
+A line the room has delivered is on disk within a second, so a server
+killed (``kill -9``) or restarted loses none of what its people saw.
+
+The file is opened in WAL mode with ``synchronous=NORMAL``: a commit is in
+the write-ahead log, which the operating system has, when ``COMMIT`` returns;
+a killed process loses nothing committed, a power cut may lose the last
+commits (never the file's consistency). ``locking_mode=EXCLUSIVE`` holds the
+file for this server alone: a second server on the same file is refused at
+start (after ``BUSY_TIMEOUT``), not left to interleave with the first.
+
+What goes wrong at start (the file is not a database, is in use, cannot be
+written) is a ``StoreError`` whose message is the line for the operator.
+What goes wrong while running (a full disk, an I/O error) is one warning in
+the log; the chat goes on with its history in memory, and the lines not
+stored are counted (``unstored``, logged again at close).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from socket_chat.crypto import keystore
+from socket_chat.protocol import HistoryMessage
+
+__all__ = [
+    "BUSY_TIMEOUT",
+    "COMMIT_INTERVAL",
+    "QUEUE_LINES",
+    "SCHEMA_VERSION",
+    "Retention",
+    "SqliteStore",
+    "StoreError",
+    "default_path",
+]
+
+log = logging.getLogger("chat.store")
+
+COMMIT_INTERVAL = 0.25  # seconds between commits: a line is on disk well within a second
+QUEUE_LINES = 10_000  # lines waiting for the writer; beyond this they are counted, not stored
+BUSY_TIMEOUT = 2.0  # seconds to wait for a file another process holds, then refuse it
+PRUNE_INTERVAL = 600.0  # seconds between two passes of the retention
+OPEN_TIMEOUT = 30.0  # seconds the writer may take to open, check and read the file at start
+CLOSE_TIMEOUT = 5.0  # seconds ``close`` waits for what is queued to be written
+DAY = 86_400.0
+
+#: The schema, one step per version: ``MIGRATIONS[n]`` takes a file of
+#: version n to n + 1 (``PRAGMA user_version``), inside one transaction. A
+#: change to come is a new step at the end; a step is never edited or
+#: removed, so a file of any older version is brought up to date, never
+#: dropped.
+MIGRATIONS: list[list[str]] = [
+    [
+        "CREATE TABLE messages (id INTEGER PRIMARY KEY, sent_at INTEGER NOT NULL,"
+        " sender TEXT NOT NULL, kind TEXT NOT NULL, text TEXT NOT NULL)",
+        "CREATE INDEX messages_sent_at ON messages (sent_at)",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreError(Exception):
+    """The store cannot be used; the message is the line for the operator."""
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long lines are kept: ``days`` (None: for ever) and at most the
+    last ``messages`` (None: no cap)."""
+
+    days: float | None = 30
+    messages: int | None = None
+
+
+def default_path() -> Path:
+    """``$XDG_DATA_HOME/socket-chat/history.sqlite3``."""
+    return keystore.data_dir() / "history.sqlite3"
+
+
+class SqliteStore:
+    """The history on disk (``chat.history.HistoryStore``), with its writer.
+
+    Methods for the caller:
+        open(path, ...): make or open the file, check it, read the last
+            lines, start the writer; raises ``StoreError``.
+        keep(entry): from the room, under its lock: queue a line.
+        recent(count): the last lines stored before this start.
+        flush(timeout): wait until what was kept so far is written.
+        close(): write what is queued (a bounded wait), stop, close the file.
+
+    Args:
+        path: the SQLite file.
+        retention: what to keep.
+        history: how many of the last lines to read at start (``recent``).
+        clock: Unix time, for the retention by days (tests pin it).
+        connect: opens the file (``sqlite3.connect``'s signature); tests
+            give one whose connection fails as they need.
+        interval: seconds between commits.
+        capacity: lines the queue holds.
+        busy_timeout: seconds to wait for a file another process holds.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        retention: Retention = Retention(),
+        *,
+        history: int = 0,
+        clock: Callable[[], float] = time.time,
+        connect: Callable[..., sqlite3.Connection] = sqlite3.connect,
+        interval: float = COMMIT_INTERVAL,
+        capacity: int = QUEUE_LINES,
+        busy_timeout: float = BUSY_TIMEOUT,
+    ) -> None:
+        self.path = path
+        self.retention = retention
+        self._history, self._clock, self._connect = history, clock, connect
+        self._interval, self._capacity, self._busy_timeout = interval, capacity, busy_timeout
+        self._queue: collections.deque[HistoryMessage] = collections.deque()
+        self._lock = threading.Lock()  # the queue and the counts; never held across I/O
+        self._passed = threading.Condition(self._lock)
+        self._passes_begun = self._passes_done = 0  # of the writer's loop
+        self._unstored = 0
+        self._overflowed = False  # the queue was full: the writer warns (the first time)
+        self._overflow_told = False
+        self._failed = False  # a write failed: nothing more is stored
+        self._wake = threading.Event()
+        self._stopping = False
+        self._recent: list[HistoryMessage] = []
+        self._ready = threading.Event()
+        self._start_error: StoreError | None = None
+        self._thread = threading.Thread(target=self._run, name="history store", daemon=True)
+        self._pruned_at = 0.0
+
+    @classmethod
+    def open(cls, path: Path, retention: Retention = Retention(), **options) -> SqliteStore:
+        """The store at ``path`` (made 0600 if missing), its writer running.
+
+        Raises:
+            StoreError: the file or a directory above it is unsafe, cannot
+                be made or written, is not a database (or is damaged), is in
+                use by another process, or is of a newer schema.
+        """
+        store = cls(path, retention, **options)
+        store._make_file()
+        store._thread.start()
+        if not store._ready.wait(OPEN_TIMEOUT):
+            raise StoreError(f"The history store {path} did not open within {OPEN_TIMEOUT:g} s.")
+        if store._start_error is not None:
+            raise store._start_error
+        return store
+
+    # Methods for the room (chat.history.HistoryStore).
+
+    def keep(self, entry: HistoryMessage) -> None:
+        with self._lock:
+            if self._failed or len(self._queue) >= self._capacity:
+                self._unstored += 1
+                self._overflowed = self._overflowed or not self._failed
+                return
+            self._queue.append(entry)
+
+    def recent(self, count: int) -> list[HistoryMessage]:
+        return self._recent[-count:] if count > 0 else []
+
+    # Methods for the server.
+
+    @property
+    def unstored(self) -> int:
+        """Lines kept by the room but not stored (a full queue, a failed write)."""
+        with self._lock:
+            return self._unstored
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until the writer has made a whole pass begun after this call:
+        every line kept before it is written (or counted as not stored), and
+        the retention applied if it was due. False if that took longer than
+        ``timeout`` or the writer has stopped."""
+        with self._passed:
+            after = self._passes_begun
+            self._wake.set()
+            return (
+                self._passed.wait_for(lambda: self._passes_done > after or not self._thread.is_alive(), timeout)
+                and self._passes_done > after
+            )
+
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Write what is queued (waiting ``timeout`` at most), then stop the
+        writer and close the file. The room must be done with the store."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("The history store %s: not all was written within %g s", self.path, timeout)
+        unstored = self.unstored
+        if unstored:
+            log.warning("The history store %s: %d lines were not stored (kept in memory only)", self.path, unstored)
+
+    # The writer thread.
+
+    def _run(self) -> None:
+        try:
+            db = self._open_database()
+        except (sqlite3.Error, StoreError) as exc:
+            self._start_error = (
+                exc if isinstance(exc, StoreError) else StoreError(start_error_text(self.path, exc, self._busy_timeout))
+            )
+            return
+        finally:
+            self._ready.set()  # open() reads _start_error once this is set
+        try:
+            self._write_until_stopped(db)
+        finally:
+            db.close()
+
+    def _write_until_stopped(self, db: sqlite3.Connection) -> None:
+        while True:
+            self._wake.wait(self._interval)
+            with self._lock:
+                self._wake.clear()
+                self._passes_begun += 1
+            stopping = self._stopping
+            if self._clock() - self._pruned_at >= PRUNE_INTERVAL:
+                self._guarded(db, self._prune)
+            self._write_queued(db)
+            with self._passed:
+                self._passes_done += 1
+                self._passed.notify_all()
+            if stopping:
+                return
+
+    def _write_queued(self, db: sqlite3.Connection) -> None:
+        with self._lock:
+            batch = list(self._queue)
+            self._queue.clear()
+            overflowed, self._overflowed = self._overflowed, False
+        if overflowed and not self._overflow_told:
+            self._overflow_told = True
+            log.warning(
+                "The history store %s cannot keep up: lines are not being stored (%d so far; "
+                "the count is logged at the end)",
+                self.path,
+                self.unstored,
+            )
+        if batch and not self._guarded(db, lambda db: self._insert(db, batch)):
+            with self._lock:
+                self._unstored += len(batch)
+
+    def _guarded(self, db: sqlite3.Connection, work: Callable[[sqlite3.Connection], None]) -> bool:
+        """Run ``work`` in one transaction. A failure (full disk, I/O error)
+        is warned about once, and then nothing more is stored."""
+        if self._failed:
+            return False
+        try:
+            with transaction(db):
+                work(db)
+            return True
+        except sqlite3.Error as exc:
+            with self._lock:
+                self._failed = True
+                unstored = self._unstored + len(self._queue)
+                self._unstored = unstored
+                self._queue.clear()
+            log.warning(
+                "The history store %s failed: %s. The chat goes on; its history is kept in memory only "
+                "from now on (the lines not stored are counted and logged at the end).",
+                self.path,
+                describe(exc),
+            )
+            return False
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, batch: list[HistoryMessage]) -> None:
+        db.executemany(
+            "INSERT INTO messages (sent_at, sender, kind, text) VALUES (?, ?, ?, ?)",
+            [(entry.sent_at, entry.sender, entry.kind, entry.text) for entry in batch],
+        )
+
+    def _prune(self, db: sqlite3.Connection) -> None:
+        """Drop what the retention no longer keeps."""
+        self._pruned_at = self._clock()
+        if self.retention.days is not None:
+            oldest = max(0.0, self._clock() - self.retention.days * DAY)  # never below 0: --keep-days 10**15 too
+            db.execute("DELETE FROM messages WHERE sent_at < ?", (int(oldest),))
+        if self.retention.messages is not None:
+            db.execute(
+                "DELETE FROM messages WHERE id <= (SELECT id FROM messages ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (self.retention.messages,),
+            )
+
+    # Opening.
+
+    def _make_file(self) -> None:
+        """Make the file 0600 (its directory 0700) before SQLite opens it,
+        which would make it by the umask; check it and the directories above."""
+        try:
+            if not self.path.exists():
+                try:
+                    keystore.create_private_file(self.path, "history store")
+                except FileExistsError:
+                    if not self.path.exists():  # not made meanwhile by another process: a directory is a file
+                        raise
+            elif not self.path.is_file():
+                raise StoreError(f"The history store {self.path} is not a file. Choose another with --store FILE.")
+            keystore.check_safe_path(self.path, "history store", private=True)
+        except keystore.KeyFileError as exc:
+            raise StoreError(str(exc)) from None
+        except OSError as exc:
+            # mkdir of a directory that is a file says "File exists".
+            reason = "not a directory" if isinstance(exc, FileExistsError) else exc.strerror or exc
+            raise StoreError(
+                f"Cannot make the history store {self.path}: {exc.filename}: {reason}. "
+                "Choose another with --store FILE, or keep nothing with --store none."
+            ) from None
+
+    def _open_database(self) -> sqlite3.Connection:
+        db = self._connect(str(self.path), timeout=self._busy_timeout, isolation_level=None)
+        try:
+            db.execute("PRAGMA locking_mode = EXCLUSIVE")  # before WAL: no shared memory, one process
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            with transaction(db):  # takes the file's lock: another server's is refused here
+                check_intact(db)
+                migrate(db, self.path)
+                self._prune(db)
+            self._recent = self._read_recent(db)
+            return db
+        except BaseException:
+            db.close()
+            raise
+
+    def _read_recent(self, db: sqlite3.Connection) -> list[HistoryMessage]:
+        rows = db.execute(
+            "SELECT sender, text, sent_at, kind FROM messages ORDER BY id DESC LIMIT ?", (self._history,)
+        ).fetchall()
+        return [HistoryMessage(str(s), str(t), int(at), str(k)) for s, t, at, k in reversed(rows)]
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection):
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK if the body fails."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def check_intact(db: sqlite3.Connection) -> None:
+    """``PRAGMA quick_check`` (it reads the whole file, without comparing
+    indexes to their tables): a damaged file is refused at start rather than
+    failing in the middle of a chat.
+
+    Raises:
+        sqlite3.DatabaseError: the damage, as SQLite's SQLITE_CORRUPT would.
+    """
+    found = [str(row[0]) for row in db.execute("PRAGMA quick_check(1)")]
+    if found != ["ok"]:  # one line for the operator: the first problem, without SQLite's header
+        first = [line for line in "\n".join(found).splitlines() if line and not line.startswith("***")]
+        raise sqlite3.DatabaseError(f"database disk image is malformed: {' '.join(first[:1])}")
+
+
+def migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema up to ``SCHEMA_VERSION``, step by step (inside the
+    caller's transaction).
+
+    Raises:
+        StoreError: the file is of a newer version than this program knows.
+    """
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        raise StoreError(
+            f"The history store {path} is an SQLite database of something else (it has tables, but not ours). "
+            "Choose another file with --store FILE."
+        )
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"The history store {path} was written by a newer socket-chat (schema {version}; this one knows "
+            f"{SCHEMA_VERSION}). Run the newer version, or choose another file with --store FILE."
+        )
+    for step in MIGRATIONS[version:]:
+        for statement in step:
+            db.execute(statement)
+    if version < SCHEMA_VERSION:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def describe(exc: sqlite3.Error) -> str:
+    """SQLite's reason, in its words ("database or disk is full")."""
+    return str(exc) or type(exc).__name__
+
+
+#: SQLite's error names (``sqlite3.Error.sqlite_errorname``, Python 3.11)
+#: and the start lines they give.
+_START_ERRORS = {
+    "SQLITE_BUSY": "The history store {path} is in use by another process (another server on the same file?); "
+    "waited {busy:g} s. Give this server another file with --store FILE, or --store none.",
+    "SQLITE_NOTADB": "The history store {path} is not an SQLite database ({reason}). Move it away (a new one is "
+    "then made) or choose another file with --store FILE.",
+    "SQLITE_CORRUPT": "The history store {path} is damaged ({reason}). Move it away (a new one is then made), or "
+    "try to recover it with: sqlite3 {path} .recover",
+}
+_START_ERROR_WORDS = {"locked": "SQLITE_BUSY", "not a database": "SQLITE_NOTADB", "malformed": "SQLITE_CORRUPT"}
+
+
+def start_error_text(path: Path, exc: sqlite3.Error, busy_timeout: float = BUSY_TIMEOUT) -> str:
+    """The operator's line for an error opening the store."""
+    reason = describe(exc)
+    name = getattr(exc, "sqlite_errorname", None) or next(
+        (code for words, code in _START_ERROR_WORDS.items() if words in reason), ""
+    )
+    template = _START_ERRORS.get(name)
+    if template is None:
+        template = (
+            "Cannot use the history store {path}: {reason}. Choose another file with --store FILE, or --store none."
+        )
+    return template.format(path=path, reason=reason, busy=busy_timeout)
