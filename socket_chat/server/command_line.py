@@ -381,10 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     if room_cluster is not None:
         print(f"Cluster: {room_cluster.describe()}")
     if allow is not None:
+        # As sshd's: SIGHUP reads the file again (without --allow it still ends the server, as before).
+        signal.signal(signal.SIGHUP, lambda signum, frame: _reload_in_background(server))
         print(f"Admitting only the {len(allow.current)} keys in {args.allow} (SIGHUP or /reload reads it again)")
     print(f"Server key fingerprint: {server.fingerprint}", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, lambda signum, frame: _reload_in_background(server))
     with contextlib.ExitStack() as console_terminal:
         if console_wanted(sys.stdin):
             signal.signal(signal.SIGTTIN, signal.SIG_IGN)  # if put in the background later: EIO, not a stop

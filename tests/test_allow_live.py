@@ -1,0 +1,188 @@
+"""Private servers over loopback: a live server with ``--allow`` turns an
+unknown key and a guest away with one Goodbye and nothing of the chat;
+``/invite`` lets a key in; the file is read again by the reload entry point
+and on SIGHUP (server.py in a process); a bad file stops server.py at
+start with its line."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import signal
+
+import pytest
+
+from socket_chat.chat.allow import INVITED_ONLY
+from socket_chat.crypto import PersonKey
+from socket_chat.protocol import (
+    ChatMessage,
+    ConnectionClosed,
+    Goodbye,
+    HandshakeComplete,
+    ProofRequest,
+    RateLimit,
+    ServerHello,
+    Username,
+    UsernameDeadline,
+    UsernameRequest,
+)
+from socket_chat.server.allow_file import AllowFile
+from socket_chat.server.console import OperatorConsole
+from tests import procs
+from tests.conftest import start_server, stop_server
+from tests.helpers import ChatTestClient, key_proof, open_door_limits
+
+ANN = PersonKey.from_seed(bytes(range(32)))
+MALLORY = PersonKey.from_seed(bytes(range(2, 34)))
+FIRST_WORDS = [RateLimit, UsernameDeadline, ProofRequest, UsernameRequest]
+
+
+@pytest.fixture
+def allow_path(tmp_path):
+    path = tmp_path / "allowed"
+    path.write_text(f"# the team\n{ANN.fingerprint} Ann\n", encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def private_server(identity_key, allow_path):
+    server, thread = start_server(identity_key, limits=open_door_limits(guests=False), allow=AllowFile(allow_path))
+    clients: list[ChatTestClient] = []
+    try:
+        yield server, clients
+    finally:
+        for client in clients:
+            client.close()
+        stop_server(server, thread)
+
+
+def connect(address, clients: list, identity: PersonKey | None = None, name: str | None = None) -> ChatTestClient:
+    """A client past the handshake that proves ``identity`` (if given) and joins as ``name``."""
+    client = ChatTestClient(address)
+    clients.append(client)
+    client.handshake(identity, guest=identity is None)
+    if name is not None:
+        client.join(name)
+    return client
+
+
+def everything_until_closed(client: ChatTestClient) -> list:
+    """Every event from the start of the handshake to the end of the connection."""
+    events = []
+    while not isinstance(event := client.next_event(), ConnectionClosed):
+        events.append(event)
+        if isinstance(event, ServerHello):
+            client.conn.accept_server_key()
+        if isinstance(event, ProofRequest) and client.identity is not None:
+            client.send(key_proof(client.identity, client.conn.session_id))
+        if isinstance(event, UsernameRequest):
+            client.send(Username("Ann"))  # a guest's, or what an unknown key would try next
+    return events
+
+
+@pytest.mark.parametrize("identity", [MALLORY, None], ids=["unknown-key", "guest"])
+def test_an_outsider_gets_exactly_the_refusal_and_no_chat_data(private_server, identity, caplog):
+    caplog.set_level(logging.INFO, logger="chat.server")
+    server, clients = private_server
+    ann = connect(server.server_address, clients, ANN, "Ann")
+    ann.say("the secret plan")
+    outsider = ChatTestClient(server.server_address)
+    clients.append(outsider)
+    outsider.identity = identity
+    events = everything_until_closed(outsider)
+    assert [type(e) for e in events] == [ServerHello, HandshakeComplete, *FIRST_WORDS, Goodbye]
+    assert events[-1] == Goodbye(INVITED_ONLY)
+    assert events[5] == UsernameRequest("Please enter a username.")
+    port = outsider.sock.getsockname()[1]
+    if identity is None:
+        assert f"127.0.0.1:{port}: refused a guest (no key)" in caplog.text
+    else:
+        assert f"127.0.0.1:{port}: refused the key {MALLORY.fingerprint}: it is not in the allow file" in caplog.text
+        assert base64.b64encode(MALLORY.public_bytes).decode() not in caplog.text
+        assert MALLORY.public_bytes.hex() not in caplog.text
+    assert server.names() == ["Ann"]
+
+
+def test_invite_lets_a_key_in_and_reload_takes_a_changed_file(private_server, allow_path):
+    server, clients = private_server
+    console = OperatorConsole(server)
+    assert console.execute(f"/invite {MALLORY.fingerprint} Mal") == [
+        f"Invited {MALLORY.fingerprint}, the name Mal theirs alone: 2 keys let in now."
+    ]
+    assert allow_path.read_text(encoding="utf-8").endswith(f"{MALLORY.fingerprint} Mal  # added by /invite\n")
+    mal = connect(server.server_address, clients, MALLORY, "Mal")
+    ann = connect(server.server_address, clients, ANN, "Ann")
+    mal.say("thanks for the invitation")
+    assert ann.expect(ChatMessage) == ChatMessage("Mal", "thanks for the invitation")
+    assert console.execute(f"/invite {MALLORY.fingerprint}") == [f"{MALLORY.fingerprint} is invited already."]
+
+    allow_path.write_text(f"{ANN.fingerprint} Ann\nbroken\n", encoding="utf-8")
+    assert console.execute("/reload") == [
+        f"The allow file {allow_path}, line 2: 'broken': expected a fingerprint (SHA256:...) or an ssh-ed25519 "
+        "public key",
+        "The allow file was not reloaded: the old list stays.",
+    ]
+    assert server.allowed().admits(MALLORY.fingerprint)
+    allow_path.write_text(f"{ANN.fingerprint} Ann\n", encoding="utf-8")
+    assert server.reload_allow_list() == [
+        f"Reloaded the allow file {allow_path}: 1 key let in.",
+        "Still online, no longer invited (they stay until they leave; /kick to remove): Mal",
+    ]
+    mal.say("still here")  # kept, as ssh keeps its sessions
+    assert ann.expect(ChatMessage) == ChatMessage("Mal", "still here")
+    again = ChatTestClient(server.server_address)
+    clients.append(again)
+    again.identity = MALLORY
+    assert everything_until_closed(again)[-1] == Goodbye(INVITED_ONLY)
+
+
+def test_the_console_without_allow_says_how_to_have_one(running_server):
+    console = OperatorConsole(running_server)
+    for line in ("/reload", f"/invite {ANN.fingerprint}"):
+        assert console.execute(line) == [
+            "This server admits everyone: start it with --allow FILE to admit only the keys in FILE."
+        ]
+    assert console.execute("/invite") == ["Usage: /invite FINGERPRINT [NAME]"]
+
+
+def test_sighup_reads_the_allow_file_again_in_server_py(tmp_path, allow_path):
+    server = procs.start_server(tmp_path, "--allow", str(allow_path))
+    try:
+        server.stdout.expect(f"Admitting only the 1 keys in {allow_path} (SIGHUP or /reload reads it again)")
+        with allow_path.open("a", encoding="utf-8") as file:
+            file.write(f"{MALLORY.fingerprint}\n")
+        server.signal(signal.SIGHUP)
+        server.stderr.expect(re.compile(re.escape(f"INFO Reloaded the allow file {allow_path}: 2 keys let in.")))
+        mal = ChatTestClient(("127.0.0.1", server.port))
+        try:
+            mal.handshake(MALLORY)
+            mal.join("Mal")
+        finally:
+            mal.close()
+    finally:
+        server.kill()
+
+
+def test_a_bad_allow_file_stops_server_py_with_its_line(tmp_path, allow_path):
+    allow_path.write_text(f"{ANN.fingerprint} Ann\nssh-rsa AAAAB3NzaC1yc2E\n", encoding="utf-8")
+    server = procs.Proc(
+        ["server.py", "--host", "127.0.0.1", "--port", "0", "--allow", str(allow_path)], tmp_path / "data"
+    )
+    try:
+        assert server.wait() == 1
+        err = server.stderr.text()
+        assert f"The allow file {allow_path}, line 2: the key cannot be used: its type is ssh-rsa" in err
+        assert "Traceback" not in err
+    finally:
+        server.kill()
+
+
+def test_allow_and_guests_yes_is_a_usage_error(tmp_path, allow_path):
+    server = procs.Proc(["server.py", "--allow", str(allow_path), "--guests", "yes"], tmp_path / "data")
+    try:
+        assert server.wait() == 2
+        assert "--allow admits only the keys in its file: it cannot be used with --guests yes" in server.stderr.text()
+    finally:
+        server.kill()
