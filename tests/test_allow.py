@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -245,3 +246,14 @@ def test_an_invitation_is_added_atomically_keeping_the_files_mode(tmp_path):
         allow.invite(MALLORY.fingerprint, "ann")
     assert not allow.current.admits(MALLORY.fingerprint) and "MALLORY" not in path.read_text(encoding="utf-8")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["allowed"]  # no temporary file left
+
+
+def test_the_example_in_the_readme_reads_as_it_says():
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    example = readme.split("## A private server", 1)[1].split("```\n# KEY", 1)[1].split("\n", 1)[1].split("```", 1)[0]
+    allowed = parse_allow_list(example)
+    assert [(i.fingerprint, i.name) for i in allowed.invitations] == [
+        (RFC8032_FINGERPRINT, "Randall Flagg"),
+        (RFC8032_FINGERPRINT, "Flagg"),
+        (fingerprint_of(PersonKey.from_seed(bytes(range(7, 39))).public_bytes), None),
+    ]
