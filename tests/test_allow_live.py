@@ -13,20 +13,9 @@ import signal
 
 import pytest
 
+from socket_chat import protocol
 from socket_chat.chat.allow import INVITED_ONLY
-from socket_chat.crypto import PersonKey
-from socket_chat.protocol import (
-    ChatMessage,
-    ConnectionClosed,
-    Goodbye,
-    HandshakeComplete,
-    ProofRequest,
-    RateLimit,
-    ServerHello,
-    Username,
-    UsernameDeadline,
-    UsernameRequest,
-)
+from socket_chat.crypto import PersonKey, keystore
 from socket_chat.server.allow_file import AllowFile
 from socket_chat.server.console import OperatorConsole
 from tests import procs
@@ -35,7 +24,6 @@ from tests.helpers import ChatTestClient, key_proof, open_door_limits
 
 ANN = PersonKey.from_seed(bytes(range(32)))
 MALLORY = PersonKey.from_seed(bytes(range(2, 34)))
-FIRST_WORDS = [RateLimit, UsernameDeadline, ProofRequest, UsernameRequest]
 
 
 @pytest.fixture
@@ -71,14 +59,14 @@ def connect(address, clients: list, identity: PersonKey | None = None, name: str
 def everything_until_closed(client: ChatTestClient) -> list:
     """Every event from the start of the handshake to the end of the connection."""
     events = []
-    while not isinstance(event := client.next_event(), ConnectionClosed):
+    while not isinstance(event := client.next_event(), protocol.ConnectionClosed):
         events.append(event)
-        if isinstance(event, ServerHello):
+        if isinstance(event, protocol.ServerHello):
             client.conn.accept_server_key()
-        if isinstance(event, ProofRequest) and client.identity is not None:
+        if isinstance(event, protocol.ProofRequest) and client.identity is not None:
             client.send(key_proof(client.identity, client.conn.session_id))
-        if isinstance(event, UsernameRequest):
-            client.send(Username("Ann"))  # a guest's, or what an unknown key would try next
+        if isinstance(event, protocol.UsernameRequest):
+            client.send(protocol.Username("Ann"))  # a guest's, or what an unknown key would try next
     return events
 
 
@@ -92,9 +80,14 @@ def test_an_outsider_gets_exactly_the_refusal_and_no_chat_data(private_server, i
     clients.append(outsider)
     outsider.identity = identity
     events = everything_until_closed(outsider)
-    assert [type(e) for e in events] == [ServerHello, HandshakeComplete, *FIRST_WORDS, Goodbye]
-    assert events[-1] == Goodbye(INVITED_ONLY)
-    assert events[5] == UsernameRequest("Please enter a username.")
+    assert [type(e) for e in events[:2]] == [protocol.ServerHello, protocol.HandshakeComplete]
+    assert events[2:] == [  # every message after the handshake: nothing of the chat
+        server.limits.rate_limit_message(),
+        protocol.UsernameDeadline(300),
+        protocol.ProofRequest(),
+        protocol.UsernameRequest("Please enter a username."),
+        protocol.Goodbye(INVITED_ONLY),
+    ]
     port = outsider.sock.getsockname()[1]
     if identity is None:
         assert f"127.0.0.1:{port}: refused a guest (no key)" in caplog.text
@@ -115,7 +108,7 @@ def test_invite_lets_a_key_in_and_reload_takes_a_changed_file(private_server, al
     mal = connect(server.server_address, clients, MALLORY, "Mal")
     ann = connect(server.server_address, clients, ANN, "Ann")
     mal.say("thanks for the invitation")
-    assert ann.expect(ChatMessage) == ChatMessage("Mal", "thanks for the invitation")
+    assert ann.expect(protocol.ChatMessage) == protocol.ChatMessage("Mal", "thanks for the invitation")
     assert console.execute(f"/invite {MALLORY.fingerprint}") == [f"{MALLORY.fingerprint} is invited already."]
 
     allow_path.write_text(f"{ANN.fingerprint} Ann\nbroken\n", encoding="utf-8")
@@ -131,11 +124,11 @@ def test_invite_lets_a_key_in_and_reload_takes_a_changed_file(private_server, al
         "Still online, no longer invited (they stay until they leave; /kick to remove): Mal",
     ]
     mal.say("still here")  # kept, as ssh keeps its sessions
-    assert ann.expect(ChatMessage) == ChatMessage("Mal", "still here")
+    assert ann.expect(protocol.ChatMessage) == protocol.ChatMessage("Mal", "still here")
     again = ChatTestClient(server.server_address)
     clients.append(again)
     again.identity = MALLORY
-    assert everything_until_closed(again)[-1] == Goodbye(INVITED_ONLY)
+    assert everything_until_closed(again)[-1] == protocol.Goodbye(INVITED_ONLY)
 
 
 def test_the_console_without_allow_says_how_to_have_one(running_server):
@@ -148,19 +141,27 @@ def test_the_console_without_allow_says_how_to_have_one(running_server):
 
 
 def test_sighup_reads_the_allow_file_again_in_server_py(tmp_path, allow_path):
+    """client.py refused (its line, exit 1), the file changed, SIGHUP, then let in."""
     server = procs.start_server(tmp_path, "--allow", str(allow_path))
+    identity = tmp_path / "mal.pem"
+    mal_key, _ = keystore.load_or_create_person_key(identity)
     try:
         server.stdout.expect(f"Admitting only the 1 keys in {allow_path} (SIGHUP or /reload reads it again)")
+        refused = procs.start_client(tmp_path, server.port, "mal", "--name", "Mal", "--identity", str(identity))
+        try:
+            assert refused.wait() == 1
+            assert INVITED_ONLY in refused.stdout.text() + refused.stderr.text()
+        finally:
+            refused.kill()
         with allow_path.open("a", encoding="utf-8") as file:
-            file.write(f"{MALLORY.fingerprint}\n")
+            file.write(f"{mal_key.fingerprint} Mal\n")
         server.signal(signal.SIGHUP)
         server.stderr.expect(re.compile(re.escape(f"INFO Reloaded the allow file {allow_path}: 2 keys let in.")))
-        mal = ChatTestClient(("127.0.0.1", server.port))
+        mal = procs.start_client(tmp_path, server.port, "mal", "--name", "Mal", "--identity", str(identity))
         try:
-            mal.handshake(MALLORY)
-            mal.join("Mal")
+            mal.stdout.expect(re.compile(r"You are Mal\."))
         finally:
-            mal.close()
+            mal.kill()
     finally:
         server.kill()
 
