@@ -103,8 +103,11 @@ def test_the_line_an_invitation_adds_reads_back_as_it():
     assert line == f"{ANN.fingerprint} Ann  # added\n"
     [invitation] = parse_allow_list(line).invitations
     assert (invitation.fingerprint, invitation.name, invitation.comment) == (ANN.fingerprint, "Ann", "added")
-    with pytest.raises(AllowListError, match="is not a fingerprint"):
-        invitation_line("SHA256:nope")
+    for fingerprint, name in (("SHA256:nope", None), ("ssh-ed25519", "AAAAC3NzaC1lZDI1NTE5 Ann")):
+        with pytest.raises(AllowListError, match="is not a fingerprint"):
+            invitation_line(fingerprint, name)
+    with pytest.raises(AllowListError, match="cannot hold '#'"):
+        invitation_line(ANN.fingerprint, "Ann #1")
 
 
 # --- the session's rules -----------------------------------------------------

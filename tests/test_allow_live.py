@@ -131,13 +131,22 @@ def test_invite_lets_a_key_in_and_reload_takes_a_changed_file(private_server, al
     assert everything_until_closed(again)[-1] == protocol.Goodbye(INVITED_ONLY)
 
 
-def test_the_console_without_allow_says_how_to_have_one(running_server):
+def test_the_console_without_allow_says_how_to_have_one_and_marks_guests(running_server):
     console = OperatorConsole(running_server)
     for line in ("/reload", f"/invite {ANN.fingerprint}"):
         assert console.execute(line) == [
             "This server admits everyone: start it with --allow FILE to admit only the keys in FILE."
         ]
     assert console.execute("/invite") == ["Usage: /invite FINGERPRINT [NAME]"]
+    clients: list[ChatTestClient] = []
+    try:
+        connect(running_server.server_address, clients, ANN, "Ann")
+        connect(running_server.server_address, clients, None, "bob")  # a guest
+        shown = console.execute("/users")
+        assert shown[0] == "2 online:" and shown[1].startswith("  Ann (") and shown[2].startswith("  bob (guest) (")
+    finally:
+        for client in clients:
+            client.close()
 
 
 def test_sighup_reads_the_allow_file_again_in_server_py(tmp_path, allow_path):

@@ -115,8 +115,13 @@ def invitation_line(fingerprint: str, name: str | None = None, comment: str = ""
     ``/invite`` appends it, newline included.
 
     Raises:
-        AllowListError: (line 0) not a fingerprint, or not a valid username.
+        AllowListError: (line 0) not a fingerprint (an OpenSSH key is not
+            taken here: its fingerprint is), or not a valid username.
     """
+    if not crypto.FINGERPRINT_PATTERN.fullmatch(fingerprint):
+        raise AllowListError(0, f"{fingerprint[:60]!r} is not a fingerprint: SHA256: and 43 base64 characters")
+    if name is not None and "#" in name:
+        raise AllowListError(0, "a name in the allow file cannot hold '#': it would start a comment")
     invitation = _parse_line(f"{fingerprint} {name or ''}", 0)
     assert invitation is not None  # a fingerprint was given, or _parse_line raised
     written = f"{invitation.fingerprint} {invitation.name}" if invitation.name else invitation.fingerprint
