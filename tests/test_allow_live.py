@@ -155,7 +155,7 @@ def test_sighup_reads_the_allow_file_again_in_server_py(tmp_path, allow_path):
     identity = tmp_path / "mal.pem"
     mal_key, _ = keystore.load_or_create_person_key(identity)
     try:
-        server.stdout.expect(f"Admitting only the 1 keys in {allow_path} (SIGHUP or /reload reads it again)")
+        server.stdout.expect(f"Admitting only the keys in {allow_path} (1 listed; SIGHUP or /reload reads it again)")
         refused = procs.start_client(tmp_path, server.port, "mal", "--name", "Mal", "--identity", str(identity))
         try:
             assert refused.wait() == 1

@@ -1,7 +1,7 @@
 """The server's command line: ``python server.py``, ``socket-chat-server``
 or ``python -m socket_chat.server`` (``--help`` for the options).
 
-It reads the options, the key file, the message of the day and the
+It reads the options, the key file, the message of the day, the allow file and the
 cluster's address, then runs a ``ChatServer`` (with the operator console
 when started in a terminal) until Ctrl-C or SIGTERM.
 """
@@ -383,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     if allow is not None:
         # As sshd's: SIGHUP reads the file again (without --allow it still ends the server, as before).
         signal.signal(signal.SIGHUP, lambda signum, frame: _reload_in_background(server))
-        print(f"Admitting only the {len(allow.current)} keys in {args.allow} (SIGHUP or /reload reads it again)")
+        listed = len(allow.current)
+        print(f"Admitting only the keys in {args.allow} ({listed} listed; SIGHUP or /reload reads it again)")
     print(f"Server key fingerprint: {server.fingerprint}", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)
     with contextlib.ExitStack() as console_terminal:
