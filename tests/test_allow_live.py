@@ -98,7 +98,8 @@ def test_an_outsider_gets_exactly_the_refusal_and_no_chat_data(private_server, i
     assert server.names() == ["Ann"]
 
 
-def test_invite_lets_a_key_in_and_reload_takes_a_changed_file(private_server, allow_path):
+def test_invite_lets_a_key_in_and_reload_takes_a_changed_file(private_server, allow_path, caplog):
+    caplog.set_level(logging.INFO, logger="chat.server")
     server, clients = private_server
     console = OperatorConsole(server)
     assert console.execute(f"/invite {MALLORY.fingerprint} Mal") == [
@@ -118,6 +119,11 @@ def test_invite_lets_a_key_in_and_reload_takes_a_changed_file(private_server, al
         "The allow file was not reloaded: the old list stays.",
     ]
     assert server.allowed().admits(MALLORY.fingerprint)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        f"The allow file {allow_path}, line 2: 'broken': expected a fingerprint (SHA256:...) or an ssh-ed25519 "
+        "public key; the allow file was not reloaded: the old list stays."
+    ]
     allow_path.write_text(f"{ANN.fingerprint} Ann\n", encoding="utf-8")
     assert server.reload_allow_list() == [
         f"Reloaded the allow file {allow_path}: 1 key let in.",
