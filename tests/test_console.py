@@ -48,7 +48,15 @@ def test_console_say_users_help_and_unknown(running_server, connect):
         assert client.expect(Notice) == Notice("Notice from the operator: maintenance at noon")
     shown = operator.execute("/users")
     assert shown[0] == "2 online:" and shown[1].startswith("  Alice (") and shown[2].startswith("  Bob (")
-    assert [line.split()[0] for line in operator.execute("/help")] == ["/help", "/users", "/kick", "/say", "/quit"]
+    assert [line.split()[0] for line in operator.execute("/help")] == [
+        "/help",
+        "/users",
+        "/kick",
+        "/say",
+        "/reload",
+        "/invite",
+        "/quit",
+    ]
     assert operator.execute("/frobnicate") == ["Unknown command /frobnicate. Type /help for the commands."]
     assert operator.execute("   ") == []
     with pytest.raises(ConsoleQuit):
@@ -154,6 +162,15 @@ class FakeControls:
     def notify_all(self, text: str) -> None:
         self.notices.append(text)
 
+    def guests(self) -> set[str]:
+        return {"carol"}
+
+    def reload_allow_list(self) -> list[str]:
+        return ["reloaded"]
+
+    def invite(self, fingerprint: str, name: str | None = None) -> list[str]:
+        return [f"invited {fingerprint} {name}"]
+
     def shutdown(self) -> None:
         self.stopped = True
 
@@ -166,7 +183,7 @@ def test_the_console_asks_only_its_server_controls(capsys):
         "3 online:",
         "  Alice (1 min, away: lunch)",
         "  Bo Jo (1 min)",
-        "  carol (1 min, away)",
+        "  carol (guest) (1 min, away)",
     ]
     assert operator.execute("/kick bo jo flooding") == ["Kicked bo jo."]  # a name with a space, any case
     assert operator.execute("/kick CAROL") == ["CAROL is on another server of the cluster: kick them there."]

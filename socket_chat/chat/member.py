@@ -23,6 +23,7 @@ from typing import Any
 
 from socket_chat import crypto, protocol
 from socket_chat.chat import names
+from socket_chat.chat.allow import INVITED_ONLY, NAME_RESERVED, AllowList
 from socket_chat.chat.limits import Clock, Limits, TokenBucket
 from socket_chat.chat.presentation import excerpt, printable_text
 from socket_chat.chat.room import Member, Membership, Room, user_list_messages
@@ -87,6 +88,11 @@ class MemberSession:
         peer: the connection's address, for the log.
         log_messages: log the text of public lines (else their length).
         clock: monotonic time, for flood control.
+        allowed: the server's allow list now (``--allow``), or None: anyone
+            may join. A key not on it, or a guest, is turned away
+            (``INVITED_ONLY``) at its proof or its first ``Username``,
+            before any name is taken and before anything of the chat is
+            told; a name it reserves is taken by its key alone.
 
     Attributes:
         membership: the place in the room, from the username accepted
@@ -107,6 +113,7 @@ class MemberSession:
         peer: str = "",
         log_messages: bool = False,
         clock: Clock = time.monotonic,
+        allowed: Callable[[], AllowList | None] | None = None,
     ) -> None:
         self.room, self.member, self.limits = room, member, limits
         self._tell = tell
@@ -122,6 +129,7 @@ class MemberSession:
         self.fingerprint: str | None = None
         self._session_id: bytes | None = None  # given to start(): proofs are taken
         self._proof_tried = False
+        self._allowed = allowed or _anyone
 
     @property
     def stage(self) -> Stage:
@@ -193,12 +201,21 @@ class MemberSession:
             self._end(PROOF_FAILED)
         else:
             log.info("%s: proved the key %s", self.peer, self.fingerprint)
+            allowed = self._allowed()
+            if allowed is not None and not allowed.admits(self.fingerprint):
+                log.warning("%s: refused the key %s: it is not in the allow file", self.peer, self.fingerprint)
+                self.fingerprint = None
+                self._end(INVITED_ONLY)
 
     def _end(self, goodbye: str) -> None:
         self.goodbye = goodbye
         self._stage = Stage.ENDED
 
     def _choose(self, event: protocol.Username) -> None:
+        if self.fingerprint is None and self._allowed() is not None:
+            log.warning("%s: refused a guest (no key): this server admits only invited people", self.peer)
+            self._end(INVITED_ONLY)
+            return
         if self.fingerprint is None and not self.limits.guests:
             self._end(GUESTS_REFUSED)
             return
@@ -217,6 +234,10 @@ class MemberSession:
         except names.NameRefused as refused:
             if ask_again:
                 self._tell(protocol.UsernameRequest(USERNAME_INVALID.format(reason=refused.reason)))
+            return None
+        if not self._may_use(name):
+            if ask_again:
+                self._tell(protocol.UsernameRequest(f"{NAME_RESERVED} Please enter another username."))
             return None
         membership = self.room.join(self.member, name, self.fingerprint)
         if membership is None:
@@ -289,6 +310,8 @@ class MemberSession:
             return
         if name == self._me.name:
             self._tell(protocol.Notice(f"You are already called {name}."))  # nobody else is told
+        elif not self._may_use(name):
+            self._tell(protocol.ErrorNotice(f"The username {name} belongs to someone else."))
         elif self.room.rename(self._me, name):
             log.info("%s: now known as %s", self.peer, name)
         elif holder := self._look_alike_holder(name):
@@ -358,6 +381,12 @@ class MemberSession:
         holder = self.room.holder(name)
         return holder if holder is not None and holder.casefold() != name.casefold() else None
 
+    def _may_use(self, name: str) -> bool:
+        """Whether the allow list leaves ``name`` (and its look-alikes) to
+        this person: reserved for no key, or for theirs."""
+        allowed = self._allowed()
+        return allowed is None or allowed.may_use(name, self.fingerprint)
+
     def _admit(self, text: str) -> bool:
         """Whether a line of text from the person may go out; if not, they are
         told why, so that nothing is dropped in silence."""
@@ -388,6 +417,11 @@ class MemberSession:
             )
             return False
         return True
+
+
+def _anyone() -> AllowList | None:
+    """No allow list: a server open to all."""
+    return None
 
 
 def recipient_name(raw: str) -> str | None:

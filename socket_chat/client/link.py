@@ -10,7 +10,6 @@ the client: ``raise_if_ended``.
 from __future__ import annotations
 
 import argparse
-import re
 import socket
 import time
 from collections.abc import Callable
@@ -257,7 +256,7 @@ def trust_server(link: ServerLink, args: argparse.Namespace, terminal: Terminal)
         terminal.show(note)
 
 
-FINGERPRINT_PATTERN = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
+FINGERPRINT_PATTERN = crypto.FINGERPRINT_PATTERN  # what a pasted answer must look like
 CONFIRM_PROMPT = "Are you sure you want to continue connecting (yes/no/[fingerprint])? "
 CONFIRM_AGAIN = "Please type 'yes', 'no' or the fingerprint: "
 

@@ -59,8 +59,8 @@ from socket_chat.crypto.handshake import (
     derive_session_keys,
     transcript_hash,
 )
-from socket_chat.crypto.identity import RSA as RSA
 from socket_chat.crypto.identity import (
+    FINGERPRINT_PATTERN,
     RSA_KEY_BITS,
     export_private_key,
     export_public_key,
@@ -72,7 +72,8 @@ from socket_chat.crypto.identity import (
     unwrap_key,
     wrap_key,
 )
-from socket_chat.crypto.person import KEY_TYPE, PersonKey, person_fingerprint, verify_proof
+from socket_chat.crypto.identity import RSA as RSA
+from socket_chat.crypto.person import KEY_TYPE, PersonKey, openssh_public_key, person_fingerprint, verify_proof
 from socket_chat.crypto.records import MAX_SEQUENCE as MAX_SEQUENCE
 from socket_chat.crypto.records import TAG_SIZE, RecordOpener, RecordSealer
 from socket_chat.crypto.rng import random_bytes
@@ -93,6 +94,7 @@ __all__ = [
     "import_private_key",
     "export_public_key",
     "import_public_key",
+    "FINGERPRINT_PATTERN",
     "fingerprint",
     "fingerprints_equal",
     "wrap_key",
@@ -106,6 +108,7 @@ __all__ = [
     "random_bytes",
     "KEY_TYPE",
     "PersonKey",
+    "openssh_public_key",
     "person_fingerprint",
     "verify_proof",
     "UnsupportedKeyError",

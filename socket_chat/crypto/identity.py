@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 
 from Cryptodome.Cipher import PKCS1_OAEP
 from Cryptodome.Hash import SHA256
@@ -28,6 +29,7 @@ __all__ = [
     "import_private_key",
     "export_public_key",
     "import_public_key",
+    "FINGERPRINT_PATTERN",
     "fingerprint",
     "fingerprints_equal",
     "wrap_key",
@@ -97,6 +99,10 @@ def import_public_key(der: bytes) -> RSA.RsaKey:
     if key.size_in_bits() < 2048:
         raise KeyFormatError("not an RSA public key of at least 2048 bits")
     return key
+
+
+#: A fingerprint as ``fingerprint`` writes it: ``SHA256:`` and 43 base64 characters.
+FINGERPRINT_PATTERN = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 
 
 def fingerprint(public_key_der: bytes) -> str:

@@ -34,6 +34,7 @@ __all__ = [
     "data_dir",
     "check_safe_path",
     "create_private_file",
+    "replace_file",
     "load_or_create_identity_key",
     "load_or_create_person_key",
     "KnownHosts",
@@ -260,6 +261,34 @@ def create_private_file(path: Path, what: str, data: bytes = b"") -> None:
         file.write(data)
 
 
+def replace_file(path: Path, text: str, what: str, mode: int = 0o600) -> None:
+    """Write ``text`` (UTF-8) as the whole of ``path``: a new file beside it
+    under a fresh name (mkstemp: never an existing file or a planted link),
+    given ``mode``, then renamed over it, so a reader sees the old file or
+    the new one, whole. The directory is made (0700) if missing, and checked
+    (``check_safe_path``) once it exists.
+
+    Raises:
+        KeyFileError: the file or its directory cannot be written, or others
+            could change them.
+    """
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        check_safe_path(path, what)  # again: someone else may have made the directory first
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise KeyFileError(f"Cannot write the {what} {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            os.fchmod(file.fileno(), mode)
+            file.write(text)
+        os.replace(temporary, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise KeyFileError(f"Cannot write the {what} {path}: {exc.strerror or exc}") from None
+
+
 # --- known hosts: trust on first use, as ssh does ----------------------------
 
 
@@ -293,20 +322,7 @@ class KnownHosts:
                 others could change them.
         """
         kept = [f"{h} {f}\n" for h, f in self._entries() if h != host_id]
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            check_safe_path(self.path, "known hosts file")  # again: someone else may have made the directory first
-            fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        except OSError as exc:
-            raise KeyFileError(f"Cannot write the known hosts file {self.path}: {exc.strerror or exc}") from None
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                file.writelines([*kept, f"{host_id} {fingerprint}\n"])
-            os.replace(temporary, self.path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise KeyFileError(f"Cannot write the known hosts file {self.path}: {exc.strerror or exc}") from None
+        replace_file(self.path, "".join([*kept, f"{host_id} {fingerprint}\n"]), "known hosts file")
 
     def _entries(self) -> list[tuple[str, str]]:
         check_safe_path(self.path, "known hosts file")

@@ -16,6 +16,8 @@ as an OpenSSH public key. The signing and the verifying are pycryptodomex's
 
 from __future__ import annotations
 
+import base64
+import binascii
 import struct
 
 from Cryptodome.PublicKey import ECC
@@ -32,6 +34,7 @@ __all__ = [
     "PROOF_CONTEXT",
     "PersonKey",
     "ssh_key_blob",
+    "openssh_public_key",
     "person_fingerprint",
     "proof_message",
     "verify_proof",
@@ -110,6 +113,28 @@ def ssh_key_blob(public_key: bytes) -> bytes:
     ``ssh-ed25519``, string of the 32 bytes, each behind a u32 length."""
     name = KEY_TYPE.encode("ascii")
     return _SSH_STRING.pack(len(name)) + name + _SSH_STRING.pack(len(public_key)) + public_key
+
+
+def openssh_public_key(key_type: str, encoded: str) -> bytes:
+    """The 32-byte key of an OpenSSH public key line's two first words
+    (``ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI...``, as in a ``.pub`` file or
+    ``authorized_keys``): the base64 of ``ssh_key_blob``, nothing more.
+
+    Raises:
+        UnsupportedKeyError: a key type other than ``ssh-ed25519``.
+        KeyFormatError: ``encoded`` is not base64 of an ``ssh-ed25519`` blob
+            (or its type inside is not the one outside).
+    """
+    if key_type != KEY_TYPE:
+        raise UnsupportedKeyError(f"its type is {key_type}, and only {KEY_TYPE} keys are taken")
+    try:
+        blob = base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        raise KeyFormatError(f"the {KEY_TYPE} key is not base64") from None
+    public_key = blob[-PUBLIC_KEY_SIZE:]
+    if len(blob) != len(ssh_key_blob(bytes(PUBLIC_KEY_SIZE))) or blob != ssh_key_blob(public_key):
+        raise KeyFormatError(f"the base64 does not hold an {KEY_TYPE} key")
+    return public_key
 
 
 def person_fingerprint(public_key: bytes) -> str:

@@ -19,10 +19,12 @@ import time
 
 from socket_chat import cli, protocol, transport
 from socket_chat import crypto as crypto_utils
+from socket_chat.chat.allow import AllowList
 from socket_chat.chat.limits import Limits
 from socket_chat.chat.room import DEFAULT_HISTORY, Cluster, Room
 from socket_chat.protocol import Notice, ServerIdentity
 from socket_chat.server import admission
+from socket_chat.server.allow_file import AllowFile, AllowFileError
 from socket_chat.server.handler import SHUTDOWN_GRACE, ClientHandler, server_full
 from socket_chat.server.sender import Sender
 from socket_chat.server.store import SqliteStore
@@ -38,7 +40,13 @@ REFUSALS = {
     admission.Why.STARTUPS: "The server is busy with new connections. Try again in a few seconds.",
 }
 
+NO_ALLOW_FILE = "This server admits everyone: start it with --allow FILE to admit only the keys in FILE."
+
 log = logging.getLogger("chat.server")
+
+
+def _keys(count: int) -> str:
+    return "1 key" if count == 1 else f"{count} keys"
 
 
 class ChatServer:
@@ -51,8 +59,10 @@ class ChatServer:
             the connections and wait for their threads, then write what the
             history store still has queued and close it. ``with`` calls it.
         who(), away_messages(), names(), locate(name), kick(name, reason),
-            notify_all(text): what the operator console may ask
+            notify_all(text), guests(), reload_allow_list(),
+            invite(fingerprint, name): what the operator console may ask
             (``console.ServerControls``).
+        allowed(): the allow list now (``--allow``), or None: open to all.
 
     Attributes:
         handler_class: what serves one connection (as socketserver's
@@ -87,7 +97,9 @@ class ChatServer:
         motd: str = "",
         cluster: Cluster | None = None,
         store: SqliteStore | None = None,
+        allow: AllowFile | None = None,
     ) -> None:
+        self.allow = allow  # --allow: only its keys get in
         self.identity = ServerIdentity.of(identity_key)
         self.limits = limits
         self.handshaking: contextlib.AbstractContextManager[object] = threading.Lock()
@@ -200,6 +212,53 @@ class ChatServer:
         log.info("%s kicked by the operator%s", membership.name, because)
         membership.member.close(f"You were kicked by the operator{because}")
         return True
+
+    def guests(self) -> set[str]:
+        """The names of the guests online (no key proved)."""
+        return self.room.guests()
+
+    def allowed(self) -> AllowList | None:
+        """The allow list now, or None if the server admits anyone."""
+        return None if self.allow is None else self.allow.current
+
+    def reload_allow_list(self) -> list[str]:
+        """Read the allow file again (SIGHUP, the console's /reload); what
+        happened, as lines for the operator, logged too. If the file cannot
+        be used the old list stays. Members already in stay whether their
+        key is still listed or not, as ssh keeps its sessions; the lines
+        name them, for /kick."""
+        if self.allow is None:
+            return [NO_ALLOW_FILE]
+        try:
+            allowed = self.allow.reload()
+        except AllowFileError as exc:
+            log.warning("%s; the allow file was not reloaded: the old list stays.", exc)
+            return [f"{exc}", "The allow file was not reloaded: the old list stays."]
+        lines = [f"Reloaded the allow file {self.allow.path}: {_keys(len(allowed))} let in."]
+        log.info("%s", lines[0])
+        return lines + self._no_longer_invited(allowed)
+
+    def invite(self, fingerprint: str, name: str | None = None) -> list[str]:
+        """Let ``fingerprint`` in (reserving ``name`` for it): a line added
+        to the allow file, which is then in force; lines for the operator."""
+        if self.allow is None:
+            return [NO_ALLOW_FILE]
+        try:
+            added = self.allow.invite(fingerprint, name)
+        except AllowFileError as exc:
+            return [f"Not invited: {exc}"]
+        if not added:
+            return [f"{fingerprint} is invited already{f' with the name {name}' if name else ''}."]
+        reserved = f", the name {name} theirs alone" if name else ""
+        log.info("Invited %s%s, in %s", fingerprint, reserved, self.allow.path)
+        return [f"Invited {fingerprint}{reserved}: {_keys(len(self.allow.current))} let in now."]
+
+    def _no_longer_invited(self, allowed: AllowList) -> list[str]:
+        members = [self.room.find(name) for name in self.room.names()]
+        gone = [m.name for m in members if m is not None and not allowed.admits(m.fingerprint)]
+        if not gone:
+            return []
+        return [f"Still online, no longer invited (they stay until they leave; /kick to remove): {', '.join(gone)}"]
 
     def notify_all(self, text: str) -> None:
         """A notice from the operator to every member."""

@@ -1,7 +1,7 @@
 """The server's command line: ``python server.py``, ``socket-chat-server``
 or ``python -m socket_chat.server`` (``--help`` for the options).
 
-It reads the options, the key file, the message of the day and the
+It reads the options, the key file, the message of the day, the allow file and the
 cluster's address, then runs a ``ChatServer`` (with the operator console
 when started in a terminal) until Ctrl-C or SIGTERM.
 """
@@ -27,6 +27,7 @@ from socket_chat.chat.presentation import printable_text
 from socket_chat.chat.room import DEFAULT_HISTORY
 from socket_chat.crypto import keystore
 from socket_chat.server import descriptors, store
+from socket_chat.server.allow_file import AllowFile, AllowFileError
 from socket_chat.server.app import ChatServer
 from socket_chat.server.console import COMMANDS as CONSOLE_COMMANDS
 from socket_chat.server.console import OperatorConsole, console_wanted, on_terminal, run_console
@@ -95,15 +96,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--guests",
         type=yes_or_no,
-        default=Limits().guests,
+        default=None,
         metavar="yes|no",
         help="let in people whose client proves no key (older clients, scripts), shown as guests; "
-        "no: only people with a key (default: yes)",
+        "no: only people with a key (default: yes, or no with --allow)",
+    )
+    parser.add_argument(
+        "--allow",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a private server: only the keys listed in FILE get in (one a line: a fingerprint or an "
+        "ssh-ed25519 public key, then a name kept for it alone, then # a comment); read again on SIGHUP "
+        "and the console's /reload. Implies --guests no",
     )
     _add_store_options(parser.add_argument_group("the history on disk"))
     _add_limit_options(parser.add_argument_group("limits"))
     _add_cluster_options(parser.add_argument_group("cluster (several servers, one chat, over Redis)"))
     args = parser.parse_args(argv)
+    if args.allow is not None and args.guests:
+        parser.error("--allow admits only the keys in its file: it cannot be used with --guests yes")
+    args.guests = Limits().guests if args.guests is None else args.guests
+    args.guests = args.guests and args.allow is None
     if args.max_message_bytes > MAX_MESSAGE_BYTES_CEILING:
         parser.error(f"--max-message-bytes can be at most {MAX_MESSAGE_BYTES_CEILING} (one frame)")
     if args.cluster and args.store not in (None, NO_STORE):
@@ -363,6 +377,13 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _reload_in_background(server: ChatServer) -> None:
+    """SIGHUP: read the allow file again, in a thread of its own (a signal
+    handler runs in the middle of the main thread's work; the reload logs
+    what happened)."""
+    threading.Thread(target=server.reload_allow_list, name="reload", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -370,9 +391,10 @@ def main(argv: list[str] | None = None) -> int:
     key_path = args.key or keystore.data_dir() / "server_key.pem"
     try:
         motd = read_motd(args.motd)
+        allow = None if args.allow is None else AllowFile(args.allow)
         key = keystore.load_or_create_identity_key(key_path)
         room_cluster = join_cluster(args)
-    except (keystore.KeyFileError, MotdFileError) as exc:
+    except (keystore.KeyFileError, MotdFileError, AllowFileError) as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
     except ClusterError as exc:
@@ -398,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
                 motd=motd,
                 cluster=room_cluster,
                 store=history_store,
+                allow=allow,
             )
         except (descriptors.DescriptorLimitError, store.StoreError) as exc:
             print(exc, file=sys.stderr)
@@ -410,6 +433,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Listening at {transport.format_address(*server.server_address)}")
     if room_cluster is not None:
         print(f"Cluster: {room_cluster.describe()}")
+    if allow is not None:
+        # As sshd's: SIGHUP reads the file again (without --allow it still ends the server, as before).
+        signal.signal(signal.SIGHUP, lambda signum, frame: _reload_in_background(server))
+        listed = len(allow.current)
+        print(f"Admitting only the keys in {args.allow} ({listed} listed; SIGHUP or /reload reads it again)")
     print(f"Server key fingerprint: {server.fingerprint}", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)
     with contextlib.ExitStack() as console_terminal:

@@ -19,6 +19,7 @@ from typing import Protocol, TextIO
 
 from socket_chat.chat.commands import Command, CommandTable
 from socket_chat.chat.presentation import format_duration, printable_text, split_name
+from socket_chat.protocol import GUEST_MARK
 from socket_chat.tty import Terminal
 
 __all__ = [
@@ -63,6 +64,18 @@ class ServerControls(Protocol):
 
     def notify_all(self, text: str) -> None: ...
 
+    def guests(self) -> set[str]:
+        """The names of the guests online (no key proved)."""
+        ...
+
+    def reload_allow_list(self) -> list[str]:
+        """Read the allow file again (``--allow``); what happened."""
+        ...
+
+    def invite(self, fingerprint: str, name: str | None = None) -> list[str]:
+        """Add ``fingerprint`` (reserving ``name``) to the allow file; what happened."""
+        ...
+
     def shutdown(self) -> None:
         """Stop serving (the caller of ``serve_forever`` then says goodbye)."""
         ...
@@ -98,9 +111,10 @@ class OperatorConsole:
         members = self.server.who()
         if not members:
             return ["No one is online."]
-        away = self.server.away_messages()
+        away, guests = self.server.away_messages(), self.server.guests()
         return [f"{len(members)} online:"] + [
-            f"  {printable_text(name)} ({format_duration(seconds)}{_away_note(away, name)})"
+            f"  {printable_text(name)}{GUEST_MARK if name in guests else ''}"
+            f" ({format_duration(seconds)}{_away_note(away, name)})"
             for name, seconds in members
         ]
 
@@ -121,6 +135,15 @@ class OperatorConsole:
         self.server.notify_all(argument)
         return ["Notice sent."]
 
+    def reload(self, argument: str) -> list[str]:
+        return self.server.reload_allow_list()
+
+    def invite(self, argument: str) -> list[str]:
+        fingerprint, _, name = argument.strip().partition(" ")
+        if not fingerprint:
+            return ["Usage: /invite FINGERPRINT [NAME]"]
+        return self.server.invite(fingerprint, name.strip() or None)
+
     def quit(self, argument: str) -> list[str]:
         raise ConsoleQuit()
 
@@ -139,6 +162,13 @@ COMMANDS: CommandTable[OperatorConsole, list[str]] = CommandTable(
         Command("/users", "", "who is online, and for how long", OperatorConsole.users),
         Command("/kick", "NAME [REASON]", "disconnect NAME, telling them why", OperatorConsole.kick),
         Command("/say", "TEXT", "send a notice to everyone", OperatorConsole.say),
+        Command("/reload", "", "read the allow file (--allow) again, as SIGHUP does", OperatorConsole.reload),
+        Command(
+            "/invite",
+            "FINGERPRINT [NAME]",
+            "let a key in (NAME: a name for it alone), adding it to the allow file",
+            OperatorConsole.invite,
+        ),
         Command("/quit", "", "stop the server (everyone is told)", OperatorConsole.quit),
     ]
 )

@@ -86,7 +86,13 @@ class ClientHandler:
         self._frame_began: float | None = None
         self._gate: contextlib.AbstractContextManager[object] = contextlib.nullcontext()  # see _handshake
         self.session = MemberSession(
-            server.room, self, self.limits, self._tell, peer=self.peer, log_messages=server.log_messages
+            server.room,
+            self,
+            self.limits,
+            self._tell,
+            peer=self.peer,
+            log_messages=server.log_messages,
+            allowed=server.allowed,
         )
 
     # What the room calls (room.Member).
