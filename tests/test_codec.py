@@ -66,6 +66,8 @@ def test_codec_type_numbers_are_the_specs():
         "EchoOwnLines": 0x21,
         "ProofRequest": 0x22,
         "KeyProof": 0x23,
+        "WhoisRequest": 0x24,
+        "WhoisReply": 0x25,
     }
 
 

@@ -112,7 +112,9 @@ def test_ctrl_c_stops_the_server_and_leaves_the_terminal_as_it_was(operator, joi
 def test_completion_of_console_lines():
     names = ["Alice", "alfred", "Bob"]
     assert complete("/k", names) == ["/kick "]
-    assert complete("/", names) == ["/help ", "/users ", "/kick ", "/say ", "/reload ", "/invite ", "/quit "]
+    assert complete("/", names) == [
+        *["/help ", "/users ", "/kick ", "/say ", "/reload ", "/invite ", "/release ", "/quit "]
+    ]
     assert complete("/kick al", names) == ["/kick Alice ", "/kick alfred "]
     assert complete("/KICK B", names) == ["/KICK Bob "]
     assert complete("/say B", names) == []

@@ -10,7 +10,7 @@ import socket
 import pytest
 
 from socket_chat import crypto as crypto_utils
-from socket_chat.chat.member import USERNAME_TAKEN
+from socket_chat.chat.allow import NAME_RESERVED
 from socket_chat.server import app as chat_server
 from tests import procs
 
@@ -203,12 +203,12 @@ def test_server_ending_as_the_chat_starts_is_a_failure(server, tmp_path):
 def test_taken_username_on_a_pipe_ends_the_client_with_the_reason(server, open_client):
     join_and_wait(server, open_client("randall"), "Randall Flagg")
     second = open_client("second")
-    join(second, "randall flagg")  # names are compared case-insensitively
+    join(second, "randall flagg")  # names are compared case-insensitively; the first key registered it
     second.send("this line must not become a username")
 
     assert second.wait() != 0
     errors = second.stderr.text()
-    assert USERNAME_TAKEN in errors
+    assert NAME_RESERVED in errors
     assert "Traceback" not in errors
 
 

@@ -101,7 +101,7 @@ def test_me_nick_users_and_quit_with_a_parting_line(server, randall_and_jaime):
     randall.stdout.expect("* Jaime Lannister is now known as Jaime.")
     jaime.stdout.expect("* Jaime Lannister is now known as Jaime.")
     jaime.send("/nick randall flagg")
-    jaime.stdout.expect("Error: The username randall flagg is taken.")
+    jaime.stdout.expect("Error: The username randall flagg belongs to someone else.")  # Randall's key's
     jaime.send("/users")
     jaime.stdout.expect("* 2 online:")
     jaime.stdout.expect(re.compile(r"^  Jaime \(\d+ s\)$"))
@@ -280,7 +280,7 @@ def test_taken_name_option_on_a_pipe_exits_with_the_reason(server, open_client):
 
     assert second.wait() == 1
     errors = second.stderr.text()
-    assert "That username is taken." in errors and "giving up" in errors
+    assert "That username belongs to someone else." in errors and "giving up" in errors
     assert "Traceback" not in errors
 
 

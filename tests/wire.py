@@ -96,6 +96,7 @@ CLIENT_MESSAGES = [
     EchoOwnLines(),
     KeyProof("ssh-ed25519", bytes(range(32)), bytes(range(64))),
     KeyProof("", b"", b""),
+    protocol.WhoisRequest("Zoë"),
     Goodbye("leaving"),  # last: nothing may follow it
 ]
 SERVER_MESSAGES = [
@@ -123,6 +124,8 @@ SERVER_MESSAGES = [
     UsernameDeadline(300),
     EchoOwnLines(),
     ProofRequest(),
+    protocol.WhoisReply("Zoë", "away", 3600, "SHA256:" + "A" * 43, 1764100000, "gone fishing"),
+    protocol.WhoisReply("Zoë", "online", 5, "", 0, ""),
     Goodbye("Server is shutting down."),  # last: nothing may follow it
 ]
 SERVER_ONLY = [

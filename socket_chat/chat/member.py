@@ -26,6 +26,7 @@ from socket_chat.chat import names
 from socket_chat.chat.allow import INVITED_ONLY, NAME_RESERVED, AllowList
 from socket_chat.chat.limits import Clock, Limits, TokenBucket
 from socket_chat.chat.presentation import excerpt, printable_text
+from socket_chat.chat.registrations import Registrations, Taken
 from socket_chat.chat.room import Member, Membership, Room, user_list_messages
 
 __all__ = [
@@ -40,12 +41,22 @@ __all__ = [
     "USERNAME_INVALID",
     "USERNAME_LOOKS_TAKEN",
     "USERNAME_TAKEN",
+    "NAME_AT_CAP",
+    "UNKNOWN_KEY",
+    "WHOIS_NO_ONE",
     "MemberSession",
     "Stage",
     "recipient_name",
 ]
 
 ASK_USERNAME = "Please enter a username."
+WHOIS_NO_ONE = "No one called {name} is online, and no key has that name registered."
+#: A WhoisReply's fingerprint for a member on another server of the cluster.
+UNKNOWN_KEY = "unknown"
+NAME_AT_CAP = (
+    "The name {name} is yours while you are online, but it is not registered: your key holds {cap} names "
+    "already, the most it may."
+)
 USERNAME_TAKEN = "That username is taken. Please enter another username."
 #: ``reason``: a ``names.NameRefused`` reason, "mixes Cyrillic and Latin letters".
 USERNAME_INVALID = "That is not a valid username: it {reason}. Please enter another username."
@@ -93,6 +104,8 @@ class MemberSession:
             (``INVITED_ONLY``) at its proof or its first ``Username``,
             before any name is taken and before anything of the chat is
             told; a name it reserves is taken by its key alone.
+        registrations: the server's registered names (registrations.py),
+            or None: names belong to no one once their holder leaves.
 
     Attributes:
         membership: the place in the room, from the username accepted
@@ -114,6 +127,7 @@ class MemberSession:
         log_messages: bool = False,
         clock: Clock = time.monotonic,
         allowed: Callable[[], AllowList | None] | None = None,
+        registrations: Registrations | None = None,
     ) -> None:
         self.room, self.member, self.limits = room, member, limits
         self._tell = tell
@@ -130,6 +144,7 @@ class MemberSession:
         self._session_id: bytes | None = None  # given to start(): proofs are taken
         self._proof_tried = False
         self._allowed = allowed or _anyone
+        self._registrations = registrations
 
     @property
     def stage(self) -> Stage:
@@ -248,6 +263,7 @@ class MemberSession:
                 )
         else:
             log.info("%s joined from %s", name, self.peer)
+            self._register(name)
         return membership
 
     def _choose_first(self, event: protocol.Event) -> None:
@@ -314,6 +330,7 @@ class MemberSession:
             self._tell(protocol.ErrorNotice(f"The username {name} belongs to someone else."))
         elif self.room.rename(self._me, name):
             log.info("%s: now known as %s", self.peer, name)
+            self._register(name)
         elif holder := self._look_alike_holder(name):
             self._tell(protocol.ErrorNotice(f"The username {name} looks the same as {holder}, who is online."))
         else:
@@ -327,6 +344,36 @@ class MemberSession:
             return
         for message in user_list_messages(self.room.who(), self.room.away_messages(), self.room.guests()):
             self._tell(message)
+
+    def _whois(self, request: protocol.WhoisRequest) -> None:
+        """``/whois NAME``: who is online under the name, or whose key it is."""
+        if not self._within_rate("it was not answered"):
+            return
+        wanted = recipient_name(request.name)
+        here = None if wanted is None else self.room.find(wanted)
+        holder = here.name if here is not None else None if wanted is None else self.room.cluster.locate(wanted)
+        held = None if wanted is None or self._registrations is None else self._registrations.lookup(wanted)
+        if holder is None:
+            if held is None:
+                self._tell(protocol.ErrorNotice(WHOIS_NO_ONE.format(name=excerpt(request.name, 40))))
+            else:
+                self._tell(protocol.WhoisReply(held.name, "offline", 0, held.fingerprint, held.registered_at, ""))
+            return
+        if here is not None:
+            fingerprint = here.fingerprint or ""
+        else:  # on another server of the cluster: its key is not known here
+            fingerprint = "" if holder in self.room.guests() else UNKNOWN_KEY
+        away = self.room.away_message(holder)
+        self._tell(
+            protocol.WhoisReply(
+                holder,
+                "online" if away is None else "away",
+                min(dict(self.room.who()).get(holder, 0), 0xFFFFFFFF),
+                fingerprint,
+                held.registered_at if held is not None and held.fingerprint == fingerprint else 0,
+                "" if away is None else away[1],
+            )
+        )
 
     def _set_away(self, request: protocol.Away) -> None:
         """``/away [MESSAGE]``: shown in /users, and to whoever writes to
@@ -382,10 +429,24 @@ class MemberSession:
         return holder if holder is not None and holder.casefold() != name.casefold() else None
 
     def _may_use(self, name: str) -> bool:
-        """Whether the allow list leaves ``name`` (and its look-alikes) to
-        this person: reserved for no key, or for theirs."""
+        """Whether ``name`` (and its look-alikes) is left to this person:
+        reserved by the allow list and registered for no key, or for theirs."""
         allowed = self._allowed()
-        return allowed is None or allowed.may_use(name, self.fingerprint)
+        if allowed is not None and not allowed.may_use(name, self.fingerprint):
+            return False
+        return self._registrations is None or self._registrations.may_use(name, self.fingerprint)
+
+    def _register(self, name: str) -> None:
+        """The name taken (at join or /nick) becomes the key's, if it can."""
+        if self._registrations is None:
+            return
+        # Registered without a word (the README says so, /whois shows it):
+        # a line at every new name would be noise; the cap is told.
+        taken = self._registrations.take(name, self.fingerprint)
+        if taken is Taken.REGISTERED:
+            log.info("%s: registered %s to %s", self.peer, name, self.fingerprint)
+        elif taken is Taken.AT_CAP:
+            self._tell(protocol.Notice(NAME_AT_CAP.format(name=name, cap=self._registrations.cap)))
 
     def _admit(self, text: str) -> bool:
         """Whether a line of text from the person may go out; if not, they are
@@ -457,6 +518,7 @@ RULES: dict[Stage, dict[type, Rule]] = {
         protocol.UserListRequest: MemberSession._list_users,
         protocol.Away: MemberSession._set_away,
         protocol.Back: MemberSession._back,
+        protocol.WhoisRequest: MemberSession._whois,
         protocol.Goodbye: MemberSession._part,
     },
 }

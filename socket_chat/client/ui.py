@@ -52,6 +52,8 @@ from socket_chat.protocol import (
     UserListRequest,
     UserParted,
     Welcome,
+    WhoisReply,
+    WhoisRequest,
 )
 
 # --- what the client remembers -------------------------------------------------
@@ -281,7 +283,27 @@ def _notice_text(event) -> str | None:
         )
     if isinstance(event, Notice):
         return clean(event.text)
+    if isinstance(event, WhoisReply):
+        return whois_text(event)
     return None
+
+
+def whois_text(reply: WhoisReply) -> str:
+    """``alice: online for 5 minutes, key SHA256:..., registered since 2026-12-06.``"""
+    clean = printable_text
+    if reply.state == "offline":
+        state = "offline"
+    else:
+        state = f"online for {format_duration(reply.online)}"
+        if reply.state == "away":
+            state += f", away: {clean(reply.away)}" if reply.away else ", away"
+    key = f"key {clean(reply.fingerprint)}" if reply.fingerprint else "a guest (no key)"
+    registered = (
+        f"registered since {time.strftime('%Y-%m-%d', time.localtime(reply.registered_at))}"
+        if reply.registered_at
+        else "not registered"
+    )
+    return f"{clean(reply.name)}: {state}, {key}, {registered}."
 
 
 def _render_private(event: PrivateMessage, session: Session | None, style: Style) -> str:
@@ -373,6 +395,11 @@ def _users(ctx: Context, argument: str) -> None:
     ctx.send(UserListRequest())
 
 
+def _whois(ctx: Context, argument: str) -> None:
+    _needs(argument, "/whois")
+    ctx.send(WhoisRequest(argument.strip()))
+
+
 def _msg(ctx: Context, argument: str) -> None:
     _needs(argument, "/msg")
     name, text = split_name(argument, ctx.session.names())
@@ -441,6 +468,7 @@ COMMANDS: CommandTable[Context, None] = CommandTable(
     [
         Command("/help", "", "list the commands", _help),
         Command("/users", "", "who is online, and for how long", _users),
+        Command("/whois", "NAME", "whose key a name is, and since when; online or not", _whois),
         Command("/msg", "NAME TEXT", "a private message to NAME only", _msg),
         Command("/reply", "TEXT", "answer the last private message", _reply),
         Command("/me", "ACTION", "show * NAME ACTION to everyone", _me),

@@ -97,6 +97,8 @@ from socket_chat.protocol.messages import (
     UsernameRequest,
     UserParted,
     Welcome,
+    WhoisReply,
+    WhoisRequest,
 )
 from socket_chat.protocol.state import ConnectionState
 
@@ -151,6 +153,8 @@ __all__ = [
     "EchoOwnLines",
     "ProofRequest",
     "KeyProof",
+    "WhoisReply",
+    "WhoisRequest",
     "ClientConnection",
     "ServerConnection",
     "ServerIdentity",

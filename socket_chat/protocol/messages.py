@@ -56,6 +56,8 @@ __all__ = [
     "EchoOwnLines",
     "ProofRequest",
     "KeyProof",
+    "WhoisReply",
+    "WhoisRequest",
     "MESSAGE_TYPES",
     "CLIENT_SENDS",
     "SERVER_SENDS",
@@ -422,6 +424,37 @@ class KeyProof(Message):
     signature: bytes = field(repr=False)
 
 
+# Added with registered names (PROTOCOL.md, "Registered names"): an older
+# server does not know a WhoisRequest and answers it with an ErrorNotice
+# (a type it cannot read), which a client shows as any other.
+
+
+@dataclass(frozen=True)
+class WhoisRequest(Message):
+    """Client: who is ``name`` (``/whois NAME``)?"""
+
+    TYPE: ClassVar[int] = 0x24
+    name: str
+
+
+@dataclass(frozen=True)
+class WhoisReply(Message):
+    """Server: the answer to a ``WhoisRequest``. ``name``: as held online,
+    else as registered; ``state``: ``online``, ``away`` or ``offline``;
+    ``online``: whole seconds online (0 offline); ``fingerprint``: the key
+    of whoever is online under the name (empty: a guest), else the
+    registration's; ``registered_at``: Unix time of the registration, 0 if
+    the name is not registered; ``away``: the away message (maybe empty)."""
+
+    TYPE: ClassVar[int] = 0x25
+    name: str
+    state: str
+    online: int
+    fingerprint: str
+    registered_at: int
+    away: str
+
+
 #: Every message class by its type byte.
 MESSAGE_TYPES: Mapping[int, type[Message]] = {
     cls.TYPE: cls
@@ -457,6 +490,8 @@ MESSAGE_TYPES: Mapping[int, type[Message]] = {
         EchoOwnLines,
         ProofRequest,
         KeyProof,
+        WhoisRequest,
+        WhoisReply,
     )
 }
 # Read each class's field specs now, so that a field of a type the wire
@@ -480,6 +515,7 @@ CLIENT_SENDS: frozenset[type[Message]] = frozenset(
         Back,
         EchoOwnLines,
         KeyProof,
+        WhoisRequest,
     }
 )
 #: The messages a server may send: all but the client's own, and the two

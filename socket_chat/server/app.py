@@ -21,6 +21,8 @@ from socket_chat import cli, protocol, transport
 from socket_chat import crypto as crypto_utils
 from socket_chat.chat.allow import AllowList
 from socket_chat.chat.limits import Limits
+from socket_chat.chat.presentation import printable_text
+from socket_chat.chat.registrations import Registrations
 from socket_chat.chat.room import DEFAULT_HISTORY, Cluster, Room
 from socket_chat.protocol import Notice, ServerIdentity
 from socket_chat.server import admission
@@ -40,6 +42,7 @@ REFUSALS = {
     admission.Why.STARTUPS: "The server is busy with new connections. Try again in a few seconds.",
 }
 
+NO_REGISTRATIONS = "This server registers no names (they are not, with --cluster): there is nothing to release."
 NO_ALLOW_FILE = "This server admits everyone: start it with --allow FILE to admit only the keys in FILE."
 
 log = logging.getLogger("chat.server")
@@ -60,7 +63,7 @@ class ChatServer:
             history store still has queued and close it. ``with`` calls it.
         who(), away_messages(), names(), locate(name), kick(name, reason),
             notify_all(text), guests(), reload_allow_list(),
-            invite(fingerprint, name): what the operator console may ask
+            invite(fingerprint, name), release(name): what the operator console may ask
             (``console.ServerControls``).
         allowed(): the allow list now (``--allow``), or None: open to all.
 
@@ -98,8 +101,10 @@ class ChatServer:
         cluster: Cluster | None = None,
         store: SqliteStore | None = None,
         allow: AllowFile | None = None,
+        registrations: Registrations | None = None,
     ) -> None:
         self.allow = allow  # --allow: only its keys get in
+        self.registrations = registrations  # registered names, or None: none are (registrations.py)
         self.identity = ServerIdentity.of(identity_key)
         self.limits = limits
         self.handshaking: contextlib.AbstractContextManager[object] = threading.Lock()
@@ -252,6 +257,16 @@ class ChatServer:
         reserved = f", the name {name} theirs alone" if name else ""
         log.info("Invited %s%s, in %s", fingerprint, reserved, self.allow.path)
         return [f"Invited {fingerprint}{reserved}: {_keys(len(self.allow.current))} let in now."]
+
+    def release(self, name: str) -> list[str]:
+        """Free a registered name (the console's /release); lines for the operator."""
+        if self.registrations is None:
+            return [NO_REGISTRATIONS]
+        released = self.registrations.release(name)
+        if released is None:
+            return [f"No key has the name {printable_text(name)} registered."]
+        log.info("Released the name %s (registered to %s) for the operator", released.name, released.fingerprint)
+        return [f"Released {printable_text(released.name)}: it was registered to {released.fingerprint}."]
 
     def _no_longer_invited(self, allowed: AllowList) -> list[str]:
         members = [self.room.find(name) for name in self.room.names()]

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from socket_chat import cli, protocol, transport
 from socket_chat.chat.limits import Limits, Startups, startups_type
 from socket_chat.chat.presentation import printable_text
+from socket_chat.chat.registrations import DEFAULT_EXPIRY_DAYS, Registrations
 from socket_chat.chat.room import DEFAULT_HISTORY
 from socket_chat.crypto import keystore
 from socket_chat.server import descriptors, store
@@ -150,6 +151,15 @@ def _add_store_options(group: argparse._ArgumentGroup) -> None:
         help=f"drop stored lines older than N days; 0: keep them for ever (default: {DEFAULT_KEEP_DAYS})",
     )
     group.add_argument(
+        "--name-expiry",
+        type=count_type("--name-expiry"),
+        default=DEFAULT_EXPIRY_DAYS,
+        metavar="DAYS",
+        help="a registered name not used for DAYS is free again; 0: never (default: "
+        f"{DEFAULT_EXPIRY_DAYS}). Names are kept in the store's file; in memory only with --store none "
+        "or --history 0; not registered at all with --cluster",
+    )
+    group.add_argument(
         "--keep-messages",
         type=cli.positive(int, "--keep-messages"),
         default=None,
@@ -174,6 +184,14 @@ def open_store(args: argparse.Namespace) -> store.SqliteStore | None:
         kept += f", the last {args.keep_messages} lines at most"
     log.info("History kept in %s (%s; --store none keeps nothing)", path, kept)
     return opened
+
+
+def registrations_from(args: argparse.Namespace, opened: store.SqliteStore | None) -> Registrations | None:
+    """The registered names: kept in the store's file, or in memory only
+    without one; none with --cluster (the servers would not agree on them)."""
+    if args.cluster:
+        return None
+    return Registrations(opened, expiry_days=args.name_expiry)
 
 
 def _add_cluster_options(group: argparse._ArgumentGroup) -> None:
@@ -421,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
                 cluster=room_cluster,
                 store=history_store,
                 allow=allow,
+                registrations=registrations_from(args, history_store),
             )
         except (descriptors.DescriptorLimitError, store.StoreError) as exc:
             print(exc, file=sys.stderr)

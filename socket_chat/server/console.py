@@ -76,6 +76,10 @@ class ServerControls(Protocol):
         """Add ``fingerprint`` (reserving ``name``) to the allow file; what happened."""
         ...
 
+    def release(self, name: str) -> list[str]:
+        """Free the registered name ``name`` (and its look-alikes); what happened."""
+        ...
+
     def shutdown(self) -> None:
         """Stop serving (the caller of ``serve_forever`` then says goodbye)."""
         ...
@@ -144,6 +148,11 @@ class OperatorConsole:
             return ["Usage: /invite FINGERPRINT [NAME]"]
         return self.server.invite(fingerprint, name.strip() or None)
 
+    def release(self, argument: str) -> list[str]:
+        if not argument.strip():
+            return ["Usage: /release NAME"]
+        return self.server.release(argument.strip())
+
     def quit(self, argument: str) -> list[str]:
         raise ConsoleQuit()
 
@@ -168,6 +177,12 @@ COMMANDS: CommandTable[OperatorConsole, list[str]] = CommandTable(
             "FINGERPRINT [NAME]",
             "let a key in (NAME: a name for it alone), adding it to the allow file",
             OperatorConsole.invite,
+        ),
+        Command(
+            "/release",
+            "NAME",
+            "free a registered name: any key may take it (and register it) again",
+            OperatorConsole.release,
         ),
         Command("/quit", "", "stop the server (everyone is told)", OperatorConsole.quit),
     ]

@@ -93,6 +93,7 @@ class ClientHandler:
             peer=self.peer,
             log_messages=server.log_messages,
             allowed=server.allowed,
+            registrations=server.registrations,
         )
 
     # What the room calls (room.Member).

@@ -21,6 +21,12 @@ written) is a ``StoreError`` whose message is the line for the operator.
 What goes wrong while running (a full disk, an I/O error) is one warning in
 the log; the chat goes on with its history in memory, and the lines not
 stored are counted (``unstored``, logged again at close).
+
+The same file keeps the registered names (``chat.registrations``; the
+``names`` table, schema 2): read once at start, and each change queued and
+written by the same thread in the same commits. A registration made less
+than a commit interval before a crash may be lost: the name is then free
+again, and the next key to take it registers it.
 """
 
 from __future__ import annotations
@@ -31,10 +37,11 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from socket_chat.chat.registrations import Registration
 from socket_chat.crypto import keystore
 from socket_chat.protocol import HistoryMessage
 
@@ -69,6 +76,10 @@ MIGRATIONS: list[list[str]] = [
         "CREATE TABLE messages (id INTEGER PRIMARY KEY, sent_at INTEGER NOT NULL,"
         " sender TEXT NOT NULL, kind TEXT NOT NULL, text TEXT NOT NULL)",
         "CREATE INDEX messages_sent_at ON messages (sent_at)",
+    ],
+    [  # 2: registered names (chat.registrations), by the name as registered
+        "CREATE TABLE names (name TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,"
+        " registered_at INTEGER NOT NULL, used_at INTEGER NOT NULL)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -142,6 +153,9 @@ class SqliteStore:
         self._wake = threading.Event()
         self._stopping = False
         self._recent: list[HistoryMessage] = []
+        # Registered names to write: (name, the registration or None: drop it).
+        self._names: collections.deque[tuple[str, Registration | None]] = collections.deque()
+        self._registered: list[Registration] = []
         self._ready = threading.Event()
         self._start_error: StoreError | None = None
         self._thread = threading.Thread(target=self._run, name="history store", daemon=True)
@@ -177,6 +191,24 @@ class SqliteStore:
 
     def recent(self, count: int) -> list[HistoryMessage]:
         return self._recent[-count:] if count > 0 else []
+
+    # Methods for the registrations (chat.registrations.RegistrationStore).
+
+    def registrations(self) -> list[Registration]:
+        return list(self._registered)
+
+    def save_registration(self, registration: Registration) -> None:
+        self._queue_name(registration.name, registration)
+
+    def drop_registration(self, name: str) -> None:
+        self._queue_name(name, None)
+
+    def _queue_name(self, name: str, registration: Registration | None) -> None:
+        with self._lock:
+            if self._failed or len(self._names) >= self._capacity:
+                self._unstored += 1
+                return
+            self._names.append((name, registration))
 
     # Methods for the server.
 
@@ -246,8 +278,9 @@ class SqliteStore:
 
     def _write_queued(self, db: sqlite3.Connection) -> None:
         with self._lock:
-            batch = list(self._queue)
+            batch, named = list(self._queue), list(self._names)
             self._queue.clear()
+            self._names.clear()
             overflowed, self._overflowed = self._overflowed, False
         if overflowed and not self._overflow_told:
             self._overflow_told = True
@@ -257,9 +290,9 @@ class SqliteStore:
                 self.path,
                 self.unstored,
             )
-        if batch and not self._guarded(db, lambda db: self._insert(db, batch)):
+        if (batch or named) and not self._guarded(db, lambda db: self._insert(db, batch, named)):
             with self._lock:
-                self._unstored += len(batch)
+                self._unstored += len(batch) + len(named)
 
     def _guarded(self, db: sqlite3.Connection, work: Callable[[sqlite3.Connection], None]) -> bool:
         """Run ``work`` in one transaction. A failure (full disk, I/O error)
@@ -273,9 +306,10 @@ class SqliteStore:
         except sqlite3.Error as exc:
             with self._lock:
                 self._failed = True
-                unstored = self._unstored + len(self._queue)
+                unstored = self._unstored + len(self._queue) + len(self._names)
                 self._unstored = unstored
                 self._queue.clear()
+                self._names.clear()
             log.warning(
                 "The history store %s failed: %s. The chat goes on; its history is kept in memory only "
                 "from now on (the lines not stored are counted and logged at the end).",
@@ -285,11 +319,22 @@ class SqliteStore:
             return False
 
     @staticmethod
-    def _insert(db: sqlite3.Connection, batch: list[HistoryMessage]) -> None:
+    def _insert(
+        db: sqlite3.Connection, batch: list[HistoryMessage], named: Sequence[tuple[str, Registration | None]] = ()
+    ) -> None:
         db.executemany(
             "INSERT INTO messages (sent_at, sender, kind, text) VALUES (?, ?, ?, ?)",
             [(entry.sent_at, entry.sender, entry.kind, entry.text) for entry in batch],
         )
+        for name, registration in named:  # in order: a drop after a save of the same name wins
+            if registration is None:
+                db.execute("DELETE FROM names WHERE name = ?", (name,))
+            else:
+                r = registration
+                db.execute(
+                    "INSERT OR REPLACE INTO names (name, fingerprint, registered_at, used_at) VALUES (?, ?, ?, ?)",
+                    (r.name, r.fingerprint, r.registered_at, r.used_at),
+                )
 
     def _prune(self, db: sqlite3.Connection) -> None:
         """Drop what the retention no longer keeps."""
@@ -339,6 +384,8 @@ class SqliteStore:
                 migrate(db, self.path)
                 self._prune(db)
             self._recent = self._read_recent(db)
+            rows = db.execute("SELECT name, fingerprint, registered_at, used_at FROM names").fetchall()
+            self._registered = [Registration(str(n), str(f), int(r), int(u)) for n, f, r, u in rows]
             return db
         except BaseException:
             db.close()
