@@ -90,6 +90,7 @@ def test_help_has_one_line_per_command_from_the_table():
         ("/me waves", ActionLine("waves")),
         ("/nick Annie", NickRequest("Annie")),
         ("/users", UserListRequest()),
+        ("/whois  Ann ", protocol.WhoisRequest("Ann")),
         ("/MSG Bob case does not matter", PrivateLine("Bob", "case does not matter")),
     ],
 )
@@ -98,7 +99,7 @@ def test_commands_send_typed_messages(line, sent):
     assert recorder.sent == [sent] and recorder.errors == []
 
 
-@pytest.mark.parametrize("line", ["/msg", "/msg Bob", "/me", "/nick", "/ignore", "/unignore", "/reply"])
+@pytest.mark.parametrize("line", ["/msg", "/msg Bob", "/me", "/nick", "/ignore", "/unignore", "/reply", "/whois"])
 def test_command_without_its_argument_shows_its_usage(line):
     recorder = Recorder().run(line)
     assert recorder.sent == []

@@ -18,7 +18,9 @@ from socket_chat.chat.registrations import DAY, Registration, Registrations, Tak
 from socket_chat.chat.room import Room
 from socket_chat.client.ui import whois_text
 from socket_chat.crypto import PersonKey
+from socket_chat.server import command_line
 from socket_chat.server import store as store_module
+from socket_chat.server.app import NO_REGISTRATIONS
 from socket_chat.server.console import OperatorConsole
 from socket_chat.server.store import SqliteStore
 from tests.conftest import start_server, stop_server
@@ -243,5 +245,24 @@ def test_a_registration_survives_a_restart_on_the_same_store_and_the_operator_ca
         bob.send(protocol.NickRequest("Ann"))
         assert bob.expect(protocol.NickChanged) == protocol.NickChanged("Bob", "Ann")
         bob.close()
+    finally:
+        stop_server(chat, thread)
+
+
+def test_the_options_registrations_in_the_store_in_memory_without_one_none_in_a_cluster():
+    args = command_line.parse_args(["--name-expiry", "7", "--store", "none"])
+    table = command_line.registrations_from(args, None)
+    assert table is not None and table._expiry == 7 * DAY
+    assert command_line.parse_args([]).name_expiry == 180
+    clustered = command_line.parse_args(["--cluster", "redis://127.0.0.1:1"])
+    assert command_line.registrations_from(clustered, None) is None
+
+
+def test_release_on_the_console_needs_a_name_and_a_server_without_registrations_says_so(identity_key):
+    chat, thread = start_server(identity_key)
+    try:
+        console = OperatorConsole(chat)
+        assert console.execute("/release") == ["Usage: /release NAME"]
+        assert console.execute("/release Ann") == [NO_REGISTRATIONS]
     finally:
         stop_server(chat, thread)

@@ -112,7 +112,9 @@ class Registrations:
         """The registration of ``name`` or a look-alike, if one is in force
         (a lapsed one is dropped here)."""
         with self._lock:
-            return self._current(names.key(name))
+            registration, lapsed = self._current(names.key(name))
+        self._drop(lapsed)
+        return registration
 
     def may_use(self, name: str, fingerprint: str | None) -> bool:
         """Whether ``fingerprint`` (None: a guest) may take ``name``: it is
@@ -129,16 +131,18 @@ class Registrations:
         now = int(self._clock())
         with self._lock:
             key = names.key(name)
-            held = self._current(key)
+            held, lapsed = self._current(key)
             if held is not None:
                 assert held.fingerprint == fingerprint, "take() after may_use() said no"
                 registration, taken = replace(held, used_at=now), Taken.RENEWED
             elif sum(r.fingerprint == fingerprint and not self._lapsed(r) for r in self._by_key.values()) >= self.cap:
-                return Taken.AT_CAP
+                registration, taken = None, Taken.AT_CAP
             else:
                 registration, taken = Registration(name, fingerprint, now, now), Taken.REGISTERED
-            self._by_key[key] = registration
-        if self._store is not None:
+            if registration is not None:
+                self._by_key[key] = registration
+        self._drop(lapsed)  # the store is called with no lock of ours held
+        if registration is not None and self._store is not None:
             self._store.save_registration(registration)
         return taken
 
@@ -147,9 +151,8 @@ class Registrations:
         had, or None if it had none."""
         with self._lock:
             registration = self._by_key.pop(names.key(name), None)
-        if registration is not None and self._store is not None:
-            self._store.drop_registration(registration.name)
-        return registration
+        self._drop(registration)
+        return None if registration is None or self._lapsed(registration) else registration
 
     def held_by(self, fingerprint: str) -> list[Registration]:
         """The registrations of one key, oldest first."""
@@ -157,15 +160,19 @@ class Registrations:
             held = [r for r in self._by_key.values() if r.fingerprint == fingerprint]
         return sorted(held, key=lambda r: r.registered_at)
 
-    def _current(self, key: str) -> Registration | None:
-        """Under the lock: the registration of ``key``, unless it lapsed."""
+    def _current(self, key: str) -> tuple[Registration | None, Registration | None]:
+        """Under the lock: (the registration of ``key`` in force, or None;
+        the one that lapsed, taken out here, for ``_drop``)."""
         registration = self._by_key.get(key)
         if registration is None or not self._lapsed(registration):
-            return registration
+            return registration, None
         del self._by_key[key]
-        if self._store is not None:
+        return None, registration
+
+    def _drop(self, registration: Registration | None) -> None:
+        """Tell the store a registration is gone (outside the lock)."""
+        if registration is not None and self._store is not None:
             self._store.drop_registration(registration.name)
-        return None
 
     def _lapsed(self, registration: Registration) -> bool:
         return bool(self._expiry) and self._clock() - registration.used_at >= self._expiry
