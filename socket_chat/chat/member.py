@@ -349,15 +349,16 @@ class MemberSession:
         """``/whois NAME``: who is online under the name, or whose key it is."""
         if not self._within_rate("it was not answered"):
             return
-        wanted = recipient_name(request.name)
+        wanted = recipient_name(request.name)  # None: no name at all, nobody is looked up
         here = None if wanted is None else self.room.find(wanted)
-        holder = here.name if here is not None else None if wanted is None else self.room.cluster.locate(wanted)
-        held = None if wanted is None or self._registrations is None else self._registrations.lookup(wanted)
+        holder = here.name if here is not None else self.room.cluster.locate(wanted) if wanted else None
+        held = self._registrations.lookup(wanted) if wanted and self._registrations else None
+        if holder is None and held is None:
+            self._tell(protocol.ErrorNotice(WHOIS_NO_ONE.format(name=excerpt(request.name, 40))))
+            return
         if holder is None:
-            if held is None:
-                self._tell(protocol.ErrorNotice(WHOIS_NO_ONE.format(name=excerpt(request.name, 40))))
-            else:
-                self._tell(protocol.WhoisReply(held.name, "offline", 0, held.fingerprint, held.registered_at, ""))
+            assert held is not None
+            self._tell(protocol.WhoisReply(held.name, "offline", 0, held.fingerprint, held.registered_at, ""))
             return
         if here is not None:
             fingerprint = here.fingerprint or ""
