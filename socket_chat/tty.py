@@ -24,10 +24,6 @@ import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import ctypes  # imported when used: a platform may lack it
 
 __all__ = ["Terminal", "HISTORY_LENGTH"]
 
@@ -312,12 +308,21 @@ class Terminal:
         the lock."""
         return self._drawing or (self._prompt is not None and self._line_accepted())
 
-    def error(self, text: str) -> None:
-        with self._lock:
+    def error(self, text: str, wait: bool = True) -> bool:
+        """Print ``text`` on stderr, the line being typed erased first. With
+        ``wait`` False (a signal handler, which may have interrupted this
+        thread amid a write of its own, holding the lock), print nothing if
+        the terminal is busy; True if it was printed."""
+        if not self._lock.acquire(blocking=wait):
+            return False
+        try:
             if self._prompt is not None:
                 _write(self._erasing_input())
                 self._input_erased = True  # the end of the session: not drawn again
             print(text, file=sys.stderr, flush=True)
+            return True
+        finally:
+            self._lock.release()
 
     def read_line(self, prompt: str, remember: bool = True) -> str:
         """The next line typed; kept in readline's history if ``remember``.

@@ -46,8 +46,9 @@ def converse(link: ServerLink, display: Display, reconnect: bool = False) -> int
         # Raised on every repeat until the main thread stops listening: one
         # raised inside a readline hook (prompt drawing, Tab) is swallowed
         # by readline, and the next one must still get through.
-        if wakeable.is_set():
-            receiver.report_end()  # here, between two keys if readline reads
+        # Not while this thread is amid a write of its own (it holds the
+        # terminal's lock): the signal comes again a moment later.
+        if wakeable.is_set() and receiver.report_end(wait=False):  # here, between two keys if readline reads
             raise ServerEnded
 
     signal.signal(WAKE_SIGNAL, wake)

@@ -117,15 +117,21 @@ class Receiver(threading.Thread):
         self.reconnectable = self.reconnect and (not isinstance(event, Goodbye) or event.reason == SERVER_SHUTTING_DOWN)
         self._server_ended(f"{reason} {RECONNECTING}" if self.reconnectable else reason)
 
-    def report_end(self) -> None:
+    def report_end(self, wait: bool = True) -> bool:
         """In the main thread: tell the person the server ended the session
-        (once), keeping the line being typed for after a reconnection."""
+        (once), keeping the line being typed for after a reconnection. With
+        ``wait`` False (the wake-up signal's handler), False if the terminal
+        was amid a write of this thread's: the signal comes again."""
         with self._end_lock:
             if self._reported or not self.ended_by_server:
-                return
+                return True
+        typed = self.terminal.typed_text()
+        if not self.terminal.error(self._end_reason, wait=wait):
+            return False
+        with self._end_lock:
             self._reported = True
-        self.typed = self.terminal.typed_text()
-        self.terminal.error(self._end_reason)
+        self.typed = typed
+        return True
 
     def leave(self) -> bool:
         """Claim the end for the person. False if the server ended first."""
