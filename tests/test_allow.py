@@ -14,9 +14,17 @@ from pathlib import Path
 import pytest
 
 from socket_chat import protocol
-from socket_chat.chat.allow import INVITED_ONLY, AllowList, AllowListError, invitation_line, parse_allow_list
+from socket_chat.chat.allow import (
+    INVITED_ONLY,
+    NAME_RESERVED,
+    AllowList,
+    AllowListError,
+    invitation_line,
+    parse_allow_list,
+)
 from socket_chat.chat.limits import Limits
 from socket_chat.chat.member import Stage
+from socket_chat.chat.registrations import Registrations, Taken
 from socket_chat.chat.room import Room
 from socket_chat.crypto import PersonKey
 from socket_chat.server.allow_file import AllowFile, AllowFileError
@@ -260,3 +268,33 @@ def test_the_example_in_the_readme_reads_as_it_says():
         (RFC8032_FINGERPRINT, "Flagg"),
         (fingerprint_of(PersonKey.from_seed(bytes(range(7, 39))).public_bytes), None),
     ]
+
+
+def test_a_name_the_allow_file_keeps_is_its_keys_though_another_registered_it_first(room, allowed):
+    """Bob registered Ann's name before the operator kept it for Ann: the
+    allow file decides, so the name is locked away from neither of them,
+    and it does not count against Ann's registrations."""
+    table = Registrations()
+    assert table.take("Ann", BOB.fingerprint) is Taken.REGISTERED
+    bob = Person(room, Limits(guests=False), allowed=lambda: allowed, registrations=table)
+    bob.session.start(session_id=SESSION)
+    bob.heard()
+    assert bob.send(key_proof(BOB, SESSION), protocol.Username("Ann")) == [
+        protocol.UsernameRequest(f"{NAME_RESERVED} Please enter another username.")
+    ]
+    ann = Person(room, Limits(guests=False), allowed=lambda: allowed, registrations=table)
+    ann.session.start(session_id=SESSION)
+    ann.send(key_proof(ANN, SESSION), protocol.Username("Ann"))
+    assert ann.session.stage is Stage.CHATTING and room.names() == ["Ann"]
+    assert table.held_by(ANN.fingerprint) == []
+
+
+def test_a_key_that_a_reload_took_out_after_its_proof_is_refused_at_its_username(room, allowed):
+    current = [allowed]
+    bob = Person(room, Limits(guests=False), allowed=lambda: current[0])
+    bob.session.start(session_id=SESSION)
+    bob.send(key_proof(BOB, SESSION))
+    assert bob.session.stage is Stage.NAMING  # invited when it proved its key
+    current[0] = parse_allow_list(f"{ANN.fingerprint} Ann\n")  # /reload: Bob is no longer listed
+    assert bob.send(protocol.Username("Bob")) == []
+    assert bob.session.goodbye == INVITED_ONLY and room.names() == []

@@ -55,6 +55,13 @@ class FakeStore:
 # --- the table ------------------------------------------------------------------
 
 
+def test_a_name_another_key_registered_between_the_check_and_the_taking_stays_theirs():
+    table = Registrations()
+    assert table.take("Ann", ANN.fingerprint) is Taken.REGISTERED
+    assert table.take("ann", BOB.fingerprint) is Taken.OTHERS  # a race, not a crash in a reader thread
+    assert table.lookup("Ann").fingerprint == ANN.fingerprint
+
+
 def test_the_first_key_registers_a_name_and_its_look_alikes_and_no_one_else_may_use_them():
     clock, kept = FakeClock(), FakeStore()
     table = Registrations(kept, clock=clock)

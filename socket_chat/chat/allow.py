@@ -86,16 +86,20 @@ class AllowList:
         """Whether the key ``fingerprint`` is invited (None, a guest, never is)."""
         return fingerprint in self._fingerprints
 
+    def owner(self, name: str) -> str | None:
+        """The fingerprint of the key ``name`` (or a look-alike) is reserved
+        for, or None if it is reserved for no key."""
+        held = self._reserved.get(names.key(name))
+        return None if held is None else held.fingerprint
+
     def may_use(self, name: str, fingerprint: str | None) -> bool:
         """Whether the key ``fingerprint`` may take ``name``: one reserved
-        for no key (by its ``names.key``), or for this one."""
-        held = self._reserved.get(names.key(name))
-        return held is None or held.fingerprint == fingerprint
+        for no key, or for this one."""
+        return self.owner(name) in (None, fingerprint)
 
     def reserves(self, name: str, fingerprint: str) -> bool:
         """Whether ``name`` (or a look-alike) is reserved for ``fingerprint``."""
-        held = self._reserved.get(names.key(name))
-        return held is not None and held.fingerprint == fingerprint
+        return self.owner(name) == fingerprint
 
 
 def parse_allow_list(text: str) -> AllowList:

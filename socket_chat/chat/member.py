@@ -142,7 +142,6 @@ class MemberSession:
         self._echo = False  # the person asked for their own lines back (EchoOwnLines)
         self.fingerprint: str | None = None
         self._session_id: bytes | None = None  # given to start(): proofs are taken
-        self._proof_tried = False
         self._allowed = allowed or _anyone
         self._registrations = registrations
 
@@ -204,10 +203,9 @@ class MemberSession:
         if self._session_id is None:  # no proof was asked for
             self._choose_first(event)
             return
-        if self._proof_tried:
+        if self.fingerprint is not None:  # a proof that failed ended the session
             self._end(PROOF_TWICE)
             return
-        self._proof_tried = True
         try:
             self.fingerprint = crypto.verify_proof(event.key_type, event.public_key, event.signature, self._session_id)
         except crypto.UnsupportedKeyError as exc:
@@ -227,8 +225,10 @@ class MemberSession:
         self._stage = Stage.ENDED
 
     def _choose(self, event: protocol.Username) -> None:
-        if self.fingerprint is None and self._allowed() is not None:
-            log.warning("%s: refused a guest (no key): this server admits only invited people", self.peer)
+        allowed = self._allowed()
+        if allowed is not None and not allowed.admits(self.fingerprint):  # a guest, or a key a reload took out
+            who = "the key " + self.fingerprint if self.fingerprint else "a guest (no key)"
+            log.warning("%s: refused %s: this server admits only invited people", self.peer, who)
             self._end(INVITED_ONLY)
             return
         if self.fingerprint is None and not self.limits.guests:
@@ -430,16 +430,23 @@ class MemberSession:
         return holder if holder is not None and holder.casefold() != name.casefold() else None
 
     def _may_use(self, name: str) -> bool:
-        """Whether ``name`` (and its look-alikes) is left to this person:
-        reserved by the allow list and registered for no key, or for theirs."""
-        allowed = self._allowed()
-        if allowed is not None and not allowed.may_use(name, self.fingerprint):
-            return False
+        """Whether ``name`` (and its look-alikes) is left to this person. A
+        name the allow file reserves is its key's, whoever registered it
+        before; any other is free unless registered to another key."""
+        owner = self._reserved_for(name)
+        if owner is not None:
+            return owner == self.fingerprint
         return self._registrations is None or self._registrations.may_use(name, self.fingerprint)
 
+    def _reserved_for(self, name: str) -> str | None:
+        """The key the allow file keeps ``name`` for, if any."""
+        allowed = self._allowed()
+        return None if allowed is None else allowed.owner(name)
+
     def _register(self, name: str) -> None:
-        """The name taken (at join or /nick) becomes the key's, if it can."""
-        if self._registrations is None:
+        """The name taken (at join or /nick) becomes the key's, if it can;
+        one the allow file keeps for it is its already, and not counted."""
+        if self._registrations is None or self._reserved_for(name) is not None:
             return
         # Registered without a word (the README says so, /whois shows it):
         # a line at every new name would be noise; the cap is told.

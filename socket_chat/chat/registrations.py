@@ -81,6 +81,9 @@ class Taken(enum.Enum):
     RENEWED = "renewed"  #: the key's already: marked as used
     AT_CAP = "at cap"  #: free, but the key holds the most it may: not registered
     GUEST = "guest"  #: no key: nothing is registered
+    #: another key registered it between the check and the taking (the name
+    #: freed meanwhile, by a kick, say): it stays theirs
+    OTHERS = "others"
 
 
 class Registrations:
@@ -132,8 +135,9 @@ class Registrations:
         with self._lock:
             key = names.key(name)
             held, lapsed = self._current(key)
-            if held is not None:
-                assert held.fingerprint == fingerprint, "take() after may_use() said no"
+            if held is not None and held.fingerprint != fingerprint:
+                registration, taken = None, Taken.OTHERS
+            elif held is not None:
                 registration, taken = replace(held, used_at=now), Taken.RENEWED
             elif sum(r.fingerprint == fingerprint and not self._lapsed(r) for r in self._by_key.values()) >= self.cap:
                 registration, taken = None, Taken.AT_CAP
