@@ -4,7 +4,7 @@ This file is a face: the protocol lives in ``socket_chat/protocol/`` and
 PROTOCOL.md is its specification. A program drives one connection object
 and owns the socket itself:
 
-    conn = ClientConnection(pinned_fingerprint=None)   # or ServerConnection(identity)
+    conn = ClientConnection()                          # or ServerConnection(identity)
     conn.receive_data(data)                            # what recv() returned; b"" at EOF
     while (event := conn.next_event()) is not NEED_DATA:
         ...                                            # react to the event

@@ -14,12 +14,10 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 
-from Cryptodome.Random import get_random_bytes
-
 from socket_chat.crypto import x25519
 from socket_chat.crypto.errors import KeyAgreementError
 from socket_chat.crypto.records import IV_SIZE, KEY_SIZE
-from socket_chat.crypto.rng import Rng
+from socket_chat.crypto.rng import Rng, random_bytes
 
 __all__ = [
     "SECRET_SIZE",
@@ -58,7 +56,7 @@ class EphemeralKey:
 
     @classmethod
     def generate(cls, rng: Rng | None = None) -> EphemeralKey:
-        return cls((rng or get_random_bytes)(X25519_KEY_SIZE))
+        return cls((rng or random_bytes)(X25519_KEY_SIZE))
 
     @property
     def public_bytes(self) -> bytes:
