@@ -471,16 +471,18 @@ class MemberSession:
                 )
             )
             return False
-        return self._within_rate(f'"{excerpt(text)}" was not sent')
+        # The excerpt only for a refusal: it would cost a pass over every line.
+        return self._within_rate(lambda: f'"{excerpt(text)}" was not sent')
 
-    def _within_rate(self, refused: str) -> bool:
+    def _within_rate(self, refused: str | Callable[[], str]) -> bool:
         """Flood control: True if the request may be acted on; if not, the
-        person is told (``refused`` says what did not happen)."""
+        person is told (``refused`` says what did not happen, or makes it)."""
         wait = self.flood_control.take()
         if wait:
+            what = refused() if callable(refused) else refused
             self._tell(
                 protocol.ErrorNotice(
-                    f"Slow down: {refused}. You can send {self.limits.burst} "
+                    f"Slow down: {what}. You can send {self.limits.burst} "
                     f"messages at once, then {self.limits.rate:g} a second; wait {wait:.1f} s."
                 )
             )
