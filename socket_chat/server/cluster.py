@@ -248,8 +248,8 @@ class RedisCluster:
         self._state_lock = threading.Lock()
         self._closing = threading.Event()
         self._last_id = b"0-0"  # the last stream entry applied
-        self._since: dict[str, float] = {}  # names.key(name) -> when its member joined
-        self._keys: dict[str, str] = {}  # names.key(name) -> its member's key fingerprint, "" for a guest
+        #: names.key(name) -> (when its member joined, its key's fingerprint or "" for a guest)
+        self._claimed: dict[str, tuple[float, str]] = {}
         self._members_lock = threading.Lock()  # one read of the names at a time; the others wait for it
         self._members_read: list[_Held] | None = None  # (name, since, guest) at _members_read_at
         self._members_read_at = 0.0
@@ -337,17 +337,17 @@ class RedisCluster:
             otherwise=1,
         ):
             return False
-        self._since[names.key(name)] = since
-        self._keys[names.key(name)] = fingerprint or ""
-        self._try(self._redis.hdel, AWAY, names.key(name))  # left by a server that died: not this newcomer's
+        key = names.key(name)
+        self._claimed[key] = (since, fingerprint or "")
+        self._try(self._redis.hdel, AWAY, key)  # left by a server that died: not this newcomer's
         return True
 
     def release(self, name: str) -> None:
         self._members_changed()
-        self._since.pop(names.key(name), None)
-        self._keys.pop(names.key(name), None)
-        self._try(self._release, keys=[name_key(name)], args=[self.server_id])
-        self._try(self._redis.hdel, AWAY, names.key(name))
+        key = names.key(name)
+        self._claimed.pop(key, None)
+        self._try(self._release, keys=[NAME_PREFIX + key], args=[self.server_id])
+        self._try(self._redis.hdel, AWAY, key)
 
     def publish(self, message: Message, sender_id: str | None) -> None:
         """Put ``message`` in the stream; while degraded, deliver it here at once.
@@ -523,10 +523,11 @@ class RedisCluster:
         if not held:
             return
         args: list = [self.server_id, self._ttl_ms()]
-        for name in held:
-            key = names.key(name)
-            args += [name, self._since.setdefault(key, self._clock()), self._keys.get(key, "")]
-        lost = self._refresh(keys=[name_key(name) for name in held], args=args)
+        keys = [names.key(name) for name in held]
+        for name, key in zip(held, keys, strict=True):
+            # Not stored when missing: a name released since ``held`` was read stays forgotten.
+            args += [name, *self._claimed.get(key, (self._clock(), ""))]
+        lost = self._refresh(keys=[NAME_PREFIX + key for key in keys], args=args)
         for position in lost:
             self._evict(held[int(position) - 1])
 
@@ -535,8 +536,7 @@ class RedisCluster:
         membership = self._room.find(name)
         if membership is not None:
             log.warning("%s: the name is held by another server now; disconnecting", name)
-            self._since.pop(names.key(name), None)
-            self._keys.pop(names.key(name), None)
+            self._claimed.pop(names.key(name), None)
             membership.member.close(NAME_LOST.format(name=name))
 
     def _reconnect(self) -> None:
