@@ -269,6 +269,13 @@ def test_a_bad_limit_is_a_clear_usage_error(argv, capsys):
     assert "error:" in error and argv[0] in error
 
 
+@pytest.mark.parametrize("option", ["--rate", "--handshake-rate"])
+def test_a_negative_rate_names_its_own_option(option, capsys):
+    with pytest.raises(SystemExit):
+        parse_args([option, "-1"])
+    assert f"{option} must be 0 (no limit) or more" in capsys.readouterr().err
+
+
 def test_the_client_is_told_the_rate_limit_it_must_keep():
     assert limits.Limits(rate=5, burst=20).rate_limit_message() == RateLimit(burst=20, interval_ms=200)
     assert limits.Limits(rate=0.5, burst=2).rate_limit_message() == RateLimit(burst=2, interval_ms=2000)

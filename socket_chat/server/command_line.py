@@ -240,7 +240,13 @@ def _add_limit_options(group: argparse._ArgumentGroup) -> None:
         "BYTES",
         "longest chat line, in bytes of UTF-8",
     )
-    limit("--rate", "rate", rate_type, "PER_SECOND", "messages a second each person may send, sustained; 0: no limit")
+    limit(
+        "--rate",
+        "rate",
+        rate_type("--rate"),
+        "PER_SECOND",
+        "messages a second each person may send, sustained; 0: no limit",
+    )
     limit("--burst", "burst", whole("--burst"), "N", "messages a person may send at once, as when pasting")
     limit(
         "--sendq",
@@ -259,7 +265,7 @@ def _add_limit_options(group: argparse._ArgumentGroup) -> None:
     limit(
         "--handshake-rate",
         "handshake_rate",
-        rate_type,
+        rate_type("--handshake-rate"),
         "PER_SECOND",
         "new connections a second from one address, after 10 at once; a handshake not finished counts 3; 0: no limit",
     )
@@ -287,15 +293,20 @@ def yes_or_no(text: str) -> bool:
     return text.lower() == "yes"
 
 
-def rate_type(text: str) -> float:
-    """argparse type for --rate: a number of messages a second, 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError("--rate must be 0 (no limit) or more")
-    return value
+def rate_type(option: str) -> Callable[[str], float]:
+    """argparse type for a rate (``option``, for its errors): a number a
+    second, 0 (no limit) or more."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value >= 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{option} must be 0 (no limit) or more")
+        return value
+
+    return parse
 
 
 def count_type(option: str):
