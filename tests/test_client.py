@@ -15,7 +15,7 @@ from socket_chat import cli, protocol, transport
 from socket_chat import crypto as crypto_utils
 from socket_chat import tty as terminal
 from socket_chat.client import __main__ as client_main
-from socket_chat.client import session
+from socket_chat.client import conversation, session
 from socket_chat.client import ui as client_ui
 from socket_chat.client.link import ClientError, ServerLink, establish
 from socket_chat.protocol import (
@@ -203,3 +203,24 @@ def test_the_end_of_a_session_is_not_told_amid_a_write_of_the_same_thread(monkey
     assert told and not any(told)  # not printed, and no deadlock
     assert screen.error("The server has ended the session.", wait=False)  # once the write is done
     assert capsys.readouterr().err == "The server has ended the session.\n"
+
+
+def test_a_line_sent_once_the_receiver_saw_the_end_ends_the_conversation_without_a_not_sent(identity_key, capsys):
+    """The server closed; the receiver has seen it, and the main thread
+    sends a line before it is woken: that is the end of the session (told
+    as such by converse), not "Not sent: can't send ChatLine in state CLOSED"."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        server = ServerConnection(ServerIdentity.of(identity_key))
+        server_side = threading.Thread(target=serve_handshake, args=(server, theirs))
+        server_side.start()
+        link = ServerLink(ours)
+        establish(link, trust=lambda hello: None)
+        server_side.join(TIMEOUT)
+        ours.settimeout(TIMEOUT)
+        theirs.shutdown(socket.SHUT_WR)
+        assert isinstance(link.next_event(), protocol.ConnectionClosed)  # the receiver's read
+        display = types.SimpleNamespace(terminal=terminal.Terminal(interactive=False))
+        with pytest.raises(protocol.ProtocolError):
+            conversation.send_message(link, display, ChatLine("one more"))
+    assert "Not sent" not in capsys.readouterr().err

@@ -152,7 +152,7 @@ def send_typed_lines(link: ServerLink, display: Display) -> str | None:
     (the parting line, "" for none) or sending fails (None). The receiver
     ends it with ServerEnded when the server is gone."""
     lines = TypedLines(display.terminal)
-    link.on_hold = lambda: lines.held_back(display, getattr(link, "rate_limit", None))
+    link.on_hold = lambda: lines.held_back(display, link.rate_limit)
 
     def toggle_bell() -> bool:
         display.bell = not display.bell
@@ -197,6 +197,8 @@ def send_message(link: ServerLink, display: Display, message: protocol.Message) 
     except protocol.RecordLimitError:
         raise  # the connection must end: send_typed_lines ends it
     except protocol.LocalProtocolError as exc:
+        if link.conn.state is not protocol.ConnectionState.OPEN:
+            raise  # the receiver saw the end a moment ago: converse says why
         # Our own refusal (text that is not valid Unicode, too long for a
         # frame): the connection is fine, the line is not.
         display.terminal.error(f"Not sent: {exc}.")

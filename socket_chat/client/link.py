@@ -108,9 +108,10 @@ class ServerLink:
         wait)."""
         if self._pacer is not None:
             delay = self._pacer.delay()
-            if delay and self.on_hold is not None:
-                self.on_hold()
-            time.sleep(delay)
+            if delay:
+                if self.on_hold is not None:
+                    self.on_hold()
+                time.sleep(delay)
         self.send(message)
 
     def send(self, message: protocol.Message) -> None:
