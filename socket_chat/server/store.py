@@ -174,6 +174,8 @@ class SqliteStore:
         store._make_file()
         store._thread.start()
         if not store._ready.wait(OPEN_TIMEOUT):
+            store._stopping = True  # the writer gives the file up if it opens it yet
+            store._wake.set()
             raise StoreError(f"The history store {path} did not open within {OPEN_TIMEOUT:g} s.")
         if store._start_error is not None:
             raise store._start_error
@@ -278,9 +280,10 @@ class SqliteStore:
 
     def _write_queued(self, db: sqlite3.Connection) -> None:
         with self._lock:
-            batch, named = list(self._queue), list(self._names)
-            self._queue.clear()
-            self._names.clear()
+            # Swapped, not copied: the room waits for this lock, and a copy
+            # would keep it as long as the queue is.
+            batch, self._queue = self._queue, collections.deque()
+            named, self._names = self._names, collections.deque()
             overflowed, self._overflowed = self._overflowed, False
         if overflowed and not self._overflow_told:
             self._overflow_told = True
@@ -320,7 +323,7 @@ class SqliteStore:
 
     @staticmethod
     def _insert(
-        db: sqlite3.Connection, batch: list[HistoryMessage], named: Sequence[tuple[str, Registration | None]] = ()
+        db: sqlite3.Connection, batch: Sequence[HistoryMessage], named: Sequence[tuple[str, Registration | None]] = ()
     ) -> None:
         db.executemany(
             "INSERT INTO messages (sent_at, sender, kind, text) VALUES (?, ?, ?, ?)",
