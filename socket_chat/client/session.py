@@ -164,6 +164,7 @@ def wait_or_leave(display: Display, seconds: float) -> bool:
 
 def take_back_name(link: ServerLink, display: Display, name: str) -> bool:
     """Join again as ``name``; False if the server has it still taken."""
+    display.session.echoed = False  # this server says anew whether it echoes
     asked = False
     while True:
         event = link.next_event()
