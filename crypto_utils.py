@@ -8,4 +8,6 @@ what not). Every name in ``__all__`` below is re-exported from
 """
 
 from socket_chat.crypto import *  # noqa: F403 (the face re-exports the package's API)
+from socket_chat.crypto import MAX_SEQUENCE as MAX_SEQUENCE  # as the old module had them
+from socket_chat.crypto import RSA as RSA
 from socket_chat.crypto import __all__ as __all__

@@ -18,3 +18,4 @@ event per message. Every name in ``__all__`` below is re-exported from
 
 from socket_chat.protocol import *  # noqa: F403 (the face re-exports the package's API)
 from socket_chat.protocol import __all__ as __all__
+from socket_chat.protocol import may_be_server_greeting as may_be_server_greeting  # as the old module had it

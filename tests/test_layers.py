@@ -44,3 +44,18 @@ def test_the_check_sees_an_upward_import(tmp_path):
         "socket_chat.server (server, layer 5)",
         "socket_chat.server.app (server, layer 5)",
     ]
+
+
+def test_the_top_level_faces_re_export_the_packages_api():
+    """protocol.py and crypto_utils.py: every public name, as the old modules had them."""
+    import crypto_utils
+    import protocol
+    from socket_chat import crypto
+    from socket_chat import protocol as package
+
+    for face, inner, more in [
+        (protocol, package, ["may_be_server_greeting"]),
+        (crypto_utils, crypto, ["RSA", "MAX_SEQUENCE"]),
+    ]:
+        for name in [*inner.__all__, *more]:
+            assert getattr(face, name) is getattr(inner, name), f"{face.__name__}.{name}"
