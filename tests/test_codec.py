@@ -68,6 +68,10 @@ def test_codec_type_numbers_are_the_specs():
         "KeyProof": 0x23,
         "WhoisRequest": 0x24,
         "WhoisReply": 0x25,
+        "DeviceAdd": 0x38,
+        "DeviceRemove": 0x39,
+        "DeviceListRequest": 0x3A,
+        "DeviceList": 0x3B,
     }
 
 

@@ -14,7 +14,7 @@ from socket_chat import protocol
 from socket_chat.chat.allow import NAME_RESERVED
 from socket_chat.chat.limits import Limits
 from socket_chat.chat.member import NAME_AT_CAP, WHOIS_NO_ONE, Stage
-from socket_chat.chat.registrations import DAY, Registration, Registrations, Taken
+from socket_chat.chat.registrations import DAY, Device, Registration, Registrations, Taken
 from socket_chat.chat.room import Room
 from socket_chat.client.ui import whois_text
 from socket_chat.crypto import PersonKey
@@ -41,6 +41,8 @@ class FakeStore:
         self.stored = stored or []
         self.saved: list[Registration] = []
         self.dropped: list[str] = []
+        self.saved_devices: list[Device] = []
+        self.dropped_devices: list[str] = []
 
     def registrations(self) -> list[Registration]:
         return self.stored
@@ -50,6 +52,15 @@ class FakeStore:
 
     def drop_registration(self, name: str) -> None:
         self.dropped.append(name)
+
+    def devices(self) -> list[Device]:
+        return []
+
+    def save_device(self, device: Device) -> None:
+        self.saved_devices.append(device)
+
+    def drop_device(self, fingerprint: str) -> None:
+        self.dropped_devices.append(fingerprint)
 
 
 # --- the table ------------------------------------------------------------------
@@ -189,7 +200,7 @@ def test_registrations_are_stored_and_read_back_and_a_release_is_too(tmp_path):
         second.close()
 
 
-def test_a_history_only_file_of_schema_1_is_migrated_to_2_with_its_lines(tmp_path):
+def test_a_history_only_file_of_schema_1_is_migrated_to_the_latest_with_its_lines(tmp_path):
     path = tmp_path / "history.sqlite3"
     with closing(sqlite3.connect(path)) as db:
         for statement in store_module.MIGRATIONS[0]:
@@ -204,8 +215,9 @@ def test_a_history_only_file_of_schema_1_is_migrated_to_2_with_its_lines(tmp_pat
     finally:
         migrated.close()
     with closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION
         assert db.execute("SELECT count(*) FROM names").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM devices").fetchone()[0] == 0
 
 
 # --- over loopback ------------------------------------------------------------
@@ -256,13 +268,11 @@ def test_a_registration_survives_a_restart_on_the_same_store_and_the_operator_ca
         stop_server(chat, thread)
 
 
-def test_the_options_registrations_in_the_store_in_memory_without_one_none_in_a_cluster():
+def test_the_options_registrations_in_the_store_or_in_memory_without_one():
     args = command_line.parse_args(["--name-expiry", "7", "--store", "none"])
     table = command_line.registrations_from(args, None)
     assert table is not None and table._expiry == 7 * DAY
     assert command_line.parse_args([]).name_expiry == 180
-    clustered = command_line.parse_args(["--cluster", "redis://127.0.0.1:1"])
-    assert command_line.registrations_from(clustered, None) is None
 
 
 def test_release_on_the_console_needs_a_name_and_a_server_without_registrations_says_so(identity_key):

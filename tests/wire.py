@@ -97,6 +97,9 @@ CLIENT_MESSAGES = [
     KeyProof("ssh-ed25519", bytes(range(32)), bytes(range(64))),
     KeyProof("", b"", b""),
     protocol.WhoisRequest("Zoë"),
+    protocol.DeviceAdd("SHA256:" + "A" * 43),
+    protocol.DeviceRemove("ssh-ed25519 AAAA laptop"),
+    protocol.DeviceListRequest(),
     Goodbye("leaving"),  # last: nothing may follow it
 ]
 SERVER_MESSAGES = [
@@ -126,6 +129,8 @@ SERVER_MESSAGES = [
     ProofRequest(),
     protocol.WhoisReply("Zoë", "away", 3600, "SHA256:" + "A" * 43, 1764100000, "gone fishing"),
     protocol.WhoisReply("Zoë", "online", 5, "", 0, ""),
+    protocol.DeviceList("SHA256:" + "A" * 43, "SHA256:" + "B" * 43 + "\t1764100000"),
+    protocol.DeviceList("SHA256:" + "A" * 43, ""),
     Goodbye("Server is shutting down."),  # last: nothing may follow it
 ]
 SERVER_ONLY = [

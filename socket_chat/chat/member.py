@@ -26,7 +26,7 @@ from socket_chat.chat import names
 from socket_chat.chat.allow import INVITED_ONLY, NAME_RESERVED, AllowList
 from socket_chat.chat.limits import Clock, Limits, TokenBucket
 from socket_chat.chat.presentation import excerpt, printable_text
-from socket_chat.chat.registrations import Registrations, Taken
+from socket_chat.chat.registrations import MAX_DEVICES, DeviceAdded, NameRegistry, RegistryUnavailable, Taken
 from socket_chat.chat.room import Member, Membership, Room, user_list_messages
 
 __all__ = [
@@ -44,6 +44,9 @@ __all__ = [
     "NAME_AT_CAP",
     "UNKNOWN_KEY",
     "WHOIS_NO_ONE",
+    "DEVICE_ADDED",
+    "DEVICE_REMOVED",
+    "NAMES_UNCHECKED",
     "MemberSession",
     "Stage",
     "recipient_name",
@@ -58,6 +61,27 @@ NAME_AT_CAP = (
     "already, the most it may."
 )
 USERNAME_TAKEN = "That username is taken. Please enter another username."
+#: The registered names cannot be read (a cluster's Redis is lost).
+NAMES_UNCHECKED = (
+    "Who that username belongs to cannot be checked now (this server has lost touch with the cluster); "
+    "try again in a moment."
+)
+DEVICE_ADDED = "The key {device} may use your names now; the names it takes are yours too."
+DEVICE_REMOVED = (
+    "The key {device} may no longer use your names from its next connection (if it is online, it stays so)."
+)
+#: Why /device add did nothing, by DeviceAdded.
+DEVICE_REFUSED = {
+    DeviceAdded.ALREADY: "The key {device} is one of your devices already.",
+    DeviceAdded.SELF: "That is this client's own key: it holds your names already.",
+    DeviceAdded.NOT_OWNER: "Only the key that holds your names adds devices; this client's key is a device of {owner}.",
+    DeviceAdded.NO_NAMES: "Your key holds no registered name: take one first, then add devices to it.",
+    DeviceAdded.OTHERS: "The key {device} is a device of someone else.",
+    DeviceAdded.HAS_DEVICES: "The key {device} has devices of its own; a device cannot have devices.",
+    DeviceAdded.TOO_MANY: f"You have {MAX_DEVICES} devices already, the most a person may: remove one first.",
+}
+DEVICES_NEED_KEY = "Only a person with a key has devices; this client offered none (you are a guest)."
+NO_DEVICES_HERE = "This server registers no names, so there are no devices either."
 #: ``reason``: a ``names.NameRefused`` reason, "mixes Cyrillic and Latin letters".
 USERNAME_INVALID = "That is not a valid username: it {reason}. Please enter another username."
 USERNAME_LOOKS_TAKEN = "That username looks the same as {holder}, who is online. Please enter another username."
@@ -127,7 +151,7 @@ class MemberSession:
         log_messages: bool = False,
         clock: Clock = time.monotonic,
         allowed: Callable[[], AllowList | None] | None = None,
-        registrations: Registrations | None = None,
+        registrations: NameRegistry | None = None,
     ) -> None:
         self.room, self.member, self.limits = room, member, limits
         self._tell = tell
@@ -250,7 +274,13 @@ class MemberSession:
             if ask_again:
                 self._tell(protocol.UsernameRequest(USERNAME_INVALID.format(reason=refused.reason)))
             return None
-        if not self._may_use(name):
+        try:
+            usable = self._may_use(name)
+        except RegistryUnavailable:
+            if ask_again:
+                self._tell(protocol.UsernameRequest(NAMES_UNCHECKED))
+            return None
+        if not usable:
             if ask_again:
                 self._tell(protocol.UsernameRequest(f"{NAME_RESERVED} Please enter another username."))
             return None
@@ -324,9 +354,14 @@ class MemberSession:
                 protocol.ErrorNotice(f"That is not a valid username: it {refused.reason}. The name was not changed.")
             )
             return
+        try:
+            usable = name == self._me.name or self._may_use(name)
+        except RegistryUnavailable:
+            self._tell(protocol.ErrorNotice(f"{NAMES_UNCHECKED} The name was not changed."))
+            return
         if name == self._me.name:
             self._tell(protocol.Notice(f"You are already called {name}."))  # nobody else is told
-        elif not self._may_use(name):
+        elif not usable:
             self._tell(protocol.ErrorNotice(f"The username {name} belongs to someone else."))
         elif self.room.rename(self._me, name):
             log.info("%s: now known as %s", self.peer, name)
@@ -362,8 +397,9 @@ class MemberSession:
             return
         if here is not None:
             fingerprint = here.fingerprint or ""
-        else:  # on another server of the cluster: its key is not known here
-            fingerprint = "" if holder in self.room.guests() else UNKNOWN_KEY
+        else:  # on another server of the cluster: its name hash has the key
+            found = self.room.cluster.fingerprint_of(holder)
+            fingerprint = UNKNOWN_KEY if found is None else found
         away = self.room.away_message(holder)
         self._tell(
             protocol.WhoisReply(
@@ -371,10 +407,95 @@ class MemberSession:
                 "online" if away is None else "away",
                 min(dict(self.room.who()).get(holder, 0), 0xFFFFFFFF),
                 fingerprint,
-                held.registered_at if held is not None and held.fingerprint == fingerprint else 0,
+                held.registered_at if held is not None and self._holds(held.fingerprint, fingerprint) else 0,
                 "" if away is None else away[1],
             )
         )
+
+    def _holds(self, owner: str, fingerprint: str) -> bool:
+        """Whether the key ``fingerprint`` uses the names of ``owner``: it is
+        that key, or one of its devices."""
+        if fingerprint in ("", UNKNOWN_KEY):
+            return False
+        if owner == fingerprint:
+            return True
+        try:
+            return self._registrations is not None and self._registrations.owner_of(fingerprint) == owner
+        except RegistryUnavailable:
+            return False
+
+    # Devices (registrations.py: only an owner adds and removes them).
+
+    def _device_add(self, request: protocol.DeviceAdd) -> None:
+        device = self._device_request(request.key, "no device was added")
+        if device is None:
+            return
+        assert self._registrations is not None and self.fingerprint is not None
+        try:
+            added = self._registrations.add_device(self.fingerprint, device)
+            owner = self._registrations.owner_of(self.fingerprint)
+        except RegistryUnavailable:
+            self._tell(protocol.ErrorNotice(f"{NAMES_UNCHECKED} No device was added."))
+            return
+        if added is DeviceAdded.ADDED:
+            log.info("%s: %s added the device %s", self.peer, self.fingerprint, device)
+            self._tell(protocol.Notice(DEVICE_ADDED.format(device=device)))
+        elif added is DeviceAdded.ALREADY:
+            self._tell(protocol.Notice(DEVICE_REFUSED[added].format(device=device, owner=owner)))
+        else:
+            self._tell(protocol.ErrorNotice(DEVICE_REFUSED[added].format(device=device, owner=owner)))
+
+    def _device_remove(self, request: protocol.DeviceRemove) -> None:
+        device = self._device_request(request.key, "no device was removed")
+        if device is None:
+            return
+        assert self._registrations is not None and self.fingerprint is not None
+        try:
+            removed = self._registrations.remove_device(self.fingerprint, device)
+        except RegistryUnavailable:
+            self._tell(protocol.ErrorNotice(f"{NAMES_UNCHECKED} No device was removed."))
+            return
+        if removed:
+            log.info("%s: %s removed the device %s", self.peer, self.fingerprint, device)
+            self._tell(protocol.Notice(DEVICE_REMOVED.format(device=device)))
+        else:
+            self._tell(
+                protocol.ErrorNotice(f"The key {device} is not one of your devices (only their owner removes them).")
+            )
+
+    def _device_list(self, request: protocol.DeviceListRequest) -> None:
+        if not self._devices_possible():
+            return
+        assert self._registrations is not None and self.fingerprint is not None
+        try:
+            owner = self._registrations.owner_of(self.fingerprint)
+            devices = self._registrations.devices_of(owner)
+        except RegistryUnavailable:
+            self._tell(protocol.ErrorNotice(f"{NAMES_UNCHECKED} The devices were not listed."))
+            return
+        self._tell(protocol.DeviceList.of(owner, [(d.fingerprint, d.added_at) for d in devices]))
+
+    def _device_request(self, text: str, refused: str) -> str | None:
+        """The fingerprint a /device add or remove names, or None (told why)."""
+        if not self._devices_possible():
+            return None
+        try:
+            return device_fingerprint(text)
+        except ValueError as exc:
+            self._tell(protocol.ErrorNotice(f"{exc}; {refused}."))
+            return None
+
+    def _devices_possible(self) -> bool:
+        """Flood control, a key, a server that registers names (each told)."""
+        if not self._within_rate("it was not answered"):
+            return False
+        if self.fingerprint is None:
+            self._tell(protocol.ErrorNotice(DEVICES_NEED_KEY))
+            return False
+        if self._registrations is None:
+            self._tell(protocol.ErrorNotice(NO_DEVICES_HERE))
+            return False
+        return True
 
     def _set_away(self, request: protocol.Away) -> None:
         """``/away [MESSAGE]``: shown in /users, and to whoever writes to
@@ -490,6 +611,29 @@ class MemberSession:
         return True
 
 
+def device_fingerprint(text: str) -> str:
+    """The fingerprint of the key ``text`` names: a fingerprint
+    (``SHA256:...``) or an OpenSSH public key line (``ssh-ed25519 AAAA...
+    [comment]``), as in an allow file.
+
+    Raises:
+        ValueError: it is neither (the message says why).
+    """
+    words = text[:4096].split()  # far more than an ssh-ed25519 line: no longer text is parsed
+    if not words:
+        raise ValueError("Give the key: its fingerprint (SHA256:...) or its ssh-ed25519 public key line")
+    if words[0].startswith("SHA256:"):
+        if not crypto.FINGERPRINT_PATTERN.fullmatch(words[0]):
+            raise ValueError(f"{excerpt(words[0], 60)!r} is not a fingerprint: SHA256: and 43 base64 characters")
+        return words[0]
+    if words[0].startswith(("ssh-", "ecdsa-", "sk-")) and len(words) >= 2:
+        try:
+            return crypto.person_fingerprint(crypto.openssh_public_key(words[0], words[1]))
+        except (crypto.UnsupportedKeyError, crypto.KeyFormatError) as exc:
+            raise ValueError(f"That key cannot be used: {exc}") from None
+    raise ValueError(f"{excerpt(words[0], 60)!r} is not a key: give a fingerprint (SHA256:...) or an ssh-ed25519 line")
+
+
 def _anyone() -> AllowList | None:
     """No allow list: a server open to all."""
     return None
@@ -529,6 +673,9 @@ RULES: dict[Stage, dict[type, Rule]] = {
         protocol.Away: MemberSession._set_away,
         protocol.Back: MemberSession._back,
         protocol.WhoisRequest: MemberSession._whois,
+        protocol.DeviceAdd: MemberSession._device_add,
+        protocol.DeviceRemove: MemberSession._device_remove,
+        protocol.DeviceListRequest: MemberSession._device_list,
         protocol.Goodbye: MemberSession._part,
     },
 }

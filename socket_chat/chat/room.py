@@ -176,6 +176,11 @@ class Cluster(Protocol):
         """The away message of ``name``, held on another server, if away."""
         ...
 
+    def fingerprint_of(self, name: str) -> str | None:
+        """The key of whoever holds ``name`` on another server ("" for a
+        guest), or None if it is not known."""
+        ...
+
 
 class LocalCluster:
     """The cluster of one: names are this server's, and a message is in its
@@ -217,6 +222,9 @@ class LocalCluster:
         return None
 
     def guests(self) -> set[str] | None:
+        return None
+
+    def fingerprint_of(self, name: str) -> str | None:
         return None
 
 

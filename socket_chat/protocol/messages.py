@@ -58,6 +58,10 @@ __all__ = [
     "KeyProof",
     "WhoisReply",
     "WhoisRequest",
+    "DeviceAdd",
+    "DeviceRemove",
+    "DeviceListRequest",
+    "DeviceList",
     "MESSAGE_TYPES",
     "CLIENT_SENDS",
     "SERVER_SENDS",
@@ -455,6 +459,61 @@ class WhoisReply(Message):
     away: str
 
 
+# Added with devices (PROTOCOL.md, "Devices"): an older server answers these
+# with an ErrorNotice (a type it cannot read), which a client shows.
+
+
+@dataclass(frozen=True)
+class DeviceAdd(Message):
+    """Client: let the key ``key`` (a fingerprint, ``SHA256:...``, or an
+    OpenSSH public key line, ``ssh-ed25519 AAAA... [comment]``) use my names
+    (``/device add``). Answered with a Notice or an ErrorNotice."""
+
+    TYPE: ClassVar[int] = 0x38
+    key: str
+
+
+@dataclass(frozen=True)
+class DeviceRemove(Message):
+    """Client: ``key`` (as in ``DeviceAdd``) may no longer use my names
+    (``/device remove``). Answered with a Notice or an ErrorNotice."""
+
+    TYPE: ClassVar[int] = 0x39
+    key: str
+
+
+@dataclass(frozen=True)
+class DeviceListRequest(Message):
+    """Client: which keys may use my names (``/device list``)?"""
+
+    TYPE: ClassVar[int] = 0x3A
+
+
+@dataclass(frozen=True)
+class DeviceList(Message):
+    """Server: the answer to a ``DeviceListRequest``. ``owner``: the key
+    whose names they are (the asker's, or, asked from a device, its
+    owner's); ``entries``: one ``FINGERPRINT<TAB>ADDED_AT`` line per device
+    (Unix time), oldest first, joined by newlines; empty: none."""
+
+    TYPE: ClassVar[int] = 0x3B
+    owner: str
+    entries: str
+
+    @classmethod
+    def of(cls, owner: str, devices: list[tuple[str, int]]) -> DeviceList:
+        return cls(owner, "\n".join(f"{fingerprint}\t{added_at}" for fingerprint, added_at in devices))
+
+    def devices(self) -> list[tuple[str, int]]:
+        """(fingerprint, added_at) of each entry; a garbled entry is left out."""
+        found = []
+        for line in self.entries.split("\n") if self.entries else []:
+            fingerprint, _, added = line.partition("\t")
+            if added.isdigit():
+                found.append((fingerprint, int(added)))
+        return found
+
+
 #: Every message class by its type byte.
 MESSAGE_TYPES: Mapping[int, type[Message]] = {
     cls.TYPE: cls
@@ -492,6 +551,10 @@ MESSAGE_TYPES: Mapping[int, type[Message]] = {
         KeyProof,
         WhoisRequest,
         WhoisReply,
+        DeviceAdd,
+        DeviceRemove,
+        DeviceListRequest,
+        DeviceList,
     )
 }
 # Read each class's field specs now, so that a field of a type the wire
@@ -516,6 +579,9 @@ CLIENT_SENDS: frozenset[type[Message]] = frozenset(
         EchoOwnLines,
         KeyProof,
         WhoisRequest,
+        DeviceAdd,
+        DeviceRemove,
+        DeviceListRequest,
     }
 )
 #: The messages a server may send: all but the client's own, and the two

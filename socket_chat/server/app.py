@@ -22,7 +22,7 @@ from socket_chat import crypto as crypto_utils
 from socket_chat.chat.allow import AllowList
 from socket_chat.chat.limits import Limits
 from socket_chat.chat.presentation import printable_text
-from socket_chat.chat.registrations import Registrations
+from socket_chat.chat.registrations import NameRegistry, RegistryUnavailable
 from socket_chat.chat.room import DEFAULT_HISTORY, Cluster, Room
 from socket_chat.protocol import Notice, ServerIdentity
 from socket_chat.server import admission
@@ -42,7 +42,8 @@ REFUSALS = {
     admission.Why.STARTUPS: "The server is busy with new connections. Try again in a few seconds.",
 }
 
-NO_REGISTRATIONS = "This server registers no names (they are not, with --cluster): there is nothing to release."
+NO_REGISTRATIONS = "This server registers no names: there is nothing to release."
+RELEASE_UNREACHABLE = "The cluster cannot be reached: nothing was released. Try again once it is back."
 NO_ALLOW_FILE = "This server admits everyone: start it with --allow FILE to admit only the keys in FILE."
 
 log = logging.getLogger("chat.server")
@@ -101,7 +102,7 @@ class ChatServer:
         cluster: Cluster | None = None,
         store: SqliteStore | None = None,
         allow: AllowFile | None = None,
-        registrations: Registrations | None = None,
+        registrations: NameRegistry | None = None,
     ) -> None:
         self.allow = allow  # --allow: only its keys get in
         self.registrations = registrations  # registered names, or None: none are (registrations.py)
@@ -262,7 +263,10 @@ class ChatServer:
         """Free a registered name (the console's /release); lines for the operator."""
         if self.registrations is None:
             return [NO_REGISTRATIONS]
-        released = self.registrations.release(name)
+        try:
+            released = self.registrations.release(name)
+        except RegistryUnavailable:
+            return [RELEASE_UNREACHABLE]
         if released is None:
             return [f"No key has the name {printable_text(name)} registered."]
         log.info("Released the name %s (registered to %s) for the operator", released.name, released.fingerprint)

@@ -34,7 +34,7 @@ import uuid
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit, urlunsplit
 
-from socket_chat import protocol
+from socket_chat import crypto, protocol
 from socket_chat.chat import names
 from socket_chat.protocol import (
     ActionMessage,
@@ -412,6 +412,21 @@ class RedisCluster:
             return None
         return holder
 
+    def fingerprint_of(self, name: str) -> str | None:
+        """The key fingerprint of whoever holds ``name`` in the cluster (""
+        for a guest), from its name hash; None if no one does, the field is
+        not a fingerprint, or while degraded."""
+        if len(name) > protocol.MAX_USERNAME_LENGTH:
+            return None
+        found = self._try(self._redis.hmget, name_key(name), "name", "key")
+        if not found or found[0] is None:
+            return None
+        fingerprint = found[1].decode("ascii", "replace") if found[1] is not None else ""
+        if fingerprint and not crypto.FINGERPRINT_PATTERN.fullmatch(fingerprint):
+            log.warning("the name hash of %r holds no fingerprint: ignored", name)
+            return None
+        return fingerprint
+
     def members(self, recent: bool = False) -> list[tuple[str, int]] | None:
         """(name, whole seconds online) of everyone in the cluster, or None
         while degraded. Read at most every ``MEMBERS_CACHE_SECONDS``, and
@@ -566,6 +581,16 @@ class RedisCluster:
         self._room.notify_here(Notice(DEGRADED))
 
     # Helpers.
+
+    @property
+    def redis(self):
+        """The Redis client (for cluster_names)."""
+        return self._redis
+
+    def call(self, command, *args, otherwise=None, **kwargs):
+        """``command``'s reply, or ``otherwise`` if Redis fails (the chat is
+        degraded then, and says so) or is already known to be lost."""
+        return self._try(command, *args, otherwise=otherwise, **kwargs)
 
     def _try(self, command, *args, otherwise=None, **kwargs):
         """``command``'s reply, or ``otherwise`` if Redis fails (which makes

@@ -5,7 +5,7 @@ keeping this server's names (PROTOCOL.md section 8 says what the keys hold).
 
 from __future__ import annotations
 
-__all__ = ["CLAIM", "AGREE", "RELEASE", "REFRESH"]
+__all__ = ["CLAIM", "AGREE", "RELEASE", "REFRESH", "REGISTER", "UNREGISTER", "ADD_DEVICE", "REMOVE_DEVICE"]
 
 # Claim a free name: KEYS[1] the name's key; ARGV: server, name, since, ttl
 # (ms), the member's key fingerprint ("" for a guest).
@@ -47,4 +47,74 @@ for i, key in ipairs(KEYS) do
   end
 end
 return lost
+"""
+
+# The registered names (chat/registrations.py, in Redis: PROTOCOL.md section
+# 8). Each returns one of the words of registrations.Taken or DeviceAdded.
+
+# Register or renew a name. KEYS[1] the registration's key, KEYS[2] the set of
+# the owner's registered names; ARGV: the name's names.key, the name, the
+# owner, the taking key (the owner or one of its devices), now, the expiry
+# (ms, 0: never), the cap, the prefix of registrations' keys.
+REGISTER = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner then
+  if owner ~= ARGV[3] and owner ~= ARGV[4] then return 'others' end
+  redis.call('HSET', KEYS[1], 'used_at', ARGV[5])
+  if tonumber(ARGV[6]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[6]) end
+  return 'renewed'
+end
+local held = 0
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if redis.call('HGET', ARGV[8] .. key, 'owner') == ARGV[3] then held = held + 1
+  else redis.call('SREM', KEYS[2], key) end
+end
+if held >= tonumber(ARGV[7]) then return 'at cap' end
+redis.call('HSET', KEYS[1], 'name', ARGV[2], 'owner', ARGV[3], 'registered_at', ARGV[5], 'used_at', ARGV[5])
+if tonumber(ARGV[6]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[6]) end
+redis.call('SADD', KEYS[2], ARGV[1])
+return 'registered'
+"""
+
+# Free a registration: KEYS[1] its key; ARGV: the prefix of the owners' sets,
+# the name's names.key. Returns name, owner, registered_at, used_at, or nil.
+UNREGISTER = """
+local found = redis.call('HMGET', KEYS[1], 'name', 'owner', 'registered_at', 'used_at')
+if not found[1] then return false end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', ARGV[1] .. found[2], ARGV[2])
+return found
+"""
+
+# Add a device. KEYS: the device's hash, the owner's set of devices, the
+# owner's own device hash (is it a device?), the device's set of devices (is
+# it an owner?), the owner's set of names; ARGV: device, owner, now, most
+# devices, the prefix of registrations' keys.
+ADD_DEVICE = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 'not owner' end
+if ARGV[1] == ARGV[2] then return 'self' end
+local held = redis.call('HGET', KEYS[1], 'owner')
+if held then
+  if held == ARGV[2] then return 'already' end
+  return 'others'
+end
+local names = 0
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+  if redis.call('HGET', ARGV[5] .. key, 'owner') == ARGV[2] then names = names + 1 end
+end
+if names == 0 then return 'no names' end
+if redis.call('SCARD', KEYS[4]) > 0 then return 'has devices' end
+if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 'too many' end
+redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'added_at', ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[1])
+return 'added'
+"""
+
+# Remove a device of this owner: KEYS: the device's hash, the owner's set of
+# devices; ARGV: device, owner. 1 if it was one.
+REMOVE_DEVICE = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1
 """

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from socket_chat import cli, protocol, transport
 from socket_chat.chat.limits import Limits, Startups, startups_type
 from socket_chat.chat.presentation import printable_text
-from socket_chat.chat.registrations import DEFAULT_EXPIRY_DAYS, Registrations
+from socket_chat.chat.registrations import DEFAULT_EXPIRY_DAYS, NameRegistry, Registrations
 from socket_chat.chat.room import DEFAULT_HISTORY
 from socket_chat.crypto import keystore
 from socket_chat.server import descriptors, store
@@ -157,7 +157,7 @@ def _add_store_options(group: argparse._ArgumentGroup) -> None:
         metavar="DAYS",
         help="a registered name not used for DAYS is free again; 0: never (default: "
         f"{DEFAULT_EXPIRY_DAYS}). Names are kept in the store's file; in memory only with --store none "
-        "or --history 0; not registered at all with --cluster",
+        "or --history 0; in the cluster's Redis with --cluster",
     )
     group.add_argument(
         "--keep-messages",
@@ -186,11 +186,15 @@ def open_store(args: argparse.Namespace) -> store.SqliteStore | None:
     return opened
 
 
-def registrations_from(args: argparse.Namespace, opened: store.SqliteStore | None) -> Registrations | None:
+def registrations_from(
+    args: argparse.Namespace, opened: store.SqliteStore | None, room_cluster: RedisCluster | None = None
+) -> NameRegistry:
     """The registered names: kept in the store's file, or in memory only
-    without one; none with --cluster (the servers would not agree on them)."""
-    if args.cluster:
-        return None
+    without one; with --cluster, in the cluster's Redis (every server agrees)."""
+    if room_cluster is not None:
+        from socket_chat.server.cluster_names import RedisRegistrations  # as cluster: only with --cluster
+
+        return RedisRegistrations(room_cluster, expiry_days=args.name_expiry)
     return Registrations(opened, expiry_days=args.name_expiry)
 
 
@@ -450,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
                 cluster=room_cluster,
                 store=history_store,
                 allow=allow,
-                registrations=registrations_from(args, history_store),
+                registrations=registrations_from(args, history_store, room_cluster),
             )
         except (descriptors.DescriptorLimitError, store.StoreError) as exc:
             print(exc, file=sys.stderr)

@@ -27,6 +27,10 @@ The same file keeps the registered names (``chat.registrations``; the
 written by the same thread in the same commits. A registration made less
 than a commit interval before a crash may be lost: the name is then free
 again, and the next key to take it registers it.
+
+It keeps the devices too (``/device add``; the ``devices`` table, schema 3):
+each key that may use another key's names, read at start and written as
+the names are.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from socket_chat.chat.registrations import Registration
+from socket_chat.chat.registrations import Device, Registration
 from socket_chat.crypto import keystore
 from socket_chat.protocol import HistoryMessage
 
@@ -80,6 +84,9 @@ MIGRATIONS: list[list[str]] = [
     [  # 2: registered names (chat.registrations), by the name as registered
         "CREATE TABLE names (name TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,"
         " registered_at INTEGER NOT NULL, used_at INTEGER NOT NULL)",
+    ],
+    [  # 3: devices (chat.registrations): a key that may use its owner's names
+        "CREATE TABLE devices (fingerprint TEXT PRIMARY KEY, owner TEXT NOT NULL, added_at INTEGER NOT NULL)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -156,6 +163,9 @@ class SqliteStore:
         # Registered names to write: (name, the registration or None: drop it).
         self._names: collections.deque[tuple[str, Registration | None]] = collections.deque()
         self._registered: list[Registration] = []
+        # Devices to write: (fingerprint, the device or None: drop it).
+        self._device_changes: collections.deque[tuple[str, Device | None]] = collections.deque()
+        self._devices: list[Device] = []
         self._ready = threading.Event()
         self._start_error: StoreError | None = None
         self._thread = threading.Thread(target=self._run, name="history store", daemon=True)
@@ -211,6 +221,22 @@ class SqliteStore:
                 self._unstored += 1
                 return
             self._names.append((name, registration))
+
+    def devices(self) -> list[Device]:
+        return list(self._devices)
+
+    def save_device(self, device: Device) -> None:
+        self._queue_device(device.fingerprint, device)
+
+    def drop_device(self, fingerprint: str) -> None:
+        self._queue_device(fingerprint, None)
+
+    def _queue_device(self, fingerprint: str, device: Device | None) -> None:
+        with self._lock:
+            if self._failed or len(self._device_changes) >= self._capacity:
+                self._unstored += 1
+                return
+            self._device_changes.append((fingerprint, device))
 
     # Methods for the server.
 
@@ -284,6 +310,7 @@ class SqliteStore:
             # would keep it as long as the queue is.
             batch, self._queue = self._queue, collections.deque()
             named, self._names = self._names, collections.deque()
+            devices, self._device_changes = self._device_changes, collections.deque()
             overflowed, self._overflowed = self._overflowed, False
         if overflowed and not self._overflow_told:
             self._overflow_told = True
@@ -293,9 +320,9 @@ class SqliteStore:
                 self.path,
                 self.unstored,
             )
-        if (batch or named) and not self._guarded(db, lambda db: self._insert(db, batch, named)):
+        if (batch or named or devices) and not self._guarded(db, lambda db: self._insert(db, batch, named, devices)):
             with self._lock:
-                self._unstored += len(batch) + len(named)
+                self._unstored += len(batch) + len(named) + len(devices)
 
     def _guarded(self, db: sqlite3.Connection, work: Callable[[sqlite3.Connection], None]) -> bool:
         """Run ``work`` in one transaction. A failure (full disk, I/O error)
@@ -309,10 +336,11 @@ class SqliteStore:
         except sqlite3.Error as exc:
             with self._lock:
                 self._failed = True
-                unstored = self._unstored + len(self._queue) + len(self._names)
+                unstored = self._unstored + len(self._queue) + len(self._names) + len(self._device_changes)
                 self._unstored = unstored
                 self._queue.clear()
                 self._names.clear()
+                self._device_changes.clear()
             log.warning(
                 "The history store %s failed: %s. The chat goes on; its history is kept in memory only "
                 "from now on (the lines not stored are counted and logged at the end).",
@@ -323,7 +351,10 @@ class SqliteStore:
 
     @staticmethod
     def _insert(
-        db: sqlite3.Connection, batch: Sequence[HistoryMessage], named: Sequence[tuple[str, Registration | None]] = ()
+        db: sqlite3.Connection,
+        batch: Sequence[HistoryMessage],
+        named: Sequence[tuple[str, Registration | None]] = (),
+        devices: Sequence[tuple[str, Device | None]] = (),
     ) -> None:
         db.executemany(
             "INSERT INTO messages (sent_at, sender, kind, text) VALUES (?, ?, ?, ?)",
@@ -337,6 +368,14 @@ class SqliteStore:
                 db.execute(
                     "INSERT OR REPLACE INTO names (name, fingerprint, registered_at, used_at) VALUES (?, ?, ?, ?)",
                     (r.name, r.fingerprint, r.registered_at, r.used_at),
+                )
+        for fingerprint, device in devices:  # in order, as the names
+            if device is None:
+                db.execute("DELETE FROM devices WHERE fingerprint = ?", (fingerprint,))
+            else:
+                db.execute(
+                    "INSERT OR REPLACE INTO devices (fingerprint, owner, added_at) VALUES (?, ?, ?)",
+                    (device.fingerprint, device.owner, device.added_at),
                 )
 
     def _prune(self, db: sqlite3.Connection) -> None:
@@ -389,6 +428,8 @@ class SqliteStore:
             self._recent = self._read_recent(db)
             rows = db.execute("SELECT name, fingerprint, registered_at, used_at FROM names").fetchall()
             self._registered = [Registration(str(n), str(f), int(r), int(u)) for n, f, r, u in rows]
+            rows = db.execute("SELECT fingerprint, owner, added_at FROM devices").fetchall()
+            self._devices = [Device(str(f), str(o), int(a)) for f, o, a in rows]
             return db
         except BaseException:
             db.close()
