@@ -158,10 +158,13 @@ class OwnServer:
         self.clients: list[ChatTestClient] = []
         self.stopped = False
 
-    def start(self, cluster=None, **limits) -> server.ChatServer:
+    def start(self, cluster=None, registrations=None, **limits) -> server.ChatServer:
         """Start serving, with ``limits`` (fields of ``limits.Limits``) changed
-        from ``open_door_limits()``, alone or in ``cluster``."""
-        self.server = server.ChatServer(self.key, "127.0.0.1", 0, open_door_limits(**limits), cluster=cluster)
+        from ``open_door_limits()``, alone or in ``cluster``, registering
+        names in ``registrations`` (None: none)."""
+        self.server = server.ChatServer(
+            self.key, "127.0.0.1", 0, open_door_limits(**limits), cluster=cluster, registrations=registrations
+        )
         self.thread = threading.Thread(target=self.server.serve_forever, name="serve_forever", daemon=True)
         self.thread.start()
         return self.server
