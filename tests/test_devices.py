@@ -93,9 +93,7 @@ def test_device_messages_from_a_client_with_the_name(tmp_path):
     room, table = Room(history_size=0), Registrations(clock=FakeClock())
     ann = person(room, table, ANN)
     ann.send(protocol.Username("Ann"))
-    assert ann.send(protocol.DeviceAdd(ssh_line(BOB))) == [
-        protocol.Notice(DEVICE_ADDED.format(device=BOB.fingerprint))
-    ]
+    assert ann.send(protocol.DeviceAdd(ssh_line(BOB))) == [protocol.Notice(DEVICE_ADDED.format(device=BOB.fingerprint))]
     assert ann.send(protocol.DeviceAdd(f"  {BOB.fingerprint} ")) == [
         protocol.Notice(DEVICE_REFUSED[DeviceAdded.ALREADY].format(device=BOB.fingerprint))
     ]
