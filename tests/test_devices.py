@@ -17,7 +17,7 @@ from socket_chat.crypto import PersonKey
 from socket_chat.crypto.person import ssh_key_blob
 from socket_chat.server.store import SqliteStore
 from tests.test_limits import FakeClock
-from tests.test_registrations import ANN, BOB, REFUSED, SESSION, person
+from tests.test_registrations import ANN, BOB, REFUSED, person
 
 CAT = PersonKey.from_seed(bytes(range(2, 34)))
 DAN = PersonKey.from_seed(bytes(range(3, 35)))
