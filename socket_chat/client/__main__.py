@@ -49,6 +49,7 @@ ON_OFF_OPTIONS = (
     ("--color", True, "colours on a terminal (--no-color: none; also none when NO_COLOR is set, or off a terminal)"),
     ("--timestamps", False, "start each line shown with the time, HH:MM"),
     ("--bell", None, "ring the bell when you are mentioned or sent a private message (default: on a terminal)"),
+    ("--mark-guests", False, "show NAME (guest): TEXT for each line from a guest (no key); /marks turns it on or off"),
     ("--reconnect", True, "on a terminal, when the connection is lost or the server restarts, connect again"),
     ("--history-file", True, "keep the lines typed for the next run, in $XDG_DATA_HOME/socket-chat/history (0600)"),
 )
@@ -99,7 +100,7 @@ def parse_args(argv: list[str] | None, environ: Mapping[str, str] = os.environ) 
     path = client_config.config_path(environ)
     parser.epilog = (
         f"settings file: {path} ([client]: host, port, name, identity, color, timestamps, bell, reconnect,"
-        " history-file)\n"
+        " history-file, mark-guests)\n"
         "commands in the chat:\n" + "\n".join(f"  {line}" for line in client_ui.help_lines())
     )
     cli.add_version(parser)
@@ -115,7 +116,9 @@ def make_display(args: argparse.Namespace, terminal: Terminal) -> Display:
     on_terminal = sys.stdout.isatty()
     colour = client_ui.colour_wanted(not args.color, os.environ, on_terminal)
     bell = on_terminal if args.bell is None else args.bell and on_terminal
-    return Display(terminal, Session(), Style(colour), timestamps=args.timestamps, bell=bell)
+    session = Session()
+    session.mark_guests = args.mark_guests
+    return Display(terminal, session, Style(colour), timestamps=args.timestamps, bell=bell)
 
 
 def print_identity(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -63,7 +64,9 @@ class ServerLink:
     the server's reader and sender threads rely on), and after the handshake
     receiving writes nothing for the sending half. Only the handshake, run
     by the main thread before the Receiver starts, answers what it reads
-    (``handshake_event``). Nothing but the main thread may send.
+    (``handshake_event``). The main thread sends, and the Receiver may too
+    (a quiet user list, for guest marks): ``send`` holds a lock, so that two
+    records are never interleaved on the socket.
     """
 
     def __init__(self, sock: socket.socket) -> None:
@@ -77,6 +80,7 @@ class ServerLink:
         self.server_echoes_on_request = False
         #: The person's key, proved when the server asks (ProofRequest); None: a guest.
         self.identity: crypto.PersonKey | None = None
+        self._send_lock = threading.Lock()  # one record written at a time
 
     def prove_identity(self) -> None:
         """Send the key proof for this connection, if there is a key: the
@@ -116,8 +120,9 @@ class ServerLink:
 
     def send(self, message: protocol.Message) -> None:
         """Seal ``message`` and write it to the socket at once (no pacing)."""
-        self.conn.send(message)
-        self.sock.sendall(self.conn.data_to_send())
+        with self._send_lock:
+            self.conn.send(message)
+            self.sock.sendall(self.conn.data_to_send())
 
     def _read_event(self, answering: bool = False) -> protocol.Event:
         while (event := self.conn.next_event()) is protocol.NEED_DATA:

@@ -9,9 +9,11 @@ waits in readline, with ``WAKE_SIGNAL``; the main thread then says so.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 from socket_chat import protocol
 from socket_chat.client import ui as client_ui
@@ -48,12 +50,19 @@ class Display:
         self.terminal, self.session, self.style = terminal, session, style
         self.timestamps, self.clock = timestamps, clock
         self.bell = bell
+        #: Sends a UserListRequest (from the receiver's thread: ServerLink.send
+        #: takes a lock), to learn whether newcomers are guests; None: never.
+        self.ask_user_list: Callable[[], None] | None = None
 
     def show_event(self, event) -> None:
         """Show ``event`` (unless the session ignores it), and let the
         session learn from it."""
         shown = self.session.shows(event)
         self.session.observe(event)
+        if self.ask_user_list is not None and self.session.guests_unknown():
+            self.session.user_list_requested(show=False)  # one at a time: a storm of joins asks once per answer
+            with contextlib.suppress(OSError):  # the connection is going: the read that follows says so
+                self.ask_user_list()
         if not shown:
             return
         # A history line's time is when it was said: with --timestamps it

@@ -191,6 +191,7 @@ def start_session(link: ServerLink, display: Display, name: str, resumed: bool =
     display.session.observe(Welcome(name))
     display.session.user_list_requested(show=False)
     link.send(UserListRequest())
+    display.ask_user_list = lambda: link.send(UserListRequest())  # guest marks: who the newcomers are
     history: list[HistoryMessage] = []
     while not isinstance(event := link.next_event(), UserList):
         raise_if_ended(event)

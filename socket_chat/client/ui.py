@@ -28,6 +28,7 @@ from socket_chat import protocol
 from socket_chat.chat.commands import Command, CommandTable
 from socket_chat.chat.presentation import format_duration, printable_text, split_name
 from socket_chat.protocol import (
+    GUEST_MARK,
     ActionLine,
     ActionMessage,
     Away,
@@ -35,6 +36,10 @@ from socket_chat.protocol import (
     Back,
     ChatLine,
     ChatMessage,
+    DeviceAdd,
+    DeviceList,
+    DeviceListRequest,
+    DeviceRemove,
     ErrorNotice,
     Greeting,
     HistoryMessage,
@@ -74,6 +79,11 @@ class Session:
         #: are shown from there, as the others see them.
         self.echoed = False
         self._last_line: tuple[str, str, str] | None = None  # the last chat line or action shown live
+        #: Show ``NAME (guest): TEXT`` for a guest's lines (--mark-guests, /marks).
+        self.mark_guests = False
+        self._guests: set[str] = set()  # casefolded names of the guests online, from the last user list
+        self._joined_since_list = False  # someone joined after the last user list: its guests are not known
+        self._lists_silent = 0  # user lists asked for quietly, not answered yet
 
     def names(self) -> list[str]:
         """Everyone known to be online, this client included."""
@@ -104,6 +114,19 @@ class Session:
         """A UserListRequest went out; its answer is shown if ``show``."""
         with self._lock:
             self._user_lists_to_show.append(show)
+            self._lists_silent += not show
+
+    def is_guest(self, name: str) -> bool:
+        """Whether ``name`` was a guest in the last user list (or renamed from one)."""
+        with self._lock:
+            return name.casefold() in self._guests
+
+    def guests_unknown(self) -> bool:
+        """With guest marks on: someone joined whose guest or not is unknown,
+        and no quiet user list is on its way already (ask for one: the
+        caller does, and says so with ``user_list_requested``)."""
+        with self._lock:
+            return self.mark_guests and self._joined_since_list and not self._lists_silent
 
     def observe(self, event) -> None:
         """Keep track of names from an event the server sent."""
@@ -113,12 +136,18 @@ class Session:
                 self._online[event.name.casefold()] = event.name
             elif isinstance(event, UserJoined):
                 self._online[event.name.casefold()] = event.name
+                self._joined_since_list = True
             elif isinstance(event, (UserLeft, UserParted, UserKicked)):
                 self._online.pop(event.name.casefold(), None)
+                self._guests.discard(event.name.casefold())
             elif isinstance(event, NickChanged):
                 self._renamed(event.old, event.new)
             elif isinstance(event, UserList):
                 self._online = {name.casefold(): name for name in event.names()}
+                self._guests = {
+                    name.removesuffix(GUEST_MARK).casefold() for name, _ in event.members() if name.endswith(GUEST_MARK)
+                }
+                self._joined_since_list = False
             elif isinstance(event, PrivateMessage) and not self.is_me(event.sender):
                 self.last_private_from = event.sender
             elif isinstance(event, ChatMessage):
@@ -128,6 +157,9 @@ class Session:
 
     def _renamed(self, old: str, new: str) -> None:
         self._online.pop(old.casefold(), None)
+        if old.casefold() in self._guests:  # a guest stays one under a new name
+            self._guests.discard(old.casefold())
+            self._guests.add(new.casefold())
         self._online[new.casefold()] = new
         if old.casefold() == self.own_name.casefold():
             self.own_name = new
@@ -164,9 +196,20 @@ class Session:
         and the answers to user lists it asked for itself."""
         if isinstance(event, UserList):
             with self._lock:
-                return self._user_lists_to_show.popleft() if self._user_lists_to_show else True
+                show = self._user_lists_to_show.popleft() if self._user_lists_to_show else True
+                self._lists_silent -= not show
+                return show
+        if isinstance(event, ErrorNotice) and event.text.startswith(LIST_REFUSED):
+            with self._lock:  # flood control refused a list: the oldest asked for (the server answers in order)
+                show = self._user_lists_to_show.popleft() if self._user_lists_to_show else True
+                self._lists_silent -= not show
+                return show
         sender = getattr(event, "sender", None)
         return sender is None or not self.ignores(sender)
+
+
+#: How a server's flood control refuses a UserListRequest (chat/member.py).
+LIST_REFUSED = "Slow down: the user list was not sent."
 
 
 def mentions(text: str, name: str) -> bool:
@@ -241,9 +284,9 @@ def render(event, session: Session | None = None, style: Style = PLAIN, dated: b
     the time first, as for every line with --timestamps)."""
     clean = printable_text
     if isinstance(event, ChatMessage):
-        return [f"{style.name(clean(event.sender))}: {clean(event.text)}"]
+        return [f"{style.name(clean(event.sender))}{_guest_mark(event.sender, session)}: {clean(event.text)}"]
     if isinstance(event, ActionMessage):
-        return [f"* {style.name(clean(event.sender))} {clean(event.text)}"]
+        return [f"* {style.name(clean(event.sender))}{_guest_mark(event.sender, session)} {clean(event.text)}"]
     if isinstance(event, PrivateMessage):
         return [_render_private(event, session, style)]
     if isinstance(event, HistoryMessage):
@@ -262,6 +305,11 @@ def render(event, session: Session | None = None, style: Style = PLAIN, dated: b
     if isinstance(event, MalformedMessage):
         return [style.error(f"Error: the server sent a message this client cannot read ({event.reason}).")]
     return []
+
+
+def _guest_mark(sender: str, session: Session | None) -> str:
+    """`` (guest)`` after a guest's name, with guest marks on; else nothing."""
+    return GUEST_MARK if session is not None and session.mark_guests and session.is_guest(sender) else ""
 
 
 def _notice_text(event) -> str | None:
@@ -285,7 +333,19 @@ def _notice_text(event) -> str | None:
         return clean(event.text)
     if isinstance(event, WhoisReply):
         return whois_text(event)
+    if isinstance(event, DeviceList):
+        return device_list_text(event)
     return None
+
+
+def device_list_text(listed: DeviceList) -> str:
+    """``Devices of SHA256:...: SHA256:... (since 2026-12-06), ...`` or none."""
+    devices = [
+        f"{printable_text(fingerprint)} (since {time.strftime('%Y-%m-%d', time.localtime(added))})"
+        for fingerprint, added in listed.devices()
+    ]
+    owner = printable_text(listed.owner)
+    return f"Devices of {owner}: {', '.join(devices)}." if devices else f"{owner} has no devices."
 
 
 def whois_text(reply: WhoisReply) -> str:
@@ -400,6 +460,27 @@ def _whois(ctx: Context, argument: str) -> None:
     ctx.send(WhoisRequest(argument.strip()))
 
 
+def _device(ctx: Context, argument: str) -> None:
+    verb, _, key = argument.strip().partition(" ")
+    if verb == "list" and not key.strip():
+        ctx.send(DeviceListRequest())
+    elif verb in ("add", "remove") and key.strip():
+        ctx.send(DeviceAdd(key.strip()) if verb == "add" else DeviceRemove(key.strip()))
+    else:
+        raise UsageError("/device")
+
+
+def _marks(ctx: Context, argument: str) -> None:
+    wanted = argument.strip().casefold()
+    if wanted not in ("", "on", "off"):
+        raise UsageError("/marks")
+    ctx.session.mark_guests = not ctx.session.mark_guests if not wanted else wanted == "on"
+    if ctx.session.mark_guests:
+        ctx.show("* Guest marks are on: a guest's lines show as NAME (guest): TEXT.")
+    else:
+        ctx.show("* Guest marks are off.")
+
+
 def _msg(ctx: Context, argument: str) -> None:
     _needs(argument, "/msg")
     name, text = split_name(argument, ctx.session.names())
@@ -469,6 +550,13 @@ COMMANDS: CommandTable[Context, None] = CommandTable(
         Command("/help", "", "list the commands", _help),
         Command("/users", "", "who is online, and for how long", _users),
         Command("/whois", "NAME", "whose key a name is, and since when; online or not", _whois),
+        Command(
+            "/device",
+            "list|add|remove [KEY]",
+            "the keys that may use your names; add or remove one (SHA256:... or an ssh-ed25519 line)",
+            _device,
+        ),
+        Command("/marks", "[on|off]", "show NAME (guest) with each line from a guest (or not)", _marks),
         Command("/msg", "NAME TEXT", "a private message to NAME only", _msg),
         Command("/reply", "TEXT", "answer the last private message", _reply),
         Command("/me", "ACTION", "show * NAME ACTION to everyone", _me),
