@@ -20,6 +20,10 @@ from socket_chat.protocol import (
     Back,
     ChatLine,
     ChatMessage,
+    DeviceAdd,
+    DeviceList,
+    DeviceListRequest,
+    DeviceRemove,
     ErrorNotice,
     Goodbye,
     HistoryMessage,
@@ -32,8 +36,12 @@ from socket_chat.protocol import (
     UserListRequest,
     Username,
     UserParted,
+    WhoisReply,
+    WhoisRequest,
 )
 from socket_chat.server import cluster
+from socket_chat.server.cluster_names import RedisRegistrations
+from socket_chat.server.console import OperatorConsole
 from tests.helpers import OwnServer, wait_until
 
 redis = pytest.importorskip("redis")
@@ -173,8 +181,9 @@ def test_the_documented_redis_acl_is_all_the_chat_needs(identity_key, redis_serv
     servers = [OwnServer(identity_key), OwnServer(identity_key)]
     try:
         for own in servers:
-            own.start(cluster=cluster.RedisCluster.connect(url, name_ttl=0.6))  # refreshes every 0.2 s
-        alice, bob = servers[0].client("alice"), servers[1].client("bob")
+            joined = cluster.RedisCluster.connect(url, name_ttl=0.6)  # refreshes every 0.2 s
+            own.start(cluster=joined, registrations=RedisRegistrations(joined))
+        alice, bob = servers[0].client("alice"), servers[1].client("bob")  # each registers its name
         assert alice.expect(UserJoined) == UserJoined("bob")
         assert_everyone_still_chats(alice, bob)
         alice.send(PrivateLine("bob", "psst"))
@@ -187,6 +196,15 @@ def test_the_documented_redis_acl_is_all_the_chat_needs(identity_key, redis_serv
         assert next_of(bob, Notice) == Notice("You are back: no longer marked as away.")
         bob.send(UserListRequest())
         assert [name for name, _ in next_of(bob, UserList).members()] == ["alice", "bob"]
+        # Registrations and devices (cluster_names.py): every script and read, under the ACL.
+        device = "SHA256:" + "D" * 43
+        for request in (WhoisRequest("alice"), DeviceAdd(device), DeviceListRequest(), DeviceRemove(device)):
+            bob.send(request)
+        assert next_of(bob, WhoisReply).registered_at > 0
+        assert next_of(bob, Notice).text.startswith(f"The key {device} may use your names now")
+        assert [f for f, _ in next_of(bob, DeviceList).devices()] == [device]
+        assert next_of(bob, Notice).text.startswith(f"The key {device} may no longer use your names")
+        assert OperatorConsole(servers[0].server).execute("/release bob")[0].startswith("Released bob")
         scripts = commands_run(redis_server, "evalsha")
         # The names' refresh script, every 0.2 s on each server, under the ACL:
         assert wait_until(lambda: commands_run(redis_server, "evalsha") >= scripts + 4)

@@ -160,3 +160,22 @@ def test_the_device_list_round_trips_and_skips_garbled_entries():
         (CAT.fingerprint, 7),
     ]
     assert protocol.DeviceList("x", "no tab\nA\tx\nB\t3").devices() == [("B", 3)]
+
+
+def test_the_device_messages_are_protocol_mds_test_vector():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "PROTOCOL.md").read_text(encoding="utf-8")
+    vector = dict(re.findall(r"^(device_\w+) = ([0-9a-f]+)$", text, re.MULTILINE))
+    owner = "SHA256:bbXpuKG6zhzdmnxq256TlqzFBzRl2f6OOg722cYNbU8"
+    expected = {
+        "device_add": protocol.DeviceAdd(owner),
+        "device_remove": protocol.DeviceRemove(owner),
+        "device_list_request": protocol.DeviceListRequest(),
+        "device_list": protocol.DeviceList.of(owner, [("SHA256:" + "B" * 43, 1764100000)]),
+    }
+    assert set(vector) == set(expected)
+    for name, message in expected.items():
+        assert protocol.encode_message(message).hex() == vector[name]
+        assert protocol.decode_message(bytes.fromhex(vector[name])) == message
