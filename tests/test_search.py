@@ -265,3 +265,21 @@ def test_a_search_on_a_real_store_through_the_session(room, opened):
     ann = joined(room, "Ann", Limits(), search=store)
     heard = ann.send(SearchRequest("release", "cat", 0, 0))
     assert heard[1:] == [SearchResult("Cat", "release party", NOW, "chat")]
+
+
+# --- the client ------------------------------------------------------------------------------
+
+
+def test_the_client_sends_slash_search_as_a_request_and_refuses_a_bad_date_itself():
+    from socket_chat.client import ui as client_ui
+    from tests.test_client_ui import HOSTILE, Recorder
+
+    sent = Recorder().run("/search deploy from:Bob").sent
+    assert sent == [SearchRequest("deploy", "Bob", 0, 0)]
+    refused = Recorder().run("/search deploy after:soon")
+    assert refused.sent == [] and refused.errors == ["Not searched: after:soon is not a date: write it as YYYY-MM-DD."]
+    assert Recorder().run("/search").errors == [f"Usage: {client_ui.COMMANDS.parse('/search')[1].usage}"]
+    found = client_ui.render(SearchResult("Bob", "x" + HOSTILE, NOW, "chat"))
+    assert found == [f"[found {client_ui.date_time(NOW)}] Bob: x" + client_ui.printable_text(HOSTILE)]
+    kept = client_ui.render(protocol.OfflineMessage("Bob", "Ann", "hi", NOW))
+    assert kept == [f"[{client_ui.date_time(NOW)} Bob -> me] hi"]
