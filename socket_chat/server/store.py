@@ -577,12 +577,18 @@ def search_statement(query: SearchQuery, limit: int) -> tuple[str, list[object]]
     if query.sender:
         where.append("m.sender = ? COLLATE NOCASE")
         parameters.append(query.sender)
+    # A time bound is also a bound on the rowids (through the index on
+    # sent_at), which FTS5 keeps to: an old window is not reached by
+    # walking every newer match. Exact whatever the clock did: every line
+    # sent at or after ``after`` has an id at or above the least of theirs.
     if query.after:
         where.append("m.sent_at >= ?")
-        parameters.append(query.after)
+        where.append("messages_fts.rowid >= (SELECT min(id) FROM messages WHERE sent_at >= ?)")
+        parameters += [query.after, query.after]
     if query.before:
         where.append("m.sent_at < ?")
-        parameters.append(query.before)
+        where.append("messages_fts.rowid <= (SELECT max(id) FROM messages WHERE sent_at < ?)")
+        parameters += [query.before, query.before]
     parameters.append(limit)
     sql = (
         "SELECT m.sender, m.text, m.sent_at, m.kind FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
