@@ -283,3 +283,23 @@ def test_the_client_sends_slash_search_as_a_request_and_refuses_a_bad_date_itsel
     assert found == [f"[found {client_ui.date_time(NOW)}] Bob: x" + client_ui.printable_text(HOSTILE)]
     kept = client_ui.render(protocol.OfflineMessage("Bob", "Ann", "hi", NOW))
     assert kept == [f"[{client_ui.date_time(NOW)} Bob -> me] hi"]
+
+
+def test_the_wire_formats_are_protocol_mds_test_vectors():
+    import re
+    from pathlib import Path
+
+    from socket_chat.protocol import OfflineMessage
+    from socket_chat.protocol.codec import decode_message, encode_message
+
+    spec = (Path(__file__).parent.parent / "PROTOCOL.md").read_text(encoding="utf-8")
+    vectors = dict(re.findall(r"^(search_request|search_result|offline_message) = ([0-9a-f]+)$", spec, re.MULTILINE))
+    messages = {
+        "search_request": SearchRequest("deploy fri*", "Ann", 1764547200, 0),
+        "search_result": SearchResult("Ann", "Deploy on Friday", 1764600000, "chat"),
+        "offline_message": OfflineMessage("bob", "alice", "see you", 1764600000),
+    }
+    assert set(vectors) == set(messages)
+    for name, message in messages.items():
+        assert encode_message(message).hex() == vectors[name]
+        assert decode_message(bytes.fromhex(vectors[name])) == message

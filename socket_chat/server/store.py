@@ -12,9 +12,9 @@ killed (``kill -9``) or restarted loses none of what its people saw.
 The file is opened in WAL mode with ``synchronous=NORMAL``: a commit is in
 the write-ahead log, which the operating system has, when ``COMMIT`` returns;
 a killed process loses nothing committed, a power cut may lose the last
-commits (never the file's consistency). ``locking_mode=EXCLUSIVE`` holds the
-file for this server alone: a second server on the same file is refused at
-start (after ``BUSY_TIMEOUT``), not left to interleave with the first.
+commits (never the file's consistency). A lock file holds the file for this
+server alone (below): a second server on the same file is refused at start
+(after ``BUSY_TIMEOUT``), not left to interleave with the first.
 
 What goes wrong at start (the file is not a database, is in use, cannot be
 written) is a ``StoreError`` whose message is the line for the operator.
