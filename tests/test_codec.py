@@ -68,6 +68,9 @@ def test_codec_type_numbers_are_the_specs():
         "KeyProof": 0x23,
         "WhoisRequest": 0x24,
         "WhoisReply": 0x25,
+        "SearchRequest": 0x48,
+        "SearchResult": 0x49,
+        "OfflineMessage": 0x4A,
     }
 
 

@@ -97,6 +97,8 @@ CLIENT_MESSAGES = [
     KeyProof("ssh-ed25519", bytes(range(32)), bytes(range(64))),
     KeyProof("", b"", b""),
     protocol.WhoisRequest("Zoë"),
+    protocol.SearchRequest("deploy fri*", "Zoë", 1764547200, 0),
+    protocol.SearchRequest("", "", 0, 0),
     Goodbye("leaving"),  # last: nothing may follow it
 ]
 SERVER_MESSAGES = [
@@ -126,6 +128,8 @@ SERVER_MESSAGES = [
     ProofRequest(),
     protocol.WhoisReply("Zoë", "away", 3600, "SHA256:" + "A" * 43, 1764100000, "gone fishing"),
     protocol.WhoisReply("Zoë", "online", 5, "", 0, ""),
+    protocol.SearchResult("Zoë", "the deploy is on Friday", 1764600000, "action"),
+    protocol.OfflineMessage("Zoë", "Ann", "see you", 1764600000),
     Goodbye("Server is shutting down."),  # last: nothing may follow it
 ]
 SERVER_ONLY = [

@@ -87,8 +87,8 @@ PROOF_TWICE = "A key proof is taken once, before the username; the connection is
 #: (chat.offline); no pronoun: the server does not know one.
 KEPT_FOR_LATER = "{name} is offline; they will get it when they come back."
 NOT_KEPT_FOR_GUESTS = (
-    "No one called {name} is online, and no key has that name registered: private messages are kept only "
-    "for someone with a key. The private message was not sent."
+    "No one called {name} is online; the private message was not sent. Private messages are kept for "
+    "later only for a name registered to a key (not a guest's)."
 )
 WAITING_FULL = "{name} is offline and has {cap} private messages waiting already, the most kept: this one was not sent."
 WAITING_NONE_IN_CLUSTER = (
