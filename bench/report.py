@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from bench import crowd, flood, lockstep
+from bench import store as store_bench
 from bench.findings import CLUSTER_PROFILE, cluster_finding, findings
 from bench.runner import CHAT, PLAIN, UNBATCHED, Results
 from bench.tables import (
@@ -37,6 +38,7 @@ SECTIONS = (
     "## Cluster",
     "## Crowd",
     "## Memory",
+    "## The history store",
     "## Raw costs",
     "## Profiles",
     "## Machine",
@@ -54,6 +56,7 @@ def print_tables(results: Results) -> None:
         ("Memory", memory_table(results)),
         ("Raw costs", costs_table(results)),
         ("Handshake flood from one address", flood.table(results.flood)),
+        ("The history store", store_bench.rows(results.store)),
     ):
         print(f"\n{title}")
         print("\n".join(lines))
@@ -134,6 +137,7 @@ def write_markdown(
         *memory_table(results),
         "",
         *flood.markdown(results.flood),
+        *store_bench.markdown(results.store),
         "## Raw costs",
         "",
         "In process, no network: mean µs per call.",
@@ -241,6 +245,7 @@ def write_json(results: Results, path: Path) -> None:
             for r in results.lockstep
         ],
         "crowd": crowd.to_json(results.crowd),
+        "store": store_bench.as_json(results.store),
         "costs_us": results.costs_us,
         "errors": results.errors,
     }

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bench import crowd, flood, lockstep, micro, scenarios
+from bench import store as store_bench
 from bench.loadgen import BenchError
 from bench.redis_server import RedisServer
 from bench.servers import ROOT, TEST_KEY
@@ -50,6 +51,7 @@ class Plan:
     lockstep_rooms: tuple[int, ...] = ()  # lockstep in rooms of these sizes too, beside those of `sizes`
     crowd: crowd.CrowdPlan = crowd.NO_CROWD  # rooms of thousands (bench/crowd.py)
     flood_seconds: float = 10.0  # per setup of the handshake flood (bench/flood.py)
+    store: store_bench.StorePlan = store_bench.FULL_STORE  # the history store on and off, /search (bench/store.py)
 
 
 FULL = Plan(
@@ -83,6 +85,7 @@ QUICK = Plan(
     lockstep_least=10,
     crowd=crowd.QUICK_CROWD,
     flood_seconds=2.0,
+    store=store_bench.QUICK_STORE,
 )
 
 
@@ -121,6 +124,7 @@ class Results:
     lockstep: list[lockstep.LockstepResult] = field(default_factory=list)
     crowd: crowd.CrowdResults = field(default_factory=crowd.CrowdResults)
     flood: list[flood.FloodRun] = field(default_factory=list)
+    store: store_bench.StoreResults = field(default_factory=store_bench.StoreResults)
     errors: list[str] = field(default_factory=list)
 
 
@@ -210,6 +214,12 @@ def run(plan: Plan, progress=print) -> Results:
         progress,
     )
     guarded(results, "handshake flood from one address", lambda: measure_flood(plan, results), progress)
+    guarded(
+        results,
+        "the history store on and off; /search",
+        lambda: store_bench.measure(plan.store, results.store, functools.partial(ServerProcess, CHAT), progress),
+        progress,
+    )
     return results
 
 

@@ -1,11 +1,13 @@
 """The child process that runs one server for the benchmark.
 
     python -m bench.servers KIND [--stack-size BYTES] [--cluster redis://HOST:PORT/DB] [--admission]
+                                 [--store FILE]
 
 KIND is ``chat`` (socket_chat.server's ``ChatServer`` as it is),
 ``chat-unbatched`` (the same with a sender that seals one record per message, as before issue 5)
 or ``plain`` (the plaintext floor). With ``--cluster`` a chat server joins the cluster on that
-Redis, as ``server.py --cluster`` does. It prints ``PORT <n>`` once listening, and
+Redis, as ``server.py --cluster`` does; with ``--store FILE`` it keeps its history in that
+SQLite file, as ``server.py --store FILE`` does (bench/store.py). It prints ``PORT <n>`` once listening, and
 runs until SIGTERM or until its standard input closes. It uses the test-only
 key from tests/keys (making a 3,072-bit key takes seconds): never a real one.
 """
@@ -24,7 +26,7 @@ from socket_chat import crypto as crypto_utils
 from socket_chat import protocol
 from socket_chat.chat import limits
 from socket_chat.server import app as chat_server
-from socket_chat.server import descriptors, sender
+from socket_chat.server import descriptors, sender, store
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_KEY = ROOT / "tests" / "keys" / "test-only-server-key.pem"
@@ -55,12 +57,17 @@ class UnbatchedServer(chat_server.ChatServer):
     sender_class = UnbatchedSender
 
 
-def make_server(kind: str, cluster_url: str | None = None, bench_limits: limits.Limits = BENCH_LIMITS):
+def make_server(
+    kind: str, cluster_url: str | None = None, bench_limits: limits.Limits = BENCH_LIMITS, store_path: str | None = None
+):
     if kind == "plain":
         return PlainServer("127.0.0.1", 0)
     key = crypto_utils.import_private_key(TEST_KEY.read_bytes())
     server_class = UnbatchedServer if kind == "chat-unbatched" else chat_server.ChatServer
-    return server_class(key, "127.0.0.1", 0, bench_limits, cluster=join_cluster(cluster_url))
+    opened = (
+        None if store_path is None else store.SqliteStore.open(Path(store_path), history=chat_server.DEFAULT_HISTORY)
+    )
+    return server_class(key, "127.0.0.1", 0, bench_limits, cluster=join_cluster(cluster_url), store=opened)
 
 
 def join_cluster(url: str | None):
@@ -84,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster", metavar="redis://HOST:PORT/DB", help="join the cluster on this Redis")
     parser.add_argument("--admission", action="store_true", help="server.py's per-address limits (default: off)")
     parser.add_argument("--handshake-timeout", type=float, help="seconds, for a reconnect storm (bench/crowd.py)")
+    parser.add_argument("--store", metavar="FILE", help="keep the history in this SQLite file (default: memory)")
     args = parser.parse_args(argv)
     if args.cluster and args.kind == "plain":
         parser.error("--cluster: the plaintext floor has no cluster")
@@ -93,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     bench_limits = ADMISSION_LIMITS if args.admission else BENCH_LIMITS
     if args.handshake_timeout:
         bench_limits = dataclasses.replace(BENCH_LIMITS, handshake_timeout=args.handshake_timeout)
-    server = make_server(args.kind, args.cluster, bench_limits)
+    server = make_server(args.kind, args.cluster, bench_limits, args.store)
     stop = server.server_close if args.kind == "plain" else server.shutdown
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop, daemon=True).start())
     stop_when_stdin_closes(stop)

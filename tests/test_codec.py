@@ -72,6 +72,9 @@ def test_codec_type_numbers_are_the_specs():
         "DeviceRemove": 0x39,
         "DeviceListRequest": 0x3A,
         "DeviceList": 0x3B,
+        "SearchRequest": 0x48,
+        "SearchResult": 0x49,
+        "OfflineMessage": 0x4A,
     }
 
 

@@ -89,7 +89,10 @@ def test_private_message_reaches_one_person_shown_distinctly_on_both_sides(serve
     assert not [line for line in server.stderr.lines if "psst" in line]  # the private text is not logged
 
     jaime.send("/msg Nobody hello?")
-    jaime.stdout.expect("Error: No one called Nobody is online; the private message was not sent.")
+    jaime.stdout.expect(
+        "Error: No one called Nobody is online; the private message was not sent. "
+        "Private messages are kept for later only for a name registered to a key (not a guest's)."
+    )
 
 
 def test_me_nick_users_and_quit_with_a_parting_line(server, randall_and_jaime):

@@ -100,6 +100,8 @@ CLIENT_MESSAGES = [
     protocol.DeviceAdd("SHA256:" + "A" * 43),
     protocol.DeviceRemove("ssh-ed25519 AAAA laptop"),
     protocol.DeviceListRequest(),
+    protocol.SearchRequest("deploy fri*", "Zoë", 1764547200, 0),
+    protocol.SearchRequest("", "", 0, 0),
     Goodbye("leaving"),  # last: nothing may follow it
 ]
 SERVER_MESSAGES = [
@@ -131,6 +133,8 @@ SERVER_MESSAGES = [
     protocol.WhoisReply("Zoë", "online", 5, "", 0, ""),
     protocol.DeviceList("SHA256:" + "A" * 43, "SHA256:" + "B" * 43 + "\t1764100000"),
     protocol.DeviceList("SHA256:" + "A" * 43, ""),
+    protocol.SearchResult("Zoë", "the deploy is on Friday", 1764600000, "action"),
+    protocol.OfflineMessage("Zoë", "Ann", "see you", 1764600000),
     Goodbye("Server is shutting down."),  # last: nothing may follow it
 ]
 SERVER_ONLY = [

@@ -25,9 +25,18 @@ from socket_chat import crypto, protocol
 from socket_chat.chat import names
 from socket_chat.chat.allow import INVITED_ONLY, NAME_RESERVED, AllowList
 from socket_chat.chat.limits import Clock, Limits, TokenBucket
+from socket_chat.chat.offline import OfflineMessages
 from socket_chat.chat.presentation import excerpt, printable_text
 from socket_chat.chat.registrations import MAX_DEVICES, DeviceAdded, NameRegistry, RegistryUnavailable, Taken
 from socket_chat.chat.room import Member, Membership, Room, user_list_messages
+from socket_chat.chat.search import (
+    MAX_SEARCH_RESULTS,
+    NO_INDEX,
+    SearchIndex,
+    SearchRefused,
+    SearchUnavailable,
+    query_of,
+)
 
 __all__ = [
     "ASK_USERNAME",
@@ -42,6 +51,10 @@ __all__ = [
     "USERNAME_LOOKS_TAKEN",
     "USERNAME_TAKEN",
     "NAME_AT_CAP",
+    "KEPT_FOR_LATER",
+    "NOT_KEPT_FOR_GUESTS",
+    "WAITING_FULL",
+    "WAITING_NONE_IN_CLUSTER",
     "UNKNOWN_KEY",
     "WHOIS_NO_ONE",
     "DEVICE_ADDED",
@@ -94,6 +107,17 @@ MAX_AWAY_LENGTH = 200  # characters of an away message (IRC servers allow about 
 PROOF_FAILED = "Your key's proof does not check out; the connection is closed."
 KEY_UNSUPPORTED = "Your key cannot be used here: {reason}; the connection is closed."
 PROOF_TWICE = "A key proof is taken once, before the username; the connection is closed."
+#: The sender's answer when a private line is kept for someone offline
+#: (chat.offline); no pronoun: the server does not know one.
+KEPT_FOR_LATER = "{name} is offline; they will get it when they come back."
+NOT_KEPT_FOR_GUESTS = (
+    "No one called {name} is online; the private message was not sent. Private messages are kept for "
+    "later only for a name registered to a key (not a guest's)."
+)
+WAITING_FULL = "{name} is offline and has {cap} private messages waiting already, the most kept: this one was not sent."
+WAITING_NONE_IN_CLUSTER = (
+    "No one called {name} is online; this server keeps no private messages for later. The private message was not sent."
+)
 GUESTS_REFUSED = (
     "This server takes only people with a key, and your client offered none: connect with a newer "
     "client (it makes a key and proves it by itself), or ask the server's operator."
@@ -130,6 +154,11 @@ class MemberSession:
             told; a name it reserves is taken by its key alone.
         registrations: the server's registered names (registrations.py),
             or None: names belong to no one once their holder leaves.
+        offline: where private lines wait for a registered name's key
+            while no one is online under it (offline.py), or None: none
+            are kept.
+        search: the history's full-text index (``/search``), or None: the
+            server keeps no store, and a search is refused (``NO_INDEX``).
 
     Attributes:
         membership: the place in the room, from the username accepted
@@ -152,6 +181,8 @@ class MemberSession:
         clock: Clock = time.monotonic,
         allowed: Callable[[], AllowList | None] | None = None,
         registrations: NameRegistry | None = None,
+        offline: OfflineMessages | None = None,
+        search: SearchIndex | None = None,
     ) -> None:
         self.room, self.member, self.limits = room, member, limits
         self._tell = tell
@@ -168,6 +199,7 @@ class MemberSession:
         self._session_id: bytes | None = None  # given to start(): proofs are taken
         self._allowed = allowed or _anyone
         self._registrations = registrations
+        self._offline, self._search = offline, search
 
     @property
     def stage(self) -> Stage:
@@ -264,6 +296,7 @@ class MemberSession:
         self.membership = self._try_username(event.name, ask_again=not last)
         if self.membership is not None:
             self._stage = Stage.CHATTING
+            self._give_waiting()
         elif last:
             self._end(TOO_MANY_USERNAMES)
 
@@ -331,11 +364,7 @@ class MemberSession:
         me = self._me
         recipient = recipient_name(line.recipient)
         if recipient is None or not self.room.send_private(me, recipient, line.text):
-            self._tell(
-                protocol.ErrorNotice(
-                    f"No one called {excerpt(line.recipient, 40)} is online; the private message was not sent."
-                )
-            )
+            self._keep_for_later(line, recipient)
             return
         # The text of private lines stays out of the log (the operator could
         # still read it: the server decrypts everything).
@@ -343,6 +372,69 @@ class MemberSession:
         away = self.room.away_message(recipient)
         if away is not None and away[0] != me.name:
             self._tell(protocol.AwayReply(*away))  # as IRC's RPL_AWAY
+
+    def _keep_for_later(self, line: protocol.PrivateLine, recipient: str | None) -> None:
+        """A private line to a name no one is online under: kept for the
+        key that registered it, or refused (a guest's name, no name)."""
+        shown = excerpt(line.recipient, 40)
+        held = self._registrations.lookup(recipient) if recipient and self._registrations else None
+        if recipient is None or self._offline is None:
+            text = f"No one called {shown} is online; the private message was not sent."
+            if recipient is not None and held is not None:  # a key's name, but nowhere to keep it
+                text = WAITING_NONE_IN_CLUSTER.format(name=shown)
+            self._tell(protocol.ErrorNotice(text))
+        elif held is None:
+            self._tell(protocol.ErrorNotice(NOT_KEPT_FOR_GUESTS.format(name=shown)))
+        elif not self._offline.keep(held.fingerprint, self._me.name, held.name, line.text):
+            self._tell(protocol.ErrorNotice(WAITING_FULL.format(name=held.name, cap=self._offline.cap)))
+        else:
+            log.info("%s left a private message for %s (offline)", self._me.name, held.name)
+            self._tell(protocol.Notice(KEPT_FOR_LATER.format(name=held.name)))
+
+    def _give_waiting(self) -> None:
+        """The private lines kept for this key while it was offline, after
+        the welcome (and the history), oldest first; forgotten once given."""
+        if self._offline is None or self.fingerprint is None:
+            return
+        waiting = self._offline.take(self.fingerprint)
+        if not waiting:
+            return
+        count = len(waiting)
+        self._tell(protocol.Notice(f"{count} private message{'s' if count > 1 else ''} came while you were away:"))
+        for kept in waiting:
+            self._tell(protocol.OfflineMessage(kept.sender, kept.recipient, kept.text, kept.sent_at))
+
+    def _search_history(self, request: protocol.SearchRequest) -> None:
+        """``/search``: the newest matching public lines, newest first, after
+        a line that says how many (at most ``MAX_SEARCH_RESULTS``)."""
+        if not self._within_rate("nothing was searched"):
+            return
+        if self._search is None:
+            self._tell(protocol.ErrorNotice(NO_INDEX))
+            return
+        try:
+            found = self._search.search(query_of(request), MAX_SEARCH_RESULTS + 1)
+        except SearchRefused as refused:
+            self._tell(protocol.ErrorNotice(f"Not searched: {refused}."))
+            return
+        except SearchUnavailable as failed:
+            self._tell(protocol.ErrorNotice(str(failed)))
+            return
+        shown = found[:MAX_SEARCH_RESULTS]
+        if not shown:
+            self._tell(protocol.Notice("No line matches."))
+            return
+        if len(found) > MAX_SEARCH_RESULTS:
+            head = (
+                f"The newest {len(shown)} lines that match (the most shown at once; narrow the search for older ones):"
+            )
+        else:
+            head = (
+                f"{len(shown)} line{'s' if len(shown) > 1 else ''} match{'' if len(shown) > 1 else 'es'}, newest first:"
+            )
+        self._tell(protocol.Notice(head))
+        for entry in shown:
+            self._tell(protocol.SearchResult(entry.sender, entry.text, entry.sent_at, entry.kind))
 
     def _rename(self, request: protocol.NickRequest) -> None:
         if not self._within_rate("the name was not changed"):
@@ -676,6 +768,7 @@ RULES: dict[Stage, dict[type, Rule]] = {
         protocol.DeviceAdd: MemberSession._device_add,
         protocol.DeviceRemove: MemberSession._device_remove,
         protocol.DeviceListRequest: MemberSession._device_list,
+        protocol.SearchRequest: MemberSession._search_history,
         protocol.Goodbye: MemberSession._part,
     },
 }

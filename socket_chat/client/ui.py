@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from socket_chat import protocol
 from socket_chat.chat.commands import Command, CommandTable
 from socket_chat.chat.presentation import format_duration, printable_text, split_name
+from socket_chat.chat.search import SearchRefused, parse_search
 from socket_chat.protocol import (
     GUEST_MARK,
     ActionLine,
@@ -48,8 +49,10 @@ from socket_chat.protocol import (
     NickChanged,
     NickRequest,
     Notice,
+    OfflineMessage,
     PrivateLine,
     PrivateMessage,
+    SearchResult,
     UserJoined,
     UserKicked,
     UserLeft,
@@ -148,7 +151,7 @@ class Session:
                     name.removesuffix(GUEST_MARK).casefold() for name, _ in event.members() if name.endswith(GUEST_MARK)
                 }
                 self._joined_since_list = False
-            elif isinstance(event, PrivateMessage) and not self.is_me(event.sender):
+            elif isinstance(event, (PrivateMessage, OfflineMessage)) and not self.is_me(event.sender):
                 self.last_private_from = event.sender
             elif isinstance(event, ChatMessage):
                 self._last_line = (event.sender, event.text, "chat")
@@ -187,7 +190,7 @@ class Session:
         sender = getattr(event, "sender", None)
         if sender is None or self.is_me(sender) or not self.own_name:
             return False
-        if isinstance(event, PrivateMessage):
+        if isinstance(event, (PrivateMessage, OfflineMessage)):
             return True
         return isinstance(event, (ChatMessage, ActionMessage)) and mentions(event.text, self.own_name)
 
@@ -291,6 +294,11 @@ def render(event, session: Session | None = None, style: Style = PLAIN, dated: b
         return [_render_private(event, session, style)]
     if isinstance(event, HistoryMessage):
         return [_render_history(event, style, dated)]
+    if isinstance(event, SearchResult):
+        return [_render_found(event, style)]
+    if isinstance(event, OfflineMessage):
+        when = date_time(event.sent_at)
+        return [style.private(f"[{when} {clean(event.sender)} -> me] {clean(event.text)}")]
     if isinstance(event, UserList):
         return _render_user_list(event, style)
     if isinstance(event, Motd):
@@ -376,6 +384,20 @@ def _render_private(event: PrivateMessage, session: Session | None, style: Style
 def _render_history(event: HistoryMessage, style: Style, dated: bool = True) -> str:
     clean = printable_text
     marker = style.notice(f"[history {clock_time(event.sent_at)}]" if dated else "[history]")
+    if event.kind == "action":
+        return f"{marker} * {style.name(clean(event.sender))} {clean(event.text)}"
+    return f"{marker} {style.name(clean(event.sender))}: {clean(event.text)}"
+
+
+def date_time(unix_seconds: float) -> str:
+    """``YYYY-MM-DD HH:MM`` in local time."""
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(unix_seconds))
+
+
+def _render_found(event: SearchResult, style: Style) -> str:
+    """A search's line: ``[found 2026-12-06 18:02] Ann: the text``."""
+    clean = printable_text
+    marker = style.notice(f"[found {date_time(event.sent_at)}]")
     if event.kind == "action":
         return f"{marker} * {style.name(clean(event.sender))} {clean(event.text)}"
     return f"{marker} {style.name(clean(event.sender))}: {clean(event.text)}"
@@ -496,6 +518,16 @@ def _reply(ctx: Context, argument: str) -> None:
     ctx.send(PrivateLine(ctx.session.last_private_from, argument))
 
 
+def _search(ctx: Context, argument: str) -> None:
+    _needs(argument, "/search")
+    try:
+        request = parse_search(argument)
+    except SearchRefused as refused:
+        ctx.error(f"Not searched: {refused}.")
+        return
+    ctx.send(request)
+
+
 def _me(ctx: Context, argument: str) -> None:
     _needs(argument, "/me")
     ctx.send(ActionLine(argument))
@@ -559,6 +591,12 @@ COMMANDS: CommandTable[Context, None] = CommandTable(
         Command("/marks", "[on|off]", "show NAME (guest) with each line from a guest (or not)", _marks),
         Command("/msg", "NAME TEXT", "a private message to NAME only", _msg),
         Command("/reply", "TEXT", "answer the last private message", _reply),
+        Command(
+            "/search",
+            "WORDS [from:NAME] [before:DATE] [after:DATE]",
+            "the newest public lines with all the WORDS (DATE: YYYY-MM-DD; word* for a prefix)",
+            _search,
+        ),
         Command("/me", "ACTION", "show * NAME ACTION to everyone", _me),
         Command("/nick", "NEW", "change your username; everyone is told", _nick),
         Command("/away", "[MESSAGE]", "mark yourself away; who writes to you privately is told", _away),

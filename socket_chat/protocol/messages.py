@@ -62,6 +62,9 @@ __all__ = [
     "DeviceRemove",
     "DeviceListRequest",
     "DeviceList",
+    "SearchRequest",
+    "SearchResult",
+    "OfflineMessage",
     "MESSAGE_TYPES",
     "CLIENT_SENDS",
     "SERVER_SENDS",
@@ -514,6 +517,49 @@ class DeviceList(Message):
         return found
 
 
+# Search and the messages kept for someone offline: 0x48 to 0x4F.
+
+
+@dataclass(frozen=True)
+class SearchRequest(Message):
+    """Client: ``/search WORDS [from:NAME] [before:DATE] [after:DATE]``.
+    ``words``: separated by spaces, each one a word to find (a trailing
+    ``*``: a prefix); ``sender``: only lines of this name ("" for anyone);
+    ``after``: only lines sent at or after this Unix time, ``before``: only
+    before it (0: no bound)."""
+
+    TYPE: ClassVar[int] = 0x48
+    words: str
+    sender: str
+    after: int
+    before: int
+
+
+@dataclass(frozen=True)
+class SearchResult(Message):
+    """Server: one line that matched a ``SearchRequest``, after a Notice
+    that says how many follow; newest first. Its fields as a
+    ``HistoryMessage``'s."""
+
+    TYPE: ClassVar[int] = 0x49
+    sender: str
+    text: str
+    sent_at: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class OfflineMessage(Message):
+    """Server: a private line kept for its recipient while they were
+    offline, given after their Welcome; ``sent_at`` in Unix seconds."""
+
+    TYPE: ClassVar[int] = 0x4A
+    sender: str
+    recipient: str
+    text: str
+    sent_at: int
+
+
 #: Every message class by its type byte.
 MESSAGE_TYPES: Mapping[int, type[Message]] = {
     cls.TYPE: cls
@@ -555,6 +601,9 @@ MESSAGE_TYPES: Mapping[int, type[Message]] = {
         DeviceRemove,
         DeviceListRequest,
         DeviceList,
+        SearchRequest,
+        SearchResult,
+        OfflineMessage,
     )
 }
 # Read each class's field specs now, so that a field of a type the wire
@@ -582,6 +631,7 @@ CLIENT_SENDS: frozenset[type[Message]] = frozenset(
         DeviceAdd,
         DeviceRemove,
         DeviceListRequest,
+        SearchRequest,
     }
 )
 #: The messages a server may send: all but the client's own, and the two

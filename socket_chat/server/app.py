@@ -21,6 +21,7 @@ from socket_chat import cli, protocol, transport
 from socket_chat import crypto as crypto_utils
 from socket_chat.chat.allow import AllowList
 from socket_chat.chat.limits import Limits
+from socket_chat.chat.offline import OfflineMessages
 from socket_chat.chat.presentation import printable_text
 from socket_chat.chat.registrations import NameRegistry, RegistryUnavailable
 from socket_chat.chat.room import DEFAULT_HISTORY, Cluster, Room
@@ -106,6 +107,10 @@ class ChatServer:
     ) -> None:
         self.allow = allow  # --allow: only its keys get in
         self.registrations = registrations  # registered names, or None: none are (registrations.py)
+        # Private lines kept for a registered name's key while it is offline
+        # (offline.py): in the store's file, or in memory without one; none
+        # in a cluster, where each server would keep its own.
+        self.offline = OfflineMessages(store) if registrations is not None and cluster is None else None
         self.identity = ServerIdentity.of(identity_key)
         self.limits = limits
         self.handshaking: contextlib.AbstractContextManager[object] = threading.Lock()

@@ -140,7 +140,8 @@ def _add_store_options(group: argparse._ArgumentGroup) -> None:
         "--store",
         default=None,
         metavar="FILE",
-        help="the SQLite file the history is kept in, to outlive a restart; 'none' keeps nothing on disk "
+        help="the SQLite file the history is kept in, to outlive a restart, with its full-text index for /search "
+        "and the private messages waiting for someone offline; 'none' keeps nothing on disk (no /search then) "
         "(default: $XDG_DATA_HOME/socket-chat/history.sqlite3; none with --cluster or --history 0)",
     )
     group.add_argument(
@@ -148,7 +149,8 @@ def _add_store_options(group: argparse._ArgumentGroup) -> None:
         type=count_type("--keep-days"),
         default=DEFAULT_KEEP_DAYS,
         metavar="N",
-        help=f"drop stored lines older than N days; 0: keep them for ever (default: {DEFAULT_KEEP_DAYS})",
+        help="drop stored lines, and private messages still waiting, older than N days; 0: keep them for ever "
+        f"(default: {DEFAULT_KEEP_DAYS})",
     )
     group.add_argument(
         "--name-expiry",

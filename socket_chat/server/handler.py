@@ -94,6 +94,8 @@ class ClientHandler:
             log_messages=server.log_messages,
             allowed=server.allowed,
             registrations=server.registrations,
+            offline=server.offline,
+            search=server.store,
         )
 
     # What the room calls (room.Member).

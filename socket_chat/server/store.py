@@ -12,9 +12,9 @@ killed (``kill -9``) or restarted loses none of what its people saw.
 The file is opened in WAL mode with ``synchronous=NORMAL``: a commit is in
 the write-ahead log, which the operating system has, when ``COMMIT`` returns;
 a killed process loses nothing committed, a power cut may lose the last
-commits (never the file's consistency). ``locking_mode=EXCLUSIVE`` holds the
-file for this server alone: a second server on the same file is refused at
-start (after ``BUSY_TIMEOUT``), not left to interleave with the first.
+commits (never the file's consistency). A lock file holds the file for this
+server alone (below): a second server on the same file is refused at start
+(after ``BUSY_TIMEOUT``), not left to interleave with the first.
 
 What goes wrong at start (the file is not a database, is in use, cannot be
 written) is a ``StoreError`` whose message is the line for the operator.
@@ -31,21 +31,44 @@ again, and the next key to take it registers it.
 It keeps the devices too (``/device add``; the ``devices`` table, schema 3):
 each key that may use another key's names, read at start and written as
 the names are.
+Schema 4 adds the full-text index of the lines (``/search``: an FTS5 table
+over ``messages.text``, an external-content one kept in step by triggers,
+so the writer's inserts and the retention's deletes keep it right) and the
+private lines waiting for someone offline (``chat.offline``; the
+``waiting`` table, kept and dropped as the names are).
+
+Searches run on a connection of their own, read-only, opened on the first
+one: in WAL mode a reader neither waits for the writer nor makes it wait,
+so a search delays no delivery and no commit. One search runs at a time
+(a lock; each is bounded by ``SEARCH_TIMEOUT``), in the thread of the
+person who asked.
+
+One server per file: SQLite's ``locking_mode=EXCLUSIVE`` would also shut
+out that reader, so the file is held instead by an ``flock`` on a lock file
+beside it (``FILE.lock``, 0600), taken before SQLite opens the file and
+kept until ``close``: a second server on the same file is refused at start
+(after ``BUSY_TIMEOUT``). The operator may still read the file with
+``sqlite3`` while the server runs.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import logging
+import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from socket_chat.chat.offline import Waiting
 from socket_chat.chat.registrations import Device, Registration
+from socket_chat.chat.search import SearchQuery, SearchUnavailable, fts_expression
 from socket_chat.crypto import keystore
 from socket_chat.protocol import HistoryMessage
 
@@ -54,6 +77,7 @@ __all__ = [
     "COMMIT_INTERVAL",
     "QUEUE_LINES",
     "SCHEMA_VERSION",
+    "SEARCH_TIMEOUT",
     "Retention",
     "SqliteStore",
     "StoreError",
@@ -68,6 +92,8 @@ BUSY_TIMEOUT = 2.0  # seconds to wait for a file another process holds, then ref
 PRUNE_INTERVAL = 600.0  # seconds between two passes of the retention
 OPEN_TIMEOUT = 30.0  # seconds the writer may take to open, check and read the file at start
 CLOSE_TIMEOUT = 5.0  # seconds ``close`` waits for what is queued to be written
+SEARCH_TIMEOUT = 1.0  # seconds one search may run before it is stopped (its person is told)
+LOCK_POLL = 0.05  # seconds between two tries of another server's lock file
 DAY = 86_400.0
 
 #: The schema, one step per version: ``MIGRATIONS[n]`` takes a file of
@@ -87,6 +113,22 @@ MIGRATIONS: list[list[str]] = [
     ],
     [  # 3: devices (chat.registrations): a key that may use its owner's names
         "CREATE TABLE devices (fingerprint TEXT PRIMARY KEY, owner TEXT NOT NULL, added_at INTEGER NOT NULL)",
+    ],
+    [  # 4: /search's full-text index of the lines (kept by triggers, the lines stored so far indexed
+        # here), and the private lines waiting for someone offline (chat.offline)
+        "CREATE VIRTUAL TABLE messages_fts USING fts5(text, content='messages', content_rowid='id',"
+        " tokenize='unicode61 remove_diacritics 2')",
+        "CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN"
+        " INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text); END",
+        "CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN"
+        " INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.id, old.text); END",
+        "CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages BEGIN"
+        " INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.id, old.text);"
+        " INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text); END",
+        "INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')",
+        "CREATE TABLE waiting (id INTEGER PRIMARY KEY, fingerprint TEXT NOT NULL, sender TEXT NOT NULL,"
+        " recipient TEXT NOT NULL, text TEXT NOT NULL, sent_at INTEGER NOT NULL)",
+        "CREATE INDEX waiting_fingerprint ON waiting (fingerprint)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -166,6 +208,13 @@ class SqliteStore:
         # Devices to write: (fingerprint, the device or None: drop it).
         self._device_changes: collections.deque[tuple[str, Device | None]] = collections.deque()
         self._devices: list[Device] = []
+        # Waiting private lines to write: a line to keep, or a key whose lines are dropped.
+        self._waiting: collections.deque[Waiting | str] = collections.deque()
+        self._waited: list[Waiting] = []
+        self._lock_fd: int | None = None  # the flock on FILE.lock: this server's file
+        self._reader: sqlite3.Connection | None = None  # searches' own, opened on the first
+        self._reader_lock = threading.Lock()
+        self._search_deadline = 0.0
         self._ready = threading.Event()
         self._start_error: StoreError | None = None
         self._thread = threading.Thread(target=self._run, name="history store", daemon=True)
@@ -182,12 +231,14 @@ class SqliteStore:
         """
         store = cls(path, retention, **options)
         store._make_file()
+        store._hold_file()
         store._thread.start()
         if not store._ready.wait(OPEN_TIMEOUT):
             store._stopping = True  # the writer gives the file up if it opens it yet
             store._wake.set()
             raise StoreError(f"The history store {path} did not open within {OPEN_TIMEOUT:g} s.")
         if store._start_error is not None:
+            store._let_go()
             raise store._start_error
         return store
 
@@ -238,6 +289,63 @@ class SqliteStore:
                 return
             self._device_changes.append((fingerprint, device))
 
+    # Methods for the waiting private lines (chat.offline.OfflineStore).
+
+    def waiting_messages(self) -> list[Waiting]:
+        return list(self._waited)
+
+    def save_waiting(self, message: Waiting) -> None:
+        self._queue_waiting(message)
+
+    def drop_waiting(self, fingerprint: str) -> None:
+        self._queue_waiting(fingerprint)
+
+    def _queue_waiting(self, change: Waiting | str) -> None:
+        with self._lock:
+            if self._failed or len(self._waiting) >= self._capacity:
+                self._unstored += 1
+                return
+            self._waiting.append(change)
+
+    # Methods for the sessions (chat.search.SearchIndex).
+
+    def search(self, query: SearchQuery, limit: int) -> list[HistoryMessage]:
+        """The newest ``limit`` stored lines that match, newest first, read
+        on the searches' own connection (never the writer's): stopped after
+        ``SEARCH_TIMEOUT``. What is still queued is not found yet.
+
+        Raises:
+            SearchUnavailable: the file could not be read, or the search
+                ran too long.
+        """
+        sql, parameters = search_statement(query, limit)
+        with self._reader_lock:
+            try:
+                reader = self._open_reader()
+                self._search_deadline = time.monotonic() + SEARCH_TIMEOUT
+                rows = reader.execute(sql, parameters).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "interrupted" in str(exc):
+                    raise SearchUnavailable(
+                        f"The search ran longer than {SEARCH_TIMEOUT:g} s and was stopped: "
+                        "give more words, or a narrower time."
+                    ) from None
+                log.warning("The history store %s: a search failed: %s", self.path, describe(exc))
+                raise SearchUnavailable("The search failed: the server could not read its history store.") from None
+            except sqlite3.Error as exc:
+                log.warning("The history store %s: a search failed: %s", self.path, describe(exc))
+                raise SearchUnavailable("The search failed: the server could not read its history store.") from None
+        return [HistoryMessage(str(s), str(t), int(at), str(k)) for s, t, at, k in rows]
+
+    def _open_reader(self) -> sqlite3.Connection:
+        """Under ``_reader_lock``: the searches' read-only connection."""
+        if self._reader is None:
+            uri = "file:" + urllib.parse.quote(str(self.path)) + "?mode=ro"
+            reader = sqlite3.connect(uri, uri=True, timeout=self._busy_timeout, check_same_thread=False)
+            reader.set_progress_handler(lambda: time.monotonic() > self._search_deadline, 1000)  # SQLite steps
+            self._reader = reader
+        return self._reader
+
     # Methods for the server.
 
     @property
@@ -262,11 +370,16 @@ class SqliteStore:
     def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
         """Write what is queued (waiting ``timeout`` at most), then stop the
         writer and close the file. The room must be done with the store."""
+        with self._reader_lock:  # first: the writer's close, the last, then removes the WAL
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("The history store %s: not all was written within %g s", self.path, timeout)
+        self._let_go()
         unstored = self.unstored
         if unstored:
             log.warning("The history store %s: %d lines were not stored (kept in memory only)", self.path, unstored)
@@ -311,6 +424,7 @@ class SqliteStore:
             batch, self._queue = self._queue, collections.deque()
             named, self._names = self._names, collections.deque()
             devices, self._device_changes = self._device_changes, collections.deque()
+            waiting, self._waiting = self._waiting, collections.deque()
             overflowed, self._overflowed = self._overflowed, False
         if overflowed and not self._overflow_told:
             self._overflow_told = True
@@ -320,9 +434,10 @@ class SqliteStore:
                 self.path,
                 self.unstored,
             )
-        if (batch or named or devices) and not self._guarded(db, lambda db: self._insert(db, batch, named, devices)):
+        changes = len(batch) + len(named) + len(devices) + len(waiting)
+        if changes and not self._guarded(db, lambda db: self._insert(db, batch, named, devices, waiting)):
             with self._lock:
-                self._unstored += len(batch) + len(named) + len(devices)
+                self._unstored += changes
 
     def _guarded(self, db: sqlite3.Connection, work: Callable[[sqlite3.Connection], None]) -> bool:
         """Run ``work`` in one transaction. A failure (full disk, I/O error)
@@ -336,11 +451,13 @@ class SqliteStore:
         except sqlite3.Error as exc:
             with self._lock:
                 self._failed = True
-                unstored = self._unstored + len(self._queue) + len(self._names) + len(self._device_changes)
+                queued = (self._queue, self._names, self._device_changes, self._waiting)
+                unstored = self._unstored + sum(len(changes) for changes in queued)
                 self._unstored = unstored
                 self._queue.clear()
                 self._names.clear()
                 self._device_changes.clear()
+                self._waiting.clear()
             log.warning(
                 "The history store %s failed: %s. The chat goes on; its history is kept in memory only "
                 "from now on (the lines not stored are counted and logged at the end).",
@@ -355,6 +472,7 @@ class SqliteStore:
         batch: Sequence[HistoryMessage],
         named: Sequence[tuple[str, Registration | None]] = (),
         devices: Sequence[tuple[str, Device | None]] = (),
+        waiting: Sequence[Waiting | str] = (),
     ) -> None:
         db.executemany(
             "INSERT INTO messages (sent_at, sender, kind, text) VALUES (?, ?, ?, ?)",
@@ -377,6 +495,15 @@ class SqliteStore:
                     "INSERT OR REPLACE INTO devices (fingerprint, owner, added_at) VALUES (?, ?, ?)",
                     (device.fingerprint, device.owner, device.added_at),
                 )
+        for change in waiting:  # in order: a line kept, then dropped once given
+            if isinstance(change, str):
+                db.execute("DELETE FROM waiting WHERE fingerprint = ?", (change,))
+            else:
+                w = change
+                db.execute(
+                    "INSERT INTO waiting (fingerprint, sender, recipient, text, sent_at) VALUES (?, ?, ?, ?, ?)",
+                    (w.fingerprint, w.sender, w.recipient, w.text, w.sent_at),
+                )
 
     def _prune(self, db: sqlite3.Connection) -> None:
         """Drop what the retention no longer keeps."""
@@ -384,6 +511,7 @@ class SqliteStore:
         if self.retention.days is not None:
             oldest = max(0.0, self._clock() - self.retention.days * DAY)  # never below 0: --keep-days 10**15 too
             db.execute("DELETE FROM messages WHERE sent_at < ?", (int(oldest),))
+            db.execute("DELETE FROM waiting WHERE sent_at < ?", (int(oldest),))  # for a key gone that long
         if self.retention.messages is not None:
             db.execute(
                 "DELETE FROM messages WHERE id <= (SELECT id FROM messages ORDER BY id DESC LIMIT 1 OFFSET ?)",
@@ -415,10 +543,45 @@ class SqliteStore:
                 "Choose another with --store FILE, or keep nothing with --store none."
             ) from None
 
+    def _hold_file(self) -> None:
+        """Take the flock on ``FILE.lock`` (made 0600), waiting up to the
+        busy timeout for another server to let it go.
+
+        Raises:
+            StoreError: another process holds it, or it cannot be made.
+        """
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StoreError(
+                f"Cannot make the history store's lock file {lock_path}: {exc.strerror or exc}. "
+                "Choose another file with --store FILE, or keep nothing with --store none."
+            ) from None
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(LOCK_POLL)  # at start only: flock has no timeout of its own
+                    continue
+                os.close(fd)
+                raise StoreError(_START_ERRORS["SQLITE_BUSY"].format(path=self.path, busy=self._busy_timeout)) from None
+            self._lock_fd = fd
+            return
+
+    def _let_go(self) -> None:
+        """Release the lock file (the writer is done with the file)."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the last descriptor releases the flock
+
     def _open_database(self) -> sqlite3.Connection:
         db = self._connect(str(self.path), timeout=self._busy_timeout, isolation_level=None)
         try:
-            db.execute("PRAGMA locking_mode = EXCLUSIVE")  # before WAL: no shared memory, one process
+            # Not locking_mode=EXCLUSIVE: it would shut out the searches'
+            # reader; the lock file keeps other servers out (_hold_file).
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
             with transaction(db):  # takes the file's lock: another server's is refused here
@@ -430,6 +593,10 @@ class SqliteStore:
             self._registered = [Registration(str(n), str(f), int(r), int(u)) for n, f, r, u in rows]
             rows = db.execute("SELECT fingerprint, owner, added_at FROM devices").fetchall()
             self._devices = [Device(str(f), str(o), int(a)) for f, o, a in rows]
+            rows = db.execute(
+                "SELECT fingerprint, sender, recipient, text, sent_at FROM waiting ORDER BY id"
+            ).fetchall()
+            self._waited = [Waiting(str(f), str(s), str(r), str(t), int(at)) for f, s, r, t, at in rows]
             return db
         except BaseException:
             db.close()
@@ -440,6 +607,34 @@ class SqliteStore:
             "SELECT sender, text, sent_at, kind FROM messages ORDER BY id DESC LIMIT ?", (self._history,)
         ).fetchall()
         return [HistoryMessage(str(s), str(t), int(at), str(k)) for s, t, at, k in reversed(rows)]
+
+
+def search_statement(query: SearchQuery, limit: int) -> tuple[str, list[object]]:
+    """The SQL of a search and its parameters: the FTS5 index walked from
+    its newest row down (no sort), stopped at ``limit`` matches."""
+    where: list[str] = ["messages_fts MATCH ?"]
+    parameters: list[object] = [fts_expression(query.words)]
+    if query.sender:
+        where.append("m.sender = ? COLLATE NOCASE")
+        parameters.append(query.sender)
+    # A time bound is also a bound on the rowids (through the index on
+    # sent_at), which FTS5 keeps to: an old window is not reached by
+    # walking every newer match. Exact whatever the clock did: every line
+    # sent at or after ``after`` has an id at or above the least of theirs.
+    if query.after:
+        where.append("m.sent_at >= ?")
+        where.append("messages_fts.rowid >= (SELECT min(id) FROM messages WHERE sent_at >= ?)")
+        parameters += [query.after, query.after]
+    if query.before:
+        where.append("m.sent_at < ?")
+        where.append("messages_fts.rowid <= (SELECT max(id) FROM messages WHERE sent_at < ?)")
+        parameters += [query.before, query.before]
+    parameters.append(limit)
+    sql = (
+        "SELECT m.sender, m.text, m.sent_at, m.kind FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
+        f" WHERE {' AND '.join(where)} ORDER BY messages_fts.rowid DESC LIMIT ?"
+    )
+    return sql, parameters
 
 
 @contextlib.contextmanager
