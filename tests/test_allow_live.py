@@ -139,11 +139,14 @@ def test_invite_lets_a_key_in_and_reload_takes_a_changed_file(private_server, al
 
 def test_the_console_without_allow_says_how_to_have_one_and_marks_guests(running_server):
     console = OperatorConsole(running_server)
-    for line in ("/reload", f"/invite {ANN.fingerprint}"):
-        assert console.execute(line) == [
-            "This server admits everyone: start it with --allow FILE to admit only the keys in FILE."
-        ]
-    assert console.execute("/invite") == ["Usage: /invite FINGERPRINT [NAME]"]
+    assert console.execute(f"/invite {ANN.fingerprint}") == [
+        "This server admits everyone: start it with --allow FILE to admit only the keys in FILE."
+    ]
+    assert console.execute("/reload") == [
+        "There is nothing to read again: start the server with --allow FILE (only its keys get in) "
+        "or --operators FILE (its keys may run the operator's commands from their client)."
+    ]
+    assert console.execute("/invite") == ["Usage: /invite FINGERPRINT [NAME] or /invite ssh-ed25519 AAAA... [COMMENT]"]
     clients: list[ChatTestClient] = []
     try:
         connect(running_server.server_address, clients, ANN, "Ann")

@@ -68,6 +68,9 @@ def test_codec_type_numbers_are_the_specs():
         "KeyProof": 0x23,
         "WhoisRequest": 0x24,
         "WhoisReply": 0x25,
+        "OperatorCommand": 0x30,
+        "OperatorStatus": 0x31,
+        "UserBanned": 0x32,
     }
 
 

@@ -44,6 +44,7 @@ from socket_chat.protocol import (
     NickChanged,
     Notice,
     PrivateMessage,
+    UserBanned,
     UserJoined,
     UserKicked,
     UserLeft,
@@ -91,7 +92,17 @@ _Held = tuple[str, float, bool]
 #: clients about the conversation. Anything else (a client's ChatLine, a
 #: Goodbye, a RateLimit...) is skipped: it would end connections or pose as
 #: this server.
-STREAM_TYPES = (ChatMessage, ActionMessage, PrivateMessage, UserJoined, UserLeft, UserParted, NickChanged, Notice)
+STREAM_TYPES = (
+    ChatMessage,
+    ActionMessage,
+    PrivateMessage,
+    UserJoined,
+    UserLeft,
+    UserParted,
+    UserBanned,
+    NickChanged,
+    Notice,
+)
 #: The fields of those messages that hold a username.
 NAME_FIELDS = frozenset({"sender", "recipient", "name", "old", "new"})
 #: ``from``: a server's 12 hex digits, then a member's count.
@@ -103,7 +114,7 @@ MAX_ENTRY_BYTES = protocol.MAX_FRAME_SIZE - 1024
 CLOCK_SKEW = 60.0
 #: Entries after which the user list is read again; a Notice may sum up
 #: joins and leaves in a busy room (chat/presence.py).
-MEMBERS_CHANGED = (UserJoined, UserLeft, UserParted, UserKicked, NickChanged, Notice)
+MEMBERS_CHANGED = (UserJoined, UserLeft, UserParted, UserKicked, UserBanned, NickChanged, Notice)
 
 DEGRADED = (
     "The chat is degraded: this server has lost touch with the others. "

@@ -76,6 +76,7 @@ class ClientHandler:
         self.limits: Limits = server.limits
         self.sock = sock
         self.peer = transport.format_address(*address[:2])
+        self.host = address[0]  # the address alone, for the bans
         self.outbox = Outbox(self.limits.sendq_bytes, on_ready=self._wake_sender)
         self.conn = ServerConnection(server.identity)
         self.outlet = Outlet(sock, self.conn, self.outbox, used_up=Goodbye(RECORDS_USED_UP))
@@ -94,6 +95,10 @@ class ClientHandler:
             log_messages=server.log_messages,
             allowed=server.allowed,
             registrations=server.registrations,
+            bans=server.bans,
+            host=self.host,
+            operators=server.operators_list,
+            operate=server.operate,
         )
 
     # What the room calls (room.Member).

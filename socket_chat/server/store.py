@@ -27,6 +27,11 @@ The same file keeps the registered names (``chat.registrations``; the
 written by the same thread in the same commits. A registration made less
 than a commit interval before a crash may be lost: the name is then free
 again, and the next key to take it registers it.
+
+The bans (``chat.bans``; the ``bans`` table) are kept the same way: read
+once at start, each change queued and written by the writer thread. A ban
+set less than a commit interval before a crash may be lost (the operator's
+log line says it was set).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from socket_chat.chat.bans import Ban
 from socket_chat.chat.registrations import Registration
 from socket_chat.crypto import keystore
 from socket_chat.protocol import HistoryMessage
@@ -80,6 +86,10 @@ MIGRATIONS: list[list[str]] = [
     [  # 2: registered names (chat.registrations), by the name as registered
         "CREATE TABLE names (name TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,"
         " registered_at INTEGER NOT NULL, used_at INTEGER NOT NULL)",
+    ],
+    [  # bans (chat.bans): a fingerprint or an address/network; until 0: for ever
+        "CREATE TABLE bans (target TEXT PRIMARY KEY, reason TEXT NOT NULL, set_by TEXT NOT NULL,"
+        " set_at INTEGER NOT NULL, until INTEGER NOT NULL, name TEXT NOT NULL)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -156,6 +166,9 @@ class SqliteStore:
         # Registered names to write: (name, the registration or None: drop it).
         self._names: collections.deque[tuple[str, Registration | None]] = collections.deque()
         self._registered: list[Registration] = []
+        # Bans to write: (target, the ban or None: lift it).
+        self._ban_changes: collections.deque[tuple[str, Ban | None]] = collections.deque()
+        self._banned: list[Ban] = []
         self._ready = threading.Event()
         self._start_error: StoreError | None = None
         self._thread = threading.Thread(target=self._run, name="history store", daemon=True)
@@ -211,6 +224,24 @@ class SqliteStore:
                 self._unstored += 1
                 return
             self._names.append((name, registration))
+
+    # Methods for the bans (chat.bans.BanStore).
+
+    def bans(self) -> list[Ban]:
+        return list(self._banned)
+
+    def save_ban(self, ban: Ban) -> None:
+        self._queue_ban(ban.target, ban)
+
+    def drop_ban(self, target: str) -> None:
+        self._queue_ban(target, None)
+
+    def _queue_ban(self, target: str, ban: Ban | None) -> None:
+        with self._lock:
+            if self._failed or len(self._ban_changes) >= self._capacity:
+                self._unstored += 1
+                return
+            self._ban_changes.append((target, ban))
 
     # Methods for the server.
 
@@ -284,6 +315,7 @@ class SqliteStore:
             # would keep it as long as the queue is.
             batch, self._queue = self._queue, collections.deque()
             named, self._names = self._names, collections.deque()
+            banned, self._ban_changes = self._ban_changes, collections.deque()
             overflowed, self._overflowed = self._overflowed, False
         if overflowed and not self._overflow_told:
             self._overflow_told = True
@@ -293,9 +325,9 @@ class SqliteStore:
                 self.path,
                 self.unstored,
             )
-        if (batch or named) and not self._guarded(db, lambda db: self._insert(db, batch, named)):
+        if (batch or named or banned) and not self._guarded(db, lambda db: self._insert(db, batch, named, banned)):
             with self._lock:
-                self._unstored += len(batch) + len(named)
+                self._unstored += len(batch) + len(named) + len(banned)
 
     def _guarded(self, db: sqlite3.Connection, work: Callable[[sqlite3.Connection], None]) -> bool:
         """Run ``work`` in one transaction. A failure (full disk, I/O error)
@@ -309,10 +341,11 @@ class SqliteStore:
         except sqlite3.Error as exc:
             with self._lock:
                 self._failed = True
-                unstored = self._unstored + len(self._queue) + len(self._names)
+                unstored = self._unstored + len(self._queue) + len(self._names) + len(self._ban_changes)
                 self._unstored = unstored
                 self._queue.clear()
                 self._names.clear()
+                self._ban_changes.clear()
             log.warning(
                 "The history store %s failed: %s. The chat goes on; its history is kept in memory only "
                 "from now on (the lines not stored are counted and logged at the end).",
@@ -323,7 +356,10 @@ class SqliteStore:
 
     @staticmethod
     def _insert(
-        db: sqlite3.Connection, batch: Sequence[HistoryMessage], named: Sequence[tuple[str, Registration | None]] = ()
+        db: sqlite3.Connection,
+        batch: Sequence[HistoryMessage],
+        named: Sequence[tuple[str, Registration | None]] = (),
+        banned: Sequence[tuple[str, Ban | None]] = (),
     ) -> None:
         db.executemany(
             "INSERT INTO messages (sent_at, sender, kind, text) VALUES (?, ?, ?, ?)",
@@ -337,6 +373,15 @@ class SqliteStore:
                 db.execute(
                     "INSERT OR REPLACE INTO names (name, fingerprint, registered_at, used_at) VALUES (?, ?, ?, ?)",
                     (r.name, r.fingerprint, r.registered_at, r.used_at),
+                )
+        for target, ban in banned:  # in order, as the names
+            if ban is None:
+                db.execute("DELETE FROM bans WHERE target = ?", (target,))
+            else:
+                db.execute(
+                    "INSERT OR REPLACE INTO bans (target, reason, set_by, set_at, until, name)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (ban.target, ban.reason, ban.by, ban.set_at, ban.until, ban.name),
                 )
 
     def _prune(self, db: sqlite3.Connection) -> None:
@@ -389,6 +434,8 @@ class SqliteStore:
             self._recent = self._read_recent(db)
             rows = db.execute("SELECT name, fingerprint, registered_at, used_at FROM names").fetchall()
             self._registered = [Registration(str(n), str(f), int(r), int(u)) for n, f, r, u in rows]
+            rows = db.execute("SELECT target, reason, set_by, set_at, until, name FROM bans").fetchall()
+            self._banned = [Ban(str(t), str(r), str(b), int(s), int(u), str(n)) for t, r, b, s, u, n in rows]
             return db
         except BaseException:
             db.close()
