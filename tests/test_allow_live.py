@@ -16,6 +16,7 @@ import pytest
 from socket_chat import protocol
 from socket_chat.chat.allow import INVITED_ONLY
 from socket_chat.crypto import PersonKey, keystore
+from socket_chat.crypto.person import ssh_key_blob
 from socket_chat.server.allow_file import AllowFile
 from socket_chat.server.console import OperatorConsole
 from tests import procs
@@ -205,3 +206,16 @@ def test_allow_and_guests_yes_is_a_usage_error(tmp_path, allow_path):
         assert "--allow admits only the keys in its file: it cannot be used with --guests yes" in server.stderr.text()
     finally:
         server.kill()
+
+
+def test_invite_takes_an_openssh_key_line_with_its_comment(private_server, allow_path):
+    server, clients = private_server
+    console = OperatorConsole(server)
+    pub = f"ssh-ed25519 {base64.b64encode(ssh_key_blob(MALLORY.public_bytes)).decode()}"
+    assert console.execute(f"/invite {pub} mal@laptop") == [f"Invited {MALLORY.fingerprint}: 2 keys let in now."]
+    assert allow_path.read_text(encoding="utf-8").endswith(f"{pub}  # mal@laptop, added by /invite\n")
+    connect(server.server_address, clients, MALLORY, ["mal", "laptop"][0])
+    assert console.execute(f"/invite {pub}") == [f"{MALLORY.fingerprint} is invited already."]
+    assert console.execute("/invite ssh-rsa AAAAB3NzaC1yc2E x") == [
+        "Not invited: the key cannot be used: its type is ssh-rsa, and only ssh-ed25519 keys are taken"
+    ]

@@ -20,6 +20,7 @@ from socket_chat.crypto import PersonKey
 from socket_chat.server.allow_file import OPERATORS_FILE, AllowFile, AllowFileError
 from socket_chat.server.console import OperatorConsole
 from socket_chat.server.store import SqliteStore
+from tests import procs
 from tests.conftest import start_server, stop_server
 from tests.helpers import DEADLINE, ChatTestClient, key_proof, wait_until
 from tests.test_room import FakeClock
@@ -324,3 +325,17 @@ def test_a_ban_survives_the_servers_restart(identity_key, tmp_path):
         for client in clients:
             client.close()
         stop_server(server, thread)
+
+
+def test_a_bad_operators_file_stops_server_py_with_its_line(tmp_path, operators_path):
+    operators_path.write_text(f"{OPERATOR.fingerprint} Ann\n", encoding="utf-8")
+    server = procs.Proc(
+        ["server.py", "--host", "127.0.0.1", "--port", "0", "--operators", str(operators_path)], tmp_path / "data"
+    )
+    try:
+        assert server.wait() == 1
+        err = server.stderr.text()
+        assert f"The operators file {operators_path}, line 1: a name means nothing here ('Ann')" in err
+        assert "Traceback" not in err
+    finally:
+        server.kill()
