@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -339,3 +340,18 @@ def test_a_bad_operators_file_stops_server_py_with_its_line(tmp_path, operators_
         assert "Traceback" not in err
     finally:
         server.kill()
+
+
+def test_the_test_vectors_in_protocol_md():
+    text = (Path(__file__).parent.parent / "PROTOCOL.md").read_text(encoding="utf-8")
+    block = text.split("### Operators and bans", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    vector = dict(line.split(" = ") for line in block.splitlines())
+    messages = {
+        "operator_command": protocol.OperatorCommand("ban", "mal 2h spam"),
+        "operator_status": protocol.OperatorStatus(1),
+        "user_banned": protocol.UserBanned("mal", 7200, "spam"),
+    }
+    assert set(vector) == set(messages)
+    for name, message in messages.items():
+        assert protocol.encode_message(message).hex() == vector[name]
+        assert protocol.decode_message(bytes.fromhex(vector[name])) == message
