@@ -208,8 +208,8 @@ def test_an_operator_is_told_so_and_bans_from_the_client(ops_server, caplog):
     bob = connect(server, clients, BOB, "Bob")
     mal = connect(server, clients, MALLORY, "mal")
     mal_again = connect(server, clients, MALLORY, "mal2")  # the same key, a second connection
-    bob.say("marker")
-    ann.events_until(protocol.ChatMessage("Bob", "marker"))  # the joins
+    mal_again.say("marker")  # after its own join, on the same reader thread
+    ann.events_until(protocol.ChatMessage("mal2", "marker"))  # the joins
     assert protocol.OperatorStatus(1) not in bob.events_until(protocol.UserJoined("mal2"))  # for operators alone
 
     assert operator_says(ann, "ban", "mal 2h spamming links") == [
@@ -225,7 +225,8 @@ def test_an_operator_is_told_so_and_bans_from_the_client(ops_server, caplog):
     bob.say("after")
     assert ann.events_until(protocol.ChatMessage("Bob", "after")) == []  # one notice a name, no "left" after it
     assert bob.events_until(protocol.UserBanned("mal2", 7200, "spamming links")) == [
-        protocol.UserBanned("mal", 7200, "spamming links")
+        protocol.ChatMessage("mal2", "marker"),
+        protocol.UserBanned("mal", 7200, "spamming links"),
     ]
     assert wait_until(lambda: server.names() == ["Ann", "Bob"])
     assert f"{MALLORY.fingerprint} (mal) banned by the operator Ann ({OPERATOR.fingerprint}) for 2 hours" in caplog.text
@@ -355,3 +356,39 @@ def test_the_test_vectors_in_protocol_md():
     for name, message in messages.items():
         assert protocol.encode_message(message).hex() == vector[name]
         assert protocol.decode_message(bytes.fromhex(vector[name])) == message
+
+
+# --- a cluster ----------------------------------------------------------------
+
+
+def test_a_ban_set_on_one_server_of_a_cluster_holds_on_the_others(identity_key, redis_server, clock, caplog):
+    redis = pytest.importorskip("redis")
+    from socket_chat.server import cluster
+
+    servers, clients = [], []
+    try:
+        for _ in range(2):
+            joined = cluster.RedisCluster.connect(redis_server.url)
+            servers.append(start_server(identity_key, cluster=joined, bans=cluster.ClusterBans(joined, clock=clock)))
+        (one, _), (other, _) = servers
+        assert OperatorConsole(one).execute(f"/ban {MALLORY.fingerprint} 1h spam")[0].startswith("Banned")
+        assert OperatorConsole(one).execute("/ban 127.0.0.5")[0].startswith("Banned 127.0.0.5 for ever")
+        assert refused(other, clients, MALLORY)[-1] == protocol.Goodbye("You are banned from this server: spam")
+        assert refused(other, clients, None, source="127.0.0.5")[-1] == protocol.Goodbye(
+            "You are banned from this server."
+        )
+        assert OperatorConsole(other).execute("/bans")[0] == "2 bans:"
+        assert OperatorConsole(other).execute("/unban 127.0.0.5") == ["Lifted the ban of 127.0.0.5."]
+        connect(one, clients, None, "guest", source="127.0.0.5")
+        clock.now += 3600  # the timed ban lapses on every server
+        connect(other, clients, MALLORY, "mal")
+        with redis.Redis.from_url(redis_server.url) as raw:
+            raw.hset(cluster.BANS, "not a target", "{}")  # not a server's: skipped, logged
+        with caplog.at_level(logging.WARNING, logger="chat.cluster"):
+            assert OperatorConsole(one).execute("/bans") == ["No one is banned."]
+        assert "skipped a ban that is not the chat's" in caplog.text
+    finally:
+        for client in clients:
+            client.close()
+        for server, thread in servers:
+            stop_server(server, thread)

@@ -192,7 +192,10 @@ class Bans:
 
     def current(self) -> list[Ban]:
         """The bans in force, oldest first (the lapsed are dropped here)."""
+        shared = self._read_shared()
         with self._lock:
+            if shared is not None:
+                self._bans = {ban.target: ban for ban in shared}
             lapsed = [ban for ban in self._bans.values() if self._lapsed(ban)]
             for ban in lapsed:
                 del self._bans[ban.target]
@@ -201,6 +204,13 @@ class Bans:
             if self._store is not None:
                 self._store.drop_ban(ban.target)
         return current
+
+    def _read_shared(self) -> list[Ban] | None:
+        """The bans as they are now where they are shared (a cluster's
+        Redis: ``server.cluster.ClusterBans``), read at every check; None:
+        this table is the whole truth (or the shared copy cannot be read
+        now, and the last one read stands)."""
+        return None
 
     def remaining(self, ban: Ban) -> int | None:
         """Seconds until ``ban`` lapses (None: never)."""

@@ -22,6 +22,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from socket_chat import cli, protocol, transport
+from socket_chat.chat.bans import Bans
 from socket_chat.chat.limits import Limits, Startups, startups_type
 from socket_chat.chat.presentation import printable_text
 from socket_chat.chat.registrations import DEFAULT_EXPIRY_DAYS, Registrations
@@ -401,6 +402,13 @@ def join_cluster(args: argparse.Namespace) -> RedisCluster | None:
         raise ClusterError(str(exc)) from None
 
 
+def shared_bans(room_cluster: RedisCluster) -> Bans:
+    """The bans of a cluster: in its Redis, for every server to hold."""
+    from socket_chat.server import cluster
+
+    return cluster.ClusterBans(room_cluster)
+
+
 def cannot_listen(host: str, port: int, exc: OSError) -> str:
     """One line for the operator on why the server cannot listen. Python's
     own text for a busy port names the address as a tuple and 'while
@@ -462,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
                 allow=allow,
                 registrations=registrations_from(args, history_store),
                 operators=operators,
+                bans=None if room_cluster is None else shared_bans(room_cluster),
             )
         except (descriptors.DescriptorLimitError, store.StoreError) as exc:
             print(exc, file=sys.stderr)
