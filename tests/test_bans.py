@@ -255,6 +255,9 @@ def test_a_timed_ban_lapses_on_the_servers_clock(ops_server, clock):
     clock.now += 600
     connect(server, clients, MALLORY, "mal")  # admitted: the ban lapsed
     assert console.execute("/bans") == ["No one is banned."]
+    assert console.execute(f"/ban {MALLORY.fingerprint} " + "x" * 201) == [
+        "A ban's reason may be 200 characters long at most; no one was banned."
+    ]
 
 
 def test_a_guest_banned_by_name_is_banned_by_address_and_a_new_address_gets_in(ops_server):

@@ -48,6 +48,7 @@ REFUSALS = {
 
 NO_REGISTRATIONS = "This server registers no names (they are not, with --cluster): there is nothing to release."
 NO_ALLOW_FILE = "This server admits everyone: start it with --allow FILE to admit only the keys in FILE."
+MAX_BAN_REASON = 200  # characters, as an away message: it is shown in /bans and to whoever is banned
 NO_FILES = (
     "There is nothing to read again: start the server with --allow FILE (only its keys get in) "
     "or --operators FILE (its keys may run the operator's commands from their client)."
@@ -350,6 +351,9 @@ class ChatServer:
         (the key of whoever holds it, online or registered; a guest's
         address). Whoever it covers is disconnected now, and the others get
         one notice for each name. Lines for the operator."""
+        reason = " ".join(reason.split())  # one line, as it is shown and stored
+        if len(reason) > MAX_BAN_REASON:
+            return [f"A ban's reason may be {MAX_BAN_REASON} characters long at most; no one was banned."]
         found = self._ban_target(target)
         if isinstance(found, list):
             return found
