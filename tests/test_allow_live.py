@@ -16,6 +16,7 @@ import pytest
 from socket_chat import protocol
 from socket_chat.chat.allow import INVITED_ONLY
 from socket_chat.crypto import PersonKey, keystore
+from socket_chat.crypto.person import ssh_key_blob
 from socket_chat.server.allow_file import AllowFile
 from socket_chat.server.console import OperatorConsole
 from tests import procs
@@ -139,11 +140,14 @@ def test_invite_lets_a_key_in_and_reload_takes_a_changed_file(private_server, al
 
 def test_the_console_without_allow_says_how_to_have_one_and_marks_guests(running_server):
     console = OperatorConsole(running_server)
-    for line in ("/reload", f"/invite {ANN.fingerprint}"):
-        assert console.execute(line) == [
-            "This server admits everyone: start it with --allow FILE to admit only the keys in FILE."
-        ]
-    assert console.execute("/invite") == ["Usage: /invite FINGERPRINT [NAME]"]
+    assert console.execute(f"/invite {ANN.fingerprint}") == [
+        "This server admits everyone: start it with --allow FILE to admit only the keys in FILE."
+    ]
+    assert console.execute("/reload") == [
+        "There is nothing to read again: start the server with --allow FILE (only its keys get in) "
+        "or --operators FILE (its keys may run the operator's commands from their client)."
+    ]
+    assert console.execute("/invite") == ["Usage: /invite FINGERPRINT [NAME] or /invite ssh-ed25519 AAAA... [COMMENT]"]
     clients: list[ChatTestClient] = []
     try:
         connect(running_server.server_address, clients, ANN, "Ann")
@@ -202,3 +206,16 @@ def test_allow_and_guests_yes_is_a_usage_error(tmp_path, allow_path):
         assert "--allow admits only the keys in its file: it cannot be used with --guests yes" in server.stderr.text()
     finally:
         server.kill()
+
+
+def test_invite_takes_an_openssh_key_line_with_its_comment(private_server, allow_path):
+    server, clients = private_server
+    console = OperatorConsole(server)
+    pub = f"ssh-ed25519 {base64.b64encode(ssh_key_blob(MALLORY.public_bytes)).decode()}"
+    assert console.execute(f"/invite {pub} mal@laptop") == [f"Invited {MALLORY.fingerprint}: 2 keys let in now."]
+    assert allow_path.read_text(encoding="utf-8").endswith(f"{pub}  # mal@laptop, added by /invite\n")
+    connect(server.server_address, clients, MALLORY, ["mal", "laptop"][0])
+    assert console.execute(f"/invite {pub}") == [f"{MALLORY.fingerprint} is invited already."]
+    assert console.execute("/invite ssh-rsa AAAAB3NzaC1yc2E x") == [
+        "Not invited: the key cannot be used: its type is ssh-rsa, and only ssh-ed25519 keys are taken"
+    ]

@@ -75,6 +75,9 @@ def test_codec_type_numbers_are_the_specs():
         "SearchRequest": 0x48,
         "SearchResult": 0x49,
         "OfflineMessage": 0x4A,
+        "OperatorCommand": 0x30,
+        "OperatorStatus": 0x31,
+        "UserBanned": 0x32,
     }
 
 

@@ -52,10 +52,13 @@ def test_console_say_users_help_and_unknown(running_server, connect):
         "/help",
         "/users",
         "/kick",
+        "/ban",
+        "/unban",
+        "/bans",
+        "/release",
         "/say",
         "/reload",
         "/invite",
-        "/release",
         "/quit",
     ]
     assert operator.execute("/frobnicate") == ["Unknown command /frobnicate. Type /help for the commands."]
@@ -156,12 +159,24 @@ class FakeControls:
     def locate(self, name: str) -> str | None:
         return next((held for held in self.elsewhere if held.casefold() == name.casefold()), None)
 
-    def kick(self, name: str, reason: str = "") -> bool:
+    def kick(self, name: str, reason: str = "", by: str = "the console") -> bool:
         self.kicked.append((name, reason))
         return name.casefold() in [held.casefold() for held in self.here]
 
-    def notify_all(self, text: str) -> None:
+    def notify_all(self, text: str, by: str = "the console") -> None:
         self.notices.append(text)
+
+    def ban(self, target: str, seconds: int | None, reason: str, by: str = "the console", by_key=None) -> list[str]:
+        return [f"ban {target!r} {seconds} {reason!r} by {by}"]
+
+    def unban(self, target: str, by: str = "the console") -> list[str]:
+        return [f"unban {target!r}"]
+
+    def ban_lines(self) -> list[str]:
+        return ["No one is banned."]
+
+    def release(self, name: str, by: str = "the console") -> list[str]:
+        return [f"released {name}"]
 
     def guests(self) -> set[str]:
         return {"carol"}
@@ -169,8 +184,8 @@ class FakeControls:
     def reload_allow_list(self) -> list[str]:
         return ["reloaded"]
 
-    def invite(self, fingerprint: str, name: str | None = None) -> list[str]:
-        return [f"invited {fingerprint} {name}"]
+    def invite(self, fingerprint: str, name: str | None = None, comment: str = "") -> list[str]:
+        return [f"invited {fingerprint} {name} {comment!r}"]
 
     def shutdown(self) -> None:
         self.stopped = True
@@ -192,3 +207,24 @@ def test_the_console_asks_only_its_server_controls(capsys):
     assert operator.execute("/say back at noon") == ["Notice sent."] and controls.notices == ["back at noon"]
     run_console(operator, read_line=iter(["/quit"]).__next__)
     assert controls.stopped
+
+
+def test_ban_reads_a_name_with_spaces_a_key_or_an_address_then_a_duration_then_a_reason():
+    controls = FakeControls(here=["Alice", "Bo Jo"], elsewhere=[], away={})
+    operator = OperatorConsole(controls)
+    fingerprint = "SHA256:" + "A" * 43
+    banned = operator.execute("/ban bo jo 2h flooding the room")
+    assert banned == ["ban 'bo jo' 7200 'flooding the room' by the console"]
+    assert operator.execute(f"/ban {fingerprint} 7d") == [f"ban '{fingerprint}' 604800 '' by the console"]
+    assert operator.execute("/ban 203.0.113.0/24 spam") == ["ban '203.0.113.0/24' None 'spam' by the console"]
+    assert operator.execute("/ban Alice 10m") == ["ban 'Alice' 600 '' by the console"]
+    assert operator.execute("/ban Alice 2 hours") == ["ban 'Alice' None '2 hours' by the console"]  # not a duration
+    assert operator.execute("/ban") == ["Usage: /ban NAME|FINGERPRINT|ADDRESS [DURATION] [REASON]"]
+    assert operator.execute("/unban  Alice ") == ["unban 'Alice'"]
+    assert operator.execute("/bans") == ["No one is banned."]
+    as_alice = OperatorConsole(controls, actor=f"Alice ({fingerprint})", actor_key=fingerprint)
+    assert as_alice.run_operator("ban", "Bo Jo") == [f"ban 'Bo Jo' None '' by Alice ({fingerprint})"]
+    assert as_alice.run_operator("quit", "") == ["There is no operator command /quit."]  # the console's own
+    assert as_alice.run_operator("reload", "") == ["There is no operator command /reload."]
+    pub = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB alice@laptop"
+    assert operator.execute(f"/invite {pub}") == ["invited ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB None 'alice@laptop'"]

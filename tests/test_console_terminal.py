@@ -113,9 +113,11 @@ def test_completion_of_console_lines():
     names = ["Alice", "alfred", "Bob"]
     assert complete("/k", names) == ["/kick "]
     assert complete("/", names) == [
-        *["/help ", "/users ", "/kick ", "/say ", "/reload ", "/invite ", "/release ", "/quit "]
+        *["/help ", "/users ", "/kick ", "/ban ", "/unban ", "/bans ", "/release ", "/say ", "/reload "],
+        *["/invite ", "/quit "],
     ]
     assert complete("/kick al", names) == ["/kick Alice ", "/kick alfred "]
     assert complete("/KICK B", names) == ["/KICK Bob "]
+    assert complete("/ban B", names) == ["/ban Bob "]
     assert complete("/say B", names) == []
     assert complete("hello", names) == []

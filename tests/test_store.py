@@ -94,11 +94,8 @@ def test_the_schema_version_is_recorded(opened):
     store = opened()
     store.close()
     with closing(sqlite3.connect(store.path)) as db:
-        assert (
-            db.execute("PRAGMA user_version").fetchone()[0]
-            == store_module.SCHEMA_VERSION
-            == len(store_module.MIGRATIONS)
-        )
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        assert version == store_module.SCHEMA_VERSION == len(store_module.MIGRATIONS)
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -322,6 +319,16 @@ def test_a_directory_without_write_permission_is_refused(tmp_path):
 # --- faults while running: one warning, the chat goes on ------------------------------------
 
 
+def schema_pages() -> int:
+    """The pages of a file holding the schema alone (a page a table and an
+    index, and the first): one so limited is full once lines come."""
+    with closing(sqlite3.connect(":memory:")) as db:
+        for step in store_module.MIGRATIONS:
+            for statement in step:
+                db.execute(statement)
+        return int(db.execute("PRAGMA page_count").fetchone()[0])
+
+
 def limited_connect(pages: int):
     """Connections to a disk that is full once the file has ``pages`` pages."""
 
@@ -344,10 +351,8 @@ def failing_connect(*args, **kwargs):
 
 @pytest.mark.parametrize(
     ("connect", "reason"),
-    # A page for the schema, one per table or index (each statement of the
-    # migrations makes one), and two for the first lines: then it is full.
     [
-        (limited_connect(sum(map(len, store_module.MIGRATIONS)) + 3), "database or disk is full"),
+        (limited_connect(schema_pages()), "database or disk is full"),
         (failing_connect, "disk I/O error"),
     ],
     ids=["disk full", "I/O error"],

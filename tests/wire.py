@@ -102,6 +102,7 @@ CLIENT_MESSAGES = [
     protocol.DeviceListRequest(),
     protocol.SearchRequest("deploy fri*", "Zoë", 1764547200, 0),
     protocol.SearchRequest("", "", 0, 0),
+    protocol.OperatorCommand("ban", "Zoë 2h spam"),
     Goodbye("leaving"),  # last: nothing may follow it
 ]
 SERVER_MESSAGES = [
@@ -135,6 +136,8 @@ SERVER_MESSAGES = [
     protocol.DeviceList("SHA256:" + "A" * 43, ""),
     protocol.SearchResult("Zoë", "the deploy is on Friday", 1764600000, "action"),
     protocol.OfflineMessage("Zoë", "Ann", "see you", 1764600000),
+    protocol.OperatorStatus(1),
+    protocol.UserBanned("Zoë", 0, ""),
     Goodbye("Server is shutting down."),  # last: nothing may follow it
 ]
 SERVER_ONLY = [

@@ -32,6 +32,7 @@ __all__ = [
     "AllowListError",
     "Invitation",
     "invitation_line",
+    "key_fingerprint",
     "parse_allow_list",
 ]
 
@@ -114,22 +115,42 @@ def parse_allow_list(text: str) -> AllowList:
     return AllowList(tuple(invitations))
 
 
-def invitation_line(fingerprint: str, name: str | None = None, comment: str = "") -> str:
-    """The line that invites ``fingerprint`` (reserving ``name``), as
-    ``/invite`` appends it, newline included.
+def invitation_line(key: str, name: str | None = None, comment: str = "") -> str:
+    """The line that invites ``key`` (reserving ``name``), as ``/invite``
+    appends it, newline included. ``key`` is a fingerprint, or an OpenSSH
+    public key's two first words (``ssh-ed25519 AAAA...``), written as given.
 
     Raises:
-        AllowListError: (line 0) not a fingerprint (an OpenSSH key is not
-            taken here: its fingerprint is), or not a valid username.
+        AllowListError: (line 0) neither a fingerprint nor a usable key, or
+            not a valid username.
     """
-    if not crypto.FINGERPRINT_PATTERN.fullmatch(fingerprint):
-        raise AllowListError(0, f"{fingerprint[:60]!r} is not a fingerprint: SHA256: and 43 base64 characters")
+    key_fingerprint(key)
     if name is not None and "#" in name:
         raise AllowListError(0, "a name in the allow file cannot hold '#': it would start a comment")
-    invitation = _parse_line(f"{fingerprint} {name or ''}", 0)
-    assert invitation is not None  # a fingerprint was given, or _parse_line raised
-    written = f"{invitation.fingerprint} {invitation.name}" if invitation.name else invitation.fingerprint
+    invitation = _parse_line(f"{key} {name or ''}", 0)
+    assert invitation is not None  # a key was given, or _parse_line raised
+    written = f"{key} {invitation.name}" if invitation.name else key
     return f"{written}  # {comment}\n" if comment else f"{written}\n"
+
+
+def key_fingerprint(key: str) -> str:
+    """The fingerprint of ``key``: a fingerprint (``SHA256:...``) as it is,
+    or an OpenSSH public key's two first words, separated by a space.
+
+    Raises:
+        AllowListError: (line 0) neither.
+    """
+    words = key.split()
+    if len(words) == 1 and crypto.FINGERPRINT_PATTERN.fullmatch(words[0]):
+        return words[0]
+    if len(words) == 2 and words[0].startswith(("ssh-", "ecdsa-", "sk-")):
+        try:
+            return crypto.person_fingerprint(crypto.openssh_public_key(words[0], words[1]))
+        except (crypto.UnsupportedKeyError, crypto.KeyFormatError) as exc:
+            raise AllowListError(0, f"the key cannot be used: {exc}") from None
+    raise AllowListError(
+        0, f"{key[:60]!r} is not a fingerprint (SHA256: and 43 base64 characters) or an ssh-ed25519 public key"
+    )
 
 
 def _parse_line(line: str, number: int) -> Invitation | None:

@@ -24,6 +24,7 @@ from typing import Any
 from socket_chat import crypto, protocol
 from socket_chat.chat import names
 from socket_chat.chat.allow import INVITED_ONLY, NAME_RESERVED, AllowList
+from socket_chat.chat.bans import Bans, banned_text
 from socket_chat.chat.limits import Clock, Limits, TokenBucket
 from socket_chat.chat.offline import OfflineMessages
 from socket_chat.chat.presentation import excerpt, printable_text
@@ -46,6 +47,8 @@ __all__ = [
     "PROOF_TWICE",
     "MAX_AWAY_LENGTH",
     "MAX_USERNAME_ATTEMPTS",
+    "NOT_AN_OPERATOR",
+    "OPERATOR_COMMAND_NAMES",
     "TOO_MANY_USERNAMES",
     "USERNAME_INVALID",
     "USERNAME_LOOKS_TAKEN",
@@ -123,6 +126,11 @@ GUESTS_REFUSED = (
     "client (it makes a key and proves it by itself), or ask the server's operator."
 )
 
+#: An operator's command sent by someone who is not one (``command``: ``ban``).
+NOT_AN_OPERATOR = "Only the server's operators may use /{command}; nothing was done."
+#: What an OperatorCommand may name (PROTOCOL.md, "Operators and bans").
+OPERATOR_COMMAND_NAMES = frozenset({"kick", "ban", "unban", "bans", "release", "say"})
+
 #: The chat's log: joins, renames and relays (the server's log, too).
 log = logging.getLogger("chat.server")
 
@@ -159,6 +167,15 @@ class MemberSession:
             are kept.
         search: the history's full-text index (``/search``), or None: the
             server keeps no store, and a search is refused (``NO_INDEX``).
+        bans: the server's bans (bans.py), or None: no one is banned. A
+            banned key is turned away right after its proof, a guest from
+            a banned address at its first ``Username``: before any name.
+        host: the connection's address alone (no port), for the bans.
+        operators: the operators list now (``--operators``), or None: no
+            operator but the console.
+        operate: runs an operator's command for this session (the server's
+            ``operate``: the session, the command, its argument), returning
+            the lines to tell; None: no such commands here.
 
     Attributes:
         membership: the place in the room, from the username accepted
@@ -183,6 +200,10 @@ class MemberSession:
         registrations: NameRegistry | None = None,
         offline: OfflineMessages | None = None,
         search: SearchIndex | None = None,
+        bans: Bans | None = None,
+        host: str = "",
+        operators: Callable[[], AllowList | None] | None = None,
+        operate: Callable[[MemberSession, str, str], list[str]] | None = None,
     ) -> None:
         self.room, self.member, self.limits = room, member, limits
         self._tell = tell
@@ -200,6 +221,10 @@ class MemberSession:
         self._allowed = allowed or _anyone
         self._registrations = registrations
         self._offline, self._search = offline, search
+        self._bans, self.host = bans, host
+        self._operators = operators or _anyone
+        self._operate_with = operate
+        self._told_operator = False  # the last OperatorStatus said 1
 
     @property
     def stage(self) -> Stage:
@@ -275,6 +300,33 @@ class MemberSession:
                 log.warning("%s: refused the key %s: it is not in the allow file", self.peer, self.fingerprint)
                 self.fingerprint = None
                 self._end(INVITED_ONLY)
+            else:
+                self._turn_away_if_banned()
+
+    @property
+    def is_operator(self) -> bool:
+        """Whether the person's proved key is in the operators file now
+        (a guest never is)."""
+        operators = self._operators()
+        return operators is not None and operators.admits(self.fingerprint)
+
+    def _turn_away_if_banned(self) -> bool:
+        """End the session if a ban holds against it (its key, or a
+        guest's address); an operator's key is never refused. True if so."""
+        ban = None if self._bans is None or self.is_operator else self._bans.find(self.fingerprint, self.host)
+        if ban is None:
+            return False
+        who = "the key " + self.fingerprint if self.fingerprint else "a guest (no key)"
+        log.warning("%s: refused %s: banned (%s)", self.peer, who, ban.target)
+        self._end(banned_text(ban.reason))
+        return True
+
+    def recheck_operator(self) -> None:
+        """Tell a member in the room if a reload made them an operator or
+        took it away (from any thread: ``tell`` only queues)."""
+        if self.membership is not None and self.is_operator != self._told_operator:
+            self._told_operator = not self._told_operator
+            self._tell(protocol.OperatorStatus(int(self._told_operator)))
 
     def _end(self, goodbye: str) -> None:
         self.goodbye = goodbye
@@ -287,6 +339,8 @@ class MemberSession:
             log.warning("%s: refused %s: this server admits only invited people", self.peer, who)
             self._end(INVITED_ONLY)
             return
+        if self._turn_away_if_banned():
+            return
         if self.fingerprint is None and not self.limits.guests:
             self._end(GUESTS_REFUSED)
             return
@@ -296,6 +350,7 @@ class MemberSession:
         self.membership = self._try_username(event.name, ask_again=not last)
         if self.membership is not None:
             self._stage = Stage.CHATTING
+            self.recheck_operator()  # an operator is told so, after the Greeting
             self._give_waiting()
         elif last:
             self._end(TOO_MANY_USERNAMES)
@@ -589,6 +644,23 @@ class MemberSession:
             return False
         return True
 
+    def _operate(self, request: protocol.OperatorCommand) -> None:
+        """An operator's command from their own client: run by the server
+        (``operate``) if the person's key is an operator's now, else refused."""
+        if not self._within_rate("nothing was done"):
+            return
+        command = request.command.lower()
+        if command not in OPERATOR_COMMAND_NAMES:
+            self._tell(protocol.ErrorNotice(f"There is no operator command /{excerpt(request.command, 20)}."))
+            return
+        if not self.is_operator or self._operate_with is None:
+            who = self.fingerprint or "a guest (no key)"
+            log.warning("%s (%s): refused /%s: not an operator", self._me.name, who, command)
+            self._tell(protocol.ErrorNotice(NOT_AN_OPERATOR.format(command=command)))
+            return
+        for line in self._operate_with(self, command, request.argument):
+            self._tell(protocol.Notice(line))
+
     def _set_away(self, request: protocol.Away) -> None:
         """``/away [MESSAGE]``: shown in /users, and to whoever writes to
         the member privately, until /back or their next line to everyone."""
@@ -769,6 +841,7 @@ RULES: dict[Stage, dict[type, Rule]] = {
         protocol.DeviceRemove: MemberSession._device_remove,
         protocol.DeviceListRequest: MemberSession._device_list,
         protocol.SearchRequest: MemberSession._search_history,
+        protocol.OperatorCommand: MemberSession._operate,
         protocol.Goodbye: MemberSession._part,
     },
 }

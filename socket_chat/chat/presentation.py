@@ -11,7 +11,15 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
-__all__ = ["printable_text", "collapse_blank_runs", "MAX_BLANK_RUN", "format_duration", "split_name", "excerpt"]
+__all__ = [
+    "printable_text",
+    "collapse_blank_runs",
+    "MAX_BLANK_RUN",
+    "format_duration",
+    "format_length",
+    "split_name",
+    "excerpt",
+]
 
 
 def printable_text(text: str) -> str:
@@ -108,6 +116,22 @@ def format_duration(seconds: int) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min"
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+_LENGTH_UNITS = (("week", 604_800), ("day", 86_400), ("hour", 3600), ("minute", 60), ("second", 1))
+
+
+def format_length(seconds: int) -> str:
+    """``10 minutes``, ``2 hours``, ``1 day 12 hours``: how long a ban lasts
+    (its two largest units, the rest left out)."""
+    parts = []
+    for unit, size in _LENGTH_UNITS:
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {unit}{'s' if count > 1 else ''}")
+        if len(parts) == 2:
+            break
+    return " ".join(parts) or "0 seconds"
 
 
 def split_name(text: str, names: Iterable[str]) -> tuple[str, str]:

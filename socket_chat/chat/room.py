@@ -45,6 +45,7 @@ from socket_chat.protocol import (
     NickChanged,
     Notice,
     PrivateMessage,
+    UserBanned,
     UserJoined,
     UserKicked,
     UserLeft,
@@ -309,20 +310,29 @@ class Room:
         self._announce(UserJoined(name), member_id, members)
         return membership
 
-    def leave(self, membership: Membership, parting: str = "", kicked: str | None = None) -> None:
+    def leave(
+        self, membership: Membership, parting: str = "", kicked: str | None = None, banned: UserBanned | None = None
+    ) -> None:
         """Take the member out (if it is still in) and tell everyone else,
         with its parting line if it gave one, or that the operator removed
-        it (``kicked``: the reason, maybe "")."""
+        it (``kicked``: the reason, maybe ""; ``banned``: the notice of a
+        ban, for it alone)."""
         with self._lock:
             name, held = membership.name, membership.key
             if self._members.get(held) is not membership:
                 return
             del self._members[held]
             members = len(self._members)
-        if kicked is not None or parting:  # told at once, never summed up
+        if kicked is not None or parting or banned is not None:  # told at once, never summed up
             with self._presence_lock:
                 self._presence.parted(name)
-            farewell: Message = UserKicked(name, kicked) if kicked is not None else UserParted(name, parting)
+            farewell: Message = (
+                banned
+                if banned is not None
+                else UserKicked(name, kicked)
+                if kicked is not None
+                else UserParted(name, parting)
+            )
             self.cluster.publish(farewell, membership.member_id)
         else:
             self._announce(UserLeft(name), membership.member_id, members)

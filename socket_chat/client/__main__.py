@@ -101,7 +101,7 @@ def parse_args(argv: list[str] | None, environ: Mapping[str, str] = os.environ) 
     parser.epilog = (
         f"settings file: {path} ([client]: host, port, name, identity, color, timestamps, bell, reconnect,"
         " history-file, mark-guests)\n"
-        "commands in the chat:\n" + "\n".join(f"  {line}" for line in client_ui.help_lines())
+        "commands in the chat:\n" + "\n".join(f"  {line}" for line in client_ui.help_lines(operator=True))
     )
     cli.add_version(parser)
     try:

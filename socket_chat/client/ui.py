@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from socket_chat import protocol
 from socket_chat.chat.commands import Command, CommandTable
-from socket_chat.chat.presentation import format_duration, printable_text, split_name
+from socket_chat.chat.presentation import format_duration, format_length, printable_text, split_name
 from socket_chat.chat.search import SearchRefused, parse_search
 from socket_chat.protocol import (
     GUEST_MARK,
@@ -50,9 +50,12 @@ from socket_chat.protocol import (
     NickRequest,
     Notice,
     OfflineMessage,
+    OperatorCommand,
+    OperatorStatus,
     PrivateLine,
     PrivateMessage,
     SearchResult,
+    UserBanned,
     UserJoined,
     UserKicked,
     UserLeft,
@@ -87,6 +90,9 @@ class Session:
         self._guests: set[str] = set()  # casefolded names of the guests online, from the last user list
         self._joined_since_list = False  # someone joined after the last user list: its guests are not known
         self._lists_silent = 0  # user lists asked for quietly, not answered yet
+        #: The server said this person is one of its operators (OperatorStatus):
+        #: /help then lists the operator's commands too.
+        self.operator = False
 
     def names(self) -> list[str]:
         """Everyone known to be online, this client included."""
@@ -140,9 +146,11 @@ class Session:
             elif isinstance(event, UserJoined):
                 self._online[event.name.casefold()] = event.name
                 self._joined_since_list = True
-            elif isinstance(event, (UserLeft, UserParted, UserKicked)):
+            elif isinstance(event, (UserLeft, UserParted, UserKicked, UserBanned)):
                 self._online.pop(event.name.casefold(), None)
                 self._guests.discard(event.name.casefold())
+            elif isinstance(event, OperatorStatus):
+                self.operator = bool(event.operator)
             elif isinstance(event, NickChanged):
                 self._renamed(event.old, event.new)
             elif isinstance(event, UserList):
@@ -333,6 +341,14 @@ def _notice_text(event) -> str | None:
     if isinstance(event, UserKicked):
         because = f": {clean(event.reason)}" if event.reason else "."
         return f"{clean(event.name)} was kicked by the operator{because}"
+    if isinstance(event, UserBanned):
+        lasting = f" for {format_length(event.seconds)}" if event.seconds else ""
+        because = f": {clean(event.reason)}" if event.reason else "."
+        return f"{clean(event.name)} was banned by the operator{lasting}{because}"
+    if isinstance(event, OperatorStatus):
+        if event.operator:
+            return "You are an operator of this server: /help lists your commands."
+        return "You are no longer an operator of this server."
     if isinstance(event, AwayReply):
         return (
             f"{clean(event.name)} is away: {clean(event.message)}" if event.message else f"{clean(event.name)} is away."
@@ -462,13 +478,18 @@ def _needs(argument: str, command: str) -> None:
         raise UsageError(command)
 
 
-def help_lines() -> list[str]:
-    """One line per command, from the table (``/help`` and ``--help``)."""
-    return COMMANDS.help_lines(extra=[("//TEXT", "send TEXT starting with one /")])
+def help_lines(operator: bool = False) -> list[str]:
+    """One line per command, from the table (``/help`` and ``--help``);
+    with ``operator``, the operator's commands after them."""
+    lines = COMMANDS.help_lines(extra=[("//TEXT", "send TEXT starting with one /")])
+    if operator:
+        lines += ["Operator commands (for a key in the server's --operators file):"]
+        lines += [f"  {line}" for line in OPERATOR_COMMANDS.help_lines()]
+    return lines
 
 
 def _help(ctx: Context, argument: str) -> None:
-    for line in help_lines():
+    for line in help_lines(ctx.session.operator):
         ctx.show(line)
 
 
@@ -609,6 +630,36 @@ COMMANDS: CommandTable[Context, None] = CommandTable(
 )
 
 
+def _operator(name: str, arguments: str, text: str, needs: bool = True) -> Command[Context, None]:
+    """A row for an operator's command: sent to the server as it is typed
+    (the server judges who may; it refuses anyone else with a line)."""
+
+    def run(ctx: Context, argument: str) -> None:
+        if needs:
+            _needs(argument, f"/{name}")
+        ctx.send(OperatorCommand(name, argument))
+
+    return Command(f"/{name}", arguments, text, run)
+
+
+#: The operator's commands (PROTOCOL.md, "Operators and bans"): always
+#: sent, listed by /help only to an operator.
+OPERATOR_COMMANDS: CommandTable[Context, None] = CommandTable(
+    [
+        _operator("kick", "NAME [REASON]", "disconnect NAME, telling them why"),
+        _operator(
+            "ban",
+            "NAME|FINGERPRINT|ADDRESS [DURATION] [REASON]",
+            "keep a key (a guest: an address) out, for DURATION (10m, 2h, 7d) or for ever",
+        ),
+        _operator("unban", "NAME|FINGERPRINT|ADDRESS", "lift a ban"),
+        _operator("bans", "", "the bans in force", needs=False),
+        _operator("release", "NAME", "free a registered name"),
+        _operator("say", "TEXT", "a notice to everyone"),
+    ]
+)
+
+
 def run_line(line: str, ctx: Context) -> None:
     """Act on one typed line: a command, ``//`` for a line that starts with
     ``/``, or chat. A blank line does nothing.
@@ -626,6 +677,8 @@ def run_line(line: str, ctx: Context) -> None:
 
 def _run_command(line: str, ctx: Context) -> None:
     name, command, argument = COMMANDS.parse(line)
+    if command is None:
+        command = OPERATOR_COMMANDS.parse(line)[1]
     if command is None:
         ctx.error(
             f"Unknown command {name}; nothing was sent. Type /help for the commands, "

@@ -65,6 +65,9 @@ __all__ = [
     "SearchRequest",
     "SearchResult",
     "OfflineMessage",
+    "OperatorCommand",
+    "OperatorStatus",
+    "UserBanned",
     "MESSAGE_TYPES",
     "CLIENT_SENDS",
     "SERVER_SENDS",
@@ -560,6 +563,47 @@ class OfflineMessage(Message):
     sent_at: int
 
 
+# Added with operators (PROTOCOL.md, "Operators and bans"): a server tells
+# only an operator (and one whose standing a reload changed), so an older
+# client never gets an OperatorStatus unless it is an operator's; an older
+# server does not know an OperatorCommand and answers it with an ErrorNotice.
+
+
+@dataclass(frozen=True)
+class OperatorCommand(Message):
+    """Client: an operator's command (``/ban alice 2h spam``): ``command``,
+    its name without the slash (``kick``, ``ban``, ``unban``, ``bans``,
+    ``release``, ``say``), and ``argument``, the rest of the line as typed.
+    The server answers with Notice lines, or an ErrorNotice."""
+
+    TYPE: ClassVar[int] = 0x30
+    command: str
+    argument: str
+
+
+@dataclass(frozen=True)
+class OperatorStatus(Message):
+    """Server: whether this person is one of its operators (1) or not (0):
+    right after the Greeting for an operator, and again when a reload of
+    the operators file changes it. A client shows the operator's commands
+    in ``/help`` only while the last one said 1."""
+
+    TYPE: ClassVar[int] = 0x31
+    operator: int
+
+
+@dataclass(frozen=True)
+class UserBanned(Message):
+    """Server: an operator banned a member, who is gone (instead of
+    UserLeft, and the only notice of it): ``seconds`` the ban's length (0:
+    for ever), ``reason`` maybe empty."""
+
+    TYPE: ClassVar[int] = 0x32
+    name: str
+    seconds: int
+    reason: str
+
+
 #: Every message class by its type byte.
 MESSAGE_TYPES: Mapping[int, type[Message]] = {
     cls.TYPE: cls
@@ -604,6 +648,9 @@ MESSAGE_TYPES: Mapping[int, type[Message]] = {
         SearchRequest,
         SearchResult,
         OfflineMessage,
+        OperatorCommand,
+        OperatorStatus,
+        UserBanned,
     )
 }
 # Read each class's field specs now, so that a field of a type the wire
@@ -632,6 +679,7 @@ CLIENT_SENDS: frozenset[type[Message]] = frozenset(
         DeviceRemove,
         DeviceListRequest,
         SearchRequest,
+        OperatorCommand,
     }
 )
 #: The messages a server may send: all but the client's own, and the two

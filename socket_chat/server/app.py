@@ -19,15 +19,19 @@ import time
 
 from socket_chat import cli, protocol, transport
 from socket_chat import crypto as crypto_utils
-from socket_chat.chat.allow import AllowList
+from socket_chat.chat import names
+from socket_chat.chat.allow import AllowList, key_fingerprint
+from socket_chat.chat.bans import Ban, Bans, banned_text, parse_target
 from socket_chat.chat.limits import Limits
+from socket_chat.chat.member import MemberSession
 from socket_chat.chat.offline import OfflineMessages
-from socket_chat.chat.presentation import printable_text
+from socket_chat.chat.presentation import format_length, printable_text
 from socket_chat.chat.registrations import NameRegistry, RegistryUnavailable
 from socket_chat.chat.room import DEFAULT_HISTORY, Cluster, Room
-from socket_chat.protocol import Notice, ServerIdentity
+from socket_chat.protocol import Notice, ServerIdentity, UserBanned
 from socket_chat.server import admission
 from socket_chat.server.allow_file import AllowFile, AllowFileError
+from socket_chat.server.console import CONSOLE, OperatorConsole
 from socket_chat.server.handler import SHUTDOWN_GRACE, ClientHandler, server_full
 from socket_chat.server.sender import Sender
 from socket_chat.server.store import SqliteStore
@@ -46,8 +50,18 @@ REFUSALS = {
 NO_REGISTRATIONS = "This server registers no names: there is nothing to release."
 RELEASE_UNREACHABLE = "The cluster cannot be reached: nothing was released. Try again once it is back."
 NO_ALLOW_FILE = "This server admits everyone: start it with --allow FILE to admit only the keys in FILE."
+MAX_BAN_REASON = 200  # characters, as an away message: it is shown in /bans and to whoever is banned
+NO_FILES = (
+    "There is nothing to read again: start the server with --allow FILE (only its keys get in) "
+    "or --operators FILE (its keys may run the operator's commands from their client)."
+)
 
 log = logging.getLogger("chat.server")
+
+
+def _operator(by: str) -> str:
+    """Who acted, for the log: ``the console``, or ``the operator NAME (SHA256:...)``."""
+    return by if by == CONSOLE else f"the operator {by}"
 
 
 def _keys(count: int) -> str:
@@ -68,6 +82,11 @@ class ChatServer:
             invite(fingerprint, name), release(name): what the operator console may ask
             (``console.ServerControls``).
         allowed(): the allow list now (``--allow``), or None: open to all.
+        operators_list(): the operators now (``--operators``), or None.
+        ban(target, seconds, reason, by), unban(target, by), ban_lines():
+            the bans (the console's and the operators' /ban, /unban, /bans).
+        operate(session, command, argument): an operator's command from
+            their client (a member session's ``operate``).
 
     Attributes:
         handler_class: what serves one connection (as socketserver's
@@ -104,8 +123,13 @@ class ChatServer:
         store: SqliteStore | None = None,
         allow: AllowFile | None = None,
         registrations: NameRegistry | None = None,
+        operators: AllowFile | None = None,
+        bans: Bans | None = None,
     ) -> None:
         self.allow = allow  # --allow: only its keys get in
+        self.operators = operators  # --operators: its keys may run the operator's commands
+        # Kept in the store's file if there is one, else in memory.
+        self.bans = bans if bans is not None else Bans(store)
         self.registrations = registrations  # registered names, or None: none are (registrations.py)
         # Private lines kept for a registered name's key while it is offline
         # (offline.py): in the store's file, or in memory without one; none
@@ -211,7 +235,7 @@ class ChatServer:
         the cluster holds it."""
         return self.room.cluster.locate(name)
 
-    def kick(self, name: str, reason: str = "") -> bool:
+    def kick(self, name: str, reason: str = "", by: str = CONSOLE) -> bool:
         """Remove the member called ``name`` from this server: the others
         are told, and the member is told why before the connection closes.
         False if no one of that name is here."""
@@ -220,7 +244,7 @@ class ChatServer:
             return False
         because = f": {reason}" if reason else "."
         self.room.leave(membership, kicked=reason)  # one notice for the others, not a leave after it
-        log.info("%s kicked by the operator%s", membership.name, because)
+        log.info("%s kicked by %s%s", membership.name, _operator(by), because)
         membership.member.close(f"You were kicked by the operator{because}")
         return True
 
@@ -232,14 +256,39 @@ class ChatServer:
         """The allow list now, or None if the server admits anyone."""
         return None if self.allow is None else self.allow.current
 
+    def operators_list(self) -> AllowList | None:
+        """The operators now (``--operators``), or None: the console alone."""
+        return None if self.operators is None else self.operators.current
+
     def reload_allow_list(self) -> list[str]:
-        """Read the allow file again (SIGHUP, the console's /reload); what
-        happened, as lines for the operator, logged too. If the file cannot
-        be used the old list stays. Members already in stay whether their
-        key is still listed or not, as ssh keeps its sessions; the lines
-        name them, for /kick."""
-        if self.allow is None:
-            return [NO_ALLOW_FILE]
+        """Read the allow file and the operators file again (SIGHUP, the
+        console's /reload); what happened, as lines for the operator."""
+        if self.allow is None and self.operators is None:
+            return [NO_FILES]
+        lines = [] if self.allow is None else self._reload_allow()
+        return lines if self.operators is None else lines + self._reload_operators()
+
+    def _reload_operators(self) -> list[str]:
+        """Read the operators file again; the old list stays if it cannot be
+        used. Members whose standing changed are told (OperatorStatus)."""
+        assert self.operators is not None
+        try:
+            listed = self.operators.reload()
+        except AllowFileError as exc:
+            log.warning("%s; the operators file was not reloaded: the old list stays.", exc)
+            return [f"{exc}", "The operators file was not reloaded: the old list stays."]
+        line = f"Reloaded the operators file {self.operators.path}: {_keys(len(listed))} of operators."
+        log.info("%s", line)
+        for handler in self._handlers_now():
+            handler.session.recheck_operator()
+        return [line]
+
+    def _reload_allow(self) -> list[str]:
+        """Read the allow file again; what happened, as lines for the
+        operator, logged too. If the file cannot be used the old list stays.
+        Members already in stay whether their key is still listed or not, as
+        ssh keeps its sessions; the lines name them, for /kick."""
+        assert self.allow is not None
         try:
             allowed = self.allow.reload()
         except AllowFileError as exc:
@@ -249,22 +298,24 @@ class ChatServer:
         log.info("%s", lines[0])
         return lines + self._no_longer_invited(allowed)
 
-    def invite(self, fingerprint: str, name: str | None = None) -> list[str]:
-        """Let ``fingerprint`` in (reserving ``name`` for it): a line added
-        to the allow file, which is then in force; lines for the operator."""
+    def invite(self, fingerprint: str, name: str | None = None, comment: str = "") -> list[str]:
+        """Let ``fingerprint`` in (or the key of an OpenSSH key's two words,
+        reserving ``name`` for it): a line added to the allow file, which is
+        then in force; lines for the operator."""
         if self.allow is None:
             return [NO_ALLOW_FILE]
         try:
-            added = self.allow.invite(fingerprint, name)
+            added = self.allow.invite(fingerprint, name, comment)
         except AllowFileError as exc:
             return [f"Not invited: {exc}"]
+        fingerprint = key_fingerprint(fingerprint)  # a key is said by its fingerprint, as ssh-keygen -l does
         if not added:
             return [f"{fingerprint} is invited already{f' with the name {name}' if name else ''}."]
         reserved = f", the name {name} theirs alone" if name else ""
         log.info("Invited %s%s, in %s", fingerprint, reserved, self.allow.path)
         return [f"Invited {fingerprint}{reserved}: {_keys(len(self.allow.current))} let in now."]
 
-    def release(self, name: str) -> list[str]:
+    def release(self, name: str, by: str = CONSOLE) -> list[str]:
         """Free a registered name (the console's /release); lines for the operator."""
         if self.registrations is None:
             return [NO_REGISTRATIONS]
@@ -274,7 +325,7 @@ class ChatServer:
             return [RELEASE_UNREACHABLE]
         if released is None:
             return [f"No key has the name {printable_text(name)} registered."]
-        log.info("Released the name %s (registered to %s) for the operator", released.name, released.fingerprint)
+        log.info("Released the name %s (registered to %s) for %s", released.name, released.fingerprint, _operator(by))
         return [f"Released {printable_text(released.name)}: it was registered to {released.fingerprint}."]
 
     def _no_longer_invited(self, allowed: AllowList) -> list[str]:
@@ -284,9 +335,123 @@ class ChatServer:
             return []
         return [f"Still online, no longer invited (they stay until they leave; /kick to remove): {', '.join(gone)}"]
 
-    def notify_all(self, text: str) -> None:
-        """A notice from the operator to every member."""
-        self.room.publish(Notice(f"Notice from the operator: {text}"))
+    def notify_all(self, text: str, by: str = CONSOLE) -> None:
+        """A notice from the operator to every member (from an operator's
+        client, it names them: ``by`` is ``NAME (SHA256:...)``)."""
+        if by != CONSOLE:
+            log.info("Notice from %s (%d characters)", _operator(by), len(text))
+        name = "" if by == CONSOLE else " " + by.rsplit(" (", 1)[0]
+        self.room.publish(Notice(f"Notice from the operator{name}: {text}"))
+
+    # The bans (the console's and the operators' /ban, /unban, /bans).
+
+    def operate(self, session: MemberSession, command: str, argument: str) -> list[str]:
+        """An operator's command from their own client (the session checked
+        that the key is an operator's): run as the console runs it, in the
+        operator's name."""
+        name = session.membership.name if session.membership is not None else "?"
+        actor = OperatorConsole(self, actor=f"{name} ({session.fingerprint})", actor_key=session.fingerprint)
+        return actor.run_operator(command, argument)
+
+    def ban(
+        self, target: str, seconds: int | None, reason: str, by: str = CONSOLE, by_key: str | None = None
+    ) -> list[str]:
+        """Ban ``target``: a fingerprint, an address or network, or a name
+        (the key of whoever holds it, online or registered; a guest's
+        address). Whoever it covers is disconnected now, and the others get
+        one notice for each name. Lines for the operator."""
+        reason = " ".join(reason.split())  # one line, as it is shown and stored
+        if len(reason) > MAX_BAN_REASON:
+            return [f"A ban's reason may be {MAX_BAN_REASON} characters long at most; no one was banned."]
+        found = self._ban_target(target)
+        if isinstance(found, list):
+            return found
+        stored, name = found
+        if stored == by_key:
+            return ["That is your own key: you would be banned from the server."]
+        operators = self.operators_list()
+        if operators is not None and operators.admits(stored):
+            return [f"{stored} is an operator's key: take it out of the operators file (and /reload) first."]
+        ban = self.bans.add(stored, reason, by, seconds, name=name)
+        lasting = "for ever" if seconds is None else f"for {format_length(seconds)}"
+        label = f"{stored} ({name})" if name and name != stored else stored
+        log.info("%s banned by %s %s%s", label, _operator(by), lasting, f": {reason}" if reason else "")
+        closed = self._disconnect_banned(ban, seconds)
+        told = f"{closed} connection{'s' if closed != 1 else ''} closed"
+        return [f"Banned {printable_text(label)} {lasting}{': ' + reason if reason else ''} ({told})."]
+
+    def _ban_target(self, target: str) -> tuple[str, str] | list[str]:
+        """(the ban's target, the name it was given by or ""), or the lines
+        saying why there is none."""
+        stored = parse_target(target)
+        if stored is not None:
+            return stored, ""
+        membership = self.room.find(target)
+        if membership is not None:
+            if membership.fingerprint is not None:
+                return membership.fingerprint, membership.name
+            host = getattr(membership.member, "host", "")
+            return (parse_target(host) or host, membership.name) if host else ["That guest's address is unknown."]
+        held = self.registrations.lookup(target) if self.registrations is not None else None
+        if held is not None:
+            return held.fingerprint, held.name
+        shown = printable_text(target)
+        if self.room.cluster.locate(target) is not None:
+            return [f"{shown} is on another server of the cluster: ban them there, or ban their key."]
+        return [f"No one called {shown} is online, and no key has that name registered."]
+
+    def _disconnect_banned(self, ban: Ban, seconds: int | None) -> int:
+        """Close every connection the ban covers (in the room or still
+        choosing a name); the count."""
+        closed = 0
+        for handler in self._handlers_now():
+            session = handler.session
+            if not ban.covers(session.fingerprint, handler.host):
+                continue
+            membership = session.membership
+            if membership is not None:
+                self.room.leave(membership, banned=UserBanned(membership.name, seconds or 0, ban.reason))
+            handler.close(banned_text(ban.reason))
+            closed += 1
+        return closed
+
+    def unban(self, target: str, by: str = CONSOLE) -> list[str]:
+        """Lift a ban: by its target, or by the name it was given for or
+        that is registered to its key. Lines for the operator."""
+        stored = parse_target(target)
+        candidates = [stored] if stored is not None else self._bans_named(target)
+        lifted = next((ban for ban in map(self.bans.remove, candidates) if ban is not None), None)
+        if lifted is None:
+            return [f"{printable_text(target)} is not banned."]
+        label = f"{lifted.target} ({lifted.name})" if lifted.name else lifted.target
+        log.info("%s unbanned by %s", label, _operator(by))
+        return [f"Lifted the ban of {printable_text(label)}."]
+
+    def _bans_named(self, name: str) -> list[str]:
+        """The targets a name may mean: the bans given by that name (or a
+        look-alike), and the key it is registered to."""
+        wanted = names.key(name) if len(name) <= 4 * protocol.MAX_USERNAME_LENGTH else None
+        named = [ban.target for ban in self.bans.current() if ban.name and names.key(ban.name) == wanted]
+        held = self.registrations.lookup(name) if self.registrations is not None and wanted else None
+        return named + ([held.fingerprint] if held is not None else [])
+
+    def ban_lines(self) -> list[str]:
+        """``/bans``: one line a ban in force, oldest first."""
+        current = self.bans.current()
+        if not current:
+            return ["No one is banned."]
+        lines = [f"{len(current)} ban{'s' if len(current) > 1 else ''}:"]
+        for ban in current:
+            left = self.bans.remaining(ban)
+            lasting = "for ever" if left is None else f"{format_length(left)} more"
+            because = f": {printable_text(ban.reason)}" if ban.reason else ""
+            named = f" {printable_text(ban.name)}" if ban.name else ""
+            lines.append(f"  {ban.target}{named} ({lasting}, by {printable_text(ban.by)}){because}")
+        return lines
+
+    def _handlers_now(self) -> list[ClientHandler]:
+        with self._handlers_lock:
+            return list(self._handlers)
 
     def _accept(self) -> None:
         try:

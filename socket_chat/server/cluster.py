@@ -6,6 +6,9 @@ Every server of a cluster connects to one Redis. There it shares
   members say (XADD) and delivers to its members what it reads back (XREAD),
   its own lines too, in the stream's order: so everyone, on every server,
   sees the same order;
+- the bans (``ClusterBans``): one hash, ``socket-chat:bans``, a field a
+  target (a fingerprint, an address or network) whose value is the ban in
+  JSON, read at every admission, so a ban set on one server holds on all;
 - the names: one key per name, ``socket-chat:name:<names.key(name)>`` (its
   confusable skeleton: two servers cannot admit look-alikes either), a hash
   of the server holding it, the name as typed and since when, claimed
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import logging
 import math
 import re
@@ -36,6 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from socket_chat import crypto, protocol
 from socket_chat.chat import names
+from socket_chat.chat.bans import Ban, Bans, parse_target
 from socket_chat.protocol import (
     ActionMessage,
     ChatMessage,
@@ -44,6 +49,7 @@ from socket_chat.protocol import (
     NickChanged,
     Notice,
     PrivateMessage,
+    UserBanned,
     UserJoined,
     UserKicked,
     UserLeft,
@@ -91,7 +97,18 @@ _Held = tuple[str, float, bool]
 #: clients about the conversation. Anything else (a client's ChatLine, a
 #: Goodbye, a RateLimit...) is skipped: it would end connections or pose as
 #: this server.
-STREAM_TYPES = (ChatMessage, ActionMessage, PrivateMessage, UserJoined, UserLeft, UserParted, NickChanged, Notice)
+STREAM_TYPES = (
+    ChatMessage,
+    ActionMessage,
+    PrivateMessage,
+    UserJoined,
+    UserLeft,
+    UserParted,
+    UserKicked,  # as PROTOCOL.md section 8 says: a kick's notice reaches every server
+    UserBanned,
+    NickChanged,
+    Notice,
+)
 #: The fields of those messages that hold a username.
 NAME_FIELDS = frozenset({"sender", "recipient", "name", "old", "new"})
 #: ``from``: a server's 12 hex digits, then a member's count.
@@ -103,7 +120,7 @@ MAX_ENTRY_BYTES = protocol.MAX_FRAME_SIZE - 1024
 CLOCK_SKEW = 60.0
 #: Entries after which the user list is read again; a Notice may sum up
 #: joins and leaves in a busy room (chat/presence.py).
-MEMBERS_CHANGED = (UserJoined, UserLeft, UserParted, UserKicked, NickChanged, Notice)
+MEMBERS_CHANGED = (UserJoined, UserLeft, UserParted, UserKicked, UserBanned, NickChanged, Notice)
 
 DEGRADED = (
     "The chat is degraded: this server has lost touch with the others. "
@@ -118,6 +135,10 @@ NAME_LOST = (
     "Your username {name} was taken on another server while this one was cut off "
     "from the cluster. Please connect again and choose another."
 )
+
+
+#: The bans every server of the cluster holds (ClusterBans).
+BANS = "socket-chat:bans"
 
 
 class ClusterUnavailable(Exception):
@@ -646,6 +667,61 @@ class RedisCluster:
 
     def _ttl_ms(self) -> int:
         return max(1, int(self.name_ttl * 1000))
+
+
+class ClusterBans(Bans):
+    """The bans of a cluster: every server reads them from one Redis hash
+    (``BANS``) at each admission, and writes a ban or its lifting there at
+    once, so a ban set on one server holds on all of them. While Redis is
+    lost, the last bans read stand (and one set meanwhile holds here only).
+
+    Args:
+        cluster: the connected cluster (its Redis, and its way of failing).
+        clock: Unix time (tests pin it and move it).
+    """
+
+    def __init__(self, cluster: RedisCluster, clock=time.time) -> None:
+        self._cluster = cluster
+        super().__init__(self, clock)
+
+    # The store's side (chat.bans.BanStore): Redis, written at once.
+
+    def bans(self) -> list[Ban]:
+        return self._read_shared() or []
+
+    def save_ban(self, ban: Ban) -> None:
+        fields = {"reason": ban.reason, "by": ban.by, "set_at": ban.set_at, "until": ban.until, "name": ban.name}
+        self._cluster._try(self._cluster._redis.hset, BANS, ban.target, json.dumps(fields))
+
+    def drop_ban(self, target: str) -> None:
+        self._cluster._try(self._cluster._redis.hdel, BANS, target)
+
+    def _read_shared(self) -> list[Ban] | None:
+        rows = self._cluster._try(self._cluster._redis.hgetall, BANS)
+        if rows is None:
+            return None
+        return [ban for target, value in rows.items() if (ban := _decode_ban(target, value)) is not None]
+
+
+def _decode_ban(target: bytes, value: bytes) -> Ban | None:
+    """A ban of the hash, or None (logged) if it is not one a server wrote."""
+    try:
+        text = target.decode("utf-8")
+        fields = json.loads(value)
+        ban = Ban(
+            text,
+            str(fields["reason"]),
+            str(fields["by"]),
+            int(fields["set_at"]),
+            int(fields["until"]),
+            str(fields["name"]),
+        )
+        if parse_target(text) != text:
+            raise ValueError(f"{text[:60]!r} is not a fingerprint or an address")
+    except (UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
+        log.warning("cluster: skipped a ban that is not the chat's (%s): %s", BANS, exc)
+        return None
+    return ban
 
 
 def _name_and_since(key: bytes, name: bytes, since: bytes) -> tuple[str, float] | None:

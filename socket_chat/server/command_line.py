@@ -1,7 +1,7 @@
 """The server's command line: ``python server.py``, ``socket-chat-server``
 or ``python -m socket_chat.server`` (``--help`` for the options).
 
-It reads the options, the key file, the message of the day, the allow file and the
+It reads the options, the key file, the message of the day, the allow and operators files and the
 cluster's address, then runs a ``ChatServer`` (with the operator console
 when started in a terminal) until Ctrl-C or SIGTERM.
 """
@@ -22,13 +22,14 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from socket_chat import cli, protocol, transport
+from socket_chat.chat.bans import Bans
 from socket_chat.chat.limits import Limits, Startups, startups_type
 from socket_chat.chat.presentation import printable_text
 from socket_chat.chat.registrations import DEFAULT_EXPIRY_DAYS, NameRegistry, Registrations
 from socket_chat.chat.room import DEFAULT_HISTORY
 from socket_chat.crypto import keystore
 from socket_chat.server import descriptors, store
-from socket_chat.server.allow_file import AllowFile, AllowFileError
+from socket_chat.server.allow_file import OPERATORS_FILE, AllowFile, AllowFileError
 from socket_chat.server.app import ChatServer
 from socket_chat.server.console import COMMANDS as CONSOLE_COMMANDS
 from socket_chat.server.console import OperatorConsole, console_wanted, on_terminal, run_console
@@ -110,6 +111,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a private server: only the keys listed in FILE get in (one a line: a fingerprint or an "
         "ssh-ed25519 public key, then a name kept for it alone, then # a comment); read again on SIGHUP "
         "and the console's /reload. Implies --guests no",
+    )
+    parser.add_argument(
+        "--operators",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the keys that may run /kick, /ban, /unban, /bans, /release and /say from their own client "
+        "(the allow file's format without the name: a fingerprint or an ssh-ed25519 public key a line, "
+        "# a comment); read again on SIGHUP and /reload",
     )
     _add_store_options(parser.add_argument_group("the history on disk"))
     _add_limit_options(parser.add_argument_group("limits"))
@@ -398,6 +408,13 @@ def join_cluster(args: argparse.Namespace) -> RedisCluster | None:
         raise ClusterError(str(exc)) from None
 
 
+def shared_bans(room_cluster: RedisCluster) -> Bans:
+    """The bans of a cluster: in its Redis, for every server to hold."""
+    from socket_chat.server import cluster
+
+    return cluster.ClusterBans(room_cluster)
+
+
 def cannot_listen(host: str, port: int, exc: OSError) -> str:
     """One line for the operator on why the server cannot listen. Python's
     own text for a busy port names the address as a tuple and 'while
@@ -413,7 +430,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _reload_in_background(server: ChatServer) -> None:
-    """SIGHUP: read the allow file again, in a thread of its own (a signal
+    """SIGHUP: read the allow and operators files again, in a thread of its own (a signal
     handler runs in the middle of the main thread's work; the reload logs
     what happened)."""
     threading.Thread(target=server.reload_allow_list, name="reload", daemon=True).start()
@@ -427,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         motd = read_motd(args.motd)
         allow = None if args.allow is None else AllowFile(args.allow)
+        operators = None if args.operators is None else AllowFile(args.operators, OPERATORS_FILE)
         key = keystore.load_or_create_identity_key(key_path)
         room_cluster = join_cluster(args)
     except (keystore.KeyFileError, MotdFileError, AllowFileError) as exc:
@@ -457,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
                 store=history_store,
                 allow=allow,
                 registrations=registrations_from(args, history_store, room_cluster),
+                operators=operators,
+                bans=None if room_cluster is None else shared_bans(room_cluster),
             )
         except (descriptors.DescriptorLimitError, store.StoreError) as exc:
             print(exc, file=sys.stderr)
@@ -469,11 +489,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Listening at {transport.format_address(*server.server_address)}")
     if room_cluster is not None:
         print(f"Cluster: {room_cluster.describe()}")
-    if allow is not None:
-        # As sshd's: SIGHUP reads the file again (without --allow it still ends the server, as before).
+    if allow is not None or operators is not None:
+        # As sshd's: SIGHUP reads the files again (without them it still ends the server, as before).
         signal.signal(signal.SIGHUP, lambda signum, frame: _reload_in_background(server))
+    if allow is not None:
         listed = len(allow.current)
         print(f"Admitting only the keys in {args.allow} ({listed} listed; SIGHUP or /reload reads it again)")
+    if operators is not None:
+        listed = len(operators.current)
+        print(f"Operators: the keys in {args.operators} ({listed} listed; SIGHUP or /reload reads it again)")
     print(f"Server key fingerprint: {server.fingerprint}", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)
     with contextlib.ExitStack() as console_terminal:

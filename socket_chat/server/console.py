@@ -2,6 +2,11 @@
 when its input is a terminal. ``OperatorConsole.execute(line)`` returns the
 lines to show; it knows no terminal, so tests drive it directly.
 
+The operators named by ``--operators`` run some of the same commands from
+their own client (``OPERATOR_COMMANDS``: /kick, /ban, /unban, /bans,
+/release, /say): the server runs them through an ``OperatorConsole`` made
+for that person (``actor``), so both are one code, logged alike.
+
 On a terminal (input and output), the console reads with readline, as the
 client does (``socket_chat.tty``'s ``Terminal``): line editing, history, Tab for
 commands and for names after ``/kick``; and the server's log is printed
@@ -17,6 +22,7 @@ import termios
 from collections.abc import Callable, Iterator
 from typing import Protocol, TextIO
 
+from socket_chat.chat.bans import parse_duration, parse_target
 from socket_chat.chat.commands import Command, CommandTable
 from socket_chat.chat.presentation import format_duration, printable_text, split_name
 from socket_chat.protocol import GUEST_MARK
@@ -24,6 +30,8 @@ from socket_chat.tty import Terminal
 
 __all__ = [
     "COMMANDS",
+    "CONSOLE",
+    "OPERATOR_COMMANDS",
     "PROMPT",
     "ConsoleQuit",
     "OperatorConsole",
@@ -37,6 +45,8 @@ __all__ = [
 log = logging.getLogger("chat.server")
 
 PROMPT = "> "  # only on a terminal: in a pipe it would run into the output
+#: Who acts, in the log and in /bans, when the console does.
+CONSOLE = "the console"
 
 
 class ServerControls(Protocol):
@@ -58,11 +68,26 @@ class ServerControls(Protocol):
         """The name as its holder has it, if held on another server of the cluster."""
         ...
 
-    def kick(self, name: str, reason: str = "") -> bool:
+    def kick(self, name: str, reason: str = "", by: str = CONSOLE) -> bool:
         """Remove ``name`` from this server; False if no one here has it."""
         ...
 
-    def notify_all(self, text: str) -> None: ...
+    def notify_all(self, text: str, by: str = CONSOLE) -> None: ...
+
+    def ban(
+        self, target: str, seconds: int | None, reason: str, by: str = CONSOLE, by_key: str | None = None
+    ) -> list[str]:
+        """Ban ``target`` (a name, a fingerprint, an address or network) for
+        ``seconds`` (None: for ever), disconnecting it; what happened."""
+        ...
+
+    def unban(self, target: str, by: str = CONSOLE) -> list[str]:
+        """Lift the ban of ``target`` (a name, fingerprint, address); what happened."""
+        ...
+
+    def ban_lines(self) -> list[str]:
+        """The bans in force, as lines."""
+        ...
 
     def guests(self) -> set[str]:
         """The names of the guests online (no key proved)."""
@@ -72,11 +97,12 @@ class ServerControls(Protocol):
         """Read the allow file again (``--allow``); what happened."""
         ...
 
-    def invite(self, fingerprint: str, name: str | None = None) -> list[str]:
-        """Add ``fingerprint`` (reserving ``name``) to the allow file; what happened."""
+    def invite(self, fingerprint: str, name: str | None = None, comment: str = "") -> list[str]:
+        """Add ``fingerprint`` (or an OpenSSH key's two words) reserving
+        ``name`` to the allow file; what happened."""
         ...
 
-    def release(self, name: str) -> list[str]:
+    def release(self, name: str, by: str = CONSOLE) -> list[str]:
         """Free the registered name ``name`` (and its look-alikes); what happened."""
         ...
 
@@ -90,10 +116,19 @@ class ConsoleQuit(Exception):
 
 
 class OperatorConsole:
-    """The console's commands, run against one server."""
+    """The console's commands, run against one server.
 
-    def __init__(self, server: ServerControls) -> None:
+    Args:
+        server: what the commands act on.
+        actor: who types them, for the log and /bans (``CONSOLE``, or an
+            operator's ``NAME (SHA256:...)``).
+        actor_key: that operator's fingerprint (None: the console), which
+            they may not ban.
+    """
+
+    def __init__(self, server: ServerControls, actor: str = CONSOLE, actor_key: str | None = None) -> None:
         self.server = server
+        self.actor, self.actor_key = actor, actor_key
 
     def execute(self, line: str) -> list[str]:
         """Run one typed line; the lines to show the operator.
@@ -107,6 +142,14 @@ class OperatorConsole:
         if command is None:
             return [f"Unknown command {name}. Type /help for the commands."]
         return command.run(self, argument)
+
+    def run_operator(self, command: str, argument: str) -> list[str]:
+        """An operator's command from their client (``command`` without its
+        slash: ``ban``); the lines to tell them."""
+        found = OPERATOR_COMMANDS.parse(f"/{command}")[1]
+        if found is None:
+            return [f"There is no operator command /{printable_text(command[:20])}."]
+        return found.run(self, argument.strip())
 
     def help(self, argument: str) -> list[str]:
         return COMMANDS.help_lines()
@@ -127,7 +170,7 @@ class OperatorConsole:
             return ["Usage: /kick NAME [REASON]"]
         name, reason = split_name(argument, self.server.names())
         shown = printable_text(name)
-        if self.server.kick(name, reason):
+        if self.server.kick(name, reason, by=self.actor):
             return [f"Kicked {shown}."]
         if self.server.locate(name) is not None:
             return [f"{shown} is on another server of the cluster: kick them there."]
@@ -136,22 +179,49 @@ class OperatorConsole:
     def say(self, argument: str) -> list[str]:
         if not argument:
             return ["Usage: /say TEXT"]
-        self.server.notify_all(argument)
+        self.server.notify_all(argument, by=self.actor)
         return ["Notice sent."]
+
+    def ban(self, argument: str) -> list[str]:
+        if not argument:
+            return [f"Usage: {BAN_USAGE}"]
+        first, _, rest = argument.partition(" ")
+        if parse_target(first) is not None:
+            target, rest = first, rest.strip()
+        else:
+            target, rest = split_name(argument, self.server.names())
+        word, _, reason = rest.partition(" ")
+        seconds = parse_duration(word)
+        if seconds is None:
+            reason = rest
+        return self.server.ban(target, seconds, reason.strip(), by=self.actor, by_key=self.actor_key)
+
+    def unban(self, argument: str) -> list[str]:
+        if not argument:
+            return ["Usage: /unban NAME|FINGERPRINT|ADDRESS"]
+        return self.server.unban(argument, by=self.actor)
+
+    def bans(self, argument: str) -> list[str]:
+        return self.server.ban_lines()
 
     def reload(self, argument: str) -> list[str]:
         return self.server.reload_allow_list()
 
     def invite(self, argument: str) -> list[str]:
+        words = argument.split()
+        if not words:
+            return ["Usage: /invite FINGERPRINT [NAME] or /invite ssh-ed25519 AAAA... [COMMENT]"]
+        if words[0].startswith(("ssh-", "ecdsa-", "sk-")):
+            # A .pub file's line: the words after the key are its comment
+            # (alice@laptop), never a name.
+            return self.server.invite(" ".join(words[:2]), None, comment=" ".join(words[2:]))
         fingerprint, _, name = argument.strip().partition(" ")
-        if not fingerprint:
-            return ["Usage: /invite FINGERPRINT [NAME]"]
         return self.server.invite(fingerprint, name.strip() or None)
 
     def release(self, argument: str) -> list[str]:
         if not argument.strip():
             return ["Usage: /release NAME"]
-        return self.server.release(argument.strip())
+        return self.server.release(argument.strip(), by=self.actor)
 
     def quit(self, argument: str) -> list[str]:
         raise ConsoleQuit()
@@ -165,24 +235,49 @@ def _away_note(away: dict[str, str], name: str) -> str:
     return f", away: {printable_text(message)}" if message else ", away"
 
 
-COMMANDS: CommandTable[OperatorConsole, list[str]] = CommandTable(
+BAN_USAGE = "/ban NAME|FINGERPRINT|ADDRESS [DURATION] [REASON]"
+
+#: The commands an operator runs from their own client too (``/help`` there
+#: shows them to operators alone).
+OPERATOR_COMMANDS: CommandTable[OperatorConsole, list[str]] = CommandTable(
     [
-        Command("/help", "", "list these commands", OperatorConsole.help),
-        Command("/users", "", "who is online, and for how long", OperatorConsole.users),
         Command("/kick", "NAME [REASON]", "disconnect NAME, telling them why", OperatorConsole.kick),
-        Command("/say", "TEXT", "send a notice to everyone", OperatorConsole.say),
-        Command("/reload", "", "read the allow file (--allow) again, as SIGHUP does", OperatorConsole.reload),
         Command(
-            "/invite",
-            "FINGERPRINT [NAME]",
-            "let a key in (NAME: a name for it alone), adding it to the allow file",
-            OperatorConsole.invite,
+            "/ban",
+            "NAME|FINGERPRINT|ADDRESS [DURATION] [REASON]",
+            "keep a key (a guest: an address or network) out, for DURATION (10m, 2h, 7d) or for ever; "
+            "disconnects it now",
+            OperatorConsole.ban,
         ),
+        Command("/unban", "NAME|FINGERPRINT|ADDRESS", "lift a ban", OperatorConsole.unban),
+        Command("/bans", "", "the bans in force", OperatorConsole.bans),
         Command(
             "/release",
             "NAME",
             "free a registered name: any key may take it (and register it) again",
             OperatorConsole.release,
+        ),
+        Command("/say", "TEXT", "send a notice to everyone", OperatorConsole.say),
+    ]
+)
+
+COMMANDS: CommandTable[OperatorConsole, list[str]] = CommandTable(
+    [
+        Command("/help", "", "list these commands", OperatorConsole.help),
+        Command("/users", "", "who is online, and for how long", OperatorConsole.users),
+        *OPERATOR_COMMANDS,
+        Command(
+            "/reload",
+            "",
+            "read the allow file (--allow) and the operators file (--operators) again, as SIGHUP does",
+            OperatorConsole.reload,
+        ),
+        Command(
+            "/invite",
+            "FINGERPRINT [NAME]",
+            "let a key in (NAME: a name for it alone), adding it to the allow file; "
+            "or paste a .pub line: /invite ssh-ed25519 AAAA... [COMMENT]",
+            OperatorConsole.invite,
         ),
         Command("/quit", "", "stop the server (everyone is told)", OperatorConsole.quit),
     ]
@@ -192,11 +287,12 @@ COMMANDS: CommandTable[OperatorConsole, list[str]] = CommandTable(
 def complete(typed: str, names: list[str]) -> list[str]:
     """Whole-line completions of ``typed`` (the line up to the cursor): a
     command after ``/`` at the start, a name (of this server: the only ones
-    it can kick) after ``/kick ``."""
+    it can kick) after ``/kick `` and ``/ban ``."""
     folded = typed.casefold()
-    if folded.startswith("/kick "):
-        partial = typed[len("/kick ") :].casefold()
-        return [f"{typed[: len('/kick ')]}{name} " for name in names if name.casefold().startswith(partial)]
+    for command in ("/kick ", "/ban "):
+        if folded.startswith(command):
+            partial = typed[len(command) :].casefold()
+            return [f"{typed[: len(command)]}{name} " for name in names if name.casefold().startswith(partial)]
     if typed.startswith("/") and " " not in typed:
         return [f"{name} " for name in COMMANDS.names() if name.startswith(folded)]
     return []

@@ -76,6 +76,7 @@ class ClientHandler:
         self.limits: Limits = server.limits
         self.sock = sock
         self.peer = transport.format_address(*address[:2])
+        self.host = address[0]  # the address alone, for the bans
         self.outbox = Outbox(self.limits.sendq_bytes, on_ready=self._wake_sender)
         self.conn = ServerConnection(server.identity)
         self.outlet = Outlet(sock, self.conn, self.outbox, used_up=Goodbye(RECORDS_USED_UP))
@@ -96,6 +97,10 @@ class ClientHandler:
             registrations=server.registrations,
             offline=server.offline,
             search=server.store,
+            bans=server.bans,
+            host=self.host,
+            operators=server.operators_list,
+            operate=server.operate,
         )
 
     # What the room calls (room.Member).

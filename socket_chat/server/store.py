@@ -28,14 +28,18 @@ written by the same thread in the same commits. A registration made less
 than a commit interval before a crash may be lost: the name is then free
 again, and the next key to take it registers it.
 
-It keeps the devices too (``/device add``; the ``devices`` table, schema 3):
-each key that may use another key's names, read at start and written as
-the names are.
-Schema 4 adds the full-text index of the lines (``/search``: an FTS5 table
-over ``messages.text``, an external-content one kept in step by triggers,
-so the writer's inserts and the retention's deletes keep it right) and the
-private lines waiting for someone offline (``chat.offline``; the
-``waiting`` table, kept and dropped as the names are).
+It keeps the devices (``/device add``; the ``devices`` table, schema 3),
+the private lines waiting for someone offline (``chat.offline``; the
+``waiting`` table, schema 5) and the bans (``chat.bans``; the ``bans``
+table, schema 4) the same way: read at start, each change queued as one SQL
+statement and written by the writer thread in order. A ban set less than a
+commit interval before a crash may be lost (the operator's log line says it
+was set).
+
+Schema 5 adds the full-text index of the lines too (``/search``: an FTS5
+table over ``messages.text``, an external-content one kept in step by
+triggers, so the writer's inserts and the retention's deletes keep it
+right).
 
 Searches run on a connection of their own, read-only, opened on the first
 one: in WAL mode a reader neither waits for the writer nor makes it wait,
@@ -66,6 +70,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from socket_chat.chat.bans import Ban
 from socket_chat.chat.offline import Waiting
 from socket_chat.chat.registrations import Device, Registration
 from socket_chat.chat.search import SearchQuery, SearchUnavailable, fts_expression
@@ -114,7 +119,11 @@ MIGRATIONS: list[list[str]] = [
     [  # 3: devices (chat.registrations): a key that may use its owner's names
         "CREATE TABLE devices (fingerprint TEXT PRIMARY KEY, owner TEXT NOT NULL, added_at INTEGER NOT NULL)",
     ],
-    [  # 4: /search's full-text index of the lines (kept by triggers, the lines stored so far indexed
+    [  # 4: bans (chat.bans): a fingerprint or an address/network; until 0: for ever
+        "CREATE TABLE bans (target TEXT PRIMARY KEY, reason TEXT NOT NULL, set_by TEXT NOT NULL,"
+        " set_at INTEGER NOT NULL, until INTEGER NOT NULL, name TEXT NOT NULL)",
+    ],
+    [  # 5: /search's full-text index of the lines (kept by triggers, the lines stored so far indexed
         # here), and the private lines waiting for someone offline (chat.offline)
         "CREATE VIRTUAL TABLE messages_fts USING fts5(text, content='messages', content_rowid='id',"
         " tokenize='unicode61 remove_diacritics 2')",
@@ -132,6 +141,9 @@ MIGRATIONS: list[list[str]] = [
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+#: A change for the writer to make: one SQL statement and its parameters.
+Change = tuple[str, tuple[object, ...]]
 
 
 class StoreError(Exception):
@@ -202,15 +214,15 @@ class SqliteStore:
         self._wake = threading.Event()
         self._stopping = False
         self._recent: list[HistoryMessage] = []
-        # Registered names to write: (name, the registration or None: drop it).
-        self._names: collections.deque[tuple[str, Registration | None]] = collections.deque()
+        # The other changes to write (names, devices, bans, waiting private
+        # lines), each one SQL statement with its parameters, in order: a
+        # drop after a save of the same row wins.
+        self._changes: collections.deque[Change] = collections.deque()
+        # What those tables held at start.
         self._registered: list[Registration] = []
-        # Devices to write: (fingerprint, the device or None: drop it).
-        self._device_changes: collections.deque[tuple[str, Device | None]] = collections.deque()
         self._devices: list[Device] = []
-        # Waiting private lines to write: a line to keep, or a key whose lines are dropped.
-        self._waiting: collections.deque[Waiting | str] = collections.deque()
         self._waited: list[Waiting] = []
+        self._banned: list[Ban] = []
         self._lock_fd: int | None = None  # the flock on FILE.lock: this server's file
         self._reader: sqlite3.Connection | None = None  # searches' own, opened on the first
         self._reader_lock = threading.Lock()
@@ -261,33 +273,35 @@ class SqliteStore:
         return list(self._registered)
 
     def save_registration(self, registration: Registration) -> None:
-        self._queue_name(registration.name, registration)
+        r = registration
+        self._queue_change(
+            "INSERT OR REPLACE INTO names (name, fingerprint, registered_at, used_at) VALUES (?, ?, ?, ?)",
+            (r.name, r.fingerprint, r.registered_at, r.used_at),
+        )
 
     def drop_registration(self, name: str) -> None:
-        self._queue_name(name, None)
+        self._queue_change("DELETE FROM names WHERE name = ?", (name,))
 
-    def _queue_name(self, name: str, registration: Registration | None) -> None:
+    def _queue_change(self, statement: str, parameters: tuple[object, ...]) -> None:
         with self._lock:
-            if self._failed or len(self._names) >= self._capacity:
+            if self._failed or len(self._changes) >= self._capacity:
                 self._unstored += 1
                 return
-            self._names.append((name, registration))
+            self._changes.append((statement, parameters))
+
+    # Methods for the devices (chat.registrations.RegistrationStore).
 
     def devices(self) -> list[Device]:
         return list(self._devices)
 
     def save_device(self, device: Device) -> None:
-        self._queue_device(device.fingerprint, device)
+        self._queue_change(
+            "INSERT OR REPLACE INTO devices (fingerprint, owner, added_at) VALUES (?, ?, ?)",
+            (device.fingerprint, device.owner, device.added_at),
+        )
 
     def drop_device(self, fingerprint: str) -> None:
-        self._queue_device(fingerprint, None)
-
-    def _queue_device(self, fingerprint: str, device: Device | None) -> None:
-        with self._lock:
-            if self._failed or len(self._device_changes) >= self._capacity:
-                self._unstored += 1
-                return
-            self._device_changes.append((fingerprint, device))
+        self._queue_change("DELETE FROM devices WHERE fingerprint = ?", (fingerprint,))
 
     # Methods for the waiting private lines (chat.offline.OfflineStore).
 
@@ -295,17 +309,14 @@ class SqliteStore:
         return list(self._waited)
 
     def save_waiting(self, message: Waiting) -> None:
-        self._queue_waiting(message)
+        w = message
+        self._queue_change(
+            "INSERT INTO waiting (fingerprint, sender, recipient, text, sent_at) VALUES (?, ?, ?, ?, ?)",
+            (w.fingerprint, w.sender, w.recipient, w.text, w.sent_at),
+        )
 
     def drop_waiting(self, fingerprint: str) -> None:
-        self._queue_waiting(fingerprint)
-
-    def _queue_waiting(self, change: Waiting | str) -> None:
-        with self._lock:
-            if self._failed or len(self._waiting) >= self._capacity:
-                self._unstored += 1
-                return
-            self._waiting.append(change)
+        self._queue_change("DELETE FROM waiting WHERE fingerprint = ?", (fingerprint,))
 
     # Methods for the sessions (chat.search.SearchIndex).
 
@@ -345,6 +356,20 @@ class SqliteStore:
             reader.set_progress_handler(lambda: time.monotonic() > self._search_deadline, 1000)  # SQLite steps
             self._reader = reader
         return self._reader
+
+    # Methods for the bans (chat.bans.BanStore).
+
+    def bans(self) -> list[Ban]:
+        return list(self._banned)
+
+    def save_ban(self, ban: Ban) -> None:
+        self._queue_change(
+            "INSERT OR REPLACE INTO bans (target, reason, set_by, set_at, until, name) VALUES (?, ?, ?, ?, ?, ?)",
+            (ban.target, ban.reason, ban.by, ban.set_at, ban.until, ban.name),
+        )
+
+    def drop_ban(self, target: str) -> None:
+        self._queue_change("DELETE FROM bans WHERE target = ?", (target,))
 
     # Methods for the server.
 
@@ -422,9 +447,7 @@ class SqliteStore:
             # Swapped, not copied: the room waits for this lock, and a copy
             # would keep it as long as the queue is.
             batch, self._queue = self._queue, collections.deque()
-            named, self._names = self._names, collections.deque()
-            devices, self._device_changes = self._device_changes, collections.deque()
-            waiting, self._waiting = self._waiting, collections.deque()
+            changes, self._changes = self._changes, collections.deque()
             overflowed, self._overflowed = self._overflowed, False
         if overflowed and not self._overflow_told:
             self._overflow_told = True
@@ -434,10 +457,9 @@ class SqliteStore:
                 self.path,
                 self.unstored,
             )
-        changes = len(batch) + len(named) + len(devices) + len(waiting)
-        if changes and not self._guarded(db, lambda db: self._insert(db, batch, named, devices, waiting)):
+        if (batch or changes) and not self._guarded(db, lambda db: self._insert(db, batch, changes)):
             with self._lock:
-                self._unstored += changes
+                self._unstored += len(batch) + len(changes)
 
     def _guarded(self, db: sqlite3.Connection, work: Callable[[sqlite3.Connection], None]) -> bool:
         """Run ``work`` in one transaction. A failure (full disk, I/O error)
@@ -451,13 +473,10 @@ class SqliteStore:
         except sqlite3.Error as exc:
             with self._lock:
                 self._failed = True
-                queued = (self._queue, self._names, self._device_changes, self._waiting)
-                unstored = self._unstored + sum(len(changes) for changes in queued)
+                unstored = self._unstored + len(self._queue) + len(self._changes)
                 self._unstored = unstored
                 self._queue.clear()
-                self._names.clear()
-                self._device_changes.clear()
-                self._waiting.clear()
+                self._changes.clear()
             log.warning(
                 "The history store %s failed: %s. The chat goes on; its history is kept in memory only "
                 "from now on (the lines not stored are counted and logged at the end).",
@@ -467,43 +486,13 @@ class SqliteStore:
             return False
 
     @staticmethod
-    def _insert(
-        db: sqlite3.Connection,
-        batch: Sequence[HistoryMessage],
-        named: Sequence[tuple[str, Registration | None]] = (),
-        devices: Sequence[tuple[str, Device | None]] = (),
-        waiting: Sequence[Waiting | str] = (),
-    ) -> None:
+    def _insert(db: sqlite3.Connection, batch: Sequence[HistoryMessage], changes: Sequence[Change] = ()) -> None:
         db.executemany(
             "INSERT INTO messages (sent_at, sender, kind, text) VALUES (?, ?, ?, ?)",
             [(entry.sent_at, entry.sender, entry.kind, entry.text) for entry in batch],
         )
-        for name, registration in named:  # in order: a drop after a save of the same name wins
-            if registration is None:
-                db.execute("DELETE FROM names WHERE name = ?", (name,))
-            else:
-                r = registration
-                db.execute(
-                    "INSERT OR REPLACE INTO names (name, fingerprint, registered_at, used_at) VALUES (?, ?, ?, ?)",
-                    (r.name, r.fingerprint, r.registered_at, r.used_at),
-                )
-        for fingerprint, device in devices:  # in order, as the names
-            if device is None:
-                db.execute("DELETE FROM devices WHERE fingerprint = ?", (fingerprint,))
-            else:
-                db.execute(
-                    "INSERT OR REPLACE INTO devices (fingerprint, owner, added_at) VALUES (?, ?, ?)",
-                    (device.fingerprint, device.owner, device.added_at),
-                )
-        for change in waiting:  # in order: a line kept, then dropped once given
-            if isinstance(change, str):
-                db.execute("DELETE FROM waiting WHERE fingerprint = ?", (change,))
-            else:
-                w = change
-                db.execute(
-                    "INSERT INTO waiting (fingerprint, sender, recipient, text, sent_at) VALUES (?, ?, ?, ?, ?)",
-                    (w.fingerprint, w.sender, w.recipient, w.text, w.sent_at),
-                )
+        for statement, parameters in changes:  # in order: a drop after a save of the same row wins
+            db.execute(statement, parameters)
 
     def _prune(self, db: sqlite3.Connection) -> None:
         """Drop what the retention no longer keeps."""
@@ -597,6 +586,8 @@ class SqliteStore:
                 "SELECT fingerprint, sender, recipient, text, sent_at FROM waiting ORDER BY id"
             ).fetchall()
             self._waited = [Waiting(str(f), str(s), str(r), str(t), int(at)) for f, s, r, t, at in rows]
+            rows = db.execute("SELECT target, reason, set_by, set_at, until, name FROM bans").fetchall()
+            self._banned = [Ban(str(t), str(r), str(b), int(s), int(u), str(n)) for t, r, b, s, u, n in rows]
             return db
         except BaseException:
             db.close()
