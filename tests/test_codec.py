@@ -68,6 +68,13 @@ def test_codec_type_numbers_are_the_specs():
         "KeyProof": 0x23,
         "WhoisRequest": 0x24,
         "WhoisReply": 0x25,
+        "Stamps": 0x40,
+        "StampedLine": 0x41,
+        "HistoryRequest": 0x42,
+        "HistoryLine": 0x43,
+        "PageEnd": 0x44,
+        "Unread": 0x45,
+        "MentionsRequest": 0x46,
     }
 
 

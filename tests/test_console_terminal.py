@@ -113,7 +113,7 @@ def test_completion_of_console_lines():
     names = ["Alice", "alfred", "Bob"]
     assert complete("/k", names) == ["/kick "]
     assert complete("/", names) == [
-        *["/help ", "/users ", "/kick ", "/say ", "/reload ", "/invite ", "/release ", "/quit "]
+        *["/help ", "/users ", "/kick ", "/say ", "/reload ", "/invite ", "/release ", "/forget ", "/quit "]
     ]
     assert complete("/kick al", names) == ["/kick Alice ", "/kick alfred "]
     assert complete("/KICK B", names) == ["/KICK Bob "]

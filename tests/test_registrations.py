@@ -204,7 +204,7 @@ def test_a_history_only_file_of_schema_1_is_migrated_to_2_with_its_lines(tmp_pat
     finally:
         migrated.close()
     with closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION
         assert db.execute("SELECT count(*) FROM names").fetchone()[0] == 0
 
 

@@ -97,6 +97,10 @@ CLIENT_MESSAGES = [
     KeyProof("ssh-ed25519", bytes(range(32)), bytes(range(64))),
     KeyProof("", b"", b""),
     protocol.WhoisRequest("Zoë"),
+    protocol.Stamps(),
+    protocol.HistoryRequest("41", 50),
+    protocol.HistoryRequest("", 0),
+    protocol.MentionsRequest(),
     Goodbye("leaving"),  # last: nothing may follow it
 ]
 SERVER_MESSAGES = [
@@ -126,6 +130,12 @@ SERVER_MESSAGES = [
     ProofRequest(),
     protocol.WhoisReply("Zoë", "away", 3600, "SHA256:" + "A" * 43, 1764100000, "gone fishing"),
     protocol.WhoisReply("Zoë", "online", 5, "", 0, ""),
+    protocol.Stamps(),
+    protocol.StampedLine("42", 1764100000, "chat", "Zoë", "hi"),
+    protocol.StampedLine("43", 1764100001, "notice", "", "Notice from the operator: noon"),
+    protocol.HistoryLine("41", 1764100000, "action", "Zoë", "waves"),
+    protocol.PageEnd("history", 50, 1),
+    protocol.Unread(137, 1764100000, 20),
     Goodbye("Server is shutting down."),  # last: nothing may follow it
 ]
 SERVER_ONLY = [
@@ -149,8 +159,24 @@ SERVER_ONLY = [
     AwayReply,
     UsernameDeadline,
     ProofRequest,
+    protocol.StampedLine,
+    protocol.HistoryLine,
+    protocol.PageEnd,
+    protocol.Unread,
 ]
-CLIENT_ONLY = [Username, ChatLine, PrivateLine, ActionLine, NickRequest, UserListRequest, Away, Back, KeyProof]
+CLIENT_ONLY = [
+    Username,
+    ChatLine,
+    PrivateLine,
+    ActionLine,
+    NickRequest,
+    UserListRequest,
+    Away,
+    Back,
+    KeyProof,
+    protocol.HistoryRequest,
+    protocol.MentionsRequest,
+]
 
 both_directions = pytest.mark.parametrize("client_sends", [True, False], ids=["client_sends", "server_sends"])
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from socket_chat import protocol
 from socket_chat.chat.commands import Command, CommandTable
-from socket_chat.chat.presentation import format_duration, printable_text, split_name
+from socket_chat.chat.presentation import format_duration, mentions, printable_text, split_name
 from socket_chat.protocol import (
     ActionLine,
     ActionMessage,
@@ -167,12 +167,6 @@ class Session:
                 return self._user_lists_to_show.popleft() if self._user_lists_to_show else True
         sender = getattr(event, "sender", None)
         return sender is None or not self.ignores(sender)
-
-
-def mentions(text: str, name: str) -> bool:
-    """``text`` holds ``name`` as a whole (not inside a longer word), in
-    any case: "ann:" and "@Ann" mention Ann; "Annie" and "banner" do not."""
-    return re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, re.IGNORECASE) is not None
 
 
 # --- how events are shown ------------------------------------------------------

@@ -80,6 +80,10 @@ class ServerControls(Protocol):
         """Free the registered name ``name`` (and its look-alikes); what happened."""
         ...
 
+    def forget_line(self, line_id: str) -> list[str]:
+        """Take the line ``line_id`` out of the history; what happened."""
+        ...
+
     def shutdown(self) -> None:
         """Stop serving (the caller of ``serve_forever`` then says goodbye)."""
         ...
@@ -153,6 +157,11 @@ class OperatorConsole:
             return ["Usage: /release NAME"]
         return self.server.release(argument.strip())
 
+    def forget(self, argument: str) -> list[str]:
+        if not argument.strip():
+            return ["Usage: /forget ID"]
+        return self.server.forget_line(argument.strip())
+
     def quit(self, argument: str) -> list[str]:
         raise ConsoleQuit()
 
@@ -183,6 +192,12 @@ COMMANDS: CommandTable[OperatorConsole, list[str]] = CommandTable(
             "NAME",
             "free a registered name: any key may take it (and register it) again",
             OperatorConsole.release,
+        ),
+        Command(
+            "/forget",
+            "ID",
+            "take the line with message ID out of the history (clients show IDs with --timestamps)",
+            OperatorConsole.forget,
         ),
         Command("/quit", "", "stop the server (everyone is told)", OperatorConsole.quit),
     ]

@@ -27,6 +27,20 @@ The same file keeps the registered names (``chat.registrations``; the
 written by the same thread in the same commits. A registration made less
 than a commit interval before a crash may be lost: the name is then free
 again, and the next key to take it registers it.
+
+It keeps too, by the key's fingerprint, when each person with a key last
+left (the last line ID and the time: their unread count) and their away
+state (the ``seen`` and ``away`` tables, schema 3), read once at start and
+written as the names are. A line's ID is the room's (``chat.history.Line``),
+stored as the row's ``id``.
+
+Reading back (``page``, ``count_after``, ``mentioning``, ``forget``) is
+asked of the writer thread, which owns the one connection (the file is
+held ``EXCLUSIVE``: no second connection can open it): the asking thread
+(a member's reader, the console) waits for the answer, ``ASK_TIMEOUT`` at
+most; the room's lock is never held meanwhile. The writer answers after
+writing what was queued, so a page holds every line kept before it was
+asked for.
 """
 
 from __future__ import annotations
@@ -40,12 +54,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
+from socket_chat.chat.history import HistoryUnavailable, Line, Seen
+from socket_chat.chat.presentation import mentions
 from socket_chat.chat.registrations import Registration
 from socket_chat.crypto import keystore
-from socket_chat.protocol import HistoryMessage
 
 __all__ = [
+    "ASK_TIMEOUT",
     "BUSY_TIMEOUT",
     "COMMIT_INTERVAL",
     "QUEUE_LINES",
@@ -64,6 +81,10 @@ BUSY_TIMEOUT = 2.0  # seconds to wait for a file another process holds, then ref
 PRUNE_INTERVAL = 600.0  # seconds between two passes of the retention
 OPEN_TIMEOUT = 30.0  # seconds the writer may take to open, check and read the file at start
 CLOSE_TIMEOUT = 5.0  # seconds ``close`` waits for what is queued to be written
+ASK_TIMEOUT = 5.0  # seconds a reader waits for the writer's answer (a page, a count)
+#: Rows ``mentioning`` reads per pass of its filter (SQL's LIKE finds the
+#: name's letters; ``mentions`` decides if it is the whole name).
+MENTION_SCAN = 500
 DAY = 86_400.0
 
 #: The schema, one step per version: ``MIGRATIONS[n]`` takes a file of
@@ -80,6 +101,10 @@ MIGRATIONS: list[list[str]] = [
     [  # 2: registered names (chat.registrations), by the name as registered
         "CREATE TABLE names (name TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,"
         " registered_at INTEGER NOT NULL, used_at INTEGER NOT NULL)",
+    ],
+    [  # history: when each key last left (its unread count), and its away state
+        "CREATE TABLE seen (fingerprint TEXT PRIMARY KEY, last_id INTEGER NOT NULL, left_at INTEGER NOT NULL)",
+        "CREATE TABLE away (fingerprint TEXT PRIMARY KEY, message TEXT NOT NULL)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -142,7 +167,7 @@ class SqliteStore:
         self.retention = retention
         self._history, self._clock, self._connect = history, clock, connect
         self._interval, self._capacity, self._busy_timeout = interval, capacity, busy_timeout
-        self._queue: collections.deque[HistoryMessage] = collections.deque()
+        self._queue: collections.deque[Line] = collections.deque()
         self._lock = threading.Lock()  # the queue and the counts; never held across I/O
         self._passed = threading.Condition(self._lock)
         self._passes_begun = self._passes_done = 0  # of the writer's loop
@@ -152,7 +177,13 @@ class SqliteStore:
         self._failed = False  # a write failed: nothing more is stored
         self._wake = threading.Event()
         self._stopping = False
-        self._recent: list[HistoryMessage] = []
+        self._recent: list[Line] = []
+        self._last_id = 0
+        # By fingerprint: in memory for the room (no I/O), and what to write.
+        self._seen: dict[str, Seen] = {}
+        self._away: dict[str, str] = {}
+        self._people: collections.deque[tuple[str, str, object]] = collections.deque()
+        self._asks: collections.deque[_Ask] = collections.deque()
         # Registered names to write: (name, the registration or None: drop it).
         self._names: collections.deque[tuple[str, Registration | None]] = collections.deque()
         self._registered: list[Registration] = []
@@ -183,7 +214,7 @@ class SqliteStore:
 
     # Methods for the room (chat.history.HistoryStore).
 
-    def keep(self, entry: HistoryMessage) -> None:
+    def keep(self, entry: Line) -> None:
         with self._lock:
             if self._failed or len(self._queue) >= self._capacity:
                 self._unstored += 1
@@ -191,8 +222,93 @@ class SqliteStore:
                 return
             self._queue.append(entry)
 
-    def recent(self, count: int) -> list[HistoryMessage]:
+    def recent(self, count: int) -> list[Line]:
         return self._recent[-count:] if count > 0 else []
+
+    def last_id(self) -> int:
+        return self._last_id
+
+    def page(self, before: int | None, count: int) -> tuple[list[Line], bool]:
+        def read(db: sqlite3.Connection) -> tuple[list[Line], bool]:
+            rows = db.execute(
+                f"SELECT {_LINE_COLUMNS} FROM messages WHERE id < ? ORDER BY id DESC LIMIT ?",
+                (before if before is not None else 2**63 - 1, count + 1),
+            ).fetchall()
+            return [_line(row) for row in reversed(rows[:count])], len(rows) > count
+
+        return self._ask(read)
+
+    def count_after(self, line_id: int) -> int:
+        return self._ask(
+            lambda db: int(db.execute("SELECT count(*) FROM messages WHERE id > ?", (line_id,)).fetchone()[0])
+        )
+
+    def mentioning(self, name: str, after: int, upto: int, cap: int) -> list[Line]:
+        def read(db: sqlite3.Connection) -> list[Line]:
+            found: list[Line] = []
+            below = upto + 1
+            pattern = "%" + name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            while len(found) < cap:
+                rows = db.execute(
+                    f"SELECT {_LINE_COLUMNS} FROM messages WHERE id > ? AND id < ? AND text LIKE ? ESCAPE '\\'"
+                    " ORDER BY id DESC LIMIT ?",
+                    (after, below, pattern, MENTION_SCAN),
+                ).fetchall()
+                found += [line for line in map(_line, rows) if mentions(line.text, name)]
+                if len(rows) < MENTION_SCAN:
+                    break
+                below = int(rows[-1][0])
+            return found[:cap]
+
+        return self._ask(read)
+
+    def forget(self, line_id: int) -> bool:
+        return self._ask(lambda db: db.execute("DELETE FROM messages WHERE id = ?", (line_id,)).rowcount > 0)
+
+    def seen(self, fingerprint: str) -> Seen | None:
+        with self._lock:
+            return self._seen.get(fingerprint)
+
+    def save_seen(self, fingerprint: str, seen: Seen) -> None:
+        with self._lock:
+            self._seen[fingerprint] = seen
+            self._queue_person("seen", fingerprint, seen)
+
+    def away(self, fingerprint: str) -> str | None:
+        with self._lock:
+            return self._away.get(fingerprint)
+
+    def save_away(self, fingerprint: str, message: str | None) -> None:
+        with self._lock:
+            if message is None:
+                self._away.pop(fingerprint, None)
+            else:
+                self._away[fingerprint] = message
+            self._queue_person("away", fingerprint, message)
+
+    def _queue_person(self, table: str, fingerprint: str, value: object) -> None:
+        """Under the lock: a row of ``seen`` or ``away`` to write."""
+        if self._failed or len(self._people) >= self._capacity:
+            self._unstored += 1
+            return
+        self._people.append((table, fingerprint, value))
+
+    def _ask(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` on the writer thread and wait for its answer.
+
+        Raises:
+            HistoryUnavailable: no answer within ``ASK_TIMEOUT`` (the writer
+                is busy or has stopped), or SQLite failed.
+        """
+        ask = _Ask(work)
+        with self._lock:
+            if not self._thread.is_alive() or self._stopping:
+                raise HistoryUnavailable("the store is closed")
+            self._asks.append(ask)
+        self._wake.set()
+        if not ask.done.wait(ASK_TIMEOUT) or ask.failed:
+            raise HistoryUnavailable("the store did not answer")
+        return ask.result  # type: ignore[return-value]
 
     # Methods for the registrations (chat.registrations.RegistrationStore).
 
@@ -272,6 +388,7 @@ class SqliteStore:
             if self._clock() - self._pruned_at >= PRUNE_INTERVAL:
                 self._guarded(db, self._prune)
             self._write_queued(db)
+            self._answer_asks(db)
             with self._passed:
                 self._passes_done += 1
                 self._passed.notify_all()
@@ -284,6 +401,7 @@ class SqliteStore:
             # would keep it as long as the queue is.
             batch, self._queue = self._queue, collections.deque()
             named, self._names = self._names, collections.deque()
+            people, self._people = self._people, collections.deque()
             overflowed, self._overflowed = self._overflowed, False
         if overflowed and not self._overflow_told:
             self._overflow_told = True
@@ -293,9 +411,21 @@ class SqliteStore:
                 self.path,
                 self.unstored,
             )
-        if (batch or named) and not self._guarded(db, lambda db: self._insert(db, batch, named)):
+        if (batch or named or people) and not self._guarded(db, lambda db: self._insert(db, batch, named, people)):
             with self._lock:
-                self._unstored += len(batch) + len(named)
+                self._unstored += len(batch) + len(named) + len(people)
+
+    def _answer_asks(self, db: sqlite3.Connection) -> None:
+        with self._lock:
+            asks, self._asks = self._asks, collections.deque()
+        for ask in asks:
+            try:
+                ask.result = ask.work(db)
+            except sqlite3.Error as exc:
+                ask.failed = True
+                log.warning("The history store %s could not be read: %s", self.path, describe(exc))
+            finally:
+                ask.done.set()
 
     def _guarded(self, db: sqlite3.Connection, work: Callable[[sqlite3.Connection], None]) -> bool:
         """Run ``work`` in one transaction. A failure (full disk, I/O error)
@@ -313,6 +443,7 @@ class SqliteStore:
                 self._unstored = unstored
                 self._queue.clear()
                 self._names.clear()
+                self._people.clear()
             log.warning(
                 "The history store %s failed: %s. The chat goes on; its history is kept in memory only "
                 "from now on (the lines not stored are counted and logged at the end).",
@@ -323,12 +454,26 @@ class SqliteStore:
 
     @staticmethod
     def _insert(
-        db: sqlite3.Connection, batch: Sequence[HistoryMessage], named: Sequence[tuple[str, Registration | None]] = ()
+        db: sqlite3.Connection,
+        batch: Sequence[Line],
+        named: Sequence[tuple[str, Registration | None]] = (),
+        people: Sequence[tuple[str, str, object]] = (),
     ) -> None:
         db.executemany(
-            "INSERT INTO messages (sent_at, sender, kind, text) VALUES (?, ?, ?, ?)",
-            [(entry.sent_at, entry.sender, entry.kind, entry.text) for entry in batch],
+            "INSERT OR REPLACE INTO messages (id, sent_at, sender, kind, text) VALUES (?, ?, ?, ?, ?)",
+            [(entry.id, entry.sent_at, entry.sender, entry.kind, entry.text) for entry in batch],
         )
+        for table, fingerprint, value in people:  # in order: the last word for a key wins
+            if table == "seen":
+                assert isinstance(value, Seen)
+                db.execute(
+                    "INSERT OR REPLACE INTO seen (fingerprint, last_id, left_at) VALUES (?, ?, ?)",
+                    (fingerprint, value.last_id, value.left_at),
+                )
+            elif value is None:
+                db.execute("DELETE FROM away WHERE fingerprint = ?", (fingerprint,))
+            else:
+                db.execute("INSERT OR REPLACE INTO away (fingerprint, message) VALUES (?, ?)", (fingerprint, value))
         for name, registration in named:  # in order: a drop after a save of the same name wins
             if registration is None:
                 db.execute("DELETE FROM names WHERE name = ?", (name,))
@@ -387,6 +532,7 @@ class SqliteStore:
                 migrate(db, self.path)
                 self._prune(db)
             self._recent = self._read_recent(db)
+            self._read_people(db)
             rows = db.execute("SELECT name, fingerprint, registered_at, used_at FROM names").fetchall()
             self._registered = [Registration(str(n), str(f), int(r), int(u)) for n, f, r, u in rows]
             return db
@@ -394,11 +540,39 @@ class SqliteStore:
             db.close()
             raise
 
-    def _read_recent(self, db: sqlite3.Connection) -> list[HistoryMessage]:
-        rows = db.execute(
-            "SELECT sender, text, sent_at, kind FROM messages ORDER BY id DESC LIMIT ?", (self._history,)
-        ).fetchall()
-        return [HistoryMessage(str(s), str(t), int(at), str(k)) for s, t, at, k in reversed(rows)]
+    def _read_recent(self, db: sqlite3.Connection) -> list[Line]:
+        rows = db.execute(f"SELECT {_LINE_COLUMNS} FROM messages ORDER BY id DESC LIMIT ?", (self._history,)).fetchall()
+        return [_line(row) for row in reversed(rows)]
+
+    def _read_people(self, db: sqlite3.Connection) -> None:
+        """The keys' last leaving and away states, and the last line ID
+        given (the highest stored, or that a leaving saw: lines pruned or
+        forgotten do not give their IDs again)."""
+        for fingerprint, last_id, left_at in db.execute("SELECT fingerprint, last_id, left_at FROM seen"):
+            self._seen[str(fingerprint)] = Seen(int(last_id), int(left_at))
+        for fingerprint, message in db.execute("SELECT fingerprint, message FROM away"):
+            self._away[str(fingerprint)] = str(message)
+        stored = db.execute("SELECT max(id) FROM messages").fetchone()[0] or 0
+        self._last_id = max([int(stored), *(seen.last_id for seen in self._seen.values())])
+
+
+_T = TypeVar("_T")
+_LINE_COLUMNS = "id, sent_at, kind, sender, text"
+
+
+def _line(row: Sequence[object]) -> Line:
+    line_id, sent_at, kind, sender, text = row
+    return Line(int(line_id), int(sent_at), str(kind), str(sender), str(text))  # type: ignore[call-overload]
+
+
+class _Ask:
+    """A question for the writer thread, and its answer when ``done``."""
+
+    def __init__(self, work: Callable[[sqlite3.Connection], object]) -> None:
+        self.work = work
+        self.done = threading.Event()
+        self.result: object = None
+        self.failed = False
 
 
 @contextlib.contextmanager
