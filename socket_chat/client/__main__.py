@@ -47,7 +47,8 @@ def fingerprint_text(text: str) -> str:
 #: The options with a --no- form (the settings file may turn them either way).
 ON_OFF_OPTIONS = (
     ("--color", True, "colours on a terminal (--no-color: none; also none when NO_COLOR is set, or off a terminal)"),
-    ("--timestamps", False, "start each line shown with the time, HH:MM"),
+    ("--timestamps", False, "start each line shown with the time, HH:MM (the server's, for lines that carry one)"),
+    ("--ids", False, "start each line from the server with its message ID (#42), to ask the operator to /forget it"),
     ("--bell", None, "ring the bell when you are mentioned or sent a private message (default: on a terminal)"),
     ("--reconnect", True, "on a terminal, when the connection is lost or the server restarts, connect again"),
     ("--history-file", True, "keep the lines typed for the next run, in $XDG_DATA_HOME/socket-chat/history (0600)"),
@@ -98,8 +99,8 @@ def parse_args(argv: list[str] | None, environ: Mapping[str, str] = os.environ) 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the command lines as they are
     path = client_config.config_path(environ)
     parser.epilog = (
-        f"settings file: {path} ([client]: host, port, name, identity, color, timestamps, bell, reconnect,"
-        " history-file)\n"
+        f"settings file: {path} ([client]: host, port, name, identity, color, timestamps, ids, bell,"
+        " reconnect, history-file)\n"
         "commands in the chat:\n" + "\n".join(f"  {line}" for line in client_ui.help_lines())
     )
     cli.add_version(parser)
@@ -115,7 +116,7 @@ def make_display(args: argparse.Namespace, terminal: Terminal) -> Display:
     on_terminal = sys.stdout.isatty()
     colour = client_ui.colour_wanted(not args.color, os.environ, on_terminal)
     bell = on_terminal if args.bell is None else args.bell and on_terminal
-    return Display(terminal, Session(), Style(colour), timestamps=args.timestamps, bell=bell)
+    return Display(terminal, Session(), Style(colour), timestamps=args.timestamps, bell=bell, ids=args.ids)
 
 
 def print_identity(args: argparse.Namespace) -> int:
