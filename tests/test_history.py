@@ -448,3 +448,10 @@ def test_history_asks_for_lines_before_the_oldest_shown_until_the_beginning():
     older = Context(Session("Ann"), sent.append, said.append, errors.append)  # a server of before the history
     client_ui.run_line("/history", older)
     assert sent == [] and "keeps no history" in errors[0]
+
+
+def test_the_history_bench_measures_whole_pages_on_a_small_file():
+    from bench import history_query
+
+    result = history_query.run(lines=2_000, pages=5)
+    assert result.lines == 2_000 and result.cpu_ms_per_page > 0 and result.file_bytes > 0
