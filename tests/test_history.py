@@ -455,3 +455,72 @@ def test_the_history_bench_measures_whole_pages_on_a_small_file():
 
     result = history_query.run(lines=2_000, pages=5)
     assert result.lines == 2_000 and result.cpu_ms_per_page > 0 and result.file_bytes > 0
+
+
+# --- in a cluster: the stream is the archive ---------------------------------------------
+
+
+def test_in_a_cluster_every_server_gives_the_streams_ids_and_the_same_history_across_restarts(
+    identity_key, redis_server
+):
+    from socket_chat.server import cluster
+    from tests.helpers import OwnServer
+
+    def started() -> OwnServer:
+        own = OwnServer(identity_key)
+        own.start(cluster=cluster.RedisCluster.connect(redis_server.url))
+        return own
+
+    def stamped(own: OwnServer, name: str) -> ChatTestClient:
+        client = own.client(handshake=False)
+        client.handshake(stamps=True)
+        client.join(name)
+        client.send(protocol.UserListRequest())  # read past the newcomer's history
+        while not isinstance(client.next_event(), protocol.UserList):
+            pass
+        return client
+
+    def page(client: ChatTestClient, before: str = "", count: int = 10) -> tuple[list, protocol.PageEnd]:
+        client.send(protocol.HistoryRequest(before, count))
+        lines = []
+        while not isinstance(event := client.next_event(), protocol.PageEnd):
+            if isinstance(event, protocol.HistoryLine):
+                lines.append((event.id, event.text))
+        return lines, event
+
+    first, second = started(), started()
+    try:
+        alice, bob = stamped(first, "alice"), stamped(second, "bob")
+        alice.send(protocol.EchoOwnLines())
+        alice.expect(protocol.EchoOwnLines)
+        for n in range(3):
+            alice.say(f"line {n}")
+        own_ids = [next_stamped(alice).id for _ in range(3)]
+        assert [next_stamped(bob).id for _ in range(3)] == own_ids  # one order, one ID space
+        assert own_ids == sorted(own_ids, key=int) and len(set(own_ids)) == 3
+        expected = [(line_id, f"line {n}") for n, line_id in enumerate(own_ids)]
+        for own in (first, second):  # each server restarted in turn answers the same
+            own.cleanup()
+            restarted = started()
+            try:
+                carol = stamped(restarted, f"carol{own is first}")
+                assert page(carol) == (expected, protocol.PageEnd("history", 3, 0))
+                assert page(carol, own_ids[2], 1) == (expected[1:2], protocol.PageEnd("history", 1, 1))
+            finally:
+                restarted.cleanup()
+        last = started()
+        try:
+            assert OperatorConsole(last.server).execute(f"/forget {own_ids[1]}")[0].startswith("Forgot the line")
+            dave = stamped(last, "dave")
+            assert page(dave) == ([expected[0], expected[2]], protocol.PageEnd("history", 2, 0))
+        finally:
+            last.cleanup()
+    finally:
+        first.cleanup()
+        second.cleanup()
+
+
+def next_stamped(client: ChatTestClient) -> protocol.StampedLine:
+    while not isinstance(event := client.next_event(), protocol.StampedLine):
+        pass
+    return event

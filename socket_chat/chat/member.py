@@ -168,8 +168,7 @@ class MemberSession:
         if session_id is not None:
             self._session_id = session_id
             self._tell(protocol.ProofRequest())
-        if self.room.stamps:
-            self._tell(protocol.Stamps())
+        self._tell(protocol.Stamps())
         self._tell(protocol.UsernameRequest(ASK_USERNAME))
 
     def receive(self, event: protocol.Event) -> None:
@@ -210,7 +209,7 @@ class MemberSession:
     def _stamps_on(self, event: protocol.Stamps) -> None:
         """Lines with their IDs and times from now on (no answer: the
         server offered them). Before the username, the history too."""
-        self._stamps = self.room.stamps
+        self._stamps = True
 
     # NAMING.
 

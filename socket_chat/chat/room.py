@@ -187,6 +187,15 @@ class Cluster(Protocol):
         """The away message of ``name``, held on another server, if away."""
         ...
 
+    def page(self, before: int | None, count: int) -> tuple[list[Line], bool] | None:
+        """A page of the history from the cluster's archive (as
+        ``HistoryStore.page``), or None: the room's store has it."""
+        ...
+
+    def forget(self, line_id: int) -> bool:
+        """Take a line out of the cluster's archive; False if not there."""
+        ...
+
 
 class LocalCluster:
     """The cluster of one: names are this server's, and a message is in its
@@ -229,6 +238,12 @@ class LocalCluster:
 
     def guests(self) -> set[str] | None:
         return None
+
+    def page(self, before: int | None, count: int) -> tuple[list[Line], bool] | None:
+        return None  # the room's store is the archive
+
+    def forget(self, line_id: int) -> bool:
+        return False
 
 
 class Room:
@@ -278,9 +293,6 @@ class Room:
         self._member_ids = itertools.count(1)
         self.cluster: Cluster = cluster if cluster is not None else LocalCluster()
         self.cluster.attach(self)
-        #: Message IDs and times are offered (one server: its IDs are the
-        #: room's; a cluster's would have to be the stream's, not done yet).
-        self.stamps = isinstance(self.cluster, LocalCluster)
         self._presence = presence if presence is not None else Presence()
         self._presence_lock = threading.Lock()  # never held with the room's
         self._timer = timer if timer is not None else _start_timer
@@ -413,12 +425,14 @@ class Room:
 
     def page(self, before: int | None, count: int) -> tuple[list[Line], bool]:
         """``/history``: up to ``count`` lines before the ID ``before``
-        (None: the newest), oldest first, and whether earlier ones exist.
+        (None: the newest), oldest first, and whether earlier ones exist:
+        from the cluster's archive (the stream) if it has one, else the store.
 
         Raises:
             HistoryUnavailable: the store cannot answer now.
         """
-        return self._store.page(before, count)
+        answer = self.cluster.page(before, count)
+        return answer if answer is not None else self._store.page(before, count)
 
     def missed_mentions(self, membership: Membership, cap: int = MENTIONS_CAP) -> list[Line] | None:
         """``/mentions``: the lines that mentioned the member between its
@@ -445,7 +459,8 @@ class Room:
                 (kept for kept in self._history if kept[0].id != line_id), maxlen=self._history.maxlen
             )
             here = len(self._history) < before
-        return self._store.forget(line_id) or here
+        in_stream = self.cluster.forget(line_id)
+        return self._store.forget(line_id) or here or in_stream
 
     def away_message(self, name: str) -> tuple[str, str] | None:
         """(name as held, away message) if the member called ``name`` (on
@@ -514,20 +529,28 @@ class Room:
         and actions are kept for newcomers (``sent_at``: when, if not now)."""
         self.distribute_all([(message, sender_id, sent_at)])
 
-    def distribute_all(self, entries: Sequence[tuple[Message, str | None, float | None]]) -> None:
+    def distribute_all(
+        self,
+        entries: Sequence[tuple[Message, str | None, float | None]],
+        ids: Sequence[int | None] | None = None,
+    ) -> None:
         """``distribute`` each of several (message, sender_id, sent_at), in
         order. The room's lock is taken once for each run of broadcasts, and
         each member is given the whole run at once: its writer then finds
-        them queued together and seals them as one record."""
+        them queued together and seals them as one record. ``ids``: the
+        message ID of each, from the cluster's one order (None: the room
+        numbers them)."""
         run: list[_Outgoing] = []
-        for message, sender_id, sent_at in entries:
+        for index, (message, sender_id, sent_at) in enumerate(entries):
             if isinstance(message, PrivateMessage):
                 self._broadcast(run)  # what came before it goes first
                 run = []
                 self._deliver_private(message, encode(message), sender_id)
             else:
                 when = int(self._clock() if sent_at is None else sent_at)
-                run.append(_Outgoing(encode(message), message, sender_id, when, self._heard_by(message, sender_id)))
+                out = _Outgoing(encode(message), message, sender_id, when, self._heard_by(message, sender_id))
+                out.line_id = ids[index] if ids is not None else None
+                run.append(out)
         self._broadcast(run)
 
     def _heard_by(self, message: Message, sender_id: str | None) -> int:
@@ -541,12 +564,13 @@ class Room:
                 return int(seq)
         return EVERYONE
 
-    def record_history(self, message: Message, sent_at: float) -> None:
+    def record_history(self, message: Message, sent_at: float, line_id: int | None = None) -> None:
         """Keep a chat line or action said before this server started (it
-        is stored already: it does not go to the store)."""
+        is stored already: it does not go to the store); ``line_id``: its
+        ID in the cluster's order."""
         if self._history.maxlen and isinstance(message, (ChatMessage, ActionMessage)):
             with self._lock:
-                self._last_id += 1
+                self._last_id = line_id if line_id is not None else self._last_id + 1
                 self._history.append(_kept(_line(self._last_id, int(sent_at), message)))
 
     def notify_here(self, notice: Notice) -> None:
@@ -591,16 +615,13 @@ class Room:
         overflowed = []
         with self._lock:
             for out in run:
-                if isinstance(out.message, STAMPED) and self.stamps:
-                    self._last_id += 1
+                if isinstance(out.message, STAMPED):
+                    self._last_id = out.line_id if out.line_id is not None else self._last_id + 1
                     line = _line(self._last_id, out.sent_at, out.message)
                     out.stamped = encode(line.live())
                     if self._history.maxlen and not isinstance(out.message, Notice):
                         self._history.append(_kept(line))
                         self._store.keep(line)  # O(1), never blocks: in the room's order
-                elif self._history.maxlen and isinstance(out.message, (ChatMessage, ActionMessage)):
-                    self._last_id += 1  # a cluster's line: kept here, not stamped
-                    self._history.append(_kept(_line(self._last_id, out.sent_at, out.message)))
             for m in self._members.values():
                 if not all(
                     m.member.deliver(out.stamped if m.stamps and out.stamped is not None else out.item)
@@ -676,6 +697,7 @@ class _Outgoing:
     sent_at: int
     heard_by: int
     stamped: Encoded | None = None
+    line_id: int | None = None  # given by the cluster's order
 
 
 def _line(line_id: int, sent_at: int, message: Message) -> Line:

@@ -275,8 +275,6 @@ class ChatServer:
         shown = printable_text(line_id)[:40]
         if not (line_id.isascii() and line_id.isdigit() and len(line_id) <= 20):
             return [f"{shown} is not a message ID: IDs are numbers (clients show them with --timestamps)."]
-        if not self.room.stamps:
-            return ["Lines have no IDs in a cluster yet; nothing was forgotten."]
         try:
             forgotten = self.room.forget(int(line_id))
         except HistoryUnavailable:
