@@ -524,3 +524,18 @@ def next_stamped(client: ChatTestClient) -> protocol.StampedLine:
     while not isinstance(event := client.next_event(), protocol.StampedLine):
         pass
     return event
+
+
+def test_the_messages_encode_as_protocol_md_says():
+    import re
+    from pathlib import Path
+
+    spec = (Path(__file__).parent.parent / "PROTOCOL.md").read_text()
+    section = spec.split("### Message IDs and server time", 1)[1].split("### Key proof", 1)[0]
+    block = section.split("```text\n", 1)[1].split("```", 1)[0]
+    vectors = dict(line.split(" = ") for line in block.strip().splitlines())
+    assert len(vectors) == 9
+    for written, hex_bytes in vectors.items():
+        message = eval(written, {name: getattr(protocol, name) for name in re.findall(r"^\w+", written)})
+        assert protocol.encode_message(message).hex() == hex_bytes, written
+        assert protocol.decode_message(bytes.fromhex(hex_bytes)) == message
