@@ -39,6 +39,7 @@ from socket_chat.protocol import (
     ChatMessage,
     Encoded,
     Greeting,
+    HistoryLine,
     Message,
     Motd,
     NickChanged,
@@ -620,7 +621,7 @@ class Room:
                     line = _line(self._last_id, out.sent_at, out.message)
                     out.stamped = encode(line.live())
                     if self._history.maxlen and not isinstance(out.message, Notice):
-                        self._history.append(_kept(line))
+                        self._history.append(_kept(line, out.stamped))
                         self._store.keep(line)  # O(1), never blocks: in the room's order
             for m in self._members.values():
                 if not all(
@@ -709,8 +710,14 @@ def _line(line_id: int, sent_at: int, message: Message) -> Line:
     )
 
 
-def _kept(line: Line) -> Kept:
-    return line, encode(line.plain()), encode(line.stamped())
+def _kept(line: Line, live: Encoded | None = None) -> Kept:
+    """``line`` with its two history forms. A HistoryLine has the fields of
+    the StampedLine it was (``live``), in the same order: only the type
+    byte differs, so its bytes are not encoded again under the lock."""
+    if live is None:
+        return line, encode(line.plain()), encode(line.stamped())
+    stamped = Encoded(line.stamped(), bytes([HistoryLine.TYPE]) + live.payload[1:])
+    return line, encode(line.plain()), stamped
 
 
 def _start_timer(seconds: float, callback: Callable[[], None]) -> object:
