@@ -274,7 +274,7 @@ class ChatServer:
         /forget); lines for the operator. Clients that showed it keep it."""
         shown = printable_text(line_id)[:40]
         if not (line_id.isascii() and line_id.isdigit() and len(line_id) <= 20):
-            return [f"{shown} is not a message ID: IDs are numbers (clients show them with --timestamps)."]
+            return [f"{shown} is not a message ID: IDs are numbers (clients show them with --ids)."]
         try:
             forgotten = self.room.forget(int(line_id))
         except HistoryUnavailable:

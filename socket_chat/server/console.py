@@ -196,7 +196,7 @@ COMMANDS: CommandTable[OperatorConsole, list[str]] = CommandTable(
         Command(
             "/forget",
             "ID",
-            "take the line with message ID out of the history (clients show IDs with --timestamps)",
+            "take the line with that message ID out of the history (clients show IDs with --ids)",
             OperatorConsole.forget,
         ),
         Command("/quit", "", "stop the server (everyone is told)", OperatorConsole.quit),
