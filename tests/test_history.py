@@ -540,3 +540,10 @@ def test_the_messages_encode_as_protocol_md_says():
         message = eval(written, {name: getattr(protocol, name) for name in re.findall(r"^\w+", written)})
         assert protocol.encode_message(message).hex() == hex_bytes, written
         assert protocol.decode_message(bytes.fromhex(hex_bytes)) == message
+
+
+def test_forget_at_the_console_says_what_it_did(running_server):
+    console = OperatorConsole(running_server)
+    assert console.execute("/forget") == ["Usage: /forget ID"]
+    assert console.execute("/forget abc")[0].startswith("abc is not a message ID: IDs are numbers")
+    assert console.execute("/forget 7") == ["No line 7 is in the history."]
