@@ -24,6 +24,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Benchmark the chat on 127.0.0.1.")
     parser.add_argument("--quick", action="store_true", help="a small run, under a minute")
     parser.add_argument(
+        "--history-query",
+        action="store_true",
+        help="only the CPU per /history page over 1,000,000 stored lines (bench/history_query.py), printed",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         help="where benchmarks.md, benchmarks.json and benchmarks.png go "
@@ -45,6 +50,10 @@ def out_folder(args: argparse.Namespace) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.history_query:
+        from bench import history_query
+
+        return history_query.main()
     out = out_folder(args)
     out.mkdir(parents=True, exist_ok=True)
     print(f"The report goes to {out}", file=sys.stderr, flush=True)

@@ -21,6 +21,7 @@ from socket_chat.protocol import (
     ProofRequest,
     RateLimit,
     ServerHello,
+    Stamps,
     Username,
     UsernameDeadline,
     UsernameRequest,
@@ -58,10 +59,12 @@ class ChatTestClient:
         self.rate_limit: RateLimit | None = None
         self.greeting: Greeting | None = None
 
-    def handshake(self, identity: PersonKey | None = None, guest: bool = False) -> None:
+    def handshake(self, identity: PersonKey | None = None, guest: bool = False, stamps: bool = False) -> None:
         """The handshake and the server's first words, then a key proof as
         a newer client sends it: of ``identity``, or of a key made for the
-        connection. ``guest``: no proof, as an older client or a script."""
+        connection. ``guest``: no proof, as an older client or a script.
+        ``stamps``: answer the server's offer of message IDs and times (else
+        it is passed over, as an older client does)."""
         self.hello = self.next_event()
         assert isinstance(self.hello, ServerHello)
         self.conn.accept_server_key()
@@ -74,6 +77,10 @@ class ChatTestClient:
             if not guest:
                 self.identity = identity or PersonKey.generate()
                 self.send(key_proof(self.identity, self.conn.session_id))
+            event = self.next_event()
+        if isinstance(event, Stamps):  # not from a server of before the history
+            if stamps:
+                self.send(Stamps())
             event = self.next_event()
         assert isinstance(event, UsernameRequest), event
 

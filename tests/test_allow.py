@@ -177,6 +177,7 @@ def test_before_its_proof_a_connection_hears_nothing_of_the_chat(room, allowed):
         protocol.RateLimit,  # the server's limits and the question: nothing of the chat
         protocol.UsernameDeadline,
         protocol.ProofRequest,
+        protocol.Stamps,
         protocol.UsernameRequest,
         protocol.ErrorNotice,
         protocol.ErrorNotice,

@@ -238,6 +238,7 @@ def test_an_operator_is_told_so_and_bans_from_the_client(ops_server, caplog):
         protocol.RateLimit,
         protocol.UsernameDeadline,
         protocol.ProofRequest,
+        protocol.Stamps,
         protocol.UsernameRequest,
         protocol.Goodbye,
     ]

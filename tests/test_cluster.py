@@ -318,10 +318,10 @@ def test_what_one_read_of_the_stream_brings_is_delivered_together(redis_server):
         def names(self):
             return []
 
-        def record_history(self, message, sent_at):
+        def record_history(self, message, sent_at, line_id=None):
             pass
 
-        def distribute_all(self, entries):
+        def distribute_all(self, entries, ids=None):
             self.batches.append([(message, sender) for message, sender, _ in entries])
             if sum(map(len, self.batches)) >= 3:
                 delivered.set()
@@ -353,10 +353,10 @@ def test_published_lines_reach_the_stream_in_order_even_when_closed_at_once(redi
         def names(self):
             return []
 
-        def record_history(self, message, sent_at):
+        def record_history(self, message, sent_at, line_id=None):
             pass
 
-        def distribute_all(self, entries):
+        def distribute_all(self, entries, ids=None):
             pass
 
         def distribute(self, message, sender_id, sent_at=None):

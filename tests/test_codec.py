@@ -78,6 +78,13 @@ def test_codec_type_numbers_are_the_specs():
         "OperatorCommand": 0x30,
         "OperatorStatus": 0x31,
         "UserBanned": 0x32,
+        "Stamps": 0x40,
+        "StampedLine": 0x41,
+        "HistoryRequest": 0x42,
+        "HistoryLine": 0x43,
+        "PageEnd": 0x44,
+        "Unread": 0x45,
+        "MentionsRequest": 0x46,
     }
 
 

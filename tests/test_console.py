@@ -59,6 +59,7 @@ def test_console_say_users_help_and_unknown(running_server, connect):
         "/say",
         "/reload",
         "/invite",
+        "/forget",
         "/quit",
     ]
     assert operator.execute("/frobnicate") == ["Unknown command /frobnicate. Type /help for the commands."]

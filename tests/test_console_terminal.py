@@ -114,7 +114,7 @@ def test_completion_of_console_lines():
     assert complete("/k", names) == ["/kick "]
     assert complete("/", names) == [
         *["/help ", "/users ", "/kick ", "/ban ", "/unban ", "/bans ", "/release ", "/say ", "/reload "],
-        *["/invite ", "/quit "],
+        *["/invite ", "/forget ", "/quit "],
     ]
     assert complete("/kick al", names) == ["/kick Alice ", "/kick alfred "]
     assert complete("/KICK B", names) == ["/KICK Bob "]

@@ -136,7 +136,8 @@ def answered_before_joining(payload: bytes) -> bool:
         except names.NameRefused:
             return True
         return False
-    return not isinstance(message, (Goodbye, protocol.EchoOwnLines))  # that one is answered in kind
+    # EchoOwnLines is answered in kind; Stamps (the offer taken) not at all.
+    return not isinstance(message, (Goodbye, protocol.EchoOwnLines, protocol.Stamps))
 
 
 def answered_with_an_error(payload: bytes) -> bool:
@@ -150,7 +151,19 @@ def answered_with_an_error(payload: bytes) -> bool:
         return not message.text.strip() or len(message.text.encode()) > MAX_MESSAGE_BYTES
     # A private line, a rename or a user list is acted on when valid (to
     # someone online, a free name), refused otherwise: test_server_features.py.
-    return not isinstance(message, (PrivateLine, NickRequest, UserListRequest, protocol.EchoOwnLines))
+    # The history and the mentions are answered with their lines (test_history.py).
+    return not isinstance(
+        message,
+        (
+            PrivateLine,
+            NickRequest,
+            UserListRequest,
+            protocol.EchoOwnLines,
+            protocol.Stamps,
+            protocol.HistoryRequest,
+            protocol.MentionsRequest,
+        ),
+    )
 
 
 # --- talking to the server ---------------------------------------------------

@@ -83,6 +83,7 @@ def test_the_session_starts_with_the_limit_the_deadline_and_the_question(room):
     assert person.heard() == [
         protocol.RateLimit(burst=10, interval_ms=250),
         protocol.UsernameDeadline(43),  # whole seconds, rounded up
+        protocol.Stamps(),  # IDs and times offered
         protocol.UsernameRequest(ASK_USERNAME),
     ]
     assert person.session.stage is Stage.NAMING
@@ -95,6 +96,7 @@ def test_a_session_given_its_connection_asks_for_a_key_proof_before_the_name(roo
         protocol.RateLimit(burst=10, interval_ms=250),
         protocol.UsernameDeadline(43),
         protocol.ProofRequest(),
+        protocol.Stamps(),
         protocol.UsernameRequest(ASK_USERNAME),
     ]
     assert person.session.stage is Stage.NAMING

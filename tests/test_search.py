@@ -6,7 +6,9 @@ answer (chat/member.py). No test sleeps: the writer is waited on with
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import itertools
 import sqlite3
 import threading
 from contextlib import closing
@@ -14,6 +16,7 @@ from contextlib import closing
 import pytest
 
 from socket_chat import protocol
+from socket_chat.chat.history import Line
 from socket_chat.chat.limits import Limits
 from socket_chat.chat.room import Room
 from socket_chat.chat.search import (
@@ -34,14 +37,17 @@ from tests.helpers import DEADLINE
 from tests.test_member import STRICT, errors, joined
 from tests.test_store import NOW, opened  # noqa: F401 (a fixture)
 
-
-def said(sender: str, text: str, sent_at: int = NOW, kind: str = "chat") -> HistoryMessage:
-    return HistoryMessage(sender, text, sent_at, kind)
+LINE_IDS = itertools.count(1)  # IDs rising across every store of these tests, as a room's do
 
 
-def stored(store: SqliteStore, *entries: HistoryMessage) -> SqliteStore:
+def said(sender: str, text: str, sent_at: int = NOW, kind: str = "chat") -> Line:
+    """A line as the room keeps it; its ID is given by ``stored``."""
+    return Line(0, sent_at, kind, sender, text)
+
+
+def stored(store: SqliteStore, *entries: Line) -> SqliteStore:
     for entry in entries:
-        store.keep(entry)
+        store.keep(dataclasses.replace(entry, id=next(LINE_IDS)))
     assert store.flush(DEADLINE)
     return store
 
@@ -54,7 +60,7 @@ def texts(found: list[HistoryMessage]) -> list[str]:
 
 
 def midnight(day: datetime.date) -> float:
-    return datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.UTC).timestamp()
+    return datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc).timestamp()
 
 
 def test_the_typed_query_splits_into_words_and_fields_with_dates_as_local_midnights():
@@ -111,8 +117,8 @@ def test_search_finds_lines_with_all_the_words_newest_first_in_any_case_and_acce
         said("Ann", "DÉPLOY friday, again", NOW + 2, "action"),
     )
     assert store.search(SearchQuery(("deploy", "friday")), 10) == [
-        said("Ann", "DÉPLOY friday, again", NOW + 2, "action"),
-        said("Ann", "the deploy is on Friday", NOW),
+        said("Ann", "DÉPLOY friday, again", NOW + 2, "action").plain(),
+        said("Ann", "the deploy is on Friday", NOW).plain(),
     ]
     assert texts(store.search(SearchQuery(("depl*",)), 10)) == [
         "DÉPLOY friday, again",

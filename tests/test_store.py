@@ -14,6 +14,7 @@ from contextlib import closing
 
 import pytest
 
+from socket_chat.chat.history import Line
 from socket_chat.chat.room import Room
 from socket_chat.protocol import ActionMessage, ChatMessage, HistoryMessage
 from socket_chat.server import store as store_module
@@ -24,8 +25,8 @@ from tests.test_room import FakeClock, FakeMember
 NOW = 1_764_100_000
 
 
-def line(n: int, sent_at: int = NOW, kind: str = "chat") -> HistoryMessage:
-    return HistoryMessage("Ann", f"line {n}", sent_at, kind)
+def line(n: int, sent_at: int = NOW, kind: str = "chat") -> Line:
+    return Line(n + 1, sent_at, kind, "Ann", f"line {n}")
 
 
 @pytest.fixture
@@ -57,7 +58,7 @@ def reopened(opened, store: SqliteStore, **options) -> SqliteStore:
 
 def test_lines_kept_are_there_after_a_restart_in_order_with_their_fields(opened, tmp_path):
     store = opened()
-    entries = [line(1), HistoryMessage("Bob", "waves", NOW + 1, "action"), line(3, NOW + 2)]
+    entries = [line(1), Line(3, NOW + 1, "action", "Bob", "waves"), line(3, NOW + 2)]
     for entry in entries:
         store.keep(entry)
     assert store.flush(DEADLINE)
@@ -260,7 +261,7 @@ def test_a_file_that_is_not_a_database_is_refused(tmp_path):
 def test_a_damaged_database_is_refused(opened, tmp_path):
     store = opened()
     for n in range(300):
-        store.keep(HistoryMessage("Ann", f"{n} " + "x" * 300, NOW, "chat"))
+        store.keep(Line(n + 1, NOW, "chat", "Ann", f"{n} " + "x" * 300))
     store.close()
     with open(store.path, "r+b") as file:  # the pages after the first (which says it is a database)
         file.seek(4096 * 2 + 100)

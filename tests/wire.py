@@ -103,6 +103,10 @@ CLIENT_MESSAGES = [
     protocol.SearchRequest("deploy fri*", "Zoë", 1764547200, 0),
     protocol.SearchRequest("", "", 0, 0),
     protocol.OperatorCommand("ban", "Zoë 2h spam"),
+    protocol.Stamps(),
+    protocol.HistoryRequest("41", 50),
+    protocol.HistoryRequest("", 0),
+    protocol.MentionsRequest(),
     Goodbye("leaving"),  # last: nothing may follow it
 ]
 SERVER_MESSAGES = [
@@ -138,6 +142,12 @@ SERVER_MESSAGES = [
     protocol.OfflineMessage("Zoë", "Ann", "see you", 1764600000),
     protocol.OperatorStatus(1),
     protocol.UserBanned("Zoë", 0, ""),
+    protocol.Stamps(),
+    protocol.StampedLine("42", 1764100000, "chat", "Zoë", "hi"),
+    protocol.StampedLine("43", 1764100001, "notice", "", "Notice from the operator: noon"),
+    protocol.HistoryLine("41", 1764100000, "action", "Zoë", "waves"),
+    protocol.PageEnd("history", 50, 1),
+    protocol.Unread(137, 1764100000, 20),
     Goodbye("Server is shutting down."),  # last: nothing may follow it
 ]
 SERVER_ONLY = [
@@ -161,8 +171,24 @@ SERVER_ONLY = [
     AwayReply,
     UsernameDeadline,
     ProofRequest,
+    protocol.StampedLine,
+    protocol.HistoryLine,
+    protocol.PageEnd,
+    protocol.Unread,
 ]
-CLIENT_ONLY = [Username, ChatLine, PrivateLine, ActionLine, NickRequest, UserListRequest, Away, Back, KeyProof]
+CLIENT_ONLY = [
+    Username,
+    ChatLine,
+    PrivateLine,
+    ActionLine,
+    NickRequest,
+    UserListRequest,
+    Away,
+    Back,
+    KeyProof,
+    protocol.HistoryRequest,
+    protocol.MentionsRequest,
+]
 
 both_directions = pytest.mark.parametrize("client_sends", [True, False], ids=["client_sends", "server_sends"])
 

@@ -25,6 +25,7 @@ from socket_chat import crypto, protocol
 from socket_chat.chat import names
 from socket_chat.chat.allow import INVITED_ONLY, NAME_RESERVED, AllowList
 from socket_chat.chat.bans import Bans, banned_text
+from socket_chat.chat.history import HistoryUnavailable
 from socket_chat.chat.limits import Clock, Limits, TokenBucket
 from socket_chat.chat.offline import OfflineMessages
 from socket_chat.chat.presentation import excerpt, printable_text
@@ -63,6 +64,10 @@ __all__ = [
     "DEVICE_ADDED",
     "DEVICE_REMOVED",
     "NAMES_UNCHECKED",
+    "HISTORY_UNAVAILABLE",
+    "MENTIONS_NEED_A_KEY",
+    "MENTIONS_FIRST_VISIT",
+    "STILL_AWAY",
     "MemberSession",
     "Stage",
     "recipient_name",
@@ -70,6 +75,10 @@ __all__ = [
 
 ASK_USERNAME = "Please enter a username."
 WHOIS_NO_ONE = "No one called {name} is online, and no key has that name registered."
+HISTORY_UNAVAILABLE = "The history cannot be read just now; try again in a moment."
+MENTIONS_NEED_A_KEY = "/mentions needs a key: you are a guest here, so the server cannot tell when you were last here."
+MENTIONS_FIRST_VISIT = "No mentions to show: the server has no record of this key leaving before."
+STILL_AWAY = "You are still marked as away: {message} (/back to come back)."
 #: A WhoisReply's fingerprint for a member on another server of the cluster.
 UNKNOWN_KEY = "unknown"
 NAME_AT_CAP = (
@@ -216,6 +225,7 @@ class MemberSession:
         self._stage = Stage.NAMING
         self._attempts = 0
         self._echo = False  # the person asked for their own lines back (EchoOwnLines)
+        self._stamps = False  # the person asked for message IDs and times (Stamps)
         self.fingerprint: str | None = None
         self._session_id: bytes | None = None  # given to start(): proofs are taken
         self._allowed = allowed or _anyone
@@ -239,6 +249,7 @@ class MemberSession:
         if session_id is not None:
             self._session_id = session_id
             self._tell(protocol.ProofRequest())
+        self._tell(protocol.Stamps())
         self._tell(protocol.UsernameRequest(ASK_USERNAME))
 
     def receive(self, event: protocol.Event) -> None:
@@ -275,6 +286,11 @@ class MemberSession:
     def _echo_on(self, event: protocol.EchoOwnLines) -> None:
         self._echo = True
         self._tell(event)  # the answer: from now on
+
+    def _stamps_on(self, event: protocol.Stamps) -> None:
+        """Lines with their IDs and times from now on (no answer: the
+        server offered them). Before the username, the history too."""
+        self._stamps = True
 
     # NAMING.
 
@@ -372,7 +388,7 @@ class MemberSession:
             if ask_again:
                 self._tell(protocol.UsernameRequest(f"{NAME_RESERVED} Please enter another username."))
             return None
-        membership = self.room.join(self.member, name, self.fingerprint)
+        membership = self.room.join(self.member, name, self.fingerprint, stamps=self._stamps)
         if membership is None:
             if ask_again:
                 holder = self._look_alike_holder(name)
@@ -382,7 +398,16 @@ class MemberSession:
         else:
             log.info("%s joined from %s", name, self.peer)
             self._register(name)
+            self._still_away(membership)
         return membership
+
+    def _still_away(self, membership: Membership) -> None:
+        """A person with a key who was away when they last left (or the
+        server stopped) is still away, and told so."""
+        message = self.room.kept_away(membership)
+        if message is not None:
+            self.room.set_away(membership, message)
+            self._tell(protocol.Notice(STILL_AWAY.format(message=message or "(no message)")))
 
     def _choose_first(self, event: protocol.Event) -> None:
         if self._within_rate("it was not answered"):
@@ -691,6 +716,45 @@ class MemberSession:
             self.room.set_away(self._me, None)
             self._tell(protocol.Notice("You are back: no longer marked as away."))
 
+    def _history(self, request: protocol.HistoryRequest) -> None:
+        """``/history [N]``: N lines before the line ``before`` (the oldest
+        the person was shown), oldest first, then a ``PageEnd``."""
+        if not self._within_rate("the history was not sent"):
+            return
+        count = min(request.count or protocol.HISTORY_PAGE, protocol.MAX_HISTORY_PAGE)
+        before = request.before.strip()
+        if before and not (before.isascii() and before.isdigit() and len(before) <= 20):
+            self._tell(protocol.ErrorNotice(f"No line has the ID {excerpt(before, 24)}."))
+            return
+        try:
+            lines, more = self.room.page(int(before) if before else None, count)
+        except HistoryUnavailable:
+            self._tell(protocol.ErrorNotice(HISTORY_UNAVAILABLE))
+            return
+        for line in lines:
+            self._tell(line.stamped())
+        self._tell(protocol.PageEnd("history", len(lines), int(more)))
+
+    def _mentions(self, request: protocol.MentionsRequest) -> None:
+        """``/mentions``: the lines that mentioned the person while away
+        (between their last leaving and this join), newest first."""
+        if not self._within_rate("the mentions were not sent"):
+            return
+        if self._me.fingerprint is None:
+            self._tell(protocol.ErrorNotice(MENTIONS_NEED_A_KEY))
+            return
+        try:
+            lines = self.room.missed_mentions(self._me)
+        except HistoryUnavailable:
+            self._tell(protocol.ErrorNotice(HISTORY_UNAVAILABLE))
+            return
+        if lines is None:
+            self._tell(protocol.Notice(MENTIONS_FIRST_VISIT))
+            return
+        for line in lines:
+            self._tell(line.stamped())
+        self._tell(protocol.PageEnd("mentions", len(lines), 0))
+
     def _part(self, goodbye: protocol.Goodbye) -> None:
         """The person leaves, with a parting line if it passes the checks."""
         if goodbye.reason and self._admit(goodbye.reason):
@@ -822,6 +886,7 @@ _ANY_STAGE: dict[type, Rule] = {
     protocol.ConnectionClosed: MemberSession._left,
     protocol.MalformedMessage: MemberSession._not_understood,
     protocol.EchoOwnLines: MemberSession._echo_on,
+    protocol.Stamps: MemberSession._stamps_on,
 }
 
 #: What each event does at each stage (h11's table of transitions).
@@ -842,6 +907,8 @@ RULES: dict[Stage, dict[type, Rule]] = {
         protocol.DeviceListRequest: MemberSession._device_list,
         protocol.SearchRequest: MemberSession._search_history,
         protocol.OperatorCommand: MemberSession._operate,
+        protocol.HistoryRequest: MemberSession._history,
+        protocol.MentionsRequest: MemberSession._mentions,
         protocol.Goodbye: MemberSession._part,
     },
 }

@@ -1,5 +1,6 @@
 """How text from the network is shown to a person: made safe to print, and
-the small formats both programs share (durations, ``NAME REST``, excerpts).
+the small formats both programs share (durations, ``NAME REST``, excerpts),
+and the highlight rule (``mentions``), which the server's ``/mentions`` uses too.
 
 Nothing here is part of the wire protocol: a second implementation may show
 things its own way. PROTOCOL.md says only what must never reach a terminal.
@@ -19,7 +20,14 @@ __all__ = [
     "format_length",
     "split_name",
     "excerpt",
+    "mentions",
 ]
+
+
+def mentions(text: str, name: str) -> bool:
+    """``text`` holds ``name`` as a whole (not inside a longer word), in
+    any case: "ann:" and "@Ann" mention Ann; "Annie" and "banner" do not."""
+    return re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, re.IGNORECASE) is not None
 
 
 def printable_text(text: str) -> str:

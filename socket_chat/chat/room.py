@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from socket_chat.chat import names
-from socket_chat.chat.history import HistoryStore
+from socket_chat.chat.history import MENTIONS_CAP, HistoryStore, HistoryUnavailable, Line, MemoryHistory, Seen
 from socket_chat.chat.presence import Presence
 from socket_chat.protocol import (
     GREETING_NAMES,
@@ -39,12 +39,13 @@ from socket_chat.protocol import (
     ChatMessage,
     Encoded,
     Greeting,
-    HistoryMessage,
+    HistoryLine,
     Message,
     Motd,
     NickChanged,
     Notice,
     PrivateMessage,
+    Unread,
     UserBanned,
     UserJoined,
     UserKicked,
@@ -73,8 +74,13 @@ DEFAULT_HISTORY = 20  # chat lines and actions a newcomer is shown
 USER_LIST_BYTES = 60_000
 #: ``_heard_by`` for what every member hears.
 EVERYONE = 2**63
-#: A chat line or action kept for newcomers: as they are sent it, and its fields.
-Kept = tuple[Encoded, HistoryMessage]
+#: A chat line or action kept for newcomers: its fields, as an older client
+#: is sent it (HistoryMessage) and as a client that asked for stamps is.
+Kept = tuple[Line, Encoded, Encoded]
+#: What gets a message ID and a time: public lines, actions and notices.
+STAMPED = (ChatMessage, ActionMessage, Notice)
+#: Told to a guest, who asked for stamps, before the history.
+GUEST_HISTORY = "You are a guest: what you missed is not counted (that needs a key); here are the last lines."
 
 
 class Member(Protocol):
@@ -113,6 +119,12 @@ class Membership:
     seq: int = 0
     #: The person's key (``SHA256:...``, its proof checked), or None: a guest.
     fingerprint: str | None = None
+    #: The member asked for message IDs and times (``Stamps``).
+    stamps: bool = False
+    #: When the person last left (by key), as the store had it at this join.
+    seen: Seen | None = None
+    #: The last line ID given when the member joined.
+    joined_after: int = 0
 
     def __post_init__(self) -> None:
         self.key = self.key or names.key(self.name)
@@ -182,6 +194,15 @@ class Cluster(Protocol):
         guest), or None if it is not known."""
         ...
 
+    def page(self, before: int | None, count: int) -> tuple[list[Line], bool] | None:
+        """A page of the history from the cluster's archive (as
+        ``HistoryStore.page``), or None: the room's store has it."""
+        ...
+
+    def forget(self, line_id: int) -> bool:
+        """Take a line out of the cluster's archive; False if not there."""
+        ...
+
 
 class LocalCluster:
     """The cluster of one: names are this server's, and a message is in its
@@ -228,6 +249,12 @@ class LocalCluster:
     def fingerprint_of(self, name: str) -> str | None:
         return None
 
+    def page(self, before: int | None, count: int) -> tuple[list[Line], bool] | None:
+        return None  # the room's store is the archive
+
+    def forget(self, line_id: int) -> bool:
+        return False
+
 
 class Room:
     """Who is in the chat, under one lock, and the one order of its messages.
@@ -267,10 +294,10 @@ class Room:
     ) -> None:
         self._lock = threading.Lock()
         self._members: dict[str, Membership] = {}  # names.key(name) -> membership
-        self._history: collections.deque[Encoded] = collections.deque(maxlen=history_size)
-        self._store = store
-        if store is not None:
-            self._history.extend(encode(entry) for entry in store.recent(history_size))
+        self._history: collections.deque[Kept] = collections.deque(maxlen=history_size)
+        self._store: HistoryStore = store if store is not None else MemoryHistory()
+        self._history.extend(_kept(line) for line in self._store.recent(history_size))
+        self._last_id = self._store.last_id()  # the last message ID given; under the lock
         self._motd = [encode(Motd(motd))] if motd else []
         self._clock, self._monotonic = clock, monotonic
         self._member_ids = itertools.count(1)
@@ -282,16 +309,22 @@ class Room:
 
     # Called for the members.
 
-    def join(self, member: Member, name: str, fingerprint: str | None = None) -> Membership | None:
+    def join(
+        self, member: Member, name: str, fingerprint: str | None = None, stamps: bool = False
+    ) -> Membership | None:
         """Give ``member`` (whose key is ``fingerprint``; None: a guest) the
         name if nobody has it or one that looks the same (``names.key``);
         then it is welcomed (with the message of the day and the history)
         and everyone else is told. None if the name is taken. The name must
-        be one ``names.accept`` gave."""
+        be one ``names.accept`` gave. ``stamps``: the member asked for
+        message IDs and times; a person with a key is then told, among the
+        history, how much is new since they left (``Unread``)."""
         if not self.cluster.claim(name, fingerprint):
             return None
         welcome, wanted = encode(Welcome(name)), names.key(name)
         everyone = self.cluster.members(recent=True)  # None: the room knows them all
+        seen = self._store.seen(fingerprint) if fingerprint is not None else None
+        new = self._count_after(seen) if stamps else None
         with self._lock:
             if wanted in self._members:
                 return None
@@ -299,11 +332,21 @@ class Room:
             member_id = f"{self.cluster.server_id}/{seq}"
             greeting = encode(self._greeting(name, everyone))
             membership = Membership(
-                member, name, member_id, self._monotonic(), wanted, seq=seq, fingerprint=fingerprint
+                member,
+                name,
+                member_id,
+                self._monotonic(),
+                wanted,
+                seq=seq,
+                fingerprint=fingerprint,
+                stamps=stamps,
+                seen=seen,
+                joined_after=self._last_id,
             )
             self._members[wanted] = membership
             # Under the lock: no history line missed, none twice.
-            greeted = all(member.deliver(item) for item in [welcome, greeting, *self._motd, *self._history])
+            history = self._history_for(membership, new)
+            greeted = all(member.deliver(item) for item in [welcome, greeting, *self._motd, *history])
             members = len(self._members)
         if not greeted:
             member.send_queue_overflowed()
@@ -323,6 +366,8 @@ class Room:
                 return
             del self._members[held]
             members = len(self._members)
+            if membership.fingerprint is not None:  # what they had seen, for their next join
+                self._store.save_seen(membership.fingerprint, Seen(self._last_id, int(self._clock())))
         if kicked is not None or parting or banned is not None:  # told at once, never summed up
             with self._presence_lock:
                 self._presence.parted(name)
@@ -387,7 +432,54 @@ class Room:
         (None), for ``/users`` and the senders of private lines."""
         with self._lock:
             membership.away = message
+        if membership.fingerprint is not None:  # kept for the key, to outlive a restart
+            self._store.save_away(membership.fingerprint, message)
         self.cluster.set_away(membership.name, message)
+
+    def kept_away(self, membership: Membership) -> str | None:
+        """The away message the store keeps for the member's key, if any."""
+        return None if membership.fingerprint is None else self._store.away(membership.fingerprint)
+
+    # The history, read back.
+
+    def page(self, before: int | None, count: int) -> tuple[list[Line], bool]:
+        """``/history``: up to ``count`` lines before the ID ``before``
+        (None: the newest), oldest first, and whether earlier ones exist:
+        from the cluster's archive (the stream) if it has one, else the store.
+
+        Raises:
+            HistoryUnavailable: the store cannot answer now.
+        """
+        answer = self.cluster.page(before, count)
+        return answer if answer is not None else self._store.page(before, count)
+
+    def missed_mentions(self, membership: Membership, cap: int = MENTIONS_CAP) -> list[Line] | None:
+        """``/mentions``: the lines that mentioned the member between its
+        last leaving and this join, newest first; None if that is not known
+        (a guest, or a key's first visit).
+
+        Raises:
+            HistoryUnavailable: the store cannot answer now.
+        """
+        if membership.seen is None:
+            return None
+        return self._store.mentioning(membership.name, membership.seen.last_id, membership.joined_after, cap)
+
+    def forget(self, line_id: int) -> bool:
+        """Take the line ``line_id`` out of the history (the newcomers' and
+        the store's); False if it is in neither.
+
+        Raises:
+            HistoryUnavailable: the store cannot answer now.
+        """
+        with self._lock:
+            before = len(self._history)
+            self._history = collections.deque(
+                (kept for kept in self._history if kept[0].id != line_id), maxlen=self._history.maxlen
+            )
+            here = len(self._history) < before
+        in_stream = self.cluster.forget(line_id)
+        return self._store.forget(line_id) or here or in_stream
 
     def away_message(self, name: str) -> tuple[str, str] | None:
         """(name as held, away message) if the member called ``name`` (on
@@ -456,26 +548,28 @@ class Room:
         and actions are kept for newcomers (``sent_at``: when, if not now)."""
         self.distribute_all([(message, sender_id, sent_at)])
 
-    def distribute_all(self, entries: Sequence[tuple[Message, str | None, float | None]]) -> None:
+    def distribute_all(
+        self,
+        entries: Sequence[tuple[Message, str | None, float | None]],
+        ids: Sequence[int | None] | None = None,
+    ) -> None:
         """``distribute`` each of several (message, sender_id, sent_at), in
         order. The room's lock is taken once for each run of broadcasts, and
         each member is given the whole run at once: its writer then finds
-        them queued together and seals them as one record."""
-        run: list[tuple[Encoded, str | None, Kept | None, int]] = []
-        for message, sender_id, sent_at in entries:
+        them queued together and seals them as one record. ``ids``: the
+        message ID of each, from the cluster's one order (None: the room
+        numbers them)."""
+        run: list[_Outgoing] = []
+        for index, (message, sender_id, sent_at) in enumerate(entries):
             if isinstance(message, PrivateMessage):
                 self._broadcast(run)  # what came before it goes first
                 run = []
                 self._deliver_private(message, encode(message), sender_id)
             else:
-                run.append(
-                    (
-                        encode(message),
-                        sender_id,
-                        self._history_entry(message, sent_at),
-                        self._heard_by(message, sender_id),
-                    )
-                )
+                when = int(self._clock() if sent_at is None else sent_at)
+                out = _Outgoing(encode(message), message, sender_id, when, self._heard_by(message, sender_id))
+                out.line_id = ids[index] if ids is not None else None
+                run.append(out)
         self._broadcast(run)
 
     def _heard_by(self, message: Message, sender_id: str | None) -> int:
@@ -489,13 +583,14 @@ class Room:
                 return int(seq)
         return EVERYONE
 
-    def record_history(self, message: Message, sent_at: float) -> None:
+    def record_history(self, message: Message, sent_at: float, line_id: int | None = None) -> None:
         """Keep a chat line or action said before this server started (it
-        is stored already: it does not go to the store)."""
-        kept = self._history_entry(message, sent_at)
-        if kept is not None:
+        is stored already: it does not go to the store); ``line_id``: its
+        ID in the cluster's order."""
+        if self._history.maxlen and isinstance(message, (ChatMessage, ActionMessage)):
             with self._lock:
-                self._history.append(kept[0])
+                self._last_id = line_id if line_id is not None else self._last_id + 1
+                self._history.append(_kept(_line(self._last_id, int(sent_at), message)))
 
     def notify_here(self, notice: Notice) -> None:
         """Deliver ``notice`` to the members on this server only (the
@@ -527,27 +622,59 @@ class Room:
         for item, sender_id in publish:
             self.cluster.publish(item, sender_id)
 
-    def _broadcast(self, run: list[tuple[Encoded, str | None, Kept | None, int]]) -> None:
-        """Queue (item, sender_id, history entry, heard by) for every member
-        but each item's sender (and those who joined after, for a join: see
-        ``_heard_by``), under one taking of the lock, member by member."""
+    def _broadcast(self, run: list[_Outgoing]) -> None:
+        """Queue each item of ``run`` for every member but its sender (and
+        those who joined after, for a join: see ``_heard_by``), under one
+        taking of the lock, member by member. Public lines, actions and
+        notices get their message IDs here, in the room's order, and those
+        kept go to the history and the store; a member who asked for stamps
+        gets their stamped form."""
         if not run:
             return
         overflowed = []
         with self._lock:
-            for _, _, kept, _ in run:
-                if kept is not None:
-                    self._history.append(kept[0])
-                    if self._store is not None:
-                        self._store.keep(kept[1])  # O(1), never blocks: in the room's order
+            for out in run:
+                if isinstance(out.message, STAMPED):
+                    self._last_id = out.line_id if out.line_id is not None else self._last_id + 1
+                    line = _line(self._last_id, out.sent_at, out.message)
+                    out.stamped = encode(line.live())
+                    if self._history.maxlen and not isinstance(out.message, Notice):
+                        self._history.append(_kept(line, out.stamped))
+                        self._store.keep(line)  # O(1), never blocks: in the room's order
             for m in self._members.values():
                 if not all(
-                    m.member.deliver(item)
-                    for item, sender_id, _, heard_by in run
-                    if m.member_id != sender_id and m.seq < heard_by
+                    m.member.deliver(out.stamped if m.stamps and out.stamped is not None else out.item)
+                    for out in run
+                    if m.member_id != out.sender_id and m.seq < out.heard_by
                 ):
                     overflowed.append(m.member)
         self._cut_off(overflowed)
+
+    def _count_after(self, seen: Seen | None) -> int | None:
+        """How many lines were kept since ``seen`` (None: unknown)."""
+        if seen is None:
+            return None
+        try:
+            return self._store.count_after(seen.last_id)
+        except HistoryUnavailable:
+            return None
+
+    def _history_for(self, membership: Membership, new: int | None) -> list[Encoded]:
+        """A newcomer's history (under the lock): stamped or plain, with
+        ``Unread`` where what they had seen ends, or a guest told why not."""
+        stamped = membership.stamps
+        items = [kept[2] if stamped else kept[1] for kept in self._history]
+        if not stamped:
+            return items
+        if membership.fingerprint is None:
+            return [encode(Notice(GUEST_HISTORY)), *items] if items else items
+        seen = membership.seen
+        if seen is None or new is None:
+            return items
+        shown = sum(1 for kept in self._history if kept[0].id > seen.last_id)
+        unread = encode(Unread(min(new, 0xFFFFFFFF), max(0, seen.left_at), shown))
+        items.insert(len(items) - shown, unread)
+        return items
 
     def _deliver_private(self, message: PrivateMessage, item: Encoded, sender_id: str | None) -> None:
         target = self.find(message.recipient)
@@ -568,14 +695,6 @@ class Room:
         listed = sorted(others, key=str.casefold)[:GREETING_NAMES]
         return Greeting(name, count, "\n".join(listed))
 
-    def _history_entry(self, message: Message, sent_at: float | None) -> Kept | None:
-        if not self._history.maxlen or not isinstance(message, (ChatMessage, ActionMessage)):
-            return None
-        kind = "action" if isinstance(message, ActionMessage) else "chat"
-        when = self._clock() if sent_at is None else sent_at
-        entry = HistoryMessage(message.sender, message.text, int(when), kind)
-        return encode(entry), entry
-
     def _deliver_each(self, memberships: Iterable[Membership], item: Encoded) -> None:
         self._cut_off([m.member for m in memberships if not m.member.deliver(item)])
 
@@ -583,6 +702,40 @@ class Room:
     def _cut_off(members: list[Member]) -> None:
         for member in members:
             member.send_queue_overflowed()
+
+
+@dataclass(eq=False)
+class _Outgoing:
+    """One broadcast on its way: its bytes, the message, its sender, its
+    time, who hears it (``_heard_by``), and its stamped bytes once it has
+    its ID."""
+
+    item: Encoded
+    message: Message
+    sender_id: str | None
+    sent_at: int
+    heard_by: int
+    stamped: Encoded | None = None
+    line_id: int | None = None  # given by the cluster's order
+
+
+def _line(line_id: int, sent_at: int, message: Message) -> Line:
+    if isinstance(message, Notice):
+        return Line(line_id, sent_at, "notice", "", message.text)
+    assert isinstance(message, (ChatMessage, ActionMessage))
+    return Line(
+        line_id, sent_at, "action" if isinstance(message, ActionMessage) else "chat", message.sender, message.text
+    )
+
+
+def _kept(line: Line, live: Encoded | None = None) -> Kept:
+    """``line`` with its two history forms. A HistoryLine has the fields of
+    the StampedLine it was (``live``), in the same order: only the type
+    byte differs, so its bytes are not encoded again under the lock."""
+    if live is None:
+        return line, encode(line.plain()), encode(line.stamped())
+    stamped = Encoded(line.stamped(), bytes([HistoryLine.TYPE]) + live.payload[1:])
+    return line, encode(line.plain()), stamped
 
 
 def _start_timer(seconds: float, callback: Callable[[], None]) -> object:

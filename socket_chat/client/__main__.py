@@ -47,7 +47,8 @@ def fingerprint_text(text: str) -> str:
 #: The options with a --no- form (the settings file may turn them either way).
 ON_OFF_OPTIONS = (
     ("--color", True, "colours on a terminal (--no-color: none; also none when NO_COLOR is set, or off a terminal)"),
-    ("--timestamps", False, "start each line shown with the time, HH:MM"),
+    ("--timestamps", False, "start each line shown with the time, HH:MM (the server's, for lines that carry one)"),
+    ("--ids", False, "start each line from the server with its message ID (#42), to ask the operator to /forget it"),
     ("--bell", None, "ring the bell when you are mentioned or sent a private message (default: on a terminal)"),
     ("--mark-guests", False, "show NAME (guest): TEXT for each line from a guest (no key); /marks turns it on or off"),
     ("--reconnect", True, "on a terminal, when the connection is lost or the server restarts, connect again"),
@@ -99,8 +100,8 @@ def parse_args(argv: list[str] | None, environ: Mapping[str, str] = os.environ) 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the command lines as they are
     path = client_config.config_path(environ)
     parser.epilog = (
-        f"settings file: {path} ([client]: host, port, name, identity, color, timestamps, bell, reconnect,"
-        " history-file, mark-guests)\n"
+        f"settings file: {path} ([client]: host, port, name, identity, color, timestamps, ids, bell,"
+        " reconnect, history-file, mark-guests)\n"
         "commands in the chat:\n" + "\n".join(f"  {line}" for line in client_ui.help_lines(operator=True))
     )
     cli.add_version(parser)
@@ -118,7 +119,7 @@ def make_display(args: argparse.Namespace, terminal: Terminal) -> Display:
     bell = on_terminal if args.bell is None else args.bell and on_terminal
     session = Session()
     session.mark_guests = args.mark_guests
-    return Display(terminal, session, Style(colour), timestamps=args.timestamps, bell=bell)
+    return Display(terminal, session, Style(colour), timestamps=args.timestamps, bell=bell, ids=args.ids)
 
 
 def print_identity(args: argparse.Namespace) -> int:

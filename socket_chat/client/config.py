@@ -24,7 +24,7 @@ IDENTITY_FILE = "identity_key.pem"
 SECTION = "client"
 #: What the file may set, and how its text is read: the value is the default
 #: of the command-line option with the same ``dest``.
-BOOLEANS = {"color", "timestamps", "bell", "reconnect", "history_file", "mark_guests"}
+BOOLEANS = {"color", "timestamps", "ids", "bell", "reconnect", "history_file", "mark_guests"}
 TEXTS = {"host", "name", "identity"}  # argparse reads a text default with the option's type
 NUMBERS = {"port"}
 

@@ -19,7 +19,16 @@ from socket_chat import protocol
 from socket_chat.client import ui as client_ui
 from socket_chat.client.link import ServerLink, end_reason
 from socket_chat.client.ui import Session, Style
-from socket_chat.protocol import ConnectionClosed, Goodbye, HistoryMessage, PrivateMessage, ProtocolError
+from socket_chat.protocol import (
+    ConnectionClosed,
+    Goodbye,
+    HistoryLine,
+    HistoryMessage,
+    PageEnd,
+    PrivateMessage,
+    ProtocolError,
+    StampedLine,
+)
 from socket_chat.tty import Terminal
 
 __all__ = ["Display", "Receiver", "WAKE_SIGNAL", "WAKE_REPEAT"]
@@ -46,6 +55,7 @@ class Display:
         timestamps: bool = False,
         clock=time.time,
         bell: bool = False,
+        ids: bool = False,
     ) -> None:
         self.terminal, self.session, self.style = terminal, session, style
         self.timestamps, self.clock = timestamps, clock
@@ -53,10 +63,19 @@ class Display:
         #: Sends a UserListRequest (from the receiver's thread: ServerLink.send
         #: takes a lock), to learn whether newcomers are guests; None: never.
         self.ask_user_list: Callable[[], None] | None = None
+        self.ids = ids  # --ids: each line's message ID first, for asking the operator to /forget it
 
     def show_event(self, event) -> None:
         """Show ``event`` (unless the session ignores it), and let the
-        session learn from it."""
+        session learn from it. A stamped line is shown as the message it
+        stands for, at the server's time."""
+        server_time: int | None = None
+        line_id = ""
+        if isinstance(event, (StampedLine, HistoryLine, PageEnd)):
+            self.session.note_line(event)
+        if isinstance(event, (StampedLine, HistoryLine)):
+            server_time, line_id = event.sent_at, event.id
+            event = client_ui.plain(event)
         shown = self.session.shows(event)
         self.session.observe(event)
         if self.ask_user_list is not None and self.session.guests_unknown():
@@ -72,7 +91,9 @@ class Display:
         wanted = self.session.wants_me(event)
         if wanted and not isinstance(event, PrivateMessage):
             lines = [self.style.mention(line) for line in lines]
-        when = event.sent_at if not dated else None
+        when = event.sent_at if not dated else server_time
+        if self.ids and line_id:
+            lines = [f"#{client_ui.printable_text(line_id)} {line}" for line in lines]
         for line in lines:
             self.show(line, when)
         if wanted and self.bell and lines:

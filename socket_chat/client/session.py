@@ -37,10 +37,12 @@ from socket_chat.crypto import keystore
 from socket_chat.protocol import (
     EchoOwnLines,
     ErrorNotice,
+    HistoryLine,
     HistoryMessage,
     Motd,
     ProofRequest,
     ProtocolError,
+    Stamps,
     UserList,
     UserListRequest,
     Username,
@@ -165,6 +167,8 @@ def wait_or_leave(display: Display, seconds: float) -> bool:
 def take_back_name(link: ServerLink, display: Display, name: str) -> bool:
     """Join again as ``name``; False if the server has it still taken."""
     display.session.echoed = False  # this server says anew whether it echoes
+    display.session.stamped = False  # and whether it stamps lines
+    display.session.forget_pages()  # what was asked of the last connection is not answered
     asked = False
     while True:
         event = link.next_event()
@@ -192,10 +196,10 @@ def start_session(link: ServerLink, display: Display, name: str, resumed: bool =
     display.session.user_list_requested(show=False)
     link.send(UserListRequest())
     display.ask_user_list = lambda: link.send(UserListRequest())  # guest marks: who the newcomers are
-    history: list[HistoryMessage] = []
+    history: list[HistoryMessage | HistoryLine] = []
     while not isinstance(event := link.next_event(), UserList):
         raise_if_ended(event)
-        if resumed and isinstance(event, HistoryMessage):
+        if resumed and isinstance(event, (HistoryMessage, HistoryLine)):
             history.append(event)
             continue
         if not (resumed and isinstance(event, Motd)):  # seen on joining first
@@ -266,6 +270,10 @@ def note_server_terms(event: protocol.Event, link: ServerLink, display: Display)
         return True
     if isinstance(event, EchoOwnLines):
         display.session.echoed = True
+        return True
+    if isinstance(event, Stamps):  # lines with IDs and times, and /history: yes please
+        display.session.stamped = True
+        link.send(Stamps())
         return True
     return False
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from socket_chat import protocol
 from socket_chat.chat.commands import Command, CommandTable
-from socket_chat.chat.presentation import format_duration, format_length, printable_text, split_name
+from socket_chat.chat.presentation import format_duration, format_length, mentions, printable_text, split_name
 from socket_chat.chat.search import SearchRefused, parse_search
 from socket_chat.protocol import (
     GUEST_MARK,
@@ -43,8 +43,11 @@ from socket_chat.protocol import (
     DeviceRemove,
     ErrorNotice,
     Greeting,
+    HistoryLine,
     HistoryMessage,
+    HistoryRequest,
     MalformedMessage,
+    MentionsRequest,
     Motd,
     NickChanged,
     NickRequest,
@@ -52,9 +55,12 @@ from socket_chat.protocol import (
     OfflineMessage,
     OperatorCommand,
     OperatorStatus,
+    PageEnd,
     PrivateLine,
     PrivateMessage,
     SearchResult,
+    StampedLine,
+    Unread,
     UserBanned,
     UserJoined,
     UserKicked,
@@ -93,6 +99,38 @@ class Session:
         #: The server said this person is one of its operators (OperatorStatus):
         #: /help then lists the operator's commands too.
         self.operator = False
+        #: The server gives lines IDs and times (it offered ``Stamps``, and we took them).
+        self.stamped = False
+        #: The ID of the oldest line shown (``/history`` asks for those before it).
+        self.oldest_id: str | None = None
+        self.at_beginning = False  # /history reached the first line kept
+        self._pages: deque[str] = deque()  # "history" or "mentions", one per request sent
+
+    def page_requested(self, what: str) -> None:
+        """A ``/history`` or ``/mentions`` went out: its lines are told apart
+        by the order of the answers."""
+        with self._lock:
+            self._pages.append(what)
+
+    def forget_pages(self) -> None:
+        with self._lock:
+            self._pages.clear()
+
+    def note_line(self, event: StampedLine | HistoryLine | PageEnd) -> None:
+        """Keep the oldest ID shown (a line of the history or a page, or the
+        first live line), and where a page ends."""
+        with self._lock:
+            if isinstance(event, PageEnd):
+                what = self._pages.popleft() if self._pages else event.what
+                if what == "history" and not event.more:
+                    self.at_beginning = True
+                return
+            if isinstance(event, StampedLine) and self.oldest_id is not None:
+                return
+            if isinstance(event, HistoryLine) and self._pages and self._pages[0] != "history":
+                return  # a mention: not where the history stands
+            if self.oldest_id is None or _id_order(event.id) < _id_order(self.oldest_id):
+                self.oldest_id = event.id
 
     def names(self) -> list[str]:
         """Everyone known to be online, this client included."""
@@ -179,7 +217,7 @@ class Session:
         if self.last_private_from and self.last_private_from.casefold() == old.casefold():
             self.last_private_from = new
 
-    def unseen(self, history: list[HistoryMessage]) -> list[HistoryMessage]:
+    def unseen(self, history: list[HistoryMessage | HistoryLine]) -> list[HistoryMessage | HistoryLine]:
         """The part of a history, on coming back after a reconnection, said
         after the last line shown live (all of it if that line is not in
         it). Matched by content, not time: the server's clock is not ours."""
@@ -223,10 +261,25 @@ class Session:
 LIST_REFUSED = "Slow down: the user list was not sent."
 
 
-def mentions(text: str, name: str) -> bool:
-    """``text`` holds ``name`` as a whole (not inside a longer word), in
-    any case: "ann:" and "@Ann" mention Ann; "Annie" and "banner" do not."""
-    return re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, re.IGNORECASE) is not None
+def _id_order(line_id: str) -> tuple[int, str]:
+    """IDs are decimal numbers on this protocol's servers; any other text
+    sorts after them."""
+    return (int(line_id), "") if line_id.isdigit() else (2**64, line_id)
+
+
+def plain(event):
+    """A stamped message as the older one it stands for (ChatMessage,
+    ActionMessage, Notice, HistoryMessage), so that it is ignored, counted
+    and shown as those are; any other event as it is."""
+    if isinstance(event, StampedLine):
+        if event.kind == "action":
+            return ActionMessage(event.sender, event.text)
+        if event.kind == "notice":
+            return Notice(event.text)
+        return ChatMessage(event.sender, event.text)
+    if isinstance(event, HistoryLine):
+        return event.plain()
+    return event
 
 
 # --- how events are shown ------------------------------------------------------
@@ -320,12 +373,51 @@ def render(event, session: Session | None = None, style: Style = PLAIN, dated: b
         return [style.error(f"Error: {clean(event.text)}")]
     if isinstance(event, MalformedMessage):
         return [style.error(f"Error: the server sent a message this client cannot read ({event.reason}).")]
+    if isinstance(event, Unread):
+        return _render_unread(event, style)
+    if isinstance(event, PageEnd):
+        return [style.notice(f"* {page_end_text(event)}")]
     return []
 
 
 def _guest_mark(sender: str, session: Session | None) -> str:
     """`` (guest)`` after a guest's name, with guest marks on; else nothing."""
     return GUEST_MARK if session is not None and session.mark_guests and session.is_guest(sender) else ""
+
+
+#: Between the lines a returning person had seen and those new to them.
+NEW_MARKER = "---------------- new since you left ----------------"
+
+
+def _render_unread(event: Unread, style: Style) -> list[str]:
+    """``* 137 new lines since you left at 18:02; showing the last 20.
+    /history for more.``, then the marker (nothing new: the line alone)."""
+    when = clock_time(event.left_at)
+    if time.strftime("%Y-%m-%d", time.localtime(event.left_at)) != time.strftime("%Y-%m-%d"):
+        when = time.strftime("%Y-%m-%d ", time.localtime(event.left_at)) + when
+    if event.new == 0:
+        return [style.notice(f"* No new lines since you left at {when}.")]
+    lines = "line" if event.new == 1 else "lines"
+    if event.shown < event.new:
+        text = (
+            f"* {event.new:,} new {lines} since you left at {when}; showing the last {event.shown}. /history for more."
+        )
+    else:
+        text = f"* {event.new:,} new {lines} since you left at {when}."
+    return [style.notice(text), style.notice(NEW_MARKER)]
+
+
+def page_end_text(event: PageEnd) -> str:
+    """What a page of /history or /mentions ends with."""
+    if event.what == "mentions":
+        if event.count == 0:
+            return "No one mentioned you while you were away."
+        return f"{event.count} lines mentioned you while you were away (above, newest first)."
+    if event.more:
+        return f"{event.count} earlier lines above. /history for more."
+    if event.count == 0:
+        return "Nothing earlier: that is the beginning of the history."
+    return f"{event.count} earlier lines above: that is the beginning of the history."
 
 
 def _notice_text(event) -> str | None:
@@ -594,6 +686,29 @@ def _bell(ctx: Context, argument: str) -> None:
         ctx.show("* The bell is off.")
 
 
+def _history(ctx: Context, argument: str) -> None:
+    """``/history [N]``: N lines before the oldest one shown."""
+    argument = argument.strip()
+    if argument and not (argument.isascii() and argument.isdigit() and 0 < int(argument) <= 10_000):
+        raise UsageError("/history")
+    if not ctx.session.stamped:
+        ctx.error("This server keeps no history to read back (it is older than /history).")
+        return
+    if ctx.session.at_beginning:
+        ctx.show("* That is the beginning of the history: nothing is earlier.")
+        return
+    ctx.session.page_requested("history")
+    ctx.send(HistoryRequest(ctx.session.oldest_id or "", int(argument) if argument else 0))
+
+
+def _mentions(ctx: Context, argument: str) -> None:
+    if not ctx.session.stamped:
+        ctx.error("This server does not keep mentions (it is older than /mentions).")
+        return
+    ctx.session.page_requested("mentions")
+    ctx.send(MentionsRequest())
+
+
 def _quit(ctx: Context, argument: str) -> None:
     raise QuitRequested(argument)
 
@@ -624,6 +739,8 @@ COMMANDS: CommandTable[Context, None] = CommandTable(
         Command("/back", "", "no longer away (a line to everyone does it too)", _back),
         Command("/ignore", "NAME", "hide NAME's messages on this client", _ignore),
         Command("/unignore", "NAME", "show NAME's messages again", _unignore),
+        Command("/history", "[N]", "show N earlier lines (default 50; the server may send fewer)", _history),
+        Command("/mentions", "", "the lines that mentioned you while you were away, newest first", _mentions),
         Command("/bell", "", "ring the bell (or not) when you are mentioned or sent a private message", _bell),
         Command("/quit", "[MESSAGE]", "leave, with a parting line others see", _quit),
     ]

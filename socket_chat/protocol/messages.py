@@ -68,6 +68,15 @@ __all__ = [
     "OperatorCommand",
     "OperatorStatus",
     "UserBanned",
+    "Stamps",
+    "StampedLine",
+    "HistoryRequest",
+    "HistoryLine",
+    "PageEnd",
+    "Unread",
+    "MentionsRequest",
+    "HISTORY_PAGE",
+    "MAX_HISTORY_PAGE",
     "MESSAGE_TYPES",
     "CLIENT_SENDS",
     "SERVER_SENDS",
@@ -604,6 +613,99 @@ class UserBanned(Message):
     reason: str
 
 
+# Added with the history (PROTOCOL.md, "Message IDs and server time"): the
+# server announces ``Stamps``; only a client that answers it gets the
+# stamped types and sends the requests, so an older client sees one message
+# it cannot read (the announcement) and nothing else changes for it.
+
+#: Lines a ``/history`` page holds when the person gives no number, and at most.
+HISTORY_PAGE = 50
+MAX_HISTORY_PAGE = 200
+
+
+@dataclass(frozen=True)
+class Stamps(Message):
+    """Server, before the first UsernameRequest: this server gives every
+    public line an ID and its time, and answers history requests. Client,
+    in answer: send me the stamped forms (``StampedLine``, ``HistoryLine``)."""
+
+    TYPE: ClassVar[int] = 0x40
+
+
+@dataclass(frozen=True)
+class StampedLine(Message):
+    """Server: a public chat line (``kind`` ``chat``), action (``action``)
+    or notice (``notice``, ``sender`` empty) as it happens, with its
+    message ID (opaque text) and the server's Unix time in whole seconds.
+    Sent in place of ChatMessage, ActionMessage or Notice to a client that
+    asked with ``Stamps``."""
+
+    TYPE: ClassVar[int] = 0x41
+    id: str
+    sent_at: int
+    kind: str
+    sender: str
+    text: str
+
+
+@dataclass(frozen=True)
+class HistoryRequest(Message):
+    """Client: ``count`` lines said before the line ``before`` (an ID; empty:
+    the newest), ``/history [N]``."""
+
+    TYPE: ClassVar[int] = 0x42
+    before: str
+    count: int
+
+
+@dataclass(frozen=True)
+class HistoryLine(Message):
+    """Server: a line from the history, with its ID and time (the stamped
+    form of HistoryMessage; ``kind`` ``chat`` or ``action``)."""
+
+    TYPE: ClassVar[int] = 0x43
+    id: str
+    sent_at: int
+    kind: str
+    sender: str
+    text: str
+
+    def plain(self) -> HistoryMessage:
+        """The same line as an older client gets it."""
+        return HistoryMessage(self.sender, self.text, self.sent_at, self.kind)
+
+
+@dataclass(frozen=True)
+class PageEnd(Message):
+    """Server: the end of an answer of HistoryLines. ``what`` is
+    ``history`` or ``mentions``; ``count`` the lines sent; ``more`` 1 if
+    there are earlier lines, 0 at the beginning."""
+
+    TYPE: ClassVar[int] = 0x44
+    what: str
+    count: int
+    more: int
+
+
+@dataclass(frozen=True)
+class Unread(Message):
+    """Server, among a returning person's history: ``new`` lines were said
+    since they left at ``left_at`` (Unix time); the ``shown`` lines after
+    this one are new, those before it they had seen."""
+
+    TYPE: ClassVar[int] = 0x45
+    new: int
+    left_at: int
+    shown: int
+
+
+@dataclass(frozen=True)
+class MentionsRequest(Message):
+    """Client: the lines that mentioned me while I was away (``/mentions``)."""
+
+    TYPE: ClassVar[int] = 0x46
+
+
 #: Every message class by its type byte.
 MESSAGE_TYPES: Mapping[int, type[Message]] = {
     cls.TYPE: cls
@@ -651,6 +753,13 @@ MESSAGE_TYPES: Mapping[int, type[Message]] = {
         OperatorCommand,
         OperatorStatus,
         UserBanned,
+        Stamps,
+        StampedLine,
+        HistoryRequest,
+        HistoryLine,
+        PageEnd,
+        Unread,
+        MentionsRequest,
     )
 }
 # Read each class's field specs now, so that a field of a type the wire
@@ -680,8 +789,13 @@ CLIENT_SENDS: frozenset[type[Message]] = frozenset(
         DeviceListRequest,
         SearchRequest,
         OperatorCommand,
+        Stamps,
+        HistoryRequest,
+        MentionsRequest,
     }
 )
-#: The messages a server may send: all but the client's own, and the two
-#: both send (Goodbye, and EchoOwnLines as its answer).
-SERVER_SENDS: frozenset[type[Message]] = frozenset(set(MESSAGE_TYPES.values()) - CLIENT_SENDS | {Goodbye, EchoOwnLines})
+#: The messages a server may send: all but the client's own, and the three
+#: both send (Goodbye, EchoOwnLines as its answer, Stamps as the offer).
+SERVER_SENDS: frozenset[type[Message]] = frozenset(
+    set(MESSAGE_TYPES.values()) - CLIENT_SENDS | {Goodbye, EchoOwnLines, Stamps}
+)

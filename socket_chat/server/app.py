@@ -22,6 +22,7 @@ from socket_chat import crypto as crypto_utils
 from socket_chat.chat import names
 from socket_chat.chat.allow import AllowList, key_fingerprint
 from socket_chat.chat.bans import Ban, Bans, banned_text, parse_target
+from socket_chat.chat.history import HistoryUnavailable
 from socket_chat.chat.limits import Limits
 from socket_chat.chat.member import MemberSession
 from socket_chat.chat.offline import OfflineMessages
@@ -327,6 +328,21 @@ class ChatServer:
             return [f"No key has the name {printable_text(name)} registered."]
         log.info("Released the name %s (registered to %s) for %s", released.name, released.fingerprint, _operator(by))
         return [f"Released {printable_text(released.name)}: it was registered to {released.fingerprint}."]
+
+    def forget_line(self, line_id: str) -> list[str]:
+        """Take a line out of the history, memory and store (the console's
+        /forget); lines for the operator. Clients that showed it keep it."""
+        shown = printable_text(line_id)[:40]
+        if not (line_id.isascii() and line_id.isdigit() and len(line_id) <= 20):
+            return [f"{shown} is not a message ID: IDs are numbers (clients show them with --ids)."]
+        try:
+            forgotten = self.room.forget(int(line_id))
+        except HistoryUnavailable:
+            return ["The history store did not answer; nothing was forgotten. Try again."]
+        if not forgotten:
+            return [f"No line {shown} is in the history."]
+        log.info("Forgot the line %s for the operator", line_id)
+        return [f"Forgot the line {shown}: newcomers and /history no longer get it."]
 
     def _no_longer_invited(self, allowed: AllowList) -> list[str]:
         members = [self.room.find(name) for name in self.room.names()]

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 from socket_chat import crypto, protocol
 from socket_chat.chat import names
 from socket_chat.chat.bans import Ban, Bans, parse_target
+from socket_chat.chat.history import HistoryUnavailable, Line
 from socket_chat.protocol import (
     ActionMessage,
     ChatMessage,
@@ -224,6 +225,25 @@ def _away_entry(value: bytes) -> tuple[str, str]:
     """(name, away message) from a field of the away hash."""
     name, _, message = value.decode("utf-8", "replace").partition("\n")
     return name, message
+
+
+#: A message ID in a cluster: the stream entry's milliseconds times this,
+#: plus its sequence number (PROTOCOL.md, "Message IDs and server time").
+ID_SEQUENCES = 1_000_000
+
+
+def line_id_of(entry_id: bytes) -> int | None:
+    """The message ID of the stream entry ``entry_id`` (``MS-SEQ``), or
+    None if it is not an ID Redis makes (or its sequence is too large)."""
+    milliseconds, dash, sequence = entry_id.partition(b"-")
+    if not (milliseconds.isdigit() and dash and sequence.isdigit()) or int(sequence) >= ID_SEQUENCES:
+        return None
+    return int(milliseconds) * ID_SEQUENCES + int(sequence)
+
+
+def entry_id_of(line_id: int) -> str:
+    """The stream entry ID of a message ID (``line_id_of`` undone)."""
+    return f"{line_id // ID_SEQUENCES}-{line_id % ID_SEQUENCES}"
 
 
 def entry_time(entry_id: bytes) -> float | None:
@@ -537,6 +557,7 @@ class RedisCluster:
             # All that one XREAD brought, delivered together: each member's
             # writer then seals them as one record, not one record each.
             batch: list[tuple[Message, str | None, float | None]] = []
+            ids: list[int | None] = []
             for entry_id, fields in entries:
                 try:
                     message, sender_id = decode_entry(fields)
@@ -546,9 +567,10 @@ class RedisCluster:
                 if isinstance(message, MEMBERS_CHANGED):
                     self._members_changed()
                 batch.append((message, sender_id, self._sent_at(entry_id)))
+                ids.append(line_id_of(entry_id))
             if entries:
                 self._last_id = entries[-1][0]  # before: a bug must not deliver them twice
-            self._room.distribute_all(batch)
+            self._room.distribute_all(batch, ids)
 
     def _refresh_names(self) -> None:
         theirs = self._agree_on_names()
@@ -635,7 +657,48 @@ class RedisCluster:
                 message, _ = decode_entry(fields)
             except ValueError:
                 continue
-            self._room.record_history(message, self._sent_at(entry_id))
+            self._room.record_history(message, self._sent_at(entry_id), line_id_of(entry_id))
+
+    def page(self, before: int | None, count: int) -> tuple[list[Line], bool] | None:
+        """A page of the history from the stream, the cluster's archive
+        (so every server answers the same): the chat lines and actions
+        before the ID ``before``, read back in slices of ``READ_COUNT``
+        entries past the joins and leaves among them.
+
+        Raises:
+            HistoryUnavailable: Redis did not answer.
+        """
+        found: list[Line] = []
+        end = "+" if before is None else "(" + entry_id_of(before)
+        while len(found) <= count:
+            entries = self._try(self._redis.xrevrange, STREAM, max=end, min="-", count=READ_COUNT)
+            if entries is None:
+                raise HistoryUnavailable("the cluster's Redis did not answer")
+            for entry_id, fields in cast("list[Entry]", entries):
+                line = self._history_line(entry_id, fields)
+                if line is not None:
+                    found.append(line)
+            if len(entries) < READ_COUNT:
+                break
+            end = "(" + entries[-1][0].decode()
+        return found[:count][::-1], len(found) > count
+
+    def forget(self, line_id: int) -> bool:
+        """XDEL the line's entry from the stream (the other servers' memory
+        of newcomers' lines keeps it until they restart)."""
+        deleted = self._try(self._redis.xdel, STREAM, entry_id_of(line_id), otherwise=0)
+        return bool(deleted)
+
+    def _history_line(self, entry_id: bytes, fields: dict[bytes, bytes]) -> Line | None:
+        line_id = line_id_of(entry_id)
+        try:
+            message, _ = decode_entry(fields)
+        except ValueError:
+            return None
+        if line_id is None or not isinstance(message, (ChatMessage, ActionMessage)):
+            return None
+        kind = "action" if isinstance(message, ActionMessage) else "chat"
+        return Line(line_id, int(self._sent_at(entry_id)), kind, message.sender, message.text)
 
     def _sent_at(self, entry_id: bytes) -> float:
         """When an entry was added: its ID's time, or now if that is not a

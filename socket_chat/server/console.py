@@ -106,6 +106,10 @@ class ServerControls(Protocol):
         """Free the registered name ``name`` (and its look-alikes); what happened."""
         ...
 
+    def forget_line(self, line_id: str) -> list[str]:
+        """Take the line ``line_id`` out of the history; what happened."""
+        ...
+
     def shutdown(self) -> None:
         """Stop serving (the caller of ``serve_forever`` then says goodbye)."""
         ...
@@ -223,6 +227,11 @@ class OperatorConsole:
             return ["Usage: /release NAME"]
         return self.server.release(argument.strip(), by=self.actor)
 
+    def forget(self, argument: str) -> list[str]:
+        if not argument.strip():
+            return ["Usage: /forget ID"]
+        return self.server.forget_line(argument.strip())
+
     def quit(self, argument: str) -> list[str]:
         raise ConsoleQuit()
 
@@ -278,6 +287,12 @@ COMMANDS: CommandTable[OperatorConsole, list[str]] = CommandTable(
             "let a key in (NAME: a name for it alone), adding it to the allow file; "
             "or paste a .pub line: /invite ssh-ed25519 AAAA... [COMMENT]",
             OperatorConsole.invite,
+        ),
+        Command(
+            "/forget",
+            "ID",
+            "take the line with that message ID out of the history (clients show IDs with --ids)",
+            OperatorConsole.forget,
         ),
         Command("/quit", "", "stop the server (everyone is told)", OperatorConsole.quit),
     ]

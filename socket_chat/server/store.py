@@ -30,13 +30,13 @@ again, and the next key to take it registers it.
 
 It keeps the devices (``/device add``; the ``devices`` table, schema 3),
 the private lines waiting for someone offline (``chat.offline``; the
-``waiting`` table, schema 5) and the bans (``chat.bans``; the ``bans``
+``waiting`` table, schema 6) and the bans (``chat.bans``; the ``bans``
 table, schema 4) the same way: read at start, each change queued as one SQL
 statement and written by the writer thread in order. A ban set less than a
 commit interval before a crash may be lost (the operator's log line says it
 was set).
 
-Schema 5 adds the full-text index of the lines too (``/search``: an FTS5
+Schema 6 adds the full-text index of the lines too (``/search``: an FTS5
 table over ``messages.text``, an external-content one kept in step by
 triggers, so the writer's inserts and the retention's deletes keep it
 right).
@@ -53,6 +53,19 @@ beside it (``FILE.lock``, 0600), taken before SQLite opens the file and
 kept until ``close``: a second server on the same file is refused at start
 (after ``BUSY_TIMEOUT``). The operator may still read the file with
 ``sqlite3`` while the server runs.
+
+It keeps too, by the key's fingerprint, when each person with a key last
+left (the last line ID and the time: their unread count) and their away
+state (the ``seen`` and ``away`` tables, schema 5), read once at start and
+written as the names are. A line's ID is the room's (``chat.history.Line``),
+stored as the row's ``id``.
+
+Reading back (``page``, ``count_after``, ``mentioning``, ``forget``) is
+asked of the writer thread, which owns the connection that writes: the asking thread
+(a member's reader, the console) waits for the answer, ``ASK_TIMEOUT`` at
+most; the room's lock is never held meanwhile. The writer answers after
+writing what was queued, so a page holds every line kept before it was
+asked for.
 """
 
 from __future__ import annotations
@@ -69,15 +82,19 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from socket_chat.chat.bans import Ban
+from socket_chat.chat.history import HistoryUnavailable, Line, Seen
 from socket_chat.chat.offline import Waiting
+from socket_chat.chat.presentation import mentions
 from socket_chat.chat.registrations import Device, Registration
 from socket_chat.chat.search import SearchQuery, SearchUnavailable, fts_expression
 from socket_chat.crypto import keystore
 from socket_chat.protocol import HistoryMessage
 
 __all__ = [
+    "ASK_TIMEOUT",
     "BUSY_TIMEOUT",
     "COMMIT_INTERVAL",
     "QUEUE_LINES",
@@ -99,6 +116,10 @@ OPEN_TIMEOUT = 30.0  # seconds the writer may take to open, check and read the f
 CLOSE_TIMEOUT = 5.0  # seconds ``close`` waits for what is queued to be written
 SEARCH_TIMEOUT = 1.0  # seconds one search may run before it is stopped (its person is told)
 LOCK_POLL = 0.05  # seconds between two tries of another server's lock file
+ASK_TIMEOUT = 5.0  # seconds a reader waits for the writer's answer (a page, a count)
+#: Rows ``mentioning`` reads per pass of its filter (SQL's LIKE finds the
+#: name's letters; ``mentions`` decides if it is the whole name).
+MENTION_SCAN = 500
 DAY = 86_400.0
 
 #: The schema, one step per version: ``MIGRATIONS[n]`` takes a file of
@@ -123,7 +144,11 @@ MIGRATIONS: list[list[str]] = [
         "CREATE TABLE bans (target TEXT PRIMARY KEY, reason TEXT NOT NULL, set_by TEXT NOT NULL,"
         " set_at INTEGER NOT NULL, until INTEGER NOT NULL, name TEXT NOT NULL)",
     ],
-    [  # 5: /search's full-text index of the lines (kept by triggers, the lines stored so far indexed
+    [  # 5: history: when each key last left (its unread count), and its away state
+        "CREATE TABLE seen (fingerprint TEXT PRIMARY KEY, last_id INTEGER NOT NULL, left_at INTEGER NOT NULL)",
+        "CREATE TABLE away (fingerprint TEXT PRIMARY KEY, message TEXT NOT NULL)",
+    ],
+    [  # 6: /search's full-text index of the lines (kept by triggers, the lines stored so far indexed
         # here), and the private lines waiting for someone offline (chat.offline)
         "CREATE VIRTUAL TABLE messages_fts USING fts5(text, content='messages', content_rowid='id',"
         " tokenize='unicode61 remove_diacritics 2')",
@@ -203,7 +228,7 @@ class SqliteStore:
         self.retention = retention
         self._history, self._clock, self._connect = history, clock, connect
         self._interval, self._capacity, self._busy_timeout = interval, capacity, busy_timeout
-        self._queue: collections.deque[HistoryMessage] = collections.deque()
+        self._queue: collections.deque[Line] = collections.deque()
         self._lock = threading.Lock()  # the queue and the counts; never held across I/O
         self._passed = threading.Condition(self._lock)
         self._passes_begun = self._passes_done = 0  # of the writer's loop
@@ -213,10 +238,15 @@ class SqliteStore:
         self._failed = False  # a write failed: nothing more is stored
         self._wake = threading.Event()
         self._stopping = False
-        self._recent: list[HistoryMessage] = []
+        self._recent: list[Line] = []
+        self._last_id = 0
+        # By fingerprint: in memory for the room (no I/O); written as changes.
+        self._seen: dict[str, Seen] = {}
+        self._away: dict[str, str] = {}
+        self._asks: collections.deque[_Ask] = collections.deque()
         # The other changes to write (names, devices, bans, waiting private
-        # lines), each one SQL statement with its parameters, in order: a
-        # drop after a save of the same row wins.
+        # lines, seen and away), each one SQL statement with its parameters,
+        # in order: a drop after a save of the same row wins.
         self._changes: collections.deque[Change] = collections.deque()
         # What those tables held at start.
         self._registered: list[Registration] = []
@@ -256,7 +286,7 @@ class SqliteStore:
 
     # Methods for the room (chat.history.HistoryStore).
 
-    def keep(self, entry: HistoryMessage) -> None:
+    def keep(self, entry: Line) -> None:
         with self._lock:
             if self._failed or len(self._queue) >= self._capacity:
                 self._unstored += 1
@@ -264,8 +294,92 @@ class SqliteStore:
                 return
             self._queue.append(entry)
 
-    def recent(self, count: int) -> list[HistoryMessage]:
+    def recent(self, count: int) -> list[Line]:
         return self._recent[-count:] if count > 0 else []
+
+    def last_id(self) -> int:
+        return self._last_id
+
+    def page(self, before: int | None, count: int) -> tuple[list[Line], bool]:
+        def read(db: sqlite3.Connection) -> tuple[list[Line], bool]:
+            rows = db.execute(
+                f"SELECT {_LINE_COLUMNS} FROM messages WHERE id < ? ORDER BY id DESC LIMIT ?",
+                (before if before is not None else 2**63 - 1, count + 1),
+            ).fetchall()
+            return [_line(row) for row in reversed(rows[:count])], len(rows) > count
+
+        return self._ask(read)
+
+    def count_after(self, line_id: int) -> int:
+        return self._ask(
+            lambda db: int(db.execute("SELECT count(*) FROM messages WHERE id > ?", (line_id,)).fetchone()[0])
+        )
+
+    def mentioning(self, name: str, after: int, upto: int, cap: int) -> list[Line]:
+        def read(db: sqlite3.Connection) -> list[Line]:
+            found: list[Line] = []
+            below = upto + 1
+            pattern = "%" + name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            while len(found) < cap:
+                rows = db.execute(
+                    f"SELECT {_LINE_COLUMNS} FROM messages WHERE id > ? AND id < ? AND text LIKE ? ESCAPE '\\'"
+                    " ORDER BY id DESC LIMIT ?",
+                    (after, below, pattern, MENTION_SCAN),
+                ).fetchall()
+                found += [line for line in map(_line, rows) if mentions(line.text, name)]
+                if len(rows) < MENTION_SCAN:
+                    break
+                below = int(rows[-1][0])
+            return found[:cap]
+
+        return self._ask(read)
+
+    def forget(self, line_id: int) -> bool:
+        return self._ask(lambda db: db.execute("DELETE FROM messages WHERE id = ?", (line_id,)).rowcount > 0)
+
+    def seen(self, fingerprint: str) -> Seen | None:
+        with self._lock:
+            return self._seen.get(fingerprint)
+
+    def save_seen(self, fingerprint: str, seen: Seen) -> None:
+        with self._lock:
+            self._seen[fingerprint] = seen
+            self._queue_change_locked(
+                "INSERT OR REPLACE INTO seen (fingerprint, last_id, left_at) VALUES (?, ?, ?)",
+                (fingerprint, seen.last_id, seen.left_at),
+            )
+
+    def away(self, fingerprint: str) -> str | None:
+        with self._lock:
+            return self._away.get(fingerprint)
+
+    def save_away(self, fingerprint: str, message: str | None) -> None:
+        with self._lock:
+            if message is None:
+                self._away.pop(fingerprint, None)
+                self._queue_change_locked("DELETE FROM away WHERE fingerprint = ?", (fingerprint,))
+            else:
+                self._away[fingerprint] = message
+                self._queue_change_locked(
+                    "INSERT OR REPLACE INTO away (fingerprint, message) VALUES (?, ?)", (fingerprint, message)
+                )
+
+    def _ask(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` on the writer thread and wait for its answer.
+
+        Raises:
+            HistoryUnavailable: no answer within ``ASK_TIMEOUT`` (the writer
+                is busy or has stopped), or SQLite failed.
+        """
+        ask = _Ask(work)
+        with self._lock:
+            if not self._thread.is_alive() or self._stopping:
+                raise HistoryUnavailable("the store is closed")
+            self._asks.append(ask)
+        self._wake.set()
+        if not ask.done.wait(ASK_TIMEOUT) or ask.failed:
+            raise HistoryUnavailable("the store did not answer")
+        return ask.result  # type: ignore[return-value]
 
     # Methods for the registrations (chat.registrations.RegistrationStore).
 
@@ -284,10 +398,15 @@ class SqliteStore:
 
     def _queue_change(self, statement: str, parameters: tuple[object, ...]) -> None:
         with self._lock:
-            if self._failed or len(self._changes) >= self._capacity:
-                self._unstored += 1
-                return
-            self._changes.append((statement, parameters))
+            self._queue_change_locked(statement, parameters)
+
+    def _queue_change_locked(self, statement: str, parameters: tuple[object, ...]) -> None:
+        """Under the lock: a change for the writer (counted, not kept, when
+        the store has failed or the queue is full)."""
+        if self._failed or len(self._changes) >= self._capacity:
+            self._unstored += 1
+            return
+        self._changes.append((statement, parameters))
 
     # Methods for the devices (chat.registrations.RegistrationStore).
 
@@ -436,6 +555,7 @@ class SqliteStore:
             if self._clock() - self._pruned_at >= PRUNE_INTERVAL:
                 self._guarded(db, self._prune)
             self._write_queued(db)
+            self._answer_asks(db)
             with self._passed:
                 self._passes_done += 1
                 self._passed.notify_all()
@@ -460,6 +580,18 @@ class SqliteStore:
         if (batch or changes) and not self._guarded(db, lambda db: self._insert(db, batch, changes)):
             with self._lock:
                 self._unstored += len(batch) + len(changes)
+
+    def _answer_asks(self, db: sqlite3.Connection) -> None:
+        with self._lock:
+            asks, self._asks = self._asks, collections.deque()
+        for ask in asks:
+            try:
+                ask.result = ask.work(db)
+            except sqlite3.Error as exc:
+                ask.failed = True
+                log.warning("The history store %s could not be read: %s", self.path, describe(exc))
+            finally:
+                ask.done.set()
 
     def _guarded(self, db: sqlite3.Connection, work: Callable[[sqlite3.Connection], None]) -> bool:
         """Run ``work`` in one transaction. A failure (full disk, I/O error)
@@ -486,10 +618,10 @@ class SqliteStore:
             return False
 
     @staticmethod
-    def _insert(db: sqlite3.Connection, batch: Sequence[HistoryMessage], changes: Sequence[Change] = ()) -> None:
+    def _insert(db: sqlite3.Connection, batch: Sequence[Line], changes: Sequence[Change] = ()) -> None:
         db.executemany(
-            "INSERT INTO messages (sent_at, sender, kind, text) VALUES (?, ?, ?, ?)",
-            [(entry.sent_at, entry.sender, entry.kind, entry.text) for entry in batch],
+            "INSERT OR REPLACE INTO messages (id, sent_at, sender, kind, text) VALUES (?, ?, ?, ?, ?)",
+            [(entry.id, entry.sent_at, entry.sender, entry.kind, entry.text) for entry in batch],
         )
         for statement, parameters in changes:  # in order: a drop after a save of the same row wins
             db.execute(statement, parameters)
@@ -578,6 +710,7 @@ class SqliteStore:
                 migrate(db, self.path)
                 self._prune(db)
             self._recent = self._read_recent(db)
+            self._read_people(db)
             rows = db.execute("SELECT name, fingerprint, registered_at, used_at FROM names").fetchall()
             self._registered = [Registration(str(n), str(f), int(r), int(u)) for n, f, r, u in rows]
             rows = db.execute("SELECT fingerprint, owner, added_at FROM devices").fetchall()
@@ -593,11 +726,39 @@ class SqliteStore:
             db.close()
             raise
 
-    def _read_recent(self, db: sqlite3.Connection) -> list[HistoryMessage]:
-        rows = db.execute(
-            "SELECT sender, text, sent_at, kind FROM messages ORDER BY id DESC LIMIT ?", (self._history,)
-        ).fetchall()
-        return [HistoryMessage(str(s), str(t), int(at), str(k)) for s, t, at, k in reversed(rows)]
+    def _read_recent(self, db: sqlite3.Connection) -> list[Line]:
+        rows = db.execute(f"SELECT {_LINE_COLUMNS} FROM messages ORDER BY id DESC LIMIT ?", (self._history,)).fetchall()
+        return [_line(row) for row in reversed(rows)]
+
+    def _read_people(self, db: sqlite3.Connection) -> None:
+        """The keys' last leaving and away states, and the last line ID
+        given (the highest stored, or that a leaving saw: lines pruned or
+        forgotten do not give their IDs again)."""
+        for fingerprint, last_id, left_at in db.execute("SELECT fingerprint, last_id, left_at FROM seen"):
+            self._seen[str(fingerprint)] = Seen(int(last_id), int(left_at))
+        for fingerprint, message in db.execute("SELECT fingerprint, message FROM away"):
+            self._away[str(fingerprint)] = str(message)
+        stored = db.execute("SELECT max(id) FROM messages").fetchone()[0] or 0
+        self._last_id = max([int(stored), *(seen.last_id for seen in self._seen.values())])
+
+
+_T = TypeVar("_T")
+_LINE_COLUMNS = "id, sent_at, kind, sender, text"
+
+
+def _line(row: Sequence[object]) -> Line:
+    line_id, sent_at, kind, sender, text = row
+    return Line(int(line_id), int(sent_at), str(kind), str(sender), str(text))  # type: ignore[call-overload]
+
+
+class _Ask:
+    """A question for the writer thread, and its answer when ``done``."""
+
+    def __init__(self, work: Callable[[sqlite3.Connection], object]) -> None:
+        self.work = work
+        self.done = threading.Event()
+        self.result: object = None
+        self.failed = False
 
 
 def search_statement(query: SearchQuery, limit: int) -> tuple[str, list[object]]:
