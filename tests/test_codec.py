@@ -68,6 +68,8 @@ def test_codec_type_numbers_are_the_specs():
         "KeyProof": 0x23,
         "WhoisRequest": 0x24,
         "WhoisReply": 0x25,
+        "TicketRequest": 0x52,
+        "NewTicket": 0x53,
     }
 
 

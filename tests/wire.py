@@ -97,6 +97,7 @@ CLIENT_MESSAGES = [
     KeyProof("ssh-ed25519", bytes(range(32)), bytes(range(64))),
     KeyProof("", b"", b""),
     protocol.WhoisRequest("Zoë"),
+    protocol.TicketRequest(),
     Goodbye("leaving"),  # last: nothing may follow it
 ]
 SERVER_MESSAGES = [
@@ -126,6 +127,8 @@ SERVER_MESSAGES = [
     ProofRequest(),
     protocol.WhoisReply("Zoë", "away", 3600, "SHA256:" + "A" * 43, 1764100000, "gone fishing"),
     protocol.WhoisReply("Zoë", "online", 5, "", 0, ""),
+    protocol.NewTicket(604800, bytes(range(150))),
+    protocol.NewTicket(0, b""),
     Goodbye("Server is shutting down."),  # last: nothing may follow it
 ]
 SERVER_ONLY = [

@@ -55,11 +55,12 @@ from socket_chat.protocol.events import (
     Event,
     HandshakeComplete,
     MalformedMessage,
+    ResumptionOffered,
     ServerHello,
     ServerRefused,
 )
 from socket_chat.protocol.framing import MAX_FRAME_SIZE
-from socket_chat.protocol.handshake import PROTOCOL_VERSION, ServerIdentity, refusal
+from socket_chat.protocol.handshake import PROTOCOL_VERSION, ClientTicket, ServerIdentity, refusal
 from socket_chat.protocol.handshake import may_be_server_greeting as may_be_server_greeting  # not in __all__, as before
 from socket_chat.protocol.messages import (
     GREETING_NAMES,
@@ -80,6 +81,7 @@ from socket_chat.protocol.messages import (
     KeyProof,
     Message,
     Motd,
+    NewTicket,
     NickChanged,
     NickRequest,
     Notice,
@@ -87,6 +89,7 @@ from socket_chat.protocol.messages import (
     PrivateMessage,
     ProofRequest,
     RateLimit,
+    TicketRequest,
     UserJoined,
     UserKicked,
     UserLeft,
@@ -155,6 +158,10 @@ __all__ = [
     "KeyProof",
     "WhoisReply",
     "WhoisRequest",
+    "TicketRequest",
+    "NewTicket",
+    "ResumptionOffered",
+    "ClientTicket",
     "ClientConnection",
     "ServerConnection",
     "ServerIdentity",

@@ -58,6 +58,8 @@ __all__ = [
     "KeyProof",
     "WhoisReply",
     "WhoisRequest",
+    "TicketRequest",
+    "NewTicket",
     "MESSAGE_TYPES",
     "CLIENT_SENDS",
     "SERVER_SENDS",
@@ -455,6 +457,30 @@ class WhoisReply(Message):
     away: str
 
 
+# Added with resumption (PROTOCOL.md section 2, "Resumption"): a client asks
+# for a ticket once a connection is open; an older server answers with
+# ErrorNotice("Message not understood: ..."), which this client takes as "no
+# tickets here" and does not show.
+
+
+@dataclass(frozen=True)
+class TicketRequest(Message):
+    """Client: give me a resumption ticket for my next connection."""
+
+    TYPE: ClassVar[int] = 0x52
+
+
+@dataclass(frozen=True)
+class NewTicket(Message):
+    """Server: a resumption ticket (RFC 8446's NewSessionTicket), good for
+    one resumption within ``lifetime`` seconds; ``lifetime`` 0 and an empty
+    ticket: none is given. The ticket stays out of ``repr``."""
+
+    TYPE: ClassVar[int] = 0x53
+    lifetime: int
+    ticket: bytes = field(repr=False)
+
+
 #: Every message class by its type byte.
 MESSAGE_TYPES: Mapping[int, type[Message]] = {
     cls.TYPE: cls
@@ -492,6 +518,8 @@ MESSAGE_TYPES: Mapping[int, type[Message]] = {
         KeyProof,
         WhoisRequest,
         WhoisReply,
+        TicketRequest,
+        NewTicket,
     )
 }
 # Read each class's field specs now, so that a field of a type the wire
@@ -516,6 +544,7 @@ CLIENT_SENDS: frozenset[type[Message]] = frozenset(
         EchoOwnLines,
         KeyProof,
         WhoisRequest,
+        TicketRequest,
     }
 )
 #: The messages a server may send: all but the client's own, and the two

@@ -30,6 +30,7 @@ from socket_chat.server.allow_file import AllowFile, AllowFileError
 from socket_chat.server.handler import SHUTDOWN_GRACE, ClientHandler, server_full
 from socket_chat.server.sender import Sender
 from socket_chat.server.store import SqliteStore
+from socket_chat.server.tickets import TicketService
 
 __all__ = ["ChatServer", "REFUSALS", "SHUTTING_DOWN"]
 
@@ -102,10 +103,17 @@ class ChatServer:
         store: SqliteStore | None = None,
         allow: AllowFile | None = None,
         registrations: Registrations | None = None,
+        tickets: TicketService | bool = True,
     ) -> None:
         self.allow = allow  # --allow: only its keys get in
         self.registrations = registrations  # registered names, or None: none are (registrations.py)
         self.identity = ServerIdentity.of(identity_key)
+        #: Resumption tickets (tickets.py): given with keys in memory unless
+        #: a service is passed (the command line keeps them in a file or in
+        #: the cluster); None (``tickets=False``): none given, none taken.
+        self.tickets: TicketService | None = (
+            TicketService(self.identity) if tickets is True else tickets if isinstance(tickets, TicketService) else None
+        )
         self.limits = limits
         self.handshaking: contextlib.AbstractContextManager[object] = threading.Lock()
         self.store = store  # the history on disk (store.py); closed by server_close
