@@ -30,7 +30,7 @@ from pathlib import Path
 
 from bench.loadgen import BenchClient, BenchError, LoadGen
 from bench.runner import ServerProcess
-from bench.scenarios import JOIN_CONCURRENCY, cpu_seconds, percentile
+from bench.scenarios import JOIN_CONCURRENCY, cpu_seconds, own_cpu_seconds, percentile
 from socket_chat import protocol
 
 __all__ = ["ConnectRun", "StormRun", "measure", "main"]
@@ -62,6 +62,7 @@ class StormRun:
     seconds: float  # until the last is in
     server_cpu: float
     resumed: int  # how many resumed (the rest did a full handshake)
+    loadgen_cpu: float = 0.0  # the load generator's CPU meanwhile (it plays every client)
 
 
 def _connect_one(
@@ -126,7 +127,7 @@ def measure_storm(ticket_keys: Path, clients: int, with_tickets: bool, timeout: 
             gen.close_all()
     with ServerProcess("chat", "--ticket-keys", str(ticket_keys), "--handshake-timeout", "120") as after:
         gen = LoadGen(after.address)
-        cpu = cpu_seconds(after.proc.pid)
+        cpu, own = cpu_seconds(after.proc.pid), own_cpu_seconds()
         begin = time.perf_counter()
         try:
             _join_all(gen, clients, tickets, deadline)
@@ -134,7 +135,8 @@ def measure_storm(ticket_keys: Path, clients: int, with_tickets: bool, timeout: 
             resumed = sum(c.resumed for c in gen.clients)
         finally:
             gen.close_all()
-        return StormRun(with_tickets, clients, seconds, cpu_seconds(after.proc.pid) - cpu, resumed)
+        server_cpu = cpu_seconds(after.proc.pid) - cpu
+        return StormRun(with_tickets, clients, seconds, server_cpu, resumed, own_cpu_seconds() - own)
 
 
 def measure(count: int = 200, storm: int = 300, timeout: float = 120.0) -> tuple[list[ConnectRun], list[StormRun]]:
@@ -164,13 +166,13 @@ def table(connects: list[ConnectRun], storms: list[StormRun]) -> str:
         f"Resumed / full: server CPU {resumed.cpu_ms_each / full.cpu_ms_each:.2f} x, "
         f"connect-to-ready p50 {resumed.p(0.5) / full.p(0.5):.2f} x.",
         "",
-        "| reconnect storm after a restart | clients | resumed | all back in | server CPU |",
-        "|---|---|---|---|---|",
+        "| reconnect storm after a restart | clients | resumed | all back in | server CPU | load generator CPU |",
+        "|---|---|---|---|---|---|",
     ]
     for storm in storms:
         lines.append(
             f"| {'with tickets' if storm.with_tickets else 'without tickets'} | {storm.clients} | {storm.resumed}"
-            f" | {storm.seconds:.2f} s | {storm.server_cpu:.2f} s |"
+            f" | {storm.seconds:.2f} s | {storm.server_cpu:.2f} s | {storm.loadgen_cpu:.2f} s |"
         )
     without, with_ = storms
     lines += [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+from pathlib import Path
 
 import pytest
 from Cryptodome.Cipher import AES
@@ -103,6 +104,12 @@ def test_the_resumption_key_schedule_is_the_specs():
     assert keys.client_to_server_iv.hex() == VECTOR_KEYS[2]
     assert keys.server_to_client_iv.hex() == VECTOR_KEYS[3]
     assert keys != derive_session_keys(psk, VECTOR_SHARED, VECTOR_TRANSCRIPT)  # not a full handshake's
+
+
+def test_protocol_md_gives_these_vectors():
+    text = (Path(__file__).parent.parent / "PROTOCOL.md").read_text(encoding="utf-8")
+    for value in (VECTOR_TICKET, VECTOR_BINDER, VECTOR_NEXT_SECRET, *VECTOR_KEYS):
+        assert value in text
 
 
 # --- sealing and opening ----------------------------------------------------
@@ -506,3 +513,19 @@ def test_live_a_cluster_shares_tickets_and_their_single_use(identity_key, redis_
     finally:
         for own in servers:
             own.cleanup()
+
+
+@pytest.mark.slow
+def test_bench_resume_small_run_resumes_everyone_and_costs_the_server_less():
+    """``python -m bench.resume`` at a small scale (20 connections of each
+    kind, a storm of 40; about 4 s): every resumed connection and every
+    client of the storm with tickets resumed, none without, and resumption
+    cost the server less CPU (a comparison within one run, not a timing)."""
+    from bench import resume
+
+    (full, resumed), (without, with_tickets) = resume.measure(count=20, storm=40, timeout=60.0)
+    assert (full.resumed, resumed.resumed) == (False, True)
+    assert len(full.times_ms) == len(resumed.times_ms) == 20
+    assert (without.resumed, with_tickets.resumed) == (0, 40)
+    assert resumed.server_cpu < full.server_cpu
+    assert "Resumed / full" in resume.table([full, resumed], [without, with_tickets])
