@@ -7,6 +7,7 @@ without RSA, and every bad ticket falling back to a full handshake."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import stat
 from pathlib import Path
@@ -383,10 +384,13 @@ def test_the_client_keeps_tickets_in_a_private_file_only_when_asked(tmp_path):
 
 
 def connect_with(own, ticket: ClientTicket | None, identity_person: PersonKey):
-    """A test client that offers ``ticket``, through the handshake and the
-    server's first words (a proof if asked), then asks for a new ticket."""
-    client = ChatTestClient(own.server.server_address, ClientConnection(ticket=ticket))
-    own.clients.append(client)
+    """A test client of ``own`` (an OwnServer, or a port) that offers
+    ``ticket``, through the handshake and the server's first words (a proof
+    if asked), then asks for a new ticket."""
+    address = ("127.0.0.1", own) if isinstance(own, int) else own.server.server_address
+    client = ChatTestClient(address, ClientConnection(ticket=ticket))
+    if not isinstance(own, int):
+        own.clients.append(client)
     assert isinstance(client.next_event(), ServerHello)
     client.conn.accept_server_key()
     client.flush()
@@ -529,3 +533,25 @@ def test_bench_resume_small_run_resumes_everyone_and_costs_the_server_less():
     assert (without.resumed, with_tickets.resumed) == (0, 40)
     assert resumed.server_cpu < full.server_cpu
     assert "Resumed / full" in resume.table([full, resumed], [without, with_tickets])
+
+
+@pytest.mark.slow
+def test_server_py_keeps_its_ticket_keys_beside_its_key_across_a_restart(tmp_path):
+    """server.py twice on one key (about 2 s): a ticket from the first
+    process resumes on the second; the key file is 0600 beside the key."""
+    from tests import procs
+
+    ann = PersonKey.generate()
+    ticket = None
+    for expected in (False, True):
+        server = procs.start_server(tmp_path)
+        try:
+            client, resumed, _, ticket = connect_with(server.port, ticket, ann)
+            assert resumed is expected
+            client.close()
+        finally:
+            server.signal(signal.SIGINT)
+            server.wait()
+            server.kill()
+    kept = tmp_path / "server-key" / "test-only-server-key.tickets"
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
