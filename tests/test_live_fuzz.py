@@ -115,7 +115,11 @@ def random_payload(rng: random.Random) -> bytes:
         return protocol.encode_message(
             cls(
                 *[
-                    rng.randrange(2**32) if spec.type is FieldType.U32 else "x" * rng.randrange(0, 10)
+                    rng.randrange(2**32)
+                    if spec.type is FieldType.U32
+                    else b"x" * rng.randrange(0, 10)
+                    if spec.type is FieldType.BYTES
+                    else "x" * rng.randrange(0, 10)
                     for spec in field_specs(cls)
                 ]
             )
@@ -136,7 +140,8 @@ def answered_before_joining(payload: bytes) -> bool:
         except names.NameRefused:
             return True
         return False
-    return not isinstance(message, (Goodbye, protocol.EchoOwnLines))  # that one is answered in kind
+    # EchoOwnLines is answered in kind, a TicketRequest with a NewTicket.
+    return not isinstance(message, (Goodbye, protocol.EchoOwnLines, protocol.TicketRequest))
 
 
 def answered_with_an_error(payload: bytes) -> bool:
@@ -150,7 +155,9 @@ def answered_with_an_error(payload: bytes) -> bool:
         return not message.text.strip() or len(message.text.encode()) > MAX_MESSAGE_BYTES
     # A private line, a rename or a user list is acted on when valid (to
     # someone online, a free name), refused otherwise: test_server_features.py.
-    return not isinstance(message, (PrivateLine, NickRequest, UserListRequest, protocol.EchoOwnLines))
+    return not isinstance(
+        message, (PrivateLine, NickRequest, UserListRequest, protocol.EchoOwnLines, protocol.TicketRequest)
+    )
 
 
 # --- talking to the server ---------------------------------------------------
