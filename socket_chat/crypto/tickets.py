@@ -14,14 +14,14 @@ the cause.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from Cryptodome.Cipher import AES
-
+from socket_chat.crypto import aes_gcm
 from socket_chat.crypto.errors import CryptoError
 from socket_chat.crypto.handshake import hkdf_sha256
 
@@ -99,6 +99,14 @@ def _aad(key_id: bytes, binding: bytes) -> bytes:
     return _TICKET_LABEL + key_id + binding
 
 
+@functools.lru_cache(maxsize=16)
+def _gcm(key: bytes) -> aes_gcm.Gcm:
+    # A ticket key seals and opens thousands of tickets: its AES key
+    # schedule and GHASH tables are made once (``aes_gcm``), not per ticket.
+    # A few keys are live at a time (the current one, the ones before).
+    return aes_gcm.new(key)
+
+
 def seal_ticket(key_id: int, key: bytes, contents: TicketContents, binding: bytes, nonce: bytes) -> bytes:
     """``key_id:u64 || nonce[12] || AES-256-GCM(key, nonce, plaintext, aad)``
     with ``aad = "socket-chat v1 ticket" || key_id || binding`` (see
@@ -115,10 +123,7 @@ def seal_ticket(key_id: int, key: bytes, contents: TicketContents, binding: byte
         + fingerprint
     )
     packed_id = _KEY_ID.pack(key_id)
-    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce)
-    cipher.update(_aad(packed_id, binding))
-    sealed, tag = cipher.encrypt_and_digest(plaintext)
-    return packed_id + nonce + sealed + tag
+    return packed_id + nonce + _gcm(bytes(key)).seal(nonce, plaintext, _aad(packed_id, binding))
 
 
 def ticket_key_id(ticket: bytes) -> int:
@@ -147,10 +152,9 @@ def open_ticket(ticket: bytes, key_for: Callable[[int], bytes | None], binding: 
     if key is None:
         raise TicketRejected("unknown ticket key")
     nonce = ticket[_KEY_ID.size : _KEY_ID.size + _NONCE_SIZE]
-    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce)
-    cipher.update(_aad(ticket[: _KEY_ID.size], binding))
     try:
-        plaintext = cipher.decrypt_and_verify(ticket[_KEY_ID.size + _NONCE_SIZE : -_TAG_SIZE], ticket[-_TAG_SIZE:])
+        sealed = ticket[_KEY_ID.size + _NONCE_SIZE :]
+        plaintext = _gcm(bytes(key)).open(nonce, sealed, _aad(ticket[: _KEY_ID.size], binding))
     except ValueError:
         raise TicketRejected("ticket does not authenticate") from None
     contents = _read_plaintext(plaintext)
