@@ -23,7 +23,9 @@ from socket_chat.protocol import (
     Goodbye,
     HandshakeComplete,
     MalformedMessage,
+    NewTicket,
     ServerHello,
+    TicketRequest,
     UserJoined,
     UserLeft,
     Username,
@@ -32,7 +34,7 @@ from socket_chat.protocol import (
 )
 
 RECV_SIZE = 256 * 1024
-_IGNORED = (HandshakeComplete, UserJoined, UserLeft, protocol.Notice)
+_IGNORED = (UserJoined, UserLeft, protocol.Notice)
 
 
 class BenchError(Exception):
@@ -42,19 +44,22 @@ class BenchError(Exception):
 class BenchClient:
     """One simulated person: a socket, a connection and what it still has to write."""
 
-    def __init__(self, address, name: str, plain: bool) -> None:
+    def __init__(self, address, name: str, plain: bool, ticket: protocol.ClientTicket | None = None) -> None:
         self.name = name
         self.started = time.perf_counter()
         self.sock = socket.create_connection(address, timeout=10)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the client does (transport.tune)
         self.sock.setblocking(False)
         self.conn: PlainConnection | protocol.ClientConnection = (
-            PlainConnection() if plain else protocol.ClientConnection()
+            PlainConnection() if plain else protocol.ClientConnection(ticket=ticket)
         )
         self.pending = bytearray()
         self.ready_at: float | None = None
         self.username_sent = False
         self.closed = False
+        self.want_ticket = False  # ask for a resumption ticket before the username (bench/resume.py)
+        self.resumed = False  # the handshake resumed by a ticket
+        self.new_ticket: protocol.ClientTicket | None = None  # the ticket the server gave
 
 
 class LoadGen:
@@ -68,9 +73,13 @@ class LoadGen:
         self.errors: list[str] = []
         self.on_chat = lambda client, message, now: None
 
-    def connect(self, name: str, address=None) -> BenchClient:
-        """A new client, to ``address`` (default: the generator's server)."""
-        client = BenchClient(address or self.address, name, self.plain)
+    def connect(
+        self, name: str, address=None, ticket: protocol.ClientTicket | None = None, want_ticket: bool = False
+    ) -> BenchClient:
+        """A new client, to ``address`` (default: the generator's server),
+        offering ``ticket`` and asking for a new one if ``want_ticket``."""
+        client = BenchClient(address or self.address, name, self.plain, ticket)
+        client.want_ticket = want_ticket
         self.selector.register(client.sock, selectors.EVENT_READ, client)
         self.clients.append(client)
         self._after_events(client)  # the plain connection asks for a name at once
@@ -142,12 +151,21 @@ class LoadGen:
             self.on_chat(client, event, now)
         elif isinstance(event, _IGNORED):
             pass
+        elif isinstance(event, HandshakeComplete):
+            client.resumed = event.resumed
+        elif isinstance(event, NewTicket):
+            assert isinstance(client.conn, protocol.ClientConnection)
+            if event.lifetime:
+                conn = client.conn
+                client.new_ticket = protocol.ClientTicket(event.ticket, conn.resumption_secret, conn.server_fingerprint)
         elif isinstance(event, ServerHello):
             assert isinstance(client.conn, protocol.ClientConnection)  # the plain floor has no handshake
             client.conn.accept_server_key()  # a benchmark trusts its own server
         elif isinstance(event, UsernameRequest):
             if client.username_sent:
                 raise BenchError(f"the server refused the name {client.name}: {event.prompt}")
+            if client.want_ticket:
+                client.conn.send(TicketRequest())
             client.conn.send(Username(client.name))
             client.username_sent = True
         elif isinstance(event, Welcome):

@@ -26,7 +26,7 @@ from socket_chat import crypto as crypto_utils
 from socket_chat import protocol
 from socket_chat.chat import limits
 from socket_chat.server import app as chat_server
-from socket_chat.server import descriptors, sender, store
+from socket_chat.server import descriptors, sender, store, tickets
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_KEY = ROOT / "tests" / "keys" / "test-only-server-key.pem"
@@ -58,7 +58,11 @@ class UnbatchedServer(chat_server.ChatServer):
 
 
 def make_server(
-    kind: str, cluster_url: str | None = None, bench_limits: limits.Limits = BENCH_LIMITS, store_path: str | None = None
+    kind: str,
+    cluster_url: str | None = None,
+    bench_limits: limits.Limits = BENCH_LIMITS,
+    store_path: str | None = None,
+    ticket_keys: Path | None = None,
 ):
     if kind == "plain":
         return PlainServer("127.0.0.1", 0)
@@ -67,7 +71,12 @@ def make_server(
     opened = (
         None if store_path is None else store.SqliteStore.open(Path(store_path), history=chat_server.DEFAULT_HISTORY)
     )
-    return server_class(key, "127.0.0.1", 0, bench_limits, cluster=join_cluster(cluster_url), store=opened)
+    service: tickets.TicketService | bool = True  # ticket keys in memory
+    if ticket_keys is not None:  # in a file, as server.py keeps them: they survive a restart
+        service = tickets.TicketService(protocol.ServerIdentity.of(key), tickets.FileTicketKeys(ticket_keys))
+    return server_class(
+        key, "127.0.0.1", 0, bench_limits, cluster=join_cluster(cluster_url), store=opened, tickets=service
+    )
 
 
 def join_cluster(url: str | None):
@@ -92,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--admission", action="store_true", help="server.py's per-address limits (default: off)")
     parser.add_argument("--handshake-timeout", type=float, help="seconds, for a reconnect storm (bench/crowd.py)")
     parser.add_argument("--store", metavar="FILE", help="keep the history in this SQLite file (default: memory)")
+    parser.add_argument("--ticket-keys", type=Path, help="keep the ticket keys in this file (bench/resume.py)")
     args = parser.parse_args(argv)
     if args.cluster and args.kind == "plain":
         parser.error("--cluster: the plaintext floor has no cluster")
@@ -101,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     bench_limits = ADMISSION_LIMITS if args.admission else BENCH_LIMITS
     if args.handshake_timeout:
         bench_limits = dataclasses.replace(BENCH_LIMITS, handshake_timeout=args.handshake_timeout)
-    server = make_server(args.kind, args.cluster, bench_limits, args.store)
+    server = make_server(args.kind, args.cluster, bench_limits, args.store, args.ticket_keys)
     stop = server.server_close if args.kind == "plain" else server.shutdown
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop, daemon=True).start())
     stop_when_stdin_closes(stop)

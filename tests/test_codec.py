@@ -85,6 +85,8 @@ def test_codec_type_numbers_are_the_specs():
         "PageEnd": 0x44,
         "Unread": 0x45,
         "MentionsRequest": 0x46,
+        "TicketRequest": 0x52,
+        "NewTicket": 0x53,
     }
 
 

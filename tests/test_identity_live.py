@@ -117,7 +117,7 @@ def test_the_client_proves_its_identity_key(own_server, open_client, tmp_path):
 def test_a_new_client_with_a_server_that_takes_no_proofs_chats_as_a_guest(own_server, open_client, monkeypatch):
     # A server of before keys for people: it never sends ProofRequest.
     start = chat_member.MemberSession.start
-    monkeypatch.setattr(chat_member.MemberSession, "start", lambda session, session_id=None: start(session))
+    monkeypatch.setattr(chat_member.MemberSession, "start", lambda session, *given, **named: start(session))
     own_server.start()
     watcher = own_server.client("Watcher")
     ann = open_client(own_server, "ann", "--name", "Ann")

@@ -115,7 +115,11 @@ def random_payload(rng: random.Random) -> bytes:
         return protocol.encode_message(
             cls(
                 *[
-                    rng.randrange(2**32) if spec.type is FieldType.U32 else "x" * rng.randrange(0, 10)
+                    rng.randrange(2**32)
+                    if spec.type is FieldType.U32
+                    else b"x" * rng.randrange(0, 10)
+                    if spec.type is FieldType.BYTES
+                    else "x" * rng.randrange(0, 10)
                     for spec in field_specs(cls)
                 ]
             )
@@ -136,8 +140,9 @@ def answered_before_joining(payload: bytes) -> bool:
         except names.NameRefused:
             return True
         return False
-    # EchoOwnLines is answered in kind; Stamps (the offer taken) not at all.
-    return not isinstance(message, (Goodbye, protocol.EchoOwnLines, protocol.Stamps))
+    # EchoOwnLines is answered in kind, a TicketRequest with a NewTicket;
+    # Stamps (the offer taken) not at all.
+    return not isinstance(message, (Goodbye, protocol.EchoOwnLines, protocol.Stamps, protocol.TicketRequest))
 
 
 def answered_with_an_error(payload: bytes) -> bool:
@@ -162,6 +167,7 @@ def answered_with_an_error(payload: bytes) -> bool:
             protocol.Stamps,
             protocol.HistoryRequest,
             protocol.MentionsRequest,
+            protocol.TicketRequest,
         ),
     )
 

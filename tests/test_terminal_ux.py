@@ -6,6 +6,7 @@ guessed delay."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat
@@ -14,8 +15,9 @@ import time
 
 import pytest
 
-from socket_chat.protocol import ActionMessage, ChatMessage, PrivateLine, UserJoined, UserLeft
+from socket_chat.protocol import ActionMessage, ChatMessage, PrivateLine, ServerIdentity, UserJoined, UserLeft
 from socket_chat.server import app as chat_server
+from socket_chat.server import tickets
 from tests.conftest import stop_server
 from tests.helpers import ChatTestClient
 from tests.test_terminal import (  # noqa: F401 (open_pty is a fixture)
@@ -307,14 +309,17 @@ RESTART_HOST = f"127.0.0.{10 + int(os.environ.get('PYTEST_XDIST_WORKER', 'gw0').
 
 @pytest.fixture
 def servers(identity_key):
-    """Start servers (``start(key, port=0)``) on 127.0.0.1; all stopped at the end."""
+    """Start servers (``start(key, port=0)``) on 127.0.0.1; all stopped at the end.
+    They share their ticket keys, as server.py's restarts do (its file)."""
     started: list = []
+    ticket_keys = tickets.MemoryTicketKeys()
 
     def start(key=identity_key, port: int = 0, said_before: tuple[str, ...] = ()):
         # On an address of their own: a port freed by a stopped server must
         # not be taken by another test's server (on 127.0.0.1) before the
         # next one here binds it again.
-        server = chat_server.ChatServer(key, RESTART_HOST, port)
+        service = tickets.TicketService(ServerIdentity.of(key), ticket_keys)
+        server = chat_server.ChatServer(key, RESTART_HOST, port, tickets=service)
         now = time.time()
         for text in said_before:  # as if said on it before this client came back
             server.room.record_history(ChatMessage("Other", text), now)
@@ -345,7 +350,10 @@ def join_other(server) -> ChatTestClient:
     return other
 
 
-def test_after_a_restart_the_client_comes_back_with_its_name_what_was_missed_and_the_typed_line(servers, open_pty):
+def test_after_a_restart_the_client_comes_back_with_its_name_what_was_missed_and_the_typed_line(
+    servers, open_pty, caplog
+):
+    caplog.set_level(logging.INFO, "chat.server")
     first = servers()
     port = first.server_address[1]
     other = join_other(first)
@@ -368,6 +376,7 @@ def test_after_a_restart_the_client_comes_back_with_its_name_what_was_missed_and
     pty.expect(b"[history", timeout=15)  # after a wait or two
     pty.expect(b"Other: said meanwhile")
     pty.expect(b"* Reconnected as Ann.")
+    assert [m for m in caplog.messages if m.endswith("handshake complete (resumed)")]  # by its ticket, no RSA
     pty.expect(b"> half")  # the line being typed, as it was
     expect_event(back, UserJoined("Ann"))
     wait_until_idle(pty)

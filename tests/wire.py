@@ -107,6 +107,7 @@ CLIENT_MESSAGES = [
     protocol.HistoryRequest("41", 50),
     protocol.HistoryRequest("", 0),
     protocol.MentionsRequest(),
+    protocol.TicketRequest(),
     Goodbye("leaving"),  # last: nothing may follow it
 ]
 SERVER_MESSAGES = [
@@ -148,6 +149,8 @@ SERVER_MESSAGES = [
     protocol.HistoryLine("41", 1764100000, "action", "Zoë", "waves"),
     protocol.PageEnd("history", 50, 1),
     protocol.Unread(137, 1764100000, 20),
+    protocol.NewTicket(604800, bytes(range(150))),
+    protocol.NewTicket(0, b""),
     Goodbye("Server is shutting down."),  # last: nothing may follow it
 ]
 SERVER_ONLY = [

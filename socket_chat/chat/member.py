@@ -185,6 +185,9 @@ class MemberSession:
         operate: runs an operator's command for this session (the server's
             ``operate``: the session, the command, its argument), returning
             the lines to tell; None: no such commands here.
+        tickets: makes the resumption ticket asked for (``TicketRequest``)
+            for the key proved so far (None: a guest); None: this server
+            gives none (it answers ``NewTicket(0, b"")``).
 
     Attributes:
         membership: the place in the room, from the username accepted
@@ -213,6 +216,7 @@ class MemberSession:
         host: str = "",
         operators: Callable[[], AllowList | None] | None = None,
         operate: Callable[[MemberSession, str, str], list[str]] | None = None,
+        tickets: Callable[[str | None], protocol.NewTicket] | None = None,
     ) -> None:
         self.room, self.member, self.limits = room, member, limits
         self._tell = tell
@@ -235,18 +239,26 @@ class MemberSession:
         self._operators = operators or _anyone
         self._operate_with = operate
         self._told_operator = False  # the last OperatorStatus said 1
+        self._tickets = tickets
+        self._ticket_given = False
 
     @property
     def stage(self) -> Stage:
         return self._stage
 
-    def start(self, session_id: bytes | None = None) -> None:
+    def start(self, session_id: bytes | None = None, resumed_key: str | None = None) -> None:
         """The first words: the flood limit, the username deadline, that a
         key proof is taken (if ``session_id``, the connection's, is given:
-        what a proof must sign), the question."""
+        what a proof must sign), the question. ``resumed_key``: the key the
+        person proved on the connection whose ticket this one resumed by;
+        it stands as proved, and no proof is asked for."""
         self._tell(self.limits.rate_limit_message())
         self._tell(protocol.UsernameDeadline(min(math.ceil(self.limits.username_timeout), 0xFFFFFFFF)))
-        if session_id is not None:
+        if resumed_key:
+            self._session_id = session_id
+            self.fingerprint = resumed_key
+            log.info("%s: resumed with the key %s", self.peer, resumed_key)
+        elif session_id is not None:
             self._session_id = session_id
             self._tell(protocol.ProofRequest())
         self._tell(protocol.Stamps())
@@ -291,6 +303,14 @@ class MemberSession:
         """Lines with their IDs and times from now on (no answer: the
         server offered them). Before the username, the history too."""
         self._stamps = True
+
+    def _give_ticket(self, event: protocol.TicketRequest) -> None:
+        if self._ticket_given:
+            if self._within_rate("it was not answered"):
+                self._tell(protocol.ErrorNotice("A resumption ticket is given once per connection."))
+            return
+        self._ticket_given = True
+        self._tell(self._tickets(self.fingerprint) if self._tickets is not None else protocol.NewTicket(0, b""))
 
     # NAMING.
 
@@ -887,6 +907,7 @@ _ANY_STAGE: dict[type, Rule] = {
     protocol.MalformedMessage: MemberSession._not_understood,
     protocol.EchoOwnLines: MemberSession._echo_on,
     protocol.Stamps: MemberSession._stamps_on,
+    protocol.TicketRequest: MemberSession._give_ticket,
 }
 
 #: What each event does at each stage (h11's table of transitions).

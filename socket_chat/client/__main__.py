@@ -95,6 +95,12 @@ def parse_args(argv: list[str] | None, environ: Mapping[str, str] = os.environ) 
         help="print your identity key's fingerprint (making the key if there is none), to give to "
         "a server's operator, and exit",
     )
+    parser.add_argument(
+        "--keep-tickets",
+        action="store_true",
+        help="keep the server's resumption tickets for the next run, in $XDG_DATA_HOME/socket-chat/"
+        "tickets (0600), so that it reconnects without the server's RSA; without it they live in memory only",
+    )
     for option, default, meaning in ON_OFF_OPTIONS:
         parser.add_argument(option, action=argparse.BooleanOptionalAction, default=default, help=meaning)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the command lines as they are

@@ -19,17 +19,22 @@ from typing import TypeVar
 from socket_chat import crypto, protocol, transport
 from socket_chat.chat.limits import Pacer
 from socket_chat.chat.presentation import printable_text
+from socket_chat.client.tickets import TicketWallet
 from socket_chat.crypto import keystore
 from socket_chat.protocol import (
     ClientConnection,
+    ClientTicket,
     ConnectionClosed,
+    ErrorNotice,
     Goodbye,
     HandshakeComplete,
     KeyProof,
+    NewTicket,
     RateLimit,
     RemoteProtocolError,
     ServerHello,
     ServerRefused,
+    TicketRequest,
 )
 from socket_chat.tty import Terminal
 
@@ -81,6 +86,41 @@ class ServerLink:
         #: The person's key, proved when the server asks (ProofRequest); None: a guest.
         self.identity: crypto.PersonKey | None = None
         self._send_lock = threading.Lock()  # one record written at a time
+        #: Where resumption tickets are kept, and this server's name there.
+        self.wallet: TicketWallet | None = None
+        self.server_id = ""
+        self._ticket_asked = self._ticket_answered = False
+
+    def use_tickets(self, wallet: TicketWallet, server_id: str) -> None:
+        """Before the handshake: offer the ticket held for ``server_id``
+        (``HOST:PORT``), if any, and keep the one this connection gets."""
+        self.wallet, self.server_id = wallet, server_id
+        self.conn = ClientConnection(ticket=wallet.take(server_id))
+
+    def request_ticket(self) -> None:
+        """Ask for a ticket for the next connection (once, after the key
+        proof: the ticket carries the key proved), if tickets are kept."""
+        if self.wallet is not None and not self._ticket_asked:
+            self._ticket_asked = True
+            self.send(TicketRequest())
+
+    def _keep_ticket(self, event: protocol.Event) -> bool:
+        """Whether ``event`` was the answer to the ticket request (kept, not
+        shown): a NewTicket, or an older server's "Message not understood"
+        error for it, the first error after the request (it answers in
+        order, and nothing sent before the request draws an error)."""
+        if not self._ticket_asked or self._ticket_answered:
+            return False
+        if isinstance(event, NewTicket):
+            self._ticket_answered = True
+            if event.lifetime and event.ticket and self.wallet is not None:
+                ticket = ClientTicket(event.ticket, self.conn.resumption_secret, self.conn.server_fingerprint)
+                self.wallet.put(self.server_id, ticket, event.lifetime)
+            return True
+        if isinstance(event, ErrorNotice) and event.text.startswith("Message not understood"):
+            self._ticket_answered = True  # a server of before tickets
+            return True
+        return False
 
     def prove_identity(self) -> None:
         """Send the key proof for this connection, if there is a key: the
@@ -101,10 +141,13 @@ class ServerLink:
         """The next event after the handshake, reading as needed; it writes
         nothing, so the Receiver may call it while the main thread sends.
         The server's rate limit is kept here, not returned."""
-        while isinstance(event := self._read_event(), RateLimit):
-            self._pacer = Pacer(event)
-            self.rate_limit = event
-        return event
+        while True:
+            event = self._read_event()
+            if isinstance(event, RateLimit):
+                self._pacer = Pacer(event)
+                self.rate_limit = event
+            elif not self._keep_ticket(event):
+                return event
 
     def send_paced(self, message: protocol.Message) -> None:
         """Send a message the server counts against its rate limit, first

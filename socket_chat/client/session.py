@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 
-from socket_chat import crypto, protocol
+from socket_chat import crypto, protocol, transport
 from socket_chat.chat.presentation import printable_text
 from socket_chat.client import config as client_config
 from socket_chat.client import ui as client_ui
@@ -33,6 +33,7 @@ from socket_chat.client.link import (
     trust_server,
 )
 from socket_chat.client.receiver import WAKE_REPEAT, WAKE_SIGNAL, Display
+from socket_chat.client.tickets import TICKETS_FILE, TicketWallet
 from socket_chat.crypto import keystore
 from socket_chat.protocol import (
     EchoOwnLines,
@@ -72,8 +73,10 @@ def run(args: argparse.Namespace, display: Display) -> int:
     terminal = display.terminal
     identity = load_identity(args)
     terminal.show("Trying to connect server...")
+    wallet = ticket_wallet(args)
     link = connect(args.host, args.port)
     link.identity = identity
+    link.use_tickets(wallet, transport.format_address(args.host, args.port))
     terminal.show("Connected to server.")
     try:
         trust_server(link, args, terminal)
@@ -93,7 +96,7 @@ def run(args: argparse.Namespace, display: Display) -> int:
     comes_back = args.reconnect and terminal.interactive
     status = converse(link, display, comes_back)
     while status == RECONNECT:
-        reconnected = reconnect(args, display, identity)
+        reconnected = reconnect(args, display, identity, wallet)
         if reconnected is None:
             return 0  # the person left while it tried
         status = converse(reconnected, display, comes_back)
@@ -110,14 +113,30 @@ def load_identity(args: argparse.Namespace) -> crypto.PersonKey:
     return keystore.load_or_create_person_key(client_config.identity_path(args.identity, keystore.data_dir()))[0]
 
 
+def ticket_wallet(args: argparse.Namespace) -> TicketWallet:
+    """Where resumption tickets are kept: in memory, and with
+    --keep-tickets in the data directory's tickets file (0600) too.
+
+    Raises:
+        keystore.KeyFileError: that file is readable by others.
+    """
+    keep = getattr(args, "keep_tickets", False)
+    return TicketWallet(keystore.data_dir() / TICKETS_FILE if keep else None)
+
+
 def reconnect(
-    args: argparse.Namespace, display: Display, identity: crypto.PersonKey | None = None
+    args: argparse.Namespace,
+    display: Display,
+    identity: crypto.PersonKey | None = None,
+    wallet: TicketWallet | None = None,
 ) -> ServerLink | None:
     """Connect again, with waits that double (with jitter, so that everyone
     cut off at once does not come back at once), and take back the name;
-    show what was said meanwhile. None if the person left meanwhile (/quit,
-    end of input). A changed server key ends it, loudly, as on the first
-    connection (keystore.ServerKeyRefused)."""
+    show what was said meanwhile. The ticket the last connection got, if
+    any, is offered (``wallet``): the server resumes without RSA, or does a
+    full handshake, the same to the person. None if the person left
+    meanwhile (/quit, end of input). A changed server key ends it, loudly,
+    as on the first connection (keystore.ServerKeyRefused)."""
     terminal, name = display.terminal, display.session.own_name
     wait, name_taken_since = RECONNECT_FIRST, None
     while True:
@@ -129,6 +148,8 @@ def reconnect(
         except ClientError:
             continue  # not back yet
         link.identity = identity
+        if wallet is not None:
+            link.use_tickets(wallet, transport.format_address(args.host, args.port))
         try:
             trust_server(link, args, terminal)
             if take_back_name(link, display, name):
@@ -182,6 +203,7 @@ def take_back_name(link: ServerLink, display: Display, name: str) -> bool:
             if link.server_echoes_on_request:
                 link.send(EchoOwnLines())
             asked = True
+            link.request_ticket()
             link.send(Username(name))
         else:
             raise_if_ended(event)
@@ -254,6 +276,7 @@ def choose_username(link: ServerLink, display: Display, preset: str | None) -> s
         if attempts == 0 and link.server_echoes_on_request and terminal.interactive:
             link.send(EchoOwnLines())  # show my lines as the others see them
         attempts += 1
+        link.request_ticket()
         link.send(Username(name))
 
 

@@ -35,6 +35,9 @@ RANDOM_SIZE = 32
 X25519_KEY_SIZE = 32
 
 _KEY_SCHEDULE_LABEL = b"socket-chat v1 session keys"
+#: A resumed connection's keys (PROTOCOL.md, "Resumption"): another label,
+#: so that no key of a resumed connection can equal one of a full handshake.
+_RESUMED_LABEL = b"socket-chat v1 resumed session keys"
 
 
 class EphemeralKey:
@@ -99,14 +102,19 @@ def transcript_hash(*handshake_messages: bytes) -> bytes:
     return digest.digest()
 
 
-def derive_session_keys(rsa_secret: bytes, x25519_secret: bytes, transcript: bytes) -> SessionKeys:
+def derive_session_keys(
+    rsa_secret: bytes, x25519_secret: bytes, transcript: bytes, resumed: bool = False
+) -> SessionKeys:
     """HKDF-SHA256 (RFC 5869) from both secrets, salted with the transcript hash.
 
     Both secrets go in: the RSA-carried one so that only the holder of the
     server's private key can finish the handshake, the X25519 one so that a
-    recording cannot be decrypted later even with that key.
+    recording cannot be decrypted later even with that key. A resumed
+    connection (``resumed``) puts its resumption secret where the RSA one
+    goes, under another label.
     """
-    okm = hkdf_sha256(rsa_secret + x25519_secret, transcript, _KEY_SCHEDULE_LABEL, 2 * (KEY_SIZE + IV_SIZE))
+    label = _RESUMED_LABEL if resumed else _KEY_SCHEDULE_LABEL
+    okm = hkdf_sha256(rsa_secret + x25519_secret, transcript, label, 2 * (KEY_SIZE + IV_SIZE))
     c2s_key, s2c_key, rest = okm[:32], okm[32:64], okm[64:]
     return SessionKeys(c2s_key, rest[:IV_SIZE], s2c_key, rest[IV_SIZE:])
 

@@ -55,11 +55,12 @@ from socket_chat.protocol.events import (
     Event,
     HandshakeComplete,
     MalformedMessage,
+    ResumptionOffered,
     ServerHello,
     ServerRefused,
 )
 from socket_chat.protocol.framing import MAX_FRAME_SIZE
-from socket_chat.protocol.handshake import PROTOCOL_VERSION, ServerIdentity, refusal
+from socket_chat.protocol.handshake import PROTOCOL_VERSION, ClientTicket, ServerIdentity, refusal
 from socket_chat.protocol.handshake import may_be_server_greeting as may_be_server_greeting  # not in __all__, as before
 from socket_chat.protocol.messages import (
     GREETING_NAMES,
@@ -89,6 +90,7 @@ from socket_chat.protocol.messages import (
     MentionsRequest,
     Message,
     Motd,
+    NewTicket,
     NickChanged,
     NickRequest,
     Notice,
@@ -104,6 +106,7 @@ from socket_chat.protocol.messages import (
     SearchResult,
     StampedLine,
     Stamps,
+    TicketRequest,
     Unread,
     UserBanned,
     UserJoined,
@@ -193,6 +196,10 @@ __all__ = [
     "MentionsRequest",
     "HISTORY_PAGE",
     "MAX_HISTORY_PAGE",
+    "TicketRequest",
+    "NewTicket",
+    "ResumptionOffered",
+    "ClientTicket",
     "ClientConnection",
     "ServerConnection",
     "ServerIdentity",

@@ -31,6 +31,7 @@ from socket_chat.crypto import (
     RecordOpener,
     RecordSealer,
     SequenceExhaustedError,
+    tickets,
 )
 from socket_chat.crypto.rng import Rng
 from socket_chat.protocol import handshake
@@ -43,11 +44,19 @@ from socket_chat.protocol.events import (
     HandshakeComplete,
     MalformedMessage,
     NeedData,
+    ResumptionOffered,
     ServerHello,
     ServerRefused,
 )
 from socket_chat.protocol.framing import HEADER, ReceiveBuffer, frame
-from socket_chat.protocol.handshake import CLIENT_CONFIRM, SERVER_CONFIRM, SERVER_FINISHED, ServerIdentity
+from socket_chat.protocol.handshake import (
+    CLIENT_CONFIRM,
+    RESUMPTION_DECLINED,
+    SERVER_CONFIRM,
+    SERVER_FINISHED,
+    ClientTicket,
+    ServerIdentity,
+)
 from socket_chat.protocol.messages import CLIENT_SENDS, SERVER_SENDS, Goodbye, Message
 from socket_chat.protocol.state import ConnectionState, Step, allows, next_state
 
@@ -107,6 +116,9 @@ class _Connection:
         self._sent_goodbye = False
         self._session_id = b""  # the transcript hash, once the keys are agreed
         self._handshake_complete = False  # set with OPEN; it stays through CLOSED and ERROR
+        self._resumption_secret = b""  # what a ticket given on this connection resumes with
+        self._resumed = False  # this connection resumed by a ticket (no RSA)
+        self._transcript: list[bytes] = []  # the handshake's plaintext frames, in order
 
     @property
     def state(self) -> ConnectionState:
@@ -126,6 +138,25 @@ class _Connection:
         if not self._handshake_complete:
             raise LocalProtocolError(f"no session identifier in state {self._state.name}: the handshake is not done")
         return self._session_id
+
+    @property
+    def resumed(self) -> bool:
+        """Whether the handshake resumed by a ticket (PROTOCOL.md,
+        "Resumption") rather than a full key exchange."""
+        return self._resumed
+
+    @property
+    def resumption_secret(self) -> bytes:
+        """The secret a ticket given on this connection resumes with
+        (PROTOCOL.md, "Resumption"): the server seals it in the ticket, the
+        client keeps it beside the ticket. Never logged.
+
+        Raises:
+            LocalProtocolError: the handshake is not complete.
+        """
+        if not self._handshake_complete:
+            raise LocalProtocolError(f"no resumption secret in state {self._state.name}: the handshake is not done")
+        return self._resumption_secret
 
     @property
     def buffered_bytes(self) -> int:
@@ -339,6 +370,14 @@ class _Connection:
         if self._open_record(header, body) != expected:
             raise RemoteProtocolError("key confirmation failed")
 
+    def _agree_keys(self, first_secret: bytes, shared: bytes, *, resumed: bool, is_client: bool) -> None:
+        """Derive and install the keys from the transcript so far: the
+        session's, and the secret a ticket given on it will carry."""
+        transcript = self._session_id = crypto_utils.transcript_hash(*self._transcript)
+        keys = crypto_utils.derive_session_keys(first_secret, shared, transcript, resumed=resumed)
+        self._resumption_secret = tickets.resumption_secret(first_secret, shared, transcript)
+        self._install_keys(keys, is_client=is_client)
+
     def _install_keys(self, keys: crypto_utils.SessionKeys, *, is_client: bool) -> None:
         c2s = (keys.client_to_server_key, keys.client_to_server_iv)
         s2c = (keys.server_to_client_key, keys.server_to_client_iv)
@@ -374,21 +413,32 @@ class ClientConnection(_Connection):
     Args:
         rng: source of random bytes (default: the OS's).
         ephemeral_key: the X25519 key to use; tests pin it, others omit it.
+        ticket: a resumption ticket to offer (once) if the server's hello
+            shows the key it was given under; None: a full handshake.
     """
 
     _may_send, _may_receive = CLIENT_SENDS, SERVER_SENDS
     _role = "client"
     _may_receive_batch = True
 
-    def __init__(self, rng: Rng | None = None, ephemeral_key: EphemeralKey | None = None):
+    def __init__(
+        self, rng: Rng | None = None, ephemeral_key: EphemeralKey | None = None, ticket: ClientTicket | None = None
+    ):
         super().__init__(ConnectionState.AWAIT_SERVER_HELLO, rng)
         self._ephemeral: EphemeralKey | None = ephemeral_key or EphemeralKey.generate(self._rng)
-        self._hello = b""  # the server's hello, for the transcript
         self._server_key: crypto_utils.RSA.RsaKey | None = None
+        self._server_fingerprint = ""
         self._client_share = self._x25519_secret = b""
+        self._ticket = ticket
+
+    @property
+    def server_fingerprint(self) -> str:
+        """The fingerprint of the server key in the hello ("" before it)."""
+        return self._server_fingerprint
 
     def accept_server_key(self) -> None:
-        """Trust the server key from ``ServerHello`` and answer with the key
+        """Trust the server key from ``ServerHello`` and answer: with a
+        resumption if a ticket was given for this key, else with the key
         exchange. Call it only once the key is checked (known hosts or pin).
 
         Raises:
@@ -396,16 +446,44 @@ class ClientConnection(_Connection):
         """
         if not allows(self._state, Step.SEND_KEY_EXCHANGE):
             raise LocalProtocolError(f"can't accept a server key in state {self._state.name}")
+        ticket, self._ticket = self._ticket, None  # offered once, whatever comes of it
+        if ticket is not None and crypto_utils.fingerprints_equal(ticket.server_fingerprint, self._server_fingerprint):
+            self._send_resumption(ticket)
+            self._advance(Step.SEND_RESUMPTION)
+        else:
+            self._send_key_exchange()
+            self._advance(Step.SEND_KEY_EXCHANGE)
+
+    def _send_key_exchange(self) -> None:
         secret, client_random = self._rng(SECRET_SIZE), self._rng(RANDOM_SIZE)
         assert self._server_key is not None  # read with the hello, which AWAIT_TRUST follows
         wrapped = crypto_utils.wrap_key(self._server_key, secret, rng=self._rng)
         key_exchange = handshake.key_exchange(client_random, self._client_share, wrapped)
-        transcript = crypto_utils.transcript_hash(self._hello, key_exchange)
-        keys = crypto_utils.derive_session_keys(secret, self._x25519_secret, transcript)
-        self._x25519_secret, self._session_id = b"", transcript
-        self._install_keys(keys, is_client=True)
+        self._transcript.append(key_exchange)
+        self._agree_keys(secret, self._x25519_secret, resumed=False, is_client=True)
+        self._x25519_secret = b""
         self._send_frame(key_exchange)
-        self._advance(Step.SEND_KEY_EXCHANGE)
+
+    def _send_resumption(self, ticket: ClientTicket) -> None:
+        # PSK with (EC)DHE (RFC 8446 section 2.2): the ticket's secret and a
+        # fresh X25519 exchange, no RSA; the binder proves the secret is held.
+        before = handshake.resumption_without_binder(self._rng(RANDOM_SIZE), self._client_share, ticket.ticket)
+        binder = tickets.binder(ticket.secret, crypto_utils.transcript_hash(*self._transcript, before))
+        body = before + binder
+        self._transcript.append(body)
+        # Tentative: a decline brings the full key exchange, and its keys.
+        self._agree_keys(ticket.secret, self._x25519_secret, resumed=True, is_client=True)
+        self._send_frame(body)
+
+    def _receive_resumption_answer(self, header: bytes, body: bytes) -> None:
+        if handshake.is_resumption_declined(body):
+            self._transcript.append(body)
+            self._send_key_exchange()
+            self._advance(Step.RECEIVE_DECLINE)
+            return
+        self._x25519_secret = b""
+        self._resumed = True
+        self._receive_server_hi(header, body)
 
     def _receive_greeting(self, header: bytes, body: bytes) -> ServerHello | ServerRefused:
         if handshake.is_refusal(body):
@@ -427,9 +505,10 @@ class ClientConnection(_Connection):
             raise RemoteProtocolError(f"bad server hello: {exc}") from None
         self._client_share = ephemeral.public_bytes
         self._ephemeral = None  # forward secrecy: forget it as soon as used
-        self._hello = body
+        self._transcript.append(body)
+        self._server_fingerprint = crypto_utils.fingerprint(hello.public_der)
         self._advance(Step.RECEIVE_HELLO)
-        return ServerHello(hello.version, hello.public_der, crypto_utils.fingerprint(hello.public_der))
+        return ServerHello(hello.version, hello.public_der, self._server_fingerprint)
 
     def _receive_server_hi(self, header: bytes, body: bytes) -> None:
         self._expect_record(header, body, SERVER_CONFIRM)
@@ -440,10 +519,12 @@ class ClientConnection(_Connection):
         self._expect_record(header, body, SERVER_FINISHED)
         self._advance(Step.RECEIVE_SERVER_OK)
         self._handshake_complete = True
-        return HandshakeComplete()
+        self._transcript = []
+        return HandshakeComplete(resumed=self._resumed)
 
     _receivers: ClassVar[Mapping[ConnectionState, _Receiver]] = {
         ConnectionState.AWAIT_SERVER_HELLO: _receive_greeting,
+        ConnectionState.AWAIT_RESUMPTION: _receive_resumption_answer,
         ConnectionState.AWAIT_SERVER_HI: _receive_server_hi,
         ConnectionState.AWAIT_SERVER_OK: _receive_server_ok,
         ConnectionState.OPEN: _Connection._receive_message,
@@ -469,8 +550,77 @@ class ServerConnection(_Connection):
         super().__init__(ConnectionState.AWAIT_KEY_EXCHANGE, rng)
         self._identity_key = identity.key
         self._ephemeral: EphemeralKey | None = ephemeral_key or EphemeralKey.generate(self._rng)
-        self._hello = handshake.hello(self._rng(RANDOM_SIZE), self._ephemeral.public_bytes, identity.public_der)
-        self._send_frame(self._hello)
+        hello = handshake.hello(self._rng(RANDOM_SIZE), self._ephemeral.public_bytes, identity.public_der)
+        self._transcript.append(hello)
+        self._send_frame(hello)
+        self._offer: handshake.Resumption | None = None  # a resumption, until it is taken or declined
+        self._offer_shared = b""
+
+    # Resumption (PROTOCOL.md section 2): after ``ResumptionOffered``.
+
+    def binder_matches(self, secret: bytes) -> bool:
+        """Whether the client's binder proves it holds ``secret``, the
+        resumption secret of the ticket it offered: check it before
+        spending the ticket (marking it used), so that someone who only saw
+        the ticket go by cannot spend it.
+
+        Raises:
+            LocalProtocolError: no resumption is waiting (``AWAIT_TICKET_CHECK``).
+        """
+        offer = self._waiting_offer("check a binder")
+        expected = tickets.binder(secret, crypto_utils.transcript_hash(self._transcript[0], offer.before_binder))
+        return tickets.binders_equal(expected, offer.binder)
+
+    def resume(self, secret: bytes) -> None:
+        """Take the resumption with ``secret`` (from the ticket, opened by
+        the caller, its binder checked, its id not used before): the keys
+        are agreed and the server's HI goes to ``data_to_send()``.
+
+        Raises:
+            LocalProtocolError: no resumption is waiting, or the binder does
+                not match ``secret``; state unchanged.
+        """
+        if not self.binder_matches(secret):
+            raise LocalProtocolError("the client's binder does not match this secret: decline the resumption")
+        offer = _set(self._offer, "the offer")
+        self._transcript.append(offer.before_binder + offer.binder)
+        self._agree_keys(secret, self._offer_shared, resumed=True, is_client=False)
+        self._ephemeral, self._offer, self._offer_shared = None, None, b""  # forward secrecy
+        self._resumed = True
+        self._send_record(SERVER_CONFIRM)
+        self._advance(Step.ACCEPT_RESUMPTION)
+
+    def decline_resumption(self) -> None:
+        """Do not resume (the ticket is bad, used, expired, or the server
+        takes none): the decline goes to ``data_to_send()``, and the client
+        answers with a key exchange, as in a full handshake.
+
+        Raises:
+            LocalProtocolError: no resumption is waiting; state unchanged.
+        """
+        offer = self._waiting_offer("decline a resumption")
+        self._transcript += [offer.before_binder + offer.binder, RESUMPTION_DECLINED]
+        self._offer, self._offer_shared = None, b""
+        self._send_frame(RESUMPTION_DECLINED)
+        self._advance(Step.DECLINE_RESUMPTION)
+
+    def _waiting_offer(self, what: str) -> handshake.Resumption:
+        if self._state is not ConnectionState.AWAIT_TICKET_CHECK or self._offer is None:
+            raise LocalProtocolError(f"can't {what} in state {self._state.name}")
+        return self._offer
+
+    def _receive_first(self, header: bytes, body: bytes) -> ResumptionOffered | None:
+        if not handshake.is_resumption(body):
+            self._receive_key_exchange(header, body)
+            return None
+        offer = handshake.read_resumption(body)
+        try:
+            self._offer_shared = _set(self._ephemeral, "the ephemeral key").agree(offer.share)
+        except CryptoError as exc:
+            raise RemoteProtocolError(f"bad resumption: {exc}") from None
+        self._offer = offer
+        self._advance(Step.RECEIVE_RESUMPTION)
+        return ResumptionOffered(offer.ticket)
 
     def _receive_key_exchange(self, header: bytes, body: bytes) -> None:
         key_exchange = handshake.read_key_exchange(body)
@@ -480,8 +630,8 @@ class ServerConnection(_Connection):
             raise RemoteProtocolError(f"bad key exchange: {exc}") from None
         self._ephemeral = None  # forward secrecy: forget it as soon as used
         secret = self._unwrap_secret(key_exchange.wrapped)
-        transcript = self._session_id = crypto_utils.transcript_hash(self._hello, body)
-        self._install_keys(crypto_utils.derive_session_keys(secret, shared, transcript), is_client=False)
+        self._transcript.append(body)
+        self._agree_keys(secret, shared, resumed=False, is_client=False)
         self._send_record(SERVER_CONFIRM)
         self._advance(Step.RECEIVE_KEY_EXCHANGE)
 
@@ -500,10 +650,12 @@ class ServerConnection(_Connection):
         self._send_record(SERVER_FINISHED)
         self._advance(Step.RECEIVE_CLIENT_HI)
         self._handshake_complete = True
-        return HandshakeComplete()
+        self._transcript = []
+        return HandshakeComplete(resumed=self._resumed)
 
     _receivers: ClassVar[Mapping[ConnectionState, _Receiver]] = {
-        ConnectionState.AWAIT_KEY_EXCHANGE: _receive_key_exchange,
+        ConnectionState.AWAIT_KEY_EXCHANGE: _receive_first,
+        ConnectionState.AWAIT_FULL_KEY_EXCHANGE: _receive_key_exchange,
         ConnectionState.AWAIT_CLIENT_HI: _receive_client_hi,
         ConnectionState.OPEN: _Connection._receive_message,
     }

@@ -10,7 +10,7 @@ event is buffered yet (as in h11).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from socket_chat.protocol.messages import Message
@@ -19,6 +19,7 @@ __all__ = [
     "NEED_DATA",
     "NeedData",
     "ServerHello",
+    "ResumptionOffered",
     "ServerRefused",
     "HandshakeComplete",
     "ConnectionClosed",
@@ -59,8 +60,20 @@ class ServerRefused:
 
 
 @dataclass(frozen=True)
+class ResumptionOffered:
+    """Server: the client offers to resume with ``ticket`` instead of a key
+    exchange. The caller opens the ticket (its keys, its used ids) and then
+    calls ``resume(secret)`` or ``decline_resumption()``."""
+
+    ticket: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
 class HandshakeComplete:
-    """Keys are confirmed both ways; application messages may flow."""
+    """Keys are confirmed both ways; application messages may flow.
+    ``resumed``: by a ticket, without the server's RSA key."""
+
+    resumed: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,4 +95,6 @@ class MalformedMessage:
 
 
 #: What ``next_event`` returns, besides ``NEED_DATA``.
-Event = ServerHello | ServerRefused | HandshakeComplete | ConnectionClosed | MalformedMessage | Message
+Event = (
+    ServerHello | ServerRefused | ResumptionOffered | HandshakeComplete | ConnectionClosed | MalformedMessage | Message
+)

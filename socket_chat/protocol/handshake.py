@@ -35,12 +35,25 @@ __all__ = [
     "refusal",
     "read_refusal",
     "may_be_server_greeting",
+    "Resumption",
+    "ClientTicket",
+    "resumption",
+    "resumption_without_binder",
+    "read_resumption",
+    "is_resumption",
+    "RESUMPTION_DECLINED",
+    "is_resumption_declined",
 ]
 
 PROTOCOL_VERSION = 1
 _SERVER_HELLO = 0x01
 _KEY_EXCHANGE = 0x02
 _REFUSAL = 0x03
+# Resumption (PROTOCOL.md section 2, "Resumption"): the client's second
+# frame in place of the key exchange, and the server's answer when it will
+# not resume (a full handshake follows on the same connection).
+_RESUMPTION = 0x50
+_RESUMPTION_DECLINED = 0x51
 #: The plaintexts of the handshake's records: the server's HI, the client's
 #: HI back, and the server's OK. Each proves the sender derived the keys.
 SERVER_CONFIRM = b"HI"
@@ -64,6 +77,18 @@ class ServerIdentity:
         """The identity of an RSA private key."""
         der = crypto_utils.export_public_key(key)
         return cls(key, der, crypto_utils.fingerprint(der))
+
+
+@dataclass(frozen=True)
+class ClientTicket:
+    """A resumption ticket as a client holds it: the ticket (opaque), the
+    resumption secret the connection that got it derived, and the
+    fingerprint of the server key it was given under (a ticket is offered
+    only to that key). Secret and ticket stay out of ``repr``."""
+
+    ticket: bytes = field(repr=False)
+    secret: bytes = field(repr=False)
+    server_fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -117,6 +142,74 @@ def read_key_exchange(body: bytes) -> KeyExchange:
     """
     return KeyExchange(*_read_shares(body, _KEY_EXCHANGE, "key exchange"))
 
+
+@dataclass(frozen=True)
+class Resumption:
+    """A client's resumption as read: its X25519 share, the ticket, the
+    binder, and the body up to the binder (what the binder is taken over,
+    with the server's hello)."""
+
+    share: bytes
+    ticket: bytes = field(repr=False)
+    binder: bytes = field(repr=False)
+    before_binder: bytes = field(repr=False)
+
+
+def resumption(random: bytes, share: bytes, ticket: bytes, binder: bytes) -> bytes:
+    """The body of a resumption: ``0x50 || version || random[32] ||
+    share[32] || ticket_length:u16 || ticket || binder[32]``, the binder
+    last (``resumption_without_binder`` gives what it is made over).
+
+    Raises:
+        LocalProtocolError: the ticket does not fit in a field.
+    """
+    return resumption_without_binder(random, share, ticket) + binder
+
+
+def resumption_without_binder(random: bytes, share: bytes, ticket: bytes) -> bytes:
+    if len(ticket) > 0xFFFF:
+        raise LocalProtocolError("ticket is too long to encode")
+    return _shares(_RESUMPTION, random, share, ticket)
+
+
+def is_resumption(body: bytes) -> bool:
+    """Whether the client's second frame is a resumption, not a key exchange."""
+    return body[:1] == bytes([_RESUMPTION])
+
+
+def read_resumption(body: bytes) -> Resumption:
+    """Read a resumption's body.
+
+    Raises:
+        RemoteProtocolError: not a resumption, another version, or malformed.
+    """
+    if len(body) < _BINDER_SIZE:
+        raise RemoteProtocolError("resumption is cut short")
+    before, binder = body[:-_BINDER_SIZE], body[-_BINDER_SIZE:]
+    share, ticket = _read_shares(before, _RESUMPTION, "resumption")
+    return Resumption(share, ticket, binder, before)
+
+
+#: The body of the server's answer to a resumption it will not take: the
+#: client then sends its key exchange, as in a full handshake.
+RESUMPTION_DECLINED = bytes([_RESUMPTION_DECLINED, PROTOCOL_VERSION])
+
+
+def is_resumption_declined(body: bytes) -> bool:
+    """Whether a frame the client reads after its resumption is the
+    server's decline (two bytes, in clear) rather than its first record (a
+    record is at least 16 bytes: its tag).
+
+    Raises:
+        RemoteProtocolError: a decline of another version.
+    """
+    if len(body) != len(RESUMPTION_DECLINED) or body[0] != _RESUMPTION_DECLINED:
+        return False
+    _check_version(body[1])
+    return True
+
+
+_BINDER_SIZE = 32
 
 # The hello and the key exchange have one layout: type, version, random[32],
 # X25519 share[32], then a sized field (the server's key, the wrapped secret).

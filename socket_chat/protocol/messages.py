@@ -77,6 +77,8 @@ __all__ = [
     "MentionsRequest",
     "HISTORY_PAGE",
     "MAX_HISTORY_PAGE",
+    "TicketRequest",
+    "NewTicket",
     "MESSAGE_TYPES",
     "CLIENT_SENDS",
     "SERVER_SENDS",
@@ -706,6 +708,30 @@ class MentionsRequest(Message):
     TYPE: ClassVar[int] = 0x46
 
 
+# Added with resumption (PROTOCOL.md section 2, "Resumption"): a client asks
+# for a ticket once a connection is open; an older server answers with
+# ErrorNotice("Message not understood: ..."), which this client takes as "no
+# tickets here" and does not show.
+
+
+@dataclass(frozen=True)
+class TicketRequest(Message):
+    """Client: give me a resumption ticket for my next connection."""
+
+    TYPE: ClassVar[int] = 0x52
+
+
+@dataclass(frozen=True)
+class NewTicket(Message):
+    """Server: a resumption ticket (RFC 8446's NewSessionTicket), good for
+    one resumption within ``lifetime`` seconds; ``lifetime`` 0 and an empty
+    ticket: none is given. The ticket stays out of ``repr``."""
+
+    TYPE: ClassVar[int] = 0x53
+    lifetime: int
+    ticket: bytes = field(repr=False)
+
+
 #: Every message class by its type byte.
 MESSAGE_TYPES: Mapping[int, type[Message]] = {
     cls.TYPE: cls
@@ -760,6 +786,8 @@ MESSAGE_TYPES: Mapping[int, type[Message]] = {
         PageEnd,
         Unread,
         MentionsRequest,
+        TicketRequest,
+        NewTicket,
     )
 }
 # Read each class's field specs now, so that a field of a type the wire
@@ -792,6 +820,7 @@ CLIENT_SENDS: frozenset[type[Message]] = frozenset(
         Stamps,
         HistoryRequest,
         MentionsRequest,
+        TicketRequest,
     }
 )
 #: The messages a server may send: all but the client's own, and the three

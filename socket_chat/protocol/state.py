@@ -36,12 +36,20 @@ class ConnectionState(enum.Enum):
     #: Client: the server's key is known; the caller must call
     #: ``accept_server_key()`` if it trusts it, or close.
     AWAIT_TRUST = enum.auto()
+    #: Client: resumption sent (a ticket, no RSA); waiting for the server's
+    #: HI under the resumed keys, or its decline (then a full handshake).
+    AWAIT_RESUMPTION = enum.auto()
     #: Client: key exchange sent; waiting for the server's encrypted HI.
     AWAIT_SERVER_HI = enum.auto()
     #: Client: HI sent back; waiting for the server's encrypted OK.
     AWAIT_SERVER_OK = enum.auto()
     #: Server: hello sent; waiting for the client's key exchange.
     AWAIT_KEY_EXCHANGE = enum.auto()
+    #: Server: a resumption arrived; the caller must open its ticket and
+    #: call ``resume(secret)`` or ``decline_resumption()``.
+    AWAIT_TICKET_CHECK = enum.auto()
+    #: Server: resumption declined; waiting for the client's key exchange.
+    AWAIT_FULL_KEY_EXCHANGE = enum.auto()
     #: Server: HI sent; waiting for the client's encrypted HI.
     AWAIT_CLIENT_HI = enum.auto()
     #: Handshake done: application messages flow both ways.
@@ -61,6 +69,16 @@ class Step(enum.Enum):
     RECEIVE_REFUSAL = "receive refusal"
     #: Client: the caller trusts the server's key; the key exchange goes out.
     SEND_KEY_EXCHANGE = "send key exchange"
+    #: Client: the caller trusts the server's key; a resumption goes out.
+    SEND_RESUMPTION = "send resumption"
+    #: Client: the server declined the resumption; the key exchange goes out.
+    RECEIVE_DECLINE = "receive decline, send key exchange"
+    #: Server: the client offered a ticket.
+    RECEIVE_RESUMPTION = "receive resumption"
+    #: Server: the ticket and its binder check out; the server's HI goes out.
+    ACCEPT_RESUMPTION = "accept resumption, send HI"
+    #: Server: the ticket is not taken; the decline goes out.
+    DECLINE_RESUMPTION = "decline resumption"
     #: Server: the client's key exchange arrived; the server's HI goes out.
     RECEIVE_KEY_EXCHANGE = "receive key exchange, send HI"
     #: Client: the server's HI checks out; the client's HI goes back.
@@ -80,10 +98,19 @@ _S = ConnectionState
 #: The handshake, each side's steps in order.
 _HANDSHAKE: dict[ConnectionState, dict[Step, ConnectionState]] = {
     _S.AWAIT_SERVER_HELLO: {Step.RECEIVE_HELLO: _S.AWAIT_TRUST, Step.RECEIVE_REFUSAL: _S.CLOSED},
-    _S.AWAIT_TRUST: {Step.SEND_KEY_EXCHANGE: _S.AWAIT_SERVER_HI},
+    _S.AWAIT_TRUST: {Step.SEND_KEY_EXCHANGE: _S.AWAIT_SERVER_HI, Step.SEND_RESUMPTION: _S.AWAIT_RESUMPTION},
+    _S.AWAIT_RESUMPTION: {Step.RECEIVE_DECLINE: _S.AWAIT_SERVER_HI, Step.RECEIVE_SERVER_HI: _S.AWAIT_SERVER_OK},
     _S.AWAIT_SERVER_HI: {Step.RECEIVE_SERVER_HI: _S.AWAIT_SERVER_OK},
     _S.AWAIT_SERVER_OK: {Step.RECEIVE_SERVER_OK: _S.OPEN},
-    _S.AWAIT_KEY_EXCHANGE: {Step.RECEIVE_KEY_EXCHANGE: _S.AWAIT_CLIENT_HI},
+    _S.AWAIT_KEY_EXCHANGE: {
+        Step.RECEIVE_KEY_EXCHANGE: _S.AWAIT_CLIENT_HI,
+        Step.RECEIVE_RESUMPTION: _S.AWAIT_TICKET_CHECK,
+    },
+    _S.AWAIT_TICKET_CHECK: {
+        Step.ACCEPT_RESUMPTION: _S.AWAIT_CLIENT_HI,
+        Step.DECLINE_RESUMPTION: _S.AWAIT_FULL_KEY_EXCHANGE,
+    },
+    _S.AWAIT_FULL_KEY_EXCHANGE: {Step.RECEIVE_KEY_EXCHANGE: _S.AWAIT_CLIENT_HI},
     _S.AWAIT_CLIENT_HI: {Step.RECEIVE_CLIENT_HI: _S.OPEN},
     _S.OPEN: {},
 }

@@ -36,6 +36,7 @@ from socket_chat.server.console import CONSOLE, OperatorConsole
 from socket_chat.server.handler import SHUTDOWN_GRACE, ClientHandler, server_full
 from socket_chat.server.sender import Sender
 from socket_chat.server.store import SqliteStore
+from socket_chat.server.tickets import TicketService
 
 __all__ = ["ChatServer", "REFUSALS", "SHUTTING_DOWN"]
 
@@ -126,6 +127,7 @@ class ChatServer:
         registrations: NameRegistry | None = None,
         operators: AllowFile | None = None,
         bans: Bans | None = None,
+        tickets: TicketService | bool = True,
     ) -> None:
         self.allow = allow  # --allow: only its keys get in
         self.operators = operators  # --operators: its keys may run the operator's commands
@@ -137,6 +139,12 @@ class ChatServer:
         # in a cluster, where each server would keep its own.
         self.offline = OfflineMessages(store) if registrations is not None and cluster is None else None
         self.identity = ServerIdentity.of(identity_key)
+        #: Resumption tickets (tickets.py): given with keys in memory unless
+        #: a service is passed (the command line keeps them in a file or in
+        #: the cluster); None (``tickets=False``): none given, none taken.
+        self.tickets: TicketService | None = (
+            TicketService(self.identity) if tickets is True else tickets if isinstance(tickets, TicketService) else None
+        )
         self.limits = limits
         self.handshaking: contextlib.AbstractContextManager[object] = threading.Lock()
         self.store = store  # the history on disk (store.py); closed by server_close

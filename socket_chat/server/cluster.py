@@ -77,6 +77,11 @@ PREFIX = "socket-chat:"
 STREAM = PREFIX + "chat"
 NAME_PREFIX = PREFIX + "name:"
 AWAY = PREFIX + "away"  # hash: name key (names.key) -> "NAME<LF>MESSAGE", for those away
+#: A resumption ticket key by period (server/tickets.py): set once (SET NX) by
+#: the first server that needs it, dropped by Redis once no ticket under it lives.
+TICKET_KEY_PREFIX = PREFIX + "ticket-key:"
+#: A used ticket's id (hex), until the ticket would have expired anyway.
+TICKET_USED_PREFIX = PREFIX + "ticket-used:"
 #: names.RULES of the servers in the cluster: set by the first to join, kept
 #: alive by every server's refresh, so that it lapses once they are all gone.
 NAMES_RULES = PREFIX + "names-rules"
@@ -622,6 +627,23 @@ class RedisCluster:
             self._connected.clear()
         log.warning("cluster lost: %s; the chat is degraded", exc)
         self._room.notify_here(Notice(DEGRADED))
+
+    # Resumption tickets (tickets.SharedTicketKeys).
+
+    def ticket_key(self, period: int, candidate: bytes | None, ttl: int) -> bytes | None:
+        """The ticket key of ``period``, set to ``candidate`` first if no
+        server has set one (for ``ttl`` seconds); None if there is none or
+        Redis cannot be reached (no tickets given or taken meanwhile)."""
+        name = TICKET_KEY_PREFIX + str(period)
+        if candidate is not None:
+            self._try(self._redis.set, name, candidate, nx=True, ex=ttl)
+        found = self._try(self._redis.get, name)
+        return found if isinstance(found, bytes) else None
+
+    def spend_ticket(self, ticket_id: bytes, ttl: int) -> bool:
+        """Mark a ticket used for ``ttl`` seconds; False if some server of
+        the cluster took it already (or Redis cannot be reached)."""
+        return bool(self._try(self._redis.set, TICKET_USED_PREFIX + ticket_id.hex(), b"1", nx=True, ex=ttl))
 
     # Helpers.
 

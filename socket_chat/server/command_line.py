@@ -22,13 +22,14 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from socket_chat import cli, protocol, transport
+from socket_chat import crypto as crypto_utils
 from socket_chat.chat.bans import Bans
 from socket_chat.chat.limits import Limits, Startups, startups_type
 from socket_chat.chat.presentation import printable_text
 from socket_chat.chat.registrations import DEFAULT_EXPIRY_DAYS, NameRegistry, Registrations
 from socket_chat.chat.room import DEFAULT_HISTORY
 from socket_chat.crypto import keystore
-from socket_chat.server import descriptors, store
+from socket_chat.server import descriptors, store, tickets
 from socket_chat.server.allow_file import OPERATORS_FILE, AllowFile, AllowFileError
 from socket_chat.server.app import ChatServer
 from socket_chat.server.console import COMMANDS as CONSOLE_COMMANDS
@@ -436,6 +437,23 @@ def _reload_in_background(server: ChatServer) -> None:
     threading.Thread(target=server.reload_allow_list, name="reload", daemon=True).start()
 
 
+def ticket_keys_path(key_path: Path) -> Path:
+    """Where the resumption ticket keys are kept: beside the server's key,
+    named after it (``server_key.pem``: ``server_key.tickets``), 0600."""
+    return key_path.with_suffix(".tickets")
+
+
+def ticket_service(
+    key: crypto_utils.RSA.RsaKey, keys: tickets.FileTicketKeys | None, room_cluster: RedisCluster | None
+) -> tickets.TicketService:
+    """The resumption tickets: keys in the file, or shared through the
+    cluster's Redis (so that any of its servers takes a ticket)."""
+    identity = protocol.ServerIdentity.of(key)
+    if room_cluster is not None:
+        return tickets.TicketService(identity, tickets.SharedTicketKeys(room_cluster))
+    return tickets.TicketService(identity, keys)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -446,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         allow = None if args.allow is None else AllowFile(args.allow)
         operators = None if args.operators is None else AllowFile(args.operators, OPERATORS_FILE)
         key = keystore.load_or_create_identity_key(key_path)
+        ticket_keys = None if args.cluster else tickets.FileTicketKeys(ticket_keys_path(key_path))
         room_cluster = join_cluster(args)
     except (keystore.KeyFileError, MotdFileError, AllowFileError) as exc:
         print(exc, file=sys.stderr)
@@ -477,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
                 registrations=registrations_from(args, history_store, room_cluster),
                 operators=operators,
                 bans=None if room_cluster is None else shared_bans(room_cluster),
+                tickets=ticket_service(key, ticket_keys, room_cluster),
             )
         except (descriptors.DescriptorLimitError, store.StoreError) as exc:
             print(exc, file=sys.stderr)

@@ -27,6 +27,7 @@ from socket_chat.protocol import (
     HandshakeComplete,
     Message,
     ProtocolError,
+    ResumptionOffered,
     ServerConnection,
     encode,
 )
@@ -101,7 +102,9 @@ class ClientHandler:
             host=self.host,
             operators=server.operators_list,
             operate=server.operate,
+            tickets=None if server.tickets is None else self._new_ticket,
         )
+        self._resumed_key: str | None = None  # the key a resumption's ticket carried
 
     # What the room calls (room.Member).
 
@@ -171,6 +174,9 @@ class ClientHandler:
             self._gate = self.server.handshaking  # around its cryptography, one handshake at a time
             self.sock.sendall(self.conn.data_to_send())
             event = self._next_event(deadline, flush=True)
+            if isinstance(event, ResumptionOffered):
+                self._answer_resumption(event)
+                event = self._next_event(deadline, flush=True)
             if isinstance(event, ConnectionClosed):
                 log.info("%s: closed during the handshake", self.peer)
                 raise _ClientLeft()
@@ -183,7 +189,24 @@ class ClientHandler:
             if self.ticket is not None:
                 self.server.admission.penalize(self.ticket)
             raise
-        log.info("%s: handshake complete", self.peer)
+        log.info("%s: handshake complete%s", self.peer, " (resumed)" if self.conn.resumed else "")
+
+    def _answer_resumption(self, offer: ResumptionOffered) -> None:
+        """Resume if the ticket is good (never holding the handshake gate:
+        in a cluster, its check asks Redis), else decline: the client
+        then does a full handshake."""
+        tickets = self.server.tickets
+        contents = None if tickets is None else tickets.redeem(self.conn, offer.ticket)
+        if contents is None:
+            self.conn.decline_resumption()
+        else:
+            self.conn.resume(contents.secret)
+            self._resumed_key = contents.fingerprint or None
+        self.sock.sendall(self.conn.data_to_send())
+
+    def _new_ticket(self, fingerprint: str | None) -> protocol.NewTicket:
+        assert self.server.tickets is not None  # given to the session only then
+        return self.server.tickets.issue(self.conn.resumption_secret, fingerprint)
 
     def _take_place(self) -> None:
         """Hold one of the ``max_clients`` places, now that the handshake
@@ -197,7 +220,7 @@ class ClientHandler:
         deadline until it has a name, then without one."""
         session = self.session
         naming = _Deadline(self.limits.username_timeout, "waiting for a username")
-        session.start(self.conn.session_id)  # what a key proof signs
+        session.start(self.conn.session_id, self._resumed_key)  # the session id: what a key proof signs
         while session.stage is not Stage.ENDED:
             session.receive(self._next_event(naming if session.stage is Stage.NAMING else None))
         if session.goodbye is not None:
