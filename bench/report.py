@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import crowd, flood, lockstep
+from bench import crowd, flood, lockstep, peer
 from bench.findings import CLUSTER_PROFILE, cluster_finding, findings
 from bench.runner import CHAT, PLAIN, UNBATCHED, Results
 from bench.tables import (
@@ -34,6 +34,7 @@ SECTIONS = (
     "## Handshake",
     "## Fan-out",
     "## Lockstep",
+    "## The IRC server as a peer",
     "## Cluster",
     "## Crowd",
     "## Memory",
@@ -49,6 +50,7 @@ def print_tables(results: Results) -> None:
         ("Handshake", handshake_table(results)),
         ("Fan-out", fanout_table(results)),
         ("Lockstep", lockstep.table(results.lockstep, results.costs_us, KIND_NAMES)),
+        ("The IRC server as a peer", peer.table(results.peer)),
         ("Cluster", cluster_table(results)),
         ("Crowd", [*table(*crowd.fill_rows(results.crowd)), "", *table(*crowd.heard_rows(results.crowd))]),
         ("Memory", memory_table(results)),
@@ -111,6 +113,7 @@ def write_markdown(
         *fanout_table(results),
         "",
         *lockstep.section(results.lockstep, results.costs_us, KIND_NAMES, CHAT, PLAIN),
+        *peer.section(results.peer),
         "## Cluster",
         "",
         "The same flat-out fan-out (the first *senders* of the *clients* send, every message goes "
@@ -241,6 +244,7 @@ def write_json(results: Results, path: Path) -> None:
             for r in results.lockstep
         ],
         "crowd": crowd.to_json(results.crowd),
+        "peer": peer.as_json(results.peer),
         "costs_us": results.costs_us,
         "errors": results.errors,
     }

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from bench import crowd, flood, lockstep, micro, scenarios
+from bench import crowd, flood, lockstep, micro, peer, scenarios
 from bench.loadgen import BenchError
 from bench.redis_server import RedisServer
 from bench.servers import ROOT, TEST_KEY
@@ -50,6 +50,7 @@ class Plan:
     lockstep_rooms: tuple[int, ...] = ()  # lockstep in rooms of these sizes too, beside those of `sizes`
     crowd: crowd.CrowdPlan = crowd.NO_CROWD  # rooms of thousands (bench/crowd.py)
     flood_seconds: float = 10.0  # per setup of the handshake flood (bench/flood.py)
+    peer: peer.PeerPlan = peer.NO_PEER  # the IRC server beside ours (bench/peer.py)
 
 
 FULL = Plan(
@@ -66,6 +67,7 @@ FULL = Plan(
     cluster_senders=10,
     lockstep_rooms=(501,),
     crowd=crowd.FULL_CROWD,
+    peer=peer.FULL_PEER,
 )
 QUICK = Plan(
     sizes={PLAIN: (10, 50), UNBATCHED: (10,), CHAT: (10, 50)},
@@ -83,6 +85,7 @@ QUICK = Plan(
     lockstep_least=10,
     crowd=crowd.QUICK_CROWD,
     flood_seconds=2.0,
+    peer=peer.QUICK_PEER,
 )
 
 
@@ -121,6 +124,7 @@ class Results:
     lockstep: list[lockstep.LockstepResult] = field(default_factory=list)
     crowd: crowd.CrowdResults = field(default_factory=crowd.CrowdResults)
     flood: list[flood.FloodRun] = field(default_factory=list)
+    peer: peer.PeerResults = field(default_factory=peer.PeerResults)
     errors: list[str] = field(default_factory=list)
 
 
@@ -194,6 +198,12 @@ def run(plan: Plan, progress=print) -> Results:
                 functools.partial(measure_room, plan, kind, members, results, fan_out=False),
                 progress,
             )
+    guarded(
+        results,
+        "peer: the IRC server (ngircd over TLS) beside ours",
+        lambda: peer.measure(plan.peer, results.peer, functools.partial(ServerProcess, CHAT), progress, results.errors),
+        progress,
+    )
     guarded(
         results,
         f"{SMALL_STACKS}, room of {plan.stack_room}",
