@@ -28,6 +28,7 @@ from socket_chat.protocol import Notice, ServerIdentity
 from socket_chat.server import admission
 from socket_chat.server.allow_file import AllowFile, AllowFileError
 from socket_chat.server.handler import SHUTDOWN_GRACE, ClientHandler, server_full
+from socket_chat.server.handshakes import HandshakeThread
 from socket_chat.server.sender import Sender
 from socket_chat.server.store import SqliteStore
 
@@ -108,6 +109,7 @@ class ChatServer:
         self.identity = ServerIdentity.of(identity_key)
         self.limits = limits
         self.handshaking: contextlib.AbstractContextManager[object] = threading.Lock()
+        self.handshakes = HandshakeThread(lambda: self.handshaking)  # the readers' handshake cryptography
         self.store = store  # the history on disk (store.py); closed by server_close
         self.room = Room(history_size=history, motd=motd, cluster=cluster, store=store)
         self.admission = admission.Admission(
@@ -169,6 +171,7 @@ class ChatServer:
                 handler.abort()
                 thread.join(SHUTDOWN_GRACE)
         self.sender.stop()
+        self.handshakes.stop()
         self.room.cluster.close()
         if self.store is not None:
             self.store.close()  # last: the members are gone, nothing more is kept
