@@ -46,29 +46,30 @@ class HandshakeThread:
     (the server's ``handshaking`` lock, looked up at each call).
 
     Methods for the caller: ``run`` (from any reader thread) and ``stop``.
-    The thread starts at the first ``run``; after ``stop``, ``run`` does the
+    The thread starts with the object; after ``stop``, ``run`` does the
     call in the caller's thread, still under the gate.
     """
 
     def __init__(self, gate: Callable[[], contextlib.AbstractContextManager[object]]) -> None:
         self._gate = gate
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()  # guards _thread and _stopped
-        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # guards _stopped
         self._stopped = False
+        # Started at once, as the sender is: the server's threads are all
+        # there before its first client, and none appears with a handshake.
+        self._thread = threading.Thread(target=self._serve, name="handshakes", daemon=True)
+        self._thread.start()
 
     def run(self, call: Callable[[], T]) -> T:
         """``call()`` in the handshake thread; its result, or its exception raised here."""
-        with self._lock:
+        job = _Call(call)
+        with self._lock:  # so that no call is handed over after stop's end mark
             here = self._stopped
-            if not here and self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name="handshakes", daemon=True)
-                self._thread.start()
+            if not here:
+                self._calls.put(job)
         if here:
             with self._gate():
                 return call()
-        job = _Call(call)
-        self._calls.put(job)
         job.done.acquire()
         if job.error is not None:
             raise job.error
@@ -77,11 +78,11 @@ class HandshakeThread:
     def stop(self) -> None:
         """End the thread once what was handed over has run."""
         with self._lock:
+            if self._stopped:
+                return
             self._stopped = True
-            thread = self._thread
-        if thread is not None:
-            self._calls.put(None)
-            thread.join(STOP_TIMEOUT)
+            self._calls.put(None)  # after every call handed over
+        self._thread.join(STOP_TIMEOUT)
 
     def _serve(self) -> None:
         while (job := self._calls.get()) is not None:
