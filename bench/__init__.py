@@ -7,6 +7,8 @@ throughput and latency, memory, and two baselines: a plaintext server of the
 same shape (the cost floor) and the raw cost of one record. Its cluster mode
 runs the same fan-out on one server alone, then on one and two servers with
 ``--cluster`` on a redis-server of its own (skipped without redis-server).
+Its peer is an IRC server, Debian's ngircd over TLS, measured the same way
+beside ours in the same run (skipped, and said so, without ngircd).
 
 Modules:
     plain     the plaintext floor: the same framing and threads, no crypto
@@ -15,6 +17,8 @@ Modules:
     redis_server  a redis-server on loopback for the cluster runs (and tests)
     micro     raw costs and cProfile of the hot paths, in process
     flood     one address flooding handshakes, per-address limits off and on
+    irc       ngircd over TLS on loopback, and an IRC client the load generator drives
+    peer      the chat and ngircd side by side: connect, lockstep, flat out, RSS
     crowd     rooms of 1,000 and 5,000 filled, heard and refilled in a
               reconnect storm, by load generators in several processes
     tables    the report's tables and its targets

@@ -1,7 +1,8 @@
 """The load generator: many protocol clients in one process, on one selector.
 
 Each ``BenchClient`` is a non-blocking socket and a sans-I/O connection
-(``protocol.ClientConnection``, or ``plain.PlainConnection`` for the floor);
+(``protocol.ClientConnection``, ``plain.PlainConnection`` for the floor, or
+any other ``WireConnection``, such as bench/irc.py's IRC client over TLS);
 ``LoadGen.pump`` reads whatever is ready, feeds the connections and writes
 their answers. No thread per client, so a thousand fit in one process.
 Every loop here is bounded by a deadline.
@@ -12,6 +13,8 @@ from __future__ import annotations
 import selectors
 import socket
 import time
+from collections.abc import Callable
+from typing import Protocol
 
 from bench.plain import PlainConnection
 from socket_chat import protocol
@@ -41,17 +44,40 @@ class BenchError(Exception):
     """The run cannot go on (a client was refused, a deadline passed)."""
 
 
+class WireConnection(Protocol):
+    """What the load generator drives: a sans-I/O client connection."""
+
+    def receive_data(self, data: bytes) -> None: ...
+
+    def next_event(self): ...
+
+    def send(self, message) -> None: ...
+
+    def data_to_send(self) -> bytes: ...
+
+
+#: Makes a client's connection; None: ours (or the plaintext floor's).
+ConnectionFactory = Callable[[], WireConnection] | None
+
+
 class BenchClient:
     """One simulated person: a socket, a connection and what it still has to write."""
 
-    def __init__(self, address, name: str, plain: bool, ticket: protocol.ClientTicket | None = None) -> None:
+    def __init__(
+        self,
+        address,
+        name: str,
+        plain: bool,
+        connection: ConnectionFactory = None,
+        ticket: protocol.ClientTicket | None = None,
+    ) -> None:
         self.name = name
         self.started = time.perf_counter()
         self.sock = socket.create_connection(address, timeout=10)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the client does (transport.tune)
         self.sock.setblocking(False)
-        self.conn: PlainConnection | protocol.ClientConnection = (
-            PlainConnection() if plain else protocol.ClientConnection(ticket=ticket)
+        self.conn: WireConnection = (
+            connection() if connection else PlainConnection() if plain else protocol.ClientConnection(ticket=ticket)
         )
         self.pending = bytearray()
         self.ready_at: float | None = None
@@ -64,10 +90,12 @@ class BenchClient:
 
 class LoadGen:
     """Drives many ``BenchClient``s. ``on_chat(client, message, now)`` is
-    called for every ChatMessage; problems are collected in ``errors``."""
+    called for every ChatMessage; problems are collected in ``errors``.
+    ``connection`` makes each client's connection (default: ours, or the
+    plaintext floor's with ``plain``)."""
 
-    def __init__(self, address, plain: bool = False) -> None:
-        self.address, self.plain = address, plain
+    def __init__(self, address, plain: bool = False, connection: ConnectionFactory = None) -> None:
+        self.address, self.plain, self.connection = address, plain, connection
         self.selector = selectors.DefaultSelector()
         self.clients: list[BenchClient] = []
         self.errors: list[str] = []
@@ -78,11 +106,11 @@ class LoadGen:
     ) -> BenchClient:
         """A new client, to ``address`` (default: the generator's server),
         offering ``ticket`` and asking for a new one if ``want_ticket``."""
-        client = BenchClient(address or self.address, name, self.plain, ticket)
+        client = BenchClient(address or self.address, name, self.plain, self.connection, ticket)
         client.want_ticket = want_ticket
         self.selector.register(client.sock, selectors.EVENT_READ, client)
         self.clients.append(client)
-        self._after_events(client)  # the plain connection asks for a name at once
+        self._after_events(client)  # the plain connection asks for a name at once; TLS says hello
         return client
 
     def send_chat(self, client: BenchClient, text: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import crowd, flood, lockstep
+from bench import crowd, flood, lockstep, peer
 from bench import store as store_bench
 from bench.findings import CLUSTER_PROFILE, cluster_finding, findings
 from bench.runner import CHAT, PLAIN, UNBATCHED, Results
@@ -35,6 +35,7 @@ SECTIONS = (
     "## Handshake",
     "## Fan-out",
     "## Lockstep",
+    "## The IRC server as a peer",
     "## Cluster",
     "## Crowd",
     "## Memory",
@@ -51,6 +52,7 @@ def print_tables(results: Results) -> None:
         ("Handshake", handshake_table(results)),
         ("Fan-out", fanout_table(results)),
         ("Lockstep", lockstep.table(results.lockstep, results.costs_us, KIND_NAMES)),
+        ("The IRC server as a peer", peer.table(results.peer)),
         ("Cluster", cluster_table(results)),
         ("Crowd", [*table(*crowd.fill_rows(results.crowd)), "", *table(*crowd.heard_rows(results.crowd))]),
         ("Memory", memory_table(results)),
@@ -114,6 +116,7 @@ def write_markdown(
         *fanout_table(results),
         "",
         *lockstep.section(results.lockstep, results.costs_us, KIND_NAMES, CHAT, PLAIN),
+        *peer.section(results.peer),
         "## Cluster",
         "",
         "The same flat-out fan-out (the first *senders* of the *clients* send, every message goes "
@@ -246,6 +249,7 @@ def write_json(results: Results, path: Path) -> None:
         ],
         "crowd": crowd.to_json(results.crowd),
         "store": store_bench.as_json(results.store),
+        "peer": peer.as_json(results.peer),
         "costs_us": results.costs_us,
         "errors": results.errors,
     }

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from bench import crowd, flood, lockstep, micro, scenarios
+from bench import crowd, flood, lockstep, micro, peer, scenarios
 from bench import store as store_bench
 from bench.loadgen import BenchError
 from bench.redis_server import RedisServer
@@ -52,6 +52,7 @@ class Plan:
     crowd: crowd.CrowdPlan = crowd.NO_CROWD  # rooms of thousands (bench/crowd.py)
     flood_seconds: float = 10.0  # per setup of the handshake flood (bench/flood.py)
     store: store_bench.StorePlan = store_bench.FULL_STORE  # the history store on and off, /search (bench/store.py)
+    peer: peer.PeerPlan = peer.NO_PEER  # the IRC server beside ours (bench/peer.py)
 
 
 FULL = Plan(
@@ -68,6 +69,7 @@ FULL = Plan(
     cluster_senders=10,
     lockstep_rooms=(501,),
     crowd=crowd.FULL_CROWD,
+    peer=peer.FULL_PEER,
 )
 QUICK = Plan(
     sizes={PLAIN: (10, 50), UNBATCHED: (10,), CHAT: (10, 50)},
@@ -86,6 +88,7 @@ QUICK = Plan(
     crowd=crowd.QUICK_CROWD,
     flood_seconds=2.0,
     store=store_bench.QUICK_STORE,
+    peer=peer.QUICK_PEER,
 )
 
 
@@ -125,6 +128,7 @@ class Results:
     crowd: crowd.CrowdResults = field(default_factory=crowd.CrowdResults)
     flood: list[flood.FloodRun] = field(default_factory=list)
     store: store_bench.StoreResults = field(default_factory=store_bench.StoreResults)
+    peer: peer.PeerResults = field(default_factory=peer.PeerResults)
     errors: list[str] = field(default_factory=list)
 
 
@@ -198,6 +202,12 @@ def run(plan: Plan, progress=print) -> Results:
                 functools.partial(measure_room, plan, kind, members, results, fan_out=False),
                 progress,
             )
+    guarded(
+        results,
+        "peer: the IRC server (ngircd over TLS) beside ours",
+        lambda: peer.measure(plan.peer, results.peer, functools.partial(ServerProcess, CHAT), progress, results.errors),
+        progress,
+    )
     guarded(
         results,
         f"{SMALL_STACKS}, room of {plan.stack_room}",

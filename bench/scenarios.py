@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.loadgen import BenchClient, BenchError, LoadGen
+from bench.loadgen import BenchClient, BenchError, ConnectionFactory, LoadGen
 
 _run_ids = itertools.count()
 PACE = 0.1  # seconds between a paced sender's messages: 10 a second
@@ -61,10 +61,12 @@ class HandshakeResult:
     server_cpu_us: float = math.nan  # the server process's CPU per handshake (runner.py measures it)
 
 
-def measure_handshakes(address, plain: bool, count: int, concurrency: int, timeout: float) -> HandshakeResult:
+def measure_handshakes(
+    address, plain: bool, count: int, concurrency: int, timeout: float, connection: ConnectionFactory = None
+) -> HandshakeResult:
     """Connect-to-ready (TCP connect until Welcome) for ``count`` clients,
     ``concurrency`` at a time; each leaves as soon as it is ready."""
-    gen, prefix = LoadGen(address, plain), f"h{next(_run_ids)}-"
+    gen, prefix = LoadGen(address, plain, connection), f"h{next(_run_ids)}-"
     deadline = time.monotonic() + timeout
     times: list[float] = []
     active: list[BenchClient] = []
@@ -95,18 +97,30 @@ def measure_handshakes(address, plain: bool, count: int, concurrency: int, timeo
 # --- a room of N members -----------------------------------------------------
 
 
-def fill_room(address, plain: bool, members: int, timeout: float) -> LoadGen:
+def fill_room(address, plain: bool, members: int, timeout: float, connection: ConnectionFactory = None) -> LoadGen:
     """``members`` clients joined and the join storm drained."""
-    return fill_rooms([address], plain, members, timeout)
+    return fill_rooms([address], plain, members, timeout, connection)
 
 
-def fill_rooms(addresses: list, plain: bool, members: int, timeout: float) -> LoadGen:
+def fill_rooms(
+    addresses: list, plain: bool, members: int, timeout: float, connection: ConnectionFactory = None
+) -> LoadGen:
     """``members`` clients dealt in turn to the servers at ``addresses`` (the
     servers of one cluster), all joined and the join storm drained. Dealt in
     turn, the first *n* clients (the senders) are split as evenly as all."""
-    gen, prefix = LoadGen(addresses[0], plain), f"m{next(_run_ids)}-"
+    gen = LoadGen(addresses[0], plain, connection)
+    grow_room(gen, members, timeout, addresses)
+    return gen
+
+
+def grow_room(gen: LoadGen, members: int, timeout: float, addresses: list | None = None) -> None:
+    """More clients into ``gen``'s room until it has ``members``, dealt in
+    turn to ``addresses`` (default: the generator's server), all joined and
+    the join storm drained."""
+    addresses = addresses or [gen.address]
+    prefix = f"m{next(_run_ids)}-"
     deadline = time.monotonic() + timeout
-    for index in range(members):
+    for index in range(len(gen.clients), members):
         gen.connect(f"{prefix}{index}", addresses[index % len(addresses)])
         while sum(c.ready_at is None for c in gen.clients) >= JOIN_CONCURRENCY:
             if time.monotonic() > deadline:
@@ -115,7 +129,6 @@ def fill_rooms(addresses: list, plain: bool, members: int, timeout: float) -> Lo
     gen.run_until(lambda: all(c.ready_at is not None for c in gen.clients), deadline, "members joining")
     gen.settle(0.3, deadline)
     _raise_errors(gen)
-    return gen
 
 
 # --- fan-out -----------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from bench import crowd, lockstep, micro
+from bench import crowd, lockstep, micro, peer
 from bench.runner import CHAT, PLAIN, UNBATCHED, Results
 from socket_chat.chat import presence
 
@@ -256,7 +256,10 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
                     _yes(grown / members < 100),
                 )
             )
-    rows += lockstep.targets(results.lockstep, results.costs_us, results.room_rss_kib, CHAT, PLAIN)
+    rows += lockstep.targets(
+        results.lockstep, results.costs_us, results.room_rss_kib, CHAT, PLAIN, irc_measured=bool(results.peer.runs)
+    )
+    rows += peer.targets(results.peer, results.room_rss_kib)
     rows += cluster_cpu_target(results)
     rows += crowd.targets(results.crowd, results.errors, presence.BUSY_FROM, presence.INTERVAL)
     return rows or [("(targets need the full run)", "", "")]

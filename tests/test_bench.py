@@ -315,3 +315,26 @@ def test_quick_run_cluster_delivers_everything_once(quick_run):
         assert run["deliveries"] == run["expected"] > 0, run
         assert run["per_second"] > 0 and run["ratio"] > 0, run
         assert run["lost"] == run["duplicated"] == run["reordered"] == 0, run
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_quick_run_measures_the_irc_server_beside_ours_and_loses_nothing(quick_run):
+    """bench/peer.py in the quick run: ngircd over TLS and ours, the same
+    steps, every line to every other member once. Without ngircd the report
+    says it was skipped, and so does this test, except in CI (.ci/run
+    installs ngircd), where it fails."""
+    _, out = quick_run
+    figures = json.loads((out / "benchmarks.json").read_text())["peer"]
+    if figures["skipped"]:
+        assert f"skipped: {figures['skipped']}" in (out / "benchmarks.md").read_text(encoding="utf-8")
+        skip_or_fail(f"the IRC peer not measured: {figures['skipped']}")
+    assert set(figures["runs"]) == {"chat", "irc"}
+    for name, run in figures["runs"].items():
+        assert set(run["handshakes"]) == {"1", "8"}, name
+        assert run["lockstep"] and all(
+            step["deliveries"] > 0 and step["lost"] == step["duplicated"] == 0 for step in run["lockstep"].values()
+        ), (name, run["lockstep"])
+        flat = run["flat"]
+        assert flat["deliveries"] == flat["expected"] > 0, (name, flat)
+        assert flat["lost"] == flat["duplicated"] == flat["reordered"] == 0, (name, flat)

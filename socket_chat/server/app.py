@@ -34,6 +34,7 @@ from socket_chat.server import admission
 from socket_chat.server.allow_file import AllowFile, AllowFileError
 from socket_chat.server.console import CONSOLE, OperatorConsole
 from socket_chat.server.handler import SHUTDOWN_GRACE, ClientHandler, server_full
+from socket_chat.server.handshakes import HandshakeThread
 from socket_chat.server.sender import Sender
 from socket_chat.server.store import SqliteStore
 from socket_chat.server.tickets import TicketService
@@ -147,6 +148,7 @@ class ChatServer:
         )
         self.limits = limits
         self.handshaking: contextlib.AbstractContextManager[object] = threading.Lock()
+        self.handshakes = HandshakeThread(lambda: self.handshaking)  # the readers' handshake cryptography
         self.store = store  # the history on disk (store.py); closed by server_close
         self.room = Room(history_size=history, motd=motd, cluster=cluster, store=store)
         self.admission = admission.Admission(
@@ -208,6 +210,7 @@ class ChatServer:
                 handler.abort()
                 thread.join(SHUTDOWN_GRACE)
         self.sender.stop()
+        self.handshakes.stop()
         self.room.cluster.close()
         if self.store is not None:
             self.store.close()  # last: the members are gone, nothing more is kept
@@ -289,7 +292,8 @@ class ChatServer:
         line = f"Reloaded the operators file {self.operators.path}: {_keys(len(listed))} of operators."
         log.info("%s", line)
         for handler in self._handlers_now():
-            handler.session.recheck_operator()
+            if handler.session is not None:  # else still in its handshake: told when its session starts
+                handler.session.recheck_operator()
         return [line]
 
     def _reload_allow(self) -> list[str]:
@@ -429,8 +433,8 @@ class ChatServer:
         choosing a name); the count."""
         closed = 0
         for handler in self._handlers_now():
-            session = handler.session
-            if not ban.covers(session.fingerprint, handler.host):
+            session = handler.session  # None: still in its handshake, checked when its session starts
+            if session is None or not ban.covers(session.fingerprint, handler.host):
                 continue
             membership = session.membership
             if membership is not None:

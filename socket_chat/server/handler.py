@@ -15,6 +15,7 @@ import logging
 import select
 import socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from socket_chat import protocol, transport
@@ -31,6 +32,7 @@ from socket_chat.protocol import (
     ServerConnection,
     encode,
 )
+from socket_chat.protocol.events import NeedData
 from socket_chat.server import admission
 from socket_chat.server.sender import Outlet
 
@@ -86,24 +88,10 @@ class ClientHandler:
         self._readable.register(sock, select.POLLIN)
         self._closing = False  # a plain flag: an Event costs an idle client a Condition
         self._frame_began: float | None = None
-        self._gate: contextlib.AbstractContextManager[object] = contextlib.nullcontext()  # see _handshake
-        self.session = MemberSession(
-            server.room,
-            self,
-            self.limits,
-            self._tell,
-            peer=self.peer,
-            log_messages=server.log_messages,
-            allowed=server.allowed,
-            registrations=server.registrations,
-            offline=server.offline,
-            search=server.store,
-            bans=server.bans,
-            host=self.host,
-            operators=server.operators_list,
-            operate=server.operate,
-            tickets=None if server.tickets is None else self._new_ticket,
-        )
+        self._gate: Callable[[_NextEvent], protocol.Event | NeedData] = _here  # see _handshake
+        # Made once the handshake is done (_converse): a connection still in
+        # its handshake, or one that never finishes it, costs no session.
+        self.session: MemberSession | None = None
         self._resumed_key: str | None = None  # the key a resumption's ticket carried
 
     # What the room calls (room.Member).
@@ -171,7 +159,7 @@ class ClientHandler:
     def _handshake(self) -> None:
         try:
             deadline = _Deadline(self.limits.handshake_timeout, "waiting for the handshake")
-            self._gate = self.server.handshaking  # around its cryptography, one handshake at a time
+            self._gate = self.server.handshakes.run  # its cryptography in the handshake thread, one at a time
             self.sock.sendall(self.conn.data_to_send())
             event = self._next_event(deadline, flush=True)
             if isinstance(event, ResumptionOffered):
@@ -182,7 +170,7 @@ class ClientHandler:
                 raise _ClientLeft()
             if not isinstance(event, HandshakeComplete):
                 raise protocol.RemoteProtocolError(f"handshake ended with {event}")
-            self._gate = contextlib.nullcontext()
+            self._gate = _here
         except (_ClientLeft, _DeadlinePassed, ProtocolError):
             # sshd's PerSourcePenalties: a handshake not finished costs its
             # address more (the server may have spent an RSA decryption).
@@ -218,7 +206,24 @@ class ClientHandler:
     def _converse(self) -> None:
         """Feed the session what the client sends, under the username
         deadline until it has a name, then without one."""
-        session = self.session
+        server = self.server
+        session = self.session = MemberSession(
+            server.room,
+            self,
+            self.limits,
+            self._tell,
+            peer=self.peer,
+            log_messages=server.log_messages,
+            allowed=server.allowed,
+            registrations=server.registrations,
+            offline=server.offline,
+            search=server.store,
+            bans=server.bans,
+            host=self.host,
+            operators=server.operators_list,
+            operate=server.operate,
+            tickets=None if server.tickets is None else self._new_ticket,
+        )
         naming = _Deadline(self.limits.username_timeout, "waiting for a username")
         session.start(self.conn.session_id, self._resumed_key)  # the session id: what a key proof signs
         while session.stage is not Stage.ENDED:
@@ -235,8 +240,7 @@ class ClientHandler:
         """The next event, reading the socket as needed (until ``deadline``,
         and within ``frame_timeout`` of a frame's first byte)."""
         while True:
-            with self._gate:
-                event = self.conn.next_event()
+            event = self._gate(self.conn.next_event)
             if flush:
                 self.sock.sendall(self.conn.data_to_send())
             if event is not protocol.NEED_DATA:
@@ -268,7 +272,8 @@ class ClientHandler:
             raise _DeadlinePassed(deadline.waiting_for)
 
     def _finish(self) -> None:
-        self.session.leave()
+        if self.session is not None:
+            self.session.leave()
         if self._sending:
             self.outbox.close()  # what is queued still goes out, then the sender lets go
             if not self.outlet.finished.wait(SHUTDOWN_GRACE):
@@ -282,6 +287,15 @@ class ClientHandler:
         self.abort()
         self.sock.close()  # only now: the sender has let go of it
         self.server.forget(self)
+
+
+#: ``conn.next_event``, as the reader hands it over during the handshake.
+_NextEvent = Callable[[], "protocol.Event | NeedData"]
+
+
+def _here(call: _NextEvent) -> protocol.Event | NeedData:
+    """``call()`` in this thread: the reader's own once the handshake is done."""
+    return call()
 
 
 class _ClientLeft(Exception):
