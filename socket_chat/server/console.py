@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 import termios
+import threading
 from collections.abc import Callable, Iterator
 from typing import Protocol, TextIO
 
@@ -83,6 +85,11 @@ class ServerControls(Protocol):
     def shutdown(self) -> None:
         """Stop serving (the caller of ``serve_forever`` then says goodbye)."""
         ...
+
+
+class ConsoleClosed(Exception):
+    """The console stops reading, the server going on to stop on its own
+    (Ctrl-C at the console)."""
 
 
 class ConsoleQuit(Exception):
@@ -218,6 +225,8 @@ def run_console(
                 show(line)
     except (ConsoleQuit, EOFError):
         pass
+    except ConsoleClosed:
+        return
     except OSError as exc:
         # EIO: the server was put in the background (SIGTTIN is ignored).
         # The console ends; the server goes on.
@@ -258,13 +267,25 @@ def on_terminal(console: OperatorConsole, stdin: TextIO) -> Iterator[tuple[Calla
     terminal.enable_completion(console.server.names, complete=complete)
     moved = _log_above_input(terminal)
     try:
-        yield (lambda: terminal.read_line(PROMPT)), terminal.show
+        yield (lambda: _read_line(terminal)), terminal.show
     finally:
         terminal.leave_input()
         terminal.restore()
         _log_as_before(moved)
         with contextlib.suppress(termios.error, OSError):
             termios.tcsetattr(stdin.fileno(), termios.TCSADRAIN, modes)
+
+
+def _read_line(terminal: Terminal) -> str:
+    """The next line typed at the console. Ctrl-C, a key while the terminal
+    is raw, is what it is at a server without a console: SIGINT's
+    KeyboardInterrupt in the main thread, which stops the server."""
+    try:
+        return terminal.read_line(PROMPT)
+    except KeyboardInterrupt:
+        # To the main thread, as the terminal's SIGINT would go: it wakes its wait.
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+        raise ConsoleClosed from None
 
 
 def _log_above_input(terminal: Terminal) -> list[logging.Handler]:
