@@ -79,7 +79,7 @@ class Terminal:
         self._pasted = ""  # a paste's lines after its first, for pending_input
         self._left_typed = ""  # the line being typed when a read was interrupted
         self._history: list[str] = []  # the lines typed, oldest first
-        self._completer: Completer | None = None
+        self._completion: tuple[Callable[[], list[str]], LineCompleter] | None = None
         self._made_input: Input | None = None
         self._sessions: dict[bool, PromptSession[str]] = {}
         #: After Enter, take the typed line off the screen: the server's
@@ -183,9 +183,9 @@ class Terminal:
         ``complete(typed, names)`` the whole-line completions: the client's
         or the console's). The whole line is completed, since names may hold
         spaces; several completions are listed below, as readline does."""
-        self._completer = _whole_lines(names, complete)
-        for session in self._sessions.values():
-            session.completer = self._completer
+        self._completion = names, complete
+        if True in self._sessions:  # else made with it
+            self._sessions[True].completer = _whole_lines(names, complete)
 
     def show(self, line: str) -> None:
         """Print ``line``; above the prompt and the typed line while one is
@@ -278,6 +278,9 @@ class Terminal:
             raise interrupted
         if not sys.stdout.isatty():  # typing at a terminal, output to a file: no drawing
             return input(prompt)
+        pasted = self._next_pasted(prompt, remember)
+        if pasted is not None:
+            return pasted
         session = self._session(remember)
         default, self._to_insert = self._to_insert, ""
         self._left_typed = ""
@@ -293,6 +296,20 @@ class Terminal:
                     stream.flush()
                 self._read_over.notify_all()
             self._hide_typing()
+
+    def _next_pasted(self, prompt: str, remember: bool) -> str | None:
+        """The next line of a bracketed paste, as if typed and entered (None
+        if none is whole: the part after its last line end is typed on)."""
+        line, newline, rest = self._pasted.partition("\n")
+        if not newline:
+            self._to_insert, self._pasted = self._to_insert + line, ""
+            return None
+        self._pasted = rest
+        if not self.erase_entered:  # as a line typed stays on the screen
+            self._print(sys.stdout, prompt + line)
+        if remember and line:
+            self._session(remember).history.append_string(line)
+        return line
 
     def _reading(self, session: PromptSession[str], prompt: str) -> None:
         """In the loop, as the read begins: lines shown from now on go
@@ -319,7 +336,7 @@ class Terminal:
                 self._made_input = create_input(sys.stdin)
             self._sessions[remember] = PromptSession(
                 history=_list_history(self._history) if remember else InMemoryHistory(),
-                completer=self._completer if remember else None,
+                completer=_whole_lines(*self._completion) if remember and self._completion else None,
                 complete_style=CompleteStyle.READLINE_LIKE,
                 key_bindings=self._key_bindings(),
                 input=self._made_input,
@@ -335,6 +352,7 @@ class Terminal:
         bindings = KeyBindings()
 
         @bindings.add(Keys.Enter)
+        @bindings.add(Keys.ControlJ)  # LF: Enter on a terminal that sends it
         def _(event: KeyPressEvent) -> None:
             # The line typed makes way for the server's echo of it.
             event.app.erase_when_done = self.erase_entered

@@ -671,3 +671,36 @@ def test_escape_sequences_from_the_network_do_not_reach_the_terminal(ann_at_term
     output = pty.text()
     assert b"\x1b[2J" not in output
     assert b"\x1b]0;" not in output
+
+
+# The client, saying at the end whether it loaded prompt_toolkit.
+CLIENT_TELLING_ITS_MODULES = """
+import sys
+from socket_chat.client import __main__ as client_main
+
+status = client_main.main(sys.argv[1:])
+print("prompt_toolkit loaded:", "prompt_toolkit" in sys.modules)
+sys.exit(status)
+"""
+
+
+def test_on_a_pipe_the_client_stays_line_based_with_no_escape_codes(running_server, connect, tmp_path):
+    """As scripts use it: lines in, lines out, no prompt drawn, no escape
+    code written, and prompt_toolkit not even loaded."""
+    other = connect("Other")
+    args = ["-c", CLIENT_TELLING_ITS_MODULES, "--host", "127.0.0.1", "--port", str(running_server.server_address[1])]
+    client = procs.Proc([*args, "--accept-new"], tmp_path)
+    try:
+        client.send("Ann")
+        expect_event(other, UserJoined("Ann"))
+        client.send("hello from a script")
+        expect_event(other, ChatMessage("Ann", "hello from a script"))
+        other.say("hi script")
+        client.stdout.expect("Other: hi script")
+        client.send("/quit")
+        assert client.wait() == 0
+        output = client.stdout.text() + client.stderr.text()
+    finally:
+        client.kill()
+    assert "\x1b" not in output, output
+    assert "prompt_toolkit loaded: False" in output, output

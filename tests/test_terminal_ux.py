@@ -195,6 +195,22 @@ def test_a_big_paste_is_announced_and_the_screen_stays_clean(ann_and_other):
     assert [row.removeprefix("Ann: ") for row in pasted_rows] == lines, shown  # once each, in order, alone
 
 
+def test_a_bracketed_paste_of_several_lines_is_sent_a_line_at_a_time(ann_and_other):
+    """A terminal that brackets a paste (ESC[200~ ... ESC[201~, which
+    prompt_toolkit turns on) gives it as one key: its lines are sent as if
+    typed, and what follows the last line end waits at the prompt."""
+    other, pty = ann_and_other()
+    pty.write(b"\x1b[200~first pasted\rsecond pasted\rhalf of a third\x1b[201~")
+
+    expect_event(other, ChatMessage("Ann", "first pasted"))
+    expect_event(other, ChatMessage("Ann", "second pasted"))
+    pty.expect(b"Ann: second pasted")
+    rows = pty.expect_input("> half of a third")
+    assert [row for row in rows if "pasted" in row] == ["Ann: first pasted", "Ann: second pasted"], rows
+    pty.write(b"\r")
+    expect_event(other, ChatMessage("Ann", "half of a third"))
+
+
 def test_ctrl_c_during_a_paste_says_exactly_which_lines_were_not_sent(ann_and_other):
     other, pty = ann_and_other(rate=0.5, burst=2)  # one line at once, then one every 2.5 s
     lines = paste(10)
