@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import select
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -39,6 +40,10 @@ __all__ = ["Terminal", "HISTORY_LENGTH", "LineCompleter"]
 LineCompleter = Callable[[str, list[str]], list[str]]
 
 HISTORY_LENGTH = 1000  # lines kept in a history file
+# How interrupt() wakes the main thread from a read that no event loop runs
+# (a pipe's). Not SIGINT: a job started in the background by a script has
+# SIGINT ignored from the start.
+WAKE_SIGNAL = signal.SIGUSR1
 LEAVE_WAIT = 1.0  # seconds leave_input waits for a read in another thread to end
 
 
@@ -75,6 +80,7 @@ class Terminal:
         self._prompt: str | None = None
         self._waiting: list[tuple[TextIO, str]] = []  # lines handed to the loop, not yet printed
         self._interrupt: BaseException | None = None  # to raise in the reading thread (interrupt())
+        self._blocked = False  # the main thread reads where only a signal wakes it (_read_blocking)
         self._to_insert = ""  # text the next line starts with
         self._pasted = ""  # a paste's lines after its first, for pending_input
         self._left_typed = ""  # the line being typed when a read was interrupted
@@ -88,6 +94,8 @@ class Terminal:
         # The terminal's modes as found, and the same with its echo off.
         self._saved_modes, self._quiet_modes = _terminal_modes() if interactive and hide_typing else (None, None)
         self._hide_typing()
+        if interactive and sys.stdout.isatty():
+            self._session(True)  # prompt_toolkit loaded now, not as the first line is asked for
 
     @property
     def prompt(self) -> str | None:
@@ -245,6 +253,8 @@ class Terminal:
         with self._lock:
             self._interrupt = exc
             app, loop = self._app, self._loop
+            if self._blocked:  # reading a pipe (or input()) in the main thread
+                signal.pthread_kill(threading.main_thread().ident or 0, WAKE_SIGNAL)
             if app is None or loop is None:
                 return
             with contextlib.suppress(RuntimeError):  # the loop closed: the read is over
@@ -268,16 +278,16 @@ class Terminal:
         Raises EOFError at the end of input (Ctrl-D at an empty line),
         KeyboardInterrupt for Ctrl-C, and what ``interrupt()`` was given."""
         if not self.interactive:
-            line = sys.stdin.readline()
+            line = self._read_blocking(sys.stdin.readline)
             if not line:
                 raise EOFError
             return line.rstrip("\r\n")
+        if not sys.stdout.isatty():  # typing at a terminal, output to a file: no drawing
+            return self._read_blocking(lambda: input(prompt))
         with self._lock:
             interrupted, self._interrupt = self._interrupt, None
         if interrupted is not None:
             raise interrupted
-        if not sys.stdout.isatty():  # typing at a terminal, output to a file: no drawing
-            return input(prompt)
         pasted = self._next_pasted(prompt, remember)
         if pasted is not None:
             return pasted
@@ -296,6 +306,31 @@ class Terminal:
                     stream.flush()
                 self._read_over.notify_all()
             self._hide_typing()
+
+    def _read_blocking(self, read: Callable[[], str]) -> str:
+        """``read()`` (a pipe's line, or ``input``), which no loop runs: an
+        ``interrupt()`` wakes it with WAKE_SIGNAL when it reads in the main
+        thread (the client), whose handler raises what it was given."""
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(WAKE_SIGNAL, self._woken) if in_main else None
+        try:
+            with self._lock:
+                interrupted, self._interrupt = self._interrupt, None
+                self._blocked = in_main and interrupted is None
+            if interrupted is not None:
+                raise interrupted
+            return read()
+        finally:
+            self._blocked = False
+            if in_main:
+                signal.signal(WAKE_SIGNAL, previous)
+
+    def _woken(self, signum: int, frame: object) -> None:
+        # In the main thread, which may hold the lock: it is not taken here.
+        interrupted = self._interrupt
+        if self._blocked and interrupted is not None:
+            self._blocked, self._interrupt = False, None
+            raise interrupted
 
     def _next_pasted(self, prompt: str, remember: bool) -> str | None:
         """The next line of a bracketed paste, as if typed and entered (None

@@ -67,6 +67,7 @@ def test_arrow_keys_edit_the_line_and_recall_the_last_one(operator):
 
 def test_tab_completes_commands_and_names_after_kick(operator, join):
     bob = join("Bobby Tables")
+    operator.expect_input("> ")  # drawn again below the log lines
     operator.write(b"/ki\t")
     operator.expect_input("> /kick ")
     operator.write(b"bo\t")
@@ -78,6 +79,7 @@ def test_tab_completes_commands_and_names_after_kick(operator, join):
 
 def test_a_log_line_goes_above_the_line_being_typed(operator, join):
     watcher = join("Watcher")
+    operator.expect_input("> ")  # drawn again below the log lines
     operator.write(b"half typed com")
     operator.expect_input("> half typed com")  # the prompt has it
     join("Randall Flagg")
