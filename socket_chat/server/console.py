@@ -2,7 +2,7 @@
 when its input is a terminal. ``OperatorConsole.execute(line)`` returns the
 lines to show; it knows no terminal, so tests drive it directly.
 
-On a terminal (input and output), the console reads with readline, as the
+On a terminal (input and output), the console reads with prompt_toolkit, as the
 client does (``socket_chat.tty``'s ``Terminal``): line editing, history, Tab for
 commands and for names after ``/kick``; and the server's log is printed
 above the line being typed, never into it (``on_terminal``)."""
@@ -253,11 +253,11 @@ class _LogAboveInput(logging.Handler):
 
 @contextlib.contextmanager
 def on_terminal(console: OperatorConsole, stdin: TextIO) -> Iterator[tuple[Callable[[], str], Callable[[str], None]]]:
-    """(read_line, show) for ``run_console`` on a terminal: readline with
+    """(read_line, show) for ``run_console`` on a terminal: prompt_toolkit with
     completion, and every log line written to the terminal routed above the
     input line. Off a terminal (output to a pipe or a file): ``input`` and
     ``print``, unchanged. At the end, the log goes back where it was, and the
-    terminal's modes too (readline may be reading in the console thread when
+    terminal's modes too (a line may be being read in the console thread when
     the server stops)."""
     if not (stdin.isatty() and sys.stdout.isatty()):
         yield input, _show
