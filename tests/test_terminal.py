@@ -632,7 +632,7 @@ def test_server_killed_while_typing(tmp_path, open_pty):
         server.kill()
 
 
-PASTE = 30_000  # characters: readline takes a good part of a second over them
+PASTE = 5_000  # characters: prompt_toolkit takes a good part of a second over them (a key at a time)
 
 
 def test_server_lost_while_a_paste_is_being_read(tmp_path, open_pty):
