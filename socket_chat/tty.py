@@ -1,9 +1,11 @@
 """The terminal shared by the client and the operator console, importing
-neither: all their printing, the line being typed, and readline's history.
+neither: all their printing, the line being typed (prompt_toolkit), and the
+history of typed lines.
 
-On a terminal, a line that arrives while the person is typing is printed
-above the prompt, and the half-typed line is redrawn, by the thread that
-handles the keys when that is the main thread (the client), between two
+On a terminal, the line is read with prompt_toolkit's ``PromptSession``,
+whose event loop runs in the reading thread and alone draws: a line shown
+from another thread is handed to that loop, which takes the prompt and the
+typed line off the screen, prints the line and draws them again, between two
 keys. Off a terminal (a pipe), no prompt and no escape codes are written.
 What is shown (the client's events, the console's log) and what Tab
 completes are the callers' business: they hand in lines and a completer.
@@ -11,43 +13,53 @@ completes are the callers' business: they hand in lines and a completer.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import ctypes
 import os
 import select
-import shutil
 import signal
 import sys
 import threading
-import time
-import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from types import ModuleType
+from typing import TYPE_CHECKING, TextIO
 
-__all__ = ["Terminal", "HISTORY_LENGTH"]
+if TYPE_CHECKING:  # prompt_toolkit is imported when a line is first read on a terminal: a pipe needs none of it
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.application import Application
+    from prompt_toolkit.completion import Completer
+    from prompt_toolkit.history import History
+    from prompt_toolkit.input import Input
+    from prompt_toolkit.key_binding import KeyBindings
+    from prompt_toolkit.output.vt100 import Vt100_Output
+
+__all__ = ["Terminal", "HISTORY_LENGTH", "LineCompleter"]
 
 #: Whole-line completions: ``complete(typed, names)`` is given the line up
 #: to the cursor and the names to complete, and returns the full lines.
-Completer = Callable[[str, list[str]], list[str]]
+LineCompleter = Callable[[str, list[str]], list[str]]
 
 HISTORY_LENGTH = 1000  # lines kept in a history file
+# How interrupt() wakes the main thread from a read that no event loop runs
+# (a pipe's). Not SIGINT: a job started in the background by a script has
+# SIGINT ignored from the start.
+WAKE_SIGNAL = signal.SIGUSR1
+LEAVE_WAIT = 1.0  # seconds leave_input waits for a read in another thread to end
 
-# How another thread asks the main thread, reading with readline, to draw
-# its lines (the client's wake-up for the server's end is SIGUSR1).
-DRAW_SIGNAL = signal.SIGUSR2
-DRAW_REPEAT = 0.005  # seconds between asks: one that lands while readline handles a key waits for the next
-# Seconds a handed line waits for the main thread at most (it draws once
-# the keys waiting are handled, so only a long paste makes a line wait).
-HAND_OFF_WAIT = 5.0
 
-# Where readline reads in another thread (the operator console):
-SHOW_WAIT = 1.0  # seconds a line waits for readline to be still, at most; then it is printed
-KEYS_TAKEN_POLL = 0.002  # seconds between looks
-# rl_readline_state flags (readline.h) set while a key is read or handled, or
-# the line redrawn: READCMD, DISPATCHING, MOREINPUT, INPUTPENDING, MULTIKEY,
-# REDISPLAYING.
-_RL_BUSY = 0x8 | 0x20 | 0x40 | 0x20000 | 0x200000 | 0x1000000
+def _whole_lines(names: Callable[[], list[str]], complete: LineCompleter) -> Completer:
+    """prompt_toolkit's side of a ``LineCompleter``: each completion replaces
+    the line up to the cursor (names may hold spaces)."""
+    from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+    from prompt_toolkit.document import Document
+
+    class WholeLines(Completer):
+        def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
+            typed = document.text_before_cursor
+            for line in complete(typed, names()):
+                yield Completion(line, start_position=-len(typed))
+
+    return WholeLines()
 
 
 class Terminal:
@@ -56,67 +68,39 @@ class Terminal:
     Off a terminal (a pipe), no prompt and no escape codes are written."""
 
     def __init__(self, interactive: bool, hide_typing: bool = False) -> None:
-        """``hide_typing``: the terminal's echo is off while readline does
-        not read (the chat client's pasting; the caller must ``restore()``)."""
+        """``hide_typing``: the terminal's echo is off while no line is read
+        (the chat client's pasting; the caller must ``restore()``)."""
         self.interactive = interactive
+        # Guards the reading state below and every write: one line is
+        # printed whole before the next.
         self._lock = threading.Lock()
+        self._read_over = threading.Condition(self._lock)
+        self._app: Application[str] | None = None  # the prompt being read, while its loop runs
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._prompt: str | None = None
-        # readline gives input() line editing and history, and lets us redraw
-        # a half-typed line; some platforms lack it, and then we only reprint.
-        self._readline: ModuleType | None = None
-        self._redisplay: ctypes.CDLL | None = None
-        if interactive:
-            try:
-                import readline
-            except ImportError:
-                pass
-            else:
-                self._readline = readline
-                self._redisplay = _readline_redisplay(readline)
-        self._asked: str | None = None  # the prompt input() was called with
-        self._drawing = False  # input() was called and readline has not yet drawn the prompt
-        self._input_erased = False  # error() took the typed line off the screen
-        self._to_insert = ""  # text readline starts the next line with
+        self._waiting: list[tuple[TextIO, str]] = []  # lines handed to the loop, not yet printed
+        self._interrupt: BaseException | None = None  # to raise in the reading thread (interrupt())
+        self._blocked = False  # the main thread reads where only a signal wakes it (_read_blocking)
+        self._to_insert = ""  # text the next line starts with
+        self._pasted = ""  # a paste's lines after its first, for pending_input
+        self._left_typed = ""  # the line being typed when a read was interrupted
+        self._history: list[str] = []  # the lines typed, oldest first
+        self._completion: tuple[Callable[[], list[str]], LineCompleter] | None = None
+        self._made_input: Input | None = None
+        self._sessions: dict[bool, PromptSession[str]] = {}
         #: After Enter, take the typed line off the screen: the server's
         #: echo shows it as the others see it (the client sets this).
         self.erase_entered = False
         # The terminal's modes as found, and the same with its echo off.
         self._saved_modes, self._quiet_modes = _terminal_modes() if interactive and hide_typing else (None, None)
         self._hide_typing()
-        self._prompt_ready = threading.Condition(self._lock)
-        # Lines other threads hand to the main thread while it reads, and
-        # how many were ever handed and drawn (each waits for its number).
-        self._handed: list[str] = []
-        self._handed_count = self._drawn_count = 0
-        self._main_reads = False  # the main thread is in read_line, with readline
-        self._completing = False  # readline is running our completer (Tab)
-        if self._readline and self._redisplay:
-            # A line that arrives while readline draws a new prompt waits
-            # until it is drawn, then goes above it. Without this, a line
-            # arriving just after Enter erased the row of the line just
-            # typed, or was printed after the prompt, or into it. GNU
-            # readline calls this hook once the prompt is drawn.
-            self._readline.set_pre_input_hook(self.prompt_drawn)
+        if interactive and sys.stdout.isatty():
+            self._session(True)  # prompt_toolkit loaded now, not as the first line is asked for
 
     @property
     def prompt(self) -> str | None:
-        """The prompt of the line being read, once readline has drawn it;
-        None between lines."""
+        """The prompt of the line being read; None between lines."""
         return self._prompt
-
-    def prompt_drawn(self) -> None:
-        """Readline's pre-input hook, run in the reading thread once the
-        prompt is drawn: the line starts with what ``start_next_line_with``
-        gave, and the lines that waited for the prompt may now be drawn
-        above it. A subclass may extend it (a test slows it down)."""
-        if self._to_insert and self._readline is not None:
-            self._readline.insert_text(self._to_insert)
-            self._readline.redisplay()
-            self._to_insert = ""
-        with self._prompt_ready:
-            self._drawing = False
-            self._prompt = self._asked
-            self._prompt_ready.notify_all()
 
     def start_next_line_with(self, text: str) -> None:
         """The next line read begins with ``text``, as if typed (the part of
@@ -125,40 +109,42 @@ class Terminal:
         self._to_insert = text
 
     def typed_text(self) -> str:
-        """What is typed at the prompt now, not yet entered ("" if none)."""
-        if not (self._readline and self._prompt is not None):
-            return ""
-        try:
-            return self._readline.get_line_buffer()
-        except ValueError:  # read while readline changes it (another thread): none to keep
-            return ""
+        """What is typed at the prompt now, not yet entered ("" if none);
+        after a read ``interrupt()`` ended, what was typed then."""
+        with self._lock:
+            return self._left_typed if self._app is None else self._app.current_buffer.text
 
     def pending_input(self) -> tuple[str, bool]:
-        """What was typed or pasted and waits unread in the terminal, read
-        now without waiting (line ends as LF), and whether input ended.
-        Only on a terminal; readline has not seen it."""
+        """What was typed or pasted and waits unread, read now without
+        waiting (line ends as LF), and whether input ended. Only on a
+        terminal; no prompt has seen it (the keys prompt_toolkit read ahead
+        of the last Enter come first)."""
         if not self.interactive:
             return "", False
+        text, self._pasted = self._pasted, ""
+        if self._made_input is not None:  # what prompt_toolkit read past the last Enter
+            from prompt_toolkit.input.typeahead import get_typeahead
+
+            text += "".join(key.data for key in get_typeahead(self._made_input))
         data = b""
-        while select.select([sys.stdin], [], [], 0)[0]:
-            chunk = os.read(sys.stdin.fileno(), 65536)
-            if not chunk:
-                return _typed_text(data), True
-            data += chunk
-        return _typed_text(data), False
+        with contextlib.suppress(OSError, ValueError):
+            while select.select([sys.stdin], [], [], 0)[0]:
+                chunk = os.read(sys.stdin.fileno(), 65536)
+                if not chunk:
+                    return _typed_text(text, data), True
+                data += chunk
+        return _typed_text(text, data), False
 
     def bell(self) -> None:
         """Ring the terminal's bell."""
-        with self._lock:
-            sys.stdout.write("\a")
-            sys.stdout.flush()
+        self._print(sys.stdout, "\a", end="")
 
     def _hide_typing(self) -> None:
-        """The terminal's own echo off while readline does not read: what is
-        typed or pasted meanwhile (the client paces a paste) then waits
-        unseen, instead of being echoed over the client's output. Around
-        input() the modes are as found: readline echoes only if the terminal
-        did when it started."""
+        """The terminal's own echo off while no line is read: what is typed
+        or pasted meanwhile (the client paces a paste) then waits unseen,
+        instead of being echoed over the client's output. prompt_toolkit
+        puts the terminal in raw mode while it reads, and back as it found
+        it (the modes as found: see ``_show_typing``) when done."""
         if self._quiet_modes is not None:
             _set_modes(self._quiet_modes)
 
@@ -167,329 +153,300 @@ class Terminal:
             _set_modes(self._saved_modes)
 
     def load_history(self, path: Path | None) -> None:
-        """Recall the lines typed in earlier runs (readline's history, at
-        most ``HISTORY_LENGTH``) from ``path``, if it exists; with None,
-        keep none."""
-        if self._readline is not None and path is not None:
-            self._readline.set_history_length(HISTORY_LENGTH)
-            with contextlib.suppress(FileNotFoundError):
-                self._readline.read_history_file(str(path))
+        """Recall the lines typed in earlier runs (at most
+        ``HISTORY_LENGTH``, one a line, as GNU readline kept them) from
+        ``path``, if it exists; with None, keep none."""
+        if path is None:
+            return
+        with contextlib.suppress(OSError):
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            for line in lines[-HISTORY_LENGTH:]:
+                if line and line != "_HiStOrY_V2_":  # libedit's header
+                    self._history.append(line)
 
     def save_history(self, path: Path | None) -> None:
-        """Write readline's history to ``path``, readable by its owner only
-        (mode 0600; its folder 0700 if made); with None, nothing. A history
-        that cannot be written is no reason to fail: it is left unwritten."""
-        if self._readline is None or path is None:
+        """Write the history to ``path`` (its last ``HISTORY_LENGTH`` lines),
+        readable by its owner only (mode 0600; its folder 0700 if made);
+        with None, nothing. A history that cannot be written is no reason to
+        fail: it is left unwritten."""
+        if path is None or not self.interactive:
             return
+        lines = self._history[-HISTORY_LENGTH:]
         with contextlib.suppress(OSError):
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             # Made 0600 before anything is in it; a link planted there is not followed.
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600))
-            os.chmod(path, 0o600)
-            self._readline.write_history_file(str(path))
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+            descriptor = os.open(path, flags, 0o600)
+            os.fchmod(descriptor, 0o600)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                file.writelines(f"{line}\n" for line in lines)
 
     def restore(self) -> None:
         """Leave the terminal's modes as they were found."""
         self._show_typing()
         self._saved_modes = self._quiet_modes = None
 
-    def enable_completion(self, names: Callable[[], list[str]], complete: Completer) -> None:
+    def enable_completion(self, names: Callable[[], list[str]], complete: LineCompleter) -> None:
         """Tab completes names and commands (``names()`` gives those online;
         ``complete(typed, names)`` the whole-line completions: the client's
         or the console's). The whole line is completed, since names may hold
-        spaces."""
-        if self._readline is None:
-            return
-        readline = self._readline
-        matches: list[str] = []
-
-        def completer(text: str, state: int) -> str | None:
-            nonlocal matches
-            self._completing = True  # readline is amid a key: no drawing now
-            try:
-                if state == 0:
-                    matches = complete(readline.get_line_buffer()[: readline.get_endidx()], names())
-                return matches[state] if state < len(matches) else None
-            finally:
-                self._completing = False
-
-        readline.set_completer_delims("")
-        readline.set_completer(completer)
-        readline.parse_and_bind("tab: complete")
+        spaces; several completions are listed below, as readline does."""
+        self._completion = names, complete
+        if True in self._sessions:  # else made with it
+            self._sessions[True].completer = _whole_lines(names, complete)
 
     def show(self, line: str) -> None:
         """Print ``line``; above the prompt and the typed line while one is
-        read. Readline handles keys and draws in the thread that reads,
-        without the GIL. When that is the main thread, the line is handed to
-        it, to draw between two keys (``_hand_to_reader``); otherwise it is
-        drawn here, once readline seems still (``_show_here``)."""
-        if self._main_reads and threading.current_thread() is not threading.main_thread():
-            self._hand_to_reader(line)
-        else:
-            self._show_here(line)
-
-    def _hand_to_reader(self, line: str) -> None:
-        """Have the main thread draw ``line``: DRAW_SIGNAL's handler runs
-        there when the signal interrupts readline's wait for a key, so no
-        key is being handled. One that lands while readline handles a key
-        is only noted, so the signal is repeated until the line is drawn.
-        If the main thread stops reading first, or takes more than
-        HAND_OFF_WAIT, this thread draws what it was handed."""
-        with self._lock:
-            self._handed.append(line)
-            self._handed_count += 1
-            number = self._handed_count
-        deadline = time.monotonic() + HAND_OFF_WAIT
-        reader = threading.main_thread().ident
-        while True:
-            with self._lock:
-                if self._drawn_count >= number:
-                    return
-                if not self._main_reads or time.monotonic() >= deadline:
-                    left, self._handed = self._handed, []
-                    self._drawn_count = self._handed_count
-                    break
-            if reader is not None:
-                signal.pthread_kill(reader, DRAW_SIGNAL)
-            with self._lock:
-                self._prompt_ready.wait_for(lambda: self._drawn_count >= number or not self._main_reads, DRAW_REPEAT)
-        for waiting in left:
-            self._show_here(waiting)
-
-    def _draw_handed(self, signum: int, frame: object) -> None:
-        """DRAW_SIGNAL's handler, in the main thread: draw the lines handed
-        to it. Not while readline is amid something (drawing its prompt,
-        completing, Enter taken) or this thread holds the lock (read_line's
-        own turns): the signal comes again. Not once read_line is over
-        (a late signal): the thread that handed the lines draws them, and
-        this one may be amid a write of its own."""
-        if self._completing or not self._lock.acquire(blocking=False):
-            return
-        try:
-            if not (self._handed and self._main_reads) or self._drawing or self._line_accepted():
-                return
-            text = "".join(f"{line}\n" for line in self._handed)
-            _write(self._erasing_input() + text + self._redrawing_input())  # the prompt is drawn: not _drawing
-            # Counted once written: a signal's exception (Ctrl-C) raised
-            # before this leaves the lines to be drawn again, not lost.
-            self._drawn_count += len(self._handed)
-            self._handed.clear()
-            self._prompt_ready.notify_all()
-        finally:
-            self._lock.release()
-
-    def _show_here(self, line: str) -> None:
-        """Draw ``line`` from this thread, while readline may be reading in
-        another: wait (``SHOW_WAIT`` at most) until it is still, its prompt
-        drawn, the keys waiting taken, and no Enter being handled. This
-        narrows the window in which a key meets the drawing; it cannot
-        close it (the operator console reads in a thread of its own)."""
-        deadline = time.monotonic() + SHOW_WAIT
-        while True:
-            if self._prompt is not None:
-                self._wait_for_keys_taken(deadline)
-            with self._lock:
-                if self._between_lines() and time.monotonic() < deadline:
-                    # Woken when read_line ends or the next prompt is drawn;
-                    # then look at the keys again.
-                    self._prompt_ready.wait(max(0.0, deadline - time.monotonic()))
-                    continue
-                if self._prompt is None:
-                    _write(f"{line}\n")
-                else:
-                    # One write: readline could cut into one made in pieces.
-                    _write(self._erasing_input() + f"{line}\n" + self._redrawing_input())
-                return
-
-    def _between_lines(self) -> bool:
-        """Whether readline is about to draw its prompt, or has taken Enter
-        and read_line has not yet taken that line off the screen (this one
-        would be printed below it, and erased with it). The caller holds
-        the lock."""
-        return self._drawing or (self._prompt is not None and self._line_accepted())
+        read (by the reading thread's loop, between two keys)."""
+        self._print(sys.stdout, line)
 
     def error(self, text: str, wait: bool = True) -> bool:
-        """Print ``text`` on stderr, the line being typed erased first. With
-        ``wait`` False (a signal handler, which may have interrupted this
-        thread amid a write of its own, holding the lock), print nothing if
-        the terminal is busy; True if it was printed."""
+        """Print ``text`` on stderr (above the line being typed, if one is).
+        ``wait`` is kept for callers that must not block: with it False,
+        False if the terminal is busy."""
         if not self._lock.acquire(blocking=wait):
             return False
         try:
-            if self._prompt is not None:
-                _write(self._erasing_input())
-                self._input_erased = True  # the end of the session: not drawn again
-            print(text, file=sys.stderr, flush=True)
+            self._print_locked(sys.stderr, text)
             return True
         finally:
             self._lock.release()
 
+    def _print(self, stream: TextIO, text: str, end: str = "\n") -> None:
+        with self._lock:
+            self._print_locked(stream, text, end)
+
+    def _print_locked(self, stream: TextIO, text: str, end: str = "\n") -> None:
+        if self._app is None or self._loop is None:
+            stream.write(text + end)
+            stream.flush()
+            return
+        self._waiting.append((stream, text + end))
+        if len(self._waiting) == 1:  # else a flush is on its way
+            with contextlib.suppress(RuntimeError):  # the loop has just closed: read_line prints them
+                self._loop.call_soon_threadsafe(self._print_waiting)
+
+    def _print_waiting(self) -> None:
+        """In the reading thread's loop: the prompt off, the waiting lines
+        printed, the prompt drawn again (prompt_toolkit's renderer keeps the
+        typed line and the cursor as they were)."""
+        with self._lock:
+            app, waiting = self._app, self._waiting
+            if app is None or app.is_done or not waiting:
+                return  # read_line prints them once the read is over
+            self._waiting = []
+            app.renderer.erase()
+            for stream, text in waiting:
+                if stream is sys.stdout:
+                    app.output.write_raw(text)  # the terminal maps LF to CR LF (raw mode keeps OPOST)
+                else:
+                    app.output.flush()
+                    stream.write(text)
+                    stream.flush()
+            app.output.flush()
+        app.invalidate()
+
+    def interrupt(self, exc: BaseException, erase: bool = True) -> None:
+        """From any thread: end the line being read with ``exc`` raised in
+        the reading thread (the next read, if none is under way), its typed
+        text kept for ``typed_text()``; taken off the screen if ``erase``."""
+        with self._lock:
+            self._interrupt = exc
+            app, loop = self._app, self._loop
+            if self._blocked:  # reading a pipe (or input()) in the main thread
+                signal.pthread_kill(threading.main_thread().ident or 0, WAKE_SIGNAL)
+            if app is None or loop is None:
+                return
+            with contextlib.suppress(RuntimeError):  # the loop closed: the read is over
+                loop.call_soon_threadsafe(self._end_read, app, exc, erase)
+
+    def forget_interrupt(self) -> None:
+        """Drop an ``interrupt()`` that no read has raised yet: the reading
+        it was meant for is over."""
+        with self._lock:
+            self._interrupt = None
+
+    def _end_read(self, app: Application[str], exc: BaseException, erase: bool) -> None:
+        if app.is_done:
+            return
+        self._left_typed = app.current_buffer.text
+        app.erase_when_done = erase
+        app.exit(exception=exc)
+
     def read_line(self, prompt: str, remember: bool = True) -> str:
-        """The next line typed; kept in readline's history if ``remember``.
-        Raises EOFError at the end of input."""
+        """The next line typed; kept in the history if ``remember``.
+        Raises EOFError at the end of input (Ctrl-D at an empty line),
+        KeyboardInterrupt for Ctrl-C, and what ``interrupt()`` was given."""
         if not self.interactive:
-            line = sys.stdin.readline()
+            line = self._read_blocking(sys.stdin.readline)
             if not line:
                 raise EOFError
             return line.rstrip("\r\n")
-        uses_readline = bool(self._redisplay) and sys.stdout.isatty()  # else input() reads without it
-        in_main = threading.current_thread() is threading.main_thread()
-        if uses_readline and in_main and signal.getsignal(DRAW_SIGNAL) != self._draw_handed:
-            signal.signal(DRAW_SIGNAL, self._draw_handed)
+        if not sys.stdout.isatty():  # typing at a terminal, output to a file: no drawing
+            return self._read_blocking(lambda: input(prompt))
         with self._lock:
-            self._asked = prompt
-            self._input_erased = False
-            if not self._redisplay:
-                self._prompt = prompt
-            elif uses_readline:
-                self._drawing = True  # until the pre-input hook: the prompt is drawn
-                self._main_reads = in_main
+            interrupted, self._interrupt = self._interrupt, None
+        if interrupted is not None:
+            raise interrupted
+        pasted = self._next_pasted(prompt, remember)
+        if pasted is not None:
+            return pasted
+        session = self._session(remember)
+        default, self._to_insert = self._to_insert, ""
+        self._left_typed = ""
         self._show_typing()
-        line = None
         try:
-            line = input(prompt)
-        except BaseException:
-            # Ctrl-C, Ctrl-D, or the server's end: readline leaves the cursor
-            # on the prompt's row (after the typed text, or, once the line was
-            # erased, where that text ended). Start the next line cleanly.
-            with self._lock:
-                sys.stdout.write("\r\x1b[K" if self._input_erased else "\n")
-                sys.stdout.flush()
-            raise
+            return session.prompt(prompt, default=default, pre_run=lambda: self._reading(session, prompt))
         finally:
             with self._lock:
-                self._prompt = self._asked = None
-                self._drawing = self._main_reads = False
-                # Erased in the same turn of the lock: a line shown in
-                # between would be printed below, and erased in its place.
-                if line is not None and self.erase_entered:
-                    self._erase_entered(prompt + line)
-                self._prompt_ready.notify_all()
+                self._app = self._loop = self._prompt = None
+                waiting, self._waiting = self._waiting, []
+                for stream, text in waiting:
+                    stream.write(text)
+                    stream.flush()
+                self._read_over.notify_all()
             self._hide_typing()
-        if not remember and self._readline is not None and line:
-            self._readline.remove_history_item(self._readline.get_current_history_length() - 1)
+
+    def _read_blocking(self, read: Callable[[], str]) -> str:
+        """``read()`` (a pipe's line, or ``input``), which no loop runs: an
+        ``interrupt()`` wakes it with WAKE_SIGNAL when it reads in the main
+        thread (the client), whose handler raises what it was given."""
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(WAKE_SIGNAL, self._woken) if in_main else None
+        try:
+            with self._lock:
+                interrupted, self._interrupt = self._interrupt, None
+                self._blocked = in_main and interrupted is None
+            if interrupted is not None:
+                raise interrupted
+            return read()
+        finally:
+            self._blocked = False
+            if in_main:
+                signal.signal(WAKE_SIGNAL, previous)
+
+    def _woken(self, signum: int, frame: object) -> None:
+        # In the main thread, which may hold the lock: it is not taken here.
+        interrupted = self._interrupt
+        if self._blocked and interrupted is not None:
+            self._blocked, self._interrupt = False, None
+            raise interrupted
+
+    def _next_pasted(self, prompt: str, remember: bool) -> str | None:
+        """The next line of a bracketed paste, as if typed and entered (None
+        if none is whole: the part after its last line end is typed on)."""
+        line, newline, rest = self._pasted.partition("\n")
+        if not newline:
+            self._to_insert, self._pasted = self._to_insert + line, ""
+            return None
+        self._pasted = rest
+        if not self.erase_entered:  # as a line typed stays on the screen
+            self._print(sys.stdout, prompt + line)
+        if remember and line:
+            self._session(remember).history.append_string(line)
         return line
 
-    def _wait_for_keys_taken(self, deadline: float) -> None:
-        """Wait, briefly, until readline has taken the keys waiting on the
-        terminal (a paste, fast typing): it draws as it handles each, and a
-        line drawn meanwhile would be cut into its drawing. This narrows
-        that window to the handling of the last key; it cannot close it."""
-        quiet = 0
-        with contextlib.suppress(OSError, ValueError):
-            # Quiet twice in a row: readline takes pasted keys into a buffer
-            # of its own, so an empty terminal alone does not mean it is done.
-            while quiet < 2 and time.monotonic() < deadline:
-                busy = select.select([sys.stdin], [], [], 0)[0] or self._readline_busy()
-                quiet = 0 if busy else quiet + 1
-                time.sleep(KEYS_TAKEN_POLL)
+    def _reading(self, session: PromptSession[str], prompt: str) -> None:
+        """In the loop, as the read begins: lines shown from now on go
+        through it. An interrupt() that came just before ends it at once."""
+        with self._lock:
+            self._app, self._loop, self._prompt = session.app, asyncio.get_running_loop(), prompt
+            interrupted, self._interrupt = self._interrupt, None
+            if self._waiting:
+                self._loop.call_soon(self._print_waiting)
+        session.app.erase_when_done = False
+        if interrupted is not None:
+            self._end_read(session.app, interrupted, True)
 
-    def _readline_busy(self) -> bool:
-        """Whether readline is reading or handling a key, or redrawing (its
-        ``rl_readline_state``); False where that cannot be read."""
-        if self._redisplay is None:
-            return False
-        try:
-            return bool(ctypes.c_ulong.in_dll(self._redisplay, "rl_readline_state").value & _RL_BUSY)
-        except ValueError:
-            return False
+    def _session(self, remember: bool) -> PromptSession[str]:
+        """The PromptSession for lines kept in the history, or for the
+        others (the username, the answer about a server's key)."""
+        if remember not in self._sessions:
+            from prompt_toolkit import PromptSession
+            from prompt_toolkit.history import InMemoryHistory
+            from prompt_toolkit.input import create_input
+            from prompt_toolkit.shortcuts import CompleteStyle
 
-    def _line_accepted(self) -> bool:
-        """Whether readline has taken Enter for the line being read (its
-        ``rl_done``), though ``input`` has not returned yet."""
-        if self._redisplay is None:
-            return False
-        try:
-            return bool(ctypes.c_int.in_dll(self._redisplay, "rl_done").value)
-        except ValueError:  # a readline without it
-            return False
+            if self._made_input is None:
+                self._made_input = create_input(sys.stdin)
+            self._sessions[remember] = PromptSession(
+                history=_list_history(self._history) if remember else InMemoryHistory(),
+                completer=_whole_lines(*self._completion) if remember and self._completion else None,
+                complete_style=CompleteStyle.READLINE_LIKE,
+                key_bindings=self._key_bindings(),
+                input=self._made_input,
+                output=_output(),
+                enable_history_search=False,
+            )
+        return self._sessions[remember]
 
-    def _erase_entered(self, shown: str) -> None:
-        """Take the line just entered (prompt and text, over as many rows as
-        it took) off the screen; the cursor is at the start of the row below.
-        The caller holds the lock."""
-        columns = shutil.get_terminal_size().columns
-        rows = max(1, -(-_width(shown) // columns))
-        sys.stdout.write("\x1b[A\r\x1b[K" * rows)
-        sys.stdout.flush()
+    def _key_bindings(self) -> KeyBindings:
+        from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+        from prompt_toolkit.keys import Keys
+
+        bindings = KeyBindings()
+
+        @bindings.add(Keys.Enter)
+        @bindings.add(Keys.ControlJ)  # LF: Enter on a terminal that sends it
+        def _(event: KeyPressEvent) -> None:
+            # The line typed makes way for the server's echo of it.
+            event.app.erase_when_done = self.erase_entered
+            event.current_buffer.validate_and_handle()
+
+        @bindings.add(Keys.BracketedPaste)
+        def _(event: KeyPressEvent) -> None:
+            # A paste of several lines is several lines typed: the first
+            # is entered, the others wait for pending_input, as the keys of
+            # a paste without bracketed paste do.
+            text = event.data.replace("\r\n", "\n").replace("\r", "\n")
+            first, newline, rest = text.partition("\n")
+            event.current_buffer.insert_text(first)
+            if newline:
+                self._pasted += rest
+                event.app.erase_when_done = self.erase_entered
+                event.current_buffer.validate_and_handle()
+
+        return bindings
 
     def leave_input(self) -> None:
         """Erase the line being typed, if one is, for good: the program ends
         while another thread still reads it (the server's console). Lines
         shown after this are only printed."""
+        self.interrupt(EOFError())
         with self._lock:
-            if self._prompt is not None:
-                _write(self._erasing_input())
-            self._prompt = self._asked = None
-            self._redisplay = None
-            self._drawing = False
-
-    # The line being typed is taken off the screen and drawn again with
-    # plain terminal codes, from what readline holds (its text and cursor),
-    # read but never changed: only the thread in readline may change
-    # readline's state (calling its redisplay from this one, while it
-    # handled a key, garbled the line and once aborted the process). The
-    # screen is left as readline last drew it, so its next update fits.
-
-    def _erasing_input(self) -> str:
-        """What takes the cursor to the start of the prompt's row, and
-        clears from there on."""
-        typed, point = self._typed_and_point()
-        up = self._cursor_row(typed, point)
-        return (f"\x1b[{up}A" if up else "") + "\r\x1b[J"
-
-    def _redrawing_input(self) -> str:
-        """What draws the prompt and the typed text, and leaves the cursor
-        where the person left it."""
-        typed, point = self._typed_and_point()
-        drawn = f"{self._prompt or ''}{typed}"
-        if point < len(typed):  # else the cursor is where it belongs, at the end
-            up = self._cursor_row(typed, len(typed)) - self._cursor_row(typed, point)
-            column = self._width_before(typed, point) % self._columns()
-            drawn += (f"\x1b[{up}A" if up > 0 else "") + "\r" + (f"\x1b[{column}C" if column else "")
-        return drawn
-
-    def _typed_and_point(self) -> tuple[str, int]:
-        """What readline holds as typed, and its cursor (in characters)."""
-        typed = self.typed_text()
-        if self._redisplay is None:
-            return typed, len(typed)
-        try:
-            point = ctypes.c_int.in_dll(self._redisplay, "rl_point").value  # bytes of UTF-8
-        except ValueError:
-            return typed, len(typed)
-        return typed, len(typed.encode()[: max(0, point)].decode(errors="ignore"))
-
-    def _width_before(self, typed: str, point: int) -> int:
-        return _width(f"{self._prompt or ''}{typed[:point]}")
-
-    def _columns(self) -> int:
-        return max(1, shutil.get_terminal_size().columns)
-
-    def _cursor_row(self, typed: str, point: int) -> int:
-        """The row, counted from the prompt's, where the cursor is when it
-        stands before ``typed[point]``. After the last character, at the
-        very end of a row, a terminal keeps it on that row."""
-        width = self._width_before(typed, point)
-        if point == len(typed):
-            return max(0, width - 1) // self._columns()
-        return width // self._columns()
+            self._read_over.wait_for(lambda: self._app is None, LEAVE_WAIT)
 
 
-def _write(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
+def _list_history(lines: list[str]) -> History:
+    """prompt_toolkit's history over ``lines`` (the Terminal's list, kept in
+    the file by ``save_history``): lines entered are appended to it."""
+    from prompt_toolkit.history import History
+
+    class ListHistory(History):
+        def load_history_strings(self) -> Iterable[str]:
+            return reversed(list(lines))  # newest first, as prompt_toolkit asks
+
+        def store_string(self, string: str) -> None:
+            lines.append(string)
+
+    return ListHistory()
 
 
-def _typed_text(data: bytes) -> str:
-    # Enter is CR in readline's raw mode, LF once the terminal maps it.
-    return data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+def _output() -> Vt100_Output:
+    """prompt_toolkit's output on stdout, without cursor position requests:
+    nothing is drawn below the prompt (completions are listed as readline
+    lists them), and an answer that comes late is taken for typed keys."""
+    from prompt_toolkit.output.vt100 import Vt100_Output
+
+    output = Vt100_Output.from_pty(sys.stdout)
+    output.enable_cpr = False
+    return output
 
 
-def _width(text: str) -> int:
-    """Columns ``text`` takes on a terminal: two for wide characters, none
-    for combining ones."""
-    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+def _typed_text(text: str, data: bytes) -> str:
+    # Enter is CR in raw mode, LF once the terminal maps it.
+    typed = text + data.decode("utf-8", errors="replace")
+    return typed.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _terminal_modes() -> tuple[list | None, list | None]:
@@ -512,15 +469,3 @@ def _set_modes(modes: list) -> None:
 
     with contextlib.suppress(termios.error, OSError, ValueError):  # the terminal is gone
         termios.tcsetattr(sys.stdin.fileno(), termios.TCSANOW, modes)
-
-
-def _readline_redisplay(readline: ModuleType) -> ctypes.CDLL | None:
-    """GNU readline's own redisplay functions, which the readline module does
-    not expose, or None (libedit, an old readline): then we only reprint."""
-    try:
-        library = ctypes.CDLL(readline.__file__)
-        for name in ("rl_point", "rl_done"):
-            getattr(library, name)
-    except (OSError, AttributeError):
-        return None
-    return library

@@ -55,10 +55,10 @@ def join(operator):
 
 
 def test_arrow_keys_edit_the_line_and_recall_the_last_one(operator):
-    operator.expect(PROMPT)
+    operator.expect_input("> ")
     operator.write(b"/usrs\x1b[D\x1b[De\r")  # two left arrows, then the missing e
     operator.expect(b"No one is online.")
-    operator.expect(PROMPT)
+    operator.expect_input("> ")
     operator.write(b"\x1b[A\r")  # up arrow: the line before
     operator.expect(b"/users")
     operator.expect(b"No one is online.")
@@ -67,10 +67,11 @@ def test_arrow_keys_edit_the_line_and_recall_the_last_one(operator):
 
 def test_tab_completes_commands_and_names_after_kick(operator, join):
     bob = join("Bobby Tables")
+    operator.expect_input("> ")  # drawn again below the log lines
     operator.write(b"/ki\t")
-    operator.expect(b"/kick ")
+    operator.expect_input("> /kick ")
     operator.write(b"bo\t")
-    operator.expect(b"Bobby Tables ")
+    operator.expect_input("> /kick Bobby Tables ")
     operator.write(b"flooding\r")
     operator.expect(b"Kicked Bobby Tables.")
     assert bob.expect(Goodbye) == Goodbye("You were kicked by the operator: flooding")
@@ -78,17 +79,22 @@ def test_tab_completes_commands_and_names_after_kick(operator, join):
 
 def test_a_log_line_goes_above_the_line_being_typed(operator, join):
     watcher = join("Watcher")
+    operator.expect_input("> ")  # drawn again below the log lines
     operator.write(b"half typed com")
-    operator.expect(b"half typed com")  # readline has it
+    operator.expect_input("> half typed com")  # the prompt has it
     join("Randall Flagg")
     expect_event(watcher, UserJoined("Randall Flagg"))
-    operator.expect(b"half typed com")  # drawn again below the log line
+    # Drawn again below the log line.
+    lines = operator.expect_screen(
+        lambda rows, cursor: rows[cursor[0]] == "> half typed com" and any("Randall Flagg joined" in r for r in rows)
+    )
 
-    lines = screen(operator.text())
     logged = next(i for i, line in enumerate(lines) if "INFO Randall Flagg joined from" in line)
     assert lines[logged].endswith(" INFO Randall Flagg joined from 127.0.0.1:" + lines[logged].rsplit(":", 1)[1])
     assert "half typed" not in lines[logged]
-    assert lines[logged + 1] == "> half typed com", lines
+    # Below it only other log lines (the name registered to its key), then the typed line.
+    assert not any("half typed" in line for line in lines[logged + 1 : -1]), lines
+    assert lines[-1] == "> half typed com", lines
     operator.write(b"\x15/users\r")  # Ctrl-U clears the half-typed line
     operator.expect(b"2 online:")
 
@@ -97,9 +103,9 @@ def test_ctrl_c_stops_the_server_and_leaves_the_terminal_as_it_was(operator, joi
     # Typed before anyone joins: a log line drawn while readline still
     # echoes a key can interleave with that echo (a known limit: another
     # thread redraws readline's line).
-    operator.expect(PROMPT)
+    operator.expect_input("> ")
     operator.write(b"half")
-    operator.expect(b"half")
+    operator.expect_input("> half")
     alice = join("Alice")  # its log line goes above the half-typed line
     operator.write(b"\x03")  # Ctrl-C
     expect_event(alice, Goodbye("Server is shutting down."))

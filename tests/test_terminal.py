@@ -150,6 +150,33 @@ class PtyClient:
             self.pos = match.end()
             return match
 
+    def expect_screen(self, wanted, timeout: float = TIMEOUT, what: str = "") -> list[str]:
+        """Wait until ``wanted(rows, cursor)`` holds for what the terminal
+        shows (``screen_and_cursor``); the rows. prompt_toolkit draws only
+        what changed (a completion may be written as one letter, a cursor
+        move, then the rest), so what a person sees is looked for on the
+        screen, not in the bytes. The next ``expect`` looks after this point."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                rows, cursor = screen_and_cursor(bytes(self.output))
+                if wanted(rows, cursor):
+                    self.pos = len(self.output)
+                    return rows
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._eof:
+                    raise AssertionError(f"no {what or wanted} on the screen within {timeout} s: {rows[-6:]}, {cursor}")
+                self._changed.wait(remaining)
+
+    def expect_input(self, shown: str, timeout: float = TIMEOUT) -> list[str]:
+        """Wait until the cursor's row shows ``shown`` (the prompt and what is
+        typed), the cursor at its end."""
+        return self.expect_screen(
+            lambda rows, cursor: rows[cursor[0]] == shown.rstrip() and cursor[1] == len(shown),
+            timeout,
+            what=repr(shown),
+        )
+
     def text(self) -> bytes:
         with self._changed:
             return bytes(self.output)
@@ -322,14 +349,10 @@ def expect_event(client: ChatTestClient, wanted, timeout: float = TIMEOUT):
 def join_at_terminal(pty: PtyClient, name: str) -> None:
     """Answer the username question and wait for the chat prompt."""
     pty.expect(b"Please enter a username.\r\n")
-    pty.expect(b"Username: ")
+    pty.expect_input("Username: ")
     pty.type_line(name)
-    pty.expect(name.encode())  # readline's echo
-    # The greeting, then the prompt drawn after it: a line that arrives
-    # while readline handles a key can garble the line being typed (a known
-    # limit of redrawing readline's line from the receiving thread).
     pty.expect(b"You are ")
-    pty.expect(b"\n> ")
+    pty.expect_input("> ")  # the greeting, then the prompt drawn after it
 
 
 @pytest.fixture
@@ -413,7 +436,6 @@ def test_a_line_is_not_held_back_when_input_does_not_use_readline(monkeypatch, c
     here): input() then reads without readline, whose hooks never run, so a
     line that arrives meanwhile must not wait for the prompt to be drawn."""
     typing_at = terminal.Terminal(interactive=True)
-    monkeypatch.setattr(terminal, "SHOW_WAIT", 60.0)  # a held line would wait for the read to end
     shown = threading.Event()
 
     def typing_while_a_line_arrives(prompt: str) -> str:
@@ -431,25 +453,26 @@ def test_prompts_and_a_typed_line_reaches_the_others(running_server, connect, op
     pty = open_pty(running_server.server_address[1])
 
     pty.expect(b"Please enter a username.\r\n")
-    pty.expect(b"Username: ")
+    pty.expect_input("Username: ")
     pty.type_line("Ann")
-    pty.expect(b"Ann")
     expect_event(other, UserJoined("Ann"))
-    pty.expect(b"\n> ")
+    pty.expect_input("> ")
     pty.type_line("hello from a terminal")
 
     expect_event(other, ChatMessage("Ann", "hello from a terminal"))
-    pty.expect(b"hello from a terminal\r\n> ")  # and the prompt is back for the next line
+    pty.expect(b"Ann: hello from a terminal\r\n")
+    rows = pty.expect_input("> ")  # and the prompt is back for the next line
+    assert rows[-2:] == ["Ann: hello from a terminal", ">"], rows
 
 
 def test_incoming_line_is_printed_above_the_half_typed_one(ann_at_terminal):
     other, pty = ann_at_terminal
 
     pty.write(b"half typ")
-    pty.expect(b"half typ")  # readline has it in its buffer
+    pty.expect_input("> half typ")  # the prompt has it
     other.say("Incoming!")
     pty.expect(b"Other: Incoming!")
-    pty.expect(b"> half typ")
+    pty.expect_input("> half typ")
 
     lines = screen(pty.text())
     incoming = lines.index("Other: Incoming!")  # a line of its own, nothing else on it
@@ -459,8 +482,7 @@ def test_incoming_line_is_printed_above_the_half_typed_one(ann_at_terminal):
     pty.write(b"ed\r")
     expect_event(other, ChatMessage("Ann", "half typed"))
     pty.expect(b"Ann: half typed")  # the typed line makes way for the server's echo
-    pty.expect(b"\n> ")
-    lines = screen(pty.text())
+    lines = pty.expect_input("> ")
     assert lines[incoming + 1 :] == ["Ann: half typed", ">"], lines
 
 
@@ -489,8 +511,7 @@ def test_keys_typed_while_lines_arrive_leave_every_row_clean(ann_at_terminal):
 
     expect_event(other, ChatMessage("Ann", typed))
     pty.expect(b"Ann: ")
-    pty.expect(b"\r\n> ")
-    rows = screen(pty.text())
+    rows = pty.expect_input("> ")
     assert [row for row in rows if row.startswith("Other: ")] == [f"Other: {line}" for line in incoming], rows
     last = max(n for n, row in enumerate(rows) if row.startswith("Other: "))
     echo = f"Ann: {typed}"
@@ -501,13 +522,15 @@ def test_incoming_line_keeps_the_cursor_where_the_person_left_it(ann_at_terminal
     other, pty = ann_at_terminal
 
     pty.write(b"half typ\x1b[D\x1b[D\x1b[D")  # three times the left arrow: after "half "
-    pty.expect(b"half typ\b\b\b")  # readline moved the cursor back
-    wait_until_reading(pty)  # and waits for the next key
+    pty.expect_screen(
+        lambda rows, cursor: rows[cursor[0]] == "> half typ" and cursor[1] == 7, what="the cursor moved back"
+    )
     other.say("Incoming!")
     pty.expect(b"Other: Incoming!")
-    pty.expect(b"half typ")
+    # Drawn again below, the cursor where it was.
+    pty.expect_screen(lambda rows, cursor: rows[cursor[0]] == "> half typ" and cursor[1] == 7, what="the line redrawn")
     pty.write(b"X")
-    pty.expect(b"Xtyp")  # readline inserts it and rewrites the rest of the line
+    pty.expect_screen(lambda rows, cursor: rows[cursor[0]] == "> half Xtyp" and cursor[1] == 8, what="X inserted")
 
     lines = screen(pty.text())
     incoming = lines.index("Other: Incoming!")
@@ -521,12 +544,12 @@ def test_incoming_line_above_a_typed_line_longer_than_the_terminal(ann_at_termin
 
     typed = "a" * (COLS + 20)  # with the prompt, two rows of the terminal
     pty.write(typed.encode())
-    pty.expect(re.compile(rb"a{%d}" % (COLS + 20)))
+    two_rows = ["> " + typed[: COLS - 2], typed[COLS - 2 :]]
+    pty.expect_screen(lambda rows, cursor: rows[-2:] == two_rows, what="the long line")
     other.say("Incoming!")
     pty.expect(b"Other: Incoming!")
-    pty.expect(re.compile(rb"a{%d}" % (COLS + 20)))
+    lines = pty.expect_screen(lambda rows, cursor: rows[-2:] == two_rows, what="the long line redrawn")
 
-    lines = screen(pty.text())
     incoming = lines.index("Other: Incoming!")
     assert not any("aaaa" in line for line in lines[:incoming]), lines  # no leftover row
     assert lines[incoming + 1 :] == ["> " + typed[: COLS - 2], typed[COLS - 2 :]], lines
@@ -549,9 +572,8 @@ def test_ctrl_c_leaves_quietly(ann_at_terminal):
     other, pty = ann_at_terminal
 
     pty.write(b"not to be sent")
-    pty.expect(b"not to be sent")
-    wait_until_reading(pty)
-    pty.write(b"\x03")  # the line discipline sends SIGINT to the client
+    pty.expect_input("> not to be sent")
+    pty.write(b"\x03")  # a key to prompt_toolkit, which reads the terminal raw
 
     assert pty.wait() == 0
     expect_event(other, UserLeft("Ann"))
@@ -585,8 +607,7 @@ def test_server_shutting_down_while_typing(own_server, open_pty):
     pty = open_pty(own_server.server_address[1], "--no-reconnect")  # coming back: test_terminal_ux.py
     join_at_terminal(pty, "Ann")
     pty.write(b"still typ")
-    pty.expect(b"still typ")
-    wait_until_reading(pty)
+    pty.expect_input("> still typ")
 
     stopped_at = time.monotonic()
     own_server.stop()
@@ -611,46 +632,7 @@ def test_server_killed_while_typing(tmp_path, open_pty):
         server.kill()
 
 
-# The client whose hook, run by readline as it draws the first chat prompt,
-# says so and then takes its time: a wake-up that lands meanwhile is raised
-# inside the hook, where readline swallows it.
-SLOW_HOOK_CLIENT = """
-import sys, time
-from socket_chat.client import __main__ as client_main
-from socket_chat.client.conversation import CHAT_PROMPT
-
-class SlowHookTerminal(client_main.Terminal):
-    slowed = False
-
-    def prompt_drawn(self):
-        super().prompt_drawn()
-        if self.prompt == CHAT_PROMPT and not self.slowed:
-            self.slowed = True
-            print("[in the hook]", flush=True)
-            time.sleep(3)
-
-client_main.Terminal = SlowHookTerminal
-sys.exit(client_main.main(sys.argv[1:]))
-"""
-
-
-def test_server_lost_while_readline_runs_a_hook(tmp_path, open_pty):
-    server = procs.start_server(tmp_path)
-    try:
-        pty = open_pty(server.port, "--no-reconnect", program=("-c", SLOW_HOOK_CLIENT))
-        join_at_terminal(pty, "Ann")
-        pty.expect(b"[in the hook]")
-
-        stopped_at = time.monotonic()
-        server.popen.kill()
-
-        # The first wake-up is swallowed with the hook; a repeat ends the client.
-        _assert_server_end_reported(pty, "Connection to server lost.", stopped_at)
-    finally:
-        server.kill()
-
-
-PASTE = 30_000  # characters: readline takes a good part of a second over them
+PASTE = 5_000  # characters: prompt_toolkit takes a good part of a second over them (a key at a time)
 
 
 def test_server_lost_while_a_paste_is_being_read(tmp_path, open_pty):
@@ -689,3 +671,36 @@ def test_escape_sequences_from_the_network_do_not_reach_the_terminal(ann_at_term
     output = pty.text()
     assert b"\x1b[2J" not in output
     assert b"\x1b]0;" not in output
+
+
+# The client, saying at the end whether it loaded prompt_toolkit.
+CLIENT_TELLING_ITS_MODULES = """
+import sys
+from socket_chat.client import __main__ as client_main
+
+status = client_main.main(sys.argv[1:])
+print("prompt_toolkit loaded:", "prompt_toolkit" in sys.modules)
+sys.exit(status)
+"""
+
+
+def test_on_a_pipe_the_client_stays_line_based_with_no_escape_codes(running_server, connect, tmp_path):
+    """As scripts use it: lines in, lines out, no prompt drawn, no escape
+    code written, and prompt_toolkit not even loaded."""
+    other = connect("Other")
+    args = ["-c", CLIENT_TELLING_ITS_MODULES, "--host", "127.0.0.1", "--port", str(running_server.server_address[1])]
+    client = procs.Proc([*args, "--accept-new"], tmp_path)
+    try:
+        client.send("Ann")
+        expect_event(other, UserJoined("Ann"))
+        client.send("hello from a script")
+        expect_event(other, ChatMessage("Ann", "hello from a script"))
+        other.say("hi script")
+        client.stdout.expect("Other: hi script")
+        client.send("/quit")
+        assert client.wait() == 0
+        output = client.stdout.text() + client.stderr.text()
+    finally:
+        client.kill()
+    assert "\x1b" not in output, output
+    assert "prompt_toolkit loaded: False" in output, output

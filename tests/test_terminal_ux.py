@@ -69,12 +69,13 @@ def ann_and_other(own_server, open_pty):
 def test_the_username_deadline_is_warned_of_and_told_the_moment_it_passes(own_server, open_pty):
     own_server.start(username_timeout=2)
     pty = open_pty(own_server.server.server_address[1])
-    pty.expect(b"Username: ")
+    pty.expect_input("Username: ")
     pty.write(b"An")  # typing, not yet done
 
     pty.expect(re.compile(rb"\d+ seconds left to choose a username"))  # above the prompt, which stays
-    pty.expect(b"Username: An")
-    pty.expect(b"Timed out waiting for a username.")  # without Enter
+    pty.expect_input("Username: An")
+    rows = pty.expect_screen(lambda rows, cursor: "Timed out waiting for a username." in rows)  # without Enter
+    assert rows[-3:] == ["Username: An", "Timed out waiting for a username.", ""], rows
 
     assert pty.wait() == 1
     assert b"Traceback" not in pty.text()
@@ -88,7 +89,7 @@ def test_with_name_the_username_question_is_not_shown(running_server, connect, o
     other = connect("Other")
     pty = open_pty(running_server.server_address[1], "--name", "Ann")
     expect_event(other, UserJoined("Ann"))
-    pty.expect(b"> ")
+    pty.expect_input("> ")
     assert b"Please enter a username." not in pty.text()
 
 
@@ -106,9 +107,8 @@ def test_own_lines_and_actions_are_shown_as_the_others_see_them_with_the_time(an
     pty.type_line("/me waves")
     expect_event(other, ActionMessage("Ann", "waves"))
     pty.expect(re.compile(TIME + rb"\* Ann waves\r\n"))
-    pty.expect(b"> ")
+    lines = pty.expect_input("> ")
 
-    lines = screen(pty.text())
     assert not [line for line in lines if line.startswith("> ") and line != "> "], lines  # typed rows made way
     assert re.fullmatch(r"\d\d:\d\d Ann: hello all", lines[-3]), lines
     assert re.fullmatch(r"\d\d:\d\d \* Ann waves", lines[-2]), lines
@@ -120,8 +120,7 @@ def test_own_lines_and_actions_are_shown_as_the_others_see_them_with_the_time(an
 def test_ctrl_c_with_a_half_typed_line_leaves_the_cursor_on_a_new_line(ann_and_other):
     _other, pty = ann_and_other()
     pty.write(b"half typed")
-    pty.expect(b"half typed")
-    wait_until_reading(pty)
+    pty.expect_input("> half typed")
 
     pty.write(b"\x03")
 
@@ -132,8 +131,7 @@ def test_ctrl_c_with_a_half_typed_line_leaves_the_cursor_on_a_new_line(ann_and_o
 
 def test_ctrl_d_at_the_username_prompt_leaves_the_cursor_on_a_new_line(running_server, open_pty):
     pty = open_pty(running_server.server_address[1])
-    pty.expect(b"Username: ")
-    wait_until_reading(pty)
+    pty.expect_input("Username: ")
 
     pty.write(b"\x04")
 
@@ -144,8 +142,7 @@ def test_ctrl_d_at_the_username_prompt_leaves_the_cursor_on_a_new_line(running_s
 def test_the_servers_end_leaves_the_cursor_at_the_start_of_a_line(ann_and_other, own_server):
     _other, pty = ann_and_other("--no-reconnect")
     pty.write(b"still typ")
-    pty.expect(b"still typ")
-    wait_until_reading(pty)
+    pty.expect_input("> still typ")
 
     own_server.stop()
 
@@ -157,8 +154,7 @@ def test_the_servers_end_leaves_the_cursor_at_the_start_of_a_line(ann_and_other,
 def test_a_kick_is_said_on_a_line_of_its_own_and_not_undone_by_reconnecting(ann_and_other, own_server):
     _other, pty = ann_and_other()
     pty.write(b"half typ")
-    pty.expect(b"half typ")
-    wait_until_reading(pty)
+    pty.expect_input("> half typ")
 
     assert own_server.server.kick("Ann", "enough")
 
@@ -196,10 +192,25 @@ def test_a_big_paste_is_announced_and_the_screen_stays_clean(ann_and_other):
     for line in lines:
         expect_event(other, ChatMessage("Ann", line))
     pty.expect(b"Ann: paste line 30\r\n")
-    pty.expect(b"> ")
-    shown = screen(pty.text())
+    shown = pty.expect_input("> ")
     pasted_rows = [row for row in shown if "paste line" in row]
     assert [row.removeprefix("Ann: ") for row in pasted_rows] == lines, shown  # once each, in order, alone
+
+
+def test_a_bracketed_paste_of_several_lines_is_sent_a_line_at_a_time(ann_and_other):
+    """A terminal that brackets a paste (ESC[200~ ... ESC[201~, which
+    prompt_toolkit turns on) gives it as one key: its lines are sent as if
+    typed, and what follows the last line end waits at the prompt."""
+    other, pty = ann_and_other()
+    pty.write(b"\x1b[200~first pasted\rsecond pasted\rhalf of a third\x1b[201~")
+
+    expect_event(other, ChatMessage("Ann", "first pasted"))
+    expect_event(other, ChatMessage("Ann", "second pasted"))
+    pty.expect(b"Ann: second pasted")
+    rows = pty.expect_input("> half of a third")
+    assert [row for row in rows if "pasted" in row] == ["Ann: first pasted", "Ann: second pasted"], rows
+    pty.write(b"\r")
+    expect_event(other, ChatMessage("Ann", "half of a third"))
 
 
 def test_ctrl_c_during_a_paste_says_exactly_which_lines_were_not_sent(ann_and_other):
@@ -364,8 +375,7 @@ def test_after_a_restart_the_client_comes_back_with_its_name_what_was_missed_and
     pty.expect(b"Other: before")
     wait_until_idle(pty)
     pty.write(b"half")
-    pty.expect(b"half")
-    wait_until_reading(pty)
+    pty.expect_input("> half")
     other.close()
 
     servers.stop(first)
@@ -377,7 +387,7 @@ def test_after_a_restart_the_client_comes_back_with_its_name_what_was_missed_and
     pty.expect(b"Other: said meanwhile")
     pty.expect(b"* Reconnected as Ann.")
     assert [m for m in caplog.messages if m.endswith("handshake complete (resumed)")]  # by its ticket, no RSA
-    pty.expect(b"> half")  # the line being typed, as it was
+    pty.expect_input("> half")  # the line being typed, as it was
     expect_event(back, UserJoined("Ann"))
     wait_until_idle(pty)
     pty.write(b"ed\r")
@@ -413,7 +423,8 @@ def test_ctrl_c_or_quit_while_reconnecting_leaves_at_once(servers, open_pty, lea
     wait_until_reading(pty)  # the prompt is drawn
     servers.stop(first)
     pty.expect(b"Reconnecting")
-    pty.expect(b"\r\x1b[K")  # the prompt is left (readline no longer reads)
+    # The prompt is left (no line is read while there is no server).
+    pty.expect_screen(lambda rows, cursor: rows[cursor[0]] == "" and any("Reconnecting" in row for row in rows))
     wait_until_reading(pty)  # waiting between tries, and for a key
 
     pty.write(leave)

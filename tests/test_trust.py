@@ -156,7 +156,7 @@ def test_first_connection_prompt_at_a_real_terminal(running_server, open_pty, id
 
     pty.expect(b"can't be established")
     pty.expect(fingerprint_of(identity_key).encode())
-    pty.expect(b"(yes/no/[fingerprint])? ")
+    pty.expect_input("Are you sure you want to continue connecting (yes/no/[fingerprint])? ")
     pty.type_line("yes")
     pty.expect(b"Encryption is established.")
     join_at_terminal(pty, "Ann")
@@ -174,7 +174,7 @@ def test_first_connection_prompt_at_a_real_terminal(running_server, open_pty, id
 def test_first_connection_refused_at_a_real_terminal(running_server, open_pty, tmp_path):
     pty = open_pty(running_server.server_address[1], accept_new=False)
 
-    pty.expect(b"(yes/no/[fingerprint])? ")
+    pty.expect_input("Are you sure you want to continue connecting (yes/no/[fingerprint])? ")
     pty.type_line("no")
     pty.expect(b"Not connected")
     assert pty.wait(TIMEOUT) == 1

@@ -145,7 +145,7 @@ def print_identity(args: argparse.Namespace) -> int:
 
 def _terminated(signum, frame) -> None:
     # kill's SIGTERM: leave through main's ``finally``, which puts the
-    # terminal's modes back (its echo is off while readline does not read).
+    # terminal's modes back (its echo is off while no line is read).
     raise SystemExit(128 + signum)
 
 

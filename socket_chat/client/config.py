@@ -2,7 +2,7 @@
 
 ``client.conf`` (``$XDG_CONFIG_HOME/socket-chat/client.conf``, INI, read
 with configparser) gives defaults for the command line; an option given on
-the command line wins. The history file keeps the lines typed, for readline,
+the command line wins. The history file keeps the lines typed, for recall with the arrow keys,
 across runs (the terminal reads and writes it: ``tty.Terminal.load_history``).
 """
 

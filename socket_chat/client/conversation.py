@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import signal
 import socket
-import threading
 from collections import deque
 
 from socket_chat import protocol
 from socket_chat.chat.presentation import printable_text
 from socket_chat.client import ui as client_ui
 from socket_chat.client.link import CONNECTION_LOST, ServerLink
-from socket_chat.client.receiver import WAKE_SIGNAL, Display, Receiver
+from socket_chat.client.receiver import Display, Receiver, ServerEnded
 from socket_chat.protocol import ActionLine, ChatLine, Goodbye, NickRequest, PrivateLine, ProtocolError, RateLimit
 from socket_chat.tty import Terminal
 
@@ -31,46 +30,27 @@ RECORDS_USED_UP = (
 )
 
 
-class ServerEnded(Exception):
-    """Raised in the main thread when the receiver finds the session over."""
-
-
 def converse(link: ServerLink, display: Display, reconnect: bool = False) -> int:
     """The chat itself: the main thread reads and sends, a Receiver prints.
     RECONNECT if the server went away and ``reconnect`` asks to come back."""
     terminal = display.terminal
     receiver = Receiver(link, display, reconnect)
-    wakeable = threading.Event()  # set while the main thread may be woken
-
-    def wake(signum, frame) -> None:
-        # Raised on every repeat until the main thread stops listening: one
-        # raised inside a readline hook (prompt drawing, Tab) is swallowed
-        # by readline, and the next one must still get through.
-        # Not while this thread is amid a write of its own (it holds the
-        # terminal's lock): the signal comes again a moment later.
-        if wakeable.is_set() and receiver.report_end(wait=False):  # here, between two keys if readline reads
-            raise ServerEnded
-
-    signal.signal(WAKE_SIGNAL, wake)
     interrupt = signal.getsignal(signal.SIGINT)
-    wakeable.set()
     try:
-        try:
-            receiver.start()
-            parting = send_typed_lines(link, display)
-        finally:
-            wakeable.clear()  # a wake-up raised before this line is caught below
-    except ServerEnded:
+        receiver.start()
+        parting = send_typed_lines(link, display)
+    except ServerEnded:  # the receiver ended the line being read (Terminal.interrupt)
         parting = None
     person_left = parting is not None
-    # From here on, a late wake-up or Ctrl-C must not become a traceback.
-    signal.signal(WAKE_SIGNAL, signal.SIG_IGN)
+    # From here on, a late Ctrl-C must not become a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     receiver.reading_done.set()
     if not person_left:
         receiver.join(CLOSE_GRACE)  # it saw the failure too: let it note why
-    if not receiver.leave():
-        # The server ended the session: say so (if the wake-up has not).
+    left = receiver.leave()
+    terminal.forget_interrupt()  # the receiver's, if it came as the person left
+    if not left:
+        # The server ended the session: say so.
         receiver.report_end()
         if receiver.reconnectable and person_left:
             return 0  # they left as it went: nothing to come back to

@@ -3,14 +3,14 @@ once the chat has begun, and ``Display`` turns each event into lines on the
 terminal (with the session's ignores, the style, the timestamps, and the
 highlight and bell for what calls for the person).
 
-When the server ends the session, the Receiver wakes the main thread, which
-waits in readline, with ``WAKE_SIGNAL``; the main thread then says so.
+When the server ends the session, the Receiver ends the line the main
+thread is reading (``Terminal.interrupt`` with ``ServerEnded``); the main
+thread then says so.
 """
 
 from __future__ import annotations
 
 import contextlib
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -31,14 +31,15 @@ from socket_chat.protocol import (
 )
 from socket_chat.tty import Terminal
 
-__all__ = ["Display", "Receiver", "WAKE_SIGNAL", "WAKE_REPEAT"]
+__all__ = ["Display", "Receiver", "ServerEnded"]
 
 SERVER_SHUTTING_DOWN = "Server is shutting down."  # the server's SHUTTING_DOWN: it may be back soon
 RECONNECTING = "Reconnecting (Ctrl-C or /quit to leave)..."
-# How the receiver wakes the main thread from input(). Not SIGINT: a job
-# started in the background by a script has SIGINT ignored from the start.
-WAKE_SIGNAL = signal.SIGUSR1
-WAKE_REPEAT = 0.1  # seconds between wake-ups until the main thread has one
+
+
+class ServerEnded(Exception):
+    """Raised in the main thread, reading a line, when the receiver finds the
+    session over."""
 
 
 class Display:
@@ -114,8 +115,8 @@ class Receiver(threading.Thread):
     """Reads the socket and prints what arrives, until the connection ends.
 
     If the server ends the session (Goodbye, EOF, or an error) while the
-    person has not asked to leave, it says so and wakes the main thread,
-    which is waiting for input, with ServerEnded.
+    person has not asked to leave, it ends the main thread's reading with
+    ServerEnded; the main thread then says so (``report_end``).
     """
 
     def __init__(self, link: ServerLink, display: Display, reconnect: bool = False) -> None:
@@ -132,7 +133,6 @@ class Receiver(threading.Thread):
         self.typed = ""  # the line being typed when the server ended
         self._end_reason = ""  # what to tell the person, by report_end
         self._reported = False
-        self._main_thread = threading.get_ident()  # made by the main thread, which it wakes
 
     def run(self) -> None:
         event: protocol.Event | None
@@ -150,8 +150,7 @@ class Receiver(threading.Thread):
     def report_end(self, wait: bool = True) -> bool:
         """In the main thread: tell the person the server ended the session
         (once), keeping the line being typed for after a reconnection. With
-        ``wait`` False (the wake-up signal's handler), False if the terminal
-        was amid a write of this thread's: the signal comes again."""
+        ``wait`` False, False if the terminal was busy (nothing said yet)."""
         with self._end_lock:
             if self._reported or not self.ended_by_server:
                 return True
@@ -175,13 +174,6 @@ class Receiver(threading.Thread):
                 return
             self.ended_by_server = True
             self._end_reason = reason
-        # The main thread says so (report_end), when woken: only the thread
-        # in readline may change readline's line (from here, while it
-        # handles a pasted key, glibc has aborted the process).
-        # CPython's readline acts on a signal only if it interrupts its wait
-        # for a key; one that lands while it handles a key is noted and then
-        # forgotten. So repeat it until the main thread has stopped reading.
-        while True:
-            signal.pthread_kill(self._main_thread, WAKE_SIGNAL)
-            if self.reading_done.wait(WAKE_REPEAT):
-                return
+        # The main thread says so (report_end), once its read is ended: the
+        # line being typed is prompt_toolkit's, in the main thread's loop.
+        self.terminal.interrupt(ServerEnded())

@@ -12,7 +12,6 @@ import contextlib
 import os
 import random
 import select
-import signal
 import socket
 import sys
 import threading
@@ -32,7 +31,7 @@ from socket_chat.client.link import (
     raise_if_ended,
     trust_server,
 )
-from socket_chat.client.receiver import WAKE_REPEAT, WAKE_SIGNAL, Display
+from socket_chat.client.receiver import Display
 from socket_chat.client.tickets import TICKETS_FILE, TicketWallet
 from socket_chat.crypto import keystore
 from socket_chat.protocol import (
@@ -313,25 +312,16 @@ def read_username(link: ServerLink, terminal: Terminal, deadline: float | None) 
     if deadline is None or not terminal.interactive:
         return terminal.read_line(USERNAME_PROMPT, remember=False)
     watcher = DeadlineWatcher(link.sock, terminal, deadline)
-
-    def wake(signum, frame) -> None:
-        if watcher.listening.is_set():
-            raise ServerSpoke
-
-    previous = signal.signal(WAKE_SIGNAL, wake)
-    watcher.listening.set()
     watcher.start()
     try:
         try:
             return terminal.read_line(USERNAME_PROMPT, remember=False)  # not a line to recall
         finally:
-            watcher.listening.clear()
             watcher.stop()
+            terminal.forget_interrupt()  # the watcher's, if it came as Enter was pressed
     except ServerSpoke:
         said = link.next_event()  # a goodbye, normally
         raise ClientError(end_reason(said)) from None
-    finally:
-        signal.signal(WAKE_SIGNAL, previous)
 
 
 #: Seconds before the username deadline that a person is warned (at most
@@ -341,14 +331,12 @@ DEADLINE_WARNING = 15.0
 
 class DeadlineWatcher(threading.Thread):
     """While the person types a username: warns ``DEADLINE_WARNING`` seconds
-    before the deadline, and wakes the main thread when the socket has
+    before the deadline, and ends the prompt (ServerSpoke) when the socket has
     something to read (the server only speaks then to say goodbye)."""
 
     def __init__(self, sock: socket.socket, terminal: Terminal, deadline: float) -> None:
         super().__init__(name="username deadline", daemon=True)
         self.sock, self.terminal, self.deadline = sock, terminal, deadline
-        self.listening = threading.Event()  # the main thread may be woken
-        self._main_thread = threading.get_ident()
         self._stop_reading, self._stop_writing = os.pipe()
 
     def run(self) -> None:
@@ -361,18 +349,13 @@ class DeadlineWatcher(threading.Thread):
             if self._stop_reading in readable:
                 return
             if readable:
-                self._wake_main_thread()
+                # The line being typed stays on the screen, above what the server said.
+                self.terminal.interrupt(ServerSpoke(), erase=False)
                 return
             if not warned:
                 warned = True
                 seconds = round(self.deadline - time.monotonic())
                 self.terminal.show(f"{seconds} seconds left to choose a username: then the server hangs up.")
-
-    def _wake_main_thread(self) -> None:
-        # As the Receiver does: repeat until the main thread stops reading.
-        while self.listening.is_set():
-            signal.pthread_kill(self._main_thread, WAKE_SIGNAL)
-            time.sleep(WAKE_REPEAT)
 
     def stop(self) -> None:
         os.write(self._stop_writing, b"x")

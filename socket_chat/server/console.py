@@ -7,7 +7,7 @@ their own client (``OPERATOR_COMMANDS``: /kick, /ban, /unban, /bans,
 /release, /say): the server runs them through an ``OperatorConsole`` made
 for that person (``actor``), so both are one code, logged alike.
 
-On a terminal (input and output), the console reads with readline, as the
+On a terminal (input and output), the console reads with prompt_toolkit, as the
 client does (``socket_chat.tty``'s ``Terminal``): line editing, history, Tab for
 commands and for names after ``/kick``; and the server's log is printed
 above the line being typed, never into it (``on_terminal``)."""
@@ -17,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 import termios
+import threading
 from collections.abc import Callable, Iterator
 from typing import Protocol, TextIO
 
@@ -113,6 +115,11 @@ class ServerControls(Protocol):
     def shutdown(self) -> None:
         """Stop serving (the caller of ``serve_forever`` then says goodbye)."""
         ...
+
+
+class ConsoleClosed(Exception):
+    """The console stops reading, the server going on to stop on its own
+    (Ctrl-C at the console)."""
 
 
 class ConsoleQuit(Exception):
@@ -329,6 +336,8 @@ def run_console(
                 show(line)
     except (ConsoleQuit, EOFError):
         pass
+    except ConsoleClosed:
+        return
     except OSError as exc:
         # EIO: the server was put in the background (SIGTTIN is ignored).
         # The console ends; the server goes on.
@@ -355,11 +364,11 @@ class _LogAboveInput(logging.Handler):
 
 @contextlib.contextmanager
 def on_terminal(console: OperatorConsole, stdin: TextIO) -> Iterator[tuple[Callable[[], str], Callable[[str], None]]]:
-    """(read_line, show) for ``run_console`` on a terminal: readline with
+    """(read_line, show) for ``run_console`` on a terminal: prompt_toolkit with
     completion, and every log line written to the terminal routed above the
     input line. Off a terminal (output to a pipe or a file): ``input`` and
     ``print``, unchanged. At the end, the log goes back where it was, and the
-    terminal's modes too (readline may be reading in the console thread when
+    terminal's modes too (a line may be being read in the console thread when
     the server stops)."""
     if not (stdin.isatty() and sys.stdout.isatty()):
         yield input, _show
@@ -369,13 +378,25 @@ def on_terminal(console: OperatorConsole, stdin: TextIO) -> Iterator[tuple[Calla
     terminal.enable_completion(console.server.names, complete=complete)
     moved = _log_above_input(terminal)
     try:
-        yield (lambda: terminal.read_line(PROMPT)), terminal.show
+        yield (lambda: _read_line(terminal)), terminal.show
     finally:
         terminal.leave_input()
         terminal.restore()
         _log_as_before(moved)
         with contextlib.suppress(termios.error, OSError):
             termios.tcsetattr(stdin.fileno(), termios.TCSADRAIN, modes)
+
+
+def _read_line(terminal: Terminal) -> str:
+    """The next line typed at the console. Ctrl-C, a key while the terminal
+    is raw, is what it is at a server without a console: SIGINT's
+    KeyboardInterrupt in the main thread, which stops the server."""
+    try:
+        return terminal.read_line(PROMPT)
+    except KeyboardInterrupt:
+        # To the main thread, as the terminal's SIGINT would go: it wakes its wait.
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+        raise ConsoleClosed from None
 
 
 def _log_above_input(terminal: Terminal) -> list[logging.Handler]:
