@@ -321,9 +321,12 @@ class Terminal:
                 raise interrupted
             return read()
         finally:
-            self._blocked = False
+            with self._lock:  # interrupt() signals no more once this is seen
+                self._blocked = False
             if in_main:
-                signal.signal(WAKE_SIGNAL, previous)
+                # A signal interrupt() sent just before may land after the
+                # read: under SIG_DFL it would kill the process.
+                signal.signal(WAKE_SIGNAL, signal.SIG_IGN if previous in (signal.SIG_DFL, None) else previous)
 
     def _woken(self, signum: int, frame: object) -> None:
         # In the main thread, which may hold the lock: it is not taken here.

@@ -431,6 +431,25 @@ def kernel_names_waits() -> bool:
 # --- the tests -----------------------------------------------------------------
 
 
+# A pipe read in the main thread returns just as interrupt() signals it (the
+# server ends as input ends): the wake-up signal lands after the read.
+LATE_WAKE = """
+import signal, threading
+from socket_chat import tty
+screen = tty.Terminal(interactive=False)
+print(screen._read_blocking(lambda: "a line"), flush=True)
+signal.pthread_kill(threading.main_thread().ident, tty.WAKE_SIGNAL)
+print("survived", flush=True)
+"""
+
+
+def test_a_wake_up_signal_that_lands_after_a_pipe_read_does_not_kill_the_client():
+    """The signal must find the wake-up ignored, not SIG_DFL (which ends the
+    process: "User defined signal 1"). In a child: it could end pytest."""
+    done = subprocess.run([sys.executable, "-c", LATE_WAKE], capture_output=True, text=True, timeout=TIMEOUT)
+    assert (done.returncode, done.stdout) == (0, "a line\nsurvived\n"), done.stderr
+
+
 def test_a_line_is_not_held_back_when_input_does_not_use_readline(monkeypatch, capsys):
     """Typing on a terminal, output to a pipe or a file (pytest's capture
     here): input() then reads without readline, whose hooks never run, so a
