@@ -4,10 +4,13 @@ renames, and the /device commands."""
 
 from __future__ import annotations
 
+import types
+
 from socket_chat import tty as terminal
 from socket_chat.client import ui as client_ui
 from socket_chat.client.__main__ import make_display, parse_args
 from socket_chat.client.receiver import Display
+from socket_chat.client.session import take_back_name
 from socket_chat.client.ui import Session
 from socket_chat.protocol import (
     ActionMessage,
@@ -76,6 +79,50 @@ def test_a_join_asks_quietly_who_the_newcomer_is_once_until_answered(capsys):
     assert capsys.readouterr().out == "* Fay joined the chat.\n"  # the refusal of a quiet list is not shown
     display.show_event(UserJoined("Gil"))
     assert asked == ["list", "list", "list"]  # and the next join asks again
+
+
+def reconnected(display: Display) -> None:
+    """take_back_name on a server that welcomes at once."""
+    assert take_back_name(types.SimpleNamespace(next_event=lambda: Welcome("Ann")), display, "Ann")
+
+
+def test_a_quiet_list_asked_of_the_last_server_does_not_hide_the_first_users_after_a_reconnect(capsys):
+    session = marking_session()
+    display = Display(terminal.Terminal(interactive=False), session, client_ui.PLAIN)
+    asked: list[str] = []
+    display.ask_user_list = lambda: asked.append("list")
+    display.show_event(UserJoined("Dee"))  # a quiet list asked; the server goes before it answers
+    reconnected(display)
+    display.show_event(UserJoined("Eve"))
+    assert asked == ["list", "list"]  # the guest marks are asked for again
+    display.show_event(UserList.of([("Ann", 0), ("Eve", 1)], guests={"Eve"}))  # its answer: quiet
+    session.user_list_requested(show=True)  # /users
+    display.show_event(UserList.of([("Ann", 0), ("Eve", 1)], guests={"Eve"}))
+    assert "Eve (guest)" in capsys.readouterr().out.split("* Eve joined the chat.\n")[1]
+
+
+def test_a_quiet_list_that_could_not_be_sent_is_not_waited_for(capsys):
+    session = marking_session()
+    display = Display(terminal.Terminal(interactive=False), session, client_ui.PLAIN)
+
+    def lost() -> None:
+        raise OSError("connection reset")
+
+    display.ask_user_list = lost
+    display.show_event(UserJoined("Dee"))
+    assert session.guests_unknown()  # nothing on its way: the next join asks again
+    session.user_list_requested(show=True)  # /users
+    capsys.readouterr()
+    display.show_event(UserList.of([("Ann", 0), ("Dee", 1)]))
+    assert "Dee" in capsys.readouterr().out
+
+
+def test_a_reconnect_forgets_where_the_last_servers_history_stood():
+    session = marking_session()
+    display = Display(terminal.Terminal(interactive=False), session, client_ui.PLAIN)
+    session.oldest_id, session.at_beginning = "500", True
+    reconnected(display)
+    assert (session.oldest_id, session.at_beginning) == (None, False)  # the new server's IDs may start again
 
 
 def test_without_marks_a_join_asks_nothing():

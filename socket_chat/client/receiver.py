@@ -10,7 +10,6 @@ thread then says so.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -81,8 +80,10 @@ class Display:
         self.session.observe(event)
         if self.ask_user_list is not None and self.session.guests_unknown():
             self.session.user_list_requested(show=False)  # one at a time: a storm of joins asks once per answer
-            with contextlib.suppress(OSError):  # the connection is going: the read that follows says so
+            try:
                 self.ask_user_list()
+            except OSError:  # the connection is going: the read that follows says so
+                self.session.user_list_unsent(show=False)
         if not shown:
             return
         # A history line's time is when it was said: with --timestamps it

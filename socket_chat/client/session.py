@@ -189,6 +189,7 @@ def take_back_name(link: ServerLink, display: Display, name: str) -> bool:
     display.session.echoed = False  # this server says anew whether it echoes
     display.session.stamped = False  # and whether it stamps lines
     display.session.forget_pages()  # what was asked of the last connection is not answered
+    display.session.forget_lists()
     asked = False
     while True:
         event = link.next_event()

@@ -113,8 +113,11 @@ class Session:
             self._pages.append(what)
 
     def forget_pages(self) -> None:
+        """After a reconnection: the pages asked of the last server are not
+        answered, and this server's IDs may start again."""
         with self._lock:
             self._pages.clear()
+            self.oldest_id, self.at_beginning = None, False
 
     def note_line(self, event: StampedLine | HistoryLine | PageEnd) -> None:
         """Keep the oldest ID shown (a line of the history or a page, or the
@@ -162,6 +165,23 @@ class Session:
         with self._lock:
             self._user_lists_to_show.append(show)
             self._lists_silent += not show
+
+    def user_list_unsent(self, show: bool) -> None:
+        """The UserListRequest said by ``user_list_requested(show)`` did not
+        go out: no answer is coming for it."""
+        with self._lock:
+            for index in range(len(self._user_lists_to_show) - 1, -1, -1):
+                if self._user_lists_to_show[index] == show:  # the latest such (another may be asked meanwhile)
+                    del self._user_lists_to_show[index]
+                    self._lists_silent -= not show
+                    return
+
+    def forget_lists(self) -> None:
+        """After a reconnection: the user lists asked of the last server are
+        not answered (a quiet one left waiting would hide the next /users)."""
+        with self._lock:
+            self._user_lists_to_show.clear()
+            self._lists_silent = 0
 
     def is_guest(self, name: str) -> bool:
         """Whether ``name`` was a guest in the last user list (or renamed from one)."""
