@@ -380,6 +380,7 @@ class Terminal:
                 input=self._made_input,
                 output=_output(),
                 enable_history_search=False,
+                enable_suspend=True,  # Ctrl-Z suspends, as it did under readline
             )
         return self._sessions[remember]
 

@@ -450,6 +450,20 @@ def test_a_wake_up_signal_that_lands_after_a_pipe_read_does_not_kill_the_client(
     assert (done.returncode, done.stdout) == (0, "a line\nsurvived\n"), done.stderr
 
 
+def test_ctrl_z_suspends_at_the_prompt(monkeypatch):
+    """prompt_toolkit reads Ctrl-Z as a key unless told to suspend on it (as
+    readline's terminal did). Looked at on the session: no pty needed."""
+    from prompt_toolkit.filters import to_filter
+    from prompt_toolkit.output import DummyOutput
+
+    readable, writable = os.pipe()
+    with os.fdopen(readable) as stdin, os.fdopen(writable, "w"):
+        monkeypatch.setattr("sys.stdin", stdin)
+        monkeypatch.setattr(terminal, "_output", DummyOutput)
+        session = terminal.Terminal(interactive=False)._session(True)
+        assert to_filter(session.enable_suspend)()
+
+
 def test_a_line_is_not_held_back_when_input_does_not_use_readline(monkeypatch, capsys):
     """Typing on a terminal, output to a pipe or a file (pytest's capture
     here): input() then reads without readline, whose hooks never run, so a
