@@ -9,6 +9,7 @@ except in CI, whose .ci/run installs it)."""
 
 from __future__ import annotations
 
+import re
 import ssl
 from pathlib import Path
 
@@ -32,6 +33,14 @@ def test_the_irc_servers_configuration_listens_on_loopback_over_tls_with_its_lim
     assert {"MaxConnectionsIP = 0", "MaxConnections = 0", "MaxPenaltyTime = 0", "MaxJoins = 0"} <= lines
     assert {"DNS = no", "Ident = no", "PAM = no"} <= lines  # no lookups that would wait on the network
     assert {"CertFile = /tmp/c.pem", "KeyFile = /tmp/k.pem"} <= lines
+
+
+def test_ci_installs_every_command_the_irc_peer_needs():
+    """irc.missing() wants ngircd and openssl: without one, the slow test
+    fails in CI (CI=true) instead of running."""
+    ci = (Path(__file__).parent.parent / ".ci" / "run").read_text(encoding="utf-8")
+    for command in ("ngircd", "openssl"):
+        assert re.search(rf"command -v {command} .*packages\+=\({command}\)", ci), command
 
 
 def events_of(conn: irc.IrcConnection, lines: bytes) -> list:
