@@ -200,17 +200,9 @@ class Terminal:
         read (by the reading thread's loop, between two keys)."""
         self._print(sys.stdout, line)
 
-    def error(self, text: str, wait: bool = True) -> bool:
-        """Print ``text`` on stderr (above the line being typed, if one is).
-        ``wait`` is kept for callers that must not block: with it False,
-        False if the terminal is busy."""
-        if not self._lock.acquire(blocking=wait):
-            return False
-        try:
-            self._print_locked(sys.stderr, text)
-            return True
-        finally:
-            self._lock.release()
+    def error(self, text: str) -> None:
+        """Print ``text`` on stderr (above the line being typed, if one is)."""
+        self._print(sys.stderr, text)
 
     def _print(self, stream: TextIO, text: str, end: str = "\n") -> None:
         with self._lock:

@@ -182,29 +182,6 @@ def test_reconnecting_gives_up_when_the_name_stays_taken(monkeypatch):
     assert tries[-2] - tries[0] <= session.NAME_RETRY < tries[-1] - tries[0]  # it gave up at the first try past it
 
 
-def test_the_end_of_a_session_is_not_told_amid_a_write_of_the_same_thread(monkeypatch, capsys):
-    """The wake-up signal's handler runs in the main thread, maybe in the
-    middle of that thread's own print under the terminal's lock: it must not
-    wait for the lock (it would wait for itself), and it says so, so that
-    the signal is tried again."""
-    screen = terminal.Terminal(interactive=False)
-    told = []
-
-    class Stdout:
-        def write(self, text):
-            told.append(screen.error("The server has ended the session.", wait=False))  # as the handler would
-
-        def flush(self):
-            pass
-
-    monkeypatch.setattr("sys.stdout", Stdout())
-    screen.show("a line being printed")  # holds the lock while it writes
-    monkeypatch.undo()
-    assert told and not any(told)  # not printed, and no deadlock
-    assert screen.error("The server has ended the session.", wait=False)  # once the write is done
-    assert capsys.readouterr().err == "The server has ended the session.\n"
-
-
 def test_a_line_sent_once_the_receiver_saw_the_end_ends_the_conversation_without_a_not_sent(identity_key, capsys):
     """The server closed; the receiver has seen it, and the main thread
     sends a line before it is woken: that is the end of the session (told

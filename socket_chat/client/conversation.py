@@ -44,7 +44,6 @@ def converse(link: ServerLink, display: Display, reconnect: bool = False) -> int
     person_left = parting is not None
     # From here on, a late Ctrl-C must not become a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    receiver.reading_done.set()
     if not person_left:
         receiver.join(CLOSE_GRACE)  # it saw the failure too: let it note why
     left = receiver.leave()

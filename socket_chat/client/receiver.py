@@ -129,7 +129,6 @@ class Receiver(threading.Thread):
         self._end_lock = threading.Lock()
         self._leaving = False
         self.ended_by_server = False
-        self.reading_done = threading.Event()  # the main thread reads no more
         self.reconnectable = False  # the end was the server's, and worth coming back from
         self.typed = ""  # the line being typed when the server ended
         self._end_reason = ""  # what to tell the person, by report_end
@@ -148,20 +147,15 @@ class Receiver(threading.Thread):
         self.reconnectable = self.reconnect and (not isinstance(event, Goodbye) or event.reason == SERVER_SHUTTING_DOWN)
         self._server_ended(f"{reason} {RECONNECTING}" if self.reconnectable else reason)
 
-    def report_end(self, wait: bool = True) -> bool:
+    def report_end(self) -> None:
         """In the main thread: tell the person the server ended the session
-        (once), keeping the line being typed for after a reconnection. With
-        ``wait`` False, False if the terminal was busy (nothing said yet)."""
+        (once), keeping the line being typed for after a reconnection."""
         with self._end_lock:
             if self._reported or not self.ended_by_server:
-                return True
-        typed = self.terminal.typed_text()
-        if not self.terminal.error(self._end_reason, wait=wait):
-            return False
-        with self._end_lock:
+                return
             self._reported = True
-        self.typed = typed
-        return True
+        self.typed = self.terminal.typed_text()
+        self.terminal.error(self._end_reason)
 
     def leave(self) -> bool:
         """Claim the end for the person. False if the server ended first."""
