@@ -8,8 +8,8 @@ for pages through the whole server path: ``MemberSession`` takes the
 ``HistoryRequest``, the room asks the store, the store's writer thread runs
 the query, and each ``HistoryLine`` of the answer is encoded as it would be
 for the send queue. The figure is the process's CPU time (every thread's:
-``time.process_time``) over the pages, divided by their number; the pages
-start at random places in the file (seeded), from the newest to the oldest.
+``time.process_time``) over the pages, divided by their number; each page
+is the lines before an ID drawn at random (seeded), the pages in no order.
 The target (issue 20) is 10 ms a page on the project's machine.
 """
 

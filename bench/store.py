@@ -165,11 +165,12 @@ def build(path: Path, lines: int, words: list[str], rng: random.Random, base_tim
         chunk = 100_000
         for start in range(0, lines, chunk):
             count = min(chunk, lines - start)
-            drawn = rng.choices(words, weights, k=count * WORDS_PER_LINE)
+            per = WORDS_PER_LINE
+            drawn = rng.choices(words, weights, k=count * per)
             db.executemany(
                 "INSERT INTO messages (sent_at, sender, kind, text) VALUES (?, ?, 'chat', ?)",
                 (
-                    (base_time + start + i, f"user{(start + i) % SENDERS}", " ".join(drawn[i * 8 : i * 8 + 8]))
+                    (base_time + start + i, f"user{(start + i) % SENDERS}", " ".join(drawn[i * per : (i + 1) * per]))
                     for i in range(count)
                 ),
             )

@@ -4,7 +4,10 @@ holds every figure. Never a time: a benchmark reports, a test checks."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import random
+import sqlite3
 
 from bench import store as store_bench
 from bench.lockstep import LockstepResult
@@ -21,6 +24,14 @@ def test_the_search_store_is_the_servers_and_every_query_finds_what_it_should(tm
     assert 1 <= found["two words"] <= 21
     assert results.lines == SMALL.lines and results.file_bytes > 0
     assert all(len(cost.cpu_ms) == SMALL.repeat for cost in results.queries)
+
+
+def test_each_line_of_the_store_has_words_per_line_words(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_bench, "WORDS_PER_LINE", 3)
+    store_bench.build(tmp_path / "s.sqlite3", 5, ["a", "b", "c"], random.Random(1), 1_000)
+    with contextlib.closing(sqlite3.connect(tmp_path / "s.sqlite3")) as db:
+        texts = [text for (text,) in db.execute("SELECT text FROM messages")]
+    assert len(texts) == 5 and all(len(text.split()) == 3 for text in texts)
 
 
 def test_the_section_reports_the_ratios_and_the_json_holds_them(tmp_path):
