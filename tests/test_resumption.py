@@ -364,6 +364,49 @@ def test_ticket_keys_survive_a_restart_in_a_private_file(identity, held, tmp_pat
     assert redeem(restarted, identity, issued, held.secret) is not None
 
 
+def test_deleting_the_ticket_key_file_revokes_at_once_and_for_good(identity, held, tmp_path):
+    """A running server reads the file again when it changes: deleted, no
+    ticket of before opens, and the next key made does not bring them back."""
+    path, clock = tmp_path / "server_key.tickets", Clock()
+    service = tickets.TicketService(identity, tickets.FileTicketKeys(path, clock), clock=clock)
+    before, other = service.issue(held.secret, None), service.issue(held.secret, None)
+    path.unlink()
+    assert redeem(service, identity, before, held.secret) is None  # revoked in the running server
+    after = service.issue(held.secret, None)  # a new key, written alone
+    restarted = tickets.TicketService(identity, tickets.FileTicketKeys(path, clock), clock=clock)
+    assert redeem(restarted, identity, other, held.secret) is None  # not resurrected
+    path.write_text("not a key line\n")
+    assert redeem(service, identity, after, held.secret) is None  # a file it cannot read revokes too
+
+
+class FakeShared:
+    """The cluster's side of SharedTicketKeys: a dict for Redis."""
+
+    def __init__(self) -> None:
+        self.keys: dict[int, bytes] = {}
+
+    def ticket_key(self, period: int, candidate: bytes | None, ttl: int) -> bytes | None:
+        if candidate is not None:
+            self.keys.setdefault(period, candidate)
+        return self.keys.get(period)
+
+    def spend_ticket(self, ticket_id: bytes, ttl: int) -> bool:
+        return True
+
+
+def test_deleted_redis_ticket_keys_revoke_once_the_servers_restart(identity, held):
+    """Each server keeps the keys it read (SECURITY.md: delete, then restart
+    every server); none writes them back."""
+    shared, clock = FakeShared(), Clock()
+    running = tickets.TicketService(identity, tickets.SharedTicketKeys(shared, clock=clock), clock=clock)
+    issued = running.issue(held.secret, None)
+    shared.keys.clear()
+    running.issue(held.secret, None)  # the key it holds, not written back
+    assert shared.keys == {}
+    restarted = tickets.TicketService(identity, tickets.SharedTicketKeys(shared, clock=clock), clock=clock)
+    assert redeem(restarted, identity, issued, held.secret) is None
+
+
 def test_a_ticket_key_file_others_can_read_is_refused(tmp_path):
     path = tmp_path / "server_key.tickets"
     path.write_text("")
