@@ -224,15 +224,28 @@ def test_a_resumption_agrees_keys_without_rsa(identity, held, monkeypatch):
     assert server.next_event() == protocol.ChatLine("hi")
 
 
-def test_a_resumption_is_forward_secret_the_shares_go_into_the_keys(identity, held):
-    """The same ticket with two X25519 shares gives two different sets of keys."""
-    ids = []
-    for key in (EphemeralKey(CLIENT_X25519), EphemeralKey(SERVER_X25519)):
-        client, server = offered(identity, held, client_key=key)
-        server.resume(held.secret)
-        pump(client, server)
-        ids.append(server.session_id)
-    assert ids[0] != ids[1]
+def test_a_resumption_is_forward_secret_the_shares_go_into_the_keys(identity, held, monkeypatch):
+    """Both sides key the session from the ticket's secret and the X25519
+    shared secret of the pinned shares: drop the latter anywhere, and a
+    recording plus the ticket's secret would open the session."""
+    calls = []
+    real = crypto_utils.derive_session_keys
+
+    def spy(*args, **kwargs):
+        calls.append((args, kwargs, keys := real(*args, **kwargs)))
+        return keys
+
+    monkeypatch.setattr(crypto_utils, "derive_session_keys", spy)
+    client_key, server_key = EphemeralKey(CLIENT_X25519), EphemeralKey(SERVER_X25519)
+    shared = EphemeralKey(CLIENT_X25519).agree(EphemeralKey(SERVER_X25519).public_bytes)
+    client, server = offered(identity, held, client_key=client_key, server_key=server_key)
+    server.resume(held.secret)
+    assert [event for _, event in pump(client, server)] == [HandshakeComplete(resumed=True)] * 2
+    resumed = [(args, keys) for args, kwargs, keys in calls if kwargs.get("resumed")]
+    assert [args[:2] for args, _ in resumed] == [(held.secret, shared)] * 2  # the client's and the server's
+    for args, keys in resumed:
+        assert keys != real(held.secret, b"", args[2], resumed=True)  # the share changes the keys
+    assert client.resumption_secret == sealed.resumption_secret(held.secret, shared, client.session_id)
 
 
 def test_a_declined_resumption_goes_on_as_a_full_handshake(identity, held):
@@ -351,6 +364,49 @@ def test_ticket_keys_survive_a_restart_in_a_private_file(identity, held, tmp_pat
     assert redeem(restarted, identity, issued, held.secret) is not None
 
 
+def test_deleting_the_ticket_key_file_revokes_at_once_and_for_good(identity, held, tmp_path):
+    """A running server reads the file again when it changes: deleted, no
+    ticket of before opens, and the next key made does not bring them back."""
+    path, clock = tmp_path / "server_key.tickets", Clock()
+    service = tickets.TicketService(identity, tickets.FileTicketKeys(path, clock), clock=clock)
+    before, other = service.issue(held.secret, None), service.issue(held.secret, None)
+    path.unlink()
+    assert redeem(service, identity, before, held.secret) is None  # revoked in the running server
+    after = service.issue(held.secret, None)  # a new key, written alone
+    restarted = tickets.TicketService(identity, tickets.FileTicketKeys(path, clock), clock=clock)
+    assert redeem(restarted, identity, other, held.secret) is None  # not resurrected
+    path.write_text("not a key line\n")
+    assert redeem(service, identity, after, held.secret) is None  # a file it cannot read revokes too
+
+
+class FakeShared:
+    """The cluster's side of SharedTicketKeys: a dict for Redis."""
+
+    def __init__(self) -> None:
+        self.keys: dict[int, bytes] = {}
+
+    def ticket_key(self, period: int, candidate: bytes | None, ttl: int) -> bytes | None:
+        if candidate is not None:
+            self.keys.setdefault(period, candidate)
+        return self.keys.get(period)
+
+    def spend_ticket(self, ticket_id: bytes, ttl: int) -> bool:
+        return True
+
+
+def test_deleted_redis_ticket_keys_revoke_once_the_servers_restart(identity, held):
+    """Each server keeps the keys it read (SECURITY.md: delete, then restart
+    every server); none writes them back."""
+    shared, clock = FakeShared(), Clock()
+    running = tickets.TicketService(identity, tickets.SharedTicketKeys(shared, clock=clock), clock=clock)
+    issued = running.issue(held.secret, None)
+    shared.keys.clear()
+    running.issue(held.secret, None)  # the key it holds, not written back
+    assert shared.keys == {}
+    restarted = tickets.TicketService(identity, tickets.SharedTicketKeys(shared, clock=clock), clock=clock)
+    assert redeem(restarted, identity, issued, held.secret) is None
+
+
 def test_a_ticket_key_file_others_can_read_is_refused(tmp_path):
     path = tmp_path / "server_key.tickets"
     path.write_text("")
@@ -365,19 +421,82 @@ def test_a_ticket_key_file_others_can_read_is_refused(tmp_path):
 
 def test_the_client_keeps_tickets_in_a_private_file_only_when_asked(tmp_path):
     ticket = ClientTicket(b"t" * 100, bytes([5]) * 32, "SHA256:" + "C" * 43)
-    clock = Clock()
+    clock, here, ann = Clock(), "127.0.0.1:1", "SHA256:" + "A" * 43
     in_memory = TicketWallet(clock=clock)
-    in_memory.put("127.0.0.1:1", ticket, 60)
-    assert in_memory.take("127.0.0.1:1") == ticket
-    assert in_memory.take("127.0.0.1:1") is None  # single use
+    in_memory.put(here, ann, ticket, 60)
+    assert in_memory.peek(here, ann) == in_memory.peek(here, ann) == ticket  # looked at, still held
+    in_memory.spend(here, ann, ticket)
+    assert in_memory.peek(here, ann) is None  # single use
     path = tmp_path / "tickets"
-    TicketWallet(path, clock).put("127.0.0.1:1", ticket, 60)
+    TicketWallet(path, clock).put(here, ann, ticket, 60)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert TicketWallet(path, clock).take("127.0.0.1:1") == ticket  # the next run has it
-    assert TicketWallet(path, clock).take("127.0.0.1:1") is None  # and took it
-    TicketWallet(path, clock).put("127.0.0.1:1", ticket, 60)
+    wallet = TicketWallet(path, clock)
+    assert wallet.peek(here, ann) == ticket  # the next run has it
+    wallet.spend(here, ann, ticket)
+    assert TicketWallet(path, clock).peek(here, ann) is None  # and spent it
+    TicketWallet(path, clock).put(here, ann, ticket, 60)
     clock.now += 61
-    assert TicketWallet(path, clock).take("127.0.0.1:1") is None  # expired
+    assert TicketWallet(path, clock).peek(here, ann) is None  # expired
+
+
+def test_a_kept_ticket_is_offered_only_by_the_person_who_got_it(tmp_path, identity):
+    """A ticket carries the key proved when it was got: offered with another
+    --identity, it would make that person the first one."""
+    ann, bob = PersonKey.generate(), PersonKey.generate()
+    path = tmp_path / "tickets"
+    TicketWallet(path).put("here", ann.fingerprint, ClientTicket(b"t", bytes(32), identity.fingerprint), 60)
+    assert offers(TicketWallet(path), bob, identity) is False
+    assert offers(TicketWallet(path), None, identity) is False  # nor as a guest
+    assert offers(TicketWallet(path), ann, identity) is True
+    assert TicketWallet(path).peek("here", ann.fingerprint) is None  # offered: spent
+
+
+def offers(wallet: TicketWallet, person: PersonKey | None, identity: ServerIdentity) -> bool:
+    """Whether a ServerLink of ``person`` offers a ticket from ``wallet`` to
+    the server of ``identity`` (sans I/O: the hello fed to its connection)."""
+    near, far = socket.socketpair()
+    with near, far:
+        link = ServerLink(near)
+        link.identity = person
+        link.use_tickets(wallet, "here")
+        link.conn.receive_data(ServerConnection(identity).data_to_send())
+        assert isinstance(link.conn.next_event(), ServerHello)
+        link.accept_server_key()
+        return link.conn.state is ConnectionState.AWAIT_RESUMPTION
+
+
+def test_a_ticket_never_offered_is_not_spent(identity):
+    """A refusal (a full server) or a key not trusted comes before the
+    ticket goes out: it stays for the next try."""
+    ann, wallet = PersonKey.generate(), TicketWallet()
+    ticket = ClientTicket(b"t", bytes(32), identity.fingerprint)
+    wallet.put("here", ann.fingerprint, ticket, 60)
+    near, far = socket.socketpair()
+    with near, far:
+        link = ServerLink(near)
+        link.identity = ann
+        link.use_tickets(wallet, "here")
+        refusal = protocol.handshake.refusal("full")
+        link.conn.receive_data(refusal)
+        assert isinstance(link.conn.next_event(), protocol.ServerRefused)
+    assert wallet.peek("here", ann.fingerprint) == ticket
+    assert offers(wallet, ann, identity) is True  # a key check that raised would not get here
+    assert wallet.peek("here", ann.fingerprint) is None
+
+
+def test_the_ticket_answer_is_not_awaited_after_the_welcome():
+    """An older server's "Message not understood" for the ticket request may
+    be dropped (flood control): after the Welcome, such an error is another's,
+    and shown."""
+    near, far = socket.socketpair()
+    with near, far:
+        link = ServerLink(near)
+        link.wallet, link._ticket_asked = TicketWallet(), True
+        not_understood = protocol.ErrorNotice("Message not understood (type 0x99).")
+        assert link._keep_ticket(protocol.Welcome("Ann")) is False
+        assert link._keep_ticket(not_understood) is False
+        link._ticket_answered = False
+        assert link._keep_ticket(not_understood) is True  # before the Welcome: the ticket's answer
 
 
 # --- live: a real server ----------------------------------------------------
@@ -478,16 +597,16 @@ def test_live_the_client_link_keeps_its_ticket_and_resumes(own_server):
     """The program's ServerLink: a ticket asked for before the username, kept
     in the wallet (not shown), and offered on the next connection."""
     own_server.start()
-    wallet = TicketWallet()
+    wallet, ann = TicketWallet(), PersonKey.generate()
     for expected in (False, True):
         link = ServerLink(socket.create_connection(own_server.server.server_address, timeout=5))
-        link.identity = PersonKey.generate()
+        link.identity = ann
         link.use_tickets(wallet, "here")
         hello = link.conn.next_event()
         while hello is NEED_DATA:
             link.conn.receive_data(link.sock.recv(65536))
             hello = link.conn.next_event()
-        link.conn.accept_server_key()
+        link.accept_server_key()
         assert link.handshake_event() == HandshakeComplete(resumed=expected)
         while not isinstance(event := link.next_event(), UsernameRequest):
             if isinstance(event, ProofRequest):
@@ -495,7 +614,7 @@ def test_live_the_client_link_keeps_its_ticket_and_resumes(own_server):
         link.request_ticket()
         link.send(protocol.Username(f"Bob{int(expected)}"))
         assert isinstance(link.next_event(), protocol.Welcome)  # the NewTicket before it was kept, not returned
-        assert wallet._held.get("here") is not None
+        assert wallet.peek("here", ann.fingerprint) is not None
         link.sock.close()
 
 

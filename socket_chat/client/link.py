@@ -19,7 +19,7 @@ from typing import TypeVar
 from socket_chat import crypto, protocol, transport
 from socket_chat.chat.limits import Pacer
 from socket_chat.chat.presentation import printable_text
-from socket_chat.client.tickets import TicketWallet
+from socket_chat.client.tickets import GUEST, TicketWallet
 from socket_chat.crypto import keystore
 from socket_chat.protocol import (
     ClientConnection,
@@ -35,6 +35,8 @@ from socket_chat.protocol import (
     ServerHello,
     ServerRefused,
     TicketRequest,
+    UserList,
+    Welcome,
 )
 from socket_chat.tty import Terminal
 
@@ -90,12 +92,27 @@ class ServerLink:
         self.wallet: TicketWallet | None = None
         self.server_id = ""
         self._ticket_asked = self._ticket_answered = False
+        self._ticket: ClientTicket | None = None  # the one held for this server and person
 
     def use_tickets(self, wallet: TicketWallet, server_id: str) -> None:
-        """Before the handshake: offer the ticket held for ``server_id``
-        (``HOST:PORT``), if any, and keep the one this connection gets."""
+        """Before the handshake, with ``identity`` set: offer the ticket held
+        for ``server_id`` (``HOST:PORT``) and this person, if any, and keep
+        the one this connection gets."""
         self.wallet, self.server_id = wallet, server_id
-        self.conn = ClientConnection(ticket=wallet.take(server_id))
+        self._ticket = wallet.peek(server_id, self.person)
+        self.conn = ClientConnection(ticket=self._ticket)
+
+    @property
+    def person(self) -> str:
+        """Whose tickets this link holds: the key's fingerprint, or GUEST."""
+        return self.identity.fingerprint if self.identity is not None else GUEST
+
+    def accept_server_key(self) -> None:
+        """The server's key is trusted: answer its hello. The ticket is
+        spent only if it went out (a refusal or a refused key keeps it)."""
+        self.conn.accept_server_key()
+        if self.conn.state is protocol.ConnectionState.AWAIT_RESUMPTION and self.wallet and self._ticket:
+            self.wallet.spend(self.server_id, self.person, self._ticket)
 
     def request_ticket(self) -> None:
         """Ask for a ticket for the next connection (once, after the key
@@ -111,11 +128,14 @@ class ServerLink:
         order, and nothing sent before the request draws an error)."""
         if not self._ticket_asked or self._ticket_answered:
             return False
+        if isinstance(event, (Welcome, UserList)):
+            self._ticket_answered = True  # the answer came before, or was dropped (flood control)
+            return False
         if isinstance(event, NewTicket):
             self._ticket_answered = True
             if event.lifetime and event.ticket and self.wallet is not None:
                 ticket = ClientTicket(event.ticket, self.conn.resumption_secret, self.conn.server_fingerprint)
-                self.wallet.put(self.server_id, ticket, event.lifetime)
+                self.wallet.put(self.server_id, self.person, ticket, event.lifetime)
             return True
         if isinstance(event, ErrorNotice) and event.text.startswith("Message not understood"):
             self._ticket_answered = True  # a server of before tickets
@@ -218,7 +238,7 @@ def establish(link: ServerLink, trust: Callable[[ServerHello], Trusted], server:
     if not isinstance(hello, ServerHello):
         raise RemoteProtocolError("expected the server's hello, but the connection was closed")
     trusted = trust(hello)
-    link.conn.accept_server_key()
+    link.accept_server_key()
     event = link.handshake_event()
     if not isinstance(event, HandshakeComplete):
         raise RemoteProtocolError(f"handshake ended with {event}")

@@ -111,10 +111,12 @@ _KEY_LINE = re.compile(r"([0-9]{1,19}) ([0-9a-f]{64})")
 
 class FileTicketKeys(MemoryTicketKeys):
     """Ticket keys kept in a file (mode 0600), one ``PERIOD HEXKEY`` a line,
-    rewritten whole (``keystore.replace_file``) each time a key is made;
-    used ids in memory (a restart forgets them: a ticket used just before
-    one could be used once more, within its lifetime, by whoever holds its
-    secret: the person it was given to).
+    rewritten whole (``keystore.replace_file``) each time a key is made,
+    and read again whenever it changes, so that deleting (or editing) it
+    revokes at once in a running server; a file that became unreadable
+    or unsafe revokes too (logged). Used ids in memory (a restart forgets
+    them: a ticket used just before one could be used once more, within its
+    lifetime, by whoever holds its secret: the person it was given to).
 
     Raises (on construction):
         keystore.KeyFileError: the file cannot be read, is readable by
@@ -124,8 +126,26 @@ class FileTicketKeys(MemoryTicketKeys):
     def __init__(self, path: Path, clock: Callable[[], float] = time.time, rng: Rng = default_rng) -> None:
         super().__init__(clock, rng)
         self.path = path
-        if path.exists():
+        self._seen = _file_state(path)
+        if self._seen is not None:
             self._keys.update(self._read(path))
+
+    def key(self, period: int, create: bool, keep: int) -> bytes | None:
+        self._follow_file()
+        return super().key(period, create, keep)
+
+    def _follow_file(self) -> None:
+        # A stat per key look-up (a handshake's), against an RSA operation.
+        state = _file_state(self.path)
+        if state == self._seen:
+            return
+        with self._lock:
+            self._seen = state
+            try:
+                self._keys = self._read(self.path) if state is not None else {}
+            except keystore.KeyFileError as exc:
+                self._keys = {}
+                log.warning("%s: every ticket key dropped", exc)
 
     @staticmethod
     def _read(path: Path) -> dict[int, bytes]:
@@ -147,10 +167,22 @@ class FileTicketKeys(MemoryTicketKeys):
         text = "".join(f"{p} {k.hex()}\n" for p, k in sorted(self._keys.items()))
         try:
             keystore.replace_file(self.path, text, "ticket key file")
+            self._seen = _file_state(self.path)  # its own write: nothing to read back
         except keystore.KeyFileError as exc:
             # The key still works in this process; after a restart its
             # tickets fall back to a full handshake.
             log.warning("%s: tickets given now will not survive a restart", exc)
+
+
+def _file_state(path: Path) -> tuple[int, int, int] | None:
+    """What tells a changed file (inode, size, mtime); None: there is none."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return (-1, -1, -1)  # unreadable now: _read will say so
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 class SharedKeys(Protocol):
