@@ -14,6 +14,7 @@ from socket_chat import protocol
 from socket_chat.chat.history import HistoryUnavailable, Line
 from socket_chat.chat.member import MAX_LINE_ID, line_id_of
 from socket_chat.chat.room import Room
+from socket_chat.server import cluster
 from socket_chat.server.app import ChatServer
 from socket_chat.server.store import Retention, SqliteStore
 from tests.test_history import ANN, NOW, person, say
@@ -60,3 +61,12 @@ def test_an_ask_that_raises_anything_fails_alone_and_the_writer_goes_on(store, c
     assert store.page(None, 5) == ([Line(1, NOW, "chat", "Ann", "after")], False)
     assert store.forget(1) is True
 
+
+def test_a_cluster_page_before_the_first_id_asks_redis_nothing():
+    redis_cluster = cluster.RedisCluster("redis://127.0.0.1:1")
+
+    def no_call(*args, **kwargs):
+        raise AssertionError("Redis was asked (XREVRANGE (0-0 is an error, taken for a lost link)")
+
+    redis_cluster._try = no_call  # type: ignore[method-assign]
+    assert redis_cluster.page(0, 5) == ([], False)
