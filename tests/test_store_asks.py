@@ -13,13 +13,18 @@ import pytest
 from socket_chat import protocol
 from socket_chat.chat.history import HistoryUnavailable, Line
 from socket_chat.chat.member import MAX_LINE_ID, line_id_of
+from socket_chat.chat.offline import OfflineMessages
+from socket_chat.chat.registrations import DeviceAdded, Registrations, RegistryUnavailable
 from socket_chat.chat.room import Room
+from socket_chat.protocol import OfflineMessage, PrivateLine
 from socket_chat.server import cluster
 from socket_chat.server.app import ChatServer
 from socket_chat.server.store import Retention, SqliteStore
 from tests.test_history import ANN, NOW, person, say
+from tests.test_offline import ALICE, BOB, clock, keyed
 from tests.test_room import FakeClock
 
+DEVICE = "SHA256:alice-laptop"
 HUGE = "99999999999999999999"  # 20 digits, above 2**63 - 1
 
 
@@ -70,3 +75,30 @@ def test_a_cluster_page_before_the_first_id_asks_redis_nothing():
 
     redis_cluster._try = no_call  # type: ignore[method-assign]
     assert redis_cluster.page(0, 5) == ([], False)
+
+
+def test_a_device_is_given_the_lines_kept_for_its_owners_names():
+    registrations = Registrations(clock=clock)
+    offline = OfflineMessages(clock=clock)
+    room = Room(history_size=0)
+    options = {"registrations": registrations, "offline": offline}
+    keyed(room, "alice", ALICE, **options).session.leave()  # registers alice to ALICE
+    assert registrations.add_device(ALICE, DEVICE) is DeviceAdded.ADDED
+    keyed(room, "bob", BOB, **options).send(PrivateLine("alice", "hi"))
+    assert [m for m in keyed(room, "alice", DEVICE, **options).heard() if isinstance(m, OfflineMessage)] == [
+        OfflineMessage("bob", "alice", "hi", NOW)
+    ]
+    assert offline.count(ALICE) == 0
+
+
+def test_a_device_whose_owner_cannot_be_asked_takes_its_own_lines():
+    offline = OfflineMessages(clock=clock)
+    offline.keep(DEVICE, "bob", "alice", "for the device itself")
+
+    class Unreachable(Registrations):
+        def owner_of(self, fingerprint: str) -> str:
+            raise RegistryUnavailable("Redis is away")
+
+    room = Room(history_size=0)
+    person = keyed(room, "dev", DEVICE, registrations=Unreachable(clock=clock), offline=offline)
+    assert [m.text for m in person.heard() if isinstance(m, OfflineMessage)] == ["for the device itself"]

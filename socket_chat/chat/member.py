@@ -496,16 +496,26 @@ class MemberSession:
 
     def _give_waiting(self) -> None:
         """The private lines kept for this key while it was offline, after
-        the welcome (and the history), oldest first; forgotten once given."""
+        the welcome (and the history), oldest first; forgotten once given.
+        They wait under the owner's key: a device takes its owner's."""
         if self._offline is None or self.fingerprint is None:
             return
-        waiting = self._offline.take(self.fingerprint)
+        waiting = self._offline.take(self._owner_or_own())
         if not waiting:
             return
         count = len(waiting)
         self._tell(protocol.Notice(f"{count} private message{'s' if count > 1 else ''} came while you were away:"))
         for kept in waiting:
             self._tell(protocol.OfflineMessage(kept.sender, kept.recipient, kept.text, kept.sent_at))
+
+    def _owner_or_own(self) -> str:
+        """The key whose names this one uses (its owner's, for a device);
+        its own if that cannot be asked now."""
+        assert self.fingerprint is not None
+        try:
+            return self.fingerprint if self._registrations is None else self._registrations.owner_of(self.fingerprint)
+        except RegistryUnavailable:
+            return self.fingerprint
 
     def _search_history(self, request: protocol.SearchRequest) -> None:
         """``/search``: the newest matching public lines, newest first, after
