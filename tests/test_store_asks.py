@@ -6,6 +6,7 @@ changes, mentions of a name in any case, and the store's open and close."""
 from __future__ import annotations
 
 import logging
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -102,3 +103,44 @@ def test_a_device_whose_owner_cannot_be_asked_takes_its_own_lines():
     room = Room(history_size=0)
     person = keyed(room, "dev", DEVICE, registrations=Unreachable(clock=clock), offline=offline)
     assert [m.text for m in person.heard() if isinstance(m, OfflineMessage)] == ["for the device itself"]
+
+
+class OrderedStore:
+    """An offline store that records the changes queued to it, in order."""
+
+    def __init__(self) -> None:
+        self.changes: list[str] = []
+
+    def waiting_messages(self) -> list:
+        return []
+
+    def save_waiting(self, message) -> None:
+        self.changes.append("insert " + message.text)
+
+    def drop_waiting(self, fingerprint: str) -> None:
+        self.changes.append("delete")
+
+
+class TakeOnRelease:
+    """A lock that, once, lets a take in right after a release: where
+    another thread's take could come between a keep's table and its store."""
+
+    def __init__(self, take) -> None:
+        self._lock, self._take, self.armed = threading.Lock(), take, True
+
+    def __enter__(self):
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc) -> None:
+        self._lock.__exit__(*exc)
+        if self.armed:
+            self.armed = False
+            self._take()
+
+
+def test_a_take_racing_a_keep_queues_its_delete_after_the_keeps_insert():
+    store = OrderedStore()
+    offline = OfflineMessages(store, clock=clock)
+    offline._lock = TakeOnRelease(lambda: offline.take(ALICE))  # type: ignore[assignment]
+    assert offline.keep(ALICE, "bob", "alice", "hi")
+    assert store.changes == ["insert hi", "delete"]  # not restored after a restart: given once
