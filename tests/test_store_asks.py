@@ -144,3 +144,10 @@ def test_a_take_racing_a_keep_queues_its_delete_after_the_keeps_insert():
     offline._lock = TakeOnRelease(lambda: offline.take(ALICE))  # type: ignore[assignment]
     assert offline.keep(ALICE, "bob", "alice", "hi")
     assert store.changes == ["insert hi", "delete"]  # not restored after a restart: given once
+
+
+def test_mentions_of_a_name_are_found_in_any_case_beyond_ascii(store):
+    for line_id, text in enumerate(["élodie: lunch?", "ask ÉLODIE", "élodiette is not her"], 1):
+        store.keep(Line(line_id, NOW, "chat", "Ann", text))
+    assert store.flush(5.0)
+    assert [line.text for line in store.mentioning("Élodie", 0, 10, 10)] == ["ask ÉLODIE", "élodie: lunch?"]

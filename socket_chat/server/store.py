@@ -117,8 +117,9 @@ CLOSE_TIMEOUT = 5.0  # seconds ``close`` waits for what is queued to be written
 SEARCH_TIMEOUT = 1.0  # seconds one search may run before it is stopped (its person is told)
 LOCK_POLL = 0.05  # seconds between two tries of another server's lock file
 ASK_TIMEOUT = 5.0  # seconds a reader waits for the writer's answer (a page, a count)
-#: Rows ``mentioning`` reads per pass of its filter (SQL's LIKE finds the
-#: name's letters; ``mentions`` decides if it is the whole name).
+#: Rows ``mentioning`` reads per pass of its filter (SQL's LIKE on the
+#: casefolded text finds the name's letters; ``mentions`` decides if it is
+#: the whole name).
 MENTION_SCAN = 500
 DAY = 86_400.0
 
@@ -319,10 +320,12 @@ class SqliteStore:
         def read(db: sqlite3.Connection) -> list[Line]:
             found: list[Line] = []
             below = upto + 1
-            pattern = "%" + name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            folded = name.casefold()  # LIKE ignores only ASCII case: both sides folded, "élodie:" for Élodie
+            pattern = "%" + folded.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             while len(found) < cap:
                 rows = db.execute(
-                    f"SELECT {_LINE_COLUMNS} FROM messages WHERE id > ? AND id < ? AND text LIKE ? ESCAPE '\\'"
+                    f"SELECT {_LINE_COLUMNS} FROM messages WHERE id > ? AND id < ?"
+                    " AND casefold(text) LIKE ? ESCAPE '\\'"
                     " ORDER BY id DESC LIMIT ?",
                     (after, below, pattern, MENTION_SCAN),
                 ).fetchall()
@@ -705,6 +708,7 @@ class SqliteStore:
             # reader; the lock file keeps other servers out (_hold_file).
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
+            db.create_function("casefold", 1, str.casefold, deterministic=True)  # for mentioning's filter
             with transaction(db):  # takes the file's lock: another server's is refused here
                 check_intact(db)
                 migrate(db, self.path)
