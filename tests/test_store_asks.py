@@ -5,7 +5,10 @@ changes, mentions of a name in any case, and the store's open and close."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import sqlite3
 import threading
 from types import SimpleNamespace
 
@@ -17,10 +20,13 @@ from socket_chat.chat.member import MAX_LINE_ID, line_id_of
 from socket_chat.chat.offline import OfflineMessages
 from socket_chat.chat.registrations import DeviceAdded, Registrations, RegistryUnavailable
 from socket_chat.chat.room import Room
+from socket_chat.chat.search import SearchQuery, SearchUnavailable
 from socket_chat.protocol import OfflineMessage, PrivateLine
 from socket_chat.server import cluster
+from socket_chat.server import store as store_module
 from socket_chat.server.app import ChatServer
-from socket_chat.server.store import Retention, SqliteStore
+from socket_chat.server.store import Retention, SqliteStore, StoreError
+from tests.helpers import DEADLINE
 from tests.test_history import ANN, NOW, person, say
 from tests.test_offline import ALICE, BOB, clock, keyed
 from tests.test_room import FakeClock
@@ -151,3 +157,33 @@ def test_mentions_of_a_name_are_found_in_any_case_beyond_ascii(store):
         store.keep(Line(line_id, NOW, "chat", "Ann", text))
     assert store.flush(5.0)
     assert [line.text for line in store.mentioning("Élodie", 0, 10, 10)] == ["ask ÉLODIE", "élodie: lunch?"]
+
+
+def test_a_search_after_close_is_refused_not_a_new_connection(tmp_path):
+    opened = SqliteStore.open(tmp_path / "history.sqlite3", Retention(days=None))
+    assert opened.search(SearchQuery(("hello",)), 5) == []  # the reader opened
+    opened.close()
+    with pytest.raises(SearchUnavailable, match="closing its history store"):
+        opened.search(SearchQuery(("hello",)), 5)
+    assert opened._reader is None
+
+
+def test_a_store_that_did_not_open_in_time_lets_its_lock_file_go(tmp_path, monkeypatch):
+    gate = threading.Event()
+
+    def stuck(*args, **kwargs) -> sqlite3.Connection:
+        gate.wait(DEADLINE)  # an open that takes longer than OPEN_TIMEOUT
+        return sqlite3.connect(*args, **kwargs)
+
+    monkeypatch.setattr(store_module, "OPEN_TIMEOUT", 0.05)
+    path = tmp_path / "history.sqlite3"
+    try:
+        with pytest.raises(StoreError, match="did not open within"):
+            SqliteStore.open(path, Retention(days=None), connect=stuck)
+        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if still held
+        finally:
+            os.close(fd)
+    finally:
+        gate.set()  # the writer opens, sees it is stopping, and gives the file up

@@ -257,6 +257,7 @@ class SqliteStore:
         self._lock_fd: int | None = None  # the flock on FILE.lock: this server's file
         self._reader: sqlite3.Connection | None = None  # searches' own, opened on the first
         self._reader_lock = threading.Lock()
+        self._reader_closed = False  # by close: searches are refused from then on
         self._search_deadline = 0.0
         self._ready = threading.Event()
         self._start_error: StoreError | None = None
@@ -279,6 +280,7 @@ class SqliteStore:
         if not store._ready.wait(OPEN_TIMEOUT):
             store._stopping = True  # the writer gives the file up if it opens it yet
             store._wake.set()
+            store._let_go()  # this server will not use the file: another may
             raise StoreError(f"The history store {path} did not open within {OPEN_TIMEOUT:g} s.")
         if store._start_error is not None:
             store._let_go()
@@ -453,6 +455,8 @@ class SqliteStore:
         """
         sql, parameters = search_statement(query, limit)
         with self._reader_lock:
+            if self._reader_closed:  # after close: never a new connection to the file
+                raise SearchUnavailable("The search failed: the server is closing its history store.")
             try:
                 reader = self._open_reader()
                 self._search_deadline = time.monotonic() + SEARCH_TIMEOUT
@@ -518,6 +522,7 @@ class SqliteStore:
         """Write what is queued (waiting ``timeout`` at most), then stop the
         writer and close the file. The room must be done with the store."""
         with self._reader_lock:  # first: the writer's close, the last, then removes the WAL
+            self._reader_closed = True
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
