@@ -42,6 +42,7 @@ from socket_chat.chat.search import (
 
 __all__ = [
     "ASK_USERNAME",
+    "MAX_LINE_ID",
     "GUESTS_REFUSED",
     "KEY_UNSUPPORTED",
     "PROOF_FAILED",
@@ -70,6 +71,7 @@ __all__ = [
     "STILL_AWAY",
     "MemberSession",
     "Stage",
+    "line_id_of",
     "recipient_name",
 ]
 
@@ -114,6 +116,7 @@ USERNAME_LOOKS_TAKEN = "That username looks the same as {holder}, who is online.
 #: be a Redis call in a cluster).
 MAX_USERNAME_ATTEMPTS = 10
 TOO_MANY_USERNAMES = f"Too many username attempts ({MAX_USERNAME_ATTEMPTS})."
+MAX_LINE_ID = 2**63 - 1  # SQLite's largest integer: no line has a greater ID
 MAX_AWAY_LENGTH = 200  # characters of an away message (IRC servers allow about as many)
 # The key proof (PROTOCOL.md, "Key proof"): each failure ends the session.
 PROOF_FAILED = "Your key's proof does not check out; the connection is closed."
@@ -493,16 +496,26 @@ class MemberSession:
 
     def _give_waiting(self) -> None:
         """The private lines kept for this key while it was offline, after
-        the welcome (and the history), oldest first; forgotten once given."""
+        the welcome (and the history), oldest first; forgotten once given.
+        They wait under the owner's key: a device takes its owner's."""
         if self._offline is None or self.fingerprint is None:
             return
-        waiting = self._offline.take(self.fingerprint)
+        waiting = self._offline.take(self._owner_or_own())
         if not waiting:
             return
         count = len(waiting)
         self._tell(protocol.Notice(f"{count} private message{'s' if count > 1 else ''} came while you were away:"))
         for kept in waiting:
             self._tell(protocol.OfflineMessage(kept.sender, kept.recipient, kept.text, kept.sent_at))
+
+    def _owner_or_own(self) -> str:
+        """The key whose names this one uses (its owner's, for a device);
+        its own if that cannot be asked now."""
+        assert self.fingerprint is not None
+        try:
+            return self.fingerprint if self._registrations is None else self._registrations.owner_of(self.fingerprint)
+        except RegistryUnavailable:
+            return self.fingerprint
 
     def _search_history(self, request: protocol.SearchRequest) -> None:
         """``/search``: the newest matching public lines, newest first, after
@@ -743,11 +756,12 @@ class MemberSession:
             return
         count = min(request.count or protocol.HISTORY_PAGE, protocol.MAX_HISTORY_PAGE)
         before = request.before.strip()
-        if before and not (before.isascii() and before.isdigit() and len(before) <= 20):
+        line_id = line_id_of(before) if before else None
+        if before and line_id is None:
             self._tell(protocol.ErrorNotice(f"No line has the ID {excerpt(before, 24)}."))
             return
         try:
-            lines, more = self.room.page(int(before) if before else None, count)
+            lines, more = self.room.page(line_id, count)
         except HistoryUnavailable:
             self._tell(protocol.ErrorNotice(HISTORY_UNAVAILABLE))
             return
@@ -857,6 +871,16 @@ class MemberSession:
             )
             return False
         return True
+
+
+def line_id_of(text: str) -> int | None:
+    """The message ID ``text`` names, or None if no line can have it: not
+    digits, 0, or above SQLite's largest integer (which the store could not
+    even be asked about)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 20):
+        return None
+    number = int(text)
+    return number if 0 < number <= MAX_LINE_ID else None
 
 
 def device_fingerprint(text: str) -> str:

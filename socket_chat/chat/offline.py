@@ -88,8 +88,10 @@ class OfflineMessages:
             if len(waiting) >= self.cap:
                 return False
             waiting.append(message)
-        if self._store is not None:
-            self._store.save_waiting(message)
+            # Under the lock (an O(1) queue append): a take racing this keep
+            # then queues its DELETE after this INSERT, never before.
+            if self._store is not None:
+                self._store.save_waiting(message)
         return True
 
     def take(self, fingerprint: str) -> list[Waiting]:
@@ -97,8 +99,8 @@ class OfflineMessages:
         they are forgotten (here and in the store)."""
         with self._lock:
             waiting = self._by_key.pop(fingerprint, [])
-        if waiting and self._store is not None:
-            self._store.drop_waiting(fingerprint)
+            if waiting and self._store is not None:  # under the lock too: in order with the keeps
+                self._store.drop_waiting(fingerprint)
         return waiting
 
     def count(self, fingerprint: str) -> int:

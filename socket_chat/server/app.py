@@ -24,7 +24,7 @@ from socket_chat.chat.allow import AllowList, key_fingerprint
 from socket_chat.chat.bans import Ban, Bans, banned_text, parse_target
 from socket_chat.chat.history import HistoryUnavailable
 from socket_chat.chat.limits import Limits
-from socket_chat.chat.member import MemberSession
+from socket_chat.chat.member import MemberSession, line_id_of
 from socket_chat.chat.offline import OfflineMessages
 from socket_chat.chat.presentation import format_length, printable_text
 from socket_chat.chat.registrations import NameRegistry, RegistryUnavailable
@@ -345,10 +345,11 @@ class ChatServer:
         """Take a line out of the history, memory and store (the console's
         /forget); lines for the operator. Clients that showed it keep it."""
         shown = printable_text(line_id)[:40]
-        if not (line_id.isascii() and line_id.isdigit() and len(line_id) <= 20):
+        if not (line_id.isascii() and line_id.isdigit()):
             return [f"{shown} is not a message ID: IDs are numbers (clients show them with --ids)."]
+        number = line_id_of(line_id)
         try:
-            forgotten = self.room.forget(int(line_id))
+            forgotten = number is not None and self.room.forget(number)
         except HistoryUnavailable:
             return ["The history store did not answer; nothing was forgotten. Try again."]
         if not forgotten:

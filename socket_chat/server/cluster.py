@@ -690,6 +690,8 @@ class RedisCluster:
         Raises:
             HistoryUnavailable: Redis did not answer.
         """
+        if before is not None and before <= 0:
+            return [], False  # nothing is before the first ID ("(0-0" is an error to Redis, not a lost link)
         found: list[Line] = []
         end = "+" if before is None else "(" + entry_id_of(before)
         while len(found) <= count:

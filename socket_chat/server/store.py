@@ -117,8 +117,9 @@ CLOSE_TIMEOUT = 5.0  # seconds ``close`` waits for what is queued to be written
 SEARCH_TIMEOUT = 1.0  # seconds one search may run before it is stopped (its person is told)
 LOCK_POLL = 0.05  # seconds between two tries of another server's lock file
 ASK_TIMEOUT = 5.0  # seconds a reader waits for the writer's answer (a page, a count)
-#: Rows ``mentioning`` reads per pass of its filter (SQL's LIKE finds the
-#: name's letters; ``mentions`` decides if it is the whole name).
+#: Rows ``mentioning`` reads per pass of its filter (SQL's LIKE on the
+#: casefolded text finds the name's letters; ``mentions`` decides if it is
+#: the whole name).
 MENTION_SCAN = 500
 DAY = 86_400.0
 
@@ -256,6 +257,7 @@ class SqliteStore:
         self._lock_fd: int | None = None  # the flock on FILE.lock: this server's file
         self._reader: sqlite3.Connection | None = None  # searches' own, opened on the first
         self._reader_lock = threading.Lock()
+        self._reader_closed = False  # by close: searches are refused from then on
         self._search_deadline = 0.0
         self._ready = threading.Event()
         self._start_error: StoreError | None = None
@@ -278,6 +280,7 @@ class SqliteStore:
         if not store._ready.wait(OPEN_TIMEOUT):
             store._stopping = True  # the writer gives the file up if it opens it yet
             store._wake.set()
+            store._let_go()  # this server will not use the file: another may
             raise StoreError(f"The history store {path} did not open within {OPEN_TIMEOUT:g} s.")
         if store._start_error is not None:
             store._let_go()
@@ -319,10 +322,12 @@ class SqliteStore:
         def read(db: sqlite3.Connection) -> list[Line]:
             found: list[Line] = []
             below = upto + 1
-            pattern = "%" + name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            folded = name.casefold()  # LIKE ignores only ASCII case: both sides folded, "élodie:" for Élodie
+            pattern = "%" + folded.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             while len(found) < cap:
                 rows = db.execute(
-                    f"SELECT {_LINE_COLUMNS} FROM messages WHERE id > ? AND id < ? AND text LIKE ? ESCAPE '\\'"
+                    f"SELECT {_LINE_COLUMNS} FROM messages WHERE id > ? AND id < ?"
+                    " AND casefold(text) LIKE ? ESCAPE '\\'"
                     " ORDER BY id DESC LIMIT ?",
                     (after, below, pattern, MENTION_SCAN),
                 ).fetchall()
@@ -450,6 +455,8 @@ class SqliteStore:
         """
         sql, parameters = search_statement(query, limit)
         with self._reader_lock:
+            if self._reader_closed:  # after close: never a new connection to the file
+                raise SearchUnavailable("The search failed: the server is closing its history store.")
             try:
                 reader = self._open_reader()
                 self._search_deadline = time.monotonic() + SEARCH_TIMEOUT
@@ -515,6 +522,7 @@ class SqliteStore:
         """Write what is queued (waiting ``timeout`` at most), then stop the
         writer and close the file. The room must be done with the store."""
         with self._reader_lock:  # first: the writer's close, the last, then removes the WAL
+            self._reader_closed = True
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
@@ -587,7 +595,7 @@ class SqliteStore:
         for ask in asks:
             try:
                 ask.result = ask.work(db)
-            except sqlite3.Error as exc:
+            except Exception as exc:  # any: a bad ask (an OverflowError) must not end the writer
                 ask.failed = True
                 log.warning("The history store %s could not be read: %s", self.path, describe(exc))
             finally:
@@ -705,6 +713,7 @@ class SqliteStore:
             # reader; the lock file keeps other servers out (_hold_file).
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
+            db.create_function("casefold", 1, str.casefold, deterministic=True)  # for mentioning's filter
             with transaction(db):  # takes the file's lock: another server's is refused here
                 check_intact(db)
                 migrate(db, self.path)
@@ -841,7 +850,7 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-def describe(exc: sqlite3.Error) -> str:
+def describe(exc: Exception) -> str:
     """SQLite's reason, in its words ("database or disk is full")."""
     return str(exc) or type(exc).__name__
 
