@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from socket_chat import protocol
-from socket_chat.chat.bans import Bans, banned_text, parse_duration, parse_target
+from socket_chat.chat.bans import MAX_BAN_SECONDS, Bans, banned_text, parse_duration, parse_target
 from socket_chat.chat.member import NOT_AN_OPERATOR, WHOIS_NO_ONE
 from socket_chat.client import ui
 from socket_chat.crypto import PersonKey
@@ -43,6 +43,23 @@ def test_durations_and_targets_are_read_as_typed():
     assert parse_target("203.0.113.7/24") == "203.0.113.0/24"  # as ipaddress writes the network
     assert parse_target("2001:db8::1/128") == "2001:db8::1"
     assert parse_target("alice") is None and parse_target("SHA256:short") is None
+
+
+def test_a_longer_duration_than_the_tables_cap_is_read_as_the_cap():
+    # 99999d is beyond a u32 of seconds: UserBanned could not carry it.
+    assert parse_duration("99999d") == MAX_BAN_SECONDS == parse_duration("999999w")
+    assert parse_duration("3650d") == MAX_BAN_SECONDS and parse_duration("3649d") == 3649 * 86_400
+
+
+def test_an_ipv4_mapped_target_is_stored_and_matched_as_ipv4():
+    assert parse_target("::ffff:203.0.113.7") == "203.0.113.7"  # a guest's host under --host ::
+    assert parse_target("::ffff:203.0.113.0/120") == "203.0.113.0/24"
+    bans = Bans(clock=FakeClock(NOW))
+    bans.add(parse_target("::ffff:203.0.113.7"), "", "the console")
+    bans.add("::ffff:198.51.100.0/120", "", "the console")  # as a store may hold it from before
+    for peer in ("203.0.113.7", "::ffff:203.0.113.7", "198.51.100.9", "::ffff:198.51.100.9"):
+        assert bans.find(None, peer) is not None, peer
+    assert bans.find(None, "203.0.113.8") is None
 
 
 def test_a_key_ban_holds_wherever_the_key_comes_from_and_an_address_ban_only_for_its_guests():

@@ -58,11 +58,12 @@ def banned_text(reason: str) -> str:
 
 def parse_duration(word: str) -> int | None:
     """The seconds of a duration (``10m``, ``2h``, ``7d``, also ``30s`` and
-    ``1w``), or None if ``word`` is not one."""
+    ``1w``), at most ``MAX_BAN_SECONDS``, or None if ``word`` is not one."""
     match = DURATION_PATTERN.fullmatch(word)
     if match is None:
         return None
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    # Capped here, so the reply and UserBanned (a u32) say the ban's real length.
+    return min(int(match.group(1)) * _UNIT_SECONDS[match.group(2)], MAX_BAN_SECONDS)
 
 
 class BanTargetError(ValueError):
@@ -76,13 +77,30 @@ def parse_target(text: str) -> str | None:
     name, then)."""
     if crypto.FINGERPRINT_PATTERN.fullmatch(text):
         return text
-    try:
-        network = ipaddress.ip_network(text, strict=False)
-    except ValueError:
+    network = _network(text)
+    if network is None:
         return None
     if network.prefixlen == network.max_prefixlen:
         return str(network.network_address)
     return str(network)
+
+
+_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The network ``text`` writes, an IPv4-mapped one (``::ffff:a.b.c.d``,
+    what a ``--host ::`` socket says of an IPv4 peer) as its IPv4 network,
+    so it matches the peer's IPv4 address; None if not one."""
+    try:
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_MAPPED):
+        mapped = network.network_address.ipv4_mapped
+        assert mapped is not None  # in ::ffff:0:0/96
+        return ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
+    return network
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -126,8 +144,8 @@ class Ban:
         peer = _address(address)
         if peer is None:
             return False
-        network = ipaddress.ip_network(self.target, strict=False)
-        return peer.version == network.version and peer in network
+        network = _network(self.target)  # a mapped one stored before: as IPv4
+        return network is not None and peer.version == network.version and peer in network
 
 
 class BanStore(Protocol):

@@ -21,7 +21,7 @@ from socket_chat import cli, protocol, transport
 from socket_chat import crypto as crypto_utils
 from socket_chat.chat import names
 from socket_chat.chat.allow import AllowList, key_fingerprint
-from socket_chat.chat.bans import Ban, Bans, banned_text, parse_target
+from socket_chat.chat.bans import MAX_BAN_SECONDS, Ban, Bans, banned_text, parse_target
 from socket_chat.chat.history import HistoryUnavailable
 from socket_chat.chat.limits import Limits
 from socket_chat.chat.member import MemberSession
@@ -389,6 +389,7 @@ class ChatServer:
         address). Whoever it covers is disconnected now, and the others get
         one notice for each name. Lines for the operator."""
         reason = " ".join(reason.split())  # one line, as it is shown and stored
+        seconds = None if seconds is None else min(seconds, MAX_BAN_SECONDS)  # as the table keeps it
         if len(reason) > MAX_BAN_REASON:
             return [f"A ban's reason may be {MAX_BAN_REASON} characters long at most; no one was banned."]
         found = self._ban_target(target)
