@@ -258,6 +258,8 @@ class MemberSession:
             self._session_id = session_id
             self.fingerprint = resumed_key
             log.info("%s: resumed with the key %s", self.peer, resumed_key)
+            if not self._admitted():  # as a proof is checked: a ticket outlives a ban or a reload
+                return
         elif session_id is not None:
             self._session_id = session_id
             self._tell(protocol.ProofRequest())
@@ -308,6 +310,8 @@ class MemberSession:
         if self._ticket_given:
             if self._within_rate("it was not answered"):
                 self._tell(protocol.ErrorNotice("A resumption ticket is given once per connection."))
+            return
+        if self._stage is Stage.NAMING and not self._admitted():  # no ticket for whom the name would refuse
             return
         self._ticket_given = True
         self._tell(self._tickets(self.fingerprint) if self._tickets is not None else protocol.NewTicket(0, b""))
@@ -368,14 +372,19 @@ class MemberSession:
         self.goodbye = goodbye
         self._stage = Stage.ENDED
 
-    def _choose(self, event: protocol.Username) -> None:
+    def _admitted(self) -> bool:
+        """Whether the allow list and the bans let this connection in now;
+        if not, the session ends with the line that says why."""
         allowed = self._allowed()
         if allowed is not None and not allowed.admits(self.fingerprint):  # a guest, or a key a reload took out
             who = "the key " + self.fingerprint if self.fingerprint else "a guest (no key)"
             log.warning("%s: refused %s: this server admits only invited people", self.peer, who)
             self._end(INVITED_ONLY)
-            return
-        if self._turn_away_if_banned():
+            return False
+        return not self._turn_away_if_banned()
+
+    def _choose(self, event: protocol.Username) -> None:
+        if not self._admitted():
             return
         if self.fingerprint is None and not self.limits.guests:
             self._end(GUESTS_REFUSED)
