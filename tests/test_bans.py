@@ -16,6 +16,7 @@ import pytest
 from socket_chat import protocol
 from socket_chat.chat.bans import MAX_BAN_SECONDS, Bans, banned_text, parse_duration, parse_target
 from socket_chat.chat.member import NOT_AN_OPERATOR, WHOIS_NO_ONE
+from socket_chat.chat.registrations import DeviceAdded, Registrations
 from socket_chat.client import ui
 from socket_chat.crypto import PersonKey
 from socket_chat.server.allow_file import OPERATORS_FILE, AllowFile, AllowFileError
@@ -73,6 +74,16 @@ def test_a_key_ban_holds_wherever_the_key_comes_from_and_an_address_ban_only_for
     assert bans.find(None, "198.51.100.1") is None and bans.find(None, "not an address") is None
     assert bans.remove("203.0.113.0/24").name == "troll"
     assert bans.find(None, "203.0.113.9") is None and bans.remove("203.0.113.0/24") is None
+
+
+def test_a_ban_of_an_owners_key_holds_against_its_devices_and_not_the_other_way():
+    bans = Bans(clock=FakeClock(NOW))
+    bans.add(MALLORY.fingerprint, "spam", "the console")
+    assert bans.find(BOB.fingerprint, "127.0.0.1", owner=MALLORY.fingerprint).reason == "spam"  # Mallory's device
+    assert bans.find(BOB.fingerprint, "127.0.0.1", owner=BOB.fingerprint) is None
+    bans.remove(MALLORY.fingerprint)
+    bans.add(BOB.fingerprint, "", "the console")  # the device alone
+    assert bans.find(MALLORY.fingerprint, "127.0.0.1", owner=MALLORY.fingerprint) is None
 
 
 def test_a_timed_ban_lapses_by_itself_on_the_clock():
@@ -327,6 +338,26 @@ def test_kick_and_say_from_an_operators_client_and_a_reload_that_takes_the_power
     )
     assert ann.expect(protocol.OperatorStatus) == protocol.OperatorStatus(0)
     assert operator_says(ann, "bans", "") == [NOT_AN_OPERATOR.format(command="bans")]
+
+
+def test_banning_a_devices_name_bans_its_owner_and_closes_every_device(identity_key):
+    registrations = Registrations(clock=FakeClock(NOW))
+    server, thread = start_server(identity_key, registrations=registrations, bans=Bans(clock=FakeClock(NOW)))
+    clients: list[ChatTestClient] = []
+    try:
+        owner = connect(server, clients, MALLORY, "mal")  # registers mal to Mallory's key
+        assert registrations.add_device(MALLORY.fingerprint, BOB.fingerprint) is DeviceAdded.ADDED
+        device = connect(server, clients, BOB, "mal2")
+        owner.expect(protocol.UserJoined)
+        assert OperatorConsole(server).execute("/ban mal2 spam") == [
+            f"Banned {MALLORY.fingerprint} (mal2) for ever: spam (2 connections closed)."
+        ]
+        assert owner.wait_closed() is not None and device.wait_closed() is not None
+        assert refused(server, clients, BOB)[-1] == protocol.Goodbye(banned_text("spam"))  # the device: refused
+    finally:
+        for client in clients:
+            client.close()
+        stop_server(server, thread)
 
 
 def test_a_ban_survives_the_servers_restart(identity_key, tmp_path):

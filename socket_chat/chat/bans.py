@@ -9,7 +9,9 @@ changes is handed to a ``BanStore`` (the server's SQLite file,
 path; the table is read from it once, at start.
 
 Rules (what a well-run IRC network's K-lines do, with keys for hosts):
-- A ban by key holds against that key wherever it connects from.
+- A ban by key holds against that key wherever it connects from, and
+  against the devices the key let use its names (a device's owner banned:
+  the device is too; a device banned alone: that key alone).
 - A ban by address holds against the guests (no key proved) from that
   address or network. A person with a key is judged by their key: an
   address is shared (a NAT, a campus), and a key is who they are.
@@ -85,7 +87,7 @@ def parse_target(text: str) -> str | None:
     return str(network)
 
 
-_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
 def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
@@ -134,11 +136,12 @@ class Ban:
         """A ban of a key (else of an address or network)."""
         return self.target.startswith("SHA256:")
 
-    def covers(self, fingerprint: str | None, address: str) -> bool:
-        """Whether this ban holds against a connection: its key, or, for a
+    def covers(self, fingerprint: str | None, address: str, owner: str | None = None) -> bool:
+        """Whether this ban holds against a connection: its key or the
+        key's ``owner`` (a device's, ``Registrations.owner_of``), or, for a
         guest (``fingerprint`` None), its address."""
         if self.by_key:
-            return fingerprint == self.target
+            return fingerprint is not None and self.target in (fingerprint, owner)
         if fingerprint is not None:
             return False
         peer = _address(address)
@@ -200,12 +203,12 @@ class Bans:
             self._store.drop_ban(target)
         return None if ban is None or self._lapsed(ban) else ban
 
-    def find(self, fingerprint: str | None, address: str) -> Ban | None:
-        """The ban that holds against a connection (its key, or for a guest
-        its address), if any; a key's own ban first."""
+    def find(self, fingerprint: str | None, address: str, owner: str | None = None) -> Ban | None:
+        """The ban that holds against a connection (its key or the key's
+        ``owner``, or for a guest its address), if any; a key's ban first."""
         current = self.current()
-        return next((b for b in current if b.by_key and b.covers(fingerprint, address)), None) or next(
-            (b for b in current if b.covers(fingerprint, address)), None
+        return next((b for b in current if b.by_key and b.covers(fingerprint, address, owner)), None) or next(
+            (b for b in current if b.covers(fingerprint, address, owner)), None
         )
 
     def current(self) -> list[Ban]:

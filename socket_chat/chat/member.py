@@ -353,7 +353,12 @@ class MemberSession:
     def _turn_away_if_banned(self) -> bool:
         """End the session if a ban holds against it (its key, or a
         guest's address); an operator's key is never refused. True if so."""
-        ban = None if self._bans is None or self.is_operator else self._bans.find(self.fingerprint, self.host)
+        if self._bans is None or self.is_operator:
+            return False
+        owner = None
+        if self.fingerprint is not None and self._registrations is not None:
+            owner = self._registrations.owner_of(self.fingerprint)  # a device of a banned owner is banned
+        ban = self._bans.find(self.fingerprint, self.host, owner)
         if ban is None:
             return False
         who = "the key " + self.fingerprint if self.fingerprint else "a guest (no key)"

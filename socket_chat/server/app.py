@@ -396,7 +396,7 @@ class ChatServer:
         if isinstance(found, list):
             return found
         stored, name = found
-        if stored == by_key:
+        if by_key is not None and stored in (by_key, self._owner(by_key)):
             return ["That is your own key: you would be banned from the server."]
         operators = self.operators_list()
         if operators is not None and operators.admits(stored):
@@ -417,8 +417,8 @@ class ChatServer:
             return stored, ""
         membership = self.room.find(target)
         if membership is not None:
-            if membership.fingerprint is not None:
-                return membership.fingerprint, membership.name
+            if membership.fingerprint is not None:  # a device's name is its owner's: the owner is banned
+                return self._owner(membership.fingerprint) or membership.fingerprint, membership.name
             host = getattr(membership.member, "host", "")
             return (parse_target(host) or host, membership.name) if host else ["That guest's address is unknown."]
         held = self.registrations.lookup(target) if self.registrations is not None else None
@@ -435,7 +435,8 @@ class ChatServer:
         closed = 0
         for handler in self._handlers_now():
             session = handler.session  # None: still in its handshake, checked when its session starts
-            if session is None or not ban.covers(session.fingerprint, handler.host):
+            owner = self._owner(session.fingerprint) if session is not None else None
+            if session is None or not ban.covers(session.fingerprint, handler.host, owner):
                 continue
             membership = session.membership
             if membership is not None:
@@ -443,6 +444,13 @@ class ChatServer:
             handler.close(banned_text(ban.reason))
             closed += 1
         return closed
+
+    def _owner(self, fingerprint: str | None) -> str | None:
+        """The owner of the key ``fingerprint`` (itself if not a device),
+        None for a guest or with no registrations."""
+        if fingerprint is None or self.registrations is None:
+            return None
+        return self.registrations.owner_of(fingerprint)
 
     def unban(self, target: str, by: str = CONSOLE) -> list[str]:
         """Lift a ban: by its target, or by the name it was given for or
