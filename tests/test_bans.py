@@ -86,6 +86,34 @@ def test_a_ban_of_an_owners_key_holds_against_its_devices_and_not_the_other_way(
     assert bans.find(MALLORY.fingerprint, "127.0.0.1", owner=MALLORY.fingerprint) is None
 
 
+class LockCheckingStore:
+    """A store that notes, at each call, whether the table's lock is held."""
+
+    def __init__(self) -> None:
+        self.bans_table: Bans | None = None
+        self.calls: list[tuple[str, bool]] = []
+
+    def bans(self) -> list:
+        return []
+
+    def save_ban(self, ban) -> None:
+        self.calls.append(("save", self.bans_table._lock.locked()))
+
+    def drop_ban(self, target: str) -> None:
+        self.calls.append(("drop", self.bans_table._lock.locked()))
+
+
+def test_the_store_is_called_under_the_tables_lock_so_its_writes_keep_the_tables_order():
+    store, clock = LockCheckingStore(), FakeClock(NOW)
+    bans = store.bans_table = Bans(store, clock=clock)
+    bans.add(MALLORY.fingerprint, "", "the console", seconds=60)
+    bans.remove(MALLORY.fingerprint)
+    bans.add(BOB.fingerprint, "", "the console", seconds=60)
+    clock.now += 60
+    bans.current()  # the lapsed one dropped
+    assert store.calls == [("save", True), ("drop", True), ("save", True), ("drop", True)]
+
+
 def test_a_timed_ban_lapses_by_itself_on_the_clock():
     clock = FakeClock(NOW)
     bans = Bans(clock=clock)
@@ -346,6 +374,7 @@ def test_banning_a_devices_name_bans_its_owner_and_closes_every_device(identity_
     clients: list[ChatTestClient] = []
     try:
         owner = connect(server, clients, MALLORY, "mal")  # registers mal to Mallory's key
+        assert wait_until(lambda: registrations.lookup("mal") is not None)  # after the Welcome
         assert registrations.add_device(MALLORY.fingerprint, BOB.fingerprint) is DeviceAdded.ADDED
         device = connect(server, clients, BOB, "mal2")
         owner.expect(protocol.UserJoined)
@@ -431,6 +460,10 @@ def test_a_ban_set_on_one_server_of_a_cluster_holds_on_the_others(identity_key, 
         )
         assert OperatorConsole(other).execute("/bans")[0] == "2 bans:"
         assert OperatorConsole(other).execute("/unban 127.0.0.5") == ["Lifted the ban of 127.0.0.5."]
+        assert OperatorConsole(one).execute(f"/ban {BOB.fingerprint}")[0].startswith("Banned")
+        # Lifted on the other server with no admission (no read of Redis) in between.
+        assert OperatorConsole(other).execute(f"/unban {BOB.fingerprint}") == [f"Lifted the ban of {BOB.fingerprint}."]
+        assert OperatorConsole(one).execute("/bans")[0] == "1 ban:"
         connect(one, clients, None, "guest", source="127.0.0.5")
         clock.now += 3600  # the timed ban lapses on every server
         connect(other, clients, MALLORY, "mal")

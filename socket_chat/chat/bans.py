@@ -169,7 +169,9 @@ class BanStore(Protocol):
 
 
 class Bans:
-    """The bans in force, by target; safe to call from any thread.
+    """The bans in force, by target; safe to call from any thread. The
+    store is called under the table's lock, so an add and a remove that
+    cross reach it in the order they took effect here.
 
     Args:
         store: where changes go (None: in memory only, lost at exit).
@@ -188,19 +190,20 @@ class Bans:
         now = int(self._clock())
         until = 0 if seconds is None else now + min(seconds, MAX_BAN_SECONDS)
         ban = Ban(target, reason, by, now, until, name)
-        with self._lock:
+        with self._lock:  # the store under the lock: its writes in the table's order
             self._bans[target] = ban
-        if self._store is not None:
-            self._store.save_ban(ban)
+            if self._store is not None:
+                self._store.save_ban(ban)
         return ban
 
     def remove(self, target: str) -> Ban | None:
         """Lift the ban of ``target``; the ban it was, or None if there was
         none in force."""
+        self.current()  # the shared bans as they are now: one set on another server is lifted too
         with self._lock:
             ban = self._bans.pop(target, None)
-        if ban is not None and self._store is not None:
-            self._store.drop_ban(target)
+            if ban is not None and self._store is not None:
+                self._store.drop_ban(target)
         return None if ban is None or self._lapsed(ban) else ban
 
     def find(self, fingerprint: str | None, address: str, owner: str | None = None) -> Ban | None:
@@ -220,11 +223,9 @@ class Bans:
             lapsed = [ban for ban in self._bans.values() if self._lapsed(ban)]
             for ban in lapsed:
                 del self._bans[ban.target]
-            current = sorted(self._bans.values(), key=lambda b: (b.set_at, b.target))
-        for ban in lapsed:  # the store is called with no lock of ours held
-            if self._store is not None:
-                self._store.drop_ban(ban.target)
-        return current
+                if self._store is not None:
+                    self._store.drop_ban(ban.target)
+            return sorted(self._bans.values(), key=lambda b: (b.set_at, b.target))
 
     def _read_shared(self) -> list[Ban] | None:
         """The bans as they are now where they are shared (a cluster's
