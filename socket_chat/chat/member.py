@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -239,6 +240,7 @@ class MemberSession:
         self._operators = operators or _anyone
         self._operate_with = operate
         self._told_operator = False  # the last OperatorStatus said 1
+        self._operator_lock = threading.Lock()  # recheck_operator: the reader and a reload's thread
         self._tickets = tickets
         self._ticket_given = False
 
@@ -369,9 +371,13 @@ class MemberSession:
     def recheck_operator(self) -> None:
         """Tell a member in the room if a reload made them an operator or
         took it away (from any thread: ``tell`` only queues)."""
-        if self.membership is not None and self.is_operator != self._told_operator:
-            self._told_operator = not self._told_operator
-            self._tell(protocol.OperatorStatus(int(self._told_operator)))
+        if self.membership is None:
+            return
+        with self._operator_lock:  # a status told once a change, even from two threads at once
+            now = self.is_operator
+            if now != self._told_operator:
+                self._told_operator = now
+                self._tell(protocol.OperatorStatus(int(now)))
 
     def _end(self, goodbye: str) -> None:
         self.goodbye = goodbye
