@@ -389,6 +389,19 @@ def test_banning_a_devices_name_bans_its_owner_and_closes_every_device(identity_
         stop_server(server, thread)
 
 
+def test_a_kick_or_ban_reason_reaches_the_log_without_its_control_characters(ops_server, caplog):
+    caplog.set_level(logging.INFO, logger="chat.server")
+    server, clients = ops_server
+    ann = connect(server, clients, OPERATOR, "Ann")
+    ann.expect(protocol.OperatorStatus)
+    connect(server, clients, BOB, "Bob")
+    ann.expect(protocol.UserJoined)
+    assert operator_says(ann, "kick", "Bob be \x1b[2Jnice")[-1] == "Kicked Bob."
+    assert operator_says(ann, "ban", f"{MALLORY.fingerprint} spam\x1b]0;owned\x07")[-1].startswith("Banned")
+    assert "be \ufffd[2Jnice" in caplog.text and "spam\ufffd]0;owned\ufffd" in caplog.text
+    assert "\x1b" not in caplog.text and "\x07" not in caplog.text
+
+
 def test_a_ban_survives_the_servers_restart(identity_key, tmp_path):
     path = tmp_path / "history.sqlite3"
     clients: list[ChatTestClient] = []

@@ -256,7 +256,7 @@ class ChatServer:
             return False
         because = f": {reason}" if reason else "."
         self.room.leave(membership, kicked=reason)  # one notice for the others, not a leave after it
-        log.info("%s kicked by %s%s", membership.name, _operator(by), because)
+        log.info("%s kicked by %s%s", membership.name, _operator(by), printable_text(because))  # no ESC to the console
         membership.member.close(f"You were kicked by the operator{because}")
         return True
 
@@ -404,7 +404,8 @@ class ChatServer:
         ban = self.bans.add(stored, reason, by, seconds, name=name)
         lasting = "for ever" if seconds is None else f"for {format_length(seconds)}"
         label = f"{stored} ({name})" if name and name != stored else stored
-        log.info("%s banned by %s %s%s", label, _operator(by), lasting, f": {reason}" if reason else "")
+        shown = f": {printable_text(reason)}" if reason else ""  # an operator's client may send ESC or BEL
+        log.info("%s banned by %s %s%s", label, _operator(by), lasting, shown)
         closed = self._disconnect_banned(ban, seconds)
         told = f"{closed} connection{'s' if closed != 1 else ''} closed"
         return [f"Banned {printable_text(label)} {lasting}{': ' + reason if reason else ''} ({told})."]
