@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from socket_chat import protocol
-from socket_chat.chat.bans import Bans, banned_text, parse_duration, parse_target
+from socket_chat.chat.bans import MAX_BAN_SECONDS, Bans, banned_text, parse_duration, parse_target
 from socket_chat.chat.member import NOT_AN_OPERATOR, WHOIS_NO_ONE
+from socket_chat.chat.registrations import DeviceAdded, Registrations
 from socket_chat.client import ui
 from socket_chat.crypto import PersonKey
 from socket_chat.server.allow_file import OPERATORS_FILE, AllowFile, AllowFileError
@@ -45,6 +46,23 @@ def test_durations_and_targets_are_read_as_typed():
     assert parse_target("alice") is None and parse_target("SHA256:short") is None
 
 
+def test_a_longer_duration_than_the_tables_cap_is_read_as_the_cap():
+    # 99999d is beyond a u32 of seconds: UserBanned could not carry it.
+    assert parse_duration("99999d") == MAX_BAN_SECONDS == parse_duration("999999w")
+    assert parse_duration("3650d") == MAX_BAN_SECONDS and parse_duration("3649d") == 3649 * 86_400
+
+
+def test_an_ipv4_mapped_target_is_stored_and_matched_as_ipv4():
+    assert parse_target("::ffff:203.0.113.7") == "203.0.113.7"  # a guest's host under --host ::
+    assert parse_target("::ffff:203.0.113.0/120") == "203.0.113.0/24"
+    bans = Bans(clock=FakeClock(NOW))
+    bans.add(parse_target("::ffff:203.0.113.7"), "", "the console")
+    bans.add("::ffff:198.51.100.0/120", "", "the console")  # as a store may hold it from before
+    for peer in ("203.0.113.7", "::ffff:203.0.113.7", "198.51.100.9", "::ffff:198.51.100.9"):
+        assert bans.find(None, peer) is not None, peer
+    assert bans.find(None, "203.0.113.8") is None
+
+
 def test_a_key_ban_holds_wherever_the_key_comes_from_and_an_address_ban_only_for_its_guests():
     bans = Bans(clock=FakeClock(NOW))
     bans.add(MALLORY.fingerprint, "spam", "the console")
@@ -56,6 +74,44 @@ def test_a_key_ban_holds_wherever_the_key_comes_from_and_an_address_ban_only_for
     assert bans.find(None, "198.51.100.1") is None and bans.find(None, "not an address") is None
     assert bans.remove("203.0.113.0/24").name == "troll"
     assert bans.find(None, "203.0.113.9") is None and bans.remove("203.0.113.0/24") is None
+
+
+def test_a_ban_of_an_owners_key_holds_against_its_devices_and_not_the_other_way():
+    bans = Bans(clock=FakeClock(NOW))
+    bans.add(MALLORY.fingerprint, "spam", "the console")
+    assert bans.find(BOB.fingerprint, "127.0.0.1", owner=MALLORY.fingerprint).reason == "spam"  # Mallory's device
+    assert bans.find(BOB.fingerprint, "127.0.0.1", owner=BOB.fingerprint) is None
+    bans.remove(MALLORY.fingerprint)
+    bans.add(BOB.fingerprint, "", "the console")  # the device alone
+    assert bans.find(MALLORY.fingerprint, "127.0.0.1", owner=MALLORY.fingerprint) is None
+
+
+class LockCheckingStore:
+    """A store that notes, at each call, whether the table's lock is held."""
+
+    def __init__(self) -> None:
+        self.bans_table: Bans | None = None
+        self.calls: list[tuple[str, bool]] = []
+
+    def bans(self) -> list:
+        return []
+
+    def save_ban(self, ban) -> None:
+        self.calls.append(("save", self.bans_table._lock.locked()))
+
+    def drop_ban(self, target: str) -> None:
+        self.calls.append(("drop", self.bans_table._lock.locked()))
+
+
+def test_the_store_is_called_under_the_tables_lock_so_its_writes_keep_the_tables_order():
+    store, clock = LockCheckingStore(), FakeClock(NOW)
+    bans = store.bans_table = Bans(store, clock=clock)
+    bans.add(MALLORY.fingerprint, "", "the console", seconds=60)
+    bans.remove(MALLORY.fingerprint)
+    bans.add(BOB.fingerprint, "", "the console", seconds=60)
+    clock.now += 60
+    bans.current()  # the lapsed one dropped
+    assert store.calls == [("save", True), ("drop", True), ("save", True), ("drop", True)]
 
 
 def test_a_timed_ban_lapses_by_itself_on_the_clock():
@@ -312,6 +368,40 @@ def test_kick_and_say_from_an_operators_client_and_a_reload_that_takes_the_power
     assert operator_says(ann, "bans", "") == [NOT_AN_OPERATOR.format(command="bans")]
 
 
+def test_banning_a_devices_name_bans_its_owner_and_closes_every_device(identity_key):
+    registrations = Registrations(clock=FakeClock(NOW))
+    server, thread = start_server(identity_key, registrations=registrations, bans=Bans(clock=FakeClock(NOW)))
+    clients: list[ChatTestClient] = []
+    try:
+        owner = connect(server, clients, MALLORY, "mal")  # registers mal to Mallory's key
+        assert wait_until(lambda: registrations.lookup("mal") is not None)  # after the Welcome
+        assert registrations.add_device(MALLORY.fingerprint, BOB.fingerprint) is DeviceAdded.ADDED
+        device = connect(server, clients, BOB, "mal2")
+        owner.expect(protocol.UserJoined)
+        assert OperatorConsole(server).execute("/ban mal2 spam") == [
+            f"Banned {MALLORY.fingerprint} (mal2) for ever: spam (2 connections closed)."
+        ]
+        assert owner.wait_closed() is not None and device.wait_closed() is not None
+        assert refused(server, clients, BOB)[-1] == protocol.Goodbye(banned_text("spam"))  # the device: refused
+    finally:
+        for client in clients:
+            client.close()
+        stop_server(server, thread)
+
+
+def test_a_kick_or_ban_reason_reaches_the_log_without_its_control_characters(ops_server, caplog):
+    caplog.set_level(logging.INFO, logger="chat.server")
+    server, clients = ops_server
+    ann = connect(server, clients, OPERATOR, "Ann")
+    ann.expect(protocol.OperatorStatus)
+    connect(server, clients, BOB, "Bob")
+    ann.expect(protocol.UserJoined)
+    assert operator_says(ann, "kick", "Bob be \x1b[2Jnice")[-1] == "Kicked Bob."
+    assert operator_says(ann, "ban", f"{MALLORY.fingerprint} spam\x1b]0;owned\x07")[-1].startswith("Banned")
+    assert "be \ufffd[2Jnice" in caplog.text and "spam\ufffd]0;owned\ufffd" in caplog.text
+    assert "\x1b" not in caplog.text and "\x07" not in caplog.text
+
+
 def test_a_ban_survives_the_servers_restart(identity_key, tmp_path):
     path = tmp_path / "history.sqlite3"
     clients: list[ChatTestClient] = []
@@ -383,6 +473,10 @@ def test_a_ban_set_on_one_server_of_a_cluster_holds_on_the_others(identity_key, 
         )
         assert OperatorConsole(other).execute("/bans")[0] == "2 bans:"
         assert OperatorConsole(other).execute("/unban 127.0.0.5") == ["Lifted the ban of 127.0.0.5."]
+        assert OperatorConsole(one).execute(f"/ban {BOB.fingerprint}")[0].startswith("Banned")
+        # Lifted on the other server with no admission (no read of Redis) in between.
+        assert OperatorConsole(other).execute(f"/unban {BOB.fingerprint}") == [f"Lifted the ban of {BOB.fingerprint}."]
+        assert OperatorConsole(one).execute("/bans")[0] == "1 ban:"
         connect(one, clients, None, "guest", source="127.0.0.5")
         clock.now += 3600  # the timed ban lapses on every server
         connect(other, clients, MALLORY, "mal")

@@ -10,6 +10,8 @@ import logging
 import pytest
 
 from socket_chat import protocol
+from socket_chat.chat.allow import INVITED_ONLY, AllowList, Invitation
+from socket_chat.chat.bans import Bans, banned_text
 from socket_chat.chat.limits import Limits
 from socket_chat.chat.member import (
     ASK_USERNAME,
@@ -456,3 +458,32 @@ def test_leaving_before_a_name_touches_no_one(room):
     person.session.leave()
     assert person.session.stage is Stage.ENDED
     assert watcher.heard() == []
+
+
+# --- a resumed connection: the same checks as a proof ---------------------------
+
+RESUMED = "SHA256:" + "R" * 43
+
+
+def test_a_resumed_key_that_is_banned_or_no_longer_invited_is_turned_away_at_the_start(room):
+    bans = Bans(clock=lambda: 1_800_000_000.0)
+    bans.add(RESUMED, "spam", "the console")
+    banned = Person(room, bans=bans, tickets=lambda key: protocol.NewTicket(60, b"t"))
+    banned.session.start(b"\x00" * 32, resumed_key=RESUMED)
+    assert banned.session.stage is Stage.ENDED and banned.session.goodbye == banned_text("spam")
+    assert not any(isinstance(m, protocol.UsernameRequest) for m in banned.heard())  # never asked for a name
+    gone = Person(room, allowed=lambda: AllowList((Invitation("SHA256:" + "O" * 43),)))
+    gone.session.start(b"\x00" * 32, resumed_key=RESUMED)
+    assert gone.session.stage is Stage.ENDED and gone.session.goodbye == INVITED_ONLY
+
+
+def test_a_ticket_is_given_before_the_name_only_to_whom_the_name_would_admit(room):
+    bans = Bans(clock=lambda: 1_800_000_000.0)
+    person = Person(room, bans=bans, host="203.0.113.7", tickets=lambda key: protocol.NewTicket(60, b"t"))
+    person.session.start()
+    bans.add("203.0.113.7", "flood", "the console")  # banned while choosing a name
+    assert person.send(protocol.TicketRequest()) == []
+    assert person.session.stage is Stage.ENDED and person.session.goodbye == banned_text("flood")
+    welcome = Person(room, bans=bans, host="198.51.100.1", tickets=lambda key: protocol.NewTicket(60, b"t"))
+    welcome.session.start()
+    assert welcome.send(protocol.TicketRequest()) == [protocol.NewTicket(60, b"t")]

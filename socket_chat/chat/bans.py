@@ -9,7 +9,9 @@ changes is handed to a ``BanStore`` (the server's SQLite file,
 path; the table is read from it once, at start.
 
 Rules (what a well-run IRC network's K-lines do, with keys for hosts):
-- A ban by key holds against that key wherever it connects from.
+- A ban by key holds against that key wherever it connects from, and
+  against the devices the key let use its names (a device's owner banned:
+  the device is too; a device banned alone: that key alone).
 - A ban by address holds against the guests (no key proved) from that
   address or network. A person with a key is judged by their key: an
   address is shared (a NAT, a campus), and a key is who they are.
@@ -58,11 +60,12 @@ def banned_text(reason: str) -> str:
 
 def parse_duration(word: str) -> int | None:
     """The seconds of a duration (``10m``, ``2h``, ``7d``, also ``30s`` and
-    ``1w``), or None if ``word`` is not one."""
+    ``1w``), at most ``MAX_BAN_SECONDS``, or None if ``word`` is not one."""
     match = DURATION_PATTERN.fullmatch(word)
     if match is None:
         return None
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    # Capped here, so the reply and UserBanned (a u32) say the ban's real length.
+    return min(int(match.group(1)) * _UNIT_SECONDS[match.group(2)], MAX_BAN_SECONDS)
 
 
 class BanTargetError(ValueError):
@@ -76,13 +79,30 @@ def parse_target(text: str) -> str | None:
     name, then)."""
     if crypto.FINGERPRINT_PATTERN.fullmatch(text):
         return text
-    try:
-        network = ipaddress.ip_network(text, strict=False)
-    except ValueError:
+    network = _network(text)
+    if network is None:
         return None
     if network.prefixlen == network.max_prefixlen:
         return str(network.network_address)
     return str(network)
+
+
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The network ``text`` writes, an IPv4-mapped one (``::ffff:a.b.c.d``,
+    what a ``--host ::`` socket says of an IPv4 peer) as its IPv4 network,
+    so it matches the peer's IPv4 address; None if not one."""
+    try:
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_MAPPED):
+        mapped = network.network_address.ipv4_mapped
+        assert mapped is not None  # in ::ffff:0:0/96
+        return ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
+    return network
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -116,18 +136,19 @@ class Ban:
         """A ban of a key (else of an address or network)."""
         return self.target.startswith("SHA256:")
 
-    def covers(self, fingerprint: str | None, address: str) -> bool:
-        """Whether this ban holds against a connection: its key, or, for a
+    def covers(self, fingerprint: str | None, address: str, owner: str | None = None) -> bool:
+        """Whether this ban holds against a connection: its key or the
+        key's ``owner`` (a device's, ``Registrations.owner_of``), or, for a
         guest (``fingerprint`` None), its address."""
         if self.by_key:
-            return fingerprint == self.target
+            return fingerprint is not None and self.target in (fingerprint, owner)
         if fingerprint is not None:
             return False
         peer = _address(address)
         if peer is None:
             return False
-        network = ipaddress.ip_network(self.target, strict=False)
-        return peer.version == network.version and peer in network
+        network = _network(self.target)  # a mapped one stored before: as IPv4
+        return network is not None and peer.version == network.version and peer in network
 
 
 class BanStore(Protocol):
@@ -148,7 +169,9 @@ class BanStore(Protocol):
 
 
 class Bans:
-    """The bans in force, by target; safe to call from any thread.
+    """The bans in force, by target; safe to call from any thread. The
+    store is called under the table's lock, so an add and a remove that
+    cross reach it in the order they took effect here.
 
     Args:
         store: where changes go (None: in memory only, lost at exit).
@@ -167,27 +190,28 @@ class Bans:
         now = int(self._clock())
         until = 0 if seconds is None else now + min(seconds, MAX_BAN_SECONDS)
         ban = Ban(target, reason, by, now, until, name)
-        with self._lock:
+        with self._lock:  # the store under the lock: its writes in the table's order
             self._bans[target] = ban
-        if self._store is not None:
-            self._store.save_ban(ban)
+            if self._store is not None:
+                self._store.save_ban(ban)
         return ban
 
     def remove(self, target: str) -> Ban | None:
         """Lift the ban of ``target``; the ban it was, or None if there was
         none in force."""
+        self.current()  # the shared bans as they are now: one set on another server is lifted too
         with self._lock:
             ban = self._bans.pop(target, None)
-        if ban is not None and self._store is not None:
-            self._store.drop_ban(target)
+            if ban is not None and self._store is not None:
+                self._store.drop_ban(target)
         return None if ban is None or self._lapsed(ban) else ban
 
-    def find(self, fingerprint: str | None, address: str) -> Ban | None:
-        """The ban that holds against a connection (its key, or for a guest
-        its address), if any; a key's own ban first."""
+    def find(self, fingerprint: str | None, address: str, owner: str | None = None) -> Ban | None:
+        """The ban that holds against a connection (its key or the key's
+        ``owner``, or for a guest its address), if any; a key's ban first."""
         current = self.current()
-        return next((b for b in current if b.by_key and b.covers(fingerprint, address)), None) or next(
-            (b for b in current if b.covers(fingerprint, address)), None
+        return next((b for b in current if b.by_key and b.covers(fingerprint, address, owner)), None) or next(
+            (b for b in current if b.covers(fingerprint, address, owner)), None
         )
 
     def current(self) -> list[Ban]:
@@ -199,11 +223,9 @@ class Bans:
             lapsed = [ban for ban in self._bans.values() if self._lapsed(ban)]
             for ban in lapsed:
                 del self._bans[ban.target]
-            current = sorted(self._bans.values(), key=lambda b: (b.set_at, b.target))
-        for ban in lapsed:  # the store is called with no lock of ours held
-            if self._store is not None:
-                self._store.drop_ban(ban.target)
-        return current
+                if self._store is not None:
+                    self._store.drop_ban(ban.target)
+            return sorted(self._bans.values(), key=lambda b: (b.set_at, b.target))
 
     def _read_shared(self) -> list[Ban] | None:
         """The bans as they are now where they are shared (a cluster's

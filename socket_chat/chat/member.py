@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -242,6 +243,7 @@ class MemberSession:
         self._operators = operators or _anyone
         self._operate_with = operate
         self._told_operator = False  # the last OperatorStatus said 1
+        self._operator_lock = threading.Lock()  # recheck_operator: the reader and a reload's thread
         self._tickets = tickets
         self._ticket_given = False
 
@@ -261,6 +263,8 @@ class MemberSession:
             self._session_id = session_id
             self.fingerprint = resumed_key
             log.info("%s: resumed with the key %s", self.peer, resumed_key)
+            if not self._admitted():  # as a proof is checked: a ticket outlives a ban or a reload
+                return
         elif session_id is not None:
             self._session_id = session_id
             self._tell(protocol.ProofRequest())
@@ -312,6 +316,8 @@ class MemberSession:
             if self._within_rate("it was not answered"):
                 self._tell(protocol.ErrorNotice("A resumption ticket is given once per connection."))
             return
+        if self._stage is Stage.NAMING and not self._admitted():  # no ticket for whom the name would refuse
+            return
         self._ticket_given = True
         self._tell(self._tickets(self.fingerprint) if self._tickets is not None else protocol.NewTicket(0, b""))
 
@@ -352,7 +358,12 @@ class MemberSession:
     def _turn_away_if_banned(self) -> bool:
         """End the session if a ban holds against it (its key, or a
         guest's address); an operator's key is never refused. True if so."""
-        ban = None if self._bans is None or self.is_operator else self._bans.find(self.fingerprint, self.host)
+        if self._bans is None or self.is_operator:
+            return False
+        owner = None
+        if self.fingerprint is not None and self._registrations is not None:
+            owner = self._registrations.owner_of(self.fingerprint)  # a device of a banned owner is banned
+        ban = self._bans.find(self.fingerprint, self.host, owner)
         if ban is None:
             return False
         who = "the key " + self.fingerprint if self.fingerprint else "a guest (no key)"
@@ -363,22 +374,31 @@ class MemberSession:
     def recheck_operator(self) -> None:
         """Tell a member in the room if a reload made them an operator or
         took it away (from any thread: ``tell`` only queues)."""
-        if self.membership is not None and self.is_operator != self._told_operator:
-            self._told_operator = not self._told_operator
-            self._tell(protocol.OperatorStatus(int(self._told_operator)))
+        if self.membership is None:
+            return
+        with self._operator_lock:  # a status told once a change, even from two threads at once
+            now = self.is_operator
+            if now != self._told_operator:
+                self._told_operator = now
+                self._tell(protocol.OperatorStatus(int(now)))
 
     def _end(self, goodbye: str) -> None:
         self.goodbye = goodbye
         self._stage = Stage.ENDED
 
-    def _choose(self, event: protocol.Username) -> None:
+    def _admitted(self) -> bool:
+        """Whether the allow list and the bans let this connection in now;
+        if not, the session ends with the line that says why."""
         allowed = self._allowed()
         if allowed is not None and not allowed.admits(self.fingerprint):  # a guest, or a key a reload took out
             who = "the key " + self.fingerprint if self.fingerprint else "a guest (no key)"
             log.warning("%s: refused %s: this server admits only invited people", self.peer, who)
             self._end(INVITED_ONLY)
-            return
-        if self._turn_away_if_banned():
+            return False
+        return not self._turn_away_if_banned()
+
+    def _choose(self, event: protocol.Username) -> None:
+        if not self._admitted():
             return
         if self.fingerprint is None and not self.limits.guests:
             self._end(GUESTS_REFUSED)

@@ -21,7 +21,7 @@ from socket_chat import cli, protocol, transport
 from socket_chat import crypto as crypto_utils
 from socket_chat.chat import names
 from socket_chat.chat.allow import AllowList, key_fingerprint
-from socket_chat.chat.bans import Ban, Bans, banned_text, parse_target
+from socket_chat.chat.bans import MAX_BAN_SECONDS, Ban, Bans, banned_text, parse_target
 from socket_chat.chat.history import HistoryUnavailable
 from socket_chat.chat.limits import Limits
 from socket_chat.chat.member import MemberSession, line_id_of
@@ -256,7 +256,7 @@ class ChatServer:
             return False
         because = f": {reason}" if reason else "."
         self.room.leave(membership, kicked=reason)  # one notice for the others, not a leave after it
-        log.info("%s kicked by %s%s", membership.name, _operator(by), because)
+        log.info("%s kicked by %s%s", membership.name, _operator(by), printable_text(because))  # no ESC to the console
         membership.member.close(f"You were kicked by the operator{because}")
         return True
 
@@ -390,13 +390,14 @@ class ChatServer:
         address). Whoever it covers is disconnected now, and the others get
         one notice for each name. Lines for the operator."""
         reason = " ".join(reason.split())  # one line, as it is shown and stored
+        seconds = None if seconds is None else min(seconds, MAX_BAN_SECONDS)  # as the table keeps it
         if len(reason) > MAX_BAN_REASON:
             return [f"A ban's reason may be {MAX_BAN_REASON} characters long at most; no one was banned."]
         found = self._ban_target(target)
         if isinstance(found, list):
             return found
         stored, name = found
-        if stored == by_key:
+        if by_key is not None and stored in (by_key, self._owner(by_key)):
             return ["That is your own key: you would be banned from the server."]
         operators = self.operators_list()
         if operators is not None and operators.admits(stored):
@@ -404,7 +405,8 @@ class ChatServer:
         ban = self.bans.add(stored, reason, by, seconds, name=name)
         lasting = "for ever" if seconds is None else f"for {format_length(seconds)}"
         label = f"{stored} ({name})" if name and name != stored else stored
-        log.info("%s banned by %s %s%s", label, _operator(by), lasting, f": {reason}" if reason else "")
+        shown = f": {printable_text(reason)}" if reason else ""  # an operator's client may send ESC or BEL
+        log.info("%s banned by %s %s%s", label, _operator(by), lasting, shown)
         closed = self._disconnect_banned(ban, seconds)
         told = f"{closed} connection{'s' if closed != 1 else ''} closed"
         return [f"Banned {printable_text(label)} {lasting}{': ' + reason if reason else ''} ({told})."]
@@ -417,8 +419,8 @@ class ChatServer:
             return stored, ""
         membership = self.room.find(target)
         if membership is not None:
-            if membership.fingerprint is not None:
-                return membership.fingerprint, membership.name
+            if membership.fingerprint is not None:  # a device's name is its owner's: the owner is banned
+                return self._owner(membership.fingerprint) or membership.fingerprint, membership.name
             host = getattr(membership.member, "host", "")
             return (parse_target(host) or host, membership.name) if host else ["That guest's address is unknown."]
         held = self.registrations.lookup(target) if self.registrations is not None else None
@@ -435,7 +437,8 @@ class ChatServer:
         closed = 0
         for handler in self._handlers_now():
             session = handler.session  # None: still in its handshake, checked when its session starts
-            if session is None or not ban.covers(session.fingerprint, handler.host):
+            owner = self._owner(session.fingerprint) if session is not None else None
+            if session is None or not ban.covers(session.fingerprint, handler.host, owner):
                 continue
             membership = session.membership
             if membership is not None:
@@ -443,6 +446,13 @@ class ChatServer:
             handler.close(banned_text(ban.reason))
             closed += 1
         return closed
+
+    def _owner(self, fingerprint: str | None) -> str | None:
+        """The owner of the key ``fingerprint`` (itself if not a device),
+        None for a guest or with no registrations."""
+        if fingerprint is None or self.registrations is None:
+            return None
+        return self.registrations.owner_of(fingerprint)
 
     def unban(self, target: str, by: str = CONSOLE) -> list[str]:
         """Lift a ban: by its target, or by the name it was given for or
