@@ -490,3 +490,29 @@ def test_a_ban_set_on_one_server_of_a_cluster_holds_on_the_others(identity_key, 
             client.close()
         for server, thread in servers:
             stop_server(server, thread)
+
+
+def test_a_ban_set_on_one_server_of_a_cluster_closes_the_connections_on_the_others(identity_key, redis_server):
+    """The other server reads the shared bans again (every ``ban_sweep``
+    seconds) and closes the banned key's connection there too."""
+    pytest.importorskip("redis")
+    from socket_chat.server import cluster
+
+    servers, clients = [], []
+    try:
+        for _ in range(2):
+            joined = cluster.RedisCluster.connect(redis_server.url)
+            servers.append(start_server(identity_key, cluster=joined, bans=cluster.ClusterBans(joined), ban_sweep=0.05))
+        (one, _), (other, _) = servers
+        bob = connect(other, clients, BOB, "Bob")
+        mal = connect(other, clients, MALLORY, "mal")
+        assert OperatorConsole(one).execute(f"/ban {MALLORY.fingerprint} spam")[0].endswith("(0 connections closed).")
+        assert mal.events_until(protocol.Goodbye(banned_text("spam"))) == []  # nothing but the goodbye
+        assert isinstance(mal.next_event(), protocol.ConnectionClosed)
+        seen_by_bob = bob.events_until(protocol.UserBanned("mal", 0, "spam"))  # the one notice, read
+        assert not any(isinstance(event, protocol.UserLeft) for event in seen_by_bob)
+    finally:
+        for client in clients:
+            client.close()
+        for server, thread in servers:
+            stop_server(server, thread)

@@ -178,6 +178,10 @@ class Bans:
         clock: Unix time (tests pin it and move it).
     """
 
+    #: Whether other servers set these bans too (a cluster's): the server
+    #: then reads them again now and then, for its own connections.
+    shared = False
+
     def __init__(self, store: BanStore | None = None, clock: Callable[[], float] = time.time) -> None:
         self._store, self._clock = store, clock
         self._lock = threading.Lock()

@@ -53,6 +53,9 @@ REFUSALS = {
 NO_REGISTRATIONS = "This server registers no names: there is nothing to release."
 RELEASE_UNREACHABLE = "The cluster cannot be reached: nothing was released. Try again once it is back."
 NO_ALLOW_FILE = "This server admits everyone: start it with --allow FILE to admit only the keys in FILE."
+#: Seconds between two reads of a cluster's bans: a ban set on another
+#: server closes the connections here that it covers within this time.
+BAN_SWEEP = 2.0
 MAX_BAN_REASON = 200  # characters, as an away message: it is shown in /bans and to whoever is banned
 NO_FILES = (
     "There is nothing to read again: start the server with --allow FILE (only its keys get in) "
@@ -129,11 +132,13 @@ class ChatServer:
         operators: AllowFile | None = None,
         bans: Bans | None = None,
         tickets: TicketService | bool = True,
+        ban_sweep: float = BAN_SWEEP,
     ) -> None:
         self.allow = allow  # --allow: only its keys get in
         self.operators = operators  # --operators: its keys may run the operator's commands
         # Kept in the store's file if there is one, else in memory.
         self.bans = bans if bans is not None else Bans(store)
+        self.ban_sweep = ban_sweep  # seconds between two reads of shared bans
         self.registrations = registrations  # registered names, or None: none are (registrations.py)
         # Private lines kept for a registered name's key while it is offline
         # (offline.py): in the store's file, or in memory without one; none
@@ -181,6 +186,8 @@ class ChatServer:
 
     def serve_forever(self) -> None:
         self._serving.set()
+        if self.bans.shared:
+            threading.Thread(target=self._sweep_bans, name="ban sweep", daemon=True).start()
         try:
             poller = select.poll()
             poller.register(self._listener, select.POLLIN)
@@ -446,6 +453,17 @@ class ChatServer:
             handler.close(banned_text(ban.reason))
             closed += 1
         return closed
+
+    def _sweep_bans(self) -> None:
+        """Read a cluster's bans again every ``ban_sweep`` seconds and close
+        the connections here that a ban set on another server covers (that
+        server closed its own at once), until the server stops."""
+        while not self._shutdown_request.wait(self.ban_sweep):
+            try:
+                for ban in self.bans.current():
+                    self._disconnect_banned(ban, self.bans.remaining(ban))
+            except Exception as exc:  # the next pass tries again; the sweep never ends here
+                log.warning("The cluster's bans could not be checked: %s", exc)
 
     def _owner(self, fingerprint: str | None) -> str | None:
         """The owner of the key ``fingerprint`` (itself if not a device),

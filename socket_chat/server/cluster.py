@@ -767,6 +767,8 @@ class ClusterBans(Bans):
         clock: Unix time (tests pin it and move it).
     """
 
+    shared = True
+
     def __init__(self, cluster: RedisCluster, clock=time.time) -> None:
         self._cluster = cluster
         super().__init__(self, clock)
