@@ -458,10 +458,14 @@ class ChatServer:
         """Read a cluster's bans again every ``ban_sweep`` seconds and close
         the connections here that a ban set on another server covers (that
         server closed its own at once), until the server stops."""
+        swept: set[tuple[str, int]] = set()  # (target, set_at): each ban is swept for once
         while not self._shutdown_request.wait(self.ban_sweep):
             try:
-                for ban in self.bans.current():
-                    self._disconnect_banned(ban, self.bans.remaining(ban))
+                current = self.bans.current()  # one read of Redis a pass
+                for ban in current:
+                    if (ban.target, ban.set_at) not in swept:  # new: the connections are looked at
+                        self._disconnect_banned(ban, self.bans.remaining(ban))
+                swept = {(ban.target, ban.set_at) for ban in current}
             except Exception as exc:  # the next pass tries again; the sweep never ends here
                 log.warning("The cluster's bans could not be checked: %s", exc)
 
