@@ -5,6 +5,7 @@ first use): test_keystore.py."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
 import threading
 import types
@@ -113,6 +114,22 @@ def serve_handshake(conn: ServerConnection, sock: socket.socket) -> None:
     sock.sendall(conn.data_to_send())
 
 
+@contextlib.contextmanager
+def linked(identity_key):
+    """A client link and the server's end over a socket pair, the handshake
+    done: (link, the server's connection, our socket, theirs)."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        server = ServerConnection(ServerIdentity.of(identity_key))
+        server_side = threading.Thread(target=serve_handshake, args=(server, theirs))
+        server_side.start()
+        link = ServerLink(ours)
+        establish(link, trust=lambda hello: None)
+        server_side.join(TIMEOUT)
+        ours.settimeout(TIMEOUT)
+        yield link, server, ours, theirs
+
+
 class StuckSocket:
     """The client's socket, with a ``sendall`` that waits (for ``TIMEOUT`` at
     most) as one does when the server has stopped reading."""
@@ -133,15 +150,7 @@ class StuckSocket:
 def test_the_receiver_reads_while_the_main_thread_is_stuck_sending(identity_key):
     # Reading takes no lock that a send holds: what the server says is shown
     # even while a line waits for the socket.
-    ours, theirs = socket.socketpair()
-    with ours, theirs:
-        server = ServerConnection(ServerIdentity.of(identity_key))
-        server_side = threading.Thread(target=serve_handshake, args=(server, theirs))
-        server_side.start()
-        link = ServerLink(ours)
-        establish(link, trust=lambda hello: None)
-        server_side.join(TIMEOUT)
-        ours.settimeout(TIMEOUT)
+    with linked(identity_key) as (link, server, ours, theirs):
         link.sock = stuck = StuckSocket(ours)  # type: ignore[assignment]
         sending = threading.Thread(target=link.send, args=(ChatLine("a line the server does not take"),))
         sending.start()
@@ -186,15 +195,7 @@ def test_a_line_sent_once_the_receiver_saw_the_end_ends_the_conversation_without
     """The server closed; the receiver has seen it, and the main thread
     sends a line before it is woken: that is the end of the session (told
     as such by converse), not "Not sent: can't send ChatLine in state CLOSED"."""
-    ours, theirs = socket.socketpair()
-    with ours, theirs:
-        server = ServerConnection(ServerIdentity.of(identity_key))
-        server_side = threading.Thread(target=serve_handshake, args=(server, theirs))
-        server_side.start()
-        link = ServerLink(ours)
-        establish(link, trust=lambda hello: None)
-        server_side.join(TIMEOUT)
-        ours.settimeout(TIMEOUT)
+    with linked(identity_key) as (link, _, _, theirs):
         theirs.shutdown(socket.SHUT_WR)
         assert isinstance(link.next_event(), protocol.ConnectionClosed)  # the receiver's read
         display = types.SimpleNamespace(terminal=terminal.Terminal(interactive=False))
