@@ -64,6 +64,19 @@ def _matches(line: str, wanted) -> bool:
     return line == wanted if isinstance(wanted, str) else wanted.search(line) is not None
 
 
+def server_py_stops(data_home: Path, *args: str, status: int = 1) -> str:
+    """Run ``server.py`` on 127.0.0.1 and a free port with ``args``, which
+    must stop it at start with exit ``status`` and no traceback; its stderr."""
+    server = Proc(["server.py", "--host", "127.0.0.1", "--port", "0", *args], data_home)
+    try:
+        assert server.wait() == status
+        err = server.stderr.text()
+        assert "Traceback" not in err
+        return err
+    finally:
+        server.kill()
+
+
 class Proc:
     """A child Python process with stdin a pipe and stdout/stderr read by threads."""
 

@@ -188,25 +188,13 @@ def test_sighup_reads_the_allow_file_again_in_server_py(tmp_path, allow_path):
 
 def test_a_bad_allow_file_stops_server_py_with_its_line(tmp_path, allow_path):
     allow_path.write_text(f"{ANN.fingerprint} Ann\nssh-rsa AAAAB3NzaC1yc2E\n", encoding="utf-8")
-    server = procs.Proc(
-        ["server.py", "--host", "127.0.0.1", "--port", "0", "--allow", str(allow_path)], tmp_path / "data"
-    )
-    try:
-        assert server.wait() == 1
-        err = server.stderr.text()
-        assert f"The allow file {allow_path}, line 2: the key cannot be used: its type is ssh-rsa" in err
-        assert "Traceback" not in err
-    finally:
-        server.kill()
+    err = procs.server_py_stops(tmp_path / "data", "--allow", str(allow_path))
+    assert f"The allow file {allow_path}, line 2: the key cannot be used: its type is ssh-rsa" in err
 
 
 def test_allow_and_guests_yes_is_a_usage_error(tmp_path, allow_path):
-    server = procs.Proc(["server.py", "--allow", str(allow_path), "--guests", "yes"], tmp_path / "data")
-    try:
-        assert server.wait() == 2
-        assert "--allow admits only the keys in its file: it cannot be used with --guests yes" in server.stderr.text()
-    finally:
-        server.kill()
+    err = procs.server_py_stops(tmp_path / "data", "--allow", str(allow_path), "--guests", "yes", status=2)
+    assert "--allow admits only the keys in its file: it cannot be used with --guests yes" in err
 
 
 def test_invite_takes_an_openssh_key_line_with_its_comment(private_server, allow_path):

@@ -425,16 +425,8 @@ def test_a_ban_survives_the_servers_restart(identity_key, tmp_path):
 
 def test_a_bad_operators_file_stops_server_py_with_its_line(tmp_path, operators_path):
     operators_path.write_text(f"{OPERATOR.fingerprint} Ann\n", encoding="utf-8")
-    server = procs.Proc(
-        ["server.py", "--host", "127.0.0.1", "--port", "0", "--operators", str(operators_path)], tmp_path / "data"
-    )
-    try:
-        assert server.wait() == 1
-        err = server.stderr.text()
-        assert f"The operators file {operators_path}, line 1: a name means nothing here ('Ann')" in err
-        assert "Traceback" not in err
-    finally:
-        server.kill()
+    err = procs.server_py_stops(tmp_path / "data", "--operators", str(operators_path))
+    assert f"The operators file {operators_path}, line 1: a name means nothing here ('Ann')" in err
 
 
 def test_the_test_vectors_in_protocol_md():
