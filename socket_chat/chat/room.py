@@ -569,6 +569,8 @@ class Room:
                 when = int(self._clock() if sent_at is None else sent_at)
                 out = _Outgoing(encode(message), message, sender_id, when, self._heard_by(message, sender_id))
                 out.line_id = ids[index] if ids is not None else None
+                if self._history.maxlen and isinstance(message, (ChatMessage, ActionMessage)):
+                    out.plain = encode(_line(0, when, message).plain())  # needs no ID: made before the lock
                 run.append(out)
         self._broadcast(run)
 
@@ -639,7 +641,7 @@ class Room:
                     line = _line(self._last_id, out.sent_at, out.message)
                     out.stamped = encode(line.live())
                     if self._history.maxlen and not isinstance(out.message, Notice):
-                        self._history.append(_kept(line, out.stamped))
+                        self._history.append(_kept(line, out.stamped, out.plain))
                         self._store.keep(line)  # O(1), never blocks: in the room's order
             for m in self._members.values():
                 if not all(
@@ -717,6 +719,7 @@ class _Outgoing:
     heard_by: int
     stamped: Encoded | None = None
     line_id: int | None = None  # given by the cluster's order
+    plain: Encoded | None = None  # its HistoryMessage, for older newcomers, if it is kept
 
 
 def _line(line_id: int, sent_at: int, message: Message) -> Line:
@@ -728,14 +731,15 @@ def _line(line_id: int, sent_at: int, message: Message) -> Line:
     )
 
 
-def _kept(line: Line, live: Encoded | None = None) -> Kept:
+def _kept(line: Line, live: Encoded | None = None, plain: Encoded | None = None) -> Kept:
     """``line`` with its two history forms. A HistoryLine has the fields of
     the StampedLine it was (``live``), in the same order: only the type
-    byte differs, so its bytes are not encoded again under the lock."""
+    byte differs, so its bytes are not encoded again under the lock; nor is
+    the plain form when it was made before (``plain``)."""
+    plain = plain if plain is not None else encode(line.plain())
     if live is None:
-        return line, encode(line.plain()), encode(line.stamped())
-    stamped = Encoded(line.stamped(), bytes([HistoryLine.TYPE]) + live.payload[1:])
-    return line, encode(line.plain()), stamped
+        return line, plain, encode(line.stamped())
+    return line, plain, Encoded(line.stamped(), bytes([HistoryLine.TYPE]) + live.payload[1:])
 
 
 def _start_timer(seconds: float, callback: Callable[[], None]) -> object:
