@@ -33,6 +33,7 @@ from socket_chat.crypto import (
     SequenceExhaustedError,
     tickets,
 )
+from socket_chat.crypto import work as puzzles
 from socket_chat.crypto.rng import Rng
 from socket_chat.protocol import handshake
 from socket_chat.protocol.codec import BATCH_TYPE, Encoded, batch_groups, decode_record, encode, encode_batch
@@ -54,6 +55,7 @@ from socket_chat.protocol.handshake import (
     RESUMPTION_DECLINED,
     SERVER_CONFIRM,
     SERVER_FINISHED,
+    WORK_REFUSAL,
     ClientTicket,
     ServerIdentity,
 )
@@ -325,7 +327,7 @@ class _Connection:
             if event is not None:
                 return event
 
-    def _end_of_data(self) -> ConnectionClosed | NeedData:
+    def _end_of_data(self) -> Event | NeedData:
         if not self._buffer.at_eof:
             return NEED_DATA
         # A close in the middle of a frame is a lost connection, like any
@@ -430,6 +432,12 @@ class ClientConnection(_Connection):
         self._server_fingerprint = ""
         self._client_share = self._x25519_secret = b""
         self._ticket = ticket
+        # Proof of work (PROTOCOL.md, "Proof of work"): a busy server's
+        # refusal, held until its puzzle comes (or EOF makes it stand); the
+        # effort asked and the seed, the hash of the hello that follows.
+        self._work_refusal = ""
+        self._work = 0
+        self._work_seed = b""
 
     @property
     def server_fingerprint(self) -> str:
@@ -447,6 +455,9 @@ class ClientConnection(_Connection):
         if not allows(self._state, Step.SEND_KEY_EXCHANGE):
             raise LocalProtocolError(f"can't accept a server key in state {self._state.name}")
         ticket, self._ticket = self._ticket, None  # offered once, whatever comes of it
+        if self._work:
+            # Sent before the key exchange, in the same write: no round trip.
+            self._send_frame(handshake.proof(puzzles.solve(self._work_seed, self._work)))
         if ticket is not None and crypto_utils.fingerprints_equal(ticket.server_fingerprint, self._server_fingerprint):
             self._send_resumption(ticket)
             self._advance(Step.SEND_RESUMPTION)
@@ -485,15 +496,32 @@ class ClientConnection(_Connection):
         self._resumed = True
         self._receive_server_hi(header, body)
 
-    def _receive_greeting(self, header: bytes, body: bytes) -> ServerHello | ServerRefused:
+    def _receive_greeting(self, header: bytes, body: bytes) -> ServerHello | ServerRefused | None:
         if handshake.is_refusal(body):
             return self._receive_refusal(body)
         return self._receive_hello(body)
 
-    def _receive_refusal(self, body: bytes) -> ServerRefused:
+    def _receive_refusal(self, body: bytes) -> ServerRefused | None:
         reason = handshake.read_refusal(body)
+        if reason == WORK_REFUSAL and not self._work:
+            # A busy server: its puzzle follows, for a client that can prove work.
+            self._work_refusal = reason
+            self._advance(Step.RECEIVE_WORK_REFUSAL)
+            return None
         self._advance(Step.RECEIVE_REFUSAL)
         return ServerRefused(reason)
+
+    def _receive_puzzle(self, header: bytes, body: bytes) -> None:
+        self._work = handshake.read_puzzle(body)
+        self._advance(Step.RECEIVE_PUZZLE)
+
+    def _end_of_data(self) -> Event | NeedData:
+        if self._state is ConnectionState.AWAIT_PUZZLE and self._buffer.at_eof:
+            # No puzzle came: the busy server's refusal stands.
+            self._buffer.clear()
+            self._advance(Step.RECEIVE_EOF)
+            return ServerRefused(self._work_refusal)
+        return super()._end_of_data()
 
     def _receive_hello(self, body: bytes) -> ServerHello:
         hello = handshake.read_hello(body)
@@ -506,9 +534,11 @@ class ClientConnection(_Connection):
         self._client_share = ephemeral.public_bytes
         self._ephemeral = None  # forward secrecy: forget it as soon as used
         self._transcript.append(body)
+        if self._work:
+            self._work_seed = puzzles.seed_of(body)  # the puzzle is bound to this hello
         self._server_fingerprint = crypto_utils.fingerprint(hello.public_der)
         self._advance(Step.RECEIVE_HELLO)
-        return ServerHello(hello.version, hello.public_der, self._server_fingerprint)
+        return ServerHello(hello.version, hello.public_der, self._server_fingerprint, self._work)
 
     def _receive_server_hi(self, header: bytes, body: bytes) -> None:
         self._expect_record(header, body, SERVER_CONFIRM)
@@ -524,6 +554,7 @@ class ClientConnection(_Connection):
 
     _receivers: ClassVar[Mapping[ConnectionState, _Receiver]] = {
         ConnectionState.AWAIT_SERVER_HELLO: _receive_greeting,
+        ConnectionState.AWAIT_PUZZLE: _receive_puzzle,
         ConnectionState.AWAIT_RESUMPTION: _receive_resumption_answer,
         ConnectionState.AWAIT_SERVER_HI: _receive_server_hi,
         ConnectionState.AWAIT_SERVER_OK: _receive_server_ok,
@@ -540,21 +571,52 @@ class ServerConnection(_Connection):
             made once for all connections).
         rng: source of random bytes (default: the OS's).
         ephemeral_key: the X25519 key to use; tests pin it, others omit it.
+        work: the effort of the proof of work to ask before any RSA (a busy
+            server's: PROTOCOL.md, "Proof of work"); 0: none, as when idle.
+
+    Raises:
+        LocalProtocolError: ``work`` is neither 0 nor within
+            MIN_EFFORT..MAX_EFFORT.
     """
 
     _may_send, _may_receive = SERVER_SENDS, CLIENT_SENDS
     _role = "server"
     _may_send_batch = True
 
-    def __init__(self, identity: ServerIdentity, rng: Rng | None = None, ephemeral_key: EphemeralKey | None = None):
-        super().__init__(ConnectionState.AWAIT_KEY_EXCHANGE, rng)
+    def __init__(
+        self,
+        identity: ServerIdentity,
+        rng: Rng | None = None,
+        ephemeral_key: EphemeralKey | None = None,
+        work: int = 0,
+    ):
+        puzzle = handshake.puzzle(work) if work else b""  # checked before anything is made
+        super().__init__(ConnectionState.AWAIT_PROOF if work else ConnectionState.AWAIT_KEY_EXCHANGE, rng)
         self._identity_key = identity.key
         self._ephemeral: EphemeralKey | None = ephemeral_key or EphemeralKey.generate(self._rng)
         hello = handshake.hello(self._rng(RANDOM_SIZE), self._ephemeral.public_bytes, identity.public_der)
         self._transcript.append(hello)
+        self._work, self._work_seed = work, puzzles.seed_of(hello) if work else b""
+        if work:
+            # The refusal an older client stops at, then the puzzle (bound
+            # to the hello after it); none of it is in the transcript.
+            self._outbox += handshake.refusal(WORK_REFUSAL)
+            self._send_frame(puzzle)
         self._send_frame(hello)
         self._offer: handshake.Resumption | None = None  # a resumption, until it is taken or declined
         self._offer_shared = b""
+
+    @property
+    def work(self) -> int:
+        """The effort of the proof of work this connection was asked (0: none)."""
+        return self._work
+
+    def _receive_proof(self, header: bytes, body: bytes) -> None:
+        # One hash, before the client's key exchange is even read: a client
+        # that has not paid costs no RSA.
+        if not puzzles.verify(self._work_seed, self._work, handshake.read_proof(body)):
+            raise RemoteProtocolError("the proof of work does not check out")
+        self._advance(Step.RECEIVE_PROOF)
 
     # Resumption (PROTOCOL.md section 2): after ``ResumptionOffered``.
 
@@ -654,6 +716,7 @@ class ServerConnection(_Connection):
         return HandshakeComplete(resumed=self._resumed)
 
     _receivers: ClassVar[Mapping[ConnectionState, _Receiver]] = {
+        ConnectionState.AWAIT_PROOF: _receive_proof,
         ConnectionState.AWAIT_KEY_EXCHANGE: _receive_first,
         ConnectionState.AWAIT_FULL_KEY_EXCHANGE: _receive_key_exchange,
         ConnectionState.AWAIT_CLIENT_HI: _receive_client_hi,

@@ -44,11 +44,14 @@ NeedData = Literal[_NeedData.NEED_DATA]
 
 @dataclass(frozen=True)
 class ServerHello:
-    """The client received the server's identity. Decide whether to trust it."""
+    """The client received the server's identity. Decide whether to trust it.
+    ``work``: the effort of the proof of work a busy server asks (0: none),
+    which ``accept_server_key()`` solves before it answers."""
 
     version: int
     public_key: bytes  # DER SubjectPublicKeyInfo
     fingerprint: str
+    work: int = 0
 
 
 @dataclass(frozen=True)

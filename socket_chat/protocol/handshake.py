@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from socket_chat import crypto as crypto_utils
-from socket_chat.crypto import RANDOM_SIZE, X25519_KEY_SIZE
+from socket_chat.crypto import RANDOM_SIZE, X25519_KEY_SIZE, work
 from socket_chat.protocol.codec import FIELD_LENGTH, Reader
 from socket_chat.protocol.errors import LocalProtocolError, RemoteProtocolError
 from socket_chat.protocol.framing import HEADER, MAX_FRAME_SIZE, frame
@@ -43,6 +43,13 @@ __all__ = [
     "is_resumption",
     "RESUMPTION_DECLINED",
     "is_resumption_declined",
+    "MIN_EFFORT",
+    "MAX_EFFORT",
+    "WORK_REFUSAL",
+    "puzzle",
+    "read_puzzle",
+    "proof",
+    "read_proof",
 ]
 
 PROTOCOL_VERSION = 1
@@ -54,6 +61,10 @@ _REFUSAL = 0x03
 # not resume (a full handshake follows on the same connection).
 _RESUMPTION = 0x50
 _RESUMPTION_DECLINED = 0x51
+# Proof of work (PROTOCOL.md section 2, "Proof of work"): the busy server's
+# puzzle, after a refusal an older client stops at, and the client's answer.
+_PUZZLE = 0x54
+_PROOF = 0x55
 #: The plaintexts of the handshake's records: the server's HI, the client's
 #: HI back, and the server's OK. Each proves the sender derived the keys.
 SERVER_CONFIRM = b"HI"
@@ -264,6 +275,72 @@ def read_refusal(body: bytes) -> str:
         raise RemoteProtocolError("server refusal is not valid UTF-8") from None
     reader.finish()
     return reason
+
+
+#: The efforts a puzzle may ask (leading zero bits): the lowest costs a
+#: client about as many hashes as an RSA-3072 decryption costs the server
+#: (4,096 SHA-256, about 3 ms in Python); the highest, about a second. A
+#: puzzle outside these is a protocol error.
+MIN_EFFORT = 12
+MAX_EFFORT = 20
+#: The reason of the refusal a busy server sends before its puzzle, byte
+#: for byte: an older client stops there and shows it; a client that can
+#: prove work reads on, for the puzzle. At most 80 characters, what a
+#: client shows of a reason.
+WORK_REFUSAL = "The server is busy and asks for a proof of work, which this client cannot do."
+
+
+def puzzle(effort: int) -> bytes:
+    """The body of a puzzle: ``0x54 || version || effort:u8``. Its seed is
+    the hash of the hello that follows it (``crypto.work.seed_of``).
+
+    Raises:
+        LocalProtocolError: an effort outside MIN_EFFORT..MAX_EFFORT.
+    """
+    if not MIN_EFFORT <= effort <= MAX_EFFORT:
+        raise LocalProtocolError(f"effort {effort} is not between {MIN_EFFORT} and {MAX_EFFORT}")
+    return bytes([_PUZZLE, PROTOCOL_VERSION, effort])
+
+
+def read_puzzle(body: bytes) -> int:
+    """The effort a puzzle's body asks.
+
+    Raises:
+        RemoteProtocolError: not a puzzle, another version, malformed, or an
+            effort outside MIN_EFFORT..MAX_EFFORT (a client does not spin
+            for ever on a server's word).
+    """
+    reader = Reader(body, "puzzle")
+    if reader.take_byte() != _PUZZLE:
+        raise RemoteProtocolError("expected the server's puzzle after its refusal")
+    _check_version(reader.take_byte())
+    effort = reader.take_byte()
+    reader.finish()
+    if not MIN_EFFORT <= effort <= MAX_EFFORT:
+        raise RemoteProtocolError(f"the server asks for a proof of work of effort {effort} (at most {MAX_EFFORT})")
+    return effort
+
+
+def proof(nonce: bytes) -> bytes:
+    """The body of a proof of work: ``0x55 || version || nonce[8]``."""
+    assert len(nonce) == work.NONCE_SIZE, "a nonce is 8 bytes"
+    return bytes([_PROOF, PROTOCOL_VERSION]) + nonce
+
+
+def read_proof(body: bytes) -> bytes:
+    """The nonce of a proof of work's body.
+
+    Raises:
+        RemoteProtocolError: not a proof (a key exchange without one, say),
+            another version, or malformed.
+    """
+    reader = Reader(body, "proof of work")
+    if reader.take_byte() != _PROOF:
+        raise RemoteProtocolError("the server asked for a proof of work, and the client sent none")
+    _check_version(reader.take_byte())
+    nonce = reader.take(work.NONCE_SIZE)
+    reader.finish()
+    return nonce
 
 
 def may_be_server_greeting(data: bytes) -> bool:

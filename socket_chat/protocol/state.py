@@ -33,6 +33,9 @@ class ConnectionState(enum.Enum):
 
     #: Client: waiting for the server's hello.
     AWAIT_SERVER_HELLO = enum.auto()
+    #: Client: the server refused with ``WORK_REFUSAL``: its puzzle should
+    #: follow (then its hello); at EOF the refusal stands.
+    AWAIT_PUZZLE = enum.auto()
     #: Client: the server's key is known; the caller must call
     #: ``accept_server_key()`` if it trusts it, or close.
     AWAIT_TRUST = enum.auto()
@@ -43,6 +46,8 @@ class ConnectionState(enum.Enum):
     AWAIT_SERVER_HI = enum.auto()
     #: Client: HI sent back; waiting for the server's encrypted OK.
     AWAIT_SERVER_OK = enum.auto()
+    #: Server: puzzle and hello sent; waiting for the client's proof of work.
+    AWAIT_PROOF = enum.auto()
     #: Server: hello sent; waiting for the client's key exchange.
     AWAIT_KEY_EXCHANGE = enum.auto()
     #: Server: a resumption arrived; the caller must open its ticket and
@@ -67,6 +72,12 @@ class Step(enum.Enum):
     RECEIVE_HELLO = "receive hello"
     #: Client: the server turned the connection away instead of a hello.
     RECEIVE_REFUSAL = "receive refusal"
+    #: Client: a busy server's refusal, which a puzzle may follow.
+    RECEIVE_WORK_REFUSAL = "receive refusal asking for work"
+    #: Client: the busy server's puzzle arrived; its hello follows.
+    RECEIVE_PUZZLE = "receive puzzle"
+    #: Server: the client's proof of work checks out.
+    RECEIVE_PROOF = "receive proof of work"
     #: Client: the caller trusts the server's key; the key exchange goes out.
     SEND_KEY_EXCHANGE = "send key exchange"
     #: Client: the caller trusts the server's key; a resumption goes out.
@@ -97,11 +108,17 @@ _S = ConnectionState
 
 #: The handshake, each side's steps in order.
 _HANDSHAKE: dict[ConnectionState, dict[Step, ConnectionState]] = {
-    _S.AWAIT_SERVER_HELLO: {Step.RECEIVE_HELLO: _S.AWAIT_TRUST, Step.RECEIVE_REFUSAL: _S.CLOSED},
+    _S.AWAIT_SERVER_HELLO: {
+        Step.RECEIVE_HELLO: _S.AWAIT_TRUST,
+        Step.RECEIVE_REFUSAL: _S.CLOSED,
+        Step.RECEIVE_WORK_REFUSAL: _S.AWAIT_PUZZLE,
+    },
+    _S.AWAIT_PUZZLE: {Step.RECEIVE_PUZZLE: _S.AWAIT_SERVER_HELLO},
     _S.AWAIT_TRUST: {Step.SEND_KEY_EXCHANGE: _S.AWAIT_SERVER_HI, Step.SEND_RESUMPTION: _S.AWAIT_RESUMPTION},
     _S.AWAIT_RESUMPTION: {Step.RECEIVE_DECLINE: _S.AWAIT_SERVER_HI, Step.RECEIVE_SERVER_HI: _S.AWAIT_SERVER_OK},
     _S.AWAIT_SERVER_HI: {Step.RECEIVE_SERVER_HI: _S.AWAIT_SERVER_OK},
     _S.AWAIT_SERVER_OK: {Step.RECEIVE_SERVER_OK: _S.OPEN},
+    _S.AWAIT_PROOF: {Step.RECEIVE_PROOF: _S.AWAIT_KEY_EXCHANGE},
     _S.AWAIT_KEY_EXCHANGE: {
         Step.RECEIVE_KEY_EXCHANGE: _S.AWAIT_CLIENT_HI,
         Step.RECEIVE_RESUMPTION: _S.AWAIT_TICKET_CHECK,
