@@ -149,9 +149,20 @@ def test_the_table_leads_each_side_through_its_handshake_to_open():
     assert next_state(S.AWAIT_SERVER_HELLO, Step.RECEIVE_REFUSAL) is S.CLOSED
 
 
+def test_a_busy_servers_proof_of_work_comes_before_the_rest_of_the_handshake():
+    # The client: the refusal an older client stops at, the puzzle, then the hello.
+    assert next_state(S.AWAIT_SERVER_HELLO, Step.RECEIVE_WORK_REFUSAL) is S.AWAIT_PUZZLE
+    assert next_state(S.AWAIT_PUZZLE, Step.RECEIVE_PUZZLE) is S.AWAIT_SERVER_HELLO
+    assert next_state(S.AWAIT_PUZZLE, Step.RECEIVE_EOF) is S.CLOSED  # no puzzle: the refusal stands
+    # The server: the proof, then the key exchange (or a resumption) as when idle.
+    assert next_state(S.AWAIT_PROOF, Step.RECEIVE_PROOF) is S.AWAIT_KEY_EXCHANGE
+    assert not allows(S.AWAIT_PROOF, Step.RECEIVE_KEY_EXCHANGE)
+
+
 def test_every_state_is_in_the_table_and_reached_from_a_first_state():
     assert set(TRANSITIONS) == set(ConnectionState)
-    reached, todo = set(), [S.AWAIT_SERVER_HELLO, S.AWAIT_KEY_EXCHANGE]
+    # A server's first state: AWAIT_KEY_EXCHANGE, or AWAIT_PROOF when busy.
+    reached, todo = set(), [S.AWAIT_SERVER_HELLO, S.AWAIT_KEY_EXCHANGE, S.AWAIT_PROOF]
     while todo:
         state = todo.pop()
         if state not in reached:

@@ -97,6 +97,7 @@ class Limits:
     max_per_address: int = 10  # connections at once from one address; 0: no cap
     handshake_rate: float = 1.0  # new connections a second from one address, after 10 at once; 0: no limit
     max_startups: Startups = DEFAULT_STARTUPS  # handshakes in progress: random early drop, START:RATE:FULL
+    max_work: int = 16  # from START of them on, a proof of work up to this effort instead of the drop; 0: none
     guests: bool = True  # people without a key proof may join (--guests); False: only those with a key
 
     def rate_limit_message(self) -> RateLimit:

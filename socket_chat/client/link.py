@@ -38,6 +38,7 @@ from socket_chat.protocol import (
     UserList,
     Welcome,
 )
+from socket_chat.protocol.handshake import MIN_EFFORT
 from socket_chat.tty import Terminal
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "trust_server",
     "confirm_new_key",
     "refusal_text",
+    "proving_work",
     "end_reason",
     "raise_if_ended",
 ]
@@ -258,7 +260,7 @@ def read_hello(link: ServerLink, server: str) -> protocol.Event:
     first = b""
     try:
         while (event := link.conn.next_event()) is protocol.NEED_DATA:
-            data = link.sock.recv(transport.RECV_SIZE)
+            data = _recv_greeting(link)
             first = first or data
             link.conn.receive_data(data)
             link.sock.settimeout(HANDSHAKE_TIMEOUT)
@@ -275,6 +277,31 @@ def read_hello(link: ServerLink, server: str) -> protocol.Event:
         raise ClientError(f"{server} is not a chat server (it answered with {quote_bytes(first)}).") from None
     link.sock.settimeout(HANDSHAKE_TIMEOUT)
     return event
+
+
+def _recv_greeting(link: ServerLink) -> bytes:
+    """The next bytes of the server's greeting. After a busy server's
+    refusal (its puzzle should follow), a connection reset is the end of
+    the greeting: the refusal stands (b"", EOF)."""
+    try:
+        return link.sock.recv(transport.RECV_SIZE)
+    except (ConnectionResetError, ConnectionAbortedError):
+        if link.conn.state is protocol.ConnectionState.AWAIT_PUZZLE:
+            return b""
+        raise
+
+
+#: Said before solving a puzzle harder than the lowest (which takes a few
+#: milliseconds, and nobody notices): the person sees why the connection waits.
+PROVING_WORK = "The server is busy; proving work to connect (effort {effort})\N{HORIZONTAL ELLIPSIS}"
+
+
+def proving_work(hello: ServerHello) -> str | None:
+    """What to tell the person before ``accept_server_key()`` solves the
+    server's puzzle: None at the lowest effort, or for no puzzle."""
+    if hello.work <= MIN_EFFORT:
+        return None
+    return PROVING_WORK.format(effort=hello.work)
 
 
 def quote_bytes(data: bytes, length: int = 60) -> str:
@@ -314,7 +341,11 @@ def trust_server(link: ServerLink, args: argparse.Namespace, terminal: Terminal)
     server = transport.format_address(args.host, args.port)
 
     def check(hello: ServerHello) -> keystore.KeyCheck:
-        return keystore.check_server_key(known, server, hello.fingerprint, args.fingerprint)
+        checked = keystore.check_server_key(known, server, hello.fingerprint, args.fingerprint)
+        busy = proving_work(hello)  # solved once the key is checked, by accept_server_key()
+        if busy is not None:
+            terminal.show(busy)
+        return checked
 
     checked = establish(link, check, server)
     ask = checked.first_contact and terminal.interactive and not args.accept_new

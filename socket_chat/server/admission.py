@@ -11,7 +11,11 @@ Following sshd:
   fails or times out costs the source ``penalty`` tokens more;
 - ``MaxStartups start:rate:full``: connections still in their handshake are
   few. From ``start`` of them on, a new one is dropped with probability
-  ``rate`` percent, rising linearly to 100 % at ``full``;
+  ``rate`` percent, rising linearly to 100 % at ``full``. With a proof of
+  work (``work``, an ``effort.EffortController``), a connection from
+  ``start`` on is asked for one instead (its ``Ticket.work``), and only
+  those from ``full`` on are dropped: the work prices what the random drop
+  only rationed;
 - places: ``max_established`` counts connections that finished the
   handshake. A connection in its handshake never holds a place, so idle
   sockets cannot lock people out: they fill the startups, not the chat.
@@ -33,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from socket_chat.chat.limits import DEFAULT_STARTUPS, Startups
+from socket_chat.server.effort import EffortController
 
 __all__ = ["Admission", "Ticket", "Refused", "Why", "source_of"]
 
@@ -80,10 +85,12 @@ class Refused:
 
 @dataclass(eq=False)
 class Ticket:
-    """A connection let in: its source, and whether it finished the
+    """A connection let in: its source, the effort of the proof of work it
+    must give before its handshake (0: none), and whether it finished the
     handshake (then it holds a place). Given back with ``Admission.release``."""
 
     source: str
+    work: int = 0
     established: bool = False
     released: bool = False
 
@@ -107,6 +114,8 @@ class Admission:
         startups: the cap on connections in their handshake.
         clock, chance: the monotonic clock and a uniform random number in
             [0, 1), for tests to pin.
+        work: the effort controller of the proof of work asked from
+            ``startups.start`` on; None: none asked (random early drop).
     """
 
     def __init__(
@@ -119,11 +128,13 @@ class Admission:
         startups: Startups = DEFAULT_STARTUPS,
         clock: Callable[[], float] = time.monotonic,
         chance: Callable[[], float] = random.random,
+        work: EffortController | None = None,
     ) -> None:
         self.max_established, self.max_per_source = max_established, max_per_source
         self.rate, self.burst, self.penalty = rate, burst, penalty
         self.startups = startups
         self._clock, self._chance = clock, chance
+        self.work = work if startups.full else None  # no cap on startups: never busy
         self._lock = threading.Lock()
         self._open: collections.Counter[str] = collections.Counter()  # source -> connections open
         self._buckets: collections.OrderedDict[str, _Bucket] = collections.OrderedDict()
@@ -139,6 +150,9 @@ class Admission:
             if self.max_per_source and self._open[source] >= self.max_per_source:
                 return Refused(Why.SOURCE_CONNECTIONS, source)
             drop = self.startups.drop_chance(self.in_handshake)
+            work = 0 if self.work is None else self.work.effort(self.in_handshake >= self.startups.start)
+            if work and drop < 1.0:
+                drop = 0.0  # it pays instead; from ``full`` on, none is let in
             if drop and self._chance() < drop:
                 return Refused(Why.STARTUPS, source)
             wait = self._take(source, 1.0)
@@ -146,7 +160,7 @@ class Admission:
                 return Refused(Why.SOURCE_RATE, source, wait)
             self._open[source] += 1
             self.in_handshake += 1
-            return Ticket(source)
+            return Ticket(source, work)
 
     def establish(self, ticket: Ticket) -> bool:
         """The connection finished its handshake: it takes a place. False if

@@ -33,6 +33,7 @@ from socket_chat.protocol import Notice, ServerIdentity, UserBanned
 from socket_chat.server import admission
 from socket_chat.server.allow_file import AllowFile, AllowFileError
 from socket_chat.server.console import CONSOLE, OperatorConsole
+from socket_chat.server.effort import EffortController
 from socket_chat.server.handler import SHUTDOWN_GRACE, ClientHandler, server_full
 from socket_chat.server.handshakes import HandshakeThread
 from socket_chat.server.sender import Sender
@@ -157,7 +158,11 @@ class ChatServer:
         self.store = store  # the history on disk (store.py); closed by server_close
         self.room = Room(history_size=history, motd=motd, cluster=cluster, store=store)
         self.admission = admission.Admission(
-            limits.max_clients, limits.max_per_address, limits.handshake_rate, startups=limits.max_startups
+            limits.max_clients,
+            limits.max_per_address,
+            limits.handshake_rate,
+            startups=limits.max_startups,
+            work=EffortController(limits.max_work) if limits.max_work else None,
         )
         self._refusals = admission.RefusalLog()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -29,6 +29,7 @@ from socket_chat.chat.presentation import printable_text
 from socket_chat.chat.registrations import DEFAULT_EXPIRY_DAYS, NameRegistry, Registrations
 from socket_chat.chat.room import DEFAULT_HISTORY
 from socket_chat.crypto import keystore
+from socket_chat.protocol.handshake import MAX_EFFORT, MIN_EFFORT
 from socket_chat.server import descriptors, store, tickets
 from socket_chat.server.allow_file import OPERATORS_FILE, AllowFile, AllowFileError
 from socket_chat.server.app import ChatServer
@@ -294,6 +295,15 @@ def _add_limit_options(group: argparse._ArgumentGroup) -> None:
         "connections still in their handshake, as sshd's MaxStartups: from START on, RATE%% of new ones "
         "are refused, rising to all at FULL; N: a hard cap; 0: no cap (these never hold a --max-clients place)",
     )
+    limit(
+        "--max-work",
+        "max_work",
+        work_type,
+        "EFFORT",
+        f"from START of --max-startups on, ask each new connection for a proof of work (leading zero bits of "
+        f"SHA-256) instead of refusing some, its effort rising with the load up to EFFORT ({MIN_EFFORT}-{MAX_EFFORT}); "
+        "0: none (random early drop, as before)",
+    )
     for name, what in (
         ("handshake", "to finish the handshake"),
         ("username", "to choose a username"),
@@ -335,6 +345,15 @@ def count_type(option: str):
         return int(text)
 
     return parse
+
+
+def work_type(text: str) -> int:
+    """argparse type for --max-work: 0 (none), or an effort MIN_EFFORT..MAX_EFFORT."""
+    if not text.isdigit() or not (int(text) == 0 or MIN_EFFORT <= int(text) <= MAX_EFFORT):
+        raise argparse.ArgumentTypeError(
+            f"--max-work: {text!r} is neither 0 nor an effort from {MIN_EFFORT} to {MAX_EFFORT}"
+        )
+    return int(text)
 
 
 def startups_arg(text: str) -> Startups:

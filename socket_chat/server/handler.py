@@ -81,7 +81,8 @@ class ClientHandler:
         self.peer = transport.format_address(*address[:2])
         self.host = address[0]  # the address alone, for the bans
         self.outbox = Outbox(self.limits.sendq_bytes, on_ready=self._wake_sender)
-        self.conn = ServerConnection(server.identity)
+        # A busy server's proof of work (admission), asked before any RSA.
+        self.conn = ServerConnection(server.identity, work=0 if ticket is None else ticket.work)
         self.outlet = Outlet(sock, self.conn, self.outbox, used_up=Goodbye(RECORDS_USED_UP))
         self._sending = False  # the sender has the outlet: from the end of the handshake
         self._readable = select.poll()  # poll() rather than select(): no limit on descriptor numbers
@@ -177,7 +178,10 @@ class ClientHandler:
             if self.ticket is not None:
                 self.server.admission.penalize(self.ticket)
             raise
-        log.info("%s: handshake complete%s", self.peer, " (resumed)" if self.conn.resumed else "")
+        how = " (resumed)" if self.conn.resumed else ""
+        if self.conn.work:
+            how += f" (proved work, effort {self.conn.work})"
+        log.info("%s: handshake complete%s", self.peer, how)
 
     def _answer_resumption(self, offer: ResumptionOffered) -> None:
         """Resume if the ticket is good (never holding the handshake gate:
