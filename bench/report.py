@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import crowd, flood, lockstep, peer
+from bench import crowd, flood, lockstep, peer, swarm
 from bench import store as store_bench
 from bench.findings import CLUSTER_PROFILE, cluster_finding, findings
 from bench.runner import CHAT, PLAIN, UNBATCHED, Results
@@ -58,6 +58,7 @@ def print_tables(results: Results) -> None:
         ("Memory", memory_table(results)),
         ("Raw costs", costs_table(results)),
         ("Handshake flood from one address", flood.table(results.flood)),
+        ("Handshake flood from 200 addresses, and a person", swarm.table(results.swarm)),
         ("The history store", store_bench.rows(results.store)),
     ):
         print(f"\n{title}")
@@ -140,6 +141,7 @@ def write_markdown(
         *memory_table(results),
         "",
         *flood.markdown(results.flood),
+        *(swarm.markdown(results.swarm) if results.swarm else []),
         *store_bench.markdown(results.store),
         "## Raw costs",
         "",
@@ -232,6 +234,7 @@ def write_json(results: Results, path: Path) -> None:
         ],
         "cluster": dict(skipped=results.cluster_skipped, runs=cluster_json(results)),
         "flood": flood.as_json(results.flood),
+        "swarm": swarm.as_json(results.swarm),
         "lockstep": [
             dict(
                 kind=r.kind,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from bench import crowd, flood, lockstep, micro, peer, scenarios
+from bench import crowd, flood, lockstep, micro, peer, scenarios, swarm
 from bench import store as store_bench
 from bench.loadgen import BenchError
 from bench.redis_server import RedisServer
@@ -51,6 +51,7 @@ class Plan:
     lockstep_rooms: tuple[int, ...] = ()  # lockstep in rooms of these sizes too, beside those of `sizes`
     crowd: crowd.CrowdPlan = crowd.NO_CROWD  # rooms of thousands (bench/crowd.py)
     flood_seconds: float = 10.0  # per setup of the handshake flood (bench/flood.py)
+    swarm_seconds: float = 10.0  # per setup of the flood from 200 addresses (bench/swarm.py)
     store: store_bench.StorePlan = store_bench.FULL_STORE  # the history store on and off, /search (bench/store.py)
     peer: peer.PeerPlan = peer.NO_PEER  # the IRC server beside ours (bench/peer.py)
 
@@ -87,6 +88,7 @@ QUICK = Plan(
     lockstep_least=10,
     crowd=crowd.QUICK_CROWD,
     flood_seconds=2.0,
+    swarm_seconds=2.0,
     store=store_bench.QUICK_STORE,
     peer=peer.QUICK_PEER,
 )
@@ -127,6 +129,7 @@ class Results:
     lockstep: list[lockstep.LockstepResult] = field(default_factory=list)
     crowd: crowd.CrowdResults = field(default_factory=crowd.CrowdResults)
     flood: list[flood.FloodRun] = field(default_factory=list)
+    swarm: list[swarm.SwarmRun] = field(default_factory=list)
     store: store_bench.StoreResults = field(default_factory=store_bench.StoreResults)
     peer: peer.PeerResults = field(default_factory=peer.PeerResults)
     errors: list[str] = field(default_factory=list)
@@ -224,6 +227,12 @@ def run(plan: Plan, progress=print) -> Results:
         progress,
     )
     guarded(results, "handshake flood from one address", lambda: measure_flood(plan, results), progress)
+    guarded(
+        results,
+        "handshake flood from 200 addresses, and a person",
+        lambda: results.swarm.extend(swarm.measure(plan.swarm_seconds)),
+        progress,
+    )
     guarded(
         results,
         "the history store on and off; /search",

@@ -1,7 +1,7 @@
 """The child process that runs one server for the benchmark.
 
     python -m bench.servers KIND [--stack-size BYTES] [--cluster redis://HOST:PORT/DB] [--admission]
-                                 [--store FILE]
+                                 [--store FILE] [--max-work EFFORT]
 
 KIND is ``chat`` (socket_chat.server's ``ChatServer`` as it is),
 ``chat-unbatched`` (the same with a sender that seals one record per message, as before issue 5)
@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--handshake-timeout", type=float, help="seconds, for a reconnect storm (bench/crowd.py)")
     parser.add_argument("--store", metavar="FILE", help="keep the history in this SQLite file (default: memory)")
     parser.add_argument("--ticket-keys", type=Path, help="keep the ticket keys in this file (bench/resume.py)")
+    parser.add_argument("--max-work", type=int, help="server.py's --max-work (bench/swarm.py)")
     args = parser.parse_args(argv)
     if args.cluster and args.kind == "plain":
         parser.error("--cluster: the plaintext floor has no cluster")
@@ -111,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     bench_limits = ADMISSION_LIMITS if args.admission else BENCH_LIMITS
     if args.handshake_timeout:
         bench_limits = dataclasses.replace(BENCH_LIMITS, handshake_timeout=args.handshake_timeout)
+    if args.max_work is not None:
+        bench_limits = dataclasses.replace(bench_limits, max_work=args.max_work)
     server = make_server(args.kind, args.cluster, bench_limits, args.store, args.ticket_keys)
     stop = server.server_close if args.kind == "plain" else server.shutdown
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop, daemon=True).start())

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from bench import crowd, lockstep, micro, peer
+from bench import crowd, lockstep, micro, peer, swarm
 from bench.runner import CHAT, PLAIN, UNBATCHED, Results
 from socket_chat.chat import presence
 
@@ -262,6 +262,7 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
     rows += peer.targets(results.peer, results.room_rss_kib)
     rows += cluster_cpu_target(results)
     rows += crowd.targets(results.crowd, results.errors, presence.BUSY_FROM, presence.INTERVAL)
+    rows += swarm.targets(results.swarm)
     return rows or [("(targets need the full run)", "", "")]
 
 
