@@ -292,8 +292,9 @@ def _add_limit_options(group: argparse._ArgumentGroup) -> None:
         "max_startups",
         startups_arg,
         "START:RATE:FULL",
-        "connections still in their handshake, as sshd's MaxStartups: from START on, RATE%% of new ones "
-        "are refused, rising to all at FULL; N: a hard cap; 0: no cap (these never hold a --max-clients place)",
+        "connections still in their handshake, as sshd's MaxStartups: from START on, new ones are asked for a "
+        "proof of work (--max-work), and all are refused at FULL (with --max-work 0: RATE%% of new ones are refused "
+        "from START, rising to all at FULL); N: a hard cap; 0: no cap (these never hold a --max-clients place)",
     )
     limit(
         "--max-work",
