@@ -36,7 +36,7 @@ from socket_chat.protocol.handshake import MAX_EFFORT, MIN_EFFORT, WORK_REFUSAL,
 from socket_chat.server.admission import Admission, Refused, Ticket, Why
 from socket_chat.server.command_line import parse_args
 from socket_chat.server.effort import DEFAULT_MAX_EFFORT, EffortController
-from tests.helpers import ChatTestClient
+from tests.helpers import ChatTestClient, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -356,6 +356,24 @@ def test_an_older_client_at_over_load_is_refused_and_told_why(own_server):
         assert "(The server's words, unverified: " + WORK_REFUSAL + ")" in link.refusal_text(WORK_REFUSAL)
     # The server goes on: the next client proves work and joins.
     assert own_server.client("Bob").hello.work == MIN_EFFORT
+
+
+def first_frame(address) -> bytes:
+    """The body of the first frame a server sends a new connection, which then closes."""
+    with socket.create_connection(address, timeout=5.0) as sock:
+        data = b""
+        while len(data) < 4 or len(data) < 4 + struct.unpack_from("!I", data)[0]:
+            data += sock.recv(65536)
+    return frames(data[: 4 + struct.unpack_from("!I", data)[0]])[0]
+
+
+def test_an_older_client_that_leaves_at_the_puzzle_costs_its_address_no_penalty(own_server):
+    # 10 connections at once, then 1 a 100 s: with the penalty (2 more for a
+    # handshake not finished) the fifth would be refused.
+    chat = own_server.start(max_startups=ALWAYS_BUSY, handshake_rate=0.01)
+    for _ in range(6):
+        assert protocol.handshake.read_refusal(first_frame(chat.server_address)) == WORK_REFUSAL
+        assert wait_until(lambda: chat.connection_count() == 0)
 
 
 def test_an_idle_server_asks_no_work(own_server):

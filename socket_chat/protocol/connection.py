@@ -597,6 +597,7 @@ class ServerConnection(_Connection):
         hello = handshake.hello(self._rng(RANDOM_SIZE), self._ephemeral.public_bytes, identity.public_der)
         self._transcript.append(hello)
         self._work, self._work_seed = work, puzzles.seed_of(hello) if work else b""
+        self._work_pending = bool(work)
         if work:
             # The refusal an older client stops at, then the puzzle (bound
             # to the hello after it); none of it is in the transcript.
@@ -611,11 +612,18 @@ class ServerConnection(_Connection):
         """The effort of the proof of work this connection was asked (0: none)."""
         return self._work
 
+    @property
+    def work_pending(self) -> bool:
+        """Whether a proof of work was asked and has not come (so no RSA
+        has been spent on this connection)."""
+        return self._work_pending
+
     def _receive_proof(self, header: bytes, body: bytes) -> None:
         # One hash, before the client's key exchange is even read: a client
         # that has not paid costs no RSA.
         if not puzzles.verify(self._work_seed, self._work, handshake.read_proof(body)):
             raise RemoteProtocolError("the proof of work does not check out")
+        self._work_pending = False
         self._advance(Step.RECEIVE_PROOF)
 
     # Resumption (PROTOCOL.md section 2): after ``ResumptionOffered``.

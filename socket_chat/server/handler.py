@@ -172,10 +172,13 @@ class ClientHandler:
             if not isinstance(event, HandshakeComplete):
                 raise protocol.RemoteProtocolError(f"handshake ended with {event}")
             self._gate = _here
-        except (_ClientLeft, _DeadlinePassed, ProtocolError):
+        except (_ClientLeft, _DeadlinePassed, ProtocolError) as exc:
             # sshd's PerSourcePenalties: a handshake not finished costs its
             # address more (the server may have spent an RSA decryption).
-            if self.ticket is not None:
+            # Not one that left before the proof of work it was asked: no
+            # RSA was spent, and an older client leaves there, as told.
+            left_unpaid = isinstance(exc, _ClientLeft) and self.conn.work_pending
+            if self.ticket is not None and not left_unpaid:
                 self.server.admission.penalize(self.ticket)
             raise
         how = " (resumed)" if self.conn.resumed else ""
