@@ -37,6 +37,7 @@ from socket_chat.server.admission import Admission, Refused, Ticket, Why
 from socket_chat.server.command_line import parse_args
 from socket_chat.server.effort import DEFAULT_MAX_EFFORT, EffortController
 from tests.helpers import ChatTestClient, wait_until
+from tests.test_trust import FakeTerminal, trust
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -356,6 +357,19 @@ def test_an_older_client_at_over_load_is_refused_and_told_why(own_server):
         assert "(The server's words, unverified: " + WORK_REFUSAL + ")" in link.refusal_text(WORK_REFUSAL)
     # The server goes on: the next client proves work and joins.
     assert own_server.client("Bob").hello.work == MIN_EFFORT
+
+
+def test_the_client_says_it_proves_work_above_the_lowest_effort_and_connects(own_server, tmp_path):
+    chat = own_server.start(max_startups=ALWAYS_BUSY)
+    known_hosts = tmp_path / "known_hosts"
+    quiet = FakeTerminal(interactive=False)
+    trust(chat.server_address[1], known_hosts, quiet)  # at the lowest effort: not a word of it
+    assert not any("proving work" in line for line in quiet.shown)
+    assert chat.admission.work is not None
+    chat.admission.work.level = 14  # as a busy minute would have brought it
+    told = FakeTerminal(interactive=False)
+    trust(chat.server_address[1], known_hosts, told)
+    assert told.shown == ["The server is busy; proving work to connect (effort 14)\N{HORIZONTAL ELLIPSIS}"]
 
 
 def first_frame(address) -> bytes:
