@@ -34,7 +34,9 @@ QUEUED_OVERHEAD = 64
 class Startups:
     """sshd's ``MaxStartups start:rate:full``: random early drop of new
     connections while ``start`` or more are in their handshake; ``full``
-    0 turns it off.
+    0 turns it off. (With a proof of work, ``Limits.max_work``, the server
+    asks for work from ``start`` instead, and drops only from ``full``:
+    see ``server.admission``.)
 
     sshd starts at 10; here 20, twice the default per-address cap, so that
     one address alone cannot make anyone else's connection be dropped.
@@ -96,7 +98,7 @@ class Limits:
     # Before the handshake (server.admission, after sshd): per address (IPv6: per /64)
     max_per_address: int = 10  # connections at once from one address; 0: no cap
     handshake_rate: float = 1.0  # new connections a second from one address, after 10 at once; 0: no limit
-    max_startups: Startups = DEFAULT_STARTUPS  # handshakes in progress: random early drop, START:RATE:FULL
+    max_startups: Startups = DEFAULT_STARTUPS  # handshakes in progress, START:RATE:FULL (see max_work)
     max_work: int = 16  # from START of them on, a proof of work up to this effort instead of the drop; 0: none
     guests: bool = True  # people without a key proof may join (--guests); False: only those with a key
 
