@@ -448,6 +448,10 @@ class ClientConnection(_Connection):
         """Trust the server key from ``ServerHello`` and answer: with a
         resumption if a ticket was given for this key, else with the key
         exchange. Call it only once the key is checked (known hosts or pin).
+        If a busy server asked for a proof of work (``ServerHello.work``),
+        it is solved here first (2**work hashes on average: a few
+        milliseconds at the lowest effort, about a second at the highest)
+        and goes out before the answer.
 
         Raises:
             LocalProtocolError: not in ``AWAIT_TRUST``; state unchanged.
