@@ -86,6 +86,12 @@ class HistoryStore(Protocol):
         """The highest line ID ever given (0: none): the room goes on from it."""
         ...
 
+    def given(self, line_id: int) -> None:
+        """The room has handed out every ID up to ``line_id`` (a notice's
+        and a forgotten line's too): ``last_id`` must never fall below it
+        after a restart. Called under the room's lock: O(1), never blocks."""
+        ...
+
     def page(self, before: int | None, count: int) -> tuple[list[Line], bool]:
         """Up to ``count`` lines with IDs below ``before`` (None: the
         newest), oldest first, and whether there are earlier ones. May
@@ -145,6 +151,10 @@ class MemoryHistory:
     def last_id(self) -> int:
         with self._lock:
             return self._last_id
+
+    def given(self, line_id: int) -> None:
+        with self._lock:
+            self._last_id = max(self._last_id, line_id)
 
     def page(self, before: int | None, count: int) -> tuple[list[Line], bool]:
         with self._lock:

@@ -635,14 +635,18 @@ class Room:
             return
         overflowed = []
         with self._lock:
+            stamped = False
             for out in run:
                 if isinstance(out.message, STAMPED):
+                    stamped = True
                     self._last_id = out.line_id if out.line_id is not None else self._last_id + 1
                     line = _line(self._last_id, out.sent_at, out.message)
                     out.stamped = encode(line.live())
                     if self._history.maxlen and not isinstance(out.message, Notice):
                         self._history.append(_kept(line, out.stamped, out.plain))
                         self._store.keep(line)  # O(1), never blocks: in the room's order
+            if stamped:
+                self._store.given(self._last_id)  # O(1): the high-water mark, notices' IDs too
             for m in self._members.values():
                 if not all(
                     m.member.deliver(out.stamped if m.stamps and out.stamped is not None else out.item)
