@@ -113,19 +113,21 @@ class HistoryStore(Protocol):
         ...
 
     def seen(self, fingerprint: str) -> Seen | None:
-        """When the person with this key last left (no I/O)."""
+        """When the person with this key last left (never under the room's
+        lock; no I/O but a cluster's Redis)."""
         ...
 
     def save_seen(self, fingerprint: str, seen: Seen) -> None:
-        """Keep when they left (O(1), never blocks)."""
+        """Keep when they left (never under the room's lock; a cluster's
+        store writes it to Redis at once)."""
         ...
 
     def away(self, fingerprint: str) -> str | None:
-        """The away message kept for this key, or None (no I/O)."""
+        """The away message kept for this key, or None (as ``seen``)."""
         ...
 
     def save_away(self, fingerprint: str, message: str | None) -> None:
-        """Keep (``message``) or drop (None) the key's away state (O(1))."""
+        """Keep (``message``) or drop (None) the key's away state (as ``save_seen``)."""
         ...
 
 

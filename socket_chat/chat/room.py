@@ -366,8 +366,9 @@ class Room:
                 return
             del self._members[held]
             members = len(self._members)
-            if membership.fingerprint is not None:  # what they had seen, for their next join
-                self._store.save_seen(membership.fingerprint, Seen(self._last_id, int(self._clock())))
+            seen = Seen(self._last_id, int(self._clock()))
+        if membership.fingerprint is not None:  # what they had seen, for their next join (a cluster's is Redis)
+            self._store.save_seen(membership.fingerprint, seen)
         if kicked is not None or parting or banned is not None:  # told at once, never summed up
             with self._presence_lock:
                 self._presence.parted(name)

@@ -22,7 +22,7 @@ from socket_chat import crypto as crypto_utils
 from socket_chat.chat import names
 from socket_chat.chat.allow import AllowList, key_fingerprint
 from socket_chat.chat.bans import MAX_BAN_SECONDS, Ban, Bans, banned_text, parse_target
-from socket_chat.chat.history import HistoryUnavailable
+from socket_chat.chat.history import HistoryStore, HistoryUnavailable
 from socket_chat.chat.limits import Limits
 from socket_chat.chat.member import MemberSession, line_id_of
 from socket_chat.chat.offline import OfflineMessages
@@ -127,6 +127,7 @@ class ChatServer:
         motd: str = "",
         cluster: Cluster | None = None,
         store: SqliteStore | None = None,
+        kept: HistoryStore | None = None,
         allow: AllowFile | None = None,
         registrations: NameRegistry | None = None,
         operators: AllowFile | None = None,
@@ -155,7 +156,10 @@ class ChatServer:
         self.handshaking: contextlib.AbstractContextManager[object] = threading.Lock()
         self.handshakes = HandshakeThread(lambda: self.handshaking)  # the readers' handshake cryptography
         self.store = store  # the history on disk (store.py); closed by server_close
-        self.room = Room(history_size=history, motd=motd, cluster=cluster, store=store)
+        # ``kept``: without a store, where the room keeps what it knows by key
+        # (when each person left, their away state): with a cluster, its
+        # Redis (cluster_history.ClusterHistory); None: in memory.
+        self.room = Room(history_size=history, motd=motd, cluster=cluster, store=store if store is not None else kept)
         self.admission = admission.Admission(
             limits.max_clients, limits.max_per_address, limits.handshake_rate, startups=limits.max_startups
         )

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from socket_chat import cli, protocol, transport
 from socket_chat import crypto as crypto_utils
 from socket_chat.chat.bans import Bans
+from socket_chat.chat.history import HistoryStore
 from socket_chat.chat.limits import Limits, Startups, startups_type
 from socket_chat.chat.presentation import printable_text
 from socket_chat.chat.registrations import DEFAULT_EXPIRY_DAYS, NameRegistry, Registrations
@@ -409,6 +410,14 @@ def join_cluster(args: argparse.Namespace) -> RedisCluster | None:
         raise ClusterError(str(exc)) from None
 
 
+def kept_by_key(room_cluster: RedisCluster) -> HistoryStore:
+    """What the room keeps by a person's key in a cluster (when they left,
+    their away state): in its Redis, for every server to read."""
+    from socket_chat.server.cluster_history import ClusterHistory  # as cluster: only with --cluster
+
+    return ClusterHistory(room_cluster)
+
+
 def shared_bans(room_cluster: RedisCluster) -> Bans:
     """The bans of a cluster: in its Redis, for every server to hold."""
     from socket_chat.server import cluster
@@ -497,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
                 operators=operators,
                 bans=None if room_cluster is None else shared_bans(room_cluster),
                 tickets=ticket_service(key, ticket_keys, room_cluster),
+                kept=None if room_cluster is None else kept_by_key(room_cluster),
             )
         except (descriptors.DescriptorLimitError, store.StoreError) as exc:
             print(exc, file=sys.stderr)

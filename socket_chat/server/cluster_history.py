@@ -1,0 +1,145 @@
+"""What the room keeps by a person's key in a cluster: when each person with
+a key last left (the last message ID they had then, and the time: their
+unread count) and their away state, in the cluster's Redis, so that a person
+who leaves one server and comes back on another is told what they missed,
+gets their ``/mentions``, and is still away.
+
+``ClusterHistory`` is the room's ``chat.history.HistoryStore`` with
+``--cluster``. It keeps, under the cluster's key prefix (PROTOCOL.md section 8):
+
+- ``socket-chat:seen``: a hash, one field a fingerprint, its value the last
+  message ID and the time of leaving, two decimal numbers with a space
+  between (``1733570000123000004 1733570042``);
+- ``socket-chat:away-by-key``: a hash, one field a fingerprint, its value the
+  away message (UTF-8, maybe empty).
+
+The lines themselves are the stream's (cluster.py): the unread count and
+``/mentions`` read it (the count in a Lua script, in Redis), and the room's
+own lines for newcomers stay in memory (``MemoryHistory``), as before.
+
+If Redis is lost, it fails as the rest of the cluster does (the chat is told
+once that it is degraded): a leaving is not written (the next join on any
+server may count from an earlier one), a join finds no record (no unread
+count, no kept away state), and ``/mentions`` says the history cannot be
+read now. Nothing waits for Redis under the room's lock: the room calls
+``save_seen`` and ``save_away`` outside it.
+
+This module is imported only with ``--cluster`` (it needs ``cluster``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import cast
+
+from socket_chat import protocol
+from socket_chat.chat.history import HistoryUnavailable, Line, MemoryHistory, Seen
+from socket_chat.chat.member import MAX_AWAY_LENGTH
+from socket_chat.chat.presentation import mentions
+from socket_chat.protocol import ActionMessage, ChatMessage
+from socket_chat.server.cluster import PREFIX, READ_COUNT, STREAM, Entry, RedisCluster, entry_id_of
+from socket_chat.server.cluster_scripts import COUNT_LINES
+
+__all__ = ["AWAY_BY_KEY", "ClusterHistory", "SEEN"]
+
+log = logging.getLogger("chat.cluster")
+
+SEEN = PREFIX + "seen"  # hash: fingerprint -> "LAST_ID LEFT_AT"
+AWAY_BY_KEY = PREFIX + "away-by-key"  # hash: fingerprint -> away message
+#: The type bytes of the stream entries that are lines (counted as unread).
+LINE_TYPES = bytes(protocol.encode_message(m)[0] for m in (ChatMessage("a", ""), ActionMessage("a", "")))
+_LOST = object()  # Redis did not answer
+
+
+class ClusterHistory(MemoryHistory):
+    """The room's history store in a cluster (see the module's docstring).
+
+    Args:
+        cluster: the connected cluster (its Redis, and its way of failing).
+    """
+
+    def __init__(self, cluster: RedisCluster) -> None:
+        super().__init__()
+        self._cluster = cluster
+        self._count = cluster.redis.register_script(COUNT_LINES)
+
+    # The lines: in the stream.
+
+    def count_after(self, line_id: int) -> int:
+        """The chat lines and actions in the stream after ``line_id`` (those
+        trimmed from a full stream are not counted).
+
+        Raises:
+            HistoryUnavailable: Redis did not answer.
+        """
+        start = "-" if line_id <= 0 else "(" + entry_id_of(line_id)
+        counted = self._cluster.call(self._count, keys=[STREAM], args=[start, LINE_TYPES], otherwise=_LOST)
+        if counted is _LOST:
+            raise HistoryUnavailable("the cluster's Redis did not answer")
+        return int(counted)
+
+    def mentioning(self, name: str, after: int, upto: int, cap: int) -> list[Line]:
+        """The lines of the stream with IDs in (``after``, ``upto``] that
+        mention ``name``, newest first, ``cap`` at most: read back from
+        ``upto`` in slices of ``READ_COUNT`` entries.
+
+        Raises:
+            HistoryUnavailable: Redis did not answer.
+        """
+        if upto <= 0 or upto <= after:
+            return []
+        found: list[Line] = []
+        end, start = entry_id_of(upto), "-" if after <= 0 else "(" + entry_id_of(after)
+        while len(found) < cap:
+            entries = self._cluster.call(
+                self._cluster.redis.xrevrange, STREAM, max=end, min=start, count=READ_COUNT, otherwise=_LOST
+            )
+            if entries is _LOST:
+                raise HistoryUnavailable("the cluster's Redis did not answer")
+            for entry_id, fields in cast("list[Entry]", entries):
+                line = self._cluster.history_line(entry_id, fields)
+                if line is not None and mentions(line.text, name):
+                    found.append(line)
+            if len(entries) < READ_COUNT:
+                break
+            end = "(" + entries[-1][0].decode()
+        return found[:cap]
+
+    # By key: in Redis.
+
+    def seen(self, fingerprint: str) -> Seen | None:
+        """When this key last left, on any server; None if never (or Redis
+        cannot say now)."""
+        found = self._cluster.call(self._cluster.redis.hget, SEEN, fingerprint)
+        return None if found is None else _seen_of(fingerprint, found)
+
+    def save_seen(self, fingerprint: str, seen: Seen) -> None:
+        self._cluster.call(self._cluster.redis.hset, SEEN, fingerprint, f"{seen.last_id} {seen.left_at}")
+
+    def away(self, fingerprint: str) -> str | None:
+        """The away message kept for this key, by any server; None if none
+        (or Redis cannot say now)."""
+        found = self._cluster.call(self._cluster.redis.hget, AWAY_BY_KEY, fingerprint)
+        if found is None:
+            return None
+        message = found.decode("utf-8", "replace")
+        if len(message) > MAX_AWAY_LENGTH:
+            log.warning("cluster: skipped an away state that is not a server's (%s, %s)", AWAY_BY_KEY, fingerprint)
+            return None
+        return message
+
+    def save_away(self, fingerprint: str, message: str | None) -> None:
+        if message is None:
+            self._cluster.call(self._cluster.redis.hdel, AWAY_BY_KEY, fingerprint)
+        else:
+            self._cluster.call(self._cluster.redis.hset, AWAY_BY_KEY, fingerprint, message)
+
+
+def _seen_of(fingerprint: str, value: bytes) -> Seen | None:
+    """A field of ``SEEN`` read back, or None (logged) if it is not one a
+    server wrote."""
+    last_id, _, left_at = value.partition(b" ")
+    if last_id.isdigit() and left_at.isdigit() and int(last_id) < 2**63 and int(left_at) < 2**32:
+        return Seen(int(last_id), int(left_at))
+    log.warning("cluster: skipped a leaving that is not a server's (%s, %s): %r", SEEN, fingerprint, value[:40])
+    return None

@@ -1,0 +1,137 @@
+"""What the cluster keeps by a person's key (server/cluster_history.py): a
+person with a key who leaves one server and comes back on another is told
+the right unread count, gets the right /mentions, and is still away; on the
+real redis-server, two in-process servers on loopback."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from socket_chat import protocol
+from socket_chat.chat.history import HistoryUnavailable, Seen
+from socket_chat.chat.member import HISTORY_UNAVAILABLE, STILL_AWAY
+from socket_chat.crypto import PersonKey
+from socket_chat.server import cluster
+from socket_chat.server.cluster_history import AWAY_BY_KEY, SEEN, ClusterHistory
+from socket_chat.server.command_line import kept_by_key
+from tests.helpers import ChatTestClient, OwnServer
+
+ANN = "SHA256:" + "A" * 43
+
+
+@pytest.fixture
+def two_servers(identity_key, redis_server):
+    """Two servers of one cluster, each keeping what it knows by key in Redis."""
+    servers = []
+    for _ in range(2):
+        own = OwnServer(identity_key)
+        joined = cluster.RedisCluster.connect(redis_server.url)
+        own.start(cluster=joined, kept=kept_by_key(joined))
+        servers.append(own)
+    try:
+        yield servers
+    finally:
+        for own in servers:
+            own.cleanup()
+
+
+def next_of(client: ChatTestClient, event_type):
+    while not isinstance(event := client.next_event(), event_type):
+        pass
+    return event
+
+
+def stamped(own: OwnServer, name: str, identity: PersonKey | None = None) -> tuple[ChatTestClient, list]:
+    """A person with a key who joined ``own``, and what came before their
+    own UserList (the history, the unread line, notices)."""
+    client = own.client(handshake=False)
+    client.handshake(identity=identity, stamps=True)
+    client.join(name)
+    client.send(protocol.UserListRequest())
+    before = []
+    while not isinstance(event := client.next_event(), protocol.UserList):
+        before.append(event)
+    return client, before
+
+
+def test_unread_mentions_and_away_follow_a_person_from_one_server_to_another(two_servers):
+    a, b = two_servers
+    bob, _ = stamped(b, "bob")
+    ann, _ = stamped(a, "ann")
+    ann.send(protocol.Away("lunch"))
+    ann.send(protocol.UserListRequest())  # the away state is set once this is answered
+    next_of(ann, protocol.UserList)
+    key = ann.identity
+    ann.close()
+    assert next_of(bob, protocol.UserLeft) == protocol.UserLeft("ann")  # A wrote her leaving first
+    for text in ("while she was out", "ann: are you there?", "annex is a word, not a name"):
+        bob.say(text)
+
+    back, before = stamped(b, "ann", identity=key)  # on the other server
+    unread = [event for event in before if isinstance(event, protocol.Unread)]
+    assert [(u.new, u.shown) for u in unread] == [(3, 3)]
+    assert protocol.Notice(STILL_AWAY.format(message="lunch")) in before
+    back.send(protocol.MentionsRequest())
+    mention = next_of(back, protocol.HistoryLine)
+    assert (mention.sender, mention.text) == ("bob", "ann: are you there?")
+    assert back.expect(protocol.PageEnd) == protocol.PageEnd("mentions", 1, 0)
+    back.send(protocol.Back())
+    back.send(protocol.UserListRequest())
+    next_of(back, protocol.UserList)
+    back.close()
+    assert next_of(bob, protocol.UserLeft) == protocol.UserLeft("ann")
+
+    _, before = stamped(a, "ann", identity=key)  # on the first server: nothing new, not away
+    assert [(u.new, u.shown) for u in before if isinstance(u, protocol.Unread)] == [(0, 0)]
+    assert not [n for n in before if isinstance(n, protocol.Notice) and "still marked as away" in n.text]
+
+
+def test_what_redis_keeps_by_key_and_a_field_no_server_wrote(identity_key, redis_server, caplog):
+    joined = cluster.RedisCluster.connect(redis_server.url)
+    try:
+        kept = ClusterHistory(joined)
+        kept.save_seen(ANN, Seen(1_733_570_000_123_000_004, 1_733_570_042))
+        kept.save_away(ANN, "")
+        raw = joined.redis
+        assert raw.hget(SEEN, ANN) == b"1733570000123000004 1733570042"  # as PROTOCOL.md section 8 says
+        assert raw.hget(AWAY_BY_KEY, ANN) == b"" and kept.away(ANN) == ""
+        assert kept.seen(ANN) == Seen(1_733_570_000_123_000_004, 1_733_570_042)
+        kept.save_away(ANN, None)
+        assert kept.away(ANN) is None and raw.hexists(AWAY_BY_KEY, ANN) == 0
+        raw.hset(SEEN, ANN, b"-1 yesterday")
+        with caplog.at_level(logging.WARNING, "chat.cluster"):
+            assert kept.seen(ANN) is None
+        assert "not a server's" in caplog.text
+        assert kept.count_after(0) == 0 and kept.mentioning("ann", 0, 0, 10) == []
+    finally:
+        joined.close()
+
+
+def test_a_lost_redis_is_no_record_and_a_clear_line_never_a_failure(two_servers, redis_server, thread_errors, caplog):
+    a, b = two_servers
+    bob, _ = stamped(b, "bob")
+    first, _ = stamped(a, "ann")
+    key = first.identity
+    first.close()
+    assert next_of(bob, protocol.UserLeft) == protocol.UserLeft("ann")
+    cat, _ = stamped(a, "cat")
+    bob.say("ann?")
+    assert next_of(cat, protocol.StampedLine).text == "ann?"  # A has it
+    ann, before = stamped(a, "ann", identity=key)  # her leaving is in Redis: she has a record
+    assert [(u.new, u.shown) for u in before if isinstance(u, protocol.Unread)] == [(1, 1)]
+    redis_server.stop()
+    assert next_of(ann, protocol.Notice) == protocol.Notice(cluster.DEGRADED)
+    ann.send(protocol.MentionsRequest())
+    assert next_of(ann, protocol.ErrorNotice) == protocol.ErrorNotice(HISTORY_UNAVAILABLE)
+    kept = a.server.room._store
+    with pytest.raises(HistoryUnavailable):
+        kept.count_after(0)
+    kept.save_seen(ANN, Seen(1, 1))  # dropped, not raised
+    assert kept.seen(ANN) is None and kept.away(ANN) is None
+    ann.close()
+    assert next_of(cat, protocol.UserLeft) == protocol.UserLeft("ann")  # told here alone
+    _, before = stamped(a, "ann", identity=key)  # a join while degraded: served, no unread line
+    assert not [event for event in before if isinstance(event, protocol.Unread)]
+    assert thread_errors == [] and not [r for r in caplog.records if r.levelno >= logging.ERROR]
