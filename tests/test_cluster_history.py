@@ -11,24 +11,29 @@ import pytest
 
 from socket_chat import protocol
 from socket_chat.chat.history import HistoryUnavailable, Seen
-from socket_chat.chat.member import HISTORY_UNAVAILABLE, STILL_AWAY
+from socket_chat.chat.member import HISTORY_UNAVAILABLE, KEPT_FOR_LATER, STILL_AWAY, WAITING_FULL
+from socket_chat.chat.offline import OfflineUnavailable, Waiting
 from socket_chat.crypto import PersonKey
 from socket_chat.server import cluster
-from socket_chat.server.cluster_history import AWAY_BY_KEY, SEEN, ClusterHistory
-from socket_chat.server.command_line import kept_by_key
+from socket_chat.server.cluster_history import AWAY_BY_KEY, SEEN, WAITING_PREFIX, ClusterHistory, ClusterOffline
+from socket_chat.server.cluster_names import RedisRegistrations
+from socket_chat.server.command_line import kept_by_key, waiting_in
 from tests.helpers import ChatTestClient, OwnServer
 
 ANN = "SHA256:" + "A" * 43
+NOW = 1_764_100_000
 
 
 @pytest.fixture
 def two_servers(identity_key, redis_server):
-    """Two servers of one cluster, each keeping what it knows by key in Redis."""
+    """Two servers of one cluster, each keeping what it knows by key, the
+    names registered and the private lines for later in Redis."""
     servers = []
     for _ in range(2):
         own = OwnServer(identity_key)
         joined = cluster.RedisCluster.connect(redis_server.url)
-        own.start(cluster=joined, kept=kept_by_key(joined))
+        registrations = RedisRegistrations(joined)
+        own.start(cluster=joined, kept=kept_by_key(joined), registrations=registrations, offline=waiting_in(joined, 30))
         servers.append(own)
     try:
         yield servers
@@ -129,9 +134,52 @@ def test_a_lost_redis_is_no_record_and_a_clear_line_never_a_failure(two_servers,
     with pytest.raises(HistoryUnavailable):
         kept.count_after(0)
     kept.save_seen(ANN, Seen(1, 1))  # dropped, not raised
+    with pytest.raises(OfflineUnavailable):  # the sender is told (WAITING_UNAVAILABLE), nothing kept unsaid
+        a.server.offline.keep(ANN, "ann", "bob", "later?")
+    assert a.server.offline.take(ANN) == []  # they wait on in Redis
     assert kept.seen(ANN) is None and kept.away(ANN) is None
     ann.close()
     assert next_of(cat, protocol.UserLeft) == protocol.UserLeft("ann")  # told here alone
     _, before = stamped(a, "ann", identity=key)  # a join while degraded: served, no unread line
     assert not [event for event in before if isinstance(event, protocol.Unread)]
     assert thread_errors == [] and not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_private_line_for_someone_offline_waits_in_redis_and_reaches_them_on_another_server(
+    two_servers, redis_server
+):
+    a, b = two_servers
+    bob, _ = stamped(b, "bob")
+    alice, _ = stamped(a, "alice")  # her key registers the name, for every server
+    key = alice.identity
+    alice.close()
+    assert next_of(bob, protocol.UserLeft) == protocol.UserLeft("alice")
+    bob.send(protocol.PrivateLine("alice", "the keys are under the mat"))
+    assert next_of(bob, protocol.Notice) == protocol.Notice(KEPT_FOR_LATER.format(name="alice"))
+    fingerprint = a.server.registrations.lookup("alice").fingerprint
+    raw = b.server.room.cluster.redis
+    assert raw.llen(WAITING_PREFIX + fingerprint) == 1
+
+    back = a.client(handshake=False)  # on the server she left, not the sender's
+    back.handshake(identity=key, stamps=True)
+    back.join("alice")
+    kept = next_of(back, protocol.OfflineMessage)
+    assert (kept.sender, kept.recipient, kept.text) == ("bob", "alice", "the keys are under the mat")
+    assert raw.exists(WAITING_PREFIX + fingerprint) == 0  # deleted once given
+
+
+def test_waiting_lines_are_capped_given_once_and_checked_when_read(identity_key, redis_server, caplog):
+    joined = cluster.RedisCluster.connect(redis_server.url)
+    try:
+        offline = ClusterOffline(joined, keep_days=1, cap=2, clock=lambda: NOW)
+        assert [offline.keep(ANN, "bob", "alice", f"line {n}") for n in range(3)] == [True, True, False]
+        assert WAITING_FULL.format(name="alice", cap=offline.cap).startswith("alice is offline")
+        assert offline.count(ANN) == 2 and 0 < joined.redis.ttl(WAITING_PREFIX + ANN) <= 86_400
+        joined.redis.rpush(WAITING_PREFIX + ANN, b"not json", b'{"sender": "no such/name", "recipient": "a"}')
+        with caplog.at_level(logging.WARNING, "chat.cluster"):
+            taken = offline.take(ANN)
+        assert taken == [Waiting(ANN, "bob", "alice", f"line {n}", NOW) for n in range(2)]
+        assert "2 waiting lines" in caplog.text
+        assert offline.take(ANN) == [] and offline.count(ANN) == 0
+    finally:
+        joined.close()

@@ -128,6 +128,7 @@ class ChatServer:
         cluster: Cluster | None = None,
         store: SqliteStore | None = None,
         kept: HistoryStore | None = None,
+        offline: OfflineMessages | None = None,
         allow: AllowFile | None = None,
         registrations: NameRegistry | None = None,
         operators: AllowFile | None = None,
@@ -142,9 +143,12 @@ class ChatServer:
         self.ban_sweep = ban_sweep  # seconds between two reads of shared bans
         self.registrations = registrations  # registered names, or None: none are (registrations.py)
         # Private lines kept for a registered name's key while it is offline
-        # (offline.py): in the store's file, or in memory without one; none
-        # in a cluster, where each server would keep its own.
-        self.offline = OfflineMessages(store) if registrations is not None and cluster is None else None
+        # (offline.py): in the store's file, or in memory without one; in a
+        # cluster, only where they are given (``offline``: in its Redis,
+        # cluster_history.ClusterOffline), as each server would keep its own.
+        if offline is None and registrations is not None and cluster is None:
+            offline = OfflineMessages(store)
+        self.offline = offline if registrations is not None else None
         self.identity = ServerIdentity.of(identity_key)
         #: Resumption tickets (tickets.py): given with keys in memory unless
         #: a service is passed (the command line keeps them in a file or in

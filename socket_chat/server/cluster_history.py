@@ -11,7 +11,11 @@ gets their ``/mentions``, and is still away.
   message ID and the time of leaving, two decimal numbers with a space
   between (``1733570000123000004 1733570042``);
 - ``socket-chat:away-by-key``: a hash, one field a fingerprint, its value the
-  away message (UTF-8, maybe empty).
+  away message (UTF-8, maybe empty);
+- ``socket-chat:waiting:FINGERPRINT``: a list, the private lines waiting for
+  that key while its person is offline (``ClusterOffline``: chat.offline's
+  rules), each a JSON object, at most ``MAX_WAITING``, kept and taken by Lua
+  scripts (so each is given once) and deleted once given.
 
 The lines themselves are the stream's (cluster.py): the unread count and
 ``/mentions`` read it (the count in a Lua script, in Redis), and the room's
@@ -20,32 +24,49 @@ own lines for newcomers stay in memory (``MemoryHistory``), as before.
 If Redis is lost, it fails as the rest of the cluster does (the chat is told
 once that it is degraded): a leaving is not written (the next join on any
 server may count from an earlier one), a join finds no record (no unread
-count, no kept away state), and ``/mentions`` says the history cannot be
-read now. Nothing waits for Redis under the room's lock: the room calls
-``save_seen`` and ``save_away`` outside it.
+count, no kept away state, no waiting lines: they wait on in Redis),
+``/mentions`` says the history cannot be read now, and a private line for
+someone offline is refused with its sender told (``OfflineUnavailable``).
+Nothing waits for Redis under the room's lock: the room calls ``save_seen``
+and ``save_away`` outside it.
 
 This module is imported only with ``--cluster`` (it needs ``cluster``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import time
+from collections.abc import Callable
 from typing import cast
 
 from socket_chat import protocol
 from socket_chat.chat.history import HistoryUnavailable, Line, MemoryHistory, Seen
 from socket_chat.chat.member import MAX_AWAY_LENGTH
+from socket_chat.chat.offline import MAX_WAITING, OfflineMessages, OfflineUnavailable, Waiting
 from socket_chat.chat.presentation import mentions
 from socket_chat.protocol import ActionMessage, ChatMessage
-from socket_chat.server.cluster import PREFIX, READ_COUNT, STREAM, Entry, RedisCluster, entry_id_of
-from socket_chat.server.cluster_scripts import COUNT_LINES
+from socket_chat.server.cluster import (
+    MAX_ENTRY_BYTES,
+    PREFIX,
+    READ_COUNT,
+    STREAM,
+    Entry,
+    RedisCluster,
+    entry_id_of,
+    is_username,
+)
+from socket_chat.server.cluster_scripts import COUNT_LINES, KEEP_WAITING, TAKE_WAITING
 
-__all__ = ["AWAY_BY_KEY", "ClusterHistory", "SEEN"]
+__all__ = ["AWAY_BY_KEY", "ClusterHistory", "ClusterOffline", "SEEN", "WAITING_PREFIX"]
 
 log = logging.getLogger("chat.cluster")
 
 SEEN = PREFIX + "seen"  # hash: fingerprint -> "LAST_ID LEFT_AT"
 AWAY_BY_KEY = PREFIX + "away-by-key"  # hash: fingerprint -> away message
+WAITING_PREFIX = PREFIX + "waiting:"  # + fingerprint: list of JSON private lines
+DAY = 86_400
 #: The type bytes of the stream entries that are lines (counted as unread).
 LINE_TYPES = bytes(protocol.encode_message(m)[0] for m in (ChatMessage("a", ""), ActionMessage("a", "")))
 _LOST = object()  # Redis did not answer
@@ -143,3 +164,63 @@ def _seen_of(fingerprint: str, value: bytes) -> Seen | None:
         return Seen(int(last_id), int(left_at))
     log.warning("cluster: skipped a leaving that is not a server's (%s, %s): %r", SEEN, fingerprint, value[:40])
     return None
+
+
+class ClusterOffline(OfflineMessages):
+    """The private lines waiting for someone offline, in the cluster's Redis
+    (``chat.offline``'s rules: only for a key, ``cap`` a key, given once and
+    then deleted), so that they reach their person on whichever server they
+    come back to.
+
+    Args:
+        cluster: the connected cluster.
+        keep_days: a key's list expires this many days after the last line
+            put in it (0: never), as ``--keep-days`` drops old lines.
+        cap: lines one key may have waiting.
+        clock: Unix time (tests pin it).
+    """
+
+    def __init__(
+        self,
+        cluster: RedisCluster,
+        keep_days: float = 30,
+        cap: int = MAX_WAITING,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(None, cap, clock)
+        self._cluster = cluster
+        self._expiry = max(0, int(keep_days * DAY))
+        self._keep = cluster.redis.register_script(KEEP_WAITING)
+        self._take = cluster.redis.register_script(TAKE_WAITING)
+
+    def keep(self, fingerprint: str, sender: str, recipient: str, text: str) -> bool:
+        line = {"sender": sender, "recipient": recipient, "text": text, "sent_at": int(self._clock())}
+        args = [json.dumps(line), self.cap, self._expiry]
+        kept = self._cluster.call(self._keep, keys=[WAITING_PREFIX + fingerprint], args=args, otherwise=_LOST)
+        if kept is _LOST:
+            raise OfflineUnavailable("the cluster's Redis did not answer")
+        return bool(kept)
+
+    def take(self, fingerprint: str) -> list[Waiting]:
+        """The lines waiting for the key, oldest first, deleted from Redis;
+        none while Redis is lost (they wait on there)."""
+        found = self._cluster.call(self._take, keys=[WAITING_PREFIX + fingerprint], otherwise=[])
+        waiting = [line for value in found if (line := _waiting_of(fingerprint, value)) is not None]
+        if len(waiting) < len(found):
+            log.warning("cluster: skipped %d waiting lines that are not a server's", len(found) - len(waiting))
+        return waiting
+
+    def count(self, fingerprint: str) -> int:
+        return int(self._cluster.call(self._cluster.redis.llen, WAITING_PREFIX + fingerprint, otherwise=0))
+
+
+def _waiting_of(fingerprint: str, value: bytes) -> Waiting | None:
+    """A line of a waiting list read back, or None if it is not one a server wrote."""
+    try:
+        fields = json.loads(value)
+        line = Waiting(fingerprint, fields["sender"], fields["recipient"], fields["text"], int(fields["sent_at"]))
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not (isinstance(line.text, str) and is_username(line.sender) and is_username(line.recipient)):
+        return None
+    return line if len(line.text.encode("utf-8", "surrogatepass")) <= MAX_ENTRY_BYTES else None

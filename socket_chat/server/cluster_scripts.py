@@ -1,6 +1,7 @@
 """The Lua scripts the cluster (``cluster``) runs in Redis, each atomic
 there: claiming a name, agreeing on the name rules, freeing a name, and
-keeping this server's names, counting the lines unread (PROTOCOL.md section 8
+keeping this server's names, counting the lines unread, keeping and taking
+private lines for someone offline (PROTOCOL.md section 8
 says what the keys hold).
 """
 
@@ -16,6 +17,8 @@ __all__ = [
     "ADD_DEVICE",
     "REMOVE_DEVICE",
     "COUNT_LINES",
+    "KEEP_WAITING",
+    "TAKE_WAITING",
 ]
 
 # Claim a free name: KEYS[1] the name's key; ARGV: server, name, since, ttl
@@ -145,4 +148,22 @@ for _, entry in ipairs(redis.call('XRANGE', KEYS[1], ARGV[1], '+')) do
   end
 end
 return counted
+"""
+
+# Keep a private line for someone offline, under the cap: KEYS[1] the key's
+# list; ARGV: the line (JSON), the cap, the list's expiry (seconds; 0: none).
+# 1 if kept, 0 if the list holds the cap already.
+KEEP_WAITING = """
+if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+return 1
+"""
+
+# Take every line waiting for a key, once: KEYS[1] the key's list. Read and
+# deleted together, so two servers taking at once give each line to one.
+TAKE_WAITING = """
+local waiting = redis.call('LRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1])
+return waiting
 """
