@@ -6,6 +6,7 @@ real redis-server, two in-process servers on loopback."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +21,7 @@ from socket_chat.server.cluster_names import RedisRegistrations
 from socket_chat.server.command_line import kept_by_key, waiting_in
 from tests.helpers import ChatTestClient, OwnServer
 
-ANN = "SHA256:" + "A" * 43
+ANN, BOB = "SHA256:" + "A" * 43, "SHA256:" + "B" * 43
 NOW = 1_764_100_000
 
 
@@ -175,6 +176,10 @@ def test_waiting_lines_are_capped_given_once_and_checked_when_read(identity_key,
         assert [offline.keep(ANN, "bob", "alice", f"line {n}") for n in range(3)] == [True, True, False]
         assert WAITING_FULL.format(name="alice", cap=offline.cap).startswith("alice is offline")
         assert offline.count(ANN) == 2 and 0 < joined.redis.ttl(WAITING_PREFIX + ANN) <= 86_400
+        offline.keep(BOB, "bob", "alice", "the keys are under the mat")
+        spec = (Path(__file__).parent.parent / "PROTOCOL.md").read_text()
+        vector = spec.split("to alice at 1764100000 is the list element", 1)[1].split("```text\n", 1)[1]
+        assert joined.redis.lrange(WAITING_PREFIX + BOB, 0, -1) == [vector.split("\n", 1)[0].encode()]
         joined.redis.rpush(WAITING_PREFIX + ANN, b"not json", b'{"sender": "no such/name", "recipient": "a"}')
         with caplog.at_level(logging.WARNING, "chat.cluster"):
             taken = offline.take(ANN)

@@ -15,6 +15,9 @@ Every server of a cluster connects to one Redis. There it shares
   atomically and set to expire: each server refreshes its members' names
   while it lives, so the names of a server that died come free by themselves.
 
+What the room keeps by a person's key (when they left, their away state,
+the private lines waiting for them) is in Redis too: cluster_history.py.
+
 If Redis is lost, the server tells its members the chat is degraded, goes on
 as a server alone, and tries again with a growing pause; when Redis is back
 it claims its members' names again and says so. See PROTOCOL.md for the

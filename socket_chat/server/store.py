@@ -256,6 +256,7 @@ class SqliteStore:
         self._last_id = 0  # the highest ID given before this start
         self._given = 0  # the highest ID the room has handed out since (``given``)
         self._reserved = 0  # IDs up to this are reserved on disk (ID_BLOCK)
+        self._outran_told = False
         # By fingerprint: in memory for the room (no I/O); written as changes.
         self._seen: dict[str, Seen] = {}
         self._away: dict[str, str] = {}
@@ -623,7 +624,8 @@ class SqliteStore:
             exact = max(given, self._last_id)
             return exact if exact != self._reserved else None
         if given > self._reserved - ID_BLOCK // 2:
-            if given > self._reserved:  # a burst outran the reservation between two commits
+            if given > self._reserved and not self._outran_told:  # a burst outran it between two commits
+                self._outran_told = True
                 log.warning("The history store %s: message IDs were handed out past their reservation", self.path)
             return given + ID_BLOCK
         return None
