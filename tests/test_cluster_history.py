@@ -115,7 +115,9 @@ def test_what_redis_keeps_by_key_and_a_field_no_server_wrote(identity_key, redis
         joined.close()
 
 
-def test_a_lost_redis_is_no_record_and_a_clear_line_never_a_failure(two_servers, redis_server, thread_errors, caplog):
+def test_a_lost_redis_is_a_clear_line_and_what_is_said_meanwhile_is_written_once_it_is_back(
+    two_servers, redis_server, thread_errors, caplog
+):
     a, b = two_servers
     bob, _ = stamped(b, "bob")
     first, _ = stamped(a, "ann")
@@ -134,15 +136,26 @@ def test_a_lost_redis_is_no_record_and_a_clear_line_never_a_failure(two_servers,
     kept = a.server.room._store
     with pytest.raises(HistoryUnavailable):
         kept.count_after(0)
-    kept.save_seen(ANN, Seen(1, 1))  # dropped, not raised
     with pytest.raises(OfflineUnavailable):  # the sender is told (WAITING_UNAVAILABLE), nothing kept unsaid
         a.server.offline.keep(ANN, "ann", "bob", "later?")
     assert a.server.offline.take(ANN) == []  # they wait on in Redis
-    assert kept.seen(ANN) is None and kept.away(ANN) is None
+    assert kept.seen(ANN) is None and kept.away(ANN) is None  # nothing known of this key here
+    ann.send(protocol.Away("tea"))
+    assert next_of(ann, protocol.Notice) == protocol.Notice("You are marked as away: tea")
+    fingerprint = a.server.room.find("ann").fingerprint
     ann.close()
     assert next_of(cat, protocol.UserLeft) == protocol.UserLeft("ann")  # told here alone
-    _, before = stamped(a, "ann", identity=key)  # a join while degraded: served, no unread line
-    assert not [event for event in before if isinstance(event, protocol.Unread)]
+    again, before = stamped(a, "ann", identity=key)  # a join while degraded: served from this server's own
+    assert not [event for event in before if isinstance(event, protocol.Unread)]  # the stream cannot be counted
+    assert protocol.Notice(STILL_AWAY.format(message="tea")) in before
+    assert kept.seen(fingerprint) is not None
+
+    redis_server.start()  # an empty Redis: what waited here is written to it
+    while again.next_event(timeout=10) != protocol.Notice(cluster.RESTORED):
+        pass
+    kept.seen(ANN)  # the first read once Redis is back sends what waited
+    raw = a.server.room.cluster.redis
+    assert raw.hget(AWAY_BY_KEY, fingerprint) == b"tea" and raw.hexists(SEEN, fingerprint)
     assert thread_errors == [] and not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 

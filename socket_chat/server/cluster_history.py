@@ -22,9 +22,11 @@ The lines themselves are the stream's (cluster.py): the unread count and
 own lines for newcomers stay in memory (``MemoryHistory``), as before.
 
 If Redis is lost, it fails as the rest of the cluster does (the chat is told
-once that it is degraded): a leaving is not written (the next join on any
-server may count from an earlier one), a join finds no record (no unread
-count, no kept away state, no waiting lines: they wait on in Redis),
+once that it is degraded): a leaving or an away state is kept by this server
+(``MAX_PENDING`` at most) and written once Redis is back, and this server
+answers from it meanwhile; a join of a key it knows nothing of finds no
+record (no unread count, no kept away state, no waiting lines: they wait on
+in Redis),
 ``/mentions`` says the history cannot be read now, and a private line for
 someone offline is refused with its sender told (``OfflineUnavailable``).
 Nothing waits for Redis under the room's lock: the room calls ``save_seen``
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import cast
@@ -67,6 +70,8 @@ SEEN = PREFIX + "seen"  # hash: fingerprint -> "LAST_ID LEFT_AT"
 AWAY_BY_KEY = PREFIX + "away-by-key"  # hash: fingerprint -> away message
 WAITING_PREFIX = PREFIX + "waiting:"  # + fingerprint: list of JSON private lines
 DAY = 86_400
+#: Changes by key (leavings, away states) kept while Redis is lost, at most.
+MAX_PENDING = 10_000
 #: The type bytes of the stream entries that are lines (counted as unread).
 LINE_TYPES = bytes(protocol.encode_message(m)[0] for m in (ChatMessage("a", ""), ActionMessage("a", "")))
 _LOST = object()  # Redis did not answer
@@ -83,6 +88,11 @@ class ClusterHistory(MemoryHistory):
         super().__init__()
         self._cluster = cluster
         self._count = cluster.redis.register_script(COUNT_LINES)
+        # Writes to SEEN and AWAY_BY_KEY that Redis did not take yet (it was
+        # lost): (hash, fingerprint) -> value, or None for a deletion.
+        self._pending: dict[tuple[str, str], bytes | None] = {}
+        self._pending_lock = threading.Lock()
+        self._unsent = 0  # changes dropped: more than MAX_PENDING waited
 
     # The lines: in the stream.
 
@@ -130,17 +140,17 @@ class ClusterHistory(MemoryHistory):
 
     def seen(self, fingerprint: str) -> Seen | None:
         """When this key last left, on any server; None if never (or Redis
-        cannot say now)."""
-        found = self._cluster.call(self._cluster.redis.hget, SEEN, fingerprint)
+        cannot say now, and this server wrote none meanwhile)."""
+        found = self._read(SEEN, fingerprint)
         return None if found is None else _seen_of(fingerprint, found)
 
     def save_seen(self, fingerprint: str, seen: Seen) -> None:
-        self._cluster.call(self._cluster.redis.hset, SEEN, fingerprint, f"{seen.last_id} {seen.left_at}")
+        self._write(SEEN, fingerprint, f"{seen.last_id} {seen.left_at}".encode())
 
     def away(self, fingerprint: str) -> str | None:
         """The away message kept for this key, by any server; None if none
-        (or Redis cannot say now)."""
-        found = self._cluster.call(self._cluster.redis.hget, AWAY_BY_KEY, fingerprint)
+        (or Redis cannot say now, and this server set none meanwhile)."""
+        found = self._read(AWAY_BY_KEY, fingerprint)
         if found is None:
             return None
         message = found.decode("utf-8", "replace")
@@ -150,10 +160,50 @@ class ClusterHistory(MemoryHistory):
         return message
 
     def save_away(self, fingerprint: str, message: str | None) -> None:
-        if message is None:
-            self._cluster.call(self._cluster.redis.hdel, AWAY_BY_KEY, fingerprint)
-        else:
-            self._cluster.call(self._cluster.redis.hset, AWAY_BY_KEY, fingerprint, message)
+        self._write(AWAY_BY_KEY, fingerprint, None if message is None else message.encode("utf-8"))
+
+    def _read(self, name: str, fingerprint: str) -> bytes | None:
+        """A field of one of the hashes: what this server wrote last and
+        could not send yet if there is one (its own writes are never lost
+        to it), else Redis's."""
+        self._send_pending()
+        with self._pending_lock:
+            if (name, fingerprint) in self._pending:
+                return self._pending[name, fingerprint]
+        return self._cluster.call(self._cluster.redis.hget, name, fingerprint)
+
+    def _write(self, name: str, fingerprint: str, value: bytes | None) -> None:
+        """Set (``value``) or delete (None) a field, now if Redis answers;
+        else it waits, and is sent with the first write or read once Redis
+        is back: a leaving or an away state said while Redis was lost is
+        not lost with it (unless this server stops first)."""
+        with self._pending_lock:
+            full = (name, fingerprint) not in self._pending and len(self._pending) >= MAX_PENDING
+            if full:
+                self._unsent += 1
+            else:
+                self._pending[name, fingerprint] = value
+            first_dropped = full and self._unsent == 1
+        if first_dropped:
+            log.warning("cluster: more than %d changes by key wait for Redis; the newer are dropped", MAX_PENDING)
+        if not full:
+            self._send_pending()
+
+    def _send_pending(self) -> None:
+        with self._pending_lock:
+            if not self._pending or not self._cluster.connected:
+                return
+            pending, self._pending = self._pending, {}
+        pipe = self._cluster.redis.pipeline(transaction=False)
+        for (name, fingerprint), value in pending.items():
+            if value is None:
+                pipe.hdel(name, fingerprint)
+            else:
+                pipe.hset(name, fingerprint, value)
+        if self._cluster.call(pipe.execute, otherwise=_LOST) is _LOST:
+            with self._pending_lock:
+                for key, value in pending.items():
+                    self._pending.setdefault(key, value)  # a newer write meanwhile wins
 
 
 def _seen_of(fingerprint: str, value: bytes) -> Seen | None:
