@@ -59,7 +59,7 @@ left (the last line ID and the time: their unread count) and their away
 state (the ``seen`` and ``away`` tables, schema 5), read once at start and
 written as the names are. A line's ID is the room's (``chat.history.Line``),
 stored as the row's ``id``. The IDs the room hands out, notices' too (never
-stored), are reserved ahead (``ID_BLOCK``) in the ``meta`` table (schema 7),
+stored), are reserved ahead (``ID_BLOCK``) in the ``meta`` table (its own step),
 written by the same writer in the same commits: no ID is given twice, across
 restarts and kills.
 
@@ -597,7 +597,8 @@ class SqliteStore:
             batch, self._queue = self._queue, collections.deque()
             changes, self._changes = self._changes, collections.deque()
             overflowed, self._overflowed = self._overflowed, False
-            reserve = self._reservation(self._given, final)
+            given = self._given
+        reserve = self._reservation(given, final)
         if reserve is not None:
             changes.append(_reserve_change(reserve))
         if overflowed and not self._overflow_told:
