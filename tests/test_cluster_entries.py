@@ -218,6 +218,8 @@ def test_the_documented_redis_acl_is_all_the_chat_needs(identity_key, redis_serv
         assert next_of(carol, Notice) == Notice("You are marked as away: tea")
         carol.close()
         assert next_of(bob, protocol.UserLeft) == protocol.UserLeft("carol")
+        shared = servers[1].server.room.cluster.redis  # her name is freed just after her leave is told
+        assert wait_until(lambda: not shared.exists(cluster.name_key("carol")))
         bob.send(PrivateLine("carol", "later"))
         assert next_of(bob, Notice).text.startswith("carol is offline; they will get it")
         again = servers[1].client(handshake=False)

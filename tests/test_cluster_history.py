@@ -19,7 +19,7 @@ from socket_chat.server import cluster
 from socket_chat.server.cluster_history import AWAY_BY_KEY, SEEN, WAITING_PREFIX, ClusterHistory, ClusterOffline
 from socket_chat.server.cluster_names import RedisRegistrations
 from socket_chat.server.command_line import kept_by_key, waiting_in
-from tests.helpers import ChatTestClient, OwnServer
+from tests.helpers import ChatTestClient, OwnServer, wait_until
 
 ANN, BOB = "SHA256:" + "A" * 43, "SHA256:" + "B" * 43
 NOW = 1_764_100_000
@@ -168,10 +168,11 @@ def test_a_private_line_for_someone_offline_waits_in_redis_and_reaches_them_on_a
     key = alice.identity
     alice.close()
     assert next_of(bob, protocol.UserLeft) == protocol.UserLeft("alice")
+    raw = b.server.room.cluster.redis  # her name is freed just after her leave is told
+    assert wait_until(lambda: not raw.exists(cluster.name_key("alice")))
     bob.send(protocol.PrivateLine("alice", "the keys are under the mat"))
     assert next_of(bob, protocol.Notice) == protocol.Notice(KEPT_FOR_LATER.format(name="alice"))
     fingerprint = a.server.registrations.lookup("alice").fingerprint
-    raw = b.server.room.cluster.redis
     assert raw.llen(WAITING_PREFIX + fingerprint) == 1
 
     back = a.client(handshake=False)  # on the server she left, not the sender's
