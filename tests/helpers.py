@@ -165,12 +165,21 @@ class OwnServer:
         self.clients: list[ChatTestClient] = []
         self.stopped = False
 
-    def start(self, cluster=None, registrations=None, **limits) -> server.ChatServer:
+    def start(self, cluster=None, registrations=None, kept=None, offline=None, **limits) -> server.ChatServer:
         """Start serving, with ``limits`` (fields of ``limits.Limits``) changed
         from ``open_door_limits()``, alone or in ``cluster``, registering
-        names in ``registrations`` (None: none)."""
+        names in ``registrations`` (None: none), keeping what it knows by
+        key in ``kept`` and private lines for later in ``offline``
+        (``ChatServer``'s; None: in memory)."""
         self.server = server.ChatServer(
-            self.key, "127.0.0.1", 0, open_door_limits(**limits), cluster=cluster, registrations=registrations
+            self.key,
+            "127.0.0.1",
+            0,
+            open_door_limits(**limits),
+            cluster=cluster,
+            registrations=registrations,
+            kept=kept,
+            offline=offline,
         )
         self.thread = threading.Thread(target=self.server.serve_forever, name="serve_forever", daemon=True)
         self.thread.start()

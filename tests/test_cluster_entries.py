@@ -41,6 +41,7 @@ from socket_chat.protocol import (
 )
 from socket_chat.server import cluster
 from socket_chat.server.cluster_names import RedisRegistrations
+from socket_chat.server.command_line import kept_by_key, waiting_in
 from socket_chat.server.console import OperatorConsole
 from tests.helpers import OwnServer, wait_until
 
@@ -182,7 +183,12 @@ def test_the_documented_redis_acl_is_all_the_chat_needs(identity_key, redis_serv
     try:
         for own in servers:
             joined = cluster.RedisCluster.connect(url, name_ttl=0.6)  # refreshes every 0.2 s
-            own.start(cluster=joined, registrations=RedisRegistrations(joined))
+            own.start(
+                cluster=joined,
+                registrations=RedisRegistrations(joined),
+                kept=kept_by_key(joined),
+                offline=waiting_in(joined, 30),
+            )
         alice, bob = servers[0].client("alice"), servers[1].client("bob")  # each registers its name
         assert alice.expect(UserJoined) == UserJoined("bob")
         assert_everyone_still_chats(alice, bob)
@@ -205,6 +211,25 @@ def test_the_documented_redis_acl_is_all_the_chat_needs(identity_key, redis_serv
         assert [f for f, _ in next_of(bob, DeviceList).devices()] == [device]
         assert next_of(bob, Notice).text.startswith(f"The key {device} may no longer use your names")
         assert OperatorConsole(servers[0].server).execute("/release bob")[0].startswith("Released bob")
+        # What is kept by key (cluster_history.py): a leaving, an away state and
+        # a line for later, read back on the other server, with /mentions.
+        carol = servers[0].client("carol")
+        carol.send(Away("tea"))
+        assert next_of(carol, Notice) == Notice("You are marked as away: tea")
+        carol.close()
+        assert next_of(bob, protocol.UserLeft) == protocol.UserLeft("carol")
+        shared = servers[1].server.room.cluster.redis  # her name is freed just after her leave is told
+        assert wait_until(lambda: not shared.exists(cluster.name_key("carol")))
+        bob.send(PrivateLine("carol", "later"))
+        assert next_of(bob, Notice).text.startswith("carol is offline; they will get it")
+        again = servers[1].client(handshake=False)
+        again.handshake(identity=carol.identity, stamps=True)
+        again.join("carol")
+        assert next_of(again, protocol.Unread).new == 0
+        assert next_of(again, Notice).text.startswith("You are still marked as away: tea")
+        assert next_of(again, protocol.OfflineMessage).text == "later"
+        again.send(protocol.MentionsRequest())
+        assert next_of(again, protocol.PageEnd) == protocol.PageEnd("mentions", 0, 0)
         scripts = commands_run(redis_server, "evalsha")
         # The names' refresh script, every 0.2 s on each server, under the ACL:
         assert wait_until(lambda: commands_run(redis_server, "evalsha") >= scripts + 4)

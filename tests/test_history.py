@@ -125,6 +125,67 @@ def test_ids_go_on_after_a_restart_on_the_store(tmp_path):
         again.close()
 
 
+def test_a_forgotten_newest_line_and_a_notice_never_give_their_ids_again_after_a_restart(tmp_path):
+    path = tmp_path / "history.sqlite3"
+    first = SqliteStore.open(path, Retention(days=None), history=20)
+    room = Room(store=first, clock=FakeClock(NOW))
+    ann = person(room, "Ann", ANN)
+    say(ann, "one", "two")
+    assert room.forget(2)  # the newest line, taken back: its ID is no longer stored
+    first.close()
+    second = SqliteStore.open(path, Retention(days=None), history=20)
+    room = Room(store=second, clock=FakeClock(NOW))
+    ann, bob = person(room, "Ann", ANN), person(room, "Bob", BOB)
+    bob.heard()
+    say(ann, "three")
+    room.publish(protocol.Notice("Notice from the operator: noon"))  # stamped, never stored
+    heard = of(bob.heard(), protocol.StampedLine)
+    assert [int(m.id) for m in heard] == [3, 4]  # after the forgotten 2
+    second.close()
+    third = SqliteStore.open(path, Retention(days=None), history=20)
+    try:
+        room = Room(store=third, clock=FakeClock(NOW))
+        ann, bob = person(room, "Ann", ANN), person(room, "Bob", BOB)
+        bob.heard()
+        say(ann, "four")
+        assert int(of(bob.heard(), protocol.StampedLine)[0].id) == 5  # the notice's 4 is not given again
+    finally:
+        third.close()
+
+
+def test_ids_handed_out_are_reserved_on_disk_before_a_kill(tmp_path, monkeypatch):
+    """The file as a ``kill -9`` leaves it (a copy taken while the server
+    runs, with no close): it holds a high-water mark above every ID given,
+    the notices' too, so the next start gives none of them again."""
+    monkeypatch.setattr(store_module, "ID_BLOCK", 4)  # a block renewed every 2 IDs
+    path, copy = tmp_path / "history.sqlite3", tmp_path / "copy"
+    running = SqliteStore.open(path, Retention(days=None), history=20)
+    copy.mkdir()
+
+    def restarted_after_a_kill() -> int:
+        for suffix in ("", "-wal"):
+            source = path.with_name(path.name + suffix)
+            (copy / source.name).write_bytes(source.read_bytes())
+            (copy / source.name).chmod(0o600)
+        again = SqliteStore.open(copy / path.name, Retention(days=None), history=20)
+        try:
+            return again.last_id()
+        finally:
+            again.close()
+
+    try:
+        assert restarted_after_a_kill() >= 4  # the first block, reserved before any ID is given
+        room = Room(store=running, clock=FakeClock(NOW))
+        ann = person(room, "Ann", ANN)
+        for n in range(5):
+            say(ann, f"line {n}")
+            room.publish(protocol.Notice(f"notice {n}"))
+        assert running.flush(DEADLINE)
+        assert restarted_after_a_kill() > 10  # 10 IDs given, the last a notice's
+    finally:
+        running.close()
+
+
 # --- /history --------------------------------------------------------------------------
 
 

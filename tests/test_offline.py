@@ -11,8 +11,8 @@ from contextlib import closing
 import pytest
 
 from socket_chat import protocol
-from socket_chat.chat.member import KEPT_FOR_LATER, NOT_KEPT_FOR_GUESTS, WAITING_FULL, Stage
-from socket_chat.chat.offline import OfflineMessages, Waiting
+from socket_chat.chat.member import KEPT_FOR_LATER, NOT_KEPT_FOR_GUESTS, WAITING_FULL, WAITING_UNAVAILABLE, Stage
+from socket_chat.chat.offline import OfflineMessages, OfflineUnavailable, Waiting
 from socket_chat.chat.registrations import Registrations
 from socket_chat.chat.room import Room
 from socket_chat.protocol import OfflineMessage, PrivateLine
@@ -103,6 +103,20 @@ def test_over_the_cap_the_sender_is_told_it_was_not_kept(chat):
     heard = bob.send(*[PrivateLine("alice", f"n{n}") for n in range(3)])
     assert errors(heard) == [WAITING_FULL.format(name="alice", cap=2)]
     assert offline.count(ALICE) == 2
+
+
+def test_when_they_cannot_be_kept_now_the_sender_is_told_it_was_not_sent(chat):
+    """A cluster's Redis lost (server/cluster_history.py): ``keep`` raises."""
+
+    class Unreachable(OfflineMessages):
+        def keep(self, fingerprint, sender, recipient, text):
+            raise OfflineUnavailable("Redis did not answer")
+
+    room, registrations, _ = chat
+    options = {"registrations": registrations, "offline": Unreachable(clock=clock)}
+    keyed(room, "alice", ALICE, **options).session.leave()
+    bob = keyed(room, "bob", BOB, **options)
+    assert errors(bob.send(PrivateLine("alice", "later?"))) == [WAITING_UNAVAILABLE.format(name="alice")]
 
 
 def test_without_registrations_or_waiting_messages_the_old_answer_stands():

@@ -143,20 +143,19 @@ def test_fts5_syntax_in_the_words_is_searched_for_never_an_sql_error(opened, wor
 
 def test_the_index_follows_the_retention_and_indexes_lines_stored_before_it_existed(opened, tmp_path):
     path = tmp_path / "old.sqlite3"
-    old = opened(path)
-    stored(old, said("Ann", "from before the index"))
-    old.close()
-    index_step = len(store_module.MIGRATIONS) - 1  # the index's step is the last one
-    assert any("messages_fts" in statement for statement in store_module.MIGRATIONS[index_step])
-    with closing(sqlite3.connect(path)) as db:  # a file from before the index
-        db.execute("PRAGMA journal_mode = DELETE")
-        for statement in ("DROP TRIGGER messages_fts_insert", "DROP TRIGGER messages_fts_delete"):
-            db.execute(statement)
-        db.execute("DROP TRIGGER messages_fts_update")
-        db.execute("DROP TABLE messages_fts")
-        db.execute("DROP TABLE waiting")
+    steps = store_module.MIGRATIONS
+    index_step = next(n for n, step in enumerate(steps) if any("messages_fts" in statement for statement in step))
+    with closing(sqlite3.connect(path)) as db:  # a file from before the index: made by the steps before it
+        for step in steps[:index_step]:
+            for statement in step:
+                db.execute(statement)
+        db.execute(
+            "INSERT INTO messages (id, sent_at, sender, kind, text) VALUES (?, ?, 'Ann', 'chat', ?)",
+            (next(LINE_IDS), NOW, "from before the index"),
+        )
         db.execute(f"PRAGMA user_version = {index_step}")
         db.commit()
+    path.chmod(0o600)
     migrated = opened(path, Retention(messages=2))
     assert texts(migrated.search(SearchQuery(("before",)), 10)) == ["from before the index"]
     stored(migrated, said("Ann", "two"), said("Ann", "three"))

@@ -86,6 +86,12 @@ class HistoryStore(Protocol):
         """The highest line ID ever given (0: none): the room goes on from it."""
         ...
 
+    def given(self, line_id: int) -> None:
+        """The room has handed out every ID up to ``line_id`` (a notice's
+        and a forgotten line's too): ``last_id`` must never fall below it
+        after a restart. Called under the room's lock: O(1), never blocks."""
+        ...
+
     def page(self, before: int | None, count: int) -> tuple[list[Line], bool]:
         """Up to ``count`` lines with IDs below ``before`` (None: the
         newest), oldest first, and whether there are earlier ones. May
@@ -107,19 +113,21 @@ class HistoryStore(Protocol):
         ...
 
     def seen(self, fingerprint: str) -> Seen | None:
-        """When the person with this key last left (no I/O)."""
+        """When the person with this key last left (never under the room's
+        lock; no I/O but a cluster's Redis)."""
         ...
 
     def save_seen(self, fingerprint: str, seen: Seen) -> None:
-        """Keep when they left (O(1), never blocks)."""
+        """Keep when they left (never under the room's lock; a cluster's
+        store writes it to Redis at once)."""
         ...
 
     def away(self, fingerprint: str) -> str | None:
-        """The away message kept for this key, or None (no I/O)."""
+        """The away message kept for this key, or None (as ``seen``)."""
         ...
 
     def save_away(self, fingerprint: str, message: str | None) -> None:
-        """Keep (``message``) or drop (None) the key's away state (O(1))."""
+        """Keep (``message``) or drop (None) the key's away state (as ``save_seen``)."""
         ...
 
 
@@ -145,6 +153,10 @@ class MemoryHistory:
     def last_id(self) -> int:
         with self._lock:
             return self._last_id
+
+    def given(self, line_id: int) -> None:
+        with self._lock:
+            self._last_id = max(self._last_id, line_id)
 
     def page(self, before: int | None, count: int) -> tuple[list[Line], bool]:
         with self._lock:

@@ -28,7 +28,7 @@ from socket_chat.chat.allow import INVITED_ONLY, NAME_RESERVED, AllowList
 from socket_chat.chat.bans import Bans, banned_text
 from socket_chat.chat.history import HistoryUnavailable
 from socket_chat.chat.limits import Clock, Limits, TokenBucket
-from socket_chat.chat.offline import OfflineMessages
+from socket_chat.chat.offline import OfflineMessages, OfflineUnavailable
 from socket_chat.chat.presentation import excerpt, printable_text
 from socket_chat.chat.registrations import MAX_DEVICES, DeviceAdded, NameRegistry, RegistryUnavailable, Taken
 from socket_chat.chat.room import Member, Membership, Room, user_list_messages
@@ -61,6 +61,7 @@ __all__ = [
     "NOT_KEPT_FOR_GUESTS",
     "WAITING_FULL",
     "WAITING_NONE_IN_CLUSTER",
+    "WAITING_UNAVAILABLE",
     "UNKNOWN_KEY",
     "WHOIS_NO_ONE",
     "DEVICE_ADDED",
@@ -131,6 +132,10 @@ NOT_KEPT_FOR_GUESTS = (
     "later only for a name registered to a key (not a guest's)."
 )
 WAITING_FULL = "{name} is offline and has {cap} private messages waiting already, the most kept: this one was not sent."
+WAITING_UNAVAILABLE = (
+    "{name} is offline, and private messages cannot be kept for later just now: "
+    "this one was not sent. Try again in a moment."
+)
 WAITING_NONE_IN_CLUSTER = (
     "No one called {name} is online; this server keeps no private messages for later. The private message was not sent."
 )
@@ -508,11 +513,22 @@ class MemberSession:
             self._tell(protocol.ErrorNotice(text))
         elif held is None:
             self._tell(protocol.ErrorNotice(NOT_KEPT_FOR_GUESTS.format(name=shown)))
-        elif not self._offline.keep(held.fingerprint, self._me.name, held.name, line.text):
-            self._tell(protocol.ErrorNotice(WAITING_FULL.format(name=held.name, cap=self._offline.cap)))
         else:
-            log.info("%s left a private message for %s (offline)", self._me.name, held.name)
-            self._tell(protocol.Notice(KEPT_FOR_LATER.format(name=held.name)))
+            self._keep_waiting(held.fingerprint, held.name, line.text)
+
+    def _keep_waiting(self, fingerprint: str, name: str, text: str) -> None:
+        """Keep a private line for ``name``'s key, and tell the sender what became of it."""
+        assert self._offline is not None
+        try:
+            kept = self._offline.keep(fingerprint, self._me.name, name, text)
+        except OfflineUnavailable:
+            self._tell(protocol.ErrorNotice(WAITING_UNAVAILABLE.format(name=name)))
+            return
+        if not kept:
+            self._tell(protocol.ErrorNotice(WAITING_FULL.format(name=name, cap=self._offline.cap)))
+        else:
+            log.info("%s left a private message for %s (offline)", self._me.name, name)
+            self._tell(protocol.Notice(KEPT_FOR_LATER.format(name=name)))
 
     def _give_waiting(self) -> None:
         """The private lines kept for this key while it was offline, after

@@ -16,6 +16,11 @@ Rules:
 - ``MAX_WAITING`` messages per key at most; over that, the sender is told
   the message was not kept (as a full mailbox bounces).
 - Delivered once: taken out of the table (and the store) as it is given.
+
+In a cluster the messages wait in its Redis instead
+(``socket_chat.server.cluster_history.ClusterOffline``, a subclass), under
+the same rules, so that a person coming back on any server gets them; there
+``keep`` may raise ``OfflineUnavailable`` while Redis is lost.
 """
 
 from __future__ import annotations
@@ -26,9 +31,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["MAX_WAITING", "OfflineMessages", "OfflineStore", "Waiting"]
+__all__ = ["MAX_WAITING", "OfflineMessages", "OfflineStore", "OfflineUnavailable", "Waiting"]
 
 MAX_WAITING = 100  # messages one key may have waiting (a mailbox's quota, in lines)
+
+
+class OfflineUnavailable(Exception):
+    """The messages cannot be kept now (a cluster's Redis is lost): this one
+    was not kept, and its sender must be told so."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +91,11 @@ class OfflineMessages:
 
     def keep(self, fingerprint: str, sender: str, recipient: str, text: str) -> bool:
         """Keep a line for ``fingerprint``'s person; False if they have
-        ``cap`` waiting already (it is not kept)."""
+        ``cap`` waiting already (it is not kept).
+
+        Raises:
+            OfflineUnavailable: it cannot be kept now (only in a cluster).
+        """
         message = Waiting(fingerprint, sender, recipient, text, int(self._clock()))
         with self._lock:
             waiting = self._by_key.setdefault(fingerprint, [])

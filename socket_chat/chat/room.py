@@ -366,8 +366,9 @@ class Room:
                 return
             del self._members[held]
             members = len(self._members)
-            if membership.fingerprint is not None:  # what they had seen, for their next join
-                self._store.save_seen(membership.fingerprint, Seen(self._last_id, int(self._clock())))
+            seen = Seen(self._last_id, int(self._clock()))
+        if membership.fingerprint is not None:  # what they had seen, for their next join (a cluster's is Redis)
+            self._store.save_seen(membership.fingerprint, seen)
         if kicked is not None or parting or banned is not None:  # told at once, never summed up
             with self._presence_lock:
                 self._presence.parted(name)
@@ -635,14 +636,18 @@ class Room:
             return
         overflowed = []
         with self._lock:
+            stamped = False
             for out in run:
                 if isinstance(out.message, STAMPED):
+                    stamped = True
                     self._last_id = out.line_id if out.line_id is not None else self._last_id + 1
                     line = _line(self._last_id, out.sent_at, out.message)
                     out.stamped = encode(line.live())
                     if self._history.maxlen and not isinstance(out.message, Notice):
                         self._history.append(_kept(line, out.stamped, out.plain))
                         self._store.keep(line)  # O(1), never blocks: in the room's order
+            if stamped:
+                self._store.given(self._last_id)  # O(1): the high-water mark, notices' IDs too
             for m in self._members.values():
                 if not all(
                     m.member.deliver(out.stamped if m.stamps and out.stamped is not None else out.item)

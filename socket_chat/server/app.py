@@ -22,7 +22,7 @@ from socket_chat import crypto as crypto_utils
 from socket_chat.chat import names
 from socket_chat.chat.allow import AllowList, key_fingerprint
 from socket_chat.chat.bans import MAX_BAN_SECONDS, Ban, Bans, banned_text, parse_target
-from socket_chat.chat.history import HistoryUnavailable
+from socket_chat.chat.history import HistoryStore, HistoryUnavailable
 from socket_chat.chat.limits import Limits
 from socket_chat.chat.member import MemberSession, line_id_of
 from socket_chat.chat.offline import OfflineMessages
@@ -128,6 +128,8 @@ class ChatServer:
         motd: str = "",
         cluster: Cluster | None = None,
         store: SqliteStore | None = None,
+        kept: HistoryStore | None = None,
+        offline: OfflineMessages | None = None,
         allow: AllowFile | None = None,
         registrations: NameRegistry | None = None,
         operators: AllowFile | None = None,
@@ -142,9 +144,12 @@ class ChatServer:
         self.ban_sweep = ban_sweep  # seconds between two reads of shared bans
         self.registrations = registrations  # registered names, or None: none are (registrations.py)
         # Private lines kept for a registered name's key while it is offline
-        # (offline.py): in the store's file, or in memory without one; none
-        # in a cluster, where each server would keep its own.
-        self.offline = OfflineMessages(store) if registrations is not None and cluster is None else None
+        # (offline.py): in the store's file, or in memory without one; in a
+        # cluster, only where they are given (``offline``: in its Redis,
+        # cluster_history.ClusterOffline), as each server would keep its own.
+        if offline is None and registrations is not None and cluster is None:
+            offline = OfflineMessages(store)
+        self.offline = offline if registrations is not None else None
         self.identity = ServerIdentity.of(identity_key)
         #: Resumption tickets (tickets.py): given with keys in memory unless
         #: a service is passed (the command line keeps them in a file or in
@@ -156,7 +161,10 @@ class ChatServer:
         self.handshaking: contextlib.AbstractContextManager[object] = threading.Lock()
         self.handshakes = HandshakeThread(lambda: self.handshaking)  # the readers' handshake cryptography
         self.store = store  # the history on disk (store.py); closed by server_close
-        self.room = Room(history_size=history, motd=motd, cluster=cluster, store=store)
+        # ``kept``: without a store, where the room keeps what it knows by key
+        # (when each person left, their away state): with a cluster, its
+        # Redis (cluster_history.ClusterHistory); None: in memory.
+        self.room = Room(history_size=history, motd=motd, cluster=cluster, store=store if store is not None else kept)
         self.admission = admission.Admission(
             limits.max_clients,
             limits.max_per_address,

@@ -15,6 +15,9 @@ Every server of a cluster connects to one Redis. There it shares
   atomically and set to expire: each server refreshes its members' names
   while it lives, so the names of a server that died come free by themselves.
 
+What the room keeps by a person's key (when they left, their away state,
+the private lines waiting for them) is in Redis too: cluster_history.py.
+
 If Redis is lost, the server tells its members the chat is degraded, goes on
 as a server alone, and tries again with a growing pause; when Redis is back
 it claims its members' names again and says so. See PROTOCOL.md for the
@@ -699,7 +702,7 @@ class RedisCluster:
             if entries is None:
                 raise HistoryUnavailable("the cluster's Redis did not answer")
             for entry_id, fields in cast("list[Entry]", entries):
-                line = self._history_line(entry_id, fields)
+                line = self.history_line(entry_id, fields)
                 if line is not None:
                     found.append(line)
             if len(entries) < READ_COUNT:
@@ -713,7 +716,8 @@ class RedisCluster:
         deleted = self._try(self._redis.xdel, STREAM, entry_id_of(line_id), otherwise=0)
         return bool(deleted)
 
-    def _history_line(self, entry_id: bytes, fields: dict[bytes, bytes]) -> Line | None:
+    def history_line(self, entry_id: bytes, fields: dict[bytes, bytes]) -> Line | None:
+        """The chat line or action of a stream entry, or None if it is not one."""
         line_id = line_id_of(entry_id)
         try:
             message, _ = decode_entry(fields)

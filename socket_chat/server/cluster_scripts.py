@@ -1,11 +1,25 @@
 """The Lua scripts the cluster (``cluster``) runs in Redis, each atomic
 there: claiming a name, agreeing on the name rules, freeing a name, and
-keeping this server's names (PROTOCOL.md section 8 says what the keys hold).
+keeping this server's names, counting the lines unread, keeping and taking
+private lines for someone offline (PROTOCOL.md section 8
+says what the keys hold).
 """
 
 from __future__ import annotations
 
-__all__ = ["CLAIM", "AGREE", "RELEASE", "REFRESH", "REGISTER", "UNREGISTER", "ADD_DEVICE", "REMOVE_DEVICE"]
+__all__ = [
+    "CLAIM",
+    "AGREE",
+    "RELEASE",
+    "REFRESH",
+    "REGISTER",
+    "UNREGISTER",
+    "ADD_DEVICE",
+    "REMOVE_DEVICE",
+    "COUNT_LINES",
+    "KEEP_WAITING",
+    "TAKE_WAITING",
+]
 
 # Claim a free name: KEYS[1] the name's key; ARGV: server, name, since, ttl
 # (ms), the member's key fingerprint ("" for a guest).
@@ -117,4 +131,39 @@ if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[1])
 return 1
+"""
+
+# Count the chat lines and actions of the stream after an entry: KEYS[1] the
+# stream; ARGV: the first entry ID to count from (XRANGE's form: "(MS-SEQ"
+# or "-"), the type bytes that count (a string of them). Read in Redis, so
+# an unread count costs one reply, not the stream's tail sent over.
+COUNT_LINES = """
+local counted = 0
+for _, entry in ipairs(redis.call('XRANGE', KEYS[1], ARGV[1], '+')) do
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'm' and #fields[i + 1] > 0 and string.find(ARGV[2], string.sub(fields[i + 1], 1, 1), 1, true) then
+      counted = counted + 1
+    end
+  end
+end
+return counted
+"""
+
+# Keep a private line for someone offline, under the cap: KEYS[1] the key's
+# list; ARGV: the line (JSON), the cap, the list's expiry (seconds; 0: none).
+# 1 if kept, 0 if the list holds the cap already.
+KEEP_WAITING = """
+if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+return 1
+"""
+
+# Take every line waiting for a key, once: KEYS[1] the key's list. Read and
+# deleted together, so two servers taking at once give each line to one.
+TAKE_WAITING = """
+local waiting = redis.call('LRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1])
+return waiting
 """

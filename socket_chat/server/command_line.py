@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING
 from socket_chat import cli, protocol, transport
 from socket_chat import crypto as crypto_utils
 from socket_chat.chat.bans import Bans
+from socket_chat.chat.history import HistoryStore
 from socket_chat.chat.limits import Limits, Startups, startups_type
+from socket_chat.chat.offline import OfflineMessages
 from socket_chat.chat.presentation import printable_text
 from socket_chat.chat.registrations import DEFAULT_EXPIRY_DAYS, NameRegistry, Registrations
 from socket_chat.chat.room import DEFAULT_HISTORY
@@ -161,8 +163,8 @@ def _add_store_options(group: argparse._ArgumentGroup) -> None:
         type=count_type("--keep-days"),
         default=DEFAULT_KEEP_DAYS,
         metavar="N",
-        help="drop stored lines, and private messages still waiting, older than N days; 0: keep them for ever "
-        f"(default: {DEFAULT_KEEP_DAYS})",
+        help="drop stored lines, and private messages still waiting, older than N days (with --cluster: a key's "
+        f"waiting messages N days after the last came); 0: keep them for ever (default: {DEFAULT_KEEP_DAYS})",
     )
     group.add_argument(
         "--name-expiry",
@@ -429,6 +431,22 @@ def join_cluster(args: argparse.Namespace) -> RedisCluster | None:
         raise ClusterError(str(exc)) from None
 
 
+def kept_by_key(room_cluster: RedisCluster) -> HistoryStore:
+    """What the room keeps by a person's key in a cluster (when they left,
+    their away state): in its Redis, for every server to read."""
+    from socket_chat.server.cluster_history import ClusterHistory  # as cluster: only with --cluster
+
+    return ClusterHistory(room_cluster)
+
+
+def waiting_in(room_cluster: RedisCluster, keep_days: float) -> OfflineMessages:
+    """The private lines waiting for someone offline, in a cluster: in its
+    Redis, for them to get on whichever server they come back to."""
+    from socket_chat.server.cluster_history import ClusterOffline  # as cluster: only with --cluster
+
+    return ClusterOffline(room_cluster, keep_days=keep_days)
+
+
 def shared_bans(room_cluster: RedisCluster) -> Bans:
     """The bans of a cluster: in its Redis, for every server to hold."""
     from socket_chat.server import cluster
@@ -517,6 +535,8 @@ def main(argv: list[str] | None = None) -> int:
                 operators=operators,
                 bans=None if room_cluster is None else shared_bans(room_cluster),
                 tickets=ticket_service(key, ticket_keys, room_cluster),
+                kept=None if room_cluster is None else kept_by_key(room_cluster),
+                offline=None if room_cluster is None else waiting_in(room_cluster, args.keep_days),
             )
         except (descriptors.DescriptorLimitError, store.StoreError) as exc:
             print(exc, file=sys.stderr)

@@ -58,7 +58,10 @@ It keeps too, by the key's fingerprint, when each person with a key last
 left (the last line ID and the time: their unread count) and their away
 state (the ``seen`` and ``away`` tables, schema 5), read once at start and
 written as the names are. A line's ID is the room's (``chat.history.Line``),
-stored as the row's ``id``.
+stored as the row's ``id``. The IDs the room hands out, notices' too (never
+stored), are reserved ahead (``ID_BLOCK``) in the ``meta`` table (its own step),
+written by the same writer in the same commits: no ID is given twice, across
+restarts and kills.
 
 Reading back (``page``, ``count_after``, ``mentioning``, ``forget``) is
 asked of the writer thread, which owns the connection that writes: the asking thread
@@ -121,6 +124,13 @@ ASK_TIMEOUT = 5.0  # seconds a reader waits for the writer's answer (a page, a c
 #: casefolded text finds the name's letters; ``mentions`` decides if it is
 #: the whole name).
 MENTION_SCAN = 500
+#: Message IDs reserved ahead on disk (the ``meta`` row ``reserved_id``), as
+#: a sequence allocator reserves a block: the room may hand out every ID up
+#: to the reservation without a wait, and the writer moves it on once half
+#: of it is given, in its next commit. So no ID handed out (a forgotten
+#: line's, a notice's, never stored) is given again after a restart or a
+#: ``kill -9``; a kill leaves a gap of at most this many IDs.
+ID_BLOCK = 100_000
 DAY = 86_400.0
 
 #: The schema, one step per version: ``MIGRATIONS[n]`` takes a file of
@@ -164,6 +174,9 @@ MIGRATIONS: list[list[str]] = [
         "CREATE TABLE waiting (id INTEGER PRIMARY KEY, fingerprint TEXT NOT NULL, sender TEXT NOT NULL,"
         " recipient TEXT NOT NULL, text TEXT NOT NULL, sent_at INTEGER NOT NULL)",
         "CREATE INDEX waiting_fingerprint ON waiting (fingerprint)",
+    ],
+    [  # the store's own facts, a row each: ``reserved_id``, the message IDs' high-water mark
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -240,7 +253,10 @@ class SqliteStore:
         self._wake = threading.Event()
         self._stopping = False
         self._recent: list[Line] = []
-        self._last_id = 0
+        self._last_id = 0  # the highest ID given before this start
+        self._given = 0  # the highest ID the room has handed out since (``given``)
+        self._reserved = 0  # IDs up to this are reserved on disk (ID_BLOCK)
+        self._outran_told = False
         # By fingerprint: in memory for the room (no I/O); written as changes.
         self._seen: dict[str, Seen] = {}
         self._away: dict[str, str] = {}
@@ -302,6 +318,10 @@ class SqliteStore:
 
     def last_id(self) -> int:
         return self._last_id
+
+    def given(self, line_id: int) -> None:
+        with self._lock:
+            self._given = max(self._given, line_id)
 
     def page(self, before: int | None, count: int) -> tuple[list[Line], bool]:
         def read(db: sqlite3.Connection) -> tuple[list[Line], bool]:
@@ -562,7 +582,7 @@ class SqliteStore:
             stopping = self._stopping
             if self._clock() - self._pruned_at >= PRUNE_INTERVAL:
                 self._guarded(db, self._prune)
-            self._write_queued(db)
+            self._write_queued(db, final=stopping)
             self._answer_asks(db)
             with self._passed:
                 self._passes_done += 1
@@ -570,13 +590,17 @@ class SqliteStore:
             if stopping:
                 return
 
-    def _write_queued(self, db: sqlite3.Connection) -> None:
+    def _write_queued(self, db: sqlite3.Connection, final: bool = False) -> None:
         with self._lock:
             # Swapped, not copied: the room waits for this lock, and a copy
             # would keep it as long as the queue is.
             batch, self._queue = self._queue, collections.deque()
             changes, self._changes = self._changes, collections.deque()
             overflowed, self._overflowed = self._overflowed, False
+            given = self._given
+        reserve = self._reservation(given, final)
+        if reserve is not None:
+            changes.append(_reserve_change(reserve))
         if overflowed and not self._overflow_told:
             self._overflow_told = True
             log.warning(
@@ -588,6 +612,24 @@ class SqliteStore:
         if (batch or changes) and not self._guarded(db, lambda db: self._insert(db, batch, changes)):
             with self._lock:
                 self._unstored += len(batch) + len(changes)
+        elif reserve is not None:
+            self._reserved = reserve
+
+    def _reservation(self, given: int, final: bool) -> int | None:
+        """The IDs' next high-water mark to write, or None: the one on disk
+        does. The last pass (``final``: the room is done) writes the last ID
+        given, so a clean restart goes on from it without a gap."""
+        if self._failed:
+            return None
+        if final:
+            exact = max(given, self._last_id)
+            return exact if exact != self._reserved else None
+        if given > self._reserved - ID_BLOCK // 2:
+            if given > self._reserved and not self._outran_told:  # a burst outran it between two commits
+                self._outran_told = True
+                log.warning("The history store %s: message IDs were handed out past their reservation", self.path)
+            return given + ID_BLOCK
+        return None
 
     def _answer_asks(self, db: sqlite3.Connection) -> None:
         with self._lock:
@@ -720,6 +762,9 @@ class SqliteStore:
                 self._prune(db)
             self._recent = self._read_recent(db)
             self._read_people(db)
+            with transaction(db):  # before any ID is handed out: the first block, on disk
+                db.execute(*_reserve_change(self._last_id + ID_BLOCK))
+            self._reserved = self._last_id + ID_BLOCK
             rows = db.execute("SELECT name, fingerprint, registered_at, used_at FROM names").fetchall()
             self._registered = [Registration(str(n), str(f), int(r), int(u)) for n, f, r, u in rows]
             rows = db.execute("SELECT fingerprint, owner, added_at FROM devices").fetchall()
@@ -748,11 +793,18 @@ class SqliteStore:
         for fingerprint, message in db.execute("SELECT fingerprint, message FROM away"):
             self._away[str(fingerprint)] = str(message)
         stored = db.execute("SELECT max(id) FROM messages").fetchone()[0] or 0
-        self._last_id = max([int(stored), *(seen.last_id for seen in self._seen.values())])
+        row = db.execute("SELECT value FROM meta WHERE key = 'reserved_id'").fetchone()
+        reserved = int(row[0]) if row is not None else 0
+        self._last_id = max([int(stored), reserved, *(seen.last_id for seen in self._seen.values())])
 
 
 _T = TypeVar("_T")
 _LINE_COLUMNS = "id, sent_at, kind, sender, text"
+
+
+def _reserve_change(high_water: int) -> Change:
+    """The change that sets the IDs' high-water mark (``ID_BLOCK``)."""
+    return ("INSERT OR REPLACE INTO meta (key, value) VALUES ('reserved_id', ?)", (high_water,))
 
 
 def _line(row: Sequence[object]) -> Line:
