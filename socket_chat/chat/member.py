@@ -908,7 +908,7 @@ class MemberSession:
         if cost > 1:
             return self._within_rate(
                 lambda: (
-                    f'"{excerpt(text.partition(chr(10))[0])}" and its {cost - 1} more lines were not sent '
+                    f'the message of {cost} lines from "{excerpt(text.partition(chr(10))[0])}" was not sent '
                     f"(each line counts as a message)"
                 ),
                 cost,
