@@ -329,6 +329,15 @@ def test_on_a_pipe_the_client_does_not_take_blocks_and_stays_a_line_a_message():
     assert recorder.sent == [ChatLine("one"), ChatLine("two")]
 
 
+def test_a_block_is_recalled_in_this_run_only_and_the_history_file_keeps_a_line_an_entry(tmp_path):
+    screen = Terminal(interactive=True)  # stdout is pytest's: nothing is drawn
+    screen._history[:] = ["one", "first\nsecond", "two"]
+    path = tmp_path / "history"
+    screen.save_history(path)
+    assert path.read_text(encoding="utf-8") == "one\ntwo\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
 # --- over loopback ---------------------------------------------------------------------------
 
 

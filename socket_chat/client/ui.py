@@ -615,7 +615,12 @@ def _needs(argument: str, command: str) -> None:
 def help_lines(operator: bool = False) -> list[str]:
     """One line per command, from the table (``/help`` and ``--help``);
     with ``operator``, the operator's commands after them."""
-    lines = COMMANDS.help_lines(extra=[("//TEXT", "send TEXT starting with one /")])
+    lines = COMMANDS.help_lines(
+        extra=[
+            ("//TEXT", "send TEXT starting with one /"),
+            ("Alt-Enter", "on a terminal: a new line of the same message (a paste is one message too); Enter sends it"),
+        ]
+    )
     if operator:
         lines += ["Operator commands (for a key in the server's --operators file):"]
         lines += [f"  {line}" for line in OPERATOR_COMMANDS.help_lines()]
