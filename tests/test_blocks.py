@@ -278,17 +278,30 @@ def test_flood_control_charges_a_block_by_its_lines():
 # --- the client ------------------------------------------------------------------------------
 
 
+def taking_blocks() -> Recorder:
+    """A client whose server took its answer to the offer of blocks."""
+    session = client_ui.Session("Ann")
+    session.multiline = True
+    return Recorder(session)
+
+
 def test_a_typed_block_is_one_chat_line_without_its_blank_lines_at_either_end():
-    assert Recorder().run("\nfirst\n  second\n\n").sent == [ChatLine("first\n  second")]
-    assert Recorder().run("only one\n\n").sent == [ChatLine("only one")]
-    assert Recorder().run("\n \n").sent == []
+    assert taking_blocks().run("\nfirst\n  second\n\n").sent == [ChatLine("first\n  second")]
+    assert taking_blocks().run("only one\n\n").sent == [ChatLine("only one")]
+    assert taking_blocks().run("\n \n").sent == []
 
 
 def test_a_block_is_never_a_command_and_a_doubled_slash_sends_it_as_chat():
-    refused = Recorder().run("/msg Bob hi\nsecond line")
+    refused = taking_blocks().run("/msg Bob hi\nsecond line")
     assert refused.sent == [] and refused.errors == [client_ui.BLOCK_NOT_A_COMMAND.format(lines=2)]
-    assert Recorder().run("//etc/hosts\nis a file").sent == [ChatLine("/etc/hosts\nis a file")]
-    assert Recorder().run("/users\n").sent == [protocol.UserListRequest()]  # one line left: a command
+    assert taking_blocks().run("//etc/hosts\nis a file").sent == [ChatLine("/etc/hosts\nis a file")]
+    assert taking_blocks().run("/users\n").sent == [protocol.UserListRequest()]  # one line left: a command
+
+
+def test_to_a_server_that_takes_no_blocks_a_typed_block_goes_a_line_at_a_time():
+    """As a paste did before blocks: the line typed when the connection
+    dropped, given back after reconnecting to an older server."""
+    assert Recorder().run("first\n/me waves\n").sent == [ChatLine("first"), protocol.ActionLine("waves")]
 
 
 def test_a_block_is_shown_once_its_later_lines_under_the_first_ones_text():
@@ -320,9 +333,9 @@ def test_with_timestamps_and_ids_the_lines_of_a_block_stay_under_its_text():
 def test_on_a_pipe_the_client_does_not_take_blocks_and_stays_a_line_a_message():
     sent = []
     link = types.SimpleNamespace(send=sent.append)
-    display = types.SimpleNamespace(terminal=Terminal(interactive=False))
+    display = types.SimpleNamespace(terminal=Terminal(interactive=False), session=client_ui.Session())
     assert client_session.note_server_terms(MultilineOffer(50), link, display)
-    assert sent == [] and not display.terminal.multiline
+    assert sent == [] and not display.terminal.multiline and not display.session.multiline
     recorder = Recorder()
     for line in ["one", "two"]:  # a pipe's lines, read one at a time
         recorder.run(line)

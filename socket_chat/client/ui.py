@@ -108,6 +108,9 @@ class Session:
         self.operator = False
         #: The server gives lines IDs and times (it offered ``Stamps``, and we took them).
         self.stamped = False
+        #: The server takes messages of several lines (it offered them, and
+        #: we took them): a block typed goes as one; else a line at a time.
+        self.multiline = False
         #: The ID of the oldest line shown (``/history`` asks for those before it).
         self.oldest_id: str | None = None
         self.at_beginning = False  # /history reached the first line kept
@@ -854,7 +857,9 @@ BLOCK_NOT_A_COMMAND = (
 def _block_of(text: str, ctx: Context) -> str | None:
     """A block typed: sent here as one ChatLine, its blank lines at either
     end left out (None: nothing more to do, sent or refused). What is left
-    of one line is given back, to be run as a line typed."""
+    of one line is given back, to be run as a line typed. To a server that
+    takes no blocks (the connection changed while it was typed), its lines
+    go as if typed one by one, as a paste did before blocks."""
     lines = text.split("\n")
     while lines and not lines[-1].strip():
         lines.pop()
@@ -862,6 +867,10 @@ def _block_of(text: str, ctx: Context) -> str | None:
         lines.pop(0)
     if len(lines) <= 1:
         return lines[0] if lines else None
+    if not ctx.session.multiline:
+        for line in lines:
+            run_line(line, ctx)
+        return None
     if lines[0].startswith("/") and not lines[0].startswith("//"):
         ctx.error(BLOCK_NOT_A_COMMAND.format(lines=len(lines)))
         return None
