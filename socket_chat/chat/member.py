@@ -905,11 +905,11 @@ class MemberSession:
             )
             return False
         # The excerpt only for a refusal: it would cost a pass over every line.
-        if cost > 1:
+        if cost > 1:  # a block: named by its first line
+            first = text.partition("\n")[0]
             return self._within_rate(
                 lambda: (
-                    f'the message of {cost} lines from "{excerpt(text.partition(chr(10))[0])}" was not sent '
-                    f"(each line counts as a message)"
+                    f'the message of {cost} lines from "{excerpt(first)}" was not sent (each line counts as a message)'
                 ),
                 cost,
             )
