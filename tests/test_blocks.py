@@ -19,6 +19,7 @@ from socket_chat.chat.member import Stage
 from socket_chat.chat.room import Room
 from socket_chat.client import session as client_session
 from socket_chat.client import ui as client_ui
+from socket_chat.client.conversation import TypedLines
 from socket_chat.client.receiver import Display
 from socket_chat.protocol import (
     ChatLine,
@@ -349,6 +350,16 @@ def test_a_block_is_recalled_in_this_run_only_and_the_history_file_keeps_a_line_
     screen.save_history(path)
     assert path.read_text(encoding="utf-8") == "one\ntwo\n"
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_block_that_waits_for_flood_control_is_announced_once():
+    lines = TypedLines(Terminal(interactive=False))
+    lines.current = "a\nb\nc"
+    screen = Screen()
+    display = Display(screen, client_ui.Session(), client_ui.PLAIN)
+    lines.held_back(display, protocol.RateLimit(burst=20, interval_ms=200))
+    lines.held_back(display, protocol.RateLimit(burst=20, interval_ms=200))
+    assert screen.lines == ["* Sending a message of 3 lines: the server allows 5 a second, and each counts."]
 
 
 # --- over loopback ---------------------------------------------------------------------------
