@@ -91,11 +91,21 @@ class Terminal:
         #: After Enter, take the typed line off the screen: the server's
         #: echo shows it as the others see it (the client sets this).
         self.erase_entered = False
+        #: A paste, and Alt-Enter (Esc, Enter), make one line of several
+        #: (LF between them) that Enter gives whole, instead of a line
+        #: each (the client sets this for a server that takes blocks).
+        self.multiline = False
         # The terminal's modes as found, and the same with its echo off.
         self._saved_modes, self._quiet_modes = _terminal_modes() if interactive and hide_typing else (None, None)
         self._hide_typing()
         if interactive and sys.stdout.isatty():
             self._session(True)  # prompt_toolkit loaded now, not as the first line is asked for
+
+    @property
+    def edits_blocks(self) -> bool:
+        """Whether lines are edited here (prompt_toolkit), so that a block
+        of several can be: on a terminal, with output to it too."""
+        return self.interactive and sys.stdout.isatty()
 
     @property
     def prompt(self) -> str | None:
@@ -171,7 +181,9 @@ class Terminal:
         fail: it is left unwritten."""
         if path is None or not self.interactive:
             return
-        lines = self._history[-HISTORY_LENGTH:]
+        # One line an entry, as readline keeps them: a block is recalled in
+        # this run only.
+        lines = [line for line in self._history if "\n" not in line][-HISTORY_LENGTH:]
         with contextlib.suppress(OSError):
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             # Made 0600 before anything is in it; a link planted there is not followed.
@@ -373,10 +385,12 @@ class Terminal:
                 output=_output(),
                 enable_history_search=False,
                 enable_suspend=True,  # Ctrl-Z suspends, as it did under readline
+                prompt_continuation=_continuation,
             )
         return self._sessions[remember]
 
     def _key_bindings(self) -> KeyBindings:
+        from prompt_toolkit.filters import Condition
         from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
         from prompt_toolkit.keys import Keys
 
@@ -389,12 +403,24 @@ class Terminal:
             event.app.erase_when_done = self.erase_entered
             event.current_buffer.validate_and_handle()
 
+        blocks = Condition(lambda: self.multiline)
+
+        @bindings.add("escape", "enter", filter=blocks)  # Alt-Enter: the terminal sends Esc, CR
+        @bindings.add("escape", "c-j", filter=blocks)
+        def _(event: KeyPressEvent) -> None:
+            event.current_buffer.insert_text("\n")
+
         @bindings.add(Keys.BracketedPaste)
         def _(event: KeyPressEvent) -> None:
+            text = event.data.replace("\r\n", "\n").replace("\r", "\n")
+            if self.multiline:
+                # One message, however many lines: Enter sends it. The line
+                # end a copied block usually ends with is not kept.
+                event.current_buffer.insert_text(text.rstrip("\n"))
+                return
             # A paste of several lines is several lines typed: the first
             # is entered, the others wait for pending_input, as the keys of
             # a paste without bracketed paste do.
-            text = event.data.replace("\r\n", "\n").replace("\r", "\n")
             first, newline, rest = text.partition("\n")
             event.current_buffer.insert_text(first)
             if newline:
@@ -426,6 +452,13 @@ def _list_history(lines: list[str]) -> History:
             lines.append(string)
 
     return ListHistory()
+
+
+def _continuation(width: int, line_number: int, wrap_count: int) -> str:
+    """Before each line of a block after its first: the prompt's width in
+    spaces, so that the lines stand under each other (a line wrapped by
+    the screen's width starts at its left edge, as before)."""
+    return "" if wrap_count else " " * width
 
 
 def _output() -> Vt100_Output:

@@ -178,6 +178,7 @@ def test_before_its_proof_a_connection_hears_nothing_of_the_chat(room, allowed):
         protocol.UsernameDeadline,
         protocol.ProofRequest,
         protocol.Stamps,
+        protocol.MultilineOffer,
         protocol.UsernameRequest,
         protocol.ErrorNotice,
         protocol.ErrorNotice,

@@ -15,6 +15,7 @@ import pytest
 
 from socket_chat import protocol
 from socket_chat.chat.allow import INVITED_ONLY
+from socket_chat.chat.blocks import DEFAULT_MAX_LINES
 from socket_chat.crypto import PersonKey, keystore
 from socket_chat.crypto.person import ssh_key_blob
 from socket_chat.server.allow_file import AllowFile
@@ -87,6 +88,7 @@ def test_an_outsider_gets_exactly_the_refusal_and_no_chat_data(private_server, i
         protocol.UsernameDeadline(300),
         protocol.ProofRequest(),
         protocol.Stamps(),
+        protocol.MultilineOffer(DEFAULT_MAX_LINES),
         protocol.UsernameRequest("Please enter a username."),
         protocol.Goodbye(INVITED_ONLY),
     ]

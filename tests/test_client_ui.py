@@ -78,7 +78,7 @@ def test_unknown_command_is_an_error_and_nothing_is_sent():
 
 def test_help_has_one_line_per_command_from_the_table():
     shown = Recorder().run("/help").shown
-    assert [line.split()[0] for line in shown] == [*client_ui.COMMANDS.names(), "//TEXT"]
+    assert [line.split()[0] for line in shown] == [*client_ui.COMMANDS.names(), "//TEXT", "Alt-Enter"]
     assert all(command.help in line for command, line in zip(client_ui.COMMANDS, shown))
 
 

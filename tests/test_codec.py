@@ -87,6 +87,8 @@ def test_codec_type_numbers_are_the_specs():
         "MentionsRequest": 0x46,
         "TicketRequest": 0x52,
         "NewTicket": 0x53,
+        "MultilineOffer": 0x60,
+        "Multiline": 0x61,
     }
 
 

@@ -12,6 +12,7 @@ import pytest
 from socket_chat import protocol
 from socket_chat.chat.allow import INVITED_ONLY, AllowList, Invitation
 from socket_chat.chat.bans import Bans, banned_text
+from socket_chat.chat.blocks import DEFAULT_MAX_LINES
 from socket_chat.chat.limits import Limits
 from socket_chat.chat.member import (
     ASK_USERNAME,
@@ -86,6 +87,7 @@ def test_the_session_starts_with_the_limit_the_deadline_and_the_question(room):
         protocol.RateLimit(burst=10, interval_ms=250),
         protocol.UsernameDeadline(43),  # whole seconds, rounded up
         protocol.Stamps(),  # IDs and times offered
+        protocol.MultilineOffer(DEFAULT_MAX_LINES),
         protocol.UsernameRequest(ASK_USERNAME),
     ]
     assert person.session.stage is Stage.NAMING
@@ -99,6 +101,7 @@ def test_a_session_given_its_connection_asks_for_a_key_proof_before_the_name(roo
         protocol.UsernameDeadline(43),
         protocol.ProofRequest(),
         protocol.Stamps(),
+        protocol.MultilineOffer(DEFAULT_MAX_LINES),
         protocol.UsernameRequest(ASK_USERNAME),
     ]
     assert person.session.stage is Stage.NAMING

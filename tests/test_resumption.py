@@ -522,6 +522,7 @@ def connect_with(own, ticket: ClientTicket | None, identity_person: PersonKey):
         client.send(key_proof(identity_person, client.conn.session_id))
         event = client.next_event()
     assert isinstance(event, protocol.Stamps)  # the history's offer, not taken here
+    assert isinstance(client.next_event(), protocol.MultilineOffer)  # nor the blocks'
     event = client.next_event()
     assert isinstance(event, UsernameRequest)
     client.send(TicketRequest())

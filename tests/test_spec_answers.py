@@ -31,6 +31,7 @@ from socket_chat.crypto import MAX_SEQUENCE, EphemeralKey, RecordSealer, Sequenc
 from socket_chat.protocol import (
     NEED_DATA,
     ActionLine,
+    ActionMessage,
     ChatLine,
     ChatMessage,
     ConnectionClosed,
@@ -496,8 +497,13 @@ def test_rate_0_is_announced_as_0_0(own_server):
 
 def test_control_characters_are_shown_as_u_fffd_and_tab_as_one_space():
     text = "a\x1b[31mb\x07\x7f\x9b\u200b\u202e\u00a0c\nd\re\tf"
+    assert client_ui.render(ActionMessage("Ann\tLee", text)) == [
+        "* Ann Lee a\ufffd[31mb\ufffd\ufffd\ufffd\ufffd\ufffd\ufffdc\ufffdd\ufffde f"
+    ]
+    # In a chat line an LF separates the lines of a block (PROTOCOL.md,
+    # "Multi-line messages"): each is cleaned, and the later ones indented.
     assert client_ui.render(ChatMessage("Ann\tLee", text)) == [
-        "Ann Lee: a\ufffd[31mb\ufffd\ufffd\ufffd\ufffd\ufffd\ufffdc\ufffdd\ufffde f"
+        "Ann Lee: a\ufffd[31mb\ufffd\ufffd\ufffd\ufffd\ufffd\ufffdc\n" + " " * 9 + "d\ufffde f"
     ]
 
 

@@ -197,20 +197,46 @@ def test_a_big_paste_is_announced_and_the_screen_stays_clean(ann_and_other):
     assert [row.removeprefix("Ann: ") for row in pasted_rows] == lines, shown  # once each, in order, alone
 
 
-def test_a_bracketed_paste_of_several_lines_is_sent_a_line_at_a_time(ann_and_other):
-    """A terminal that brackets a paste (ESC[200~ ... ESC[201~, which
-    prompt_toolkit turns on) gives it as one key: its lines are sent as if
-    typed, and what follows the last line end waits at the prompt."""
-    other, pty = ann_and_other()
-    pty.write(b"\x1b[200~first pasted\rsecond pasted\rhalf of a third\x1b[201~")
+PASTED = ["first pasted", "second pasted", "  third, indented"]
 
-    expect_event(other, ChatMessage("Ann", "first pasted"))
-    expect_event(other, ChatMessage("Ann", "second pasted"))
-    pty.expect(b"Ann: second pasted")
-    rows = pty.expect_input("> half of a third")
-    assert [row for row in rows if "pasted" in row] == ["Ann: first pasted", "Ann: second pasted"], rows
+
+def test_a_bracketed_paste_of_several_lines_is_one_message_that_enter_sends(ann_and_other, own_server):
+    """A terminal that brackets a paste (ESC[200~ ... ESC[201~, which
+    prompt_toolkit turns on) gives it as one key: on a server that takes
+    blocks (issue 21) it waits at the prompt, its lines under each other,
+    until Enter sends it as one message. A client that takes blocks gets it
+    once and whole; one that does not (Other), a message a line."""
+    other, pty = ann_and_other()
+    whole = own_server.client(handshake=False)
+    whole.handshake(multiline=True)
+    whole.join("Whole")
+    expect_event(other, UserJoined("Whole"))
+    pty.expect(b"Whole joined the chat.")
+    wait_until_reading(pty)
+
+    pty.write(("\x1b[200~" + "\r".join(PASTED) + "\r\x1b[201~").encode())
+    rows = pty.expect_input("    third, indented")  # at the prompt, under "> ", and not sent
+    assert rows[-3:] == ["> first pasted", "  second pasted", "    third, indented"], rows
     pty.write(b"\r")
-    expect_event(other, ChatMessage("Ann", "half of a third"))
+
+    assert whole.expect(ChatMessage) == ChatMessage("Ann", "\n".join(PASTED))
+    assert [other.expect(ChatMessage) for _ in PASTED] == [ChatMessage("Ann", line) for line in PASTED]
+    pty.expect(b"       third, indented")
+    rows = pty.expect_input("> ")
+    at = rows.index("Ann: first pasted")
+    assert rows[at : at + 4] == ["Ann: first pasted", "     second pasted", "       third, indented", ">"], rows
+    other.say("marker")  # and nothing more of Ann's came to anyone
+    assert whole.events_until(ChatMessage("Other", "marker")) == []
+
+
+def test_alt_enter_starts_a_new_line_of_the_same_message(ann_and_other):
+    other, pty = ann_and_other()
+    wait_until_reading(pty)
+    pty.write(b"one\x1b\rtwo")  # Alt-Enter: Esc, then CR
+    assert pty.expect_input("  two")[-2:] == ["> one", "  two"]
+    pty.write(b"\r")
+    assert [other.expect(ChatMessage) for _ in range(2)] == [ChatMessage("Ann", "one"), ChatMessage("Ann", "two")]
+    pty.expect(b"Ann: one\r\n     two")
 
 
 def test_ctrl_c_during_a_paste_says_exactly_which_lines_were_not_sent(ann_and_other):

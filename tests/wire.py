@@ -108,6 +108,8 @@ CLIENT_MESSAGES = [
     protocol.HistoryRequest("", 0),
     protocol.MentionsRequest(),
     protocol.TicketRequest(),
+    protocol.Multiline(),
+    ChatLine("first line\n\n  third, indented"),
     Goodbye("leaving"),  # last: nothing may follow it
 ]
 SERVER_MESSAGES = [
@@ -151,6 +153,8 @@ SERVER_MESSAGES = [
     protocol.Unread(137, 1764100000, 20),
     protocol.NewTicket(604800, bytes(range(150))),
     protocol.NewTicket(0, b""),
+    protocol.MultilineOffer(50),
+    ChatMessage("Zoë", "first line\nsecond line"),
     Goodbye("Server is shutting down."),  # last: nothing may follow it
 ]
 SERVER_ONLY = [

@@ -88,7 +88,8 @@ class Limits:
     server option (see ``server.command_line.parse_args``), and these are the defaults."""
 
     max_clients: int = 1000  # people at once (connections past the handshake); one more is told the server is full
-    max_message_bytes: int = 4096  # of UTF-8 in one chat line; longer ones are refused
+    max_message_bytes: int = 4096  # of UTF-8 in one chat line (a block: all its lines); longer ones are refused
+    max_lines: int = 50  # lines in one chat message (a block, chat.blocks); more are refused
     rate: float = 5.0  # messages a second, sustained; 0 turns flood control off
     burst: int = 20  # messages at once, so that a pasted block goes through
     sendq_bytes: int = 256 * 1024  # queued for one client before it is cut off
@@ -118,18 +119,25 @@ class TokenBucket:
         self._tokens = float(burst)
         self._updated = clock()
 
-    def take(self) -> float:
-        """Spend one message's token: 0.0 if there was one, otherwise the
-        seconds until there will be (and nothing is spent)."""
+    def take(self, cost: int = 1) -> float:
+        """Spend ``cost`` tokens (a message's one, a block's one a line):
+        0.0 if there were enough, otherwise the seconds until there will be
+        (and nothing is spent).
+
+        A block larger than the burst needs a full bucket, and leaves it
+        owing the rest (below zero), which it pays back at the rate before
+        anything more goes: over time a block gets no more through than its
+        lines sent one by one would."""
         if not self._rate:
             return 0.0
         now = self._clock()
         self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
         self._updated = now
-        if self._tokens >= 1:
-            self._tokens -= 1
+        needed = min(cost, max(1, self._burst))
+        if self._tokens >= needed:
+            self._tokens -= cost
             return 0.0
-        return (1 - self._tokens) / self._rate
+        return (needed - self._tokens) / self._rate
 
 
 class Pacer:
@@ -152,16 +160,19 @@ class Pacer:
         self._tokens = float(self._burst)
         self._updated = clock()
 
-    def delay(self) -> float:
-        """Seconds to wait before sending the next line; the line is counted
-        as sent at the end of that wait."""
+    def delay(self, cost: int = 1) -> float:
+        """Seconds to wait before sending the next line (``cost``: its
+        tokens, a block's one a line, as the server's bucket charges them);
+        the line is counted as sent at the end of that wait."""
         if not self._interval:
             return 0.0  # the server has no limit
         now = self._clock()
         self._tokens = min(self._burst, self._tokens + (now - self._updated) / self._interval)
         self._updated = now
-        self._tokens -= 1
-        return max(0.0, -self._tokens * self._interval)
+        needed = min(cost, self._burst)  # as the server's bucket: a big block waits for a full one
+        wait = max(0.0, (needed - self._tokens) * self._interval)
+        self._tokens -= cost
+        return wait
 
 
 class Outbox:

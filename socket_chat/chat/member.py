@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from socket_chat import crypto, protocol
-from socket_chat.chat import names
+from socket_chat.chat import blocks, names
 from socket_chat.chat.allow import INVITED_ONLY, NAME_RESERVED, AllowList
 from socket_chat.chat.bans import Bans, banned_text
 from socket_chat.chat.history import HistoryUnavailable
@@ -239,6 +239,7 @@ class MemberSession:
         self._attempts = 0
         self._echo = False  # the person asked for their own lines back (EchoOwnLines)
         self._stamps = False  # the person asked for message IDs and times (Stamps)
+        self._multiline = False  # the person takes blocks whole (Multiline)
         self.fingerprint: str | None = None
         self._session_id: bytes | None = None  # given to start(): proofs are taken
         self._allowed = allowed or _anyone
@@ -274,6 +275,7 @@ class MemberSession:
             self._session_id = session_id
             self._tell(protocol.ProofRequest())
         self._tell(protocol.Stamps())
+        self._tell(protocol.MultilineOffer(self.limits.max_lines))
         self._tell(protocol.UsernameRequest(ASK_USERNAME))
 
     def receive(self, event: protocol.Event) -> None:
@@ -315,6 +317,19 @@ class MemberSession:
         """Lines with their IDs and times from now on (no answer: the
         server offered them). Before the username, the history too."""
         self._stamps = True
+
+    def _multiline_on(self, event: protocol.Multiline) -> None:
+        """Blocks whole from now on (no answer: the server offered them);
+        before the username, in the history too."""
+        self._multiline = True
+        if self.membership is not None:
+            self.membership.multiline = True
+
+    def _tell_line(self, message: protocol.Message) -> None:
+        """Tell a line of the history or of a search: a block whole, or, to
+        a client that did not take blocks, one message a line."""
+        for piece in [message] if self._multiline else blocks.pieces(message):
+            self._tell(piece)
 
     def _give_ticket(self, event: protocol.TicketRequest) -> None:
         if self._ticket_given:
@@ -436,7 +451,7 @@ class MemberSession:
             if ask_again:
                 self._tell(protocol.UsernameRequest(f"{NAME_RESERVED} Please enter another username."))
             return None
-        membership = self.room.join(self.member, name, self.fingerprint, stamps=self._stamps)
+        membership = self.room.join(self.member, name, self.fingerprint, stamps=self._stamps, multiline=self._multiline)
         if membership is None:
             if ask_again:
                 holder = self._look_alike_holder(name)
@@ -464,17 +479,31 @@ class MemberSession:
     # CHATTING.
 
     def _relay(self, line: protocol.ChatLine) -> None:
-        self._relay_public(protocol.ChatMessage(self._me.name, line.text), "%s: %s", "%s said a line (%d characters)")
+        """A chat line, or a block of several (refused whole, never cut,
+        past ``max_lines``; charged one token a line)."""
+        refused = blocks.too_many_lines(line.text, self.limits.max_lines)
+        if refused is not None:
+            self._tell(protocol.ErrorNotice(refused))
+            return
+        self._relay_public(
+            protocol.ChatMessage(self._me.name, line.text),
+            "%s: %s",
+            "%s said a line (%d characters)",
+            blocks.cost(line),
+        )
 
     def _relay_action(self, line: protocol.ActionLine) -> None:
         self._relay_public(
             protocol.ActionMessage(self._me.name, line.text), "* %s %s", "%s did an action (%d characters)"
         )
 
-    def _relay_public(self, message: protocol.ChatMessage | protocol.ActionMessage, said: str, counted: str) -> None:
-        """A line or action to everyone, if admitted; its text is logged
-        only with ``log_messages`` (``said``), else its length (``counted``)."""
-        if not self._admit(message.text):
+    def _relay_public(
+        self, message: protocol.ChatMessage | protocol.ActionMessage, said: str, counted: str, cost: int = 1
+    ) -> None:
+        """A line or action to everyone, if admitted (``cost``: its tokens);
+        its text is logged only with ``log_messages`` (``said``), else its
+        length (``counted``)."""
+        if not self._admit(message.text, cost):
             return
         me = self._me
         if self.log_messages:
@@ -583,7 +612,7 @@ class MemberSession:
             )
         self._tell(protocol.Notice(head))
         for entry in shown:
-            self._tell(protocol.SearchResult(entry.sender, entry.text, entry.sent_at, entry.kind))
+            self._tell_line(protocol.SearchResult(entry.sender, entry.text, entry.sent_at, entry.kind))
 
     def _rename(self, request: protocol.NickRequest) -> None:
         if not self._within_rate("the name was not changed"):
@@ -802,7 +831,7 @@ class MemberSession:
             self._tell(protocol.ErrorNotice(HISTORY_UNAVAILABLE))
             return
         for line in lines:
-            self._tell(line.stamped())
+            self._tell_line(line.stamped())
         self._tell(protocol.PageEnd("history", len(lines), int(more)))
 
     def _mentions(self, request: protocol.MentionsRequest) -> None:
@@ -822,7 +851,7 @@ class MemberSession:
             self._tell(protocol.Notice(MENTIONS_FIRST_VISIT))
             return
         for line in lines:
-            self._tell(line.stamped())
+            self._tell_line(line.stamped())
         self._tell(protocol.PageEnd("mentions", len(lines), 0))
 
     def _part(self, goodbye: protocol.Goodbye) -> None:
@@ -875,9 +904,10 @@ class MemberSession:
         elif taken is Taken.AT_CAP:
             self._tell(protocol.Notice(NAME_AT_CAP.format(name=name, cap=self._registrations.cap)))
 
-    def _admit(self, text: str) -> bool:
-        """Whether a line of text from the person may go out; if not, they are
-        told why, so that nothing is dropped in silence."""
+    def _admit(self, text: str, cost: int = 1) -> bool:
+        """Whether a line of text from the person may go out (``cost``: its
+        flood control tokens, a block's one a line); if not, they are told
+        why, so that nothing is dropped in silence."""
         if not text.strip():
             self._tell(protocol.ErrorNotice("An empty message was not sent."))
             return False
@@ -891,12 +921,21 @@ class MemberSession:
             )
             return False
         # The excerpt only for a refusal: it would cost a pass over every line.
+        if cost > 1:  # a block: named by its first line
+            first = text.partition("\n")[0]
+            return self._within_rate(
+                lambda: (
+                    f'the message of {cost} lines from "{excerpt(first)}" was not sent (each line counts as a message)'
+                ),
+                cost,
+            )
         return self._within_rate(lambda: f'"{excerpt(text)}" was not sent')
 
-    def _within_rate(self, refused: str | Callable[[], str]) -> bool:
-        """Flood control: True if the request may be acted on; if not, the
-        person is told (``refused`` says what did not happen, or makes it)."""
-        wait = self.flood_control.take()
+    def _within_rate(self, refused: str | Callable[[], str], cost: int = 1) -> bool:
+        """Flood control: True if the request may be acted on (``cost``: its
+        tokens); if not, the person is told (``refused`` says what did not
+        happen, or makes it)."""
+        wait = self.flood_control.take(cost)
         if wait:
             what = refused() if callable(refused) else refused
             self._tell(
@@ -967,6 +1006,7 @@ _ANY_STAGE: dict[type, Rule] = {
     protocol.MalformedMessage: MemberSession._not_understood,
     protocol.EchoOwnLines: MemberSession._echo_on,
     protocol.Stamps: MemberSession._stamps_on,
+    protocol.Multiline: MemberSession._multiline_on,
     protocol.TicketRequest: MemberSession._give_ticket,
 }
 

@@ -21,6 +21,7 @@ __all__ = [
     "split_name",
     "excerpt",
     "mentions",
+    "columns",
 ]
 
 
@@ -153,6 +154,19 @@ def split_name(text: str, names: Iterable[str]) -> tuple[str, str]:
             return text[: len(name)], text[len(name) :].strip()
     first, _, rest = text.partition(" ")
     return first, rest.strip()
+
+
+def columns(text: str) -> int:
+    """About how many columns a terminal gives ``text`` (printable): two
+    for a wide or fullwidth character, none for a combining mark or a
+    format character, one for any other (as wcwidth counts them, closely
+    enough to indent the lines of a block)."""
+    width = 0
+    for ch in text:
+        if unicodedata.combining(ch) or unicodedata.category(ch) in ("Me", "Mn", "Cf"):
+            continue
+        width += 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+    return width
 
 
 def excerpt(text: str, length: int = 30) -> str:

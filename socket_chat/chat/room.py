@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from socket_chat.chat import names
+from socket_chat.chat.blocks import encoded_pieces, is_block, pieces
 from socket_chat.chat.history import MENTIONS_CAP, HistoryStore, HistoryUnavailable, Line, MemoryHistory, Seen
 from socket_chat.chat.presence import Presence
 from socket_chat.protocol import (
@@ -121,6 +122,9 @@ class Membership:
     fingerprint: str | None = None
     #: The member asked for message IDs and times (``Stamps``).
     stamps: bool = False
+    #: The member takes multi-line messages whole (``Multiline``); else it
+    #: gets each as one message a line (chat.blocks).
+    multiline: bool = False
     #: When the person last left (by key), as the store had it at this join.
     seen: Seen | None = None
     #: The last line ID given when the member joined.
@@ -310,7 +314,7 @@ class Room:
     # Called for the members.
 
     def join(
-        self, member: Member, name: str, fingerprint: str | None = None, stamps: bool = False
+        self, member: Member, name: str, fingerprint: str | None = None, stamps: bool = False, multiline: bool = False
     ) -> Membership | None:
         """Give ``member`` (whose key is ``fingerprint``; None: a guest) the
         name if nobody has it or one that looks the same (``names.key``);
@@ -318,7 +322,8 @@ class Room:
         and everyone else is told. None if the name is taken. The name must
         be one ``names.accept`` gave. ``stamps``: the member asked for
         message IDs and times; a person with a key is then told, among the
-        history, how much is new since they left (``Unread``)."""
+        history, how much is new since they left (``Unread``). ``multiline``:
+        the member takes blocks whole."""
         if not self.cluster.claim(name, fingerprint):
             return None
         welcome, wanted = encode(Welcome(name)), names.key(name)
@@ -340,6 +345,7 @@ class Room:
                 seq=seq,
                 fingerprint=fingerprint,
                 stamps=stamps,
+                multiline=multiline,
                 seen=seen,
                 joined_after=self._last_id,
             )
@@ -572,6 +578,8 @@ class Room:
                 out.line_id = ids[index] if ids is not None else None
                 if self._history.maxlen and isinstance(message, (ChatMessage, ActionMessage)):
                     out.plain = encode(_line(0, when, message).plain())  # needs no ID: made before the lock
+                if is_block(message):
+                    out.pieces = encoded_pieces(out.item)  # for those who take no blocks
                 run.append(out)
         self._broadcast(run)
 
@@ -643,6 +651,8 @@ class Room:
                     self._last_id = out.line_id if out.line_id is not None else self._last_id + 1
                     line = _line(self._last_id, out.sent_at, out.message)
                     out.stamped = encode(line.live())
+                    if out.pieces is not None:  # a block (rare): its stamped pieces need the ID
+                        out.stamped_pieces = [encode(piece) for piece in pieces(out.stamped.message)]
                     if self._history.maxlen and not isinstance(out.message, Notice):
                         self._history.append(_kept(line, out.stamped, out.plain))
                         self._store.keep(line)  # O(1), never blocks: in the room's order
@@ -651,6 +661,8 @@ class Room:
             for m in self._members.values():
                 if not all(
                     m.member.deliver(out.stamped if m.stamps and out.stamped is not None else out.item)
+                    if out.pieces is None or m.multiline
+                    else _deliver_pieces(m, out)
                     for out in run
                     if m.member_id != out.sender_id and m.seq < out.heard_by
                 ):
@@ -667,6 +679,12 @@ class Room:
             return None
 
     def _history_for(self, membership: Membership, new: int | None) -> list[Encoded]:
+        """A newcomer's history (under the lock), its blocks whole or, to a
+        member that takes none, one message a line."""
+        items = self._history_forms(membership, new)
+        return items if membership.multiline else [piece for item in items for piece in encoded_pieces(item)]
+
+    def _history_forms(self, membership: Membership, new: int | None) -> list[Encoded]:
         """A newcomer's history (under the lock): stamped or plain, with
         ``Unread`` where what they had seen ends, or a guest told why not."""
         stamped = membership.stamps
@@ -725,6 +743,16 @@ class _Outgoing:
     stamped: Encoded | None = None
     line_id: int | None = None  # given by the cluster's order
     plain: Encoded | None = None  # its HistoryMessage, for older newcomers, if it is kept
+    #: A block's pieces, plain and stamped, for members that take no blocks.
+    pieces: list[Encoded] | None = None
+    stamped_pieces: list[Encoded] | None = None
+
+
+def _deliver_pieces(m: Membership, out: _Outgoing) -> bool:
+    """A block to a member that takes none: one message a line (under the
+    room's lock, as every delivery)."""
+    stamped = m.stamps and out.stamped_pieces is not None
+    return all(m.member.deliver(item) for item in (out.stamped_pieces if stamped else out.pieces) or [])
 
 
 def _line(line_id: int, sent_at: int, message: Message) -> Line:

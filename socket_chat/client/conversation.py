@@ -103,14 +103,16 @@ class TypedLines:
         """The line being sent must wait for the server's rate: read the
         paste ahead and say once how many lines wait, and why."""
         self.read_ahead()
-        if self.backlog and not self._announced and limit is not None and limit.interval_ms:
+        if self._announced or limit is None or not limit.interval_ms:
+            return
+        rate = f"the server allows {1000 / limit.interval_ms:g} a second"
+        if self.backlog:
             self._announced = True
-            waiting = len(self.backlog) + 1
-            display.show(
-                display.style.notice(
-                    f"* Sending {waiting} more lines: the server allows {1000 / limit.interval_ms:g} a second."
-                )
-            )
+            display.show(display.style.notice(f"* Sending {len(self.backlog) + 1} more lines: {rate}."))
+        elif self.current is not None and "\n" in self.current:  # a block waits for its lines' tokens
+            self._announced = True
+            lines = len(self.current.strip("\n").split("\n"))
+            display.show(display.style.notice(f"* Sending a message of {lines} lines: {rate}, and each counts."))
 
     def unsent(self) -> list[str]:
         return ([self.current] if self.current is not None else []) + list(self.backlog)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from socket_chat import crypto, protocol, transport
+from socket_chat.chat import blocks
 from socket_chat.chat.limits import Pacer
 from socket_chat.chat.presentation import printable_text
 from socket_chat.client.tickets import GUEST, TicketWallet
@@ -176,7 +177,7 @@ class ServerLink:
         waiting as long as the limit asks (``on_hold()`` is called before a
         wait)."""
         if self._pacer is not None:
-            delay = self._pacer.delay()
+            delay = self._pacer.delay(blocks.cost(message))  # a block: one token a line, as the server counts
             if delay:
                 if self.on_hold is not None:
                     self.on_hold()

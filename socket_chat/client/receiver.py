@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from socket_chat import protocol
+from socket_chat.chat.presentation import columns
 from socket_chat.client import ui as client_ui
 from socket_chat.client.link import ServerLink, end_reason
 from socket_chat.client.ui import Session, Style
@@ -95,7 +96,7 @@ class Display:
             lines = [self.style.mention(line) for line in lines]
         when = event.sent_at if not dated else server_time
         if self.ids and line_id:
-            lines = [f"#{client_ui.printable_text(line_id)} {line}" for line in lines]
+            lines = [_before(f"#{client_ui.printable_text(line_id)} ", line) for line in lines]
         for line in lines:
             self.show(line, when)
         if wanted and self.bell and lines:
@@ -104,12 +105,20 @@ class Display:
     def show(self, line: str, when: float | None = None) -> None:
         """Show a line, with the time first under --timestamps (``when``, or now)."""
         if self.timestamps:
-            line = f"{client_ui.clock_time(self.clock() if when is None else when)} {line}"
+            line = _before(f"{client_ui.clock_time(self.clock() if when is None else when)} ", line)
         self.terminal.show(line)
 
     def error(self, text: str) -> None:
         """Show a local error, as ``Error: text``."""
         self.show(self.style.error(f"Error: {text}"))
+
+
+def _before(prefix: str, line: str) -> str:
+    """``prefix`` before ``line``, and as many spaces before each of its
+    later lines (a block's), which stay under its text."""
+    if "\n" not in line:
+        return prefix + line
+    return prefix + line.replace("\n", "\n" + " " * columns(prefix))
 
 
 class Receiver(threading.Thread):

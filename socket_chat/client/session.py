@@ -188,6 +188,7 @@ def take_back_name(link: ServerLink, display: Display, name: str) -> bool:
     """Join again as ``name``; False if the server has it still taken."""
     display.session.echoed = False  # this server says anew whether it echoes
     display.session.stamped = False  # and whether it stamps lines
+    display.terminal.multiline = display.session.multiline = False  # and whether it takes blocks
     display.session.forget_pages()  # what was asked of the last connection is not answered
     display.session.forget_lists()
     asked = False
@@ -297,6 +298,13 @@ def note_server_terms(event: protocol.Event, link: ServerLink, display: Display)
     if isinstance(event, Stamps):  # lines with IDs and times, and /history: yes please
         display.session.stamped = True
         link.send(Stamps())
+        return True
+    if isinstance(event, protocol.MultilineOffer):
+        # Blocks where a person edits them (a paste stays one message);
+        # on a pipe, one line is one message, both ways, as scripts expect.
+        if display.terminal.edits_blocks:
+            display.terminal.multiline = display.session.multiline = True
+            link.send(protocol.Multiline())
         return True
     return False
 

@@ -26,7 +26,14 @@ from dataclasses import dataclass
 
 from socket_chat import protocol
 from socket_chat.chat.commands import Command, CommandTable
-from socket_chat.chat.presentation import format_duration, format_length, mentions, printable_text, split_name
+from socket_chat.chat.presentation import (
+    columns,
+    format_duration,
+    format_length,
+    mentions,
+    printable_text,
+    split_name,
+)
 from socket_chat.chat.search import SearchRefused, parse_search
 from socket_chat.protocol import (
     GUEST_MARK,
@@ -101,6 +108,9 @@ class Session:
         self.operator = False
         #: The server gives lines IDs and times (it offered ``Stamps``, and we took them).
         self.stamped = False
+        #: The server takes messages of several lines (it offered them, and
+        #: we took them): a block typed goes as one; else a line at a time.
+        self.multiline = False
         #: The ID of the oldest line shown (``/history`` asks for those before it).
         self.oldest_id: str | None = None
         self.at_beginning = False  # /history reached the first line kept
@@ -368,7 +378,8 @@ def render(event, session: Session | None = None, style: Style = PLAIN, dated: b
     the time first, as for every line with --timestamps)."""
     clean = printable_text
     if isinstance(event, ChatMessage):
-        return [f"{style.name(clean(event.sender))}{_guest_mark(event.sender, session)}: {clean(event.text)}"]
+        sender, mark = clean(event.sender), _guest_mark(event.sender, session)
+        return [f"{style.name(sender)}{mark}: {block_text(event.text, f'{sender}{mark}: ')}"]
     if isinstance(event, ActionMessage):
         return [f"* {style.name(clean(event.sender))}{_guest_mark(event.sender, session)} {clean(event.text)}"]
     if isinstance(event, PrivateMessage):
@@ -398,6 +409,18 @@ def render(event, session: Session | None = None, style: Style = PLAIN, dated: b
     if isinstance(event, PageEnd):
         return [style.notice(f"* {page_end_text(event)}")]
     return []
+
+
+def block_text(text: str, before: str) -> str:
+    """A chat line's text made printable; a block's lines (LF between them)
+    each printable, the second and later ones indented by the columns of
+    ``before`` (what is shown before the text: ``alice: ``), so that they
+    stand under the first one's text and no line of a block can pass for
+    someone else's line."""
+    if "\n" not in text:
+        return printable_text(text)
+    indent = "\n" + " " * columns(before)
+    return indent.join(printable_text(line) for line in text.split("\n"))
 
 
 def _guest_mark(sender: str, session: Session | None) -> str:
@@ -511,10 +534,11 @@ def _render_private(event: PrivateMessage, session: Session | None, style: Style
 
 def _render_history(event: HistoryMessage, style: Style, dated: bool = True) -> str:
     clean = printable_text
-    marker = style.notice(f"[history {clock_time(event.sent_at)}]" if dated else "[history]")
+    marker = f"[history {clock_time(event.sent_at)}]" if dated else "[history]"
     if event.kind == "action":
-        return f"{marker} * {style.name(clean(event.sender))} {clean(event.text)}"
-    return f"{marker} {style.name(clean(event.sender))}: {clean(event.text)}"
+        return f"{style.notice(marker)} * {style.name(clean(event.sender))} {clean(event.text)}"
+    said = f"{marker} {clean(event.sender)}: "
+    return f"{style.notice(marker)} {style.name(clean(event.sender))}: {block_text(event.text, said)}"
 
 
 def date_time(unix_seconds: float) -> str:
@@ -525,10 +549,11 @@ def date_time(unix_seconds: float) -> str:
 def _render_found(event: SearchResult, style: Style) -> str:
     """A search's line: ``[found 2026-12-06 18:02] Ann: the text``."""
     clean = printable_text
-    marker = style.notice(f"[found {date_time(event.sent_at)}]")
+    marker = f"[found {date_time(event.sent_at)}]"
     if event.kind == "action":
-        return f"{marker} * {style.name(clean(event.sender))} {clean(event.text)}"
-    return f"{marker} {style.name(clean(event.sender))}: {clean(event.text)}"
+        return f"{style.notice(marker)} * {style.name(clean(event.sender))} {clean(event.text)}"
+    said = f"{marker} {clean(event.sender)}: "
+    return f"{style.notice(marker)} {style.name(clean(event.sender))}: {block_text(event.text, said)}"
 
 
 def _render_user_list(event: UserList, style: Style) -> list[str]:
@@ -593,7 +618,12 @@ def _needs(argument: str, command: str) -> None:
 def help_lines(operator: bool = False) -> list[str]:
     """One line per command, from the table (``/help`` and ``--help``);
     with ``operator``, the operator's commands after them."""
-    lines = COMMANDS.help_lines(extra=[("//TEXT", "send TEXT starting with one /")])
+    lines = COMMANDS.help_lines(
+        extra=[
+            ("//TEXT", "send TEXT starting with one /"),
+            ("Alt-Enter", "on a terminal: a new line of the same message (a paste is one message too); Enter sends it"),
+        ]
+    )
     if operator:
         lines += ["Operator commands (for a key in the server's --operators file):"]
         lines += [f"  {line}" for line in OPERATOR_COMMANDS.help_lines()]
@@ -804,12 +834,50 @@ def run_line(line: str, ctx: Context) -> None:
     Raises:
         QuitRequested: the person typed /quit.
     """
+    if "\n" in line:
+        rest = _block_of(line, ctx)
+        if rest is None:
+            return
+        line = rest
     if line.startswith("//"):
         ctx.send(ChatLine(line[1:]))
     elif line.startswith("/"):
         _run_command(line, ctx)
     elif line.strip():
         ctx.send(ChatLine(line))
+
+
+#: A block (several lines, from a paste or Alt-Enter) is chat, never a command.
+BLOCK_NOT_A_COMMAND = (
+    "A command is one line, and this message has {lines}: nothing was sent. To send lines "
+    "that start with /, double the first slash (//)."
+)
+
+
+def _block_of(text: str, ctx: Context) -> str | None:
+    """A block typed: sent here as one ChatLine, its blank lines at either
+    end left out (None: nothing more to do, sent or refused). What is left
+    of one line is given back, to be run as a line typed. To a server that
+    takes no blocks (the connection changed while it was typed), its lines
+    go as if typed one by one, as a paste did before blocks."""
+    lines = text.split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    if len(lines) <= 1:
+        return lines[0] if lines else None
+    if not ctx.session.multiline:
+        for line in lines:
+            run_line(line, ctx)
+        return None
+    if lines[0].startswith("/") and not lines[0].startswith("//"):
+        ctx.error(BLOCK_NOT_A_COMMAND.format(lines=len(lines)))
+        return None
+    if lines[0].startswith("//"):
+        lines[0] = lines[0][1:]
+    ctx.send(ChatLine("\n".join(lines)))
+    return None
 
 
 def _run_command(line: str, ctx: Context) -> None:

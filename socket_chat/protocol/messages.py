@@ -79,6 +79,8 @@ __all__ = [
     "MAX_HISTORY_PAGE",
     "TicketRequest",
     "NewTicket",
+    "MultilineOffer",
+    "Multiline",
     "MESSAGE_TYPES",
     "CLIENT_SENDS",
     "SERVER_SENDS",
@@ -732,6 +734,31 @@ class NewTicket(Message):
     ticket: bytes = field(repr=False)
 
 
+# Added with multi-line messages (PROTOCOL.md, "Multi-line messages"): the
+# server offers them as it offers Stamps; a client that answers may send a
+# ChatLine whose text holds LF and gets blocks whole, and every other client
+# gets a block as one message per line, so it sees nothing new.
+
+
+@dataclass(frozen=True)
+class MultilineOffer(Message):
+    """Server, before the first UsernameRequest: this server takes a chat
+    line of several lines (LF between them), ``max_lines`` at most, as one
+    message (a block)."""
+
+    TYPE: ClassVar[int] = 0x60
+    max_lines: int
+
+
+@dataclass(frozen=True)
+class Multiline(Message):
+    """Client, in answer to ``MultilineOffer``: send me blocks whole (a
+    ChatMessage, StampedLine, HistoryLine... whose text holds LF); I may
+    send them too."""
+
+    TYPE: ClassVar[int] = 0x61
+
+
 #: Every message class by its type byte.
 MESSAGE_TYPES: Mapping[int, type[Message]] = {
     cls.TYPE: cls
@@ -788,6 +815,8 @@ MESSAGE_TYPES: Mapping[int, type[Message]] = {
         MentionsRequest,
         TicketRequest,
         NewTicket,
+        MultilineOffer,
+        Multiline,
     )
 }
 # Read each class's field specs now, so that a field of a type the wire
@@ -821,6 +850,7 @@ CLIENT_SENDS: frozenset[type[Message]] = frozenset(
         HistoryRequest,
         MentionsRequest,
         TicketRequest,
+        Multiline,
     }
 )
 #: The messages a server may send: all but the client's own, and the three

@@ -258,7 +258,15 @@ def _add_limit_options(group: argparse._ArgumentGroup) -> None:
         "max_message_bytes",
         whole("--max-message-bytes"),
         "BYTES",
-        "longest chat line, in bytes of UTF-8",
+        "longest chat line, in bytes of UTF-8 (a multi-line message: all its lines together)",
+    )
+    limit(
+        "--max-lines",
+        "max_lines",
+        whole("--max-lines"),
+        "N",
+        "lines one chat message may hold (a paste, or lines joined with Alt-Enter); a longer one is refused, "
+        "and flood control counts each line as a message",
     )
     limit(
         "--rate",
