@@ -59,12 +59,15 @@ class ChatTestClient:
         self.rate_limit: RateLimit | None = None
         self.greeting: Greeting | None = None
 
-    def handshake(self, identity: PersonKey | None = None, guest: bool = False, stamps: bool = False) -> None:
+    def handshake(
+        self, identity: PersonKey | None = None, guest: bool = False, stamps: bool = False, rooms: bool = False
+    ) -> None:
         """The handshake and the server's first words, then a key proof as
         a newer client sends it: of ``identity``, or of a key made for the
         connection. ``guest``: no proof, as an older client or a script.
         ``stamps``: answer the server's offer of message IDs and times (else
-        it is passed over, as an older client does)."""
+        it is passed over, as an older client does); ``rooms``: answer the
+        offer of rooms (else the client stays in the lobby, as an older one)."""
         self.hello = self.next_event()
         assert isinstance(self.hello, ServerHello)
         self.conn.accept_server_key()
@@ -81,6 +84,10 @@ class ChatTestClient:
         if isinstance(event, Stamps):  # not from a server of before the history
             if stamps:
                 self.send(Stamps())
+            event = self.next_event()
+        if isinstance(event, protocol.Rooms):  # not from a server of a cluster, nor of before rooms
+            if rooms:
+                self.send(protocol.Rooms())
             event = self.next_event()
         assert isinstance(event, UsernameRequest), event
 

@@ -295,6 +295,7 @@ def test_an_operator_is_told_so_and_bans_from_the_client(ops_server, caplog):
         protocol.UsernameDeadline,
         protocol.ProofRequest,
         protocol.Stamps,
+        protocol.Rooms,
         protocol.UsernameRequest,
         protocol.Goodbye,
     ]
