@@ -28,6 +28,7 @@ from socket_chat.chat.limits import Limits, Startups, startups_type
 from socket_chat.chat.presentation import printable_text
 from socket_chat.chat.registrations import DEFAULT_EXPIRY_DAYS, NameRegistry, Registrations
 from socket_chat.chat.room import DEFAULT_HISTORY
+from socket_chat.chat.rooms import RoomCaps
 from socket_chat.crypto import keystore
 from socket_chat.server import descriptors, store, tickets
 from socket_chat.server.allow_file import OPERATORS_FILE, AllowFile, AllowFileError
@@ -124,6 +125,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     _add_store_options(parser.add_argument_group("the history on disk"))
     _add_limit_options(parser.add_argument_group("limits"))
+    _add_room_options(parser.add_argument_group("rooms (besides the lobby: /join #room; none with --cluster yet)"))
     _add_cluster_options(parser.add_argument_group("cluster (several servers, one chat, over Redis)"))
     args = parser.parse_args(argv)
     if args.allow is not None and args.guests:
@@ -209,6 +211,32 @@ def registrations_from(
 
         return RedisRegistrations(room_cluster, expiry_days=args.name_expiry)
     return Registrations(opened, expiry_days=args.name_expiry)
+
+
+def _add_room_options(group: argparse._ArgumentGroup) -> None:
+    caps = RoomCaps()
+    group.add_argument(
+        "--max-rooms",
+        type=cli.positive(int, "--max-rooms"),
+        default=caps.max_rooms,
+        metavar="N",
+        help=f"rooms this server holds at once; a /join that would make one more is refused "
+        f"(default: {caps.max_rooms})",
+    )
+    group.add_argument(
+        "--rooms-per-person",
+        type=cli.positive(int, "--rooms-per-person"),
+        default=caps.per_person,
+        metavar="N",
+        help=f"rooms one person may be in at once, the lobby aside (default: {caps.per_person})",
+    )
+    group.add_argument(
+        "--room-size",
+        type=cli.positive(int, "--room-size"),
+        default=caps.room_size,
+        metavar="N",
+        help=f"people one room holds at most; the lobby has --max-clients (default: {caps.room_size})",
+    )
 
 
 def _add_cluster_options(group: argparse._ArgumentGroup) -> None:
@@ -497,6 +525,7 @@ def main(argv: list[str] | None = None) -> int:
                 operators=operators,
                 bans=None if room_cluster is None else shared_bans(room_cluster),
                 tickets=ticket_service(key, ticket_keys, room_cluster),
+                rooms=RoomCaps(args.max_rooms, args.rooms_per_person, args.room_size),
             )
         except (descriptors.DescriptorLimitError, store.StoreError) as exc:
             print(exc, file=sys.stderr)

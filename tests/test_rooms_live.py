@@ -1,0 +1,70 @@
+"""Rooms over loopback: three clients, one of them older (it does not take
+the offer of rooms, and stays in the lobby exactly as before); the
+operator's close; each room's lines kept in the store across a restart."""
+
+from __future__ import annotations
+
+from socket_chat import protocol
+from socket_chat.chat.history import Line
+from socket_chat.chat.member import ROOMS_NOT_ASKED
+from socket_chat.chat.rooms import room_key
+from socket_chat.protocol import ChatMessage, ErrorNotice, RoomLine, RoomRequest, UserJoined
+from tests.helpers import DEADLINE, ChatTestClient
+from tests.test_store import opened  # noqa: F401 (a fixture)
+
+
+def in_rooms(server, name: str) -> ChatTestClient:
+    client = ChatTestClient(server.server_address)
+    client.handshake(rooms=True)
+    client.join(name)
+    return client
+
+
+def test_three_clients_rooms_beside_the_lobby_and_an_older_client_sees_only_the_lobby(running_server, connect):
+    ann = in_rooms(running_server, "Ann")
+    bob = in_rooms(running_server, "Bob")
+    old = connect("Old")  # an older client: it passed the offer over
+    try:
+        assert ann.expect(UserJoined) == UserJoined("Bob")
+        ann.expect(UserJoined), bob.expect(UserJoined)  # Old
+        ann.send(RoomRequest("join", "#dev", ""))
+        assert ann.expect(protocol.Joined) == protocol.Joined("#dev", "", 1, "Ann")
+        bob.send(RoomRequest("join", "#DEV", ""))
+        assert bob.expect(protocol.Joined) == protocol.Joined("#dev", "", 2, "Ann\nBob")
+        assert ann.expect(protocol.RoomNotice) == protocol.RoomNotice("#dev", "Bob joined #dev.")
+
+        bob.send(RoomLine("#dev", "chat", "in the room"))
+        said = ann.expect(protocol.RoomMessage)
+        assert (said.room, said.id, said.sender, said.text) == ("#dev", "1", "Bob", "in the room")
+        old.say("in the lobby")  # the lobby as it was: to everyone, rooms or not
+        assert ann.expect(ChatMessage) == bob.expect(ChatMessage) == ChatMessage("Old", "in the lobby")
+        ann.say("marker")
+        assert bob.expect(ChatMessage) == ChatMessage("Ann", "marker")
+        assert old.events_until(ChatMessage("Ann", "marker")) == []  # nothing of #dev reached Old
+
+        old.send(RoomRequest("join", "#dev", ""))  # a client that did not take the offer
+        assert old.expect(ErrorNotice) == ErrorNotice(ROOMS_NOT_ASKED)
+
+        ann.send(RoomRequest("rooms", "", ""))
+        assert ann.expect(protocol.RoomList).rooms() == [("#dev", 2, "")]
+        assert running_server.close_room("#dev", "done") == ["#dev is closed (2 people were in it)."]
+        for client in (ann, bob):
+            assert client.expect(protocol.Parted) == protocol.Parted("#dev", "The operator closed #dev: done")
+    finally:
+        ann.close(), bob.close()
+
+
+def test_a_rooms_lines_are_stored_by_room_and_read_back_after_a_restart(opened, tmp_path):
+    store = opened()
+    store.keep_room(room_key("#dev"), Line(1, 1764100000, "chat", "Ann", "one"))
+    store.keep_room(room_key("#dev"), Line(2, 1764100001, "action", "Ann", "waves"))
+    store.keep_room(room_key("#ops"), Line(1, 1764100002, "chat", "Bob", "elsewhere"))
+    assert store.flush(DEADLINE)
+    store.close()
+    again = opened()  # the same file
+    assert again.room_recent(room_key("#DEV"), 10) == [
+        Line(1, 1764100000, "chat", "Ann", "one"),
+        Line(2, 1764100001, "action", "Ann", "waves"),
+    ]
+    assert again.room_recent(room_key("#dev"), 1) == [Line(2, 1764100001, "action", "Ann", "waves")]
+    assert again.recent(10) == []  # the lobby's history holds none of them
