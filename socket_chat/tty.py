@@ -255,7 +255,10 @@ class Terminal:
                     stream.write(text)
                     stream.flush()
             app.output.flush()
-            self._status_shown(self._sessions.get(True))  # its counts may have changed
+            chat = self._sessions.get(True)
+            if chat is not None and chat.app is app and self._rooms is not None:
+                chat.message = self._rooms[1]()  # a room joined or left meanwhile: its prompt
+                self._status_shown(chat)  # and the counts, which may have changed
         app.invalidate()
 
     def interrupt(self, exc: BaseException, erase: bool = True) -> None:
