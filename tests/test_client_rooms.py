@@ -18,10 +18,6 @@ class Screen:
     def __init__(self, interactive: bool) -> None:
         self.interactive = interactive
         self.lines: list[str] = []
-        self.rooms = None
-
-    def enable_rooms(self, switch, prompt, status) -> None:
-        self.rooms = (switch, prompt, status)
 
     def show(self, line: str) -> None:
         self.lines.append(line)
@@ -111,6 +107,7 @@ def test_unread_lines_and_mentions_are_counted_for_the_other_rooms_and_cleared_o
 def test_room_lines_are_named_unless_current_and_always_on_a_pipe():
     for interactive, current_named in ((True, False), (False, True)):
         session = in_rooms("#ops", "#dev")
+        session.rooms.always_named = not interactive  # as make_display sets it
         screen = Screen(interactive)
         display = Display(screen, session, PLAIN)
         display.show_event(protocol.RoomMessage("#dev", "4", 1764100000, "chat", "Bob", "here"))
@@ -121,7 +118,6 @@ def test_room_lines_are_named_unless_current_and_always_on_a_pipe():
             "[#ops] * Bob waves",
             "[lobby] Cy: in the lobby",
         ]
-        assert screen.rooms is not None and session.rooms.always_named is not interactive
         assert not any("\x1b" in line for line in screen.lines)
 
 

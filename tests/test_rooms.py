@@ -254,3 +254,18 @@ def test_a_room_made_again_gets_its_history_and_ids_back_from_the_store(lobby):
     assert [(m.id, m.text) for m in of(heard, protocol.RoomHistoryLine)] == [("2", "two"), ("3", "three")]
     ann.send(protocol.EchoOwnLines())
     assert of(ann.say("#dev", "four"), protocol.RoomMessage)[0].id == "4"
+
+
+def test_the_room_messages_encode_as_protocol_md_says():
+    import re
+    from pathlib import Path
+
+    spec = (Path(__file__).parent.parent / "PROTOCOL.md").read_text()
+    section = spec.split("### Rooms", 1)[1].split("### Display", 1)[0]
+    block = section.split("```text\n", 1)[1].split("```", 1)[0]
+    vectors = dict(line.split(" = ") for line in block.strip().splitlines())
+    assert len(vectors) == 10
+    for written, hex_bytes in vectors.items():
+        message = eval(written, {name: getattr(protocol, name) for name in re.findall(r"^\w+", written)})
+        assert protocol.encode_message(message).hex() == hex_bytes, written
+        assert protocol.decode_message(bytes.fromhex(hex_bytes)) == message

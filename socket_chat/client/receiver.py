@@ -65,9 +65,6 @@ class Display:
         #: takes a lock), to learn whether newcomers are guests; None: never.
         self.ask_user_list: Callable[[], None] | None = None
         self.ids = ids  # --ids: each line's message ID first, for asking the operator to /forget it
-        # Off a terminal, every room line has its room's name first (no status line to tell).
-        session.rooms.always_named = not terminal.interactive
-        terminal.enable_rooms(session.rooms.switch, session.rooms.prompt, session.rooms.status)
 
     def show_event(self, event) -> None:
         """Show ``event`` (unless the session ignores it), and let the
