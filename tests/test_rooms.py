@@ -12,7 +12,7 @@ from socket_chat.chat.history import Line
 from socket_chat.chat.member import NO_ROOMS_HERE, ROOMS_NOT_ASKED
 from socket_chat.chat.room import Room
 from socket_chat.chat.rooms import RoomRefused, Rooms, room_key, room_name
-from tests.test_member import Person, errors
+from tests.test_member import STRICT, Person, errors
 
 KEY_A = "SHA256:" + "A" * 43
 KEY_B = "SHA256:" + "B" * 43
@@ -269,3 +269,16 @@ def test_the_room_messages_encode_as_protocol_md_says():
         message = eval(written, {name: getattr(protocol, name) for name in re.findall(r"^\w+", written)})
         assert protocol.encode_message(message).hex() == hex_bytes, written
         assert protocol.decode_message(bytes.fromhex(hex_bytes)) == message
+
+
+def test_room_requests_and_lines_are_charged_to_flood_control(lobby, rooms):
+    ann = Member(lobby, STRICT, rooms=rooms)  # 3 at once, then 1 a second
+    ann.session.start()
+    ann.send(protocol.Rooms(), protocol.Username("Ann"))
+    ann.heard()
+    assert of(ann.request("join", "#dev"), protocol.Joined)
+    ann.request("rooms"), ann.say("#dev", "one")
+    assert errors(ann.request("rooms"))[0].startswith("Slow down: nothing was done.")
+    assert errors(ann.say("#dev", "two"))[0].startswith('Slow down: "two" was not sent.')
+    ann.clock.advance(1.0)
+    assert of(ann.request("who", "#dev"), protocol.RoomMembers)
