@@ -370,6 +370,11 @@ class Terminal:
         through it. An interrupt() that came just before ends it at once."""
         with self._lock:
             self._app, self._loop, self._prompt = session.app, asyncio.get_running_loop(), prompt
+            if self._rooms is not None and session is self._sessions.get(True):
+                # A room joined or left since the prompt was chosen, its line
+                # printed before this read began: the prompt follows it.
+                session.message = self._prompt = self._rooms[1]()
+                self._status_shown(session)
             interrupted, self._interrupt = self._interrupt, None
             if self._waiting:
                 self._loop.call_soon(self._print_waiting)
