@@ -34,12 +34,13 @@ from dataclasses import dataclass, field
 
 from socket_chat.chat import names
 from socket_chat.chat.history import HistoryUnavailable, Line, RoomHistoryStore
-from socket_chat.chat.presentation import printable_text
+from socket_chat.chat.presentation import excerpt, printable_text
 from socket_chat.chat.room import DEFAULT_HISTORY, USER_LIST_BYTES, Member, Membership, Room
 from socket_chat.protocol import (
     GREETING_NAMES,
     MAX_ROOM_NAME_LENGTH,
     MAX_TOPIC_LENGTH,
+    MAX_USERNAME_LENGTH,
     Encoded,
     Joined,
     Message,
@@ -331,9 +332,12 @@ class Rooms:
             RoomRefused: not the room's founder, not invite-only, no one of that name.
         """
         room = self._room_of(membership, raw)
-        invitee = self._lobby.find(name.strip()) if name.strip() else None
+        name = name.strip()
+        fits = 0 < len(name) <= 4 * MAX_USERNAME_LENGTH  # no longer text is normalized (member.recipient_name)
+        invitee = self._lobby.find(name) if fits else None
         if invitee is None:
-            raise RoomRefused(f"No one called {name.strip() or '(no name)'} is online: no one was invited.")
+            shown = printable_text(excerpt(name, 40)) or "(no name)"
+            raise RoomRefused(f"No one called {shown} is online: no one was invited.")
         with room.lock:
             self._check_founder(room, membership, "/invite")
             if not room.invite_only:

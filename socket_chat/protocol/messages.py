@@ -81,7 +81,6 @@ __all__ = [
     "NewTicket",
     "MAX_ROOM_NAME_LENGTH",
     "MAX_TOPIC_LENGTH",
-    "ROOM_COMMANDS",
     "Rooms",
     "RoomRequest",
     "RoomLine",
@@ -754,8 +753,6 @@ class NewTicket(Message):
 MAX_ROOM_NAME_LENGTH = MAX_USERNAME_LENGTH
 #: Characters of a room's topic (IRC networks allow 300 to 390 bytes).
 MAX_TOPIC_LENGTH = 300
-#: What a RoomRequest's ``command`` may be.
-ROOM_COMMANDS = frozenset({"join", "part", "rooms", "topic", "who", "mode", "invite"})
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         default=None,
         metavar="FILE",
-        help="the keys that may run /kick, /ban, /unban, /bans, /release and /say from their own client "
+        help="the keys that may run /kick, /ban, /unban, /bans, /release, /say and /close from their own client "
         "(the allow file's format without the name: a fingerprint or an ssh-ed25519 public key a line, "
         "# a comment); read again on SIGHUP and /reload",
     )
