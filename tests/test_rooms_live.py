@@ -9,6 +9,7 @@ from socket_chat.chat.history import Line
 from socket_chat.chat.member import ROOMS_NOT_ASKED
 from socket_chat.chat.rooms import room_key
 from socket_chat.protocol import ChatMessage, ErrorNotice, RoomLine, RoomRequest, UserJoined
+from socket_chat.server.console import OperatorConsole
 from tests.helpers import DEADLINE, ChatTestClient
 from tests.test_store import opened  # noqa: F401 (a fixture)
 
@@ -47,9 +48,18 @@ def test_three_clients_rooms_beside_the_lobby_and_an_older_client_sees_only_the_
 
         ann.send(RoomRequest("rooms", "", ""))
         assert ann.expect(protocol.RoomList).rooms() == [("#dev", 2, "")]
-        assert running_server.close_room("#dev", "done") == ["#dev is closed (2 people were in it)."]
-        for client in (ann, bob):
-            assert client.expect(protocol.Parted) == protocol.Parted("#dev", "The operator closed #dev: done")
+        console = OperatorConsole(running_server)
+        assert console.execute("/kick #dev Bob spam") == ["Bob was kicked from #dev."]
+        assert bob.expect(protocol.Parted) == protocol.Parted("#dev", "You were kicked from #dev by the operator: spam")
+        assert ann.expect(protocol.RoomNotice).text == "Bob was kicked from #dev by the operator: spam"
+        bob.send(RoomRequest("join", "#dev", ""))  # still in the chat, and may come back
+        bob.expect(protocol.Joined), ann.expect(protocol.RoomNotice)
+        assert console.execute("/close #dev done") == ["#dev is closed (2 people were in it)."]
+        assert [type(e) for e in bob.events_until(protocol.Parted("#dev", "The operator closed #dev: done"))] == [
+            protocol.RoomHistoryLine  # Bob's line, from his coming back
+        ]
+        assert ann.expect(protocol.Parted) == protocol.Parted("#dev", "The operator closed #dev: done")
+        assert console.execute("/close #dev") == ["There is no room #dev."]
     finally:
         ann.close(), bob.close()
 
