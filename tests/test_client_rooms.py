@@ -57,18 +57,19 @@ def test_lines_go_to_the_current_room_and_the_prompt_names_it():
 
 def test_room_commands_name_a_room_or_take_the_current_one():
     session = in_rooms("#dev")
-    sent = Recorder(session).run("/join ops").run("/part bye all").run("/topic #ci the build").run("/who")
-    sent.run("/mode +i").run("/invite Randall Flagg").run("/invite Bob #ci").run("/rooms")
+    sent = Recorder(session).run("/join ops").run("/topic #ci the build").run("/who")
+    sent.run("/mode +i").run("/invite Randall Flagg").run("/invite Bob #ci").run("/rooms").run("/part bye all")
     assert sent.sent == [
         protocol.RoomRequest("join", "#ops", ""),  # the # is added
-        protocol.RoomRequest("part", "#dev", "bye all"),
         protocol.RoomRequest("topic", "#ci", "the build"),
         protocol.RoomRequest("who", "#dev", ""),
         protocol.RoomRequest("mode", "#dev", "+i"),
         protocol.RoomRequest("invite", "#dev", "Randall Flagg"),
         protocol.RoomRequest("invite", "#ci", "Bob"),
         protocol.RoomRequest("rooms", "", ""),
+        protocol.RoomRequest("part", "#dev", "bye all"),
     ]
+    assert session.rooms.current is None  # the /part of the current room: the lobby's at once
     lobby = in_rooms()
     refused = Recorder(lobby).run("/part").run("/mode +i")
     assert refused.sent == [] and refused.errors == [

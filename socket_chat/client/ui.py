@@ -784,6 +784,8 @@ def _part(ctx: Context, argument: str) -> None:
         ctx.error("The lobby is not left: /part leaves a room, /quit the chat.")
         return
     ctx.send(protocol.RoomRequest("part", room, reason))
+    if ctx.session.rooms.find(room) == ctx.session.rooms.current:
+        ctx.session.rooms.go(None)  # the next line goes to the lobby, not to the room on its way out
 
 
 def _list_rooms(ctx: Context, argument: str) -> None:
