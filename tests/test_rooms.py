@@ -12,6 +12,7 @@ from socket_chat.chat.history import Line
 from socket_chat.chat.member import NO_ROOMS_HERE, ROOMS_NOT_ASKED
 from socket_chat.chat.room import Room
 from socket_chat.chat.rooms import RoomRefused, Rooms, room_key, room_name
+from tests.helpers import run_threads
 from tests.test_member import STRICT, Person, errors
 
 KEY_A = "SHA256:" + "A" * 43
@@ -282,3 +283,26 @@ def test_room_requests_and_lines_are_charged_to_flood_control(lobby, rooms):
     assert errors(ann.say("#dev", "two"))[0].startswith('Slow down: "two" was not sent.')
     ann.clock.advance(1.0)
     assert of(ann.request("who", "#dev"), protocol.RoomMembers)
+
+
+def test_lines_said_at_once_from_several_threads_reach_everyone_in_one_order_per_room(lobby):
+    rooms = Rooms(lobby, history_size=0)
+    people = [member(lobby, rooms, f"P{n}") for n in range(4)]
+    listeners = [member(lobby, rooms, name) for name in ("Ann", "Bob")]
+    for person in people + listeners:
+        person.request("join", "#dev")
+    for person in people + listeners:
+        person.heard()
+
+    def talk(person: Member) -> None:
+        me = person.session.membership
+        assert me is not None
+        for n in range(50):
+            rooms.say(me, "#dev", "chat", f"{me.name} {n}")
+
+    run_threads([lambda p=p: talk(p) for p in people])
+    heard = [[(m.id, m.text) for m in of(listener.heard(), protocol.RoomMessage)] for listener in listeners]
+    assert heard[0] == heard[1]  # one order
+    assert [line_id for line_id, _ in heard[0]] == [str(n) for n in range(1, 201)]  # numbered in it, none lost
+    for name in (f"P{n}" for n in range(4)):  # each one's lines in the order said
+        assert [text for _, text in heard[0] if text.split()[0] == name] == [f"{name} {n}" for n in range(50)]

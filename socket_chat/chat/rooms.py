@@ -209,32 +209,40 @@ class Rooms:
         """
         raw = room_shape(raw)
         key = room_key(raw)
+        cut: list[Member] = []
+        while not self._seated(membership, raw, key, cut):
+            pass  # the room went between the look and the lock: its history is read first
+        _cut_off(cut)
+
+    def _seated(self, membership: Membership, raw: str, key: str, cut: list[Member]) -> bool:
+        """``join``'s work; False if the room was there when looked at and
+        gone under the lock (a room made again must start from its stored
+        lines, or its IDs would be given twice)."""
         new = key not in self._rooms
         if new:
             room_name(raw)  # only a room to be made needs a name that may be taken (refused here, before any read)
         lines = self._stored_lines(key) if new else []  # the store's read: before any lock
-        cut: list[Member] = []
         with self._lock:
             room = self._rooms.get(key)
+            if room is None and not new:
+                return False
             if room is None:
                 room = self._made(room_name(raw), key, membership, lines)
             elif membership.member_id not in room.seats:
                 self._check_room_for(room, membership)
             self._check_person_cap(membership, key)
             with room.lock:
-                new = membership.member_id not in room.seats
+                arriving = membership.member_id not in room.seats
                 room.seats[membership.member_id] = membership
                 self._joined[membership.member_id].add(key)
-                if new and room.founder not in room.seats:
-                    room.founder = membership.member_id
                 self._deliver(room, self._welcome(room), cut, only=membership)
-                if new:
+                if arriving:
                     room.invited = collections.deque(
                         (i for i in room.invited if not i.admits(membership)), maxlen=MAX_INVITATIONS
                     )
                     joined = encode(RoomNotice(room.name, f"{membership.name} joined {room.name}."))
                     self._deliver(room, joined, cut, but=membership)
-        _cut_off(cut)
+        return True
 
     def part(self, membership: Membership, raw: str, reason: str = "") -> None:
         """Take the member out of a room they are in; they are sent
