@@ -11,6 +11,14 @@ from socket_chat.chat.rooms import room_key
 from socket_chat.protocol import ChatMessage, ErrorNotice, RoomLine, RoomRequest, UserJoined
 from socket_chat.server.console import OperatorConsole
 from tests.helpers import DEADLINE, ChatTestClient
+from tests.test_bans import (  # noqa: F401 (fixtures)
+    BOB,
+    OPERATOR,
+    clock,
+    operator_says,
+    operators_path,
+    ops_server,
+)
 from tests.test_store import opened  # noqa: F401 (a fixture)
 
 
@@ -78,3 +86,27 @@ def test_a_rooms_lines_are_stored_by_room_and_read_back_after_a_restart(opened, 
     ]
     assert again.room_recent(room_key("#dev"), 1) == [Line(2, 1764100001, "action", "Ann", "waves")]
     assert again.recent(10) == []  # the lobby's history holds none of them
+
+
+def test_an_operator_closes_a_room_and_kicks_from_one_from_their_own_client(ops_server):
+    server, clients = ops_server
+    ann = ChatTestClient(server.server_address)
+    clients.append(ann)
+    ann.handshake(OPERATOR, rooms=True)
+    ann.join("Ann")
+    ann.expect(protocol.OperatorStatus)
+    bob = ChatTestClient(server.server_address)
+    clients.append(bob)
+    bob.handshake(BOB, rooms=True)
+    bob.join("Bob")
+    bob.send(RoomRequest("join", "#ops", ""))
+    assert bob.expect(protocol.Joined).room == "#ops"
+    assert operator_says(ann, "kick", "#ops Bob off topic")[-1] == "Bob was kicked from #ops."
+    assert bob.expect(protocol.Parted) == protocol.Parted(
+        "#ops", "You were kicked from #ops by the operator: off topic"
+    )
+    bob.send(RoomRequest("join", "#ops", ""))
+    bob.expect(protocol.Joined)
+    assert operator_says(ann, "close", "#ops")[-1] == "#ops is closed (1 person were in it)."
+    assert bob.expect(protocol.Parted) == protocol.Parted("#ops", "The operator closed #ops.")
+    assert operator_says(bob, "close", "#ops") == ["Only the server's operators may use /close; nothing was done."]

@@ -411,7 +411,7 @@ class Rooms:
             count = len(room.seats)
             room.seats.clear()
         _cut_off(cut)
-        return f"{room.name} is closed ({count} {'person' if count == 1 else 'people'} were in it)."
+        return f"{room.name} is closed ({count} {'person was' if count == 1 else 'people were'} in it)."
 
     def kick(self, raw: str, name: str, reason: str = "") -> str:
         """Take ``name`` out of a room: they are sent ``Parted`` with why,
