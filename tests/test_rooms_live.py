@@ -107,6 +107,6 @@ def test_an_operator_closes_a_room_and_kicks_from_one_from_their_own_client(ops_
     )
     bob.send(RoomRequest("join", "#ops", ""))
     bob.expect(protocol.Joined)
-    assert operator_says(ann, "close", "#ops")[-1] == "#ops is closed (1 person were in it)."
+    assert operator_says(ann, "close", "#ops")[-1] == "#ops is closed (1 person was in it)."
     assert bob.expect(protocol.Parted) == protocol.Parted("#ops", "The operator closed #ops.")
     assert operator_says(bob, "close", "#ops") == ["Only the server's operators may use /close; nothing was done."]
