@@ -207,6 +207,7 @@ def test_the_operator_closes_a_room_and_kicks_from_one(lobby, rooms):
     assert errors(ann.say("#dev", "hello?")) == ["There is no room #dev. The line was not sent."]
     with pytest.raises(RoomRefused, match="There is no room #dev"):
         rooms.close("#dev")
+    assert rooms._joined == {}  # nothing kept for the people who were in it
 
 
 def test_room_requests_are_refused_without_the_offer_taken_or_without_rooms(lobby, rooms):

@@ -407,6 +407,8 @@ class Rooms:
             self._rooms.pop(room.key, None)
             for member_id in room.seats:
                 self._joined[member_id].discard(room.key)
+                if not self._joined[member_id]:
+                    del self._joined[member_id]  # none kept for someone in no room
             self._deliver(room, encode(Parted(room.name, f"The operator closed {room.name}{because}")), cut)
             count = len(room.seats)
             room.seats.clear()
