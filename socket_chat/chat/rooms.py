@@ -150,7 +150,7 @@ class ChatRoom:
 
     name: str
     key: str
-    history: collections.deque[Line]
+    history: collections.deque[Encoded]  #: the last lines, as a newcomer is sent them (RoomHistoryLine)
     last_id: int = 0
     topic: str = ""
     invite_only: bool = False
@@ -291,7 +291,7 @@ class Rooms:
             line = Line(room.last_id, message.sent_at, message.kind, message.sender, message.text)
             item = encode(RoomMessage(room.name, str(line.id), line.sent_at, line.kind, line.sender, line.text))
             if room.history.maxlen:
-                room.history.append(line)
+                room.history.append(_kept(room.name, line, item))
                 if self._store is not None:
                     self._store.keep_room(room.key, line)  # O(1), never blocks: in the room's order
             for member_id, m in room.seats.items():
@@ -451,7 +451,7 @@ class Rooms:
                 "Join one of them (/rooms lists them)."
             )
         self._check_person_cap(membership, key)
-        history: collections.deque[Line] = collections.deque(lines, maxlen=self._history_size)
+        history = collections.deque((_kept(name, line) for line in lines), maxlen=self._history_size)
         room = ChatRoom(name, key, history, last_id=max((line.id for line in lines), default=0))
         room.founder = membership.member_id
         self._rooms[key] = room
@@ -512,12 +512,8 @@ class Rooms:
     def _welcome(self, room: ChatRoom) -> list[Encoded]:
         """``Joined`` and the history (under the room's lock)."""
         listed = [m.name for m in itertools.islice(room.seats.values(), GREETING_NAMES)]
-        items = [encode(Joined(room.name, room.topic, len(room.seats), "\n".join(sorted(listed, key=str.casefold))))]
-        items += [
-            encode(RoomHistoryLine(room.name, str(line.id), line.sent_at, line.kind, line.sender, line.text))
-            for line in room.history
-        ]
-        return items
+        joined = Joined(room.name, room.topic, len(room.seats), "\n".join(sorted(listed, key=str.casefold)))
+        return [encode(joined), *room.history]
 
     @staticmethod
     def _deliver(
@@ -535,6 +531,14 @@ class Rooms:
         for m in targets:
             if not all(m.member.deliver(item) for item in items):
                 cut.append(m.member)
+
+
+def _kept(room: str, line: Line, live: Encoded | None = None) -> Encoded:
+    """``line`` as a newcomer is sent it. A RoomHistoryLine has the fields
+    of the RoomMessage it was (``live``), in the same order: only the type
+    byte differs, so its bytes are not encoded again under the room's lock."""
+    history = RoomHistoryLine(room, str(line.id), line.sent_at, line.kind, line.sender, line.text)
+    return encode(history) if live is None else Encoded(history, bytes([RoomHistoryLine.TYPE]) + live.payload[1:])
 
 
 def _cut_off(members: list[Member]) -> None:
