@@ -4,9 +4,12 @@ switches, and what is typed goes to the current room."""
 
 from __future__ import annotations
 
+import pytest
+
 from socket_chat import protocol
 from tests.test_rooms_live import in_rooms
 from tests.test_terminal import expect_event, join_at_terminal, open_pty  # noqa: F401 (fixture)
+from tests.test_terminal_ux import RESTART_HOST, servers  # noqa: F401 (a fixture)
 
 
 def below_prompt(shown: str):
@@ -47,3 +50,25 @@ def expect_event_of(client, kind):
     while not isinstance(event := client.next_event(), kind):
         pass
     return event
+
+
+@pytest.mark.slow  # about 3 s: the client waits a second or two before it connects again
+def test_after_a_restart_the_client_joins_its_rooms_again(servers, open_pty):
+    first = servers()
+    port = first.server_address[1]
+    pty = open_pty(port, "--host", RESTART_HOST)
+    join_at_terminal(pty, "Ann")
+    pty.type_line("/join #dev")
+    pty.expect_input("#dev> ")
+    servers.stop(first)
+    pty.expect(b"Reconnecting")
+    second = servers(port=port)
+    pty.expect(b"* Reconnected as Ann.", timeout=15)
+    pty.expect(b"* You are in #dev: 1 here: Ann.")
+    pty.expect_input("#dev> ")
+    bob = in_rooms(second, "Bob")
+    try:
+        bob.send(protocol.RoomRequest("join", "#dev", ""))
+        assert bob.expect(protocol.Joined) == protocol.Joined("#dev", "", 2, "Ann\nBob")
+    finally:
+        bob.close()
