@@ -88,6 +88,8 @@ class Terminal:
         self._completion: tuple[Callable[[], list[str]], LineCompleter] | None = None
         self._made_input: Input | None = None
         self._sessions: dict[bool, PromptSession[str]] = {}
+        # The client's rooms (enable_rooms): switch, the prompt, the status line.
+        self._rooms: tuple[Callable[[str], bool], Callable[[], str], Callable[[], str]] | None = None
         #: After Enter, take the typed line off the screen: the server's
         #: echo shows it as the others see it (the client sets this).
         self.erase_entered = False
@@ -207,6 +209,23 @@ class Terminal:
         if True in self._sessions:  # else made with it
             self._sessions[True].completer = _whole_lines(names, complete)
 
+    def enable_rooms(self, switch: Callable[[str], bool], prompt: Callable[[], str], status: Callable[[], str]) -> None:
+        """Alt-1..Alt-9, Ctrl-N and Ctrl-P switch rooms while the person is
+        in one: ``switch("3")``, ``switch("next")``, ``switch("previous")``
+        (True if it did), and the prompt being read becomes ``prompt()``.
+        ``status()``, when not empty, is the status line below the prompt."""
+        self._rooms = (switch, prompt, status)
+
+    def _status_shown(self, session: PromptSession[str] | None) -> None:
+        """The status line below the prompt while there is one to show (in
+        a room); none at all in the lobby alone, as before rooms."""
+        if session is not None:
+            wanted = self._rooms is not None and bool(self._rooms[2]())
+            session.bottom_toolbar = self._status_line if wanted else None
+
+    def _status_line(self) -> str:
+        return f" {self._rooms[2]()} " if self._rooms is not None else ""
+
     def show(self, line: str) -> None:
         """Print ``line``; above the prompt and the typed line while one is
         read (by the reading thread's loop, between two keys)."""
@@ -248,6 +267,10 @@ class Terminal:
                     stream.write(text)
                     stream.flush()
             app.output.flush()
+            chat = self._sessions.get(True)
+            if chat is not None and chat.app is app and self._rooms is not None:
+                chat.message = self._rooms[1]()  # a room joined or left meanwhile: its prompt
+                self._status_shown(chat)  # and the counts, which may have changed
         app.invalidate()
 
     def interrupt(self, exc: BaseException, erase: bool = True) -> None:
@@ -299,6 +322,7 @@ class Terminal:
         default, self._to_insert = self._to_insert, ""
         self._left_typed = ""
         self._show_typing()
+        self._status_shown(session if remember else None)
         try:
             return session.prompt(prompt, default=default, pre_run=lambda: self._reading(session, prompt))
         finally:
@@ -358,6 +382,11 @@ class Terminal:
         through it. An interrupt() that came just before ends it at once."""
         with self._lock:
             self._app, self._loop, self._prompt = session.app, asyncio.get_running_loop(), prompt
+            if self._rooms is not None and session is self._sessions.get(True):
+                # A room joined or left since the prompt was chosen, its line
+                # printed before this read began: the prompt follows it.
+                session.message = self._prompt = self._rooms[1]()
+                self._status_shown(session)
             interrupted, self._interrupt = self._interrupt, None
             if self._waiting:
                 self._loop.call_soon(self._print_waiting)
@@ -395,6 +424,23 @@ class Terminal:
         from prompt_toolkit.keys import Keys
 
         bindings = KeyBindings()
+        in_rooms = Condition(lambda: self._rooms is not None and bool(self._rooms[2]()))
+
+        def switch_to(which: str) -> Callable[[KeyPressEvent], None]:
+            def switch(event: KeyPressEvent) -> None:
+                if self._rooms is not None and self._rooms[0](which):
+                    session = self._sessions.get(True)
+                    if session is not None:
+                        session.message = self._rooms[1]()
+                        self._status_shown(session)
+                    event.app.invalidate()
+
+            return switch
+
+        for number in range(1, 10):  # Alt-N: ESC then N, as terminals send it
+            bindings.add("escape", str(number), filter=in_rooms)(switch_to(str(number)))
+        bindings.add(Keys.ControlN, filter=in_rooms)(switch_to("next"))
+        bindings.add(Keys.ControlP, filter=in_rooms)(switch_to("previous"))
 
         @bindings.add(Keys.Enter)
         @bindings.add(Keys.ControlJ)  # LF: Enter on a terminal that sends it
@@ -467,7 +513,14 @@ def _output() -> Vt100_Output:
     lists them), and an answer that comes late is taken for typed keys."""
     from prompt_toolkit.output.vt100 import Vt100_Output
 
-    output = Vt100_Output.from_pty(sys.stdout)
+    class Output(Vt100_Output):
+        def get_rows_below_cursor_position(self) -> int:
+            # Without cursor position requests prompt_toolkit cannot know
+            # the rows below the prompt, and would draw no status line:
+            # the one it needs is there (the terminal scrolls if not).
+            return 1
+
+    output = Output.from_pty(sys.stdout)
     output.enable_cpr = False
     return output
 

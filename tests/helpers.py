@@ -60,14 +60,21 @@ class ChatTestClient:
         self.greeting: Greeting | None = None
 
     def handshake(
-        self, identity: PersonKey | None = None, guest: bool = False, stamps: bool = False, multiline: bool = False
+        self,
+        identity: PersonKey | None = None,
+        guest: bool = False,
+        stamps: bool = False,
+        multiline: bool = False,
+        rooms: bool = False,
     ) -> None:
         """The handshake and the server's first words, then a key proof as
         a newer client sends it: of ``identity``, or of a key made for the
         connection. ``guest``: no proof, as an older client or a script.
         ``stamps``: answer the server's offer of message IDs and times (else
         it is passed over, as an older client does). ``multiline``: take
-        blocks whole (else each comes as one message a line)."""
+        blocks whole (else each comes as one message a line). ``rooms``:
+        answer the offer of rooms (else the client stays in the lobby, as an
+        older one)."""
         self.hello = self.next_event()
         assert isinstance(self.hello, ServerHello)
         self.conn.accept_server_key()
@@ -89,6 +96,10 @@ class ChatTestClient:
             self.max_lines = event.max_lines
             if multiline:
                 self.send(protocol.Multiline())
+            event = self.next_event()
+        if isinstance(event, protocol.Rooms):  # not from a server of a cluster, nor of before rooms
+            if rooms:
+                self.send(protocol.Rooms())
             event = self.next_event()
         assert isinstance(event, UsernameRequest), event
 

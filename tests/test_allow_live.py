@@ -89,6 +89,7 @@ def test_an_outsider_gets_exactly_the_refusal_and_no_chat_data(private_server, i
         protocol.ProofRequest(),
         protocol.Stamps(),
         protocol.MultilineOffer(DEFAULT_MAX_LINES),
+        protocol.Rooms(),
         protocol.UsernameRequest("Please enter a username."),
         protocol.Goodbye(INVITED_ONLY),
     ]

@@ -296,6 +296,7 @@ def test_an_operator_is_told_so_and_bans_from_the_client(ops_server, caplog):
         protocol.ProofRequest,
         protocol.Stamps,
         protocol.MultilineOffer,
+        protocol.Rooms,
         protocol.UsernameRequest,
         protocol.Goodbye,
     ]

@@ -19,6 +19,7 @@ from socket_chat.client import __main__ as client_main
 from socket_chat.client import conversation, session
 from socket_chat.client import ui as client_ui
 from socket_chat.client.link import ClientError, ServerLink, establish
+from socket_chat.client.rooms import RoomState
 from socket_chat.protocol import (
     ChatLine,
     ChatMessage,
@@ -185,7 +186,7 @@ def test_reconnecting_gives_up_when_the_name_stays_taken(monkeypatch):
     monkeypatch.setattr(session, "connect", connect)
     monkeypatch.setattr(session, "trust_server", lambda link, args, terminal: None)
     monkeypatch.setattr(session, "take_back_name", lambda link, display, name: False)
-    display = types.SimpleNamespace(terminal=None, session=types.SimpleNamespace(own_name="Ann"))
+    display = types.SimpleNamespace(terminal=None, session=types.SimpleNamespace(own_name="Ann", rooms=RoomState()))
     with pytest.raises(ClientError, match=r"Reconnected, but the name Ann stays taken: giving up\."):
         session.reconnect(types.SimpleNamespace(host="127.0.0.1", port=1), display)
     assert tries[-2] - tries[0] <= session.NAME_RETRY < tries[-1] - tries[0]  # it gave up at the first try past it

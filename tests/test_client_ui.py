@@ -280,7 +280,7 @@ NAMES = ["Ann", "Randall Flagg", "randy"]
         ("/ignore a", ["/ignore Ann "]),
         ("ran", ["Randall Flagg: ", "randy: "]),
         ("Randall F", ["Randall Flagg: "]),
-        ("/m", ["/marks ", "/msg ", "/me ", "/mentions "]),
+        ("/m", ["/marks ", "/msg ", "/me ", "/mentions ", "/mode "]),
         ("/NI", ["/nick "]),
         ("", []),
         ("hello ra", []),

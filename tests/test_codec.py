@@ -89,6 +89,16 @@ def test_codec_type_numbers_are_the_specs():
         "NewTicket": 0x53,
         "MultilineOffer": 0x60,
         "Multiline": 0x61,
+        "Rooms": 0x64,
+        "RoomRequest": 0x65,
+        "RoomLine": 0x66,
+        "RoomMessage": 0x67,
+        "RoomNotice": 0x68,
+        "Joined": 0x69,
+        "Parted": 0x6A,
+        "RoomList": 0x6B,
+        "RoomMembers": 0x6C,
+        "RoomHistoryLine": 0x6D,
     }
 
 

@@ -33,7 +33,7 @@ def test_console_kick_without_a_reason_and_of_an_unknown_name(running_server, co
     bob = connect("Bob")
     operator = OperatorConsole(running_server)
     assert operator.execute("/kick Nobody") == ["No one called Nobody is online."]
-    assert operator.execute("/kick") == ["Usage: /kick NAME [REASON]"]
+    assert operator.execute("/kick") == ["Usage: /kick NAME [REASON], or /kick #ROOM NAME [REASON]"]
     operator.execute("/kick Bob")
     assert bob.expect(Goodbye) == Goodbye("You were kicked by the operator.")
 
@@ -57,6 +57,7 @@ def test_console_say_users_help_and_unknown(running_server, connect):
         "/bans",
         "/release",
         "/say",
+        "/close",
         "/reload",
         "/invite",
         "/forget",

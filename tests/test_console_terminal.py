@@ -119,7 +119,7 @@ def test_completion_of_console_lines():
     names = ["Alice", "alfred", "Bob"]
     assert complete("/k", names) == ["/kick "]
     assert complete("/", names) == [
-        *["/help ", "/users ", "/kick ", "/ban ", "/unban ", "/bans ", "/release ", "/say ", "/reload "],
+        *["/help ", "/users ", "/kick ", "/ban ", "/unban ", "/bans ", "/release ", "/say ", "/close ", "/reload "],
         *["/invite ", "/forget ", "/quit "],
     ]
     assert complete("/kick al", names) == ["/kick Alice ", "/kick alfred "]

@@ -230,7 +230,10 @@ def test_history_option_refuses_what_is_not_a_count(value):
     [
         (
             "server.py",
-            ["--host", "--port", "--key", "--history", "--motd", "/users", "/kick NAME [REASON]", "/say TEXT", "/quit"],
+            [
+                *["--host", "--port", "--key", "--history", "--motd", "--max-rooms", "--room-size"],
+                *["/users", "/kick [#ROOM] NAME [REASON]", "/say TEXT", "/close #ROOM [REASON]", "/quit"],
+            ],
         ),
         (
             "client.py",

@@ -142,7 +142,9 @@ def answered_before_joining(payload: bytes) -> bool:
         return False
     # EchoOwnLines is answered in kind, a TicketRequest with a NewTicket;
     # Stamps (the offer taken) not at all.
-    return not isinstance(message, (Goodbye, protocol.EchoOwnLines, protocol.Stamps, protocol.TicketRequest))
+    return not isinstance(
+        message, (Goodbye, protocol.EchoOwnLines, protocol.Stamps, protocol.Rooms, protocol.TicketRequest)
+    )
 
 
 def answered_with_an_error(payload: bytes) -> bool:
@@ -165,6 +167,7 @@ def answered_with_an_error(payload: bytes) -> bool:
             UserListRequest,
             protocol.EchoOwnLines,
             protocol.Stamps,
+            protocol.Rooms,
             protocol.HistoryRequest,
             protocol.MentionsRequest,
             protocol.TicketRequest,

@@ -110,6 +110,10 @@ CLIENT_MESSAGES = [
     protocol.TicketRequest(),
     protocol.Multiline(),
     ChatLine("first line\n\n  third, indented"),
+    protocol.Rooms(),
+    protocol.RoomRequest("join", "#dev", ""),
+    protocol.RoomRequest("rooms", "", ""),
+    protocol.RoomLine("#dev", "chat", "hi"),
     Goodbye("leaving"),  # last: nothing may follow it
 ]
 SERVER_MESSAGES = [
@@ -155,6 +159,14 @@ SERVER_MESSAGES = [
     protocol.NewTicket(0, b""),
     protocol.MultilineOffer(50),
     ChatMessage("Zoë", "first line\nsecond line"),
+    protocol.Rooms(),
+    protocol.RoomMessage("#dev", "7", 1764100000, "chat", "Zoë", "hi"),
+    protocol.RoomNotice("#dev", "bob joined #dev."),
+    protocol.Joined("#dev", "builds", 2, "Zoë\nbob"),
+    protocol.Parted("#dev", ""),
+    protocol.RoomList.of([("#dev", 2, "builds"), ("#ops", 1, "")]),
+    protocol.RoomMembers("#dev", "Zoë\nbob"),
+    protocol.RoomHistoryLine("#dev", "6", 1764099990, "action", "bob", "waves"),
     Goodbye("Server is shutting down."),  # last: nothing may follow it
 ]
 SERVER_ONLY = [

@@ -24,7 +24,16 @@ from typing import Protocol
 from socket_chat.chat.presentation import mentions
 from socket_chat.protocol import HistoryLine, HistoryMessage, StampedLine
 
-__all__ = ["HistoryStore", "HistoryUnavailable", "Line", "MemoryHistory", "MEMORY_LINES", "MENTIONS_CAP", "Seen"]
+__all__ = [
+    "HistoryStore",
+    "HistoryUnavailable",
+    "Line",
+    "MemoryHistory",
+    "MEMORY_LINES",
+    "MENTIONS_CAP",
+    "RoomHistoryStore",
+    "Seen",
+]
 
 #: Lines ``MemoryHistory`` keeps for ``/history`` (``--store none``).
 MEMORY_LINES = 10_000
@@ -128,6 +137,25 @@ class HistoryStore(Protocol):
 
     def save_away(self, fingerprint: str, message: str | None) -> None:
         """Keep (``message``) or drop (None) the key's away state (as ``save_seen``)."""
+        ...
+
+
+class RoomHistoryStore(Protocol):
+    """What the rooms (rooms.py) need of a store: each room's lines, by
+    the room's key (``rooms.room_key``), in an ID sequence of its own."""
+
+    def keep_room(self, room: str, entry: Line) -> None:
+        """Store ``entry`` of ``room`` later; as ``HistoryStore.keep``, O(1)
+        and never blocking (it is called under the room's lock)."""
+        ...
+
+    def room_recent(self, room: str, count: int) -> list[Line]:
+        """The last ``count`` lines of ``room``, oldest first (read when
+        the room is made, outside every lock).
+
+        Raises:
+            HistoryUnavailable: the store cannot answer now.
+        """
         ...
 
 

@@ -32,6 +32,7 @@ from socket_chat.chat.offline import OfflineMessages, OfflineUnavailable
 from socket_chat.chat.presentation import excerpt, printable_text
 from socket_chat.chat.registrations import MAX_DEVICES, DeviceAdded, NameRegistry, RegistryUnavailable, Taken
 from socket_chat.chat.room import Member, Membership, Room, user_list_messages
+from socket_chat.chat.rooms import RoomRefused, Rooms
 from socket_chat.chat.search import (
     MAX_SEARCH_RESULTS,
     NO_INDEX,
@@ -71,6 +72,8 @@ __all__ = [
     "MENTIONS_NEED_A_KEY",
     "MENTIONS_FIRST_VISIT",
     "STILL_AWAY",
+    "NO_ROOMS_HERE",
+    "ROOMS_NOT_ASKED",
     "MemberSession",
     "Stage",
     "line_id_of",
@@ -144,10 +147,15 @@ GUESTS_REFUSED = (
     "client (it makes a key and proves it by itself), or ask the server's operator."
 )
 
+#: A room request on a server with no rooms (in a cluster, for now).
+NO_ROOMS_HERE = "This server has no rooms (a server of a cluster has none yet): you are in the lobby."
+#: A room request from a client that did not take the server's offer (``Rooms``).
+ROOMS_NOT_ASKED = "Rooms are sent only to a client that asked for them (Rooms, PROTOCOL.md): you are in the lobby."
+
 #: An operator's command sent by someone who is not one (``command``: ``ban``).
 NOT_AN_OPERATOR = "Only the server's operators may use /{command}; nothing was done."
 #: What an OperatorCommand may name (PROTOCOL.md, "Operators and bans").
-OPERATOR_COMMAND_NAMES = frozenset({"kick", "ban", "unban", "bans", "release", "say"})
+OPERATOR_COMMAND_NAMES = frozenset({"kick", "ban", "unban", "bans", "release", "say", "close"})
 
 #: The chat's log: joins, renames and relays (the server's log, too).
 log = logging.getLogger("chat.server")
@@ -194,6 +202,8 @@ class MemberSession:
         operate: runs an operator's command for this session (the server's
             ``operate``: the session, the command, its argument), returning
             the lines to tell; None: no such commands here.
+        rooms: the rooms besides the lobby (rooms.py), offered (``Rooms``)
+            and served to a client that takes the offer; None: none here.
         tickets: makes the resumption ticket asked for (``TicketRequest``)
             for the key proved so far (None: a guest); None: this server
             gives none (it answers ``NewTicket(0, b"")``).
@@ -226,6 +236,7 @@ class MemberSession:
         operators: Callable[[], AllowList | None] | None = None,
         operate: Callable[[MemberSession, str, str], list[str]] | None = None,
         tickets: Callable[[str | None], protocol.NewTicket] | None = None,
+        rooms: Rooms | None = None,
     ) -> None:
         self.room, self.member, self.limits = room, member, limits
         self._tell = tell
@@ -252,6 +263,8 @@ class MemberSession:
         self._operator_lock = threading.Lock()  # recheck_operator: the reader and a reload's thread
         self._tickets = tickets
         self._ticket_given = False
+        self._rooms = rooms
+        self._in_rooms = False  # the person took the offer of rooms (Rooms)
 
     @property
     def stage(self) -> Stage:
@@ -276,6 +289,8 @@ class MemberSession:
             self._tell(protocol.ProofRequest())
         self._tell(protocol.Stamps())
         self._tell(protocol.MultilineOffer(self.limits.max_lines))
+        if self._rooms is not None:
+            self._tell(protocol.Rooms())
         self._tell(protocol.UsernameRequest(ASK_USERNAME))
 
     def receive(self, event: protocol.Event) -> None:
@@ -297,6 +312,8 @@ class MemberSession:
         self._stage = Stage.ENDED
         membership, self.membership = self.membership, None
         if membership is not None:
+            if self._rooms is not None:
+                self._rooms.leave_all(membership)
             self.room.leave(membership, self.parting)
             log.info("%s left", membership.name)
 
@@ -330,6 +347,10 @@ class MemberSession:
         a client that did not take blocks, one message a line."""
         for piece in [message] if self._multiline else blocks.pieces(message):
             self._tell(piece)
+
+    def _rooms_on(self, event: protocol.Rooms) -> None:
+        """Rooms from now on (no answer: the server offered them)."""
+        self._in_rooms = self._rooms is not None
 
     def _give_ticket(self, event: protocol.TicketRequest) -> None:
         if self._ticket_given:
@@ -854,6 +875,65 @@ class MemberSession:
             self._tell_line(line.stamped())
         self._tell(protocol.PageEnd("mentions", len(lines), 0))
 
+    def _room_request(self, request: protocol.RoomRequest) -> None:
+        """``/join``, ``/part``, ``/rooms``, ``/topic``, ``/who``, ``/mode``,
+        ``/invite``: done by the rooms, or refused with the reason."""
+        if not self._within_rate("nothing was done") or not self._rooms_served():
+            return
+        assert self._rooms is not None
+        command, room, argument = request.command.lower(), request.room.strip(), request.argument
+        try:
+            if command == "join":
+                self._rooms.join(self._me, room)
+                log.info("%s joined %s", self._me.name, printable_text(excerpt(room, 40)))
+            elif command == "part":
+                self._rooms.part(self._me, room, printable_text(excerpt(" ".join(argument.split()), 200)))
+            elif command == "rooms":
+                for message in self._rooms.listing():
+                    self._tell(message)
+            elif command == "topic":
+                self._rooms.set_topic(self._me, room, argument)
+            elif command == "who":
+                self._tell(self._rooms.who(self._me, room))
+            elif command == "mode":
+                self._rooms.set_mode(self._me, room, argument.strip())
+            elif command == "invite":
+                self._tell(protocol.Notice(self._rooms.invite(self._me, room, argument)))
+            else:
+                self._tell(protocol.ErrorNotice(f"There is no room command /{excerpt(request.command, 20)}."))
+        except RoomRefused as refused:
+            self._tell(protocol.ErrorNotice(str(refused)))
+
+    def _room_line(self, line: protocol.RoomLine) -> None:
+        """A line or action for a room the person is in."""
+        if line.kind not in ("chat", "action"):
+            if self._within_rate("it was not sent"):
+                self._tell(protocol.ErrorNotice(f"A room line's kind is chat or action, not {excerpt(line.kind, 20)}."))
+            return
+        if not self._admit(line.text) or not self._rooms_served():
+            return
+        assert self._rooms is not None
+        try:
+            self._rooms.say(self._me, line.room.strip(), line.kind, line.text, echo=self._echo)
+        except RoomRefused as refused:
+            self._tell(protocol.ErrorNotice(f"{refused} The line was not sent."))
+            return
+        self._log_relay(line.room, line.text)
+
+    def _rooms_served(self) -> bool:
+        """Whether this person may use rooms here (if not, told why)."""
+        if self._rooms is None:
+            self._tell(protocol.ErrorNotice(NO_ROOMS_HERE))
+        elif not self._in_rooms:
+            self._tell(protocol.ErrorNotice(ROOMS_NOT_ASKED))
+        return self._in_rooms
+
+    def _log_relay(self, room: str, text: str) -> None:
+        if self.log_messages:
+            log.info("%s to %s: %s", self._me.name, printable_text(excerpt(room, 40)), printable_text(text))
+        else:
+            log.info("%s to %s: %d characters", self._me.name, printable_text(excerpt(room, 40)), len(text))
+
     def _part(self, goodbye: protocol.Goodbye) -> None:
         """The person leaves, with a parting line if it passes the checks."""
         if goodbye.reason and self._admit(goodbye.reason):
@@ -1008,6 +1088,7 @@ _ANY_STAGE: dict[type, Rule] = {
     protocol.Stamps: MemberSession._stamps_on,
     protocol.Multiline: MemberSession._multiline_on,
     protocol.TicketRequest: MemberSession._give_ticket,
+    protocol.Rooms: MemberSession._rooms_on,
 }
 
 #: What each event does at each stage (h11's table of transitions).
@@ -1030,6 +1111,8 @@ RULES: dict[Stage, dict[type, Rule]] = {
         protocol.OperatorCommand: MemberSession._operate,
         protocol.HistoryRequest: MemberSession._history,
         protocol.MentionsRequest: MemberSession._mentions,
+        protocol.RoomRequest: MemberSession._room_request,
+        protocol.RoomLine: MemberSession._room_line,
         protocol.Goodbye: MemberSession._part,
     },
 }

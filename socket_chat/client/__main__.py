@@ -125,6 +125,9 @@ def make_display(args: argparse.Namespace, terminal: Terminal) -> Display:
     bell = on_terminal if args.bell is None else args.bell and on_terminal
     session = Session()
     session.mark_guests = args.mark_guests
+    # Off a terminal, every room line has its room's name first (no status line to tell).
+    session.rooms.always_named = not terminal.interactive
+    terminal.enable_rooms(session.rooms.switch, session.rooms.prompt, session.rooms.status)
     return Display(terminal, session, Style(colour), timestamps=args.timestamps, bell=bell, ids=args.ids)
 
 

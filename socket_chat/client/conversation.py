@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import socket
 from collections import deque
+from collections.abc import Callable
 
 from socket_chat import protocol
 from socket_chat.chat.presentation import printable_text
@@ -72,8 +73,9 @@ class TypedLines:
     the person can be told how many wait, and which were not sent if they
     stop it; it comes before whatever the terminal gives next."""
 
-    def __init__(self, terminal: Terminal) -> None:
+    def __init__(self, terminal: Terminal, prompt: Callable[[], str] = lambda: CHAT_PROMPT) -> None:
         self.terminal = terminal
+        self.prompt = prompt  # the current room's (#dev> ), or the chat's
         self.backlog: deque[str] = deque()
         self.current: str | None = None  # the line being acted on, not yet sent
         self._partial = ""  # read ahead after the last line end: the line being typed
@@ -90,7 +92,7 @@ class TypedLines:
         if self._partial:
             self.terminal.start_next_line_with(self._partial)
             self._partial = ""
-        self.current = self.terminal.read_line(CHAT_PROMPT)
+        self.current = self.terminal.read_line(self.prompt())
         return self.current
 
     def read_ahead(self) -> None:
@@ -132,7 +134,7 @@ def send_typed_lines(link: ServerLink, display: Display) -> str | None:
     """Act on each line typed (client_ui.run_line) until the person leaves
     (the parting line, "" for none) or sending fails (None). The receiver
     ends it with ServerEnded when the server is gone."""
-    lines = TypedLines(display.terminal)
+    lines = TypedLines(display.terminal, display.session.rooms.prompt)
     link.on_hold = lambda: lines.held_back(display, link.rate_limit)
 
     def toggle_bell() -> bool:
@@ -166,7 +168,15 @@ def send_typed_lines(link: ServerLink, display: Display) -> str | None:
 
 #: What the server's flood control counts (its ``TokenBucket``): these wait for
 #: the pacer; the user list does not.
-PACED_MESSAGES = (ChatLine, PrivateLine, ActionLine, NickRequest, protocol.Away)
+PACED_MESSAGES = (
+    ChatLine,
+    PrivateLine,
+    ActionLine,
+    NickRequest,
+    protocol.Away,
+    protocol.RoomLine,
+    protocol.RoomRequest,
+)
 
 
 def send_message(link: ServerLink, display: Display, message: protocol.Message) -> None:

@@ -18,6 +18,7 @@ from socket_chat import protocol
 from socket_chat.chat.presentation import columns
 from socket_chat.client import ui as client_ui
 from socket_chat.client.link import ServerLink, end_reason
+from socket_chat.client.rooms import LOBBY
 from socket_chat.client.ui import Session, Style
 from socket_chat.protocol import (
     ConnectionClosed,
@@ -79,6 +80,7 @@ class Display:
             event = client_ui.plain(event)
         shown = self.session.shows(event)
         self.session.observe(event)
+        lobby = self._follow_rooms(event, shown)
         if self.ask_user_list is not None and self.session.guests_unknown():
             self.session.user_list_requested(show=False)  # one at a time: a storm of joins asks once per answer
             try:
@@ -91,6 +93,8 @@ class Display:
         # goes first, as every line's does, instead of inside the marker.
         dated = not (self.timestamps and isinstance(event, HistoryMessage))
         lines = client_ui.render(event, self.session, self.style, dated=dated)
+        if lobby:
+            lines = [f"[{LOBBY}] {line}" for line in lines]
         wanted = self.session.wants_me(event)
         if wanted and not isinstance(event, PrivateMessage):
             lines = [self.style.mention(line) for line in lines]
@@ -101,6 +105,21 @@ class Display:
             self.show(line, when)
         if wanted and self.bell and lines:
             self.terminal.bell()
+
+    def _follow_rooms(self, event, shown: bool) -> bool:
+        """Keep the rooms joined and their unread counts; True for a lobby
+        line to be shown with ``[lobby]`` first (the person is in a room)."""
+        rooms = self.session.rooms
+        if isinstance(event, protocol.Joined):
+            rooms.entered(event.room)
+        elif isinstance(event, protocol.Parted):
+            rooms.left(event.room)
+        elif isinstance(event, protocol.RoomMessage) and shown:
+            rooms.note(event.room, event.sender, event.text, self.session.own_name)
+        elif isinstance(event, (protocol.ChatMessage, protocol.ActionMessage)) and shown:
+            rooms.note(None, event.sender, event.text, self.session.own_name)
+            return rooms.named(None)
+        return False
 
     def show(self, line: str, when: float | None = None) -> None:
         """Show a line, with the time first under --timestamps (``when``, or now)."""

@@ -151,8 +151,12 @@ def reconnect(
             link.use_tickets(wallet, transport.format_address(args.host, args.port))
         try:
             trust_server(link, args, terminal)
+            rooms = display.session.rooms.joined()
             if take_back_name(link, display, name):
+                display.session.rooms.forget()
                 start_session(link, display, name, resumed=True)
+                for room in rooms if display.session.rooms.offered else ():
+                    link.send(protocol.RoomRequest("join", room, ""))  # the rooms this person was in
                 display.show(display.style.notice(f"* Reconnected as {name}."))
                 return link
             name_taken_since = name_taken_since or time.monotonic()
@@ -191,6 +195,7 @@ def take_back_name(link: ServerLink, display: Display, name: str) -> bool:
     display.terminal.multiline = display.session.multiline = False  # and whether it takes blocks
     display.session.forget_pages()  # what was asked of the last connection is not answered
     display.session.forget_lists()
+    display.session.rooms.offered = False  # and whether it has rooms
     asked = False
     while True:
         event = link.next_event()
@@ -305,6 +310,10 @@ def note_server_terms(event: protocol.Event, link: ServerLink, display: Display)
         if display.terminal.edits_blocks:
             display.terminal.multiline = display.session.multiline = True
             link.send(protocol.Multiline())
+        return True
+    if isinstance(event, protocol.Rooms):  # rooms besides the lobby: yes please
+        display.session.rooms.offered = True
+        link.send(protocol.Rooms())
         return True
     return False
 

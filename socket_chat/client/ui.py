@@ -35,6 +35,7 @@ from socket_chat.chat.presentation import (
     split_name,
 )
 from socket_chat.chat.search import SearchRefused, parse_search
+from socket_chat.client.rooms import ROOM_EVENTS, RoomState, render_room
 from socket_chat.protocol import (
     GUEST_MARK,
     ActionLine,
@@ -115,6 +116,8 @@ class Session:
         self.oldest_id: str | None = None
         self.at_beginning = False  # /history reached the first line kept
         self._pages: deque[str] = deque()  # "history" or "mentions", one per request sent
+        #: The rooms joined, the current one, what is unread (client/rooms.py).
+        self.rooms = RoomState()
 
     def page_requested(self, what: str) -> None:
         """A ``/history`` or ``/mentions`` went out: its lines are told apart
@@ -268,7 +271,9 @@ class Session:
             return False
         if isinstance(event, (PrivateMessage, OfflineMessage)):
             return True
-        return isinstance(event, (ChatMessage, ActionMessage)) and mentions(event.text, self.own_name)
+        return isinstance(event, (ChatMessage, ActionMessage, protocol.RoomMessage)) and mentions(
+            event.text, self.own_name
+        )
 
     def shows(self, event) -> bool:
         """False for what this client hides: messages from ignored people,
@@ -377,6 +382,8 @@ def render(event, session: Session | None = None, style: Style = PLAIN, dated: b
     line carries its time unless ``dated`` is False (the caller then puts
     the time first, as for every line with --timestamps)."""
     clean = printable_text
+    if isinstance(event, ROOM_EVENTS):
+        return render_room(event, session.rooms if session else RoomState(), style.name, style.notice, style.error)
     if isinstance(event, ChatMessage):
         sender, mark = clean(event.sender), _guest_mark(event.sender, session)
         return [f"{style.name(sender)}{mark}: {block_text(event.text, f'{sender}{mark}: ')}"]
@@ -693,7 +700,7 @@ def _search(ctx: Context, argument: str) -> None:
 
 def _me(ctx: Context, argument: str) -> None:
     _needs(argument, "/me")
-    ctx.send(ActionLine(argument))
+    _say(ctx, argument, "action")
 
 
 def _away(ctx: Context, argument: str) -> None:
@@ -763,6 +770,97 @@ def _quit(ctx: Context, argument: str) -> None:
     raise QuitRequested(argument)
 
 
+# The room commands (client/rooms.py): a room named with # first, else the current one.
+
+#: A room command on a server that offered no rooms.
+NO_ROOMS = "This server has no rooms (it is older, or a server of a cluster): you are in the lobby."
+IN_THE_LOBBY = "You are in the lobby: name a room (#NAME), or /join one first."
+
+
+def _rooms_served(ctx: Context) -> bool:
+    if not ctx.session.rooms.offered:
+        ctx.error(NO_ROOMS)
+    return ctx.session.rooms.offered
+
+
+def _room_and_rest(ctx: Context, argument: str) -> tuple[str | None, str]:
+    """``#ROOM REST`` or ``REST`` (the current room; None in the lobby)."""
+    argument = argument.strip()
+    if argument.startswith("#"):
+        room, _, rest = argument.partition(" ")
+        return room, rest.strip()
+    return ctx.session.rooms.current, argument
+
+
+def _join(ctx: Context, argument: str) -> None:
+    _needs(argument.strip(), "/join")
+    if not _rooms_served(ctx):
+        return
+    room = argument.split()[0]
+    room = room if room.startswith("#") else f"#{room}"
+    joined = ctx.session.rooms.find(room)
+    if joined is not None:  # a room already joined: switch to it
+        ctx.session.rooms.go(joined)
+        ctx.show(f"* Now in {printable_text(joined)}.")
+        return
+    ctx.send(protocol.RoomRequest("join", room, ""))
+
+
+def _part(ctx: Context, argument: str) -> None:
+    if not _rooms_served(ctx):
+        return
+    room, reason = _room_and_rest(ctx, argument)
+    if room is None:
+        ctx.error("The lobby is not left: /part leaves a room, /quit the chat.")
+        return
+    ctx.send(protocol.RoomRequest("part", room, reason))
+    if ctx.session.rooms.find(room) == ctx.session.rooms.current:
+        ctx.session.rooms.go(None)  # the next line goes to the lobby, not to the room on its way out
+
+
+def _list_rooms(ctx: Context, argument: str) -> None:
+    if _rooms_served(ctx):
+        ctx.send(protocol.RoomRequest("rooms", "", ""))
+
+
+def _room_request(command: str, needs: bool) -> Callable[[Context, str], None]:
+    """``/topic``, ``/mode``: sent for the room named or the current one."""
+
+    def run(ctx: Context, argument: str) -> None:
+        if not _rooms_served(ctx):
+            return
+        room, rest = _room_and_rest(ctx, argument)
+        if needs:
+            _needs(rest, f"/{command}")
+        if room is None:
+            ctx.error(IN_THE_LOBBY)
+            return
+        ctx.send(protocol.RoomRequest(command, room, rest))
+
+    return run
+
+
+def _who(ctx: Context, argument: str) -> None:
+    room, _ = _room_and_rest(ctx, argument)
+    if room is None or not ctx.session.rooms.offered:  # the lobby: everyone
+        _users(ctx, "")
+        return
+    ctx.send(protocol.RoomRequest("who", room, ""))
+
+
+def _invite(ctx: Context, argument: str) -> None:
+    _needs(argument.strip(), "/invite")
+    if not _rooms_served(ctx):
+        return
+    name, _, room = argument.strip().rpartition(" ")
+    if not (name and room.startswith("#")):  # IRC's order, /invite NAME #ROOM; or the current room
+        name, room = argument.strip(), ctx.session.rooms.current or ""
+    if not room:
+        ctx.error(IN_THE_LOBBY)
+        return
+    ctx.send(protocol.RoomRequest("invite", room, name))
+
+
 COMMANDS: CommandTable[Context, None] = CommandTable(
     [
         Command("/help", "", "list the commands", _help),
@@ -792,6 +890,18 @@ COMMANDS: CommandTable[Context, None] = CommandTable(
         Command("/history", "[N]", "show N earlier lines (default 50; the server may send fewer)", _history),
         Command("/mentions", "", "the lines that mentioned you while you were away, newest first", _mentions),
         Command("/bell", "", "ring the bell (or not) when you are mentioned or sent a private message", _bell),
+        Command("/join", "#ROOM", "join a room (made if new), or switch to one joined; Alt-1..9, Ctrl-N/P", _join),
+        Command("/part", "[#ROOM] [MESSAGE]", "leave a room (the current one)", _part),
+        Command("/rooms", "", "the rooms: how many are in each, and its topic", _list_rooms),
+        Command("/topic", "[#ROOM] TEXT", "set a room's topic", _room_request("topic", needs=False)),
+        Command("/who", "[#ROOM]", "who is in a room (in the lobby: /users)", _who),
+        Command(
+            "/mode",
+            "[#ROOM] +i|-i",
+            "+i: only those invited may join (the room's founder)",
+            _room_request("mode", True),
+        ),
+        Command("/invite", "NAME [#ROOM]", "let NAME join an invite-only room (bound to their key)", _invite),
         Command("/quit", "[MESSAGE]", "leave, with a parting line others see", _quit),
     ]
 )
@@ -823,6 +933,7 @@ OPERATOR_COMMANDS: CommandTable[Context, None] = CommandTable(
         _operator("bans", "", "the bans in force", needs=False),
         _operator("release", "NAME", "free a registered name"),
         _operator("say", "TEXT", "a notice to everyone"),
+        _operator("close", "#ROOM [REASON]", "close a room: everyone in it is told why"),
     ]
 )
 
@@ -840,11 +951,20 @@ def run_line(line: str, ctx: Context) -> None:
             return
         line = rest
     if line.startswith("//"):
-        ctx.send(ChatLine(line[1:]))
+        _say(ctx, line[1:])
     elif line.startswith("/"):
         _run_command(line, ctx)
     elif line.strip():
-        ctx.send(ChatLine(line))
+        _say(ctx, line)
+
+
+def _say(ctx: Context, text: str, kind: str = "chat") -> None:
+    """A line (or action) for the current room: the lobby's as before."""
+    room = ctx.session.rooms.current
+    if room is not None:
+        ctx.send(protocol.RoomLine(room, kind, text))
+    else:
+        ctx.send(ChatLine(text) if kind == "chat" else ActionLine(text))
 
 
 #: A block (several lines, from a paste or Alt-Enter) is chat, never a command.

@@ -81,6 +81,18 @@ __all__ = [
     "NewTicket",
     "MultilineOffer",
     "Multiline",
+    "MAX_ROOM_NAME_LENGTH",
+    "MAX_TOPIC_LENGTH",
+    "Rooms",
+    "RoomRequest",
+    "RoomLine",
+    "RoomMessage",
+    "RoomNotice",
+    "Joined",
+    "Parted",
+    "RoomList",
+    "RoomMembers",
+    "RoomHistoryLine",
     "MESSAGE_TYPES",
     "CLIENT_SENDS",
     "SERVER_SENDS",
@@ -759,6 +771,144 @@ class Multiline(Message):
     TYPE: ClassVar[int] = 0x61
 
 
+# Added with rooms (PROTOCOL.md, "Rooms"): the server offers ``Rooms`` after
+# ``Stamps``; only a client that answers it sends room requests and is sent
+# the room messages, so an older client sees one message it cannot read (the
+# offer) and stays in the lobby, which is the chat as it was.
+
+#: Characters of a room's name after its ``#``, as many as a username's.
+MAX_ROOM_NAME_LENGTH = MAX_USERNAME_LENGTH
+#: Characters of a room's topic (IRC networks allow 300 to 390 bytes).
+MAX_TOPIC_LENGTH = 300
+
+
+@dataclass(frozen=True)
+class Rooms(Message):
+    """Server, after Stamps and before the first UsernameRequest: this
+    server has rooms besides the lobby. Client, in answer: I take part in
+    them (send me the room messages)."""
+
+    TYPE: ClassVar[int] = 0x64
+
+
+@dataclass(frozen=True)
+class RoomRequest(Message):
+    """Client: a room command: ``command`` (``join``, ``part``, ``rooms``,
+    ``topic``, ``who``, ``mode``, ``invite``), the ``room`` it is about
+    (``#dev``; empty where the command takes none), and ``argument`` (the
+    topic, the mode ``+i``/``-i``, the name invited, a parting line)."""
+
+    TYPE: ClassVar[int] = 0x65
+    command: str
+    room: str
+    argument: str
+
+
+@dataclass(frozen=True)
+class RoomLine(Message):
+    """Client: a line (``kind`` ``chat``) or action (``action``) for the
+    room ``room``, which the sender is in."""
+
+    TYPE: ClassVar[int] = 0x66
+    room: str
+    kind: str
+    text: str
+
+
+@dataclass(frozen=True)
+class RoomMessage(Message):
+    """Server: a line or action said in ``room``, with its ID in the room's
+    own order and the server's Unix time (as StampedLine)."""
+
+    TYPE: ClassVar[int] = 0x67
+    room: str
+    id: str
+    sent_at: int
+    kind: str
+    sender: str
+    text: str
+
+
+@dataclass(frozen=True)
+class RoomNotice(Message):
+    """Server: news of ``room`` for its members (someone joined, parted,
+    was kicked, the topic changed): one line of text."""
+
+    TYPE: ClassVar[int] = 0x68
+    room: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Joined(Message):
+    """Server: you are in ``room`` now (its name as the room holds it):
+    its ``topic``, how many are in it, and up to ten of their names
+    (LF-separated). Its history follows as RoomHistoryLines."""
+
+    TYPE: ClassVar[int] = 0x69
+    room: str
+    topic: str
+    count: int
+    names: str
+
+
+@dataclass(frozen=True)
+class Parted(Message):
+    """Server: you are no longer in ``room``: ``reason`` empty if you
+    parted, else why (kicked, the room closed)."""
+
+    TYPE: ClassVar[int] = 0x6A
+    room: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RoomList(Message):
+    """Server: the answer to ``/rooms``: one ``NAME`` TAB ``COUNT`` TAB
+    ``TOPIC`` line per room, sorted by name, LF-separated."""
+
+    TYPE: ClassVar[int] = 0x6B
+    entries: str
+
+    @classmethod
+    def of(cls, rooms: list[tuple[str, int, str]]) -> RoomList:
+        return cls("\n".join(f"{name}\t{count}\t{topic}" for name, count, topic in rooms))
+
+    def rooms(self) -> list[tuple[str, int, str]]:
+        """(name, count, topic) of each room listed; a line that is not
+        NAME TAB COUNT TAB TOPIC is skipped."""
+        found = []
+        for line in self.entries.split("\n") if self.entries else []:
+            parts = line.split("\t", 2)
+            if len(parts) == 3 and parts[1].isascii() and parts[1].isdigit():
+                found.append((parts[0], int(parts[1]), parts[2]))
+        return found
+
+
+@dataclass(frozen=True)
+class RoomMembers(Message):
+    """Server: the answer to ``/who #room``: its members' names, sorted
+    (case-folded), LF-separated."""
+
+    TYPE: ClassVar[int] = 0x6C
+    room: str
+    names: str
+
+
+@dataclass(frozen=True)
+class RoomHistoryLine(Message):
+    """Server: a line from ``room``'s history, after its Joined: the fields
+    of RoomMessage."""
+
+    TYPE: ClassVar[int] = 0x6D
+    room: str
+    id: str
+    sent_at: int
+    kind: str
+    sender: str
+    text: str
+
+
 #: Every message class by its type byte.
 MESSAGE_TYPES: Mapping[int, type[Message]] = {
     cls.TYPE: cls
@@ -817,6 +967,16 @@ MESSAGE_TYPES: Mapping[int, type[Message]] = {
         NewTicket,
         MultilineOffer,
         Multiline,
+        Rooms,
+        RoomRequest,
+        RoomLine,
+        RoomMessage,
+        RoomNotice,
+        Joined,
+        Parted,
+        RoomList,
+        RoomMembers,
+        RoomHistoryLine,
     )
 }
 # Read each class's field specs now, so that a field of a type the wire
@@ -851,10 +1011,13 @@ CLIENT_SENDS: frozenset[type[Message]] = frozenset(
         MentionsRequest,
         TicketRequest,
         Multiline,
+        Rooms,
+        RoomRequest,
+        RoomLine,
     }
 )
-#: The messages a server may send: all but the client's own, and the three
-#: both send (Goodbye, EchoOwnLines as its answer, Stamps as the offer).
+#: The messages a server may send: all but the client's own, and the four
+#: both send (Goodbye, EchoOwnLines as its answer, Stamps and Rooms as offers).
 SERVER_SENDS: frozenset[type[Message]] = frozenset(
-    set(MESSAGE_TYPES.values()) - CLIENT_SENDS | {Goodbye, EchoOwnLines, Stamps}
+    set(MESSAGE_TYPES.values()) - CLIENT_SENDS | {Goodbye, EchoOwnLines, Stamps, Rooms}
 )

@@ -29,6 +29,7 @@ from socket_chat.chat.offline import OfflineMessages
 from socket_chat.chat.presentation import format_length, printable_text
 from socket_chat.chat.registrations import NameRegistry, RegistryUnavailable
 from socket_chat.chat.room import DEFAULT_HISTORY, Cluster, Room
+from socket_chat.chat.rooms import RoomCaps, RoomRefused, Rooms
 from socket_chat.protocol import Notice, ServerIdentity, UserBanned
 from socket_chat.server import admission
 from socket_chat.server.allow_file import AllowFile, AllowFileError
@@ -136,6 +137,7 @@ class ChatServer:
         bans: Bans | None = None,
         tickets: TicketService | bool = True,
         ban_sweep: float = BAN_SWEEP,
+        rooms: RoomCaps | None = None,
     ) -> None:
         self.allow = allow  # --allow: only its keys get in
         self.operators = operators  # --operators: its keys may run the operator's commands
@@ -165,6 +167,14 @@ class ChatServer:
         # (when each person left, their away state): with a cluster, its
         # Redis (cluster_history.ClusterHistory); None: in memory.
         self.room = Room(history_size=history, motd=motd, cluster=cluster, store=store if store is not None else kept)
+        #: The rooms besides the lobby (chat/rooms.py); none in a cluster yet
+        #: (a room's order would be this server's alone), so none are offered.
+        caps = rooms or RoomCaps()
+        self.rooms: Rooms | None = (
+            None
+            if cluster is not None
+            else Rooms(self.room, history, caps.max_rooms, caps.per_person, caps.room_size, store=store)
+        )
         self.admission = admission.Admission(
             limits.max_clients,
             limits.max_per_address,
@@ -279,6 +289,28 @@ class ChatServer:
         log.info("%s kicked by %s%s", membership.name, _operator(by), printable_text(because))  # no ESC to the console
         membership.member.close(f"You were kicked by the operator{because}")
         return True
+
+    def close_room(self, room: str, reason: str = "", by: str = CONSOLE) -> list[str]:
+        """Close a room: everyone in it is told why, and it is gone."""
+        if self.rooms is None:
+            return ["This server has no rooms (a server of a cluster has none yet)."]
+        try:
+            said = self.rooms.close(room, reason)
+        except RoomRefused as refused:
+            return [str(refused)]
+        log.info("%s closed by %s", printable_text(room), _operator(by))
+        return [said]
+
+    def kick_from_room(self, room: str, name: str, reason: str = "", by: str = CONSOLE) -> list[str]:
+        """Take ``name`` out of a room (not out of the chat)."""
+        if self.rooms is None:
+            return ["This server has no rooms (a server of a cluster has none yet)."]
+        try:
+            said = self.rooms.kick(room, name, reason)
+        except RoomRefused as refused:
+            return [str(refused)]
+        log.info("%s kicked from %s by %s", printable_text(name), printable_text(room), _operator(by))
+        return [said]
 
     def guests(self) -> set[str]:
         """The names of the guests online (no key proved)."""

@@ -30,6 +30,7 @@ from socket_chat.chat.offline import OfflineMessages
 from socket_chat.chat.presentation import printable_text
 from socket_chat.chat.registrations import DEFAULT_EXPIRY_DAYS, NameRegistry, Registrations
 from socket_chat.chat.room import DEFAULT_HISTORY
+from socket_chat.chat.rooms import RoomCaps
 from socket_chat.crypto import keystore
 from socket_chat.protocol.handshake import MAX_EFFORT, MIN_EFFORT
 from socket_chat.server import descriptors, store, tickets
@@ -121,12 +122,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         default=None,
         metavar="FILE",
-        help="the keys that may run /kick, /ban, /unban, /bans, /release and /say from their own client "
+        help="the keys that may run /kick, /ban, /unban, /bans, /release, /say and /close from their own client "
         "(the allow file's format without the name: a fingerprint or an ssh-ed25519 public key a line, "
         "# a comment); read again on SIGHUP and /reload",
     )
     _add_store_options(parser.add_argument_group("the history on disk"))
     _add_limit_options(parser.add_argument_group("limits"))
+    _add_room_options(parser.add_argument_group("rooms (besides the lobby: /join #room; none with --cluster yet)"))
     _add_cluster_options(parser.add_argument_group("cluster (several servers, one chat, over Redis)"))
     args = parser.parse_args(argv)
     if args.allow is not None and args.guests:
@@ -212,6 +214,32 @@ def registrations_from(
 
         return RedisRegistrations(room_cluster, expiry_days=args.name_expiry)
     return Registrations(opened, expiry_days=args.name_expiry)
+
+
+def _add_room_options(group: argparse._ArgumentGroup) -> None:
+    caps = RoomCaps()
+    group.add_argument(
+        "--max-rooms",
+        type=cli.positive(int, "--max-rooms"),
+        default=caps.max_rooms,
+        metavar="N",
+        help=f"rooms this server holds at once; a /join that would make one more is refused "
+        f"(default: {caps.max_rooms})",
+    )
+    group.add_argument(
+        "--rooms-per-person",
+        type=cli.positive(int, "--rooms-per-person"),
+        default=caps.per_person,
+        metavar="N",
+        help=f"rooms one person may be in at once, the lobby aside (default: {caps.per_person})",
+    )
+    group.add_argument(
+        "--room-size",
+        type=cli.positive(int, "--room-size"),
+        default=caps.room_size,
+        metavar="N",
+        help=f"people one room holds at most; the lobby has --max-clients (default: {caps.room_size})",
+    )
 
 
 def _add_cluster_options(group: argparse._ArgumentGroup) -> None:
@@ -545,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
                 tickets=ticket_service(key, ticket_keys, room_cluster),
                 kept=None if room_cluster is None else kept_by_key(room_cluster),
                 offline=None if room_cluster is None else waiting_in(room_cluster, args.keep_days),
+                rooms=RoomCaps(args.max_rooms, args.rooms_per_person, args.room_size),
             )
         except (descriptors.DescriptorLimitError, store.StoreError) as exc:
             print(exc, file=sys.stderr)

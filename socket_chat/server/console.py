@@ -76,6 +76,14 @@ class ServerControls(Protocol):
 
     def notify_all(self, text: str, by: str = CONSOLE) -> None: ...
 
+    def close_room(self, room: str, reason: str = "", by: str = CONSOLE) -> list[str]:
+        """Close a room (its members told why); the lines to show."""
+        ...
+
+    def kick_from_room(self, room: str, name: str, reason: str = "", by: str = CONSOLE) -> list[str]:
+        """Take ``name`` out of a room, not out of the chat; the lines to show."""
+        ...
+
     def ban(
         self, target: str, seconds: int | None, reason: str, by: str = CONSOLE, by_key: str | None = None
     ) -> list[str]:
@@ -178,7 +186,13 @@ class OperatorConsole:
 
     def kick(self, argument: str) -> list[str]:
         if not argument:
-            return ["Usage: /kick NAME [REASON]"]
+            return ["Usage: /kick NAME [REASON], or /kick #ROOM NAME [REASON]"]
+        if argument.startswith("#"):  # IRC's KICK #channel nick: out of the room, not the chat
+            room, _, rest = argument.partition(" ")
+            if not rest.strip():
+                return ["Usage: /kick #ROOM NAME [REASON]"]
+            name, reason = split_name(rest.strip(), self.server.names())
+            return [printable_text(line) for line in self.server.kick_from_room(room, name, reason, by=self.actor)]
         name, reason = split_name(argument, self.server.names())
         shown = printable_text(name)
         if self.server.kick(name, reason, by=self.actor):
@@ -186,6 +200,12 @@ class OperatorConsole:
         if self.server.locate(name) is not None:
             return [f"{shown} is on another server of the cluster: kick them there."]
         return [f"No one called {shown} is online."]
+
+    def close(self, argument: str) -> list[str]:
+        room, _, reason = argument.partition(" ")
+        if not room.startswith("#"):
+            return ["Usage: /close #ROOM [REASON]"]
+        return [printable_text(line) for line in self.server.close_room(room, reason.strip(), by=self.actor)]
 
     def say(self, argument: str) -> list[str]:
         if not argument:
@@ -257,7 +277,12 @@ BAN_USAGE = "/ban NAME|FINGERPRINT|ADDRESS [DURATION] [REASON]"
 #: shows them to operators alone).
 OPERATOR_COMMANDS: CommandTable[OperatorConsole, list[str]] = CommandTable(
     [
-        Command("/kick", "NAME [REASON]", "disconnect NAME, telling them why", OperatorConsole.kick),
+        Command(
+            "/kick",
+            "[#ROOM] NAME [REASON]",
+            "disconnect NAME, telling them why; with #ROOM: take them out of that room only",
+            OperatorConsole.kick,
+        ),
         Command(
             "/ban",
             "NAME|FINGERPRINT|ADDRESS [DURATION] [REASON]",
@@ -274,6 +299,7 @@ OPERATOR_COMMANDS: CommandTable[OperatorConsole, list[str]] = CommandTable(
             OperatorConsole.release,
         ),
         Command("/say", "TEXT", "send a notice to everyone", OperatorConsole.say),
+        Command("/close", "#ROOM [REASON]", "close a room: everyone in it is told why", OperatorConsole.close),
     ]
 )
 

@@ -230,6 +230,7 @@ class ClientHandler:
             operators=server.operators_list,
             operate=server.operate,
             tickets=None if server.tickets is None else self._new_ticket,
+            rooms=server.rooms,
         )
         naming = _Deadline(self.limits.username_timeout, "waiting for a username")
         session.start(self.conn.session_id, self._resumed_key)  # the session id: what a key proof signs

@@ -178,6 +178,11 @@ MIGRATIONS: list[list[str]] = [
     [  # the store's own facts, a row each: ``reserved_id``, the message IDs' high-water mark
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     ],
+    [  # rooms (chat.rooms): each room's lines, by the room's key, in an ID sequence of its own
+        "CREATE TABLE room_messages (room TEXT NOT NULL, id INTEGER NOT NULL, sent_at INTEGER NOT NULL,"
+        " sender TEXT NOT NULL, kind TEXT NOT NULL, text TEXT NOT NULL, PRIMARY KEY (room, id))",
+        "CREATE INDEX room_messages_sent_at ON room_messages (sent_at)",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -377,6 +382,25 @@ class SqliteStore:
     def away(self, fingerprint: str) -> str | None:
         with self._lock:
             return self._away.get(fingerprint)
+
+    # Methods for the rooms (chat.history.RoomHistoryStore).
+
+    def keep_room(self, room: str, entry: Line) -> None:
+        with self._lock:
+            self._queue_change_locked(
+                "INSERT OR REPLACE INTO room_messages (room, id, sent_at, sender, kind, text)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (room, entry.id, entry.sent_at, entry.sender, entry.kind, entry.text),
+            )
+
+    def room_recent(self, room: str, count: int) -> list[Line]:
+        def read(db: sqlite3.Connection) -> list[Line]:
+            rows = db.execute(
+                f"SELECT {_LINE_COLUMNS} FROM room_messages WHERE room = ? ORDER BY id DESC LIMIT ?", (room, count)
+            ).fetchall()
+            return [_line(row) for row in reversed(rows)]
+
+        return self._ask(read)
 
     def save_away(self, fingerprint: str, message: str | None) -> None:
         with self._lock:
@@ -683,6 +707,7 @@ class SqliteStore:
             oldest = max(0.0, self._clock() - self.retention.days * DAY)  # never below 0: --keep-days 10**15 too
             db.execute("DELETE FROM messages WHERE sent_at < ?", (int(oldest),))
             db.execute("DELETE FROM waiting WHERE sent_at < ?", (int(oldest),))  # for a key gone that long
+            db.execute("DELETE FROM room_messages WHERE sent_at < ?", (int(oldest),))
         if self.retention.messages is not None:
             db.execute(
                 "DELETE FROM messages WHERE id <= (SELECT id FROM messages ORDER BY id DESC LIMIT 1 OFFSET ?)",
