@@ -3,9 +3,11 @@
 
 The room hands each chat line and action it keeps to ``SqliteStore.keep``
 under its lock; that only appends to a bounded queue (O(1), never a wait,
-never SQL). The writer thread owns the one connection: every
-``COMMIT_INTERVAL`` it takes what is queued and commits it in one
-transaction, and now and then it drops what the retention no longer keeps.
+never SQL: the row is built by the writer). The writer thread owns the
+one connection: every ``COMMIT_INTERVAL`` it takes what is queued and
+commits it in one transaction, the lines in one statement (so the
+full-text index is written once a batch, not once a line: ``_insert``),
+and now and then it drops what the retention no longer keeps.
 A line the room has delivered is on disk within a second, so a server
 killed (``kill -9``) or restarted loses none of what its people saw.
 
@@ -627,10 +629,23 @@ class SqliteStore:
 
     @staticmethod
     def _insert(db: sqlite3.Connection, batch: Sequence[Line], changes: Sequence[Change] = ()) -> None:
-        db.executemany(
-            "INSERT OR REPLACE INTO messages (id, sent_at, sender, kind, text) VALUES (?, ?, ?, ?, ?)",
-            [(entry.id, entry.sent_at, entry.sender, entry.kind, entry.text) for entry in batch],
-        )
+        if batch:
+            # The batch goes into messages in ONE statement, through the
+            # connection's own temporary table (in memory, no trigger, no
+            # index but its key): FTS5 writes out what it holds at the end
+            # of each statement that changes it, so one INSERT a line (as
+            # executemany does) had the index write, and then merge, a
+            # segment a line: 17 µs of the writer's CPU a line, against 4
+            # for the batch in one statement (bench/store.py's report).
+            db.executemany(
+                f"INSERT INTO temp.{_BATCH} ({_STORED_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                [(entry.id, entry.sent_at, entry.sender, entry.kind, entry.text) for entry in batch],
+            )
+            db.execute(
+                f"INSERT OR REPLACE INTO main.messages ({_STORED_COLUMNS})"
+                f" SELECT {_STORED_COLUMNS} FROM temp.{_BATCH} ORDER BY id"
+            )
+            db.execute(f"DELETE FROM temp.{_BATCH}")  # in the same transaction: a failure rolls all back
         for statement, parameters in changes:  # in order: a drop after a save of the same row wins
             db.execute(statement, parameters)
 
@@ -714,6 +729,13 @@ class SqliteStore:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
             db.create_function("casefold", 1, str.casefold, deterministic=True)  # for mentioning's filter
+            # The batch's way into messages (_insert): this connection's
+            # alone, in memory, never in the file (the schema is unchanged).
+            db.execute("PRAGMA temp_store = MEMORY")
+            db.execute(
+                f"CREATE TEMP TABLE {_BATCH} (id INTEGER PRIMARY KEY, sent_at INTEGER NOT NULL,"
+                " sender TEXT NOT NULL, kind TEXT NOT NULL, text TEXT NOT NULL)"
+            )
             with transaction(db):  # takes the file's lock: another server's is refused here
                 check_intact(db)
                 migrate(db, self.path)
@@ -753,6 +775,8 @@ class SqliteStore:
 
 _T = TypeVar("_T")
 _LINE_COLUMNS = "id, sent_at, kind, sender, text"
+_STORED_COLUMNS = "id, sent_at, sender, kind, text"  # as _insert writes them
+_BATCH = "lines_batch"  # the writer's temporary table (_insert)
 
 
 def _line(row: Sequence[object]) -> Line:
