@@ -16,6 +16,7 @@ import pytest
 
 from socket_chat.chat.history import Line
 from socket_chat.chat.room import Room
+from socket_chat.chat.search import SearchQuery
 from socket_chat.protocol import ActionMessage, ChatMessage, HistoryMessage
 from socket_chat.server import store as store_module
 from socket_chat.server.store import DAY, PRUNE_INTERVAL, Retention, SqliteStore, StoreError
@@ -98,6 +99,29 @@ def test_the_schema_version_is_recorded(opened):
         version = db.execute("PRAGMA user_version").fetchone()[0]
         assert version == store_module.SCHEMA_VERSION == len(store_module.MIGRATIONS)
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_batch_is_stored_whole_and_indexed_and_the_writers_table_is_not_in_the_file(opened):
+    """The writer puts a batch into messages in one statement, through a
+    temporary table of its connection: every line is stored and found by
+    /search, a line kept twice in one batch is the later (as one INSERT a
+    line had it), and the file's schema is the migrations' alone."""
+    store = opened(interval=3600)  # one batch: nothing is written before flush
+    for n in range(300):
+        store.keep(Line(n + 1, NOW + n, "chat", "Ann", f"batch line {n}"))
+    store.keep(Line(300, NOW, "chat", "Ann", "kept twice, the later"))
+    assert store.flush(DEADLINE)
+    assert len(store.search(SearchQuery(("batch",)), 1000)) == 299
+    assert [m.text for m in store.search(SearchQuery(("later",)), 10)] == ["kept twice, the later"]
+    store.close()
+    with closing(sqlite3.connect(store.path)) as db:
+        assert db.execute("SELECT count(*), min(id), max(id) FROM messages").fetchone() == (300, 1, 300)
+        names = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    with closing(sqlite3.connect(":memory:")) as fresh:
+        for step in store_module.MIGRATIONS:
+            for statement in step:
+                fresh.execute(statement)
+        assert names == {name for (name,) in fresh.execute("SELECT name FROM sqlite_master")}
 
 
 def test_a_file_of_an_older_schema_is_migrated_with_its_lines(opened, monkeypatch):
