@@ -5,8 +5,8 @@ The room hands each chat line and action it keeps to ``SqliteStore.keep``
 under its lock; that only appends to a bounded queue (O(1), never a wait,
 never SQL: the row is built by the writer). The writer thread owns the
 one connection: every ``COMMIT_INTERVAL`` it takes what is queued and
-commits it in one transaction, the lines in one statement (so the
-full-text index is written once a batch, not once a line: ``_insert``),
+commits it in one transaction, a hundred lines a statement (so the
+full-text index is written once a hundred lines, not once a line: ``_insert``),
 and now and then it drops what the retention no longer keeps.
 A line the room has delivered is on disk within a second, so a server
 killed (``kill -9``) or restarted loses none of what its people saw.
@@ -81,7 +81,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -123,6 +123,9 @@ ASK_TIMEOUT = 5.0  # seconds a reader waits for the writer's answer (a page, a c
 #: casefolded text finds the name's letters; ``mentions`` decides if it is
 #: the whole name).
 MENTION_SCAN = 500
+#: Lines one INSERT of the writer's stores (``_insert``): 5 parameters a
+#: line, 500 a statement, below the 999 the oldest SQLite allows.
+INSERT_ROWS = 100
 DAY = 86_400.0
 
 #: The schema, one step per version: ``MIGRATIONS[n]`` takes a file of
@@ -634,25 +637,23 @@ class SqliteStore:
             return False
 
     @staticmethod
-    def _insert(db: sqlite3.Connection, batch: Sequence[Line], changes: Sequence[Change] = ()) -> None:
-        if batch:
-            # The batch goes into messages in ONE statement, through the
-            # connection's own temporary table (in memory, no trigger, no
-            # index but its key): FTS5 writes out what it holds at the end
-            # of each statement that changes it, so one INSERT a line (as
-            # executemany does) had the index write, and then merge, a
-            # segment a line: 17 µs of the writer's CPU a line, against 4
-            # for the batch in one statement (bench/store.py's report).
-            # OR REPLACE in both: a line kept twice is the later, as before.
-            db.executemany(
-                f"INSERT OR REPLACE INTO temp.{_BATCH} ({_STORED_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-                [(entry.id, entry.sent_at, entry.sender, entry.kind, entry.text) for entry in batch],
-            )
+    def _insert(db: sqlite3.Connection, batch: Iterable[Line], changes: Iterable[Change] = ()) -> None:
+        # A batch goes into messages INSERT_ROWS lines a statement (one
+        # multi-row VALUES), not one INSERT a line as executemany does: FTS5
+        # writes out what it holds at the end of each statement that changes
+        # it, so a statement a line had the index write, and then merge, a
+        # segment a line (measured: 17 µs of the writer's CPU a line,
+        # against 4 so), and each statement gives the GIL up and takes it
+        # back from the threads that deliver: once a line, now once a
+        # hundred. OR REPLACE: a line kept twice is the later.
+        lines = list(batch)  # the queue's deque: sliced below
+        for start in range(0, len(lines), INSERT_ROWS):
+            chunk = lines[start : start + INSERT_ROWS]
             db.execute(
-                f"INSERT OR REPLACE INTO main.messages ({_STORED_COLUMNS})"
-                f" SELECT {_STORED_COLUMNS} FROM temp.{_BATCH} ORDER BY id"
+                "INSERT OR REPLACE INTO messages (id, sent_at, sender, kind, text) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk)),
+                [field for entry in chunk for field in (entry.id, entry.sent_at, entry.sender, entry.kind, entry.text)],
             )
-            db.execute(f"DELETE FROM temp.{_BATCH}")  # in the same transaction: a failure rolls all back
         for statement, parameters in changes:  # in order: a drop after a save of the same row wins
             db.execute(statement, parameters)
 
@@ -736,13 +737,10 @@ class SqliteStore:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
             db.create_function("casefold", 1, str.casefold, deterministic=True)  # for mentioning's filter
-            # The batch's way into messages (_insert): this connection's
-            # alone, in memory, never in the file (the schema is unchanged).
-            db.execute("PRAGMA temp_store = MEMORY")
-            db.execute(
-                f"CREATE TEMP TABLE {_BATCH} (id INTEGER PRIMARY KEY, sent_at INTEGER NOT NULL,"
-                " sender TEXT NOT NULL, kind TEXT NOT NULL, text TEXT NOT NULL)"
-            )
+            # A line stored again (INSERT OR REPLACE, _insert) then takes its
+            # old text out of the full-text index: the row REPLACE deletes
+            # fires messages_fts_delete only so.
+            db.execute("PRAGMA recursive_triggers = ON")
             with transaction(db):  # takes the file's lock: another server's is refused here
                 check_intact(db)
                 migrate(db, self.path)
@@ -782,8 +780,6 @@ class SqliteStore:
 
 _T = TypeVar("_T")
 _LINE_COLUMNS = "id, sent_at, kind, sender, text"
-_STORED_COLUMNS = "id, sent_at, sender, kind, text"  # as _insert writes them
-_BATCH = "lines_batch"  # the writer's temporary table (_insert)
 
 
 def _line(row: Sequence[object]) -> Line:
