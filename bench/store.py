@@ -3,9 +3,10 @@
 - On and off in the same run, in turns: two chat servers side by side, one
   with ``--store FILE`` and one without (its history then in memory only),
   each with its room filled once; then ``rounds`` rounds, each measuring
-  both, one after the other, the order turned round every round (off on,
-  on off, off on, ...), so that a slow phase of a shared machine lands on
-  both sides alike and is seen as a spread rather than as the store's cost:
+  both, one right after the other, the order turned round every round
+  (lockstep off on, burst on off; then lockstep on off, burst off on;
+  ...), so that a slow phase of a shared machine lands on both sides
+  alike and is seen as a spread rather than as the store's cost:
   lockstep server CPU per delivery (bench/lockstep.py) and burst deliveries
   a second (bench/scenarios.py's flat-out run). Each round gives its own
   on ÷ off; the target (the store on within 10% of off) is judged on the
@@ -188,23 +189,34 @@ def measure(plan: StorePlan, results: StoreResults, start_server: Callable, prog
             for index in range(plan.rounds):
                 order = MODES if index % 2 == 0 else MODES[::-1]
                 progress(f"  round {index + 1} of {plan.rounds}: the store {order[0]}, then {order[1]}")
+                # Each measure's two runs one right after the other: lockstep
+                # A then B, burst B then A.
                 for mode in order:
-                    measure_room(plan, mode, servers[mode], rooms[mode], results)
+                    measure_lockstep(plan, mode, servers[mode], rooms[mode], results)
+                for mode in reversed(order):
+                    measure_burst(plan, mode, servers[mode], rooms[mode], results)
         progress(f"  /search over {plan.lines:,} lines")
         measure_search(plan, Path(folder) / "search.sqlite3", results)
 
 
-def measure_room(plan: StorePlan, mode: str, server, gen, results: StoreResults) -> None:
-    """One round of ``mode``: lockstep, then burst, each window closed
-    ``SETTLE`` after its last delivery."""
+def measure_lockstep(plan: StorePlan, mode: str, server, gen, results: StoreResults) -> None:
+    """One round's lockstep run of ``mode``, its window closed ``SETTLE``
+    after its last delivery."""
     pid, writer = server.proc.pid, getattr(server, "writer_tid", None)
-    writer_before = thread_cpu(pid, writer)
-    cpu = process_cpu(pid)
+    writer_before, cpu = thread_cpu(pid, writer), process_cpu(pid)
     run = lockstep.run(gen, "chat", pid, plan.lockstep_messages, 120.0)
     gen.settle(SETTLE, time.monotonic() + 2 * SETTLE)  # nothing arrives: it waits SETTLE
     run.server_cpu = process_cpu(pid) - cpu
     results.lockstep[mode].append(run)
-    cpu = process_cpu(pid)
+    if mode == "on" and writer is not None:
+        results.writer_cpu += thread_cpu(pid, writer) - writer_before
+        results.stored += run.messages
+
+
+def measure_burst(plan: StorePlan, mode: str, server, gen, results: StoreResults) -> None:
+    """One round's burst of ``mode`` (flat out), its window closed as lockstep's."""
+    pid, writer = server.proc.pid, getattr(server, "writer_tid", None)
+    writer_before, cpu = thread_cpu(pid, writer), process_cpu(pid)
     senders = min(plan.burst_senders, plan.members)
     window = max(1, min(64, 512 // senders))
     burst = scenarios.run_flat_out(gen, senders, plan.burst_each, window, 120.0)
@@ -212,7 +224,7 @@ def measure_room(plan: StorePlan, mode: str, server, gen, results: StoreResults)
     results.burst[mode].append((burst, process_cpu(pid) - cpu))
     if mode == "on" and writer is not None:
         results.writer_cpu += thread_cpu(pid, writer) - writer_before
-        results.stored += run.messages + senders * plan.burst_each
+        results.stored += senders * plan.burst_each
 
 
 def thread_cpu(pid: int, tid: int | None) -> float:
@@ -411,9 +423,10 @@ def markdown(results: StoreResults) -> list[str]:
         "Two chat servers side by side, one with `--store FILE` and one without, each with a room of "
         f"{FULL_STORE.members} (full run) filled once, measured in turns: {FULL_STORE.rounds} rounds (full "
         "run), each measuring both one right after the other, the order turned round every round (off on, "
-        "on off, ...), so that a slow phase of the shared machine weighs on both alike. Each measurement "
-        "is a lockstep run (server CPU per delivery) and a flat-out burst (deliveries a second), its CPU "
-        f"window closed {SETTLE:g} s after the last delivery (the writer has committed the lines by then). "
+        "on off, ...; the bursts in the other order), so that a slow phase of the shared machine weighs on "
+        "both alike. Each measurement is a lockstep run (server CPU per delivery) or a flat-out burst "
+        f"(deliveries a second), its CPU window closed {SETTLE:g} s after the last delivery (the writer has "
+        "committed the lines by then). "
         "The target is judged on the median of the rounds' on ÷ off; their spread (the middle half of "
         "the rounds, and all of them) says how noisy the machine was. Then `/search` through the server's "
         "own `SqliteStore.search` over a store made as the server makes it; CPU time of the thread that "

@@ -74,7 +74,8 @@ def test_a_round_that_misses_is_seen_as_missed_on_the_median():
 
 
 def test_the_rounds_take_turns_and_each_server_fills_its_room_once(monkeypatch, tmp_path):
-    """off on, on off, off on: a drift of the machine weighs on both alike."""
+    """Each measure's runs side by side, their order turned round every
+    round: a drift of the machine weighs on both alike."""
     started, filled, measured = [], [], []
 
     @contextlib.contextmanager
@@ -87,9 +88,14 @@ def test_the_rounds_take_turns_and_each_server_fills_its_room_once(monkeypatch, 
         return types.SimpleNamespace(close_all=lambda: None)
 
     monkeypatch.setattr(store_bench.scenarios, "fill_room", fill_room)
-    monkeypatch.setattr(store_bench, "measure_room", lambda plan, mode, server, gen, results: measured.append(mode))
+    monkeypatch.setattr(store_bench, "measure_lockstep", lambda plan, mode, *args: measured.append(f"lockstep {mode}"))
+    monkeypatch.setattr(store_bench, "measure_burst", lambda plan, mode, *args: measured.append(f"burst {mode}"))
     monkeypatch.setattr(store_bench, "measure_search", lambda *args: None)
     plan = dataclasses.replace(SMALL, rounds=3)
     store_bench.measure(plan, store_bench.StoreResults(), start_server, progress=lambda text: None)
     assert started == [(), ("--store",)] and filled == [("127.0.0.1", 1), ("127.0.0.1", 2)]
-    assert measured == ["off", "on", "on", "off", "off", "on"]
+    assert measured == [
+        *("lockstep off", "lockstep on", "burst on", "burst off"),
+        *("lockstep on", "lockstep off", "burst off", "burst on"),
+        *("lockstep off", "lockstep on", "burst on", "burst off"),
+    ]
