@@ -112,6 +112,7 @@ log = logging.getLogger("chat.store")
 
 COMMIT_INTERVAL = 0.25  # seconds between commits: a line is on disk well within a second
 QUEUE_LINES = 10_000  # lines waiting for the writer; beyond this they are counted, not stored
+INSERT_ROWS = 100  # lines one INSERT of the writer stores (_insert): 500 parameters, below SQLite's 999
 BUSY_TIMEOUT = 2.0  # seconds to wait for a file another process holds, then refuse it
 PRUNE_INTERVAL = 600.0  # seconds between two passes of the retention
 OPEN_TIMEOUT = 30.0  # seconds the writer may take to open, check and read the file at start
@@ -123,9 +124,6 @@ ASK_TIMEOUT = 5.0  # seconds a reader waits for the writer's answer (a page, a c
 #: casefolded text finds the name's letters; ``mentions`` decides if it is
 #: the whole name).
 MENTION_SCAN = 500
-#: Lines one INSERT of the writer's stores (``_insert``): 5 parameters a
-#: line, 500 a statement, below the 999 the oldest SQLite allows.
-INSERT_ROWS = 100
 DAY = 86_400.0
 
 #: The schema, one step per version: ``MIGRATIONS[n]`` takes a file of
