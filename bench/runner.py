@@ -140,6 +140,7 @@ class ServerProcess:
 
     def __init__(self, kind: str, *options: str) -> None:
         self.kind = kind
+        self.writer_tid: int | None = None  # the history store's writer thread, with --store
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.servers", kind, *options],
             cwd=ROOT,
@@ -161,7 +162,10 @@ class ServerProcess:
         if not line.startswith("PORT "):
             self.stop()
             raise BenchError(f"the {self.kind} server said {line!r}")
-        return int(line.split()[1])
+        words = line.split()
+        if words[2:3] == ["WRITER"]:  # with --store: its writer thread (bench/store.py)
+            self.writer_tid = int(words[3])
+        return int(words[1])
 
     def rss_kib(self) -> int:
         return scenarios.rss_kib(self.proc.pid)

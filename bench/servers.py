@@ -8,7 +8,8 @@ KIND is ``chat`` (socket_chat.server's ``ChatServer`` as it is),
 or ``plain`` (the plaintext floor). With ``--cluster`` a chat server joins the cluster on that
 Redis, as ``server.py --cluster`` does; with ``--store FILE`` it keeps its history in that
 SQLite file, as ``server.py --store FILE`` does (bench/store.py). It prints ``PORT <n>`` once listening, and
-runs until SIGTERM or until its standard input closes. It uses the test-only
+runs until SIGTERM or until its standard input closes (with a store, ``PORT <n> WRITER <tid>``:
+the store's writer thread, whose CPU time bench/store.py reads from /proc). It uses the test-only
 key from tests/keys (making a 3,072-bit key takes seconds): never a real one.
 """
 
@@ -118,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = server.server_close if args.kind == "plain" else server.shutdown
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop, daemon=True).start())
     stop_when_stdin_closes(stop)
-    print(f"PORT {server.server_address[1]}", flush=True)
+    writer = getattr(server.store, "writer_native_id", None) if args.kind != "plain" else None
+    print(f"PORT {server.server_address[1]}" + (f" WRITER {writer}" if writer else ""), flush=True)
     server.serve_forever()
     return 0
 

@@ -171,10 +171,11 @@ def test_a_search_runs_while_the_writer_holds_a_transaction_open(opened):
     inserting, release = threading.Event(), threading.Event()
 
     class Held(sqlite3.Connection):
-        def executemany(self, *args, **kwargs):
-            result = super().executemany(*args, **kwargs)
-            inserting.set()
-            assert release.wait(DEADLINE)
+        def execute(self, *args, **kwargs):
+            result = super().execute(*args, **kwargs)
+            if args[0].startswith("INSERT OR REPLACE INTO messages "):  # the writer's insert of lines
+                inserting.set()
+                assert release.wait(DEADLINE)
             return result
 
     store = opened(connect=lambda *a, **k: sqlite3.connect(*a, factory=Held, **k))

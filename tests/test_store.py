@@ -16,6 +16,7 @@ import pytest
 
 from socket_chat.chat.history import Line
 from socket_chat.chat.room import Room
+from socket_chat.chat.search import SearchQuery
 from socket_chat.protocol import ActionMessage, ChatMessage, HistoryMessage
 from socket_chat.server import store as store_module
 from socket_chat.server.store import DAY, PRUNE_INTERVAL, Retention, SqliteStore, StoreError
@@ -100,6 +101,34 @@ def test_the_schema_version_is_recorded(opened):
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_a_batch_is_stored_whole_and_indexed_a_line_kept_twice_is_the_later_and_the_schema_is_as_made(opened):
+    """The writer puts a batch into messages a hundred lines a statement:
+    every line is stored and found by /search, a line kept twice (in one
+    batch or two) is the later, in the index too, and the file's schema is
+    the migrations' alone."""
+    store = opened(interval=3600)  # one batch (of three statements): nothing is written before flush
+    for n in range(300):
+        store.keep(Line(n + 1, NOW + n, "chat", "Ann", f"batch line {n}"))
+    store.keep(Line(300, NOW, "chat", "Ann", "kept twice, the later"))
+    assert store.flush(DEADLINE)
+    assert len(store.search(SearchQuery(("batch",)), 1000)) == 299
+    assert [m.text for m in store.search(SearchQuery(("later",)), 10)] == ["kept twice, the later"]
+    store.keep(Line(1, NOW, "chat", "Ann", "kept again, later on"))
+    assert store.flush(DEADLINE)
+    assert len(store.search(SearchQuery(("batch",)), 1000)) == 298  # the old text left the index
+    assert [m.text for m in store.search(SearchQuery(("again",)), 10)] == ["kept again, later on"]
+    store.close()
+    with closing(sqlite3.connect(store.path)) as db:
+        assert db.execute("SELECT count(*), min(id), max(id) FROM messages").fetchone() == (300, 1, 300)
+        assert db.execute("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')").rowcount is not None
+        names = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    with closing(sqlite3.connect(":memory:")) as fresh:
+        for step in store_module.MIGRATIONS:
+            for statement in step:
+                fresh.execute(statement)
+        assert names == {name for (name,) in fresh.execute("SELECT name FROM sqlite_master")}
+
+
 def test_a_file_of_an_older_schema_is_migrated_with_its_lines(opened, monkeypatch):
     store = opened()
     store.keep(line(1))
@@ -129,13 +158,19 @@ class WatchedConnection(sqlite3.Connection):
 
     def execute(self, *args, **kwargs):
         self.threads.add(threading.current_thread().name)
+        if is_lines_insert(*args):
+            self.inserting.set()
+            assert self.hold.wait(DEADLINE)
         return super().execute(*args, **kwargs)
 
     def executemany(self, *args, **kwargs):
         self.threads.add(threading.current_thread().name)
-        self.inserting.set()
-        assert self.hold.wait(DEADLINE)
         return super().executemany(*args, **kwargs)
+
+
+def is_lines_insert(statement: str, *parameters) -> bool:
+    """The writer's statement that stores lines (store.py's ``_insert``)."""
+    return statement.startswith("INSERT OR REPLACE INTO messages ")
 
 
 def watched_connect(threads: set[str], inserting: threading.Event, hold: threading.Event):
@@ -342,8 +377,10 @@ def limited_connect(pages: int):
 
 
 class FailingConnection(sqlite3.Connection):
-    def executemany(self, *args, **kwargs):
-        raise sqlite3.OperationalError("disk I/O error")
+    def execute(self, *args, **kwargs):
+        if is_lines_insert(*args):
+            raise sqlite3.OperationalError("disk I/O error")
+        return super().execute(*args, **kwargs)
 
 
 def failing_connect(*args, **kwargs):
