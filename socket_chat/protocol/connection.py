@@ -108,7 +108,9 @@ class _Connection:
         self._rng = rng or crypto_utils.random_bytes
         self._state = state
         self._buffer = ReceiveBuffer()
-        self._outbox = bytearray()
+        # Sealed frames not yet taken by data_to_send: a list of them, so that
+        # one record alone is handed over as it is, without a copy.
+        self._outbox: list[bytes] = []
         self._events: collections.deque[Message | MalformedMessage] = collections.deque()  # the rest of a Batch
         self._sealer: RecordSealer | None = None
         self._opener: RecordOpener | None = None
@@ -255,7 +257,7 @@ class _Connection:
 
     def data_to_send(self) -> bytes:
         """Everything written since the last call, ready for ``sendall``."""
-        data = bytes(self._outbox)
+        data = b"".join(self._outbox)  # one frame: that frame itself, not a copy
         self._outbox.clear()
         return data
 
@@ -287,12 +289,29 @@ class _Connection:
     _may_receive_batch = False
 
     def _send_encoded(self, items: Sequence[Encoded]) -> None:
+        if len(items) == 1:
+            self._send_one(items[0])
+            return
         if any(isinstance(item.message, Goodbye) for item in items[:-1]):
             raise LocalProtocolError("Goodbye must be the last message")
         for item in items:
             self._check_sendable(item.message)
         goodbye = bool(items) and isinstance(items[-1].message, Goodbye)
         self._send_records([item.payload for item in items], ends_with_goodbye=goodbye)
+        self._sent_goodbye = goodbye
+
+    def _send_one(self, item: Encoded) -> None:
+        """``_send_encoded`` for one message, the usual case (a record per
+        message whenever a room is quiet), with the same checks in the same
+        order, and none of the grouping."""
+        message = item.message
+        self._check_sendable(message)
+        goodbye = isinstance(message, Goodbye)
+        if _set(self._sealer, "the sealer").sequence >= (MAX_RECORDS if goodbye else MAX_RECORDS - 1):
+            raise RecordLimitError(
+                "this direction has carried the records its keys may protect: the connection must end"
+            )
+        self._send_record(item.payload)  # encode() made it fit in one record
         self._sent_goodbye = goodbye
 
     def _check_sendable(self, message: Message) -> None:
@@ -347,13 +366,13 @@ class _Connection:
         self._state = next_state(self._state, step)
 
     def _send_frame(self, body: bytes) -> None:
-        self._outbox += frame(body)
+        self._outbox.append(frame(body))
 
     def _send_record(self, plaintext: bytes) -> None:
         # The header is the record's associated data, so its length is
         # authenticated too.
         header = HEADER.pack(len(plaintext) + TAG_SIZE)
-        self._outbox += header + _set(self._sealer, "the sealer").seal(plaintext, aad=header)
+        self._outbox.append(header + _set(self._sealer, "the sealer").seal(plaintext, aad=header))
 
     def _open_record(self, header: bytes, body: bytes) -> bytes:
         opener = _set(self._opener, "the opener")
