@@ -35,7 +35,15 @@ from socket_chat.crypto import (
 )
 from socket_chat.crypto.rng import Rng
 from socket_chat.protocol import handshake
-from socket_chat.protocol.codec import BATCH_TYPE, Encoded, batch_groups, decode_record, encode, encode_batch
+from socket_chat.protocol.codec import (
+    BATCH_TYPE,
+    Encoded,
+    batch_groups,
+    decode_message,
+    decode_record,
+    encode,
+    encode_batch,
+)
 from socket_chat.protocol.errors import LocalProtocolError, RecordLimitError, RemoteProtocolError
 from socket_chat.protocol.events import (
     NEED_DATA,
@@ -68,6 +76,7 @@ __all__ = ["MAX_RECORDS", "ClientConnection", "ServerConnection"]
 #: about the margin TLS keeps (an attacker's advantage near 2**-57). The last
 #: is kept for a Goodbye, so that a side at the limit can say why it ends.
 MAX_RECORDS = 2**24
+_BATCH_BYTE = bytes([BATCH_TYPE])
 
 _T = TypeVar("_T")
 #: Reads one frame in a given state: (connection, header, body) -> the
@@ -407,7 +416,11 @@ class _Connection:
         if self._received_goodbye:
             raise RemoteProtocolError("data after Goodbye")
         plaintext = self._open_record(header, body)
-        if plaintext[:1] == bytes([BATCH_TYPE]) and not self._may_receive_batch:
+        if plaintext[:1] != _BATCH_BYTE:  # one message, as most records are
+            event = self._check_role(decode_message(plaintext))
+            self._received_goodbye = isinstance(event, Goodbye)
+            return event
+        if not self._may_receive_batch:
             return MalformedMessage(f"a {self._role} does not receive a Batch")
         events = [self._check_role(event) for event in decode_record(plaintext)]
         if any(isinstance(event, Goodbye) for event in events[:-1]):
