@@ -12,10 +12,14 @@ and lengths, and against the GCM specification's test vectors).
 
 GHASH is not public API in pycryptodomex: it is ``Cryptodome.Cipher._mode_gcm``
 (``_GHASH`` and ``_ghash_clmul`` / ``_ghash_portable``), checked with
-pycryptodomex ``PINNED_PYCRYPTODOMEX`` (requirements.txt pins it). At import
-the internals are looked up and the result run against known answers; if
-either fails (a release moved or changed them), ``new`` is ``LibraryGcm``,
-which is ``AES.new`` per record as before: slower, never wrong.
+pycryptodomex ``PINNED_PYCRYPTODOMEX`` (requirements.txt pins it). The ECB
+and GHASH C functions are called straight, through ctypes prototypes of our
+own that keep the GIL for the call (a record's few blocks take far less
+than a hand-off of the GIL to another thread), not through the library's
+Python wrappers. At import the internals are looked up and the result run
+against known answers; if either fails (a release moved or changed them),
+``new`` is ``LibraryGcm``, which is ``AES.new`` per record as before: slower,
+never wrong.
 
 Opening checks the tag first, in constant time, before a byte of plaintext
 exists. Both classes take 12-byte nonces only (the protocol's; GCM's other
@@ -176,9 +180,10 @@ class PrecomputedGcm:
 
     def __init__(self, key: bytes, internals: _Internals):
         """Raises ValueError if ``key`` is not 16, 24 or 32 bytes long."""
-        self._ecb = AES.new(key, AES.MODE_ECB)  # kept: it owns the key schedule _state points to
-        self._tables = internals.tables(self._ecb.encrypt(_ZERO_BLOCK), internals.impl)  # owns _expanded
-        self._state = self._ecb._state.get()
+        ecb: Any = AES.new(key, AES.MODE_ECB)  # typed Any: _state is the library's private handle
+        self._ecb = ecb  # kept: it owns the key schedule _state points to
+        self._tables = internals.tables(ecb.encrypt(_ZERO_BLOCK), internals.impl)  # owns _expanded
+        self._state = ecb._state.get()
         self._expanded = self._tables._exp_key.get()
         self._ecb_encrypt = internals.ecb_encrypt
         self._ghash = internals.ghash
