@@ -179,9 +179,10 @@ def _flat_out(plan: PeerPlan, server: _Server, gen: LoadGen) -> FanOutResult:
     senders = min(plan.senders, len(gen.clients))
     each = max(10, math.ceil(plan.flat_deliveries / (len(gen.clients) - 1) / senders))
     window = max(1, min(64, 512 // senders))
-    cpu = scenarios.cpu_seconds(server.pid)
+    cpu, own = scenarios.cpu_seconds(server.pid), scenarios.own_cpu_seconds()
     result = scenarios.run_flat_out(gen, senders, each, window, plan.timeout)
     result.server_cpu = scenarios.cpu_seconds(server.pid) - cpu
+    result.loadgen_cpu = scenarios.own_cpu_seconds() - own  # which of the two sets the pace (findings)
     return result
 
 
