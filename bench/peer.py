@@ -13,13 +13,19 @@ For each of the two, on a fresh server process, one after the other:
 
 Skipped, and said so, when ngircd (or openssl, which makes its certificate)
 is not installed. ``section`` and ``targets`` write its part of
-docs/benchmarks.md.
+docs/benchmarks.md. ``python -m bench.peer`` runs this part alone and
+prints its table, its targets and its findings (about two minutes; ``--quick``
+for a small run), so that a change can be measured beside the IRC server
+without the whole benchmark.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import functools
 import math
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -179,9 +185,10 @@ def _flat_out(plan: PeerPlan, server: _Server, gen: LoadGen) -> FanOutResult:
     senders = min(plan.senders, len(gen.clients))
     each = max(10, math.ceil(plan.flat_deliveries / (len(gen.clients) - 1) / senders))
     window = max(1, min(64, 512 // senders))
-    cpu = scenarios.cpu_seconds(server.pid)
+    cpu, own = scenarios.cpu_seconds(server.pid), scenarios.own_cpu_seconds()
     result = scenarios.run_flat_out(gen, senders, each, window, plan.timeout)
     result.server_cpu = scenarios.cpu_seconds(server.pid) - cpu
+    result.loadgen_cpu = scenarios.own_cpu_seconds() - own  # which of the two sets the pace (findings)
     return result
 
 
@@ -364,3 +371,31 @@ def as_json(results: PeerResults) -> dict:
             for name, run in results.runs.items()
         },
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.peer``: this part alone, printed."""
+    from bench import findings, runner  # here: runner imports this module
+
+    parser = argparse.ArgumentParser(prog="python -m bench.peer", description="The chat beside ngircd over TLS.")
+    parser.add_argument("--quick", action="store_true", help="a small run (rooms of 6 and 21), for a smoke test")
+    args = parser.parse_args(argv)
+    results = runner.Results()
+    errors: list[str] = []
+    server_process = functools.partial(runner.ServerProcess, runner.CHAT)
+    measure(QUICK_PEER if args.quick else FULL_PEER, results.peer, server_process, _progress, errors)
+    print("\n".join(table(results.peer)))
+    for target, measured, met in targets(results.peer, {}):
+        print(f"- {target}: {measured} ({met})")
+    print("\n".join(findings._peer_finding(results)))
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -117,3 +117,16 @@ def test_ngircd_over_tls_gets_every_line_to_every_other_member_exactly_once(tmp_
         finally:
             gen.close_all()
         assert scenarios.rss_kib(server.pid) > 0 and scenarios.cpu_seconds(server.pid) >= 0
+
+
+def test_python_m_bench_peer_runs_the_peer_part_alone_and_prints_it(monkeypatch, capsys):
+    planned = []
+
+    def measure(plan, results, server_process, progress, errors):
+        planned.append(plan)
+        results.skipped = "ngircd is not installed"
+
+    monkeypatch.setattr(peer, "measure", measure)
+    assert peer.main(["--quick"]) == 0
+    assert planned == [peer.QUICK_PEER]
+    assert "skipped: ngircd is not installed" in capsys.readouterr().out

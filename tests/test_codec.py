@@ -21,6 +21,7 @@ from socket_chat.protocol import (
     UserList,
     UserListRequest,
 )
+from socket_chat.protocol.messages import MESSAGE_TYPES
 from socket_chat.protocol.schema import FieldSpec, FieldType, field_specs
 from tests.wire import (
     CLIENT_MESSAGES,
@@ -226,3 +227,18 @@ def test_a_field_the_wire_cannot_carry_is_refused_when_first_used():
     cls = message_class({"ratio": float}, postponed=False)
     with pytest.raises(TypeError, match="a message field is str, bytes or int"):
         cls(0.5)
+
+
+@pytest.mark.parametrize("cls", sorted(MESSAGE_TYPES.values(), key=lambda c: c.TYPE), ids=lambda c: c.__name__)
+def test_a_decoded_message_is_the_one_encoded_and_as_frozen(cls):
+    # decode_message makes a message without running __post_init__ again
+    # (what it read has each field's type): it must still be the same value,
+    # hash alike, and refuse changes, as one made by its constructor does.
+    samples = {FieldType.TEXT: "héllo", FieldType.BYTES: b"\x00\xffkey", FieldType.U32: 2**32 - 1}
+    message = cls(*(samples[spec.type] for spec in field_specs(cls)))
+    decoded = protocol.decode_message(protocol.encode_message(message))
+    assert type(decoded) is cls and decoded == message and hash(decoded) == hash(message)
+    assert repr(decoded) == repr(message)
+    for spec in field_specs(cls)[:1]:
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(decoded, spec.name, samples[spec.type])

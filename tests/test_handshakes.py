@@ -69,3 +69,26 @@ def test_the_servers_readers_hand_their_handshakes_to_the_handshake_thread(own_s
     first, second = own_server.client("first"), own_server.client("second")
     assert first is not None and second is not None
     assert gate.threads and set(gate.threads) == {"handshakes"}  # never a reader's own thread
+
+
+def test_only_the_step_that_needs_the_servers_key_is_handed_over(own_server, monkeypatch):
+    # Issue 22, part 3: a hand-off costs thread switches, so the reader keeps
+    # what needs no RSA (an empty buffer's NEED_DATA, the client's HI): a
+    # full handshake hands over one call (three before), two at most if its
+    # key exchange came in pieces.
+    from socket_chat import crypto as crypto_utils
+
+    unwrapped_in: list[str] = []
+    unwrap = crypto_utils.unwrap_key
+
+    def spy_unwrap(*args):
+        unwrapped_in.append(threading.current_thread().name)
+        return unwrap(*args)
+
+    monkeypatch.setattr(crypto_utils, "unwrap_key", spy_unwrap)
+    server = own_server.start(rate=0)
+    gate = NamingGate()
+    server.handshaking = gate
+    assert own_server.client("first") is not None and own_server.client("second") is not None
+    assert unwrapped_in == ["handshakes", "handshakes"]
+    assert set(gate.threads) == {"handshakes"} and 2 <= len(gate.threads) <= 4

@@ -9,6 +9,7 @@ import resource
 import select
 import selectors
 import socket
+import threading
 import time
 
 import pytest
@@ -173,6 +174,62 @@ def test_stop_lets_go_of_every_client(identity_key):
 
     assert stalled.outlet.finished.is_set()
     stalled.close()
+
+
+def test_wakes_from_many_threads_lose_none_while_the_sender_sleeps_and_wakes(identity_key, sender):
+    # A wake takes no lock unless the sender sleeps: four readers queue one
+    # message at a time, each the next only once the last was read, so the
+    # sender falls asleep between almost every two; a wake-up lost in that
+    # race would leave a message unsent and fail the read's timeout.
+    links = [Link(identity_key, sender) for _ in range(4)]
+    failures: list[str] = []
+
+    def queue_and_read(link: Link) -> None:
+        try:
+            for n in range(150):
+                link.outbox.put(chat(n))
+                assert link.receive(1) == [chat(n).message]
+        except (AssertionError, OSError) as exc:  # socket.timeout is an OSError
+            failures.append(repr(exc))
+
+    threads = [threading.Thread(target=queue_and_read, args=(link,)) for link in links]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT * 2)
+    assert not any(thread.is_alive() for thread in threads) and failures == []
+    for link in links:
+        link.outbox.close()
+        link.close()
+
+
+def test_wakes_while_the_sender_stops_are_safe_and_the_outlet_is_let_go(identity_key):
+    # stop() while another thread keeps waking: no error in either, and a
+    # wake once stopped releases the outlet itself (no one will send).
+    sender = Sender()
+    sender.start()
+    link = Link(identity_key, sender, add=False)
+    waking, stopped, errors = threading.Event(), threading.Event(), []
+
+    def wake_until_stopped() -> None:
+        try:
+            while not stopped.is_set():
+                sender.wake(link.outlet)
+                waking.set()
+            sender.wake(link.outlet)  # one more, after stop() returned
+        except Exception as exc:  # anything at all is the failure
+            errors.append(repr(exc))
+
+    waker = threading.Thread(target=wake_until_stopped)
+    waker.start()
+    assert waking.wait(TIMEOUT)
+    sender.stop()
+    stopped.set()
+    waker.join(TIMEOUT)
+    assert not waker.is_alive() and errors == []
+    assert link.outlet.finished.is_set()
+    link.server_sock.close()
+    link.sock.close()
 
 
 # --- a thousand clients -----------------------------------------------------------

@@ -12,10 +12,14 @@ and lengths, and against the GCM specification's test vectors).
 
 GHASH is not public API in pycryptodomex: it is ``Cryptodome.Cipher._mode_gcm``
 (``_GHASH`` and ``_ghash_clmul`` / ``_ghash_portable``), checked with
-pycryptodomex ``PINNED_PYCRYPTODOMEX`` (requirements.txt pins it). At import
-the internals are looked up and the result run against known answers; if
-either fails (a release moved or changed them), ``new`` is ``LibraryGcm``,
-which is ``AES.new`` per record as before: slower, never wrong.
+pycryptodomex ``PINNED_PYCRYPTODOMEX`` (requirements.txt pins it). The ECB
+and GHASH C functions are called straight, through ctypes prototypes of our
+own that keep the GIL for the call (a record's few blocks take far less
+than a hand-off of the GIL to another thread), not through the library's
+Python wrappers. At import the internals are looked up and the result run
+against known answers; if either fails (a release moved or changed them),
+``new`` is ``LibraryGcm``, which is ``AES.new`` per record as before: slower,
+never wrong.
 
 Opening checks the tag first, in constant time, before a byte of plaintext
 exists. Both classes take 12-byte nonces only (the protocol's; GCM's other
@@ -24,6 +28,7 @@ nonce sizes go through GHASH and are not needed here).
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import hmac
 import importlib
@@ -105,46 +110,116 @@ class LibraryGcm:
 
 
 class _Internals(NamedTuple):
-    """The parts of pycryptodomex's ``Cryptodome.Cipher._mode_gcm`` used here."""
+    """The parts of pycryptodomex's C library used here, called directly."""
 
     tables: Callable[[bytes, Any], Any]  # _GHASH(h, impl): expands H, frees the tables when dropped
-    impl: Any  # impl.ghash(y_out, data, len, y_in, tables): one C call over whole blocks
-    buffer: Callable[..., Any]
-    pointer: Callable[[bytes], Any]
-    size: Callable[[int], Any]
-    raw: Callable[[Any], bytes]
+    impl: Any  # the GHASH implementation (CLMUL or portable) the tables are for
+    ecb_encrypt: Callable[..., int]  # ECB_encrypt(state, in, out, len): 0 or an error code
+    ghash: Callable[..., int]  # ghash(y_out, data, len, y_in, tables): one call over whole blocks
+
+
+# The library's own functions, through prototypes of our own with their
+# argument types, made with PYFUNCTYPE: a call keeps the GIL. pycryptodomex
+# calls them through a CDLL, which lets the GIL go and takes it back around
+# every call (a chance for every other thread to run in between, and a
+# hand-off to pay); an ECB call over a chat line's few blocks or a GHASH over
+# them is far shorter than that hand-off. The same C code runs either way.
+_ECB_ENCRYPT = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t)
+_GHASH_CALL = ctypes.PYFUNCTYPE(
+    ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p
+)
+
+
+def _direct(function: Any, prototype: Any) -> Callable[..., int]:
+    """``function`` (a ctypes function of a CDLL) through ``prototype``."""
+    return prototype(ctypes.cast(function, ctypes.c_void_p).value)
 
 
 def _load_internals() -> _Internals | None:
-    """pycryptodomex's GHASH, or None where it is not where it was."""
+    """pycryptodomex's ECB and GHASH, or None where they are not where they were."""
     try:
         # Typed Any: the library's stubs leave its private names out.
         _mode_gcm: Any = importlib.import_module("Cryptodome.Cipher._mode_gcm")
-        from Cryptodome.Util._raw_api import c_size_t, c_uint8_ptr, create_string_buffer, get_raw_buffer
-
+        _mode_ecb: Any = importlib.import_module("Cryptodome.Cipher._mode_ecb")
         impl = _mode_gcm._ghash_clmul or _mode_gcm._ghash_portable
-        return _Internals(_mode_gcm._GHASH, impl, create_string_buffer, c_uint8_ptr, c_size_t, get_raw_buffer)
-    except (ImportError, AttributeError):
+        return _Internals(
+            _mode_gcm._GHASH,
+            impl,
+            _direct(_mode_ecb.raw_ecb_lib.ECB_encrypt, _ECB_ENCRYPT),
+            _direct(impl.ghash, _GHASH_CALL),
+        )
+    except (ImportError, AttributeError, TypeError, ctypes.ArgumentError):
         return None
+
+
+# Counter blocks as integers, for records of up to _SMALL_BLOCKS blocks (a
+# chat line, or a few): block i of a record is nonce || i (i from 1, J0
+# first), so all of them are nonce * _REPEAT[n] | _COUNTS[n], one
+# multiplication and one OR instead of building bytes block by block.
+_SMALL_BLOCKS = 64
+_REPEAT = [sum(1 << (128 * k + 32) for k in range(n)) for n in range(_SMALL_BLOCKS + 1)]
+_COUNTS = [int.from_bytes(_COUNTERS[: n * _BLOCK], "big") for n in range(_SMALL_BLOCKS + 1)]
+_ZERO_BLOCK = bytes(_BLOCK)
+_Y = ctypes.c_char * _BLOCK
+# ctypes array types by size, made once: a record's keystream is written into
+# a fresh one (each record its own, so threads never share one).
+_BUFFERS: dict[int, Any] = {}
+
+
+def _buffer(size: int) -> Any:
+    made = _BUFFERS.get(size)
+    if made is None:
+        made = _BUFFERS[size] = ctypes.c_char * size
+    return made()
 
 
 class PrecomputedGcm:
     """AES-GCM with the key schedule, H and GHASH's tables made once."""
 
-    __slots__ = ("_ecb", "_tables", "_ghash_c", "_x")
+    __slots__ = ("_ecb", "_tables", "_state", "_expanded", "_ecb_encrypt", "_ghash")
 
     def __init__(self, key: bytes, internals: _Internals):
         """Raises ValueError if ``key`` is not 16, 24 or 32 bytes long."""
-        self._ecb = AES.new(key, AES.MODE_ECB)
-        self._tables = internals.tables(self._ecb.encrypt(bytes(_BLOCK)), internals.impl)
-        self._ghash_c = internals.impl.ghash
-        self._x = internals
+        ecb: Any = AES.new(key, AES.MODE_ECB)  # typed Any: _state is the library's private handle
+        self._ecb = ecb  # kept: it owns the key schedule _state points to
+        self._tables = internals.tables(ecb.encrypt(_ZERO_BLOCK), internals.impl)  # owns _expanded
+        self._state = ecb._state.get()
+        self._expanded = self._tables._exp_key.get()
+        self._ecb_encrypt = internals.ecb_encrypt
+        self._ghash = internals.ghash
 
     def seal(self, nonce: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
         size = len(plaintext)
-        keystream = self._keystream(nonce, size)
-        ciphertext = xor_bytes(plaintext, keystream[_BLOCK : _BLOCK + size])
-        return ciphertext + self._tag(keystream, aad, ciphertext)
+        if size > _INT_XOR_LIMIT or len(nonce) != NONCE_SIZE:
+            keystream = self._keystream(nonce, size)
+            ciphertext = xor_bytes(plaintext, keystream[_BLOCK : _BLOCK + size])
+            return ciphertext + self._tag(keystream, aad, ciphertext)
+        # A chat line: _keystream, xor_bytes and _tag inline, as one function
+        # with the fewest Python steps, since this runs for every delivery.
+        blocks = 1 + (size + _BLOCK - 1) // _BLOCK
+        length = blocks * _BLOCK
+        counters = (int.from_bytes(nonce, "big") * _REPEAT[blocks] | _COUNTS[blocks]).to_bytes(length, "big")
+        out = _buffer(length)
+        if self._ecb_encrypt(self._state, counters, out, length):
+            raise ValueError("AES-ECB failed")
+        keystream = out.raw
+        ciphertext = (
+            int.from_bytes(plaintext, "big") ^ int.from_bytes(keystream[_BLOCK : _BLOCK + size], "big")
+        ).to_bytes(size, "big")
+        hashed = b"".join(
+            (
+                aad,
+                bytes(-len(aad) % _BLOCK),
+                ciphertext,
+                bytes(-size % _BLOCK),
+                struct.pack(">QQ", 8 * len(aad), 8 * size),
+            )
+        )
+        y = _Y()  # GHASH starts from Y0 = 0
+        if self._ghash(y, hashed, len(hashed), _ZERO_BLOCK, self._expanded):
+            raise ValueError("GHASH failed")
+        tag = int.from_bytes(y.raw, "big") ^ int.from_bytes(keystream[:_BLOCK], "big")
+        return ciphertext + tag.to_bytes(_BLOCK, "big")
 
     def open(self, nonce: bytes, sealed: bytes, aad: bytes = b"") -> bytes:
         if len(sealed) < TAG_SIZE:
@@ -162,12 +237,18 @@ class PrecomputedGcm:
         if size > _MAX_DATA:
             raise ValueError("GCM cannot encrypt that much under one nonce")
         blocks = 1 + (size + _BLOCK - 1) // _BLOCK
-        prefix = _checked(nonce) + b"\0\0\0\0"
-        if blocks * _BLOCK <= len(_COUNTERS):
-            counters = xor_bytes(prefix * blocks, _COUNTERS[: blocks * _BLOCK])
+        length = blocks * _BLOCK
+        nonce = _checked(nonce)
+        if blocks <= _SMALL_BLOCKS:
+            counters = (int.from_bytes(nonce, "big") * _REPEAT[blocks] | _COUNTS[blocks]).to_bytes(length, "big")
+        elif length <= len(_COUNTERS):
+            counters = xor_bytes((nonce + b"\0\0\0\0") * blocks, _COUNTERS[:length])
         else:
-            counters = b"".join(prefix[:NONCE_SIZE] + i.to_bytes(4, "big") for i in range(1, blocks + 1))
-        return self._ecb.encrypt(counters)
+            counters = b"".join(nonce + i.to_bytes(4, "big") for i in range(1, blocks + 1))
+        out = _buffer(length)
+        if self._ecb_encrypt(self._state, counters, out, length):
+            raise ValueError("AES-ECB failed")
+        return out.raw
 
     def _tag(self, keystream: bytes, aad: bytes, ciphertext: bytes) -> bytes:
         """E(J0) XOR GHASH(A || 0* || C || 0* || len(A) || len(C)) (steps 5 and 6)."""
@@ -180,11 +261,10 @@ class PrecomputedGcm:
                 struct.pack(">QQ", 8 * len(aad), 8 * len(ciphertext)),
             )
         )
-        x = self._x
-        y = x.buffer(_BLOCK)  # zeros: GHASH starts from Y0 = 0
-        if self._ghash_c(y, x.pointer(blocks), x.size(len(blocks)), y, self._tables._exp_key.get()):
+        y = _Y()  # GHASH starts from Y0 = 0
+        if self._ghash(y, blocks, len(blocks), _ZERO_BLOCK, self._expanded):
             raise ValueError("GHASH failed")
-        return xor_bytes(x.raw(y), keystream[:_BLOCK])
+        return (int.from_bytes(y.raw, "big") ^ int.from_bytes(keystream[:_BLOCK], "big")).to_bytes(_BLOCK, "big")
 
     def __repr__(self) -> str:
         return "<PrecomputedGcm>"

@@ -36,7 +36,15 @@ from socket_chat.crypto import (
 from socket_chat.crypto import work as puzzles
 from socket_chat.crypto.rng import Rng
 from socket_chat.protocol import handshake
-from socket_chat.protocol.codec import BATCH_TYPE, Encoded, batch_groups, decode_record, encode, encode_batch
+from socket_chat.protocol.codec import (
+    BATCH_TYPE,
+    Encoded,
+    batch_groups,
+    decode_message,
+    decode_record,
+    encode,
+    encode_batch,
+)
 from socket_chat.protocol.errors import LocalProtocolError, RecordLimitError, RemoteProtocolError
 from socket_chat.protocol.events import (
     NEED_DATA,
@@ -70,6 +78,7 @@ __all__ = ["MAX_RECORDS", "ClientConnection", "ServerConnection"]
 #: about the margin TLS keeps (an attacker's advantage near 2**-57). The last
 #: is kept for a Goodbye, so that a side at the limit can say why it ends.
 MAX_RECORDS = 2**24
+_BATCH_BYTE = bytes([BATCH_TYPE])
 
 _T = TypeVar("_T")
 #: Reads one frame in a given state: (connection, header, body) -> the
@@ -110,7 +119,9 @@ class _Connection:
         self._rng = rng or crypto_utils.random_bytes
         self._state = state
         self._buffer = ReceiveBuffer()
-        self._outbox = bytearray()
+        # Sealed frames not yet taken by data_to_send: a list of them, so that
+        # one record alone is handed over as it is, without a copy.
+        self._outbox: list[bytes] = []
         self._events: collections.deque[Message | MalformedMessage] = collections.deque()  # the rest of a Batch
         self._sealer: RecordSealer | None = None
         self._opener: RecordOpener | None = None
@@ -257,7 +268,7 @@ class _Connection:
 
     def data_to_send(self) -> bytes:
         """Everything written since the last call, ready for ``sendall``."""
-        data = bytes(self._outbox)
+        data = b"".join(self._outbox)  # one frame: that frame itself, not a copy
         self._outbox.clear()
         return data
 
@@ -289,12 +300,29 @@ class _Connection:
     _may_receive_batch = False
 
     def _send_encoded(self, items: Sequence[Encoded]) -> None:
+        if len(items) == 1:
+            self._send_one(items[0])
+            return
         if any(isinstance(item.message, Goodbye) for item in items[:-1]):
             raise LocalProtocolError("Goodbye must be the last message")
         for item in items:
             self._check_sendable(item.message)
         goodbye = bool(items) and isinstance(items[-1].message, Goodbye)
         self._send_records([item.payload for item in items], ends_with_goodbye=goodbye)
+        self._sent_goodbye = goodbye
+
+    def _send_one(self, item: Encoded) -> None:
+        """``_send_encoded`` for one message, the usual case (a record per
+        message whenever a room is quiet), with the same checks in the same
+        order, and none of the grouping."""
+        message = item.message
+        self._check_sendable(message)
+        goodbye = isinstance(message, Goodbye)
+        if _set(self._sealer, "the sealer").sequence >= (MAX_RECORDS if goodbye else MAX_RECORDS - 1):
+            raise RecordLimitError(
+                "this direction has carried the records its keys may protect: the connection must end"
+            )
+        self._send_record(item.payload)  # encode() made it fit in one record
         self._sent_goodbye = goodbye
 
     def _check_sendable(self, message: Message) -> None:
@@ -349,13 +377,13 @@ class _Connection:
         self._state = next_state(self._state, step)
 
     def _send_frame(self, body: bytes) -> None:
-        self._outbox += frame(body)
+        self._outbox.append(frame(body))
 
     def _send_record(self, plaintext: bytes) -> None:
         # The header is the record's associated data, so its length is
         # authenticated too.
         header = HEADER.pack(len(plaintext) + TAG_SIZE)
-        self._outbox += header + _set(self._sealer, "the sealer").seal(plaintext, aad=header)
+        self._outbox.append(header + _set(self._sealer, "the sealer").seal(plaintext, aad=header))
 
     def _open_record(self, header: bytes, body: bytes) -> bytes:
         opener = _set(self._opener, "the opener")
@@ -390,7 +418,11 @@ class _Connection:
         if self._received_goodbye:
             raise RemoteProtocolError("data after Goodbye")
         plaintext = self._open_record(header, body)
-        if plaintext[:1] == bytes([BATCH_TYPE]) and not self._may_receive_batch:
+        if plaintext[:1] != _BATCH_BYTE:  # one message, as most records are
+            event = self._check_role(decode_message(plaintext))
+            self._received_goodbye = isinstance(event, Goodbye)
+            return event
+        if not self._may_receive_batch:
             return MalformedMessage(f"a {self._role} does not receive a Batch")
         events = [self._check_role(event) for event in decode_record(plaintext)]
         if any(isinstance(event, Goodbye) for event in events[:-1]):

@@ -23,6 +23,7 @@ from socket_chat.chat.limits import Limits, Outbox
 from socket_chat.chat.member import MemberSession, Stage
 from socket_chat.protocol import (
     ConnectionClosed,
+    ConnectionState,
     Encoded,
     Goodbye,
     HandshakeComplete,
@@ -160,7 +161,7 @@ class ClientHandler:
     def _handshake(self) -> None:
         try:
             deadline = _Deadline(self.limits.handshake_timeout, "waiting for the handshake")
-            self._gate = self.server.handshakes.run  # its cryptography in the handshake thread, one at a time
+            self._gate = self._in_handshake_thread  # its cryptography there, one at a time
             self.sock.sendall(self.conn.data_to_send())
             event = self._next_event(deadline, flush=True)
             if isinstance(event, ResumptionOffered):
@@ -185,6 +186,17 @@ class ClientHandler:
         if self.conn.work:
             how += f" (proved work, effort {self.conn.work})"
         log.info("%s: handshake complete%s", self.peer, how)
+
+    def _in_handshake_thread(self, call: _NextEvent) -> protocol.Event | NeedData:
+        """``call()`` in the handshake thread when it may need the server's
+        key: only then. With nothing buffered, ``next_event`` reads nothing
+        (NEED_DATA, or the end); a client HI is one record opened and one
+        sealed, with the keys already agreed. The reader makes those calls
+        itself: a hand-off costs two thread switches each way, and a full
+        handshake made three of them for its one RSA unwrap."""
+        if not self.conn.buffered_bytes or self.conn.state is ConnectionState.AWAIT_CLIENT_HI:
+            return call()
+        return self.server.handshakes.run(call)
 
     def _answer_resumption(self, offer: ResumptionOffered) -> None:
         """Resume if the ticket is good (never holding the handshake gate:

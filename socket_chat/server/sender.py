@@ -33,7 +33,7 @@ __all__ = ["Outlet", "Sender"]
 
 #: What an outlet holds once all is sent: not an empty slice of the last
 #: batch, which would keep the whole batch's bytes alive while it idles.
-_NOTHING = memoryview(b"")
+_NOTHING: bytes | memoryview = b""
 
 
 class Outlet:
@@ -56,7 +56,7 @@ class Outlet:
         self.finished = threading.Event()
         self.failure: Exception | None = None
         self._cut = False
-        self._unsent = _NOTHING
+        self._unsent: bytes | memoryview = _NOTHING
         self._watched = False  # registered with the sender's selector, waiting for room
 
     def cut(self) -> None:
@@ -75,8 +75,10 @@ class Sender:
 
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
+        # Appended to by any thread and emptied by the sender, with no lock:
+        # a deque's append and popleft are each atomic. See ``wake``.
         self._ready: collections.deque[Outlet] = collections.deque()
-        self._lock = threading.Lock()  # _ready, _asleep, _woken, _stopping
+        self._lock = threading.Lock()  # _asleep, _woken, _stopping: their changes
         self._asleep = False
         self._woken = False
         self._stopping = False
@@ -94,13 +96,25 @@ class Sender:
         self.wake(outlet)
 
     def wake(self, outlet: Outlet) -> None:
-        """Have the sender look at ``outlet`` soon. Never blocks for long: a
-        lock held for an append, and at most one byte written per sleep."""
+        """Have the sender look at ``outlet`` soon. Never blocks for long: an
+        append, and at most one byte written per sleep.
+
+        This runs once per delivery (a reader queueing a message for each
+        member), so it takes no lock unless the sender sleeps. It appends,
+        then reads ``_asleep``; the sender sets ``_asleep``, then looks at
+        ``_ready`` again before it sleeps (``_take_ready``). Under the GIL
+        one of the two sees the other's write: either the sender finds the
+        outlet, or this call sees it asleep and wakes it. ``_stopping`` is
+        read after the append for the same reason: ``stop`` sets it, then
+        releases whatever ``_ready`` holds once the thread has ended.
+        """
+        self._ready.append(outlet)
+        if self._stopping:
+            outlet.finished.set()  # no one will send: let the reader close
+            return
+        if not self._asleep or self._woken:
+            return
         with self._lock:
-            if self._stopping:
-                outlet.finished.set()  # no one will send: let the reader close
-                return
-            self._ready.append(outlet)
             if not self._asleep or self._woken:
                 return
             self._woken = True
@@ -119,7 +133,7 @@ class Sender:
         for key in list(self._selector.get_map().values()):
             if key.data is not None:
                 key.data.finished.set()
-        for outlet in self._ready:
+        for outlet in self._drain_ready():  # a wake from now on sees _stopping itself
             outlet.finished.set()
         self._selector.close()
         self._wake_reader.close()
@@ -142,11 +156,23 @@ class Sender:
     def _take_ready(self) -> list[Outlet]:
         """The outlets woken since the last call; if none, the sender may
         sleep in the selector (and ``wake`` must then write a byte)."""
-        with self._lock:
-            ready = list(self._ready)
-            self._ready.clear()
-            self._asleep = not ready
+        ready = self._drain_ready()
+        if ready:
             return ready
+        with self._lock:
+            self._asleep = True
+        ready = self._drain_ready()  # after _asleep is set: see wake
+        if ready:
+            with self._lock:  # awake after all; a byte a waker wrote meanwhile is read after select
+                self._asleep = False
+        return ready
+
+    def _drain_ready(self) -> list[Outlet]:
+        ready, popleft = [], self._ready.popleft
+        with contextlib.suppress(IndexError):
+            while True:
+                ready.append(popleft())
+        return ready
 
     def _after_sleep(self) -> None:
         with self._lock:
@@ -168,7 +194,7 @@ class Sender:
                 if outlet._unsent:
                     sent = outlet.sock.send(outlet._unsent)
                     if sent < len(outlet._unsent):
-                        outlet._unsent = outlet._unsent[sent:]
+                        outlet._unsent = memoryview(outlet._unsent)[sent:]  # no copy of the rest
                         self._watch(outlet)  # full: come back when there is room
                         return
                     outlet._unsent = _NOTHING
@@ -182,7 +208,7 @@ class Sender:
                     self._unwatch(outlet)
                     return
                 self._seal(outlet.conn, items)
-                outlet._unsent = memoryview(outlet.conn.data_to_send())
+                outlet._unsent = outlet.conn.data_to_send()
         except BlockingIOError:
             self._watch(outlet)
             return
