@@ -637,7 +637,7 @@ class ServerConnection(_Connection):
         if work:
             # The refusal an older client stops at, then the puzzle (bound
             # to the hello after it); none of it is in the transcript.
-            self._outbox += handshake.refusal(WORK_REFUSAL)
+            self._outbox.append(handshake.refusal(WORK_REFUSAL))
             self._send_frame(puzzle)
         self._send_frame(hello)
         self._offer: handshake.Resumption | None = None  # a resumption, until it is taken or declined
