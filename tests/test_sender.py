@@ -17,6 +17,7 @@ import pytest
 from socket_chat import protocol
 from socket_chat.chat.limits import Outbox
 from socket_chat.protocol import ChatMessage, ConnectionClosed, encode
+from socket_chat.server import sender as sender_module
 from socket_chat.server.sender import Outlet, Sender
 from tests.wire import ConnectionPair, split_frames
 
@@ -176,11 +177,16 @@ def test_stop_lets_go_of_every_client(identity_key):
     stalled.close()
 
 
-def test_wakes_from_many_threads_lose_none_while_the_sender_sleeps_and_wakes(identity_key, sender):
-    # A wake takes no lock unless the sender sleeps: four readers queue one
-    # message at a time, each the next only once the last was read, so the
-    # sender falls asleep between almost every two; a wake-up lost in that
-    # race would leave a message unsent and fail the read's timeout.
+@pytest.mark.parametrize("lock_free", [True, False], ids=["under-the-gil", "free-threaded"])
+def test_wakes_from_many_threads_lose_none_while_the_sender_sleeps_and_wakes(
+    identity_key, sender, monkeypatch, lock_free
+):
+    # A wake takes no lock unless the sender sleeps (or, on a free-threaded
+    # Python, always takes it): four readers queue one message at a time,
+    # each the next only once the last was read, so the sender falls asleep
+    # between almost every two; a wake-up lost in that race would leave a
+    # message unsent and fail the read's timeout.
+    monkeypatch.setattr(sender_module, "LOCK_FREE_WAKE", lock_free)
     links = [Link(identity_key, sender) for _ in range(4)]
     failures: list[str] = []
 

@@ -24,10 +24,16 @@ import collections
 import contextlib
 import selectors
 import socket
+import sys
 import threading
 
 from socket_chat.chat.limits import Outbox
 from socket_chat.protocol import Encoded, Message, ProtocolError, RecordLimitError, ServerConnection
+
+#: Whether ``Sender.wake`` may look at ``_asleep`` without the lock: only
+#: where the GIL orders one thread's write before another's read (a
+#: free-threaded Python gives no such order, so there it takes the lock).
+LOCK_FREE_WAKE = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 __all__ = ["Outlet", "Sender"]
 
@@ -112,7 +118,7 @@ class Sender:
         if self._stopping:
             outlet.finished.set()  # no one will send: let the reader close
             return
-        if not self._asleep or self._woken:
+        if LOCK_FREE_WAKE and (not self._asleep or self._woken):
             return
         with self._lock:
             if not self._asleep or self._woken:
