@@ -922,12 +922,17 @@ class MemberSession:
             self._tell(protocol.ErrorNotice(str(refused)))
 
     def _room_line(self, line: protocol.RoomLine) -> None:
-        """A line or action for a room the person is in."""
+        """A line or action for a room the person is in; a chat line may be
+        a block, with the lobby's rules (``_relay``)."""
         if line.kind not in ("chat", "action"):
             if self._within_rate("it was not sent"):
                 self._tell(protocol.ErrorNotice(f"A room line's kind is chat or action, not {excerpt(line.kind, 20)}."))
             return
-        if not self._admit(line.text) or not self._rooms_served():
+        refused = blocks.too_many_lines(line.text, self.limits.max_lines) if blocks.is_block_sent(line) else None
+        if refused is not None:
+            self._tell(protocol.ErrorNotice(refused))
+            return
+        if not self._admit(line.text, blocks.cost(line)) or not self._rooms_served():
             return
         assert self._rooms is not None
         try:
