@@ -490,3 +490,38 @@ def test_a_ticket_is_given_before_the_name_only_to_whom_the_name_would_admit(roo
     welcome = Person(room, bans=bans, host="198.51.100.1", tickets=lambda key: protocol.NewTicket(60, b"t"))
     welcome.session.start()
     assert welcome.send(protocol.TicketRequest()) == [protocol.NewTicket(60, b"t")]
+
+
+# --- a ban from another thread (the server's, or a cluster's sweep) -------------
+
+
+def test_a_ban_of_someone_in_the_room_tells_the_others_at_once(room):
+    watcher, mal = joined(room, "Watcher"), joined(room, "mal")
+    watcher.heard()
+    mal.session.ban(0, "spam")
+    assert watcher.heard() == [protocol.UserBanned("mal", 0, "spam")]
+    mal.session.leave()  # the connection closed: no second word of it
+    assert watcher.heard() == []
+
+
+class Welcomed(Person):
+    """A person banned (as from the sweep's thread) the moment the room
+    delivers their Welcome: inside the room's join, before the session
+    takes its place (``membership`` is still None then)."""
+
+    def deliver(self, item: protocol.Encoded) -> bool:
+        if isinstance(item.message, protocol.Welcome):
+            assert self.session.membership is None
+            self.session.ban(3600, "spam")
+        return super().deliver(item)
+
+
+def test_a_ban_between_the_welcome_and_the_session_taking_its_place_is_told_as_a_ban(room):
+    watcher = joined(room, "Watcher")
+    mal = Welcomed(room)
+    mal.session.start()
+    mal.send(protocol.Username("mal"))
+    assert mal.session.membership is not None
+    assert watcher.heard() == [protocol.UserJoined("mal")]
+    mal.session.leave()  # the close that followed the ban
+    assert watcher.heard() == [protocol.UserBanned("mal", 3600, "spam")]

@@ -265,6 +265,8 @@ class MemberSession:
         self._ticket_given = False
         self._rooms = rooms
         self._in_rooms = False  # the person took the offer of rooms (Rooms)
+        #: (seconds, reason) of the ban that closes this session (``ban``), told when it leaves.
+        self._banned: tuple[int, str] | None = None
 
     @property
     def stage(self) -> Stage:
@@ -307,15 +309,30 @@ class MemberSession:
         rule(self, event)
 
     def leave(self) -> None:
-        """Leave the room, if in it, with the parting line if there is one;
-        the end of the session whatever ended the connection. Idempotent."""
+        """Leave the room, if in it, with the parting line if there is one
+        (or the ban's notice, if ``ban`` closed it); the end of the session
+        whatever ended the connection. Idempotent."""
         self._stage = Stage.ENDED
         membership, self.membership = self.membership, None
         if membership is not None:
             if self._rooms is not None:
                 self._rooms.leave_all(membership)
-            self.room.leave(membership, self.parting)
+            banned = self._banned
+            notice = None if banned is None else protocol.UserBanned(membership.name, *banned)
+            self.room.leave(membership, self.parting, banned=notice)
             log.info("%s left", membership.name)
+
+    def ban(self, seconds: int, reason: str) -> None:
+        """A ban covers this person (called from another thread, before the
+        connection is closed): out of the room now, the others told with the
+        ban's notice (``UserBanned``). A person welcomed whose session has
+        not yet taken its place (``membership`` is set just after the room's
+        join returns, in the reader's thread) leaves with that notice when
+        the session ends, so that the ban is never told as a mere leave."""
+        self._banned = (seconds, reason)
+        membership = self.membership
+        if membership is not None:
+            self.room.leave(membership, banned=protocol.UserBanned(membership.name, seconds, reason))
 
     # Any stage.
 
@@ -905,12 +922,17 @@ class MemberSession:
             self._tell(protocol.ErrorNotice(str(refused)))
 
     def _room_line(self, line: protocol.RoomLine) -> None:
-        """A line or action for a room the person is in."""
+        """A line or action for a room the person is in; a chat line may be
+        a block, with the lobby's rules (``_relay``)."""
         if line.kind not in ("chat", "action"):
             if self._within_rate("it was not sent"):
                 self._tell(protocol.ErrorNotice(f"A room line's kind is chat or action, not {excerpt(line.kind, 20)}."))
             return
-        if not self._admit(line.text) or not self._rooms_served():
+        refused = blocks.too_many_lines(line.text, self.limits.max_lines) if blocks.is_block_sent(line) else None
+        if refused is not None:
+            self._tell(protocol.ErrorNotice(refused))
+            return
+        if not self._admit(line.text, blocks.cost(line)) or not self._rooms_served():
             return
         assert self._rooms is not None
         try:

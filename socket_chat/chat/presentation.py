@@ -22,6 +22,7 @@ __all__ = [
     "excerpt",
     "mentions",
     "columns",
+    "block_text",
 ]
 
 
@@ -173,3 +174,15 @@ def excerpt(text: str, length: int = 30) -> str:
     """The start of a line, printable, to tell the person which one is meant."""
     text = printable_text(text)
     return text if len(text) <= length else text[: length - 1] + "\N{HORIZONTAL ELLIPSIS}"
+
+
+def block_text(text: str, before: str) -> str:
+    """A chat line's text made printable; a block's lines (LF between them)
+    each printable, the second and later ones indented by the columns of
+    ``before`` (what is shown before the text: ``alice: ``), so that they
+    stand under the first one's text and no line of a block can pass for
+    someone else's line."""
+    if "\n" not in text:
+        return printable_text(text)
+    indent = "\n" + " " * columns(before)
+    return indent.join(printable_text(line) for line in text.split("\n"))

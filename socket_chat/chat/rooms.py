@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from socket_chat.chat import names
+from socket_chat.chat.blocks import encoded_pieces, is_block
 from socket_chat.chat.history import HistoryUnavailable, Line, RoomHistoryStore
 from socket_chat.chat.presentation import excerpt, printable_text
 from socket_chat.chat.room import DEFAULT_HISTORY, USER_LIST_BYTES, Member, Membership, Room
@@ -235,7 +236,7 @@ class Rooms:
                 arriving = membership.member_id not in room.seats
                 room.seats[membership.member_id] = membership
                 self._joined[membership.member_id].add(key)
-                self._deliver(room, self._welcome(room), cut, only=membership)
+                self._deliver(room, self._welcome(room, membership), cut, only=membership)
                 if arriving:
                     room.invited = collections.deque(
                         (i for i in room.invited if not i.admits(membership)), maxlen=MAX_INVITATIONS
@@ -294,8 +295,10 @@ class Rooms:
                 room.history.append(_kept(room.name, line, item))
                 if self._store is not None:
                     self._store.keep_room(room.key, line)  # O(1), never blocks: in the room's order
+            # A block (rare) goes whole to those who take blocks, one message a line to the others.
+            split = encoded_pieces(item) if is_block(message) else None
             for member_id, m in room.seats.items():
-                if member_id != sender_id and not m.member.deliver(item):
+                if member_id != sender_id and not _deliver_line(m, item, split):
                     overflowed.append(m.member)
         _cut_off(overflowed)
 
@@ -509,11 +512,13 @@ class Rooms:
                 self._deliver(room, encode(RoomNotice(room.name, others)), cut)
         _cut_off(cut)
 
-    def _welcome(self, room: ChatRoom) -> list[Encoded]:
-        """``Joined`` and the history (under the room's lock)."""
+    def _welcome(self, room: ChatRoom, membership: Membership) -> list[Encoded]:
+        """``Joined`` and the history (under the room's lock), its blocks
+        whole or, to a member that takes none, one message a line."""
         listed = [m.name for m in itertools.islice(room.seats.values(), GREETING_NAMES)]
         joined = Joined(room.name, room.topic, len(room.seats), "\n".join(sorted(listed, key=str.casefold)))
-        return [encode(joined), *room.history]
+        history = room.history if membership.multiline else [p for item in room.history for p in encoded_pieces(item)]
+        return [encode(joined), *history]
 
     @staticmethod
     def _deliver(
@@ -539,6 +544,15 @@ def _kept(room: str, line: Line, live: Encoded | None = None) -> Encoded:
     byte differs, so its bytes are not encoded again under the room's lock."""
     history = RoomHistoryLine(room, str(line.id), line.sent_at, line.kind, line.sender, line.text)
     return encode(history) if live is None else Encoded(history, bytes([RoomHistoryLine.TYPE]) + live.payload[1:])
+
+
+def _deliver_line(m: Membership, item: Encoded, split: list[Encoded] | None) -> bool:
+    """A room's line to one member (under the room's lock): ``item``, or a
+    block's ``split`` (its pieces, one message a line under the one ID) to
+    a member that takes no blocks."""
+    if split is None or m.multiline:
+        return m.member.deliver(item)
+    return all(m.member.deliver(piece) for piece in split)
 
 
 def _cut_off(members: list[Member]) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 
-from socket_chat.chat.presentation import mentions, printable_text
+from socket_chat.chat.presentation import block_text, mentions, printable_text
 from socket_chat.protocol import (
     Joined,
     Parted,
@@ -181,7 +181,8 @@ def render_room(event: object, rooms: RoomState, style_name, notice, error) -> l
             where = f"[{clean(event.room)} history] "
         if event.kind == "action":
             return [f"{where}* {style_name(clean(event.sender))} {clean(event.text)}"]
-        return [f"{where}{style_name(clean(event.sender))}: {clean(event.text)}"]
+        sender = clean(event.sender)
+        return [f"{where}{style_name(sender)}: {block_text(event.text, f'{where}{sender}: ')}"]
     if isinstance(event, RoomNotice):
         return [notice(f"* [{clean(event.room)}] {clean(event.text)}")]
     if isinstance(event, Joined):

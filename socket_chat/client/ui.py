@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from socket_chat import protocol
 from socket_chat.chat.commands import Command, CommandTable
 from socket_chat.chat.presentation import (
-    columns,
+    block_text,
     format_duration,
     format_length,
     mentions,
@@ -416,18 +416,6 @@ def render(event, session: Session | None = None, style: Style = PLAIN, dated: b
     if isinstance(event, PageEnd):
         return [style.notice(f"* {page_end_text(event)}")]
     return []
-
-
-def block_text(text: str, before: str) -> str:
-    """A chat line's text made printable; a block's lines (LF between them)
-    each printable, the second and later ones indented by the columns of
-    ``before`` (what is shown before the text: ``alice: ``), so that they
-    stand under the first one's text and no line of a block can pass for
-    someone else's line."""
-    if "\n" not in text:
-        return printable_text(text)
-    indent = "\n" + " " * columns(before)
-    return indent.join(printable_text(line) for line in text.split("\n"))
 
 
 def _guest_mark(sender: str, session: Session | None) -> str:
@@ -975,7 +963,8 @@ BLOCK_NOT_A_COMMAND = (
 
 
 def _block_of(text: str, ctx: Context) -> str | None:
-    """A block typed: sent here as one ChatLine, its blank lines at either
+    """A block typed: sent here as one ChatLine (in a room, one RoomLine),
+    its blank lines at either
     end left out (None: nothing more to do, sent or refused). What is left
     of one line is given back, to be run as a line typed. To a server that
     takes no blocks (the connection changed while it was typed), its lines
@@ -996,7 +985,7 @@ def _block_of(text: str, ctx: Context) -> str | None:
         return None
     if lines[0].startswith("//"):
         lines[0] = lines[0][1:]
-    ctx.send(ChatLine("\n".join(lines)))
+    _say(ctx, "\n".join(lines))  # to the current room: the lobby's ChatLine, or a room's RoomLine
     return None
 
 

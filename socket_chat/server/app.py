@@ -30,7 +30,7 @@ from socket_chat.chat.presentation import format_length, printable_text
 from socket_chat.chat.registrations import NameRegistry, RegistryUnavailable
 from socket_chat.chat.room import DEFAULT_HISTORY, Cluster, Room
 from socket_chat.chat.rooms import RoomCaps, RoomRefused, Rooms
-from socket_chat.protocol import Notice, ServerIdentity, UserBanned
+from socket_chat.protocol import Notice, ServerIdentity
 from socket_chat.server import admission
 from socket_chat.server.allow_file import AllowFile, AllowFileError
 from socket_chat.server.console import CONSOLE, OperatorConsole
@@ -492,9 +492,7 @@ class ChatServer:
             owner = self._owner(session.fingerprint) if session is not None else None
             if session is None or not ban.covers(session.fingerprint, handler.host, owner):
                 continue
-            membership = session.membership
-            if membership is not None:
-                self.room.leave(membership, banned=UserBanned(membership.name, seconds or 0, ban.reason))
+            session.ban(seconds or 0, ban.reason)  # before the close: its leave is a ban's, whenever it comes
             handler.close(banned_text(ban.reason))
             closed += 1
         return closed
