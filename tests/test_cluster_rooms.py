@@ -172,7 +172,8 @@ def test_a_servers_members_are_gone_from_its_rooms_once_it_dies(two_servers, red
     spanning._closing.set()  # B stops keeping its rooms' seats alive, as a server that died
     spanning._thread.join(5)
     gone = protocol.RoomNotice("#dev", "Bob left #dev (their server is gone).")
-    assert ann.events_until(gone) == []  # within the seats' 0.6 s, and a sweep's 0.2 s
+    before = ann.events_until(gone)  # within the seats' 0.6 s, and a sweep's 0.2 s
+    assert [e for e in before if isinstance(e, protocol.RoomNotice)] == []  # Bob's join came before Ann's
     ask(ann, "who", "#dev")
     assert next_of(ann, protocol.RoomMembers) == protocol.RoomMembers("#dev", "Ann")
     ask(ann, "mode", "#dev", "+i")  # the founder's role passed to Ann
@@ -192,3 +193,41 @@ def test_with_redis_lost_room_commands_and_lines_are_refused_with_the_reason(two
     assert next_of(ann, ErrorNotice).text == cluster_rooms.UNREACHABLE
     ask(ann, "who", "#dev")  # the server stays up, and says the same
     assert next_of(ann, ErrorNotice).text == cluster_rooms.UNREACHABLE
+
+
+def test_a_room_entry_has_the_documented_bytes_and_one_no_server_wrote_is_refused():
+    line = protocol.RoomMessage("#dev", "", 1764100000, "chat", "alice", "hi")
+    entry = cluster_rooms.encode_room_entry(line, "3f2a9c01b7e4/1")
+    assert entry == {  # PROTOCOL.md section 8, "Rooms in a cluster"
+        b"m": bytes.fromhex("670004236465760000692607a00004636861740005616c69636500026869"),
+        b"from": b"3f2a9c01b7e4/1",
+        b"to": b"",
+    }
+    assert cluster_rooms.decode_room_entry(entry, "dev") == (line, "3f2a9c01b7e4/1", "")
+    kick = cluster_rooms.encode_room_entry(protocol.Parted("#dev", "kicked"), None, "3f2a9c01b7e4/2")
+    assert cluster_rooms.decode_room_entry(kick, "dev") == (protocol.Parted("#dev", "kicked"), None, "3f2a9c01b7e4/2")
+    garbled = [
+        {**entry, b"extra": b""},
+        {**entry, b"from": b"alice"},
+        {**entry, b"to": b"everyone"},
+        {**entry, b"m": protocol.encode_message(ChatMessage("alice", "hi"))},  # not a room's message
+        {**entry, b"m": protocol.encode_message(protocol.Goodbye("bye"))},
+        {**entry, b"m": protocol.encode_message(protocol.RoomMessage("#dev", "", 0, "chat", "two\nlines", "x"))},
+        {**entry, b"m": b"\x67\x00"},
+    ]
+    for fields in garbled:
+        with pytest.raises(ValueError):
+            cluster_rooms.decode_room_entry(fields, "dev")
+    with pytest.raises(ValueError, match="another room"):
+        cluster_rooms.decode_room_entry(entry, "ops")
+
+
+def test_an_entry_no_server_wrote_is_skipped_and_the_room_goes_on(two_servers, redis_server, caplog):
+    a, b = two_servers
+    ann, bob = in_rooms(a, "Ann"), in_rooms(b, "Bob")
+    joins(ann, "#dev"), joins(bob, "#dev")
+    shared = a.server.room.cluster.redis
+    shared.xadd(cluster_rooms.STREAM + "dev", {b"m": b"garbage", b"from": b"", b"to": b""})
+    bob.send(RoomLine("#dev", "chat", "after it"))
+    assert next_of(ann, protocol.RoomMessage).text == "after it"
+    assert any("skipped an entry of #dev" in record.getMessage() for record in caplog.records)
