@@ -148,7 +148,7 @@ GUESTS_REFUSED = (
 )
 
 #: A room request on a server with no rooms (in a cluster, for now).
-NO_ROOMS_HERE = "This server has no rooms (a server of a cluster has none yet): you are in the lobby."
+NO_ROOMS_HERE = "This server has no rooms (its cluster does not share them): you are in the lobby."
 #: A room request from a client that did not take the server's offer (``Rooms``).
 ROOMS_NOT_ASKED = "Rooms are sent only to a client that asked for them (Rooms, PROTOCOL.md): you are in the lobby."
 

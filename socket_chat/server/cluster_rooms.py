@@ -329,6 +329,8 @@ class ClusterRooms(Rooms):
         self._sweep = redis.register_script(SWEEP)
         self._reseat = redis.register_script(RESEAT)
         self._cursors: dict[ChatRoom, bytes] = {}  # the last entry applied, by room followed
+        #: Leavings of the chat that Redis did not take: (room key, LEAVE's args).
+        self._unwritten: collections.deque[tuple[str, list]] = collections.deque(maxlen=10_000)
         self._wake_cursor = b"0-0"
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
@@ -471,11 +473,12 @@ class ClusterRooms(Rooms):
             rooms = [self._rooms[key] for key in keys if key in self._rooms]
         for room in rooms:
             notice = RoomNotice(room.name, f"{membership.name} left {room.name}.")
-            self._call_quietly(
-                self._leave,
-                keys=room_keys(room.key),
-                args=[membership.member_id, room.key, ROOM_STREAM_LENGTH, *_fields(notice, membership.member_id)],
-            )
+            args = [membership.member_id, room.key, ROOM_STREAM_LENGTH, *_fields(notice, membership.member_id)]
+            try:
+                self._call(self._leave, keys=room_keys(room.key), args=args)
+            except RoomRefused:
+                with self._lock:  # written once Redis is back (_keep_alive)
+                    self._unwritten.append((room.key, args))
             self._unseat(room, membership.member_id, None)
 
     def _add(self, message: Message, sender_id: str | None) -> None:
@@ -648,6 +651,10 @@ class ClusterRooms(Rooms):
         redis = self._cluster.redis
         if self._call(redis.set, self._server_key, b"1", px=self._ttl_ms(), get=True) is None:
             self._seat_again()
+        while self._unwritten:
+            key, args = self._unwritten[0]
+            self._call(self._leave, keys=room_keys(key), args=args)
+            self._unwritten.popleft()
         taken = self._call(self._sweep, keys=[], args=[PREFIX])
         for at in range(0, len(taken), 4):
             key, name, _, held = (value.decode(errors="replace") for value in taken[at : at + 4])
