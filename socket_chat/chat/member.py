@@ -656,6 +656,8 @@ class MemberSession:
             self._tell(protocol.ErrorNotice(f"The username {name} belongs to someone else."))
         elif self.room.rename(self._me, name):
             log.info("%s: now known as %s", self.peer, name)
+            if self._rooms is not None:
+                self._rooms.renamed(self._me)
             self._register(name)
         elif holder := self._look_alike_holder(name):
             self._tell(protocol.ErrorNotice(f"The username {name} looks the same as {holder}, who is online."))

@@ -389,6 +389,11 @@ class Rooms:
         with self._lock:
             return [(r.name, len(r.seats), r.topic) for r in self._rooms.values()]
 
+    def renamed(self, membership: Membership) -> None:
+        """The member was renamed in the lobby: here nothing to do (each
+        room holds their Membership, whose name it is); a cluster's rooms
+        write the new name where the other servers read it."""
+
     def rooms_of(self, membership: Membership) -> list[str]:
         """The names of the rooms the member is in."""
         with self._lock:

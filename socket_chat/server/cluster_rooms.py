@@ -253,6 +253,13 @@ end
 return 0
 """
 
+# A member's new name, if they are in the room: KEYS: its members, their
+# names; ARGV: member ID, the name.
+RENAME = """
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) end
+return 0
+"""
+
 #: What a room's entry may hold.
 ROOM_ENTRY_TYPES = (RoomMessage, RoomNotice, Parted)
 
@@ -328,6 +335,7 @@ class ClusterRooms(Rooms):
         self._invite = redis.register_script(INVITE)
         self._sweep = redis.register_script(SWEEP)
         self._reseat = redis.register_script(RESEAT)
+        self._rename = redis.register_script(RENAME)
         self._cursors: dict[ChatRoom, bytes] = {}  # the last entry applied, by room followed
         #: Leavings of the chat that Redis did not take: (room key, LEAVE's args).
         self._unwritten: collections.deque[tuple[str, list]] = collections.deque(maxlen=10_000)
@@ -480,6 +488,17 @@ class ClusterRooms(Rooms):
                 with self._lock:  # written once Redis is back (_keep_alive)
                     self._unwritten.append((room.key, args))
             self._unseat(room, membership.member_id, None)
+
+    def renamed(self, membership: Membership) -> None:
+        """The new name goes in each of the member's rooms' names (for
+        ``/who`` and ``/kick`` on every server); the lobby's NickChanged
+        tells the people."""
+        with self._lock:
+            keys = list(self._joined.get(membership.member_id, ()))
+        for key in keys:
+            self._call_quietly(
+                self._rename, keys=[MEMBERS + key, NAMES + key], args=[membership.member_id, membership.name]
+            )
 
     def _add(self, message: Message, sender_id: str | None) -> None:
         """``publish``: a room's line, into its stream; refused if Redis does not take it."""
