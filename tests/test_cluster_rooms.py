@@ -237,3 +237,17 @@ def test_an_entry_no_server_wrote_is_skipped_and_the_room_goes_on(two_servers, r
     bob.send(RoomLine("#dev", "chat", "after it"))
     assert next_of(ann, protocol.RoomMessage).text == "after it"
     assert any("skipped an entry of #dev" in record.getMessage() for record in caplog.records)
+
+
+def test_the_caps_count_the_whole_cluster_and_are_each_a_clear_refusal(two_servers):
+    a, b = two_servers
+    for own in two_servers:
+        own.server.rooms.room_size, own.server.rooms.max_rooms = 2, 1
+    ann, bob, cat = in_rooms(a, "Ann"), in_rooms(b, "Bob"), in_rooms(b, "Cat")
+    joins(ann, "#dev"), joins(bob, "#dev")
+    ask(cat, "join", "#dev")
+    assert next_of(cat, ErrorNotice).text == "#dev is full: it holds 2 people at most."
+    ask(cat, "join", "#ops")
+    assert next_of(cat, ErrorNotice).text == (
+        "The cluster has 1 rooms already, the most it holds: #ops was not made. Join one of them (/rooms lists them)."
+    )
