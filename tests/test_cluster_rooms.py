@@ -11,7 +11,7 @@ from socket_chat import protocol
 from socket_chat.protocol import ChatMessage, ErrorNotice, Notice, PrivateMessage, RoomLine, RoomRequest
 from socket_chat.server import cluster, cluster_rooms
 from socket_chat.server.console import OperatorConsole
-from tests.helpers import ChatTestClient, OwnServer
+from tests.helpers import ChatTestClient, OwnServer, wait_until
 
 
 @pytest.fixture
@@ -251,3 +251,21 @@ def test_the_caps_count_the_whole_cluster_and_are_each_a_clear_refusal(two_serve
     assert next_of(cat, ErrorNotice).text == (
         "The cluster has 1 rooms already, the most it holds: #ops was not made. Join one of them (/rooms lists them)."
     )
+
+
+def test_when_redis_is_back_empty_the_servers_seat_their_members_again(two_servers, redis_server):
+    a, b = two_servers
+    ann, dan, bob = in_rooms(a, "Ann"), in_rooms(a, "Dan"), in_rooms(b, "Bob")
+    joins(ann, "#dev"), joins(dan, "#dev"), joins(bob, "#dev")
+    redis_server.stop()
+    dan.close()  # leaves while Redis is lost: not seated again
+    assert wait_until(lambda: a.server.room.find("Dan") is None)
+    redis_server.start()  # with nothing in it
+    ann.events_until(Notice(cluster.RESTORED))
+    shared = a.server.room.cluster.redis
+    assert wait_until(lambda: shared.hlen(cluster_rooms.NAMES + "dev") == 2)
+    for client in (ann, bob):
+        ask(client, "who", "#dev")
+        assert next_of(client, protocol.RoomMembers) == protocol.RoomMembers("#dev", "Ann\nBob")
+    bob.send(RoomLine("#dev", "chat", "back"))
+    assert next_of(ann, protocol.RoomMessage).text == "back"

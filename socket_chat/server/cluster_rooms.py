@@ -119,9 +119,10 @@ TO = re.compile(rb"\*|[0-9a-f]{12}/[1-9][0-9]{0,18}")
 # guest), the most rooms, the most people a room, the room's name the
 # notice has, the notice, the stream's length. The first field of the answer
 # says what was done ('renamed': the room's name is not the notice's, try
-# again); then the room's name, topic and its members' names.
+# again); then the room's name, topic, the ID of the join's entry (empty if
+# they were in it already) and its members' names.
 JOIN = """
-local status = 'already'
+local status, added = 'already', ''
 local held = redis.call('HGET', KEYS[1], 'name') or ARGV[3]
 if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
   if held ~= ARGV[8] then return {'renamed', held} end
@@ -139,11 +140,11 @@ if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
   end
   redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[6]), ARGV[1])
   redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
-  redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[10], '*', 'm', ARGV[9], 'from', ARGV[1], 'to', '')
+  added = redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[10], '*', 'm', ARGV[9], 'from', ARGV[1], 'to', '')
   status = 'joined'
 end
 local room = redis.call('HMGET', KEYS[1], 'name', 'topic')
-local answer = {status, room[1], room[2]}
+local answer = {status, room[1], room[2], added}
 for _, name in ipairs(redis.call('HVALS', KEYS[3])) do table.insert(answer, name) end
 return answer
 """
@@ -337,6 +338,8 @@ class ClusterRooms(Rooms):
         self._reseat = redis.register_script(RESEAT)
         self._rename = redis.register_script(RENAME)
         self._cursors: dict[ChatRoom, bytes] = {}  # the last entry applied, by room followed
+        #: (room, member ID) -> the order of the entry of their join here.
+        self._seated_at: dict[tuple[ChatRoom, str], tuple[int, int]] = {}
         #: Leavings of the chat that Redis did not take: (room key, LEAVE's args).
         self._unwritten: collections.deque[tuple[str, list]] = collections.deque(maxlen=10_000)
         self._wake_cursor = b"0-0"
@@ -411,18 +414,20 @@ class ClusterRooms(Rooms):
         if status == "invite only":
             raise RoomRefused(f"{shown} is invite-only (+i): ask its founder for an /invite.")
         topic = answer[2].decode()
-        listed = sorted((n.decode() for n in answer[3:]), key=str.casefold)
+        listed = sorted((n.decode() for n in answer[4:]), key=str.casefold)
         joined = Joined(shown, topic, len(listed), "\n".join(listed[:GREETING_NAMES]))
         try:
-            self._seat(membership, key, shown, joined)
+            self._seat(membership, key, shown, joined, answer[3])
         except RoomRefused:
             if status == "joined":  # not seated here: not in Redis either
                 self._call_quietly(self._leave, keys=room_keys(key), args=[membership.member_id, key, 1])
             raise
 
-    def _seat(self, membership: Membership, key: str, name: str, joined: Joined) -> None:
+    def _seat(self, membership: Membership, key: str, name: str, joined: Joined, added: bytes) -> None:
         """Seat the member here, the room followed from its stream's tail if
-        no one here was in it; they are sent ``joined`` and its history."""
+        no one here was in it; they are sent ``joined`` and its history.
+        ``added``: the ID of their join's entry (empty: they were in it), before
+        which a kick or a close in the stream is not theirs."""
         cut: list[Member] = []
         while True:
             tail = None if key in self._rooms else self._tail(key)
@@ -439,6 +444,8 @@ class ClusterRooms(Rooms):
                     self._cursors[room] = last
                 with room.lock:
                     room.seats[membership.member_id] = membership
+                    if added:
+                        self._seated_at[room, membership.member_id] = entry_order(added)
                     self._joined[membership.member_id].add(key)
                     self._deliver(room, [encode(joined), *room.history], cut, only=membership)
                 break
@@ -726,16 +733,19 @@ class ClusterRooms(Rooms):
                     if member_id != sender_id and not m.member.deliver(item):
                         cut.append(m.member)
             elif isinstance(message, RoomNotice):
+                told = encode(message)
                 for member_id, m in room.seats.items():
-                    if member_id != sender_id and not m.member.deliver(encode(message)):
+                    if member_id != sender_id and not m.member.deliver(told):
                         cut.append(m.member)
-            elif isinstance(message, Parted) and to == "*":
-                self._deliver(room, encode(message), cut)
-                for member_id in list(room.seats):
-                    self._forget_seat(room, member_id)
-            elif isinstance(message, Parted) and to in room.seats:
-                self._deliver(room, encode(message), cut, only=room.seats[to])
-                self._forget_seat(room, to)
+            elif isinstance(message, Parted):
+                # A close (to everyone) or a kick, of those seated before it:
+                # one who joined again since is not taken out by it.
+                order = entry_order(entry_id)
+                for member_id in [to] if to != "*" else list(room.seats):
+                    seated = room.seats.get(member_id)
+                    if seated is not None and self._seated_at.get((room, member_id), (0, 0)) < order:
+                        self._deliver(room, encode(message), cut, only=seated)
+                        self._forget_seat(room, member_id)
         for member in cut:
             member.send_queue_overflowed()
 
@@ -755,6 +765,7 @@ class ClusterRooms(Rooms):
         """Out of the room here (under both locks); a room no one here is
         in is followed no more."""
         room.seats.pop(member_id, None)
+        self._seated_at.pop((room, member_id), None)
         joined = self._joined.get(member_id)
         if joined is not None:
             joined.discard(room.key)
@@ -803,6 +814,12 @@ class ClusterRooms(Rooms):
 
     def _ttl_ms(self) -> int:
         return max(1, int(self._cluster.name_ttl * 1000))
+
+
+def entry_order(entry_id: bytes) -> tuple[int, int]:
+    """A stream entry ID (``MS-SEQ``) as what sorts in the stream's order."""
+    milliseconds, _, sequence = entry_id.partition(b"-")
+    return (int(milliseconds), int(sequence or b"0")) if milliseconds.isdigit() and sequence.isdigit() else (0, 0)
 
 
 def _fields(message: Message, sender_id: str | None, to: str = "") -> list[bytes]:
