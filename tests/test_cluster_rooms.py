@@ -3,7 +3,9 @@ in-process servers sharing a real redis-server on loopback."""
 
 from __future__ import annotations
 
+import re
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -209,6 +211,9 @@ def test_a_room_entry_has_the_documented_bytes_and_one_no_server_wrote_is_refuse
         b"from": b"3f2a9c01b7e4/1",
         b"to": b"",
     }
+    spec = (Path(__file__).parent.parent / "PROTOCOL.md").read_text(encoding="utf-8")
+    vector = dict(re.findall(r"^(m|from) +([0-9a-f/]+)$", spec.split("### Rooms in a cluster")[1], re.M))
+    assert vector == {"m": entry[b"m"].hex(), "from": "3f2a9c01b7e4/1"}
     assert cluster_rooms.decode_room_entry(entry, "dev") == (line, "3f2a9c01b7e4/1", "")
     kick = cluster_rooms.encode_room_entry(protocol.Parted("#dev", "kicked"), None, "3f2a9c01b7e4/2")
     assert cluster_rooms.decode_room_entry(kick, "dev") == (protocol.Parted("#dev", "kicked"), None, "3f2a9c01b7e4/2")
