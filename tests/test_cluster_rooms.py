@@ -4,6 +4,7 @@ in-process servers sharing a real redis-server on loopback."""
 from __future__ import annotations
 
 import re
+import signal
 import threading
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from socket_chat import protocol
 from socket_chat.protocol import ChatMessage, ErrorNotice, Notice, PrivateMessage, RoomLine, RoomRequest
 from socket_chat.server import cluster, cluster_rooms
 from socket_chat.server.console import OperatorConsole
+from tests import procs
 from tests.helpers import ChatTestClient, OwnServer, wait_until
 
 
@@ -274,3 +276,32 @@ def test_when_redis_is_back_empty_the_servers_seat_their_members_again(two_serve
         assert next_of(client, protocol.RoomMembers) == protocol.RoomMembers("#dev", "Ann\nBob")
     bob.send(RoomLine("#dev", "chat", "back"))
     assert next_of(ann, protocol.RoomMessage).text == "back"
+
+
+@pytest.mark.slow
+def test_a_server_process_killed_with_sigkill_leaves_its_members_out_of_its_rooms(tmp_path, redis_server):
+    """About 3 s: two server.py processes; one is killed, its seats lapse."""
+    servers = []
+    try:
+        for label in ("a", "b"):
+            server = procs.start_server(tmp_path / label, "--cluster", redis_server.url, "--cluster-name-ttl", "1")
+            servers.append(server)
+            server.stdout.expect(re.compile(r"^Cluster: "))
+        a, b = servers
+        ghost = ChatTestClient(("127.0.0.1", a.port))
+        ghost.handshake(rooms=True)
+        ghost.join("Ghost")
+        ann = ChatTestClient(("127.0.0.1", b.port))
+        ann.handshake(rooms=True)
+        ann.join("Ann")
+        joins(ghost, "#dev"), joins(ann, "#dev")
+        a.signal(signal.SIGKILL)
+        assert a.wait() == -signal.SIGKILL
+        gone = protocol.RoomNotice("#dev", "Ghost left #dev (their server is gone).")
+        ann.events_until(gone)  # no one took it out: its server's key lapsed, a second after its last refresh
+        ask(ann, "who", "#dev")
+        assert next_of(ann, protocol.RoomMembers) == protocol.RoomMembers("#dev", "Ann")
+        ghost.close(), ann.close()
+    finally:
+        for server in servers:
+            server.kill()
