@@ -16,9 +16,10 @@ section 8, "Rooms in a cluster"):
   fingerprint or ``id:`` a guest's member ID;
 - ``socket-chat:room-stream:<key>``, the room's stream: what is said in it,
   and its notices, in its one order; a room's history is its tail;
-- ``socket-chat:room-server:<server>``, set to expire: a server alive. A
-  server whose key lapsed is dead, and the next sweep of any server takes
-  its members out of their rooms (as a dead server's names lapse).
+- ``socket-chat:room-server:<server>``, set to expire: a server alive, and
+  ``socket-chat:room-servers``, the set of them. A server whose key lapsed is
+  dead, and the next sweep of any server takes its members out of their
+  rooms (as a dead server's names lapse).
 
 A check and its change happen together, in one Lua script each (a room's
 caps, its founder, its mode, its invitations). A server follows the
@@ -101,6 +102,7 @@ NAMES = PREFIX + "room-names:"
 INVITED = PREFIX + "room-invited:"
 STREAM = PREFIX + "room-stream:"
 SERVER = PREFIX + "room-server:"
+SERVERS = PREFIX + "room-servers"
 WAKE = PREFIX + "room-wake:"
 SEQUENCE = PREFIX + "room-seq"
 #: Entries a room's stream keeps (approximately, as the lobby's).
@@ -203,9 +205,16 @@ redis.call('SADD', KEYS[2], ARGV[2])
 return 'done'
 """
 
-# Take the members of dead servers out of every room. ARGV: the keys'
-# prefix. Returns room key, room name, member ID, name for each taken out.
+# Take the members of dead servers out of every room: the servers of the
+# set ``room-servers`` whose ``room-server:`` key lapsed (none: nothing is
+# read but the set). ARGV: the keys' prefix. Returns room key, room name,
+# member ID, name for each taken out.
 SWEEP = """
+local dead = {}
+for _, server in ipairs(redis.call('SMEMBERS', ARGV[1] .. 'room-servers')) do
+  if redis.call('EXISTS', ARGV[1] .. 'room-server:' .. server) == 0 then dead[server] = true end
+end
+if next(dead) == nil then return {} end
 local taken = {}
 for _, key in ipairs(redis.call('SMEMBERS', ARGV[1] .. 'rooms')) do
   local room = ARGV[1] .. 'room:' .. key
@@ -213,7 +222,7 @@ for _, key in ipairs(redis.call('SMEMBERS', ARGV[1] .. 'rooms')) do
   local gone = false
   for _, id in ipairs(redis.call('ZRANGE', members, 0, -1)) do
     local server = string.match(id, '^([0-9a-f]+)/')
-    if server == nil or redis.call('EXISTS', ARGV[1] .. 'room-server:' .. server) == 0 then
+    if server == nil or dead[server] then
       table.insert(taken, key)
       table.insert(taken, redis.call('HGET', room, 'name') or '')
       table.insert(taken, id)
@@ -232,6 +241,7 @@ for _, key in ipairs(redis.call('SMEMBERS', ARGV[1] .. 'rooms')) do
     end
   end
 end
+for server in pairs(dead) do redis.call('SREM', ARGV[1] .. 'room-servers', server) end
 return taken
 """
 
@@ -352,6 +362,7 @@ class ClusterRooms(Rooms):
     def start(self) -> None:
         """Say this server is alive, then follow the rooms' streams."""
         self._call(self._cluster.redis.set, self._server_key, b"1", px=self._ttl_ms())
+        self._call(self._cluster.redis.sadd, SERVERS, self._cluster.server_id)
         self._thread = threading.Thread(target=self._run, name="cluster rooms", daemon=True)
         self._thread.start()
 
@@ -362,6 +373,7 @@ class ClusterRooms(Rooms):
         if self._thread is not None:
             self._thread.join(READ_BLOCK_MS / 1000 + 5)
         self._call_quietly(self._cluster.redis.delete, self._server_key, self._wake)
+        self._call_quietly(self._cluster.redis.srem, SERVERS, self._cluster.server_id)
 
     # Called for the members.
 
@@ -676,6 +688,7 @@ class ClusterRooms(Rooms):
         had lapsed), then take dead servers' members out of their rooms."""
         redis = self._cluster.redis
         if self._call(redis.set, self._server_key, b"1", px=self._ttl_ms(), get=True) is None:
+            self._call(redis.sadd, SERVERS, self._cluster.server_id)
             self._seat_again()
         while self._unwritten:
             key, args = self._unwritten[0]
