@@ -411,7 +411,7 @@ class ClusterRooms(Rooms):
             named = answer[1].decode()
         status = answer[0].decode()
         if status == "renamed":
-            raise RoomRefused(UNREACHABLE)
+            raise RoomRefused(f"{printable(raw)} was closed and made again as you joined: try again.")
         if status == "bad name":
             assert refusal is not None
             raise refusal
@@ -432,7 +432,9 @@ class ClusterRooms(Rooms):
             self._seat(membership, key, shown, joined, answer[3])
         except RoomRefused:
             if status == "joined":  # not seated here: not in Redis either
-                self._call_quietly(self._leave, keys=room_keys(key), args=[membership.member_id, key, 1])
+                left = RoomNotice(shown, f"{membership.name} left {shown}.")
+                args = [membership.member_id, key, ROOM_STREAM_LENGTH, *_fields(left, membership.member_id)]
+                self._call_quietly(self._leave, keys=room_keys(key), args=args)
             raise
 
     def _seat(self, membership: Membership, key: str, name: str, joined: Joined, added: bytes) -> None:
@@ -699,7 +701,7 @@ class ClusterRooms(Rooms):
             key, name, _, held = (value.decode(errors="replace") for value in taken[at : at + 4])
             if name and is_username(held):
                 notice = RoomNotice(name, SERVER_GONE.format(name=held, room=name))
-                self._add_entry(key, encode_room_entry(notice, None))
+                self._call(self._add_entry, key, encode_room_entry(notice, None))
 
     def _seat_again(self) -> None:
         with self._lock:
