@@ -44,6 +44,7 @@ from socket_chat.server.cluster_names import RedisRegistrations
 from socket_chat.server.command_line import kept_by_key, waiting_in
 from socket_chat.server.console import OperatorConsole
 from tests.helpers import OwnServer, wait_until
+from tests.test_cluster_rooms import ask, in_rooms, joins
 
 redis = pytest.importorskip("redis")
 
@@ -233,6 +234,17 @@ def test_the_documented_redis_acl_is_all_the_chat_needs(identity_key, redis_serv
         scripts = commands_run(redis_server, "evalsha")
         # The names' refresh script, every 0.2 s on each server, under the ACL:
         assert wait_until(lambda: commands_run(redis_server, "evalsha") >= scripts + 4)
+        # Rooms that span the servers (cluster_rooms.py): every script and read, under the ACL.
+        ann, dan = in_rooms(servers[0], "ann"), in_rooms(servers[1], "dan")
+        joins(ann, "#dev"), joins(dan, "#dev")
+        for command, argument in (("topic", "green"), ("mode", "+i"), ("invite", "carol"), ("who", ""), ("rooms", "")):
+            ask(ann, command, "#dev", argument)
+        dan.send(protocol.RoomLine("#dev", "chat", "in #dev"))
+        assert next_of(ann, protocol.RoomMessage).text == "in #dev"
+        ask(dan, "part", "#dev")
+        assert next_of(dan, protocol.Parted) == protocol.Parted("#dev", "")
+        assert OperatorConsole(servers[1].server).execute("/close #dev") == ["#dev is closed (1 person was in it)."]
+        assert next_of(ann, protocol.Parted).reason == "The operator closed #dev."
         bob.send(Goodbye("bye"))
         assert next_of(alice, UserParted) == UserParted("bob", "bye")
         assert all(own.server.room.cluster.connected for own in servers)  # no command was refused

@@ -148,7 +148,7 @@ GUESTS_REFUSED = (
 )
 
 #: A room request on a server with no rooms (in a cluster, for now).
-NO_ROOMS_HERE = "This server has no rooms (a server of a cluster has none yet): you are in the lobby."
+NO_ROOMS_HERE = "This server has no rooms (its cluster does not share them): you are in the lobby."
 #: A room request from a client that did not take the server's offer (``Rooms``).
 ROOMS_NOT_ASKED = "Rooms are sent only to a client that asked for them (Rooms, PROTOCOL.md): you are in the lobby."
 
@@ -673,6 +673,8 @@ class MemberSession:
             self._tell(protocol.ErrorNotice(f"The username {name} belongs to someone else."))
         elif self.room.rename(self._me, name):
             log.info("%s: now known as %s", self.peer, name)
+            if self._rooms is not None:
+                self._rooms.renamed(self._me)
             self._register(name)
         elif holder := self._look_alike_holder(name):
             self._tell(protocol.ErrorNotice(f"The username {name} looks the same as {holder}, who is online."))

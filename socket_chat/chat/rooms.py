@@ -20,7 +20,8 @@ The path of a line is the lobby's, a room name on it:
         -> Rooms.distribute(message)  in the room's order, to its members
 
 so that rooms spanning a cluster's servers can put ``publish`` through the
-cluster's stream; a server in a cluster has no rooms yet (it offers none).
+cluster: a server of a cluster has ``server.cluster_rooms.ClusterRooms``,
+whose state is in Redis and whose lines go through each room's stream.
 """
 
 from __future__ import annotations
@@ -374,9 +375,7 @@ class Rooms:
     def listing(self) -> list[Message]:
         """The answer to ``/rooms``: every room, its count and topic, sorted
         by name; a Notice counts those that do not fit in one message."""
-        with self._lock:
-            rooms = list(self._rooms.values())
-        entries = sorted(((r.name, len(r.seats), r.topic) for r in rooms), key=lambda e: e[0].casefold())
+        entries = sorted(self._entries(), key=lambda e: e[0].casefold())
         listed, size = [], 0
         for entry in entries:
             size += len(entry[0].encode()) + len(entry[2].encode()) + 12
@@ -387,6 +386,16 @@ class Rooms:
         if len(listed) < len(entries):
             answer.append(Notice(f"...and {len(entries) - len(listed)} more rooms: too many to list."))
         return answer
+
+    def _entries(self) -> list[tuple[str, int, str]]:
+        """(name, count, topic) of every room, for ``listing``."""
+        with self._lock:
+            return [(r.name, len(r.seats), r.topic) for r in self._rooms.values()]
+
+    def renamed(self, membership: Membership) -> None:
+        """The member was renamed in the lobby: here nothing to do (each
+        room holds their Membership, whose name it is); a cluster's rooms
+        write the new name where the other servers read it."""
 
     def rooms_of(self, membership: Membership) -> list[str]:
         """The names of the rooms the member is in."""

@@ -16,6 +16,7 @@ import select
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from socket_chat import cli, protocol, transport
 from socket_chat import crypto as crypto_utils
@@ -40,6 +41,9 @@ from socket_chat.server.handshakes import HandshakeThread
 from socket_chat.server.sender import Sender
 from socket_chat.server.store import SqliteStore
 from socket_chat.server.tickets import TicketService
+
+if TYPE_CHECKING:
+    from socket_chat.server.cluster_rooms import ClusterRooms
 
 __all__ = ["ChatServer", "REFUSALS", "SHUTTING_DOWN"]
 
@@ -167,14 +171,25 @@ class ChatServer:
         # (when each person left, their away state): with a cluster, its
         # Redis (cluster_history.ClusterHistory); None: in memory.
         self.room = Room(history_size=history, motd=motd, cluster=cluster, store=store if store is not None else kept)
-        #: The rooms besides the lobby (chat/rooms.py); none in a cluster yet
-        #: (a room's order would be this server's alone), so none are offered.
+        #: The rooms besides the lobby (chat/rooms.py); in a cluster on Redis,
+        #: rooms that span its servers (cluster_rooms.py); none with another
+        #: cluster (a room's order would be this server's alone).
         caps = rooms or RoomCaps()
-        self.rooms: Rooms | None = (
-            None
-            if cluster is not None
-            else Rooms(self.room, history, caps.max_rooms, caps.per_person, caps.room_size, store=store)
-        )
+        self.rooms: Rooms | None = None
+        self._spanning: ClusterRooms | None = None  # self.rooms, when they span the cluster
+        if cluster is None:
+            self.rooms = Rooms(self.room, history, caps.max_rooms, caps.per_person, caps.room_size, store=store)
+        elif getattr(cluster, "shares_rooms", False):
+            from socket_chat.server.cluster_rooms import ClusterRooms  # only with --cluster: it needs redis
+
+            self.rooms = self._spanning = ClusterRooms(
+                cluster,  # type: ignore[arg-type]  # a RedisCluster: it shares rooms
+                self.room,
+                history,
+                caps.max_rooms,
+                caps.per_person,
+                caps.room_size,
+            )
         self.admission = admission.Admission(
             limits.max_clients,
             limits.max_per_address,
@@ -195,6 +210,8 @@ class ChatServer:
         self.sender = self.sender_class()
         self.sender.start()
         self.room.cluster.start()
+        if self._spanning is not None:
+            self._spanning.start()
 
     @property
     def fingerprint(self) -> str:
@@ -241,6 +258,8 @@ class ChatServer:
                 thread.join(SHUTDOWN_GRACE)
         self.sender.stop()
         self.handshakes.stop()
+        if self._spanning is not None:
+            self._spanning.stop()
         self.room.cluster.close()
         if self.store is not None:
             self.store.close()  # last: the members are gone, nothing more is kept
@@ -293,7 +312,7 @@ class ChatServer:
     def close_room(self, room: str, reason: str = "", by: str = CONSOLE) -> list[str]:
         """Close a room: everyone in it is told why, and it is gone."""
         if self.rooms is None:
-            return ["This server has no rooms (a server of a cluster has none yet)."]
+            return ["This server has no rooms (its cluster does not share them)."]
         try:
             said = self.rooms.close(room, reason)
         except RoomRefused as refused:
@@ -304,7 +323,7 @@ class ChatServer:
     def kick_from_room(self, room: str, name: str, reason: str = "", by: str = CONSOLE) -> list[str]:
         """Take ``name`` out of a room (not out of the chat)."""
         if self.rooms is None:
-            return ["This server has no rooms (a server of a cluster has none yet)."]
+            return ["This server has no rooms (its cluster does not share them)."]
         try:
             said = self.rooms.kick(room, name, reason)
         except RoomRefused as refused:

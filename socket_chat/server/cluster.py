@@ -275,6 +275,9 @@ class RedisCluster:
         clock: wall-clock time, for how long people have been online.
     """
 
+    #: Its servers share rooms (server/cluster_rooms.py).
+    shares_rooms = True
+
     def __init__(self, url: str, name_ttl: float = DEFAULT_NAME_TTL, clock=time.time) -> None:
         if redis is None:
             raise ClusterUnavailable("--cluster needs the redis package: pip install -r requirements-cluster.txt")

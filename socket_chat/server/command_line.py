@@ -128,7 +128,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     _add_store_options(parser.add_argument_group("the history on disk"))
     _add_limit_options(parser.add_argument_group("limits"))
-    _add_room_options(parser.add_argument_group("rooms (besides the lobby: /join #room; none with --cluster yet)"))
+    _add_room_options(
+        parser.add_argument_group("rooms (besides the lobby: /join #room; with --cluster they span its servers)")
+    )
     _add_cluster_options(parser.add_argument_group("cluster (several servers, one chat, over Redis)"))
     args = parser.parse_args(argv)
     if args.allow is not None and args.guests:
@@ -223,7 +225,8 @@ def _add_room_options(group: argparse._ArgumentGroup) -> None:
         type=cli.positive(int, "--max-rooms"),
         default=caps.max_rooms,
         metavar="N",
-        help=f"rooms this server holds at once; a /join that would make one more is refused "
+        help=f"rooms this server (with --cluster: the cluster) holds at once; a /join that would make one more "
+        f"is refused "
         f"(default: {caps.max_rooms})",
     )
     group.add_argument(
