@@ -34,11 +34,12 @@ def two_servers(identity_key, redis_server):
             own.cleanup()
 
 
-def in_rooms(own: OwnServer, name: str) -> ChatTestClient:
-    """A client of ``own`` that took the offer of rooms, joined as ``name``."""
+def in_rooms(own: OwnServer, name: str, multiline: bool = False) -> ChatTestClient:
+    """A client of ``own`` that took the offer of rooms (and of blocks, with
+    ``multiline``), joined as ``name``."""
     client = ChatTestClient(own.server.server_address)
     own.clients.append(client)
-    client.handshake(rooms=True)
+    client.handshake(rooms=True, multiline=multiline)
     client.join(name)
     return client
 
@@ -97,6 +98,24 @@ def test_a_line_in_a_room_reaches_its_members_on_the_other_server_in_one_order(t
 
     ann.say("marker")  # the lobby: to everyone, rooms or not
     assert [e for e in cat.events_until(ChatMessage("Ann", "marker")) if isinstance(e, protocol.RoomMessage)] == []
+
+
+def test_a_block_in_a_room_reaches_the_other_server_whole_or_a_message_a_line(two_servers):
+    a, b = two_servers
+    ann, bob, cat = in_rooms(a, "Ann", multiline=True), in_rooms(b, "Bob", multiline=True), in_rooms(b, "Cat")
+    joins(ann, "#dev"), joins(bob, "#dev"), joins(cat, "#dev")
+    ann.send(RoomLine("#dev", "chat", "first\nsecond"))
+    [(sender, text, line_id)] = room_lines(bob, 1)
+    assert (sender, text) == ("Ann", "first\nsecond")  # whole, to a client that takes blocks
+    assert room_lines(cat, 2) == [("Ann", "first", line_id), ("Ann", "second", line_id)]  # one ID, a line each
+    dan = in_rooms(b, "Dan")  # a newcomer on B, whose history comes from the stream
+    dan.send(RoomRequest("join", "#dev", ""))
+    next_of(dan, protocol.Joined)
+    history = [next_of(dan, protocol.RoomHistoryLine) for _ in range(2)]
+    assert [(line.sender, line.text, int(line.id)) for line in history] == [
+        ("Ann", "first", line_id),
+        ("Ann", "second", line_id),
+    ]
 
 
 def test_rooms_and_who_agree_on_both_servers_and_a_topic_set_on_one_is_seen_on_the_other(two_servers):

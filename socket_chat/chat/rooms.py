@@ -64,6 +64,7 @@ __all__ = [
     "RoomCaps",
     "RoomRefused",
     "Rooms",
+    "deliver_line",
     "room_key",
     "room_name",
     "room_shape",
@@ -299,7 +300,7 @@ class Rooms:
             # A block (rare) goes whole to those who take blocks, one message a line to the others.
             split = encoded_pieces(item) if is_block(message) else None
             for member_id, m in room.seats.items():
-                if member_id != sender_id and not _deliver_line(m, item, split):
+                if member_id != sender_id and not deliver_line(m, item, split):
                     overflowed.append(m.member)
         _cut_off(overflowed)
 
@@ -555,7 +556,7 @@ def _kept(room: str, line: Line, live: Encoded | None = None) -> Encoded:
     return encode(history) if live is None else Encoded(history, bytes([RoomHistoryLine.TYPE]) + live.payload[1:])
 
 
-def _deliver_line(m: Membership, item: Encoded, split: list[Encoded] | None) -> bool:
+def deliver_line(m: Membership, item: Encoded, split: list[Encoded] | None) -> bool:
     """A room's line to one member (under the room's lock): ``item``, or a
     block's ``split`` (its pieces, one message a line under the one ID) to
     a member that takes no blocks."""

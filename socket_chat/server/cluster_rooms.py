@@ -48,6 +48,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from socket_chat.chat import names
+from socket_chat.chat.blocks import encoded_pieces, is_block
 from socket_chat.chat.history import Line
 from socket_chat.chat.presentation import excerpt, printable_text
 from socket_chat.chat.room import Member, Membership, Room
@@ -57,6 +58,7 @@ from socket_chat.chat.rooms import (
     RoomRefused,
     Rooms,
     _kept,
+    deliver_line,
     room_key,
     room_name,
     room_shape,
@@ -461,7 +463,10 @@ class ClusterRooms(Rooms):
                     if added:
                         self._seated_at[room, membership.member_id] = entry_order(added)
                     self._joined[membership.member_id].add(key)
-                    self._deliver(room, [encode(joined), *room.history], cut, only=membership)
+                    history = room.history
+                    if not membership.multiline:  # blocks a message a line, as rooms._welcome
+                        history = collections.deque(piece for item in history for piece in encoded_pieces(item))
+                    self._deliver(room, [encode(joined), *history], cut, only=membership)
                 break
         if followed:
             self._call_quietly(self._add_wake)
@@ -744,8 +749,10 @@ class ClusterRooms(Rooms):
                 item = encode(RoomMessage(room.name, str(line.id), line.sent_at, line.kind, line.sender, line.text))
                 if room.history.maxlen:
                     room.history.append(_kept(room.name, line, item))
+                # A block goes whole to those who take blocks, a message a line to the others.
+                split = encoded_pieces(item) if is_block(message) else None
                 for member_id, m in room.seats.items():
-                    if member_id != sender_id and not m.member.deliver(item):
+                    if member_id != sender_id and not deliver_line(m, item, split):
                         cut.append(m.member)
             elif isinstance(message, RoomNotice):
                 told = encode(message)
