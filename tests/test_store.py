@@ -15,6 +15,7 @@ from contextlib import closing
 import pytest
 
 from socket_chat.chat.history import Line
+from socket_chat.chat.registrations import Device
 from socket_chat.chat.room import Room
 from socket_chat.chat.search import SearchQuery
 from socket_chat.protocol import ActionMessage, ChatMessage, HistoryMessage
@@ -218,6 +219,49 @@ def test_a_full_queue_counts_the_lines_not_stored_and_warns_once(opened, caplog)
     warnings = [r.getMessage() for r in caplog.records if "cannot keep up" in r.getMessage()]
     assert len(warnings) == 1 and "3 so far" in warnings[0]
     assert [e.text for e in reopened(opened, store).recent(10)] == ["line 0", "line 1", "line 5", "line 6"]
+
+
+def test_a_full_room_queue_drops_no_device_removal_and_warns_once(opened, caplog):
+    """A busy room fills its own queue: a person's change queued after it
+    (a device removed) is still written, and the overflow is warned at once."""
+    store = opened(capacity=3, interval=3600)
+    store.save_device(Device("ab" * 32, "Ann", NOW))
+    assert store.flush(DEADLINE)
+    with caplog.at_level(logging.WARNING, logger="chat.store"):
+        for n in range(5):
+            store.keep_room("#dev", line(n))
+        store.drop_device("ab" * 32)
+        assert store.unstored == 2
+        assert store.flush(DEADLINE)
+        for n in range(5, 10):
+            store.keep_room("#dev", line(n))
+        assert store.flush(DEADLINE)
+    warnings = [r.getMessage() for r in caplog.records if "cannot keep up" in r.getMessage()]
+    assert len(warnings) == 1 and "2 so far" in warnings[0]
+    again = reopened(opened, store)
+    assert again.devices() == []
+    assert [e.text for e in again.room_recent("#dev", 10)] == [f"line {n}" for n in (0, 1, 2, 5, 6, 7)]
+
+
+class CountingConnection(sqlite3.Connection):
+    """A connection that counts the statements storing rooms' lines."""
+
+    room_inserts = 0
+
+    def execute(self, *args, **kwargs):
+        if " INTO room_messages " in args[0]:
+            CountingConnection.room_inserts += 1
+        return super().execute(*args, **kwargs)
+
+
+def test_a_rooms_lines_are_stored_a_hundred_a_statement(opened, monkeypatch):
+    monkeypatch.setattr(CountingConnection, "room_inserts", 0)
+    store = opened(interval=3600, connect=lambda *a, **k: sqlite3.connect(*a, factory=CountingConnection, **k))
+    for n in range(250):
+        store.keep_room("#dev", line(n))
+    assert store.flush(DEADLINE)
+    assert CountingConnection.room_inserts == 3
+    assert [e.text for e in store.room_recent("#dev", 300)] == [f"line {n}" for n in range(250)]
 
 
 def test_the_room_keeps_only_chat_lines_and_actions_and_fills_its_history_from_the_store(opened):
