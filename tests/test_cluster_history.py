@@ -5,6 +5,7 @@ real redis-server, two in-process servers on loopback."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -12,11 +13,18 @@ import pytest
 
 from socket_chat import protocol
 from socket_chat.chat.history import HistoryUnavailable, Seen
-from socket_chat.chat.member import HISTORY_UNAVAILABLE, KEPT_FOR_LATER, STILL_AWAY, WAITING_FULL
+from socket_chat.chat.member import HISTORY_UNAVAILABLE, KEPT_FOR_LATER, STILL_AWAY
 from socket_chat.chat.offline import OfflineUnavailable, Waiting
 from socket_chat.crypto import PersonKey
 from socket_chat.server import cluster
-from socket_chat.server.cluster_history import AWAY_BY_KEY, SEEN, WAITING_PREFIX, ClusterHistory, ClusterOffline
+from socket_chat.server.cluster_history import (
+    AWAY_BY_KEY,
+    MAX_EXPIRY,
+    SEEN,
+    WAITING_PREFIX,
+    ClusterHistory,
+    ClusterOffline,
+)
 from socket_chat.server.cluster_names import RedisRegistrations
 from socket_chat.server.command_line import kept_by_key, waiting_in
 from tests.helpers import ChatTestClient, OwnServer, wait_until
@@ -183,22 +191,52 @@ def test_a_private_line_for_someone_offline_waits_in_redis_and_reaches_them_on_a
     assert raw.exists(WAITING_PREFIX + fingerprint) == 0  # deleted once given
 
 
-def test_waiting_lines_are_capped_given_once_and_checked_when_read(identity_key, redis_server, caplog):
+def waiting_json(**fields: object) -> bytes:
+    """A waiting list's element as a server writes it, with ``fields`` changed."""
+    return json.dumps({"sender": "bob", "recipient": "alice", "text": "hi", "sent_at": NOW, **fields}).encode()
+
+
+#: Elements of a waiting list no server wrote: each is skipped, not given.
+BAD_WAITING = [
+    b"not json",
+    b"[" * 100_000 + b"]" * 100_000,  # RecursionError
+    b'"a string"',
+    waiting_json(sender="x" * 40),  # only its name is wrong: too long to be one
+    waiting_json(recipient="ann\x00"),
+    waiting_json(sender=123),
+    waiting_json(recipient=["alice"]),
+    waiting_json(text=None),
+    waiting_json(text="x" * (cluster.MAX_ENTRY_BYTES + 1)),
+    waiting_json(sent_at="1764100000"),
+    waiting_json(sent_at=True),
+    waiting_json(sent_at=1.5),
+    waiting_json(sent_at=-1),
+    waiting_json(sent_at=2**32),
+    waiting_json(text="far", sent_at=NOW).replace(str(NOW).encode(), b"1e999"),  # OverflowError
+]
+
+
+def test_waiting_lines_are_capped_given_once_checked_when_read_and_kept_within_redis_s_expiry(
+    identity_key, redis_server, caplog
+):
     joined = cluster.RedisCluster.connect(redis_server.url)
     try:
         offline = ClusterOffline(joined, keep_days=1, cap=2, clock=lambda: NOW)
         assert [offline.keep(ANN, "bob", "alice", f"line {n}") for n in range(3)] == [True, True, False]
-        assert WAITING_FULL.format(name="alice", cap=offline.cap).startswith("alice is offline")
         assert offline.count(ANN) == 2 and 0 < joined.redis.ttl(WAITING_PREFIX + ANN) <= 86_400
         offline.keep(BOB, "bob", "alice", "the keys are under the mat")
         spec = (Path(__file__).parent.parent / "PROTOCOL.md").read_text()
         vector = spec.split("to alice at 1764100000 is the list element", 1)[1].split("```text\n", 1)[1]
         assert joined.redis.lrange(WAITING_PREFIX + BOB, 0, -1) == [vector.split("\n", 1)[0].encode()]
-        joined.redis.rpush(WAITING_PREFIX + ANN, b"not json", b'{"sender": "no such/name", "recipient": "a"}')
+        joined.redis.rpush(WAITING_PREFIX + ANN, *BAD_WAITING, waiting_json(text="after the bad ones"))
         with caplog.at_level(logging.WARNING, "chat.cluster"):
             taken = offline.take(ANN)
-        assert taken == [Waiting(ANN, "bob", "alice", f"line {n}", NOW) for n in range(2)]
-        assert "2 waiting lines" in caplog.text
+        given = [Waiting(ANN, "bob", "alice", text, NOW) for text in ("line 0", "line 1", "after the bad ones")]
+        assert taken == given
+        assert f"{len(BAD_WAITING)} waiting lines" in caplog.text
         assert offline.take(ANN) == [] and offline.count(ANN) == 0
+        far = ClusterOffline(joined, keep_days=10**12, clock=lambda: NOW)  # past Redis's range: the longest
+        assert far.keep(ANN, "bob", "alice", "see you in a while")  # not "invalid expire time"
+        assert joined.connected and joined.redis.ttl(WAITING_PREFIX + ANN) == MAX_EXPIRY
     finally:
         joined.close()

@@ -70,6 +70,10 @@ SEEN = PREFIX + "seen"  # hash: fingerprint -> "LAST_ID LEFT_AT"
 AWAY_BY_KEY = PREFIX + "away-by-key"  # hash: fingerprint -> away message
 WAITING_PREFIX = PREFIX + "waiting:"  # + fingerprint: list of JSON private lines
 DAY = 86_400
+#: The longest expiry a waiting list is given (seconds, about 68 years):
+#: Redis refuses an EXPIRE past its clock's range ("invalid expire time")
+#: after the script pushed the line, so a --keep-days beyond it is this.
+MAX_EXPIRY = 2**31 - 1
 #: Changes by key (leavings, away states) kept while Redis is lost, at most.
 MAX_PENDING = 10_000
 #: The type bytes of the stream entries that are lines (counted as unread).
@@ -239,7 +243,7 @@ class ClusterOffline(OfflineMessages):
     ) -> None:
         super().__init__(None, cap, clock)
         self._cluster = cluster
-        self._expiry = max(0, int(keep_days * DAY))
+        self._expiry = min(max(0, int(keep_days * DAY)), MAX_EXPIRY)
         self._keep = cluster.redis.register_script(KEEP_WAITING)
         self._take = cluster.redis.register_script(TAKE_WAITING)
 
@@ -265,12 +269,26 @@ class ClusterOffline(OfflineMessages):
 
 
 def _waiting_of(fingerprint: str, value: bytes) -> Waiting | None:
-    """A line of a waiting list read back, or None if it is not one a server wrote."""
+    """A line of a waiting list read back, or None if it is not one a server
+    wrote. Every check is here, before it is given: the script has deleted
+    the list, so one bad line raising later would lose the good ones."""
     try:
-        fields = json.loads(value)
-        line = Waiting(fingerprint, fields["sender"], fields["recipient"], fields["text"], int(fields["sent_at"]))
-    except (ValueError, TypeError, KeyError):
+        return _checked_waiting(fingerprint, json.loads(value))
+    except (ValueError, TypeError, KeyError, OverflowError, RecursionError):
         return None
-    if not (isinstance(line.text, str) and is_username(line.sender) and is_username(line.recipient)):
+
+
+def _checked_waiting(fingerprint: str, fields: object) -> Waiting | None:
+    """The line of a waiting list's decoded JSON, or None (``_waiting_of``)."""
+    if not isinstance(fields, dict):
         return None
-    return line if len(line.text.encode("utf-8", "surrogatepass")) <= MAX_ENTRY_BYTES else None
+    sender, recipient, text, sent_at = fields["sender"], fields["recipient"], fields["text"], fields["sent_at"]
+    if not all(isinstance(field, str) for field in (sender, recipient, text)):
+        return None
+    if type(sent_at) is not int or not 0 <= sent_at < 2**32:  # an OfflineMessage's range; not a bool
+        return None
+    if not (is_username(sender) and is_username(recipient)):
+        return None
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_ENTRY_BYTES:
+        return None
+    return Waiting(fingerprint, sender, recipient, text, sent_at)
