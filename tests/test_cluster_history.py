@@ -16,7 +16,8 @@ from socket_chat.chat.history import HistoryUnavailable, Seen
 from socket_chat.chat.member import HISTORY_UNAVAILABLE, KEPT_FOR_LATER, STILL_AWAY
 from socket_chat.chat.offline import OfflineUnavailable, Waiting
 from socket_chat.crypto import PersonKey
-from socket_chat.server import cluster
+from socket_chat.protocol import ChatMessage
+from socket_chat.server import cluster, cluster_history
 from socket_chat.server.cluster_history import (
     AWAY_BY_KEY,
     MAX_EXPIRY,
@@ -119,6 +120,24 @@ def test_what_redis_keeps_by_key_and_a_field_no_server_wrote(identity_key, redis
             assert kept.seen(ANN) is None
         assert "not a server's" in caplog.text
         assert kept.count_after(0) == 0 and kept.mentioning("ann", 0, 0, 10) == []
+    finally:
+        joined.close()
+
+
+def test_the_unread_count_reads_the_stream_a_slice_a_script(identity_key, redis_server, monkeypatch):
+    monkeypatch.setattr(cluster_history, "READ_COUNT", 3)
+    joined = cluster.RedisCluster.connect(redis_server.url)
+    try:
+        kept = ClusterHistory(joined)
+        slices: list[int] = []
+        script = kept._count
+        kept._count = lambda keys, args: slices.append(int(args[2])) or script(keys=keys, args=args)
+        line = cluster.encode_entry(ChatMessage("ann", "hi"), None)
+        ids = [joined.redis.xadd(cluster.STREAM, line if n % 4 else {b"x": b"not a line"}) for n in range(10)]
+        assert kept.count_after(0) == 7 and slices == [3] * 4  # 3 + 3 + 3 + 1 entries
+        assert kept.count_after(cluster.line_id_of(ids[4])) == 4  # entries 5..9, of which 8 is no line
+        monkeypatch.setattr(cluster_history, "COUNT_SLICES", 2)
+        assert kept.count_after(0) == 4  # the first 6 entries at most: a bounded count
     finally:
         joined.close()
 
