@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ from socket_chat.server.cluster_history import (
 )
 from socket_chat.server.cluster_names import RedisRegistrations
 from socket_chat.server.command_line import kept_by_key, waiting_in
-from tests.helpers import ChatTestClient, OwnServer, wait_until
+from tests.helpers import DEADLINE, ChatTestClient, OwnServer, wait_until
 
 ANN, BOB = "SHA256:" + "A" * 43, "SHA256:" + "B" * 43
 NOW = 1_764_100_000
@@ -140,6 +141,60 @@ def test_the_unread_count_reads_the_stream_a_slice_a_script(identity_key, redis_
         assert kept.count_after(0) == 4  # the first 6 entries at most: a bounded count
     finally:
         joined.close()
+
+
+class FlappingRedis:
+    """A cluster's Redis, in memory, whose first pipeline is held in its
+    ``execute`` until ``released``, then fails (Redis lost and back)."""
+
+    connected = True
+
+    def __init__(self) -> None:
+        self.redis, self.hashes = self, {}
+        self.held, self.released = threading.Event(), threading.Event()
+
+    def register_script(self, script: str) -> None:
+        return None
+
+    def pipeline(self, transaction: bool) -> FlappingRedis.Pipe:
+        return FlappingRedis.Pipe(self)
+
+    def call(self, command, *args, otherwise=None):
+        try:
+            return command(*args)
+        except ConnectionError:
+            return otherwise
+
+    def hget(self, name: str, field: str) -> bytes | None:
+        return self.hashes.get((name, field))
+
+    class Pipe:
+        def __init__(self, redis: FlappingRedis) -> None:
+            self.redis, self.sets = redis, {}
+
+        def hset(self, name: str, field: str, value: bytes) -> None:
+            self.sets[name, field] = value
+
+        def execute(self) -> None:
+            if not self.redis.held.is_set():
+                self.redis.held.set()
+                assert self.redis.released.wait(DEADLINE)
+                raise ConnectionError("lost")
+            self.redis.hashes.update(self.sets)
+
+
+def test_a_change_by_key_sent_while_an_older_one_is_failing_is_not_overwritten_by_it(thread_errors):
+    redis = FlappingRedis()
+    kept = ClusterHistory(redis)  # type: ignore[arg-type]
+    first = threading.Thread(target=kept.save_seen, args=(ANN, Seen(1, 1)))
+    first.start()
+    assert redis.held.wait(DEADLINE)  # the older batch is being sent
+    kept.save_seen(ANN, Seen(2, 2))  # left to the sender in flight, not sent beside it
+    redis.released.set()
+    first.join(DEADLINE)
+    assert kept.seen(ANN) == Seen(2, 2)  # sent now, the older one failed: the newer is kept
+    assert redis.hashes == {(SEEN, ANN): b"2 2"}
+    assert not thread_errors
 
 
 def test_a_lost_redis_is_a_clear_line_and_what_is_said_meanwhile_is_written_once_it_is_back(

@@ -99,6 +99,8 @@ class ClusterHistory(MemoryHistory):
         # Writes to SEEN and AWAY_BY_KEY that Redis did not take yet (it was
         # lost): (hash, fingerprint) -> value, or None for a deletion.
         self._pending: dict[tuple[str, str], bytes | None] = {}
+        # Those being sent, by one caller at a time (_send_pending).
+        self._sending: dict[tuple[str, str], bytes | None] = {}
         self._pending_lock = threading.Lock()
         self._unsent = 0  # changes dropped: more than MAX_PENDING waited
 
@@ -186,8 +188,9 @@ class ClusterHistory(MemoryHistory):
         to it), else Redis's."""
         self._send_pending()
         with self._pending_lock:
-            if (name, fingerprint) in self._pending:
-                return self._pending[name, fingerprint]
+            for waiting in (self._pending, self._sending):  # the newer first
+                if (name, fingerprint) in waiting:
+                    return waiting[name, fingerprint]
         return self._cluster.call(self._cluster.redis.hget, name, fingerprint)
 
     def _write(self, name: str, fingerprint: str, value: bytes | None) -> None:
@@ -208,20 +211,32 @@ class ClusterHistory(MemoryHistory):
             self._send_pending()
 
     def _send_pending(self) -> None:
-        with self._pending_lock:
-            if not self._pending or not self._cluster.connected:
+        """Send what waits. One caller at a time: another leaves it to that
+        one, which sends again what came meanwhile, so an older batch that
+        failed never lands after a newer one (and is never put back over it)."""
+        while True:
+            with self._pending_lock:
+                if self._sending or not self._pending or not self._cluster.connected:
+                    return
+                self._sending, self._pending = self._pending, {}
+            sent = self._send(self._sending)
+            with self._pending_lock:
+                if not sent:
+                    for key, value in self._sending.items():
+                        self._pending.setdefault(key, value)  # a newer write meanwhile wins
+                self._sending = {}
+            if not sent:
                 return
-            pending, self._pending = self._pending, {}
+
+    def _send(self, batch: dict[tuple[str, str], bytes | None]) -> bool:
+        """Write ``batch`` in one pipeline; False if Redis did not take it."""
         pipe = self._cluster.redis.pipeline(transaction=False)
-        for (name, fingerprint), value in pending.items():
+        for (name, fingerprint), value in batch.items():
             if value is None:
                 pipe.hdel(name, fingerprint)
             else:
                 pipe.hset(name, fingerprint, value)
-        if self._cluster.call(pipe.execute, otherwise=_LOST) is _LOST:
-            with self._pending_lock:
-                for key, value in pending.items():
-                    self._pending.setdefault(key, value)  # a newer write meanwhile wins
+        return self._cluster.call(pipe.execute, otherwise=_LOST) is not _LOST
 
 
 def _seen_of(fingerprint: str, value: bytes) -> Seen | None:
