@@ -15,6 +15,7 @@ from contextlib import closing
 import pytest
 
 from socket_chat.chat.history import Line
+from socket_chat.chat.registrations import Device
 from socket_chat.chat.room import Room
 from socket_chat.chat.search import SearchQuery
 from socket_chat.protocol import ActionMessage, ChatMessage, HistoryMessage
@@ -101,6 +102,10 @@ def test_the_schema_version_is_recorded(opened):
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+#: FTS5's check of an external-content index against its table's rows.
+FTS_CHECK = "INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)"
+
+
 def test_a_batch_is_stored_whole_and_indexed_a_line_kept_twice_is_the_later_and_the_schema_is_as_made(opened):
     """The writer puts a batch into messages a hundred lines a statement:
     every line is stored and found by /search, a line kept twice (in one
@@ -120,8 +125,12 @@ def test_a_batch_is_stored_whole_and_indexed_a_line_kept_twice_is_the_later_and_
     store.close()
     with closing(sqlite3.connect(store.path)) as db:
         assert db.execute("SELECT count(*), min(id), max(id) FROM messages").fetchone() == (300, 1, 300)
-        assert db.execute("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')").rowcount is not None
+        db.execute(FTS_CHECK)  # the index against the table (rank 1): raises if they differ
         names = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+        db.execute("DROP TRIGGER messages_fts_update")  # the control: a text changed behind the index's back
+        db.execute("UPDATE messages SET text = 'unindexed' WHERE id = 1")
+        with pytest.raises(sqlite3.DatabaseError):
+            db.execute(FTS_CHECK)
     with closing(sqlite3.connect(":memory:")) as fresh:
         for step in store_module.MIGRATIONS:
             for statement in step:
@@ -218,6 +227,49 @@ def test_a_full_queue_counts_the_lines_not_stored_and_warns_once(opened, caplog)
     warnings = [r.getMessage() for r in caplog.records if "cannot keep up" in r.getMessage()]
     assert len(warnings) == 1 and "3 so far" in warnings[0]
     assert [e.text for e in reopened(opened, store).recent(10)] == ["line 0", "line 1", "line 5", "line 6"]
+
+
+def test_a_full_room_queue_drops_no_device_removal_and_warns_once(opened, caplog):
+    """A busy room fills its own queue: a person's change queued after it
+    (a device removed) is still written, and the overflow is warned at once."""
+    store = opened(capacity=3, interval=3600)
+    store.save_device(Device("ab" * 32, "Ann", NOW))
+    assert store.flush(DEADLINE)
+    with caplog.at_level(logging.WARNING, logger="chat.store"):
+        for n in range(5):
+            store.keep_room("#dev", line(n))
+        store.drop_device("ab" * 32)
+        assert store.unstored == 2
+        assert store.flush(DEADLINE)
+        for n in range(5, 10):
+            store.keep_room("#dev", line(n))
+        assert store.flush(DEADLINE)
+    warnings = [r.getMessage() for r in caplog.records if "cannot keep up" in r.getMessage()]
+    assert len(warnings) == 1 and "2 so far" in warnings[0]
+    again = reopened(opened, store)
+    assert again.devices() == []
+    assert [e.text for e in again.room_recent("#dev", 10)] == [f"line {n}" for n in (0, 1, 2, 5, 6, 7)]
+
+
+class CountingConnection(sqlite3.Connection):
+    """A connection that counts the statements storing rooms' lines."""
+
+    room_inserts = 0
+
+    def execute(self, *args, **kwargs):
+        if " INTO room_messages " in args[0]:
+            CountingConnection.room_inserts += 1
+        return super().execute(*args, **kwargs)
+
+
+def test_a_rooms_lines_are_stored_a_hundred_a_statement(opened, monkeypatch):
+    monkeypatch.setattr(CountingConnection, "room_inserts", 0)
+    store = opened(interval=3600, connect=lambda *a, **k: sqlite3.connect(*a, factory=CountingConnection, **k))
+    for n in range(250):
+        store.keep_room("#dev", line(n))
+    assert store.flush(DEADLINE)
+    assert CountingConnection.room_inserts == 3
+    assert [e.text for e in store.room_recent("#dev", 300)] == [f"line {n}" for n in range(250)]
 
 
 def test_the_room_keeps_only_chat_lines_and_actions_and_fills_its_history_from_the_store(opened):

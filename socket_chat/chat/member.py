@@ -61,7 +61,6 @@ __all__ = [
     "KEPT_FOR_LATER",
     "NOT_KEPT_FOR_GUESTS",
     "WAITING_FULL",
-    "WAITING_NONE_IN_CLUSTER",
     "WAITING_UNAVAILABLE",
     "UNKNOWN_KEY",
     "WHOIS_NO_ONE",
@@ -138,9 +137,6 @@ WAITING_FULL = "{name} is offline and has {cap} private messages waiting already
 WAITING_UNAVAILABLE = (
     "{name} is offline, and private messages cannot be kept for later just now: "
     "this one was not sent. Try again in a moment."
-)
-WAITING_NONE_IN_CLUSTER = (
-    "No one called {name} is online; this server keeps no private messages for later. The private message was not sent."
 )
 GUESTS_REFUSED = (
     "This server takes only people with a key, and your client offered none: connect with a newer "
@@ -572,13 +568,11 @@ class MemberSession:
         """A private line to a name no one is online under: kept for the
         key that registered it, or refused (a guest's name, no name)."""
         shown = excerpt(line.recipient, 40)
-        held = self._registrations.lookup(recipient) if recipient and self._registrations else None
-        if recipient is None or self._offline is None:
-            text = f"No one called {shown} is online; the private message was not sent."
-            if recipient is not None and held is not None:  # a key's name, but nowhere to keep it
-                text = WAITING_NONE_IN_CLUSTER.format(name=shown)
-            self._tell(protocol.ErrorNotice(text))
-        elif held is None:
+        if recipient is None or self._offline is None:  # no name, or no registrations (app.py)
+            self._tell(protocol.ErrorNotice(f"No one called {shown} is online; the private message was not sent."))
+            return
+        held = self._registrations.lookup(recipient) if self._registrations else None
+        if held is None:
             self._tell(protocol.ErrorNotice(NOT_KEPT_FOR_GUESTS.format(name=shown)))
         else:
             self._keep_waiting(held.fingerprint, held.name, line.text)

@@ -133,13 +133,17 @@ redis.call('SREM', KEYS[2], ARGV[1])
 return 1
 """
 
-# Count the chat lines and actions of the stream after an entry: KEYS[1] the
-# stream; ARGV: the first entry ID to count from (XRANGE's form: "(MS-SEQ"
-# or "-"), the type bytes that count (a string of them). Read in Redis, so
-# an unread count costs one reply, not the stream's tail sent over.
+# Count the chat lines and actions in one slice of the stream after an
+# entry: KEYS[1] the stream; ARGV: the first entry ID to count from (XRANGE's
+# form: "(MS-SEQ" or "-"), the type bytes that count (a string of them), the
+# entries to read at most. Returns the count and the last entry ID read if
+# the slice was full (more may follow), else "". Read in Redis, so a count
+# costs a reply a slice, not the stream's tail sent over; a slice at a time,
+# so Redis is never held for the whole tail (ClusterHistory.count_after).
 COUNT_LINES = """
 local counted = 0
-for _, entry in ipairs(redis.call('XRANGE', KEYS[1], ARGV[1], '+')) do
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[3])
+for _, entry in ipairs(entries) do
   local fields = entry[2]
   for i = 1, #fields, 2 do
     if fields[i] == 'm' and #fields[i + 1] > 0 and string.find(ARGV[2], string.sub(fields[i + 1], 1, 1), 1, true) then
@@ -147,7 +151,8 @@ for _, entry in ipairs(redis.call('XRANGE', KEYS[1], ARGV[1], '+')) do
     end
   end
 end
-return counted
+if #entries < tonumber(ARGV[3]) then return {counted, ''} end
+return {counted, entries[#entries][1]}
 """
 
 # Keep a private line for someone offline, under the cap: KEYS[1] the key's

@@ -10,6 +10,8 @@ full-text index is written once a hundred lines, not once a line: ``_insert``),
 and now and then it drops what the retention no longer keeps.
 A line the room has delivered is on disk within a second, so a server
 killed (``kill -9``) or restarted loses none of what its people saw.
+The rooms' lines (``keep_room``) have a bounded queue of their own, written
+the same way: a busy room never crowds out a person's change (below).
 
 The file is opened in WAL mode with ``synchronous=NORMAL``: a commit is in
 the write-ahead log, which the operating system has, when ``COMMIT`` returns;
@@ -230,7 +232,8 @@ class SqliteStore:
         connect: opens the file (``sqlite3.connect``'s signature); tests
             give one whose connection fails as they need.
         interval: seconds between commits.
-        capacity: lines the queue holds.
+        capacity: what each queue holds: the lobby's lines, the rooms'
+            lines, the other changes.
         busy_timeout: seconds to wait for a file another process holds.
     """
 
@@ -251,6 +254,9 @@ class SqliteStore:
         self._history, self._clock, self._connect = history, clock, connect
         self._interval, self._capacity, self._busy_timeout = interval, capacity, busy_timeout
         self._queue: collections.deque[Line] = collections.deque()
+        # The rooms' lines (keep_room), bounded as the lobby's and apart
+        # from _changes: a busy room never crowds out a person's change.
+        self._room_queue: collections.deque[tuple[str, Line]] = collections.deque()
         self._lock = threading.Lock()  # the queue and the counts; never held across I/O
         self._passed = threading.Condition(self._lock)
         self._passes_begun = self._passes_done = 0  # of the writer's loop
@@ -390,11 +396,11 @@ class SqliteStore:
 
     def keep_room(self, room: str, entry: Line) -> None:
         with self._lock:
-            self._queue_change_locked(
-                "INSERT OR REPLACE INTO room_messages (room, id, sent_at, sender, kind, text)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (room, entry.id, entry.sent_at, entry.sender, entry.kind, entry.text),
-            )
+            if self._failed or len(self._room_queue) >= self._capacity:
+                self._unstored += 1
+                self._overflowed = self._overflowed or not self._failed
+                return
+            self._room_queue.append((room, entry))
 
     def room_recent(self, room: str, count: int) -> list[Line]:
         def read(db: sqlite3.Connection) -> list[Line]:
@@ -457,6 +463,7 @@ class SqliteStore:
         the store has failed or the queue is full)."""
         if self._failed or len(self._changes) >= self._capacity:
             self._unstored += 1
+            self._overflowed = self._overflowed or not self._failed  # warned at once, as a line's
             return
         self._changes.append((statement, parameters))
 
@@ -628,6 +635,7 @@ class SqliteStore:
             # Swapped, not copied: the room waits for this lock, and a copy
             # would keep it as long as the queue is.
             batch, self._queue = self._queue, collections.deque()
+            rooms, self._room_queue = self._room_queue, collections.deque()
             changes, self._changes = self._changes, collections.deque()
             overflowed, self._overflowed = self._overflowed, False
             given = self._given
@@ -642,9 +650,9 @@ class SqliteStore:
                 self.path,
                 self.unstored,
             )
-        if (batch or changes) and not self._guarded(db, lambda db: self._insert(db, batch, changes)):
+        if (batch or rooms or changes) and not self._guarded(db, lambda db: self._insert(db, batch, changes, rooms)):
             with self._lock:
-                self._unstored += len(batch) + len(changes)
+                self._unstored += len(batch) + len(rooms) + len(changes)
         elif reserve is not None:
             self._reserved = reserve
 
@@ -688,9 +696,10 @@ class SqliteStore:
         except sqlite3.Error as exc:
             with self._lock:
                 self._failed = True
-                unstored = self._unstored + len(self._queue) + len(self._changes)
+                unstored = self._unstored + len(self._queue) + len(self._room_queue) + len(self._changes)
                 self._unstored = unstored
                 self._queue.clear()
+                self._room_queue.clear()
                 self._changes.clear()
             log.warning(
                 "The history store %s failed: %s. The chat goes on; its history is kept in memory only "
@@ -701,7 +710,12 @@ class SqliteStore:
             return False
 
     @staticmethod
-    def _insert(db: sqlite3.Connection, batch: Iterable[Line], changes: Iterable[Change] = ()) -> None:
+    def _insert(
+        db: sqlite3.Connection,
+        batch: Iterable[Line],
+        changes: Iterable[Change] = (),
+        rooms: Iterable[tuple[str, Line]] = (),
+    ) -> None:
         # A batch goes into messages INSERT_ROWS lines a statement (one
         # multi-row VALUES), not one INSERT a line as executemany does: FTS5
         # writes out what it holds at the end of each statement that changes
@@ -718,6 +732,7 @@ class SqliteStore:
                 + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk)),
                 [field for entry in chunk for field in (entry.id, entry.sent_at, entry.sender, entry.kind, entry.text)],
             )
+        _insert_room_lines(db, list(rooms))
         for statement, parameters in changes:  # in order: a drop after a save of the same row wins
             db.execute(statement, parameters)
 
@@ -855,6 +870,18 @@ _LINE_COLUMNS = "id, sent_at, kind, sender, text"
 def _reserve_change(high_water: int) -> Change:
     """The change that sets the IDs' high-water mark (``ID_BLOCK``)."""
     return ("INSERT OR REPLACE INTO meta (key, value) VALUES ('reserved_id', ?)", (high_water,))
+
+
+def _insert_room_lines(db: sqlite3.Connection, rooms: list[tuple[str, Line]]) -> None:
+    """The rooms' lines, ``INSERT_ROWS`` a statement as the lobby's
+    (``_insert``): 600 parameters, below SQLite's 999."""
+    for start in range(0, len(rooms), INSERT_ROWS):
+        chunk = rooms[start : start + INSERT_ROWS]
+        db.execute(
+            "INSERT OR REPLACE INTO room_messages (room, id, sent_at, sender, kind, text) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)),
+            [field for room, e in chunk for field in (room, e.id, e.sent_at, e.sender, e.kind, e.text)],
+        )
 
 
 def _line(row: Sequence[object]) -> Line:
