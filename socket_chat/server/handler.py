@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from socket_chat import protocol, transport
 from socket_chat.chat.limits import Limits, Outbox
 from socket_chat.chat.member import MemberSession, Stage
+from socket_chat.crypto import work
 from socket_chat.protocol import (
     ConnectionClosed,
     ConnectionState,
@@ -40,7 +41,7 @@ from socket_chat.server.sender import Outlet
 if TYPE_CHECKING:
     from socket_chat.server.app import ChatServer
 
-__all__ = ["ClientHandler", "RECORDS_USED_UP", "SERVER_FULL", "SHUTDOWN_GRACE", "server_full"]
+__all__ = ["ClientHandler", "RECORDS_USED_UP", "SERVER_FULL", "SHUTDOWN_GRACE", "handshake_seconds", "server_full"]
 
 SHUTDOWN_GRACE = 2.0  # seconds to let goodbyes go out on shutdown
 SERVER_FULL = "The server is full ({places}). Try again later."
@@ -55,6 +56,13 @@ def server_full(max_clients: int) -> str:
     """The refusal of a connection over ``--max-clients``."""
     places = "1 person" if max_clients == 1 else f"{max_clients:,} people"
     return SERVER_FULL.format(places=places)
+
+
+def handshake_seconds(limits: Limits, effort: int) -> float:
+    """The handshake deadline of a connection asked for ``effort`` (0:
+    none): the client's solving time is no part of the program's work
+    that ``handshake_timeout`` bounds, so it gets a rare slow solve's."""
+    return limits.handshake_timeout + work.solve_allowance(effort)
 
 
 class ClientHandler:
@@ -160,7 +168,7 @@ class ClientHandler:
 
     def _handshake(self) -> None:
         try:
-            deadline = _Deadline(self.limits.handshake_timeout, "waiting for the handshake")
+            deadline = _Deadline(handshake_seconds(self.limits, self.conn.work), "waiting for the handshake")
             self._gate = self._in_handshake_thread  # its cryptography there, one at a time
             self.sock.sendall(self.conn.data_to_send())
             event = self._next_event(deadline, flush=True)
