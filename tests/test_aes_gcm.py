@@ -316,14 +316,17 @@ def test_without_pycryptodomexs_ghash_the_library_gcm_is_used(monkeypatch):
 
 
 def test_a_ghash_that_gives_other_answers_makes_it_fall_back(monkeypatch):
-    def wrong_ghash(y_out, data, size, y_in, tables):
-        return 0  # leaves Y at zero: every tag wrong
-
-    for name in ("_ghash_clmul", "_ghash_portable"):
-        impl = getattr(_mode_gcm, name)
-        if impl is not None:
-            monkeypatch.setattr(_mode_gcm, name, impl._replace(ghash=wrong_ghash))
+    """The internals load, with a GHASH of the right prototype that leaves
+    Y at zero (every tag wrong): the known answers catch it."""
+    internals = aes_gcm._load_internals()
+    assert internals is not None  # the pinned release, as installed
+    wrong = internals._replace(ghash=aes_gcm._GHASH_CALL(lambda *args: 0))
+    monkeypatch.setattr(aes_gcm, "_load_internals", lambda: wrong)
+    answers = []
+    check = aes_gcm._passes_known_answers
+    monkeypatch.setattr(aes_gcm, "_passes_known_answers", lambda gcm: answers.append(check(gcm)) or answers[-1])
     assert aes_gcm.choose() is aes_gcm.LibraryGcm
+    assert answers == [False]
 
 
 def test_a_ghash_that_raises_makes_it_fall_back(monkeypatch):
