@@ -329,6 +329,17 @@ def test_a_ghash_that_gives_other_answers_makes_it_fall_back(monkeypatch):
     assert answers == [False]
 
 
+def test_another_pycryptodomex_release_gets_the_library_gcm(monkeypatch):
+    """The direct calls' prototypes are the pinned release's: another one
+    could have changed a signature, and a wrong call could write out of
+    bounds before any known answer is checked."""
+    import Cryptodome
+
+    monkeypatch.setattr(Cryptodome, "__version__", "3.99.0")
+    assert aes_gcm._load_internals() is None
+    assert aes_gcm.choose() is aes_gcm.LibraryGcm
+
+
 def test_a_ghash_that_raises_makes_it_fall_back(monkeypatch):
     class Broken:
         def __init__(self, subkey, impl):
