@@ -181,13 +181,8 @@ class ClientHandler:
             if not isinstance(event, HandshakeComplete):
                 raise protocol.RemoteProtocolError(f"handshake ended with {event}")
             self._gate = _here
-        except (_ClientLeft, _DeadlinePassed, ProtocolError) as exc:
-            # sshd's PerSourcePenalties: a handshake not finished costs its
-            # address more (the server may have spent an RSA decryption).
-            # Not one that left before the proof of work it was asked: no
-            # RSA was spent, and an older client leaves there, as told.
-            left_unpaid = isinstance(exc, _ClientLeft) and self.conn.work_pending
-            if self.ticket is not None and not left_unpaid:
+        except (_ClientLeft, _DeadlinePassed, ProtocolError, OSError) as exc:
+            if self.ticket is not None and _costs_its_address(exc, self.conn):
                 self.server.admission.penalize(self.ticket)
             raise
         how = " (resumed)" if self.conn.resumed else ""
@@ -324,6 +319,23 @@ _NextEvent = Callable[[], "protocol.Event | NeedData"]
 def _here(call: _NextEvent) -> protocol.Event | NeedData:
     """``call()`` in this thread: the reader's own once the handshake is done."""
     return call()
+
+
+def _costs_its_address(failure: Exception, conn: ServerConnection) -> bool:
+    """Whether a handshake that ended in ``failure`` costs its address more
+    (sshd's PerSourcePenalties: the server may have spent an RSA decryption).
+    Not one that left before the proof of work it was asked: no RSA was
+    spent, and an older client leaves there, as told. A connection error
+    (a reset) only once the RSA is spent: else it cost next to nothing."""
+    if isinstance(failure, OSError):
+        return _rsa_spent(conn)
+    return not (isinstance(failure, _ClientLeft) and conn.work_pending)
+
+
+def _rsa_spent(conn: ServerConnection) -> bool:
+    """Whether the server has unwrapped the client's key exchange (it then
+    waits for the client's HI, or is done)."""
+    return not conn.resumed and conn.state in (ConnectionState.AWAIT_CLIENT_HI, ConnectionState.OPEN)
 
 
 class _ClientLeft(Exception):
