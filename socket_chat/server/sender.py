@@ -156,7 +156,9 @@ class Sender:
             events = self._selector.select(None if self._asleep else 0)
             self._after_sleep()
             for key, _ in events:
-                if key.data is not None:
+                if key.data is None:
+                    self._drain_wakes()
+                else:
                     self._serve(key.data)
 
     def _take_ready(self) -> list[Outlet]:
@@ -183,10 +185,16 @@ class Sender:
     def _after_sleep(self) -> None:
         with self._lock:
             self._asleep = False
-            woken, self._woken = self._woken, False
-        if woken:
-            with contextlib.suppress(OSError):
-                self._wake_reader.recv(64)
+            self._woken = False
+
+    def _drain_wakes(self) -> None:
+        """Read every wake byte there is, whatever ``_woken`` says: a waker
+        writes after releasing the lock, so its byte may come after the
+        sender woke for another reason; left unread, it would make every
+        select return at once (a core spinning until the next wake)."""
+        with contextlib.suppress(OSError):  # BlockingIOError: all read
+            while self._wake_reader.recv(4096):
+                pass
 
     def _serve(self, outlet: Outlet) -> None:
         """Write what the socket takes of ``outlet``'s sealed bytes, then seal
