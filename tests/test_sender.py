@@ -222,7 +222,7 @@ def test_a_wake_byte_that_comes_late_is_read_and_the_sender_sleeps_again():
         return select_once(timeout)
 
     sender._wake_writer.send(b"\0")
-    sender._selector.select = select_then_stop  # type: ignore[method-assign]
+    sender._selector.select = select_then_stop
     sender._run()
     assert select.select([sender._wake_reader], [], [], 0)[0] == []  # drained: the next select sleeps
     sender.stop()
