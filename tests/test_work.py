@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import select
 import socket
 import struct
 from pathlib import Path
@@ -38,7 +39,8 @@ from socket_chat.server.admission import Admission, Refused, Ticket, Why
 from socket_chat.server.command_line import parse_args
 from socket_chat.server.effort import DEFAULT_MAX_EFFORT, EffortController
 from socket_chat.server.handler import handshake_seconds
-from tests.helpers import ChatTestClient, wait_until
+from tests.helpers import DEADLINE, ChatTestClient, wait_until
+from tests.test_hostile import reset
 from tests.test_trust import FakeTerminal, trust
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -338,6 +340,17 @@ def test_a_busy_refusal_then_a_reset_or_a_close_is_shown_as_the_refusal():
     with near, far:
         far.sendall(protocol.refusal(WORK_REFUSAL))
         far.close()
+        with pytest.raises(link.ClientError, match="turned the connection away") as refused:
+            link.establish(link.ServerLink(near), lambda hello: None)
+    assert WORK_REFUSAL in str(refused.value)
+    # A reset (over TCP: a socketpair cannot reset) where the puzzle should be.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        near = socket.create_connection(listener.getsockname(), timeout=DEADLINE)
+        far, _ = listener.accept()
+    with near:
+        far.sendall(protocol.refusal(WORK_REFUSAL))
+        assert select.select([near], [], [], DEADLINE)[0]  # arrived: the reset cannot discard it
+        reset(far)
         with pytest.raises(link.ClientError, match="turned the connection away") as refused:
             link.establish(link.ServerLink(near), lambda hello: None)
     assert WORK_REFUSAL in str(refused.value)
