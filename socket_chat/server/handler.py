@@ -191,8 +191,9 @@ class ClientHandler:
         log.info("%s: handshake complete%s", self.peer, how)
 
     def _in_handshake_thread(self, call: _NextEvent) -> protocol.Event | NeedData:
-        """``call()`` in the handshake thread when it may need the server's
-        key: only then. With nothing buffered, ``next_event`` reads nothing
+        """``call()`` in the handshake thread when it has bytes to read before
+        the client's HI (a proof of work, a key exchange and its unwrap, a
+        resumption's offer). With nothing buffered, ``next_event`` reads nothing
         (NEED_DATA, or the end); a client HI is one record opened and one
         sealed, with the keys already agreed. The reader makes those calls
         itself: a hand-off costs two thread switches each way, and a full
