@@ -99,22 +99,29 @@ def _read_frame(sock: socket.socket) -> bytes:
 
 
 def attack_once(address, source: str) -> tuple[str, int]:
-    """One connection from ``source``: ("forced" | "refused" | "failed", the effort asked)."""
+    """One connection from ``source``: ("forced" | "refused" | "failed", the
+    effort asked, once the puzzle was read, whatever came after)."""
+    effort = 0  # kept by the except below: a failure after the puzzle still counts its effort
     try:
         with socket.create_connection(address, timeout=SOCKET_TIMEOUT, source_address=(source, 0)) as sock:
-            body, effort, prefix = _read_frame(sock), 0, b""
-            if body[0] == REFUSAL:
+            body, prefix = _read_frame(sock), b""
+            if _kind(body) == REFUSAL:
                 if read_refusal(body) != WORK_REFUSAL:
                     return "refused", 0
                 effort = read_puzzle(_read_frame(sock))
                 body = _read_frame(sock)
                 prefix = protocol.framing.frame(protocol.handshake.proof(work.solve(work.seed_of(body), effort)))
-            if body[0] != HELLO:
+            if _kind(body) != HELLO:
                 return "failed", effort
             sock.sendall(prefix + key_exchange())
             return ("forced" if sock.recv(1) else "failed"), effort  # the server's HI record
     except (OSError, protocol.ProtocolError):
-        return "failed", 0
+        return "failed", effort
+
+
+def _kind(body: bytes) -> int | None:
+    """A frame's type byte; None for an empty body (no IndexError to end an attacker thread)."""
+    return body[0] if body else None
 
 
 def attack(address, seconds: float) -> dict:

@@ -27,6 +27,7 @@ from socket_chat.server.admission import (
 )
 from socket_chat.server.handler import server_full
 from tests.helpers import DEADLINE, OPEN_DOOR, ChatTestClient, wait_until
+from tests.test_hostile import reset
 
 #: The per-address limits as a server has them by default (the other tests
 #: turn them off: see ``tests.helpers.OPEN_DOOR``).
@@ -276,6 +277,24 @@ def test_failed_handshakes_cost_their_address_more(own_server):
         assert isinstance(first, ServerHello)
         client.sock.sendall(b"\x00\x00\x00\x08" + os.urandom(8))  # not a key exchange
         client.wait_closed()
+    assert wait_until(lambda: chat.connection_count() == 0)
+    first, _ = refused_or_hello(chat.server_address)  # 9 of the 10 tokens are spent
+    assert isinstance(first, ServerHello)
+    first, _ = refused_or_hello(chat.server_address)
+    assert isinstance(first, ServerRefused)
+
+
+def test_a_key_exchange_then_a_reset_costs_its_address_more(own_server):
+    """The server has spent its RSA decryption once it answers the key
+    exchange: a reset then is a failed handshake too, not a free one."""
+    chat = own_server.start(max_per_address=0, handshake_rate=0.01, max_startups=Limits().max_startups)
+    for _ in range(3):
+        first, client = refused_or_hello(chat.server_address)
+        assert isinstance(first, ServerHello)
+        client.conn.accept_server_key()
+        client.flush()  # the key exchange
+        assert client.sock.recv(1, socket.MSG_PEEK)  # the server's HI: the RSA is spent
+        reset(client.sock)
     assert wait_until(lambda: chat.connection_count() == 0)
     first, _ = refused_or_hello(chat.server_address)  # 9 of the 10 tokens are spent
     assert isinstance(first, ServerHello)

@@ -316,13 +316,27 @@ def test_without_pycryptodomexs_ghash_the_library_gcm_is_used(monkeypatch):
 
 
 def test_a_ghash_that_gives_other_answers_makes_it_fall_back(monkeypatch):
-    def wrong_ghash(y_out, data, size, y_in, tables):
-        return 0  # leaves Y at zero: every tag wrong
+    """The internals load, with a GHASH of the right prototype that leaves
+    Y at zero (every tag wrong): the known answers catch it."""
+    internals = aes_gcm._load_internals()
+    assert internals is not None  # the pinned release, as installed
+    wrong = internals._replace(ghash=aes_gcm._GHASH_CALL(lambda *args: 0))
+    monkeypatch.setattr(aes_gcm, "_load_internals", lambda: wrong)
+    answers = []
+    check = aes_gcm._passes_known_answers
+    monkeypatch.setattr(aes_gcm, "_passes_known_answers", lambda gcm: answers.append(check(gcm)) or answers[-1])
+    assert aes_gcm.choose() is aes_gcm.LibraryGcm
+    assert answers == [False]
 
-    for name in ("_ghash_clmul", "_ghash_portable"):
-        impl = getattr(_mode_gcm, name)
-        if impl is not None:
-            monkeypatch.setattr(_mode_gcm, name, impl._replace(ghash=wrong_ghash))
+
+def test_another_pycryptodomex_release_gets_the_library_gcm(monkeypatch):
+    """The direct calls' prototypes are the pinned release's: another one
+    could have changed a signature, and a wrong call could write out of
+    bounds before any known answer is checked."""
+    import Cryptodome
+
+    monkeypatch.setattr(Cryptodome, "__version__", "3.99.0")
+    assert aes_gcm._load_internals() is None
     assert aes_gcm.choose() is aes_gcm.LibraryGcm
 
 

@@ -6,13 +6,15 @@ forced RSA decryption than it costs the server, and the person gets in."""
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 
 from bench import swarm
 from bench.report import write_json, write_markdown
 from bench.runner import Results
-from socket_chat.protocol.handshake import MIN_EFFORT
+from socket_chat import protocol
+from socket_chat.protocol.handshake import MIN_EFFORT, WORK_REFUSAL, puzzle
 
 
 def runs() -> list[swarm.SwarmRun]:
@@ -31,6 +33,25 @@ def test_the_report_has_the_swarm_section_and_its_targets(tmp_path):
     figures = json.loads((tmp_path / "benchmarks.json").read_text(encoding="utf-8"))
     assert [run["person_failed"] for run in figures["swarm"]] == [5, 0]
     assert [met for _, _, met in swarm.targets(runs())] == ["yes", "yes", "yes"]
+
+
+def greeted_with(monkeypatch, data: bytes) -> None:
+    """The attacker's next connection reads ``data``, then the end."""
+    near, far = socket.socketpair()
+    with far:
+        far.sendall(data)
+    monkeypatch.setattr(swarm.socket, "create_connection", lambda *args, **kwargs: near)
+
+
+@pytest.mark.parametrize("after_the_puzzle", [b"", protocol.framing.frame(b"")], ids=["closed", "an empty frame"])
+def test_an_attack_that_fails_after_the_puzzle_still_counts_its_effort(monkeypatch, after_the_puzzle):
+    greeted_with(monkeypatch, protocol.refusal(WORK_REFUSAL) + protocol.framing.frame(puzzle(14)) + after_the_puzzle)
+    assert swarm.attack_once(("127.0.0.1", 1), "127.0.0.2") == ("failed", 14)
+
+
+def test_an_empty_frame_for_a_greeting_is_a_failure_not_a_crash(monkeypatch):
+    greeted_with(monkeypatch, protocol.framing.frame(b""))
+    assert swarm.attack_once(("127.0.0.1", 1), "127.0.0.2") == ("failed", 0)
 
 
 def test_a_target_not_met_says_so():

@@ -209,6 +209,25 @@ def test_wakes_from_many_threads_lose_none_while_the_sender_sleeps_and_wakes(
         link.close()
 
 
+def test_a_wake_byte_that_comes_late_is_read_and_the_sender_sleeps_again():
+    # A waker sets _woken, the sender wakes for another reason and clears
+    # it, then the waker's byte arrives: forced here as a byte with _woken
+    # False. One turn of the loop (it stops after its first select) must
+    # read it, or every select would return at once from then on.
+    sender = Sender()
+    select_once = sender._selector.select
+
+    def select_then_stop(timeout=None):
+        sender._stopping = True
+        return select_once(timeout)
+
+    sender._wake_writer.send(b"\0")
+    sender._selector.select = select_then_stop
+    sender._run()
+    assert select.select([sender._wake_reader], [], [], 0)[0] == []  # drained: the next select sleeps
+    sender.stop()
+
+
 def test_wakes_while_the_sender_stops_are_safe_and_the_outlet_is_let_go(identity_key):
     # stop() while another thread keeps waking: no error in either, and a
     # wake once stopped releases the outlet itself (no one will send).

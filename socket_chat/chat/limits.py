@@ -93,7 +93,7 @@ class Limits:
     rate: float = 5.0  # messages a second, sustained; 0 turns flood control off
     burst: int = 20  # messages at once, so that a pasted block goes through
     sendq_bytes: int = 256 * 1024  # queued for one client before it is cut off
-    handshake_timeout: float = 5.0  # seconds from connecting to keys confirmed: a program's work
+    handshake_timeout: float = 5.0  # s from connecting to keys confirmed: a program's work (more if asked for a puzzle)
     username_timeout: float = 300.0  # seconds to choose a name: a person first checks the fingerprint
     frame_timeout: float = 10.0  # seconds for a frame, once begun (slowloris)
     # Before the handshake (server.admission, after sshd): per address (IPv6: per /64)

@@ -11,15 +11,16 @@ ciphertext and their lengths. Its records are byte for byte those of
 and lengths, and against the GCM specification's test vectors).
 
 GHASH is not public API in pycryptodomex: it is ``Cryptodome.Cipher._mode_gcm``
-(``_GHASH`` and ``_ghash_clmul`` / ``_ghash_portable``), checked with
+(``_GHASH`` and ``_ghash_clmul`` / ``_ghash_portable``), used only with
 pycryptodomex ``PINNED_PYCRYPTODOMEX`` (requirements.txt pins it). The ECB
 and GHASH C functions are called straight, through ctypes prototypes of our
 own that keep the GIL for the call (a record's few blocks take far less
 than a hand-off of the GIL to another thread), not through the library's
-Python wrappers. At import the internals are looked up and the result run
-against known answers; if either fails (a release moved or changed them),
-``new`` is ``LibraryGcm``, which is ``AES.new`` per record as before: slower,
-never wrong.
+Python wrappers. At import, on the pinned release only (a prototype of
+ours that no longer matches a C signature could write out of bounds), the
+internals are looked up and the result run against known answers; if any
+of that fails, ``new`` is ``LibraryGcm``, which is ``AES.new`` per record as
+before: slower, never wrong.
 
 Opening checks the tag first, in constant time, before a byte of plaintext
 exists. Both classes take 12-byte nonces only (the protocol's; GCM's other
@@ -136,7 +137,12 @@ def _direct(function: Any, prototype: Any) -> Callable[..., int]:
 
 
 def _load_internals() -> _Internals | None:
-    """pycryptodomex's ECB and GHASH, or None where they are not where they were."""
+    """pycryptodomex's ECB and GHASH, or None where they are not where they
+    were, or on any release but the pinned one: its C signatures are not
+    checked, and a call through a wrong prototype could write out of
+    bounds before a known answer is compared."""
+    if importlib.import_module("Cryptodome").__version__ != PINNED_PYCRYPTODOMEX:
+        return None
     try:
         # Typed Any: the library's stubs leave its private names out.
         _mode_gcm: Any = importlib.import_module("Cryptodome.Cipher._mode_gcm")

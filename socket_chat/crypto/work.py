@@ -19,12 +19,28 @@ from __future__ import annotations
 import hashlib
 import itertools
 
-__all__ = ["LABEL", "NONCE_SIZE", "MAX_EFFORT_BITS", "seed_of", "work_hash", "leading_zero_bits", "solve", "verify"]
+__all__ = [
+    "LABEL",
+    "NONCE_SIZE",
+    "MAX_EFFORT_BITS",
+    "seed_of",
+    "work_hash",
+    "leading_zero_bits",
+    "solve",
+    "verify",
+    "solve_allowance",
+]
 
 #: Prefixed to every hash, so that no other use of SHA-256 gives a solution.
 LABEL = b"socket-chat proof of work 1"
 NONCE_SIZE = 8  # bytes of a solution: far more than any effort needs
 MAX_EFFORT_BITS = 32  # what ``verify`` can check (the protocol asks for much less)
+#: A generous cost of one of ``solve``'s hashes: about three times the
+#: 1.7 µs measured on a busy shared machine (a slow client's, say).
+SECONDS_PER_HASH = 5e-6
+#: A solve's hashes are geometric with mean 2**effort: one in a thousand
+#: takes more than ln(1000), about 6.9, times that.
+RARE_SOLVE_FACTOR = 7
 
 
 def seed_of(hello: bytes) -> bytes:
@@ -80,3 +96,12 @@ def verify(seed: bytes, effort: int, nonce: bytes) -> bool:
     if len(nonce) != NONCE_SIZE:
         return False
     return int.from_bytes(work_hash(seed, effort, nonce)[:4], "big") >> (32 - effort) == 0
+
+
+def solve_allowance(effort: int) -> float:
+    """Seconds that cover all but one in a thousand solves at ``effort``
+    on a slow client (0 for no puzzle): what a server adds to its
+    handshake deadline, so that an honest solver is not timed out."""
+    if not effort:
+        return 0.0
+    return RARE_SOLVE_FACTOR * 2**effort * SECONDS_PER_HASH

@@ -279,8 +279,10 @@ def read_refusal(body: bytes) -> str:
 
 #: The efforts a puzzle may ask (leading zero bits): the lowest costs a
 #: client about as many hashes as an RSA-3072 decryption costs the server
-#: (4,096 SHA-256, about 3 ms in Python); the highest, about a second. A
-#: puzzle outside these is a protocol error.
+#: (4,096 SHA-256, about 3 ms in Python); the highest, about 2 s on a busy
+#: machine (a million hashes; a server's handshake deadline allows for the
+#: solving, ``crypto.work.solve_allowance``). A puzzle outside these is a
+#: protocol error.
 MIN_EFFORT = 12
 MAX_EFFORT = 20
 #: The reason of the refusal a busy server sends before its puzzle, byte

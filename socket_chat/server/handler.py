@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from socket_chat import protocol, transport
 from socket_chat.chat.limits import Limits, Outbox
 from socket_chat.chat.member import MemberSession, Stage
+from socket_chat.crypto import work
 from socket_chat.protocol import (
     ConnectionClosed,
     ConnectionState,
@@ -40,7 +41,7 @@ from socket_chat.server.sender import Outlet
 if TYPE_CHECKING:
     from socket_chat.server.app import ChatServer
 
-__all__ = ["ClientHandler", "RECORDS_USED_UP", "SERVER_FULL", "SHUTDOWN_GRACE", "server_full"]
+__all__ = ["ClientHandler", "RECORDS_USED_UP", "SERVER_FULL", "SHUTDOWN_GRACE", "handshake_seconds", "server_full"]
 
 SHUTDOWN_GRACE = 2.0  # seconds to let goodbyes go out on shutdown
 SERVER_FULL = "The server is full ({places}). Try again later."
@@ -55,6 +56,13 @@ def server_full(max_clients: int) -> str:
     """The refusal of a connection over ``--max-clients``."""
     places = "1 person" if max_clients == 1 else f"{max_clients:,} people"
     return SERVER_FULL.format(places=places)
+
+
+def handshake_seconds(limits: Limits, effort: int) -> float:
+    """The handshake deadline of a connection asked for ``effort`` (0:
+    none): the client's solving time is no part of the program's work
+    that ``handshake_timeout`` bounds, so it gets a rare slow solve's."""
+    return limits.handshake_timeout + work.solve_allowance(effort)
 
 
 class ClientHandler:
@@ -160,7 +168,7 @@ class ClientHandler:
 
     def _handshake(self) -> None:
         try:
-            deadline = _Deadline(self.limits.handshake_timeout, "waiting for the handshake")
+            deadline = _Deadline(handshake_seconds(self.limits, self.conn.work), "waiting for the handshake")
             self._gate = self._in_handshake_thread  # its cryptography there, one at a time
             self.sock.sendall(self.conn.data_to_send())
             event = self._next_event(deadline, flush=True)
@@ -173,13 +181,8 @@ class ClientHandler:
             if not isinstance(event, HandshakeComplete):
                 raise protocol.RemoteProtocolError(f"handshake ended with {event}")
             self._gate = _here
-        except (_ClientLeft, _DeadlinePassed, ProtocolError) as exc:
-            # sshd's PerSourcePenalties: a handshake not finished costs its
-            # address more (the server may have spent an RSA decryption).
-            # Not one that left before the proof of work it was asked: no
-            # RSA was spent, and an older client leaves there, as told.
-            left_unpaid = isinstance(exc, _ClientLeft) and self.conn.work_pending
-            if self.ticket is not None and not left_unpaid:
+        except (_ClientLeft, _DeadlinePassed, ProtocolError, OSError) as exc:
+            if self.ticket is not None and _costs_its_address(exc, self.conn):
                 self.server.admission.penalize(self.ticket)
             raise
         how = " (resumed)" if self.conn.resumed else ""
@@ -188,8 +191,9 @@ class ClientHandler:
         log.info("%s: handshake complete%s", self.peer, how)
 
     def _in_handshake_thread(self, call: _NextEvent) -> protocol.Event | NeedData:
-        """``call()`` in the handshake thread when it may need the server's
-        key: only then. With nothing buffered, ``next_event`` reads nothing
+        """``call()`` in the handshake thread when it has bytes to read before
+        the client's HI (a proof of work, a key exchange and its unwrap, a
+        resumption's offer). With nothing buffered, ``next_event`` reads nothing
         (NEED_DATA, or the end); a client HI is one record opened and one
         sealed, with the keys already agreed. The reader makes those calls
         itself: a hand-off costs two thread switches each way, and a full
@@ -316,6 +320,23 @@ _NextEvent = Callable[[], "protocol.Event | NeedData"]
 def _here(call: _NextEvent) -> protocol.Event | NeedData:
     """``call()`` in this thread: the reader's own once the handshake is done."""
     return call()
+
+
+def _costs_its_address(failure: Exception, conn: ServerConnection) -> bool:
+    """Whether a handshake that ended in ``failure`` costs its address more
+    (sshd's PerSourcePenalties: the server may have spent an RSA decryption).
+    Not one that left before the proof of work it was asked: no RSA was
+    spent, and an older client leaves there, as told. A connection error
+    (a reset) only once the RSA is spent: else it cost next to nothing."""
+    if isinstance(failure, OSError):
+        return _rsa_spent(conn)
+    return not (isinstance(failure, _ClientLeft) and conn.work_pending)
+
+
+def _rsa_spent(conn: ServerConnection) -> bool:
+    """Whether the server has unwrapped the client's key exchange (it then
+    waits for the client's HI, or is done)."""
+    return not conn.resumed and conn.state in (ConnectionState.AWAIT_CLIENT_HI, ConnectionState.OPEN)
 
 
 class _ClientLeft(Exception):

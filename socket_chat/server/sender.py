@@ -14,8 +14,10 @@ Why one thread and not the readers themselves: a message to N members is
 one wake-up of the sender, after which it seals and sends N times without a
 context switch or a lock held; the hand-off costs once per message, not once
 per delivery. Sealing in the reader instead would need a lock per client's
-sending half, and readers sealing at once would trade the GIL around each
-of pycryptodomex's C calls.
+sending half, and gain nothing from threads: a chat line's seal keeps the
+GIL throughout (crypto.aes_gcm calls its C functions without letting it
+go), so readers sealing at once would only take turns, a thread switch
+between each two.
 """
 
 from __future__ import annotations
@@ -156,7 +158,9 @@ class Sender:
             events = self._selector.select(None if self._asleep else 0)
             self._after_sleep()
             for key, _ in events:
-                if key.data is not None:
+                if key.data is None:
+                    self._drain_wakes()
+                else:
                     self._serve(key.data)
 
     def _take_ready(self) -> list[Outlet]:
@@ -183,10 +187,16 @@ class Sender:
     def _after_sleep(self) -> None:
         with self._lock:
             self._asleep = False
-            woken, self._woken = self._woken, False
-        if woken:
-            with contextlib.suppress(OSError):
-                self._wake_reader.recv(64)
+            self._woken = False
+
+    def _drain_wakes(self) -> None:
+        """Read every wake byte there is, whatever ``_woken`` says: a waker
+        writes after releasing the lock, so its byte may come after the
+        sender woke for another reason; left unread, it would make every
+        select return at once (a core spinning until the next wake)."""
+        with contextlib.suppress(OSError):  # BlockingIOError: all read
+            while self._wake_reader.recv(4096):
+                pass
 
     def _serve(self, outlet: Outlet) -> None:
         """Write what the socket takes of ``outlet``'s sealed bytes, then seal
