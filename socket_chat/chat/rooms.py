@@ -77,6 +77,8 @@ DEFAULT_ROOMS_PER_PERSON = 20
 DEFAULT_ROOM_SIZE = 1000
 #: Invitations a room keeps; past that the oldest is dropped.
 MAX_INVITATIONS = 100
+#: Counters of rooms made (``Rooms._made_count``), a key's by its hash.
+MADE_COUNTS = 4096
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,10 @@ class Rooms:
         self._lock = threading.Lock()  # the table: taken before a room's, never after
         self._rooms: dict[str, ChatRoom] = {}  # room_key -> room
         self._joined: dict[str, set[str]] = collections.defaultdict(set)  # member ID -> room keys
+        #: Rooms made so far, by a hash of their key (bounded: a collision
+        #: costs only a read again): a join that read the store while one was
+        #: made (and went) under its key reads again (``_seated``).
+        self._made_count = [0] * MADE_COUNTS
         #: Where a room's message goes to take its place in the order (a
         #: cluster's stream, later); here at once.
         self.publish: Callable[[Message, str | None], None] = self.distribute
@@ -212,7 +218,7 @@ class Rooms:
         key = room_key(raw)
         cut: list[Member] = []
         while not self._seated(membership, raw, key, cut):
-            pass  # the room went between the look and the lock: its history is read first
+            pass  # the room went (or came and went) between the look and the lock: its history is read again
         _cut_off(cut)
 
     def _seated(self, membership: Membership, raw: str, key: str, cut: list[Member]) -> bool:
@@ -222,11 +228,12 @@ class Rooms:
         new = key not in self._rooms
         if new:
             room_name(raw)  # only a room to be made needs a name that may be taken (refused here, before any read)
+        made = self._made_count[hash(key) % MADE_COUNTS]
         lines = self._stored_lines(key) if new else []  # the store's read: before any lock
         with self._lock:
             room = self._rooms.get(key)
-            if room is None and not new:
-                return False
+            if room is None and (not new or self._made_count[hash(key) % MADE_COUNTS] != made):
+                return False  # gone, or made (and gone) during the read: its lines are newer than ours
             if room is None:
                 room = self._made(room_name(raw), key, membership, lines)
             elif membership.member_id not in room.seats:
@@ -444,7 +451,10 @@ class Rooms:
         try:
             return self._store.room_recent(key, self._history_size)
         except HistoryUnavailable:
-            return []  # the room starts without its history: the chat goes on
+            # Made without its lines, its IDs would start again at 1 over the stored ones.
+            raise RoomRefused(
+                "The room cannot be made now: the server's history store did not answer. Try again."
+            ) from None
 
     def _made(self, name: str, key: str, membership: Membership, lines: Sequence[Line]) -> ChatRoom:
         """A new room (under the table's lock), its founder the member."""
@@ -458,6 +468,7 @@ class Rooms:
         room = ChatRoom(name, key, history, last_id=max((line.id for line in lines), default=0))
         room.founder = membership.member_id
         self._rooms[key] = room
+        self._made_count[hash(key) % MADE_COUNTS] += 1
         return room
 
     def _check_room_for(self, room: ChatRoom, membership: Membership) -> None:

@@ -391,8 +391,8 @@ class SqliteStore:
     def keep_room(self, room: str, entry: Line) -> None:
         with self._lock:
             self._queue_change_locked(
-                "INSERT OR REPLACE INTO room_messages (room, id, sent_at, sender, kind, text)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                # Not OR REPLACE: an ID given twice is refused (_insert warns), never over a stored line.
+                "INSERT INTO room_messages (room, id, sent_at, sender, kind, text) VALUES (?, ?, ?, ?, ?, ?)",
                 (room, entry.id, entry.sent_at, entry.sender, entry.kind, entry.text),
             )
 
@@ -615,20 +615,24 @@ class SqliteStore:
             stopping = self._stopping
             if self._clock() - self._pruned_at >= PRUNE_INTERVAL:
                 self._guarded(db, self._prune)
-            self._write_queued(db, final=stopping)
-            self._answer_asks(db)
+            asks = self._write_queued(db, final=stopping)
+            self._answer_asks(db, asks)
             with self._passed:
                 self._passes_done += 1
                 self._passed.notify_all()
             if stopping:
                 return
 
-    def _write_queued(self, db: sqlite3.Connection, final: bool = False) -> None:
+    def _write_queued(self, db: sqlite3.Connection, final: bool = False) -> collections.deque[_Ask]:
+        """Write what is queued; the asks taken with it, to answer once it is
+        written (an ask queued after the swap waits for the next pass, so
+        every ask sees each change queued before it)."""
         with self._lock:
             # Swapped, not copied: the room waits for this lock, and a copy
             # would keep it as long as the queue is.
             batch, self._queue = self._queue, collections.deque()
             changes, self._changes = self._changes, collections.deque()
+            asks, self._asks = self._asks, collections.deque()
             overflowed, self._overflowed = self._overflowed, False
             given = self._given
         reserve = self._reservation(given, final)
@@ -647,6 +651,7 @@ class SqliteStore:
                 self._unstored += len(batch) + len(changes)
         elif reserve is not None:
             self._reserved = reserve
+        return asks
 
     def _reservation(self, given: int, final: bool) -> int | None:
         """The IDs' next high-water mark to write, or None: the one on disk
@@ -664,9 +669,7 @@ class SqliteStore:
             return given + ID_BLOCK
         return None
 
-    def _answer_asks(self, db: sqlite3.Connection) -> None:
-        with self._lock:
-            asks, self._asks = self._asks, collections.deque()
+    def _answer_asks(self, db: sqlite3.Connection, asks: Iterable[_Ask]) -> None:
         for ask in asks:
             try:
                 ask.result = ask.work(db)
@@ -700,8 +703,7 @@ class SqliteStore:
             )
             return False
 
-    @staticmethod
-    def _insert(db: sqlite3.Connection, batch: Iterable[Line], changes: Iterable[Change] = ()) -> None:
+    def _insert(self, db: sqlite3.Connection, batch: Iterable[Line], changes: Iterable[Change] = ()) -> None:
         # A batch goes into messages INSERT_ROWS lines a statement (one
         # multi-row VALUES), not one INSERT a line as executemany does: FTS5
         # writes out what it holds at the end of each statement that changes
@@ -719,7 +721,12 @@ class SqliteStore:
                 [field for entry in chunk for field in (entry.id, entry.sent_at, entry.sender, entry.kind, entry.text)],
             )
         for statement, parameters in changes:  # in order: a drop after a save of the same row wins
-            db.execute(statement, parameters)
+            try:
+                db.execute(statement, parameters)
+            except sqlite3.IntegrityError as exc:  # only this statement is undone: the others are written
+                with self._lock:
+                    self._unstored += 1
+                log.warning("The history store %s refused a change (%s): %s", self.path, statement[:40], describe(exc))
 
     def _prune(self, db: sqlite3.Connection) -> None:
         """Drop what the retention no longer keeps."""
