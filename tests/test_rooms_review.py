@@ -1,17 +1,23 @@
 """Review findings on rooms (no sockets): a room made again never hands out
 its stored IDs twice (a store that does not answer, an ask racing the
-writer's pass, a room made and gone during a join's read)."""
+writer's pass, a room made and gone during a join's read); a reconnect
+joins its rooms again paced, and stays in the room the person was in."""
 
 from __future__ import annotations
 
 import collections
 import logging
 import threading
+import types
+
+import pytest
 
 from socket_chat import protocol
 from socket_chat.chat.history import HistoryUnavailable, Line
 from socket_chat.chat.room import Room
 from socket_chat.chat.rooms import Rooms, room_key
+from socket_chat.client import session
+from socket_chat.client.rooms import RoomState
 from socket_chat.server.store import Retention, SqliteStore
 from tests.helpers import DEADLINE
 from tests.test_member import errors
@@ -98,3 +104,68 @@ def test_a_room_line_stored_twice_under_one_id_keeps_the_first_and_is_warned_abo
         assert any("refused a change" in r.getMessage() for r in caplog.records)
     finally:
         store.close()
+
+
+class RecordingLink:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, protocol.Message]] = []
+        self.identity = None
+
+    def send(self, message: protocol.Message) -> None:
+        self.sent.append(("send", message))
+
+    def send_paced(self, message: protocol.Message) -> None:
+        self.sent.append(("paced", message))
+
+
+def reconnected(monkeypatch, rooms: RoomState) -> RecordingLink:
+    """``session.reconnect`` on a server that takes the name back at once."""
+    link = RecordingLink()
+    monkeypatch.setattr(session, "wait_or_leave", lambda display, seconds: False)
+    monkeypatch.setattr(session, "connect", lambda host, port: link)
+    monkeypatch.setattr(session, "trust_server", lambda link, args, terminal: None)
+    monkeypatch.setattr(session, "take_back_name", lambda link, display, name: True)
+    monkeypatch.setattr(session, "start_session", lambda link, display, name, resumed: None)
+    shown: list[str] = []
+    display = types.SimpleNamespace(
+        terminal=None,
+        session=types.SimpleNamespace(own_name="Ann", rooms=rooms),
+        show=shown.append,
+        style=types.SimpleNamespace(notice=str),
+    )
+    assert session.reconnect(types.SimpleNamespace(host="127.0.0.1", port=1), display) is link
+    return link
+
+
+def in_rooms(names: list[str], current: str | None) -> RoomState:
+    rooms = RoomState()
+    rooms.offered = True
+    for name in names:
+        rooms.entered(name)
+    rooms.go(current)
+    return rooms
+
+
+def test_a_reconnect_joins_every_room_again_paced(monkeypatch):
+    names = [f"#r{n}" for n in range(20)]
+    link = reconnected(monkeypatch, in_rooms(names, None))
+    assert link.sent == [("paced", protocol.RoomRequest("join", name, "")) for name in names]
+
+
+@pytest.mark.parametrize("current", ["#b", None])
+def test_after_a_reconnect_the_person_types_where_they_were(monkeypatch, current):
+    rooms = in_rooms(["#a", "#b", "#c"], current)
+    reconnected(monkeypatch, rooms)
+    for name in ("#a", "#B", "#c"):  # each Joined of the joins again, in any order of answers
+        rooms.entered(name)
+    assert rooms.current == (current and "#B")
+    rooms.entered("#new")  # a /join the person typed still switches
+    assert rooms.current == "#new"
+
+
+def test_a_join_typed_after_a_refused_join_again_switches_to_the_room():
+    rooms = in_rooms([], None)
+    rooms.rejoining(["#x"], None)  # its join again was refused (invite-only since)
+    rooms.asked("#X")  # the person types /join #X
+    rooms.entered("#x")
+    assert rooms.current == "#x"
