@@ -169,3 +169,20 @@ def test_a_join_typed_after_a_refused_join_again_switches_to_the_room():
     rooms.asked("#X")  # the person types /join #X
     rooms.entered("#x")
     assert rooms.current == "#x"
+
+
+def test_keep_messages_keeps_the_last_lines_of_each_room(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    store = SqliteStore.open(path, Retention(days=None, messages=2))
+    for room in ("dev", "ops"):
+        for n in range(1, 5):
+            store.keep_room(room, Line(n, NOW, "chat", "Ann", f"{room} {n}"))
+    store.keep_room("one", Line(1, NOW, "chat", "Ann", "alone"))
+    store.close()
+    store = SqliteStore.open(path, Retention(days=None, messages=2))  # the retention runs at start
+    try:
+        assert [line.text for line in store.room_recent("dev", 10)] == ["dev 3", "dev 4"]
+        assert [line.text for line in store.room_recent("ops", 10)] == ["ops 3", "ops 4"]
+        assert [line.text for line in store.room_recent("one", 10)] == ["alone"]
+    finally:
+        store.close()

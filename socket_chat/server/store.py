@@ -741,6 +741,11 @@ class SqliteStore:
                 "DELETE FROM messages WHERE id <= (SELECT id FROM messages ORDER BY id DESC LIMIT 1 OFFSET ?)",
                 (self.retention.messages,),
             )
+            db.execute(  # each room keeps its own last lines (the key (room, id) finds each room's cut)
+                "DELETE FROM room_messages WHERE id <= (SELECT r.id FROM room_messages r"
+                " WHERE r.room = room_messages.room ORDER BY r.id DESC LIMIT 1 OFFSET ?)",
+                (self.retention.messages,),
+            )
 
     # Opening.
 
