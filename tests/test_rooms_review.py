@@ -15,7 +15,7 @@ import pytest
 from socket_chat import protocol
 from socket_chat.chat.history import HistoryUnavailable, Line
 from socket_chat.chat.room import Room
-from socket_chat.chat.rooms import Rooms, room_key
+from socket_chat.chat.rooms import RoomRefused, Rooms, room_key
 from socket_chat.client import session
 from socket_chat.client.rooms import RoomState
 from socket_chat.server.store import Retention, SqliteStore
@@ -186,3 +186,29 @@ def test_keep_messages_keeps_the_last_lines_of_each_room(tmp_path):
         assert [line.text for line in store.room_recent("one", 10)] == ["alone"]
     finally:
         store.close()
+
+
+def test_an_operators_reason_too_long_closes_nothing_and_one_is_one_line():
+    lobby = Room(history_size=0)
+    rooms = Rooms(lobby, history_size=0)
+    ann = member(lobby, rooms, "Ann")
+    ann.request("join", "#dev")
+    with pytest.raises(RoomRefused, match="200 characters long at most; #dev is not closed"):
+        rooms.close("#dev", "x" * 70_000)
+    assert rooms.rooms_of(ann.session.membership) == ["#dev"] and ann.heard() == []
+    assert rooms.close("#dev", "off\ntopic") == "#dev is closed (1 person was in it)."
+    assert ann.heard() == [protocol.Parted("#dev", "The operator closed #dev: off topic")]
+
+
+def test_closing_a_room_gone_since_it_was_found_leaves_the_one_made_again_under_its_name():
+    lobby = Room(history_size=0)
+    rooms = Rooms(lobby, history_size=0)
+    ann, bob = member(lobby, rooms, "Ann"), member(lobby, rooms, "Bob")
+    ann.request("join", "#dev")
+    found = rooms._rooms[room_key("#dev")]
+    ann.request("part", "#dev")
+    bob.request("join", "#dev")  # another room, under the same key
+    rooms._find = lambda raw: found  # as if the operator's close found the first before it went
+    with pytest.raises(RoomRefused, match="There is no room #dev"):
+        rooms.close("#dev")
+    assert rooms.rooms_of(bob.session.membership) == ["#dev"]

@@ -77,6 +77,9 @@ DEFAULT_ROOMS_PER_PERSON = 20
 DEFAULT_ROOM_SIZE = 1000
 #: Invitations a room keeps; past that the oldest is dropped.
 MAX_INVITATIONS = 100
+#: Characters an operator's reason for closing a room may have (as a ban's,
+#: ``server.app.MAX_BAN_REASON``): it goes in every member's ``Parted``.
+MAX_CLOSE_REASON = 200
 #: Counters of rooms made (``Rooms._made_count``), a key's by its hash.
 MADE_COUNTS = 4096
 
@@ -410,16 +413,23 @@ class Rooms:
             RoomRefused: no such room.
         """
         room = self._find(raw)
+        reason = " ".join(reason.split())  # one line, as a ban's
+        if len(reason) > MAX_CLOSE_REASON:
+            raise RoomRefused(f"A reason may be {MAX_CLOSE_REASON} characters long at most; {room.name} is not closed.")
         because = f": {reason}" if reason else "."
+        told = encode(Parted(room.name, f"The operator closed {room.name}{because}"))  # before anything changes
         cut: list[Member] = []
         with self._lock, room.lock:
+            if room.closed:  # gone since _find (a room made again under its key is another)
+                raise RoomRefused(f"There is no room {printable_text(raw)}.")
             room.closed = True
-            self._rooms.pop(room.key, None)
+            if self._rooms.get(room.key) is room:
+                del self._rooms[room.key]
             for member_id in room.seats:
                 self._joined[member_id].discard(room.key)
                 if not self._joined[member_id]:
                     del self._joined[member_id]  # none kept for someone in no room
-            self._deliver(room, encode(Parted(room.name, f"The operator closed {room.name}{because}")), cut)
+            self._deliver(room, told, cut)
             count = len(room.seats)
             room.seats.clear()
         _cut_off(cut)
