@@ -13,6 +13,7 @@ import types
 import pytest
 
 from socket_chat import protocol
+from socket_chat.chat import rooms as rooms_module
 from socket_chat.chat.history import HistoryUnavailable, Line
 from socket_chat.chat.room import Room
 from socket_chat.chat.rooms import RoomRefused, Rooms, room_key
@@ -212,3 +213,15 @@ def test_closing_a_room_gone_since_it_was_found_leaves_the_one_made_again_under_
     with pytest.raises(RoomRefused, match="There is no room #dev"):
         rooms.close("#dev")
     assert rooms.rooms_of(bob.session.membership) == ["#dev"]
+
+
+def test_who_lists_as_many_as_fit_in_one_message_and_counts_the_others(monkeypatch):
+    lobby = Room(history_size=0)
+    rooms = Rooms(lobby, history_size=0)
+    people = [member(lobby, rooms, name) for name in ("Ann", "Bob", "Cy", "Dee")]
+    for person in people:
+        person.request("join", "#dev")
+    monkeypatch.setattr(rooms_module, "USER_LIST_BYTES", len("Ann\nBob\n"))  # a frame's worth, scaled down
+    heard = people[0].request("who", "#dev")
+    more = protocol.Notice("...and 2 more in #dev: too many to list.")
+    assert heard == [protocol.RoomMembers("#dev", "Ann\nBob"), more]

@@ -911,7 +911,8 @@ class MemberSession:
             elif command == "topic":
                 self._rooms.set_topic(self._me, room, argument)
             elif command == "who":
-                self._tell(self._rooms.who(self._me, room))
+                for message in self._rooms.who(self._me, room):
+                    self._tell(message)
             elif command == "mode":
                 self._rooms.set_mode(self._me, room, argument.strip())
             elif command == "invite":

@@ -372,14 +372,24 @@ class Rooms:
         bound = "their key" if invitee.fingerprint is not None else "this connection of theirs (a guest: no key)"
         return f"{invitee.name} is invited to {room.name} (bound to {bound})."
 
-    def who(self, membership: Membership, raw: str) -> RoomMembers:
-        """The names of a room's members (one the asker is in, or any open one)."""
+    def who(self, membership: Membership, raw: str) -> list[Message]:
+        """The names of a room's members (one the asker is in, or any open
+        one), as many as fit in one message; a Notice counts the others."""
         room = self._find(raw)
         with room.lock:
             if room.invite_only and membership.member_id not in room.seats:
                 raise RoomRefused(f"{room.name} is invite-only: only its members see who is in it.")
-            listed = sorted((m.name for m in room.seats.values()), key=str.casefold)
-        return RoomMembers(room.name, "\n".join(listed))
+            names = sorted((m.name for m in room.seats.values()), key=str.casefold)
+        listed, size = [], 0
+        for name in names:
+            size += len(name.encode()) + 1
+            if size > USER_LIST_BYTES:  # one field of one frame, as the lobby's user list
+                break
+            listed.append(name)
+        answer: list[Message] = [RoomMembers(room.name, "\n".join(listed))]
+        if len(listed) < len(names):
+            answer.append(Notice(f"...and {len(names) - len(listed)} more in {room.name}: too many to list."))
+        return answer
 
     def listing(self) -> list[Message]:
         """The answer to ``/rooms``: every room, its count and topic, sorted
