@@ -18,9 +18,12 @@ from socket_chat.chat.history import HistoryUnavailable, Line
 from socket_chat.chat.room import Room
 from socket_chat.chat.rooms import RoomRefused, Rooms, room_key
 from socket_chat.client import session
+from socket_chat.client.receiver import Display
 from socket_chat.client.rooms import RoomState
+from socket_chat.client.ui import PLAIN, Session
 from socket_chat.server.store import Retention, SqliteStore
 from tests.helpers import DEADLINE
+from tests.test_client_rooms import Screen
 from tests.test_member import errors
 from tests.test_rooms import Kept, member, of
 from tests.test_store import NOW, watched_connect
@@ -225,3 +228,12 @@ def test_who_lists_as_many_as_fit_in_one_message_and_counts_the_others(monkeypat
     heard = people[0].request("who", "#dev")
     more = protocol.Notice("...and 2 more in #dev: too many to list.")
     assert heard == [protocol.RoomMembers("#dev", "Ann\nBob"), more]
+
+
+def test_a_lobby_block_shown_in_a_room_keeps_its_lines_under_its_text():
+    shown = Session("Ann")
+    shown.rooms.offered = True
+    shown.rooms.entered("#dev")
+    screen = Screen(interactive=True)
+    Display(screen, shown, PLAIN).show_event(protocol.ChatMessage("bob", "a\nb"))
+    assert screen.lines == ["[lobby] bob: a\n" + " " * len("[lobby] bob: ") + "b"]
