@@ -15,6 +15,7 @@ import pytest
 from socket_chat import protocol
 from socket_chat.chat import rooms as rooms_module
 from socket_chat.chat.history import HistoryUnavailable, Line
+from socket_chat.chat.limits import Limits
 from socket_chat.chat.room import Room
 from socket_chat.chat.rooms import RoomRefused, Rooms, room_key
 from socket_chat.client import session
@@ -25,7 +26,7 @@ from socket_chat.server.store import Retention, SqliteStore
 from tests.helpers import DEADLINE
 from tests.test_client_rooms import Screen
 from tests.test_member import errors
-from tests.test_rooms import Kept, member, of
+from tests.test_rooms import Kept, Member, member, of
 from tests.test_store import NOW, watched_connect
 
 
@@ -237,3 +238,22 @@ def test_a_lobby_block_shown_in_a_room_keeps_its_lines_under_its_text():
     screen = Screen(interactive=True)
     Display(screen, shown, PLAIN).show_event(protocol.ChatMessage("bob", "a\nb"))
     assert screen.lines == ["[lobby] bob: a\n" + " " * len("[lobby] bob: ") + "b"]
+
+
+@pytest.mark.parametrize("where", ["lobby", "room"])
+def test_a_block_over_the_line_limit_is_charged_to_flood_control(where):
+    lobby = Room(history_size=0)
+    rooms = Rooms(lobby, history_size=0)
+    ann = Member(lobby, Limits(rate=1.0, burst=3, max_lines=2), rooms=rooms)  # 3 at once, then 1 a second
+    ann.session.start()
+    ann.send(protocol.Rooms(), protocol.Multiline(), protocol.Username("Ann"))
+    ann.request("join", "#dev")  # one token
+    ann.clock.advance(1.0)
+
+    def block(text: str) -> protocol.Event:
+        return protocol.ChatLine(text) if where == "lobby" else protocol.RoomLine("#dev", "chat", text)
+
+    for _ in range(3):
+        assert errors(ann.send(block("a\nb\nc"))) == ["The message was not sent: it has 3 lines, and the limit is 2."]
+    assert errors(ann.send(block("a\nb\nc")))[0].startswith("Slow down: it was not sent.")
+    assert errors(ann.send(block("hi")))[0].startswith("Slow down")
