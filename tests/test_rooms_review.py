@@ -257,3 +257,31 @@ def test_a_block_over_the_line_limit_is_charged_to_flood_control(where):
         assert errors(ann.send(block("a\nb\nc"))) == ["The message was not sent: it has 3 lines, and the limit is 2."]
     assert errors(ann.send(block("a\nb\nc")))[0].startswith("Slow down: it was not sent.")
     assert errors(ann.send(block("hi")))[0].startswith("Slow down")
+
+
+def test_a_room_made_just_after_a_joins_look_and_gone_during_its_read_is_read_again():
+    lobby = Room(history_size=0)
+    steps: list[str] = []
+
+    class Looked(dict):
+        def __contains__(self, key) -> bool:
+            found = super().__contains__(key)
+            if not steps:  # Ann looked (no #dev); Bob makes it before she reads the store
+                steps.append("looked")
+                bob.request("join", "#dev"), bob.say("#dev", "first")
+                steps.append("made")
+            return found
+
+    class Racing(Kept):
+        def room_recent(self, room: str, count: int) -> list[Line]:
+            stale = super().room_recent(room, count)
+            if steps == ["looked", "made"]:  # Bob talks on and leaves while Ann's read is out
+                steps.append("gone")
+                bob.say("#dev", "second"), bob.request("part", "#dev")
+            return stale
+
+    rooms = Rooms(lobby, history_size=5, store=Racing(), clock=lambda: 5.0)
+    ann, bob = member(lobby, rooms, "Ann"), member(lobby, rooms, "Bob")
+    rooms._rooms = Looked()
+    heard = ann.request("join", "#dev")
+    assert [(m.id, m.text) for m in of(heard, protocol.RoomHistoryLine)] == [("1", "first"), ("2", "second")]

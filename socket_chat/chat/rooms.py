@@ -228,10 +228,10 @@ class Rooms:
         """``join``'s work; False if the room was there when looked at and
         gone under the lock (a room made again must start from its stored
         lines, or its IDs would be given twice)."""
+        made = self._made_count[hash(key) % MADE_COUNTS]  # before the look: a room made after it changes it
         new = key not in self._rooms
         if new:
             room_name(raw)  # only a room to be made needs a name that may be taken (refused here, before any read)
-        made = self._made_count[hash(key) % MADE_COUNTS]
         lines = self._stored_lines(key) if new else []  # the store's read: before any lock
         with self._lock:
             room = self._rooms.get(key)
