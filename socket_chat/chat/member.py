@@ -517,7 +517,7 @@ class MemberSession:
         past ``max_lines``; charged one token a line)."""
         refused = blocks.too_many_lines(line.text, self.limits.max_lines)
         if refused is not None:
-            self._tell(protocol.ErrorNotice(refused))
+            self._refuse_block(refused)
             return
         self._relay_public(
             protocol.ChatMessage(self._me.name, line.text),
@@ -525,6 +525,12 @@ class MemberSession:
             "%s said a line (%d characters)",
             blocks.cost(line),
         )
+
+    def _refuse_block(self, refused: str) -> None:
+        """A block past ``max_lines``, refused: charged one token first, so
+        that sending such blocks is not a free way to make the server work."""
+        if self._within_rate("it was not sent"):
+            self._tell(protocol.ErrorNotice(refused))
 
     def _relay_action(self, line: protocol.ActionLine) -> None:
         self._relay_public(
@@ -907,7 +913,8 @@ class MemberSession:
             elif command == "topic":
                 self._rooms.set_topic(self._me, room, argument)
             elif command == "who":
-                self._tell(self._rooms.who(self._me, room))
+                for message in self._rooms.who(self._me, room):
+                    self._tell(message)
             elif command == "mode":
                 self._rooms.set_mode(self._me, room, argument.strip())
             elif command == "invite":
@@ -926,7 +933,7 @@ class MemberSession:
             return
         refused = blocks.too_many_lines(line.text, self.limits.max_lines) if blocks.is_block_sent(line) else None
         if refused is not None:
-            self._tell(protocol.ErrorNotice(refused))
+            self._refuse_block(refused)
             return
         if not self._admit(line.text, blocks.cost(line)) or not self._rooms_served():
             return

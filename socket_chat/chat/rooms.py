@@ -30,7 +30,7 @@ import collections
 import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from socket_chat.chat import names
@@ -65,6 +65,7 @@ __all__ = [
     "RoomRefused",
     "Rooms",
     "deliver_line",
+    "members_answer",
     "room_key",
     "room_name",
     "room_shape",
@@ -79,6 +80,11 @@ DEFAULT_ROOMS_PER_PERSON = 20
 DEFAULT_ROOM_SIZE = 1000
 #: Invitations a room keeps; past that the oldest is dropped.
 MAX_INVITATIONS = 100
+#: Characters an operator's reason for closing a room may have (as a ban's,
+#: ``server.app.MAX_BAN_REASON``): it goes in every member's ``Parted``.
+MAX_CLOSE_REASON = 200
+#: Counters of rooms made (``Rooms._made_count``), a key's by its hash.
+MADE_COUNTS = 4096
 
 
 @dataclass(frozen=True)
@@ -196,6 +202,10 @@ class Rooms:
         self._lock = threading.Lock()  # the table: taken before a room's, never after
         self._rooms: dict[str, ChatRoom] = {}  # room_key -> room
         self._joined: dict[str, set[str]] = collections.defaultdict(set)  # member ID -> room keys
+        #: Rooms made so far, by a hash of their key (bounded: a collision
+        #: costs only a read again): a join that read the store while one was
+        #: made (and went) under its key reads again (``_seated``).
+        self._made_count = [0] * MADE_COUNTS
         #: Where a room's message goes to take its place in the order (a
         #: cluster's stream, later); here at once.
         self.publish: Callable[[Message, str | None], None] = self.distribute
@@ -214,21 +224,22 @@ class Rooms:
         key = room_key(raw)
         cut: list[Member] = []
         while not self._seated(membership, raw, key, cut):
-            pass  # the room went between the look and the lock: its history is read first
+            pass  # the room went (or came and went) between the look and the lock: its history is read again
         _cut_off(cut)
 
     def _seated(self, membership: Membership, raw: str, key: str, cut: list[Member]) -> bool:
         """``join``'s work; False if the room was there when looked at and
         gone under the lock (a room made again must start from its stored
         lines, or its IDs would be given twice)."""
+        made = self._made_count[hash(key) % MADE_COUNTS]  # before the look: a room made after it changes it
         new = key not in self._rooms
         if new:
             room_name(raw)  # only a room to be made needs a name that may be taken (refused here, before any read)
         lines = self._stored_lines(key) if new else []  # the store's read: before any lock
         with self._lock:
             room = self._rooms.get(key)
-            if room is None and not new:
-                return False
+            if room is None and (not new or self._made_count[hash(key) % MADE_COUNTS] != made):
+                return False  # gone, or made (and gone) during the read: its lines are newer than ours
             if room is None:
                 room = self._made(room_name(raw), key, membership, lines)
             elif membership.member_id not in room.seats:
@@ -364,14 +375,15 @@ class Rooms:
         bound = "their key" if invitee.fingerprint is not None else "this connection of theirs (a guest: no key)"
         return f"{invitee.name} is invited to {room.name} (bound to {bound})."
 
-    def who(self, membership: Membership, raw: str) -> RoomMembers:
-        """The names of a room's members (one the asker is in, or any open one)."""
+    def who(self, membership: Membership, raw: str) -> list[Message]:
+        """The names of a room's members (one the asker is in, or any open
+        one), as many as fit in one message; a Notice counts the others."""
         room = self._find(raw)
         with room.lock:
             if room.invite_only and membership.member_id not in room.seats:
                 raise RoomRefused(f"{room.name} is invite-only: only its members see who is in it.")
-            listed = sorted((m.name for m in room.seats.values()), key=str.casefold)
-        return RoomMembers(room.name, "\n".join(listed))
+            names = [m.name for m in room.seats.values()]
+        return members_answer(room.name, names)
 
     def listing(self) -> list[Message]:
         """The answer to ``/rooms``: every room, its count and topic, sorted
@@ -413,16 +425,23 @@ class Rooms:
             RoomRefused: no such room.
         """
         room = self._find(raw)
+        reason = " ".join(reason.split())  # one line, as a ban's
+        if len(reason) > MAX_CLOSE_REASON:
+            raise RoomRefused(f"A reason may be {MAX_CLOSE_REASON} characters long at most; {room.name} is not closed.")
         because = f": {reason}" if reason else "."
+        told = encode(Parted(room.name, f"The operator closed {room.name}{because}"))  # before anything changes
         cut: list[Member] = []
         with self._lock, room.lock:
+            if room.closed:  # gone since _find (a room made again under its key is another)
+                raise RoomRefused(f"There is no room {printable_text(raw)}.")
             room.closed = True
-            self._rooms.pop(room.key, None)
+            if self._rooms.get(room.key) is room:
+                del self._rooms[room.key]
             for member_id in room.seats:
                 self._joined[member_id].discard(room.key)
                 if not self._joined[member_id]:
                     del self._joined[member_id]  # none kept for someone in no room
-            self._deliver(room, encode(Parted(room.name, f"The operator closed {room.name}{because}")), cut)
+            self._deliver(room, told, cut)
             count = len(room.seats)
             room.seats.clear()
         _cut_off(cut)
@@ -454,7 +473,10 @@ class Rooms:
         try:
             return self._store.room_recent(key, self._history_size)
         except HistoryUnavailable:
-            return []  # the room starts without its history: the chat goes on
+            # Made without its lines, its IDs would start again at 1 over the stored ones.
+            raise RoomRefused(
+                "The room cannot be made now: the server's history store did not answer. Try again."
+            ) from None
 
     def _made(self, name: str, key: str, membership: Membership, lines: Sequence[Line]) -> ChatRoom:
         """A new room (under the table's lock), its founder the member."""
@@ -468,6 +490,7 @@ class Rooms:
         room = ChatRoom(name, key, history, last_id=max((line.id for line in lines), default=0))
         room.founder = membership.member_id
         self._rooms[key] = room
+        self._made_count[hash(key) % MADE_COUNTS] += 1
         return room
 
     def _check_room_for(self, room: ChatRoom, membership: Membership) -> None:
@@ -554,6 +577,22 @@ def _kept(room: str, line: Line, live: Encoded | None = None) -> Encoded:
     byte differs, so its bytes are not encoded again under the room's lock."""
     history = RoomHistoryLine(room, str(line.id), line.sent_at, line.kind, line.sender, line.text)
     return encode(history) if live is None else Encoded(history, bytes([RoomHistoryLine.TYPE]) + live.payload[1:])
+
+
+def members_answer(room: str, names: Iterable[str]) -> list[Message]:
+    """The answer to ``/who #room``: the names, sorted (case-folded), as
+    many as fit in one message; a Notice counts the others."""
+    ordered = sorted(names, key=str.casefold)
+    listed, size = [], 0
+    for name in ordered:
+        size += len(name.encode()) + 1
+        if size > USER_LIST_BYTES:  # one field of one frame, as the lobby's user list
+            break
+        listed.append(name)
+    answer: list[Message] = [RoomMembers(room, "\n".join(listed))]
+    if len(listed) < len(ordered):
+        answer.append(Notice(f"...and {len(ordered) - len(listed)} more in {room}: too many to list."))
+    return answer
 
 
 def deliver_line(m: Membership, item: Encoded, split: list[Encoded] | None) -> bool:

@@ -94,7 +94,7 @@ class Display:
         dated = not (self.timestamps and isinstance(event, HistoryMessage))
         lines = client_ui.render(event, self.session, self.style, dated=dated)
         if lobby:
-            lines = [f"[{LOBBY}] {line}" for line in lines]
+            lines = [_before(f"[{LOBBY}] ", line) for line in lines]  # a block's later lines stay under its text
         wanted = self.session.wants_me(event)
         if wanted and not isinstance(event, PrivateMessage):
             lines = [self.style.mention(line) for line in lines]

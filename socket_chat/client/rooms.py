@@ -56,6 +56,10 @@ class RoomState:
         self._current: str | None = None
         self._unread: dict[str, int] = {}
         self._mentions: dict[str, int] = {}
+        #: After a reconnect: the rooms joined again whose ``Joined`` does
+        #: not switch, and the one (casefolded) that does: where the person was.
+        self._rejoining: set[str] = set()
+        self._back_to: str | None = None
 
     @property
     def current(self) -> str | None:
@@ -81,7 +85,24 @@ class RoomState:
         with self._lock:
             if room not in self._joined:
                 self._joined.append(room)
+            folded = room.casefold()
+            if folded in self._rejoining:
+                self._rejoining.discard(folded)
+                if folded != self._back_to:
+                    return  # joined again after a reconnect: where the person types stays
             self._switched_locked(room)
+
+    def rejoining(self, rooms: list[str], current: str | None) -> None:
+        """After a reconnect (``forget``): ``rooms`` are being joined again;
+        of their ``Joined``, only ``current``'s (None: the lobby) switches."""
+        with self._lock:
+            self._rejoining = {room.casefold() for room in rooms}
+            self._back_to = current.casefold() if current else None
+
+    def asked(self, room: str) -> None:
+        """The person typed ``/join room``: its ``Joined`` switches to it."""
+        with self._lock:
+            self._rejoining.discard(room.casefold())
 
     def go(self, room: str | None) -> None:
         """Make ``room`` (one joined; None: the lobby) the current one."""
@@ -106,6 +127,7 @@ class RoomState:
             self._unread.clear()
             self._mentions.clear()
             self._current = None
+            self._rejoining.clear()
 
     def switch(self, to: str) -> bool:
         """Make a room current: ``to`` is ``1``..``9`` (the lobby, then the

@@ -151,12 +151,14 @@ def reconnect(
             link.use_tickets(wallet, transport.format_address(args.host, args.port))
         try:
             trust_server(link, args, terminal)
-            rooms = display.session.rooms.joined()
+            rooms, current = display.session.rooms.joined(), display.session.rooms.current
             if take_back_name(link, display, name):
                 display.session.rooms.forget()
                 start_session(link, display, name, resumed=True)
-                for room in rooms if display.session.rooms.offered else ():
-                    link.send(protocol.RoomRequest("join", room, ""))  # the rooms this person was in
+                rejoined = rooms if display.session.rooms.offered else []
+                display.session.rooms.rejoining(rejoined, current)  # the next line goes where it went before
+                for room in rejoined:  # paced: 20 rooms and the user list are past the server's burst
+                    link.send_paced(protocol.RoomRequest("join", room, ""))  # the rooms this person was in
                 display.show(display.style.notice(f"* Reconnected as {name}."))
                 return link
             name_taken_since = name_taken_since or time.monotonic()

@@ -791,6 +791,7 @@ def _join(ctx: Context, argument: str) -> None:
         ctx.session.rooms.go(joined)
         ctx.show(f"* Now in {printable_text(joined)}.")
         return
+    ctx.session.rooms.asked(room)  # a room whose join again after a reconnect was refused
     ctx.send(protocol.RoomRequest("join", room, ""))
 
 

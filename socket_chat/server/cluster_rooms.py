@@ -59,6 +59,7 @@ from socket_chat.chat.rooms import (
     Rooms,
     _kept,
     deliver_line,
+    members_answer,
     room_key,
     room_name,
     room_shape,
@@ -73,7 +74,6 @@ from socket_chat.protocol import (
     Message,
     Notice,
     Parted,
-    RoomMembers,
     RoomMessage,
     RoomNotice,
     decode_message,
@@ -611,7 +611,7 @@ class ClusterRooms(Rooms):
         bound = "their key" if fingerprint is not None else "this connection of theirs (a guest: no key)"
         return f"{invitee} is invited to {room.name} (bound to {bound})."
 
-    def who(self, membership: Membership, raw: str) -> RoomMembers:
+    def who(self, membership: Membership, raw: str) -> list[Message]:
         key = room_key(room_shape(raw))
         pipe = self._cluster.redis.pipeline(transaction=False)
         pipe.hmget(ROOM + key, "name", "mode")
@@ -622,7 +622,7 @@ class ClusterRooms(Rooms):
             raise RoomRefused(f"There is no room {printable(raw)}.")
         if mode == b"+i" and score is None:
             raise RoomRefused(f"{name.decode()} is invite-only: only its members see who is in it.")
-        return RoomMembers(name.decode(), "\n".join(sorted((n.decode() for n in found), key=str.casefold)))
+        return members_answer(name.decode(), (n.decode() for n in found))
 
     def _entries(self) -> list[tuple[str, int, str]]:
         keys = sorted(self._call(self._cluster.redis.smembers, ROOMS))

@@ -184,7 +184,7 @@ def _add_store_options(group: argparse._ArgumentGroup) -> None:
         type=cli.positive(int, "--keep-messages"),
         default=None,
         metavar="N",
-        help="keep only the last N stored lines (default: no limit)",
+        help="keep only the last N stored lines, of the lobby and of each room (default: no limit)",
     )
 
 

@@ -118,6 +118,8 @@ log = logging.getLogger("chat.store")
 COMMIT_INTERVAL = 0.25  # seconds between commits: a line is on disk well within a second
 QUEUE_LINES = 10_000  # lines waiting for the writer; beyond this they are counted, not stored
 INSERT_ROWS = 100  # lines one INSERT of the writer stores (_insert): 500 parameters, below SQLite's 999
+#: A room line's INSERT, before its VALUES: not OR REPLACE (see _insert_room_lines).
+ROOM_INSERT = "INSERT INTO room_messages (room, id, sent_at, sender, kind, text) VALUES "
 BUSY_TIMEOUT = 2.0  # seconds to wait for a file another process holds, then refuse it
 PRUNE_INTERVAL = 600.0  # seconds between two passes of the retention
 OPEN_TIMEOUT = 30.0  # seconds the writer may take to open, check and read the file at start
@@ -622,21 +624,25 @@ class SqliteStore:
             stopping = self._stopping
             if self._clock() - self._pruned_at >= PRUNE_INTERVAL:
                 self._guarded(db, self._prune)
-            self._write_queued(db, final=stopping)
-            self._answer_asks(db)
+            asks = self._write_queued(db, final=stopping)
+            self._answer_asks(db, asks)
             with self._passed:
                 self._passes_done += 1
                 self._passed.notify_all()
             if stopping:
                 return
 
-    def _write_queued(self, db: sqlite3.Connection, final: bool = False) -> None:
+    def _write_queued(self, db: sqlite3.Connection, final: bool = False) -> collections.deque[_Ask]:
+        """Write what is queued; the asks taken with it, to answer once it is
+        written (an ask queued after the swap waits for the next pass, so
+        every ask sees each change queued before it)."""
         with self._lock:
             # Swapped, not copied: the room waits for this lock, and a copy
             # would keep it as long as the queue is.
             batch, self._queue = self._queue, collections.deque()
             rooms, self._room_queue = self._room_queue, collections.deque()
             changes, self._changes = self._changes, collections.deque()
+            asks, self._asks = self._asks, collections.deque()
             overflowed, self._overflowed = self._overflowed, False
             given = self._given
         reserve = self._reservation(given, final)
@@ -655,6 +661,7 @@ class SqliteStore:
                 self._unstored += len(batch) + len(rooms) + len(changes)
         elif reserve is not None:
             self._reserved = reserve
+        return asks
 
     def _reservation(self, given: int, final: bool) -> int | None:
         """The IDs' next high-water mark to write, or None: the one on disk
@@ -672,9 +679,7 @@ class SqliteStore:
             return given + ID_BLOCK
         return None
 
-    def _answer_asks(self, db: sqlite3.Connection) -> None:
-        with self._lock:
-            asks, self._asks = self._asks, collections.deque()
+    def _answer_asks(self, db: sqlite3.Connection, asks: Iterable[_Ask]) -> None:
         for ask in asks:
             try:
                 ask.result = ask.work(db)
@@ -709,8 +714,8 @@ class SqliteStore:
             )
             return False
 
-    @staticmethod
     def _insert(
+        self,
         db: sqlite3.Connection,
         batch: Iterable[Line],
         changes: Iterable[Change] = (),
@@ -732,9 +737,37 @@ class SqliteStore:
                 + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk)),
                 [field for entry in chunk for field in (entry.id, entry.sent_at, entry.sender, entry.kind, entry.text)],
             )
-        _insert_room_lines(db, list(rooms))
+        self._insert_room_lines(db, list(rooms))
         for statement, parameters in changes:  # in order: a drop after a save of the same row wins
+            self._execute_or_refuse(db, statement, parameters)
+
+    def _insert_room_lines(self, db: sqlite3.Connection, rooms: list[tuple[str, Line]]) -> None:
+        """The rooms' lines, ``INSERT_ROWS`` a statement as the lobby's
+        (600 parameters, below SQLite's 999). Not OR REPLACE: a line under
+        an ID already stored is refused (warned, counted), never written
+        over it; the chunk it was in is then written a line at a time."""
+        for start in range(0, len(rooms), INSERT_ROWS):
+            chunk = rooms[start : start + INSERT_ROWS]
+            try:
+                db.execute(
+                    ROOM_INSERT + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)),
+                    [field for room, e in chunk for field in (room, e.id, e.sent_at, e.sender, e.kind, e.text)],
+                )
+            except sqlite3.IntegrityError:  # the statement is undone whole: find the line refused
+                for room, e in chunk:
+                    self._execute_or_refuse(
+                        db, ROOM_INSERT + "(?, ?, ?, ?, ?, ?)", (room, e.id, e.sent_at, e.sender, e.kind, e.text)
+                    )
+
+    def _execute_or_refuse(self, db: sqlite3.Connection, statement: str, parameters: tuple[object, ...]) -> None:
+        """One change; if a constraint refuses it, only it is undone (and
+        warned about, and counted): the others are written."""
+        try:
             db.execute(statement, parameters)
+        except sqlite3.IntegrityError as exc:
+            with self._lock:
+                self._unstored += 1
+            log.warning("The history store %s refused a change (%s): %s", self.path, statement[:40], describe(exc))
 
     def _prune(self, db: sqlite3.Connection) -> None:
         """Drop what the retention no longer keeps."""
@@ -747,6 +780,11 @@ class SqliteStore:
         if self.retention.messages is not None:
             db.execute(
                 "DELETE FROM messages WHERE id <= (SELECT id FROM messages ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (self.retention.messages,),
+            )
+            db.execute(  # each room keeps its own last lines (the key (room, id) finds each room's cut)
+                "DELETE FROM room_messages WHERE id <= (SELECT r.id FROM room_messages r"
+                " WHERE r.room = room_messages.room ORDER BY r.id DESC LIMIT 1 OFFSET ?)",
                 (self.retention.messages,),
             )
 
@@ -870,18 +908,6 @@ _LINE_COLUMNS = "id, sent_at, kind, sender, text"
 def _reserve_change(high_water: int) -> Change:
     """The change that sets the IDs' high-water mark (``ID_BLOCK``)."""
     return ("INSERT OR REPLACE INTO meta (key, value) VALUES ('reserved_id', ?)", (high_water,))
-
-
-def _insert_room_lines(db: sqlite3.Connection, rooms: list[tuple[str, Line]]) -> None:
-    """The rooms' lines, ``INSERT_ROWS`` a statement as the lobby's
-    (``_insert``): 600 parameters, below SQLite's 999."""
-    for start in range(0, len(rooms), INSERT_ROWS):
-        chunk = rooms[start : start + INSERT_ROWS]
-        db.execute(
-            "INSERT OR REPLACE INTO room_messages (room, id, sent_at, sender, kind, text) VALUES "
-            + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)),
-            [field for room, e in chunk for field in (room, e.id, e.sent_at, e.sender, e.kind, e.text)],
-        )
 
 
 def _line(row: Sequence[object]) -> Line:
