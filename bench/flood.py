@@ -58,7 +58,7 @@ def key_exchange() -> bytes:
     return struct.pack("!I", len(body)) + body
 
 
-def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
     data = b""
     while len(data) < size:
         chunk = sock.recv(size - len(data))
@@ -72,8 +72,8 @@ def attack_once(address) -> str:
     """One connection: "forced", "refused" or "failed"."""
     try:
         with socket.create_connection(address, timeout=2.0) as sock:
-            (length,) = struct.unpack("!I", _recv_exactly(sock, 4))
-            kind = _recv_exactly(sock, min(length, 65536))[0]
+            (length,) = struct.unpack("!I", recv_exactly(sock, 4))
+            kind = recv_exactly(sock, min(length, 65536))[0]
             if kind == REFUSAL:
                 return "refused"
             if kind != HELLO:

@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from bench.flood import key_exchange
+from bench.flood import key_exchange, recv_exactly
 from bench.scenarios import cpu_seconds
 from socket_chat import protocol
 from socket_chat.crypto import work
@@ -83,19 +83,9 @@ class SwarmRun:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _recv_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    return data
-
-
 def _read_frame(sock: socket.socket) -> bytes:
-    length = int.from_bytes(_recv_exactly(sock, 4), "big")
-    return _recv_exactly(sock, min(length, 65536))
+    length = int.from_bytes(recv_exactly(sock, 4), "big")
+    return recv_exactly(sock, min(length, 65536))
 
 
 def attack_once(address, source: str) -> tuple[str, int]:

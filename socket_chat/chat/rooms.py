@@ -66,6 +66,7 @@ __all__ = [
     "Rooms",
     "deliver_line",
     "members_answer",
+    "topic_change",
     "room_key",
     "room_name",
     "room_shape",
@@ -318,14 +319,7 @@ class Rooms:
     def set_topic(self, membership: Membership, raw: str, topic: str) -> None:
         """Any member of a room may set its topic (IRC's, without ``+t``)."""
         room = self._room_of(membership, raw)
-        topic = " ".join(topic.split())  # one line: it goes in a RoomList entry
-        if len(topic) > MAX_TOPIC_LENGTH:
-            raise RoomRefused(f"A topic may be {MAX_TOPIC_LENGTH} characters long at most; the topic was not changed.")
-        said = (
-            f"{membership.name} set the topic of {room.name}: {topic}"
-            if topic
-            else (f"{membership.name} cleared the topic of {room.name}.")
-        )
+        topic, said = topic_change(membership.name, room.name, topic)
         cut: list[Member] = []
         with room.lock:
             room.topic = topic
@@ -577,6 +571,20 @@ def _kept(room: str, line: Line, live: Encoded | None = None) -> Encoded:
     byte differs, so its bytes are not encoded again under the room's lock."""
     history = RoomHistoryLine(room, str(line.id), line.sent_at, line.kind, line.sender, line.text)
     return encode(history) if live is None else Encoded(history, bytes([RoomHistoryLine.TYPE]) + live.payload[1:])
+
+
+def topic_change(setter: str, room: str, topic: str) -> tuple[str, str]:
+    """A new topic made one line (it goes in a RoomList entry), and the
+    notice that says it was set or cleared.
+
+    Raises:
+        RoomRefused: a topic over ``MAX_TOPIC_LENGTH``.
+    """
+    topic = " ".join(topic.split())
+    if len(topic) > MAX_TOPIC_LENGTH:
+        raise RoomRefused(f"A topic may be {MAX_TOPIC_LENGTH} characters long at most; the topic was not changed.")
+    said = f"{setter} set the topic of {room}: {topic}" if topic else f"{setter} cleared the topic of {room}."
+    return topic, said
 
 
 def members_answer(room: str, names: Iterable[str]) -> list[Message]:

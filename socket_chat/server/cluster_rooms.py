@@ -63,10 +63,10 @@ from socket_chat.chat.rooms import (
     room_key,
     room_name,
     room_shape,
+    topic_change,
 )
 from socket_chat.protocol import (
     GREETING_NAMES,
-    MAX_TOPIC_LENGTH,
     MAX_USERNAME_LENGTH,
     Encoded,
     Joined,
@@ -533,14 +533,7 @@ class ClusterRooms(Rooms):
 
     def set_topic(self, membership: Membership, raw: str, topic: str) -> None:
         room = self._room_of(membership, raw)
-        topic = " ".join(topic.split())
-        if len(topic) > MAX_TOPIC_LENGTH:
-            raise RoomRefused(f"A topic may be {MAX_TOPIC_LENGTH} characters long at most; the topic was not changed.")
-        said = (
-            f"{membership.name} set the topic of {room.name}: {topic}"
-            if topic
-            else (f"{membership.name} cleared the topic of {room.name}.")
-        )
+        topic, said = topic_change(membership.name, room.name, topic)
         self._set_field(room, membership, "topic", topic, False, said)
 
     def set_mode(self, membership: Membership, raw: str, mode: str) -> None:
