@@ -324,3 +324,48 @@ def test_a_server_process_killed_with_sigkill_leaves_its_members_out_of_its_room
     finally:
         for server in servers:
             server.kill()
+
+
+def stalled(own: OwnServer) -> cluster_rooms.ClusterRooms:
+    """``own``'s rooms with their thread stopped: the test runs its steps."""
+    spanning = own.server.rooms
+    assert isinstance(spanning, cluster_rooms.ClusterRooms)
+    spanning._closing.set()
+    spanning._add_wake()  # out of its XREAD at once
+    spanning._thread.join(5)
+    return spanning
+
+
+def test_after_its_key_lapsed_a_server_applies_kicks_and_closes_before_seating_again(two_servers):
+    a, b = two_servers
+    ann, dan, bob = in_rooms(a, "Ann"), in_rooms(a, "Dan"), in_rooms(b, "Bob")
+    joins(ann, "#dev"), joins(dan, "#dev"), joins(bob, "#dev"), joins(dan, "#ops")
+    spanning = stalled(a)
+    shared = spanning._cluster.redis
+    OperatorConsole(b.server).execute("/kick #dev ann")  # while A was away, its key lapsed
+    OperatorConsole(b.server).execute("/close #ops")
+    shared.delete(spanning._server_key)
+    spanning._keep_alive()
+    assert sorted(shared.hvals(cluster_rooms.NAMES + "dev")) == [b"Bob", b"Dan"]  # no ghost of Ann
+    assert not shared.exists(cluster_rooms.ROOM + "ops")  # not made again
+    assert next_of(ann, protocol.Parted).room == "#dev"
+
+
+def test_a_reseat_that_failed_is_tried_again(two_servers, monkeypatch):
+    a, b = two_servers
+    ann, bob = in_rooms(a, "Ann"), in_rooms(b, "Bob")
+    joins(ann, "#dev"), joins(bob, "#dev")
+    spanning = stalled(a)
+    shared = spanning._cluster.redis
+    [ann_id] = spanning._rooms["dev"].seats
+    shared.zrem(cluster_rooms.MEMBERS + "dev", ann_id)
+    shared.srem(cluster_rooms.SERVERS, spanning._cluster.server_id)
+    shared.delete(spanning._server_key)  # swept out as a dead server
+    reseat = spanning._reseat
+    monkeypatch.setattr(spanning, "_reseat", lambda **kwargs: (_ for _ in ()).throw(cluster_rooms.RoomRefused("x")))
+    with pytest.raises(cluster_rooms.RoomRefused):
+        spanning._keep_alive()
+    monkeypatch.setattr(spanning, "_reseat", reseat)
+    spanning._keep_alive()  # its key is set now: the reseat still is due
+    assert shared.zscore(cluster_rooms.MEMBERS + "dev", ann_id) is not None
+    assert shared.sismember(cluster_rooms.SERVERS, spanning._cluster.server_id)

@@ -355,6 +355,7 @@ class ClusterRooms(Rooms):
         #: Leavings of the chat that Redis did not take: (room key, LEAVE's args).
         self._unwritten: collections.deque[tuple[str, list]] = collections.deque(maxlen=10_000)
         self._wake_cursor = b"0-0"
+        self._reseat_pending = False  # this server's key lapsed: its seats to write again
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         self.publish = self._add  # a line goes to the room's stream
@@ -688,8 +689,12 @@ class ClusterRooms(Rooms):
         had lapsed), then take dead servers' members out of their rooms."""
         redis = self._cluster.redis
         if self._call(redis.set, self._server_key, b"1", px=self._ttl_ms(), get=True) is None:
+            self._reseat_pending = True
+        if self._reseat_pending:  # until every step succeeded: the key alone says nothing of them
+            self._drain()  # kicks and closes first: no one they took out is seated again
             self._call(redis.sadd, SERVERS, self._cluster.server_id)
             self._seat_again()
+            self._reseat_pending = False
         while self._unwritten:
             key, args = self._unwritten[0]
             self._call(self._leave, keys=room_keys(key), args=args)
@@ -710,20 +715,30 @@ class ClusterRooms(Rooms):
                 keys = [ROOM + room.key, MEMBERS + room.key, NAMES + room.key, ROOMS, SEQUENCE]
                 self._call(self._reseat, keys=keys, args=args)
 
-    def _follow(self, block_ms: int) -> None:
+    def _drain(self) -> None:
+        """Apply every entry of the followed streams written so far."""
+        while self._follow(None):
+            pass
+
+    def _follow(self, block_ms: int | None) -> int:
+        """Apply the followed streams' next entries (waiting up to
+        ``block_ms``; None: not at all); how many were read."""
         with self._lock:
             followed = {STREAM + room.key: room for room in self._rooms.values()}
             streams = {STREAM + room.key: self._cursors[room] for room in self._rooms.values()}
         streams[self._wake] = self._wake_cursor
         replies = self._call(self._cluster.redis.xread, streams, count=READ_COUNT, block=block_ms)
+        read = 0
         for stream, entries in replies or []:
             stream = stream.decode()
             if stream == self._wake:
                 self._wake_cursor = entries[-1][0]
                 continue
             room = followed[stream]
+            read += len(entries)
             for entry_id, fields in entries:
                 self._apply(room, entry_id, fields)
+        return read
 
     def _apply(self, room: ChatRoom, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         """One entry of a followed room's stream, delivered to its members here."""
