@@ -3,6 +3,7 @@ in-process servers sharing a real redis-server on loopback."""
 
 from __future__ import annotations
 
+import collections
 import re
 import signal
 import threading
@@ -369,3 +370,53 @@ def test_a_reseat_that_failed_is_tried_again(two_servers, monkeypatch):
     spanning._keep_alive()  # its key is set now: the reseat still is due
     assert shared.zscore(cluster_rooms.MEMBERS + "dev", ann_id) is not None
     assert shared.sismember(cluster_rooms.SERVERS, spanning._cluster.server_id)
+
+
+def refused(**_kwargs):
+    """A Redis call that failed (as ``ClusterRooms._call`` says so)."""
+    raise cluster_rooms.RoomRefused(cluster_rooms.UNREACHABLE)
+
+
+def test_a_clean_stop_writes_its_unwritten_leavings_and_takes_out_those_still_seated(two_servers, monkeypatch):
+    a, b = two_servers
+    ann, dan, bob = in_rooms(a, "Ann"), in_rooms(a, "Dan"), in_rooms(b, "Bob")
+    joins(ann, "#dev"), joins(dan, "#dev"), joins(bob, "#dev")
+    spanning = stalled(a)
+    shared = spanning._cluster.redis
+    leave = spanning._leave
+    monkeypatch.setattr(spanning, "_leave", refused)
+    spanning.leave_all(a.server.room.find("Dan"))  # Redis failed: kept for later
+    spanning.stop()  # fails again: its key stays, to lapse
+    assert shared.exists(spanning._server_key) and len(spanning._unwritten) == 1
+    monkeypatch.setattr(spanning, "_leave", leave)
+    spanning.stop()
+    assert shared.hvals(cluster_rooms.NAMES + "dev") == [b"Bob"]
+    assert not shared.exists(spanning._server_key)
+    assert not shared.sismember(cluster_rooms.SERVERS, spanning._cluster.server_id)
+    assert {next_of(bob, protocol.RoomNotice).text for _ in range(2)} == {"Dan left #dev.", "Ann left #dev."}
+
+
+def test_leavings_unwritten_past_the_most_kept_are_dropped_with_a_warning(two_servers, monkeypatch, caplog):
+    spanning = stalled(two_servers[0])
+    monkeypatch.setattr(spanning, "_unwritten", collections.deque(maxlen=1))
+    monkeypatch.setattr(spanning, "_leave", refused)
+    for member in ("3f2a9c01b7e4/1", "3f2a9c01b7e4/2"):
+        spanning._leave_or_queue("dev", [member, "dev", 100])
+    assert [args[0] for _, args in spanning._unwritten] == ["3f2a9c01b7e4/2"]
+    assert any("the oldest is dropped" in record.getMessage() for record in caplog.records)
+
+
+def test_a_join_not_seated_here_is_undone_in_redis_even_once_redis_is_back(two_servers, monkeypatch):
+    a, b = two_servers
+    ann, bob = in_rooms(a, "Ann"), in_rooms(b, "Bob")
+    joins(bob, "#dev")
+    spanning = stalled(a)
+    shared = spanning._cluster.redis
+    leave = spanning._leave
+    monkeypatch.setattr(spanning, "_tail", lambda key: refused())  # Redis lost after the JOIN
+    monkeypatch.setattr(spanning, "_leave", refused)
+    ask(ann, "join", "#dev")
+    assert next_of(ann, ErrorNotice).text == cluster_rooms.UNREACHABLE
+    monkeypatch.setattr(spanning, "_leave", leave)
+    spanning._keep_alive()  # Redis is back
+    assert shared.hvals(cluster_rooms.NAMES + "dev") == [b"Bob"]

@@ -370,13 +370,49 @@ class ClusterRooms(Rooms):
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop following (the members have left their rooms by now)."""
+        """Stop following, write the leavings Redis has not taken and take
+        out those still seated; then say this server is gone. If Redis did
+        not take them all, its key is left to lapse: another server's sweep
+        takes its members out then."""
         self._closing.set()
         self._call_quietly(self._add_wake)  # out of its XREAD at once
         if self._thread is not None:
             self._thread.join(READ_BLOCK_MS / 1000 + 5)
+        try:
+            self._write_unwritten()
+            self._leave_seated()
+        except RoomRefused:
+            log.warning("cluster rooms: Redis failed at the stop; this server's seats lapse with its key")
+            return
         self._call_quietly(self._cluster.redis.delete, self._server_key, self._wake)
         self._call_quietly(self._cluster.redis.srem, SERVERS, self._cluster.server_id)
+
+    def _leave_seated(self) -> None:
+        """Take every member still seated here out of their rooms, in Redis."""
+        with self._lock:
+            seated = [(room, i, m.name) for room in self._rooms.values() for i, m in room.seats.items()]
+        for room, member_id, name in seated:
+            notice = RoomNotice(room.name, f"{name} left {room.name}.")
+            args = [member_id, room.key, ROOM_STREAM_LENGTH, *_fields(notice, member_id)]
+            self._call(self._leave, keys=room_keys(room.key), args=args)
+            self._unseat(room, member_id, None)
+
+    def _write_unwritten(self) -> None:
+        """Write the leavings Redis did not take (each removed once written)."""
+        while self._unwritten:
+            key, args = self._unwritten[0]
+            self._call(self._leave, keys=room_keys(key), args=args)
+            self._unwritten.popleft()
+
+    def _leave_or_queue(self, key: str, args: list) -> None:
+        """LEAVE, or, if Redis failed, kept to be written once it is back."""
+        try:
+            self._call(self._leave, keys=room_keys(key), args=args)
+        except RoomRefused:
+            with self._lock:
+                if len(self._unwritten) == self._unwritten.maxlen:
+                    log.warning("cluster rooms: too many leavings unwritten; the oldest is dropped (swept later)")
+                self._unwritten.append((key, args))
 
     # Called for the members.
 
@@ -437,7 +473,7 @@ class ClusterRooms(Rooms):
             if status == "joined":  # not seated here: not in Redis either
                 left = RoomNotice(shown, f"{membership.name} left {shown}.")
                 args = [membership.member_id, key, ROOM_STREAM_LENGTH, *_fields(left, membership.member_id)]
-                self._call_quietly(self._leave, keys=room_keys(key), args=args)
+                self._leave_or_queue(key, args)
             raise
 
     def _seat(self, membership: Membership, key: str, name: str, joined: Joined, added: bytes) -> None:
@@ -509,11 +545,7 @@ class ClusterRooms(Rooms):
         for room in rooms:
             notice = RoomNotice(room.name, f"{membership.name} left {room.name}.")
             args = [membership.member_id, room.key, ROOM_STREAM_LENGTH, *_fields(notice, membership.member_id)]
-            try:
-                self._call(self._leave, keys=room_keys(room.key), args=args)
-            except RoomRefused:
-                with self._lock:  # written once Redis is back (_keep_alive)
-                    self._unwritten.append((room.key, args))
+            self._leave_or_queue(room.key, args)  # written once Redis is back (_keep_alive), if not now
             self._unseat(room, membership.member_id, None)
 
     def renamed(self, membership: Membership) -> None:
@@ -695,10 +727,7 @@ class ClusterRooms(Rooms):
             self._call(redis.sadd, SERVERS, self._cluster.server_id)
             self._seat_again()
             self._reseat_pending = False
-        while self._unwritten:
-            key, args = self._unwritten[0]
-            self._call(self._leave, keys=room_keys(key), args=args)
-            self._unwritten.popleft()
+        self._write_unwritten()
         taken = self._call(self._sweep, keys=[], args=[PREFIX])
         for at in range(0, len(taken), 4):
             key, name, _, held = (value.decode(errors="replace") for value in taken[at : at + 4])
