@@ -420,3 +420,18 @@ def test_a_join_not_seated_here_is_undone_in_redis_even_once_redis_is_back(two_s
     monkeypatch.setattr(spanning, "_leave", leave)
     spanning._keep_alive()  # Redis is back
     assert shared.hvals(cluster_rooms.NAMES + "dev") == [b"Bob"]
+
+
+def test_a_gone_rooms_stream_expires_and_a_room_made_again_keeps_its_own(two_servers):
+    a, b = two_servers
+    ann, bob = in_rooms(a, "Ann"), in_rooms(b, "Bob")
+    shared = a.server.room.cluster.redis
+    stream, day = cluster_rooms.STREAM + "dev", cluster_rooms.ROOM_STREAM_EXPIRY_MS
+    joins(ann, "#dev")
+    ask(ann, "part", "#dev")
+    next_of(ann, protocol.Parted)
+    assert 0 < shared.pttl(stream) <= day  # emptied: gone a day later
+    joins(ann, "#dev"), joins(bob, "#dev")
+    assert shared.pttl(stream) == -1  # made again: kept
+    OperatorConsole(b.server).execute("/close #dev")
+    assert 0 < shared.pttl(stream) <= day

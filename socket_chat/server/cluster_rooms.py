@@ -15,7 +15,8 @@ section 8, "Rooms in a cluster"):
 - ``socket-chat:room-invited:<key>``, a set of invitations, ``key:`` a
   fingerprint or ``id:`` a guest's member ID;
 - ``socket-chat:room-stream:<key>``, the room's stream: what is said in it,
-  and its notices, in its one order; a room's history is its tail;
+  and its notices, in its one order; a room's history is its tail (it
+  expires a day after its room is gone);
 - ``socket-chat:room-server:<server>``, set to expire: a server alive, and
   ``socket-chat:room-servers``, the set of them. A server whose key lapsed is
   dead, and the next sweep of any server takes its members out of their
@@ -109,6 +110,9 @@ WAKE = PREFIX + "room-wake:"
 SEQUENCE = PREFIX + "room-seq"
 #: Entries a room's stream keeps (approximately, as the lobby's).
 ROOM_STREAM_LENGTH = 10_000
+#: How long a gone room's stream stays (a room made again within it has its
+#: history back); without it every name ever joined would keep a stream.
+ROOM_STREAM_EXPIRY_MS = 24 * 60 * 60 * 1000
 
 UNREACHABLE = "The cluster cannot be reached, and rooms are shared by its servers: try again once it is back."
 SERVER_GONE = "{name} left {room} (their server is gone)."
@@ -136,6 +140,7 @@ if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
     redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
     redis.call('HSET', KEYS[1], 'name', ARGV[3], 'topic', '', 'mode', '', 'founder', ARGV[1])
     redis.call('SADD', KEYS[5], ARGV[4])
+    redis.call('PERSIST', KEYS[7])
   else
     if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[7]) then return {'full'} end
     local by_key = ARGV[5] ~= '' and redis.call('SREM', KEYS[4], 'key:' .. ARGV[5]) == 1
@@ -168,11 +173,12 @@ local left = redis.call('ZCARD', KEYS[2])
 if left == 0 then
   redis.call('DEL', KEYS[1], KEYS[4])
   redis.call('SREM', KEYS[5], ARGV[2])
+  redis.call('PEXPIRE', KEYS[6], STREAM_EXPIRY_MS)
 elseif redis.call('HGET', KEYS[1], 'founder') == ARGV[1] then
   redis.call('HSET', KEYS[1], 'founder', redis.call('ZRANGE', KEYS[2], 0, 0)[1])
 end
 return left
-"""
+""".replace("STREAM_EXPIRY_MS", str(ROOM_STREAM_EXPIRY_MS))
 
 # Close a room: KEYS as LEAVE's; ARGV: the room's key, the stream's length,
 # the Parted its members are sent. -1 if there is no such room, else how
@@ -183,8 +189,9 @@ local count = redis.call('ZCARD', KEYS[2])
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 redis.call('SREM', KEYS[5], ARGV[1])
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[3], 'from', '', 'to', '*')
+redis.call('PEXPIRE', KEYS[6], STREAM_EXPIRY_MS)
 return count
-"""
+""".replace("STREAM_EXPIRY_MS", str(ROOM_STREAM_EXPIRY_MS))
 
 # Set a field of a room (its topic or mode) and say so: KEYS: the room, its
 # members, its stream; ARGV: member ID, the field, its value, '1' if only
@@ -238,6 +245,7 @@ for _, key in ipairs(redis.call('SMEMBERS', ARGV[1] .. 'rooms')) do
     if redis.call('ZCARD', members) == 0 then
       redis.call('DEL', room, ARGV[1] .. 'room-invited:' .. key)
       redis.call('SREM', ARGV[1] .. 'rooms', key)
+      redis.call('PEXPIRE', ARGV[1] .. 'room-stream:' .. key, STREAM_EXPIRY_MS)
     elseif not redis.call('ZSCORE', members, redis.call('HGET', room, 'founder') or '') then
       redis.call('HSET', room, 'founder', redis.call('ZRANGE', members, 0, 0)[1])
     end
@@ -245,17 +253,18 @@ for _, key in ipairs(redis.call('SMEMBERS', ARGV[1] .. 'rooms')) do
 end
 for server in pairs(dead) do redis.call('SREM', ARGV[1] .. 'room-servers', server) end
 return taken
-"""
+""".replace("STREAM_EXPIRY_MS", str(ROOM_STREAM_EXPIRY_MS))
 
 # Seat this server's members again after its key lapsed (Redis was lost
 # for longer than it lives, and another server swept them out). KEYS: the
-# room, its members, their names, the rooms' set, the join counter; ARGV:
-# the room's key, its name, then member ID and name for each.
+# room, its members, their names, the rooms' set, the join counter, its
+# stream; ARGV: the room's key, its name, then member ID and name for each.
 RESEAT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[2], KEYS[3])
   redis.call('HSET', KEYS[1], 'name', ARGV[2], 'topic', '', 'mode', '', 'founder', ARGV[3])
   redis.call('SADD', KEYS[4], ARGV[1])
+  redis.call('PERSIST', KEYS[6])
 end
 for i = 3, #ARGV, 2 do
   if not redis.call('ZSCORE', KEYS[2], ARGV[i]) then
@@ -741,7 +750,7 @@ class ClusterRooms(Rooms):
         for room, seated in rooms:
             if seated:
                 args = [room.key, room.name, *(value for pair in seated for value in pair)]
-                keys = [ROOM + room.key, MEMBERS + room.key, NAMES + room.key, ROOMS, SEQUENCE]
+                keys = [ROOM + room.key, MEMBERS + room.key, NAMES + room.key, ROOMS, SEQUENCE, STREAM + room.key]
                 self._call(self._reseat, keys=keys, args=args)
 
     def _drain(self) -> None:
