@@ -435,3 +435,19 @@ def test_a_gone_rooms_stream_expires_and_a_room_made_again_keeps_its_own(two_ser
     assert shared.pttl(stream) == -1  # made again: kept
     OperatorConsole(b.server).execute("/close #dev")
     assert 0 < shared.pttl(stream) <= day
+
+
+def test_a_room_the_cluster_lost_is_made_again_invite_only_and_its_members_are_told(two_servers):
+    a, _ = two_servers
+    ann = in_rooms(a, "Ann")
+    joins(ann, "#dev")
+    spanning = stalled(a)
+    shared = spanning._cluster.redis
+    for key in (cluster_rooms.ROOM, cluster_rooms.MEMBERS, cluster_rooms.NAMES):
+        shared.delete(key + "dev")
+    shared.srem(cluster_rooms.ROOMS, "dev")
+    shared.delete(spanning._server_key)
+    spanning._keep_alive()
+    assert shared.hget(cluster_rooms.ROOM + "dev", "mode") == b"+i"  # fails closed
+    spanning._drain()
+    assert next_of(ann, protocol.RoomNotice).text == cluster_rooms.REMADE.format(room="#dev")

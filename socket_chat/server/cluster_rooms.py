@@ -116,6 +116,9 @@ ROOM_STREAM_EXPIRY_MS = 24 * 60 * 60 * 1000
 
 UNREACHABLE = "The cluster cannot be reached, and rooms are shared by its servers: try again once it is back."
 SERVER_GONE = "{name} left {room} (their server is gone)."
+REMADE = (
+    "The cluster lost {room} and made it again: it is invite-only (+i) until its founder sets -i; its topic is gone."
+)
 #: ``to`` of an entry: a member's ID (it is for them only), ``*`` (for
 #: everyone: the room is closed), or empty.
 TO = re.compile(rb"\*|[0-9a-f]{12}/[1-9][0-9]{0,18}")
@@ -256,17 +259,20 @@ return taken
 """.replace("STREAM_EXPIRY_MS", str(ROOM_STREAM_EXPIRY_MS))
 
 # Seat this server's members again after its key lapsed (Redis was lost
-# for longer than it lives, and another server swept them out). KEYS: the
-# room, its members, their names, the rooms' set, the join counter, its
-# stream; ARGV: the room's key, its name, then member ID and name for each.
+# for longer than it lives, and another server swept them out). A room made
+# again is +i (its mode was lost: closed rather than open to all), and its
+# notice says so. KEYS: the room, its members, their names, the rooms' set,
+# the join counter, its stream; ARGV: the room's key, its name, the notice,
+# the stream's length, then member ID and name for each.
 RESEAT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[2], KEYS[3])
-  redis.call('HSET', KEYS[1], 'name', ARGV[2], 'topic', '', 'mode', '', 'founder', ARGV[3])
+  redis.call('HSET', KEYS[1], 'name', ARGV[2], 'topic', '', 'mode', '+i', 'founder', ARGV[5])
   redis.call('SADD', KEYS[4], ARGV[1])
   redis.call('PERSIST', KEYS[6])
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[4], '*', 'm', ARGV[3], 'from', '', 'to', '')
 end
-for i = 3, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   if not redis.call('ZSCORE', KEYS[2], ARGV[i]) then
     redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[5]), ARGV[i])
   end
@@ -749,7 +755,8 @@ class ClusterRooms(Rooms):
             rooms = [(room, [(i, m.name) for i, m in room.seats.items()]) for room in self._rooms.values()]
         for room, seated in rooms:
             if seated:
-                args = [room.key, room.name, *(value for pair in seated for value in pair)]
+                remade = encode_message(RoomNotice(room.name, REMADE.format(room=room.name)))
+                args = [room.key, room.name, remade, ROOM_STREAM_LENGTH, *(v for pair in seated for v in pair)]
                 keys = [ROOM + room.key, MEMBERS + room.key, NAMES + room.key, ROOMS, SEQUENCE, STREAM + room.key]
                 self._call(self._reseat, keys=keys, args=args)
 
