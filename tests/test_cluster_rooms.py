@@ -451,3 +451,20 @@ def test_a_room_the_cluster_lost_is_made_again_invite_only_and_its_members_are_t
     assert shared.hget(cluster_rooms.ROOM + "dev", "mode") == b"+i"  # fails closed
     spanning._drain()
     assert next_of(ann, protocol.RoomNotice).text == cluster_rooms.REMADE.format(room="#dev")
+
+
+def test_a_rename_redis_did_not_take_is_written_once_it_is_back(two_servers, monkeypatch):
+    a, _ = two_servers
+    ann = in_rooms(a, "Ann")
+    joins(ann, "#dev")
+    spanning = stalled(a)
+    shared = spanning._cluster.redis
+    rename = spanning._rename
+    monkeypatch.setattr(spanning, "_rename", refused)
+    ann.send(protocol.NickRequest("Ada"))
+    assert next_of(ann, protocol.NickChanged) == protocol.NickChanged("Ann", "Ada")
+    assert wait_until(lambda: spanning._unrenamed)  # kept for later
+    assert shared.hvals(cluster_rooms.NAMES + "dev") == [b"Ann"]
+    monkeypatch.setattr(spanning, "_rename", rename)
+    spanning._keep_alive()  # Redis is back
+    assert shared.hvals(cluster_rooms.NAMES + "dev") == [b"Ada"]

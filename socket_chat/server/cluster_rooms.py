@@ -369,6 +369,8 @@ class ClusterRooms(Rooms):
         self._seated_at: dict[tuple[ChatRoom, str], tuple[int, int]] = {}
         #: Leavings of the chat that Redis did not take: (room key, LEAVE's args).
         self._unwritten: collections.deque[tuple[str, list]] = collections.deque(maxlen=10_000)
+        #: (room key, member ID) whose rename Redis did not take.
+        self._unrenamed: set[tuple[str, str]] = set()
         self._wake_cursor = b"0-0"
         self._reseat_pending = False  # this server's key lapsed: its seats to write again
         self._closing = threading.Event()
@@ -570,9 +572,30 @@ class ClusterRooms(Rooms):
         with self._lock:
             keys = list(self._joined.get(membership.member_id, ()))
         for key in keys:
-            self._call_quietly(
-                self._rename, keys=[MEMBERS + key, NAMES + key], args=[membership.member_id, membership.name]
-            )
+            args = [membership.member_id, membership.name]
+            try:
+                self._call(self._rename, keys=[MEMBERS + key, NAMES + key], args=args)
+            except RoomRefused:
+                with self._lock:  # written once Redis is back (_keep_alive)
+                    self._unrenamed.add((key, membership.member_id))
+
+    def _write_renames(self) -> None:
+        """Write the renames Redis did not take: each seat's name now."""
+        with self._lock:
+            due = list(self._unrenamed)
+        for key, member_id in due:
+            with self._lock:
+                self._unrenamed.discard((key, member_id))
+                room = self._rooms.get(key)
+                seated = room.seats.get(member_id) if room is not None else None
+            if seated is None:
+                continue  # out of the room since: nothing to rename
+            try:
+                self._call(self._rename, keys=[MEMBERS + key, NAMES + key], args=[member_id, seated.name])
+            except RoomRefused:
+                with self._lock:
+                    self._unrenamed.add((key, member_id))
+                raise
 
     def _add(self, message: Message, sender_id: str | None) -> None:
         """``publish``: a room's line, into its stream; refused if Redis does not take it."""
@@ -743,6 +766,7 @@ class ClusterRooms(Rooms):
             self._seat_again()
             self._reseat_pending = False
         self._write_unwritten()
+        self._write_renames()
         taken = self._call(self._sweep, keys=[], args=[PREFIX])
         for at in range(0, len(taken), 4):
             key, name, _, held = (value.decode(errors="replace") for value in taken[at : at + 4])
