@@ -468,3 +468,19 @@ def test_a_rename_redis_did_not_take_is_written_once_it_is_back(two_servers, mon
     monkeypatch.setattr(spanning, "_rename", rename)
     spanning._keep_alive()  # Redis is back
     assert shared.hvals(cluster_rooms.NAMES + "dev") == [b"Ada"]
+
+
+def test_a_member_seated_again_after_a_sweep_is_announced_as_joining_again(two_servers):
+    a, b = two_servers
+    ann, dan, bob = in_rooms(a, "Ann"), in_rooms(a, "Dan"), in_rooms(b, "Bob")
+    joins(ann, "#dev"), joins(dan, "#dev"), joins(bob, "#dev")
+    spanning = stalled(a)
+    shared = spanning._cluster.redis
+    ann_id = next(i for i, m in spanning._rooms["dev"].seats.items() if m.name == "Ann")
+    shared.zrem(cluster_rooms.MEMBERS + "dev", ann_id)  # swept out (Bob was told she left)
+    shared.delete(spanning._server_key)
+    spanning._keep_alive()
+    [(_, fields)] = shared.xrevrange(cluster_rooms.STREAM + "dev", count=1)
+    notice, sender, _ = cluster_rooms.decode_room_entry(fields, "dev")
+    assert (notice, sender) == (protocol.RoomNotice("#dev", "Ann joined #dev."), ann_id)  # Dan was not out
+    assert shared.xlen(cluster_rooms.STREAM + "dev") == 4  # three joins, and Ann's again

@@ -261,9 +261,10 @@ return taken
 # Seat this server's members again after its key lapsed (Redis was lost
 # for longer than it lives, and another server swept them out). A room made
 # again is +i (its mode was lost: closed rather than open to all), and its
-# notice says so. KEYS: the room, its members, their names, the rooms' set,
-# the join counter, its stream; ARGV: the room's key, its name, the notice,
-# the stream's length, then member ID and name for each.
+# notice says so; a member added again has their join's notice (the others
+# were told they left). KEYS: the room, its members, their names, the rooms'
+# set, the join counter, its stream; ARGV: the room's key, its name, the
+# notice, the stream's length, then member ID, name and join notice for each.
 RESEAT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[2], KEYS[3])
@@ -272,9 +273,10 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('PERSIST', KEYS[6])
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[4], '*', 'm', ARGV[3], 'from', '', 'to', '')
 end
-for i = 5, #ARGV, 2 do
+for i = 5, #ARGV, 3 do
   if not redis.call('ZSCORE', KEYS[2], ARGV[i]) then
     redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[5]), ARGV[i])
+    redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[4], '*', 'm', ARGV[i + 2], 'from', ARGV[i], 'to', '')
   end
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
 end
@@ -780,7 +782,8 @@ class ClusterRooms(Rooms):
         for room, seated in rooms:
             if seated:
                 remade = encode_message(RoomNotice(room.name, REMADE.format(room=room.name)))
-                args = [room.key, room.name, remade, ROOM_STREAM_LENGTH, *(v for pair in seated for v in pair)]
+                each = [(i, n, encode_message(RoomNotice(room.name, f"{n} joined {room.name}."))) for i, n in seated]
+                args = [room.key, room.name, remade, ROOM_STREAM_LENGTH, *(v for seat in each for v in seat)]
                 keys = [ROOM + room.key, MEMBERS + room.key, NAMES + room.key, ROOMS, SEQUENCE, STREAM + room.key]
                 self._call(self._reseat, keys=keys, args=args)
 
