@@ -484,3 +484,15 @@ def test_a_member_seated_again_after_a_sweep_is_announced_as_joining_again(two_s
     notice, sender, _ = cluster_rooms.decode_room_entry(fields, "dev")
     assert (notice, sender) == (protocol.RoomNotice("#dev", "Ann joined #dev."), ann_id)  # Dan was not out
     assert shared.xlen(cluster_rooms.STREAM + "dev") == 4  # three joins, and Ann's again
+
+
+def test_a_member_kicked_in_redis_cannot_post_before_their_server_applies_it(two_servers):
+    a, b = two_servers
+    ann, bob = in_rooms(a, "Ann"), in_rooms(b, "Bob")
+    joins(ann, "#dev"), joins(bob, "#dev")
+    stalled(b)  # B has not read the kick yet
+    OperatorConsole(a.server).execute("/kick #dev bob")
+    bob.send(RoomLine("#dev", "chat", "one more"))
+    assert next_of(bob, ErrorNotice).text == "You are not in #dev (/join #dev first). The line was not sent."
+    shared = a.server.room.cluster.redis
+    assert shared.xlen(cluster_rooms.STREAM + "dev") == 4  # two joins, the kick's Parted and its notice

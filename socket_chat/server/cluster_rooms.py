@@ -290,6 +290,14 @@ if redis.call('ZSCORE', KEYS[1], ARGV[1]) then redis.call('HSET', KEYS[2], ARGV[
 return 0
 """
 
+# A member's line, if they are in the room: KEYS: its members, its stream;
+# ARGV: member ID, the stream's length, the entry's m and from. 1 if added.
+POST = """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[3], 'from', ARGV[4], 'to', '')
+return 1
+"""
+
 #: What a room's entry may hold.
 ROOM_ENTRY_TYPES = (RoomMessage, RoomNotice, Parted)
 
@@ -366,6 +374,7 @@ class ClusterRooms(Rooms):
         self._sweep = redis.register_script(SWEEP)
         self._reseat = redis.register_script(RESEAT)
         self._rename = redis.register_script(RENAME)
+        self._post = redis.register_script(POST)
         self._cursors: dict[ChatRoom, bytes] = {}  # the last entry applied, by room followed
         #: (room, member ID) -> the order of the entry of their join here.
         self._seated_at: dict[tuple[ChatRoom, str], tuple[int, int]] = {}
@@ -377,7 +386,6 @@ class ClusterRooms(Rooms):
         self._reseat_pending = False  # this server's key lapsed: its seats to write again
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
-        self.publish = self._add  # a line goes to the room's stream
 
     # The server's side.
 
@@ -599,10 +607,20 @@ class ClusterRooms(Rooms):
                     self._unrenamed.add((key, member_id))
                 raise
 
-    def _add(self, message: Message, sender_id: str | None) -> None:
-        """``publish``: a room's line, into its stream; refused if Redis does not take it."""
-        assert isinstance(message, RoomMessage)
-        self._call(self._add_entry, room_key(message.room), encode_room_entry(message, sender_id))
+    def say(self, membership: Membership, raw: str, kind: str, text: str, echo: bool = False) -> None:
+        """A room's line, into its stream if Redis still has the member in
+        the room (a kick or close their server has not applied yet stops
+        it); refused if Redis does not take it."""
+        room = self._room_of(membership, raw)
+        message = RoomMessage(room.name, "", int(self._clock()), kind, membership.name, text)
+        fields = encode_room_entry(message, membership.member_id if not echo else None)
+        posted = self._call(
+            self._post,
+            keys=[MEMBERS + room.key, STREAM + room.key],
+            args=[membership.member_id, ROOM_STREAM_LENGTH, fields[b"m"], fields[b"from"]],
+        )
+        if not posted:
+            raise RoomRefused(f"You are not in {room.name} (/join {room.name} first).")
 
     def set_topic(self, membership: Membership, raw: str, topic: str) -> None:
         room = self._room_of(membership, raw)
