@@ -496,3 +496,18 @@ def test_a_member_kicked_in_redis_cannot_post_before_their_server_applies_it(two
     assert next_of(bob, ErrorNotice).text == "You are not in #dev (/join #dev first). The line was not sent."
     shared = a.server.room.cluster.redis
     assert shared.xlen(cluster_rooms.STREAM + "dev") == 4  # two joins, the kick's Parted and its notice
+
+
+def test_rooms_is_read_again_only_after_a_change_or_two_seconds(two_servers):
+    a, _ = two_servers
+    ann = in_rooms(a, "Ann")
+    joins(ann, "#dev")
+    shared = a.server.room.cluster.redis
+    ask(ann, "rooms")
+    assert next_of(ann, protocol.RoomList).rooms() == [("#dev", 1, "")]
+    shared.hset(cluster_rooms.ROOM + "dev", "topic", "unsaid")  # no notice: no change seen here
+    ask(ann, "rooms")
+    assert next_of(ann, protocol.RoomList).rooms() == [("#dev", 1, "")]  # from the last read
+    joins(ann, "#ops")
+    ask(ann, "rooms")
+    assert next_of(ann, protocol.RoomList).rooms() == [("#dev", 1, "unsaid"), ("#ops", 1, "")]

@@ -108,6 +108,8 @@ SERVER = PREFIX + "room-server:"
 SERVERS = PREFIX + "room-servers"
 WAKE = PREFIX + "room-wake:"
 SEQUENCE = PREFIX + "room-seq"
+#: How long /rooms answers from its last read when no room followed here changed.
+LISTING_CACHE_SECONDS = 2.0
 #: Entries a room's stream keeps (approximately, as the lobby's).
 ROOM_STREAM_LENGTH = 10_000
 #: How long a gone room's stream stays (a room made again within it has its
@@ -383,6 +385,8 @@ class ClusterRooms(Rooms):
         #: (room key, member ID) whose rename Redis did not take.
         self._unrenamed: set[tuple[str, str]] = set()
         self._wake_cursor = b"0-0"
+        self._listed: tuple[float, list[tuple[str, int, str]]] | None = None  # /rooms's last read, and when
+        self._changes = 0  # of the rooms followed here, as this server saw them
         self._reseat_pending = False  # this server's key lapsed: its seats to write again
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
@@ -491,6 +495,8 @@ class ClusterRooms(Rooms):
             raise RoomRefused(f"{shown} is full: it holds {self.room_size} people at most.")
         if status == "invite only":
             raise RoomRefused(f"{shown} is invite-only (+i): ask its founder for an /invite.")
+        with self._lock:
+            self._changed()  # their own /rooms next has it, read before the stream's entry
         topic = answer[2].decode()
         listed = sorted((n.decode() for n in answer[4:]), key=str.casefold)
         joined = Joined(shown, topic, len(listed), "\n".join(listed[:GREETING_NAMES]))
@@ -563,6 +569,8 @@ class ClusterRooms(Rooms):
             keys=room_keys(room.key),
             args=[membership.member_id, room.key, ROOM_STREAM_LENGTH, *_fields(notice, membership.member_id)],
         )
+        with self._lock:
+            self._changed()
         self._unseat(room, membership.member_id, encode(Parted(room.name, "")))
 
     def leave_all(self, membership: Membership) -> None:
@@ -652,6 +660,8 @@ class ClusterRooms(Rooms):
             raise RoomRefused(f"Only the founder of {room.name} may use /mode there.")
         if done == b"not in":
             raise RoomRefused(f"You are not in {room.name} (/join {room.name} first).")
+        with self._lock:
+            self._changed()
 
     def invite(self, membership: Membership, raw: str, name: str) -> str:
         room = self._room_of(membership, raw)
@@ -709,6 +719,27 @@ class ClusterRooms(Rooms):
         return members_answer(name.decode(), (n.decode() for n in found))
 
     def _entries(self) -> list[tuple[str, int, str]]:
+        """``/rooms``'s rooms: read at most every ``LISTING_CACHE_SECONDS``
+        (each read costs a call a room), and again after a change in a room
+        this server follows."""
+        if not self._cluster.connected:
+            raise RoomRefused(UNREACHABLE)  # not an old answer while Redis is lost
+        with self._lock:
+            changes, listed = self._changes, self._listed
+        if listed is not None and time.monotonic() - listed[0] < LISTING_CACHE_SECONDS:
+            return listed[1]
+        entries = self._read_entries()
+        with self._lock:
+            if changes == self._changes:  # else something changed during the read: used once
+                self._listed = (time.monotonic(), entries)
+        return entries
+
+    def _changed(self) -> None:
+        """A room changed: ``/rooms`` reads Redis again (under ``_lock``)."""
+        self._changes += 1
+        self._listed = None
+
+    def _read_entries(self) -> list[tuple[str, int, str]]:
         keys = sorted(self._call(self._cluster.redis.smembers, ROOMS))
         pipe = self._cluster.redis.pipeline(transaction=False)
         for key in keys:
@@ -731,6 +762,8 @@ class ClusterRooms(Rooms):
         count = self._call(self._close, keys=room_keys(key), args=[key, ROOM_STREAM_LENGTH, told])
         if count < 0:
             raise RoomRefused(f"There is no room {printable(raw)}.")
+        with self._lock:
+            self._changed()
         return f"{name} is closed ({count} {'person was' if count == 1 else 'people were'} in it)."
 
     def kick(self, raw: str, name: str, reason: str = "") -> str:
@@ -752,6 +785,8 @@ class ClusterRooms(Rooms):
         )
         if left < 0:
             raise RoomRefused(f"No one called {name} is in {room}.")
+        with self._lock:
+            self._changed()
         return f"{held} was kicked from {room}."
 
     # The rooms' thread.
@@ -842,6 +877,8 @@ class ClusterRooms(Rooms):
             if room.closed:
                 return
             self._cursors[room] = entry_id
+            if not isinstance(message, RoomMessage):
+                self._changed()  # a join, leave, topic, mode, kick or close
             if isinstance(message, RoomMessage):
                 line = self._line(entry_id, message)
                 item = encode(RoomMessage(room.name, str(line.id), line.sent_at, line.kind, line.sender, line.text))
