@@ -239,6 +239,8 @@ def test_the_documented_redis_acl_is_all_the_chat_needs(identity_key, redis_serv
         joins(ann, "#dev"), joins(dan, "#dev")
         for command, argument in (("topic", "green"), ("mode", "+i"), ("invite", "carol"), ("who", ""), ("rooms", "")):
             ask(ann, command, "#dev", argument)
+        # carol is online (again, on the other server, with her key): the INVITE script ran.
+        assert next_of(ann, Notice) == Notice("carol is invited to #dev (bound to their key).")
         dan.send(protocol.RoomLine("#dev", "chat", "in #dev"))
         assert next_of(ann, protocol.RoomMessage).text == "in #dev"
         ask(dan, "part", "#dev")

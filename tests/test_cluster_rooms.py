@@ -4,6 +4,7 @@ in-process servers sharing a real redis-server on loopback."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import re
 import signal
 import threading
@@ -19,20 +20,27 @@ from tests import procs
 from tests.helpers import ChatTestClient, OwnServer, wait_until
 
 
-@pytest.fixture
-def two_servers(identity_key, redis_server):
+@contextlib.contextmanager
+def sharing(identity_key, redis_server, name_ttl: float):
     """Two servers on loopback sharing ``redis_server``, whose names (and
-    rooms' seats) lapse 0.6 s after their server's last refresh."""
-    servers = []
-    for _ in range(2):
-        own = OwnServer(identity_key)
-        own.start(cluster=cluster.RedisCluster.connect(redis_server.url, name_ttl=0.6))
-        servers.append(own)
+    rooms' seats) lapse ``name_ttl`` s after their server's last refresh."""
+    servers: list[OwnServer] = []
     try:
+        for _ in range(2):
+            own = OwnServer(identity_key)
+            own.start(cluster=cluster.RedisCluster.connect(redis_server.url, name_ttl=name_ttl))
+            servers.append(own)
         yield servers
     finally:
         for own in servers:
             own.cleanup()
+
+
+@pytest.fixture
+def two_servers(identity_key, redis_server):
+    """``sharing`` with names that lapse 0.6 s after their last refresh."""
+    with sharing(identity_key, redis_server, 0.6) as servers:
+        yield servers
 
 
 def in_rooms(own: OwnServer, name: str, multiline: bool = False) -> ChatTestClient:
@@ -270,14 +278,15 @@ def test_the_caps_count_the_whole_cluster_and_are_each_a_clear_refusal(two_serve
     a, b = two_servers
     for own in two_servers:
         own.server.rooms.room_size, own.server.rooms.max_rooms = 2, 1
-    ann, bob, cat = in_rooms(a, "Ann"), in_rooms(b, "Bob"), in_rooms(b, "Cat")
-    joins(ann, "#dev"), joins(bob, "#dev")
-    ask(cat, "join", "#dev")
-    assert next_of(cat, ErrorNotice).text == "#dev is full: it holds 2 people at most."
-    ask(cat, "join", "#ops")
+    ann, dan, cat = in_rooms(a, "Ann"), in_rooms(a, "Dan"), in_rooms(b, "Cat")
+    joins(ann, "#dev")
+    ask(cat, "join", "#ops")  # from B, which holds no room: the cluster's count
     assert next_of(cat, ErrorNotice).text == (
         "The cluster has 1 rooms already, the most it holds: #ops was not made. Join one of them (/rooms lists them)."
     )
+    joins(dan, "#dev")
+    ask(cat, "join", "#dev")  # B holds no one of it: the cluster's count
+    assert next_of(cat, ErrorNotice).text == "#dev is full: it holds 2 people at most."
 
 
 def test_when_redis_is_back_empty_the_servers_seat_their_members_again(two_servers, redis_server):
@@ -296,6 +305,21 @@ def test_when_redis_is_back_empty_the_servers_seat_their_members_again(two_serve
         assert next_of(client, protocol.RoomMembers) == protocol.RoomMembers("#dev", "Ann\nBob")
     bob.send(RoomLine("#dev", "chat", "back"))
     assert next_of(ann, protocol.RoomMessage).text == "back"
+
+
+def test_a_leaving_while_redis_is_away_briefly_is_written_once_it_is_back(identity_key, redis_server):
+    with sharing(identity_key, redis_server, 1.5) as (a, b):  # Redis is away for well under 1.5 s
+        ann, dan, bob = in_rooms(a, "Ann"), in_rooms(a, "Dan"), in_rooms(b, "Bob")
+        joins(ann, "#dev"), joins(dan, "#dev"), joins(bob, "#dev")
+        shared = a.server.room.cluster.redis
+        shared.save()  # what the restarted Redis loads: not wiped
+        redis_server.stop()
+        dan.close()  # his leaving is kept until Redis is back
+        assert wait_until(lambda: a.server.rooms._unwritten)
+        redis_server.start()
+        assert next_of(bob, protocol.RoomNotice) == protocol.RoomNotice("#dev", "Dan left #dev.")
+        ask(bob, "who", "#dev")
+        assert next_of(bob, protocol.RoomMembers) == protocol.RoomMembers("#dev", "Ann\nBob")
 
 
 @pytest.mark.slow
