@@ -13,15 +13,17 @@ room's own sequence. The rooms' table has one more lock, taken before a
 room's (never after), for joining, parting and closing. Nothing that can
 block (a socket, a log line, the store's reads) happens under either.
 
-The path of a line is the lobby's, a room name on it:
+On one server the path of a line is the lobby's, a room name on it:
 
     Rooms.say(...)                    a member said something in #dev
-      -> publish(message, sender_id)  (here: at once; a cluster's next)
+      -> publish(message, sender_id)  at once
         -> Rooms.distribute(message)  in the room's order, to its members
 
-so that rooms spanning a cluster's servers can put ``publish`` through the
-cluster: a server of a cluster has ``server.cluster_rooms.ClusterRooms``,
-whose state is in Redis and whose lines go through each room's stream.
+A server of a cluster has ``server.cluster_rooms.ClusterRooms`` instead,
+whose state is in Redis: its ``say`` posts the line to the room's stream
+(if Redis still has the sender in the room), and its follower thread
+delivers each entry of the stream, in the stream's order, to the room's
+members on this server.
 """
 
 from __future__ import annotations
