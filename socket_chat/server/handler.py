@@ -152,13 +152,18 @@ class ClientHandler:
         if self._handed_over:
             return
         try:
-            items = self.outbox.take()
+            items = self.outbox.take()  # from here, the next put calls on_ready
             if items:
                 self.conn.send_batch(items)
                 self.sock.sendall(self.conn.data_to_send())
         finally:
-            self._handed_over = True  # then a put wakes the sender, and so does add
-            self.server.sender.add(self.outlet)
+            self.server.sender.add(self.outlet, wake=False)  # non-blocking from here: before a put can wake it
+            self._handed_over = True  # from here, a put wakes the sender
+            # A put or a close since the take was not announced to the
+            # sender (it did not have the outlet yet): wake it for that.
+            # Else there is nothing for it to do until the next put.
+            if self.outbox.closed or self.outbox.queued_bytes:
+                self.server.sender.wake(self.outlet)
 
     # The reader thread.
 
