@@ -216,13 +216,17 @@ class ClientHandler:
 
     def _in_handshake_thread(self, call: _NextEvent) -> protocol.Event | NeedData:
         """``call()`` in the handshake thread when it has bytes to read before
-        the client's HI (a proof of work, a key exchange and its unwrap, a
-        resumption's offer). With nothing buffered, ``next_event`` reads nothing
-        (NEED_DATA, or the end); a client HI is one record opened and one
-        sealed, with the keys already agreed. The reader makes those calls
-        itself: a hand-off costs two thread switches each way, and a full
-        handshake made three of them for its one RSA unwrap."""
-        if not self.conn.buffered_bytes or self.conn.state is ConnectionState.AWAIT_CLIENT_HI:
+        the client's HI (a proof of work, a key exchange and its unwrap).
+        With nothing buffered, ``next_event`` reads nothing (NEED_DATA, or
+        the end); a client HI is one record opened and one sealed, with the
+        keys already agreed; a resumption's offer is an X25519 agreement and
+        no RSA (its ticket is checked outside the gate anyway, in
+        ``_answer_resumption``). The reader makes those calls itself: a
+        hand-off costs two thread switches each way, and a full handshake
+        made three of them for its one RSA unwrap; a resumed connection now
+        makes none."""
+        conn = self.conn
+        if not conn.buffered_bytes or conn.state is ConnectionState.AWAIT_CLIENT_HI or conn.resumption_coming:
             return call()
         return self.server.handshakes.run(call)
 
