@@ -112,7 +112,8 @@ CONNECTION_PROFILE = (
     "system that does not pass them on still gets them per socket); the accept skips socket.accept's Enum "
     "conversions and the admission no longer parses an IPv4 address; the reader writes the session's first "
     "words itself before it hands the connection to the sender, which then wakes up only for what the room "
-    "sends (the sender's CPU per connection 0.42 → 0.25–0.3 ms, its wake-ups about 8 → 5). What is left is "
+    "sends (the sender's CPU per connection 0.42 → 0.25–0.3 ms, its wake-ups about 8 → 5); and a resumption's "
+    "offer (no RSA) is read by the reader itself, not handed to the handshake thread. What is left is "
     "spread thin: the cryptography that the target's denominator leaves out (the key schedule's HKDF, two AES "
     "key schedules and GHASH tables for the record keys, the handshake's records), a thread per connection "
     "(started, and waited for by Thread.start, then ended), four loopback round trips of socket calls, and the "
@@ -125,16 +126,17 @@ CONNECTION_PROFILE = (
 #: bounds the reconnect storm (bench/resume.py prints it under its table).
 RESUME_FINDING = (
     "A resumed connection does no RSA, so what it costs is nearly all the fixed part of a connection: the same "
-    "profile puts it at 2.1–2.8 ms against 5.3–5.8 ms for a full one, of which the resumption's own work in "
+    "profile puts it at 1.5–2.3 ms against 4.9–5.5 ms for a full one, of which the resumption's own work in "
     "process (the ticket opened and its binder checked, X25519, a new ticket sealed) is 0.4–0.6 ms; the rest is "
     "the accept, the reader thread, the greeting, the name, the room's join and leave and the sender, the same "
-    "1.7–2 ms a full connection pays beside its unwrap. The ratio is that fixed part over itself plus 3 ms of "
-    "RSA: 0.3 × needs the fixed part under about 1.3 ms, the thread-per-connection floor this design sits on. "
-    "The storm with tickets ends about when the load generator has played every client (its CPU column: it "
-    "makes each client's X25519 share and checks each server's) and with the 64 handshakes in flight that "
-    "keep the listen backlog from overflowing, not when the server is done: the server's CPU falls to a third "
-    "or less, and the time it takes falls by less, 2–3 × on this shared two-core machine, as the load "
-    "generator and the other engineers' work take the cores the server no longer needs."
+    "fixed part a full connection pays beside its unwrap. The ratio is that fixed part over itself plus about "
+    "3.3 ms of RSA: 0.3 × needs the fixed part under about 1.4 ms, which a quiet run reaches (0.31–0.33 ×) and a "
+    "loaded one does not (0.4 ×): the thread-per-connection floor this design sits on. The storm's time is "
+    "bounded by the CPU of both processes on two shared cores, not the server's alone: the load generator plays "
+    "every client in one process (its CPU column: each client's X25519 share, its frames, the server's checked), "
+    "and that part falls by a third with tickets where the server's falls by two thirds or more, so the time "
+    "falls as the sum does, 2–2.6 × here. With clients on machines of their own, as in a real restart, the "
+    "storm takes what the server's CPU takes, and that falls to 0.26–0.32 × (3–4 × sooner)."
 )
 
 
