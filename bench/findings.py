@@ -90,9 +90,76 @@ def findings(results: Results) -> list[str]:
         "joining and leaving the room; the plaintext floor, which does that work without any "
         "cryptography, spends " + " and ".join(f"{us / 1000:.2f}" for us in floor) + " ms per connection.",
     ]
+    lines += _connection_finding(results)
     lines += _memory_finding(results)
     lines += _peer_finding(results)
     return lines
+
+
+#: Where a connection's CPU went, thread by thread (issue 22, part 3): the
+#: server's threads' CPU from /proc/PID/task/TID/schedstat over 200–300
+#: connections one at a time, and py-spy (``record --threads --gil
+#: --native``) of the same loop; measured on 2026-12-07 on this two-core
+#: machine, shared, so each figure is within ±15 %.
+CONNECTION_PROFILE = (
+    "Per full connection, thread by thread: the handshake thread 3.5–3.9 ms (the RSA unwrap, the X25519 "
+    "agreement and the key schedule, and their frames' parsing), the readers about 1.0 ms (a third of it "
+    "opening the client's HI and the records around it, a third the member session: its first words, the name, "
+    "joining and leaving the room; the rest the thread's start and end), the accepting thread about 0.4 ms (a "
+    "fifth of it the connection's X25519 key pair, the rest accept, admission and the handler's objects) and the "
+    "sender 0.25–0.3 ms. What changed in issue 22: the socket options are set once on the listener, which Linux "
+    "passes on to what it accepts (five setsockopt calls less per connection; the first accept checks, and a "
+    "system that does not pass them on still gets them per socket); the accept skips socket.accept's Enum "
+    "conversions and the admission no longer parses an IPv4 address; the reader writes the session's first "
+    "words itself before it hands the connection to the sender, which then wakes up only for what the room "
+    "sends (the sender's CPU per connection 0.42 → 0.25–0.3 ms, its wake-ups about 8 → 5); and a resumption's "
+    "offer (no RSA) is read by the reader itself, not handed to the handshake thread. What is left is "
+    "spread thin: the cryptography that the target's denominator leaves out (the key schedule's HKDF, two AES "
+    "key schedules and GHASH tables for the record keys, the handshake's records), a thread per connection "
+    "(started, and waited for by Thread.start, then ended), four loopback round trips of socket calls, and the "
+    "chat's join and leave; no single cause is a tenth of the whole. Under 1.3 × would take a connection "
+    "without a thread of its own until it has a name (an event loop for the handshake and the greeting), "
+    "which is the thread-per-connection design this server keeps."
+)
+
+#: Why a resumed connection's CPU stays above 0.3 × a full one's, and what
+#: bounds the reconnect storm (bench/resume.py prints it under its table).
+RESUME_FINDING = (
+    "A resumed connection does no RSA, so what it costs is nearly all the fixed part of a connection: the same "
+    "profile puts it at 1.5–2.3 ms against 4.9–5.5 ms for a full one, of which the resumption's own work in "
+    "process (the ticket opened and its binder checked, X25519, a new ticket sealed) is 0.4–0.6 ms; the rest is "
+    "the accept, the reader thread, the greeting, the name, the room's join and leave and the sender, the same "
+    "fixed part a full connection pays beside its unwrap. The ratio is that fixed part over itself plus about "
+    "3.3 ms of RSA: 0.3 × needs the fixed part under about 1.4 ms, which a quiet run nears (0.33 ×) and a "
+    "loaded one does not (0.41–0.45 ×): the thread-per-connection floor this design sits on. The storm's time is "
+    "bounded by the CPU of both processes on two shared cores, not the server's alone: the load generator plays "
+    "every client in one process (its CPU column: each client's X25519 share, its frames, the server's checked), "
+    "and that part falls by a third with tickets where the server's falls by two thirds or more, so the time "
+    "falls as the sum does, 2–2.6 × here. With clients on machines of their own, as in a real restart, the "
+    "storm takes what the server's CPU takes, and that falls to 0.26–0.32 × (3–4 × sooner)."
+)
+
+
+def _connection_finding(results: Results) -> list[str]:
+    """The connection around the handshake, thread by thread (issue 22): its
+    CPU in this run, against the two denominators of tables.py."""
+    run = results.handshakes.get((CHAT, 1))
+    crypto = cost(results, micro.SERVER_CRYPTO)
+    if run is None or not crypto > 0 or not run.server_cpu_us > 0:
+        return []
+    same_run = (
+        f" and {run.server_cpu_us / run.handshake_thread_us:.2f} × its handshake thread's CPU in the same run "
+        f"({run.handshake_thread_us / 1000:.2f} ms)"
+        if run.handshake_thread_us > 0
+        else ""
+    )
+    return [
+        "",
+        f"- **The connection around the handshake.** One at a time, the whole server spends "
+        f"{run.server_cpu_us / 1000:.2f} ms of CPU per connection in this run: "
+        f"{run.server_cpu_us / crypto:.2f} × its cryptography timed alone ({crypto / 1000:.2f} ms)"
+        f"{same_run}. " + CONNECTION_PROFILE,
+    ]
 
 
 def _before_after(results: Results) -> list[str]:

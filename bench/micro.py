@@ -105,7 +105,8 @@ def handshake_costs(identity_key, repeat: int) -> dict[str, float]:
     """Microseconds for the handshake's parts and for a whole one in process.
 
     The ratio of the server's side to its own cryptography is the handshake
-    target of issue 12 (≤ 1.2).
+    target of issue 12 (≤ 1.2), and issue 22's for the whole server (≤ 1.3:
+    bench/tables.py).
     """
     public = identity_key.public_key()
     wrapped = crypto_utils.wrap_key(public, bytes(32))

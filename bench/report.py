@@ -204,6 +204,7 @@ def write_json(results: Results, path: Path) -> None:
                 p99_ms=r.p99_ms,
                 per_second=r.per_second,
                 server_cpu_us=r.server_cpu_us,
+                handshake_thread_us=r.handshake_thread_us,
             )
             for (k, c), r in results.handshakes.items()
         ],

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import findings
 from bench.loadgen import BenchClient, BenchError, LoadGen
 from bench.runner import ServerProcess
 from bench.scenarios import JOIN_CONCURRENCY, cpu_seconds, own_cpu_seconds, percentile
@@ -254,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     connects, storms = measure(args.count, args.storm)
     print(table(connects, storms))
+    print("\n" + findings.RESUME_FINDING)
     return 0
 
 

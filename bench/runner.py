@@ -141,6 +141,7 @@ class ServerProcess:
     def __init__(self, kind: str, *options: str) -> None:
         self.kind = kind
         self.writer_tid: int | None = None  # the history store's writer thread, with --store
+        self.handshakes_tid: int | None = None  # a chat server's handshake thread (server/handshakes.py)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.servers", kind, *options],
             cwd=ROOT,
@@ -163,8 +164,11 @@ class ServerProcess:
             self.stop()
             raise BenchError(f"the {self.kind} server said {line!r}")
         words = line.split()
-        if words[2:3] == ["WRITER"]:  # with --store: its writer thread (bench/store.py)
-            self.writer_tid = int(words[3])
+        named = dict(zip(words[2::2], words[3::2], strict=False))  # NAME VALUE pairs
+        if "WRITER" in named:  # with --store: its writer thread (bench/store.py)
+            self.writer_tid = int(named["WRITER"])
+        if "HANDSHAKES" in named:
+            self.handshakes_tid = int(named["HANDSHAKES"])
         return int(words[1])
 
     def rss_kib(self) -> int:
@@ -290,8 +294,11 @@ def measure_handshakes(plan: Plan, kind: str, results: Results) -> None:
         for concurrency in (1, 8):
             count = plan.handshakes * (1 if concurrency == 1 else 2)
             cpu = scenarios.cpu_seconds(server.proc.pid)
+            crypto = scenarios.thread_cpu_seconds(server.proc.pid, server.handshakes_tid)
             result = scenarios.measure_handshakes(server.address, kind == PLAIN, count, concurrency, plan.timeout)
             result.server_cpu_us = (scenarios.cpu_seconds(server.proc.pid) - cpu) / count * 1e6
+            after = scenarios.thread_cpu_seconds(server.proc.pid, server.handshakes_tid)
+            result.handshake_thread_us = (after - crypto) / count * 1e6
             results.handshakes[(kind, concurrency)] = result
 
 

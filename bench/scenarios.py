@@ -35,6 +35,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_seconds(pid: int, tid: int | None) -> float:
+    """One thread's CPU time, from /proc (Linux): NaN without a thread."""
+    if tid is None:
+        return math.nan
+    try:
+        return int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return math.nan
+
+
 def own_cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
@@ -59,6 +69,10 @@ class HandshakeResult:
     p99_ms: float
     per_second: float
     server_cpu_us: float = math.nan  # the server process's CPU per handshake (runner.py measures it)
+    #: Its handshake thread's CPU per handshake, the same run: the unwrap, the
+    #: X25519 agreement and the key schedule (and their parsing), as loaded
+    #: as the rest of the process (runner.py measures it; NaN: no such thread).
+    handshake_thread_us: float = math.nan
 
 
 def measure_handshakes(

@@ -9,7 +9,8 @@ or ``plain`` (the plaintext floor). With ``--cluster`` a chat server joins the c
 Redis, as ``server.py --cluster`` does; with ``--store FILE`` it keeps its history in that
 SQLite file, as ``server.py --store FILE`` does (bench/store.py). It prints ``PORT <n>`` once listening, and
 runs until SIGTERM or until its standard input closes (with a store, ``PORT <n> WRITER <tid>``:
-the store's writer thread, whose CPU time bench/store.py reads from /proc). It uses the test-only
+the store's writer thread, whose CPU time bench/store.py reads from /proc; then, for a chat server,
+``HANDSHAKES <tid>``: its handshake thread, whose CPU bench/runner.py reads). It uses the test-only
 key from tests/keys (making a 3,072-bit key takes seconds): never a real one.
 """
 
@@ -120,7 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop, daemon=True).start())
     stop_when_stdin_closes(stop)
     writer = getattr(server.store, "writer_native_id", None) if args.kind != "plain" else None
-    print(f"PORT {server.server_address[1]}" + (f" WRITER {writer}" if writer else ""), flush=True)
+    handshakes = getattr(getattr(server, "handshakes", None), "native_id", None)
+    print(
+        f"PORT {server.server_address[1]}"
+        + (f" WRITER {writer}" if writer else "")
+        + (f" HANDSHAKES {handshakes}" if handshakes else ""),
+        flush=True,
+    )
     server.serve_forever()
     return 0
 

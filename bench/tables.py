@@ -266,19 +266,44 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
     return rows or [("(targets need the full run)", "", "")]
 
 
+#: Issue 22, part 3 (issue 12 had asked 1.2 ×): the whole server's CPU per
+#: full handshake against its own cryptography.
+HANDSHAKE_CPU_TARGET = 1.3
+
+
 def _handshake_cpu_targets(results: Results) -> list[tuple[str, str, str]]:
-    """Server CPU per handshake against its own cryptography (issue 12: ≤ 1.2 ×)."""
+    """Server CPU per handshake against its own cryptography (issue 22: ≤ 1.3 ×).
+
+    Two denominators, since neither alone is fair: the cryptography timed in
+    the bench's own process while nothing else of the bench runs (an RSA
+    unwrap and an X25519 pair and agreement: the figure issue 12 used), and
+    the server's handshake thread in the same run, which does that work (the
+    unwrap, the agreement, the key schedule, with their parsing) under the same
+    load as the rest of the process. CPU time per operation grows with load
+    (two cores shared with the load generator): the first is the harsher
+    (its denominator is timed unloaded), the second the kinder (its
+    denominator holds some parsing too); the first is the target's figure."""
     crypto = cost(results, micro.SERVER_CRYPTO)
     rows = []
+    target = HANDSHAKE_CPU_TARGET
     for at_once in (1, 8):
         run = results.handshakes.get((CHAT, at_once))
         if run and not math.isnan(run.server_cpu_us) and crypto > 0:
             ratio = run.server_cpu_us / crypto
             rows.append(
                 (
-                    f"server CPU per handshake ({at_once} at once) ≤ 1.2 × its own cryptography",
+                    f"server CPU per handshake ({at_once} at once) ≤ {target} × its own cryptography",
                     f"{run.server_cpu_us / 1000:.2f} / {crypto / 1000:.2f} ms = {ratio:.2f}",
-                    _yes(ratio <= 1.2),
+                    _yes(ratio <= target),
+                )
+            )
+        if run and not math.isnan(run.server_cpu_us) and run.handshake_thread_us > 0:
+            ratio = run.server_cpu_us / run.handshake_thread_us
+            rows.append(
+                (
+                    f"the same ({at_once} at once) against its handshake thread, the same run",
+                    f"{run.server_cpu_us / 1000:.2f} / {run.handshake_thread_us / 1000:.2f} ms = {ratio:.2f}",
+                    _yes(ratio <= target),
                 )
             )
     in_process = cost(results, micro.SERVER_HANDSHAKE)
@@ -287,7 +312,7 @@ def _handshake_cpu_targets(results: Results) -> list[tuple[str, str, str]]:
             (
                 "the same, its protocol side alone (in process)",
                 f"{in_process / 1000:.2f} / {crypto / 1000:.2f} ms = {in_process / crypto:.2f}",
-                _yes(in_process / crypto <= 1.2),
+                _yes(in_process / crypto <= target),
             )
         )
     return rows

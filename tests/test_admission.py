@@ -71,6 +71,9 @@ def test_ipv6_addresses_count_per_64_and_ipv4_mapped_ones_as_ipv4():
     assert source_of("2001:db8:1:3::1") == "2001:db8:1:3::/64"
     assert source_of("::ffff:192.0.2.7") == "192.0.2.7"
     assert source_of("fe80::1%eth0") == "fe80::/64"
+    # IPv4 (the fast path: no parsing) and what is not an address are themselves.
+    assert source_of("192.0.2.7") == "192.0.2.7" == source_of("192.0.2.7%eth0")
+    assert source_of("/run/chat.sock") == "/run/chat.sock"
     door = policy(max_per_source=2, rate=0)
     admitted(door.admit("2001:db8:1:2::1"))
     admitted(door.admit("2001:db8:1:2::2"))

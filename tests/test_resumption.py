@@ -42,6 +42,7 @@ from socket_chat.protocol import (
     WhoisReply,
     WhoisRequest,
 )
+from socket_chat.protocol.framing import HEADER
 from socket_chat.server import tickets
 from tests.helpers import ChatTestClient, key_proof
 from tests.wire import CLIENT_X25519, SERVER_X25519
@@ -543,8 +544,11 @@ def test_live_a_reconnection_resumes_without_rsa_and_keeps_the_key_proved(own_se
     unwraps = []
     real_unwrap = crypto_utils.unwrap_key
     monkeypatch.setattr(crypto_utils, "unwrap_key", lambda *a: unwraps.append(1) or real_unwrap(*a))
+    gated: list[str] = []  # calls handed to the handshake thread: for RSA only
+    monkeypatch.setattr(own_server.server.handshakes, "run", lambda call: gated.append("handed over") or call())
     second, resumed, proved, ticket = connect_with(own_server, ticket, ann)
     assert (resumed, proved, unwraps) == (True, False, [])  # no RSA, no new proof: the ticket carried the key
+    assert gated == []  # issue 22: its reader read the offer itself, with no hand-off (thread switches) at all
     second.join("Ann")
     second.send(WhoisRequest("Ann"))
     assert second.expect(WhoisReply).fingerprint == ann.fingerprint
@@ -679,3 +683,23 @@ def test_server_py_keeps_its_ticket_keys_beside_its_key_across_a_restart(tmp_pat
             server.kill()
     kept = tmp_path / "server-key" / "test-only-server-key.tickets"
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+
+
+def test_the_server_sees_a_resumption_coming_from_its_first_byte(identity, held):
+    """``resumption_coming``: what lets a server read a resumption's offer
+    where it likes (no RSA), told from the frame's first byte, before the
+    frame is whole; a key exchange is not one, nor anything once read."""
+    for ticket, coming in ((held, True), (None, False)):
+        client, server = ClientConnection(ticket=ticket), ServerConnection(identity)
+        client.receive_data(server.data_to_send())
+        client.next_event()
+        client.accept_server_key()
+        first = client.data_to_send()
+        server.receive_data(first[: HEADER.size])
+        assert server.resumption_coming is False  # the body has not begun
+        server.receive_data(first[HEADER.size : HEADER.size + 1])
+        assert server.resumption_coming is coming
+        server.receive_data(first[HEADER.size + 1 :])
+        assert server.resumption_coming is coming
+        server.next_event()
+        assert server.resumption_coming is False

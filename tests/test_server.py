@@ -524,3 +524,43 @@ def test_other_listen_failures_are_one_line_without_pythons_address_tuple():
     assert cannot_listen("::1", 80, PermissionError(errno.EACCES, "Permission denied")) == (
         "Cannot listen at [::1]:80: Permission denied"
     )
+
+
+# --- the accepted socket's options (issue 22: tuned once, on the listener) ---
+
+SERVER_SIDE_OPTIONS = [
+    (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+    (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    *[
+        (socket.IPPROTO_TCP, getattr(socket, name), value)
+        for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 6))
+        if hasattr(socket, name)
+    ],
+]
+
+
+@pytest.mark.parametrize("inherited", [True, False], ids=["inherited from the listener", "tuned per socket"])
+def test_every_accepted_socket_has_nodelay_and_keepalive(connect, running_server, monkeypatch, inherited):
+    """Whether the system passes the listener's options on (Linux does) or
+    not (simulated: each accepted socket then gets them itself), every
+    client's socket on the server's side has them, the first and later ones."""
+    if not inherited:
+        real_accept = socket.socket._accept
+
+        def accept_untuned(listener):
+            fd, address = real_accept(listener)
+            with socket.socket(fileno=socket.dup(fd)) as same:  # the same socket: undo what it inherited
+                for level, option, value in SERVER_SIDE_OPTIONS:
+                    same.setsockopt(level, option, 0 if value == 1 else 1)
+            return fd, address
+
+        monkeypatch.setattr(socket.socket, "_accept", accept_untuned)
+    for name in ("Alice", "Bob"):
+        connect(name)
+    handlers = running_server._handlers_now()
+    assert len(handlers) == 2
+    assert running_server._tune_each is (not inherited)
+    for handler in handlers:
+        assert [handler.sock.getsockopt(level, option) for level, option, _ in SERVER_SIDE_OPTIONS] == [
+            value for _, _, value in SERVER_SIDE_OPTIONS
+        ]

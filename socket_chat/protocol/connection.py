@@ -649,6 +649,16 @@ class ServerConnection(_Connection):
         return self._work
 
     @property
+    def resumption_coming(self) -> bool:
+        """Whether the client's next frame, begun in what is buffered, is a
+        resumption offer rather than a key exchange: reading it costs an
+        X25519 agreement and no RSA, so a server may read it wherever it
+        likes (server/handler.py keeps it out of its handshake thread)."""
+        return self._state is ConnectionState.AWAIT_KEY_EXCHANGE and self._buffer.body_starts_with(
+            handshake.RESUMPTION_TYPE
+        )
+
+    @property
     def work_pending(self) -> bool:
         """Whether a proof of work was asked and has not come (so no RSA
         has been spent on this connection)."""

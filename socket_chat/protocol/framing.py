@@ -52,6 +52,11 @@ class ReceiveBuffer:
         """Drop what is buffered (an unfinished frame, at EOF)."""
         self._data.clear()
 
+    def body_starts_with(self, first: int) -> bool:
+        """Whether the next frame's body has begun, with the byte ``first``
+        (nothing is consumed: a look at what kind of frame is coming)."""
+        return len(self._data) > HEADER.size and self._data[HEADER.size] == first
+
     def next_frame(self) -> tuple[bytes, bytes] | None:
         """(header, body) of the next whole frame, or None if not all here.
 

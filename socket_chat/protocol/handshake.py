@@ -188,6 +188,11 @@ def is_resumption(body: bytes) -> bool:
     return body[:1] == bytes([_RESUMPTION])
 
 
+#: The first byte of a resumption's body (``is_resumption``), for a look
+#: at a frame not yet whole (framing.ReceiveBuffer.body_starts_with).
+RESUMPTION_TYPE = _RESUMPTION
+
+
 def read_resumption(body: bytes) -> Resumption:
     """Read a resumption's body.
 

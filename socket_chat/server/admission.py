@@ -53,6 +53,11 @@ def source_of(host: str) -> str:
     """Whose connection this is, for the per-source limits: the IPv4
     address, or the IPv6 /64 (an IPv4-mapped IPv6 address is its IPv4 one).
     A host that is not an IP address (a Unix socket's) is itself."""
+    if ":" not in host and "%" not in host:
+        # An IPv4 address (as accept() writes it, and ipaddress would write
+        # it again) or not an address at all: itself either way, without
+        # parsing it for every connection.
+        return host
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:

@@ -69,11 +69,12 @@ class ClientHandler:
     """One client: its socket, protocol state, outbox and reader thread. A
     room ``Member``; what the client says is its ``session``'s to judge.
 
-    The reader thread runs ``handle()``. After the handshake it hands the
-    client's ``Outlet`` to the server's sender, the only thread that sends
-    to it from then on: the reader drives the receiving half of ``conn`` and
-    the sender its sending half, as ``protocol`` allows once the handshake
-    is done.
+    The reader thread runs ``handle()``. After the handshake and the
+    session's first words (which it writes itself: no one else can queue
+    anything for a client not yet in the room) it hands the client's
+    ``Outlet`` to the server's sender, the only thread that sends to it from
+    then on: the reader drives the receiving half of ``conn`` and the sender
+    its sending half, as ``protocol`` allows once the handshake is done.
     """
 
     def __init__(
@@ -93,7 +94,8 @@ class ClientHandler:
         # A busy server's proof of work (admission), asked before any RSA.
         self.conn = ServerConnection(server.identity, work=0 if ticket is None else ticket.work)
         self.outlet = Outlet(sock, self.conn, self.outbox, used_up=Goodbye(RECORDS_USED_UP))
-        self._sending = False  # the sender has the outlet: from the end of the handshake
+        self._sending = False  # the keys are agreed: from the end of the handshake, a goodbye can be said
+        self._handed_over = False  # the sender has the outlet (see _hand_over)
         self._readable = select.poll()  # poll() rather than select(): no limit on descriptor numbers
         self._readable.register(sock, select.POLLIN)
         self._closing = False  # a plain flag: an Event costs an idle client a Condition
@@ -134,11 +136,34 @@ class ClientHandler:
         self.outlet.cut()
         with contextlib.suppress(OSError):  # already closed by the peer or by us
             self.sock.shutdown(socket.SHUT_RDWR)
-        if self._sending:
+        if self._handed_over:
             self.server.sender.wake(self.outlet)  # to let go of the socket
 
     def _wake_sender(self) -> None:
-        self.server.sender.wake(self.outlet)
+        if self._handed_over:  # before that, the reader writes (_hand_over)
+            self.server.sender.wake(self.outlet)
+
+    def _hand_over(self) -> None:
+        """Write what is queued (the session's first words) from this thread,
+        then give the sending to the sender for good. Before the client joins
+        the room only its own reader (and a close from another thread, which
+        the sender then sees) queues anything for it: writing here saves the
+        sender a wake-up, two thread switches, per connection (issue 22)."""
+        if self._handed_over:
+            return
+        try:
+            items = self.outbox.take()  # from here, the next put calls on_ready
+            if items:
+                self.conn.send_batch(items)
+                self.sock.sendall(self.conn.data_to_send())
+        finally:
+            self.server.sender.add(self.outlet, wake=False)  # non-blocking from here: before a put can wake it
+            self._handed_over = True  # from here, a put wakes the sender
+            # A put or a close since the take was not announced to the
+            # sender (it did not have the outlet yet): wake it for that.
+            # Else there is nothing for it to do until the next put.
+            if self.outbox.closed or self.outbox.queued_bytes:
+                self.server.sender.wake(self.outlet)
 
     # The reader thread.
 
@@ -147,7 +172,6 @@ class ClientHandler:
         try:
             self._handshake()
             self._sending = True
-            self.server.sender.add(self.outlet)
             self._take_place()
             self._converse()
         except _ClientLeft:
@@ -192,13 +216,17 @@ class ClientHandler:
 
     def _in_handshake_thread(self, call: _NextEvent) -> protocol.Event | NeedData:
         """``call()`` in the handshake thread when it has bytes to read before
-        the client's HI (a proof of work, a key exchange and its unwrap, a
-        resumption's offer). With nothing buffered, ``next_event`` reads nothing
-        (NEED_DATA, or the end); a client HI is one record opened and one
-        sealed, with the keys already agreed. The reader makes those calls
-        itself: a hand-off costs two thread switches each way, and a full
-        handshake made three of them for its one RSA unwrap."""
-        if not self.conn.buffered_bytes or self.conn.state is ConnectionState.AWAIT_CLIENT_HI:
+        the client's HI (a proof of work, a key exchange and its unwrap).
+        With nothing buffered, ``next_event`` reads nothing (NEED_DATA, or
+        the end); a client HI is one record opened and one sealed, with the
+        keys already agreed; a resumption's offer is an X25519 agreement and
+        no RSA (its ticket is checked outside the gate anyway, in
+        ``_answer_resumption``). The reader makes those calls itself: a
+        hand-off costs two thread switches each way, and a full handshake
+        made three of them for its one RSA unwrap; a resumed connection now
+        makes none."""
+        conn = self.conn
+        if not conn.buffered_bytes or conn.state is ConnectionState.AWAIT_CLIENT_HI or conn.resumption_coming:
             return call()
         return self.server.handshakes.run(call)
 
@@ -250,6 +278,7 @@ class ClientHandler:
         )
         naming = _Deadline(self.limits.username_timeout, "waiting for a username")
         session.start(self.conn.session_id, self._resumed_key)  # the session id: what a key proof signs
+        self._hand_over()
         while session.stage is not Stage.ENDED:
             session.receive(self._next_event(naming if session.stage is Stage.NAMING else None))
         if session.goodbye is not None:
@@ -300,6 +329,8 @@ class ClientHandler:
             self.session.leave()
         if self._sending:
             self.outbox.close()  # what is queued still goes out, then the sender lets go
+            with contextlib.suppress(OSError):  # gone: the sender still lets go
+                self._hand_over()
             if not self.outlet.finished.wait(SHUTDOWN_GRACE):
                 self.abort()
                 self.outlet.finished.wait(SHUTDOWN_GRACE)

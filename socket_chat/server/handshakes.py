@@ -60,6 +60,11 @@ class HandshakeThread:
         self._thread = threading.Thread(target=self._serve, name="handshakes", daemon=True)
         self._thread.start()
 
+    @property
+    def native_id(self) -> int | None:
+        """The thread's id in the system (for a benchmark to read its CPU time)."""
+        return self._thread.native_id
+
     def run(self, call: Callable[[], T]) -> T:
         """``call()`` in the handshake thread; its result, or its exception raised here."""
         job = _Call(call)

@@ -98,10 +98,13 @@ class Sender:
     def start(self) -> None:
         self._thread.start()
 
-    def add(self, outlet: Outlet) -> None:
-        """Take over the sending for ``outlet``; its socket becomes non-blocking."""
+    def add(self, outlet: Outlet, wake: bool = True) -> None:
+        """Take over the sending for ``outlet``; its socket becomes non-blocking.
+        ``wake=False``: its outbox is known to be empty and to call
+        ``on_ready`` at its next put, so there is nothing to look at yet."""
         outlet.sock.setblocking(False)
-        self.wake(outlet)
+        if wake:
+            self.wake(outlet)
 
     def wake(self, outlet: Outlet) -> None:
         """Have the sender look at ``outlet`` soon. Never blocks for long: an
