@@ -21,6 +21,10 @@ Modules:
     peer      the chat and ngircd side by side: connect, lockstep, flat out, RSS
     crowd     rooms of 1,000 and 5,000 filled, heard and refilled in a
               reconnect storm, by load generators in several processes
+    swarm     a handshake flood from 200 addresses while a person connects
+    store     the history store on and off, and /search over 1,000,000 lines
+    rooms     one room of 500 alone and while 50 other rooms chat; 1,000 joins
+    resume    full and resumed connections, and a reconnect storm with tickets
     tables    the report's tables and its targets
     findings  the report's prose: what the profiles showed, what changed
     report    the tables printed, docs/benchmarks.md, benchmarks.json and the plot

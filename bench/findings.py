@@ -122,23 +122,6 @@ CONNECTION_PROFILE = (
     "which is the thread-per-connection design this server keeps."
 )
 
-#: Why a resumed connection's CPU stays above 0.3 × a full one's, and what
-#: bounds the reconnect storm (bench/resume.py prints it under its table).
-RESUME_FINDING = (
-    "A resumed connection does no RSA, so what it costs is nearly all the fixed part of a connection: the same "
-    "profile puts it at 1.5–2.3 ms against 4.9–5.5 ms for a full one, of which the resumption's own work in "
-    "process (the ticket opened and its binder checked, X25519, a new ticket sealed) is 0.4–0.6 ms; the rest is "
-    "the accept, the reader thread, the greeting, the name, the room's join and leave and the sender, the same "
-    "fixed part a full connection pays beside its unwrap. The ratio is that fixed part over itself plus about "
-    "3.3 ms of RSA: 0.3 × needs the fixed part under about 1.4 ms, which a quiet run nears (0.33 ×) and a "
-    "loaded one does not (0.41–0.45 ×): the thread-per-connection floor this design sits on. The storm's time is "
-    "bounded by the CPU of both processes on two shared cores, not the server's alone: the load generator plays "
-    "every client in one process (its CPU column: each client's X25519 share, its frames, the server's checked), "
-    "and that part falls by a third with tickets where the server's falls by two thirds or more, so the time "
-    "falls as the sum does, 2–2.6 × here. With clients on machines of their own, as in a real restart, the "
-    "storm takes what the server's CPU takes, and that falls to 0.26–0.32 × (3–4 × sooner)."
-)
-
 
 def _connection_finding(results: Results) -> list[str]:
     """The connection around the handshake, thread by thread (issue 22): its

@@ -38,6 +38,15 @@ from socket_chat.protocol import (
 
 RECV_SIZE = 256 * 1024
 _IGNORED = (UserJoined, UserLeft, protocol.Notice)
+_ROOMS = (
+    protocol.RoomMessage,
+    protocol.Joined,
+    protocol.Parted,
+    protocol.RoomNotice,
+    protocol.RoomHistoryLine,
+    protocol.RoomList,
+    protocol.RoomMembers,
+)
 
 
 class BenchError(Exception):
@@ -85,12 +94,15 @@ class BenchClient:
         self.closed = False
         self.want_ticket = False  # ask for a resumption ticket before the username (bench/resume.py)
         self.resumed = False  # the handshake resumed by a ticket
+        self.rooms = False  # take the server's offer of rooms (bench/rooms.py)
         self.new_ticket: protocol.ClientTicket | None = None  # the ticket the server gave
 
 
 class LoadGen:
     """Drives many ``BenchClient``s. ``on_chat(client, message, now)`` is
-    called for every ChatMessage; problems are collected in ``errors``.
+    called for every ChatMessage, ``on_room(client, event, now)`` for every
+    message of a room (RoomMessage, Joined, RoomNotice, ...); problems are
+    collected in ``errors``.
     ``connection`` makes each client's connection (default: ours, or the
     plaintext floor's with ``plain``)."""
 
@@ -100,21 +112,31 @@ class LoadGen:
         self.clients: list[BenchClient] = []
         self.errors: list[str] = []
         self.on_chat = lambda client, message, now: None
+        self.on_room = lambda client, event, now: None
 
     def connect(
-        self, name: str, address=None, ticket: protocol.ClientTicket | None = None, want_ticket: bool = False
+        self,
+        name: str,
+        address=None,
+        ticket: protocol.ClientTicket | None = None,
+        want_ticket: bool = False,
+        rooms: bool = False,
     ) -> BenchClient:
         """A new client, to ``address`` (default: the generator's server),
-        offering ``ticket`` and asking for a new one if ``want_ticket``."""
+        offering ``ticket`` and asking for a new one if ``want_ticket``, and
+        in rooms besides the lobby if ``rooms``."""
         client = BenchClient(address or self.address, name, self.plain, self.connection, ticket)
-        client.want_ticket = want_ticket
+        client.want_ticket, client.rooms = want_ticket, rooms
         self.selector.register(client.sock, selectors.EVENT_READ, client)
         self.clients.append(client)
         self._after_events(client)  # the plain connection asks for a name at once; TLS says hello
         return client
 
     def send_chat(self, client: BenchClient, text: str) -> None:
-        client.conn.send(ChatLine(text))
+        self.send(client, ChatLine(text))
+
+    def send(self, client: BenchClient, message) -> None:
+        client.conn.send(message)
         self._flush(client)
 
     def close(self, client: BenchClient) -> None:
@@ -179,6 +201,11 @@ class LoadGen:
             self.on_chat(client, event, now)
         elif isinstance(event, _IGNORED):
             pass
+        elif isinstance(event, _ROOMS):
+            self.on_room(client, event, now)
+        elif isinstance(event, protocol.Rooms):
+            if client.rooms:
+                client.conn.send(protocol.Rooms())  # yes: the room messages too
         elif isinstance(event, HandshakeComplete):
             client.resumed = event.resumed
         elif isinstance(event, NewTicket):

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import crowd, flood, lockstep, peer, swarm
+from bench import crowd, flood, lockstep, peer, resume, swarm
+from bench import rooms as rooms_bench
 from bench import store as store_bench
 from bench.findings import CLUSTER_PROFILE, cluster_finding, findings
 from bench.runner import CHAT, PLAIN, UNBATCHED, Results
@@ -40,6 +41,8 @@ SECTIONS = (
     "## Crowd",
     "## Memory",
     "## The history store",
+    "## Rooms",
+    "## Resumption",
     "## Raw costs",
     "## Profiles",
     "## Machine",
@@ -60,6 +63,8 @@ def print_tables(results: Results) -> None:
         ("Handshake flood from one address", flood.table(results.flood)),
         ("Handshake flood from 200 addresses, and a person", swarm.table(results.swarm)),
         ("The history store", store_bench.rows(results.store)),
+        ("Rooms", rooms_bench.rows(results.rooms)),
+        ("Resumption", resume.markdown(results.resume)[2:]),
     ):
         print(f"\n{title}")
         print("\n".join(lines))
@@ -143,6 +148,8 @@ def write_markdown(
         *flood.markdown(results.flood),
         *(swarm.markdown(results.swarm) if results.swarm else []),
         *store_bench.markdown(results.store),
+        *rooms_bench.markdown(results.rooms),
+        *resume.markdown(results.resume),
         "## Raw costs",
         "",
         "In process, no network: mean µs per call.",
@@ -236,6 +243,8 @@ def write_json(results: Results, path: Path) -> None:
         "cluster": dict(skipped=results.cluster_skipped, runs=cluster_json(results)),
         "flood": flood.as_json(results.flood),
         "swarm": swarm.as_json(results.swarm),
+        "rooms": rooms_bench.as_json(results.rooms),
+        "resume": resume.as_json(results.resume),
         "lockstep": [
             dict(
                 kind=r.kind,

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from bench import crowd, flood, lockstep, micro, peer, scenarios, swarm
+from bench import crowd, flood, lockstep, micro, peer, resume, scenarios, swarm
+from bench import rooms as rooms_bench
 from bench import store as store_bench
 from bench.loadgen import BenchError
 from bench.redis_server import RedisServer
@@ -54,6 +55,8 @@ class Plan:
     swarm_seconds: float = 10.0  # per setup of the flood from 200 addresses (bench/swarm.py)
     store: store_bench.StorePlan = store_bench.FULL_STORE  # the history store on and off, /search (bench/store.py)
     peer: peer.PeerPlan = peer.NO_PEER  # the IRC server beside ours (bench/peer.py)
+    rooms: rooms_bench.RoomsPlan = rooms_bench.FULL_ROOMS  # one room of many while others chat (bench/rooms.py)
+    resume: resume.ResumePlan = resume.FULL_RESUME  # connections resumed by a ticket (bench/resume.py)
 
 
 FULL = Plan(
@@ -91,6 +94,8 @@ QUICK = Plan(
     swarm_seconds=2.0,
     store=store_bench.QUICK_STORE,
     peer=peer.QUICK_PEER,
+    rooms=rooms_bench.QUICK_ROOMS,
+    resume=resume.QUICK_RESUME,
 )
 
 
@@ -132,6 +137,8 @@ class Results:
     swarm: list[swarm.SwarmRun] = field(default_factory=list)
     store: store_bench.StoreResults = field(default_factory=store_bench.StoreResults)
     peer: peer.PeerResults = field(default_factory=peer.PeerResults)
+    rooms: rooms_bench.RoomsResults = field(default_factory=rooms_bench.RoomsResults)
+    resume: resume.ResumeResults = field(default_factory=resume.ResumeResults)
     errors: list[str] = field(default_factory=list)
 
 
@@ -245,6 +252,18 @@ def run(plan: Plan, progress=print) -> Results:
         results,
         "the history store on and off; /search",
         lambda: store_bench.measure(plan.store, results.store, functools.partial(ServerProcess, CHAT), progress),
+        progress,
+    )
+    guarded(
+        results,
+        "rooms: one room of many while others chat; joins",
+        lambda: rooms_bench.measure(plan.rooms, results.rooms, functools.partial(ServerProcess, CHAT), progress),
+        progress,
+    )
+    guarded(
+        results,
+        "resumption: connections and a reconnect storm with tickets and without",
+        lambda: resume.measure_into(plan.resume, results.resume),
         progress,
     )
     return results

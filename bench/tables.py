@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 
-from bench import crowd, lockstep, micro, peer, swarm
+from bench import crowd, lockstep, micro, peer, resume, swarm
+from bench import rooms as rooms_bench
 from bench.runner import CHAT, PLAIN, UNBATCHED, Results
 from socket_chat.chat import presence
 
@@ -263,7 +264,16 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
     rows += cluster_cpu_target(results)
     rows += crowd.targets(results.crowd, results.errors, presence.BUSY_FROM, presence.INTERVAL)
     rows += swarm.targets(results.swarm)
+    rows += rooms_bench.targets(results.rooms)
+    rows += resume.targets(results.resume, irc_connect_p50_ms(results))
     return rows or [("(targets need the full run)", "", "")]
+
+
+def irc_connect_p50_ms(results: Results) -> float:
+    """The IRC server's connect-to-ready p50 in this run (one at a time); NaN if not run."""
+    run = results.peer.runs.get(peer.IRC)
+    one = run.handshakes.get(1) if run else None
+    return one.p50_ms if one else math.nan
 
 
 #: Issue 22, part 3 (issue 12 had asked 1.2 ×): the whole server's CPU per

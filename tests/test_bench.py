@@ -271,6 +271,10 @@ def test_quick_run_loses_and_duplicates_nothing(quick_run):
     for row in figures["lockstep"]:
         assert row["deliveries"] == row["messages"] * row["receivers"] > 0, row
         assert row["lost"] == row["duplicated"] == 0, row
+    assert figures["rooms"]["lost_or_duplicated"] == 0 and figures["rooms"]["joins"]["joins"] > 0
+    assert len(figures["rooms"]["round_ratios"]["lockstep"]) == runner.QUICK.rooms.rounds
+    storms = figures["resume"]["storms"]
+    assert [storm["resumed"] for storm in storms] == [0, runner.QUICK.resume.storm], storms
 
 
 @pytest.mark.slow
