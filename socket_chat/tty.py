@@ -153,10 +153,11 @@ class Terminal:
 
     def _hide_typing(self) -> None:
         """The terminal's own echo off while no line is read: what is typed
-        or pasted meanwhile (the client paces a paste) then waits unseen,
-        instead of being echoed over the client's output. prompt_toolkit
-        puts the terminal in raw mode while it reads, and back as it found
-        it (the modes as found: see ``_show_typing``) when done."""
+        or pasted meanwhile (the client paces a paste, or the next prompt is
+        not drawn yet) then waits unseen, instead of being echoed over the
+        client's output. prompt_toolkit puts the terminal in raw mode while
+        it reads (its echo off too), and back as it found it (echo off) when
+        done; ``restore`` leaves the modes as they were at the start."""
         if self._quiet_modes is not None:
             _set_modes(self._quiet_modes)
 
@@ -310,7 +311,11 @@ class Terminal:
                 raise EOFError
             return line.rstrip("\r\n")
         if not sys.stdout.isatty():  # typing at a terminal, output to a file: no drawing
-            return self._read_blocking(lambda: input(prompt))
+            self._show_typing()  # input() reads in the terminal's own mode: its echo shows what is typed
+            try:
+                return self._read_blocking(lambda: input(prompt))
+            finally:
+                self._hide_typing()
         with self._lock:
             interrupted, self._interrupt = self._interrupt, None
         if interrupted is not None:
@@ -321,7 +326,10 @@ class Terminal:
         session = self._session(remember)
         default, self._to_insert = self._to_insert, ""
         self._left_typed = ""
-        self._show_typing()
+        # The echo stays off: prompt_toolkit's raw mode has it off too, and
+        # turned on here, the keys typed before its loop runs (the rest of a
+        # paste, a key pressed as the line before is sent) would be echoed
+        # by the terminal over the lines printed meanwhile.
         self._status_shown(session if remember else None)
         try:
             return session.prompt(prompt, default=default, pre_run=lambda: self._reading(session, prompt))
