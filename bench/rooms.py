@@ -132,10 +132,6 @@ class FanRun:
         """Server CPU µs per delivery, every room's deliveries counted."""
         return 1e6 * self.server_cpu / self.deliveries if self.deliveries else math.nan
 
-    @property
-    def big_per_second(self) -> float:
-        return self.big_deliveries / self.seconds if self.seconds else math.nan
-
 
 @dataclass
 class RoomsResults:
@@ -165,6 +161,12 @@ class RoomsResults:
 
     def lost(self) -> int:
         return sum(run.lost + run.duplicated for run in self.runs)
+
+    def big_per_second(self, kind: str, mode: str) -> float:
+        """The big room's deliveries a second over every run of ``kind`` and ``mode``."""
+        runs = self.of(kind, mode)
+        seconds = sum(run.seconds for run in runs)
+        return sum(run.big_deliveries for run in runs) / seconds if seconds else math.nan
 
 
 def apart_cpu(run: FanRun, alone: FanRun, chatting: FanRun) -> float:
@@ -281,7 +283,12 @@ def pump_until(gen: LoadGen, done, deadline: float, what: str, chatter: Chatter 
     while not done():
         if time.monotonic() > deadline:
             raise BenchError(f"timed out: {what}")
-        gen.pump(min(0.05, chatter.say_what_is_due()) if chatter else 0.05)
+        pump_once(gen, chatter)
+
+
+def pump_once(gen: LoadGen, chatter: Chatter | None) -> None:
+    """One round of the load generator, the chatting rooms' lines due said first."""
+    gen.pump(min(0.05, chatter.say_what_is_due()) if chatter else 0.05)
 
 
 # --- the measurements -----------------------------------------------------------------------
@@ -354,8 +361,8 @@ def measure_fan(
     traffic: Traffic,
 ) -> FanRun:
     """One run: the big room's lockstep or burst, the other rooms chatting
-    if ``chatter``; or (kind ``chatting``) the chatting alone for as long as
-    a lockstep run took before."""
+    if ``chatter``; or (kind ``chatting``) the chatting alone for
+    ``plan.chat_seconds``."""
     traffic.reset()
     run = FanRun(kind, mode)
     deadline = time.monotonic() + plan.timeout
@@ -403,7 +410,7 @@ def burst(
             sent += 1
         if time.monotonic() > deadline:
             raise BenchError(f"timed out: the burst, {delivered} of {plan.burst_messages} delivered")
-        gen.pump(min(0.05, chatter.say_what_is_due()) if chatter else 0.05)
+        pump_once(gen, chatter)
 
 
 def fill_big_room(plan: RoomsPlan, gen: LoadGen, members: list[BenchClient], traffic: Traffic) -> None:
@@ -477,10 +484,7 @@ def rows(results: RoomsResults) -> list[str]:
         alone, with_ = results.cpu_us(kind, "alone"), results.cpu_us(kind, "with")
         median, spread = _median(results.round_ratios(kind))
         met = "met" if median <= 1 + WITHIN else "MISSED"
-        rates = [
-            sum(r.big_deliveries for r in results.of(kind, m)) / sum(r.seconds for r in results.of(kind, m))
-            for m in MODES
-        ]
+        rates = [results.big_per_second(kind, mode) for mode in MODES]
         lines.append(
             f"| {name} | {_f(alone)} | {_f(with_)} | {_f(with_ / alone, 3)} | {spread} | "
             f"{_f(rates[0], 0)} / {_f(rates[1], 0)} | ≤ {1 + WITHIN:.2f} ({met}) |"

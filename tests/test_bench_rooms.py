@@ -77,3 +77,13 @@ def test_the_target_is_judged_on_the_median_of_the_rounds():
     figures = json.loads(json.dumps(rooms.as_json(results)))
     assert figures["lost_or_duplicated"] == 3 and figures["joins"]["joins"] == 5000
     assert len(figures["round_ratios"]["lockstep"]) == 3  # the fourth, with no run alone beside it, left out
+
+
+def test_a_run_cut_short_still_gives_a_report():
+    """An error after the lockstep runs (no burst run yet): the section says
+    n/a where it has nothing, rather than failing the whole report."""
+    results = rooms.RoomsResults(big=500, chatting=50, chat_members=50, chat_lines_per_second=50.0)
+    results.runs += [fan("lockstep", "alone", 0.010), fan("lockstep", "with", 0.012, chat=100)]
+    section = "\n".join(rooms.markdown(results))
+    assert "| burst (64 in flight) | n/a | n/a | n/a |" in section
+    assert [target[0].split(",")[0] for target in rooms.targets(results)] == ["lockstep (one message in flight)"]
